@@ -1,0 +1,56 @@
+//! The typed error of namespace operations.
+//!
+//! Meta produces it (the state machine returns it from `apply`), sends it in the
+//! details of a gRPC status, and the client library decodes it back, so a
+//! caller can match on `FsError::NotFound` across processes. The texts are
+//! written for people: the CLI prints them as they are.
+
+use serde::{Deserialize, Serialize};
+
+use crate::path::PathError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum FsError {
+    #[error("{0}")]
+    InvalidPath(#[from] PathError),
+    #[error("no such file or directory: {path}")]
+    NotFound { path: String },
+    #[error("already exists: {path}")]
+    AlreadyExists { path: String },
+    #[error("not a directory: {path}")]
+    NotADirectory { path: String },
+    #[error("is a directory: {path}")]
+    IsADirectory { path: String },
+    #[error("directory not empty: {path} (use -r to remove it and its contents)")]
+    NotEmpty { path: String },
+    #[error("cannot move {src} into itself ({dst})")]
+    RenameIntoSelf { src: String, dst: String },
+    #[error("the root directory cannot be removed or renamed")]
+    Root,
+    #[error("file (inode {inode}) no longer exists: it was removed")]
+    StaleInode { inode: u64 },
+    #[error(
+        "chunk {index} of inode {inode} changed under this write (removed or truncated); retry"
+    )]
+    ChunkChanged { inode: u64, index: u64 },
+    #[error("not enough chunk servers: need {needed} alive, {alive} alive")]
+    NotEnoughServers { needed: u32, alive: u32 },
+    #[error("chunk {chunk_id} has no usable replica left")]
+    NoReplica { chunk_id: u64 },
+    #[error("replication factor {requested} is out of range 1..={max}")]
+    BadReplication { requested: u32, max: u32 },
+    #[error("invalid argument: {reason}")]
+    InvalidArgument { reason: String },
+}
+
+impl FsError {
+    /// Encodes for the wire (gRPC status details).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("FsError always serializes")
+    }
+
+    /// Decodes from the wire; `None` when the bytes are not an `FsError`.
+    pub fn from_bytes(bytes: &[u8]) -> Option<FsError> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

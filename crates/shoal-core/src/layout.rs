@@ -1,0 +1,70 @@
+//! Chunk arithmetic: how a byte range of a file maps onto fixed-size chunks.
+
+/// One piece of a file range that falls inside a single chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Chunk index within the file.
+    pub index: u64,
+    /// Offset of the piece inside the chunk.
+    pub offset_in_chunk: u64,
+    /// Offset of the piece inside the requested range.
+    pub offset_in_range: u64,
+    pub len: u64,
+}
+
+/// Cuts `[offset, offset + len)` into per-chunk spans, in order.
+pub fn spans(offset: u64, len: u64, chunk_size_bytes: u64) -> Vec<Span> {
+    assert!(chunk_size_bytes > 0, "chunk size must be positive");
+    let mut out = Vec::new();
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let index = pos / chunk_size_bytes;
+        let offset_in_chunk = pos % chunk_size_bytes;
+        let take = (chunk_size_bytes - offset_in_chunk).min(end - pos);
+        out.push(Span {
+            index,
+            offset_in_chunk,
+            offset_in_range: pos - offset,
+            len: take,
+        });
+        pos += take;
+    }
+    out
+}
+
+/// Number of chunks a file of `size` bytes spans.
+pub fn chunk_count(size: u64, chunk_size_bytes: u64) -> u64 {
+    size.div_ceil(chunk_size_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_cross_boundaries() {
+        let s = spans(90, 30, 100);
+        assert_eq!(
+            s,
+            vec![
+                Span {
+                    index: 0,
+                    offset_in_chunk: 90,
+                    offset_in_range: 0,
+                    len: 10
+                },
+                Span {
+                    index: 1,
+                    offset_in_chunk: 0,
+                    offset_in_range: 10,
+                    len: 20
+                },
+            ]
+        );
+        assert_eq!(spans(0, 300, 100).len(), 3);
+        assert!(spans(5, 0, 100).is_empty());
+        assert_eq!(chunk_count(0, 100), 0);
+        assert_eq!(chunk_count(101, 100), 2);
+    }
+}

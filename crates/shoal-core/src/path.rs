@@ -1,0 +1,184 @@
+//! Path rules of the namespace.
+//!
+//! A Shoal path is absolute and `/`-separated. [`NormalPath::parse`] accepts a
+//! path only in its plain form (a trailing `/` and `.` components are tolerated
+//! and dropped) and rejects, with a reason, anything that could name two
+//! places: `..`, empty components (`a//b`), NUL bytes, and names longer than
+//! [`NAME_MAX_BYTES`]. The root is the path with no components.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest allowed name of one path component, in bytes (as in POSIX NAME_MAX).
+pub const NAME_MAX_BYTES: usize = 255;
+/// Longest allowed whole path, in bytes (as in POSIX PATH_MAX).
+pub const PATH_MAX_BYTES: usize = 4096;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum PathError {
+    #[error("path must be absolute (start with '/'): {path:?}")]
+    NotAbsolute { path: String },
+    #[error("path has an empty component ('//'): {path:?}")]
+    EmptyComponent { path: String },
+    #[error("path may not contain '..': {path:?}")]
+    DotDot { path: String },
+    #[error("path contains a NUL byte: {path:?}")]
+    Nul { path: String },
+    #[error("name is {len} bytes, longer than the {max} allowed: {path:?}")]
+    NameTooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("path is {len} bytes, longer than the {max} allowed")]
+    PathTooLong { len: usize, max: usize },
+}
+
+/// An absolute, validated path, held as its components.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NormalPath {
+    parts: Vec<String>,
+}
+
+impl NormalPath {
+    /// The root directory `/`.
+    pub fn root() -> Self {
+        NormalPath { parts: Vec::new() }
+    }
+
+    /// Validates `path` and returns its normal form.
+    pub fn parse(path: &str) -> Result<Self, PathError> {
+        let owned = || path.to_string();
+        if path.len() > PATH_MAX_BYTES {
+            return Err(PathError::PathTooLong {
+                len: path.len(),
+                max: PATH_MAX_BYTES,
+            });
+        }
+        if path.contains('\0') {
+            return Err(PathError::Nul { path: owned() });
+        }
+        let Some(rest) = path.strip_prefix('/') else {
+            return Err(PathError::NotAbsolute { path: owned() });
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut parts = Vec::new();
+        if rest.is_empty() {
+            return Ok(NormalPath { parts });
+        }
+        for part in rest.split('/') {
+            match part {
+                "" => return Err(PathError::EmptyComponent { path: owned() }),
+                "." => continue,
+                ".." => return Err(PathError::DotDot { path: owned() }),
+                name if name.len() > NAME_MAX_BYTES => {
+                    return Err(PathError::NameTooLong {
+                        path: owned(),
+                        len: name.len(),
+                        max: NAME_MAX_BYTES,
+                    });
+                }
+                name => parts.push(name.to_string()),
+            }
+        }
+        Ok(NormalPath { parts })
+    }
+
+    /// The components, root first.
+    pub fn components(&self) -> &[String] {
+        &self.parts
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The parent directory and the last name; `None` for the root.
+    pub fn split_last(&self) -> Option<(NormalPath, &str)> {
+        let (last, init) = self.parts.split_last()?;
+        Some((
+            NormalPath {
+                parts: init.to_vec(),
+            },
+            last.as_str(),
+        ))
+    }
+
+    /// This path with `name` appended (the name must already be valid).
+    pub fn join(&self, name: &str) -> NormalPath {
+        let mut parts = self.parts.clone();
+        parts.push(name.to_string());
+        NormalPath { parts }
+    }
+
+    /// True when `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &NormalPath) -> bool {
+        self.parts.starts_with(&other.parts)
+    }
+}
+
+impl std::fmt::Display for NormalPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.parts.is_empty() {
+            return f.write_str("/");
+        }
+        for p in &self.parts {
+            write!(f, "/{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_paths() {
+        let cases = [
+            ("/", "/"),
+            ("/a", "/a"),
+            ("/a/b/", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/ü/ñ", "/ü/ñ"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                NormalPath::parse(input).unwrap().to_string(),
+                want,
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_ambiguous_paths() {
+        let long = format!("/{}", "x".repeat(256));
+        let cases: [(&str, fn(&PathError) -> bool); 6] = [
+            ("a/b", |e| matches!(e, PathError::NotAbsolute { .. })),
+            ("", |e| matches!(e, PathError::NotAbsolute { .. })),
+            ("/a//b", |e| matches!(e, PathError::EmptyComponent { .. })),
+            ("/a/../b", |e| matches!(e, PathError::DotDot { .. })),
+            ("/a\0b", |e| matches!(e, PathError::Nul { .. })),
+            (&long, |e| {
+                matches!(e, PathError::NameTooLong { len: 256, .. })
+            }),
+        ];
+        for (input, want) in cases {
+            let err = NormalPath::parse(input).unwrap_err();
+            assert!(want(&err), "{input:?} gave {err:?}");
+        }
+        assert!(NormalPath::parse(&format!("/{}", "x".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn split_and_prefix() {
+        let p = NormalPath::parse("/a/b/c").unwrap();
+        let (parent, name) = p.split_last().unwrap();
+        assert_eq!(parent.to_string(), "/a/b");
+        assert_eq!(name, "c");
+        assert!(p.starts_with(&parent));
+        assert!(!parent.starts_with(&p));
+        assert!(NormalPath::root().split_last().is_none());
+    }
+}

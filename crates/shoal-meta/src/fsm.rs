@@ -1,0 +1,888 @@
+//! The metadata state machine: namespace, chunk map and chunk-server registry.
+//!
+//! Plain data and one pure entry point, [`FsState::apply`]. Raft feeds it
+//! committed [`Command`]s in log order on every meta node, so it must be
+//! deterministic: anything that depends on time or on liveness (mtime, which
+//! servers get a new replica) is decided by the leader before proposing and
+//! travels inside the command.
+//!
+//! # Invariants
+//! - Inode 1 is the root directory and always exists.
+//! - Every inode except the root has exactly one directory entry, in its `parent`.
+//! - A chunk's replicas are distinct chunk-server ids.
+//! - `committed_version <= version` for every chunk; a replica whose version is
+//!   older than `committed_version` missed an acknowledged write.
+//! - A chunk id is never reused: `next_chunk_id` only grows.
+//! - Chunks dropped from the namespace (removed files, truncation, dropped
+//!   replicas) are listed in `garbage` until their server confirms the delete.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{FsError, NormalPath};
+
+/// The inode number of `/`.
+pub const ROOT_INODE: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// One replicated chunk of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    pub id: u64,
+    /// Version granted to the latest write (bumped by every prepare).
+    pub version: u64,
+    /// Newest version whose write was acknowledged (committed).
+    pub committed_version: u64,
+    /// Chunk-server ids, in pipeline order.
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub id: u64,
+    pub parent: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ms: u64,
+    /// Replicas per chunk for files; for directories, what new files inherit (0: cluster default).
+    pub replication: u32,
+    /// Fixed when the file is created.
+    pub chunk_size: u64,
+    /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
+    pub chunks: BTreeMap<u64, ChunkMeta>,
+    /// Directories only: name to inode.
+    pub children: BTreeMap<String, u64>,
+}
+
+/// A registered chunk server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// A change to the metadata, as proposed by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Mkdir {
+        path: NormalPath,
+        parents: bool,
+        mtime_ms: u64,
+    },
+    Create {
+        path: NormalPath,
+        replication: u32,
+        chunk_size: u64,
+        open_existing: bool,
+        mtime_ms: u64,
+    },
+    Remove {
+        path: NormalPath,
+        recursive: bool,
+    },
+    Rename {
+        src: NormalPath,
+        dst: NormalPath,
+        mtime_ms: u64,
+    },
+    /// Starts a write on chunk `index`: allocates it (when `expect_id` is None) or
+    /// bumps its version, and sets its replicas. `expect_*` is the state the
+    /// leader planned from; if the chunk changed since, nothing happens and the
+    /// answer is [`Response::Conflict`].
+    PrepareWrite {
+        inode: u64,
+        index: u64,
+        expect_id: Option<u64>,
+        expect_version: u64,
+        replicas: Vec<u64>,
+    },
+    /// Makes written chunk versions visible and sets the size.
+    CommitWrite {
+        inode: u64,
+        chunks: Vec<(u64, u64, u64)>,
+        size: u64,
+        truncate: bool,
+        mtime_ms: u64,
+    },
+    /// Registers a chunk server or records its new address.
+    RegisterNode {
+        id: u64,
+        addr: String,
+    },
+    /// A chunk server confirmed it deleted these garbage chunks.
+    ForgetGarbage {
+        node: u64,
+        chunks: Vec<u64>,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Inode(Inode),
+    Chunk {
+        chunk: ChunkMeta,
+        chunk_size: u64,
+    },
+    /// The plan behind a PrepareWrite was outdated; plan again.
+    Conflict,
+    Err(FsError),
+}
+
+/// The whole replicated metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsState {
+    pub inodes: BTreeMap<u64, Inode>,
+    pub next_inode: u64,
+    pub next_chunk_id: u64,
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Chunk id to the servers that still hold an unwanted copy.
+    pub garbage: BTreeMap<u64, BTreeSet<u64>>,
+}
+
+impl Default for FsState {
+    fn default() -> Self {
+        let root = Inode {
+            id: ROOT_INODE,
+            parent: ROOT_INODE,
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            mtime_ms: 0,
+            replication: 0,
+            chunk_size: 0,
+            chunks: BTreeMap::new(),
+            children: BTreeMap::new(),
+        };
+        FsState {
+            inodes: BTreeMap::from([(ROOT_INODE, root)]),
+            next_inode: ROOT_INODE + 1,
+            next_chunk_id: 1,
+            nodes: BTreeMap::new(),
+            garbage: BTreeMap::new(),
+        }
+    }
+}
+
+fn not_found(path: &NormalPath) -> FsError {
+    FsError::NotFound {
+        path: path.to_string(),
+    }
+}
+
+impl FsState {
+    /// Resolves a path to its inode.
+    pub fn lookup(&self, path: &NormalPath) -> Result<&Inode, FsError> {
+        let mut cur = &self.inodes[&ROOT_INODE];
+        for (depth, name) in path.components().iter().enumerate() {
+            if cur.kind != Kind::Dir {
+                let prefix: Vec<&str> = path.components()[..depth]
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                return Err(FsError::NotADirectory {
+                    path: format!("/{}", prefix.join("/")),
+                });
+            }
+            let id = cur.children.get(name).ok_or_else(|| not_found(path))?;
+            cur = &self.inodes[id];
+        }
+        Ok(cur)
+    }
+
+    /// Resolves the directory that holds `path`, and the final name.
+    fn lookup_parent<'p>(&self, path: &'p NormalPath) -> Result<(u64, &'p str), FsError> {
+        let (parent, name) = path.split_last().ok_or(FsError::Root)?;
+        let dir = self.lookup(&parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotADirectory {
+                path: parent.to_string(),
+            });
+        }
+        Ok((dir.id, name))
+    }
+
+    pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
+        self.inodes
+            .get(&id)
+            .ok_or(FsError::StaleInode { inode: id })
+    }
+
+    /// The replication a new file under `parent` inherits (0: cluster default).
+    pub fn inherited_replication(&self, path: &NormalPath) -> u32 {
+        let mut cur = &self.inodes[&ROOT_INODE];
+        let mut rep = cur.replication;
+        for name in path.components() {
+            match cur.children.get(name).map(|id| &self.inodes[id]) {
+                Some(next) if next.kind == Kind::Dir => {
+                    cur = next;
+                    if cur.replication != 0 {
+                        rep = cur.replication;
+                    }
+                }
+                _ => break,
+            }
+        }
+        rep
+    }
+
+    /// Applies one committed command. Never panics on bad input: a command
+    /// that cannot apply answers `Response::Err` and changes nothing.
+    pub fn apply(&mut self, cmd: &Command) -> Response {
+        let result = match cmd {
+            Command::Mkdir {
+                path,
+                parents,
+                mtime_ms,
+            } => self.mkdir(path, *parents, *mtime_ms),
+            Command::Create {
+                path,
+                replication,
+                chunk_size,
+                open_existing,
+                mtime_ms,
+            } => self.create(path, *replication, *chunk_size, *open_existing, *mtime_ms),
+            Command::Remove { path, recursive } => self.remove(path, *recursive),
+            Command::Rename { src, dst, mtime_ms } => self.rename(src, dst, *mtime_ms),
+            Command::PrepareWrite {
+                inode,
+                index,
+                expect_id,
+                expect_version,
+                replicas,
+            } => self.prepare_write(*inode, *index, *expect_id, *expect_version, replicas),
+            Command::CommitWrite {
+                inode,
+                chunks,
+                size,
+                truncate,
+                mtime_ms,
+            } => self.commit_write(*inode, chunks, *size, *truncate, *mtime_ms),
+            Command::RegisterNode { id, addr } => {
+                self.nodes.insert(
+                    *id,
+                    NodeRecord {
+                        id: *id,
+                        addr: addr.clone(),
+                    },
+                );
+                Ok(Response::Ok)
+            }
+            Command::ForgetGarbage { node, chunks } => {
+                for c in chunks {
+                    if let Some(holders) = self.garbage.get_mut(c) {
+                        holders.remove(node);
+                        if holders.is_empty() {
+                            self.garbage.remove(c);
+                        }
+                    }
+                }
+                Ok(Response::Ok)
+            }
+        };
+        result.unwrap_or_else(Response::Err)
+    }
+
+    fn new_inode(
+        &mut self,
+        parent: u64,
+        kind: Kind,
+        replication: u32,
+        chunk_size: u64,
+        mtime_ms: u64,
+    ) -> u64 {
+        let id = self.next_inode;
+        self.next_inode += 1;
+        let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        self.inodes.insert(
+            id,
+            Inode {
+                id,
+                parent,
+                kind,
+                size: 0,
+                mode,
+                mtime_ms,
+                replication,
+                chunk_size,
+                chunks: BTreeMap::new(),
+                children: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    fn link(&mut self, dir: u64, name: &str, child: u64, mtime_ms: u64) {
+        let d = self.inodes.get_mut(&dir).expect("parent exists");
+        d.children.insert(name.to_string(), child);
+        d.mtime_ms = mtime_ms;
+    }
+
+    fn mkdir(
+        &mut self,
+        path: &NormalPath,
+        parents: bool,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        if path.is_root() {
+            return if parents {
+                Ok(Response::Inode(self.inodes[&ROOT_INODE].clone()))
+            } else {
+                Err(FsError::AlreadyExists { path: "/".into() })
+            };
+        }
+        if parents {
+            // Check the whole chain first so a failure changes nothing.
+            let mut cur = NormalPath::root();
+            for name in path.components() {
+                cur = cur.join(name);
+                match self.lookup(&cur) {
+                    Ok(i) if i.kind == Kind::Dir => {}
+                    Ok(_) => {
+                        return Err(FsError::NotADirectory {
+                            path: cur.to_string(),
+                        });
+                    }
+                    Err(FsError::NotFound { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut dir = ROOT_INODE;
+            for name in path.components() {
+                dir = match self.inodes[&dir].children.get(name.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+                        self.link(dir, name, id, mtime_ms);
+                        id
+                    }
+                };
+            }
+            return Ok(Response::Inode(self.inodes[&dir].clone()));
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists {
+                path: path.to_string(),
+            });
+        }
+        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+        self.link(dir, name, id, mtime_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    fn create(
+        &mut self,
+        path: &NormalPath,
+        replication: u32,
+        chunk_size: u64,
+        open_existing: bool,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        if replication == 0 || chunk_size == 0 {
+            return Err(FsError::InvalidArgument {
+                reason: "replication and chunk size must be positive".into(),
+            });
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if let Some(id) = self.inodes[&dir].children.get(name) {
+            let existing = &self.inodes[id];
+            return match (open_existing, existing.kind) {
+                (true, Kind::File) => Ok(Response::Inode(existing.clone())),
+                (true, Kind::Dir) => Err(FsError::IsADirectory {
+                    path: path.to_string(),
+                }),
+                (false, _) => Err(FsError::AlreadyExists {
+                    path: path.to_string(),
+                }),
+            };
+        }
+        let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms);
+        self.link(dir, name, id, mtime_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    /// Drops an inode and everything below it; their chunks become garbage.
+    fn drop_tree(&mut self, id: u64) {
+        let Some(inode) = self.inodes.remove(&id) else {
+            return;
+        };
+        for child in inode.children.values() {
+            self.drop_tree(*child);
+        }
+        for chunk in inode.chunks.values() {
+            self.discard_chunk(chunk.id, &chunk.replicas);
+        }
+    }
+
+    fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
+        if !holders.is_empty() {
+            self.garbage
+                .entry(chunk_id)
+                .or_default()
+                .extend(holders.iter().copied());
+        }
+    }
+
+    fn remove(&mut self, path: &NormalPath, recursive: bool) -> Result<Response, FsError> {
+        let (dir, name) = self.lookup_parent(path)?;
+        let id = *self.inodes[&dir]
+            .children
+            .get(name)
+            .ok_or_else(|| not_found(path))?;
+        let inode = &self.inodes[&id];
+        if inode.kind == Kind::Dir && !inode.children.is_empty() && !recursive {
+            return Err(FsError::NotEmpty {
+                path: path.to_string(),
+            });
+        }
+        self.inodes
+            .get_mut(&dir)
+            .expect("parent exists")
+            .children
+            .remove(name);
+        self.drop_tree(id);
+        Ok(Response::Ok)
+    }
+
+    fn rename(
+        &mut self,
+        src: &NormalPath,
+        dst: &NormalPath,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        let (src_dir, src_name) = self.lookup_parent(src)?;
+        let id = *self.inodes[&src_dir]
+            .children
+            .get(src_name)
+            .ok_or_else(|| not_found(src))?;
+        // Moving onto an existing directory moves into it, as mv(1) does.
+        let dst = match self.lookup(dst) {
+            Ok(d) if d.kind == Kind::Dir && d.id != id => dst.join(src_name),
+            _ => dst.clone(),
+        };
+        if dst == *src {
+            return Ok(Response::Ok);
+        }
+        if dst.starts_with(src) {
+            return Err(FsError::RenameIntoSelf {
+                src: src.to_string(),
+                dst: dst.to_string(),
+            });
+        }
+        let (dst_dir, dst_name) = self.lookup_parent(&dst)?;
+        let src_kind = self.inodes[&id].kind;
+        let replaced = self.inodes[&dst_dir].children.get(dst_name).copied();
+        if let Some(old) = replaced {
+            let old = &self.inodes[&old];
+            match (src_kind, old.kind) {
+                (Kind::File, Kind::File) => {}
+                (Kind::Dir, Kind::Dir) if old.children.is_empty() => {}
+                (Kind::Dir, Kind::Dir) => {
+                    return Err(FsError::NotEmpty {
+                        path: dst.to_string(),
+                    });
+                }
+                (Kind::File, Kind::Dir) => {
+                    return Err(FsError::IsADirectory {
+                        path: dst.to_string(),
+                    });
+                }
+                (Kind::Dir, Kind::File) => {
+                    return Err(FsError::NotADirectory {
+                        path: dst.to_string(),
+                    });
+                }
+            }
+        }
+        self.inodes
+            .get_mut(&src_dir)
+            .expect("parent exists")
+            .children
+            .remove(src_name);
+        if let Some(old) = replaced {
+            self.drop_tree(old);
+        }
+        self.link(dst_dir, dst_name, id, mtime_ms);
+        self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
+        Ok(Response::Ok)
+    }
+
+    fn file_mut(&mut self, inode: u64) -> Result<&mut Inode, FsError> {
+        let f = self
+            .inodes
+            .get_mut(&inode)
+            .ok_or(FsError::StaleInode { inode })?;
+        if f.kind != Kind::File {
+            return Err(FsError::IsADirectory {
+                path: format!("inode {inode}"),
+            });
+        }
+        Ok(f)
+    }
+
+    fn prepare_write(
+        &mut self,
+        inode: u64,
+        index: u64,
+        expect_id: Option<u64>,
+        expect_version: u64,
+        replicas: &[u64],
+    ) -> Result<Response, FsError> {
+        if replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return Err(FsError::InvalidArgument {
+                reason: format!("replicas must be distinct and non-empty: {replicas:?}"),
+            });
+        }
+        let next_id = self.next_chunk_id;
+        let f = self.file_mut(inode)?;
+        let chunk_size = f.chunk_size;
+        let current = f.chunks.get(&index).map(|c| (c.id, c.version));
+        if current.map(|c| c.0) != expect_id || current.map_or(0, |c| c.1) != expect_version {
+            return Ok(Response::Conflict);
+        }
+        let dropped: Vec<u64>;
+        let chunk = match f.chunks.get_mut(&index) {
+            Some(c) => {
+                dropped = c
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !replicas.contains(r))
+                    .collect();
+                c.version += 1;
+                c.replicas = replicas.to_vec();
+                c.clone()
+            }
+            None => {
+                dropped = Vec::new();
+                let c = ChunkMeta {
+                    id: next_id,
+                    version: 1,
+                    committed_version: 0,
+                    replicas: replicas.to_vec(),
+                };
+                f.chunks.insert(index, c.clone());
+                c
+            }
+        };
+        if expect_id.is_none() {
+            self.next_chunk_id += 1;
+        }
+        // A replica dropped from the chain holds a copy that is now stale.
+        self.discard_chunk(chunk.id, &dropped);
+        Ok(Response::Chunk { chunk, chunk_size })
+    }
+
+    fn commit_write(
+        &mut self,
+        inode: u64,
+        chunks: &[(u64, u64, u64)],
+        size: u64,
+        truncate: bool,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        let f = self.file_mut(inode)?;
+        for (index, id, version) in chunks {
+            match f.chunks.get(index) {
+                Some(c) if c.id == *id && c.version >= *version => {}
+                _ => {
+                    return Err(FsError::ChunkChanged {
+                        inode,
+                        index: *index,
+                    });
+                }
+            }
+        }
+        for (index, _, version) in chunks {
+            let c = f.chunks.get_mut(index).expect("checked above");
+            c.committed_version = c.committed_version.max(*version);
+        }
+        let mut dropped = Vec::new();
+        if truncate {
+            f.size = size;
+            let keep = shoal_core::layout::chunk_count(size, f.chunk_size);
+            dropped = f.chunks.split_off(&keep).into_values().collect();
+        } else {
+            f.size = f.size.max(size);
+        }
+        f.mtime_ms = mtime_ms;
+        let view = f.clone();
+        for c in dropped {
+            self.discard_chunk(c.id, &c.replicas);
+        }
+        Ok(Response::Inode(view))
+    }
+
+    /// Garbage chunks that server `node` should delete, at most `max`.
+    pub fn garbage_for(&self, node: u64, max: usize) -> Vec<u64> {
+        self.garbage
+            .iter()
+            .filter(|(_, holders)| holders.contains(&node))
+            .map(|(c, _)| *c)
+            .take(max)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> NormalPath {
+        NormalPath::parse(s).unwrap()
+    }
+
+    fn create(st: &mut FsState, path: &str) -> Inode {
+        match st.apply(&Command::Create {
+            path: p(path),
+            replication: 2,
+            chunk_size: 100,
+            open_existing: false,
+            mtime_ms: 1,
+        }) {
+            Response::Inode(i) => i,
+            other => panic!("create {path}: {other:?}"),
+        }
+    }
+
+    fn prepare(st: &mut FsState, inode: u64, index: u64, replicas: &[u64]) -> Response {
+        let cur = st.inodes[&inode].chunks.get(&index).cloned();
+        st.apply(&Command::PrepareWrite {
+            inode,
+            index,
+            expect_id: cur.as_ref().map(|c| c.id),
+            expect_version: cur.map_or(0, |c| c.version),
+            replicas: replicas.to_vec(),
+        })
+    }
+
+    #[test]
+    fn namespace_basics() {
+        let mut st = FsState::default();
+        assert_eq!(
+            st.apply(&Command::Mkdir {
+                path: p("/a/b"),
+                parents: false,
+                mtime_ms: 1
+            }),
+            Response::Err(FsError::NotFound {
+                path: "/a/b".into()
+            })
+        );
+        assert!(matches!(
+            st.apply(&Command::Mkdir {
+                path: p("/a/b"),
+                parents: true,
+                mtime_ms: 1
+            }),
+            Response::Inode(_)
+        ));
+        create(&mut st, "/a/b/f");
+        let again = st.apply(&Command::Create {
+            path: p("/a/b/f"),
+            replication: 2,
+            chunk_size: 100,
+            open_existing: false,
+            mtime_ms: 1,
+        });
+        assert_eq!(
+            again,
+            Response::Err(FsError::AlreadyExists {
+                path: "/a/b/f".into()
+            })
+        );
+        assert_eq!(
+            st.apply(&Command::Remove {
+                path: p("/a"),
+                recursive: false
+            }),
+            Response::Err(FsError::NotEmpty { path: "/a".into() })
+        );
+        assert!(matches!(
+            st.lookup(&p("/a/b/f/x")),
+            Err(FsError::NotADirectory { .. })
+        ));
+        assert_eq!(
+            st.apply(&Command::Remove {
+                path: p("/a"),
+                recursive: true
+            }),
+            Response::Ok
+        );
+        assert_eq!(st.inodes.len(), 1, "only the root is left");
+    }
+
+    #[test]
+    fn failed_commands_change_nothing() {
+        let mut st = FsState::default();
+        create(&mut st, "/f");
+        let before = st.clone();
+        let cmds = [
+            Command::Mkdir {
+                path: p("/f/x"),
+                parents: true,
+                mtime_ms: 9,
+            },
+            Command::Create {
+                path: p("/f"),
+                replication: 2,
+                chunk_size: 100,
+                open_existing: false,
+                mtime_ms: 9,
+            },
+            Command::Remove {
+                path: p("/nope"),
+                recursive: true,
+            },
+            Command::Rename {
+                src: p("/nope"),
+                dst: p("/x"),
+                mtime_ms: 9,
+            },
+            Command::CommitWrite {
+                inode: 99,
+                chunks: vec![],
+                size: 5,
+                truncate: false,
+                mtime_ms: 9,
+            },
+            Command::PrepareWrite {
+                inode: 2,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![1, 1],
+            },
+        ];
+        for c in cmds {
+            assert!(matches!(st.apply(&c), Response::Err(_)), "{c:?}");
+            assert_eq!(st, before, "{c:?} changed state");
+        }
+    }
+
+    #[test]
+    fn rename_rules() {
+        let mut st = FsState::default();
+        st.apply(&Command::Mkdir {
+            path: p("/d/e"),
+            parents: true,
+            mtime_ms: 1,
+        });
+        create(&mut st, "/f");
+        create(&mut st, "/g");
+        assert_eq!(
+            st.apply(&Command::Rename {
+                src: p("/d"),
+                dst: p("/d/e/x"),
+                mtime_ms: 2
+            }),
+            Response::Err(FsError::RenameIntoSelf {
+                src: "/d".into(),
+                dst: "/d/e/x".into()
+            })
+        );
+        // Onto a directory: moves into it.
+        assert_eq!(
+            st.apply(&Command::Rename {
+                src: p("/f"),
+                dst: p("/d"),
+                mtime_ms: 2
+            }),
+            Response::Ok
+        );
+        assert!(st.lookup(&p("/d/f")).is_ok());
+        // Onto a file: replaces it.
+        assert_eq!(
+            st.apply(&Command::Rename {
+                src: p("/g"),
+                dst: p("/d/f"),
+                mtime_ms: 2
+            }),
+            Response::Ok
+        );
+        assert!(st.lookup(&p("/g")).is_err());
+        assert_eq!(
+            st.lookup(&p("/d/f")).unwrap().parent,
+            st.lookup(&p("/d")).unwrap().id
+        );
+    }
+
+    #[test]
+    fn write_lifecycle_and_garbage() {
+        let mut st = FsState::default();
+        let f = create(&mut st, "/f");
+        let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 0, &[10, 11]) else {
+            panic!()
+        };
+        assert_eq!((chunk.version, chunk.committed_version), (1, 0));
+        // A stale plan is refused.
+        let stale = st.apply(&Command::PrepareWrite {
+            inode: f.id,
+            index: 0,
+            expect_id: None,
+            expect_version: 0,
+            replicas: vec![12],
+        });
+        assert_eq!(stale, Response::Conflict);
+        let Response::Inode(after) = st.apply(&Command::CommitWrite {
+            inode: f.id,
+            chunks: vec![(0, chunk.id, 1)],
+            size: 150,
+            truncate: false,
+            mtime_ms: 2,
+        }) else {
+            panic!()
+        };
+        assert_eq!(after.size, 150);
+        assert_eq!(after.chunks[&0].committed_version, 1);
+        // Dropping replica 11 makes its copy garbage.
+        let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else {
+            panic!()
+        };
+        assert_eq!(c2.version, 2);
+        assert_eq!(st.garbage_for(11, 10), vec![chunk.id]);
+        st.apply(&Command::ForgetGarbage {
+            node: 11,
+            chunks: vec![chunk.id],
+        });
+        assert!(st.garbage.is_empty());
+        // Truncate drops whole chunks past the end; remove drops the rest.
+        prepare(&mut st, f.id, 1, &[10, 11]);
+        let c1 = st.inodes[&f.id].chunks[&1].id;
+        st.apply(&Command::CommitWrite {
+            inode: f.id,
+            chunks: vec![],
+            size: 50,
+            truncate: true,
+            mtime_ms: 3,
+        });
+        assert_eq!(st.garbage_for(11, 10), vec![c1]);
+        st.apply(&Command::Remove {
+            path: p("/f"),
+            recursive: false,
+        });
+        assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
+    }
+
+    #[test]
+    fn replication_is_inherited() {
+        let mut st = FsState::default();
+        st.apply(&Command::Mkdir {
+            path: p("/d/e"),
+            parents: true,
+            mtime_ms: 1,
+        });
+        assert_eq!(st.inherited_replication(&p("/d/e/f")), 0);
+        let d = st.lookup(&p("/d")).unwrap().id;
+        st.inodes.get_mut(&d).unwrap().replication = 3;
+        assert_eq!(st.inherited_replication(&p("/d/e/f")), 3);
+    }
+}

@@ -1,0 +1,30 @@
+//! Shoal's metadata service.
+//!
+//! One Raft group (openraft) replicates a single state machine that holds the
+//! namespace (directories, files, attributes), the chunk map (file → chunks →
+//! replicas) and the chunk-server registry. Every meta node serves the same
+//! gRPC port for Raft traffic, clients and chunk servers.
+//!
+//! Layers, lowest first: [`fsm`] (pure state machine) → [`log_store`] and
+//! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
+//! (liveness) → [`service`] (gRPC handlers) → [`server`] (wiring and startup).
+//! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
+
+pub mod fsm;
+pub mod log_store;
+pub mod network;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod sm_store;
+
+pub use server::{MetaConfig, run};
+
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for Shoal's meta group.
+    pub TypeConfig:
+        D = fsm::Command,
+        R = fsm::Response,
+);

@@ -1,0 +1,186 @@
+//! Raft traffic between meta nodes over gRPC.
+//!
+//! Both directions live here: [`NetworkFactory`] is openraft's outgoing side
+//! (one lazily connected channel per peer), and [`RaftService`] receives the
+//! calls and hands them to the local `Raft`. Payloads are openraft's own types
+//! as JSON; the response is the JSON of `Result<Response, RaftError>`, so a
+//! remote Raft error reaches openraft as a `RemoteError` and a transport
+//! failure as `Unreachable` (which makes openraft back off).
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_proto::raft::RaftPayload;
+use shoal_proto::raft::raft_client::RaftClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::TypeConfig;
+
+/// How long to wait for a TCP connection to a peer.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A lazily connected gRPC channel to `addr` (HOST:PORT).
+pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+pub struct PeerConnection {
+    target: u64,
+    client: Option<RaftClient<Channel>>,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+        let client = lazy_channel(&node.addr).ok().map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
+                .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
+        });
+        PeerConnection {
+            target,
+            client,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: RpcKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, RaftError<u64, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        RaftError<u64, E>: DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            let e = std::io::Error::other(format!("bad peer address {:?}", self.addr));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(RaftPayload { json });
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            RpcKind::Append => client.append_entries(request).await,
+            RpcKind::Vote => client.vote(request).await,
+            RpcKind::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|s| status_to_rpc_error(&s))?;
+        let result: Result<Resp, RaftError<u64, E>> =
+            serde_json::from_slice(&reply.into_inner().json)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RpcKind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+fn status_to_rpc_error<E: std::error::Error>(s: &Status) -> RPCError<u64, BasicNode, E> {
+    let err = AnyError::error(format!("{}: {}", s.code(), s.message()));
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => {
+            RPCError::Unreachable(Unreachable::new(&err))
+        }
+        _ => RPCError::Network(NetworkError::new(&err)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.call(RpcKind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.call(RpcKind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
+        self.call(RpcKind::Vote, &rpc, &option).await
+    }
+}
+
+/// Receives Raft calls from peers.
+pub struct RaftService {
+    pub raft: Raft<TypeConfig>,
+}
+
+fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+    serde_json::from_slice(&req.into_inner().json)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, Status> {
+    let json = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(RaftPayload { json }))
+}
+
+#[tonic::async_trait]
+impl shoal_proto::raft::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<u64> = decode(req)?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<tonic::Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}

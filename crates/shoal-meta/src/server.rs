@@ -1,0 +1,197 @@
+//! Starting a meta node: storage, Raft, gRPC server, first-start initialization.
+//!
+//! A pristine node (empty `--dir`) that was given its peers initializes the
+//! group with all of them; every peer doing the same with the same list is
+//! safe (openraft accepts identical initial memberships). A node that has any
+//! Raft state resumes from it and ignores `--peers`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use shoal_proto::meta::cluster_server::ClusterServer;
+use shoal_proto::meta::namespace_server::NamespaceServer;
+use shoal_proto::raft::raft_server::RaftServer;
+
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, RaftService};
+use crate::registry::Registry;
+use crate::service::{MetaService, ServiceSettings};
+use crate::sm_store::StateMachineStore;
+
+/// Everything a meta node is configured with.
+#[derive(Debug, Clone)]
+pub struct MetaConfig {
+    /// This node's Raft id (1, 2, 3, ...).
+    pub id: u64,
+    /// Address to serve gRPC on.
+    pub listen: SocketAddr,
+    /// All meta nodes of the initial group, this one included, as id → HOST:PORT.
+    pub peers: BTreeMap<u64, String>,
+    /// Where the Raft log and snapshots live.
+    pub dir: PathBuf,
+    /// Size of the chunks new files are cut into.
+    pub chunk_size_bytes: u64,
+    /// Replication factor for files that do not choose one.
+    pub replication: u32,
+    /// A chunk server silent this long is dead.
+    pub dead_after: Duration,
+    /// Raft heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range; a follower that hears no leader for this long stands.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Entries between two snapshots.
+    pub snapshot_every_entries: u64,
+}
+
+impl MetaConfig {
+    pub fn new(id: u64, listen: SocketAddr, dir: PathBuf) -> Self {
+        MetaConfig {
+            id,
+            listen,
+            peers: BTreeMap::new(),
+            dir,
+            chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
+            replication: shoal_core::DEFAULT_REPLICATION,
+            dead_after: Duration::from_secs(10),
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+        }
+    }
+
+    /// Rejects settings that cannot work, with a reason for people.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("--id must be 1 or more".into());
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return Err(format!(
+                "--peers must include this node's own id {}",
+                self.id
+            ));
+        }
+        if self.chunk_size_bytes < shoal_core::checksum::BLOCK_SIZE_BYTES
+            || !self
+                .chunk_size_bytes
+                .is_multiple_of(shoal_core::checksum::BLOCK_SIZE_BYTES)
+        {
+            return Err(format!(
+                "--chunk-size must be a multiple of 64KiB, got {} bytes",
+                self.chunk_size_bytes
+            ));
+        }
+        if self.replication == 0 || self.replication > crate::service::REPLICATION_MAX {
+            return Err(format!(
+                "--replication must be 1..={}",
+                crate::service::REPLICATION_MAX
+            ));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return Err("election timeouts must exceed the heartbeat and min < max".into());
+        }
+        Ok(())
+    }
+
+    fn members(&self) -> BTreeMap<u64, BasicNode> {
+        if self.peers.is_empty() {
+            return BTreeMap::from([(self.id, BasicNode::new(self.listen.to_string()))]);
+        }
+        self.peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect()
+    }
+}
+
+/// Runs a meta node until `shutdown` resolves.
+pub async fn run(
+    config: MetaConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("creating {}", config.dir.display()))?;
+    let log_store = LogStore::open(&config.dir).context("opening the raft log")?;
+    let pristine = log_store.is_pristine()?;
+    let sm = StateMachineStore::open(&config.dir).context("opening the snapshot")?;
+    let state = sm.shared();
+
+    let raft_config = Config {
+        cluster_name: "shoal".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    let raft_config = Arc::new(raft_config.validate()?);
+    let raft = Raft::new(config.id, raft_config, NetworkFactory, log_store, sm).await?;
+
+    let registry = Arc::new(Registry::new(config.dead_after));
+    spawn_leadership_watch(raft.clone(), registry.clone());
+    let service = MetaService {
+        raft: raft.clone(),
+        state,
+        registry,
+        settings: Arc::new(ServiceSettings {
+            node_id: config.id,
+            chunk_size_bytes: config.chunk_size_bytes,
+            replication: config.replication,
+        }),
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(RaftService { raft: raft.clone() })
+                .max_decoding_message_size(max * 4)
+                .max_encoding_message_size(max * 4),
+        )
+        .add_service(NamespaceServer::new(service.clone()).max_decoding_message_size(max))
+        .add_service(ClusterServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown);
+
+    if pristine {
+        let members = config.members();
+        tracing::info!(?members, "pristine node: initializing the meta group");
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!("initialize skipped: {e}");
+        }
+    }
+    tracing::info!(id = config.id, listen = %config.listen, "meta node serving");
+    server.await.context("gRPC server failed")?;
+    raft.shutdown().await.ok();
+    Ok(())
+}
+
+/// Tells the registry when this node gains or loses leadership.
+fn spawn_leadership_watch(raft: Raft<crate::TypeConfig>, registry: Arc<Registry>) {
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        let mut was_leader = false;
+        loop {
+            let is_leader = metrics.borrow().state == ServerState::Leader;
+            if is_leader != was_leader {
+                registry.set_leader_since(is_leader.then(Instant::now));
+                was_leader = is_leader;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,546 @@
+//! The gRPC face of meta: namespace operations for clients and the cluster
+//! registry for chunk servers and operators.
+//!
+//! Every change is a [`Command`] proposed through Raft; this module only
+//! validates input, plans what needs the leader's view of liveness (placement),
+//! and turns answers and errors into gRPC. Reads of the namespace go through
+//! `ensure_linearizable`, so a client never sees state older than a change it
+//! has seen acknowledged.
+//!
+//! Error mapping: a node that is not the leader answers `UNAVAILABLE` with the
+//! leader's address under [`shoal_proto::LEADER_KEY`]; a namespace error answers
+//! its own code with the typed [`FsError`] as JSON in the status details.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use shoal_core::placement::{self, Candidate};
+use shoal_core::{FsError, NormalPath};
+use shoal_proto::meta as pb;
+use tonic::{Request, Response as TonicResponse, Status};
+
+use crate::TypeConfig;
+use crate::fsm::{Command, Inode, Kind, Response};
+use crate::registry::{Beat, Liveness, Registry};
+use crate::sm_store::SharedState;
+
+/// Highest replication factor a file may ask for.
+pub const REPLICATION_MAX: u32 = 16;
+/// How often a PrepareWrite re-plans after losing a race with another writer.
+const PREPARE_ATTEMPTS_MAX: usize = 8;
+/// Garbage chunks named in one heartbeat reply.
+const GARBAGE_PER_BEAT_MAX: usize = 1024;
+
+/// Settings the services need.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub node_id: u64,
+    pub chunk_size_bytes: u64,
+    pub replication: u32,
+}
+
+#[derive(Clone)]
+pub struct MetaService {
+    pub raft: Raft<TypeConfig>,
+    pub state: SharedState,
+    pub registry: Arc<Registry>,
+    pub settings: Arc<ServiceSettings>,
+}
+
+type Reply<T> = Result<TonicResponse<T>, Status>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The gRPC status for a namespace error, with the typed error in its details.
+pub fn fs_status(e: FsError) -> Status {
+    use tonic::Code;
+    let code = match &e {
+        FsError::InvalidPath(_)
+        | FsError::InvalidArgument { .. }
+        | FsError::BadReplication { .. } => Code::InvalidArgument,
+        FsError::NotFound { .. } | FsError::StaleInode { .. } => Code::NotFound,
+        FsError::AlreadyExists { .. } => Code::AlreadyExists,
+        FsError::NotADirectory { .. }
+        | FsError::IsADirectory { .. }
+        | FsError::NotEmpty { .. }
+        | FsError::RenameIntoSelf { .. }
+        | FsError::Root
+        | FsError::ChunkChanged { .. } => Code::FailedPrecondition,
+        FsError::NotEnoughServers { .. } => Code::ResourceExhausted,
+        FsError::NoReplica { .. } => Code::DataLoss,
+    };
+    Status::with_details(code, e.to_string(), e.to_bytes().into())
+}
+
+fn not_leader(leader: Option<BasicNode>) -> Status {
+    let mut s = Status::unavailable(match &leader {
+        Some(n) => format!("not the leader; the leader is {}", n.addr),
+        None => "not the leader; no leader is elected yet".to_string(),
+    });
+    if let Some(n) = leader
+        && let Ok(v) = n.addr.parse()
+    {
+        s.metadata_mut().insert(shoal_proto::LEADER_KEY, v);
+    }
+    s
+}
+
+fn parse_path(p: &str) -> Result<NormalPath, Status> {
+    NormalPath::parse(p).map_err(|e| fs_status(e.into()))
+}
+
+pub fn inode_pb(i: &Inode) -> pb::Inode {
+    pb::Inode {
+        id: i.id,
+        is_dir: i.kind == Kind::Dir,
+        size: i.size,
+        mode: i.mode,
+        mtime_ms: i.mtime_ms,
+        replication: i.replication,
+        chunk_size: i.chunk_size,
+        chunk_count: i.chunks.len() as u64,
+    }
+}
+
+impl MetaService {
+    /// Proposes a command and waits until it is applied.
+    async fn write(&self, cmd: Command) -> Result<Response, Status> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_node))
+            }
+            Err(e) => Err(Status::unavailable(format!("meta cannot commit now: {e}"))),
+        }
+    }
+
+    /// Like [`Self::write`], with namespace errors turned into statuses.
+    async fn write_ok(&self, cmd: Command) -> Result<Response, Status> {
+        match self.write(cmd).await? {
+            Response::Err(e) => Err(fs_status(e)),
+            r => Ok(r),
+        }
+    }
+
+    async fn write_inode(&self, cmd: Command) -> Reply<pb::InodeReply> {
+        match self.write_ok(cmd).await? {
+            Response::Inode(i) => Ok(TonicResponse::new(pb::InodeReply {
+                inode: Some(inode_pb(&i)),
+            })),
+            other => Err(Status::internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits until this node may serve a linearizable read.
+    async fn linearizable(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(f.leader_node))
+            }
+            Err(e) => Err(Status::unavailable(format!(
+                "meta cannot serve a read now: {e}"
+            ))),
+        }
+    }
+
+    /// Fails with a not-leader status unless this node believes it leads.
+    fn leader_only(&self) -> Result<(), Status> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return Ok(());
+        }
+        let node = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+        Err(not_leader(node))
+    }
+
+    fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        let s = self.state.read();
+        s.fs.nodes
+            .keys()
+            .map(|id| {
+                let beat = self.registry.last_beat(*id);
+                Candidate {
+                    id: *id,
+                    alive: self.registry.liveness(*id, now) == Liveness::Alive,
+                    free_bytes: beat.map_or(0, |b| b.capacity_bytes.saturating_sub(b.used_bytes)),
+                    chunk_count: beat.map_or(0, |b| b.chunk_count),
+                }
+            })
+            .collect()
+    }
+
+    /// Decides the PrepareWrite command for chunk `index` from the current state.
+    fn plan_prepare(&self, inode: u64, index: u64, failed: &[String]) -> Result<Command, FsError> {
+        let now = Instant::now();
+        let candidates = self.candidates(now);
+        let s = self.state.read();
+        let f = s.fs.inode(inode)?;
+        if f.kind != Kind::File {
+            return Err(FsError::IsADirectory {
+                path: format!("inode {inode}"),
+            });
+        }
+        let failed_ids: Vec<u64> =
+            s.fs.nodes
+                .values()
+                .filter(|n| failed.contains(&n.addr))
+                .map(|n| n.id)
+                .collect();
+        let usable = |id: &u64| {
+            !failed_ids.contains(id) && self.registry.liveness(*id, now) == Liveness::Alive
+        };
+        let not_enough = |e: placement::NotEnoughServers| FsError::NotEnoughServers {
+            needed: e.needed,
+            alive: e.alive,
+        };
+        Ok(match f.chunks.get(&index) {
+            None => {
+                let replicas = placement::place(&candidates, f.replication, &failed_ids)
+                    .map_err(not_enough)?;
+                Command::PrepareWrite {
+                    inode,
+                    index,
+                    expect_id: None,
+                    expect_version: 0,
+                    replicas,
+                }
+            }
+            Some(c) => {
+                let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
+                if c.committed_version == 0 && replicas.len() < f.replication as usize {
+                    // Nothing was ever acknowledged on this chunk: lost replicas can be
+                    // replaced by fresh, empty ones.
+                    let mut exclude = replicas.clone();
+                    exclude.extend(&failed_ids);
+                    let need = f.replication - replicas.len() as u32;
+                    replicas
+                        .extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
+                }
+                if replicas.is_empty() {
+                    return Err(FsError::NoReplica { chunk_id: c.id });
+                }
+                Command::PrepareWrite {
+                    inode,
+                    index,
+                    expect_id: Some(c.id),
+                    expect_version: c.version,
+                    replicas,
+                }
+            }
+        })
+    }
+
+    fn location(&self, index: u64, c: &crate::fsm::ChunkMeta) -> pb::ChunkLocation {
+        let s = self.state.read();
+        pb::ChunkLocation {
+            index,
+            id: c.id,
+            version: c.committed_version,
+            replicas: c
+                .replicas
+                .iter()
+                .map(|r| {
+                    s.fs.nodes
+                        .get(r)
+                        .map_or_else(|| format!("unknown-node-{r}"), |n| n.addr.clone())
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::namespace_server::Namespace for MetaService {
+    async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        self.write_inode(Command::Mkdir {
+            path,
+            parents: r.parents,
+            mtime_ms: now_ms(),
+        })
+        .await
+    }
+
+    async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        if r.replication > REPLICATION_MAX {
+            return Err(fs_status(FsError::BadReplication {
+                requested: r.replication,
+                max: REPLICATION_MAX,
+            }));
+        }
+        let replication = match r.replication {
+            0 => match self.state.read().fs.inherited_replication(&path) {
+                0 => self.settings.replication,
+                n => n,
+            },
+            n => n,
+        };
+        let cmd = Command::Create {
+            path,
+            replication,
+            chunk_size: self.settings.chunk_size_bytes,
+            open_existing: r.open_existing,
+            mtime_ms: now_ms(),
+        };
+        self.write_inode(cmd).await
+    }
+
+    async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
+        let path = parse_path(&req.into_inner().path)?;
+        self.linearizable().await?;
+        let s = self.state.read();
+        let inode = s.fs.lookup(&path).map_err(fs_status)?;
+        Ok(TonicResponse::new(pb::InodeReply {
+            inode: Some(inode_pb(inode)),
+        }))
+    }
+
+    async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
+        let path = parse_path(&req.into_inner().path)?;
+        self.linearizable().await?;
+        let s = self.state.read();
+        let inode = s.fs.lookup(&path).map_err(fs_status)?;
+        let entries = match inode.kind {
+            Kind::Dir => inode
+                .children
+                .iter()
+                .map(|(name, id)| pb::DirEntry {
+                    name: name.clone(),
+                    inode: Some(inode_pb(&s.fs.inodes[id])),
+                })
+                .collect(),
+            Kind::File => {
+                let name = path.split_last().map_or("/", |(_, n)| n).to_string();
+                vec![pb::DirEntry {
+                    name,
+                    inode: Some(inode_pb(inode)),
+                }]
+            }
+        };
+        Ok(TonicResponse::new(pb::ListReply { entries }))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        self.write_ok(Command::Remove {
+            path,
+            recursive: r.recursive,
+        })
+        .await?;
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn rename(&self, req: Request<pb::RenameRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let (src, dst) = (parse_path(&r.src)?, parse_path(&r.dst)?);
+        if src.is_root() || dst.is_root() {
+            return Err(fs_status(FsError::Root));
+        }
+        self.write_ok(Command::Rename {
+            src,
+            dst,
+            mtime_ms: now_ms(),
+        })
+        .await?;
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {
+        let inode = req.into_inner().inode;
+        self.linearizable().await?;
+        let f = self
+            .state
+            .read()
+            .fs
+            .inode(inode)
+            .map_err(fs_status)?
+            .clone();
+        let chunks = f
+            .chunks
+            .iter()
+            .map(|(index, c)| self.location(*index, c))
+            .collect();
+        Ok(TonicResponse::new(pb::LayoutReply {
+            inode: Some(inode_pb(&f)),
+            chunks,
+        }))
+    }
+
+    async fn prepare_write(
+        &self,
+        req: Request<pb::PrepareWriteRequest>,
+    ) -> Reply<pb::PrepareWriteReply> {
+        let r = req.into_inner();
+        self.linearizable().await?;
+        for _ in 0..PREPARE_ATTEMPTS_MAX {
+            let cmd = self
+                .plan_prepare(r.inode, r.chunk_index, &r.failed)
+                .map_err(fs_status)?;
+            match self.write_ok(cmd).await? {
+                Response::Chunk { chunk, chunk_size } => {
+                    let mut loc = self.location(r.chunk_index, &chunk);
+                    // The writer needs the version it was granted, not the committed one.
+                    loc.version = chunk.version;
+                    return Ok(TonicResponse::new(pb::PrepareWriteReply {
+                        chunk: Some(loc),
+                        chunk_size,
+                    }));
+                }
+                Response::Conflict => continue,
+                other => {
+                    return Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(Status::aborted(
+            "too many concurrent writers on this chunk; retry",
+        ))
+    }
+
+    async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let chunks = r
+            .chunks
+            .iter()
+            .map(|c| (c.index, c.id, c.version))
+            .collect();
+        self.write_inode(Command::CommitWrite {
+            inode: r.inode,
+            chunks,
+            size: r.size,
+            truncate: r.truncate,
+            mtime_ms: now_ms(),
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for MetaService {
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
+        let r = req.into_inner();
+        // Only the leader tracks liveness; others send the server on.
+        self.leader_only()?;
+        let known = self
+            .state
+            .read()
+            .fs
+            .nodes
+            .get(&r.node_id)
+            .map(|n| n.addr.clone());
+        if known.as_deref() != Some(r.addr.as_str()) {
+            self.write_ok(Command::RegisterNode {
+                id: r.node_id,
+                addr: r.addr.clone(),
+            })
+            .await?;
+        }
+        self.registry.record(
+            r.node_id,
+            Beat {
+                at: Instant::now(),
+                capacity_bytes: r.capacity_bytes,
+                used_bytes: r.used_bytes,
+                chunk_count: r.chunk_count,
+            },
+        );
+        if !r.deleted.is_empty() {
+            self.write_ok(Command::ForgetGarbage {
+                node: r.node_id,
+                chunks: r.deleted,
+            })
+            .await?;
+        }
+        let delete = self
+            .state
+            .read()
+            .fs
+            .garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
+        Ok(TonicResponse::new(pb::HeartbeatReply { delete }))
+    }
+
+    async fn status(&self, _req: Request<pb::Empty>) -> Reply<pb::StatusReply> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if *id == leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let last_applied = if *id == self.settings.node_id {
+                    m.last_applied.map_or(0, |l| l.index)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map_or(0, |l| l.index)
+                };
+                pb::MetaNode {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    role: role.into(),
+                    term: m.current_term,
+                    last_applied,
+                }
+            })
+            .collect();
+        Ok(TonicResponse::new(pb::StatusReply {
+            nodes,
+            leader_id: leader,
+        }))
+    }
+
+    async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
+        // Liveness is only known to the leader.
+        self.leader_only()?;
+        let now = Instant::now();
+        let s = self.state.read();
+        let servers =
+            s.fs.nodes
+                .values()
+                .map(|n| {
+                    let beat = self.registry.last_beat(n.id);
+                    let state = match self.registry.liveness(n.id, now) {
+                        Liveness::Alive => "alive",
+                        Liveness::Dead => "dead",
+                    };
+                    pb::ChunkServer {
+                        id: n.id,
+                        addr: n.addr.clone(),
+                        state: state.into(),
+                        capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
+                        used_bytes: beat.map_or(0, |b| b.used_bytes),
+                        chunk_count: beat.map_or(0, |b| b.chunk_count),
+                        last_heartbeat_ms_ago: beat.map_or(u64::MAX, |b| {
+                            now.saturating_duration_since(b.at).as_millis() as u64
+                        }),
+                    }
+                })
+                .collect();
+        Ok(TonicResponse::new(pb::NodesReply { servers }))
+    }
+}

@@ -1,0 +1,30 @@
+//! The gRPC schema of Shoal, generated from `proto/*.proto` at build time.
+//!
+//! `raft` frames openraft traffic between meta nodes, `meta` is the metadata
+//! service for clients and chunk servers, `chunk` is the data path.
+
+#![allow(clippy::all)]
+
+/// Raft transport between meta nodes.
+pub mod raft {
+    tonic::include_proto!("shoal.raft.v1");
+}
+
+/// Namespace and cluster services of the meta nodes.
+pub mod meta {
+    tonic::include_proto!("shoal.meta.v1");
+}
+
+/// Chunk servers: pipelined writes and verified ranged reads.
+pub mod chunk {
+    tonic::include_proto!("shoal.chunk.v1");
+}
+
+/// Metadata key naming the current leader's address on a not-leader answer.
+pub const LEADER_KEY: &str = "shoal-leader";
+/// Metadata key carrying a typed error as JSON.
+pub const ERROR_KEY: &str = "shoal-error";
+/// Metadata key naming the replica that broke a write chain.
+pub const FAILED_REPLICA_KEY: &str = "shoal-failed-replica";
+/// Largest gRPC message any Shoal service accepts.
+pub const MESSAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
