@@ -6,8 +6,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&root])?;
-    tonic_prost_build::configure()
-        .bytes(".shoal.chunk.v1")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".shoal.chunk.v1").compile_fds(fds)?;
     Ok(())
 }

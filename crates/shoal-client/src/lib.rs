@@ -1,1 +1,25 @@
-//! placeholder
+//! Shoal's client library.
+//!
+//! [`Client`] talks to the meta group for the namespace and to chunk servers
+//! for data; [`File`] is an open file with a position, read, write, seek,
+//! append and set_len. Callers name files by path only: where the bytes live
+//! is the library's business (location transparency).
+//!
+//! Layers: [`pool`] (gRPC channels) → [`meta`] (leader-following calls to the
+//! meta group, also used by chunk servers) → [`data`] (chunk pipelines and
+//! verified reads) → [`client`] and [`file`] (the public API).
+
+pub mod client;
+pub mod data;
+pub mod error;
+pub mod file;
+pub mod meta;
+pub mod pool;
+
+pub use client::{ChunkInfo, Client, DirEntry, Stat};
+pub use error::ClientError;
+pub use file::{File, SeekFrom};
+pub use shoal_proto::meta::{ChunkServer, MetaNode};
+
+/// Result of client operations.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

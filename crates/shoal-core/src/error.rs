@@ -29,9 +29,7 @@ pub enum FsError {
     Root,
     #[error("file (inode {inode}) no longer exists: it was removed")]
     StaleInode { inode: u64 },
-    #[error(
-        "chunk {index} of inode {inode} changed under this write (removed or truncated); retry"
-    )]
+    #[error("chunk {index} of inode {inode} changed under this write (removed or truncated); retry")]
     ChunkChanged { inode: u64, index: u64 },
     #[error("not enough chunk servers: need {needed} alive, {alive} alive")]
     NotEnoughServers { needed: u32, alive: u32 },

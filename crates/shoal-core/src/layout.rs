@@ -22,12 +22,7 @@ pub fn spans(offset: u64, len: u64, chunk_size_bytes: u64) -> Vec<Span> {
         let index = pos / chunk_size_bytes;
         let offset_in_chunk = pos % chunk_size_bytes;
         let take = (chunk_size_bytes - offset_in_chunk).min(end - pos);
-        out.push(Span {
-            index,
-            offset_in_chunk,
-            offset_in_range: pos - offset,
-            len: take,
-        });
+        out.push(Span { index, offset_in_chunk, offset_in_range: pos - offset, len: take });
         pos += take;
     }
     out
@@ -48,18 +43,8 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                Span {
-                    index: 0,
-                    offset_in_chunk: 90,
-                    offset_in_range: 0,
-                    len: 10
-                },
-                Span {
-                    index: 1,
-                    offset_in_chunk: 0,
-                    offset_in_range: 10,
-                    len: 20
-                },
+                Span { index: 0, offset_in_chunk: 90, offset_in_range: 0, len: 10 },
+                Span { index: 1, offset_in_chunk: 0, offset_in_range: 10, len: 20 },
             ]
         );
         assert_eq!(spans(0, 300, 100).len(), 3);

@@ -25,11 +25,7 @@ pub enum PathError {
     #[error("path contains a NUL byte: {path:?}")]
     Nul { path: String },
     #[error("name is {len} bytes, longer than the {max} allowed: {path:?}")]
-    NameTooLong {
-        path: String,
-        len: usize,
-        max: usize,
-    },
+    NameTooLong { path: String, len: usize, max: usize },
     #[error("path is {len} bytes, longer than the {max} allowed")]
     PathTooLong { len: usize, max: usize },
 }
@@ -50,10 +46,7 @@ impl NormalPath {
     pub fn parse(path: &str) -> Result<Self, PathError> {
         let owned = || path.to_string();
         if path.len() > PATH_MAX_BYTES {
-            return Err(PathError::PathTooLong {
-                len: path.len(),
-                max: PATH_MAX_BYTES,
-            });
+            return Err(PathError::PathTooLong { len: path.len(), max: PATH_MAX_BYTES });
         }
         if path.contains('\0') {
             return Err(PathError::Nul { path: owned() });
@@ -72,11 +65,7 @@ impl NormalPath {
                 "." => continue,
                 ".." => return Err(PathError::DotDot { path: owned() }),
                 name if name.len() > NAME_MAX_BYTES => {
-                    return Err(PathError::NameTooLong {
-                        path: owned(),
-                        len: name.len(),
-                        max: NAME_MAX_BYTES,
-                    });
+                    return Err(PathError::NameTooLong { path: owned(), len: name.len(), max: NAME_MAX_BYTES });
                 }
                 name => parts.push(name.to_string()),
             }
@@ -96,12 +85,7 @@ impl NormalPath {
     /// The parent directory and the last name; `None` for the root.
     pub fn split_last(&self) -> Option<(NormalPath, &str)> {
         let (last, init) = self.parts.split_last()?;
-        Some((
-            NormalPath {
-                parts: init.to_vec(),
-            },
-            last.as_str(),
-        ))
+        Some((NormalPath { parts: init.to_vec() }, last.as_str()))
     }
 
     /// This path with `name` appended (the name must already be valid).
@@ -135,19 +119,9 @@ mod tests {
 
     #[test]
     fn accepts_plain_paths() {
-        let cases = [
-            ("/", "/"),
-            ("/a", "/a"),
-            ("/a/b/", "/a/b"),
-            ("/a/./b", "/a/b"),
-            ("/ü/ñ", "/ü/ñ"),
-        ];
+        let cases = [("/", "/"), ("/a", "/a"), ("/a/b/", "/a/b"), ("/a/./b", "/a/b"), ("/ü/ñ", "/ü/ñ")];
         for (input, want) in cases {
-            assert_eq!(
-                NormalPath::parse(input).unwrap().to_string(),
-                want,
-                "{input}"
-            );
+            assert_eq!(NormalPath::parse(input).unwrap().to_string(), want, "{input}");
         }
     }
 
@@ -160,9 +134,7 @@ mod tests {
             ("/a//b", |e| matches!(e, PathError::EmptyComponent { .. })),
             ("/a/../b", |e| matches!(e, PathError::DotDot { .. })),
             ("/a\0b", |e| matches!(e, PathError::Nul { .. })),
-            (&long, |e| {
-                matches!(e, PathError::NameTooLong { len: 256, .. })
-            }),
+            (&long, |e| matches!(e, PathError::NameTooLong { len: 256, .. })),
         ];
         for (input, want) in cases {
             let err = NormalPath::parse(input).unwrap_err();

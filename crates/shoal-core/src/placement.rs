@@ -23,21 +23,10 @@ pub struct NotEnoughServers {
 }
 
 /// Chooses `count` distinct servers for new replicas, skipping `exclude`.
-pub fn place(
-    candidates: &[Candidate],
-    count: u32,
-    exclude: &[u64],
-) -> Result<Vec<u64>, NotEnoughServers> {
-    let mut usable: Vec<&Candidate> = candidates
-        .iter()
-        .filter(|c| c.alive && !exclude.contains(&c.id))
-        .collect();
-    usable.sort_by(|a, b| {
-        b.free_bytes
-            .cmp(&a.free_bytes)
-            .then(a.chunk_count.cmp(&b.chunk_count))
-            .then(a.id.cmp(&b.id))
-    });
+pub fn place(candidates: &[Candidate], count: u32, exclude: &[u64]) -> Result<Vec<u64>, NotEnoughServers> {
+    let mut usable: Vec<&Candidate> = candidates.iter().filter(|c| c.alive && !exclude.contains(&c.id)).collect();
+    usable
+        .sort_by(|a, b| b.free_bytes.cmp(&a.free_bytes).then(a.chunk_count.cmp(&b.chunk_count)).then(a.id.cmp(&b.id)));
     usable.dedup_by_key(|c| c.id);
     if usable.len() < count as usize {
         let alive = candidates.iter().filter(|c| c.alive).count() as u32;
@@ -46,19 +35,12 @@ pub fn place(
             alive,
         });
     }
-    Ok(usable
-        .into_iter()
-        .take(count as usize)
-        .map(|c| c.id)
-        .collect())
+    Ok(usable.into_iter().take(count as usize).map(|c| c.id).collect())
 }
 
 /// Excluded servers that are not alive anyway: they do not raise the number needed.
 fn excluded_dead(candidates: &[Candidate], exclude: &[u64]) -> u32 {
-    exclude
-        .iter()
-        .filter(|id| !candidates.iter().any(|c| c.id == **id && c.alive))
-        .count() as u32
+    exclude.iter().filter(|id| !candidates.iter().any(|c| c.id == **id && c.alive)).count() as u32
 }
 
 #[cfg(test)]
@@ -66,12 +48,7 @@ mod tests {
     use super::*;
 
     fn c(id: u64, alive: bool, free: u64) -> Candidate {
-        Candidate {
-            id,
-            alive,
-            free_bytes: free,
-            chunk_count: 0,
-        }
+        Candidate { id, alive, free_bytes: free, chunk_count: 0 }
     }
 
     #[test]
@@ -85,25 +62,13 @@ mod tests {
     fn dead_servers_are_skipped() {
         let cs = [c(1, true, 10), c(2, false, 30), c(3, true, 20)];
         assert_eq!(place(&cs, 2, &[]).unwrap(), vec![3, 1]);
-        assert_eq!(
-            place(&cs, 3, &[]).unwrap_err(),
-            NotEnoughServers {
-                needed: 3,
-                alive: 2
-            }
-        );
+        assert_eq!(place(&cs, 3, &[]).unwrap_err(), NotEnoughServers { needed: 3, alive: 2 });
     }
 
     #[test]
     fn excluded_alive_servers_raise_the_need() {
         let cs = [c(1, true, 10), c(2, true, 30)];
         // One replica is already on 2: a second needs a third alive server.
-        assert_eq!(
-            place(&cs, 2, &[2]).unwrap_err(),
-            NotEnoughServers {
-                needed: 3,
-                alive: 2
-            }
-        );
+        assert_eq!(place(&cs, 2, &[2]).unwrap_err(), NotEnoughServers { needed: 3, alive: 2 });
     }
 }

@@ -12,13 +12,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!(
-            "invalid size {s:?}: expected a number such as 4096, 4KiB or 64MiB"
-        ));
+        return Err(format!("invalid size {s:?}: expected a number such as 4096, 4KiB or 64MiB"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: number too large"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KB" | "k" | "kB" => 1000,
@@ -35,20 +31,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 /// Parses a duration such as `10s`, `500ms`, `2m` or `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms or 2m"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms or 2m"))?;
     let secs = match unit.trim() {
         "" | "s" | "sec" => n,
         "ms" => n / 1000.0,
@@ -56,9 +47,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         other => {
-            return Err(format!(
-                "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h)"
-            ));
+            return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ms, s, m, h)"));
         }
     };
     if !secs.is_finite() || secs < 0.0 {
@@ -76,11 +65,7 @@ pub fn format_size(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -172,9 +172,7 @@ impl Default for FsState {
 }
 
 fn not_found(path: &NormalPath) -> FsError {
-    FsError::NotFound {
-        path: path.to_string(),
-    }
+    FsError::NotFound { path: path.to_string() }
 }
 
 impl FsState {
@@ -183,13 +181,8 @@ impl FsState {
         let mut cur = &self.inodes[&ROOT_INODE];
         for (depth, name) in path.components().iter().enumerate() {
             if cur.kind != Kind::Dir {
-                let prefix: Vec<&str> = path.components()[..depth]
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect();
-                return Err(FsError::NotADirectory {
-                    path: format!("/{}", prefix.join("/")),
-                });
+                let prefix: Vec<&str> = path.components()[..depth].iter().map(|s| s.as_str()).collect();
+                return Err(FsError::NotADirectory { path: format!("/{}", prefix.join("/")) });
             }
             let id = cur.children.get(name).ok_or_else(|| not_found(path))?;
             cur = &self.inodes[id];
@@ -202,17 +195,13 @@ impl FsState {
         let (parent, name) = path.split_last().ok_or(FsError::Root)?;
         let dir = self.lookup(&parent)?;
         if dir.kind != Kind::Dir {
-            return Err(FsError::NotADirectory {
-                path: parent.to_string(),
-            });
+            return Err(FsError::NotADirectory { path: parent.to_string() });
         }
         Ok((dir.id, name))
     }
 
     pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
-        self.inodes
-            .get(&id)
-            .ok_or(FsError::StaleInode { inode: id })
+        self.inodes.get(&id).ok_or(FsError::StaleInode { inode: id })
     }
 
     /// The replication a new file under `parent` inherits (0: cluster default).
@@ -237,42 +226,20 @@ impl FsState {
     /// that cannot apply answers `Response::Err` and changes nothing.
     pub fn apply(&mut self, cmd: &Command) -> Response {
         let result = match cmd {
-            Command::Mkdir {
-                path,
-                parents,
-                mtime_ms,
-            } => self.mkdir(path, *parents, *mtime_ms),
-            Command::Create {
-                path,
-                replication,
-                chunk_size,
-                open_existing,
-                mtime_ms,
-            } => self.create(path, *replication, *chunk_size, *open_existing, *mtime_ms),
+            Command::Mkdir { path, parents, mtime_ms } => self.mkdir(path, *parents, *mtime_ms),
+            Command::Create { path, replication, chunk_size, open_existing, mtime_ms } => {
+                self.create(path, *replication, *chunk_size, *open_existing, *mtime_ms)
+            }
             Command::Remove { path, recursive } => self.remove(path, *recursive),
             Command::Rename { src, dst, mtime_ms } => self.rename(src, dst, *mtime_ms),
-            Command::PrepareWrite {
-                inode,
-                index,
-                expect_id,
-                expect_version,
-                replicas,
-            } => self.prepare_write(*inode, *index, *expect_id, *expect_version, replicas),
-            Command::CommitWrite {
-                inode,
-                chunks,
-                size,
-                truncate,
-                mtime_ms,
-            } => self.commit_write(*inode, chunks, *size, *truncate, *mtime_ms),
+            Command::PrepareWrite { inode, index, expect_id, expect_version, replicas } => {
+                self.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
+            }
+            Command::CommitWrite { inode, chunks, size, truncate, mtime_ms } => {
+                self.commit_write(*inode, chunks, *size, *truncate, *mtime_ms)
+            }
             Command::RegisterNode { id, addr } => {
-                self.nodes.insert(
-                    *id,
-                    NodeRecord {
-                        id: *id,
-                        addr: addr.clone(),
-                    },
-                );
+                self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone() });
                 Ok(Response::Ok)
             }
             Command::ForgetGarbage { node, chunks } => {
@@ -290,14 +257,7 @@ impl FsState {
         result.unwrap_or_else(Response::Err)
     }
 
-    fn new_inode(
-        &mut self,
-        parent: u64,
-        kind: Kind,
-        replication: u32,
-        chunk_size: u64,
-        mtime_ms: u64,
-    ) -> u64 {
+    fn new_inode(&mut self, parent: u64, kind: Kind, replication: u32, chunk_size: u64, mtime_ms: u64) -> u64 {
         let id = self.next_inode;
         self.next_inode += 1;
         let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
@@ -325,12 +285,7 @@ impl FsState {
         d.mtime_ms = mtime_ms;
     }
 
-    fn mkdir(
-        &mut self,
-        path: &NormalPath,
-        parents: bool,
-        mtime_ms: u64,
-    ) -> Result<Response, FsError> {
+    fn mkdir(&mut self, path: &NormalPath, parents: bool, mtime_ms: u64) -> Result<Response, FsError> {
         if path.is_root() {
             return if parents {
                 Ok(Response::Inode(self.inodes[&ROOT_INODE].clone()))
@@ -346,9 +301,7 @@ impl FsState {
                 match self.lookup(&cur) {
                     Ok(i) if i.kind == Kind::Dir => {}
                     Ok(_) => {
-                        return Err(FsError::NotADirectory {
-                            path: cur.to_string(),
-                        });
+                        return Err(FsError::NotADirectory { path: cur.to_string() });
                     }
                     Err(FsError::NotFound { .. }) => break,
                     Err(e) => return Err(e),
@@ -369,9 +322,7 @@ impl FsState {
         }
         let (dir, name) = self.lookup_parent(path)?;
         if self.inodes[&dir].children.contains_key(name) {
-            return Err(FsError::AlreadyExists {
-                path: path.to_string(),
-            });
+            return Err(FsError::AlreadyExists { path: path.to_string() });
         }
         let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
         self.link(dir, name, id, mtime_ms);
@@ -387,21 +338,15 @@ impl FsState {
         mtime_ms: u64,
     ) -> Result<Response, FsError> {
         if replication == 0 || chunk_size == 0 {
-            return Err(FsError::InvalidArgument {
-                reason: "replication and chunk size must be positive".into(),
-            });
+            return Err(FsError::InvalidArgument { reason: "replication and chunk size must be positive".into() });
         }
         let (dir, name) = self.lookup_parent(path)?;
         if let Some(id) = self.inodes[&dir].children.get(name) {
             let existing = &self.inodes[id];
             return match (open_existing, existing.kind) {
                 (true, Kind::File) => Ok(Response::Inode(existing.clone())),
-                (true, Kind::Dir) => Err(FsError::IsADirectory {
-                    path: path.to_string(),
-                }),
-                (false, _) => Err(FsError::AlreadyExists {
-                    path: path.to_string(),
-                }),
+                (true, Kind::Dir) => Err(FsError::IsADirectory { path: path.to_string() }),
+                (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
             };
         }
         let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms);
@@ -424,45 +369,25 @@ impl FsState {
 
     fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
         if !holders.is_empty() {
-            self.garbage
-                .entry(chunk_id)
-                .or_default()
-                .extend(holders.iter().copied());
+            self.garbage.entry(chunk_id).or_default().extend(holders.iter().copied());
         }
     }
 
     fn remove(&mut self, path: &NormalPath, recursive: bool) -> Result<Response, FsError> {
         let (dir, name) = self.lookup_parent(path)?;
-        let id = *self.inodes[&dir]
-            .children
-            .get(name)
-            .ok_or_else(|| not_found(path))?;
+        let id = *self.inodes[&dir].children.get(name).ok_or_else(|| not_found(path))?;
         let inode = &self.inodes[&id];
         if inode.kind == Kind::Dir && !inode.children.is_empty() && !recursive {
-            return Err(FsError::NotEmpty {
-                path: path.to_string(),
-            });
+            return Err(FsError::NotEmpty { path: path.to_string() });
         }
-        self.inodes
-            .get_mut(&dir)
-            .expect("parent exists")
-            .children
-            .remove(name);
+        self.inodes.get_mut(&dir).expect("parent exists").children.remove(name);
         self.drop_tree(id);
         Ok(Response::Ok)
     }
 
-    fn rename(
-        &mut self,
-        src: &NormalPath,
-        dst: &NormalPath,
-        mtime_ms: u64,
-    ) -> Result<Response, FsError> {
+    fn rename(&mut self, src: &NormalPath, dst: &NormalPath, mtime_ms: u64) -> Result<Response, FsError> {
         let (src_dir, src_name) = self.lookup_parent(src)?;
-        let id = *self.inodes[&src_dir]
-            .children
-            .get(src_name)
-            .ok_or_else(|| not_found(src))?;
+        let id = *self.inodes[&src_dir].children.get(src_name).ok_or_else(|| not_found(src))?;
         // Moving onto an existing directory moves into it, as mv(1) does.
         let dst = match self.lookup(dst) {
             Ok(d) if d.kind == Kind::Dir && d.id != id => dst.join(src_name),
@@ -472,10 +397,7 @@ impl FsState {
             return Ok(Response::Ok);
         }
         if dst.starts_with(src) {
-            return Err(FsError::RenameIntoSelf {
-                src: src.to_string(),
-                dst: dst.to_string(),
-            });
+            return Err(FsError::RenameIntoSelf { src: src.to_string(), dst: dst.to_string() });
         }
         let (dst_dir, dst_name) = self.lookup_parent(&dst)?;
         let src_kind = self.inodes[&id].kind;
@@ -486,27 +408,17 @@ impl FsState {
                 (Kind::File, Kind::File) => {}
                 (Kind::Dir, Kind::Dir) if old.children.is_empty() => {}
                 (Kind::Dir, Kind::Dir) => {
-                    return Err(FsError::NotEmpty {
-                        path: dst.to_string(),
-                    });
+                    return Err(FsError::NotEmpty { path: dst.to_string() });
                 }
                 (Kind::File, Kind::Dir) => {
-                    return Err(FsError::IsADirectory {
-                        path: dst.to_string(),
-                    });
+                    return Err(FsError::IsADirectory { path: dst.to_string() });
                 }
                 (Kind::Dir, Kind::File) => {
-                    return Err(FsError::NotADirectory {
-                        path: dst.to_string(),
-                    });
+                    return Err(FsError::NotADirectory { path: dst.to_string() });
                 }
             }
         }
-        self.inodes
-            .get_mut(&src_dir)
-            .expect("parent exists")
-            .children
-            .remove(src_name);
+        self.inodes.get_mut(&src_dir).expect("parent exists").children.remove(src_name);
         if let Some(old) = replaced {
             self.drop_tree(old);
         }
@@ -516,14 +428,9 @@ impl FsState {
     }
 
     fn file_mut(&mut self, inode: u64) -> Result<&mut Inode, FsError> {
-        let f = self
-            .inodes
-            .get_mut(&inode)
-            .ok_or(FsError::StaleInode { inode })?;
+        let f = self.inodes.get_mut(&inode).ok_or(FsError::StaleInode { inode })?;
         if f.kind != Kind::File {
-            return Err(FsError::IsADirectory {
-                path: format!("inode {inode}"),
-            });
+            return Err(FsError::IsADirectory { path: format!("inode {inode}") });
         }
         Ok(f)
     }
@@ -551,24 +458,14 @@ impl FsState {
         let dropped: Vec<u64>;
         let chunk = match f.chunks.get_mut(&index) {
             Some(c) => {
-                dropped = c
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|r| !replicas.contains(r))
-                    .collect();
+                dropped = c.replicas.iter().copied().filter(|r| !replicas.contains(r)).collect();
                 c.version += 1;
                 c.replicas = replicas.to_vec();
                 c.clone()
             }
             None => {
                 dropped = Vec::new();
-                let c = ChunkMeta {
-                    id: next_id,
-                    version: 1,
-                    committed_version: 0,
-                    replicas: replicas.to_vec(),
-                };
+                let c = ChunkMeta { id: next_id, version: 1, committed_version: 0, replicas: replicas.to_vec() };
                 f.chunks.insert(index, c.clone());
                 c
             }
@@ -594,10 +491,7 @@ impl FsState {
             match f.chunks.get(index) {
                 Some(c) if c.id == *id && c.version >= *version => {}
                 _ => {
-                    return Err(FsError::ChunkChanged {
-                        inode,
-                        index: *index,
-                    });
+                    return Err(FsError::ChunkChanged { inode, index: *index });
                 }
             }
         }
@@ -623,12 +517,7 @@ impl FsState {
 
     /// Garbage chunks that server `node` should delete, at most `max`.
     pub fn garbage_for(&self, node: u64, max: usize) -> Vec<u64> {
-        self.garbage
-            .iter()
-            .filter(|(_, holders)| holders.contains(&node))
-            .map(|(c, _)| *c)
-            .take(max)
-            .collect()
+        self.garbage.iter().filter(|(_, holders)| holders.contains(&node)).map(|(c, _)| *c).take(max).collect()
     }
 }
 
@@ -668,21 +557,11 @@ mod tests {
     fn namespace_basics() {
         let mut st = FsState::default();
         assert_eq!(
-            st.apply(&Command::Mkdir {
-                path: p("/a/b"),
-                parents: false,
-                mtime_ms: 1
-            }),
-            Response::Err(FsError::NotFound {
-                path: "/a/b".into()
-            })
+            st.apply(&Command::Mkdir { path: p("/a/b"), parents: false, mtime_ms: 1 }),
+            Response::Err(FsError::NotFound { path: "/a/b".into() })
         );
         assert!(matches!(
-            st.apply(&Command::Mkdir {
-                path: p("/a/b"),
-                parents: true,
-                mtime_ms: 1
-            }),
+            st.apply(&Command::Mkdir { path: p("/a/b"), parents: true, mtime_ms: 1 }),
             Response::Inode(_)
         ));
         create(&mut st, "/a/b/f");
@@ -693,30 +572,13 @@ mod tests {
             open_existing: false,
             mtime_ms: 1,
         });
+        assert_eq!(again, Response::Err(FsError::AlreadyExists { path: "/a/b/f".into() }));
         assert_eq!(
-            again,
-            Response::Err(FsError::AlreadyExists {
-                path: "/a/b/f".into()
-            })
-        );
-        assert_eq!(
-            st.apply(&Command::Remove {
-                path: p("/a"),
-                recursive: false
-            }),
+            st.apply(&Command::Remove { path: p("/a"), recursive: false }),
             Response::Err(FsError::NotEmpty { path: "/a".into() })
         );
-        assert!(matches!(
-            st.lookup(&p("/a/b/f/x")),
-            Err(FsError::NotADirectory { .. })
-        ));
-        assert_eq!(
-            st.apply(&Command::Remove {
-                path: p("/a"),
-                recursive: true
-            }),
-            Response::Ok
-        );
+        assert!(matches!(st.lookup(&p("/a/b/f/x")), Err(FsError::NotADirectory { .. })));
+        assert_eq!(st.apply(&Command::Remove { path: p("/a"), recursive: true }), Response::Ok);
         assert_eq!(st.inodes.len(), 1, "only the root is left");
     }
 
@@ -726,41 +588,12 @@ mod tests {
         create(&mut st, "/f");
         let before = st.clone();
         let cmds = [
-            Command::Mkdir {
-                path: p("/f/x"),
-                parents: true,
-                mtime_ms: 9,
-            },
-            Command::Create {
-                path: p("/f"),
-                replication: 2,
-                chunk_size: 100,
-                open_existing: false,
-                mtime_ms: 9,
-            },
-            Command::Remove {
-                path: p("/nope"),
-                recursive: true,
-            },
-            Command::Rename {
-                src: p("/nope"),
-                dst: p("/x"),
-                mtime_ms: 9,
-            },
-            Command::CommitWrite {
-                inode: 99,
-                chunks: vec![],
-                size: 5,
-                truncate: false,
-                mtime_ms: 9,
-            },
-            Command::PrepareWrite {
-                inode: 2,
-                index: 0,
-                expect_id: None,
-                expect_version: 0,
-                replicas: vec![1, 1],
-            },
+            Command::Mkdir { path: p("/f/x"), parents: true, mtime_ms: 9 },
+            Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false, mtime_ms: 9 },
+            Command::Remove { path: p("/nope"), recursive: true },
+            Command::Rename { src: p("/nope"), dst: p("/x"), mtime_ms: 9 },
+            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, mtime_ms: 9 },
+            Command::PrepareWrite { inode: 2, index: 0, expect_id: None, expect_version: 0, replicas: vec![1, 1] },
         ];
         for c in cmds {
             assert!(matches!(st.apply(&c), Response::Err(_)), "{c:?}");
@@ -771,57 +604,27 @@ mod tests {
     #[test]
     fn rename_rules() {
         let mut st = FsState::default();
-        st.apply(&Command::Mkdir {
-            path: p("/d/e"),
-            parents: true,
-            mtime_ms: 1,
-        });
+        st.apply(&Command::Mkdir { path: p("/d/e"), parents: true, mtime_ms: 1 });
         create(&mut st, "/f");
         create(&mut st, "/g");
         assert_eq!(
-            st.apply(&Command::Rename {
-                src: p("/d"),
-                dst: p("/d/e/x"),
-                mtime_ms: 2
-            }),
-            Response::Err(FsError::RenameIntoSelf {
-                src: "/d".into(),
-                dst: "/d/e/x".into()
-            })
+            st.apply(&Command::Rename { src: p("/d"), dst: p("/d/e/x"), mtime_ms: 2 }),
+            Response::Err(FsError::RenameIntoSelf { src: "/d".into(), dst: "/d/e/x".into() })
         );
         // Onto a directory: moves into it.
-        assert_eq!(
-            st.apply(&Command::Rename {
-                src: p("/f"),
-                dst: p("/d"),
-                mtime_ms: 2
-            }),
-            Response::Ok
-        );
+        assert_eq!(st.apply(&Command::Rename { src: p("/f"), dst: p("/d"), mtime_ms: 2 }), Response::Ok);
         assert!(st.lookup(&p("/d/f")).is_ok());
         // Onto a file: replaces it.
-        assert_eq!(
-            st.apply(&Command::Rename {
-                src: p("/g"),
-                dst: p("/d/f"),
-                mtime_ms: 2
-            }),
-            Response::Ok
-        );
+        assert_eq!(st.apply(&Command::Rename { src: p("/g"), dst: p("/d/f"), mtime_ms: 2 }), Response::Ok);
         assert!(st.lookup(&p("/g")).is_err());
-        assert_eq!(
-            st.lookup(&p("/d/f")).unwrap().parent,
-            st.lookup(&p("/d")).unwrap().id
-        );
+        assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
     }
 
     #[test]
     fn write_lifecycle_and_garbage() {
         let mut st = FsState::default();
         let f = create(&mut st, "/f");
-        let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 0, &[10, 11]) else {
-            panic!()
-        };
+        let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 0, &[10, 11]) else { panic!() };
         assert_eq!((chunk.version, chunk.committed_version), (1, 0));
         // A stale plan is refused.
         let stale = st.apply(&Command::PrepareWrite {
@@ -844,42 +647,24 @@ mod tests {
         assert_eq!(after.size, 150);
         assert_eq!(after.chunks[&0].committed_version, 1);
         // Dropping replica 11 makes its copy garbage.
-        let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else {
-            panic!()
-        };
+        let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else { panic!() };
         assert_eq!(c2.version, 2);
         assert_eq!(st.garbage_for(11, 10), vec![chunk.id]);
-        st.apply(&Command::ForgetGarbage {
-            node: 11,
-            chunks: vec![chunk.id],
-        });
+        st.apply(&Command::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
         assert!(st.garbage.is_empty());
         // Truncate drops whole chunks past the end; remove drops the rest.
         prepare(&mut st, f.id, 1, &[10, 11]);
         let c1 = st.inodes[&f.id].chunks[&1].id;
-        st.apply(&Command::CommitWrite {
-            inode: f.id,
-            chunks: vec![],
-            size: 50,
-            truncate: true,
-            mtime_ms: 3,
-        });
+        st.apply(&Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, mtime_ms: 3 });
         assert_eq!(st.garbage_for(11, 10), vec![c1]);
-        st.apply(&Command::Remove {
-            path: p("/f"),
-            recursive: false,
-        });
+        st.apply(&Command::Remove { path: p("/f"), recursive: false });
         assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
     }
 
     #[test]
     fn replication_is_inherited() {
         let mut st = FsState::default();
-        st.apply(&Command::Mkdir {
-            path: p("/d/e"),
-            parents: true,
-            mtime_ms: 1,
-        });
+        st.apply(&Command::Mkdir { path: p("/d/e"), parents: true, mtime_ms: 1 });
         assert_eq!(st.inherited_replication(&p("/d/e/f")), 0);
         let d = st.lookup(&p("/d")).unwrap().id;
         st.inodes.get_mut(&d).unwrap().replication = 3;

@@ -57,9 +57,7 @@ impl LogStore {
         let txn = self.db.begin_read()?;
         let state = txn.open_table(STATE)?;
         let log = txn.open_table(LOG)?;
-        Ok(state.get(KEY_VOTE)?.is_none()
-            && log.first()?.is_none()
-            && state.get(KEY_PURGED)?.is_none())
+        Ok(state.get(KEY_VOTE)?.is_none() && log.first()?.is_none() && state.get(KEY_PURGED)?.is_none())
     }
 
     fn get_state<T: DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
@@ -85,13 +83,8 @@ impl LogStore {
 }
 
 /// Runs a redb transaction on the blocking pool, mapping its error.
-async fn blocking(
-    f: impl FnOnce() -> Result<(), redb::Error> + Send + 'static,
-) -> StorageResult<()> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(write_err)?
-        .map_err(write_err)
+async fn blocking(f: impl FnOnce() -> Result<(), redb::Error> + Send + 'static) -> StorageResult<()> {
+    tokio::task::spawn_blocking(f).await.map_err(write_err)?.map_err(write_err)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -124,10 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -147,9 +137,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
-        Ok(self
-            .get_state::<Option<LogId<u64>>>(KEY_COMMITTED)?
-            .flatten())
+        Ok(self.get_state::<Option<LogId<u64>>>(KEY_COMMITTED)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -185,8 +173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write()?;
-            txn.open_table(LOG)?
-                .retain_in(log_id.index.., |_, _| false)?;
+            txn.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
             txn.commit()?;
             Ok(())
         })
@@ -198,10 +185,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write()?;
-            txn.open_table(STATE)?
-                .insert(KEY_PURGED, bytes.as_slice())?;
-            txn.open_table(LOG)?
-                .retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(STATE)?.insert(KEY_PURGED, bytes.as_slice())?;
+            txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
             txn.commit()?;
             Ok(())
         })

@@ -9,13 +9,11 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::{AnyError, BasicNode, Raft};
 use serde::Serialize;
@@ -57,11 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
                 .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
         });
-        PeerConnection {
-            target,
-            client,
-            addr: node.addr.clone(),
-        }
+        PeerConnection { target, client, addr: node.addr.clone() }
     }
 }
 
@@ -94,8 +88,7 @@ impl PeerConnection {
         };
         let reply = reply.map_err(|s| status_to_rpc_error(&s))?;
         let result: Result<Resp, RaftError<u64, E>> =
-            serde_json::from_slice(&reply.into_inner().json)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -110,9 +103,7 @@ enum RpcKind {
 fn status_to_rpc_error<E: std::error::Error>(s: &Status) -> RPCError<u64, BasicNode, E> {
     let err = AnyError::error(format!("{}: {}", s.code(), s.message()));
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown => {
-            RPCError::Unreachable(Unreachable::new(&err))
-        }
+        tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&err)),
         _ => RPCError::Network(NetworkError::new(&err)),
     }
 }
@@ -134,11 +125,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.call(RpcKind::Snapshot, &rpc, &option).await
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        option: RPCOption,
-    ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
         self.call(RpcKind::Vote, &rpc, &option).await
     }
 }
@@ -160,26 +147,17 @@ fn encode<T: Serialize>(value: &T) -> Result<tonic::Response<RaftPayload>, Statu
 
 #[tonic::async_trait]
 impl shoal_proto::raft::raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        req: Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, Status> {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.append_entries(rpc).await)
     }
 
-    async fn vote(
-        &self,
-        req: Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, Status> {
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: VoteRequest<u64> = decode(req)?;
         encode(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(
-        &self,
-        req: Request<RaftPayload>,
-    ) -> Result<tonic::Response<RaftPayload>, Status> {
+    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }

@@ -39,11 +39,7 @@ pub enum Liveness {
 
 impl Registry {
     pub fn new(dead_after: Duration) -> Self {
-        Registry {
-            dead_after,
-            beats: Mutex::new(HashMap::new()),
-            leader_since: Mutex::new(None),
-        }
+        Registry { dead_after, beats: Mutex::new(HashMap::new()), leader_since: Mutex::new(None) }
     }
 
     pub fn record(&self, id: u64, beat: Beat) {
@@ -60,14 +56,10 @@ impl Registry {
     }
 
     pub fn liveness(&self, id: u64, now: Instant) -> Liveness {
-        let heard = self
-            .last_beat(id)
-            .map(|b| now.saturating_duration_since(b.at) < self.dead_after);
+        let heard = self.last_beat(id).map(|b| now.saturating_duration_since(b.at) < self.dead_after);
         let in_grace = || {
             let since = *self.leader_since.lock().expect("registry lock");
-            since.is_some_and(|t| {
-                now.saturating_duration_since(t) < self.dead_after.min(LEADER_GRACE_MAX)
-            })
+            since.is_some_and(|t| now.saturating_duration_since(t) < self.dead_after.min(LEADER_GRACE_MAX))
         };
         match heard {
             Some(true) => Liveness::Alive,
@@ -86,20 +78,8 @@ mod tests {
     fn alive_until_dead_after() {
         let r = Registry::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        assert_eq!(
-            r.liveness(1, t0),
-            Liveness::Dead,
-            "never heard and not leader"
-        );
-        r.record(
-            1,
-            Beat {
-                at: t0,
-                capacity_bytes: 0,
-                used_bytes: 0,
-                chunk_count: 0,
-            },
-        );
+        assert_eq!(r.liveness(1, t0), Liveness::Dead, "never heard and not leader");
+        r.record(1, Beat { at: t0, capacity_bytes: 0, used_bytes: 0, chunk_count: 0 });
         assert_eq!(r.liveness(1, t0 + Duration::from_secs(9)), Liveness::Alive);
         assert_eq!(r.liveness(1, t0 + Duration::from_secs(10)), Liveness::Dead);
     }

@@ -72,26 +72,15 @@ impl MetaConfig {
             return Err("--id must be 1 or more".into());
         }
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
-            return Err(format!(
-                "--peers must include this node's own id {}",
-                self.id
-            ));
+            return Err(format!("--peers must include this node's own id {}", self.id));
         }
         if self.chunk_size_bytes < shoal_core::checksum::BLOCK_SIZE_BYTES
-            || !self
-                .chunk_size_bytes
-                .is_multiple_of(shoal_core::checksum::BLOCK_SIZE_BYTES)
+            || !self.chunk_size_bytes.is_multiple_of(shoal_core::checksum::BLOCK_SIZE_BYTES)
         {
-            return Err(format!(
-                "--chunk-size must be a multiple of 64KiB, got {} bytes",
-                self.chunk_size_bytes
-            ));
+            return Err(format!("--chunk-size must be a multiple of 64KiB, got {} bytes", self.chunk_size_bytes));
         }
         if self.replication == 0 || self.replication > crate::service::REPLICATION_MAX {
-            return Err(format!(
-                "--replication must be 1..={}",
-                crate::service::REPLICATION_MAX
-            ));
+            return Err(format!("--replication must be 1..={}", crate::service::REPLICATION_MAX));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
@@ -105,10 +94,7 @@ impl MetaConfig {
         if self.peers.is_empty() {
             return BTreeMap::from([(self.id, BasicNode::new(self.listen.to_string()))]);
         }
-        self.peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
-            .collect()
+        self.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect()
     }
 }
 
@@ -118,8 +104,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&config.dir)
-        .with_context(|| format!("creating {}", config.dir.display()))?;
+    std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let log_store = LogStore::open(&config.dir).context("opening the raft log")?;
     let pristine = log_store.is_pristine()?;
     let sm = StateMachineStore::open(&config.dir).context("opening the snapshot")?;
@@ -150,9 +135,8 @@ pub async fn run(
         }),
     };
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     let server = tonic::transport::Server::builder()

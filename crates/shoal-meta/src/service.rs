@@ -52,18 +52,16 @@ pub struct MetaService {
 type Reply<T> = Result<TonicResponse<T>, Status>;
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The gRPC status for a namespace error, with the typed error in its details.
 pub fn fs_status(e: FsError) -> Status {
     use tonic::Code;
     let code = match &e {
-        FsError::InvalidPath(_)
-        | FsError::InvalidArgument { .. }
-        | FsError::BadReplication { .. } => Code::InvalidArgument,
+        FsError::InvalidPath(_) | FsError::InvalidArgument { .. } | FsError::BadReplication { .. } => {
+            Code::InvalidArgument
+        }
         FsError::NotFound { .. } | FsError::StaleInode { .. } => Code::NotFound,
         FsError::AlreadyExists { .. } => Code::AlreadyExists,
         FsError::NotADirectory { .. }
@@ -113,9 +111,7 @@ impl MetaService {
     async fn write(&self, cmd: Command) -> Result<Response, Status> {
         match self.raft.client_write(cmd).await {
             Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(not_leader(f.leader_node))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
             Err(e) => Err(Status::unavailable(format!("meta cannot commit now: {e}"))),
         }
     }
@@ -130,12 +126,8 @@ impl MetaService {
 
     async fn write_inode(&self, cmd: Command) -> Reply<pb::InodeReply> {
         match self.write_ok(cmd).await? {
-            Response::Inode(i) => Ok(TonicResponse::new(pb::InodeReply {
-                inode: Some(inode_pb(&i)),
-            })),
-            other => Err(Status::internal(format!(
-                "unexpected apply result {other:?}"
-            ))),
+            Response::Inode(i) => Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&i)) })),
+            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
         }
     }
 
@@ -143,12 +135,8 @@ impl MetaService {
     async fn linearizable(&self) -> Result<(), Status> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(f.leader_node))
-            }
-            Err(e) => Err(Status::unavailable(format!(
-                "meta cannot serve a read now: {e}"
-            ))),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
+            Err(e) => Err(Status::unavailable(format!("meta cannot serve a read now: {e}"))),
         }
     }
 
@@ -158,9 +146,7 @@ impl MetaService {
         if m.state == ServerState::Leader {
             return Ok(());
         }
-        let node = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+        let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
         Err(not_leader(node))
     }
 
@@ -187,34 +173,16 @@ impl MetaService {
         let s = self.state.read();
         let f = s.fs.inode(inode)?;
         if f.kind != Kind::File {
-            return Err(FsError::IsADirectory {
-                path: format!("inode {inode}"),
-            });
+            return Err(FsError::IsADirectory { path: format!("inode {inode}") });
         }
-        let failed_ids: Vec<u64> =
-            s.fs.nodes
-                .values()
-                .filter(|n| failed.contains(&n.addr))
-                .map(|n| n.id)
-                .collect();
-        let usable = |id: &u64| {
-            !failed_ids.contains(id) && self.registry.liveness(*id, now) == Liveness::Alive
-        };
-        let not_enough = |e: placement::NotEnoughServers| FsError::NotEnoughServers {
-            needed: e.needed,
-            alive: e.alive,
-        };
+        let failed_ids: Vec<u64> = s.fs.nodes.values().filter(|n| failed.contains(&n.addr)).map(|n| n.id).collect();
+        let usable = |id: &u64| !failed_ids.contains(id) && self.registry.liveness(*id, now) == Liveness::Alive;
+        let not_enough =
+            |e: placement::NotEnoughServers| FsError::NotEnoughServers { needed: e.needed, alive: e.alive };
         Ok(match f.chunks.get(&index) {
             None => {
-                let replicas = placement::place(&candidates, f.replication, &failed_ids)
-                    .map_err(not_enough)?;
-                Command::PrepareWrite {
-                    inode,
-                    index,
-                    expect_id: None,
-                    expect_version: 0,
-                    replicas,
-                }
+                let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
+                Command::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas }
             }
             Some(c) => {
                 let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
@@ -224,19 +192,12 @@ impl MetaService {
                     let mut exclude = replicas.clone();
                     exclude.extend(&failed_ids);
                     let need = f.replication - replicas.len() as u32;
-                    replicas
-                        .extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
+                    replicas.extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
                 }
                 if replicas.is_empty() {
                     return Err(FsError::NoReplica { chunk_id: c.id });
                 }
-                Command::PrepareWrite {
-                    inode,
-                    index,
-                    expect_id: Some(c.id),
-                    expect_version: c.version,
-                    replicas,
-                }
+                Command::PrepareWrite { inode, index, expect_id: Some(c.id), expect_version: c.version, replicas }
             }
         })
     }
@@ -250,11 +211,7 @@ impl MetaService {
             replicas: c
                 .replicas
                 .iter()
-                .map(|r| {
-                    s.fs.nodes
-                        .get(r)
-                        .map_or_else(|| format!("unknown-node-{r}"), |n| n.addr.clone())
-                })
+                .map(|r| s.fs.nodes.get(r).map_or_else(|| format!("unknown-node-{r}"), |n| n.addr.clone()))
                 .collect(),
         }
     }
@@ -265,22 +222,14 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_inode(Command::Mkdir {
-            path,
-            parents: r.parents,
-            mtime_ms: now_ms(),
-        })
-        .await
+        self.write_inode(Command::Mkdir { path, parents: r.parents, mtime_ms: now_ms() }).await
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
         if r.replication > REPLICATION_MAX {
-            return Err(fs_status(FsError::BadReplication {
-                requested: r.replication,
-                max: REPLICATION_MAX,
-            }));
+            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
         }
         let replication = match r.replication {
             0 => match self.state.read().fs.inherited_replication(&path) {
@@ -304,9 +253,7 @@ impl pb::namespace_server::Namespace for MetaService {
         self.linearizable().await?;
         let s = self.state.read();
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply {
-            inode: Some(inode_pb(inode)),
-        }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(inode)) }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
@@ -318,17 +265,11 @@ impl pb::namespace_server::Namespace for MetaService {
             Kind::Dir => inode
                 .children
                 .iter()
-                .map(|(name, id)| pb::DirEntry {
-                    name: name.clone(),
-                    inode: Some(inode_pb(&s.fs.inodes[id])),
-                })
+                .map(|(name, id)| pb::DirEntry { name: name.clone(), inode: Some(inode_pb(&s.fs.inodes[id])) })
                 .collect(),
             Kind::File => {
                 let name = path.split_last().map_or("/", |(_, n)| n).to_string();
-                vec![pb::DirEntry {
-                    name,
-                    inode: Some(inode_pb(inode)),
-                }]
+                vec![pb::DirEntry { name, inode: Some(inode_pb(inode)) }]
             }
         };
         Ok(TonicResponse::new(pb::ListReply { entries }))
@@ -337,11 +278,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_ok(Command::Remove {
-            path,
-            recursive: r.recursive,
-        })
-        .await?;
+        self.write_ok(Command::Remove { path, recursive: r.recursive }).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -351,76 +288,42 @@ impl pb::namespace_server::Namespace for MetaService {
         if src.is_root() || dst.is_root() {
             return Err(fs_status(FsError::Root));
         }
-        self.write_ok(Command::Rename {
-            src,
-            dst,
-            mtime_ms: now_ms(),
-        })
-        .await?;
+        self.write_ok(Command::Rename { src, dst, mtime_ms: now_ms() }).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
     async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {
         let inode = req.into_inner().inode;
         self.linearizable().await?;
-        let f = self
-            .state
-            .read()
-            .fs
-            .inode(inode)
-            .map_err(fs_status)?
-            .clone();
-        let chunks = f
-            .chunks
-            .iter()
-            .map(|(index, c)| self.location(*index, c))
-            .collect();
-        Ok(TonicResponse::new(pb::LayoutReply {
-            inode: Some(inode_pb(&f)),
-            chunks,
-        }))
+        let f = self.state.read().fs.inode(inode).map_err(fs_status)?.clone();
+        let chunks = f.chunks.iter().map(|(index, c)| self.location(*index, c)).collect();
+        Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode_pb(&f)), chunks }))
     }
 
-    async fn prepare_write(
-        &self,
-        req: Request<pb::PrepareWriteRequest>,
-    ) -> Reply<pb::PrepareWriteReply> {
+    async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {
         let r = req.into_inner();
         self.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
-            let cmd = self
-                .plan_prepare(r.inode, r.chunk_index, &r.failed)
-                .map_err(fs_status)?;
+            let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed).map_err(fs_status)?;
             match self.write_ok(cmd).await? {
                 Response::Chunk { chunk, chunk_size } => {
                     let mut loc = self.location(r.chunk_index, &chunk);
                     // The writer needs the version it was granted, not the committed one.
                     loc.version = chunk.version;
-                    return Ok(TonicResponse::new(pb::PrepareWriteReply {
-                        chunk: Some(loc),
-                        chunk_size,
-                    }));
+                    return Ok(TonicResponse::new(pb::PrepareWriteReply { chunk: Some(loc), chunk_size }));
                 }
                 Response::Conflict => continue,
                 other => {
-                    return Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
-                    )));
+                    return Err(Status::internal(format!("unexpected apply result {other:?}")));
                 }
             }
         }
-        Err(Status::aborted(
-            "too many concurrent writers on this chunk; retry",
-        ))
+        Err(Status::aborted("too many concurrent writers on this chunk; retry"))
     }
 
     async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
-        let chunks = r
-            .chunks
-            .iter()
-            .map(|c| (c.index, c.id, c.version))
-            .collect();
+        let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
         self.write_inode(Command::CommitWrite {
             inode: r.inode,
             chunks,
@@ -438,19 +341,9 @@ impl pb::cluster_server::Cluster for MetaService {
         let r = req.into_inner();
         // Only the leader tracks liveness; others send the server on.
         self.leader_only()?;
-        let known = self
-            .state
-            .read()
-            .fs
-            .nodes
-            .get(&r.node_id)
-            .map(|n| n.addr.clone());
+        let known = self.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
         if known.as_deref() != Some(r.addr.as_str()) {
-            self.write_ok(Command::RegisterNode {
-                id: r.node_id,
-                addr: r.addr.clone(),
-            })
-            .await?;
+            self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }).await?;
         }
         self.registry.record(
             r.node_id,
@@ -462,17 +355,9 @@ impl pb::cluster_server::Cluster for MetaService {
             },
         );
         if !r.deleted.is_empty() {
-            self.write_ok(Command::ForgetGarbage {
-                node: r.node_id,
-                chunks: r.deleted,
-            })
-            .await?;
+            self.write_ok(Command::ForgetGarbage { node: r.node_id, chunks: r.deleted }).await?;
         }
-        let delete = self
-            .state
-            .read()
-            .fs
-            .garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
+        let delete = self.state.read().fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
         Ok(TonicResponse::new(pb::HeartbeatReply { delete }))
     }
 
@@ -494,24 +379,12 @@ impl pb::cluster_server::Cluster for MetaService {
                 let last_applied = if *id == self.settings.node_id {
                     m.last_applied.map_or(0, |l| l.index)
                 } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(id).cloned().flatten())
-                        .map_or(0, |l| l.index)
+                    m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index)
                 };
-                pb::MetaNode {
-                    id: *id,
-                    addr: node.addr.clone(),
-                    role: role.into(),
-                    term: m.current_term,
-                    last_applied,
-                }
+                pb::MetaNode { id: *id, addr: node.addr.clone(), role: role.into(), term: m.current_term, last_applied }
             })
             .collect();
-        Ok(TonicResponse::new(pb::StatusReply {
-            nodes,
-            leader_id: leader,
-        }))
+        Ok(TonicResponse::new(pb::StatusReply { nodes, leader_id: leader }))
     }
 
     async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
@@ -535,9 +408,8 @@ impl pb::cluster_server::Cluster for MetaService {
                         capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
                         used_bytes: beat.map_or(0, |b| b.used_bytes),
                         chunk_count: beat.map_or(0, |b| b.chunk_count),
-                        last_heartbeat_ms_ago: beat.map_or(u64::MAX, |b| {
-                            now.saturating_duration_since(b.at).as_millis() as u64
-                        }),
+                        last_heartbeat_ms_ago: beat
+                            .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
                     }
                 })
                 .collect();

@@ -16,8 +16,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError, StorageIOError,
+    StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,11 +71,7 @@ impl StateMachineStore {
         if let Some(snap) = read_snapshot_file(dir)? {
             *state.0.write().expect("fresh lock") = snap.body;
         }
-        Ok(StateMachineStore {
-            state,
-            dir: dir.to_path_buf(),
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(StateMachineStore { state, dir: dir.to_path_buf(), snapshot_seq: Arc::new(AtomicU64::new(0)) })
     }
 
     pub fn shared(&self) -> SharedState {
@@ -119,34 +115,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
             None => format!("0-0-{seq}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: body.last_applied,
-            last_membership: body.last_membership.clone(),
-            snapshot_id,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: body.last_applied, last_membership: body.last_membership.clone(), snapshot_id };
         let data = serde_json::to_vec(&body).map_err(snap_err)?;
-        let persisted = PersistedSnapshot {
-            meta: meta.clone(),
-            body,
-        };
+        let persisted = PersistedSnapshot { meta: meta.clone(), body };
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &persisted))
             .await
             .map_err(snap_err)?
             .map_err(snap_err)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
         let s = self.state.read();
         Ok((s.last_applied, s.last_membership.clone()))
     }
@@ -173,11 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            state: self.state.clone(),
-            dir: self.dir.clone(),
-            seq: self.snapshot_seq.clone(),
-        }
+        SnapshotBuilder { state: self.state.clone(), dir: self.dir.clone(), seq: self.snapshot_seq.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
@@ -190,10 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let body: SmBody = serde_json::from_slice(snapshot.get_ref()).map_err(sm_err)?;
-        let persisted = PersistedSnapshot {
-            meta: meta.clone(),
-            body: body.clone(),
-        };
+        let persisted = PersistedSnapshot { meta: meta.clone(), body: body.clone() };
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &persisted))
             .await
@@ -212,10 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(match snap {
             Some(s) => {
                 let data = serde_json::to_vec(&s.body).map_err(snap_err)?;
-                Some(Snapshot {
-                    meta: s.meta,
-                    snapshot: Box::new(Cursor::new(data)),
-                })
+                Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(data)) })
             }
             None => None,
         })

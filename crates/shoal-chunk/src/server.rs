@@ -1,0 +1,156 @@
+//! Starting a chunk server: identity, store, gRPC server and the heartbeat loop.
+//!
+//! Identity: on first start the server draws a random id and keeps it in
+//! `DIR/node-id`, so meta recognizes it across restarts and address changes.
+//! The address it actually listens on (useful with port 0) is written to
+//! `DIR/listen-addr`.
+//!
+//! Heartbeat: every `heartbeat_interval` the server tells the meta leader its
+//! id, address, capacity, usage and chunk count, and the chunks it deleted
+//! since the last beat. The reply names garbage chunks to delete.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_client::meta::MetaConn;
+use shoal_client::pool::ChannelPool;
+use shoal_proto::chunk::chunk_server::ChunkServer;
+use shoal_proto::meta::HeartbeatRequest;
+use shoal_proto::meta::cluster_client::ClusterClient;
+
+use crate::service::ChunkService;
+use crate::store::ChunkStore;
+
+/// Largest chunk this server accepts, whatever meta's chunk size.
+pub const CHUNK_SIZE_MAX_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, Clone)]
+pub struct ChunkConfig {
+    /// Address to serve gRPC on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Every meta node, HOST:PORT.
+    pub meta: Vec<String>,
+    /// Where replicas live.
+    pub dir: PathBuf,
+    /// Bytes this server may store; None: whatever the disk has free.
+    pub capacity_bytes: Option<u64>,
+    /// Period of heartbeats to meta.
+    pub heartbeat_interval: Duration,
+}
+
+impl ChunkConfig {
+    pub fn new(listen: SocketAddr, meta: Vec<String>, dir: PathBuf) -> Self {
+        ChunkConfig { listen, meta, dir, capacity_bytes: None, heartbeat_interval: Duration::from_secs(1) }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.meta.is_empty() {
+            return Err("--meta needs at least one HOST:PORT".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err("the heartbeat interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn load_or_create_id(dir: &Path) -> anyhow::Result<u64> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().with_context(|| format!("{} is not a node id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = rand::random::<u64>().max(1);
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, id.to_string())?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bytes free on the file system holding `dir`.
+fn fs_free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+/// Runs a chunk server until `shutdown` resolves.
+pub async fn run(
+    config: ChunkConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
+    let node_id = load_or_create_id(&config.dir)?;
+    let store = Arc::new(
+        ChunkStore::open(&config.dir, config.capacity_bytes.unwrap_or(u64::MAX), CHUNK_SIZE_MAX_BYTES)
+            .context("opening the chunk store")?,
+    );
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?.to_string();
+    std::fs::write(config.dir.join("listen-addr"), &addr)?;
+
+    let meta = Arc::new(MetaConn::new(config.meta.clone(), Duration::from_secs(5))?);
+    tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));
+
+    let service = ChunkService { store, pool: Arc::new(ChannelPool::default()), self_addr: addr.clone() };
+    let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
+    tracing::info!(node_id, %addr, "chunk server serving");
+    tonic::transport::Server::builder()
+        .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("gRPC server failed")
+}
+
+async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u64, addr: String, config: ChunkConfig) {
+    let mut deleted: Vec<u64> = Vec::new();
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let used = store.used_bytes();
+        let capacity = config.capacity_bytes.unwrap_or_else(|| used + fs_free_bytes(store.chunk_dir()));
+        let req = HeartbeatRequest {
+            node_id,
+            addr: addr.clone(),
+            capacity_bytes: capacity,
+            used_bytes: used,
+            chunk_count: store.chunk_count(),
+            deleted: deleted.clone(),
+        };
+        match meta
+            .call(|ch| {
+                let req = req.clone();
+                async move { ClusterClient::new(ch).heartbeat(req).await }
+            })
+            .await
+        {
+            Ok(reply) => {
+                deleted.clear();
+                for id in reply.into_inner().delete {
+                    match store.delete(id).await {
+                        Ok(()) => deleted.push(id),
+                        Err(e) => tracing::warn!(chunk_id = id, "garbage delete failed: {e}"),
+                    }
+                }
+                if !deleted.is_empty() {
+                    tracing::info!(count = deleted.len(), "deleted garbage chunks");
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The chunk service: pipelined writes and verified ranged reads over gRPC.
+//!
+//! # Chain write, as seen by one replica
+//! 1. Read the header; if there are replicas downstream, open a write stream
+//!    to the next one with the rest of the chain.
+//! 2. For every data message: forward it downstream, then write it locally.
+//! 3. At the end of the stream: close the downstream stream, make the local
+//!    write durable (fsync, checksums, meta), and wait for downstream's ack.
+//! 4. Ack only if both the local write and everything downstream succeeded.
+//!    On failure, the status names the replica at fault in
+//!    `shoal-failed-replica` so the client can route around it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use shoal_client::pool::ChannelPool;
+use shoal_proto::chunk::chunk_client::ChunkClient;
+use shoal_proto::chunk::chunk_server::Chunk;
+use shoal_proto::chunk::{ReadReply, ReadRequest, WriteHeader, WriteMessage, WriteReply};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::{ChunkStore, StoreError};
+
+/// Messages buffered toward the next replica before the upstream is slowed.
+const FORWARD_QUEUE_MAX: usize = 8;
+/// Largest piece of a read answer.
+const READ_PIECE_BYTES: u64 = 1024 * 1024;
+/// Read answers buffered ahead of the network.
+const READ_QUEUE_MAX: usize = 4;
+
+pub struct ChunkService {
+    pub store: Arc<ChunkStore>,
+    pub pool: Arc<ChannelPool>,
+    /// This server's address as meta and the other replicas know it.
+    pub self_addr: String,
+}
+
+pub fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::NotFound { .. } => Status::not_found(e.to_string()),
+        StoreError::Stale { .. } | StoreError::OldVersion { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
+        StoreError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::Io(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// A status that blames `replica` for a failed chain.
+fn blame(mut s: Status, replica: &str) -> Status {
+    if !s.metadata().contains_key(shoal_proto::FAILED_REPLICA_KEY)
+        && let Ok(v) = replica.parse()
+    {
+        s.metadata_mut().insert(shoal_proto::FAILED_REPLICA_KEY, v);
+    }
+    s
+}
+
+type Downstream = (String, mpsc::Sender<WriteMessage>, tokio::task::JoinHandle<Result<(), Status>>);
+
+impl ChunkService {
+    fn open_downstream(&self, header: &WriteHeader) -> Result<Option<Downstream>, Status> {
+        let Some((next, rest)) = header.downstream.split_first() else { return Ok(None) };
+        let channel = self.pool.get(next).map_err(|e| blame(Status::invalid_argument(e.to_string()), next))?;
+        let mut client = ChunkClient::new(channel)
+            .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES)
+            .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE_MAX);
+        let first = WriteMessage {
+            header: Some(WriteHeader { downstream: rest.to_vec(), ..header.clone() }),
+            data: Bytes::new(),
+        };
+        tx.try_send(first).expect("fresh channel has room");
+        let next_addr = next.clone();
+        let task = tokio::spawn(async move {
+            client.write(ReceiverStream::new(rx)).await.map(|_| ()).map_err(|s| blame(s, &next_addr))
+        });
+        Ok(Some((next.clone(), tx, task)))
+    }
+}
+
+#[tonic::async_trait]
+impl Chunk for ChunkService {
+    async fn write(&self, req: Request<Streaming<WriteMessage>>) -> Result<Response<WriteReply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
+        let header = first
+            .header
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first write message must carry a header"))?;
+        let me = self.self_addr.as_str();
+        let mut downstream = self.open_downstream(&header)?;
+        let mut session =
+            self.store.begin_write(header.chunk_id, header.version).await.map_err(|e| blame(store_status(&e), me))?;
+        let mut at = header.offset;
+        let mut data = first.data;
+        let mut failure: Option<Status> = None;
+        loop {
+            if !data.is_empty() {
+                if let Some((next, tx, _)) = &downstream
+                    && tx.send(WriteMessage { header: None, data: data.clone() }).await.is_err()
+                {
+                    // The downstream call ended early; its own status says why.
+                    failure = Some(blame(Status::unavailable(format!("replica {next} stopped taking data")), next));
+                    break;
+                }
+                let len = data.len() as u64;
+                if let Err(e) = session.write_at(at, data).await {
+                    failure = Some(blame(store_status(&e), me));
+                    break;
+                }
+                at += len;
+            }
+            match stream.message().await {
+                Ok(Some(m)) => data = m.data,
+                Ok(None) => break,
+                Err(s) => {
+                    failure = Some(Status::cancelled(format!("upstream broke off: {}", s.message())));
+                    break;
+                }
+            }
+        }
+        let local = session.finish(header.truncate_to, failure.is_some()).await;
+        let remote = match downstream.take() {
+            Some((_, tx, task)) => {
+                drop(tx);
+                match task.await {
+                    Ok(r) => r,
+                    Err(e) => Err(Status::internal(format!("forwarding task failed: {e}"))),
+                }
+            }
+            None => Ok(()),
+        };
+        // Report the most specific fault: a downstream replica's own status first.
+        if let Err(s) = remote {
+            return Err(s);
+        }
+        if let Some(s) = failure {
+            return Err(s);
+        }
+        let version = local.map_err(|e| blame(store_status(&e), me))?;
+        Ok(Response::new(WriteReply { version }))
+    }
+
+    type ReadStream = ReceiverStream<Result<ReadReply, Status>>;
+
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let r = req.into_inner();
+        let end = r.offset.saturating_add(r.length);
+        // The first piece is read before answering, so a missing, stale or
+        // corrupt replica fails the call itself.
+        let first_len = r.length.min(READ_PIECE_BYTES);
+        let first =
+            self.store.read(r.chunk_id, r.offset, first_len, r.min_version).await.map_err(|e| store_status(&e))?;
+        let (tx, rx) = mpsc::channel(READ_QUEUE_MAX);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut at = r.offset + first.len() as u64;
+            let short = (first.len() as u64) < first_len;
+            if tx.send(Ok(ReadReply { data: first })).await.is_err() || short {
+                return;
+            }
+            while at < end {
+                let want = (end - at).min(READ_PIECE_BYTES);
+                match store.read(r.chunk_id, at, want, r.min_version).await {
+                    Ok(bytes) if bytes.is_empty() => return,
+                    Ok(bytes) => {
+                        at += bytes.len() as u64;
+                        let short = (bytes.len() as u64) < want;
+                        if tx.send(Ok(ReadReply { data: bytes })).await.is_err() || short {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(&e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,246 @@
+//! The entry point: a connection to a Shoal cluster and its namespace operations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::meta as pb;
+use shoal_proto::meta::cluster_client::ClusterClient;
+use shoal_proto::meta::namespace_client::NamespaceClient;
+
+use crate::Result;
+use crate::file::File;
+use crate::meta::MetaConn;
+use crate::pool::ChannelPool;
+
+/// How long an operation may keep retrying meta before it gives up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attributes of a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub inode: u64,
+    pub is_dir: bool,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ms: u64,
+    pub replication: u32,
+    pub chunk_size: u64,
+    pub chunk_count: u64,
+}
+
+impl From<pb::Inode> for Stat {
+    fn from(i: pb::Inode) -> Self {
+        Stat {
+            inode: i.id,
+            is_dir: i.is_dir,
+            size: i.size,
+            mode: i.mode,
+            mtime_ms: i.mtime_ms,
+            replication: i.replication,
+            chunk_size: i.chunk_size,
+            chunk_count: i.chunk_count,
+        }
+    }
+}
+
+/// One name in a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub stat: Stat,
+}
+
+/// Where one chunk of a file lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub index: u64,
+    pub id: u64,
+    /// The committed version: replicas older than this are stale.
+    pub version: u64,
+    /// Chunk-server addresses.
+    pub replicas: Vec<String>,
+}
+
+impl From<pb::ChunkLocation> for ChunkInfo {
+    fn from(c: pb::ChunkLocation) -> Self {
+        ChunkInfo { index: c.index, id: c.id, version: c.version, replicas: c.replicas }
+    }
+}
+
+pub(crate) struct Inner {
+    pub meta: MetaConn,
+    pub data: ChannelPool,
+}
+
+/// A handle to a cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn inode_of(reply: pb::InodeReply) -> Stat {
+    reply.inode.unwrap_or_default().into()
+}
+
+impl Client {
+    /// A client for the meta nodes at `meta_addrs` (HOST:PORT each), giving up
+    /// on an unreachable cluster after [`DEFAULT_TIMEOUT`].
+    pub async fn connect(meta_addrs: &[String]) -> Result<Client> {
+        Self::connect_with_timeout(meta_addrs, DEFAULT_TIMEOUT).await
+    }
+
+    pub async fn connect_with_timeout(meta_addrs: &[String], timeout: Duration) -> Result<Client> {
+        let meta = MetaConn::new(meta_addrs.to_vec(), timeout)?;
+        Ok(Client { inner: Arc::new(Inner { meta, data: ChannelPool::default() }) })
+    }
+
+    pub(crate) async fn ns<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(NamespaceClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let r = self
+            .inner
+            .meta
+            .call(|ch| f(NamespaceClient::new(ch).max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES)))
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    async fn cluster<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(ClusterClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        Ok(self.inner.meta.call(|ch| f(ClusterClient::new(ch))).await?.into_inner())
+    }
+
+    /// Creates a directory (with `parents`, also its missing ancestors, and no
+    /// error if it exists).
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<Stat> {
+        let req = pb::MkdirRequest { path: path.to_string(), parents };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.mkdir(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Creates an empty file; fails if the path exists. `replication` None
+    /// inherits the directory's or the cluster's factor.
+    pub async fn create(&self, path: &str, replication: Option<u32>) -> Result<File> {
+        self.create_inner(path, replication, false).await
+    }
+
+    /// Opens a file, creating it if it does not exist.
+    pub async fn open_or_create(&self, path: &str, replication: Option<u32>) -> Result<File> {
+        self.create_inner(path, replication, true).await
+    }
+
+    async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
+        let req = pb::CreateRequest { path: path.to_string(), replication: replication.unwrap_or(0), open_existing };
+        let stat = inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?,
+        );
+        Ok(File::new(self.clone(), path.to_string(), stat))
+    }
+
+    /// Opens an existing file.
+    pub async fn open(&self, path: &str) -> Result<File> {
+        let stat = self.stat(path).await?;
+        if stat.is_dir {
+            return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
+        }
+        Ok(File::new(self.clone(), path.to_string(), stat))
+    }
+
+    pub async fn stat(&self, path: &str) -> Result<Stat> {
+        let req = pb::PathRequest { path: path.to_string() };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.stat(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Lists a directory (or, for a file, the file itself), sorted by name.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let req = pb::PathRequest { path: path.to_string() };
+        let reply = self
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.list(req).await }
+            })
+            .await?;
+        Ok(reply
+            .entries
+            .into_iter()
+            .map(|e| DirEntry { name: e.name, stat: e.inode.unwrap_or_default().into() })
+            .collect())
+    }
+
+    /// Removes a file or an empty directory (any directory with `recursive`).
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
+        let req = pb::RemoveRequest { path: path.to_string(), recursive };
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.remove(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Renames `src` to `dst`; onto an existing directory, moves into it.
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        let req = pb::RenameRequest { src: src.to_string(), dst: dst.to_string() };
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A file's attributes and where each of its chunks lives.
+    pub async fn chunks(&self, path: &str) -> Result<(Stat, Vec<ChunkInfo>)> {
+        let stat = self.stat(path).await?;
+        if stat.is_dir {
+            return Ok((stat, Vec::new()));
+        }
+        self.layout(stat.inode).await
+    }
+
+    pub(crate) async fn layout(&self, inode: u64) -> Result<(Stat, Vec<ChunkInfo>)> {
+        let req = pb::LayoutRequest { inode };
+        let reply = self
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.layout(req).await }
+            })
+            .await?;
+        Ok((reply.inode.unwrap_or_default().into(), reply.chunks.into_iter().map(ChunkInfo::from).collect()))
+    }
+
+    /// The meta group as the answering node sees it.
+    pub async fn meta_status(&self) -> Result<pb::StatusReply> {
+        self.cluster(|mut c| async move { c.status(pb::Empty {}).await }).await
+    }
+
+    /// Every registered chunk server, with liveness as the leader sees it.
+    pub async fn chunk_servers(&self) -> Result<Vec<pb::ChunkServer>> {
+        Ok(self.cluster(|mut c| async move { c.nodes(pb::Empty {}).await }).await?.servers)
+    }
+
+    /// The meta addresses this client uses.
+    pub fn meta_addrs(&self) -> &[String] {
+        self.inner.meta.addrs()
+    }
+}

@@ -1,0 +1,38 @@
+//! Errors of the client library, typed by what the caller can do about them.
+
+use shoal_core::FsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The namespace said no (not found, exists, not empty, ...). Final.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// No meta node answered in time. Unknown whether a mutation applied.
+    #[error("cannot reach meta (tried {addrs}) within {timeout_ms} ms: {last}")]
+    MetaUnreachable { addrs: String, timeout_ms: u64, last: String },
+    /// Every replica of a chunk failed a read.
+    #[error("chunk {chunk_id}: no replica could serve the read ({details})")]
+    ChunkUnavailable { chunk_id: u64, details: String },
+    /// A chunk write could not complete on any chain of replicas.
+    #[error("write to chunk {chunk_id} failed after {attempts} attempts: {last}")]
+    WriteFailed { chunk_id: u64, attempts: usize, last: String },
+    /// An address that is not HOST:PORT.
+    #[error("bad server address {addr:?}: expected HOST:PORT")]
+    BadAddress { addr: String },
+    /// The caller passed something meaningless (negative offset, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Any other answer from a server.
+    #[error("{code:?}: {message}")]
+    Rpc { code: tonic::Code, message: String },
+}
+
+impl ClientError {
+    /// Decodes a status from a Shoal server into the most precise error.
+    pub fn from_status(s: &tonic::Status) -> ClientError {
+        match FsError::from_bytes(s.details()) {
+            Some(e) => ClientError::Fs(e),
+            None => ClientError::Rpc { code: s.code(), message: s.message().to_string() },
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! An open file: a position plus read, write, seek, append and set_len.
+//!
+//! # Write protocol (per call to [`File::write_at`])
+//! 1. Cut the range into per-chunk spans.
+//! 2. For each span: ask meta to prepare the chunk (allocate it, or bump its
+//!    version), stream the bytes through the replica chain, and wait for the
+//!    chain's ack (every replica durable). If a replica fails, ask meta again
+//!    naming it: meta drops or replaces it and grants a newer version, and the
+//!    span is written again (writes are positional, so this is idempotent).
+//! 3. Commit the new chunk versions and the new size to meta in one entry.
+//!    Only then does the call return: a returned write is acknowledged.
+//!
+//! A call that fails part-way leaves the size as it was before (nothing is
+//! committed), though bytes inside the old size may already be changed: their
+//! content is unknown, as after any failed write.
+//!
+//! # Read protocol
+//! Fetch the chunk map from meta, then read each span from the first replica
+//! that answers with verified data at a version no older than the committed
+//! one. Holes (chunks never written) read as zeros.
+
+use std::io::SeekFrom as StdSeekFrom;
+
+use bytes::Bytes;
+use shoal_core::layout::spans;
+use shoal_proto::meta as pb;
+
+use crate::client::{ChunkInfo, Client, Stat};
+use crate::data::{read_replica, write_chain};
+use crate::{ClientError, Result};
+
+pub use std::io::SeekFrom;
+
+/// How many replica chains one chunk write may try.
+const WRITE_ATTEMPTS_MAX: usize = 4;
+
+pub struct File {
+    client: Client,
+    path: String,
+    stat: Stat,
+    pos: u64,
+}
+
+impl File {
+    pub(crate) fn new(client: Client, path: String, stat: Stat) -> File {
+        File { client, path, stat, pos: 0 }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The attributes as of open or the last write through this handle.
+    pub fn cached_stat(&self) -> &Stat {
+        &self.stat
+    }
+
+    /// The current position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The file's size as meta knows it now.
+    pub async fn len(&mut self) -> Result<u64> {
+        let (stat, _) = self.client.layout(self.stat.inode).await?;
+        self.stat = stat;
+        Ok(self.stat.size)
+    }
+
+    /// Moves the position; past the end is allowed (a later write leaves a hole).
+    pub async fn seek(&mut self, to: SeekFrom) -> Result<u64> {
+        let (base, delta) = match to {
+            StdSeekFrom::Start(n) => (0, n as i128),
+            StdSeekFrom::Current(d) => (self.pos, d as i128),
+            StdSeekFrom::End(d) => (self.len().await?, d as i128),
+        };
+        let target = base as i128 + delta;
+        if target < 0 || target > u64::MAX as i128 {
+            return Err(ClientError::InvalidArgument(format!("seek to {target} is outside the file")));
+        }
+        self.pos = target as u64;
+        Ok(self.pos)
+    }
+
+    /// Reads up to `buf.len()` bytes at the position and advances it; 0 at EOF.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let data = self.read_at(self.pos, buf.len() as u64).await?;
+        buf[..data.len()].copy_from_slice(&data);
+        self.pos += data.len() as u64;
+        Ok(data.len())
+    }
+
+    /// Reads up to `len` bytes at `offset`; fewer at EOF, none past it.
+    pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (stat, chunks) = self.client.layout(self.stat.inode).await?;
+        self.stat = stat;
+        let end = offset.saturating_add(len).min(self.stat.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        for span in spans(offset, end - offset, self.stat.chunk_size) {
+            let Ok(i) = chunks.binary_search_by_key(&span.index, |c| c.index) else { continue };
+            let bytes = self.read_chunk(&chunks[i], span.offset_in_chunk, span.len).await?;
+            let at = span.offset_in_range as usize;
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    async fn read_chunk(&self, chunk: &ChunkInfo, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut errors = Vec::new();
+        for replica in &chunk.replicas {
+            match read_replica(&self.client.inner.data, replica, chunk.id, offset, len, chunk.version).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => {
+                    tracing::warn!(chunk_id = chunk.id, %replica, "replica read failed: {e}");
+                    errors.push(format!("{replica}: {e}"));
+                }
+            }
+        }
+        Err(ClientError::ChunkUnavailable { chunk_id: chunk.id, details: errors.join("; ") })
+    }
+
+    /// Writes `data` at the position and advances it. Durable on return.
+    pub async fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.write_at(self.pos, data).await?;
+        self.pos += data.len() as u64;
+        Ok(data.len())
+    }
+
+    /// Appends `data` at the current end of the file; returns the offset it
+    /// was written at and leaves the position after it.
+    pub async fn append(&mut self, data: &[u8]) -> Result<u64> {
+        let at = self.len().await?;
+        self.write_at(at, data).await?;
+        self.pos = at + data.len() as u64;
+        Ok(at)
+    }
+
+    /// Writes `data` at `offset`; acknowledged (replicated and committed) on return.
+    pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| ClientError::InvalidArgument("offset + length overflows".into()))?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let data = Bytes::copy_from_slice(data);
+        let mut written = Vec::new();
+        for span in spans(offset, data.len() as u64, self.stat.chunk_size) {
+            let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
+            written.push(self.write_chunk(span.index, span.offset_in_chunk, piece, None).await?);
+        }
+        self.commit(written, end, false).await
+    }
+
+    /// Sets the size: shrinking drops the bytes past it, growing adds zeros.
+    pub async fn set_len(&mut self, size: u64) -> Result<()> {
+        let (stat, chunks) = self.client.layout(self.stat.inode).await?;
+        self.stat = stat;
+        let cs = self.stat.chunk_size;
+        let mut written = Vec::new();
+        // Cut the chunk the new end falls in, so a later growth reads zeros there.
+        if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
+            written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs)).await?);
+        }
+        self.commit(written, size, true).await
+    }
+
+    /// Writes are durable when they return, so there is nothing left to flush.
+    pub async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn commit(&mut self, written: Vec<(u64, u64, u64)>, size: u64, truncate: bool) -> Result<()> {
+        let req = pb::CommitWriteRequest {
+            inode: self.stat.inode,
+            chunks: written
+                .iter()
+                .map(|(index, id, version)| pb::ChunkVersion { index: *index, id: *id, version: *version })
+                .collect(),
+            size,
+            truncate,
+        };
+        let reply = self
+            .client
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.commit_write(req).await }
+            })
+            .await?;
+        self.stat = reply.inode.unwrap_or_default().into();
+        Ok(())
+    }
+
+    /// Writes one span into chunk `index`, re-planning around failed replicas.
+    /// Returns (index, chunk id, version written).
+    async fn write_chunk(
+        &self,
+        index: u64,
+        offset: u64,
+        data: Bytes,
+        truncate_to: Option<u64>,
+    ) -> Result<(u64, u64, u64)> {
+        let mut failed: Vec<String> = Vec::new();
+        let mut last = String::new();
+        let mut chunk_id = 0;
+        for _ in 0..WRITE_ATTEMPTS_MAX {
+            let req = pb::PrepareWriteRequest { inode: self.stat.inode, chunk_index: index, failed: failed.clone() };
+            let prep = match self
+                .client
+                .ns(|mut c| {
+                    let req = req.clone();
+                    async move { c.prepare_write(req).await }
+                })
+                .await
+            {
+                Ok(p) => p,
+                // Running out of servers after failures: say what failed first.
+                Err(e) if !failed.is_empty() => {
+                    return Err(ClientError::WriteFailed {
+                        chunk_id,
+                        attempts: failed.len(),
+                        last: format!("{last}; then {e}"),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let loc = prep.chunk.unwrap_or_default();
+            chunk_id = loc.id;
+            match write_chain(
+                &self.client.inner.data,
+                &loc.replicas,
+                loc.id,
+                loc.version,
+                offset,
+                data.clone(),
+                truncate_to,
+            )
+            .await
+            {
+                Ok(()) => return Ok((index, loc.id, loc.version)),
+                Err(e) => {
+                    tracing::warn!(chunk_id, replica = %e.failed_replica, "chain write failed: {}", e.status.message());
+                    last = format!("{}: {}", e.failed_replica, e.status.message());
+                    if !failed.contains(&e.failed_replica) {
+                        failed.push(e.failed_replica);
+                    }
+                }
+            }
+        }
+        Err(ClientError::WriteFailed { chunk_id, attempts: WRITE_ATTEMPTS_MAX, last })
+    }
+}

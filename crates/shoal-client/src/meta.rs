@@ -1,0 +1,123 @@
+//! Calls to the meta group that follow the leader and retry.
+//!
+//! The caller gives every meta address. A call goes to the last known leader
+//! (at first, the first address); an `UNAVAILABLE` answer carrying a leader
+//! hint moves it there at once, any other unavailability moves to the next
+//! address after a short, doubling backoff. The whole call gives up after the
+//! configured timeout with an error naming every address tried.
+//!
+//! Retrying a mutation whose first attempt timed out may apply it twice;
+//! deduplication by request id belongs to the meta state machine.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::ClientError;
+use crate::pool::ChannelPool;
+
+/// First pause between attempts on different meta nodes.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest pause between attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Longest any single attempt may take.
+const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+
+pub struct MetaConn {
+    addrs: Vec<String>,
+    pool: ChannelPool,
+    leader: Mutex<Option<String>>,
+    timeout: Duration,
+}
+
+enum Next {
+    Leader(String),
+    Another,
+}
+
+fn classify(s: &Status) -> Option<Next> {
+    match s.code() {
+        Code::Unavailable => match s.metadata().get(shoal_proto::LEADER_KEY).and_then(|v| v.to_str().ok()) {
+            Some(hint) if !hint.is_empty() => Some(Next::Leader(hint.to_string())),
+            _ => Some(Next::Another),
+        },
+        Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => Some(Next::Another),
+        _ => None,
+    }
+}
+
+impl MetaConn {
+    /// A connection to the meta group at `addrs`; nothing is dialed yet.
+    pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<MetaConn, ClientError> {
+        if addrs.is_empty() {
+            return Err(ClientError::InvalidArgument("no meta address given".into()));
+        }
+        let pool = ChannelPool::default();
+        for a in &addrs {
+            pool.get(a)?;
+        }
+        Ok(MetaConn { addrs, pool, leader: Mutex::new(None), timeout })
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// Runs `f` against the leader, following hints and retrying until the timeout.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = BACKOFF_MIN;
+        let mut next_index = 0usize;
+        let mut last;
+        loop {
+            let addr = self.leader.lock().expect("leader lock").clone().unwrap_or_else(|| {
+                next_index += 1;
+                self.addrs[(next_index - 1) % self.addrs.len()].clone()
+            });
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let channel = self.pool.get(&addr)?;
+            let outcome = tokio::time::timeout(remaining.min(ATTEMPT_TIMEOUT_MAX), f(channel)).await;
+            let wait = match outcome {
+                Ok(Ok(v)) => {
+                    *self.leader.lock().expect("leader lock") = Some(addr);
+                    return Ok(v);
+                }
+                Ok(Err(status)) => match classify(&status) {
+                    Some(Next::Leader(hint)) if hint != addr => {
+                        last = format!("{addr}: {}", status.message());
+                        *self.leader.lock().expect("leader lock") = Some(hint);
+                        false
+                    }
+                    Some(Next::Leader(_)) | Some(Next::Another) => {
+                        last = format!("{addr}: {}", status.message());
+                        *self.leader.lock().expect("leader lock") = None;
+                        true
+                    }
+                    None => return Err(ClientError::from_status(&status)),
+                },
+                Err(_) => {
+                    last = format!("{addr}: no answer in time");
+                    *self.leader.lock().expect("leader lock") = None;
+                    true
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::MetaUnreachable {
+                    addrs: self.addrs.join(","),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                    last,
+                });
+            }
+            if wait {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
