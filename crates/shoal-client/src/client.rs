@@ -234,6 +234,20 @@ impl Client {
         self.cluster(|mut c| async move { c.status(pb::Empty {}).await }).await
     }
 
+    /// The meta group as the node at `addr` sees it, asked directly (no
+    /// leader following), waiting at most `timeout`.
+    pub async fn meta_node_status(&self, addr: &str, timeout: Duration) -> Result<pb::StatusReply> {
+        let mut c = ClusterClient::new(self.inner.meta.pool().get(addr)?);
+        match tokio::time::timeout(timeout, c.status(pb::Empty {})).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(crate::ClientError::from_status(&s)),
+            Err(_) => Err(crate::ClientError::Rpc {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("{addr}: no answer in time"),
+            }),
+        }
+    }
+
     /// Every registered chunk server, with liveness as the leader sees it.
     pub async fn chunk_servers(&self) -> Result<Vec<pb::ChunkServer>> {
         Ok(self.cluster(|mut c| async move { c.nodes(pb::Empty {}).await }).await?.servers)

@@ -61,6 +61,11 @@ impl MetaConn {
         Ok(MetaConn { addrs, pool, leader: Mutex::new(None), timeout })
     }
 
+    /// The channel pool, for calls that must reach one particular node.
+    pub fn pool(&self) -> &ChannelPool {
+        &self.pool
+    }
+
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }

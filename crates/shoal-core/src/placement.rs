@@ -3,7 +3,9 @@
 //! Pure function over a snapshot of server loads. Rules, in order:
 //! only alive servers; never two replicas on one server; never a server the
 //! caller excludes (already a replica, or just failed); most free space first,
-//! ties broken by fewer chunks and then by id so the choice is deterministic.
+//! where free space is compared in bands about 10% wide (so servers sharing a
+//! disk, or nearly equal ones, count as equal), then fewer chunks, then by id
+//! so the choice is deterministic.
 
 /// What placement knows of one chunk server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +27,7 @@ pub struct NotEnoughServers {
 /// Chooses `count` distinct servers for new replicas, skipping `exclude`.
 pub fn place(candidates: &[Candidate], count: u32, exclude: &[u64]) -> Result<Vec<u64>, NotEnoughServers> {
     let mut usable: Vec<&Candidate> = candidates.iter().filter(|c| c.alive && !exclude.contains(&c.id)).collect();
-    usable
-        .sort_by(|a, b| b.free_bytes.cmp(&a.free_bytes).then(a.chunk_count.cmp(&b.chunk_count)).then(a.id.cmp(&b.id)));
-    usable.dedup_by_key(|c| c.id);
+    usable.sort_by_key(|c| (std::cmp::Reverse(free_band(c.free_bytes)), c.chunk_count, c.id));
     if usable.len() < count as usize {
         let alive = candidates.iter().filter(|c| c.alive).count() as u32;
         return Err(NotEnoughServers {
@@ -36,6 +36,11 @@ pub fn place(candidates: &[Candidate], count: u32, exclude: &[u64]) -> Result<Ve
         });
     }
     Ok(usable.into_iter().take(count as usize).map(|c| c.id).collect())
+}
+
+/// Free space on a logarithmic scale with bands about 10% wide.
+fn free_band(free_bytes: u64) -> u32 {
+    if free_bytes == 0 { 0 } else { 1 + ((free_bytes as f64).ln() / 1.1f64.ln()) as u32 }
 }
 
 /// Excluded servers that are not alive anyway: they do not raise the number needed.
@@ -53,14 +58,24 @@ mod tests {
 
     #[test]
     fn most_free_first_and_distinct() {
-        let cs = [c(1, true, 10), c(2, true, 30), c(3, true, 20)];
+        let cs = [c(1, true, 1000), c(2, true, 3000), c(3, true, 2000)];
         assert_eq!(place(&cs, 2, &[]).unwrap(), vec![2, 3]);
         assert_eq!(place(&cs, 2, &[2]).unwrap(), vec![3, 1]);
     }
 
     #[test]
+    fn near_equal_free_space_spreads_by_chunk_count() {
+        let cs = [
+            Candidate { id: 1, alive: true, free_bytes: 1000, chunk_count: 5 },
+            Candidate { id: 2, alive: true, free_bytes: 1001, chunk_count: 9 },
+            Candidate { id: 3, alive: true, free_bytes: 999, chunk_count: 1 },
+        ];
+        assert_eq!(place(&cs, 2, &[]).unwrap(), vec![3, 1]);
+    }
+
+    #[test]
     fn dead_servers_are_skipped() {
-        let cs = [c(1, true, 10), c(2, false, 30), c(3, true, 20)];
+        let cs = [c(1, true, 1000), c(2, false, 3000), c(3, true, 2000)];
         assert_eq!(place(&cs, 2, &[]).unwrap(), vec![3, 1]);
         assert_eq!(place(&cs, 3, &[]).unwrap_err(), NotEnoughServers { needed: 3, alive: 2 });
     }

@@ -27,6 +27,9 @@ const LEADER_GRACE_MAX: Duration = Duration::from_secs(3);
 pub struct Registry {
     dead_after: Duration,
     beats: Mutex<HashMap<u64, Beat>>,
+    /// Replicas placed on each server since its last heartbeat, so placement
+    /// sees its own decisions before the server reports them.
+    placed: Mutex<HashMap<u64, u64>>,
     leader_since: Mutex<Option<Instant>>,
 }
 
@@ -39,11 +42,28 @@ pub enum Liveness {
 
 impl Registry {
     pub fn new(dead_after: Duration) -> Self {
-        Registry { dead_after, beats: Mutex::new(HashMap::new()), leader_since: Mutex::new(None) }
+        Registry {
+            dead_after,
+            beats: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
+            leader_since: Mutex::new(None),
+        }
     }
 
     pub fn record(&self, id: u64, beat: Beat) {
         self.beats.lock().expect("registry lock").insert(id, beat);
+        self.placed.lock().expect("registry lock").remove(&id);
+    }
+
+    /// Notes that a new replica was just placed on `id`.
+    pub fn note_placed(&self, id: u64) {
+        *self.placed.lock().expect("registry lock").entry(id).or_default() += 1;
+    }
+
+    /// Chunks on `id`: as last reported, plus those placed since.
+    pub fn chunk_count(&self, id: u64) -> u64 {
+        let reported = self.last_beat(id).map_or(0, |b| b.chunk_count);
+        reported + self.placed.lock().expect("registry lock").get(&id).copied().unwrap_or(0)
     }
 
     /// Called when this node becomes leader (`Some(now)`) or stops being it (`None`).

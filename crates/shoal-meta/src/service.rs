@@ -160,7 +160,7 @@ impl MetaService {
                     id: *id,
                     alive: self.registry.liveness(*id, now) == Liveness::Alive,
                     free_bytes: beat.map_or(0, |b| b.capacity_bytes.saturating_sub(b.used_bytes)),
-                    chunk_count: beat.map_or(0, |b| b.chunk_count),
+                    chunk_count: self.registry.chunk_count(*id),
                 }
             })
             .collect()
@@ -307,6 +307,9 @@ impl pb::namespace_server::Namespace for MetaService {
             let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed).map_err(fs_status)?;
             match self.write_ok(cmd).await? {
                 Response::Chunk { chunk, chunk_size } => {
+                    for r in &chunk.replicas {
+                        self.registry.note_placed(*r);
+                    }
                     let mut loc = self.location(r.chunk_index, &chunk);
                     // The writer needs the version it was granted, not the committed one.
                     loc.version = chunk.version;
@@ -369,7 +372,15 @@ impl pb::cluster_server::Cluster for MetaService {
         let nodes = membership
             .nodes()
             .map(|(id, node)| {
-                let role = if *id == leader {
+                let role = if *id == self.settings.node_id {
+                    match m.state {
+                        ServerState::Leader => "leader",
+                        ServerState::Candidate => "candidate",
+                        ServerState::Learner => "learner",
+                        ServerState::Follower => "follower",
+                        ServerState::Shutdown => "shutdown",
+                    }
+                } else if *id == leader {
                     "leader"
                 } else if voters.contains(id) {
                     "follower"
@@ -384,7 +395,7 @@ impl pb::cluster_server::Cluster for MetaService {
                 pb::MetaNode { id: *id, addr: node.addr.clone(), role: role.into(), term: m.current_term, last_applied }
             })
             .collect();
-        Ok(TonicResponse::new(pb::StatusReply { nodes, leader_id: leader }))
+        Ok(TonicResponse::new(pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id }))
     }
 
     async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {

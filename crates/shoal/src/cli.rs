@@ -1,0 +1,212 @@
+//! The command line, as DESIGN.md fixes it. Parsing and validation only:
+//! nothing here touches the network.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The meta addresses `shoal up` uses by default.
+pub const DEFAULT_META: &str = "127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102";
+
+#[derive(Parser, Debug)]
+#[command(name = "shoal", version, about = "Shoal: a distributed file system", propagate_version = true)]
+pub struct Cli {
+    /// Meta nodes to talk to, HOST:PORT[,HOST:PORT...].
+    #[arg(long, global = true, env = "SHOAL_META", default_value = DEFAULT_META, value_delimiter = ',')]
+    pub meta: Vec<String>,
+
+    /// How long a client command keeps retrying an unreachable cluster.
+    #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a whole cluster on this machine (meta and chunk servers as child processes).
+    Up(UpArgs),
+    /// Run a meta node.
+    Meta(MetaArgs),
+    /// Run a chunk server.
+    Chunk(ChunkArgs),
+    /// List a directory.
+    Ls {
+        /// Long format: type, size, replication, modification time.
+        #[arg(short = 'l')]
+        long: bool,
+        /// Recurse into subdirectories.
+        #[arg(short = 'R')]
+        recursive: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; no error if it exists.
+        #[arg(short = 'p')]
+        parents: bool,
+        path: String,
+    },
+    /// Create an empty file.
+    Create {
+        #[arg(long, value_parser = replication)]
+        replication: Option<u32>,
+        path: String,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Remove a directory and everything in it.
+        #[arg(short = 'r')]
+        recursive: bool,
+        path: String,
+    },
+    /// Rename or move.
+    Mv { src: String, dst: String },
+    /// Copy a local file (or - for stdin) into Shoal.
+    Put {
+        #[arg(long, value_parser = replication)]
+        replication: Option<u32>,
+        local: String,
+        remote: String,
+    },
+    /// Copy a file out of Shoal to a local file (or - for stdout).
+    Get { remote: String, local: String },
+    /// Print a file, or a range of it.
+    Cat {
+        #[arg(long, default_value_t = 0, value_parser = offset)]
+        offset: u64,
+        #[arg(long, value_parser = offset)]
+        length: Option<u64>,
+        remote: String,
+    },
+    /// Write stdin into a file at an offset (modify in place).
+    Write {
+        #[arg(long, value_parser = offset)]
+        offset: u64,
+        remote: String,
+    },
+    /// Append stdin to a file.
+    Append { remote: String },
+    /// Show a file's or directory's attributes and chunk locations.
+    Stat {
+        #[arg(long)]
+        json: bool,
+        path: String,
+    },
+    /// An interactive prompt with the prototype's menu.
+    Shell,
+    /// Cluster administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Measure throughput and latency against a running cluster.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// The meta nodes, their addresses and roles.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The chunk servers, their state and usage.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where every node keeps its data and log.
+    #[arg(long, default_value = "shoal-data")]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub meta_nodes: u32,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub chunk_nodes: u32,
+    #[arg(long, default_value_t = 2, value_parser = replication)]
+    pub replication: u32,
+    /// Meta i listens on base-port+i-1, chunk j on base-port+10+j-1.
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    #[arg(long, default_value = "64MiB", value_parser = size)]
+    pub chunk_size: u64,
+    /// A chunk server silent this long is dead.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub dead_after: Duration,
+    /// Host to bind every node to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MetaArgs {
+    /// This node's id, 1 or more.
+    #[arg(long)]
+    pub id: u64,
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Every meta node of the group: ID=HOST:PORT,...
+    #[arg(long, value_delimiter = ',', value_parser = peer)]
+    pub peers: Vec<(u64, String)>,
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "64MiB", value_parser = size)]
+    pub chunk_size: u64,
+    /// Default replication factor of new files.
+    #[arg(long, default_value_t = 3, value_parser = replication)]
+    pub replication: u32,
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub dead_after: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChunkArgs {
+    #[arg(long)]
+    pub listen: SocketAddr,
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Most bytes this server may hold (default: the free space of its disk).
+    #[arg(long, value_parser = size)]
+    pub capacity: Option<u64>,
+    /// Period of heartbeats to meta.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    pub heartbeat: Duration,
+}
+
+pub fn duration(s: &str) -> Result<Duration, String> {
+    shoal_core::units::parse_duration(s)
+}
+
+pub fn size(s: &str) -> Result<u64, String> {
+    shoal_core::units::parse_size(s)
+}
+
+fn offset(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| format!("{s:?} is not a byte offset: expected a whole number, 0 or more"))
+}
+
+fn replication(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=16).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a replication factor: expected 1 to 16")),
+    }
+}
+
+fn peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
+    let id = id.parse().map_err(|_| format!("{s:?}: the id must be a number"))?;
+    if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        return Err(format!("{s:?}: expected ID=HOST:PORT"));
+    }
+    Ok((id, addr.to_string()))
+}

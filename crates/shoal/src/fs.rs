@@ -1,0 +1,309 @@
+//! The file commands: ls, mkdir, create, rm, mv, put, get, cat, write, append, stat.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shoal_client::{ChunkInfo, Client, DirEntry, Stat};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::cli::Command;
+
+/// Largest piece `get` and `cat` read at once.
+const READ_PIECE_MAX_BYTES: u64 = 8 << 20;
+/// Largest piece `put` writes at once (one chunk at most).
+const WRITE_PIECE_MAX_BYTES: u64 = 64 << 20;
+
+pub async fn run(client: Client, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ls { long, recursive, json, path } => ls(&client, &path, long, recursive, json).await?,
+        Command::Mkdir { parents, path } => {
+            client.mkdir(&path, parents).await?;
+        }
+        Command::Create { replication, path } => {
+            client.create(&path, replication).await?;
+        }
+        Command::Rm { recursive, path } => client.remove(&path, recursive).await?,
+        Command::Mv { src, dst } => client.rename(&src, &dst).await?,
+        Command::Put { replication, local, remote } => put(&client, &local, &remote, replication).await?,
+        Command::Get { remote, local } => get(&client, &remote, &local).await?,
+        Command::Cat { offset, length, remote } => cat(&client, &remote, offset, length).await?,
+        Command::Write { offset, remote } => {
+            let data = read_stdin().await?;
+            client.open(&remote).await?.write_at(offset, &data).await?;
+        }
+        Command::Append { remote } => {
+            let data = read_stdin().await?;
+            client.open(&remote).await?.append(&data).await?;
+        }
+        Command::Stat { json, path } => stat(&client, &path, json).await?,
+        other => unreachable!("not a file command: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    tokio::io::stdin().read_to_end(&mut data).await.context("reading stdin")?;
+    Ok(data)
+}
+
+fn kind(s: &Stat) -> &'static str {
+    if s.is_dir { "dir" } else { "file" }
+}
+
+fn format_time(ms: u64) -> String {
+    // UTC, to the second, without pulling in a date crate.
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') { format!("{dir}{name}") } else { format!("{dir}/{name}") }
+}
+
+async fn ls(client: &Client, path: &str, long: bool, recursive: bool, json: bool) -> anyhow::Result<()> {
+    let mut rows: Vec<(String, DirEntry)> = Vec::new();
+    let top = client.stat(path).await?;
+    let mut pending = Vec::new();
+    if top.is_dir {
+        pending.push(path.to_string());
+    } else {
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        rows.push((path.to_string(), DirEntry { name, stat: top }));
+    }
+    while let Some(dir) = pending.pop() {
+        for e in client.list(&dir).await? {
+            let full = join(&dir, &e.name);
+            if recursive && e.stat.is_dir {
+                pending.push(full.clone());
+            }
+            rows.push((full, e));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = std::io::stdout().lock();
+    if json {
+        let items: Vec<_> = rows
+            .iter()
+            .map(|(full, e)| {
+                json!({"path": full, "name": e.name, "type": kind(&e.stat), "size": e.stat.size,
+                       "replication": e.stat.replication, "mtime_ms": e.stat.mtime_ms, "inode": e.stat.inode})
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+        return Ok(());
+    }
+    for (full, e) in rows {
+        let name = if recursive { full } else { e.name };
+        let suffix = if e.stat.is_dir { "/" } else { "" };
+        if long {
+            let rep = if e.stat.is_dir { "-".to_string() } else { e.stat.replication.to_string() };
+            writeln!(
+                out,
+                "{:<4} {:>12} {:>3} {} {name}{suffix}",
+                kind(&e.stat),
+                e.stat.size,
+                rep,
+                format_time(e.stat.mtime_ms)
+            )?;
+        } else {
+            writeln!(out, "{name}{suffix}")?;
+        }
+    }
+    Ok(())
+}
+
+fn progress(total: Option<u64>, label: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(label.to_string());
+    bar
+}
+
+/// Fills `buf` from `r` unless the input ends first; returns the bytes read.
+async fn read_full(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]).await? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Copies a local file into Shoal. The data goes to a hidden temporary name
+/// first and is renamed into place at the end, so a failed put leaves the
+/// target as it was.
+async fn put(client: &Client, local: &str, remote: &str, replication: Option<u32>) -> anyhow::Result<()> {
+    let (mut input, total): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let f = tokio::fs::File::open(local).await.with_context(|| format!("cannot open {local}"))?;
+        let len = f.metadata().await?.len();
+        (Box::new(f), Some(len))
+    };
+    let target = shoal_core::NormalPath::parse(remote).map_err(shoal_core::FsError::from)?;
+    let Some((parent, name)) = target.split_last() else { bail!("cannot put onto the root directory") };
+    if let Ok(s) = client.stat(remote).await
+        && s.is_dir
+    {
+        bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() });
+    }
+    let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand_u32())).to_string();
+    let mut file = client.create(&tmp.to_string(), replication).await?;
+    let piece = file.cached_stat().chunk_size.clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
+    let bar = progress(total, "put");
+    let result: anyhow::Result<()> = async {
+        let mut buf = vec![0u8; piece];
+        loop {
+            let n = read_full(&mut input, &mut buf).await.with_context(|| format!("reading {local}"))?;
+            if n == 0 {
+                break;
+            }
+            file.write(&buf[..n]).await?;
+            bar.inc(n as u64);
+        }
+        client.rename(&tmp, remote).await?;
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = client.remove(&tmp, false).await;
+    }
+    result
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() as u32
+}
+
+/// Streams `[offset, offset + length)` of `remote` to `out`.
+async fn copy_out(
+    client: &Client,
+    remote: &str,
+    offset: u64,
+    length: Option<u64>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bar: Option<&ProgressBar>,
+) -> anyhow::Result<()> {
+    let mut file = client.open(remote).await?;
+    let size = file.cached_stat().size;
+    let end = length.map_or(size, |l| offset.saturating_add(l).min(size));
+    if let Some(b) = bar {
+        b.set_length(end.saturating_sub(offset));
+    }
+    let mut at = offset;
+    while at < end {
+        let want = (end - at).min(READ_PIECE_MAX_BYTES);
+        let data = file.read_at(at, want).await?;
+        if data.is_empty() {
+            break;
+        }
+        out.write_all(&data).await?;
+        at += data.len() as u64;
+        if let Some(b) = bar {
+            b.inc(data.len() as u64);
+        }
+    }
+    out.flush().await?;
+    Ok(())
+}
+
+async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
+    if local == "-" {
+        return copy_out(client, remote, 0, None, &mut tokio::io::stdout(), None).await;
+    }
+    // Check the source before creating the destination.
+    let stat = client.stat(remote).await?;
+    if stat.is_dir {
+        bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() });
+    }
+    let mut out = tokio::fs::File::create(local).await.with_context(|| format!("cannot create {local}"))?;
+    let bar = progress(Some(stat.size), "get");
+    let result = copy_out(client, remote, 0, None, &mut out, Some(&bar)).await;
+    bar.finish_and_clear();
+    result?;
+    out.sync_all().await?;
+    Ok(())
+}
+
+async fn cat(client: &Client, remote: &str, offset: u64, length: Option<u64>) -> anyhow::Result<()> {
+    copy_out(client, remote, offset, length, &mut tokio::io::stdout(), None).await
+}
+
+fn chunk_json(c: &ChunkInfo) -> serde_json::Value {
+    json!({"index": c.index, "id": c.id, "version": c.version, "replicas": c.replicas})
+}
+
+async fn stat(client: &Client, path: &str, as_json: bool) -> anyhow::Result<()> {
+    let (s, chunks) = client.chunks(path).await?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let v = json!({
+            "path": shoal_core::NormalPath::parse(path).map(|p| p.to_string()).unwrap_or_else(|_| path.to_string()),
+            "type": kind(&s), "inode": s.inode, "size": s.size, "mode": format!("{:o}", s.mode),
+            "mtime_ms": s.mtime_ms, "replication": s.replication, "chunk_size": s.chunk_size,
+            "chunks": chunks.iter().map(chunk_json).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    writeln!(out, "path:        {path}")?;
+    writeln!(out, "type:        {}", kind(&s))?;
+    writeln!(out, "inode:       {}", s.inode)?;
+    writeln!(out, "size:        {} ({})", s.size, shoal_core::units::format_size(s.size))?;
+    writeln!(out, "modified:    {} UTC", format_time(s.mtime_ms))?;
+    if !s.is_dir {
+        writeln!(out, "replication: {}", s.replication)?;
+        writeln!(out, "chunk size:  {}", shoal_core::units::format_size(s.chunk_size))?;
+        writeln!(out, "chunks:      {}", chunks.len())?;
+        for c in &chunks {
+            writeln!(out, "  #{:<4} id {:<8} v{:<4} on {}", c.index, c.id, c.version, c.replicas.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}
