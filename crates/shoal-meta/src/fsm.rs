@@ -558,7 +558,7 @@ mod tests {
         let mut st = FsState::default();
         assert_eq!(
             st.apply(&Command::Mkdir { path: p("/a/b"), parents: false, mtime_ms: 1 }),
-            Response::Err(FsError::NotFound { path: "/a/b".into() })
+            Response::Err(FsError::NotFound { path: "/a".into() })
         );
         assert!(matches!(
             st.apply(&Command::Mkdir { path: p("/a/b"), parents: true, mtime_ms: 1 }),
