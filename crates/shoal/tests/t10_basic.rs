@@ -1,0 +1,113 @@
+//! t10: every CLI file operation on a live cluster, checked byte for byte
+//! against a local reference, plus replica placement on disk.
+
+mod common;
+
+use common::*;
+
+fn write_local(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn t10_file_operations_match_a_local_reference() {
+    let c = Cluster::start(Options::default());
+    let local = tempfile::tempdir().unwrap();
+
+    // put and get of a file spanning several 1 MiB chunks.
+    let mut reference = pattern(3_500_000, 1);
+    let src = write_local(local.path(), "src", &reference);
+    c.must_put(&src, "/data.bin");
+    let dst = local.path().join("dst");
+    c.must(&["get", "/data.bin", dst.to_str().unwrap()], None);
+    assert_eq!(std::fs::read(&dst).unwrap(), reference, "get returns what put stored");
+    assert_eq!(c.must_cat("/data.bin"), reference, "cat returns the whole file");
+
+    // cat of a range that crosses a chunk boundary (seek + read).
+    let range = c.must(&["cat", "--offset", "1048000", "--length", "1000", "/data.bin"], None).stdout;
+    assert_eq!(range, reference[1_048_000..1_049_000]);
+
+    // write in place across a chunk boundary, in the middle of the file.
+    let patch = pattern(300_000, 2);
+    c.must(&["write", "--offset", "2000000", "/data.bin"], Some(&patch));
+    reference[2_000_000..2_300_000].copy_from_slice(&patch);
+    assert_eq!(c.must_cat("/data.bin"), reference, "overwrite in the middle");
+
+    // append, then a write past the end: the gap reads as zeros.
+    c.must(&["append", "/data.bin"], Some(b"appended tail"));
+    reference.extend_from_slice(b"appended tail");
+    let past = reference.len() + 1_500_000;
+    c.must(&["write", "--offset", &past.to_string(), "/data.bin"], Some(b"far"));
+    reference.resize(past, 0);
+    reference.extend_from_slice(b"far");
+    assert_eq!(c.must_cat("/data.bin"), reference, "append and write past EOF");
+    let st = c.must_stat_json("/data.bin");
+    assert_eq!(st["size"], reference.len() as u64);
+
+    // cat at and past EOF prints nothing and succeeds.
+    let at_eof = c.must(&["cat", "--offset", &reference.len().to_string(), "/data.bin"], None);
+    assert!(at_eof.stdout.is_empty());
+    let past_eof = c.must(&["cat", "--offset", "999999999", "--length", "10", "/data.bin"], None);
+    assert!(past_eof.stdout.is_empty());
+
+    // stdin and stdout as the local side.
+    c.must(&["put", "-", "/piped"], Some(b"from stdin"));
+    assert_eq!(c.must(&["get", "/piped", "-"], None).stdout, b"from stdin");
+
+    // Directories, create, ls in its forms, mv and rm.
+    c.must(&["mkdir", "-p", "/a/b/c"], None);
+    c.must(&["mkdir", "/a/d"], None);
+    c.must(&["create", "/a/b/empty"], None);
+    assert_eq!(c.must_cat("/a/b/empty"), b"");
+    let ls = String::from_utf8(c.must(&["ls", "/a"], None).stdout).unwrap();
+    assert_eq!(ls, "b/\nd/\n");
+    let rec = String::from_utf8(c.must(&["ls", "-R", "/a"], None).stdout).unwrap();
+    assert_eq!(rec, "/a/b/\n/a/b/c/\n/a/b/empty\n/a/d/\n");
+    let long = String::from_utf8(c.must(&["ls", "-l", "/"], None).stdout).unwrap();
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("file") && l.contains(&reference.len().to_string()) && l.ends_with("data.bin")),
+        "{long}"
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&c.must(&["ls", "--json", "/a/b"], None).stdout).unwrap();
+    assert_eq!(listing[0]["name"], "c");
+    assert_eq!(listing[0]["type"], "dir");
+    assert_eq!(listing[1]["name"], "empty");
+    c.must(&["mv", "/piped", "/a/d/moved"], None);
+    assert_eq!(c.must_cat("/a/d/moved"), b"from stdin");
+    assert!(!c.shoal(&["stat", "/piped"], None).status.success());
+    c.must(&["mv", "/a/d/moved", "/a/b"], None);
+    assert_eq!(c.must_cat("/a/b/moved"), b"from stdin", "mv onto a directory moves into it");
+    c.must(&["rm", "/a/b/moved"], None);
+    c.must(&["rm", "-r", "/a"], None);
+    assert_eq!(String::from_utf8(c.must(&["ls", "/"], None).stdout).unwrap(), "data.bin\n");
+}
+
+#[test]
+fn t11_replicas_live_on_distinct_servers() {
+    let c = Cluster::start(Options::default());
+    let local = tempfile::tempdir().unwrap();
+    let src = write_local(local.path(), "src", &pattern(2_500_000, 3));
+    c.must_put(&src, "/replicated");
+
+    let st = c.must_stat_json("/replicated");
+    let chunks = st["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 3, "2.5 MB in 1 MiB chunks");
+    for chunk in chunks {
+        let replicas: Vec<&str> = chunk["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        assert_eq!(replicas.len(), 2, "replication 2");
+        assert_ne!(replicas[0], replicas[1], "replicas on distinct servers");
+        let file = format!("{:016x}.data", chunk["id"].as_u64().unwrap());
+        for (j, node) in c.chunks.iter().enumerate() {
+            let holds = c.chunk_files(j).contains(&file);
+            assert_eq!(
+                holds,
+                replicas.contains(&node.addr.as_str()),
+                "{file} on {} (replicas {replicas:?})",
+                node.addr
+            );
+        }
+    }
+}
