@@ -19,7 +19,8 @@ fn t20_three_meta_nodes_keep_all_data_across_a_full_restart() {
     c.must(&["put", "-", "/keep/small"], Some(b"small file"));
     c.must(&["append", "/keep/small"], Some(b" + more"));
     let before = c.must_stat_json("/keep/deep/big");
-    let status: serde_json::Value = serde_json::from_slice(&c.must(&["admin", "status", "--json"], None).stdout).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&c.must(&["admin", "status", "--json"], None).stdout).unwrap();
     let roles: Vec<&str> = status["nodes"].as_array().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "one leader: {roles:?}");
     assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "two followers: {roles:?}");

@@ -253,7 +253,11 @@ pub fn run_shoal(meta: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = cmd.spawn().expect("spawn shoal");
     let pid = child.id();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // From a thread, so a large input cannot deadlock against a full stdout
+        // pipe; a command that fails early may not read it all (broken pipe).
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || pipe.write_all(&input).ok());
     }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));

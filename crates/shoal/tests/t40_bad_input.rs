@@ -1,0 +1,98 @@
+//! t40: bad input gets a clear one-line error, exit 1 (2 for bad usage), and
+//! changes nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn must_fail(c: &Cluster, args: &[&str], stdin: Option<&[u8]>, code: i32, says: &str) {
+    let out = c.shoal(args, stdin);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "shoal {args:?}: {err}");
+    assert!(err.contains(says), "shoal {args:?} should say {says:?}, said: {err}");
+    if code == 1 {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+}
+
+/// Every path with its type and size (not its mtime: a failed put creates and
+/// removes a temporary name, which touches the directory's mtime).
+fn listing(c: &Cluster) -> Vec<(String, String, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(&c.must(&["ls", "-R", "--json", "/"], None).stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap().into(), e["type"].as_str().unwrap().into(), e["size"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn t40_bad_paths_and_arguments_change_nothing() {
+    let c = Cluster::start(Options::default());
+    c.must(&["mkdir", "-p", "/dir/sub"], None);
+    c.must(&["put", "-", "/dir/file"], Some(b"content"));
+    let before = listing(&c);
+
+    must_fail(&c, &["cat", "/missing"], None, 1, "no such file or directory: /missing");
+    must_fail(&c, &["stat", "/dir/missing/deeper"], None, 1, "no such file or directory");
+    must_fail(&c, &["write", "--offset", "0", "/missing"], Some(b"x"), 1, "no such file");
+    must_fail(&c, &["append", "/missing"], Some(b"x"), 1, "no such file");
+    must_fail(&c, &["rm", "/missing"], None, 1, "no such file");
+    must_fail(&c, &["mv", "/missing", "/other"], None, 1, "no such file");
+    must_fail(&c, &["mkdir", "/dir/../etc"], None, 1, "'..'");
+    must_fail(&c, &["create", "/dir//x"], None, 1, "empty component");
+    must_fail(&c, &["create", "relative"], None, 1, "must be absolute");
+    let long = format!("/{}", "n".repeat(256));
+    must_fail(&c, &["create", &long], None, 1, "longer than the 255 allowed");
+    must_fail(&c, &["create", "/dir/file"], None, 1, "already exists: /dir/file");
+    must_fail(&c, &["mkdir", "/dir"], None, 1, "already exists: /dir");
+    must_fail(&c, &["rm", "/dir"], None, 1, "directory not empty: /dir");
+    must_fail(&c, &["cat", "/dir"], None, 1, "is a directory");
+    must_fail(&c, &["create", "/dir/file/below"], None, 1, "not a directory");
+    must_fail(&c, &["mv", "/dir", "/dir/sub/inside"], None, 1, "into itself");
+    must_fail(&c, &["put", "--replication", "4", "-", "/dir/wide"], Some(b"x"), 1, "need 4 alive, 3 alive");
+    // Bad usage: exit 2.
+    must_fail(&c, &["cat", "--offset", "-5", "/dir/file"], None, 2, "");
+    must_fail(&c, &["write", "--offset", "ten", "/dir/file"], Some(b"x"), 2, "not a byte offset");
+    must_fail(&c, &["cat", "--length", "1.5", "/dir/file"], None, 2, "not a byte offset");
+    must_fail(&c, &["frobnicate"], None, 2, "unrecognized subcommand");
+    must_fail(&c, &["put", "--replication", "0", "-", "/x"], Some(b"x"), 2, "not a replication factor");
+
+    assert_eq!(listing(&c), before, "no failed command changed the namespace");
+    assert_eq!(c.must_cat("/dir/file"), b"content");
+}
+
+#[test]
+fn t41_unreachable_meta_fails_in_bounded_time_naming_the_addresses() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let other = format!("127.0.0.1:{}", free_port());
+    let meta = format!("{dead},{other}");
+    let started = Instant::now();
+    let out = run_shoal(&meta, &["--timeout", "2s", "ls", "/"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach meta") && err.contains(&dead) && err.contains(&other), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "gave up in bounded time, took {:?}", started.elapsed());
+}
+
+#[test]
+fn t42_full_disk_fails_the_write_cleanly() {
+    // Two servers, replication 2, and one of them can hold only one chunk.
+    let c = Cluster::start(Options { chunk_nodes: 2, capacities: vec![Some("1MiB"), None], ..Options::default() });
+    c.must(&["put", "-", "/before"], Some(b"kept"));
+    let before = listing(&c);
+    let big = pattern(3_000_000, 5);
+    let out = c.shoal(&["put", "-", "/big"], Some(&big));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no space") && err.contains("need 3 alive, 2 alive"), "says why: {err}");
+    assert_eq!(listing(&c), before, "a failed put leaves nothing behind");
+
+    // Appending past the room left fails too, and commits no size.
+    let out = c.shoal(&["append", "/before"], Some(&big));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(c.must_stat_json("/before")["size"], 4, "no half-written size was committed");
+    assert_eq!(c.must_cat("/before"), b"kept");
+}
