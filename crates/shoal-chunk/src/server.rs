@@ -109,6 +109,9 @@ pub async fn run(
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     tracing::info!(node_id, %addr, "chunk server serving");
     tonic::transport::Server::builder()
+        .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
         .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await

@@ -31,7 +31,8 @@ impl ChannelPool {
             .map_err(|_| ClientError::BadAddress { addr: addr.to_string() })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
+            .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(10));
         let channel = endpoint.connect_lazy();
         map.insert(addr.to_string(), channel.clone());

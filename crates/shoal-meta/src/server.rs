@@ -140,6 +140,9 @@ pub async fn run(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
         .add_service(
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(max * 4)

@@ -26,5 +26,10 @@ pub const LEADER_KEY: &str = "shoal-leader";
 pub const ERROR_KEY: &str = "shoal-error";
 /// Metadata key naming the replica that broke a write chain.
 pub const FAILED_REPLICA_KEY: &str = "shoal-failed-replica";
+/// HTTP/2 flow-control window per stream: large enough that a bulk transfer
+/// is not throttled to a round trip per 64 KiB (the protocol default).
+pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Largest gRPC message any Shoal service accepts.
 pub const MESSAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
