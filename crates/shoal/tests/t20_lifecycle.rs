@@ -41,6 +41,20 @@ fn t20_three_meta_nodes_keep_all_data_across_a_full_restart() {
     // And the cluster still takes writes.
     c.must(&["append", "/keep/small"], Some(b"!"));
     assert_eq!(c.must_cat("/keep/small"), b"small file + more!");
+
+    // A client that knows only a follower is sent to the leader and succeeds.
+    let status: serde_json::Value =
+        serde_json::from_slice(&c.must(&["admin", "status", "--json"], None).stdout).unwrap();
+    let follower = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "follower")
+        .map(|n| n["addr"].as_str().unwrap().to_string())
+        .expect("a follower");
+    let out = run_shoal(&follower, &["mkdir", "/via-follower"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(c.must_stat_json("/via-follower")["type"] == "dir");
 }
 
 #[test]
