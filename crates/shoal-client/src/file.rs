@@ -241,6 +241,11 @@ impl File {
             .await
             {
                 Ok(()) => return Ok((index, loc.id, loc.version)),
+                // A replica that already holds a newer version is healthy: another
+                // writer got there first. Prepare again for a newer version.
+                Err(e) if e.status.code() == tonic::Code::FailedPrecondition => {
+                    last = format!("{}: {}", e.failed_replica, e.status.message());
+                }
                 Err(e) => {
                     tracing::warn!(chunk_id, replica = %e.failed_replica, "chain write failed: {}", e.status.message());
                     last = format!("{}: {}", e.failed_replica, e.status.message());

@@ -39,3 +39,35 @@ fn t50_reads_survive_a_killed_chunk_server() {
     c.must_be_ready(3);
     assert_eq!(c.must_cat("/f"), want);
 }
+
+/// Regression: a writer that lost a version race to another writer used to
+/// blame, and drop, a healthy replica.
+#[test]
+fn t51_concurrent_writers_keep_every_write_and_every_replica() {
+    let c = Cluster::start(Options::default());
+    c.must(&["create", "/shared"], None);
+    let writers = 4;
+    let rounds = 5;
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let c = &c;
+            s.spawn(move || {
+                for r in 0..rounds {
+                    let at = (r * writers + w) * 100;
+                    let text = format!("w{w}r{r}");
+                    c.must(&["write", "--offset", &at.to_string(), "/shared"], Some(text.as_bytes()));
+                }
+            });
+        }
+    });
+    let content = c.must_cat("/shared");
+    for w in 0..writers {
+        for r in 0..rounds {
+            let at = (r * writers + w) * 100;
+            let text = format!("w{w}r{r}");
+            assert_eq!(&content[at..at + text.len()], text.as_bytes(), "write of {text} at {at} is there");
+        }
+    }
+    let st = c.must_stat_json("/shared");
+    assert_eq!(st["chunks"][0]["replicas"].as_array().unwrap().len(), 2, "no replica was dropped: {st}");
+}
