@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::ClientError;
 
@@ -27,13 +27,8 @@ impl ChannelPool {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|_| ClientError::BadAddress { addr: addr.to_string() })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
-            .http2_keep_alive_interval(Duration::from_secs(10));
+        let endpoint = shoal_proto::endpoint(addr, CONNECT_TIMEOUT)
+            .map_err(|_| ClientError::BadAddress { addr: addr.to_string() })?;
         let channel = endpoint.connect_lazy();
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)

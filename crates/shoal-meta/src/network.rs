@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_proto::raft::RaftPayload;
 use shoal_proto::raft::raft_client::RaftClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::TypeConfig;
@@ -30,11 +30,7 @@ const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A lazily connected gRPC channel to `addr` (HOST:PORT).
 pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(PEER_CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .connect_lazy())
+    Ok(shoal_proto::endpoint(addr, PEER_CONNECT_TIMEOUT)?.connect_lazy())
 }
 
 #[derive(Clone, Default)]

@@ -33,3 +33,18 @@ pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Largest gRPC message any Shoal service accepts.
 pub const MESSAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The gRPC endpoint every Shoal component uses to reach `addr` (HOST:PORT):
+/// wide flow-control windows, no Nagle delay, keep-alive pings, and a bounded
+/// connect time. Connect it lazily with `connect_lazy`.
+pub fn endpoint(
+    addr: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10)))
+}
