@@ -199,10 +199,6 @@ impl ChunkStore {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
-    pub fn capacity_bytes(&self) -> u64 {
-        self.capacity_bytes
-    }
-
     pub fn chunk_count(&self) -> u64 {
         self.replicas.lock().expect("store lock").len() as u64
     }
@@ -306,19 +302,6 @@ impl ChunkStore {
         }
         self.replicas.lock().expect("store lock").remove(&id);
         Ok(())
-    }
-
-    /// Every replica held, with its version.
-    pub async fn list(&self) -> Vec<(u64, u64)> {
-        let slots: Vec<(u64, Arc<RwLock<Option<ReplicaMeta>>>)> =
-            self.replicas.lock().expect("store lock").iter().map(|(id, r)| (*id, r.lock.clone())).collect();
-        let mut out = Vec::new();
-        for (id, slot) in slots {
-            if let Some(m) = slot.read().await.as_ref() {
-                out.push((id, m.version));
-            }
-        }
-        out
     }
 
     /// The directory holding the replica files.
