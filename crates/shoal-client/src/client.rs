@@ -11,6 +11,7 @@ use crate::Result;
 use crate::file::File;
 use crate::meta::MetaConn;
 use crate::pool::ChannelPool;
+use crate::request::RequestIds;
 
 /// How long an operation may keep retrying meta before it gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +71,7 @@ impl From<pb::ChunkLocation> for ChunkInfo {
 pub(crate) struct Inner {
     pub meta: MetaConn,
     pub data: ChannelPool,
+    pub requests: RequestIds,
 }
 
 /// A handle to a cluster; cheap to clone.
@@ -91,7 +93,7 @@ impl Client {
 
     pub async fn connect_with_timeout(meta_addrs: &[String], timeout: Duration) -> Result<Client> {
         let meta = MetaConn::new(meta_addrs.to_vec(), timeout)?;
-        Ok(Client { inner: Arc::new(Inner { meta, data: ChannelPool::default() }) })
+        Ok(Client { inner: Arc::new(Inner { meta, data: ChannelPool::default(), requests: RequestIds::new() }) })
     }
 
     pub(crate) async fn ns<T, F, Fut>(&self, f: F) -> Result<T>
@@ -118,7 +120,8 @@ impl Client {
     /// Creates a directory (with `parents`, also its missing ancestors, and no
     /// error if it exists).
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<Stat> {
-        let req = pb::MkdirRequest { path: path.to_string(), parents };
+        let pending = self.inner.requests.begin();
+        let req = pb::MkdirRequest { path: path.to_string(), parents, request: Some(pending.id) };
         Ok(inode_of(
             self.ns(|mut c| {
                 let req = req.clone();
@@ -140,7 +143,13 @@ impl Client {
     }
 
     async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
-        let req = pb::CreateRequest { path: path.to_string(), replication: replication.unwrap_or(0), open_existing };
+        let pending = self.inner.requests.begin();
+        let req = pb::CreateRequest {
+            path: path.to_string(),
+            replication: replication.unwrap_or(0),
+            open_existing,
+            request: Some(pending.id),
+        };
         let stat = inode_of(
             self.ns(|mut c| {
                 let req = req.clone();
@@ -189,7 +198,8 @@ impl Client {
 
     /// Removes a file or an empty directory (any directory with `recursive`).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
-        let req = pb::RemoveRequest { path: path.to_string(), recursive };
+        let pending = self.inner.requests.begin();
+        let req = pb::RemoveRequest { path: path.to_string(), recursive, request: Some(pending.id) };
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.remove(req).await }
@@ -200,7 +210,8 @@ impl Client {
 
     /// Renames `src` to `dst`; onto an existing directory, moves into it.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
-        let req = pb::RenameRequest { src: src.to_string(), dst: dst.to_string() };
+        let pending = self.inner.requests.begin();
+        let req = pb::RenameRequest { src: src.to_string(), dst: dst.to_string(), request: Some(pending.id) };
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.rename(req).await }
@@ -231,14 +242,15 @@ impl Client {
 
     /// The meta group as the answering node sees it.
     pub async fn meta_status(&self) -> Result<pb::StatusReply> {
-        self.cluster(|mut c| async move { c.status(pb::Empty {}).await }).await
+        self.cluster(|mut c| async move { c.status(pb::StatusRequest { digest: false }).await }).await
     }
 
     /// The meta group as the node at `addr` sees it, asked directly (no
-    /// leader following), waiting at most `timeout`.
-    pub async fn meta_node_status(&self, addr: &str, timeout: Duration) -> Result<pb::StatusReply> {
+    /// leader following), waiting at most `timeout`. With `digest`, the reply
+    /// also carries a checksum of that node's whole state at its applied index.
+    pub async fn meta_node_status(&self, addr: &str, timeout: Duration, digest: bool) -> Result<pb::StatusReply> {
         let mut c = ClusterClient::new(self.inner.meta.pool().get(addr)?);
-        match tokio::time::timeout(timeout, c.status(pb::Empty {})).await {
+        match tokio::time::timeout(timeout, c.status(pb::StatusRequest { digest })).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(crate::ClientError::from_status(&s)),
             Err(_) => Err(crate::ClientError::Rpc {
@@ -246,6 +258,21 @@ impl Client {
                 message: format!("{addr}: no answer in time"),
             }),
         }
+    }
+
+    /// Adds meta node `id` at `addr` to the group; returns once it is a voter.
+    pub async fn add_meta(&self, id: u64, addr: &str) -> Result<pb::StatusReply> {
+        let req = pb::AddMetaRequest { id, addr: addr.to_string() };
+        self.cluster(|mut c| {
+            let req = req.clone();
+            async move { c.add_meta(req).await }
+        })
+        .await
+    }
+
+    /// Removes meta node `id` from the group.
+    pub async fn remove_meta(&self, id: u64) -> Result<pb::StatusReply> {
+        self.cluster(|mut c| async move { c.remove_meta(pb::RemoveMetaRequest { id }).await }).await
     }
 
     /// Every registered chunk server, with liveness as the leader sees it.

@@ -174,7 +174,9 @@ impl File {
     }
 
     async fn commit(&mut self, written: Vec<(u64, u64, u64)>, size: u64, truncate: bool) -> Result<()> {
+        let pending = self.client.inner.requests.begin();
         let req = pb::CommitWriteRequest {
+            request: Some(pending.id),
             inode: self.stat.inode,
             chunks: written
                 .iter()
@@ -207,7 +209,13 @@ impl File {
         let mut last = String::new();
         let mut chunk_id = 0;
         for _ in 0..WRITE_ATTEMPTS_MAX {
-            let req = pb::PrepareWriteRequest { inode: self.stat.inode, chunk_index: index, failed: failed.clone() };
+            let pending = self.client.inner.requests.begin();
+            let req = pb::PrepareWriteRequest {
+                inode: self.stat.inode,
+                chunk_index: index,
+                failed: failed.clone(),
+                request: Some(pending.id),
+            };
             let prep = match self
                 .client
                 .ns(|mut c| {

@@ -7,7 +7,8 @@
 //!
 //! Layers: [`pool`] (gRPC channels) → [`meta`] (leader-following calls to the
 //! meta group, also used by chunk servers) → [`data`] (chunk pipelines and
-//! verified reads) → [`client`] and [`file`] (the public API).
+//! verified reads) → [`client`] and [`file`] (the public API). `request`
+//! numbers mutations so meta applies each once however often it is retried.
 
 pub mod client;
 pub mod data;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod file;
 pub mod meta;
 pub mod pool;
+mod request;
 
 pub use client::{ChunkInfo, Client, DirEntry, Stat};
 pub use error::ClientError;

@@ -6,8 +6,13 @@
 //! address after a short, doubling backoff. The whole call gives up after the
 //! configured timeout with an error naming every address tried.
 //!
-//! Retrying a mutation whose first attempt timed out may apply it twice;
-//! deduplication by request id belongs to the meta state machine.
+//! Retrying is safe for mutations too: each carries a request id (see
+//! `request`) and meta's state machine applies an id at most once.
+//!
+//! The pauses are short (at most [`BACKOFF_MAX`]) so that a client resumes
+//! within a few hundred milliseconds of a new leader being elected, and one
+//! attempt may take at most [`ATTEMPT_TIMEOUT_MAX`], so that a stalled (not
+//! dead) leader costs a bounded wait before the others are tried.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,9 +26,9 @@ use crate::pool::ChannelPool;
 /// First pause between attempts on different meta nodes.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Longest pause between attempts.
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// Longest any single attempt may take.
-const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(3);
 
 pub struct MetaConn {
     addrs: Vec<String>,

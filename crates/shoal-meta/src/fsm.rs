@@ -15,6 +15,9 @@
 //! - A chunk id is never reused: `next_chunk_id` only grows.
 //! - Chunks dropped from the namespace (removed files, truncation, dropped
 //!   replicas) are listed in `garbage` until their server confirms the delete.
+//! - A proposal that carries a [`RequestId`] applies at most once: while its
+//!   client has not confirmed the answer (`done_below`), a repeat of the same
+//!   id gets the first answer back and changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,14 +76,12 @@ pub enum Command {
     Mkdir {
         path: NormalPath,
         parents: bool,
-        mtime_ms: u64,
     },
     Create {
         path: NormalPath,
         replication: u32,
         chunk_size: u64,
         open_existing: bool,
-        mtime_ms: u64,
     },
     Remove {
         path: NormalPath,
@@ -89,7 +90,6 @@ pub enum Command {
     Rename {
         src: NormalPath,
         dst: NormalPath,
-        mtime_ms: u64,
     },
     /// Starts a write on chunk `index`: allocates it (when `expect_id` is None) or
     /// bumps its version, and sets its replicas. `expect_*` is the state the
@@ -108,7 +108,6 @@ pub enum Command {
         chunks: Vec<(u64, u64, u64)>,
         size: u64,
         truncate: bool,
-        mtime_ms: u64,
     },
     /// Registers a chunk server or records its new address.
     RegisterNode {
@@ -120,6 +119,38 @@ pub enum Command {
         node: u64,
         chunks: Vec<u64>,
     },
+}
+
+/// Names one client request across retries (see the module invariants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: u64,
+    pub seq: u64,
+    /// The client has the answers of all its requests below this seq.
+    pub done_below: u64,
+}
+
+/// One Raft log entry: a command, the leader's clock when it proposed it, and
+/// the client request it serves, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub now_ms: u64,
+    pub request: Option<RequestId>,
+    pub cmd: Command,
+}
+
+/// How long a client may stay silent before meta forgets its request answers.
+pub const CLIENT_IDLE_EXPIRY_MS: u64 = 10 * 60 * 1000;
+/// How often, in leader time, idle clients are looked for.
+const CLIENT_SWEEP_EVERY_MS: u64 = 60 * 1000;
+
+/// The answers meta still keeps for one client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub done_below: u64,
+    pub last_ms: u64,
+    /// Seq to the answer its first application gave.
+    pub replies: BTreeMap<u64, Response>,
 }
 
 /// What applying a command produced.
@@ -145,6 +176,12 @@ pub struct FsState {
     pub nodes: BTreeMap<u64, NodeRecord>,
     /// Chunk id to the servers that still hold an unwanted copy.
     pub garbage: BTreeMap<u64, BTreeSet<u64>>,
+    /// Request answers per client id, for deduplication.
+    #[serde(default)]
+    pub clients: BTreeMap<u64, ClientRecord>,
+    /// Leader time of the next sweep for idle clients.
+    #[serde(default)]
+    pub next_client_sweep_ms: u64,
 }
 
 impl Default for FsState {
@@ -167,6 +204,8 @@ impl Default for FsState {
             next_chunk_id: 1,
             nodes: BTreeMap::new(),
             garbage: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            next_client_sweep_ms: 0,
         }
     }
 }
@@ -222,21 +261,58 @@ impl FsState {
         rep
     }
 
-    /// Applies one committed command. Never panics on bad input: a command
+    /// Applies one committed proposal. Never panics on bad input: a command
     /// that cannot apply answers `Response::Err` and changes nothing.
-    pub fn apply(&mut self, cmd: &Command) -> Response {
+    pub fn apply(&mut self, p: &Proposal) -> Response {
+        self.sweep_idle_clients(p.now_ms);
+        let Some(req) = p.request else {
+            return self.apply_command(&p.cmd, p.now_ms);
+        };
+        let record = self.clients.entry(req.client).or_default();
+        record.last_ms = p.now_ms;
+        if req.done_below > record.done_below {
+            record.done_below = req.done_below;
+            record.replies = record.replies.split_off(&req.done_below);
+        }
+        if let Some(first) = record.replies.get(&req.seq) {
+            return first.clone();
+        }
+        if req.seq < record.done_below {
+            // The client already has this request's answer; this is a stray copy.
+            return Response::Err(FsError::InvalidArgument {
+                reason: format!("request {} of client {:x} was already answered", req.seq, req.client),
+            });
+        }
+        let response = self.apply_command(&p.cmd, p.now_ms);
+        // A conflict changed nothing and is re-planned under the same id.
+        if response != Response::Conflict {
+            let record = self.clients.get_mut(&req.client).expect("inserted above");
+            record.replies.insert(req.seq, response.clone());
+        }
+        response
+    }
+
+    fn sweep_idle_clients(&mut self, now_ms: u64) {
+        if now_ms < self.next_client_sweep_ms {
+            return;
+        }
+        self.clients.retain(|_, c| c.last_ms.saturating_add(CLIENT_IDLE_EXPIRY_MS) > now_ms);
+        self.next_client_sweep_ms = now_ms.saturating_add(CLIENT_SWEEP_EVERY_MS);
+    }
+
+    fn apply_command(&mut self, cmd: &Command, now_ms: u64) -> Response {
         let result = match cmd {
-            Command::Mkdir { path, parents, mtime_ms } => self.mkdir(path, *parents, *mtime_ms),
-            Command::Create { path, replication, chunk_size, open_existing, mtime_ms } => {
-                self.create(path, *replication, *chunk_size, *open_existing, *mtime_ms)
+            Command::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
+            Command::Create { path, replication, chunk_size, open_existing } => {
+                self.create(path, *replication, *chunk_size, *open_existing, now_ms)
             }
             Command::Remove { path, recursive } => self.remove(path, *recursive),
-            Command::Rename { src, dst, mtime_ms } => self.rename(src, dst, *mtime_ms),
+            Command::Rename { src, dst } => self.rename(src, dst, now_ms),
             Command::PrepareWrite { inode, index, expect_id, expect_version, replicas } => {
                 self.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
             }
-            Command::CommitWrite { inode, chunks, size, truncate, mtime_ms } => {
-                self.commit_write(*inode, chunks, *size, *truncate, *mtime_ms)
+            Command::CommitWrite { inode, chunks, size, truncate } => {
+                self.commit_write(*inode, chunks, *size, *truncate, now_ms)
             }
             Command::RegisterNode { id, addr } => {
                 self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone() });
@@ -529,14 +605,13 @@ mod tests {
         NormalPath::parse(s).unwrap()
     }
 
+    /// Applies a command with no request id at leader time 1.
+    fn run(st: &mut FsState, cmd: Command) -> Response {
+        st.apply(&Proposal { now_ms: 1, request: None, cmd })
+    }
+
     fn create(st: &mut FsState, path: &str) -> Inode {
-        match st.apply(&Command::Create {
-            path: p(path),
-            replication: 2,
-            chunk_size: 100,
-            open_existing: false,
-            mtime_ms: 1,
-        }) {
+        match run(st, Command::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false }) {
             Response::Inode(i) => i,
             other => panic!("create {path}: {other:?}"),
         }
@@ -544,41 +619,36 @@ mod tests {
 
     fn prepare(st: &mut FsState, inode: u64, index: u64, replicas: &[u64]) -> Response {
         let cur = st.inodes[&inode].chunks.get(&index).cloned();
-        st.apply(&Command::PrepareWrite {
-            inode,
-            index,
-            expect_id: cur.as_ref().map(|c| c.id),
-            expect_version: cur.map_or(0, |c| c.version),
-            replicas: replicas.to_vec(),
-        })
+        run(
+            st,
+            Command::PrepareWrite {
+                inode,
+                index,
+                expect_id: cur.as_ref().map(|c| c.id),
+                expect_version: cur.map_or(0, |c| c.version),
+                replicas: replicas.to_vec(),
+            },
+        )
     }
 
     #[test]
     fn namespace_basics() {
         let mut st = FsState::default();
         assert_eq!(
-            st.apply(&Command::Mkdir { path: p("/a/b"), parents: false, mtime_ms: 1 }),
+            run(&mut st, Command::Mkdir { path: p("/a/b"), parents: false }),
             Response::Err(FsError::NotFound { path: "/a".into() })
         );
-        assert!(matches!(
-            st.apply(&Command::Mkdir { path: p("/a/b"), parents: true, mtime_ms: 1 }),
-            Response::Inode(_)
-        ));
+        assert!(matches!(run(&mut st, Command::Mkdir { path: p("/a/b"), parents: true }), Response::Inode(_)));
         create(&mut st, "/a/b/f");
-        let again = st.apply(&Command::Create {
-            path: p("/a/b/f"),
-            replication: 2,
-            chunk_size: 100,
-            open_existing: false,
-            mtime_ms: 1,
-        });
+        let again =
+            run(&mut st, Command::Create { path: p("/a/b/f"), replication: 2, chunk_size: 100, open_existing: false });
         assert_eq!(again, Response::Err(FsError::AlreadyExists { path: "/a/b/f".into() }));
         assert_eq!(
-            st.apply(&Command::Remove { path: p("/a"), recursive: false }),
+            run(&mut st, Command::Remove { path: p("/a"), recursive: false }),
             Response::Err(FsError::NotEmpty { path: "/a".into() })
         );
         assert!(matches!(st.lookup(&p("/a/b/f/x")), Err(FsError::NotADirectory { .. })));
-        assert_eq!(st.apply(&Command::Remove { path: p("/a"), recursive: true }), Response::Ok);
+        assert_eq!(run(&mut st, Command::Remove { path: p("/a"), recursive: true }), Response::Ok);
         assert_eq!(st.inodes.len(), 1, "only the root is left");
     }
 
@@ -588,15 +658,15 @@ mod tests {
         create(&mut st, "/f");
         let before = st.clone();
         let cmds = [
-            Command::Mkdir { path: p("/f/x"), parents: true, mtime_ms: 9 },
-            Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false, mtime_ms: 9 },
+            Command::Mkdir { path: p("/f/x"), parents: true },
+            Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false },
             Command::Remove { path: p("/nope"), recursive: true },
-            Command::Rename { src: p("/nope"), dst: p("/x"), mtime_ms: 9 },
-            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, mtime_ms: 9 },
+            Command::Rename { src: p("/nope"), dst: p("/x") },
+            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false },
             Command::PrepareWrite { inode: 2, index: 0, expect_id: None, expect_version: 0, replicas: vec![1, 1] },
         ];
         for c in cmds {
-            assert!(matches!(st.apply(&c), Response::Err(_)), "{c:?}");
+            assert!(matches!(run(&mut st, c.clone()), Response::Err(_)), "{c:?}");
             assert_eq!(st, before, "{c:?} changed state");
         }
     }
@@ -604,18 +674,18 @@ mod tests {
     #[test]
     fn rename_rules() {
         let mut st = FsState::default();
-        st.apply(&Command::Mkdir { path: p("/d/e"), parents: true, mtime_ms: 1 });
+        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
         create(&mut st, "/f");
         create(&mut st, "/g");
         assert_eq!(
-            st.apply(&Command::Rename { src: p("/d"), dst: p("/d/e/x"), mtime_ms: 2 }),
+            run(&mut st, Command::Rename { src: p("/d"), dst: p("/d/e/x") }),
             Response::Err(FsError::RenameIntoSelf { src: "/d".into(), dst: "/d/e/x".into() })
         );
         // Onto a directory: moves into it.
-        assert_eq!(st.apply(&Command::Rename { src: p("/f"), dst: p("/d"), mtime_ms: 2 }), Response::Ok);
+        assert_eq!(run(&mut st, Command::Rename { src: p("/f"), dst: p("/d") }), Response::Ok);
         assert!(st.lookup(&p("/d/f")).is_ok());
         // Onto a file: replaces it.
-        assert_eq!(st.apply(&Command::Rename { src: p("/g"), dst: p("/d/f"), mtime_ms: 2 }), Response::Ok);
+        assert_eq!(run(&mut st, Command::Rename { src: p("/g"), dst: p("/d/f") }), Response::Ok);
         assert!(st.lookup(&p("/g")).is_err());
         assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
     }
@@ -627,21 +697,15 @@ mod tests {
         let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 0, &[10, 11]) else { panic!() };
         assert_eq!((chunk.version, chunk.committed_version), (1, 0));
         // A stale plan is refused.
-        let stale = st.apply(&Command::PrepareWrite {
-            inode: f.id,
-            index: 0,
-            expect_id: None,
-            expect_version: 0,
-            replicas: vec![12],
-        });
+        let stale = run(
+            &mut st,
+            Command::PrepareWrite { inode: f.id, index: 0, expect_id: None, expect_version: 0, replicas: vec![12] },
+        );
         assert_eq!(stale, Response::Conflict);
-        let Response::Inode(after) = st.apply(&Command::CommitWrite {
-            inode: f.id,
-            chunks: vec![(0, chunk.id, 1)],
-            size: 150,
-            truncate: false,
-            mtime_ms: 2,
-        }) else {
+        let Response::Inode(after) = run(
+            &mut st,
+            Command::CommitWrite { inode: f.id, chunks: vec![(0, chunk.id, 1)], size: 150, truncate: false },
+        ) else {
             panic!()
         };
         assert_eq!(after.size, 150);
@@ -650,21 +714,51 @@ mod tests {
         let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else { panic!() };
         assert_eq!(c2.version, 2);
         assert_eq!(st.garbage_for(11, 10), vec![chunk.id]);
-        st.apply(&Command::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
+        run(&mut st, Command::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
         assert!(st.garbage.is_empty());
         // Truncate drops whole chunks past the end; remove drops the rest.
         prepare(&mut st, f.id, 1, &[10, 11]);
         let c1 = st.inodes[&f.id].chunks[&1].id;
-        st.apply(&Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, mtime_ms: 3 });
+        run(&mut st, Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true });
         assert_eq!(st.garbage_for(11, 10), vec![c1]);
-        st.apply(&Command::Remove { path: p("/f"), recursive: false });
+        run(&mut st, Command::Remove { path: p("/f"), recursive: false });
         assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
+    }
+
+    #[test]
+    fn retried_requests_apply_once() {
+        let mut st = FsState::default();
+        let req = |seq, done_below| Some(RequestId { client: 7, seq, done_below });
+        let mkdir = |request| Proposal { now_ms: 5, request, cmd: Command::Mkdir { path: p("/d"), parents: false } };
+        let first = st.apply(&mkdir(req(1, 1)));
+        assert!(matches!(first, Response::Inode(_)));
+        let after_first = st.clone();
+        // The same request again (a retry after a lost answer): the first answer, no change.
+        assert_eq!(st.apply(&mkdir(req(1, 1))), first);
+        assert_eq!(st, after_first);
+        // A new request for the same thing is a real second attempt.
+        assert_eq!(st.apply(&mkdir(req(2, 1))), Response::Err(FsError::AlreadyExists { path: "/d".into() }));
+        // Once the client says it has answers below 3, they are forgotten, and
+        // a stray copy of an answered request is refused without effect.
+        st.apply(&mkdir(req(3, 3)));
+        assert_eq!(st.clients[&7].replies.keys().copied().collect::<Vec<_>>(), vec![3]);
+        let before = st.clone();
+        assert!(matches!(st.apply(&mkdir(req(1, 3))), Response::Err(FsError::InvalidArgument { .. })));
+        assert_eq!(st.clients[&7].replies, before.clients[&7].replies);
+        // An idle client is forgotten after the expiry.
+        run(&mut st, Command::Mkdir { path: p("/e"), parents: false });
+        st.apply(&Proposal {
+            now_ms: 5 + CLIENT_IDLE_EXPIRY_MS + 1,
+            request: None,
+            cmd: Command::Mkdir { path: p("/x"), parents: false },
+        });
+        assert!(st.clients.is_empty());
     }
 
     #[test]
     fn replication_is_inherited() {
         let mut st = FsState::default();
-        st.apply(&Command::Mkdir { path: p("/d/e"), parents: true, mtime_ms: 1 });
+        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
         assert_eq!(st.inherited_replication(&p("/d/e/f")), 0);
         let d = st.lookup(&p("/d")).unwrap().id;
         st.inodes.get_mut(&d).unwrap().replication = 3;

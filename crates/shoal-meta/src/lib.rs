@@ -25,6 +25,6 @@ use std::io::Cursor;
 openraft::declare_raft_types!(
     /// openraft's type configuration for Shoal's meta group.
     pub TypeConfig:
-        D = fsm::Command,
+        D = fsm::Proposal,
         R = fsm::Response,
 );

@@ -3,7 +3,9 @@
 //! A pristine node (empty `--dir`) that was given its peers initializes the
 //! group with all of them; every peer doing the same with the same list is
 //! safe (openraft accepts identical initial memberships). A node that has any
-//! Raft state resumes from it and ignores `--peers`.
+//! Raft state resumes from it and ignores `--peers`. A pristine node started
+//! with `join` initializes nothing: it waits for the leader to add it
+//! (`shoal admin meta add`), then catches up from the log or a snapshot.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ pub struct MetaConfig {
     pub election_timeout_max_ms: u64,
     /// Entries between two snapshots.
     pub snapshot_every_entries: u64,
+    /// Wait to be added to an existing group instead of forming one.
+    pub join: bool,
 }
 
 impl MetaConfig {
@@ -63,6 +67,7 @@ impl MetaConfig {
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
             snapshot_every_entries: 10_000,
+            join: false,
         }
     }
 
@@ -116,7 +121,9 @@ pub async fn run(
         election_timeout_min: config.election_timeout_min_ms,
         election_timeout_max: config.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: 1000,
+        // Keep some log past the snapshot so briefly lagging followers catch up
+        // from the log; ones further behind get the snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_every_entries.min(1000),
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate()?);
@@ -152,7 +159,9 @@ pub async fn run(
         .add_service(ClusterServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown);
 
-    if pristine {
+    if pristine && config.join {
+        tracing::info!("pristine node: waiting to be added to a meta group");
+    } else if pristine {
         let members = config.members();
         tracing::info!(?members, "pristine node: initializing the meta group");
         if let Err(e) = raft.initialize(members).await {

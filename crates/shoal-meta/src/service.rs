@@ -22,7 +22,7 @@ use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
 use crate::TypeConfig;
-use crate::fsm::{Command, Inode, Kind, Response};
+use crate::fsm::{Command, Inode, Kind, Proposal, RequestId, Response};
 use crate::registry::{Beat, Liveness, Registry};
 use crate::sm_store::SharedState;
 
@@ -106,10 +106,16 @@ pub fn inode_pb(i: &Inode) -> pb::Inode {
     }
 }
 
+/// The state machine's form of a request id; none when the client sent none.
+fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
+    r.map(|r| RequestId { client: r.client, seq: r.seq, done_below: r.done_below })
+}
+
 impl MetaService {
-    /// Proposes a command and waits until it is applied.
-    async fn write(&self, cmd: Command) -> Result<Response, Status> {
-        match self.raft.client_write(cmd).await {
+    /// Proposes a command on behalf of `request` and waits until it is applied.
+    async fn write(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
+        let proposal = Proposal { now_ms: now_ms(), request, cmd };
+        match self.raft.client_write(proposal).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
             Err(e) => Err(Status::unavailable(format!("meta cannot commit now: {e}"))),
@@ -117,15 +123,15 @@ impl MetaService {
     }
 
     /// Like [`Self::write`], with namespace errors turned into statuses.
-    async fn write_ok(&self, cmd: Command) -> Result<Response, Status> {
-        match self.write(cmd).await? {
+    async fn write_ok(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
+        match self.write(cmd, request).await? {
             Response::Err(e) => Err(fs_status(e)),
             r => Ok(r),
         }
     }
 
-    async fn write_inode(&self, cmd: Command) -> Reply<pb::InodeReply> {
-        match self.write_ok(cmd).await? {
+    async fn write_inode(&self, cmd: Command, request: Option<RequestId>) -> Reply<pb::InodeReply> {
+        match self.write_ok(cmd, request).await? {
             Response::Inode(i) => Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&i)) })),
             other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
         }
@@ -222,7 +228,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_inode(Command::Mkdir { path, parents: r.parents, mtime_ms: now_ms() }).await
+        self.write_inode(Command::Mkdir { path, parents: r.parents }, request_id(r.request)).await
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
@@ -243,9 +249,8 @@ impl pb::namespace_server::Namespace for MetaService {
             replication,
             chunk_size: self.settings.chunk_size_bytes,
             open_existing: r.open_existing,
-            mtime_ms: now_ms(),
         };
-        self.write_inode(cmd).await
+        self.write_inode(cmd, request_id(r.request)).await
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
@@ -278,7 +283,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_ok(Command::Remove { path, recursive: r.recursive }).await?;
+        self.write_ok(Command::Remove { path, recursive: r.recursive }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -288,7 +293,7 @@ impl pb::namespace_server::Namespace for MetaService {
         if src.is_root() || dst.is_root() {
             return Err(fs_status(FsError::Root));
         }
-        self.write_ok(Command::Rename { src, dst, mtime_ms: now_ms() }).await?;
+        self.write_ok(Command::Rename { src, dst }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -305,7 +310,7 @@ impl pb::namespace_server::Namespace for MetaService {
         self.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed).map_err(fs_status)?;
-            match self.write_ok(cmd).await? {
+            match self.write_ok(cmd, request_id(r.request)).await? {
                 Response::Chunk { chunk, chunk_size } => {
                     for r in &chunk.replicas {
                         self.registry.note_placed(*r);
@@ -327,14 +332,8 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
-        self.write_inode(Command::CommitWrite {
-            inode: r.inode,
-            chunks,
-            size: r.size,
-            truncate: r.truncate,
-            mtime_ms: now_ms(),
-        })
-        .await
+        let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate };
+        self.write_inode(cmd, request_id(r.request)).await
     }
 }
 
@@ -346,7 +345,7 @@ impl pb::cluster_server::Cluster for MetaService {
         self.leader_only()?;
         let known = self.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
         if known.as_deref() != Some(r.addr.as_str()) {
-            self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }).await?;
+            self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
         }
         self.registry.record(
             r.node_id,
@@ -358,13 +357,102 @@ impl pb::cluster_server::Cluster for MetaService {
             },
         );
         if !r.deleted.is_empty() {
-            self.write_ok(Command::ForgetGarbage { node: r.node_id, chunks: r.deleted }).await?;
+            self.write_ok(Command::ForgetGarbage { node: r.node_id, chunks: r.deleted }, None).await?;
         }
         let delete = self.state.read().fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
         Ok(TonicResponse::new(pb::HeartbeatReply { delete }))
     }
 
-    async fn status(&self, _req: Request<pb::Empty>) -> Reply<pb::StatusReply> {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
+        Ok(TonicResponse::new(self.status_reply(req.into_inner().digest)))
+    }
+
+    async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
+        // Liveness is only known to the leader.
+        self.leader_only()?;
+        let now = Instant::now();
+        let s = self.state.read();
+        let servers =
+            s.fs.nodes
+                .values()
+                .map(|n| {
+                    let beat = self.registry.last_beat(n.id);
+                    let state = match self.registry.liveness(n.id, now) {
+                        Liveness::Alive => "alive",
+                        Liveness::Dead => "dead",
+                    };
+                    pb::ChunkServer {
+                        id: n.id,
+                        addr: n.addr.clone(),
+                        state: state.into(),
+                        capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
+                        used_bytes: beat.map_or(0, |b| b.used_bytes),
+                        chunk_count: beat.map_or(0, |b| b.chunk_count),
+                        last_heartbeat_ms_ago: beat
+                            .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
+                    }
+                })
+                .collect();
+        Ok(TonicResponse::new(pb::NodesReply { servers }))
+    }
+
+    async fn add_meta(&self, req: Request<pb::AddMetaRequest>) -> Reply<pb::StatusReply> {
+        let r = req.into_inner();
+        self.leader_only()?;
+        if r.id == 0 || r.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(fs_status(FsError::InvalidArgument {
+                reason: format!(
+                    "a meta node needs an id of 1 or more and a HOST:PORT address, got {} {:?}",
+                    r.id, r.addr
+                ),
+            }));
+        }
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == r.id) {
+            return Err(fs_status(FsError::AlreadyExists { path: format!("meta node {}", r.id) }));
+        }
+        // Blocking: returns once the new node has caught up (log or snapshot).
+        self.raft.add_learner(r.id, BasicNode::new(r.addr.clone()), true).await.map_err(membership_status)?;
+        let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([r.id]));
+        self.raft.change_membership(change, false).await.map_err(membership_status)?;
+        tracing::info!(id = r.id, addr = %r.addr, "meta node added");
+        Ok(TonicResponse::new(self.status_reply(false)))
+    }
+
+    async fn remove_meta(&self, req: Request<pb::RemoveMetaRequest>) -> Reply<pb::StatusReply> {
+        let id = req.into_inner().id;
+        self.leader_only()?;
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        if !voters.contains(&id) && membership.get_node(&id).is_none() {
+            return Err(fs_status(FsError::NotFound { path: format!("meta node {id}") }));
+        }
+        if voters == [id] {
+            return Err(fs_status(FsError::InvalidArgument { reason: "cannot remove the last meta voter".into() }));
+        }
+        let change = if voters.contains(&id) {
+            openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]))
+        } else {
+            openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([id]))
+        };
+        self.raft.change_membership(change, false).await.map_err(membership_status)?;
+        tracing::info!(id, "meta node removed");
+        Ok(TonicResponse::new(self.status_reply(false)))
+    }
+}
+
+/// The status for a failed membership change.
+fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f.leader_node),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        e => Status::unavailable(format!("meta cannot change its membership now: {e}")),
+    }
+}
+
+impl MetaService {
+    /// This node's view of the meta group.
+    fn status_reply(&self, with_digest: bool) -> pb::StatusReply {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader.unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -395,35 +483,8 @@ impl pb::cluster_server::Cluster for MetaService {
                 pb::MetaNode { id: *id, addr: node.addr.clone(), role: role.into(), term: m.current_term, last_applied }
             })
             .collect();
-        Ok(TonicResponse::new(pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id }))
-    }
-
-    async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
-        // Liveness is only known to the leader.
-        self.leader_only()?;
-        let now = Instant::now();
-        let s = self.state.read();
-        let servers =
-            s.fs.nodes
-                .values()
-                .map(|n| {
-                    let beat = self.registry.last_beat(n.id);
-                    let state = match self.registry.liveness(n.id, now) {
-                        Liveness::Alive => "alive",
-                        Liveness::Dead => "dead",
-                    };
-                    pb::ChunkServer {
-                        id: n.id,
-                        addr: n.addr.clone(),
-                        state: state.into(),
-                        capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
-                        used_bytes: beat.map_or(0, |b| b.used_bytes),
-                        chunk_count: beat.map_or(0, |b| b.chunk_count),
-                        last_heartbeat_ms_ago: beat
-                            .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
-                    }
-                })
-                .collect();
-        Ok(TonicResponse::new(pb::NodesReply { servers }))
+        let (applied_index, state_digest) = if with_digest { self.state.digest() } else { (0, 0) };
+        let applied_index = if with_digest { applied_index } else { m.last_applied.map_or(0, |l| l.index) };
+        pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id, applied_index, state_digest }
     }
 }

@@ -56,6 +56,14 @@ impl SharedState {
     pub fn read(&self) -> RwLockReadGuard<'_, SmBody> {
         self.0.read().expect("state lock poisoned")
     }
+
+    /// The last applied index and a CRC32C of the whole file-system state at
+    /// it. Two nodes at the same index must give the same digest.
+    pub fn digest(&self) -> (u64, u32) {
+        let s = self.read();
+        let bytes = serde_json::to_vec(&s.fs).expect("the state always serializes");
+        (s.last_applied.map_or(0, |l| l.index), shoal_core::checksum::crc32c(&bytes))
+    }
 }
 
 pub struct StateMachineStore {

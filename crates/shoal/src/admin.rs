@@ -1,4 +1,5 @@
-//! `shoal admin`: the state of the meta group and of the chunk servers.
+//! `shoal admin`: the state of the meta group and of the chunk servers, and
+//! changes to the meta group's membership.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,32 +8,55 @@ use std::time::Duration;
 use serde_json::json;
 use shoal_client::Client;
 
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, MetaCommand};
 
 /// How long `admin status` waits for each meta node.
 const NODE_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AdminCommand::Status { json } => status(&client, json).await,
+        AdminCommand::Status { json, digest } => status(&client, json, digest).await,
         AdminCommand::Nodes { json } => nodes(&client, json).await,
+        AdminCommand::Meta { command } => {
+            let reply = match command {
+                MetaCommand::Add { id, addr } => client.add_meta(id, &addr).await?,
+                MetaCommand::Remove { id } => client.remove_meta(id).await?,
+            };
+            let members: Vec<String> = reply.nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect();
+            println!("meta group: {}", members.join(","));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 /// Asks every meta node for its own role, so a dead node shows as unreachable.
-async fn status(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
+/// The nodes are those given with `--meta` plus every member the group knows.
+async fn status(client: &Client, as_json: bool, digest: bool) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let mut leader = None;
-    for addr in client.meta_addrs() {
-        match client.meta_node_status(addr, NODE_STATUS_TIMEOUT).await {
+    let mut addrs: Vec<String> = client.meta_addrs().to_vec();
+    let mut i = 0;
+    while i < addrs.len() {
+        let addr = addrs[i].clone();
+        i += 1;
+        match client.meta_node_status(&addr, NODE_STATUS_TIMEOUT, digest).await {
             Ok(reply) => {
+                for n in &reply.nodes {
+                    if !addrs.contains(&n.addr) {
+                        addrs.push(n.addr.clone());
+                    }
+                }
                 let me = reply.nodes.iter().find(|n| n.id == reply.self_id);
                 let role = me.map_or("unknown".to_string(), |n| n.role.clone());
                 if role == "leader" {
                     leader = Some(reply.self_id);
                 }
-                rows.push(json!({"id": reply.self_id, "addr": addr, "role": role,
-                                 "term": me.map_or(0, |n| n.term), "last_applied": me.map_or(0, |n| n.last_applied)}));
+                let mut row = json!({"id": reply.self_id, "addr": addr, "role": role,
+                                     "term": me.map_or(0, |n| n.term), "last_applied": reply.applied_index});
+                if digest {
+                    row["state_digest"] = json!(format!("{:08x}", reply.state_digest));
+                }
+                rows.push(row);
             }
             Err(e) => rows.push(json!({"id": null, "addr": addr, "role": "unreachable", "error": e.to_string()})),
         }
@@ -41,12 +65,14 @@ async fn status(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&json!({"leader_id": leader, "nodes": rows}))?)?;
     } else {
-        writeln!(out, "{:<4} {:<22} {:<12} {:>6} {:>12}", "ID", "ADDRESS", "ROLE", "TERM", "APPLIED")?;
+        let digest_head = if digest { " DIGEST" } else { "" };
+        writeln!(out, "{:<4} {:<22} {:<12} {:>6} {:>12}{digest_head}", "ID", "ADDRESS", "ROLE", "TERM", "APPLIED")?;
         for r in &rows {
             let id = r["id"].as_u64().map_or("-".to_string(), |i| i.to_string());
+            let digest = r["state_digest"].as_str().map_or(String::new(), |d| format!(" {d}"));
             writeln!(
                 out,
-                "{:<4} {:<22} {:<12} {:>6} {:>12}",
+                "{:<4} {:<22} {:<12} {:>6} {:>12}{digest}",
                 id,
                 r["addr"].as_str().unwrap_or(""),
                 r["role"].as_str().unwrap_or(""),

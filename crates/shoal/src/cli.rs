@@ -116,12 +116,34 @@ pub enum AdminCommand {
     Status {
         #[arg(long)]
         json: bool,
+        /// Also show each node's checksum of its whole state at its applied
+        /// index (nodes at the same index must agree); costs a pass over the state.
+        #[arg(long)]
+        digest: bool,
+    },
+    /// Change the meta group: add or remove a meta node.
+    Meta {
+        #[command(subcommand)]
+        command: MetaCommand,
     },
     /// The chunk servers, their state and usage.
     Nodes {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MetaCommand {
+    /// Add a meta node (started with `shoal meta --join`): it catches up as a
+    /// learner, then becomes a voter.
+    Add {
+        id: u64,
+        /// Its address, HOST:PORT.
+        addr: String,
+    },
+    /// Remove a meta node from the group (for example a dead one, before replacing it).
+    Remove { id: u64 },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,6 +189,13 @@ pub struct MetaArgs {
     pub replication: u32,
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub dead_after: Duration,
+    /// Start empty and wait to be added by `shoal admin meta add` instead of
+    /// forming a new group (for a new or replacement node).
+    #[arg(long, conflicts_with = "peers")]
+    pub join: bool,
+    /// Raft log entries between two snapshots (older entries are then compacted away).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -22,6 +22,8 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
     config.chunk_size_bytes = args.chunk_size;
     config.replication = args.replication;
     config.dead_after = args.dead_after;
+    config.join = args.join;
+    config.snapshot_every_entries = args.snapshot_every;
     if let Err(e) = config.validate() {
         eprintln!("shoal meta: {e}");
         return Ok(ExitCode::from(2));
