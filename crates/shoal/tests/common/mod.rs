@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,16 +30,30 @@ pub struct Options {
     pub chunk_size: &'static str,
     /// Per chunk server: `--capacity` (None: the disk's).
     pub capacities: Vec<Option<&'static str>>,
+    /// More flags for every meta node.
+    pub meta_args: Vec<&'static str>,
+    /// Run each meta node in its own network namespace (see [`netns`]).
+    pub meta_netns: Option<netns::Net>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { meta_nodes: 1, chunk_nodes: 3, replication: 2, chunk_size: "1MiB", capacities: Vec::new() }
+        Options {
+            meta_nodes: 1,
+            chunk_nodes: 3,
+            replication: 2,
+            chunk_size: "1MiB",
+            capacities: Vec::new(),
+            meta_args: Vec::new(),
+            meta_netns: None,
+        }
     }
 }
 
 pub struct Node {
     pub name: String,
+    /// What runs `shoal` (empty: run it directly), such as `ip netns exec NS`.
+    pub prefix: Vec<String>,
     pub args: Vec<String>,
     pub dir: PathBuf,
     pub child: Option<Child>,
@@ -50,12 +66,21 @@ pub struct Cluster {
     pub metas: Vec<Node>,
     pub chunks: Vec<Node>,
     pub meta_addrs: Vec<String>,
+    /// Set when the meta nodes run in network namespaces.
+    pub net: Option<netns::Net>,
 }
 
-fn spawn(args: &[String], log: &Path) -> Child {
+fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(SHOAL)
-        .args(args)
+    let mut cmd = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(SHOAL);
+            c
+        }
+        None => Command::new(SHOAL),
+    };
+    cmd.args(args)
         .env("SHOAL_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -67,7 +92,12 @@ fn spawn(args: &[String], log: &Path) -> Child {
 impl Cluster {
     pub fn start(opts: Options) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let meta_addrs: Vec<String> = (0..opts.meta_nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let meta_addrs: Vec<String> = (0..opts.meta_nodes)
+            .map(|i| match &opts.meta_netns {
+                Some(net) => net.addr(i, 7100),
+                None => format!("127.0.0.1:{}", free_port()),
+            })
+            .collect();
         let peers: Vec<String> = meta_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
         let mut metas = Vec::new();
         for (i, addr) in meta_addrs.iter().enumerate() {
@@ -88,9 +118,11 @@ impl Cluster {
                 &opts.replication.to_string(),
             ]
             .iter()
+            .chain(&opts.meta_args)
             .map(|s| s.to_string())
             .collect();
-            metas.push(Node { name: format!("meta-{}", i + 1), args, dir, child: None, addr: addr.clone() });
+            let prefix = opts.meta_netns.as_ref().map_or(Vec::new(), |n| n.exec_prefix(i));
+            metas.push(Node { name: format!("meta-{}", i + 1), prefix, args, dir, child: None, addr: addr.clone() });
         }
         let mut chunks = Vec::new();
         for j in 0..opts.chunk_nodes {
@@ -103,9 +135,10 @@ impl Cluster {
             if let Some(Some(cap)) = opts.capacities.get(j) {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
-            chunks.push(Node { name: format!("chunk-{}", j + 1), args, dir, child: None, addr: String::new() });
+            let name = format!("chunk-{}", j + 1);
+            chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr: String::new() });
         }
-        let mut c = Cluster { tmp, metas, chunks, meta_addrs };
+        let mut c = Cluster { tmp, metas, chunks, meta_addrs, net: opts.meta_netns };
         for i in 0..c.metas.len() {
             c.start_meta(i);
         }
@@ -122,7 +155,7 @@ impl Cluster {
 
     pub fn start_meta(&mut self, i: usize) {
         let log = self.log(&self.metas[i].name);
-        self.metas[i].child = Some(spawn(&self.metas[i].args, &log));
+        self.metas[i].child = Some(spawn(&self.metas[i].prefix, &self.metas[i].args, &log));
     }
 
     pub fn start_chunk(&mut self, j: usize) {
@@ -134,7 +167,7 @@ impl Cluster {
             node.args[at] = node.addr.clone();
         }
         let log = self.tmp.path().join(format!("{}.log", node.name));
-        node.child = Some(spawn(&node.args, &log));
+        node.child = Some(spawn(&node.prefix, &node.args, &log));
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Ok(a) = std::fs::read_to_string(node.dir.join("listen-addr")) {
@@ -165,6 +198,23 @@ impl Cluster {
 
     pub fn kill_meta(&mut self, i: usize) {
         Self::kill(&mut self.metas[i]);
+    }
+
+    /// Sends SIGSTOP (`stop`) or SIGCONT to a running node.
+    pub fn pause(node: &Node, stop: bool) {
+        let pid = node.child.as_ref().expect("node is running").id().to_string();
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
+    /// The index of the meta leader, as the meta nodes report it (None: no leader now).
+    pub fn leader(&self) -> Option<usize> {
+        let out = self.shoal(&["admin", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let id = v["leader_id"].as_u64()?;
+        self.metas
+            .iter()
+            .position(|m| v["nodes"].as_array().unwrap().iter().any(|n| n["id"] == id && n["addr"] == m.addr))
     }
 
     pub fn kill_all(&mut self) {
@@ -240,6 +290,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for n in self.metas.iter().chain(&self.chunks) {
+            if n.child.is_some() {
+                Self::pause(n, false);
+            }
+        }
         self.kill_all();
     }
 }
