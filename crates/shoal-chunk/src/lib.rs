@@ -10,5 +10,6 @@
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod undo;
 
 pub use server::{ChunkConfig, run};

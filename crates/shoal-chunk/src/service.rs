@@ -6,6 +6,7 @@
 //! 2. For every data message: forward it downstream, then write it locally.
 //! 3. At the end of the stream: close the downstream stream, make the local
 //!    write durable (fsync, checksums, meta), and wait for downstream's ack.
+//!    A stream that breaks off is rolled back locally (see `store`).
 //! 4. Ack only if both the local write and everything downstream succeeded.
 //!    On failure, the status names the replica at fault in
 //!    `shoal-failed-replica` so the client can route around it.
@@ -41,6 +42,7 @@ pub fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Stale { .. } | StoreError::OldVersion { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::Moved { .. } => Status::aborted(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
         StoreError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
@@ -92,8 +94,11 @@ impl Chunk for ChunkService {
             .ok_or_else(|| Status::invalid_argument("the first write message must carry a header"))?;
         let me = self.self_addr.as_str();
         let mut downstream = self.open_downstream(&header)?;
-        let mut session =
-            self.store.begin_write(header.chunk_id, header.version).await.map_err(|e| blame(store_status(&e), me))?;
+        let mut session = self
+            .store
+            .begin_write(header.chunk_id, header.version, header.base_version)
+            .await
+            .map_err(|e| blame(store_status(&e), me))?;
         let mut at = header.offset;
         let mut data = first.data;
         let mut failure: Option<Status> = None;
@@ -152,8 +157,7 @@ impl Chunk for ChunkService {
         // The first piece is read before answering, so a missing, stale or
         // corrupt replica fails the call itself.
         let first_len = r.length.min(READ_PIECE_BYTES);
-        let first =
-            self.store.read(r.chunk_id, r.offset, first_len, r.min_version).await.map_err(|e| store_status(&e))?;
+        let first = self.store.read(r.chunk_id, r.offset, first_len, r.version).await.map_err(|e| store_status(&e))?;
         let (tx, rx) = mpsc::channel(READ_QUEUE_MAX);
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -164,7 +168,7 @@ impl Chunk for ChunkService {
             }
             while at < end {
                 let want = (end - at).min(READ_PIECE_BYTES);
-                match store.read(r.chunk_id, at, want, r.min_version).await {
+                match store.read(r.chunk_id, at, want, r.version).await {
                     Ok(bytes) if bytes.is_empty() => return,
                     Ok(bytes) => {
                         at += bytes.len() as u64;

@@ -7,20 +7,35 @@
 //!   and a CRC32C of the meta itself. It is replaced atomically (write a
 //!   temporary file, fsync, rename, fsync the directory).
 //!
-//! # Write protocol (one write session)
+//! - `<id>.undo.<version>`: what the write of that version replaced (see
+//!   [`crate::undo`]), kept until the version is known committed.
+//!
+//! # Write protocol (one write session of version V on base B)
 //! 1. Take the chunk's write lock; refuse a version older than the replica's.
-//! 2. Write the data at its offsets (bounded by the capacity quota).
-//! 3. On finish: cut to `truncate_to` if asked, fsync the data, recompute the
-//!    checksums of every touched block from the file, and replace the meta with
-//!    the new version. Only then does the caller ack.
-//! 4. An aborted session still rewrites the checksums of the blocks it touched
-//!    (keeping the old version), so the replica stays self-consistent and
-//!    readable; its content for that range is unknown, as for any unacked write.
+//! 2. Roll back every version newer than B (the committed version the writer
+//!    built on): meta can never commit them any more. Forget the undo records
+//!    of versions up to B: those are committed.
+//! 3. Write the data at its offsets (bounded by the capacity quota). Bytes
+//!    that existed before the session are first saved in V's undo record.
+//! 4. On finish: save what a truncation cuts, make the undo record durable,
+//!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
+//!    of every touched block, and replace the meta with version V. Only then
+//!    does the caller ack.
+//! 5. An aborted session is rolled back at once: the replica is exactly as
+//!    before it.
+//!
+//! # Reads are of one exact version
+//! A read names the committed version it wants. A replica at that version
+//! serves its bytes; a replica at a newer (uncommitted) version lays its undo
+//! records over them. So an unacknowledged write is never visible, and every
+//! replica of a committed version serves the same bytes.
 //!
 //! # Invariants
 //! - After a session ends, every block's checksum in memory and in `.meta`
-//!   matches the data file (a crash mid-session can break this for the touched
-//!   blocks; reads then report corruption and the client uses another replica).
+//!   matches the data file.
+//! - A crash mid-session is undone when the store opens: the undo record of a
+//!   version newer than the meta's is restored, and bytes past the meta's
+//!   length are cut.
 //! - `used_bytes` is the sum of data-file lengths.
 //! - Readers take the chunk's read lock, writers its write lock.
 
@@ -36,6 +51,8 @@ use bytes::Bytes;
 use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering, crc32c};
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
+use crate::undo::{self, UndoWriter};
+
 const META_MAGIC: &[u8; 4] = b"SHCM";
 const META_FORMAT: u32 = 1;
 
@@ -45,6 +62,8 @@ pub enum StoreError {
     NotFound { chunk_id: u64 },
     #[error("chunk {chunk_id} is at version {have}, older than the {want} required (stale replica)")]
     Stale { chunk_id: u64, have: u64, want: u64 },
+    #[error("chunk {chunk_id} is at version {have} and no longer holds version {want}: the chunk map is out of date")]
+    Moved { chunk_id: u64, have: u64, want: u64 },
     #[error("write to chunk {chunk_id} carries version {got}, older than this replica's {have}")]
     OldVersion { chunk_id: u64, got: u64, have: u64 },
     #[error("chunk {chunk_id} block {block} failed its checksum")]
@@ -60,7 +79,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from_io(e: std::io::Error) -> StoreError {
+    pub(crate) fn from_io(e: std::io::Error) -> StoreError {
         // ENOSPC and EDQUOT: the disk (or the user's quota) is full.
         if e.kind() == ErrorKind::StorageFull || e.kind() == ErrorKind::QuotaExceeded {
             StoreError::DiskFull(e)
@@ -76,10 +95,13 @@ pub struct ReplicaMeta {
     pub version: u64,
     pub len: u64,
     pub crcs: Vec<u32>,
+    /// Versions with an undo record, ascending. Not in the `.meta` file: the
+    /// store finds the records on disk when it opens.
+    pub undo: Vec<u64>,
 }
 
 impl ReplicaMeta {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + 4 * self.crcs.len());
         out.extend_from_slice(META_MAGIC);
         out.extend_from_slice(&META_FORMAT.to_le_bytes());
@@ -94,7 +116,7 @@ impl ReplicaMeta {
         out
     }
 
-    fn decode(b: &[u8]) -> Option<ReplicaMeta> {
+    pub(crate) fn decode(b: &[u8]) -> Option<ReplicaMeta> {
         let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")));
         let u64_at = |i: usize| b.get(i..i + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")));
         if b.len() < 32 || &b[..4] != META_MAGIC || u32_at(4)? != META_FORMAT {
@@ -109,7 +131,7 @@ impl ReplicaMeta {
             return None;
         }
         let crcs = (0..n).map(|i| u32_at(28 + 4 * i)).collect::<Option<Vec<u32>>>()?;
-        Some(ReplicaMeta { version: u64_at(8)?, len: u64_at(16)?, crcs })
+        Some(ReplicaMeta { version: u64_at(8)?, len: u64_at(16)?, crcs, undo: Vec::new() })
     }
 }
 
@@ -163,27 +185,113 @@ fn crcs_from_file(f: &File, len: u64, blocks: std::ops::Range<u64>) -> Result<Ve
     Ok(out)
 }
 
+/// Removes a file, ignoring that it is already gone.
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Undoes the newest version of a replica (whose record is `u`), on disk:
+/// data restored, then the old meta written back (or the replica removed if
+/// the write created it), then the record removed. Returns the replica as it
+/// was before that version.
+fn roll_back(dir: &Path, id: u64, mut undo_left: Vec<u64>, u: &undo::Undo) -> Result<Option<ReplicaMeta>, StoreError> {
+    let data = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(data_path(dir, id))?;
+    undo::restore(&data, u)?;
+    let old = match &u.old {
+        Some(m) => {
+            write_meta(dir, id, m)?;
+            undo_left.retain(|v| *v < u.version);
+            Some(ReplicaMeta { undo: undo_left, ..m.clone() })
+        }
+        None => {
+            remove_if_present(&meta_path(dir, id))?;
+            remove_if_present(&data_path(dir, id))?;
+            None
+        }
+    };
+    remove_if_present(&undo::undo_path(dir, id, u.version))?;
+    Ok(old)
+}
+
+/// Brings one replica to a consistent state when the store opens: rolls back
+/// a session that crashed before its finish and cuts bytes past the meta's
+/// length. `undo` lists the versions with a record on disk.
+fn recover(
+    dir: &Path,
+    id: u64,
+    meta: Option<ReplicaMeta>,
+    mut undo: Vec<u64>,
+) -> Result<Option<ReplicaMeta>, StoreError> {
+    undo.sort_unstable();
+    let current = meta.as_ref().map_or(0, |m| m.version);
+    let mut meta = meta;
+    for v in undo.iter().rev().filter(|v| **v > current) {
+        match undo::load(dir, id, *v)? {
+            Some(u) => {
+                tracing::warn!(chunk_id = id, version = v, "rolling back a write that did not finish");
+                let data =
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(data_path(dir, id))?;
+                undo::restore(&data, &u)?;
+                if u.old.is_none() {
+                    remove_if_present(&data_path(dir, id))?;
+                }
+            }
+            None => tracing::warn!(chunk_id = id, version = v, "dropping a torn undo record"),
+        }
+        remove_if_present(&undo::undo_path(dir, id, *v))?;
+    }
+    if let Some(m) = meta.as_mut() {
+        m.undo = undo.into_iter().filter(|v| *v <= current).collect();
+        // A missing data file shows as corruption on the first read.
+        if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
+            && data.metadata()?.len() > m.len
+        {
+            data.set_len(m.len)?;
+            data.sync_all()?;
+        }
+    } else {
+        // A data file without meta is what a crashed first write leaves.
+        remove_if_present(&data_path(dir, id))?;
+    }
+    Ok(meta)
+}
+
 impl ChunkStore {
-    /// Opens the store under `dir/chunks`, loading every replica's meta.
-    /// A replica whose meta is unreadable is set aside as `*.bad`.
+    /// Opens the store under `dir/chunks`, loading every replica's meta and
+    /// undoing writes that a crash interrupted. A replica whose meta is
+    /// unreadable is set aside as `*.bad`.
     pub fn open(dir: &Path, capacity_bytes: u64, chunk_size_max_bytes: u64) -> Result<ChunkStore, StoreError> {
         let dir = dir.join("chunks");
         std::fs::create_dir_all(&dir)?;
-        let mut replicas = HashMap::new();
-        let mut used = 0;
+        let mut found: HashMap<u64, (Option<ReplicaMeta>, Vec<u64>, bool)> = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let name = entry?.file_name().to_string_lossy().to_string();
-            let Some(hex) = name.strip_suffix(".meta") else { continue };
-            let Ok(id) = u64::from_str_radix(hex, 16) else { continue };
-            match std::fs::read(meta_path(&dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
-                Some(meta) => {
-                    used += meta.len;
-                    replicas.insert(id, Replica { lock: Arc::new(RwLock::new(Some(meta))) });
+            if let Some((id, version)) = undo::parse_undo_name(&name) {
+                found.entry(id).or_default().1.push(version);
+            } else if let Some(id) = name.strip_suffix(".data").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                found.entry(id).or_default().2 = true;
+            } else if let Some(id) = name.strip_suffix(".meta").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                match std::fs::read(meta_path(&dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
+                    Some(meta) => found.entry(id).or_default().0 = Some(meta),
+                    None => {
+                        tracing::warn!(chunk_id = id, "unreadable replica meta; setting the replica aside");
+                        let _ = std::fs::rename(meta_path(&dir, id), dir.join(format!("{id:016x}.meta.bad")));
+                    }
                 }
-                None => {
-                    tracing::warn!(chunk_id = id, "unreadable replica meta; setting the replica aside");
-                    let _ = std::fs::rename(meta_path(&dir, id), dir.join(format!("{id:016x}.meta.bad")));
-                }
+            }
+        }
+        let mut replicas = HashMap::new();
+        let mut used = 0;
+        for (id, (meta, undo, has_data)) in found {
+            if meta.is_none() && undo.is_empty() && !has_data {
+                continue;
+            }
+            if let Some(meta) = recover(&dir, id, meta, undo)? {
+                used += meta.len;
+                replicas.insert(id, Replica { lock: Arc::new(RwLock::new(Some(meta))) });
             }
         }
         Ok(ChunkStore {
@@ -213,26 +321,56 @@ impl ChunkStore {
         map.get(&id).map(|r| r.lock.clone()).ok_or(StoreError::NotFound { chunk_id: id })
     }
 
-    /// Starts a write of chunk `id` at `version`.
-    pub async fn begin_write(self: &Arc<Self>, id: u64, version: u64) -> Result<WriteSession, StoreError> {
-        let guard = self.slot(id).write_owned().await;
+    fn account(&self, before: u64, after: u64) {
+        if after > before {
+            self.used_bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.used_bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a write of chunk `id` at `version`, on top of committed version
+    /// `base`: newer versions on this replica are rolled back first.
+    pub async fn begin_write(self: &Arc<Self>, id: u64, version: u64, base: u64) -> Result<WriteSession, StoreError> {
+        let mut guard = self.slot(id).write_owned().await;
         if let Some(m) = guard.as_ref()
             && m.version > version
         {
             return Err(StoreError::OldVersion { chunk_id: id, got: version, have: m.version });
         }
         let dir = self.dir.clone();
-        let file = blocking(move || {
-            std::fs::OpenOptions::new()
+        let current = guard.clone();
+        let before_len = current.as_ref().map_or(0, |m| m.len);
+        let (meta, file) = blocking(move || {
+            let mut meta = current;
+            // Roll back what was never committed, newest first.
+            while let Some(m) = meta.as_ref().filter(|m| m.version > base) {
+                let Some(newest) = m.undo.last().copied().filter(|v| *v == m.version) else { break };
+                match undo::load(&dir, id, newest)? {
+                    Some(u) => meta = roll_back(&dir, id, m.undo.clone(), &u)?,
+                    None => break,
+                }
+            }
+            // Records of committed versions are no longer needed.
+            if let Some(m) = meta.as_mut() {
+                for v in m.undo.iter().filter(|v| **v <= base) {
+                    remove_if_present(&undo::undo_path(&dir, id, *v))?;
+                }
+                m.undo.retain(|v| *v > base);
+            }
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(data_path(&dir, id))
-                .map_err(StoreError::from_io)
+                .map_err(StoreError::from_io)?;
+            Ok((meta, file))
         })
         .await?;
-        let start_len = guard.as_ref().map_or(0, |m| m.len);
+        let start_len = meta.as_ref().map_or(0, |m| m.len);
+        self.account(before_len, start_len);
+        *guard = meta;
         Ok(WriteSession {
             store: self.clone(),
             id,
@@ -242,40 +380,56 @@ impl ChunkStore {
             start_len,
             len: start_len,
             touched: None,
+            undo: None,
         })
     }
 
-    /// Reads `[offset, offset + len)` of chunk `id` (clamped to the replica's
-    /// length), verifying every block it touches.
-    pub async fn read(&self, id: u64, offset: u64, len: u64, min_version: u64) -> Result<Bytes, StoreError> {
+    /// Reads `[offset, offset + len)` of chunk `id` as of `version` (clamped
+    /// to the replica's length then), verifying every block it touches.
+    pub async fn read(&self, id: u64, offset: u64, len: u64, version: u64) -> Result<Bytes, StoreError> {
         let slot = self.existing_slot(id)?;
         let guard = slot.read_owned().await;
-        let meta = guard.as_ref().ok_or(StoreError::NotFound { chunk_id: id })?;
-        if meta.version < min_version {
-            return Err(StoreError::Stale { chunk_id: id, have: meta.version, want: min_version });
+        let meta = guard.as_ref().ok_or(StoreError::NotFound { chunk_id: id })?.clone();
+        if meta.version < version {
+            return Err(StoreError::Stale { chunk_id: id, have: meta.version, want: version });
         }
-        let end = (offset.saturating_add(len)).min(meta.len);
-        if offset >= end {
-            return Ok(Bytes::new());
-        }
-        let blocks = blocks_covering(offset, end - offset);
-        let crcs = meta.crcs[blocks.start as usize..blocks.end as usize].to_vec();
-        let (dir, chunk_len) = (self.dir.clone(), meta.len);
+        let dir = self.dir.clone();
         let data = blocking(move || {
-            let f = File::open(data_path(&dir, id))?;
-            let first = blocks.start * BLOCK_SIZE_BYTES;
-            let last = (blocks.end * BLOCK_SIZE_BYTES).min(chunk_len);
-            let mut buf = vec![0u8; (last - first) as usize];
-            f.read_exact_at(&mut buf, first).map_err(|e| match e.kind() {
-                ErrorKind::UnexpectedEof => StoreError::Corrupt { chunk_id: id, block: blocks.start },
-                _ => StoreError::Io(e),
-            })?;
-            for (i, block) in buf.chunks(BLOCK_SIZE_BYTES as usize).enumerate() {
-                if crc32c(block) != crcs[i] {
-                    return Err(StoreError::Corrupt { chunk_id: id, block: blocks.start + i as u64 });
-                }
+            // The records to lay over the current bytes, newest first, down to `version`.
+            let mut layers = Vec::new();
+            let mut at = meta.version;
+            while at > version {
+                let u = match meta.undo.contains(&at) {
+                    true => undo::load(&dir, id, at)?,
+                    false => None,
+                };
+                let Some(u) = u else {
+                    return Err(StoreError::Moved { chunk_id: id, have: meta.version, want: version });
+                };
+                at = u.old.as_ref().map_or(0, |m| m.version);
+                layers.push(u);
             }
-            Ok(Bytes::from(buf).slice((offset - first) as usize..(end - first) as usize))
+            if at != version {
+                return Err(StoreError::Moved { chunk_id: id, have: meta.version, want: version });
+            }
+            let target_len = match layers.last() {
+                Some(u) => u.old.as_ref().map_or(0, |m| m.len),
+                None => meta.len,
+            };
+            let end = (offset.saturating_add(len)).min(target_len);
+            if offset >= end {
+                return Ok(Bytes::new());
+            }
+            let mut out = vec![0u8; (end - offset) as usize];
+            let cur_end = end.min(meta.len);
+            if offset < cur_end {
+                let current = read_verified(&dir, id, &meta, offset, cur_end)?;
+                out[..current.len()].copy_from_slice(&current);
+            }
+            for u in &layers {
+                undo::overlay(&mut out, offset, u);
+            }
+            Ok(Bytes::from(out))
         })
         .await?;
         drop(guard);
@@ -287,14 +441,13 @@ impl ChunkStore {
         let Ok(slot) = self.existing_slot(id) else { return Ok(()) };
         let mut guard = slot.write_owned().await;
         let dir = self.dir.clone();
+        let undo = guard.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
         blocking(move || {
-            for p in [meta_path(&dir, id), data_path(&dir, id)] {
-                match std::fs::remove_file(p) {
-                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
-                }
+            for v in undo {
+                remove_if_present(&undo::undo_path(&dir, id, v))?;
             }
-            Ok(())
+            remove_if_present(&meta_path(&dir, id))?;
+            remove_if_present(&data_path(&dir, id))
         })
         .await?;
         if let Some(m) = guard.take() {
@@ -310,6 +463,28 @@ impl ChunkStore {
     }
 }
 
+/// Reads `[offset, end)` of the replica's current bytes, checking the
+/// checksum of every block it touches.
+fn read_verified(dir: &Path, id: u64, meta: &ReplicaMeta, offset: u64, end: u64) -> Result<Vec<u8>, StoreError> {
+    let blocks = blocks_covering(offset, end - offset);
+    let f = File::open(data_path(dir, id))?;
+    let first = blocks.start * BLOCK_SIZE_BYTES;
+    let last = (blocks.end * BLOCK_SIZE_BYTES).min(meta.len);
+    let mut buf = vec![0u8; (last - first) as usize];
+    f.read_exact_at(&mut buf, first).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => StoreError::Corrupt { chunk_id: id, block: blocks.start },
+        _ => StoreError::Io(e),
+    })?;
+    for (i, block) in buf.chunks(BLOCK_SIZE_BYTES as usize).enumerate() {
+        if crc32c(block) != meta.crcs[blocks.start as usize + i] {
+            return Err(StoreError::Corrupt { chunk_id: id, block: blocks.start + i as u64 });
+        }
+    }
+    buf.drain(..(offset - first) as usize);
+    buf.truncate((end - offset) as usize);
+    Ok(buf)
+}
+
 /// An open write on one replica; holds the chunk's write lock until it ends.
 pub struct WriteSession {
     store: Arc<ChunkStore>,
@@ -321,9 +496,39 @@ pub struct WriteSession {
     len: u64,
     /// Byte range written so far, as (start, end).
     touched: Option<(u64, u64)>,
+    /// This version's undo record, made when first needed.
+    undo: Option<Arc<Mutex<UndoWriter>>>,
 }
 
 impl WriteSession {
+    /// This session's undo record, created (durably) on first use.
+    async fn undo_record(&mut self) -> Result<Arc<Mutex<UndoWriter>>, StoreError> {
+        if let Some(u) = &self.undo {
+            return Ok(u.clone());
+        }
+        let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.guard.clone());
+        let w = blocking(move || UndoWriter::create(&dir, id, version, old.as_ref())).await?;
+        let w = Arc::new(Mutex::new(w));
+        self.undo = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Saves the bytes of `[offset, end)` that existed before the session.
+    async fn save_old(&mut self, offset: u64, end: u64) -> Result<(), StoreError> {
+        let end = end.min(self.start_len);
+        if offset >= end {
+            return Ok(());
+        }
+        let record = self.undo_record().await?;
+        let file = self.file.clone();
+        blocking(move || {
+            let mut old = vec![0u8; (end - offset) as usize];
+            file.read_exact_at(&mut old, offset)?;
+            record.lock().expect("undo lock").append(offset, &old)
+        })
+        .await
+    }
+
     /// Writes `data` at `offset` within the chunk.
     pub async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
         if data.is_empty() {
@@ -340,6 +545,7 @@ impl WriteSession {
                 return Err(StoreError::NoSpace { need, used, capacity: self.store.capacity_bytes });
             }
         }
+        self.save_old(offset, end).await?;
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, offset).map_err(StoreError::from_io)).await?;
         if end > self.len {
@@ -353,15 +559,20 @@ impl WriteSession {
         Ok(())
     }
 
-    /// Makes the session durable at its version (or, with `abort`, only
-    /// self-consistent at the old version). Returns the replica's version.
+    /// Makes the session durable at its version, or with `abort` undoes it.
+    /// Returns the replica's version.
     pub async fn finish(mut self, truncate_to: Option<u64>, abort: bool) -> Result<u64, StoreError> {
+        if abort {
+            return self.abort().await;
+        }
         let old = self.guard.clone();
+        let len = truncate_to.unwrap_or(self.len);
+        if len < self.len {
+            self.save_old(len, self.len).await?;
+        }
+        // The record must be durable before the new meta names this version.
+        self.undo_record().await?;
         let mut crcs = old.as_ref().map(|m| m.crcs.clone()).unwrap_or_default();
-        let len = match truncate_to {
-            Some(t) if !abort => t,
-            _ => self.len,
-        };
         // The blocks whose checksums must be recomputed: those written, the
         // block a truncation cuts through, and any blocks the replica grew by.
         let mut dirty: Vec<std::ops::Range<u64>> = Vec::new();
@@ -375,19 +586,11 @@ impl WriteSession {
         let nblocks = len.div_ceil(BLOCK_SIZE_BYTES);
         let first_dirty = dirty.iter().map(|r| r.start).min().unwrap_or(nblocks).min(nblocks);
         let last_dirty = dirty.iter().map(|r| r.end).max().unwrap_or(0).min(nblocks);
-        let version = if abort { old.as_ref().map_or(0, |m| m.version) } else { self.version };
-        if old.is_none() && abort && self.touched.is_none() {
-            // Nothing was ever written: leave no trace.
-            let dir = self.store.dir.clone();
-            let id = self.id;
-            blocking(move || Ok(std::fs::remove_file(data_path(&dir, id))?)).await.ok();
-            self.store.replicas.lock().expect("store lock").remove(&self.id);
-            return Ok(0);
-        }
         let file = self.file.clone();
         let dir = self.store.dir.clone();
-        let id = self.id;
-        let prev_len = self.len;
+        let (id, version, prev_len) = (self.id, self.version, self.len);
+        let mut undo = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
+        undo.push(version);
         let meta = blocking(move || {
             if len != prev_len {
                 file.set_len(len).map_err(StoreError::from_io)?;
@@ -398,18 +601,40 @@ impl WriteSession {
                 let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
                 crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
             }
-            let meta = ReplicaMeta { version, len, crcs };
+            let meta = ReplicaMeta { version, len, crcs, undo };
             write_meta(&dir, id, &meta)?;
             Ok(meta)
         })
         .await?;
-        if len < self.len {
-            self.store.used_bytes.fetch_sub(self.len - len, Ordering::Relaxed);
-        } else if len > self.len {
-            self.store.used_bytes.fetch_add(len - self.len, Ordering::Relaxed);
-        }
+        self.store.account(self.len, len);
         *self.guard = Some(meta);
         Ok(version)
+    }
+
+    /// Puts the replica back exactly as it was before the session.
+    async fn abort(mut self) -> Result<u64, StoreError> {
+        let old = self.guard.clone();
+        let (dir, id, version, file) = (self.store.dir.clone(), self.id, self.version, self.file.clone());
+        let had_record = self.undo.take().is_some();
+        blocking(move || {
+            match undo::load(&dir, id, version)?.filter(|_| had_record) {
+                Some(u) => undo::restore(&file, &u)?,
+                None => {
+                    file.set_len(old.as_ref().map_or(0, |m| m.len)).map_err(StoreError::from_io)?;
+                    file.sync_all().map_err(StoreError::from_io)?;
+                }
+            }
+            if old.is_none() {
+                remove_if_present(&data_path(&dir, id))?;
+            }
+            remove_if_present(&undo::undo_path(&dir, id, version))
+        })
+        .await?;
+        self.store.account(self.len, self.start_len);
+        if self.guard.is_none() {
+            self.store.replicas.lock().expect("store lock").remove(&self.id);
+        }
+        Ok(self.guard.as_ref().map_or(0, |m| m.version))
     }
 }
 
@@ -425,7 +650,7 @@ mod tests {
 
     #[test]
     fn meta_round_trip_and_damage() {
-        let m = ReplicaMeta { version: 7, len: 70000, crcs: vec![1, 2] };
+        let m = ReplicaMeta { version: 7, len: 70000, crcs: vec![1, 2], undo: Vec::new() };
         let mut b = m.encode();
         assert_eq!(ReplicaMeta::decode(&b), Some(m));
         b[10] ^= 1;
@@ -436,19 +661,19 @@ mod tests {
     async fn write_read_overwrite_truncate() {
         let (d, s) = store(u64::MAX).await;
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = s.begin_write(1, 1).await.unwrap();
+        let mut w = s.begin_write(1, 1, 0).await.unwrap();
         w.write_at(0, Bytes::from(data.clone())).await.unwrap();
         assert_eq!(w.finish(None, false).await.unwrap(), 1);
         assert_eq!(s.read(1, 100, 1000, 1).await.unwrap(), &data[100..1100]);
         // Overwrite across a block boundary.
-        let mut w = s.begin_write(1, 2).await.unwrap();
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
         w.write_at(65530, Bytes::from_static(b"0123456789")).await.unwrap();
         w.finish(None, false).await.unwrap();
         let mut want = data.clone();
         want[65530..65540].copy_from_slice(b"0123456789");
         assert_eq!(s.read(1, 0, 300_000, 2).await.unwrap(), &want[..]);
         // Truncate, then reopen from disk.
-        let w = s.begin_write(1, 3).await.unwrap();
+        let w = s.begin_write(1, 3, 2).await.unwrap();
         w.finish(Some(70_000), false).await.unwrap();
         assert_eq!(s.used_bytes(), 70_000);
         drop(s);
@@ -460,11 +685,11 @@ mod tests {
     #[tokio::test]
     async fn old_versions_and_quota_are_refused() {
         let (_d, s) = store(100_000).await;
-        let mut w = s.begin_write(1, 5).await.unwrap();
+        let mut w = s.begin_write(1, 5, 0).await.unwrap();
         w.write_at(0, Bytes::from(vec![1u8; 1000])).await.unwrap();
         w.finish(None, false).await.unwrap();
-        assert!(matches!(s.begin_write(1, 4).await, Err(StoreError::OldVersion { .. })));
-        let mut w = s.begin_write(2, 1).await.unwrap();
+        assert!(matches!(s.begin_write(1, 4, 0).await, Err(StoreError::OldVersion { .. })));
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
         assert!(matches!(w.write_at(0, Bytes::from(vec![1u8; 100_000])).await, Err(StoreError::NoSpace { .. })));
         w.finish(None, true).await.unwrap();
         assert_eq!(s.chunk_count(), 1, "an aborted empty write leaves nothing");
@@ -473,7 +698,7 @@ mod tests {
     #[tokio::test]
     async fn flipped_byte_is_detected() {
         let (d, s) = store(u64::MAX).await;
-        let mut w = s.begin_write(9, 1).await.unwrap();
+        let mut w = s.begin_write(9, 1, 0).await.unwrap();
         w.write_at(0, Bytes::from(vec![7u8; 150_000])).await.unwrap();
         w.finish(None, false).await.unwrap();
         let path = data_path(&d.path().join("chunks"), 9);
@@ -487,12 +712,109 @@ mod tests {
     #[tokio::test]
     async fn delete_frees_space() {
         let (_d, s) = store(u64::MAX).await;
-        let mut w = s.begin_write(3, 1).await.unwrap();
+        let mut w = s.begin_write(3, 1, 0).await.unwrap();
         w.write_at(10, Bytes::from(vec![1u8; 10])).await.unwrap();
         w.finish(None, false).await.unwrap();
         assert_eq!(s.read(3, 0, 20, 1).await.unwrap()[..10], [0u8; 10], "the gap reads as zeros");
         s.delete(3).await.unwrap();
         assert_eq!(s.used_bytes(), 0);
         assert!(matches!(s.read(3, 0, 1, 0).await, Err(StoreError::NotFound { .. })));
+    }
+
+    fn original() -> Vec<u8> {
+        (0..100_000u32).map(|i| (i % 253) as u8).collect()
+    }
+
+    /// A replica with `original()` committed at version 1.
+    async fn committed_v1() -> (tempfile::TempDir, Arc<ChunkStore>) {
+        let (d, s) = store(u64::MAX).await;
+        let mut w = s.begin_write(1, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(original())).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        (d, s)
+    }
+
+    fn undo_files(d: &tempfile::TempDir) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.path().join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains(".undo."))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn uncommitted_versions_stay_invisible_and_roll_back() {
+        let (d, s) = committed_v1().await;
+        // Version 2 overwrites and grows; meta never commits it.
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(1000, Bytes::from(vec![b'b'; 1000])).await.unwrap();
+        w.write_at(100_000, Bytes::from(vec![b'g'; 20_000])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "version 1 is still served");
+        assert_eq!(s.read(1, 1500, 10, 2).await.unwrap(), vec![b'b'; 10]);
+        // Version 3 builds on committed version 1: version 2 is rolled back first.
+        let mut w = s.begin_write(1, 3, 1).await.unwrap();
+        w.write_at(5000, Bytes::from(vec![b'c'; 10])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        let mut want = original();
+        want[5000..5010].fill(b'c');
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert!(matches!(s.read(1, 0, 1, 2).await, Err(StoreError::Moved { have: 3, want: 2, .. })));
+        assert_eq!(s.used_bytes(), 100_000, "the growth of version 2 is gone");
+        // Version 4 on base 3: the records up to 3 are no longer needed.
+        let w = s.begin_write(1, 4, 3).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(undo_files(&d), vec!["0000000000000001.undo.0000000000000004".to_string()]);
+        assert!(matches!(s.read(1, 0, 1, 1).await, Err(StoreError::Moved { .. })));
+        // The records survive a restart.
+        drop(s);
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_write_leaves_no_trace() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(90_000, Bytes::from(vec![b'x'; 30_000])).await.unwrap();
+        assert_eq!(w.finish(None, true).await.unwrap(), 1);
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(s.used_bytes(), 100_000);
+        assert!(undo_files(&d).iter().all(|f| !f.ends_with("0002")), "{:?}", undo_files(&d));
+        // A first write that aborts leaves no replica at all.
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![1u8; 10])).await.unwrap();
+        w.finish(None, true).await.unwrap();
+        assert_eq!(s.chunk_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_cut_short_by_a_crash_is_undone_on_open() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(10, Bytes::from(vec![b'z'; 70_000])).await.unwrap();
+        w.write_at(100_000, Bytes::from(vec![b'z'; 5000])).await.unwrap();
+        // The process dies here: no finish.
+        drop(w);
+        drop(s);
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(s.used_bytes(), 100_000);
+        assert!(undo_files(&d).iter().all(|f| !f.ends_with("0002")));
+    }
+
+    #[tokio::test]
+    async fn a_truncation_rolls_back_whole() {
+        let (_d, s) = committed_v1().await;
+        let w = s.begin_write(1, 2, 1).await.unwrap();
+        w.finish(Some(10), false).await.unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 2).await.unwrap(), &original()[..10]);
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "version 1 is served from the undo record");
+        let w = s.begin_write(1, 3, 1).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), original());
     }
 }

@@ -28,15 +28,13 @@ pub struct ChainError {
     pub status: Status,
 }
 
-/// Writes `data` at `offset` of chunk `chunk_id` through `replicas` in order.
+/// Writes `data` as `header` says (chunk, version, base, offset, truncation)
+/// through `replicas` in order; the header's `downstream` is filled in here.
 pub async fn write_chain(
     pool: &ChannelPool,
     replicas: &[String],
-    chunk_id: u64,
-    version: u64,
-    offset: u64,
+    header: WriteHeader,
     data: Bytes,
-    truncate_to: Option<u64>,
 ) -> Result<(), ChainError> {
     let (first, rest) = replicas.split_first().expect("a chain has at least one replica");
     let fault = |status: Status| {
@@ -48,7 +46,7 @@ pub async fn write_chain(
     let mut client = ChunkClient::new(channel)
         .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
-    let header = WriteHeader { chunk_id, version, offset, downstream: rest.to_vec(), truncate_to };
+    let header = WriteHeader { downstream: rest.to_vec(), ..header };
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -68,19 +66,20 @@ pub async fn write_chain(
     Ok(())
 }
 
-/// Reads `[offset, offset + len)` of a chunk from one replica. The answer may
-/// be shorter when the replica holds fewer bytes (the rest reads as zeros).
+/// Reads `[offset, offset + len)` of committed `version` of a chunk from one
+/// replica. The answer may be shorter when the chunk holds fewer bytes (the
+/// rest reads as zeros).
 pub async fn read_replica(
     pool: &ChannelPool,
     replica: &str,
     chunk_id: u64,
     offset: u64,
     len: u64,
-    min_version: u64,
+    version: u64,
 ) -> Result<Vec<u8>, ClientError> {
     let channel = pool.get(replica)?;
     let mut client = ChunkClient::new(channel).max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
-    let req = ReadRequest { chunk_id, offset, length: len, min_version };
+    let req = ReadRequest { chunk_id, offset, length: len, version };
     let mut stream = client.read(req).await.map_err(|s| ClientError::from_status(&s))?.into_inner();
     let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
     while let Some(msg) = stream.next().await {

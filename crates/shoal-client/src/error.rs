@@ -13,6 +13,10 @@ pub enum ClientError {
     /// Every replica of a chunk failed a read.
     #[error("chunk {chunk_id}: no replica could serve the read ({details})")]
     ChunkUnavailable { chunk_id: u64, details: String },
+    /// A replica no longer holds the version the chunk map named: the map is
+    /// out of date (a newer write was committed meanwhile). Read again.
+    #[error("chunk {chunk_id} changed while it was being read")]
+    LayoutChanged { chunk_id: u64 },
     /// A chunk write could not complete on any chain of replicas.
     #[error("write to chunk {chunk_id} failed after {attempts} attempts: {last}")]
     WriteFailed { chunk_id: u64, attempts: usize, last: String },

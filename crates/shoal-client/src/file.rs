@@ -8,21 +8,25 @@
 //!    naming it: meta drops or replaces it and grants a newer version, and the
 //!    span is written again (writes are positional, so this is idempotent).
 //! 3. Commit the new chunk versions and the new size to meta in one entry.
-//!    Only then does the call return: a returned write is acknowledged.
+//!    Only then does the call return: a returned write is acknowledged. If
+//!    another writer prepared one of the chunks in between, the commit is
+//!    refused (that version can never be committed) and the whole call is
+//!    written again on fresh versions.
 //!
-//! A call that fails part-way leaves the size as it was before (nothing is
-//! committed), though bytes inside the old size may already be changed: their
-//! content is unknown, as after any failed write.
+//! A call that fails part-way changes nothing that readers can see: replicas
+//! serve only committed versions, and roll uncommitted ones back.
 //!
 //! # Read protocol
-//! Fetch the chunk map from meta, then read each span from the first replica
-//! that answers with verified data at a version no older than the committed
-//! one. Holes (chunks never written) read as zeros.
+//! Fetch the chunk map from meta, then read each span, as of its committed
+//! version, from the first replica that answers with verified data. Holes
+//! (chunks never committed) read as zeros. A replica that has moved past the
+//! version asked for means the map is out of date: fetch it again and retry.
 
 use std::io::SeekFrom as StdSeekFrom;
 
 use bytes::Bytes;
 use shoal_core::layout::spans;
+use shoal_proto::chunk::WriteHeader;
 use shoal_proto::meta as pb;
 
 use crate::client::{ChunkInfo, Client, Stat};
@@ -31,8 +35,26 @@ use crate::{ClientError, Result};
 
 pub use std::io::SeekFrom;
 
+/// A number below `n` (at least 1), varying from call to call.
+fn rand_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now()) % n.max(1)
+}
+
 /// How many replica chains one chunk write may try.
 const WRITE_ATTEMPTS_MAX: usize = 4;
+/// How often a whole write is redone after losing a race to commit.
+const COMMIT_ATTEMPTS_MAX: usize = 16;
+/// The longest pause before redoing a write that lost a race.
+const COMMIT_BACKOFF_MAX_MS: u64 = 400;
+/// How often a read refetches an outdated chunk map.
+const READ_ATTEMPTS_MAX: usize = 4;
+
+/// A change to a file's bytes or size.
+enum Change {
+    Write { offset: u64, end: u64, data: Bytes },
+    SetLen { size: u64 },
+}
 
 pub struct File {
     client: Client,
@@ -92,6 +114,16 @@ impl File {
 
     /// Reads up to `len` bytes at `offset`; fewer at EOF, none past it.
     pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut attempt = 1;
+        loop {
+            match self.read_at_once(offset, len).await {
+                Err(ClientError::LayoutChanged { .. }) if attempt < READ_ATTEMPTS_MAX => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_at_once(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let (stat, chunks) = self.client.layout(self.stat.inode).await?;
         self.stat = stat;
         let end = offset.saturating_add(len).min(self.stat.size);
@@ -101,6 +133,9 @@ impl File {
         let mut out = vec![0u8; (end - offset) as usize];
         for span in spans(offset, end - offset, self.stat.chunk_size) {
             let Ok(i) = chunks.binary_search_by_key(&span.index, |c| c.index) else { continue };
+            if chunks[i].version == 0 {
+                continue; // Never committed: a hole.
+            }
             let bytes = self.read_chunk(&chunks[i], span.offset_in_chunk, span.len).await?;
             let at = span.offset_in_range as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
@@ -110,14 +145,19 @@ impl File {
 
     async fn read_chunk(&self, chunk: &ChunkInfo, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut errors = Vec::new();
+        let mut moved = false;
         for replica in &chunk.replicas {
             match read_replica(&self.client.inner.data, replica, chunk.id, offset, len, chunk.version).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => {
+                    moved |= matches!(e, ClientError::Rpc { code: tonic::Code::Aborted, .. });
                     tracing::warn!(chunk_id = chunk.id, %replica, "replica read failed: {e}");
                     errors.push(format!("{replica}: {e}"));
                 }
             }
+        }
+        if moved {
+            return Err(ClientError::LayoutChanged { chunk_id: chunk.id });
         }
         Err(ClientError::ChunkUnavailable { chunk_id: chunk.id, details: errors.join("; ") })
     }
@@ -146,26 +186,55 @@ impl File {
         if data.is_empty() {
             return Ok(());
         }
-        let data = Bytes::copy_from_slice(data);
-        let mut written = Vec::new();
-        for span in spans(offset, data.len() as u64, self.stat.chunk_size) {
-            let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
-            written.push(self.write_chunk(span.index, span.offset_in_chunk, piece, None).await?);
-        }
-        self.commit(written, end, false).await
+        self.until_committed(&Change::Write { offset, end, data: Bytes::copy_from_slice(data) }).await
     }
 
     /// Sets the size: shrinking drops the bytes past it, growing adds zeros.
     pub async fn set_len(&mut self, size: u64) -> Result<()> {
-        let (stat, chunks) = self.client.layout(self.stat.inode).await?;
-        self.stat = stat;
-        let cs = self.stat.chunk_size;
-        let mut written = Vec::new();
-        // Cut the chunk the new end falls in, so a later growth reads zeros there.
-        if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
-            written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs)).await?);
+        self.until_committed(&Change::SetLen { size }).await
+    }
+
+    /// Makes a change, again on fresh versions while its commit is refused
+    /// for a lost race.
+    async fn until_committed(&mut self, change: &Change) -> Result<()> {
+        let mut tries = 1;
+        loop {
+            match self.change_once(change).await {
+                Err(ClientError::Fs(shoal_core::FsError::ChunkChanged { .. })) if tries < COMMIT_ATTEMPTS_MAX => {
+                    tries += 1;
+                    // Step aside for a random, growing while, so racing writers spread out.
+                    let cap = (5u64 << tries.min(10)).min(COMMIT_BACKOFF_MAX_MS);
+                    let pause = std::time::Duration::from_millis(rand_below(cap));
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
         }
-        self.commit(written, size, true).await
+    }
+
+    async fn change_once(&mut self, change: &Change) -> Result<()> {
+        match change {
+            Change::Write { offset, end, data } => {
+                let mut written = Vec::new();
+                for span in spans(*offset, data.len() as u64, self.stat.chunk_size) {
+                    let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
+                    written.push(self.write_chunk(span.index, span.offset_in_chunk, piece, None).await?);
+                }
+                self.commit(written, *end, false).await
+            }
+            Change::SetLen { size } => {
+                let size = *size;
+                let (stat, chunks) = self.client.layout(self.stat.inode).await?;
+                self.stat = stat;
+                let cs = self.stat.chunk_size;
+                let mut written = Vec::new();
+                // Cut the chunk the new end falls in, so a later growth reads zeros there.
+                if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
+                    written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs)).await?);
+                }
+                self.commit(written, size, true).await
+            }
+        }
     }
 
     /// Writes are durable when they return, so there is nothing left to flush.
@@ -237,17 +306,15 @@ impl File {
             };
             let loc = prep.chunk.unwrap_or_default();
             chunk_id = loc.id;
-            match write_chain(
-                &self.client.inner.data,
-                &loc.replicas,
-                loc.id,
-                loc.version,
+            let header = WriteHeader {
+                chunk_id: loc.id,
+                version: loc.version,
+                base_version: prep.base_version,
                 offset,
-                data.clone(),
+                downstream: Vec::new(),
                 truncate_to,
-            )
-            .await
-            {
+            };
+            match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok((index, loc.id, loc.version)),
                 // A replica that already holds a newer version is healthy: another
                 // writer got there first. Prepare again for a newer version.

@@ -12,6 +12,9 @@
 //! - A chunk's replicas are distinct chunk-server ids.
 //! - `committed_version <= version` for every chunk; a replica whose version is
 //!   older than `committed_version` missed an acknowledged write.
+//! - Only the latest prepared version of a chunk can be committed: once a chunk
+//!   is prepared again, the versions before it that were not committed never
+//!   will be, so chunk servers may roll them back.
 //! - A chunk id is never reused: `next_chunk_id` only grows.
 //! - Chunks dropped from the namespace (removed files, truncation, dropped
 //!   replicas) are listed in `garbage` until their server confirms the delete.
@@ -565,7 +568,7 @@ impl FsState {
         let f = self.file_mut(inode)?;
         for (index, id, version) in chunks {
             match f.chunks.get(index) {
-                Some(c) if c.id == *id && c.version >= *version => {}
+                Some(c) if c.id == *id && c.version == *version => {}
                 _ => {
                     return Err(FsError::ChunkChanged { inode, index: *index });
                 }

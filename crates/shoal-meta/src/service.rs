@@ -318,7 +318,12 @@ impl pb::namespace_server::Namespace for MetaService {
                     let mut loc = self.location(r.chunk_index, &chunk);
                     // The writer needs the version it was granted, not the committed one.
                     loc.version = chunk.version;
-                    return Ok(TonicResponse::new(pb::PrepareWriteReply { chunk: Some(loc), chunk_size }));
+                    let base_version = chunk.committed_version;
+                    return Ok(TonicResponse::new(pb::PrepareWriteReply {
+                        chunk: Some(loc),
+                        chunk_size,
+                        base_version,
+                    }));
                 }
                 Response::Conflict => continue,
                 other => {

@@ -46,9 +46,6 @@ const WORKERS: u64 = 4;
 /// so exercise unknown outcomes.
 const CLIENT_TIMEOUT_PATIENT: Duration = Duration::from_secs(4);
 const CLIENT_TIMEOUT_IMPATIENT: Duration = Duration::from_millis(700);
-/// In-place overwrites are left out until an abandoned overwrite is atomic
-/// (today its bytes inside the old size can land without its size change).
-const OVERWRITES: bool = false;
 /// An operation still running after this is abandoned: its outcome is unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -148,11 +145,11 @@ fn choose(rng: &mut StdRng, files: &Files, next: &mut u64, worker: u64) -> Op {
             data.extend(pattern(size, rng.random()));
             Op::Append { name, data }
         }
-        45..75 if OVERWRITES => {
+        45..75 => {
             let offset = rng.random_range(0..=len);
             Op::Overwrite { name, offset, data: pattern(rng.random_range(1..20_000), rng.random()) }
         }
-        45..88 => Op::Delete { name },
+        75..88 => Op::Delete { name },
         _ => Op::Rename { from: name, to: fresh() },
     }
 }
@@ -331,47 +328,45 @@ fn pause_ms(rng: &mut StdRng, lo: u64, hi: u64) {
     std::thread::sleep(Duration::from_millis(rng.random_range(lo..hi)));
 }
 
-fn wait_leader(c: &Cluster) -> usize {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(l) = c.leader() {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no meta leader");
-        std::thread::sleep(Duration::from_millis(100));
+#[derive(Clone, Copy)]
+enum Victim {
+    Meta(usize),
+    Chunk(usize),
+}
+
+/// SIGKILLs a node, lets the cluster run without it for a while, restarts it.
+fn kill_then_restart(c: &mut Cluster, rng: &mut StdRng, shared: &Shared, role: &str, victim: Victim) {
+    let name = match victim {
+        Victim::Meta(i) => c.metas[i].name.clone(),
+        Victim::Chunk(j) => c.chunks[j].name.clone(),
+    };
+    step(shared, &format!("SIGKILL {role} {name}"));
+    match victim {
+        Victim::Meta(i) => c.kill_meta(i),
+        Victim::Chunk(j) => c.kill_chunk(j),
     }
+    pause_ms(rng, 1500, 3000);
+    step(shared, &format!("restart {name}"));
+    match victim {
+        Victim::Meta(i) => c.start_meta(i),
+        Victim::Chunk(j) => c.start_chunk(j),
+    }
+    pause_ms(rng, 1500, 2500);
 }
 
 /// The fault schedule. Runs on the test thread while the workers run.
 fn nemesis(c: &mut Cluster, rng: &mut StdRng, shared: &Shared) {
     pause_ms(rng, 1000, 2000);
 
-    let l = wait_leader(c);
-    step(shared, &format!("SIGKILL meta leader {}", c.metas[l].name));
-    c.kill_meta(l);
-    pause_ms(rng, 1500, 3000);
-    step(shared, &format!("restart {}", c.metas[l].name));
-    c.start_meta(l);
-    pause_ms(rng, 1500, 2500);
-
-    let l = wait_leader(c);
+    let l = c.wait_leader();
+    kill_then_restart(c, rng, shared, "meta leader", Victim::Meta(l));
+    let l = c.wait_leader();
     let f = (l + rng.random_range(1..c.metas.len())) % c.metas.len();
-    step(shared, &format!("SIGKILL meta follower {}", c.metas[f].name));
-    c.kill_meta(f);
-    pause_ms(rng, 1500, 3000);
-    step(shared, &format!("restart {}", c.metas[f].name));
-    c.start_meta(f);
-    pause_ms(rng, 1500, 2500);
-
+    kill_then_restart(c, rng, shared, "meta follower", Victim::Meta(f));
     let j = rng.random_range(0..c.chunks.len());
-    step(shared, &format!("SIGKILL chunk server {}", c.chunks[j].name));
-    c.kill_chunk(j);
-    pause_ms(rng, 1500, 3000);
-    step(shared, &format!("restart {}", c.chunks[j].name));
-    c.start_chunk(j);
-    pause_ms(rng, 1500, 2500);
+    kill_then_restart(c, rng, shared, "chunk server", Victim::Chunk(j));
 
-    let l = wait_leader(c);
+    let l = c.wait_leader();
     step(shared, &format!("SIGSTOP meta leader {}", c.metas[l].name));
     Cluster::pause(&c.metas[l], true);
     pause_ms(rng, 2000, 4000);
@@ -381,7 +376,7 @@ fn nemesis(c: &mut Cluster, rng: &mut StdRng, shared: &Shared) {
 
     match &c.net {
         Some(net) => {
-            let l = wait_leader(c);
+            let l = c.wait_leader();
             step(shared, &format!("partition: isolate meta leader {} with nftables", c.metas[l].name));
             net.isolate(l).expect("isolate the leader");
             let deadline = Instant::now() + PATIENCE;

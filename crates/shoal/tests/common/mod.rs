@@ -217,6 +217,18 @@ impl Cluster {
             .position(|m| v["nodes"].as_array().unwrap().iter().any(|n| n["id"] == id && n["addr"] == m.addr))
     }
 
+    /// Waits (patiently) for a meta leader and returns its index.
+    pub fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no meta leader");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn kill_all(&mut self) {
         for n in self.metas.iter_mut().chain(self.chunks.iter_mut()) {
             Self::kill(n);
