@@ -7,6 +7,9 @@
 //! 3. At the end of the stream: close the downstream stream, make the local
 //!    write durable (fsync, checksums, meta), and wait for downstream's ack.
 //!    A stream that breaks off is rolled back locally (see `store`).
+//!
+//! A write that carries a fencing token older than one already seen for the
+//! chunk is refused (`PERMISSION_DENIED`) before anything is written.
 //! 4. Ack only if both the local write and everything downstream succeeded.
 //!    On failure, the status names the replica at fault in
 //!    `shoal-failed-replica` so the client can route around it.
@@ -43,6 +46,7 @@ pub fn store_status(e: &StoreError) -> Status {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Stale { .. } | StoreError::OldVersion { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Moved { .. } => Status::aborted(e.to_string()),
+        StoreError::Fenced { .. } => Status::permission_denied(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
         StoreError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
@@ -93,6 +97,9 @@ impl Chunk for ChunkService {
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first write message must carry a header"))?;
         let me = self.self_addr.as_str();
+        if header.fence_token != 0 {
+            self.store.admit_token(header.chunk_id, header.fence_token).map_err(|e| store_status(&e))?;
+        }
         let mut downstream = self.open_downstream(&header)?;
         let mut session = self
             .store
@@ -139,9 +146,7 @@ impl Chunk for ChunkService {
             None => Ok(()),
         };
         // Report the most specific fault: a downstream replica's own status first.
-        if let Err(s) = remote {
-            return Err(s);
-        }
+        remote?;
         if let Some(s) = failure {
             return Err(s);
         }

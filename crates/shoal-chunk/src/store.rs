@@ -64,6 +64,8 @@ pub enum StoreError {
     Stale { chunk_id: u64, have: u64, want: u64 },
     #[error("chunk {chunk_id} is at version {have} and no longer holds version {want}: the chunk map is out of date")]
     Moved { chunk_id: u64, have: u64, want: u64 },
+    #[error("fenced: write to chunk {chunk_id} carries token {token}, older than the token {newest} already seen")]
+    Fenced { chunk_id: u64, token: u64, newest: u64 },
     #[error("write to chunk {chunk_id} carries version {got}, older than this replica's {have}")]
     OldVersion { chunk_id: u64, got: u64, have: u64 },
     #[error("chunk {chunk_id} block {block} failed its checksum")]
@@ -146,6 +148,9 @@ pub struct ChunkStore {
     chunk_size_max_bytes: u64,
     used_bytes: AtomicU64,
     replicas: Mutex<HashMap<u64, Replica>>,
+    /// The newest fencing token a write to each chunk carried (in memory:
+    /// after a restart meta's own check still fences stale writers).
+    fences: Mutex<HashMap<u64, u64>>,
 }
 
 fn data_path(dir: &Path, id: u64) -> PathBuf {
@@ -156,10 +161,10 @@ fn meta_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.meta"))
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> impl Future<Output = Result<T, StoreError>> {
-    async move { tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))? }
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
 fn write_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
@@ -300,6 +305,7 @@ impl ChunkStore {
             chunk_size_max_bytes,
             used_bytes: AtomicU64::new(used),
             replicas: Mutex::new(replicas),
+            fences: Mutex::default(),
         })
     }
 
@@ -319,6 +325,18 @@ impl ChunkStore {
     fn existing_slot(&self, id: u64) -> Result<Arc<RwLock<Option<ReplicaMeta>>>, StoreError> {
         let map = self.replicas.lock().expect("store lock");
         map.get(&id).map(|r| r.lock.clone()).ok_or(StoreError::NotFound { chunk_id: id })
+    }
+
+    /// Refuses a fencing token older than the newest one seen for chunk `id`,
+    /// and remembers a newer one.
+    pub fn admit_token(&self, id: u64, token: u64) -> Result<(), StoreError> {
+        let mut fences = self.fences.lock().expect("fences lock");
+        let newest = fences.entry(id).or_insert(0);
+        if token < *newest {
+            return Err(StoreError::Fenced { chunk_id: id, token, newest: *newest });
+        }
+        *newest = token;
+        Ok(())
     }
 
     fn account(&self, before: u64, after: u64) {
@@ -705,7 +723,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[70_000] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(s.read(9, 0, 10, 1).await, Ok(_)), "block 0 is intact");
+        assert!(s.read(9, 0, 10, 1).await.is_ok(), "block 0 is intact");
         assert!(matches!(s.read(9, 69_000, 2000, 1).await, Err(StoreError::Corrupt { block: 1, .. })));
     }
 

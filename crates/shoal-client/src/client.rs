@@ -231,12 +231,7 @@ impl Client {
 
     pub(crate) async fn layout(&self, inode: u64) -> Result<(Stat, Vec<ChunkInfo>)> {
         let req = pb::LayoutRequest { inode };
-        let reply = self
-            .ns(|mut c| {
-                let req = req.clone();
-                async move { c.layout(req).await }
-            })
-            .await?;
+        let reply = self.ns(|mut c| async move { c.layout(req).await }).await?;
         Ok((reply.inode.unwrap_or_default().into(), reply.chunks.into_iter().map(ChunkInfo::from).collect()))
     }
 

@@ -61,11 +61,20 @@ pub struct File {
     path: String,
     stat: Stat,
     pos: u64,
+    /// Carried by every write: the lock it is made under.
+    fence: Option<pb::Fence>,
 }
 
 impl File {
     pub(crate) fn new(client: Client, path: String, stat: Stat) -> File {
-        File { client, path, stat, pos: 0 }
+        File { client, path, stat, pos: 0, fence: None }
+    }
+
+    /// Makes every later write through this handle carry `lock`'s fencing
+    /// token: meta and the chunk servers refuse them once the lock has passed
+    /// to someone else.
+    pub fn set_fence(&mut self, lock: &crate::Lock) {
+        self.fence = Some(lock.fence());
     }
 
     pub fn path(&self) -> &str {
@@ -253,6 +262,7 @@ impl File {
                 .collect(),
             size,
             truncate,
+            fence: self.fence.clone(),
         };
         let reply = self
             .client
@@ -283,6 +293,7 @@ impl File {
                 inode: self.stat.inode,
                 chunk_index: index,
                 failed: failed.clone(),
+                fence: self.fence.clone(),
                 request: Some(pending.id),
             };
             let prep = match self
@@ -313,9 +324,15 @@ impl File {
                 offset,
                 downstream: Vec::new(),
                 truncate_to,
+                fence_token: self.fence.as_ref().map_or(0, |f| f.token),
             };
             match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok((index, loc.id, loc.version)),
+                // A replica saw a newer fencing token: this writer's lock has passed on.
+                Err(e) if e.status.code() == tonic::Code::PermissionDenied => {
+                    let f = self.fence.clone().unwrap_or_default();
+                    return Err(shoal_core::FsError::Fenced { path: f.path, token: f.token }.into());
+                }
                 // A replica that already holds a newer version is healthy: another
                 // writer got there first. Prepare again for a newer version.
                 Err(e) if e.status.code() == tonic::Code::FailedPrecondition => {

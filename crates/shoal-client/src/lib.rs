@@ -14,6 +14,7 @@ pub mod client;
 pub mod data;
 pub mod error;
 pub mod file;
+pub mod lock;
 pub mod meta;
 pub mod pool;
 mod request;
@@ -21,7 +22,8 @@ mod request;
 pub use client::{ChunkInfo, Client, DirEntry, Stat};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};
-pub use shoal_proto::meta::{ChunkServer, MetaNode};
+pub use lock::{DEFAULT_SESSION_TTL, Lock, Session};
+pub use shoal_proto::meta::{ChunkServer, LockEntry, LockInfo, MetaNode};
 
 /// Result of client operations.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -29,7 +29,9 @@ pub enum FsError {
     Root,
     #[error("file (inode {inode}) no longer exists: it was removed")]
     StaleInode { inode: u64 },
-    #[error("chunk {index} of inode {inode} changed under this write (removed or truncated); retry")]
+    #[error(
+        "chunk {index} of inode {inode} changed under this write (another writer, a removal or a truncation); retry"
+    )]
     ChunkChanged { inode: u64, index: u64 },
     #[error("not enough chunk servers: need {needed} alive, {alive} alive")]
     NotEnoughServers { needed: u32, alive: u32 },
@@ -39,6 +41,16 @@ pub enum FsError {
     BadReplication { requested: u32, max: u32 },
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },
+    #[error("lock session {session} has expired or was closed; its locks were released")]
+    SessionExpired { session: u64 },
+    #[error("this session holds no lock on {path}")]
+    NotLocked { path: String },
+    #[error("{path} is locked by another session")]
+    WouldBlock { path: String },
+    #[error("fenced: token {token} no longer holds the lock on {path} (it passed to another holder); write refused")]
+    Fenced { path: String, token: u64 },
+    #[error("gave up waiting for the lock on {path} after {waited_ms} ms")]
+    LockTimeout { path: String, waited_ms: u64 },
 }
 
 impl FsError {

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
+use crate::locks::{Acquired, LockTable, Mode};
+
 /// The inode number of `/`.
 pub const ROOT_INODE: u64 = 1;
 
@@ -64,6 +66,9 @@ pub struct Inode {
     pub chunks: BTreeMap<u64, ChunkMeta>,
     /// Directories only: name to inode.
     pub children: BTreeMap<String, u64>,
+    /// The newest fencing token a write to this file carried.
+    #[serde(default)]
+    pub fence: u64,
 }
 
 /// A registered chunk server.
@@ -71,6 +76,19 @@ pub struct Inode {
 pub struct NodeRecord {
     pub id: u64,
     pub addr: String,
+}
+
+/// A write's proof of holding a lock: the locked path and the grant's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub path: NormalPath,
+    pub token: u64,
+}
+
+/// An open lock session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub ttl_ms: u64,
 }
 
 /// A change to the metadata, as proposed by the leader.
@@ -104,6 +122,7 @@ pub enum Command {
         expect_id: Option<u64>,
         expect_version: u64,
         replicas: Vec<u64>,
+        fence: Option<Fence>,
     },
     /// Makes written chunk versions visible and sets the size.
     CommitWrite {
@@ -111,6 +130,7 @@ pub enum Command {
         chunks: Vec<(u64, u64, u64)>,
         size: u64,
         truncate: bool,
+        fence: Option<Fence>,
     },
     /// Registers a chunk server or records its new address.
     RegisterNode {
@@ -121,6 +141,27 @@ pub enum Command {
     ForgetGarbage {
         node: u64,
         chunks: Vec<u64>,
+    },
+    /// Opens a lock session; the leader expires it when it is not kept alive.
+    OpenSession {
+        ttl_ms: u64,
+    },
+    /// Ends a session (closed by its client, or expired by the leader):
+    /// its locks are released and its queued requests removed.
+    EndSession {
+        session: u64,
+    },
+    /// Asks for a lock; `wait` false is a try-lock.
+    Acquire {
+        session: u64,
+        path: NormalPath,
+        mode: Mode,
+        wait: bool,
+    },
+    /// Gives up a held lock or a place in its queue.
+    Release {
+        session: u64,
+        path: NormalPath,
     },
 }
 
@@ -167,6 +208,10 @@ pub enum Response {
     },
     /// The plan behind a PrepareWrite was outdated; plan again.
     Conflict,
+    Session {
+        id: u64,
+    },
+    Lock(Acquired),
     Err(FsError),
 }
 
@@ -185,6 +230,12 @@ pub struct FsState {
     /// Leader time of the next sweep for idle clients.
     #[serde(default)]
     pub next_client_sweep_ms: u64,
+    #[serde(default)]
+    pub sessions: BTreeMap<u64, SessionRecord>,
+    #[serde(default)]
+    pub last_session: u64,
+    #[serde(default)]
+    pub locks: LockTable,
 }
 
 impl Default for FsState {
@@ -200,6 +251,7 @@ impl Default for FsState {
             chunk_size: 0,
             chunks: BTreeMap::new(),
             children: BTreeMap::new(),
+            fence: 0,
         };
         FsState {
             inodes: BTreeMap::from([(ROOT_INODE, root)]),
@@ -209,6 +261,9 @@ impl Default for FsState {
             garbage: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_client_sweep_ms: 0,
+            sessions: BTreeMap::new(),
+            last_session: 0,
+            locks: LockTable::default(),
         }
     }
 }
@@ -311,11 +366,36 @@ impl FsState {
             }
             Command::Remove { path, recursive } => self.remove(path, *recursive),
             Command::Rename { src, dst } => self.rename(src, dst, now_ms),
-            Command::PrepareWrite { inode, index, expect_id, expect_version, replicas } => {
-                self.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
+            Command::PrepareWrite { inode, index, expect_id, expect_version, replicas, fence } => {
+                self.fenced(*inode, fence.as_ref(), |s| {
+                    s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
+                })
             }
-            Command::CommitWrite { inode, chunks, size, truncate } => {
-                self.commit_write(*inode, chunks, *size, *truncate, now_ms)
+            Command::CommitWrite { inode, chunks, size, truncate, fence } => {
+                self.fenced(*inode, fence.as_ref(), |s| s.commit_write(*inode, chunks, *size, *truncate, now_ms))
+            }
+            Command::OpenSession { ttl_ms } => {
+                self.last_session += 1;
+                self.sessions.insert(self.last_session, SessionRecord { ttl_ms: *ttl_ms });
+                Ok(Response::Session { id: self.last_session })
+            }
+            Command::EndSession { session } => {
+                if self.sessions.remove(session).is_some() {
+                    self.locks.drop_session(*session);
+                }
+                Ok(Response::Ok)
+            }
+            Command::Acquire { session, path, mode, wait } => self.live_session(*session).and_then(|_| {
+                match self.locks.acquire(&path.to_string(), *session, *mode, *wait) {
+                    Acquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
+                    a => Ok(Response::Lock(a)),
+                }
+            }),
+            Command::Release { session, path } => {
+                self.live_session(*session).and_then(|_| match self.locks.release(&path.to_string(), *session) {
+                    (true, _) => Ok(Response::Ok),
+                    (false, _) => Err(FsError::NotLocked { path: path.to_string() }),
+                })
             }
             Command::RegisterNode { id, addr } => {
                 self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone() });
@@ -336,6 +416,34 @@ impl FsState {
         result.unwrap_or_else(Response::Err)
     }
 
+    fn live_session(&self, session: u64) -> Result<(), FsError> {
+        match self.sessions.contains_key(&session) {
+            true => Ok(()),
+            false => Err(FsError::SessionExpired { session }),
+        }
+    }
+
+    /// Runs a write unless its fence is stale: its token no longer holds its
+    /// lock, or is older than one already seen for the file. A write that
+    /// applies records its token.
+    fn fenced(
+        &mut self,
+        inode: u64,
+        fence: Option<&Fence>,
+        write: impl FnOnce(&mut Self) -> Result<Response, FsError>,
+    ) -> Result<Response, FsError> {
+        let Some(f) = fence else { return write(self) };
+        let newest = self.file_mut(inode)?.fence;
+        if f.token < newest || !self.locks.token_holds(&f.path.to_string(), f.token) {
+            return Err(FsError::Fenced { path: f.path.to_string(), token: f.token });
+        }
+        let r = write(self)?;
+        if r != Response::Conflict {
+            self.file_mut(inode)?.fence = f.token;
+        }
+        Ok(r)
+    }
+
     fn new_inode(&mut self, parent: u64, kind: Kind, replication: u32, chunk_size: u64, mtime_ms: u64) -> u64 {
         let id = self.next_inode;
         self.next_inode += 1;
@@ -353,6 +461,7 @@ impl FsState {
                 chunk_size,
                 chunks: BTreeMap::new(),
                 children: BTreeMap::new(),
+                fence: 0,
             },
         );
         id
@@ -630,6 +739,7 @@ mod tests {
                 expect_id: cur.as_ref().map(|c| c.id),
                 expect_version: cur.map_or(0, |c| c.version),
                 replicas: replicas.to_vec(),
+                fence: None,
             },
         )
     }
@@ -665,8 +775,15 @@ mod tests {
             Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false },
             Command::Remove { path: p("/nope"), recursive: true },
             Command::Rename { src: p("/nope"), dst: p("/x") },
-            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false },
-            Command::PrepareWrite { inode: 2, index: 0, expect_id: None, expect_version: 0, replicas: vec![1, 1] },
+            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, fence: None },
+            Command::PrepareWrite {
+                inode: 2,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![1, 1],
+                fence: None,
+            },
         ];
         for c in cmds {
             assert!(matches!(run(&mut st, c.clone()), Response::Err(_)), "{c:?}");
@@ -702,12 +819,25 @@ mod tests {
         // A stale plan is refused.
         let stale = run(
             &mut st,
-            Command::PrepareWrite { inode: f.id, index: 0, expect_id: None, expect_version: 0, replicas: vec![12] },
+            Command::PrepareWrite {
+                inode: f.id,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![12],
+                fence: None,
+            },
         );
         assert_eq!(stale, Response::Conflict);
         let Response::Inode(after) = run(
             &mut st,
-            Command::CommitWrite { inode: f.id, chunks: vec![(0, chunk.id, 1)], size: 150, truncate: false },
+            Command::CommitWrite {
+                inode: f.id,
+                chunks: vec![(0, chunk.id, 1)],
+                size: 150,
+                truncate: false,
+                fence: None,
+            },
         ) else {
             panic!()
         };
@@ -722,7 +852,7 @@ mod tests {
         // Truncate drops whole chunks past the end; remove drops the rest.
         prepare(&mut st, f.id, 1, &[10, 11]);
         let c1 = st.inodes[&f.id].chunks[&1].id;
-        run(&mut st, Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true });
+        run(&mut st, Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, fence: None });
         assert_eq!(st.garbage_for(11, 10), vec![c1]);
         run(&mut st, Command::Remove { path: p("/f"), recursive: false });
         assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
@@ -756,6 +886,38 @@ mod tests {
             cmd: Command::Mkdir { path: p("/x"), parents: false },
         });
         assert!(st.clients.is_empty());
+    }
+
+    #[test]
+    fn sessions_hold_locks_and_fence_writes() {
+        let mut st = FsState::default();
+        let f = create(&mut st, "/f");
+        let Response::Session { id: a } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let Response::Session { id: b } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let acquire = |session| Command::Acquire { session, path: p("/f"), mode: Mode::Exclusive, wait: true };
+        let Response::Lock(Acquired::Granted(ga)) = run(&mut st, acquire(a)) else { panic!() };
+        assert!(matches!(run(&mut st, acquire(b)), Response::Lock(Acquired::Queued(_))));
+        let fence = |token| Some(Fence { path: p("/f"), token });
+        let commit =
+            |token| Command::CommitWrite { inode: f.id, chunks: vec![], size: 1, truncate: false, fence: fence(token) };
+        assert!(matches!(run(&mut st, commit(ga.token)), Response::Inode(_)));
+        // A's session ends (expired): B is granted and A's token no longer writes.
+        run(&mut st, Command::EndSession { session: a });
+        let gb = st.locks.held("/f", b).expect("b was granted");
+        assert!(gb.token > ga.token);
+        let before = st.clone();
+        assert_eq!(
+            run(&mut st, commit(ga.token)),
+            Response::Err(FsError::Fenced { path: "/f".into(), token: ga.token })
+        );
+        assert_eq!(st, before, "a fenced write changes nothing");
+        assert!(matches!(run(&mut st, commit(gb.token)), Response::Inode(_)));
+        assert_eq!(run(&mut st, acquire(a)), Response::Err(FsError::SessionExpired { session: a }));
+        // Release, then a try-lock by another session succeeds at once.
+        assert_eq!(run(&mut st, Command::Release { session: b, path: p("/f") }), Response::Ok);
+        let Response::Session { id: c } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let try_lock = Command::Acquire { session: c, path: p("/f"), mode: Mode::Shared, wait: false };
+        assert!(matches!(run(&mut st, try_lock), Response::Lock(Acquired::Granted(_))));
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
 pub mod fsm;
+pub mod lock_service;
+pub mod locks;
 pub mod log_store;
 pub mod network;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod sm_store;
 
 pub use server::{MetaConfig, run};

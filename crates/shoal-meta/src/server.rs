@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use shoal_proto::meta::cluster_server::ClusterServer;
+use shoal_proto::meta::locks_server::LocksServer;
 use shoal_proto::meta::namespace_server::NamespaceServer;
 use shoal_proto::raft::raft_server::RaftServer;
 
@@ -23,6 +24,7 @@ use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftService};
 use crate::registry::Registry;
 use crate::service::{MetaService, ServiceSettings};
+use crate::sessions::SessionClock;
 use crate::sm_store::StateMachineStore;
 
 /// Everything a meta node is configured with.
@@ -130,11 +132,13 @@ pub async fn run(
     let raft = Raft::new(config.id, raft_config, NetworkFactory, log_store, sm).await?;
 
     let registry = Arc::new(Registry::new(config.dead_after));
-    spawn_leadership_watch(raft.clone(), registry.clone());
+    let sessions = Arc::new(SessionClock::default());
+    spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
         raft: raft.clone(),
         state,
         registry,
+        sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {
             node_id: config.id,
             chunk_size_bytes: config.chunk_size_bytes,
@@ -142,6 +146,7 @@ pub async fn run(
         }),
     };
 
+    crate::lock_service::spawn_session_expiry(service.clone(), sessions);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -156,7 +161,8 @@ pub async fn run(
                 .max_encoding_message_size(max * 4),
         )
         .add_service(NamespaceServer::new(service.clone()).max_decoding_message_size(max))
-        .add_service(ClusterServer::new(service))
+        .add_service(ClusterServer::new(service.clone()))
+        .add_service(LocksServer::new(service.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown);
 
     if pristine && config.join {
@@ -174,8 +180,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Tells the registry when this node gains or loses leadership.
-fn spawn_leadership_watch(raft: Raft<crate::TypeConfig>, registry: Arc<Registry>) {
+/// Tells the registry and the session clock when this node gains or loses leadership.
+fn spawn_leadership_watch(raft: Raft<crate::TypeConfig>, registry: Arc<Registry>, sessions: Arc<SessionClock>) {
     let mut metrics = raft.metrics();
     tokio::spawn(async move {
         let mut was_leader = false;
@@ -183,6 +189,7 @@ fn spawn_leadership_watch(raft: Raft<crate::TypeConfig>, registry: Arc<Registry>
             let is_leader = metrics.borrow().state == ServerState::Leader;
             if is_leader != was_leader {
                 registry.set_leader_since(is_leader.then(Instant::now));
+                sessions.set_leader_since(is_leader.then(Instant::now));
                 was_leader = is_leader;
             }
             if metrics.changed().await.is_err() {

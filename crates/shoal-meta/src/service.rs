@@ -22,14 +22,18 @@ use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
 use crate::TypeConfig;
-use crate::fsm::{Command, Inode, Kind, Proposal, RequestId, Response};
+use crate::fsm::{Command, Fence, Inode, Kind, Proposal, RequestId, Response};
 use crate::registry::{Beat, Liveness, Registry};
+use crate::sessions::SessionClock;
 use crate::sm_store::SharedState;
 
 /// Highest replication factor a file may ask for.
 pub const REPLICATION_MAX: u32 = 16;
 /// How often a PrepareWrite re-plans after losing a race with another writer.
 const PREPARE_ATTEMPTS_MAX: usize = 8;
+/// How long `admin meta add` waits for the new node to catch up; under the
+/// client's per-attempt limit, so the call is not retried half-way.
+const LEARNER_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_millis(2500);
 /// Garbage chunks named in one heartbeat reply.
 const GARBAGE_PER_BEAT_MAX: usize = 1024;
 
@@ -46,6 +50,7 @@ pub struct MetaService {
     pub raft: Raft<TypeConfig>,
     pub state: SharedState,
     pub registry: Arc<Registry>,
+    pub sessions: Arc<SessionClock>,
     pub settings: Arc<ServiceSettings>,
 }
 
@@ -72,6 +77,11 @@ pub fn fs_status(e: FsError) -> Status {
         | FsError::ChunkChanged { .. } => Code::FailedPrecondition,
         FsError::NotEnoughServers { .. } => Code::ResourceExhausted,
         FsError::NoReplica { .. } => Code::DataLoss,
+        FsError::SessionExpired { .. }
+        | FsError::NotLocked { .. }
+        | FsError::WouldBlock { .. }
+        | FsError::LockTimeout { .. } => Code::FailedPrecondition,
+        FsError::Fenced { .. } => Code::PermissionDenied,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())
 }
@@ -89,7 +99,7 @@ fn not_leader(leader: Option<BasicNode>) -> Status {
     s
 }
 
-fn parse_path(p: &str) -> Result<NormalPath, Status> {
+pub(crate) fn parse_path(p: &str) -> Result<NormalPath, Status> {
     NormalPath::parse(p).map_err(|e| fs_status(e.into()))
 }
 
@@ -106,14 +116,19 @@ pub fn inode_pb(i: &Inode) -> pb::Inode {
     }
 }
 
+/// The state machine's form of a write's fence.
+fn fence(f: Option<pb::Fence>) -> Result<Option<Fence>, Status> {
+    f.map(|f| Ok(Fence { path: parse_path(&f.path)?, token: f.token })).transpose()
+}
+
 /// The state machine's form of a request id; none when the client sent none.
-fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
+pub(crate) fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
     r.map(|r| RequestId { client: r.client, seq: r.seq, done_below: r.done_below })
 }
 
 impl MetaService {
     /// Proposes a command on behalf of `request` and waits until it is applied.
-    async fn write(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
+    pub(crate) async fn write(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
         let proposal = Proposal { now_ms: now_ms(), request, cmd };
         match self.raft.client_write(proposal).await {
             Ok(r) => Ok(r.data),
@@ -123,7 +138,7 @@ impl MetaService {
     }
 
     /// Like [`Self::write`], with namespace errors turned into statuses.
-    async fn write_ok(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
+    pub(crate) async fn write_ok(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
         match self.write(cmd, request).await? {
             Response::Err(e) => Err(fs_status(e)),
             r => Ok(r),
@@ -138,7 +153,7 @@ impl MetaService {
     }
 
     /// Waits until this node may serve a linearizable read.
-    async fn linearizable(&self) -> Result<(), Status> {
+    pub(crate) async fn linearizable(&self) -> Result<(), Status> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
@@ -147,7 +162,7 @@ impl MetaService {
     }
 
     /// Fails with a not-leader status unless this node believes it leads.
-    fn leader_only(&self) -> Result<(), Status> {
+    pub(crate) fn leader_only(&self) -> Result<(), Status> {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
             return Ok(());
@@ -173,7 +188,13 @@ impl MetaService {
     }
 
     /// Decides the PrepareWrite command for chunk `index` from the current state.
-    fn plan_prepare(&self, inode: u64, index: u64, failed: &[String]) -> Result<Command, FsError> {
+    fn plan_prepare(
+        &self,
+        inode: u64,
+        index: u64,
+        failed: &[String],
+        fence: Option<Fence>,
+    ) -> Result<Command, FsError> {
         let now = Instant::now();
         let candidates = self.candidates(now);
         let s = self.state.read();
@@ -188,7 +209,7 @@ impl MetaService {
         Ok(match f.chunks.get(&index) {
             None => {
                 let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
-                Command::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas }
+                Command::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }
             }
             Some(c) => {
                 let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
@@ -203,7 +224,14 @@ impl MetaService {
                 if replicas.is_empty() {
                     return Err(FsError::NoReplica { chunk_id: c.id });
                 }
-                Command::PrepareWrite { inode, index, expect_id: Some(c.id), expect_version: c.version, replicas }
+                Command::PrepareWrite {
+                    inode,
+                    index,
+                    expect_id: Some(c.id),
+                    expect_version: c.version,
+                    replicas,
+                    fence,
+                }
             }
         })
     }
@@ -307,9 +335,10 @@ impl pb::namespace_server::Namespace for MetaService {
 
     async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {
         let r = req.into_inner();
+        let fence = fence(r.fence)?;
         self.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
-            let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed).map_err(fs_status)?;
+            let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed, fence.clone()).map_err(fs_status)?;
             match self.write_ok(cmd, request_id(r.request)).await? {
                 Response::Chunk { chunk, chunk_size } => {
                     for r in &chunk.replicas {
@@ -337,7 +366,8 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
-        let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate };
+        let fence = fence(r.fence)?;
+        let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
         self.write_inode(cmd, request_id(r.request)).await
     }
 }
@@ -414,10 +444,34 @@ impl pb::cluster_server::Cluster for MetaService {
         }
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         if membership.voter_ids().any(|v| v == r.id) {
-            return Err(fs_status(FsError::AlreadyExists { path: format!("meta node {}", r.id) }));
+            return Err(Status::already_exists(format!("meta node {} is already a voter", r.id)));
         }
-        // Blocking: returns once the new node has caught up (log or snapshot).
-        self.raft.add_learner(r.id, BasicNode::new(r.addr.clone()), true).await.map_err(membership_status)?;
+        // Learner first; it becomes a voter only once it has caught up with the
+        // log as of its addition, so a node that is not running (or not
+        // reachable) never joins the quorum.
+        let added =
+            self.raft.add_learner(r.id, BasicNode::new(r.addr.clone()), false).await.map_err(membership_status)?;
+        let target = added.log_id.index;
+        let caught_up = self
+            .raft
+            .wait(Some(LEARNER_CATCH_UP_MAX))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|rep| rep.get(&r.id).cloned().flatten())
+                        .is_some_and(|l| l.index >= target)
+                },
+                "learner caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(Status::failed_precondition(format!(
+                "meta node {} at {} has not caught up within {LEARNER_CATCH_UP_MAX:?} (is it running, started with \
+                 --join?); it stays a learner and does not count for the quorum: run the command again once it runs",
+                r.id, r.addr
+            )));
+        }
         let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([r.id]));
         self.raft.change_membership(change, false).await.map_err(membership_status)?;
         tracing::info!(id = r.id, addr = %r.addr, "meta node added");
@@ -430,7 +484,7 @@ impl pb::cluster_server::Cluster for MetaService {
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         if !voters.contains(&id) && membership.get_node(&id).is_none() {
-            return Err(fs_status(FsError::NotFound { path: format!("meta node {id}") }));
+            return Err(Status::not_found(format!("meta node {id} is not in the group")));
         }
         if voters == [id] {
             return Err(fs_status(FsError::InvalidArgument { reason: "cannot remove the last meta voter".into() }));

@@ -7,7 +7,9 @@
 //! the directory fsynced, so a crash leaves either the old or the new one.
 //!
 //! The services read the state through [`SharedState`] (a read lock); only
-//! `apply` and `install_snapshot` take the write lock.
+//! `apply` and `install_snapshot` take the write lock, and both then announce
+//! the new applied index, so a request can wait for a change (a lock grant)
+//! without polling.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -49,10 +51,25 @@ struct PersistedSnapshot {
 }
 
 /// Read access to the applied state, shared with the services.
-#[derive(Clone, Default)]
-pub struct SharedState(Arc<RwLock<SmBody>>);
+#[derive(Clone)]
+pub struct SharedState(Arc<RwLock<SmBody>>, Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState(Arc::default(), Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+}
 
 impl SharedState {
+    /// A receiver that wakes after every applied batch of entries.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
+    }
+
+    fn announce(&self, applied: Option<LogId<u64>>) {
+        self.1.send_replace(applied.map_or(0, |l| l.index));
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, SmBody> {
         self.0.read().expect("state lock poisoned")
     }
@@ -162,6 +179,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             });
         }
+        let applied = s.last_applied;
+        drop(s);
+        self.state.announce(applied);
         Ok(out)
     }
 
@@ -185,7 +205,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(snap_err)?
             .map_err(snap_err)?;
+        let applied = body.last_applied;
         *self.state.0.write().expect("state lock poisoned") = body;
+        self.state.announce(applied);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCo
     match command {
         AdminCommand::Status { json, digest } => status(&client, json, digest).await,
         AdminCommand::Nodes { json } => nodes(&client, json).await,
+        AdminCommand::Locks { json, path } => locks(&client, &path, json).await,
         AdminCommand::Meta { command } => {
             let reply = match command {
                 MetaCommand::Add { id, addr } => client.add_meta(id, &addr).await?,
@@ -82,6 +83,32 @@ async fn status(client: &Client, as_json: bool, digest: bool) -> anyhow::Result<
         }
     }
     Ok(if leader.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The holders of PATH's lock and its queue, in grant order.
+async fn locks(client: &Client, path: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let info = client.lock_info(path).await?;
+    let mode = |shared: bool| if shared { "shared" } else { "exclusive" };
+    let rows = |entries: &[shoal_client::LockEntry]| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .map(|e| json!({"session": e.session, "mode": mode(e.shared), "token": e.token, "ticket": e.ticket}))
+            .collect()
+    };
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let v = json!({"path": path, "holders": rows(&info.holders), "queue": rows(&info.queue)});
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{:<8} {:<8} {:<10} {:>8} {:>8}", "STATE", "SESSION", "MODE", "TICKET", "TOKEN")?;
+    for (state, entries) in [("holds", &info.holders), ("waits", &info.queue)] {
+        for e in entries.iter() {
+            let token = if e.token == 0 { "-".to_string() } else { e.token.to_string() };
+            writeln!(out, "{state:<8} {:<8} {:<10} {:>8} {:>8}", e.session, mode(e.shared), e.ticket, token)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {

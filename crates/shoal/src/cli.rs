@@ -17,9 +17,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_META", default_value = DEFAULT_META, value_delimiter = ',')]
     pub meta: Vec<String>,
 
-    /// How long a client command keeps retrying an unreachable cluster.
-    #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub timeout: Duration,
+    /// How long a client command keeps retrying an unreachable cluster, and
+    /// waits for a lock [default: 10s; for `lock`, no bound on the wait].
+    #[arg(long, global = true, env = "SHOAL_TIMEOUT", value_parser = duration)]
+    pub timeout: Option<Duration>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -106,6 +107,21 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run COMMAND while holding PATH's lock (like flock(1)); exits with COMMAND's code.
+    /// `--timeout` bounds the wait for the lock; without it the wait has no bound.
+    Lock {
+        /// Take a shared lock (readers) instead of an exclusive one.
+        #[arg(long)]
+        shared: bool,
+        /// The lock session's TTL: if this process dies or stalls, the lock
+        /// passes on this long after its last keep-alive.
+        #[arg(long, default_value = "10s", value_parser = duration)]
+        ttl: Duration,
+        path: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Measure throughput and latency against a running cluster.
     Bench(crate::bench::BenchArgs),
 }
@@ -130,6 +146,12 @@ pub enum AdminCommand {
     Nodes {
         #[arg(long)]
         json: bool,
+    },
+    /// Who holds PATH's lock and who waits for it, in order.
+    Locks {
+        #[arg(long)]
+        json: bool,
+        path: String,
     },
 }
 

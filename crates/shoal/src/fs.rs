@@ -1,4 +1,7 @@
 //! The file commands: ls, mkdir, create, rm, mv, put, get, cat, write, append, stat.
+//!
+//! `write`, `append` and `put` hold the target's exclusive lock while they
+//! write (see [`crate::locking`]), and their writes carry its fencing token.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -10,13 +13,15 @@ use shoal_client::{ChunkInfo, Client, DirEntry, Stat};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::Command;
+use crate::locking;
 
 /// Largest piece `get` and `cat` read at once.
 const READ_PIECE_MAX_BYTES: u64 = 8 << 20;
 /// Largest piece `put` writes at once (one chunk at most).
 const WRITE_PIECE_MAX_BYTES: u64 = 64 << 20;
 
-pub async fn run(client: Client, command: Command) -> anyhow::Result<ExitCode> {
+/// Runs a file command; `timeout` also bounds the wait for a lock.
+pub async fn run(client: Client, command: Command, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     match command {
         Command::Ls { long, recursive, json, path } => ls(&client, &path, long, recursive, json).await?,
         Command::Mkdir { parents, path } => {
@@ -27,21 +32,48 @@ pub async fn run(client: Client, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Rm { recursive, path } => client.remove(&path, recursive).await?,
         Command::Mv { src, dst } => client.rename(&src, &dst).await?,
-        Command::Put { replication, local, remote } => put(&client, &local, &remote, replication).await?,
+        Command::Put { replication, local, remote } => {
+            let held = locking::exclusive(&client, &remote, timeout).await?;
+            let result = put(&client, &local, &remote, replication, &held.lock).await;
+            held.release().await?;
+            result?
+        }
         Command::Get { remote, local } => get(&client, &remote, &local).await?,
         Command::Cat { offset, length, remote } => cat(&client, &remote, offset, length).await?,
         Command::Write { offset, remote } => {
             let data = read_stdin().await?;
-            client.open(&remote).await?.write_at(offset, &data).await?;
+            locked_write(&client, &remote, timeout, Some(offset), &data).await?;
         }
         Command::Append { remote } => {
             let data = read_stdin().await?;
-            client.open(&remote).await?.append(&data).await?;
+            locked_write(&client, &remote, timeout, None, &data).await?;
         }
         Command::Stat { json, path } => stat(&client, &path, json).await?,
         other => unreachable!("not a file command: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `data` at `offset` (None: appends) under the file's exclusive lock.
+async fn locked_write(
+    client: &Client,
+    remote: &str,
+    timeout: std::time::Duration,
+    offset: Option<u64>,
+    data: &[u8],
+) -> anyhow::Result<()> {
+    let held = locking::exclusive(client, remote, timeout).await?;
+    let result = async {
+        let mut file = client.open(remote).await?;
+        file.set_fence(&held.lock);
+        match offset {
+            Some(at) => file.write_at(at, data).await,
+            None => file.append(data).await.map(|_| ()),
+        }
+    }
+    .await;
+    held.release().await?;
+    Ok(result?)
 }
 
 async fn read_stdin() -> anyhow::Result<Vec<u8>> {
@@ -162,7 +194,13 @@ async fn read_full(r: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io:
 /// Copies a local file into Shoal. The data goes to a hidden temporary name
 /// first and is renamed into place at the end, so a failed put leaves the
 /// target as it was.
-async fn put(client: &Client, local: &str, remote: &str, replication: Option<u32>) -> anyhow::Result<()> {
+async fn put(
+    client: &Client,
+    local: &str,
+    remote: &str,
+    replication: Option<u32>,
+    lock: &shoal_client::Lock,
+) -> anyhow::Result<()> {
     let (mut input, total): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if local == "-" {
         (Box::new(tokio::io::stdin()), None)
     } else {
@@ -179,6 +217,7 @@ async fn put(client: &Client, local: &str, remote: &str, replication: Option<u32
     }
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand_u32())).to_string();
     let mut file = client.create(&tmp.to_string(), replication).await?;
+    file.set_fence(lock);
     let piece = file.cached_stat().chunk_size.clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
     let bar = progress(total, "put");
     let result: anyhow::Result<()> = async {

@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod cli;
 mod fs;
+mod locking;
 mod servers;
 mod shell;
 mod up;
@@ -49,14 +50,18 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let connect = || Client::connect_with_timeout(&cli.meta, cli.timeout);
+    let timeout = cli.timeout.unwrap_or(shoal_client::client::DEFAULT_TIMEOUT);
+    let connect = || Client::connect_with_timeout(&cli.meta, timeout);
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Meta(args) => servers::meta(args).await,
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
-        Command::Shell => shell::run(connect().await?).await,
+        Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
         Command::Bench(args) => bench::run(connect().await?, args).await,
-        other => fs::run(connect().await?, other).await,
+        Command::Lock { shared, ttl, path, command } => {
+            locking::run_locked(&connect().await?, &path, shared, ttl, cli.timeout, &command).await
+        }
+        other => fs::run(connect().await?, other, timeout).await,
     }
 }

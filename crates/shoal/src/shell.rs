@@ -2,21 +2,23 @@
 //!
 //! Commands: create, delete, open, close, read, write, seek, list, help, exit.
 //! `open` keeps a file and a position; `read`, `write` and `seek` use them.
-//! A failed command prints `error: ...` and the shell carries on.
+//! As in the prototype, `open` takes the file's exclusive lock (waiting in
+//! line if another client holds it) and `close` releases it; writes carry its
+//! fencing token. A failed command prints `error: ...` and the shell carries on.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use shoal_client::{Client, File, SeekFrom};
+use shoal_client::{Client, DEFAULT_SESSION_TTL, File, Lock, SeekFrom, Session};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const HELP: &str = "\
 commands:
   create PATH            create an empty file
   delete PATH            delete a file or an empty directory
-  open PATH              open a file (the current file); the position starts at 0
-  close                  close the current file
+  open PATH              open a file and take its lock; the position starts at 0
+  close                  close the current file and release its lock
   read [N]               read N bytes (default: to the end) at the position
   write TEXT...          write TEXT at the position (modify in place or extend)
   seek N [start|current|end]   move the position (default: from the start)
@@ -24,21 +26,25 @@ commands:
   help                   this text
   exit                   leave";
 
-struct Session {
+struct Shell {
     client: Client,
-    open: Option<File>,
+    /// How long `open` waits for a lock.
+    lock_timeout: std::time::Duration,
+    /// Opened at the first `open`.
+    locks: Option<Session>,
+    open: Option<(File, Lock)>,
 }
 
-pub async fn run(client: Client) -> anyhow::Result<ExitCode> {
+pub async fn run(client: Client, lock_timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
-    let mut session = Session { client, open: None };
+    let mut session = Shell { client, lock_timeout, locks: None, open: None };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     if interactive {
         println!("Shoal shell. Type 'help' for the commands.");
     }
     loop {
         if interactive {
-            let name = session.open.as_ref().map_or(String::new(), |f| format!(" {}@{}", f.path(), f.position()));
+            let name = session.open.as_ref().map_or(String::new(), |(f, _)| format!(" {}@{}", f.path(), f.position()));
             print!("shoal{name}> ");
             std::io::stdout().flush()?;
         }
@@ -55,12 +61,45 @@ pub async fn run(client: Client) -> anyhow::Result<ExitCode> {
             println!("error: {e:#}");
         }
     }
+    session.close_file().await.ok();
+    if let Some(s) = session.locks.take() {
+        s.close().await.ok();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-impl Session {
+impl Shell {
     fn current(&mut self) -> anyhow::Result<&mut File> {
-        self.open.as_mut().context("no file is open (use: open PATH)")
+        self.open.as_mut().map(|(f, _)| f).context("no file is open (use: open PATH)")
+    }
+
+    /// Opens `path` under its exclusive lock.
+    async fn open_file(&mut self, path: &str) -> anyhow::Result<()> {
+        self.close_file().await?;
+        let mut file = self.client.open(path).await?;
+        if self.locks.as_ref().is_none_or(|s| !s.is_alive()) {
+            self.locks = Some(self.client.open_session(DEFAULT_SESSION_TTL).await?);
+        }
+        let locks = self.locks.as_ref().expect("opened above");
+        let lock = match locks.try_lock(file.path(), false).await? {
+            Some(l) => l,
+            None => {
+                println!("waiting for the lock on {path} ...");
+                locks.lock(file.path(), false, Some(self.lock_timeout)).await?
+            }
+        };
+        file.set_fence(&lock);
+        println!("opened {path} ({} bytes), locked", file.cached_stat().size);
+        self.open = Some((file, lock));
+        Ok(())
+    }
+
+    async fn close_file(&mut self) -> anyhow::Result<Option<String>> {
+        let Some((file, lock)) = self.open.take() else { return Ok(None) };
+        if let Some(s) = &self.locks {
+            s.unlock(&lock).await?;
+        }
+        Ok(Some(file.path().to_string()))
     }
 
     async fn exec(&mut self, cmd: &str, arg: &str) -> anyhow::Result<()> {
@@ -75,13 +114,9 @@ impl Session {
                 self.client.remove(need_path()?, false).await?;
                 println!("deleted {arg}");
             }
-            "open" => {
-                let f = self.client.open(need_path()?).await?;
-                println!("opened {arg} ({} bytes)", f.cached_stat().size);
-                self.open = Some(f);
-            }
-            "close" => match self.open.take() {
-                Some(f) => println!("closed {}", f.path()),
+            "open" => self.open_file(need_path()?).await?,
+            "close" => match self.close_file().await? {
+                Some(path) => println!("closed {path}"),
                 None => bail!("no file is open"),
             },
             "read" => {

@@ -84,7 +84,7 @@ exit
     let lines: Vec<&str> = text.lines().collect();
     let expected = [
         "created /notes.txt",
-        "opened /notes.txt (0 bytes)",
+        "opened /notes.txt (0 bytes), locked",
         "wrote 17 bytes; position 17",
         "position 6",
         "shoal",

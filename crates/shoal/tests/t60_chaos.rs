@@ -220,7 +220,7 @@ async fn resolve(client: &Client, dir: &str, op: &Op, before: &Files, after: &Fi
 
 /// Runs one worker until told to stop; returns its model.
 async fn worker(id: u64, seed: u64, meta: Vec<String>, shared: Arc<Shared>) -> Result<Files, String> {
-    let timeout = if id % 2 == 0 { CLIENT_TIMEOUT_PATIENT } else { CLIENT_TIMEOUT_IMPATIENT };
+    let timeout = if id.is_multiple_of(2) { CLIENT_TIMEOUT_PATIENT } else { CLIENT_TIMEOUT_IMPATIENT };
     let client = Client::connect_with_timeout(&meta, timeout).await.map_err(|e| e.to_string())?;
     let dir = format!("/w{id}");
     let deadline = Instant::now() + PATIENCE;

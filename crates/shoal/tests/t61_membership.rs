@@ -28,17 +28,6 @@ fn snapshot_every() -> u64 {
     SNAPSHOT_EVERY.parse().unwrap()
 }
 
-fn wait_leader(c: &Cluster) -> usize {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(l) = c.leader() {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no meta leader within {PATIENCE:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// `admin status --json --digest` against the meta nodes in `meta`; the
 /// command also asks every member the nodes know of.
 fn status(meta: &str) -> serde_json::Value {
@@ -87,7 +76,7 @@ fn applied(s: &serde_json::Value, id: u64) -> u64 {
 /// The group's members (voters and learners) as `ID=HOST:PORT`, in the
 /// leader's own view.
 fn members(c: &Cluster) -> BTreeSet<String> {
-    let addr = c.metas[wait_leader(c)].addr.clone();
+    let addr = c.metas[c.wait_leader()].addr.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let reply = rt
         .block_on(async {
@@ -156,7 +145,7 @@ fn t61_lagging_follower_catches_up_from_a_snapshot() {
     let all = c.meta_flag();
 
     // A follower goes down early, before it has made any snapshot.
-    let leader = wait_leader(&c);
+    let leader = c.wait_leader();
     let f = (leader + 1) % 3;
     let f_id = f as u64 + 1;
     let before = must_agree(&all, &[1, 2, 3], 0);
@@ -216,7 +205,7 @@ fn t61_dead_meta_node_is_replaced_without_downtime() {
     c.must_put(&src, "/keep");
 
     // A follower dies for good and is removed from the group.
-    let leader = wait_leader(&c);
+    let leader = c.wait_leader();
     let dead = (leader + 1) % 3;
     let dead_id = dead as u64 + 1;
     c.kill_meta(dead);
@@ -230,7 +219,7 @@ fn t61_dead_meta_node_is_replaced_without_downtime() {
     assert_eq!(c.must_cat("/after-remove"), b"two of two");
     // Enough entries that the new node's catch-up needs a snapshot.
     must_create_files(&c, "/filler", 120);
-    let leader_snapshot = snapshot_index(&c.metas[wait_leader(&c)].dir).expect("the leader made a snapshot");
+    let leader_snapshot = snapshot_index(&c.metas[c.wait_leader()].dir).expect("the leader made a snapshot");
     assert!(
         leader_snapshot > snapshot_every(),
         "the leader's log no longer starts at 1 (snapshot at {leader_snapshot})"
@@ -319,8 +308,17 @@ fn t61_dead_meta_node_is_replaced_without_downtime() {
         assert_eq!(members(&c), member_set(&c, &group), "{args:?} changed nothing");
     }
 
+    // A node that is not running is never made a voter: the add fails, naming
+    // why, and leaves it a learner (no part of the quorum) that remove takes out.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let out = c.shoal(&["admin", "meta", "add", "5", &nobody], None);
+    assert_eq!(out.status.code(), Some(1), "adding a node that does not run must fail: {}", stderr(&out));
+    assert!(stderr(&out).contains("has not caught up"), "{}", stderr(&out));
+    c.must(&["admin", "meta", "remove", "5"], None);
+    assert_eq!(members(&c), member_set(&c, &group), "the failed add left nothing behind");
+
     // The leader dies; the two left, node 4 one of them, carry on.
-    let leader = wait_leader(&c);
+    let leader = c.wait_leader();
     let victim = if c.metas[leader].name == "meta-4" {
         // Unexpected but legal: node 4 was elected. Kill another so it stays in the pair.
         eprintln!("node 4 leads; killing another node instead");

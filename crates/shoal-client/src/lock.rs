@@ -1,0 +1,212 @@
+//! Lock sessions and locks, as the client sees them.
+//!
+//! A [`Session`] is opened with a TTL and kept alive by a background task
+//! (three beats per TTL). Its locks are held until released, until the session
+//! is closed, or until meta expires the session because the beats stopped
+//! (the process died or was paused): then its locks pass to the next waiters.
+//!
+//! A blocking [`Session::lock`] waits on the server: each call waits there up
+//! to a couple of seconds and is then asked again under the same request id,
+//! so the request keeps its place in the queue across calls and across a
+//! change of meta leader. A [`Lock`] carries the fencing token that writes
+//! made under it present (see [`crate::File::set_fence`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_core::FsError;
+use shoal_proto::meta as pb;
+use shoal_proto::meta::locks_client::LocksClient;
+use tokio::task::JoinHandle;
+
+use crate::{Client, ClientError, Result};
+
+/// A session's TTL unless the caller picks one.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(10);
+/// How long one acquire call may wait on the server.
+const WAIT_PER_CALL: Duration = Duration::from_secs(2);
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub path: String,
+    pub shared: bool,
+    /// The fencing token: only grows from grant to grant.
+    pub token: u64,
+    /// The request's place in arrival order.
+    pub ticket: u64,
+}
+
+impl Lock {
+    /// The proof a write under this lock carries.
+    pub fn fence(&self) -> pb::Fence {
+        pb::Fence { path: self.path.clone(), token: self.token }
+    }
+}
+
+/// An open lock session; dropping it stops the keep-alives (the session
+/// then expires after its TTL), [`Session::close`] ends it at once.
+pub struct Session {
+    client: Client,
+    id: u64,
+    alive: Arc<AtomicBool>,
+    keepalive: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    pub(crate) async fn locks<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(LocksClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        Ok(self.inner.meta.call(|ch| f(LocksClient::new(ch))).await?.into_inner())
+    }
+
+    /// Opens a lock session with `ttl` and starts keeping it alive.
+    pub async fn open_session(&self, ttl: Duration) -> Result<Session> {
+        let pending = self.inner.requests.begin();
+        let req = pb::OpenSessionRequest { ttl_ms: ttl.as_millis() as u64, request: Some(pending.id) };
+        let reply = self.locks(|mut c| async move { c.open_session(req).await }).await?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let keepalive = tokio::spawn(keep_alive(self.clone(), reply.session, ttl / 3, alive.clone()));
+        Ok(Session { client: self.clone(), id: reply.session, alive, keepalive: Some(keepalive) })
+    }
+
+    /// A handle on a session another process keeps alive (`shoal lock` hands
+    /// its session to the command it runs); this handle sends no keep-alives.
+    pub fn adopt_session(&self, id: u64) -> Session {
+        Session { client: self.clone(), id, alive: Arc::new(AtomicBool::new(true)), keepalive: None }
+    }
+
+    /// The holders and the queue of `path`'s lock.
+    pub async fn lock_info(&self, path: &str) -> Result<pb::LockInfo> {
+        let req = pb::PathRequest { path: path.to_string() };
+        self.locks(|mut c| {
+            let req = req.clone();
+            async move { c.inspect(req).await }
+        })
+        .await
+    }
+}
+
+async fn keep_alive(client: Client, session: u64, every: Duration, alive: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let beat =
+            client.locks(|mut c| async move { c.keep_alive(pb::SessionRequest { session, request: None }).await });
+        match beat.await {
+            Ok(_) => {}
+            Err(ClientError::Fs(FsError::SessionExpired { .. })) => {
+                alive.store(false, Ordering::Relaxed);
+                tracing::warn!(session, "lock session expired; its locks are gone");
+                return;
+            }
+            Err(e) => tracing::warn!(session, "keep-alive failed, will retry: {e}"),
+        }
+    }
+}
+
+impl Session {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// False once a keep-alive learned that meta expired the session.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    async fn acquire(
+        &self,
+        path: &str,
+        shared: bool,
+        wait: bool,
+        wait_ms: u64,
+        request: pb::RequestId,
+    ) -> Result<pb::AcquireReply> {
+        let req = pb::AcquireRequest {
+            session: self.id,
+            path: path.to_string(),
+            shared,
+            wait,
+            wait_ms,
+            request: Some(request),
+        };
+        self.client
+            .locks(|mut c| {
+                let req = req.clone();
+                async move { c.acquire(req).await }
+            })
+            .await
+    }
+
+    /// Waits (FIFO) for `path`'s lock, at most `timeout` if given.
+    pub async fn lock(&self, path: &str, shared: bool, timeout: Option<Duration>) -> Result<Lock> {
+        let start = Instant::now();
+        let pending = self.client.inner.requests.begin();
+        loop {
+            let left = timeout.map_or(WAIT_PER_CALL, |t| t.saturating_sub(start.elapsed()).min(WAIT_PER_CALL));
+            let reply = self.acquire(path, shared, true, left.as_millis() as u64, pending.id).await?;
+            if reply.granted {
+                return Ok(Lock { path: path.to_string(), shared, token: reply.token, ticket: reply.ticket });
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                // Leave the queue (or let go of a grant that raced the timeout).
+                self.release(path).await.ok();
+                return Err(FsError::LockTimeout {
+                    path: path.to_string(),
+                    waited_ms: start.elapsed().as_millis() as u64,
+                }
+                .into());
+            }
+        }
+    }
+
+    /// Takes `path`'s lock only if that needs no wait.
+    pub async fn try_lock(&self, path: &str, shared: bool) -> Result<Option<Lock>> {
+        let pending = self.client.inner.requests.begin();
+        match self.acquire(path, shared, false, 0, pending.id).await {
+            Ok(r) => Ok(Some(Lock { path: path.to_string(), shared, token: r.token, ticket: r.ticket })),
+            Err(ClientError::Fs(FsError::WouldBlock { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases `lock`.
+    pub async fn unlock(&self, lock: &Lock) -> Result<()> {
+        self.release(&lock.path).await
+    }
+
+    async fn release(&self, path: &str) -> Result<()> {
+        let pending = self.client.inner.requests.begin();
+        let req = pb::ReleaseRequest { session: self.id, path: path.to_string(), request: Some(pending.id) };
+        self.client
+            .locks(|mut c| {
+                let req = req.clone();
+                async move { c.release(req).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends the session: every lock it holds is released at once.
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+        let pending = self.client.inner.requests.begin();
+        let req = pb::SessionRequest { session: self.id, request: Some(pending.id) };
+        self.client.locks(|mut c| async move { c.close_session(req).await }).await.map(|_| ())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The gRPC face of the lock service: sessions, acquire (with a server-side
+//! wait), release and inspection. The rules themselves live in [`crate::locks`]
+//! inside the replicated state machine; this module proposes commands, keeps
+//! the leader's record of keep-alives ([`SessionClock`]) and waits for grants.
+//!
+//! A blocking acquire first proposes `Acquire` (which grants or queues), then
+//! waits on the applied-state announcements until the session holds the lock,
+//! the session ends, or the call's wait runs out; then it answers "granted" or
+//! "still queued". The client asks again with the same request id: the state
+//! machine answers the repeat with its first answer, so the request keeps its
+//! place, on this leader or the next.
+
+use std::time::{Duration, Instant};
+
+use shoal_core::FsError;
+use shoal_proto::meta as pb;
+use tonic::{Request, Response as TonicResponse, Status};
+
+use crate::fsm::{Command, Response};
+use crate::locks::{Grant, Mode, Waiter};
+use crate::service::{MetaService, fs_status, parse_path, request_id};
+use crate::sessions::SessionClock;
+
+/// Shortest and longest TTL a session may ask for.
+const TTL_MIN: Duration = Duration::from_millis(500);
+const TTL_MAX: Duration = Duration::from_secs(600);
+/// Longest a single acquire call waits on the server before answering.
+const WAIT_PER_CALL_MAX: Duration = Duration::from_secs(2);
+/// How often the leader looks for sessions that went silent.
+const EXPIRY_SCAN_EVERY: Duration = Duration::from_millis(100);
+
+type Reply<T> = Result<TonicResponse<T>, Status>;
+
+fn entry(session: u64, mode: Mode, token: u64, ticket: u64) -> pb::LockEntry {
+    pb::LockEntry { session, shared: mode == Mode::Shared, token, ticket }
+}
+
+fn granted(g: Grant) -> pb::AcquireReply {
+    pb::AcquireReply { granted: true, token: g.token, ticket: g.ticket }
+}
+
+fn queued(w: Waiter) -> pb::AcquireReply {
+    pb::AcquireReply { granted: false, token: 0, ticket: w.ticket }
+}
+
+impl MetaService {
+    /// Waits until `session` holds `path`, the session ends, or `until`.
+    async fn wait_for_grant(
+        &self,
+        session: u64,
+        path: &str,
+        waiter: Waiter,
+        until: Instant,
+    ) -> Reply<pb::AcquireReply> {
+        let mut changes = self.state.subscribe();
+        loop {
+            {
+                let s = self.state.read();
+                if let Some(g) = s.fs.locks.held(path, session) {
+                    return Ok(TonicResponse::new(granted(g)));
+                }
+                if !s.fs.sessions.contains_key(&session) {
+                    return Err(fs_status(FsError::SessionExpired { session }));
+                }
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() {
+                    return Err(Status::unavailable("meta node is shutting down"));
+                },
+                _ = tokio::time::sleep_until(until.into()) => return Ok(TonicResponse::new(queued(waiter))),
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::locks_server::Locks for MetaService {
+    async fn open_session(&self, req: Request<pb::OpenSessionRequest>) -> Reply<pb::SessionReply> {
+        let r = req.into_inner();
+        let ttl = Duration::from_millis(r.ttl_ms);
+        if !(TTL_MIN..=TTL_MAX).contains(&ttl) {
+            return Err(fs_status(FsError::InvalidArgument {
+                reason: format!("a session TTL must be between {TTL_MIN:?} and {TTL_MAX:?}, got {ttl:?}"),
+            }));
+        }
+        match self.write_ok(Command::OpenSession { ttl_ms: r.ttl_ms }, request_id(r.request)).await? {
+            Response::Session { id } => {
+                self.sessions.touch(id, Instant::now());
+                Ok(TonicResponse::new(pb::SessionReply { session: id, ttl_ms: r.ttl_ms }))
+            }
+            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    async fn keep_alive(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
+        let session = req.into_inner().session;
+        self.leader_only()?;
+        if !self.state.read().fs.sessions.contains_key(&session) {
+            return Err(fs_status(FsError::SessionExpired { session }));
+        }
+        self.sessions.touch(session, Instant::now());
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn close_session(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        self.write_ok(Command::EndSession { session: r.session }, request_id(r.request)).await?;
+        self.sessions.forget(r.session);
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn acquire(&self, req: Request<pb::AcquireRequest>) -> Reply<pb::AcquireReply> {
+        let r = req.into_inner();
+        let until = Instant::now() + Duration::from_millis(r.wait_ms).min(WAIT_PER_CALL_MAX);
+        let path = parse_path(&r.path)?;
+        let mode = if r.shared { Mode::Shared } else { Mode::Exclusive };
+        let cmd = Command::Acquire { session: r.session, path: path.clone(), mode, wait: r.wait };
+        let outcome = self.write_ok(cmd, request_id(r.request)).await?;
+        // Asking for a lock is a sign of life too.
+        self.sessions.touch(r.session, Instant::now());
+        match outcome {
+            Response::Lock(crate::locks::Acquired::Granted(g)) => Ok(TonicResponse::new(granted(g))),
+            Response::Lock(crate::locks::Acquired::Queued(w)) => {
+                self.wait_for_grant(r.session, &path.to_string(), w, until).await
+            }
+            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    async fn release(&self, req: Request<pb::ReleaseRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        self.write_ok(Command::Release { session: r.session, path }, request_id(r.request)).await?;
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn inspect(&self, req: Request<pb::PathRequest>) -> Reply<pb::LockInfo> {
+        let path = parse_path(&req.into_inner().path)?.to_string();
+        self.linearizable().await?;
+        let s = self.state.read();
+        let Some(l) = s.fs.locks.paths.get(&path) else { return Ok(TonicResponse::new(pb::LockInfo::default())) };
+        Ok(TonicResponse::new(pb::LockInfo {
+            holders: l.holders.iter().map(|g| entry(g.session, g.mode, g.token, g.ticket)).collect(),
+            queue: l.queue.iter().map(|w| entry(w.session, w.mode, 0, w.ticket)).collect(),
+        }))
+    }
+}
+
+/// On the leader, ends every session that stayed silent past its TTL.
+pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionClock>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_SCAN_EVERY);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let silent: Vec<u64> = {
+                let s = service.state.read();
+                s.fs.sessions
+                    .iter()
+                    .filter(|(id, rec)| clock.expired(**id, Duration::from_millis(rec.ttl_ms), now))
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
+            for session in silent {
+                tracing::info!(session, "lock session expired; releasing its locks");
+                if service.write_ok(Command::EndSession { session }, None).await.is_ok() {
+                    clock.forget(session);
+                }
+            }
+        }
+    });
+}
