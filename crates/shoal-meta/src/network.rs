@@ -1,7 +1,9 @@
 //! Raft traffic between meta nodes over gRPC.
 //!
 //! Both directions live here: [`NetworkFactory`] is openraft's outgoing side
-//! (one lazily connected channel per peer), and [`RaftService`] receives the
+//! (one lazily connected channel per peer address, shared by every client
+//! openraft asks for: openraft makes a fresh one for each read-index round,
+//! which must not cost a new TCP connection), and [`RaftService`] receives the
 //! calls and hands them to the local `Raft`. Payloads are openraft's own types
 //! as JSON; the response is the JSON of `Result<Response, RaftError>`, so a
 //! remote Raft error reaches openraft as a `RemoteError` and a transport
@@ -34,7 +36,9 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    channels: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
+}
 
 pub struct PeerConnection {
     target: u64,
@@ -46,7 +50,16 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
-        let client = lazy_channel(&node.addr).ok().map(|ch| {
+        let channel = {
+            let mut channels = self.channels.lock().expect("channel cache lock");
+            match channels.get(&node.addr) {
+                Some(ch) => Some(ch.clone()),
+                None => lazy_channel(&node.addr).ok().inspect(|ch| {
+                    channels.insert(node.addr.clone(), ch.clone());
+                }),
+            }
+        };
+        let client = channel.map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
                 .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)

@@ -129,7 +129,7 @@ pub async fn run(
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate()?);
-    let raft = Raft::new(config.id, raft_config, NetworkFactory, log_store, sm).await?;
+    let raft = Raft::new(config.id, raft_config, NetworkFactory::default(), log_store, sm).await?;
 
     let registry = Arc::new(Registry::new(config.dead_after));
     let sessions = Arc::new(SessionClock::default());
