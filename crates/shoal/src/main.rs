@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod cli;
 mod fs;
+mod local;
 mod servers;
 mod shell;
 mod up;
@@ -56,7 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
         Command::Shell => shell::run(connect().await?).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
-        Command::Bench(args) => bench::run(connect().await?, args).await,
+        Command::Bench(args) => bench::run(args, &cli.meta, cli.timeout).await,
         other => fs::run(connect().await?, other).await,
     }
 }
