@@ -209,9 +209,17 @@ async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyh
         let name = cluster.metas[leader].name.clone();
         let from = calls.len();
         let t_kill = cluster.kill_meta(leader)?;
+        tracing::info!(term, "killed the leader {name}");
         let window = wait_window(&mut cluster, &calls, from, t_kill, &name).await?;
         let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
-        let (_, new_term) = must_agree(&mut cluster, &probe, &survivors, &format!("after {name} was killed")).await?;
+        let (new_leader, new_term) =
+            must_agree(&mut cluster, &probe, &survivors, &format!("after {name} was killed")).await?;
+        tracing::info!(
+            window_ms = window.as_millis() as u64,
+            term = new_term,
+            "a call succeeded; the new leader is {}",
+            cluster.metas[new_leader].name
+        );
         cluster.restart_meta(leader)?;
         if new_term > term {
             windows.push(window);
