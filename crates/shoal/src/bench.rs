@@ -53,7 +53,8 @@ pub struct BenchArgs {
     /// Remote directory for the benchmark's files.
     #[arg(long, default_value = "/.bench")]
     pub dir: String,
-    /// Leave the files in place (seq-read and small-read reuse them).
+    /// Leave the files in place (seq-read and small-read reuse them); failover
+    /// keeps its cluster's temporary directory.
     #[arg(long)]
     pub keep: bool,
     #[arg(long)]

@@ -106,7 +106,7 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Measure throughput and latency against a running cluster.
+    /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(crate::bench::BenchArgs),
 }
 

@@ -227,7 +227,7 @@ async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyh
             progress.set_message(format!("killed {name}: {:.0} ms", ms(window)));
         } else {
             discarded += 1;
-            progress.println(format!("{name} no longer led when it was killed; this round does not count"));
+            progress.suspend(|| eprintln!("{name} no longer led when it was killed; this round does not count"));
             if discarded > args.kills {
                 bail!("in {discarded} rounds the node killed was no longer the leader");
             }
