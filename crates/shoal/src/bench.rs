@@ -3,12 +3,17 @@
 //!
 //! Workloads: `seq-write` and `seq-read` (one large file, one client),
 //! `small-write` and `small-read` (COUNT files of SIZE bytes over CLIENTS
-//! concurrent clients), and `meta` (mkdir, stat, ls, rename, rm). Each prints
-//! a table, or one JSON object with `--json` that always has `ops_per_sec`
-//! and `mb_per_sec`. Files live under `--dir` and are removed afterwards
-//! unless `--keep`.
+//! concurrent clients), and `meta` (mkdir, stat, ls, rename, rm), all against
+//! a running cluster; and `failover` (see [`failover`]), which starts its own
+//! cluster to kill its meta leader again and again. Each prints a table, or
+//! one JSON object with `--json` that always has `ops_per_sec` and
+//! `mb_per_sec`. Files live under `--dir` and are removed afterwards unless
+//! `--keep`.
+
+pub mod failover;
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,14 +32,15 @@ pub enum Workload {
     SmallWrite,
     SmallRead,
     Meta,
+    Failover,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     pub workload: Workload,
-    /// Concurrent clients (tasks, each with its own connection).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub clients: u32,
+    /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub clients: Option<u32>,
     /// Files (small-*) or operation rounds (meta).
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
@@ -47,11 +53,26 @@ pub struct BenchArgs {
     /// Remote directory for the benchmark's files.
     #[arg(long, default_value = "/.bench")]
     pub dir: String,
-    /// Leave the files in place (seq-read and small-read reuse them).
+    /// Leave the files in place (seq-read and small-read reuse them); failover
+    /// keeps its cluster's temporary directory.
     #[arg(long)]
     pub keep: bool,
     #[arg(long)]
     pub json: bool,
+    /// failover: leader kills measured. The p99 is by nearest rank, so with
+    /// fewer than 100 kills it is the max.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub kills: u32,
+    /// failover: where the bench's own cluster keeps its data and logs
+    /// (default: a temporary directory, removed afterwards unless --keep).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    pub fn clients(&self) -> u32 {
+        self.clients.unwrap_or(if self.workload == Workload::Failover { 4 } else { 1 })
+    }
 }
 
 /// What one run measured.
@@ -70,7 +91,14 @@ fn bar(total: u64) -> ProgressBar {
     if std::io::stderr().is_terminal() { ProgressBar::new(total) } else { ProgressBar::hidden() }
 }
 
-pub async fn run(client: Client, args: BenchArgs) -> anyhow::Result<ExitCode> {
+/// Runs a workload; all but failover against the cluster at `meta_addrs`, whose
+/// calls may each retry for `timeout`.
+pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> anyhow::Result<ExitCode> {
+    if args.workload == Workload::Failover {
+        // It starts, and kills, a cluster of its own.
+        return failover::run(args, timeout).await;
+    }
+    let client = Client::connect_with_timeout(meta_addrs, timeout).await?;
     client.mkdir(&args.dir, true).await?;
     let outcome = match args.workload {
         Workload::SeqWrite => seq_write(&client, &args).await?,
@@ -78,6 +106,7 @@ pub async fn run(client: Client, args: BenchArgs) -> anyhow::Result<ExitCode> {
         Workload::SmallWrite => small(&client, &args, false).await?,
         Workload::SmallRead => small(&client, &args, true).await?,
         Workload::Meta => meta(&client, &args).await?,
+        Workload::Failover => unreachable!("failover runs on its own cluster, above"),
     };
     if !args.keep {
         client.remove(&args.dir, true).await.ok();
@@ -100,7 +129,7 @@ fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
     let mb_per_sec = o.bytes as f64 / secs / 1e6;
     let workload = args.workload.to_possible_value().expect("named").get_name().to_string();
     let v = json!({
-        "workload": workload, "clients": args.clients, "ops": o.ops, "bytes": o.bytes,
+        "workload": workload, "clients": args.clients(), "ops": o.ops, "bytes": o.bytes,
         "seconds": secs, "ops_per_sec": ops_per_sec, "mb_per_sec": mb_per_sec,
         "latency_ms": {"p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0), "max": pct(100.0)},
     });
@@ -117,7 +146,7 @@ fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
             out,
             "{:<12} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             workload,
-            args.clients,
+            args.clients(),
             o.ops,
             ops_per_sec,
             mb_per_sec,
@@ -191,7 +220,7 @@ where
     let start = Instant::now();
     let mut tasks = Vec::new();
     let meta: Vec<String> = client.meta_addrs().to_vec();
-    for c in 0..u64::from(args.clients) {
+    for c in 0..u64::from(args.clients()) {
         let (op, progress, args) = (op.clone(), progress.clone(), args.clone());
         let client = Client::connect(&meta).await?;
         tasks.push(tokio::spawn(async move {
@@ -202,7 +231,7 @@ where
                 op(client.clone(), i).await?;
                 lat.push(t.elapsed().as_micros() as u64);
                 progress.inc(1);
-                i += u64::from(args.clients);
+                i += u64::from(args.clients());
             }
             anyhow::Ok(lat)
         }));

@@ -122,7 +122,7 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Measure throughput and latency against a running cluster.
+    /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(crate::bench::BenchArgs),
 }
 

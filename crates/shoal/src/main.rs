@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod cli;
 mod fs;
+mod local;
 mod locking;
 mod servers;
 mod shell;
@@ -58,7 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
         Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
-        Command::Bench(args) => bench::run(connect().await?, args).await,
+        Command::Bench(args) => bench::run(args, &cli.meta, timeout).await,
         Command::Lock { shared, ttl, path, command } => {
             locking::run_locked(&connect().await?, &path, shared, ttl, cli.timeout, &command).await
         }

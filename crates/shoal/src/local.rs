@@ -1,0 +1,229 @@
+//! A cluster of `shoal meta` and `shoal chunk` child processes on this
+//! machine: what `shoal up` runs, and what `shoal bench failover` kills.
+//!
+//! Meta node i (0-based) has Raft id i+1 and is named `meta-{i+1}`, chunk
+//! server j is `chunk-{j+1}`; each keeps its data in DIR/NAME and appends its
+//! output to DIR/NAME.log, so a node restarted with the same arguments
+//! resumes with its data. Every child gets SIGTERM if the thread that spawned
+//! it exits (PDEATHSIG), so spawn from the main thread or a runtime worker,
+//! never from a short-lived blocking thread. Dropping a [`LocalCluster`]
+//! stops every child still running.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use shoal_client::Client;
+
+/// How long children get to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Lines of a node's log quoted when it dies unexpectedly.
+const LOG_TAIL_LINES: usize = 5;
+
+/// What to start.
+pub struct Spec {
+    /// Every node's data directory and log live here.
+    pub dir: PathBuf,
+    /// One HOST:PORT per meta node.
+    pub meta_addrs: Vec<String>,
+    /// One HOST:PORT per chunk server.
+    pub chunk_addrs: Vec<String>,
+    pub chunk_size_bytes: u64,
+    pub replication: u32,
+    pub dead_after: Duration,
+}
+
+/// One child process, with what it takes to start it again.
+pub struct Node {
+    pub name: String,
+    pub addr: String,
+    pub log: PathBuf,
+    args: Vec<String>,
+    /// None once the node was killed or stopped.
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(dir: &Path, name: String, addr: String, args: Vec<String>) -> anyhow::Result<Node> {
+        let log = dir.join(format!("{name}.log"));
+        let mut node = Node { name, addr, log, args, child: None };
+        node.respawn()?;
+        Ok(node)
+    }
+
+    /// Starts the process (again) with the same arguments, data and log.
+    fn respawn(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        let exe = std::env::current_exe().context("locating the shoal binary")?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+        // SIGTERM to this child when the parent thread exits.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.name))?);
+        Ok(())
+    }
+
+    /// The exit status if the process has ended by itself (None while it runs
+    /// or after it was killed or stopped).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub meta_addrs: Vec<String>,
+    pub metas: Vec<Node>,
+    pub chunks: Vec<Node>,
+}
+
+impl LocalCluster {
+    /// Spawns every node; [`Self::wait_ready`] waits until they form a cluster.
+    pub fn start(spec: &Spec) -> anyhow::Result<LocalCluster> {
+        std::fs::create_dir_all(&spec.dir).with_context(|| format!("creating {}", spec.dir.display()))?;
+        let data = |name: &str| spec.dir.join(name).display().to_string();
+        let peers: Vec<String> = spec.meta_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let mut cluster =
+            LocalCluster { dir: spec.dir.clone(), meta_addrs: spec.meta_addrs.clone(), metas: vec![], chunks: vec![] };
+        for (i, addr) in spec.meta_addrs.iter().enumerate() {
+            let name = format!("meta-{}", i + 1);
+            let args: Vec<String> = vec![
+                "meta".into(),
+                "--id".into(),
+                (i + 1).to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--peers".into(),
+                peers.join(","),
+                "--dir".into(),
+                data(&name),
+                "--chunk-size".into(),
+                spec.chunk_size_bytes.to_string(),
+                "--replication".into(),
+                spec.replication.to_string(),
+                "--dead-after".into(),
+                format!("{}ms", spec.dead_after.as_millis()),
+            ];
+            // On error, dropping `cluster` stops the nodes already started.
+            cluster.metas.push(Node::start(&spec.dir, name, addr.clone(), args)?);
+        }
+        for (j, addr) in spec.chunk_addrs.iter().enumerate() {
+            let name = format!("chunk-{}", j + 1);
+            let args: Vec<String> = vec![
+                "chunk".into(),
+                "--listen".into(),
+                addr.clone(),
+                "--meta".into(),
+                spec.meta_addrs.join(","),
+                "--dir".into(),
+                data(&name),
+            ];
+            cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), args)?);
+        }
+        Ok(cluster)
+    }
+
+    pub fn nodes_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.metas.iter_mut().chain(self.chunks.iter_mut())
+    }
+
+    /// Fails, quoting its log, if any node has ended by itself; `during` says
+    /// what was going on.
+    pub fn check_running(&mut self, during: &str) -> anyhow::Result<()> {
+        for n in self.nodes_mut() {
+            if let Some(status) = n.exited() {
+                bail!("{} exited {during} ({status}); its log ends with:\n{}", n.name, n.log_tail());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until meta has a leader that hears every chunk server.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let client = Client::connect_with_timeout(&self.meta_addrs, Duration::from_secs(2)).await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running("during start-up")?;
+            if let Ok(servers) = client.chunk_servers().await
+                && servers.iter().filter(|s| s.state == "alive").count() >= self.chunks.len()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cluster was not ready within {}s; see the logs in {}",
+                    timeout.as_secs(),
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILLs meta node `i` and returns when the signal was sent; the
+    /// process is reaped before this returns.
+    pub fn kill_meta(&mut self, i: usize) -> anyhow::Result<Instant> {
+        let node = &mut self.metas[i];
+        let mut child = node.child.take().with_context(|| format!("{} is not running", node.name))?;
+        child.kill().with_context(|| format!("killing {}", node.name))?;
+        let at = Instant::now();
+        child.wait().with_context(|| format!("reaping {}", node.name))?;
+        Ok(at)
+    }
+
+    /// Starts meta node `i` again with the same arguments and data.
+    pub fn restart_meta(&mut self, i: usize) -> anyhow::Result<()> {
+        self.metas[i].respawn()
+    }
+
+    /// Stops every running node: SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        let mut running: Vec<Child> = self.nodes_mut().filter_map(|n| n.child.take()).collect();
+        for c in &running {
+            // SAFETY: sending a signal to our own child's pid.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for c in running.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
