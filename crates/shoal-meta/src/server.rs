@@ -65,9 +65,9 @@ impl MetaConfig {
             chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
             replication: shoal_core::DEFAULT_REPLICATION,
             dead_after: Duration::from_secs(10),
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
             snapshot_every_entries: 10_000,
             join: false,
         }
