@@ -3,7 +3,10 @@
 //!
 //! Workloads: `seq-write` and `seq-read` (one large file, one client),
 //! `small-write` and `small-read` (COUNT files of SIZE bytes over CLIENTS
-//! concurrent clients), and `meta` (mkdir, stat, ls, rename, rm), all against
+//! concurrent clients), `meta` (mkdir, stat, ls, rename, rm) and `lock`
+//! (CLIENTS sessions take and release one exclusive lock COUNT times in all;
+//! the latency is acquire to grant, so with one client it is the uncontended
+//! grant latency and with more the wait in the queue), all against
 //! a running cluster; and `failover` (see [`failover`]), which starts its own
 //! cluster to kill its meta leader again and again. Each prints a table, or
 //! one JSON object with `--json` that always has `ops_per_sec` and
@@ -32,6 +35,7 @@ pub enum Workload {
     SmallWrite,
     SmallRead,
     Meta,
+    Lock,
     Failover,
 }
 
@@ -106,6 +110,7 @@ pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> a
         Workload::SmallWrite => small(&client, &args, false).await?,
         Workload::SmallRead => small(&client, &args, true).await?,
         Workload::Meta => meta(&client, &args).await?,
+        Workload::Lock => lock(&client, &args).await?,
         Workload::Failover => unreachable!("failover runs on its own cluster, above"),
     };
     if !args.keep {
@@ -304,4 +309,36 @@ async fn meta(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
     // Each round is five operations.
     o.ops *= 5;
     Ok(o)
+}
+
+async fn lock(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let path = format!("{}/lock", args.dir);
+    let clients = u64::from(args.clients());
+    let progress = bar(args.count);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = Client::connect(client.meta_addrs()).await?;
+        let (path, progress) = (path.clone(), progress.clone());
+        let rounds = args.count / clients + u64::from(c < args.count % clients);
+        tasks.push(tokio::spawn(async move {
+            let session = client.open_session(shoal_client::DEFAULT_SESSION_TTL).await?;
+            let mut lat = Vec::new();
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let held = session.lock(&path, false, None).await?;
+                lat.push(t.elapsed().as_micros() as u64);
+                session.unlock(&held).await?;
+                progress.inc(1);
+            }
+            session.close().await?;
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    progress.finish_and_clear();
+    Ok(Outcome { ops: lat.len() as u64, bytes: 0, elapsed: start.elapsed(), latencies_us: lat })
 }
