@@ -111,9 +111,12 @@ pub async fn run(
     tonic::transport::Server::builder()
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
-        .tcp_nodelay(true)
         .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        // TCP_NODELAY must be set on our own listener's sockets (tonic sets it only on its own).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .context("gRPC server failed")
 }

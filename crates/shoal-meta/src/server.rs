@@ -149,12 +149,13 @@ pub async fn run(
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Our own listener (bound before serving): tonic applies TCP_NODELAY only to
+    // sockets it accepts itself, so ask for it here, or replies wait on Nagle.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
-        .tcp_nodelay(true)
         .add_service(
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(max * 4)
