@@ -6,8 +6,15 @@
 //! `DIR/listen-addr`.
 //!
 //! Heartbeat: every `heartbeat_interval` the server tells the meta leader its
-//! id, address, capacity, usage and chunk count, and the chunks it deleted
-//! since the last beat. The reply names garbage chunks to delete.
+//! id, address, capacity, usage and chunk count, the chunks it deleted since
+//! the last beat, and the replicas that failed a checksum. The reply names
+//! garbage chunks to delete.
+//!
+//! Chunk report: the first beat after a start, every `report_interval`, and
+//! the beat after a reply that asked for one (`report_token`) carry every
+//! replica's id and version. A report is built after the previous reply was
+//! handled, and carries the last token received, so meta knows which of its
+//! own decisions the report already reflects.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,9 +25,10 @@ use anyhow::Context;
 use shoal_client::meta::MetaConn;
 use shoal_client::pool::ChannelPool;
 use shoal_proto::chunk::chunk_server::ChunkServer;
-use shoal_proto::meta::HeartbeatRequest;
 use shoal_proto::meta::cluster_client::ClusterClient;
+use shoal_proto::meta::{ChunkReport, HeartbeatRequest, ReplicaVersion};
 
+use crate::scrub::ScrubSettings;
 use crate::service::ChunkService;
 use crate::store::ChunkStore;
 
@@ -39,19 +47,31 @@ pub struct ChunkConfig {
     pub capacity_bytes: Option<u64>,
     /// Period of heartbeats to meta.
     pub heartbeat_interval: Duration,
+    /// Period of full chunk reports to meta.
+    pub report_interval: Duration,
+    /// The background checksum scrubber.
+    pub scrub: ScrubSettings,
 }
 
 impl ChunkConfig {
     pub fn new(listen: SocketAddr, meta: Vec<String>, dir: PathBuf) -> Self {
-        ChunkConfig { listen, meta, dir, capacity_bytes: None, heartbeat_interval: Duration::from_secs(1) }
+        ChunkConfig {
+            listen,
+            meta,
+            dir,
+            capacity_bytes: None,
+            heartbeat_interval: Duration::from_secs(1),
+            report_interval: Duration::from_secs(30),
+            scrub: ScrubSettings { rate_bytes_per_s: 32 << 20, pass_every: Duration::from_secs(24 * 3600) },
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.meta.is_empty() {
             return Err("--meta needs at least one HOST:PORT".into());
         }
-        if self.heartbeat_interval.is_zero() {
-            return Err("the heartbeat interval must be positive".into());
+        if self.heartbeat_interval.is_zero() || self.report_interval.is_zero() {
+            return Err("the heartbeat and report intervals must be positive".into());
         }
         Ok(())
     }
@@ -104,6 +124,7 @@ pub async fn run(
 
     let meta = Arc::new(MetaConn::new(config.meta.clone(), Duration::from_secs(5))?);
     tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));
+    tokio::spawn(crate::scrub::run(store.clone(), config.scrub));
 
     let service = ChunkService { store, pool: Arc::new(ChannelPool::default()), self_addr: addr.clone() };
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
@@ -125,10 +146,18 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
     let mut deleted: Vec<u64> = Vec::new();
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first beat after a start carries a report.
+    let mut report_due = true;
+    let mut last_report = tokio::time::Instant::now();
+    let mut token = 0;
     loop {
         ticker.tick().await;
         let used = store.used_bytes();
         let capacity = config.capacity_bytes.unwrap_or_else(|| used + fs_free_bytes(store.chunk_dir()));
+        let report = (report_due || last_report.elapsed() >= config.report_interval).then(|| ChunkReport {
+            replicas: store.list().into_iter().map(|(id, version)| ReplicaVersion { id, version }).collect(),
+            token,
+        });
         let req = HeartbeatRequest {
             node_id,
             addr: addr.clone(),
@@ -136,6 +165,8 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             used_bytes: used,
             chunk_count: store.chunk_count(),
             deleted: deleted.clone(),
+            report: report.clone(),
+            corrupt: store.corrupt_ids(),
         };
         match meta
             .call(|ch| {
@@ -145,8 +176,17 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             .await
         {
             Ok(reply) => {
+                let reply = reply.into_inner();
+                if report.is_some() {
+                    report_due = false;
+                    last_report = tokio::time::Instant::now();
+                }
+                if reply.report_token != 0 {
+                    token = reply.report_token;
+                    report_due = true;
+                }
                 deleted.clear();
-                for id in reply.into_inner().delete {
+                for id in reply.delete {
                     match store.delete(id).await {
                         Ok(()) => deleted.push(id),
                         Err(e) => tracing::warn!(chunk_id = id, "garbage delete failed: {e}"),

@@ -20,7 +20,9 @@ use bytes::Bytes;
 use shoal_client::pool::ChannelPool;
 use shoal_proto::chunk::chunk_client::ChunkClient;
 use shoal_proto::chunk::chunk_server::Chunk;
-use shoal_proto::chunk::{ReadReply, ReadRequest, WriteHeader, WriteMessage, WriteReply};
+use shoal_proto::chunk::{
+    ReadReply, ReadRequest, ReplicateReply, ReplicateRequest, WriteHeader, WriteMessage, WriteReply,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -168,7 +170,7 @@ impl Chunk for ChunkService {
         tokio::spawn(async move {
             let mut at = r.offset + first.len() as u64;
             let short = (first.len() as u64) < first_len;
-            if tx.send(Ok(ReadReply { data: first })).await.is_err() || short {
+            if tx.send(Ok(piece(first))).await.is_err() || short {
                 return;
             }
             while at < end {
@@ -178,7 +180,7 @@ impl Chunk for ChunkService {
                     Ok(bytes) => {
                         at += bytes.len() as u64;
                         let short = (bytes.len() as u64) < want;
-                        if tx.send(Ok(ReadReply { data: bytes })).await.is_err() || short {
+                        if tx.send(Ok(piece(bytes))).await.is_err() || short {
                             return;
                         }
                     }
@@ -191,4 +193,14 @@ impl Chunk for ChunkService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn replicate(&self, req: Request<ReplicateRequest>) -> Result<Response<ReplicateReply>, Status> {
+        crate::replicate::replicate(self, req.into_inner()).await.map(Response::new)
+    }
+}
+
+/// One piece of a read answer, with the checksum of its bytes.
+fn piece(data: Bytes) -> ReadReply {
+    let crc32c = Some(shoal_core::checksum::crc32c(&data));
+    ReadReply { data, crc32c }
 }

@@ -24,6 +24,17 @@
 //! 5. An aborted session is rolled back at once: the replica is exactly as
 //!    before it.
 //!
+//! # Installs (re-replication)
+//! A copy of a committed version from another replica replaces whatever
+//! unlisted copy this server had (never a newer version), is written like a
+//! first write, and gets its meta only if the checksums of what reached the
+//! file equal those of what was received; otherwise it is removed.
+//!
+//! # Scrubbing and corruption
+//! [`ChunkStore::scrub`] re-verifies a range of a replica's blocks. Replicas
+//! that failed a check (a scrub or a read) are kept in a set the server
+//! reports to meta until the replica is deleted or replaced.
+//!
 //! # Reads are of one exact version
 //! A read names the committed version it wants. A replica at that version
 //! serves its bytes; a replica at a newer (uncommitted) version lays its undo
@@ -39,7 +50,7 @@
 //! - `used_bytes` is the sum of data-file lengths.
 //! - Readers take the chunk's read lock, writers its write lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -139,6 +150,9 @@ impl ReplicaMeta {
 
 struct Replica {
     lock: Arc<RwLock<Option<ReplicaMeta>>>,
+    /// The version of the replica's durable meta (0: none yet), readable
+    /// without waiting for a write session to end.
+    version: u64,
 }
 
 /// The chunk replicas of one server.
@@ -151,6 +165,8 @@ pub struct ChunkStore {
     /// The newest fencing token a write to each chunk carried (in memory:
     /// after a restart meta's own check still fences stale writers).
     fences: Mutex<HashMap<u64, u64>>,
+    /// Replicas that failed a checksum, until deleted or replaced.
+    corrupt: Mutex<BTreeSet<u64>>,
 }
 
 fn data_path(dir: &Path, id: u64) -> PathBuf {
@@ -296,7 +312,8 @@ impl ChunkStore {
             }
             if let Some(meta) = recover(&dir, id, meta, undo)? {
                 used += meta.len;
-                replicas.insert(id, Replica { lock: Arc::new(RwLock::new(Some(meta))) });
+                let version = meta.version;
+                replicas.insert(id, Replica { lock: Arc::new(RwLock::new(Some(meta))), version });
             }
         }
         Ok(ChunkStore {
@@ -306,6 +323,7 @@ impl ChunkStore {
             used_bytes: AtomicU64::new(used),
             replicas: Mutex::new(replicas),
             fences: Mutex::default(),
+            corrupt: Mutex::default(),
         })
     }
 
@@ -317,9 +335,37 @@ impl ChunkStore {
         self.replicas.lock().expect("store lock").len() as u64
     }
 
+    /// Every replica with a durable meta, as (chunk id, version), by id.
+    pub fn list(&self) -> Vec<(u64, u64)> {
+        let map = self.replicas.lock().expect("store lock");
+        let mut out: Vec<(u64, u64)> =
+            map.iter().filter(|(_, r)| r.version > 0).map(|(id, r)| (*id, r.version)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Records the version of replica `id`'s durable meta (0: none).
+    fn note_version(&self, id: u64, version: u64) {
+        if let Some(r) = self.replicas.lock().expect("store lock").get_mut(&id) {
+            r.version = version;
+        }
+    }
+
+    /// Remembers that replica `id` failed a checksum.
+    pub fn note_corrupt(&self, id: u64) {
+        if self.corrupt.lock().expect("corrupt lock").insert(id) {
+            tracing::warn!(chunk_id = id, "replica failed its checksums");
+        }
+    }
+
+    /// Replicas that failed a checksum and are still here.
+    pub fn corrupt_ids(&self) -> Vec<u64> {
+        self.corrupt.lock().expect("corrupt lock").iter().copied().collect()
+    }
+
     fn slot(&self, id: u64) -> Arc<RwLock<Option<ReplicaMeta>>> {
         let mut map = self.replicas.lock().expect("store lock");
-        map.entry(id).or_insert_with(|| Replica { lock: Arc::new(RwLock::new(None)) }).lock.clone()
+        map.entry(id).or_insert_with(|| Replica { lock: Arc::new(RwLock::new(None)), version: 0 }).lock.clone()
     }
 
     fn existing_slot(&self, id: u64) -> Result<Arc<RwLock<Option<ReplicaMeta>>>, StoreError> {
@@ -388,8 +434,20 @@ impl ChunkStore {
         .await?;
         let start_len = meta.as_ref().map_or(0, |m| m.len);
         self.account(before_len, start_len);
+        self.note_version(id, meta.as_ref().map_or(0, |m| m.version));
         *guard = meta;
-        Ok(WriteSession {
+        Ok(self.session(id, version, guard, file, start_len))
+    }
+
+    fn session(
+        self: &Arc<Self>,
+        id: u64,
+        version: u64,
+        guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
+        file: File,
+        start_len: u64,
+    ) -> WriteSession {
+        WriteSession {
             store: self.clone(),
             id,
             version,
@@ -399,12 +457,20 @@ impl ChunkStore {
             len: start_len,
             touched: None,
             undo: None,
-        })
+        }
     }
 
     /// Reads `[offset, offset + len)` of chunk `id` as of `version` (clamped
     /// to the replica's length then), verifying every block it touches.
     pub async fn read(&self, id: u64, offset: u64, len: u64, version: u64) -> Result<Bytes, StoreError> {
+        let result = self.read_version(id, offset, len, version).await;
+        if let Err(StoreError::Corrupt { .. }) = result {
+            self.note_corrupt(id);
+        }
+        result
+    }
+
+    async fn read_version(&self, id: u64, offset: u64, len: u64, version: u64) -> Result<Bytes, StoreError> {
         let slot = self.existing_slot(id)?;
         let guard = slot.read_owned().await;
         let meta = guard.as_ref().ok_or(StoreError::NotFound { chunk_id: id })?.clone();
@@ -458,6 +524,13 @@ impl ChunkStore {
     pub async fn delete(&self, id: u64) -> Result<(), StoreError> {
         let Ok(slot) = self.existing_slot(id) else { return Ok(()) };
         let mut guard = slot.write_owned().await;
+        self.remove_replica(id, &mut guard).await?;
+        self.replicas.lock().expect("store lock").remove(&id);
+        Ok(())
+    }
+
+    /// Removes a replica's files (under its write lock) and forgets its meta.
+    async fn remove_replica(&self, id: u64, guard: &mut Option<ReplicaMeta>) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         let undo = guard.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
         blocking(move || {
@@ -471,8 +544,64 @@ impl ChunkStore {
         if let Some(m) = guard.take() {
             self.used_bytes.fetch_sub(m.len, Ordering::Relaxed);
         }
-        self.replicas.lock().expect("store lock").remove(&id);
+        self.note_version(id, 0);
+        self.corrupt.lock().expect("corrupt lock").remove(&id);
         Ok(())
+    }
+
+    /// Starts installing a copy of chunk `id` at committed `version`, in
+    /// place of any copy this server has (which must not be newer). Finish
+    /// it with [`WriteSession::finish_install`].
+    pub async fn begin_install(self: &Arc<Self>, id: u64, version: u64) -> Result<WriteSession, StoreError> {
+        let mut guard = self.slot(id).write_owned().await;
+        if let Some(m) = guard.as_ref()
+            && m.version > version
+        {
+            return Err(StoreError::OldVersion { chunk_id: id, got: version, have: m.version });
+        }
+        self.remove_replica(id, &mut guard).await?;
+        let dir = self.dir.clone();
+        let file = blocking(move || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(data_path(&dir, id))
+                .map_err(StoreError::from_io)
+        })
+        .await?;
+        Ok(self.session(id, version, guard, file, 0))
+    }
+
+    /// Re-verifies up to `count` blocks of replica `id` from block `first`
+    /// against its checksums. Returns the first block not yet verified, or
+    /// None when the replica has no more blocks.
+    pub async fn scrub(&self, id: u64, first: u64, count: u64) -> Result<Option<u64>, StoreError> {
+        let slot = self.existing_slot(id)?;
+        let guard = slot.read_owned().await;
+        let meta = guard.as_ref().ok_or(StoreError::NotFound { chunk_id: id })?.clone();
+        let blocks = meta.crcs.len() as u64;
+        if first >= blocks {
+            return Ok(None);
+        }
+        let last = (first + count).min(blocks);
+        let dir = self.dir.clone();
+        let result = blocking(move || {
+            let end = (last * BLOCK_SIZE_BYTES).min(meta.len);
+            read_verified(&dir, id, &meta, first * BLOCK_SIZE_BYTES, end).map(|_| ())
+        })
+        .await;
+        drop(guard);
+        match result {
+            Ok(()) => Ok((last < blocks).then_some(last)),
+            Err(e) => {
+                if let StoreError::Corrupt { .. } = e {
+                    self.note_corrupt(id);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The directory holding the replica files.
@@ -626,7 +755,32 @@ impl WriteSession {
         .await?;
         self.store.account(self.len, len);
         *self.guard = Some(meta);
+        self.store.note_version(self.id, version);
         Ok(version)
+    }
+
+    /// Ends an install: the replica gets its meta only if the checksums of
+    /// its blocks on disk are `expected` (those of the bytes received).
+    pub async fn finish_install(self, expected: Vec<u32>) -> Result<u64, StoreError> {
+        let (file, len, id) = (self.file.clone(), self.len, self.id);
+        let on_disk = blocking(move || {
+            file.sync_all().map_err(StoreError::from_io)?;
+            crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
+        })
+        .await;
+        match on_disk {
+            Ok(crcs) if crcs == expected => self.finish(None, false).await,
+            Ok(crcs) => {
+                let block =
+                    crcs.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(crcs.len().min(expected.len()));
+                self.abort().await?;
+                Err(StoreError::Corrupt { chunk_id: id, block: block as u64 })
+            }
+            Err(e) => {
+                self.abort().await?;
+                Err(e)
+            }
+        }
     }
 
     /// Puts the replica back exactly as it was before the session.
@@ -822,6 +976,24 @@ mod tests {
         assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
         assert_eq!(s.used_bytes(), 100_000);
         assert!(undo_files(&d).iter().all(|f| !f.ends_with("0002")));
+    }
+
+    #[tokio::test]
+    async fn an_install_replaces_an_older_copy_and_checks_what_it_received() {
+        let (d, s) = committed_v1().await;
+        assert!(matches!(s.begin_install(1, 0).await, Err(StoreError::OldVersion { have: 1, .. })));
+        let data = vec![9u8; 70_000];
+        let mut w = s.begin_install(1, 3).await.unwrap();
+        w.write_at(0, Bytes::from(data.clone())).await.unwrap();
+        w.finish_install(shoal_core::checksum::block_crcs(&data)).await.unwrap();
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), data);
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 3)], 70_000));
+        // What reached the disk is not what was received: no replica is left.
+        let mut w = s.begin_install(2, 1).await.unwrap();
+        w.write_at(0, Bytes::from(data.clone())).await.unwrap();
+        assert!(matches!(w.finish_install(vec![0, 0]).await, Err(StoreError::Corrupt { chunk_id: 2, block: 0 })));
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 3)], 70_000));
+        assert!(!d.path().join("chunks").join(format!("{:016x}.data", 2)).exists());
     }
 
     #[tokio::test]

@@ -275,6 +275,56 @@ impl Client {
         Ok(self.cluster(|mut c| async move { c.nodes(pb::Empty {}).await }).await?.servers)
     }
 
+    /// Sets the replication factor of a file, or of a directory and
+    /// everything below it (and what new files in it inherit).
+    pub async fn set_replication(&self, path: &str, replication: u32) -> Result<()> {
+        let pending = self.inner.requests.begin();
+        let req = pb::SetReplicationRequest { path: path.to_string(), replication, request: Some(pending.id) };
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.set_replication(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The health of every chunk, as the meta leader sees it.
+    pub async fn fsck(&self) -> Result<pb::FsckReply> {
+        self.cluster(|mut c| async move { c.fsck(pb::FsckRequest {}).await }).await
+    }
+
+    /// Tells meta that the replica of `chunk_id` at `addr` failed its checksums.
+    pub async fn report_corrupt(&self, chunk_id: u64, addr: &str) -> Result<()> {
+        let req = pb::ReportCorruptRequest { chunk_id, addr: addr.to_string() };
+        self.cluster(|mut c| {
+            let req = req.clone();
+            async move { c.report_corrupt(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Starts draining the chunk server at `addr` (or, with `cancel`, stops).
+    pub async fn decommission(&self, addr: &str, cancel: bool) -> Result<pb::ChunkServer> {
+        let req = pb::DecommissionRequest { addr: addr.to_string(), cancel };
+        self.cluster(|mut c| {
+            let req = req.clone();
+            async move { c.decommission(req).await }
+        })
+        .await
+    }
+
+    /// Plans replica moves toward emptier chunk servers; meta carries them out.
+    pub async fn rebalance(&self) -> Result<pb::RebalanceReply> {
+        self.cluster(|mut c| async move { c.rebalance(pb::Empty {}).await }).await
+    }
+
+    /// Pauses or resumes re-replication, drops of extra replicas and moves.
+    pub async fn set_repair_paused(&self, paused: bool) -> Result<()> {
+        self.cluster(|mut c| async move { c.set_repair(pb::SetRepairRequest { paused }).await }).await?;
+        Ok(())
+    }
+
     /// The meta addresses this client uses.
     pub fn meta_addrs(&self) -> &[String] {
         self.inner.meta.addrs()

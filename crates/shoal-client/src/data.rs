@@ -7,7 +7,8 @@
 //! could not be reached at all, the fault is the first replica's.
 //!
 //! A read asks one replica for a range; the replica verifies block checksums
-//! before sending. Callers try the replicas in turn.
+//! before sending, and sends a checksum of every piece, checked here. Callers
+//! try the replicas in turn.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -84,6 +85,13 @@ pub async fn read_replica(
     let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
     while let Some(msg) = stream.next().await {
         let msg = msg.map_err(|s| ClientError::from_status(&s))?;
+        if msg.crc32c.is_some_and(|c| c != shoal_core::checksum::crc32c(&msg.data)) {
+            // Damaged on the way, not on the replica's disk: just try another.
+            return Err(ClientError::Rpc {
+                code: tonic::Code::Unavailable,
+                message: format!("data from {replica} was damaged in transit"),
+            });
+        }
         out.extend_from_slice(&msg.data);
     }
     if out.len() as u64 > len {

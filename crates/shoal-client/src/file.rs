@@ -21,6 +21,8 @@
 //! version, from the first replica that answers with verified data. Holes
 //! (chunks never committed) read as zeros. A replica that has moved past the
 //! version asked for means the map is out of date: fetch it again and retry.
+//! A replica whose blocks fail their checksums (`DATA_LOSS`) is reported to
+//! meta, which replaces it; the read goes on with the next replica.
 
 use std::io::SeekFrom as StdSeekFrom;
 
@@ -49,6 +51,8 @@ const COMMIT_ATTEMPTS_MAX: usize = 16;
 const COMMIT_BACKOFF_MAX_MS: u64 = 400;
 /// How often a read refetches an outdated chunk map.
 const READ_ATTEMPTS_MAX: usize = 4;
+/// How long a read waits for meta to take a corruption report.
+const CORRUPT_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A change to a file's bytes or size.
 enum Change {
@@ -155,15 +159,34 @@ impl File {
     async fn read_chunk(&self, chunk: &ChunkInfo, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut errors = Vec::new();
         let mut moved = false;
+        let mut corrupt = Vec::new();
+        let mut result = None;
         for replica in &chunk.replicas {
             match read_replica(&self.client.inner.data, replica, chunk.id, offset, len, chunk.version).await {
-                Ok(bytes) => return Ok(bytes),
+                Ok(bytes) => {
+                    result = Some(bytes);
+                    break;
+                }
                 Err(e) => {
                     moved |= matches!(e, ClientError::Rpc { code: tonic::Code::Aborted, .. });
+                    if matches!(e, ClientError::Rpc { code: tonic::Code::DataLoss, .. }) {
+                        corrupt.push(replica.clone());
+                    }
                     tracing::warn!(chunk_id = chunk.id, %replica, "replica read failed: {e}");
                     errors.push(format!("{replica}: {e}"));
                 }
             }
+        }
+        for replica in corrupt {
+            let report = self.client.report_corrupt(chunk.id, &replica);
+            match tokio::time::timeout(CORRUPT_REPORT_TIMEOUT, report).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(chunk_id = chunk.id, %replica, "cannot report the corrupt replica: {e}"),
+                Err(_) => tracing::warn!(chunk_id = chunk.id, %replica, "meta took no corruption report in time"),
+            }
+        }
+        if let Some(bytes) = result {
+            return Ok(bytes);
         }
         if moved {
             return Err(ClientError::LayoutChanged { chunk_id: chunk.id });

@@ -34,6 +34,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
+/// Parses a rate such as `32MiB/s` (or `32MiB`, per second) into bytes per second.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let size = t.strip_suffix("/s").unwrap_or(t);
+    parse_size(size).map_err(|_| format!("invalid rate {s:?}: expected a size per second such as 32MiB/s"))
+}
+
 /// Parses a duration such as `10s`, `500ms`, `2m` or `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -88,6 +95,14 @@ mod tests {
         for bad in ["", "MiB", "-1", "4XB", "99999999999999999999"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("32MiB/s").unwrap(), 32 << 20);
+        assert_eq!(parse_rate("1G").unwrap(), 1_000_000_000);
+        assert_eq!(parse_rate("0").unwrap(), 0);
+        assert!(parse_rate("fast/s").is_err());
     }
 
     #[test]

@@ -15,9 +15,15 @@
 //! - Only the latest prepared version of a chunk can be committed: once a chunk
 //!   is prepared again, the versions before it that were not committed never
 //!   will be, so chunk servers may roll them back.
-//! - A chunk id is never reused: `next_chunk_id` only grows.
+//! - A chunk id is never reused: `next_chunk_id` only grows. A chunk never
+//!   moves: its (inode, index) is fixed for its life ([`ChunkPlace`]).
 //! - Chunks dropped from the namespace (removed files, truncation, dropped
 //!   replicas) are listed in `garbage` until their server confirms the delete.
+//!   A server never holds a listed replica of a chunk that is garbage on it:
+//!   a replica is added only where no delete is pending, and a server is
+//!   marked to delete a chunk only where it is not listed.
+//! - Every listed replica holds `committed_version`; all but the `lagging`
+//!   ones also took part in the write of `version` (see [`crate::replicas`]).
 //! - A proposal that carries a [`RequestId`] applies at most once: while its
 //!   client has not confirmed the answer (`done_below`), a repeat of the same
 //!   id gets the first answer back and changes nothing.
@@ -48,6 +54,20 @@ pub struct ChunkMeta {
     pub committed_version: u64,
     /// Chunk-server ids, in pipeline order.
     pub replicas: Vec<u64>,
+    /// Listed replicas that re-replication added while a write was in flight:
+    /// they hold `committed_version` but not `version`, so the commit of
+    /// `version` drops them, and the next prepare (whose chain they join) clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lagging: Vec<u64>,
+}
+
+/// Where a chunk lives: file inode, chunk index, and the chunk's id (chunks
+/// never move, so a place that no longer holds this id means the chunk is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkPlace {
+    pub inode: u64,
+    pub index: u64,
+    pub chunk: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +96,10 @@ pub struct Inode {
 pub struct NodeRecord {
     pub id: u64,
     pub addr: String,
+    /// Being decommissioned: placement avoids it, and its replicas are copied
+    /// elsewhere, then dropped.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A write's proof of holding a lock: the locked path and the grant's token.
@@ -163,6 +187,56 @@ pub enum Command {
         session: u64,
         path: NormalPath,
     },
+    /// Re-replication (or a move) copied the chunk at `place`, at committed
+    /// version `copied`, to `target`: list it. Applies only while the chunk's
+    /// committed version is still `copied` and its latest version still
+    /// `version` (the state the copy was planned from); otherwise the copy is
+    /// garbage and the answer is [`Response::Conflict`]. If the replica list
+    /// is still `expect`, the replicas in `drop` leave it (dead or draining
+    /// replicas this copy replaces, or a move's source).
+    AddReplica {
+        place: ChunkPlace,
+        copied: u64,
+        version: u64,
+        target: u64,
+        expect: Vec<u64>,
+        drop: Vec<u64>,
+    },
+    /// Drops extra replicas of a chunk (their copies become garbage); never
+    /// its last one.
+    DropReplicas {
+        place: ChunkPlace,
+        nodes: Vec<u64>,
+    },
+    /// What a chunk report of server `node` showed: copies it holds that are
+    /// not listed there (`garbage`; `None` place: no file references the
+    /// chunk), and listed replicas it confirmed missing or stale (`lost`).
+    Reconcile {
+        node: u64,
+        garbage: Vec<(u64, Option<ChunkPlace>)>,
+        lost: Vec<ChunkPlace>,
+    },
+    /// Server `node`'s replicas of these chunks failed their checksums. Each
+    /// is dropped if another replica remains, and recorded as corrupt until
+    /// the chunk is back at its factor.
+    ReportCorrupt {
+        node: u64,
+        chunks: Vec<ChunkPlace>,
+    },
+    /// Starts (or cancels) decommissioning a chunk server.
+    SetDraining {
+        node: u64,
+        draining: bool,
+    },
+    /// Sets a file's replication factor, or a directory's and everything below it.
+    SetReplication {
+        path: NormalPath,
+        replication: u32,
+    },
+    /// Pauses or resumes re-replication, drops of extra replicas and moves.
+    SetRepairPaused {
+        paused: bool,
+    },
 }
 
 /// Names one client request across retries (see the module invariants).
@@ -236,6 +310,13 @@ pub struct FsState {
     pub last_session: u64,
     #[serde(default)]
     pub locks: LockTable,
+    /// Chunk id to the servers whose replica failed its checksums; kept until
+    /// the chunk has its factor of other replicas again, or leaves the namespace.
+    #[serde(default)]
+    pub corrupt: BTreeMap<u64, BTreeSet<u64>>,
+    /// An operator paused re-replication (maintenance).
+    #[serde(default)]
+    pub repair_paused: bool,
 }
 
 impl Default for FsState {
@@ -264,6 +345,8 @@ impl Default for FsState {
             sessions: BTreeMap::new(),
             last_session: 0,
             locks: LockTable::default(),
+            corrupt: BTreeMap::new(),
+            repair_paused: false,
         }
     }
 }
@@ -295,6 +378,21 @@ impl FsState {
             return Err(FsError::NotADirectory { path: parent.to_string() });
         }
         Ok((dir.id, name))
+    }
+
+    /// The path of inode `id` (its name is looked up in its parent).
+    pub fn path_of(&self, id: u64) -> String {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while cur != ROOT_INODE {
+            let Some(inode) = self.inodes.get(&cur) else { break };
+            let parent = &self.inodes[&inode.parent];
+            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n.as_str());
+            names.push(name);
+            cur = inode.parent;
+        }
+        names.reverse();
+        format!("/{}", names.join("/"))
     }
 
     pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
@@ -398,7 +496,37 @@ impl FsState {
                 })
             }
             Command::RegisterNode { id, addr } => {
-                self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone() });
+                let draining = self.nodes.get(id).is_some_and(|n| n.draining);
+                self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone(), draining });
+                Ok(Response::Ok)
+            }
+            Command::AddReplica { place, copied, version, target, expect, drop } => {
+                Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
+            }
+            Command::DropReplicas { place, nodes } => {
+                self.drop_replicas(*place, nodes);
+                Ok(Response::Ok)
+            }
+            Command::Reconcile { node, garbage, lost } => {
+                self.reconcile(*node, garbage, lost);
+                Ok(Response::Ok)
+            }
+            Command::ReportCorrupt { node, chunks } => {
+                for place in chunks {
+                    self.report_corrupt(*node, *place);
+                }
+                Ok(Response::Ok)
+            }
+            Command::SetDraining { node, draining } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.draining = *draining;
+                    Ok(Response::Ok)
+                }
+                None => Err(FsError::InvalidArgument { reason: format!("no chunk server has id {node}") }),
+            },
+            Command::SetReplication { path, replication } => self.set_replication(path, *replication),
+            Command::SetRepairPaused { paused } => {
+                self.repair_paused = *paused;
                 Ok(Response::Ok)
             }
             Command::ForgetGarbage { node, chunks } => {
@@ -552,10 +680,11 @@ impl FsState {
         }
         for chunk in inode.chunks.values() {
             self.discard_chunk(chunk.id, &chunk.replicas);
+            self.corrupt.remove(&chunk.id);
         }
     }
 
-    fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
+    pub(crate) fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
         if !holders.is_empty() {
             self.garbage.entry(chunk_id).or_default().extend(holders.iter().copied());
         }
@@ -615,7 +744,7 @@ impl FsState {
         Ok(Response::Ok)
     }
 
-    fn file_mut(&mut self, inode: u64) -> Result<&mut Inode, FsError> {
+    pub(crate) fn file_mut(&mut self, inode: u64) -> Result<&mut Inode, FsError> {
         let f = self.inodes.get_mut(&inode).ok_or(FsError::StaleInode { inode })?;
         if f.kind != Kind::File {
             return Err(FsError::IsADirectory { path: format!("inode {inode}") });
@@ -649,11 +778,19 @@ impl FsState {
                 dropped = c.replicas.iter().copied().filter(|r| !replicas.contains(r)).collect();
                 c.version += 1;
                 c.replicas = replicas.to_vec();
+                // Every replica in the chain takes this version's write.
+                c.lagging.clear();
                 c.clone()
             }
             None => {
                 dropped = Vec::new();
-                let c = ChunkMeta { id: next_id, version: 1, committed_version: 0, replicas: replicas.to_vec() };
+                let c = ChunkMeta {
+                    id: next_id,
+                    version: 1,
+                    committed_version: 0,
+                    replicas: replicas.to_vec(),
+                    lagging: Vec::new(),
+                };
                 f.chunks.insert(index, c.clone());
                 c
             }
@@ -683,9 +820,16 @@ impl FsState {
                 }
             }
         }
+        // Replicas that missed the committed version's write leave the list.
+        let mut missed: Vec<(u64, Vec<u64>)> = Vec::new();
         for (index, _, version) in chunks {
             let c = f.chunks.get_mut(index).expect("checked above");
             c.committed_version = c.committed_version.max(*version);
+            if !c.lagging.is_empty() {
+                let lagging = std::mem::take(&mut c.lagging);
+                c.replicas.retain(|r| !lagging.contains(r));
+                missed.push((c.id, lagging));
+            }
         }
         let mut dropped = Vec::new();
         if truncate {
@@ -697,8 +841,12 @@ impl FsState {
         }
         f.mtime_ms = mtime_ms;
         let view = f.clone();
+        for (id, lagging) in missed {
+            self.discard_chunk(id, &lagging);
+        }
         for c in dropped {
             self.discard_chunk(c.id, &c.replicas);
+            self.corrupt.remove(&c.id);
         }
         Ok(Response::Inode(view))
     }
@@ -709,18 +857,25 @@ impl FsState {
     }
 }
 
+/// Helpers for the state machine's tests, here and in the modules that extend it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    fn p(s: &str) -> NormalPath {
+    pub fn p(s: &str) -> NormalPath {
         NormalPath::parse(s).unwrap()
     }
 
     /// Applies a command with no request id at leader time 1.
-    fn run(st: &mut FsState, cmd: Command) -> Response {
+    pub fn run(st: &mut FsState, cmd: Command) -> Response {
         st.apply(&Proposal { now_ms: 1, request: None, cmd })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{p, run};
+    use super::*;
 
     fn create(st: &mut FsState, path: &str) -> Inode {
         match run(st, Command::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false }) {

@@ -75,16 +75,24 @@ impl Registry {
         self.beats.lock().expect("registry lock").get(&id).copied()
     }
 
+    /// True while this node is a leader so new that servers it has not heard
+    /// from yet count as alive.
+    pub fn in_grace(&self, now: Instant) -> bool {
+        let since = *self.leader_since.lock().expect("registry lock");
+        since.is_some_and(|t| now.saturating_duration_since(t) < self.dead_after.min(LEADER_GRACE_MAX))
+    }
+
+    /// True when `id` has not been heard for `dead_after` (or never by this leader).
+    pub fn unheard(&self, id: u64, now: Instant) -> bool {
+        self.last_beat(id).is_none_or(|b| now.saturating_duration_since(b.at) >= self.dead_after)
+    }
+
     pub fn liveness(&self, id: u64, now: Instant) -> Liveness {
         let heard = self.last_beat(id).map(|b| now.saturating_duration_since(b.at) < self.dead_after);
-        let in_grace = || {
-            let since = *self.leader_since.lock().expect("registry lock");
-            since.is_some_and(|t| now.saturating_duration_since(t) < self.dead_after.min(LEADER_GRACE_MAX))
-        };
         match heard {
             Some(true) => Liveness::Alive,
             Some(false) => Liveness::Dead,
-            None if in_grace() => Liveness::Alive,
+            None if self.in_grace(now) => Liveness::Alive,
             None => Liveness::Dead,
         }
     }

@@ -23,6 +23,7 @@ use shoal_proto::raft::raft_server::RaftServer;
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftService};
 use crate::registry::Registry;
+use crate::repair::{HealSettings, Healer};
 use crate::service::{MetaService, ServiceSettings};
 use crate::sessions::SessionClock;
 use crate::sm_store::StateMachineStore;
@@ -53,6 +54,10 @@ pub struct MetaConfig {
     pub snapshot_every_entries: u64,
     /// Wait to be added to an existing group instead of forming one.
     pub join: bool,
+    /// Re-replication copies in flight cluster-wide, at most.
+    pub repair_copies_max: usize,
+    /// Average bytes per second all re-replication copies may move (0: no limit).
+    pub repair_rate_bytes_per_s: u64,
 }
 
 impl MetaConfig {
@@ -70,6 +75,8 @@ impl MetaConfig {
             election_timeout_max_ms: 300,
             snapshot_every_entries: 10_000,
             join: false,
+            repair_copies_max: 8,
+            repair_rate_bytes_per_s: 256 << 20,
         }
     }
 
@@ -93,6 +100,9 @@ impl MetaConfig {
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
         {
             return Err("election timeouts must exceed the heartbeat and min < max".into());
+        }
+        if self.repair_copies_max == 0 {
+            return Err("--repair-copies must be 1 or more".into());
         }
         Ok(())
     }
@@ -144,9 +154,14 @@ pub async fn run(
             chunk_size_bytes: config.chunk_size_bytes,
             replication: config.replication,
         }),
+        healer: Arc::new(Healer::new(HealSettings {
+            copies_max: config.repair_copies_max,
+            rate_bytes_per_s: config.repair_rate_bytes_per_s,
+        })),
     };
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
+    crate::repair::spawn(service.clone());
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     // Our own listener (bound before serving): tonic applies TCP_NODELAY only to
@@ -162,7 +177,8 @@ pub async fn run(
                 .max_encoding_message_size(max * 4),
         )
         .add_service(NamespaceServer::new(service.clone()).max_decoding_message_size(max))
-        .add_service(ClusterServer::new(service.clone()))
+        // Chunk reports list every replica of a server: up to the message bound (~800k replicas).
+        .add_service(ClusterServer::new(service.clone()).max_decoding_message_size(max))
         .add_service(LocksServer::new(service.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown);
 

@@ -22,10 +22,13 @@ use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
 use crate::TypeConfig;
-use crate::fsm::{Command, Fence, Inode, Kind, Proposal, RequestId, Response};
+use crate::fsm::{ChunkPlace, Command, Fence, Inode, Kind, Proposal, RequestId, Response};
+use crate::reconcile::{self, Report};
 use crate::registry::{Beat, Liveness, Registry};
+use crate::repair::Healer;
 use crate::sessions::SessionClock;
 use crate::sm_store::SharedState;
+use crate::{health, repair};
 
 /// Highest replication factor a file may ask for.
 pub const REPLICATION_MAX: u32 = 16;
@@ -36,6 +39,8 @@ const PREPARE_ATTEMPTS_MAX: usize = 8;
 const LEARNER_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_millis(2500);
 /// Garbage chunks named in one heartbeat reply.
 const GARBAGE_PER_BEAT_MAX: usize = 1024;
+/// Unhealthy chunks one fsck answer names.
+const FSCK_PROBLEMS_MAX: usize = 1000;
 
 /// Settings the services need.
 #[derive(Debug, Clone)]
@@ -52,6 +57,7 @@ pub struct MetaService {
     pub registry: Arc<Registry>,
     pub sessions: Arc<SessionClock>,
     pub settings: Arc<ServiceSettings>,
+    pub healer: Arc<Healer>,
 }
 
 type Reply<T> = Result<TonicResponse<T>, Status>;
@@ -179,7 +185,8 @@ impl MetaService {
                 let beat = self.registry.last_beat(*id);
                 Candidate {
                     id: *id,
-                    alive: self.registry.liveness(*id, now) == Liveness::Alive,
+                    // New replicas never go to a draining server.
+                    alive: self.registry.liveness(*id, now) == Liveness::Alive && !s.fs.nodes[id].draining,
                     free_bytes: beat.map_or(0, |b| b.capacity_bytes.saturating_sub(b.used_bytes)),
                     chunk_count: self.registry.chunk_count(*id),
                 }
@@ -218,6 +225,8 @@ impl MetaService {
                     // replaced by fresh, empty ones.
                     let mut exclude = replicas.clone();
                     exclude.extend(&failed_ids);
+                    // A server about to delete its copy must not get a new one.
+                    exclude.extend(s.fs.garbage.get(&c.id).into_iter().flatten());
                     let need = f.replication - replicas.len() as u32;
                     replicas.extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
                 }
@@ -370,6 +379,17 @@ impl pb::namespace_server::Namespace for MetaService {
         let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
         self.write_inode(cmd, request_id(r.request)).await
     }
+
+    async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        if r.replication == 0 || r.replication > REPLICATION_MAX {
+            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
+        }
+        self.write_ok(Command::SetReplication { path, replication: r.replication }, request_id(r.request)).await?;
+        self.healer_wake();
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
 }
 
 #[tonic::async_trait]
@@ -382,20 +402,110 @@ impl pb::cluster_server::Cluster for MetaService {
         if known.as_deref() != Some(r.addr.as_str()) {
             self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
         }
+        let now = Instant::now();
+        // A server this leader has not heard from lately may hold anything.
+        let returning = self.registry.unheard(r.node_id, now);
         self.registry.record(
             r.node_id,
-            Beat {
-                at: Instant::now(),
-                capacity_bytes: r.capacity_bytes,
-                used_bytes: r.used_bytes,
-                chunk_count: r.chunk_count,
-            },
+            Beat { at: now, capacity_bytes: r.capacity_bytes, used_bytes: r.used_bytes, chunk_count: r.chunk_count },
         );
         if !r.deleted.is_empty() {
             self.write_ok(Command::ForgetGarbage { node: r.node_id, chunks: r.deleted }, None).await?;
         }
-        let delete = self.state.read().fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
-        Ok(TonicResponse::new(pb::HeartbeatReply { delete }))
+        if !r.corrupt.is_empty() {
+            self.note_corrupt(r.node_id, &r.corrupt).await?;
+        }
+        let report_token = match r.report {
+            Some(report) => self.reconcile_report(r.node_id, report).await?,
+            None if returning => self.healer.fresh_token(),
+            None => 0,
+        };
+        // Never delete what a copy in flight is writing: its listing decides.
+        let copying_in = self.healer.copying_in(r.node_id);
+        let mut delete = self.state.read().fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
+        delete.retain(|c| !copying_in.contains(c));
+        Ok(TonicResponse::new(pb::HeartbeatReply { delete, report_token }))
+    }
+
+    async fn fsck(&self, _req: Request<pb::FsckRequest>) -> Reply<pb::FsckReply> {
+        // Liveness is only known to the leader.
+        self.leader_only()?;
+        let servers = self.server_views(Instant::now());
+        let s = self.state.read();
+        let report = health::fsck(&health::chunk_views(&s.fs), &servers, FSCK_PROBLEMS_MAX);
+        let problems = report
+            .problems
+            .iter()
+            .map(|p| pb::FsckProblem {
+                path: s.fs.path_of(p.place.inode),
+                chunk_index: p.place.index,
+                chunk_id: p.place.chunk,
+                state: p.standing.as_str().into(),
+                good_replicas: p.good,
+                replication: p.replication,
+            })
+            .collect();
+        Ok(TonicResponse::new(pb::FsckReply {
+            files: s.fs.inodes.values().filter(|i| i.kind == Kind::File).count() as u64,
+            chunks: report.chunks,
+            under_replicated: report.under_replicated,
+            missing: report.missing,
+            corrupt: report.corrupt,
+            over_replicated: report.over_replicated,
+            repairs_in_flight: self.healer.copies_in_flight() as u64,
+            repair_paused: s.fs.repair_paused,
+            problems,
+            problems_left_out: report.problems_left_out,
+            dead_servers: servers.iter().filter(|v| !v.alive).count() as u64,
+            draining_servers: servers.iter().filter(|v| v.draining).count() as u64,
+            moves_pending: self.healer.moves_pending() as u64,
+        }))
+    }
+
+    async fn report_corrupt(&self, req: Request<pb::ReportCorruptRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        self.leader_only()?;
+        let node = self.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
+        match node {
+            Some(node) => self.note_corrupt(node, &[r.chunk_id]).await?,
+            None => tracing::warn!(addr = %r.addr, "corruption reported on an unknown chunk server"),
+        }
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn decommission(&self, req: Request<pb::DecommissionRequest>) -> Reply<pb::ChunkServer> {
+        let r = req.into_inner();
+        self.leader_only()?;
+        let node = self.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
+        let Some(node) = node else {
+            return Err(fs_status(FsError::InvalidArgument {
+                reason: format!("no chunk server is registered at {}", r.addr),
+            }));
+        };
+        self.write_ok(Command::SetDraining { node, draining: !r.cancel }, None).await?;
+        tracing::info!(node, addr = %r.addr, draining = !r.cancel, "decommission");
+        self.healer_wake();
+        let row = self.server_rows(Instant::now()).into_iter().find(|s| s.id == node);
+        row.map(TonicResponse::new).ok_or_else(|| Status::internal("the server vanished"))
+    }
+
+    async fn rebalance(&self, _req: Request<pb::Empty>) -> Reply<pb::RebalanceReply> {
+        self.leader_only()?;
+        let servers = self.server_views(Instant::now());
+        let chunks = health::chunk_views(&self.state.read().fs);
+        let moves = health::plan_rebalance(&chunks, &servers, repair::MOVES_MAX);
+        let reply = pb::RebalanceReply { moves: moves.len() as u64, bytes: moves.iter().map(|m| m.len_bytes).sum() };
+        tracing::info!(moves = reply.moves, bytes = reply.bytes, "rebalance planned");
+        self.healer.set_moves(moves);
+        Ok(TonicResponse::new(reply))
+    }
+
+    async fn set_repair(&self, req: Request<pb::SetRepairRequest>) -> Reply<pb::Empty> {
+        let paused = req.into_inner().paused;
+        self.write_ok(Command::SetRepairPaused { paused }, None).await?;
+        tracing::info!(paused, "repair switched");
+        self.healer_wake();
+        Ok(TonicResponse::new(pb::Empty {}))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
@@ -405,30 +515,7 @@ impl pb::cluster_server::Cluster for MetaService {
     async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
         // Liveness is only known to the leader.
         self.leader_only()?;
-        let now = Instant::now();
-        let s = self.state.read();
-        let servers =
-            s.fs.nodes
-                .values()
-                .map(|n| {
-                    let beat = self.registry.last_beat(n.id);
-                    let state = match self.registry.liveness(n.id, now) {
-                        Liveness::Alive => "alive",
-                        Liveness::Dead => "dead",
-                    };
-                    pb::ChunkServer {
-                        id: n.id,
-                        addr: n.addr.clone(),
-                        state: state.into(),
-                        capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
-                        used_bytes: beat.map_or(0, |b| b.used_bytes),
-                        chunk_count: beat.map_or(0, |b| b.chunk_count),
-                        last_heartbeat_ms_ago: beat
-                            .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
-                    }
-                })
-                .collect();
-        Ok(TonicResponse::new(pb::NodesReply { servers }))
+        Ok(TonicResponse::new(pb::NodesReply { servers: self.server_rows(Instant::now()) }))
     }
 
     async fn add_meta(&self, req: Request<pb::AddMetaRequest>) -> Reply<pb::StatusReply> {
@@ -510,6 +597,95 @@ fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Sta
 }
 
 impl MetaService {
+    /// Every registered chunk server as operators see it.
+    fn server_rows(&self, now: Instant) -> Vec<pb::ChunkServer> {
+        let s = self.state.read();
+        let mut listed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        for f in s.fs.inodes.values() {
+            for r in f.chunks.values().flat_map(|c| &c.replicas) {
+                *listed.entry(*r).or_default() += 1;
+            }
+        }
+        s.fs.nodes
+            .values()
+            .map(|n| {
+                let beat = self.registry.last_beat(n.id);
+                let state = match self.registry.liveness(n.id, now) {
+                    Liveness::Alive if n.draining => "draining",
+                    Liveness::Alive => "alive",
+                    Liveness::Dead => "dead",
+                };
+                pb::ChunkServer {
+                    id: n.id,
+                    addr: n.addr.clone(),
+                    state: state.into(),
+                    capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
+                    used_bytes: beat.map_or(0, |b| b.used_bytes),
+                    chunk_count: beat.map_or(0, |b| b.chunk_count),
+                    last_heartbeat_ms_ago: beat
+                        .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
+                    draining: n.draining,
+                    listed_chunks: listed.get(&n.id).copied().unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts a repair round now rather than at the next tick.
+    pub(crate) fn healer_wake(&self) {
+        self.healer.wake();
+    }
+
+    /// Records that `node`'s replicas of `chunks` failed their checksums
+    /// (only those it is listed for and not already known).
+    async fn note_corrupt(&self, node: u64, chunks: &[u64]) -> Result<(), Status> {
+        let places: Vec<ChunkPlace> = {
+            let s = self.state.read();
+            let all = s.fs.chunk_places();
+            chunks
+                .iter()
+                .filter_map(|id| all.get(id).copied())
+                .filter(|p| s.fs.chunk_at(*p).is_some_and(|c| c.replicas.contains(&node)))
+                .filter(|p| !s.fs.corrupt.get(&p.chunk).is_some_and(|bad| bad.contains(&node)))
+                .collect()
+        };
+        if places.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(node, chunks = ?places.iter().map(|p| p.chunk).collect::<Vec<_>>(), "corrupt replicas reported");
+        self.write_ok(Command::ReportCorrupt { node, chunks: places }, None).await?;
+        self.healer_wake();
+        Ok(())
+    }
+
+    /// Reconciles a chunk report (see [`crate::reconcile`]); returns the
+    /// token of the report to ask for next (0: none).
+    async fn reconcile_report(&self, node: u64, report: pb::ChunkReport) -> Result<u64, Status> {
+        let replicas: Vec<(u64, u64)> = report.replicas.iter().map(|r| (r.id, r.version)).collect();
+        let pending = self.healer.take_suspects(node);
+        let copying_in = self.healer.copying_in(node);
+        let fresh = self.healer.fresh_token();
+        let result = {
+            let s = self.state.read();
+            let places = s.fs.chunk_places();
+            let report = Report { node, replicas: &replicas, token: report.token };
+            reconcile::reconcile(&s.fs, &places, report, &pending, &copying_in, fresh)
+        };
+        if !result.lost.is_empty() {
+            let lost: Vec<u64> = result.lost.iter().map(|p| p.chunk).collect();
+            tracing::warn!(node, ?lost, "replicas missing or stale on their server; dropping them");
+        }
+        if !result.garbage.is_empty() || !result.lost.is_empty() {
+            tracing::info!(node, garbage = result.garbage.len(), lost = result.lost.len(), "chunk report reconciled");
+            let cmd = Command::Reconcile { node, garbage: result.garbage, lost: result.lost };
+            self.write_ok(cmd, None).await?;
+            self.healer_wake();
+        }
+        let ask = if result.suspects.is_empty() { 0 } else { fresh };
+        self.healer.set_suspects(node, result.suspects);
+        Ok(ask)
+    }
+
     /// This node's view of the meta group.
     fn status_reply(&self, with_digest: bool) -> pb::StatusReply {
         let m = self.raft.metrics().borrow().clone();

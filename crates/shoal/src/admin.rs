@@ -1,5 +1,9 @@
-//! `shoal admin`: the state of the meta group and of the chunk servers, and
-//! changes to the meta group's membership.
+//! `shoal admin`: the state of the meta group and of the chunk servers,
+//! changes to the meta group's membership, and the health of the data: fsck,
+//! decommissioning, rebalancing, and pausing repair.
+//!
+//! `fsck` exits 0 only when every chunk has its factor of good replicas and
+//! none is missing or corrupt; 1 otherwise (or when it cannot tell).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use shoal_client::Client;
 
-use crate::cli::{AdminCommand, MetaCommand};
+use crate::cli::{AdminCommand, MetaCommand, RepairCommand};
 
 /// How long `admin status` waits for each meta node.
 const NODE_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -18,6 +22,33 @@ pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCo
         AdminCommand::Status { json, digest } => status(&client, json, digest).await,
         AdminCommand::Nodes { json } => nodes(&client, json).await,
         AdminCommand::Locks { json, path } => locks(&client, &path, json).await,
+        AdminCommand::Fsck { json } => fsck(&client, json).await,
+        AdminCommand::Decommission { cancel, addr } => {
+            let s = client.decommission(&addr, cancel).await?;
+            match cancel {
+                true => println!("{addr}: no longer draining ({})", s.state),
+                false => println!(
+                    "{addr}: draining; {} listed replicas to move (watch `shoal admin nodes` until it lists none)",
+                    s.listed_chunks
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::Rebalance => {
+            let r = client.rebalance().await?;
+            println!(
+                "rebalance: {} replica moves planned ({}); they run in the background",
+                r.moves,
+                shoal_core::units::format_size(r.bytes)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::Repair { command } => {
+            let paused = matches!(command, RepairCommand::Pause);
+            client.set_repair_paused(paused).await?;
+            println!("repair {}", if paused { "paused" } else { "resumed" });
+            Ok(ExitCode::SUCCESS)
+        }
         AdminCommand::Meta { command } => {
             let reply = match command {
                 MetaCommand::Add { id, addr } => client.add_meta(id, &addr).await?,
@@ -111,6 +142,59 @@ async fn locks(client: &Client, path: &str, as_json: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+async fn fsck(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
+    let r = client.fsck().await?;
+    let healthy = r.under_replicated == 0 && r.missing == 0 && r.corrupt == 0;
+    let mut out = std::io::stdout().lock();
+    let problems: Vec<serde_json::Value> = r
+        .problems
+        .iter()
+        .map(|p| {
+            json!({"path": p.path, "chunk_index": p.chunk_index, "chunk_id": p.chunk_id, "state": p.state,
+                   "good_replicas": p.good_replicas, "replication": p.replication})
+        })
+        .collect();
+    if as_json {
+        let v = json!({
+            "healthy": healthy, "files": r.files, "chunks": r.chunks,
+            "under_replicated": r.under_replicated, "missing": r.missing, "corrupt": r.corrupt,
+            "over_replicated": r.over_replicated, "repairs_in_flight": r.repairs_in_flight,
+            "moves_pending": r.moves_pending, "repair_paused": r.repair_paused,
+            "dead_servers": r.dead_servers, "draining_servers": r.draining_servers,
+            "problems": problems, "problems_left_out": r.problems_left_out,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        writeln!(out, "files {}, chunks {}", r.files, r.chunks)?;
+        writeln!(
+            out,
+            "under-replicated {}, missing {}, corrupt {}, over-replicated {}",
+            r.under_replicated, r.missing, r.corrupt, r.over_replicated
+        )?;
+        writeln!(
+            out,
+            "repairs in flight {}, moves pending {}, dead servers {}, draining servers {}{}",
+            r.repairs_in_flight,
+            r.moves_pending,
+            r.dead_servers,
+            r.draining_servers,
+            if r.repair_paused { ", REPAIR PAUSED" } else { "" }
+        )?;
+        if !r.problems.is_empty() {
+            writeln!(out, "{:<40} {:>6} {:>10} {:<17} {:>5}", "PATH", "CHUNK", "ID", "STATE", "GOOD")?;
+            for p in &r.problems {
+                let good = format!("{}/{}", p.good_replicas, p.replication);
+                writeln!(out, "{:<40} {:>6} {:>10} {:<17} {:>5}", p.path, p.chunk_index, p.chunk_id, p.state, good)?;
+            }
+            if r.problems_left_out > 0 {
+                writeln!(out, "(+{} more)", r.problems_left_out)?;
+            }
+        }
+        writeln!(out, "status: {}", if healthy { "HEALTHY" } else { "UNHEALTHY" })?;
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
     let servers = client.chunk_servers().await?;
     let mut out = std::io::stdout().lock();
@@ -120,6 +204,7 @@ async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
             .map(|s| {
                 json!({"id": s.id, "addr": s.addr, "state": s.state, "used_bytes": s.used_bytes,
                        "capacity_bytes": s.capacity_bytes, "chunk_count": s.chunk_count,
+                       "listed_chunks": s.listed_chunks, "draining": s.draining,
                        "last_heartbeat_ms_ago": (s.last_heartbeat_ms_ago != u64::MAX).then_some(s.last_heartbeat_ms_ago)})
             })
             .collect();
@@ -128,8 +213,8 @@ async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<22} {:<6} {:>12} {:>12} {:>8} {:>10}",
-        "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "HEARD"
+        "{:<22} {:<8} {:>12} {:>12} {:>8} {:>8} {:>10}",
+        "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "LISTED", "HEARD"
     )?;
     for s in &servers {
         let heard = if s.last_heartbeat_ms_ago == u64::MAX {
@@ -139,12 +224,13 @@ async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
         };
         writeln!(
             out,
-            "{:<22} {:<6} {:>12} {:>12} {:>8} {:>10}",
+            "{:<22} {:<8} {:>12} {:>12} {:>8} {:>8} {:>10}",
             s.addr,
             s.state,
             shoal_core::units::format_size(s.used_bytes),
             shoal_core::units::format_size(s.capacity_bytes),
             s.chunk_count,
+            s.listed_chunks,
             heard
         )?;
     }

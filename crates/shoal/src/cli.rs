@@ -100,6 +100,14 @@ pub enum Command {
         json: bool,
         path: String,
     },
+    /// Change the replication factor of a file, or of a directory and
+    /// everything below it (new files in it inherit it too). Replicas are
+    /// added or dropped in the background; `shoal admin fsck` shows progress.
+    Setrep {
+        #[arg(value_parser = replication)]
+        replication: u32,
+        path: String,
+    },
     /// An interactive prompt with the prototype's menu.
     Shell,
     /// Cluster administration.
@@ -153,6 +161,37 @@ pub enum AdminCommand {
         json: bool,
         path: String,
     },
+    /// The health of every chunk: under-replicated, missing and corrupt
+    /// chunks and the paths affected. Exits 0 only when the cluster is healthy.
+    Fsck {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a chunk server before removing it: no new replicas go there, and
+    /// its replicas are copied elsewhere, then dropped. It is empty when
+    /// `shoal admin nodes` lists no chunks for it.
+    Decommission {
+        /// Stop draining it; its remaining replicas count again.
+        #[arg(long)]
+        cancel: bool,
+        /// The chunk server's address, HOST:PORT.
+        addr: String,
+    },
+    /// Move replicas from fuller to emptier chunk servers (for example onto a
+    /// new one), in the background within the repair budget.
+    Rebalance,
+    /// Pause or resume re-replication, drops of extra replicas and moves
+    /// (for maintenance: restarting a server then copies nothing).
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    Pause,
+    Resume,
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,6 +257,12 @@ pub struct MetaArgs {
     /// Raft log entries between two snapshots (older entries are then compacted away).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// Re-replication copies in flight cluster-wide, at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub repair_copies: u64,
+    /// Average bandwidth all re-replication copies may use together (0: no limit).
+    #[arg(long, default_value = "256MiB/s", value_parser = rate)]
+    pub repair_rate: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -232,6 +277,12 @@ pub struct ChunkArgs {
     /// Period of heartbeats to meta.
     #[arg(long, default_value = "1s", value_parser = duration)]
     pub heartbeat: Duration,
+    /// How fast the scrubber re-reads replicas to verify their checksums (0: off).
+    #[arg(long, default_value = "32MiB/s", value_parser = rate)]
+    pub scrub_rate: u64,
+    /// Shortest time between the starts of two scrub passes over every replica.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    pub scrub_every: Duration,
 }
 
 pub fn duration(s: &str) -> Result<Duration, String> {
@@ -240,6 +291,10 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 pub fn size(s: &str) -> Result<u64, String> {
     shoal_core::units::parse_size(s)
+}
+
+pub fn rate(s: &str) -> Result<u64, String> {
+    shoal_core::units::parse_rate(s)
 }
 
 fn offset(s: &str) -> Result<u64, String> {

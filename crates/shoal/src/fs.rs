@@ -1,4 +1,4 @@
-//! The file commands: ls, mkdir, create, rm, mv, put, get, cat, write, append, stat.
+//! The file commands: ls, mkdir, create, rm, mv, put, get, cat, write, append, stat, setrep.
 //!
 //! `write`, `append` and `put` hold the target's exclusive lock while they
 //! write (see [`crate::locking`]), and their writes carry its fencing token.
@@ -49,6 +49,7 @@ pub async fn run(client: Client, command: Command, timeout: std::time::Duration)
             locked_write(&client, &remote, timeout, None, &data).await?;
         }
         Command::Stat { json, path } => stat(&client, &path, json).await?,
+        Command::Setrep { replication, path } => client.set_replication(&path, replication).await?,
         other => unreachable!("not a file command: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)

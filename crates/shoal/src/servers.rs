@@ -24,6 +24,8 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
     config.dead_after = args.dead_after;
     config.join = args.join;
     config.snapshot_every_entries = args.snapshot_every;
+    config.repair_copies_max = args.repair_copies as usize;
+    config.repair_rate_bytes_per_s = args.repair_rate;
     if let Err(e) = config.validate() {
         eprintln!("shoal meta: {e}");
         return Ok(ExitCode::from(2));
@@ -37,6 +39,8 @@ pub async fn chunk(args: ChunkArgs, meta: Vec<String>) -> anyhow::Result<ExitCod
     let mut config = ChunkConfig::new(args.listen, meta, args.dir);
     config.capacity_bytes = args.capacity;
     config.heartbeat_interval = args.heartbeat;
+    config.scrub.rate_bytes_per_s = args.scrub_rate;
+    config.scrub.pass_every = args.scrub_every;
     if let Err(e) = config.validate() {
         eprintln!("shoal chunk: {e}");
         return Ok(ExitCode::from(2));

@@ -32,6 +32,8 @@ pub struct Options {
     pub capacities: Vec<Option<&'static str>>,
     /// More flags for every meta node.
     pub meta_args: Vec<&'static str>,
+    /// More flags for every chunk server.
+    pub chunk_args: Vec<&'static str>,
     /// Run each meta node in its own network namespace (see [`netns`]).
     pub meta_netns: Option<netns::Net>,
 }
@@ -45,6 +47,7 @@ impl Default for Options {
             chunk_size: "1MiB",
             capacities: Vec::new(),
             meta_args: Vec::new(),
+            chunk_args: Vec::new(),
             meta_netns: None,
         }
     }
@@ -135,6 +138,7 @@ impl Cluster {
             if let Some(Some(cap)) = opts.capacities.get(j) {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
+            args.extend(opts.chunk_args.iter().map(|a| a.to_string()));
             let name = format!("chunk-{}", j + 1);
             chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr: String::new() });
         }

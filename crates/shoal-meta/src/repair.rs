@@ -1,0 +1,414 @@
+//! The leader's healing task: re-replication, drops of extra replicas and
+//! rebalancing moves, and the soft state that chunk reports need.
+//!
+//! Runs on every meta node and acts only while the node leads. Every
+//! [`ROUND_EVERY`] (and whenever a copy ends) it builds the views, asks
+//! [`crate::health`] for a plan and carries it out: drops are proposed at
+//! once; copies start within the budget (at most `copies_max` in flight
+//! cluster-wide, [`PER_TARGET_MAX`] per target, `rate_bytes_per_s` on average)
+//! as a `Replicate` call to the target, which pulls the bytes from a source
+//! replica and answers once its copy is durable and verified. A copy that
+//! succeeds is proposed as `AddReplica`, which the state machine applies only
+//! if the chunk did not change meanwhile. Rebalancing moves (planned by
+//! `Rebalance`) use what budget repairs leave, and drop their source.
+//!
+//! A new leader waits out the registry's grace period before its first round,
+//! so liveness it has not heard yet cannot make it drop or copy replicas.
+//!
+//! Soft state, lost with leadership on purpose: copies in flight, moves still
+//! to do, open suspicions from chunk reports, report tokens. A copy the old
+//! leader had running ends up unlisted on its target, and the target's next
+//! report makes it garbage.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use shoal_proto::chunk::ReplicateRequest;
+use shoal_proto::chunk::chunk_client::ChunkClient;
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use crate::fsm::{Command, Response};
+use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, RateBudget, ServerView, Task};
+use crate::reconcile::Suspect;
+use crate::registry::Liveness;
+use crate::service::MetaService;
+
+/// Period of planning rounds (a finished copy also starts one).
+pub const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// Copies in flight to one server, at most.
+pub const PER_TARGET_MAX: usize = 4;
+/// How long a chunk whose copy failed waits before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// A copy may take this long, plus [`COPY_SLOWEST_BYTES_PER_S`] for its bytes.
+const COPY_TIMEOUT_BASE: Duration = Duration::from_secs(10);
+const COPY_SLOWEST_BYTES_PER_S: u64 = 4 << 20;
+/// Moves one rebalance plans, at most.
+pub const MOVES_MAX: usize = 100_000;
+
+/// The repair budget.
+#[derive(Debug, Clone, Copy)]
+pub struct HealSettings {
+    /// Copies in flight cluster-wide, at most.
+    pub copies_max: usize,
+    /// Average bytes per second all copies may move (0: no limit).
+    pub rate_bytes_per_s: u64,
+}
+
+struct Flight {
+    target: u64,
+    len_bytes: u64,
+}
+
+struct HealState {
+    /// Bumped whenever leadership is lost, so work of an old term cannot
+    /// touch the state of a new one.
+    generation: u64,
+    in_flight: HashMap<u64, Flight>,
+    /// Chunks whose copy failed, and when they may be tried again.
+    cooling: HashMap<u64, Instant>,
+    moves: VecDeque<Move>,
+    suspects: HashMap<u64, Vec<Suspect>>,
+    next_token: u64,
+    budget: RateBudget,
+}
+
+/// The leader's healing soft state; see the module docs.
+pub struct Healer {
+    settings: HealSettings,
+    state: Mutex<HealState>,
+    wake: Notify,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn fresh_state(settings: HealSettings, generation: u64) -> HealState {
+    HealState {
+        generation,
+        in_flight: HashMap::new(),
+        cooling: HashMap::new(),
+        moves: VecDeque::new(),
+        suspects: HashMap::new(),
+        // Random, so that a token of an earlier leader cannot confirm this one's suspicions.
+        next_token: rand_token(),
+        budget: RateBudget::new(settings.rate_bytes_per_s, 0),
+    }
+}
+
+fn rand_token() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(Instant::now()) >> 1).max(1)
+}
+
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+impl Healer {
+    pub fn new(settings: HealSettings) -> Self {
+        Healer {
+            settings,
+            state: Mutex::new(fresh_state(settings, 0)),
+            wake: Notify::new(),
+            channels: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealState> {
+        self.state.lock().expect("healer lock")
+    }
+
+    /// Forgets everything (leadership lost).
+    fn reset(&self) {
+        let mut s = self.lock();
+        if !s.in_flight.is_empty() || !s.moves.is_empty() || !s.suspects.is_empty() {
+            tracing::info!("not the leader any more: dropping repair soft state");
+        }
+        let generation = s.generation + 1;
+        *s = fresh_state(self.settings, generation);
+    }
+
+    /// Chunks being copied to `node`.
+    pub fn copying_in(&self, node: u64) -> HashSet<u64> {
+        self.lock().in_flight.iter().filter(|(_, f)| f.target == node).map(|(c, _)| *c).collect()
+    }
+
+    /// The open suspicions for `node`, which the caller replaces with
+    /// [`Self::set_suspects`].
+    pub fn take_suspects(&self, node: u64) -> Vec<Suspect> {
+        self.lock().suspects.remove(&node).unwrap_or_default()
+    }
+
+    pub fn set_suspects(&self, node: u64, suspects: Vec<Suspect>) {
+        if !suspects.is_empty() {
+            self.lock().suspects.insert(node, suspects);
+        }
+    }
+
+    /// A token no report has carried yet.
+    pub fn fresh_token(&self) -> u64 {
+        let mut s = self.lock();
+        s.next_token = s.next_token.wrapping_add(1).max(1);
+        s.next_token
+    }
+
+    pub fn copies_in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+
+    pub fn moves_pending(&self) -> usize {
+        self.lock().moves.len()
+    }
+
+    /// Replaces the rebalancing moves still to do.
+    pub fn set_moves(&self, moves: Vec<Move>) {
+        self.lock().moves = moves.into();
+        self.wake();
+    }
+
+    /// Starts a planning round now rather than at the next tick.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn busy(&self, now: Instant) -> Busy {
+        let mut s = self.lock();
+        s.cooling.retain(|_, until| *until > now);
+        let mut busy = Busy::default();
+        busy.chunks.extend(s.in_flight.keys());
+        busy.chunks.extend(s.cooling.keys());
+        for f in s.in_flight.values() {
+            let t = busy.targets.entry(f.target).or_default();
+            t.0 += 1;
+            t.1 += f.len_bytes;
+        }
+        busy
+    }
+
+    /// Reserves a copy if the budget allows; returns its generation.
+    fn start(&self, c: &Copy, epoch: Instant) -> Option<u64> {
+        let mut s = self.lock();
+        if s.in_flight.len() >= self.settings.copies_max || s.in_flight.contains_key(&c.place.chunk) {
+            return None;
+        }
+        if !s.budget.try_take(c.len_bytes, now_ms(epoch)) {
+            return None;
+        }
+        let generation = s.generation;
+        s.in_flight.insert(c.place.chunk, Flight { target: c.target, len_bytes: c.len_bytes });
+        Some(generation)
+    }
+
+    fn finish(&self, chunk: u64, generation: u64, failed: bool) {
+        let mut s = self.lock();
+        if s.generation != generation {
+            return;
+        }
+        s.in_flight.remove(&chunk);
+        if failed {
+            s.cooling.insert(chunk, Instant::now() + RETRY_PAUSE);
+        }
+        drop(s);
+        self.wake();
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.channels.lock().expect("channel lock");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = crate::network::lazy_channel(addr)?;
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+impl MetaService {
+    /// What planning knows of every registered chunk server.
+    pub(crate) fn server_views(&self, now: Instant) -> Vec<ServerView> {
+        let s = self.state.read();
+        s.fs.nodes
+            .values()
+            .map(|n| {
+                let beat = self.registry.last_beat(n.id);
+                ServerView {
+                    id: n.id,
+                    alive: self.registry.liveness(n.id, now) == Liveness::Alive,
+                    draining: n.draining,
+                    capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
+                    used_bytes: beat.map_or(0, |b| b.used_bytes),
+                    chunk_count: self.registry.chunk_count(n.id),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Starts the healing task of this meta node.
+pub fn spawn(svc: MetaService) {
+    tokio::spawn(async move {
+        let epoch = Instant::now();
+        let mut leading = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ROUND_EVERY) => {}
+                _ = svc.healer.wake.notified() => {}
+            }
+            let now_leading = svc.leader_only().is_ok();
+            if now_leading != leading {
+                svc.healer.reset();
+                leading = now_leading;
+            }
+            if !leading {
+                continue;
+            }
+            let now = Instant::now();
+            if svc.registry.in_grace(now) {
+                continue;
+            }
+            round(&svc, now, epoch).await;
+        }
+    });
+}
+
+/// One planning round.
+async fn round(svc: &MetaService, now: Instant, epoch: Instant) {
+    let (chunks, paused) = {
+        let s = svc.state.read();
+        (health::chunk_views(&s.fs), s.fs.repair_paused)
+    };
+    if paused {
+        return;
+    }
+    let servers = svc.server_views(now);
+    let busy = svc.healer.busy(now);
+    let limits = Limits {
+        copies_free: svc.healer.settings.copies_max.saturating_sub(busy.chunks.len()),
+        per_target_max: PER_TARGET_MAX,
+    };
+    let mut budget_left = true;
+    for task in health::plan_repairs(&chunks, &servers, &busy, limits) {
+        match task {
+            Task::Drop { place, nodes } => {
+                tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
+                if let Err(e) = svc.write(Command::DropReplicas { place, nodes }, None).await {
+                    tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
+                    return;
+                }
+            }
+            Task::Copy(c) if budget_left => budget_left = launch(svc, c, epoch),
+            Task::Copy(_) => {}
+        }
+    }
+    if budget_left {
+        launch_moves(svc, &chunks, &servers, now, epoch);
+    }
+}
+
+/// Starts moves from the rebalance queue while the budget allows.
+fn launch_moves(svc: &MetaService, chunks: &[ChunkView], servers: &[ServerView], now: Instant, epoch: Instant) {
+    let by_id: HashMap<u64, &ChunkView> = chunks.iter().map(|c| (c.place.chunk, c)).collect();
+    let mut busy = svc.healer.busy(now);
+    loop {
+        let Some(m) = svc.healer.lock().moves.pop_front() else { return };
+        let target_ok = servers.iter().any(|s| s.id == m.to && s.alive && !s.draining);
+        let target_busy = busy.targets.get(&m.to).is_some_and(|t| t.0 >= PER_TARGET_MAX);
+        if target_busy {
+            // Back to the queue's head: this target is full for now.
+            svc.healer.lock().moves.push_front(m);
+            return;
+        }
+        let Some(c) = by_id.get(&m.place.chunk).filter(|c| c.place == m.place) else { continue };
+        let still_valid = target_ok
+            && !busy.chunks.contains(&c.place.chunk)
+            && c.version == c.committed
+            && c.replicas.contains(&m.from)
+            && !c.replicas.contains(&m.to)
+            && !c.pending_delete.contains(&m.to);
+        if !still_valid {
+            continue;
+        }
+        let mut sources = vec![m.from];
+        sources.extend(c.replicas.iter().copied().filter(|r| *r != m.from && !c.corrupt.contains(r)));
+        let copy = Copy {
+            place: c.place,
+            copied: c.committed,
+            version: c.version,
+            len_bytes: c.len_bytes,
+            sources,
+            target: m.to,
+            expect: c.replicas.clone(),
+            drop: vec![m.from],
+        };
+        if !launch(svc, copy, epoch) {
+            svc.healer.lock().moves.push_front(m);
+            return;
+        }
+        busy.chunks.insert(c.place.chunk);
+        busy.targets.entry(m.to).or_default().0 += 1;
+    }
+}
+
+/// Starts one copy if the budget allows; false when it does not.
+fn launch(svc: &MetaService, c: Copy, epoch: Instant) -> bool {
+    let Some(generation) = svc.healer.start(&c, epoch) else { return false };
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        let failed = match copy(&svc, &c).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(chunk_id = c.place.chunk, target = c.target, "copy failed: {e}");
+                true
+            }
+        };
+        svc.healer.finish(c.place.chunk, generation, failed);
+    });
+    true
+}
+
+/// Has the target copy the chunk, then lists it there.
+async fn copy(svc: &MetaService, c: &Copy) -> Result<(), String> {
+    let (target, sources) = {
+        let s = svc.state.read();
+        let addr = |id: &u64| s.fs.nodes.get(id).map(|n| n.addr.clone());
+        let target = addr(&c.target).ok_or_else(|| format!("server {} is not registered", c.target))?;
+        (target, c.sources.iter().filter_map(addr).collect::<Vec<_>>())
+    };
+    let started = Instant::now();
+    let channel = svc.healer.channel(&target).map_err(|e| format!("bad address {target}: {e}"))?;
+    let req = ReplicateRequest { chunk_id: c.place.chunk, version: c.copied, sources };
+    let limit = COPY_TIMEOUT_BASE + Duration::from_secs(c.len_bytes / COPY_SLOWEST_BYTES_PER_S);
+    let reply = tokio::time::timeout(limit, ChunkClient::new(channel).replicate(req))
+        .await
+        .map_err(|_| format!("no answer from {target} within {limit:?}"))?
+        .map_err(|s| format!("{target}: {}", s.message()))?
+        .into_inner();
+    let cmd = Command::AddReplica {
+        place: c.place,
+        copied: c.copied,
+        version: c.version,
+        target: c.target,
+        expect: c.expect.clone(),
+        drop: c.drop.clone(),
+    };
+    match svc.write(cmd, None).await.map_err(|s| format!("cannot list the copy: {}", s.message()))? {
+        Response::Ok => {
+            tracing::info!(
+                chunk_id = c.place.chunk,
+                version = c.copied,
+                bytes = reply.length,
+                from = %reply.source,
+                to = %target,
+                dropped = ?c.drop,
+                ms = started.elapsed().as_millis() as u64,
+                "replica copied"
+            );
+            Ok(())
+        }
+        Response::Conflict => {
+            tracing::info!(chunk_id = c.place.chunk, to = %target, "chunk changed during its copy; the copy is garbage");
+            Ok(())
+        }
+        other => Err(format!("unexpected answer to AddReplica: {other:?}")),
+    }
+}

@@ -1,0 +1,346 @@
+//! Replica-list changes of the state machine: re-replication, drops of extra
+//! replicas, chunk reports, corruption, decommissioning and replication factors.
+//!
+//! The leader decides (it alone knows liveness and what servers hold); these
+//! methods of [`FsState`] apply its decisions deterministically, and refuse
+//! any that the state has outdated since the leader planned it. Who decides
+//! what: `health` plans copies and drops, `reconcile` reads chunk reports,
+//! `repair` carries the plans out.
+//!
+//! # Invariants kept here
+//! - A copy is listed only if the chunk's committed and latest versions are
+//!   still the ones it was planned for, and the target has no delete pending
+//!   for the chunk; a refused copy becomes garbage on its target.
+//! - A copy made while a write was in flight (latest version above the
+//!   committed one) is `lagging`: the commit of that write drops it, since it
+//!   missed that write.
+//! - Dropping extra replicas never leaves a chunk without a replica; only a
+//!   chunk report that confirms a replica missing or stale may (it serves
+//!   nothing anyway).
+//! - A corrupt replica is dropped while another replica not known corrupt
+//!   remains; the chunk stays in `corrupt` until it has its factor of other
+//!   replicas again.
+
+use std::collections::HashMap;
+
+use shoal_core::{FsError, NormalPath};
+
+use crate::fsm::{ChunkMeta, ChunkPlace, FsState, Kind, Response};
+
+impl FsState {
+    /// The chunk at `place`, if it is still there.
+    pub fn chunk_at(&self, place: ChunkPlace) -> Option<&ChunkMeta> {
+        self.inodes.get(&place.inode)?.chunks.get(&place.index).filter(|c| c.id == place.chunk)
+    }
+
+    /// The chunk at `place` and its file's replication factor.
+    fn chunk_at_mut(&mut self, place: ChunkPlace) -> Option<(&mut ChunkMeta, u32)> {
+        let f = self.inodes.get_mut(&place.inode)?;
+        let replication = f.replication;
+        let c = f.chunks.get_mut(&place.index).filter(|c| c.id == place.chunk)?;
+        Some((c, replication))
+    }
+
+    /// Every chunk in the namespace, by id.
+    pub fn chunk_places(&self) -> HashMap<u64, ChunkPlace> {
+        let mut out = HashMap::new();
+        for f in self.inodes.values().filter(|i| i.kind == Kind::File) {
+            for (index, c) in &f.chunks {
+                out.insert(c.id, ChunkPlace { inode: f.id, index: *index, chunk: c.id });
+            }
+        }
+        out
+    }
+
+    fn delete_pending(&self, chunk: u64, node: u64) -> bool {
+        self.garbage.get(&chunk).is_some_and(|h| h.contains(&node))
+    }
+
+    pub(crate) fn add_replica(
+        &mut self,
+        place: ChunkPlace,
+        copied: u64,
+        version: u64,
+        target: u64,
+        expect: &[u64],
+        drop: &[u64],
+    ) -> Response {
+        let pending = self.delete_pending(place.chunk, target);
+        let known = self.nodes.contains_key(&target);
+        let Some((c, _)) = self.chunk_at_mut(place) else {
+            // The chunk left the namespace meanwhile.
+            self.discard_chunk(place.chunk, &[target]);
+            return Response::Conflict;
+        };
+        if c.replicas.contains(&target) {
+            return Response::Conflict;
+        }
+        if c.committed_version != copied || c.version != version || pending || !known {
+            self.discard_chunk(place.chunk, &[target]);
+            return Response::Conflict;
+        }
+        let as_planned = c.replicas == expect;
+        c.replicas.push(target);
+        if version > copied {
+            c.lagging.push(target);
+        }
+        let mut dropped = Vec::new();
+        if as_planned {
+            dropped = drop.iter().copied().filter(|d| *d != target && c.replicas.contains(d)).collect();
+            c.replicas.retain(|r| !dropped.contains(r));
+            c.lagging.retain(|r| !dropped.contains(r));
+        }
+        self.discard_chunk(place.chunk, &dropped);
+        self.settle_corrupt(place);
+        Response::Ok
+    }
+
+    pub(crate) fn drop_replicas(&mut self, place: ChunkPlace, nodes: &[u64]) {
+        let Some((c, _)) = self.chunk_at_mut(place) else { return };
+        let dropped: Vec<u64> = c.replicas.iter().copied().filter(|r| nodes.contains(r)).collect();
+        if dropped.len() == c.replicas.len() {
+            return;
+        }
+        c.replicas.retain(|r| !dropped.contains(r));
+        c.lagging.retain(|r| !dropped.contains(r));
+        self.discard_chunk(place.chunk, &dropped);
+        self.settle_corrupt(place);
+    }
+
+    pub(crate) fn reconcile(&mut self, node: u64, garbage: &[(u64, Option<ChunkPlace>)], lost: &[ChunkPlace]) {
+        for (chunk, place) in garbage {
+            let unwanted = match place {
+                Some(p) => self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node)),
+                // Unreferenced chunks stay unreferenced (ids are never reused);
+                // an id not allocated yet cannot be held by anyone.
+                None => *chunk < self.next_chunk_id,
+            };
+            if unwanted {
+                self.discard_chunk(*chunk, &[node]);
+            }
+        }
+        for place in lost {
+            let Some((c, _)) = self.chunk_at_mut(*place) else { continue };
+            if c.replicas.contains(&node) {
+                c.replicas.retain(|r| *r != node);
+                c.lagging.retain(|r| *r != node);
+                self.discard_chunk(place.chunk, &[node]);
+            }
+        }
+    }
+
+    pub(crate) fn report_corrupt(&mut self, node: u64, place: ChunkPlace) {
+        let known_bad = self.corrupt.get(&place.chunk).cloned().unwrap_or_default();
+        let Some((c, _)) = self.chunk_at_mut(place) else { return };
+        if !c.replicas.contains(&node) {
+            return;
+        }
+        let others_good = c.replicas.iter().any(|r| *r != node && !known_bad.contains(r));
+        if others_good {
+            c.replicas.retain(|r| *r != node);
+            c.lagging.retain(|r| *r != node);
+            self.discard_chunk(place.chunk, &[node]);
+        }
+        self.corrupt.entry(place.chunk).or_default().insert(node);
+    }
+
+    /// Forgets a chunk's corruption once it has its factor of good replicas
+    /// again; corrupt replicas kept as a last resort are dropped then.
+    fn settle_corrupt(&mut self, place: ChunkPlace) {
+        let Some(bad) = self.corrupt.get(&place.chunk).cloned() else { return };
+        let Some((c, replication)) = self.chunk_at_mut(place) else {
+            self.corrupt.remove(&place.chunk);
+            return;
+        };
+        let good = c.replicas.iter().filter(|r| !bad.contains(r)).count();
+        if good < replication as usize {
+            return;
+        }
+        let dropped: Vec<u64> = c.replicas.iter().copied().filter(|r| bad.contains(r)).collect();
+        c.replicas.retain(|r| !bad.contains(r));
+        c.lagging.retain(|r| !bad.contains(r));
+        self.discard_chunk(place.chunk, &dropped);
+        self.corrupt.remove(&place.chunk);
+    }
+
+    pub(crate) fn set_replication(&mut self, path: &NormalPath, replication: u32) -> Result<Response, FsError> {
+        if replication == 0 {
+            return Err(FsError::InvalidArgument { reason: "the replication factor must be positive".into() });
+        }
+        let mut todo = vec![self.lookup(path)?.id];
+        let mut settle = Vec::new();
+        while let Some(id) = todo.pop() {
+            let inode = self.inodes.get_mut(&id).expect("listed inodes exist");
+            inode.replication = replication;
+            todo.extend(inode.children.values());
+            settle.extend(inode.chunks.iter().map(|(index, c)| ChunkPlace { inode: id, index: *index, chunk: c.id }));
+        }
+        for place in settle {
+            self.settle_corrupt(place);
+        }
+        Ok(Response::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::testing::{p, run};
+    use crate::fsm::{Command, NodeRecord};
+
+    /// A state with servers 1..=4 and file /f whose chunk 0 is on `replicas`,
+    /// committed at version 1 (and prepared again when `in_flight`).
+    fn state(replicas: &[u64], in_flight: bool) -> (FsState, ChunkPlace) {
+        let mut st = FsState::default();
+        for id in 1..=4 {
+            st.nodes.insert(id, NodeRecord { id, addr: format!("h:{id}"), draining: false });
+        }
+        let Response::Inode(f) =
+            run(&mut st, Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
+        else {
+            panic!()
+        };
+        let prep = |st: &mut FsState, expect_id, expect_version| {
+            run(
+                st,
+                Command::PrepareWrite {
+                    inode: f.id,
+                    index: 0,
+                    expect_id,
+                    expect_version,
+                    replicas: replicas.to_vec(),
+                    fence: None,
+                },
+            )
+        };
+        let Response::Chunk { chunk, .. } = prep(&mut st, None, 0) else { panic!() };
+        let commit = Command::CommitWrite {
+            inode: f.id,
+            chunks: vec![(0, chunk.id, 1)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(&mut st, commit), Response::Inode(_)));
+        if in_flight {
+            prep(&mut st, Some(chunk.id), 1);
+        }
+        (st, ChunkPlace { inode: f.id, index: 0, chunk: chunk.id })
+    }
+
+    fn add(place: ChunkPlace, copied: u64, version: u64, target: u64, expect: &[u64], drop: &[u64]) -> Command {
+        Command::AddReplica { place, copied, version, target, expect: expect.to_vec(), drop: drop.to_vec() }
+    }
+
+    #[test]
+    fn a_copy_is_listed_only_if_the_chunk_did_not_change() {
+        let (mut st, place) = state(&[1, 2], false);
+        // A write came in after the copy was planned: the copy is garbage.
+        let stale = add(place, 1, 0, 3, &[1, 2], &[]);
+        assert_eq!(run(&mut st, stale), Response::Conflict);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
+        assert_eq!(st.garbage_for(3, 10), vec![place.chunk]);
+        // A target with a delete pending is refused too.
+        assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[])), Response::Conflict);
+        run(&mut st, Command::ForgetGarbage { node: 3, chunks: vec![place.chunk] });
+        // As planned: listed, and the dead replica it replaces is dropped.
+        assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[2])), Response::Ok);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3]);
+        assert_eq!(st.garbage_for(2, 10), vec![place.chunk]);
+        // The list changed since planning: the copy is added, nothing dropped.
+        assert_eq!(run(&mut st, add(place, 1, 1, 4, &[1, 2], &[1])), Response::Ok);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn a_copy_made_during_a_write_is_dropped_by_its_commit() {
+        let (mut st, place) = state(&[1, 2], true);
+        assert_eq!(run(&mut st, add(place, 1, 2, 3, &[1, 2], &[])), Response::Ok);
+        assert_eq!(st.chunk_at(place).unwrap().lagging, vec![3]);
+        let commit = Command::CommitWrite {
+            inode: place.inode,
+            chunks: vec![(0, place.chunk, 2)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        };
+        run(&mut st, commit);
+        let c = st.chunk_at(place).unwrap();
+        assert_eq!((c.replicas.clone(), c.lagging.is_empty()), (vec![1, 2], true));
+        assert_eq!(st.garbage_for(3, 10), vec![place.chunk], "the copy missed version 2");
+        // Had the next write prepared first, the copy would have joined its chain.
+        let (mut st, place) = state(&[1, 2], true);
+        run(&mut st, add(place, 1, 2, 3, &[1, 2], &[]));
+        let prep = Command::PrepareWrite {
+            inode: place.inode,
+            index: 0,
+            expect_id: Some(place.chunk),
+            expect_version: 2,
+            replicas: vec![1, 2, 3],
+            fence: None,
+        };
+        run(&mut st, prep);
+        assert!(st.chunk_at(place).unwrap().lagging.is_empty());
+    }
+
+    #[test]
+    fn drops_never_empty_a_chunk_but_lost_replicas_may() {
+        let (mut st, place) = state(&[1, 2], false);
+        run(&mut st, Command::DropReplicas { place, nodes: vec![1, 2] });
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
+        run(&mut st, Command::DropReplicas { place, nodes: vec![2] });
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1]);
+        run(&mut st, Command::Reconcile { node: 1, garbage: vec![], lost: vec![place] });
+        assert!(st.chunk_at(place).unwrap().replicas.is_empty());
+        assert_eq!(st.garbage_for(1, 10), vec![place.chunk]);
+    }
+
+    #[test]
+    fn reports_mark_only_unlisted_copies_as_garbage() {
+        let (mut st, place) = state(&[1, 2], false);
+        let never_allocated = st.next_chunk_id + 5;
+        let garbage = vec![(place.chunk, Some(place)), (77, None), (never_allocated, None)];
+        run(&mut st, Command::Reconcile { node: 1, garbage: garbage.clone(), lost: vec![] });
+        assert_eq!(st.garbage_for(1, 10), Vec::<u64>::new(), "server 1 is listed; 77 is not below next_chunk_id");
+        let gone = ChunkPlace { chunk: place.chunk + 100, ..place };
+        run(
+            &mut st,
+            Command::Reconcile { node: 3, garbage: vec![(place.chunk, Some(place)), (0, Some(gone))], lost: vec![] },
+        );
+        assert_eq!(st.garbage_for(3, 10), vec![0, place.chunk]);
+    }
+
+    #[test]
+    fn corrupt_replicas_are_dropped_while_a_good_one_remains() {
+        let (mut st, place) = state(&[1, 2], false);
+        run(&mut st, Command::ReportCorrupt { node: 1, chunks: vec![place] });
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![2]);
+        assert_eq!(st.garbage_for(1, 10), vec![place.chunk]);
+        // The last replica is kept even when it is corrupt too.
+        run(&mut st, Command::ReportCorrupt { node: 2, chunks: vec![place] });
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![2]);
+        assert_eq!(st.corrupt[&place.chunk].len(), 2);
+        // A good copy (from a server that came back, say) does not settle it below the factor...
+        run(&mut st, Command::ForgetGarbage { node: 1, chunks: vec![place.chunk] });
+        assert_eq!(run(&mut st, add(place, 1, 1, 3, &[2], &[])), Response::Ok);
+        assert!(st.corrupt.contains_key(&place.chunk));
+        // ...two good ones do, and the corrupt last resort goes.
+        assert_eq!(run(&mut st, add(place, 1, 1, 4, &[2, 3], &[])), Response::Ok);
+        assert!(st.corrupt.is_empty());
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![3, 4]);
+    }
+
+    #[test]
+    fn setrep_reaches_everything_below_a_directory() {
+        let mut st = FsState::default();
+        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
+        run(&mut st, Command::Create { path: p("/d/e/f"), replication: 2, chunk_size: 100, open_existing: false });
+        assert_eq!(run(&mut st, Command::SetReplication { path: p("/d"), replication: 3 }), Response::Ok);
+        assert_eq!(st.lookup(&p("/d/e/f")).unwrap().replication, 3);
+        assert_eq!(st.inherited_replication(&p("/d/e/g")), 3);
+        let before = st.clone();
+        assert!(matches!(run(&mut st, Command::SetReplication { path: p("/x"), replication: 3 }), Response::Err(_)));
+        assert!(matches!(run(&mut st, Command::SetReplication { path: p("/d"), replication: 0 }), Response::Err(_)));
+        assert_eq!(st, before);
+    }
+}
