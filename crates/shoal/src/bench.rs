@@ -207,7 +207,8 @@ async fn seq_write(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome>
     let path = format!("{}/{SEQ_FILE}", args.dir);
     client.remove(&path, false).await.ok();
     let mut f = client.create(&path, args.replication).await?;
-    let piece = f.cached_stat().chunk_size.min(64 << 20);
+    // Two chunks per call, as `put` does: they are written side by side.
+    let piece = (f.cached_stat().chunk_size * 2).min(128 << 20);
     let data = pattern(piece as usize, 7);
     let progress = bar(total);
     let mut lat = Vec::new();

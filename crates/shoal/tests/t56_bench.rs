@@ -11,7 +11,7 @@ use common::*;
 fn t56_bench_workloads_print_their_json_contract() {
     let c = Cluster::start(Options::default());
     let runs: [(&str, &[&str], u64); 8] = [
-        ("seq-write", &["--size", "3MiB"], 3),
+        ("seq-write", &["--size", "3MiB"], 2),
         ("seq-read", &["--size", "3MiB", "--keep"], 1),
         ("small-write", &["--clients", "2", "--count", "20", "--size", "4KiB", "--keep"], 20),
         ("small-read", &["--clients", "2", "--count", "20", "--size", "4KiB", "--keep"], 20),
