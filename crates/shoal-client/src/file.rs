@@ -2,7 +2,7 @@
 //!
 //! # Write protocol (per call to [`File::write_at`])
 //! 1. Cut the range into per-chunk spans.
-//! 2. For each span: ask meta to prepare the chunk (allocate it, or bump its
+//! 2. For each span (up to four at a time): ask meta to prepare the chunk (allocate it, or bump its
 //!    version), stream the bytes through the replica chain, and wait for the
 //!    chain's ack (every replica durable). If a replica fails, ask meta again
 //!    naming it: meta drops or replaces it and grants a newer version, and the
@@ -27,6 +27,7 @@
 use std::io::SeekFrom as StdSeekFrom;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use shoal_core::layout::spans;
 use shoal_proto::chunk::WriteHeader;
 use shoal_proto::meta as pb;
@@ -43,6 +44,8 @@ fn rand_below(n: u64) -> u64 {
     RandomState::new().hash_one(std::time::Instant::now()) % n.max(1)
 }
 
+/// Chunks of one write call that are written at the same time.
+const CHUNK_WRITES_IN_FLIGHT_MAX: usize = 4;
 /// How many replica chains one chunk write may try.
 const WRITE_ATTEMPTS_MAX: usize = 4;
 /// How often a whole write is redone after losing a race to commit.
@@ -247,11 +250,19 @@ impl File {
     async fn change_once(&mut self, change: &Change) -> Result<()> {
         match change {
             Change::Write { offset, end, data } => {
-                let mut written = Vec::new();
-                for span in spans(*offset, data.len() as u64, self.stat.chunk_size) {
+                // The chunks of one call are written side by side, so one
+                // chunk's transfer overlaps another's fsyncs; one commit covers all.
+                let this = &*self;
+                let writes = spans(*offset, data.len() as u64, self.stat.chunk_size).into_iter().map(|span| {
                     let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
-                    written.push(self.write_chunk(span.index, span.offset_in_chunk, piece, None).await?);
-                }
+                    this.write_chunk(span.index, span.offset_in_chunk, piece, None)
+                });
+                let written = futures::stream::iter(writes)
+                    .buffered(CHUNK_WRITES_IN_FLIGHT_MAX)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
                 self.commit(written, *end, false).await
             }
             Change::SetLen { size } => {

@@ -6,14 +6,18 @@
 //! concurrent clients), `meta` (mkdir, stat, ls, rename, rm) and `lock`
 //! (CLIENTS sessions take and release one exclusive lock COUNT times in all;
 //! the latency is acquire to grant, so with one client it is the uncontended
-//! grant latency and with more the wait in the queue), all against
-//! a running cluster; and `failover` (see [`failover`]), which starts its own
-//! cluster to kill its meta leader again and again. Each prints a table, or
-//! one JSON object with `--json` that always has `ops_per_sec` and
-//! `mb_per_sec`. Files live under `--dir` and are removed afterwards unless
-//! `--keep`.
+//! grant latency and with more the wait in the queue), `rand-read` (COUNT
+//! reads of SIZE bytes, 4 KiB by default, at random aligned offsets of one
+//! file of `--span` bytes, 256 MiB by default) and `mixed` (COUNT operations on COUNT small files: half
+//! reads, a quarter overwrites, then stats and listings), all against a
+//! running cluster; and `failover` (see [`failover`]) and `scale` (see
+//! [`scale`]), which start clusters of their own. Each prints a table, or one
+//! JSON object with `--json` that always has `ops_per_sec` and `mb_per_sec`.
+//! Latency percentiles come from an HDR histogram (3 significant digits).
+//! Files live under `--dir` and are removed afterwards unless `--keep`.
 
 pub mod failover;
+pub mod scale;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -36,7 +40,10 @@ pub enum Workload {
     SmallRead,
     Meta,
     Lock,
+    RandRead,
+    Mixed,
     Failover,
+    Scale,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -63,6 +70,9 @@ pub struct BenchArgs {
     pub keep: bool,
     #[arg(long)]
     pub json: bool,
+    /// rand-read: size of the file the reads are spread over.
+    #[arg(long, default_value = "256MiB", value_parser = size)]
+    pub span: u64,
     /// failover: leader kills measured. The p99 is by nearest rank, so with
     /// fewer than 100 kills it is the max.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -98,9 +108,11 @@ fn bar(total: u64) -> ProgressBar {
 /// Runs a workload; all but failover against the cluster at `meta_addrs`, whose
 /// calls may each retry for `timeout`.
 pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> anyhow::Result<ExitCode> {
-    if args.workload == Workload::Failover {
-        // It starts, and kills, a cluster of its own.
-        return failover::run(args, timeout).await;
+    match args.workload {
+        // They start (and kill) clusters of their own.
+        Workload::Failover => return failover::run(args, timeout).await,
+        Workload::Scale => return scale::run(args, timeout).await,
+        _ => {}
     }
     let client = Client::connect_with_timeout(meta_addrs, timeout).await?;
     client.mkdir(&args.dir, true).await?;
@@ -111,7 +123,9 @@ pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> a
         Workload::SmallRead => small(&client, &args, true).await?,
         Workload::Meta => meta(&client, &args).await?,
         Workload::Lock => lock(&client, &args).await?,
-        Workload::Failover => unreachable!("failover runs on its own cluster, above"),
+        Workload::RandRead => rand_read(&client, &args).await?,
+        Workload::Mixed => mixed(&client, &args).await?,
+        Workload::Failover | Workload::Scale => unreachable!("they run on clusters of their own, above"),
     };
     if !args.keep {
         client.remove(&args.dir, true).await.ok();
@@ -120,47 +134,69 @@ pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> a
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
-    o.latencies_us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if o.latencies_us.is_empty() {
-            return 0.0;
+/// Latency percentiles (ms) of samples in microseconds, from an HDR histogram.
+pub struct Percentiles {
+    hist: hdrhistogram::Histogram<u64>,
+}
+
+impl Percentiles {
+    pub fn of(samples_us: &[u64]) -> Percentiles {
+        // 1 µs to an hour, 3 significant digits.
+        let mut hist = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+        for s in samples_us {
+            hist.saturating_record((*s).max(1));
         }
-        let i = ((p / 100.0) * (o.latencies_us.len() - 1) as f64).round() as usize;
-        o.latencies_us[i] as f64 / 1000.0
-    };
+        Percentiles { hist }
+    }
+
+    /// The `p`th percentile in ms (0 with no samples); 100 is the max.
+    pub fn ms(&self, p: f64) -> f64 {
+        match self.hist.len() {
+            0 => 0.0,
+            _ if p >= 100.0 => self.hist.max() as f64 / 1000.0,
+            _ => self.hist.value_at_quantile(p / 100.0) as f64 / 1000.0,
+        }
+    }
+}
+
+/// The figures of one run: ops/s, MB/s and latency, as JSON.
+fn summary(args: &BenchArgs, o: &Outcome) -> serde_json::Value {
+    let pct = Percentiles::of(&o.latencies_us);
     let secs = o.elapsed.as_secs_f64().max(1e-9);
-    let ops_per_sec = o.ops as f64 / secs;
-    let mb_per_sec = o.bytes as f64 / secs / 1e6;
     let workload = args.workload.to_possible_value().expect("named").get_name().to_string();
-    let v = json!({
+    json!({
         "workload": workload, "clients": args.clients(), "ops": o.ops, "bytes": o.bytes,
-        "seconds": secs, "ops_per_sec": ops_per_sec, "mb_per_sec": mb_per_sec,
-        "latency_ms": {"p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0), "max": pct(100.0)},
-    });
+        "seconds": secs, "ops_per_sec": o.ops as f64 / secs, "mb_per_sec": o.bytes as f64 / secs / 1e6,
+        "latency_ms": {"p50": pct.ms(50.0), "p90": pct.ms(90.0), "p99": pct.ms(99.0), "max": pct.ms(100.0)},
+    })
+}
+
+fn report(args: &BenchArgs, o: Outcome) -> anyhow::Result<()> {
+    let v = summary(args, &o);
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{v}")?;
-    } else {
-        writeln!(
-            out,
-            "{:<12} {:>7} {:>9} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9}",
-            "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "MB/S", "P50 ms", "P90 ms", "P99 ms", "MAX ms"
-        )?;
-        writeln!(
-            out,
-            "{:<12} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            workload,
-            args.clients(),
-            o.ops,
-            ops_per_sec,
-            mb_per_sec,
-            pct(50.0),
-            pct(90.0),
-            pct(99.0),
-            pct(100.0)
-        )?;
+        return Ok(());
     }
+    let lat = |k: &str| v["latency_ms"][k].as_f64().unwrap_or(0.0);
+    writeln!(
+        out,
+        "{:<12} {:>7} {:>9} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "MB/S", "P50 ms", "P90 ms", "P99 ms", "MAX ms"
+    )?;
+    writeln!(
+        out,
+        "{:<12} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        v["workload"].as_str().unwrap_or(""),
+        args.clients(),
+        o.ops,
+        v["ops_per_sec"].as_f64().unwrap_or(0.0),
+        v["mb_per_sec"].as_f64().unwrap_or(0.0),
+        lat("p50"),
+        lat("p90"),
+        lat("p99"),
+        lat("max")
+    )?;
     Ok(())
 }
 
@@ -171,7 +207,8 @@ async fn seq_write(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome>
     let path = format!("{}/{SEQ_FILE}", args.dir);
     client.remove(&path, false).await.ok();
     let mut f = client.create(&path, args.replication).await?;
-    let piece = f.cached_stat().chunk_size.min(64 << 20);
+    // Two chunks per call, as `put` does: they are written side by side.
+    let piece = (f.cached_stat().chunk_size * 2).min(128 << 20);
     let data = pattern(piece as usize, 7);
     let progress = bar(total);
     let mut lat = Vec::new();
@@ -313,25 +350,83 @@ async fn meta(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
 
 async fn lock(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
     let path = format!("{}/lock", args.dir);
-    let clients = u64::from(args.clients());
-    let progress = bar(args.count);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = Client::connect(client.meta_addrs()).await?;
-        let (path, progress) = (path.clone(), progress.clone());
-        let rounds = args.count / clients + u64::from(c < args.count % clients);
-        tasks.push(tokio::spawn(async move {
-            let session = client.open_session(shoal_client::DEFAULT_SESSION_TTL).await?;
-            let mut lat = Vec::new();
-            for _ in 0..rounds {
+    per_client(
+        client,
+        args,
+        0,
+        |c: Client| async move { Ok(c.open_session(shoal_client::DEFAULT_SESSION_TTL).await?) },
+        move |_c, session: shoal_client::Session, _roll| {
+            let path = path.clone();
+            async move {
+                // Only the wait for the grant counts; the release does not.
                 let t = Instant::now();
                 let held = session.lock(&path, false, None).await?;
-                lat.push(t.elapsed().as_micros() as u64);
+                let waited = t.elapsed();
                 session.unlock(&held).await?;
+                Ok((session, Some(waited)))
+            }
+        },
+    )
+    .await
+}
+
+/// A small, fast, seeded generator for offsets and choices (xorshift64*).
+struct Dice(u64);
+
+impl Dice {
+    fn new(seed: u64) -> Dice {
+        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// Runs `count` operations over `clients` tasks, each with its own client and
+/// state made once by `setup`. `op(client, state, roll)` does one operation
+/// (`roll` is a seeded random number for its choices), hands the state back,
+/// and may say which part of it is its latency (None: all of it).
+async fn per_client<S, Setup, SetupFut, Op, OpFut>(
+    client: &Client,
+    args: &BenchArgs,
+    bytes_per_op: u64,
+    setup: Setup,
+    op: Op,
+) -> anyhow::Result<Outcome>
+where
+    S: Send + 'static,
+    Setup: Fn(Client) -> SetupFut + Send + Sync + 'static,
+    SetupFut: Future<Output = anyhow::Result<S>> + Send,
+    Op: Fn(Client, S, u64) -> OpFut + Send + Sync + 'static,
+    OpFut: Future<Output = anyhow::Result<(S, Option<Duration>)>> + Send,
+{
+    let (setup, op) = (Arc::new(setup), Arc::new(op));
+    let clients = u64::from(args.clients());
+    let progress = bar(args.count);
+    let mut tasks = Vec::new();
+    let mut ready = Vec::new();
+    for _ in 0..clients {
+        let client = Client::connect(client.meta_addrs()).await?;
+        ready.push((client.clone(), setup(client).await?));
+    }
+    let start = Instant::now();
+    for (c, (client, mut state)) in ready.into_iter().enumerate() {
+        let (op, progress) = (op.clone(), progress.clone());
+        let rounds = args.count / clients + u64::from((c as u64) < args.count % clients);
+        tasks.push(tokio::spawn(async move {
+            let mut dice = Dice::new(c as u64 + 1);
+            let mut lat = Vec::with_capacity(rounds as usize);
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let (back, measured) = op(client.clone(), state, dice.below(u64::MAX)).await?;
+                state = back;
+                lat.push(measured.unwrap_or_else(|| t.elapsed()).as_micros() as u64);
                 progress.inc(1);
             }
-            session.close().await?;
             anyhow::Ok(lat)
         }));
     }
@@ -340,5 +435,86 @@ async fn lock(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
         lat.extend(t.await??);
     }
     progress.finish_and_clear();
-    Ok(Outcome { ops: lat.len() as u64, bytes: 0, elapsed: start.elapsed(), latencies_us: lat })
+    Ok(Outcome {
+        ops: lat.len() as u64,
+        bytes: lat.len() as u64 * bytes_per_op,
+        elapsed: start.elapsed(),
+        latencies_us: lat,
+    })
+}
+
+async fn rand_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let span = args.span.max(1);
+    let size = args.size.unwrap_or(4096).clamp(1, span);
+    let path = format!("{}/rand", args.dir);
+    if client.stat(&path).await.map(|s| s.size != span).unwrap_or(true) {
+        client.remove(&path, false).await.ok();
+        let mut f = client.create(&path, args.replication).await?;
+        let piece = pattern((64 << 20).min(span) as usize, 11);
+        let mut at = 0;
+        while at < span {
+            let n = (span - at).min(piece.len() as u64) as usize;
+            f.write_at(at, &piece[..n]).await?;
+            at += n as u64;
+        }
+    }
+    let slots = span / size;
+    let open_path = path.clone();
+    per_client(
+        client,
+        args,
+        size,
+        move |c: Client| {
+            let path = open_path.clone();
+            async move { Ok(c.open(&path).await?) }
+        },
+        move |_c, mut f: shoal_client::File, roll| {
+            let at = roll % slots * size;
+            async move {
+                let got = f.read_at(at, size).await?;
+                anyhow::ensure!(got.len() as u64 == size, "short read at {at}: {} of {size}", got.len());
+                Ok((f, None))
+            }
+        },
+    )
+    .await
+}
+
+async fn mixed(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let size = args.size.unwrap_or(4096);
+    let dir = format!("{}/small", args.dir);
+    let present = client.list(&dir).await.map(|l| l.len() as u64).unwrap_or(0);
+    if present < args.count {
+        let write_args = BenchArgs { keep: true, ..args.clone() };
+        Box::pin(small(client, &write_args, false)).await?;
+    }
+    let data = Arc::new(pattern(size as usize, 5));
+    let count = args.count;
+    per_client(
+        client,
+        args,
+        size,
+        |_c: Client| async { Ok(()) },
+        move |c, (), roll| {
+            let (dir, data) = (dir.clone(), data.clone());
+            let (roll, i) = (roll % 100, (roll >> 8) % count.max(1));
+            let path = format!("{dir}/f{i}");
+            async move {
+                match roll {
+                    0..50 => {
+                        c.open(&path).await?.read_at(0, size).await?;
+                    }
+                    50..75 => c.open(&path).await?.write_at(0, &data).await?,
+                    75..90 => {
+                        c.stat(&path).await?;
+                    }
+                    _ => {
+                        c.list(&dir).await?;
+                    }
+                }
+                Ok(((), None))
+            }
+        },
+    )
+    .await
 }

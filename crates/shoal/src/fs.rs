@@ -17,8 +17,10 @@ use crate::locking;
 
 /// Largest piece `get` and `cat` read at once.
 const READ_PIECE_MAX_BYTES: u64 = 8 << 20;
-/// Largest piece `put` writes at once (one chunk at most).
-const WRITE_PIECE_MAX_BYTES: u64 = 64 << 20;
+/// Chunks `put` writes at once (one write call; they are written side by side).
+const PUT_CHUNKS_PER_WRITE: u64 = 2;
+/// Largest piece `put` writes at once.
+const WRITE_PIECE_MAX_BYTES: u64 = 128 << 20;
 
 /// Runs a file command; `timeout` also bounds the wait for a lock.
 pub async fn run(client: Client, command: Command, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
@@ -219,7 +221,7 @@ async fn put(
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand_u32())).to_string();
     let mut file = client.create(&tmp.to_string(), replication).await?;
     file.set_fence(lock);
-    let piece = file.cached_stat().chunk_size.clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
+    let piece = (file.cached_stat().chunk_size * PUT_CHUNKS_PER_WRITE).clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
     let bar = progress(total, "put");
     let result: anyhow::Result<()> = async {
         let mut buf = vec![0u8; piece];

@@ -227,3 +227,10 @@ impl Drop for LocalCluster {
         self.stop();
     }
 }
+
+/// `n` distinct free loopback addresses (HOST:PORT) for a local cluster.
+pub fn free_loopback_addrs(n: usize) -> anyhow::Result<Vec<String>> {
+    // Every listener stays open until all are picked, so no port comes twice.
+    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?)
+}

@@ -31,7 +31,6 @@
 //! at or below it. With fewer than 100 kills, the p99 is the max.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,12 +141,6 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Free loopback addresses, distinct from each other.
-fn free_addrs(n: usize) -> anyhow::Result<Vec<String>> {
-    // Every listener stays open until all are picked, so no port comes twice.
-    let listeners = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?)
-}
-
 /// Runs the bench; `call_timeout` bounds each workload call.
 pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<ExitCode> {
     let (dir, tmp) = match &args.data_dir {
@@ -172,7 +165,7 @@ pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<Exit
 }
 
 async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyhow::Result<Outcome> {
-    let addrs = free_addrs(META_NODES + CHUNK_NODES)?;
+    let addrs = crate::local::free_loopback_addrs(META_NODES + CHUNK_NODES)?;
     let spec = Spec {
         dir,
         meta_addrs: addrs[..META_NODES].to_vec(),
