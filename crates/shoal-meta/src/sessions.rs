@@ -4,9 +4,12 @@
 //! per beat). Only the leader tracks them; when a session stays silent for
 //! its TTL, the leader proposes its end through Raft, so every node agrees on
 //! which sessions are gone. A node that becomes leader knows no keep-alives
-//! yet, so it counts every session as heard at the moment it took over: a
-//! leader change never expires a live session early, it only delays expiry
-//! by at most one TTL.
+//! yet, so it counts every session as heard when it first looks at it: at the
+//! moment it took over for the sessions that existed then (a leader change
+//! never expires a live session early, it only delays expiry by at most one
+//! TTL), and for a session opened since, before the handler that opened it
+//! records it (the state machine holds the session before that handler runs
+//! again, and the expiry scan may look in between).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,10 +41,10 @@ impl SessionClock {
 
     /// Whether `session` has been silent longer than `ttl` (only on a leader).
     pub fn expired(&self, session: u64, ttl: Duration, now: Instant) -> bool {
-        let c = self.inner.lock().expect("session clock");
+        let mut c = self.inner.lock().expect("session clock");
         let Some(since) = c.leader_since else { return false };
-        let heard = c.heard.get(&session).copied().map_or(since, |h| h.max(since));
-        now.saturating_duration_since(heard) > ttl
+        let heard = *c.heard.entry(session).or_insert(now);
+        now.saturating_duration_since(heard.max(since)) > ttl
     }
 
     /// Forgets a session that has ended.
@@ -64,8 +67,24 @@ mod tests {
         c.touch(1, t0 + Duration::from_secs(5));
         assert!(!c.expired(1, ttl, t0 + Duration::from_secs(14)));
         assert!(c.expired(1, ttl, t0 + Duration::from_secs(16)));
-        assert!(c.expired(2, ttl, t0 + Duration::from_secs(11)), "never heard: counted from the takeover");
         c.set_leader_since(Some(t0 + Duration::from_secs(20)));
         assert!(!c.expired(1, ttl, t0 + Duration::from_secs(29)));
+    }
+
+    /// Regression: a session opened more than a TTL after the takeover used to
+    /// count as silent since the takeover until its opener's touch landed, so
+    /// an expiry scan in between ended it at once (t83 saw puts fail with
+    /// "lock session has expired").
+    #[test]
+    fn a_session_not_heard_yet_counts_from_when_the_leader_first_looks() {
+        let c = SessionClock::default();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        c.set_leader_since(Some(t0));
+        assert!(!c.expired(2, ttl, t0 + Duration::from_secs(30)), "first seen long after the takeover");
+        assert!(!c.expired(2, ttl, t0 + Duration::from_secs(39)));
+        assert!(c.expired(2, ttl, t0 + Duration::from_secs(41)), "silent for a TTL since it was first seen");
+        assert!(!c.expired(3, ttl, t0 + Duration::from_millis(100)), "existing at the takeover: a full TTL from it");
+        assert!(c.expired(3, ttl, t0 + Duration::from_secs(11)));
     }
 }
