@@ -15,6 +15,10 @@
 //! A new leader waits out the registry's grace period before its first round,
 //! so liveness it has not heard yet cannot make it drop or copy replicas.
 //!
+//! A round costs a pass over every chunk, so a round that found nothing to do
+//! is not repeated until something it depends on changes: the applied state,
+//! which servers are alive or draining, or the healer's own work.
+//!
 //! Soft state, lost with leadership on purpose: copies in flight, moves still
 //! to do, open suspicions from chunk reports, report tokens. A copy the old
 //! leader had running ends up unlisted on its target, and the target's next
@@ -249,6 +253,8 @@ pub fn spawn(svc: MetaService) {
     tokio::spawn(async move {
         let epoch = Instant::now();
         let mut leading = false;
+        // What the last round that found nothing to do saw.
+        let mut idle_at: Option<RoundInputs> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(ROUND_EVERY) => {}
@@ -258,6 +264,7 @@ pub fn spawn(svc: MetaService) {
             if now_leading != leading {
                 svc.healer.reset();
                 leading = now_leading;
+                idle_at = None;
             }
             if !leading {
                 continue;
@@ -266,19 +273,42 @@ pub fn spawn(svc: MetaService) {
             if svc.registry.in_grace(now) {
                 continue;
             }
-            round(&svc, now, epoch).await;
+            let inputs = round_inputs(&svc, now);
+            if idle_at.as_ref() == Some(&inputs) {
+                continue;
+            }
+            let busy = round(&svc, now, epoch).await;
+            idle_at = (!busy).then_some(inputs);
         }
     });
 }
 
-/// One planning round.
-async fn round(svc: &MetaService, now: Instant, epoch: Instant) {
+/// Everything a round's plan depends on, besides the state's content.
+#[derive(Debug, PartialEq, Eq)]
+struct RoundInputs {
+    applied: u64,
+    /// (server, alive, draining) of every server.
+    servers: Vec<(u64, bool, bool)>,
+    /// Copies in flight and moves still to do.
+    work: (usize, usize),
+}
+
+fn round_inputs(svc: &MetaService, now: Instant) -> RoundInputs {
+    let applied = svc.state.read().last_applied.map_or(0, |l| l.index);
+    let servers = svc.server_views(now).into_iter().map(|s| (s.id, s.alive, s.draining)).collect();
+    let work = (svc.healer.copies_in_flight(), svc.healer.moves_pending());
+    RoundInputs { applied, servers, work }
+}
+
+/// One planning round. Returns whether anything is under way or left to do
+/// (false: the same inputs would plan nothing again).
+async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
     let (chunks, paused) = {
         let s = svc.state.read();
         (health::chunk_views(&s.fs), s.fs.repair_paused)
     };
     if paused {
-        return;
+        return false;
     }
     let servers = svc.server_views(now);
     let busy = svc.healer.busy(now);
@@ -287,13 +317,15 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) {
         per_target_max: PER_TARGET_MAX,
     };
     let mut budget_left = true;
-    for task in health::plan_repairs(&chunks, &servers, &busy, limits) {
+    let tasks = health::plan_repairs(&chunks, &servers, &busy, limits);
+    let planned = !tasks.is_empty();
+    for task in tasks {
         match task {
             Task::Drop { place, nodes } => {
                 tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
                 if let Err(e) = svc.write(Command::DropReplicas { place, nodes }, None).await {
                     tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
-                    return;
+                    return true;
                 }
             }
             Task::Copy(c) if budget_left => budget_left = launch(svc, c, epoch),
@@ -303,6 +335,7 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) {
     if budget_left {
         launch_moves(svc, &chunks, &servers, now, epoch);
     }
+    planned || !busy.chunks.is_empty() || svc.healer.copies_in_flight() > 0 || svc.healer.moves_pending() > 0
 }
 
 /// Starts moves from the rebalance queue while the budget allows.
