@@ -1,4 +1,6 @@
-//! The chunk service: pipelined writes and verified ranged reads over gRPC.
+//! The chunk service: pipelined writes and verified ranged reads over gRPC,
+//! and `Replicate`, meta's request to copy a replica here (see
+//! [`crate::replicate`]). Every read piece carries the CRC32C of its bytes.
 //!
 //! # Chain write, as seen by one replica
 //! 1. Read the header; if there are replicas downstream, open a write stream

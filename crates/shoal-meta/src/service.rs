@@ -1,6 +1,11 @@
 //! The gRPC face of meta: namespace operations for clients and the cluster
 //! registry for chunk servers and operators.
 //!
+//! Heartbeats also carry healing: confirmed deletes, corrupt replicas, and
+//! chunk reports, reconciled here ([`crate::reconcile`]) into one `Reconcile`
+//! command. Operators get `Fsck`, `Decommission`, `Rebalance` and `SetRepair`;
+//! the work itself is the leader's healing task ([`crate::repair`]).
+//!
 //! Every change is a [`Command`] proposed through Raft; this module only
 //! validates input, plans what needs the leader's view of liveness (placement),
 //! and turns answers and errors into gRPC. Reads of the namespace go through
