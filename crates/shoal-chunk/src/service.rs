@@ -50,6 +50,8 @@ pub fn store_status(e: &StoreError) -> Status {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Stale { .. } | StoreError::OldVersion { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Moved { .. } => Status::aborted(e.to_string()),
+        // The replica is behind: the client routes the write around it.
+        StoreError::MissingBase { .. } => Status::data_loss(e.to_string()),
         StoreError::Fenced { .. } => Status::permission_denied(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),

@@ -77,6 +77,10 @@ pub enum StoreError {
     Moved { chunk_id: u64, have: u64, want: u64 },
     #[error("fenced: write to chunk {chunk_id} carries token {token}, older than the token {newest} already seen")]
     Fenced { chunk_id: u64, token: u64, newest: u64 },
+    #[error(
+        "chunk {chunk_id} is at version {have} here, not the committed version {base} the write builds on (this replica missed a write)"
+    )]
+    MissingBase { chunk_id: u64, have: u64, base: u64 },
     #[error("write to chunk {chunk_id} carries version {got}, older than this replica's {have}")]
     OldVersion { chunk_id: u64, got: u64, have: u64 },
     #[error("chunk {chunk_id} block {block} failed its checksum")]
@@ -422,6 +426,12 @@ impl ChunkStore {
                 }
                 m.undo.retain(|v| *v > base);
             }
+            // A write builds on the committed version: a replica that does not
+            // hold exactly that (it missed a write, or lost the chunk) would
+            // mix this write with old or missing bytes under valid checksums.
+            if meta.as_ref().map_or(0, |m| m.version) != base {
+                return Ok((meta, None));
+            }
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -429,13 +439,20 @@ impl ChunkStore {
                 .truncate(false)
                 .open(data_path(&dir, id))
                 .map_err(StoreError::from_io)?;
-            Ok((meta, file))
+            Ok((meta, Some(file)))
         })
         .await?;
         let start_len = meta.as_ref().map_or(0, |m| m.len);
         self.account(before_len, start_len);
-        self.note_version(id, meta.as_ref().map_or(0, |m| m.version));
+        let have = meta.as_ref().map_or(0, |m| m.version);
+        self.note_version(id, have);
         *guard = meta;
+        let Some(file) = file else {
+            if guard.is_none() {
+                self.replicas.lock().expect("store lock").remove(&id);
+            }
+            return Err(StoreError::MissingBase { chunk_id: id, have, base });
+        };
         Ok(self.session(id, version, guard, file, start_len))
     }
 
@@ -945,6 +962,19 @@ mod tests {
         drop(s);
         let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
         assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
+    /// Regression (review): a replica that missed a write, or lost the chunk,
+    /// used to take the next write on top of old or missing bytes, with valid
+    /// checksums over them.
+    #[tokio::test]
+    async fn a_write_on_a_base_the_replica_lacks_is_refused() {
+        let (d, s) = committed_v1().await;
+        assert!(matches!(s.begin_write(1, 3, 2).await, Err(StoreError::MissingBase { have: 1, base: 2, .. })));
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "nothing changed");
+        assert!(matches!(s.begin_write(7, 4, 3).await, Err(StoreError::MissingBase { have: 0, base: 3, .. })));
+        assert!(!d.path().join("chunks").join(format!("{:016x}.data", 7)).exists(), "no empty replica was made");
+        assert_eq!(s.chunk_count(), 1);
     }
 
     #[tokio::test]

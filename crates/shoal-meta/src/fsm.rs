@@ -768,10 +768,21 @@ impl FsState {
         let next_id = self.next_chunk_id;
         let f = self.file_mut(inode)?;
         let chunk_size = f.chunk_size;
-        let current = f.chunks.get(&index).map(|c| (c.id, c.version));
-        if current.map(|c| c.0) != expect_id || current.map_or(0, |c| c.1) != expect_version {
+        let current = f.chunks.get(&index).map(|c| (c.id, c.version, c.committed_version, c.replicas.clone()));
+        if current.as_ref().map(|c| c.0) != expect_id || current.as_ref().map_or(0, |c| c.1) != expect_version {
             return Ok(Response::Conflict);
         }
+        // A plan made before a replica was dropped (by repair, a report or a
+        // move) must not list it again: it may be deleting its copy. Once a
+        // write was acknowledged, a chain only ever keeps listed replicas.
+        if let Some((id, _, committed, listed)) = &current {
+            let stale_plan = replicas.iter().any(|r| self.garbage.get(id).is_some_and(|h| h.contains(r)))
+                || (*committed > 0 && !replicas.iter().all(|r| listed.contains(r)));
+            if stale_plan {
+                return Ok(Response::Conflict);
+            }
+        }
+        let f = self.file_mut(inode)?;
         let dropped: Vec<u64>;
         let chunk = match f.chunks.get_mut(&index) {
             Some(c) => {
@@ -814,7 +825,9 @@ impl FsState {
         let f = self.file_mut(inode)?;
         for (index, id, version) in chunks {
             match f.chunks.get(index) {
-                Some(c) if c.id == *id && c.version == *version => {}
+                // At least one listed replica must hold the write (not all lagging).
+                Some(c)
+                    if c.id == *id && c.version == *version && c.replicas.iter().any(|r| !c.lagging.contains(r)) => {}
                 _ => {
                     return Err(FsError::ChunkChanged { inode, index: *index });
                 }
@@ -849,6 +862,20 @@ impl FsState {
             self.corrupt.remove(&c.id);
         }
         Ok(Response::Inode(view))
+    }
+
+    /// Those of `chunks` whose replica list names `node` (a linear scan).
+    pub fn chunks_listed_on(&self, node: u64, chunks: &[u64]) -> Vec<u64> {
+        if chunks.is_empty() {
+            return Vec::new();
+        }
+        let wanted: BTreeSet<u64> = chunks.iter().copied().collect();
+        self.inodes
+            .values()
+            .flat_map(|i| i.chunks.values())
+            .filter(|c| wanted.contains(&c.id) && c.replicas.contains(&node))
+            .map(|c| c.id)
+            .collect()
     }
 
     /// Garbage chunks that server `node` should delete, at most `max`.

@@ -85,7 +85,10 @@ impl FsState {
             c.lagging.push(target);
         }
         let mut dropped = Vec::new();
-        if as_planned {
+        // A lagging copy (a write is in flight) replaces nothing: if that write
+        // commits, the copy leaves the list, and the replicas it would have
+        // replaced are the ones holding the write.
+        if as_planned && version == copied {
             dropped = drop.iter().copied().filter(|d| *d != target && c.replicas.contains(d)).collect();
             c.replicas.retain(|r| !dropped.contains(r));
             c.lagging.retain(|r| !dropped.contains(r));
@@ -135,12 +138,11 @@ impl FsState {
         if !c.replicas.contains(&node) {
             return;
         }
-        let others_good = c.replicas.iter().any(|r| *r != node && !known_bad.contains(r));
-        if others_good {
-            c.replicas.retain(|r| *r != node);
-            c.lagging.retain(|r| *r != node);
-            self.discard_chunk(place.chunk, &[node]);
-        }
+        // Only recorded: the replica is no longer good, so repair copies the
+        // chunk from a good one, and `settle_corrupt` drops the bad copy once
+        // the factor of good replicas is back. Dropping it now could throw away
+        // the only readable copy (one bad block, the other holder dead).
+        let _ = (c, known_bad);
         self.corrupt.entry(place.chunk).or_default().insert(node);
     }
 
@@ -252,6 +254,44 @@ mod tests {
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3, 4]);
     }
 
+    /// Regression (review): a lagging copy used to drop the replicas it was
+    /// planned to replace, which hold the write in flight; its commit then
+    /// removed the copy too, leaving the acknowledged write on no listed replica.
+    #[test]
+    fn a_lagging_copy_replaces_nothing() {
+        let (mut st, place) = state(&[1, 2], true);
+        assert_eq!(run(&mut st, add(place, 1, 2, 3, &[1, 2], &[1, 2])), Response::Ok);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2, 3], "the writers' replicas stay");
+        assert!(st.garbage_for(1, 10).is_empty() && st.garbage_for(2, 10).is_empty());
+        let commit = Command::CommitWrite {
+            inode: place.inode,
+            chunks: vec![(0, place.chunk, 2)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(&mut st, commit), Response::Inode(_)));
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2], "the committed write is on its chain");
+    }
+
+    /// Regression (review): a plan made before a replica was dropped must not
+    /// list it again while its copy is being deleted.
+    #[test]
+    fn a_stale_plan_cannot_relist_a_dropped_replica() {
+        let (mut st, place) = state(&[1, 2], false);
+        run(&mut st, Command::DropReplicas { place, nodes: vec![2] });
+        let prep = Command::PrepareWrite {
+            inode: place.inode,
+            index: 0,
+            expect_id: Some(place.chunk),
+            expect_version: 1,
+            replicas: vec![1, 2],
+            fence: None,
+        };
+        assert_eq!(run(&mut st, prep), Response::Conflict);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1]);
+    }
+
     #[test]
     fn a_copy_made_during_a_write_is_dropped_by_its_commit() {
         let (mut st, place) = state(&[1, 2], true);
@@ -311,23 +351,24 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_replicas_are_dropped_while_a_good_one_remains() {
+    fn corrupt_replicas_stay_listed_until_good_copies_replace_them() {
         let (mut st, place) = state(&[1, 2], false);
         run(&mut st, Command::ReportCorrupt { node: 1, chunks: vec![place] });
-        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![2]);
-        assert_eq!(st.garbage_for(1, 10), vec![place.chunk]);
-        // The last replica is kept even when it is corrupt too.
+        // Only recorded: the other holder may be dead, and one bad block does
+        // not make the rest of this copy worthless.
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
+        assert!(st.garbage_for(1, 10).is_empty());
         run(&mut st, Command::ReportCorrupt { node: 2, chunks: vec![place] });
-        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![2]);
         assert_eq!(st.corrupt[&place.chunk].len(), 2);
-        // A good copy (from a server that came back, say) does not settle it below the factor...
-        run(&mut st, Command::ForgetGarbage { node: 1, chunks: vec![place.chunk] });
-        assert_eq!(run(&mut st, add(place, 1, 1, 3, &[2], &[])), Response::Ok);
+        // One good copy does not settle it below the factor...
+        assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[])), Response::Ok);
         assert!(st.corrupt.contains_key(&place.chunk));
-        // ...two good ones do, and the corrupt last resort goes.
-        assert_eq!(run(&mut st, add(place, 1, 1, 4, &[2, 3], &[])), Response::Ok);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2, 3]);
+        // ...two good ones do, and the corrupt copies go.
+        assert_eq!(run(&mut st, add(place, 1, 1, 4, &[1, 2, 3], &[])), Response::Ok);
         assert!(st.corrupt.is_empty());
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![3, 4]);
+        assert_eq!((st.garbage_for(1, 10), st.garbage_for(2, 10)), (vec![place.chunk], vec![place.chunk]));
     }
 
     #[test]

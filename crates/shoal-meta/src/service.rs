@@ -401,8 +401,12 @@ impl pb::namespace_server::Namespace for MetaService {
 impl pb::cluster_server::Cluster for MetaService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let r = req.into_inner();
-        // Only the leader tracks liveness; others send the server on.
+        // Only the leader tracks liveness; others send the server on. The
+        // read-index makes sure this leader is current and has applied all it
+        // committed, so a deposed or lagging leader neither reconciles a report
+        // against old state nor hands out an old delete list.
         self.leader_only()?;
+        self.linearizable().await?;
         let known = self.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
         if known.as_deref() != Some(r.addr.as_str()) {
             self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
@@ -427,7 +431,14 @@ impl pb::cluster_server::Cluster for MetaService {
         };
         // Never delete what a copy in flight is writing: its listing decides.
         let copying_in = self.healer.copying_in(r.node_id);
-        let mut delete = self.state.read().fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
+        let mut delete = {
+            let s = self.state.read();
+            let mut d = s.fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
+            // Defence in depth: never delete a replica the chunk map lists here.
+            let listed = s.fs.chunks_listed_on(r.node_id, &d);
+            d.retain(|c| !listed.contains(c));
+            d
+        };
         delete.retain(|c| !copying_in.contains(c));
         Ok(TonicResponse::new(pb::HeartbeatReply { delete, report_token }))
     }
