@@ -203,10 +203,13 @@ pub enum Command {
         drop: Vec<u64>,
     },
     /// Drops extra replicas of a chunk (their copies become garbage); never
-    /// its last one.
+    /// its last one. Only if the chunk is still at `expect_version`, fully
+    /// committed (no write in flight that the dropped replicas may carry).
     DropReplicas {
         place: ChunkPlace,
         nodes: Vec<u64>,
+        #[serde(default)]
+        expect_version: u64,
     },
     /// What a chunk report of server `node` showed: copies it holds that are
     /// not listed there (`garbage`; `None` place: no file references the
@@ -503,7 +506,13 @@ impl FsState {
             Command::AddReplica { place, copied, version, target, expect, drop } => {
                 Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
             }
-            Command::DropReplicas { place, nodes } => {
+            Command::DropReplicas { place, nodes, expect_version } => {
+                let unchanged = self
+                    .chunk_at(*place)
+                    .is_some_and(|c| c.version == *expect_version && c.committed_version == *expect_version);
+                if !unchanged {
+                    return Response::Conflict;
+                }
                 self.drop_replicas(*place, nodes);
                 Ok(Response::Ok)
             }

@@ -323,7 +323,9 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
         match task {
             Task::Drop { place, nodes } => {
                 tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
-                if let Err(e) = svc.write(Command::DropReplicas { place, nodes }, None).await {
+                // As planned: a write prepared since then may carry these replicas.
+                let expect_version = svc.state.read().fs.chunk_at(place).map_or(0, |c| c.version);
+                if let Err(e) = svc.write(Command::DropReplicas { place, nodes, expect_version }, None).await {
                     tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
                     return true;
                 }

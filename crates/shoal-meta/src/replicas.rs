@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn a_stale_plan_cannot_relist_a_dropped_replica() {
         let (mut st, place) = state(&[1, 2], false);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![2] });
+        run(&mut st, Command::DropReplicas { place, nodes: vec![2], expect_version: 1 });
         let prep = Command::PrepareWrite {
             inode: place.inode,
             index: 0,
@@ -290,6 +290,16 @@ mod tests {
         };
         assert_eq!(run(&mut st, prep), Response::Conflict);
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1]);
+    }
+
+    /// Regression (review): a drop planned before a write was prepared could
+    /// take away a replica of that write's chain.
+    #[test]
+    fn a_drop_does_not_apply_once_a_write_is_in_flight() {
+        let (mut st, place) = state(&[1, 2], true);
+        let drop = Command::DropReplicas { place, nodes: vec![2], expect_version: 1 };
+        assert_eq!(run(&mut st, drop), Response::Conflict);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
     }
 
     #[test]
@@ -326,9 +336,9 @@ mod tests {
     #[test]
     fn drops_never_empty_a_chunk_but_lost_replicas_may() {
         let (mut st, place) = state(&[1, 2], false);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![1, 2] });
+        run(&mut st, Command::DropReplicas { place, nodes: vec![1, 2], expect_version: 1 });
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![2] });
+        run(&mut st, Command::DropReplicas { place, nodes: vec![2], expect_version: 1 });
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1]);
         run(&mut st, Command::Reconcile { node: 1, garbage: vec![], lost: vec![place] });
         assert!(st.chunk_at(place).unwrap().replicas.is_empty());
