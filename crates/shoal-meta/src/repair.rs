@@ -440,10 +440,9 @@ async fn copy(svc: &MetaService, c: &Copy) -> Result<(), String> {
             );
             Ok(())
         }
-        Response::Conflict => {
-            tracing::info!(chunk_id = c.place.chunk, to = %target, "chunk changed during its copy; the copy is garbage");
-            Ok(())
-        }
+        // Failing makes the chunk cool down before another try, so a chunk
+        // written to all the time does not keep the copier busy.
+        Response::Conflict => Err("the chunk changed during its copy; the copy is garbage".to_string()),
         other => Err(format!("unexpected answer to AddReplica: {other:?}")),
     }
 }

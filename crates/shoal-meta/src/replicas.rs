@@ -60,7 +60,7 @@ impl FsState {
         &mut self,
         place: ChunkPlace,
         copied: u64,
-        version: u64,
+        _planned_version: u64,
         target: u64,
         expect: &[u64],
         drop: &[u64],
@@ -75,20 +75,24 @@ impl FsState {
         if c.replicas.contains(&target) {
             return Response::Conflict;
         }
-        if c.committed_version != copied || c.version != version || pending || !known {
+        // The copy holds the committed version it copied. If that is still the
+        // committed one, it is good (or, while a write is in flight, lagging);
+        // if a write was committed since, it is garbage. (The version seen
+        // when the copy was planned is only for the log.)
+        if c.committed_version != copied || pending || !known {
             self.discard_chunk(place.chunk, &[target]);
             return Response::Conflict;
         }
         let as_planned = c.replicas == expect;
         c.replicas.push(target);
-        if version > copied {
+        if c.version > copied {
             c.lagging.push(target);
         }
         let mut dropped = Vec::new();
         // A lagging copy (a write is in flight) replaces nothing: if that write
         // commits, the copy leaves the list, and the replicas it would have
         // replaced are the ones holding the write.
-        if as_planned && version == copied {
+        if as_planned && c.version == copied {
             dropped = drop.iter().copied().filter(|d| *d != target && c.replicas.contains(d)).collect();
             c.replicas.retain(|r| !dropped.contains(r));
             c.lagging.retain(|r| !dropped.contains(r));
@@ -237,8 +241,8 @@ mod tests {
     #[test]
     fn a_copy_is_listed_only_if_the_chunk_did_not_change() {
         let (mut st, place) = state(&[1, 2], false);
-        // A write came in after the copy was planned: the copy is garbage.
-        let stale = add(place, 1, 0, 3, &[1, 2], &[]);
+        // A copy of a version that is no longer the committed one is garbage.
+        let stale = add(place, 0, 1, 3, &[1, 2], &[]);
         assert_eq!(run(&mut st, stale), Response::Conflict);
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
         assert_eq!(st.garbage_for(3, 10), vec![place.chunk]);
