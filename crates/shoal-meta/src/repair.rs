@@ -389,7 +389,7 @@ fn launch(svc: &MetaService, c: Copy, epoch: Instant) -> bool {
     let Some(generation) = svc.healer.start(&c, epoch) else { return false };
     let svc = svc.clone();
     tokio::spawn(async move {
-        let failed = match copy(&svc, &c).await {
+        let failed = match copy(&svc, &c, generation).await {
             Ok(()) => false,
             Err(e) => {
                 tracing::warn!(chunk_id = c.place.chunk, target = c.target, "copy failed: {e}");
@@ -402,7 +402,7 @@ fn launch(svc: &MetaService, c: Copy, epoch: Instant) -> bool {
 }
 
 /// Has the target copy the chunk, then lists it there.
-async fn copy(svc: &MetaService, c: &Copy) -> Result<(), String> {
+async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String> {
     let (target, sources) = {
         let s = svc.state.read();
         let addr = |id: &u64| s.fs.nodes.get(id).map(|n| n.addr.clone());
@@ -418,6 +418,11 @@ async fn copy(svc: &MetaService, c: &Copy) -> Result<(), String> {
         .map_err(|_| format!("no answer from {target} within {limit:?}"))?
         .map_err(|s| format!("{target}: {}", s.message()))?
         .into_inner();
+    // Leadership lost (and maybe regained) during the copy: another leader
+    // may have made this copy garbage meanwhile, so it must not be listed.
+    if svc.healer.lock().generation != generation {
+        return Err("leadership changed during the copy; the copy is not listed".to_string());
+    }
     let cmd = Command::AddReplica {
         place: c.place,
         copied: c.copied,
