@@ -229,6 +229,12 @@ pub struct UpArgs {
     /// Host to bind every node to.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Bandwidth all re-replication copies may use together (0: no limit).
+    #[arg(long, default_value = "256MiB/s", value_parser = rate)]
+    pub repair_rate: u64,
+    /// How fast each chunk server's scrubber re-verifies checksums (0: off).
+    #[arg(long, default_value = "32MiB/s", value_parser = rate)]
+    pub scrub_rate: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -34,6 +34,9 @@ pub struct Spec {
     pub chunk_size_bytes: u64,
     pub replication: u32,
     pub dead_after: Duration,
+    /// More flags for every meta node, and for every chunk server.
+    pub meta_flags: Vec<String>,
+    pub chunk_flags: Vec<String>,
 }
 
 /// One child process, with what it takes to start it again.
@@ -110,7 +113,7 @@ impl LocalCluster {
             LocalCluster { dir: spec.dir.clone(), meta_addrs: spec.meta_addrs.clone(), metas: vec![], chunks: vec![] };
         for (i, addr) in spec.meta_addrs.iter().enumerate() {
             let name = format!("meta-{}", i + 1);
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "meta".into(),
                 "--id".into(),
                 (i + 1).to_string(),
@@ -127,12 +130,13 @@ impl LocalCluster {
                 "--dead-after".into(),
                 format!("{}ms", spec.dead_after.as_millis()),
             ];
+            args.extend(spec.meta_flags.iter().cloned());
             // On error, dropping `cluster` stops the nodes already started.
             cluster.metas.push(Node::start(&spec.dir, name, addr.clone(), args)?);
         }
         for (j, addr) in spec.chunk_addrs.iter().enumerate() {
             let name = format!("chunk-{}", j + 1);
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "chunk".into(),
                 "--listen".into(),
                 addr.clone(),
@@ -141,6 +145,7 @@ impl LocalCluster {
                 "--dir".into(),
                 data(&name),
             ];
+            args.extend(spec.chunk_flags.iter().cloned());
             cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), args)?);
         }
         Ok(cluster)

@@ -41,6 +41,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         chunk_size_bytes: args.chunk_size,
         replication: args.replication,
         dead_after: args.dead_after,
+        meta_flags: vec!["--repair-rate".into(), args.repair_rate.to_string()],
+        chunk_flags: vec!["--scrub-rate".into(), args.scrub_rate.to_string()],
     };
     // Dropping the cluster (also on an early return) stops every node.
     let mut cluster = LocalCluster::start(&spec)?;

@@ -173,6 +173,8 @@ async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyh
         chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
         replication: REPLICATION,
         dead_after: Duration::from_secs(10),
+        meta_flags: Vec::new(),
+        chunk_flags: Vec::new(),
     };
     let progress = super::bar(u64::from(args.kills));
     progress.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} kills  {msg}").expect("valid template"));

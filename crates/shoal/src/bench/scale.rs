@@ -44,6 +44,8 @@ pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<Exit
             chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
             replication: servers.min(2) as u32,
             dead_after: Duration::from_secs(10),
+            meta_flags: Vec::new(),
+            chunk_flags: Vec::new(),
         };
         let mut cluster = LocalCluster::start(&spec)?;
         cluster.wait_ready(READY_TIMEOUT).await?;
