@@ -372,6 +372,20 @@ impl ChunkStore {
         map.entry(id).or_insert_with(|| Replica { lock: Arc::new(RwLock::new(None)), version: 0 }).lock.clone()
     }
 
+    /// The chunk's write lock. A delete or an aborted first write removes
+    /// the slot while holding it, so a task that waited on a removed slot
+    /// takes the current one instead of working on an orphan.
+    async fn write_slot(&self, id: u64) -> OwnedRwLockWriteGuard<Option<ReplicaMeta>> {
+        loop {
+            let slot = self.slot(id);
+            let guard = slot.clone().write_owned().await;
+            let map = self.replicas.lock().expect("store lock");
+            if map.get(&id).is_some_and(|r| Arc::ptr_eq(&r.lock, &slot)) {
+                return guard;
+            }
+        }
+    }
+
     fn existing_slot(&self, id: u64) -> Result<Arc<RwLock<Option<ReplicaMeta>>>, StoreError> {
         let map = self.replicas.lock().expect("store lock");
         map.get(&id).map(|r| r.lock.clone()).ok_or(StoreError::NotFound { chunk_id: id })
@@ -400,7 +414,7 @@ impl ChunkStore {
     /// Starts a write of chunk `id` at `version`, on top of committed version
     /// `base`: newer versions on this replica are rolled back first.
     pub async fn begin_write(self: &Arc<Self>, id: u64, version: u64, base: u64) -> Result<WriteSession, StoreError> {
-        let mut guard = self.slot(id).write_owned().await;
+        let mut guard = self.write_slot(id).await;
         if let Some(m) = guard.as_ref()
             && m.version > version
         {
@@ -570,7 +584,7 @@ impl ChunkStore {
     /// place of any copy this server has (which must not be newer). Finish
     /// it with [`WriteSession::finish_install`].
     pub async fn begin_install(self: &Arc<Self>, id: u64, version: u64) -> Result<WriteSession, StoreError> {
-        let mut guard = self.slot(id).write_owned().await;
+        let mut guard = self.write_slot(id).await;
         if let Some(m) = guard.as_ref()
             && m.version > version
         {
