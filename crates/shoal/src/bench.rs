@@ -255,40 +255,22 @@ async fn seq_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> 
 async fn spread<F, Fut>(client: &Client, args: &BenchArgs, bytes_per_op: u64, op: F) -> anyhow::Result<Outcome>
 where
     F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let op = Arc::new(op);
-    let progress = bar(args.count);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    let meta: Vec<String> = client.meta_addrs().to_vec();
-    for c in 0..u64::from(args.clients()) {
-        let (op, progress, args) = (op.clone(), progress.clone(), args.clone());
-        let client = Client::connect(&meta).await?;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = c;
-            while i < args.count {
-                let t = Instant::now();
-                op(client.clone(), i).await?;
-                lat.push(t.elapsed().as_micros() as u64);
-                progress.inc(1);
-                i += u64::from(args.clients());
+    per_client(
+        client,
+        args,
+        bytes_per_op,
+        |_c: Client| async { Ok(()) },
+        move |c, (), i, _roll| {
+            let one = op(c, i);
+            async move {
+                one.await?;
+                Ok(((), None))
             }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    progress.finish_and_clear();
-    Ok(Outcome {
-        ops: lat.len() as u64,
-        bytes: lat.len() as u64 * bytes_per_op,
-        elapsed: start.elapsed(),
-        latencies_us: lat,
-    })
+        },
+    )
+    .await
 }
 
 async fn small(client: &Client, args: &BenchArgs, read: bool) -> anyhow::Result<Outcome> {
@@ -355,7 +337,7 @@ async fn lock(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
         args,
         0,
         |c: Client| async move { Ok(c.open_session(shoal_client::DEFAULT_SESSION_TTL).await?) },
-        move |_c, session: shoal_client::Session, _roll| {
+        move |_c, session: shoal_client::Session, _i, _roll| {
             let path = path.clone();
             async move {
                 // Only the wait for the grant counts; the release does not.
@@ -387,9 +369,10 @@ impl Dice {
 }
 
 /// Runs `count` operations over `clients` tasks, each with its own client and
-/// state made once by `setup`. `op(client, state, roll)` does one operation
-/// (`roll` is a seeded random number for its choices), hands the state back,
-/// and may say which part of it is its latency (None: all of it).
+/// state made once by `setup`. `op(client, state, i, roll)` does operation
+/// number `i` (each number once; `roll` is a seeded random number for its
+/// choices), hands the state back, and may say which part of it is its
+/// latency (None: all of it).
 async fn per_client<S, Setup, SetupFut, Op, OpFut>(
     client: &Client,
     args: &BenchArgs,
@@ -401,7 +384,7 @@ where
     S: Send + 'static,
     Setup: Fn(Client) -> SetupFut + Send + Sync + 'static,
     SetupFut: Future<Output = anyhow::Result<S>> + Send,
-    Op: Fn(Client, S, u64) -> OpFut + Send + Sync + 'static,
+    Op: Fn(Client, S, u64, u64) -> OpFut + Send + Sync + 'static,
     OpFut: Future<Output = anyhow::Result<(S, Option<Duration>)>> + Send,
 {
     let (setup, op) = (Arc::new(setup), Arc::new(op));
@@ -415,14 +398,13 @@ where
     }
     let start = Instant::now();
     for (c, (client, mut state)) in ready.into_iter().enumerate() {
-        let (op, progress) = (op.clone(), progress.clone());
-        let rounds = args.count / clients + u64::from((c as u64) < args.count % clients);
+        let (op, progress, count) = (op.clone(), progress.clone(), args.count);
         tasks.push(tokio::spawn(async move {
             let mut dice = Dice::new(c as u64 + 1);
-            let mut lat = Vec::with_capacity(rounds as usize);
-            for _ in 0..rounds {
+            let mut lat = Vec::new();
+            for i in (c as u64..count).step_by(clients as usize) {
                 let t = Instant::now();
-                let (back, measured) = op(client.clone(), state, dice.below(u64::MAX)).await?;
+                let (back, measured) = op(client.clone(), state, i, dice.below(u64::MAX)).await?;
                 state = back;
                 lat.push(measured.unwrap_or_else(|| t.elapsed()).as_micros() as u64);
                 progress.inc(1);
@@ -468,7 +450,7 @@ async fn rand_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome>
             let path = open_path.clone();
             async move { Ok(c.open(&path).await?) }
         },
-        move |_c, mut f: shoal_client::File, roll| {
+        move |_c, mut f: shoal_client::File, _i, roll| {
             let at = roll % slots * size;
             async move {
                 let got = f.read_at(at, size).await?;
@@ -495,7 +477,7 @@ async fn mixed(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
         args,
         size,
         |_c: Client| async { Ok(()) },
-        move |c, (), roll| {
+        move |c, (), _i, roll| {
             let (dir, data) = (dir.clone(), data.clone());
             let (roll, i) = (roll % 100, (roll >> 8) % count.max(1));
             let path = format!("{dir}/f{i}");
