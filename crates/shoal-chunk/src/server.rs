@@ -142,8 +142,39 @@ pub async fn run(
         .context("gRPC server failed")
 }
 
+/// Garbage deletes, run beside the heartbeat loop: a delete waits for the
+/// chunk's write lock, which a long write or copy may hold, and heartbeats
+/// must not wait with it. Finished ids are confirmed on the next beat.
+#[derive(Default)]
+struct Deletes {
+    running: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    done: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Deletes {
+    fn start(&self, store: &Arc<ChunkStore>, ids: Vec<u64>) {
+        let fresh: Vec<u64> = {
+            let mut running = self.running.lock().expect("deletes lock");
+            ids.into_iter().filter(|id| running.insert(*id)).collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let (store, running, done) = (store.clone(), self.running.clone(), self.done.clone());
+        tokio::spawn(async move {
+            for id in fresh {
+                match store.delete(id).await {
+                    Ok(()) => done.lock().expect("deletes lock").push(id),
+                    Err(e) => tracing::warn!(chunk_id = id, "garbage delete failed: {e}"),
+                }
+                running.lock().expect("deletes lock").remove(&id);
+            }
+        });
+    }
+}
+
 async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u64, addr: String, config: ChunkConfig) {
-    let mut deleted: Vec<u64> = Vec::new();
+    let deletes = Deletes::default();
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first beat after a start carries a report.
@@ -164,7 +195,7 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             capacity_bytes: capacity,
             used_bytes: used,
             chunk_count: store.chunk_count(),
-            deleted: deleted.clone(),
+            deleted: std::mem::take(&mut *deletes.done.lock().expect("deletes lock")),
             report: report.clone(),
             corrupt: store.corrupt_ids(),
         };
@@ -185,16 +216,7 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
                     token = reply.report_token;
                     report_due = true;
                 }
-                deleted.clear();
-                for id in reply.delete {
-                    match store.delete(id).await {
-                        Ok(()) => deleted.push(id),
-                        Err(e) => tracing::warn!(chunk_id = id, "garbage delete failed: {e}"),
-                    }
-                }
-                if !deleted.is_empty() {
-                    tracing::info!(count = deleted.len(), "deleted garbage chunks");
-                }
+                deletes.start(&store, reply.delete);
             }
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }

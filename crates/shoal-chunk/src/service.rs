@@ -9,12 +9,16 @@
 //! 3. At the end of the stream: close the downstream stream, make the local
 //!    write durable (fsync, checksums, meta), and wait for downstream's ack.
 //!    A stream that breaks off is rolled back locally (see `store`).
-//!
-//! A write that carries a fencing token older than one already seen for the
-//! chunk is refused (`PERMISSION_DENIED`) before anything is written.
 //! 4. Ack only if both the local write and everything downstream succeeded.
 //!    On failure, the status names the replica at fault in
 //!    `shoal-failed-replica` so the client can route around it.
+//!
+//! A write that carries a fencing token older than one already seen for the
+//! chunk is refused (`PERMISSION_DENIED`) before anything is written.
+//!
+//! Writes and copies run in their own tasks: when the caller goes away (its
+//! call is cancelled), the session still ends, rolled back, instead of being
+//! dropped half-way with bytes written and no meta to match.
 
 use std::sync::Arc;
 
@@ -38,6 +42,7 @@ const READ_PIECE_BYTES: u64 = 1024 * 1024;
 /// Read answers buffered ahead of the network.
 const READ_QUEUE_MAX: usize = 4;
 
+#[derive(Clone)]
 pub struct ChunkService {
     pub store: Arc<ChunkStore>,
     pub pool: Arc<ChannelPool>,
@@ -91,12 +96,9 @@ impl ChunkService {
         });
         Ok(Some((next.clone(), tx, task)))
     }
-}
 
-#[tonic::async_trait]
-impl Chunk for ChunkService {
-    async fn write(&self, req: Request<Streaming<WriteMessage>>) -> Result<Response<WriteReply>, Status> {
-        let mut stream = req.into_inner();
+    /// One chain write, from its request stream to the ack (see the module doc).
+    async fn write_stream(&self, mut stream: Streaming<WriteMessage>) -> Result<Response<WriteReply>, Status> {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
         let header = first
             .header
@@ -129,7 +131,7 @@ impl Chunk for ChunkService {
                     failure = Some(blame(store_status(&e), me));
                     break;
                 }
-                at += len;
+                at = at.saturating_add(len);
             }
             match stream.message().await {
                 Ok(Some(m)) => data = m.data,
@@ -158,6 +160,15 @@ impl Chunk for ChunkService {
         }
         let version = local.map_err(|e| blame(store_status(&e), me))?;
         Ok(Response::new(WriteReply { version }))
+    }
+}
+
+#[tonic::async_trait]
+impl Chunk for ChunkService {
+    async fn write(&self, req: Request<Streaming<WriteMessage>>) -> Result<Response<WriteReply>, Status> {
+        let svc = self.clone();
+        let task = tokio::spawn(async move { svc.write_stream(req.into_inner()).await });
+        task.await.map_err(|e| Status::internal(format!("write task failed: {e}")))?
     }
 
     type ReadStream = ReceiverStream<Result<ReadReply, Status>>;
@@ -199,7 +210,9 @@ impl Chunk for ChunkService {
     }
 
     async fn replicate(&self, req: Request<ReplicateRequest>) -> Result<Response<ReplicateReply>, Status> {
-        crate::replicate::replicate(self, req.into_inner()).await.map(Response::new)
+        let svc = self.clone();
+        let task = tokio::spawn(async move { crate::replicate::replicate(&svc, req.into_inner()).await });
+        task.await.map_err(|e| Status::internal(format!("copy task failed: {e}")))?.map(Response::new)
     }
 }
 

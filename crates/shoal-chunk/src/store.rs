@@ -270,7 +270,7 @@ fn recover(
     }
     if let Some(m) = meta.as_mut() {
         m.undo = undo.into_iter().filter(|v| *v <= current).collect();
-        // A missing data file shows as corruption on the first read.
+        // A missing data file reads as corruption (see `read_verified`).
         if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
             && data.metadata()?.len() > m.len
         {
@@ -553,8 +553,11 @@ impl ChunkStore {
 
     /// Deletes the replica of chunk `id`, if this server has one.
     pub async fn delete(&self, id: u64) -> Result<(), StoreError> {
-        let Ok(slot) = self.existing_slot(id) else { return Ok(()) };
-        let mut guard = slot.write_owned().await;
+        if self.existing_slot(id).is_err() {
+            return Ok(());
+        }
+        // The current lock: a slot removed while this waited belongs to nothing.
+        let mut guard = self.write_slot(id).await;
         self.remove_replica(id, &mut guard).await?;
         self.replicas.lock().expect("store lock").remove(&id);
         Ok(())
@@ -577,6 +580,7 @@ impl ChunkStore {
         }
         self.note_version(id, 0);
         self.corrupt.lock().expect("corrupt lock").remove(&id);
+        self.fences.lock().expect("fences lock").remove(&id);
         Ok(())
     }
 
@@ -645,7 +649,11 @@ impl ChunkStore {
 /// checksum of every block it touches.
 fn read_verified(dir: &Path, id: u64, meta: &ReplicaMeta, offset: u64, end: u64) -> Result<Vec<u8>, StoreError> {
     let blocks = blocks_covering(offset, end - offset);
-    let f = File::open(data_path(dir, id))?;
+    // A replica whose data file is gone is as damaged as one that fails its checksum.
+    let f = File::open(data_path(dir, id)).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => StoreError::Corrupt { chunk_id: id, block: blocks.start },
+        _ => StoreError::Io(e),
+    })?;
     let first = blocks.start * BLOCK_SIZE_BYTES;
     let last = (blocks.end * BLOCK_SIZE_BYTES).min(meta.len);
     let mut buf = vec![0u8; (last - first) as usize];
@@ -712,7 +720,7 @@ impl WriteSession {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset + data.len() as u64;
+        let end = offset.saturating_add(data.len() as u64);
         if end > self.store.chunk_size_max_bytes {
             return Err(StoreError::TooLarge { chunk_id: self.id, end });
         }
@@ -745,6 +753,12 @@ impl WriteSession {
         }
         let old = self.guard.clone();
         let len = truncate_to.unwrap_or(self.len);
+        if len > self.store.chunk_size_max_bytes {
+            // A cut to past the largest chunk is nonsense: undo the session.
+            let chunk_id = self.id;
+            self.abort().await?;
+            return Err(StoreError::TooLarge { chunk_id, end: len });
+        }
         if len < self.len {
             self.save_old(len, self.len).await?;
         }
@@ -989,6 +1003,20 @@ mod tests {
         assert!(matches!(s.begin_write(7, 4, 3).await, Err(StoreError::MissingBase { have: 0, base: 3, .. })));
         assert!(!d.path().join("chunks").join(format!("{:016x}.data", 7)).exists(), "no empty replica was made");
         assert_eq!(s.chunk_count(), 1);
+    }
+
+    /// Bad input from the network gets a clear error and changes nothing.
+    #[tokio::test]
+    async fn absurd_offsets_and_cuts_are_refused() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        assert!(matches!(w.write_at(u64::MAX - 1, Bytes::from_static(b"xyz")).await, Err(StoreError::TooLarge { .. })));
+        w.write_at(0, Bytes::from_static(b"xyz")).await.unwrap();
+        assert!(matches!(w.finish(Some(u64::MAX), false).await, Err(StoreError::TooLarge { .. })));
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "the session was undone");
+        // A replica whose data file vanished reads as corrupt, not as an internal error.
+        std::fs::remove_file(data_path(&d.path().join("chunks"), 1)).unwrap();
+        assert!(matches!(s.read(1, 0, 10, 1).await, Err(StoreError::Corrupt { .. })));
     }
 
     #[tokio::test]

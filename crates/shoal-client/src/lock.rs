@@ -73,12 +73,6 @@ impl Client {
         Ok(Session { client: self.clone(), id: reply.session, alive, keepalive: Some(keepalive) })
     }
 
-    /// A handle on a session another process keeps alive (`shoal lock` hands
-    /// its session to the command it runs); this handle sends no keep-alives.
-    pub fn adopt_session(&self, id: u64) -> Session {
-        Session { client: self.clone(), id, alive: Arc::new(AtomicBool::new(true)), keepalive: None }
-    }
-
     /// The holders and the queue of `path`'s lock.
     pub async fn lock_info(&self, path: &str) -> Result<pb::LockInfo> {
         let req = pb::PathRequest { path: path.to_string() };

@@ -159,10 +159,11 @@ fn signal_group(pid: u32, signal: &str) {
 fn t72_a_killed_holder_loses_its_lock_within_the_ttl() {
     let c = Cluster::start(Options::default());
     let ttl = Duration::from_secs(2);
-    let holder = spawn_holder(&c, "2s", "/k", "sleep 60");
+    let mut holder = spawn_holder(&c, "2s", "/k", "sleep 60");
     wait_until("the holder holds /k", || lock_state(&c, "/k")["holders"].as_array().unwrap().len() == 1);
     let killed_at = Instant::now();
     signal_group(holder.id(), "-KILL");
+    holder.wait().unwrap();
     let out = sh(&c, &format!("{SHOAL} lock /k -- true")).output().unwrap();
     let waited = killed_at.elapsed();
     assert!(out.status.success(), "the next waiter got the lock: {}", String::from_utf8_lossy(&out.stderr));
