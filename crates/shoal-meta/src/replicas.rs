@@ -220,18 +220,23 @@ mod tests {
             )
         };
         let Response::Chunk { chunk, .. } = prep(&mut st, None, 0) else { panic!() };
-        let commit = Command::CommitWrite {
-            inode: f.id,
-            chunks: vec![(0, chunk.id, 1)],
-            size: 50,
-            truncate: false,
-            fence: None,
-        };
-        assert!(matches!(run(&mut st, commit), Response::Inode(_)));
+        let place = ChunkPlace { inode: f.id, index: 0, chunk: chunk.id };
+        assert!(matches!(run(&mut st, commit(place, 1)), Response::Inode(_)));
         if in_flight {
             prep(&mut st, Some(chunk.id), 1);
         }
-        (st, ChunkPlace { inode: f.id, index: 0, chunk: chunk.id })
+        (st, place)
+    }
+
+    /// Commits chunk 0's `version` with size 50.
+    fn commit(place: ChunkPlace, version: u64) -> Command {
+        Command::CommitWrite {
+            inode: place.inode,
+            chunks: vec![(0, place.chunk, version)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        }
     }
 
     fn add(place: ChunkPlace, copied: u64, version: u64, target: u64, expect: &[u64], drop: &[u64]) -> Command {
@@ -267,14 +272,7 @@ mod tests {
         assert_eq!(run(&mut st, add(place, 1, 2, 3, &[1, 2], &[1, 2])), Response::Ok);
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2, 3], "the writers' replicas stay");
         assert!(st.garbage_for(1, 10).is_empty() && st.garbage_for(2, 10).is_empty());
-        let commit = Command::CommitWrite {
-            inode: place.inode,
-            chunks: vec![(0, place.chunk, 2)],
-            size: 50,
-            truncate: false,
-            fence: None,
-        };
-        assert!(matches!(run(&mut st, commit), Response::Inode(_)));
+        assert!(matches!(run(&mut st, commit(place, 2)), Response::Inode(_)));
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2], "the committed write is on its chain");
     }
 
@@ -311,14 +309,7 @@ mod tests {
         let (mut st, place) = state(&[1, 2], true);
         assert_eq!(run(&mut st, add(place, 1, 2, 3, &[1, 2], &[])), Response::Ok);
         assert_eq!(st.chunk_at(place).unwrap().lagging, vec![3]);
-        let commit = Command::CommitWrite {
-            inode: place.inode,
-            chunks: vec![(0, place.chunk, 2)],
-            size: 50,
-            truncate: false,
-            fence: None,
-        };
-        run(&mut st, commit);
+        run(&mut st, commit(place, 2));
         let c = st.chunk_at(place).unwrap();
         assert_eq!((c.replicas.clone(), c.lagging.is_empty()), (vec![1, 2], true));
         assert_eq!(st.garbage_for(3, 10), vec![place.chunk], "the copy missed version 2");
