@@ -128,13 +128,13 @@ pub fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsm::testing::{p, run};
+    use crate::fsm::testing::{p, run, with_servers};
     use crate::fsm::{Command, Response};
 
     /// /f with chunk 0 on servers 1 and 2, committed at version `committed`
     /// (prepared once more when `in_flight`), and a never-committed chunk 1 on 1 and 2.
     fn state(committed: u64, in_flight: bool) -> (FsState, ChunkPlace) {
-        let mut st = FsState::default();
+        let mut st = with_servers(&[1, 2, 3, 4]);
         let Response::Inode(f) =
             run(&mut st, Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
         else {

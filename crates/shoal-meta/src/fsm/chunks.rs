@@ -1,0 +1,277 @@
+//! The chunk map: which chunks a file has, their versions and replicas, and
+//! the write protocol that changes them (prepare, then commit).
+//!
+//! # Invariants kept here
+//! - A chunk's replicas are distinct chunk-server ids.
+//! - `committed_version <= version` for every chunk; a replica whose version
+//!   is older than `committed_version` missed an acknowledged write.
+//! - Only the latest prepared version of a chunk can be committed: once a
+//!   chunk is prepared again, the versions before it that were not committed
+//!   never will be, so chunk servers may roll them back.
+//! - A chunk id is never reused: `next_chunk_id` only grows. A chunk never
+//!   moves: its (inode, index) is fixed for its life ([`ChunkPlace`]).
+//! - Chunks dropped from the namespace (removed files, truncation, dropped
+//!   replicas) are listed in `garbage` until their server confirms the
+//!   delete. A server never holds a listed replica of a chunk that is garbage
+//!   on it.
+//! - A fenced write applies only while its token holds its lock and is not
+//!   older than the newest token seen for the file.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::FsError;
+
+use super::{Fence, FsState, Inode, Kind, Response};
+
+/// One replicated chunk of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    pub id: u64,
+    /// Version granted to the latest write (bumped by every prepare).
+    pub version: u64,
+    /// Newest version whose write was acknowledged (committed).
+    pub committed_version: u64,
+    /// Chunk-server ids, in pipeline order.
+    pub replicas: Vec<u64>,
+    /// Listed replicas that re-replication added while a write was in flight:
+    /// they hold `committed_version` but not `version`, so the commit of
+    /// `version` drops them, and the next prepare (whose chain they join) clears them.
+    #[serde(default)]
+    pub lagging: Vec<u64>,
+}
+
+/// Where a chunk lives: file inode, chunk index, and the chunk's id (chunks
+/// never move, so a place that no longer holds this id means the chunk is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChunkPlace {
+    pub inode: u64,
+    pub index: u64,
+    pub chunk: u64,
+}
+
+impl FsState {
+    /// Runs a write unless its fence is stale: its token no longer holds its
+    /// lock, or is older than one already seen for the file. A write that
+    /// applies records its token.
+    pub(super) fn fenced(
+        &mut self,
+        inode: u64,
+        fence: Option<&Fence>,
+        write: impl FnOnce(&mut Self) -> Result<Response, FsError>,
+    ) -> Result<Response, FsError> {
+        let Some(f) = fence else { return write(self) };
+        let newest = self.file_mut(inode)?.fence;
+        if f.token < newest || !self.locks.token_holds(&f.path.to_string(), f.token) {
+            return Err(FsError::Fenced { path: f.path.to_string(), token: f.token });
+        }
+        let r = write(self)?;
+        if r != Response::Conflict {
+            self.file_mut(inode)?.fence = f.token;
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
+        if !holders.is_empty() {
+            self.garbage.entry(chunk_id).or_default().extend(holders.iter().copied());
+        }
+    }
+
+    pub(crate) fn file_mut(&mut self, inode: u64) -> Result<&mut Inode, FsError> {
+        let f = self.inodes.get_mut(&inode).ok_or(FsError::StaleInode { inode })?;
+        if f.kind != Kind::File {
+            return Err(FsError::IsADirectory { path: format!("inode {inode}") });
+        }
+        Ok(f)
+    }
+
+    pub(super) fn prepare_write(
+        &mut self,
+        inode: u64,
+        index: u64,
+        expect_id: Option<u64>,
+        expect_version: u64,
+        replicas: &[u64],
+    ) -> Result<Response, FsError> {
+        if replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return Err(FsError::InvalidArgument {
+                reason: format!("replicas must be distinct and non-empty: {replicas:?}"),
+            });
+        }
+        if let Some(r) = replicas.iter().find(|r| !self.nodes.contains_key(r)) {
+            return Err(FsError::InvalidArgument { reason: format!("chunk server {r} is not registered") });
+        }
+        let next_id = self.next_chunk_id;
+        let f = self.file_mut(inode)?;
+        let chunk_size = f.chunk_size;
+        let current = f.chunks.get(&index).map(|c| (c.id, c.version, c.committed_version, c.replicas.clone()));
+        if current.as_ref().map(|c| c.0) != expect_id || current.as_ref().map_or(0, |c| c.1) != expect_version {
+            return Ok(Response::Conflict);
+        }
+        // A plan made before a replica was dropped (by repair, a report or a
+        // move) must not list it again: it may be deleting its copy. Once a
+        // write was acknowledged, a chain only ever keeps listed replicas.
+        if let Some((id, _, committed, listed)) = &current {
+            let stale_plan = replicas.iter().any(|r| self.garbage.get(id).is_some_and(|h| h.contains(r)))
+                || (*committed > 0 && !replicas.iter().all(|r| listed.contains(r)));
+            if stale_plan {
+                return Ok(Response::Conflict);
+            }
+        }
+        let f = self.file_mut(inode)?;
+        let dropped: Vec<u64>;
+        let chunk = match f.chunks.get_mut(&index) {
+            Some(c) => {
+                dropped = c.replicas.iter().copied().filter(|r| !replicas.contains(r)).collect();
+                c.version += 1;
+                c.replicas = replicas.to_vec();
+                // Every replica in the chain takes this version's write.
+                c.lagging.clear();
+                c.clone()
+            }
+            None => {
+                dropped = Vec::new();
+                let c = ChunkMeta {
+                    id: next_id,
+                    version: 1,
+                    committed_version: 0,
+                    replicas: replicas.to_vec(),
+                    lagging: Vec::new(),
+                };
+                f.chunks.insert(index, c.clone());
+                c
+            }
+        };
+        if expect_id.is_none() {
+            self.next_chunk_id += 1;
+        }
+        // A replica dropped from the chain holds a copy that is now stale.
+        self.discard_chunk(chunk.id, &dropped);
+        Ok(Response::Chunk { chunk, chunk_size })
+    }
+
+    pub(super) fn commit_write(
+        &mut self,
+        inode: u64,
+        chunks: &[(u64, u64, u64)],
+        size: u64,
+        truncate: bool,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        let f = self.file_mut(inode)?;
+        for (index, id, version) in chunks {
+            match f.chunks.get(index) {
+                // At least one listed replica must hold the write (not all lagging).
+                Some(c)
+                    if c.id == *id && c.version == *version && c.replicas.iter().any(|r| !c.lagging.contains(r)) => {}
+                _ => {
+                    return Err(FsError::ChunkChanged { inode, index: *index });
+                }
+            }
+        }
+        // Replicas that missed the committed version's write leave the list.
+        let mut missed: Vec<(u64, Vec<u64>)> = Vec::new();
+        for (index, _, version) in chunks {
+            let c = f.chunks.get_mut(index).expect("checked above");
+            c.committed_version = c.committed_version.max(*version);
+            if !c.lagging.is_empty() {
+                let lagging = std::mem::take(&mut c.lagging);
+                c.replicas.retain(|r| !lagging.contains(r));
+                missed.push((c.id, lagging));
+            }
+        }
+        let mut dropped = Vec::new();
+        if truncate {
+            f.size = size;
+            let keep = shoal_core::layout::chunk_count(size, f.chunk_size);
+            dropped = f.chunks.split_off(&keep).into_values().collect();
+        } else {
+            f.size = f.size.max(size);
+        }
+        f.mtime_ms = mtime_ms;
+        let view = f.clone();
+        for (id, lagging) in missed {
+            self.discard_chunk(id, &lagging);
+        }
+        for c in dropped {
+            self.discard_chunk(c.id, &c.replicas);
+            self.corrupt.remove(&c.id);
+        }
+        Ok(Response::Inode(view))
+    }
+
+    /// Those of `chunks` whose replica list names `node` (a linear scan).
+    pub fn chunks_listed_on(&self, node: u64, chunks: &[u64]) -> Vec<u64> {
+        if chunks.is_empty() {
+            return Vec::new();
+        }
+        let wanted: BTreeSet<u64> = chunks.iter().copied().collect();
+        self.inodes
+            .values()
+            .flat_map(|i| i.chunks.values())
+            .filter(|c| wanted.contains(&c.id) && c.replicas.contains(&node))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Garbage chunks that server `node` should delete, at most `max`.
+    pub fn garbage_for(&self, node: u64, max: usize) -> Vec<u64> {
+        self.garbage.iter().filter(|(_, holders)| holders.contains(&node)).map(|(c, _)| *c).take(max).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Command;
+    use super::super::testing::{create, p, prepare, run, with_servers};
+    use super::*;
+
+    #[test]
+    fn write_lifecycle_and_garbage() {
+        let mut st = with_servers(&[10, 11, 12]);
+        let f = create(&mut st, "/f");
+        let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 0, &[10, 11]) else { panic!() };
+        assert_eq!((chunk.version, chunk.committed_version), (1, 0));
+        // A stale plan is refused.
+        let stale = run(
+            &mut st,
+            Command::PrepareWrite {
+                inode: f.id,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![12],
+                fence: None,
+            },
+        );
+        assert_eq!(stale, Response::Conflict);
+        let Response::Inode(after) = run(
+            &mut st,
+            Command::CommitWrite {
+                inode: f.id,
+                chunks: vec![(0, chunk.id, 1)],
+                size: 150,
+                truncate: false,
+                fence: None,
+            },
+        ) else {
+            panic!()
+        };
+        assert_eq!(after.size, 150);
+        assert_eq!(after.chunks[&0].committed_version, 1);
+        // Dropping replica 11 makes its copy garbage.
+        let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else { panic!() };
+        assert_eq!(c2.version, 2);
+        assert_eq!(st.garbage_for(11, 10), vec![chunk.id]);
+        run(&mut st, Command::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
+        assert!(st.garbage.is_empty());
+        // Truncate drops whole chunks past the end; remove drops the rest.
+        prepare(&mut st, f.id, 1, &[10, 11]);
+        let c1 = st.inodes[&f.id].chunks[&1].id;
+        run(&mut st, Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, fence: None });
+        assert_eq!(st.garbage_for(11, 10), vec![c1]);
+        run(&mut st, Command::Remove { path: p("/f"), recursive: false });
+        assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
+    }
+}

@@ -1,0 +1,344 @@
+//! The namespace: directories, files and their attributes.
+//!
+//! Inodes live in [`FsState::inodes`]; a directory maps names to child
+//! inodes, and every inode but the root names its parent. Lookups resolve a
+//! [`NormalPath`] one component at a time; the changes (mkdir, create,
+//! remove, rename) check everything first, so one that fails changes nothing.
+//!
+//! # Invariants kept here
+//! - Inode 1 is the root directory, its own parent, and always exists.
+//! - Every inode but the root has exactly one directory entry, in its
+//!   `parent`; no directory contains itself, directly or below.
+//! - `next_inode` is above every inode id: ids are never reused.
+//! - Removing or replacing a file makes its chunks garbage on every holder.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::{FsError, NormalPath};
+
+use super::{ChunkMeta, FsState, ROOT_INODE, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub id: u64,
+    pub parent: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime_ms: u64,
+    /// Replicas per chunk for files; for directories, what new files inherit (0: cluster default).
+    pub replication: u32,
+    /// Fixed when the file is created.
+    pub chunk_size: u64,
+    /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
+    pub chunks: BTreeMap<u64, ChunkMeta>,
+    /// Directories only: name to inode.
+    pub children: BTreeMap<String, u64>,
+    /// The newest fencing token a write to this file carried.
+    #[serde(default)]
+    pub fence: u64,
+}
+
+fn not_found(path: &NormalPath) -> FsError {
+    FsError::NotFound { path: path.to_string() }
+}
+
+impl FsState {
+    /// Resolves a path to its inode.
+    pub fn lookup(&self, path: &NormalPath) -> Result<&Inode, FsError> {
+        let mut cur = &self.inodes[&ROOT_INODE];
+        for (depth, name) in path.components().iter().enumerate() {
+            if cur.kind != Kind::Dir {
+                let prefix: Vec<&str> = path.components()[..depth].iter().map(|s| s.as_str()).collect();
+                return Err(FsError::NotADirectory { path: format!("/{}", prefix.join("/")) });
+            }
+            let id = cur.children.get(name).ok_or_else(|| not_found(path))?;
+            cur = &self.inodes[id];
+        }
+        Ok(cur)
+    }
+
+    /// Resolves the directory that holds `path`, and the final name.
+    pub(super) fn lookup_parent<'p>(&self, path: &'p NormalPath) -> Result<(u64, &'p str), FsError> {
+        let (parent, name) = path.split_last().ok_or(FsError::Root)?;
+        let dir = self.lookup(&parent)?;
+        if dir.kind != Kind::Dir {
+            return Err(FsError::NotADirectory { path: parent.to_string() });
+        }
+        Ok((dir.id, name))
+    }
+
+    /// The path of inode `id` (its name is looked up in its parent).
+    pub fn path_of(&self, id: u64) -> String {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while cur != ROOT_INODE {
+            let Some(inode) = self.inodes.get(&cur) else { break };
+            let parent = &self.inodes[&inode.parent];
+            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n.as_str());
+            names.push(name);
+            cur = inode.parent;
+        }
+        names.reverse();
+        format!("/{}", names.join("/"))
+    }
+
+    pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
+        self.inodes.get(&id).ok_or(FsError::StaleInode { inode: id })
+    }
+
+    /// The replication a new file under `parent` inherits (0: cluster default).
+    pub fn inherited_replication(&self, path: &NormalPath) -> u32 {
+        let mut cur = &self.inodes[&ROOT_INODE];
+        let mut rep = cur.replication;
+        for name in path.components() {
+            match cur.children.get(name).map(|id| &self.inodes[id]) {
+                Some(next) if next.kind == Kind::Dir => {
+                    cur = next;
+                    if cur.replication != 0 {
+                        rep = cur.replication;
+                    }
+                }
+                _ => break,
+            }
+        }
+        rep
+    }
+
+    pub(super) fn new_inode(
+        &mut self,
+        parent: u64,
+        kind: Kind,
+        replication: u32,
+        chunk_size: u64,
+        mtime_ms: u64,
+    ) -> u64 {
+        let id = self.next_inode;
+        self.next_inode += 1;
+        let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        self.inodes.insert(
+            id,
+            Inode {
+                id,
+                parent,
+                kind,
+                size: 0,
+                mode,
+                mtime_ms,
+                replication,
+                chunk_size,
+                chunks: BTreeMap::new(),
+                children: BTreeMap::new(),
+                fence: 0,
+            },
+        );
+        id
+    }
+
+    pub(super) fn link(&mut self, dir: u64, name: &str, child: u64, mtime_ms: u64) {
+        let d = self.inodes.get_mut(&dir).expect("parent exists");
+        d.children.insert(name.to_string(), child);
+        d.mtime_ms = mtime_ms;
+    }
+
+    pub(super) fn mkdir(&mut self, path: &NormalPath, parents: bool, mtime_ms: u64) -> Result<Response, FsError> {
+        if path.is_root() {
+            return if parents {
+                Ok(Response::Inode(self.inodes[&ROOT_INODE].clone()))
+            } else {
+                Err(FsError::AlreadyExists { path: "/".into() })
+            };
+        }
+        if parents {
+            // Check the whole chain first so a failure changes nothing.
+            let mut cur = NormalPath::root();
+            for name in path.components() {
+                cur = cur.join(name);
+                match self.lookup(&cur) {
+                    Ok(i) if i.kind == Kind::Dir => {}
+                    Ok(_) => {
+                        return Err(FsError::NotADirectory { path: cur.to_string() });
+                    }
+                    Err(FsError::NotFound { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut dir = ROOT_INODE;
+            for name in path.components() {
+                dir = match self.inodes[&dir].children.get(name.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+                        self.link(dir, name, id, mtime_ms);
+                        id
+                    }
+                };
+            }
+            return Ok(Response::Inode(self.inodes[&dir].clone()));
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists { path: path.to_string() });
+        }
+        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+        self.link(dir, name, id, mtime_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    pub(super) fn create(
+        &mut self,
+        path: &NormalPath,
+        replication: u32,
+        chunk_size: u64,
+        open_existing: bool,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
+        if replication == 0 || chunk_size == 0 {
+            return Err(FsError::InvalidArgument { reason: "replication and chunk size must be positive".into() });
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if let Some(id) = self.inodes[&dir].children.get(name) {
+            let existing = &self.inodes[id];
+            return match (open_existing, existing.kind) {
+                (true, Kind::File) => Ok(Response::Inode(existing.clone())),
+                (true, Kind::Dir) => Err(FsError::IsADirectory { path: path.to_string() }),
+                (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
+            };
+        }
+        let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms);
+        self.link(dir, name, id, mtime_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    /// Drops an inode and everything below it; their chunks become garbage.
+    pub(super) fn drop_tree(&mut self, id: u64) {
+        let Some(inode) = self.inodes.remove(&id) else {
+            return;
+        };
+        for child in inode.children.values() {
+            self.drop_tree(*child);
+        }
+        for chunk in inode.chunks.values() {
+            self.discard_chunk(chunk.id, &chunk.replicas);
+            self.corrupt.remove(&chunk.id);
+        }
+    }
+
+    pub(super) fn remove(&mut self, path: &NormalPath, recursive: bool) -> Result<Response, FsError> {
+        let (dir, name) = self.lookup_parent(path)?;
+        let id = *self.inodes[&dir].children.get(name).ok_or_else(|| not_found(path))?;
+        let inode = &self.inodes[&id];
+        if inode.kind == Kind::Dir && !inode.children.is_empty() && !recursive {
+            return Err(FsError::NotEmpty { path: path.to_string() });
+        }
+        self.inodes.get_mut(&dir).expect("parent exists").children.remove(name);
+        self.drop_tree(id);
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn rename(&mut self, src: &NormalPath, dst: &NormalPath, mtime_ms: u64) -> Result<Response, FsError> {
+        let (src_dir, src_name) = self.lookup_parent(src)?;
+        let id = *self.inodes[&src_dir].children.get(src_name).ok_or_else(|| not_found(src))?;
+        // Moving onto an existing directory moves into it, as mv(1) does.
+        let dst = match self.lookup(dst) {
+            Ok(d) if d.kind == Kind::Dir && d.id != id => dst.join(src_name),
+            _ => dst.clone(),
+        };
+        if dst == *src {
+            return Ok(Response::Ok);
+        }
+        if dst.starts_with(src) {
+            return Err(FsError::RenameIntoSelf { src: src.to_string(), dst: dst.to_string() });
+        }
+        let (dst_dir, dst_name) = self.lookup_parent(&dst)?;
+        let src_kind = self.inodes[&id].kind;
+        let replaced = self.inodes[&dst_dir].children.get(dst_name).copied();
+        if let Some(old) = replaced {
+            let old = &self.inodes[&old];
+            match (src_kind, old.kind) {
+                (Kind::File, Kind::File) => {}
+                (Kind::Dir, Kind::Dir) if old.children.is_empty() => {}
+                (Kind::Dir, Kind::Dir) => {
+                    return Err(FsError::NotEmpty { path: dst.to_string() });
+                }
+                (Kind::File, Kind::Dir) => {
+                    return Err(FsError::IsADirectory { path: dst.to_string() });
+                }
+                (Kind::Dir, Kind::File) => {
+                    return Err(FsError::NotADirectory { path: dst.to_string() });
+                }
+            }
+        }
+        self.inodes.get_mut(&src_dir).expect("parent exists").children.remove(src_name);
+        if let Some(old) = replaced {
+            self.drop_tree(old);
+        }
+        self.link(dst_dir, dst_name, id, mtime_ms);
+        self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
+        Ok(Response::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Command;
+    use super::super::testing::{create, p, run};
+    use super::*;
+
+    #[test]
+    fn namespace_basics() {
+        let mut st = FsState::default();
+        assert_eq!(
+            run(&mut st, Command::Mkdir { path: p("/a/b"), parents: false }),
+            Response::Err(FsError::NotFound { path: "/a".into() })
+        );
+        assert!(matches!(run(&mut st, Command::Mkdir { path: p("/a/b"), parents: true }), Response::Inode(_)));
+        create(&mut st, "/a/b/f");
+        let again =
+            run(&mut st, Command::Create { path: p("/a/b/f"), replication: 2, chunk_size: 100, open_existing: false });
+        assert_eq!(again, Response::Err(FsError::AlreadyExists { path: "/a/b/f".into() }));
+        assert_eq!(
+            run(&mut st, Command::Remove { path: p("/a"), recursive: false }),
+            Response::Err(FsError::NotEmpty { path: "/a".into() })
+        );
+        assert!(matches!(st.lookup(&p("/a/b/f/x")), Err(FsError::NotADirectory { .. })));
+        assert_eq!(run(&mut st, Command::Remove { path: p("/a"), recursive: true }), Response::Ok);
+        assert_eq!(st.inodes.len(), 1, "only the root is left");
+    }
+
+    #[test]
+    fn rename_rules() {
+        let mut st = FsState::default();
+        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
+        create(&mut st, "/f");
+        create(&mut st, "/g");
+        assert_eq!(
+            run(&mut st, Command::Rename { src: p("/d"), dst: p("/d/e/x") }),
+            Response::Err(FsError::RenameIntoSelf { src: "/d".into(), dst: "/d/e/x".into() })
+        );
+        // Onto a directory: moves into it.
+        assert_eq!(run(&mut st, Command::Rename { src: p("/f"), dst: p("/d") }), Response::Ok);
+        assert!(st.lookup(&p("/d/f")).is_ok());
+        // Onto a file: replaces it.
+        assert_eq!(run(&mut st, Command::Rename { src: p("/g"), dst: p("/d/f") }), Response::Ok);
+        assert!(st.lookup(&p("/g")).is_err());
+        assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
+    }
+
+    #[test]
+    fn replication_is_inherited() {
+        let mut st = FsState::default();
+        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
+        assert_eq!(st.inherited_replication(&p("/d/e/f")), 0);
+        let d = st.lookup(&p("/d")).unwrap().id;
+        st.inodes.get_mut(&d).unwrap().replication = 3;
+        assert_eq!(st.inherited_replication(&p("/d/e/f")), 3);
+    }
+}

@@ -1,0 +1,55 @@
+//! The chunk-server registry and cluster switches: registered servers and
+//! their addresses, decommissioning, confirmed garbage deletes, and the
+//! repair pause.
+//!
+//! # Invariants kept here
+//! - A server id is registered once; a new address replaces the old one and
+//!   keeps its draining flag.
+//! - A garbage entry lists at least one holder; a confirmed delete removes
+//!   its holder, and an entry with no holder left is forgotten.
+
+use serde::{Deserialize, Serialize};
+use shoal_core::FsError;
+
+use super::{FsState, Response};
+
+/// A registered chunk server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub addr: String,
+    /// Being decommissioned: placement avoids it, and its replicas are copied
+    /// elsewhere, then dropped.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl FsState {
+    pub(super) fn register_node(&mut self, id: u64, addr: &str) -> Result<Response, FsError> {
+        let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
+        self.nodes.insert(id, NodeRecord { id, addr: addr.to_string(), draining });
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn set_draining(&mut self, node: u64, draining: bool) -> Result<Response, FsError> {
+        match self.nodes.get_mut(&node) {
+            Some(n) => {
+                n.draining = draining;
+                Ok(Response::Ok)
+            }
+            None => Err(FsError::InvalidArgument { reason: format!("no chunk server has id {node}") }),
+        }
+    }
+
+    pub(super) fn forget_garbage(&mut self, node: u64, chunks: &[u64]) -> Result<Response, FsError> {
+        for c in chunks {
+            if let Some(holders) = self.garbage.get_mut(c) {
+                holders.remove(&node);
+                if holders.is_empty() {
+                    self.garbage.remove(c);
+                }
+            }
+        }
+        Ok(Response::Ok)
+    }
+}
