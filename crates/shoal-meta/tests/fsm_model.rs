@@ -1,0 +1,506 @@
+//! Property test of the state machine against a model of the namespace.
+//!
+//! Random sequences of commands, including many that must be refused (bad
+//! paths, missing parents, stale plans, duplicate or unknown servers, ended
+//! sessions), are applied to an [`FsState`] and, for the namespace, to a
+//! plain map from path to entry. After every step:
+//! - `check_invariants` holds (apply also asserts it in test builds);
+//! - a command that was refused changed nothing;
+//! - the namespace and every file size equal the model's;
+//! - a namespace command succeeded exactly when the model says it must;
+//! - a retried request id gets its first answer back and changes nothing.
+//!
+//! `PROPTEST_CASES` sets the number of cases (1,000 by default here).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use shoal_core::NormalPath;
+use shoal_meta::fsm::{ChunkPlace, Command, FsState, Kind, Proposal, RequestId, Response};
+use shoal_meta::locks::Mode;
+
+const CHUNK_SIZE: u64 = 100;
+/// Chunk servers 1..=SERVERS are registered at the start; SERVERS + 1 never is.
+const SERVERS: u64 = 4;
+
+/// The model: every path (but the root) to a directory or a file of some size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File { size: u64 },
+}
+
+#[derive(Debug, Default, Clone)]
+struct Model {
+    entries: BTreeMap<String, Entry>,
+}
+
+fn parent_of(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+        None => "/".to_string(),
+    }
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("")
+}
+
+impl Model {
+    fn get(&self, path: &str) -> Option<&Entry> {
+        if path == "/" { Some(&Entry::Dir) } else { self.entries.get(path) }
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        self.get(path) == Some(&Entry::Dir)
+    }
+
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        self.entries.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// Every ancestor of `path` (excluding `/` and itself) is a directory, and its parent exists as one.
+    fn parent_is_dir(&self, path: &str) -> bool {
+        self.is_dir(&parent_of(path))
+    }
+
+    fn mkdir(&mut self, path: &str, parents: bool) -> bool {
+        if path == "/" {
+            return parents;
+        }
+        if !parents {
+            if !self.parent_is_dir(path) || self.get(path).is_some() {
+                return false;
+            }
+            self.entries.insert(path.to_string(), Entry::Dir);
+            return true;
+        }
+        let mut cur = String::new();
+        let mut todo = Vec::new();
+        for part in path.trim_start_matches('/').split('/') {
+            cur = format!("{cur}/{part}");
+            match self.get(&cur) {
+                Some(Entry::Dir) => {}
+                Some(Entry::File { .. }) => return false,
+                None => todo.push(cur.clone()),
+            }
+        }
+        for p in todo {
+            self.entries.insert(p, Entry::Dir);
+        }
+        true
+    }
+
+    fn create(&mut self, path: &str, open_existing: bool) -> bool {
+        if path == "/" || !self.parent_is_dir(path) {
+            return false;
+        }
+        match self.get(path) {
+            Some(Entry::File { .. }) => open_existing,
+            Some(Entry::Dir) => false,
+            None => {
+                self.entries.insert(path.to_string(), Entry::File { size: 0 });
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, path: &str, recursive: bool) -> bool {
+        if path == "/" || !self.parent_is_dir(path) {
+            return false;
+        }
+        match self.get(path) {
+            None => false,
+            Some(Entry::Dir) if self.has_children(path) && !recursive => false,
+            Some(_) => {
+                self.remove_tree(path);
+                true
+            }
+        }
+    }
+
+    fn remove_tree(&mut self, path: &str) {
+        let prefix = format!("{path}/");
+        self.entries.retain(|k, _| k != path && !k.starts_with(&prefix));
+    }
+
+    fn rename(&mut self, src: &str, dst: &str) -> bool {
+        if src == "/" || !self.parent_is_dir(src) {
+            return false;
+        }
+        let Some(moved) = self.get(src).cloned() else { return false };
+        // Onto an existing directory (not itself): into it, as mv(1) does.
+        let dst = match self.get(dst) {
+            Some(Entry::Dir) if dst != src => {
+                if dst == "/" {
+                    format!("/{}", name_of(src))
+                } else {
+                    format!("{dst}/{}", name_of(src))
+                }
+            }
+            _ => dst.to_string(),
+        };
+        if dst == src {
+            return true;
+        }
+        if dst.starts_with(&format!("{src}/")) {
+            return false;
+        }
+        if dst == "/" || !self.parent_is_dir(&dst) {
+            return false;
+        }
+        match (&moved, self.get(&dst)) {
+            (_, None) | (Entry::File { .. }, Some(Entry::File { .. })) => {}
+            (Entry::Dir, Some(Entry::Dir)) if !self.has_children(&dst) => {}
+            _ => return false,
+        }
+        self.remove_tree(&dst);
+        let prefix = format!("{src}/");
+        let moved_below: Vec<(String, Entry)> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (format!("{dst}/{}", &k[prefix.len()..]), v.clone()))
+            .collect();
+        self.remove_tree(src);
+        self.entries.insert(dst, moved);
+        self.entries.extend(moved_below);
+        true
+    }
+}
+
+/// One step of a history.
+#[derive(Debug, Clone)]
+enum Op {
+    Mkdir(String, bool),
+    Create(String, bool),
+    Remove(String, bool),
+    Rename(String, String),
+    /// Write chunk `index` of a file on `replicas`, then commit `size` (or a truncation).
+    Write {
+        path: String,
+        index: u64,
+        replicas: Vec<u64>,
+        size: u64,
+        truncate: bool,
+        commit: bool,
+    },
+    OpenSession,
+    EndSession(u64),
+    Acquire {
+        session: u64,
+        path: String,
+        exclusive: bool,
+        wait: bool,
+    },
+    Release {
+        session: u64,
+        path: String,
+    },
+    Drop {
+        file: usize,
+        nodes: Vec<u64>,
+    },
+    Copy {
+        file: usize,
+        target: u64,
+        drop: Vec<u64>,
+    },
+    Corrupt {
+        node: u64,
+        file: usize,
+    },
+    Lost {
+        node: u64,
+        file: usize,
+    },
+    Forget {
+        node: u64,
+    },
+    Draining(u64, bool),
+    SetReplication(String, u32),
+    /// Repeats the last request id, as a client retrying after a lost answer.
+    Retry,
+}
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 0..4)
+        .prop_map(|parts| format!("/{}", parts.join("/")))
+}
+
+fn server() -> impl Strategy<Value = u64> {
+    1..=SERVERS + 1
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Mkdir(p, b)),
+        4 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Create(p, b)),
+        2 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Remove(p, b)),
+        2 => (path_strategy(), path_strategy()).prop_map(|(a, b)| Op::Rename(a, b)),
+        5 => (path_strategy(), 0..3u64, prop::collection::vec(server(), 0..4), 0..350u64, prop::bool::weighted(0.2), prop::bool::weighted(0.8))
+            .prop_map(|(path, index, replicas, size, truncate, commit)| Op::Write { path, index, replicas, size, truncate, commit }),
+        1 => Just(Op::OpenSession),
+        1 => (1..5u64).prop_map(Op::EndSession),
+        2 => (1..5u64, path_strategy(), any::<bool>(), any::<bool>())
+            .prop_map(|(session, path, exclusive, wait)| Op::Acquire { session, path, exclusive, wait }),
+        1 => (1..5u64, path_strategy()).prop_map(|(session, path)| Op::Release { session, path }),
+        1 => (0..8usize, prop::collection::vec(server(), 0..3)).prop_map(|(file, nodes)| Op::Drop { file, nodes }),
+        1 => (0..8usize, server(), prop::collection::vec(server(), 0..2)).prop_map(|(file, target, drop)| Op::Copy { file, target, drop }),
+        1 => (server(), 0..8usize).prop_map(|(node, file)| Op::Corrupt { node, file }),
+        1 => (server(), 0..8usize).prop_map(|(node, file)| Op::Lost { node, file }),
+        1 => server().prop_map(|node| Op::Forget { node }),
+        1 => (server(), any::<bool>()).prop_map(|(n, d)| Op::Draining(n, d)),
+        1 => (path_strategy(), 0..4u32).prop_map(|(p, r)| Op::SetReplication(p, r)),
+        2 => Just(Op::Retry),
+    ]
+}
+
+fn np(s: &str) -> NormalPath {
+    NormalPath::parse(s).expect("the strategy makes valid paths")
+}
+
+/// Drives one history; keeps the last request so `Retry` can repeat it.
+struct Harness {
+    st: FsState,
+    model: Model,
+    now_ms: u64,
+    seq: u64,
+    last: Option<(Proposal, Response, FsState)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut h = Harness { st: FsState::default(), model: Model::default(), now_ms: 1, seq: 0, last: None };
+        for id in 1..=SERVERS {
+            h.apply(Command::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
+        }
+        h
+    }
+
+    /// Applies `cmd` under a fresh request id; checks that a refusal changed nothing.
+    fn apply(&mut self, cmd: Command) -> Response {
+        self.now_ms += 7;
+        self.seq += 1;
+        let p = Proposal {
+            now_ms: self.now_ms,
+            request: Some(RequestId { client: 42, seq: self.seq, done_below: self.seq.saturating_sub(2) }),
+            cmd,
+        };
+        let before = self.st.clone();
+        let r = self.st.apply(&p);
+        if matches!(r, Response::Err(_) | Response::Conflict) {
+            // Only the dedup record (its bookkeeping of this client) may differ.
+            let mut after = self.st.clone();
+            after.clients = before.clients.clone();
+            after.next_client_sweep_ms = before.next_client_sweep_ms;
+            // A refused copy is garbage on its target (by design).
+            if let Command::AddReplica { place, target, .. } = &p.cmd
+                && let Some(holders) = after.garbage.get_mut(&place.chunk)
+                && !before.garbage.get(&place.chunk).is_some_and(|h| h.contains(target))
+            {
+                holders.remove(target);
+                if holders.is_empty() {
+                    after.garbage.remove(&place.chunk);
+                }
+            }
+            assert_eq!(after, before, "refused {:?} ({r:?}) changed the state", p.cmd);
+        }
+        self.last = Some((p, r.clone(), self.st.clone()));
+        r
+    }
+
+    fn file_place(&self, pick: usize) -> Option<ChunkPlace> {
+        let places: Vec<ChunkPlace> = self
+            .st
+            .inodes
+            .values()
+            .flat_map(|i| i.chunks.iter().map(|(index, c)| ChunkPlace { inode: i.id, index: *index, chunk: c.id }))
+            .collect();
+        (!places.is_empty()).then(|| places[pick % places.len()])
+    }
+
+    fn step(&mut self, op: &Op) {
+        match op {
+            Op::Mkdir(path, parents) => {
+                let ok = matches!(self.apply(Command::Mkdir { path: np(path), parents: *parents }), Response::Inode(_));
+                assert_eq!(ok, self.model.mkdir(path, *parents), "mkdir {path} parents={parents}");
+            }
+            Op::Create(path, open) => {
+                let cmd =
+                    Command::Create { path: np(path), replication: 2, chunk_size: CHUNK_SIZE, open_existing: *open };
+                let ok = matches!(self.apply(cmd), Response::Inode(_));
+                assert_eq!(ok, self.model.create(path, *open), "create {path} open_existing={open}");
+            }
+            Op::Remove(path, recursive) => {
+                let ok = self.apply(Command::Remove { path: np(path), recursive: *recursive }) == Response::Ok;
+                assert_eq!(ok, self.model.remove(path, *recursive), "remove {path} recursive={recursive}");
+            }
+            Op::Rename(src, dst) => {
+                let ok = self.apply(Command::Rename { src: np(src), dst: np(dst) }) == Response::Ok;
+                assert_eq!(ok, self.model.rename(src, dst), "rename {src} {dst}");
+            }
+            Op::Write { path, index, replicas, size, truncate, commit } => {
+                self.write(path, *index, replicas, *size, *truncate, *commit)
+            }
+            Op::OpenSession => {
+                assert!(matches!(self.apply(Command::OpenSession { ttl_ms: 1000 }), Response::Session { .. }));
+            }
+            Op::EndSession(session) => {
+                assert_eq!(self.apply(Command::EndSession { session: *session }), Response::Ok);
+                assert!(!self.st.locks.paths.values().any(|l| {
+                    l.holders.iter().any(|g| g.session == *session) || l.queue.iter().any(|w| w.session == *session)
+                }));
+            }
+            Op::Acquire { session, path, exclusive, wait } => {
+                let mode = if *exclusive { Mode::Exclusive } else { Mode::Shared };
+                let live = self.st.sessions.contains_key(session);
+                let r = self.apply(Command::Acquire { session: *session, path: np(path), mode, wait: *wait });
+                if !live {
+                    assert!(matches!(r, Response::Err(_)), "an ended session acquired: {r:?}");
+                }
+            }
+            Op::Release { session, path } => {
+                self.apply(Command::Release { session: *session, path: np(path) });
+            }
+            Op::Drop { file, nodes } => {
+                if let Some(place) = self.file_place(*file) {
+                    let before = self.st.chunk_at(place).expect("listed").clone();
+                    self.apply(Command::DropReplicas { place, nodes: nodes.clone(), expect_version: before.version });
+                    let after = self.st.chunk_at(place).expect("a drop keeps the chunk");
+                    // Never its last replica.
+                    assert!(after.replicas.len() >= before.replicas.len().min(1), "{before:?} -> {after:?}");
+                }
+            }
+            Op::Copy { file, target, drop } => {
+                if let Some(place) = self.file_place(*file) {
+                    let c = self.st.chunk_at(place).expect("listed").clone();
+                    self.apply(Command::AddReplica {
+                        place,
+                        copied: c.committed_version,
+                        version: c.version,
+                        target: *target,
+                        expect: c.replicas.clone(),
+                        drop: drop.clone(),
+                    });
+                }
+            }
+            Op::Corrupt { node, file } => {
+                if let Some(place) = self.file_place(*file) {
+                    self.apply(Command::ReportCorrupt { node: *node, chunks: vec![place] });
+                }
+            }
+            Op::Lost { node, file } => {
+                if let Some(place) = self.file_place(*file) {
+                    self.apply(Command::Reconcile { node: *node, garbage: vec![], lost: vec![place] });
+                }
+            }
+            Op::Forget { node } => {
+                let chunks = self.st.garbage_for(*node, 100);
+                self.apply(Command::ForgetGarbage { node: *node, chunks: chunks.clone() });
+                assert!(self.st.garbage_for(*node, 100).is_empty());
+            }
+            Op::Draining(node, draining) => {
+                let known = self.st.nodes.contains_key(node);
+                let ok = self.apply(Command::SetDraining { node: *node, draining: *draining }) == Response::Ok;
+                assert_eq!(ok, known);
+            }
+            Op::SetReplication(path, replication) => {
+                let ok =
+                    self.apply(Command::SetReplication { path: np(path), replication: *replication }) == Response::Ok;
+                assert_eq!(ok, *replication > 0 && self.model.get(path).is_some(), "setrep {replication} {path}");
+            }
+            Op::Retry => {
+                let Some((p, first, state)) = self.last.clone() else { return };
+                let again = self.st.apply(&p);
+                assert_eq!(again, first, "a retried request got another answer");
+                let mut now = self.st.clone();
+                now.clients = state.clients.clone();
+                assert_eq!(now, state, "a retried request changed the state");
+            }
+        }
+    }
+
+    /// Prepares chunk `index` of `path` on `replicas`, then (maybe) commits it.
+    fn write(&mut self, path: &str, index: u64, replicas: &[u64], size: u64, truncate: bool, commit: bool) {
+        let Ok(f) = self.st.lookup(&np(path)) else { return };
+        if f.kind != Kind::File {
+            return;
+        }
+        let inode = f.id;
+        let current = f.chunks.get(&index).cloned();
+        let prep = Command::PrepareWrite {
+            inode,
+            index,
+            expect_id: current.as_ref().map(|c| c.id),
+            expect_version: current.as_ref().map_or(0, |c| c.version),
+            replicas: replicas.to_vec(),
+            fence: None,
+        };
+        let valid = !replicas.is_empty()
+            && replicas.iter().all(|r| *r <= SERVERS)
+            && replicas.iter().collect::<std::collections::BTreeSet<_>>().len() == replicas.len();
+        let r = self.apply(prep);
+        let chunk = match r {
+            Response::Chunk { chunk, .. } => chunk,
+            Response::Err(_) | Response::Conflict => {
+                assert!(!valid || current.is_some(), "a valid first prepare was refused: {r:?}");
+                return;
+            }
+            other => panic!("prepare answered {other:?}"),
+        };
+        assert!(valid, "an invalid chain was accepted: {replicas:?}");
+        assert_eq!(chunk.version, current.as_ref().map_or(1, |c| c.version + 1));
+        if !commit {
+            return;
+        }
+        // A truncation commits no chunk; a write commits the one it prepared.
+        let (chunks, size) = if truncate {
+            (vec![], size)
+        } else {
+            (vec![(index, chunk.id, chunk.version)], size.max(index * CHUNK_SIZE + 1))
+        };
+        let r = self.apply(Command::CommitWrite { inode, chunks, size, truncate, fence: None });
+        let Response::Inode(after) = r else { panic!("commit of a fresh prepare refused: {r:?}") };
+        let Some(Entry::File { size: model_size }) = self.model.entries.get_mut(path) else {
+            panic!("model lost {path}")
+        };
+        *model_size = if truncate { size } else { (*model_size).max(size) };
+        assert_eq!(after.size, *model_size);
+    }
+
+    /// The namespace as the model sees it.
+    fn snapshot(&self) -> BTreeMap<String, Entry> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![("/".to_string(), shoal_meta::fsm::ROOT_INODE)];
+        while let Some((path, id)) = todo.pop() {
+            let inode = &self.st.inodes[&id];
+            for (name, child) in &inode.children {
+                let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+                let c = &self.st.inodes[child];
+                out.insert(p.clone(), if c.kind == Kind::Dir { Entry::Dir } else { Entry::File { size: c.size } });
+                todo.push((p, *child));
+            }
+        }
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_histories_keep_invariants_and_match_the_model(ops in prop::collection::vec(op_strategy(), 1..80)) {
+        let mut h = Harness::new();
+        for op in &ops {
+            h.step(op);
+            h.st.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
+            prop_assert_eq!(h.snapshot(), h.model.entries.clone(), "after {:?}", op);
+        }
+    }
+}
