@@ -210,8 +210,20 @@ impl Client {
 
     /// Renames `src` to `dst`; onto an existing directory, moves into it.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<()> {
+        self.rename_fenced(src, dst, None).await
+    }
+
+    /// Renames `src` to exactly `dst`, under `lock` when given: meta refuses
+    /// the rename unless `lock` still holds `dst`, and the lock then fences
+    /// writes to the moved file. This is how a file is replaced under its lock.
+    pub async fn rename_fenced(&self, src: &str, dst: &str, lock: Option<&crate::Lock>) -> Result<()> {
         let pending = self.inner.requests.begin();
-        let req = pb::RenameRequest { src: src.to_string(), dst: dst.to_string(), request: Some(pending.id) };
+        let req = pb::RenameRequest {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            fence: lock.map(|l| l.fence()),
+            request: Some(pending.id),
+        };
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.rename(req).await }

@@ -335,7 +335,8 @@ impl pb::namespace_server::Namespace for MetaService {
         if src.is_root() || dst.is_root() {
             return Err(fs_status(FsError::Root));
         }
-        self.write_ok(Command::Rename { src, dst }, request_id(r.request)).await?;
+        let fence = fence(r.fence)?;
+        self.write_ok(Command::Rename { src, dst, fence }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 

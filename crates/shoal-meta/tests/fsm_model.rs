@@ -339,7 +339,7 @@ impl Harness {
                 assert_eq!(ok, self.model.remove(path, *recursive), "remove {path} recursive={recursive}");
             }
             Op::Rename(src, dst) => {
-                let ok = self.apply(Command::Rename { src: np(src), dst: np(dst) }) == Response::Ok;
+                let ok = self.apply(Command::Rename { src: np(src), dst: np(dst), fence: None }) == Response::Ok;
                 assert_eq!(ok, self.model.rename(src, dst), "rename {src} {dst}");
             }
             Op::Write { path, index, replicas, size, truncate, commit } => {

@@ -219,8 +219,9 @@ async fn put(
         bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() });
     }
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand_u32())).to_string();
+    // The temporary file is this put's alone, so its writes need no fence;
+    // the rename that puts it in place is fenced by the target's lock.
     let mut file = client.create(&tmp.to_string(), replication).await?;
-    file.set_fence(lock);
     let piece = (file.cached_stat().chunk_size * PUT_CHUNKS_PER_WRITE).clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
     let bar = progress(total, "put");
     let result: anyhow::Result<()> = async {
@@ -233,7 +234,7 @@ async fn put(
             file.write(&buf[..n]).await?;
             bar.inc(n as u64);
         }
-        client.rename(&tmp, remote).await?;
+        client.rename_fenced(&tmp, &target.to_string(), Some(lock)).await?;
         Ok(())
     }
     .await;

@@ -61,11 +61,20 @@ impl FsState {
         write: impl FnOnce(&mut Self) -> Result<Response, FsError>,
     ) -> Result<Response, FsError> {
         let Some(f) = fence else { return write(self) };
-        let newest = self.file_mut(inode)?.fence;
-        if f.token < newest || !self.locks.token_holds(&f.path.to_string(), f.token) {
-            return Err(FsError::Fenced { path: f.path.to_string(), token: f.token });
+        self.file_mut(inode)?;
+        // A refused write changes nothing: bind only once the write applies.
+        let bindings = self.fence_bindings.clone();
+        self.check_fence(inode, f)?;
+        let r = match write(self) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fence_bindings = bindings;
+                return Err(e);
+            }
+        };
+        if r == Response::Conflict {
+            self.fence_bindings = bindings;
         }
-        let r = write(self)?;
         if r != Response::Conflict {
             self.file_mut(inode)?.fence = f.token;
         }

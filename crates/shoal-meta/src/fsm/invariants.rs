@@ -244,6 +244,9 @@ impl FsState {
                 }
             }
         }
+        if let Some(t) = self.fence_bindings.keys().find(|t| !tokens.contains(t)) {
+            return fail(format!("fence binding of token {t} outlived its grant"));
+        }
         Ok(())
     }
 

@@ -4,14 +4,26 @@
 //! ties them to sessions: a request names a live session, and a session that
 //! ends releases its locks and leaves every queue.
 //!
+//! # Fencing is bound to a file
+//! A lock is taken on a path, but its token fences writes to one file: the
+//! inode the path named when the lock was granted, or, if it named no file
+//! then, the first file a write under the token names through that path.
+//! The binding is by inode, so it survives renames of the file, and a token
+//! for `/a` never writes `/b` (nor raises `/b`'s fence). A fenced rename onto
+//! the locked path (how `put` replaces a file) moves the binding to the
+//! file it puts there.
+//!
 //! # Invariants kept here
 //! - Every holder and waiter in the lock table belongs to an open session.
 //! - `last_session` is at least every session id: ids are never reused.
+//! - Every token in `fence_bindings` is held by a current grant.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
-use super::{FsState, Response};
+use super::{FsState, Kind, Response};
 use crate::locks::{Acquired, Mode};
 
 /// A write's proof of holding a lock: the locked path and the grant's token.
@@ -36,7 +48,8 @@ impl FsState {
 
     pub(super) fn end_session(&mut self, session: u64) -> Result<Response, FsError> {
         if self.sessions.remove(&session).is_some() {
-            self.locks.drop_session(session);
+            let granted = self.locks.drop_session(session);
+            self.rebind(granted);
         }
         Ok(Response::Ok)
     }
@@ -51,15 +64,67 @@ impl FsState {
         self.live_session(session)?;
         match self.locks.acquire(&path.to_string(), session, mode, wait) {
             Acquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
-            a => Ok(Response::Lock(a)),
+            a => {
+                if let Acquired::Granted(g) = a
+                    && !self.fence_bindings.contains_key(&g.token)
+                {
+                    self.bind_fence(g.token, path);
+                }
+                Ok(Response::Lock(a))
+            }
         }
     }
 
     pub(super) fn release(&mut self, session: u64, path: &NormalPath) -> Result<Response, FsError> {
         self.live_session(session)?;
         match self.locks.release(&path.to_string(), session) {
-            (true, _) => Ok(Response::Ok),
+            (true, granted) => {
+                self.rebind(granted);
+                Ok(Response::Ok)
+            }
             (false, _) => Err(FsError::NotLocked { path: path.to_string() }),
+        }
+    }
+
+    /// Binds `token` to the file `path` names now, if it names one.
+    fn bind_fence(&mut self, token: u64, path: &NormalPath) {
+        if let Ok(i) = self.lookup(path)
+            && i.kind == Kind::File
+        {
+            self.fence_bindings.insert(token, i.id);
+        }
+    }
+
+    /// After holders left: forgets the bindings of tokens no longer held and
+    /// binds the grants this made.
+    fn rebind(&mut self, granted: Vec<(String, crate::locks::Grant)>) {
+        let held: BTreeSet<u64> = self.locks.paths.values().flat_map(|l| l.holders.iter().map(|g| g.token)).collect();
+        self.fence_bindings.retain(|token, _| held.contains(token));
+        for (path, g) in granted {
+            if let Ok(path) = NormalPath::parse(&path) {
+                self.bind_fence(g.token, &path);
+            }
+        }
+    }
+
+    /// Checks that `fence` may write file `inode`: its token holds the lock
+    /// on its path, is bound to this file (or binds now, if its path names
+    /// this file and it is bound to none), and is not older than the newest
+    /// token that wrote the file. Binds an unbound token.
+    pub(super) fn check_fence(&mut self, inode: u64, fence: &Fence) -> Result<(), FsError> {
+        let fenced = || FsError::Fenced { path: fence.path.to_string(), token: fence.token };
+        let newest = self.inode(inode)?.fence;
+        if fence.token < newest || !self.locks.token_holds(&fence.path.to_string(), fence.token) {
+            return Err(fenced());
+        }
+        match self.fence_bindings.get(&fence.token) {
+            Some(bound) if *bound == inode => Ok(()),
+            Some(_) => Err(fenced()),
+            None if self.lookup(&fence.path).is_ok_and(|i| i.id == inode) => {
+                self.fence_bindings.insert(fence.token, inode);
+                Ok(())
+            }
+            None => Err(fenced()),
         }
     }
 
@@ -107,5 +172,82 @@ mod tests {
         let Response::Session { id: c } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
         let try_lock = Command::Acquire { session: c, path: p("/f"), mode: Mode::Shared, wait: false };
         assert!(matches!(run(&mut st, try_lock), Response::Lock(Acquired::Granted(_))));
+    }
+}
+
+/// Regression tests: a fence is bound to the file it guards (finding 4 of the
+/// correctness review: a token for `/a` was accepted on `/b` and raised its fence).
+#[cfg(test)]
+mod binding_tests {
+    use super::super::testing::{create, p, run};
+    use super::super::{Command, Fence, FsState, Response};
+    use crate::locks::{Acquired, Mode};
+    use shoal_core::FsError;
+
+    fn lock(st: &mut FsState, path: &str) -> u64 {
+        let Response::Session { id } = run(st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let acquire = Command::Acquire { session: id, path: p(path), mode: Mode::Exclusive, wait: true };
+        let Response::Lock(Acquired::Granted(g)) = run(st, acquire) else { panic!() };
+        g.token
+    }
+
+    fn commit(inode: u64, path: &str, token: u64) -> Command {
+        let fence = Some(Fence { path: p(path), token });
+        Command::CommitWrite { inode, chunks: vec![], size: 1, truncate: false, fence }
+    }
+
+    #[test]
+    fn a_token_for_one_file_does_not_write_another() {
+        let mut st = FsState::default();
+        create(&mut st, "/a");
+        let b = create(&mut st, "/b");
+        let ta = lock(&mut st, "/a");
+        let tb = lock(&mut st, "/b");
+        let before = st.clone();
+        assert_eq!(
+            run(&mut st, commit(b.id, "/a", ta)),
+            Response::Err(FsError::Fenced { path: "/a".into(), token: ta })
+        );
+        assert_eq!(st, before, "a refused write raises no fence");
+        assert!(matches!(run(&mut st, commit(b.id, "/b", tb)), Response::Inode(_)), "b's holder still writes");
+    }
+
+    #[test]
+    fn the_binding_survives_a_rename_and_a_late_lock_binds_on_first_write() {
+        let mut st = FsState::default();
+        let a = create(&mut st, "/a");
+        let ta = lock(&mut st, "/a");
+        run(&mut st, Command::Rename { src: p("/a"), dst: p("/moved"), fence: None });
+        assert!(matches!(run(&mut st, commit(a.id, "/a", ta)), Response::Inode(_)), "still the same file");
+        // A lock taken before its file exists binds on the first write through its path.
+        let tn = lock(&mut st, "/new");
+        let n = create(&mut st, "/new");
+        assert!(matches!(run(&mut st, commit(a.id, "/new", tn)), Response::Err(FsError::Fenced { .. })));
+        assert!(matches!(run(&mut st, commit(n.id, "/new", tn)), Response::Inode(_)));
+        run(&mut st, Command::Rename { src: p("/new"), dst: p("/new2"), fence: None });
+        assert!(matches!(run(&mut st, commit(n.id, "/new", tn)), Response::Inode(_)), "bound by inode");
+    }
+
+    #[test]
+    fn a_fenced_rename_replaces_a_file_and_moves_the_binding() {
+        let mut st = FsState::default();
+        let old = create(&mut st, "/t");
+        let tmp = create(&mut st, "/.t.tmp");
+        let t = lock(&mut st, "/t");
+        let fence = |token| Some(Fence { path: p("/t"), token });
+        // Not onto another path than the locked one.
+        let wrong = Command::Rename { src: p("/.t.tmp"), dst: p("/u"), fence: fence(t) };
+        assert!(matches!(run(&mut st, wrong), Response::Err(FsError::Fenced { .. })));
+        let put = Command::Rename { src: p("/.t.tmp"), dst: p("/t"), fence: fence(t) };
+        assert_eq!(run(&mut st, put), Response::Ok);
+        assert!(!st.inodes.contains_key(&old.id));
+        assert_eq!(st.fence_bindings[&t], tmp.id);
+        assert!(matches!(run(&mut st, commit(tmp.id, "/t", t)), Response::Inode(_)));
+        // A token that no longer holds the lock renames nothing.
+        create(&mut st, "/.t.tmp2");
+        run(&mut st, Command::EndSession { session: 1 });
+        let late = Command::Rename { src: p("/.t.tmp2"), dst: p("/t"), fence: fence(t) };
+        assert!(matches!(run(&mut st, late), Response::Err(FsError::Fenced { .. })));
+        assert!(st.fence_bindings.is_empty(), "an ended grant leaves no binding");
     }
 }

@@ -57,9 +57,14 @@ pub enum Command {
         path: NormalPath,
         recursive: bool,
     },
+    /// Renames `src` to `dst`. With a fence, only while its token holds the
+    /// lock on `dst` (the final path) and is not older than the fences of the
+    /// files involved; the lock then guards the moved file.
     Rename {
         src: NormalPath,
         dst: NormalPath,
+        #[serde(default)]
+        fence: Option<Fence>,
     },
     /// Starts a write on chunk `index`: allocates it (when `expect_id` is None) or
     /// bumps its version, and sets its replicas. `expect_*` is the state the
@@ -214,6 +219,10 @@ pub struct FsState {
     pub last_session: u64,
     #[serde(default)]
     pub locks: LockTable,
+    /// The file each held lock guards, by its grant's fencing token: a
+    /// token fences writes to this inode only (see [`locking`]).
+    #[serde(default)]
+    pub fence_bindings: BTreeMap<u64, u64>,
     /// Chunk id to the servers whose replica failed its checksums; kept until
     /// the chunk has its factor of other replicas again, or leaves the namespace.
     #[serde(default)]
@@ -249,6 +258,7 @@ impl Default for FsState {
             sessions: BTreeMap::new(),
             last_session: 0,
             locks: LockTable::default(),
+            fence_bindings: BTreeMap::new(),
             corrupt: BTreeMap::new(),
             repair_paused: false,
         }
@@ -290,7 +300,7 @@ impl FsState {
                 self.create(path, *replication, *chunk_size, *open_existing, now_ms)
             }
             Command::Remove { path, recursive } => self.remove(path, *recursive),
-            Command::Rename { src, dst } => self.rename(src, dst, now_ms),
+            Command::Rename { src, dst, fence } => self.rename(src, dst, fence.as_ref(), now_ms),
             Command::PrepareWrite { inode, index, expect_id, expect_version, replicas, fence } => {
                 self.fenced(*inode, fence.as_ref(), |s| {
                     s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
@@ -399,7 +409,7 @@ mod tests {
             Command::Mkdir { path: p("/f/x"), parents: true },
             Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false },
             Command::Remove { path: p("/nope"), recursive: true },
-            Command::Rename { src: p("/nope"), dst: p("/x") },
+            Command::Rename { src: p("/nope"), dst: p("/x"), fence: None },
             Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, fence: None },
             Command::PrepareWrite {
                 inode: 2,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
-use super::{ChunkMeta, FsState, ROOT_INODE, Response};
+use super::{ChunkMeta, Fence, FsState, ROOT_INODE, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -243,7 +243,13 @@ impl FsState {
         Ok(Response::Ok)
     }
 
-    pub(super) fn rename(&mut self, src: &NormalPath, dst: &NormalPath, mtime_ms: u64) -> Result<Response, FsError> {
+    pub(super) fn rename(
+        &mut self,
+        src: &NormalPath,
+        dst: &NormalPath,
+        fence: Option<&Fence>,
+        mtime_ms: u64,
+    ) -> Result<Response, FsError> {
         let (src_dir, src_name) = self.lookup_parent(src)?;
         let id = *self.inodes[&src_dir].children.get(src_name).ok_or_else(|| not_found(src))?;
         // Moving onto an existing directory moves into it, as mv(1) does.
@@ -276,12 +282,30 @@ impl FsState {
                 }
             }
         }
+        if let Some(f) = fence {
+            // The token must hold the lock on the final path, and be no older
+            // than a token that already wrote the file moved or replaced.
+            let fenced = FsError::Fenced { path: f.path.to_string(), token: f.token };
+            let newest = replaced.into_iter().chain([id]).map(|i| self.inodes[&i].fence).max().unwrap_or(0);
+            if f.path != dst || f.token < newest || !self.locks.token_holds(&dst.to_string(), f.token) {
+                return Err(fenced);
+            }
+            if src_kind != Kind::File {
+                return Err(FsError::IsADirectory { path: src.to_string() });
+            }
+        }
         self.inodes.get_mut(&src_dir).expect("parent exists").children.remove(src_name);
         if let Some(old) = replaced {
             self.drop_tree(old);
         }
         self.link(dst_dir, dst_name, id, mtime_ms);
-        self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
+        let moved = self.inodes.get_mut(&id).expect("moved inode exists");
+        moved.parent = dst_dir;
+        if let Some(f) = fence {
+            // The lock on `dst` now guards the file put there.
+            moved.fence = f.token;
+            self.fence_bindings.insert(f.token, id);
+        }
         Ok(Response::Ok)
     }
 }
@@ -320,14 +344,14 @@ mod tests {
         create(&mut st, "/f");
         create(&mut st, "/g");
         assert_eq!(
-            run(&mut st, Command::Rename { src: p("/d"), dst: p("/d/e/x") }),
+            run(&mut st, Command::Rename { src: p("/d"), dst: p("/d/e/x"), fence: None }),
             Response::Err(FsError::RenameIntoSelf { src: "/d".into(), dst: "/d/e/x".into() })
         );
         // Onto a directory: moves into it.
-        assert_eq!(run(&mut st, Command::Rename { src: p("/f"), dst: p("/d") }), Response::Ok);
+        assert_eq!(run(&mut st, Command::Rename { src: p("/f"), dst: p("/d"), fence: None }), Response::Ok);
         assert!(st.lookup(&p("/d/f")).is_ok());
         // Onto a file: replaces it.
-        assert_eq!(run(&mut st, Command::Rename { src: p("/g"), dst: p("/d/f") }), Response::Ok);
+        assert_eq!(run(&mut st, Command::Rename { src: p("/g"), dst: p("/d/f"), fence: None }), Response::Ok);
         assert!(st.lookup(&p("/g")).is_err());
         assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
     }
