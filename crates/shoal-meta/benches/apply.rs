@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use shoal_core::NormalPath;
-use shoal_meta::fsm::{Command, FsState, Proposal, RequestId, Response};
+use shoal_meta::fsm::{FsState, NamespaceCmd, Proposal, RequestId, Response};
 
 /// Files in the directory before the measured applies.
 const FILES_BEFORE: u64 = 10_000;
@@ -31,7 +31,7 @@ fn path(s: &str) -> NormalPath {
 }
 
 fn create(name: &str, request: Option<RequestId>) -> Proposal {
-    let cmd = Command::Create {
+    let cmd = NamespaceCmd::Create {
         path: path(&format!("{DIR}/{name}")),
         replication: 2,
         chunk_size: 64 << 20,
@@ -43,7 +43,7 @@ fn create(name: &str, request: Option<RequestId>) -> Proposal {
 /// The state every measured batch starts from: `DIR` with `FILES_BEFORE` files.
 fn populated() -> FsState {
     let mut st = FsState::default();
-    let mkdir = Command::Mkdir { path: path(DIR), parents: false };
+    let mkdir = NamespaceCmd::Mkdir { path: path(DIR), parents: false };
     assert!(matches!(st.apply(&Proposal { now_ms: NOW_MS, request: None, cmd: mkdir }), Response::Inode(_)));
     for i in 0..FILES_BEFORE {
         assert!(matches!(st.apply(&create(&format!("f{i:05}"), None)), Response::Inode(_)));
@@ -99,7 +99,7 @@ fn apply(c: &mut Criterion) {
 
     let mkdirs: Vec<Proposal> = (0..BATCH)
         .map(|i| {
-            let cmd = Command::Mkdir { path: path(&format!("{DIR}/dir{i:05}")), parents: false };
+            let cmd = NamespaceCmd::Mkdir { path: path(&format!("{DIR}/dir{i:05}")), parents: false };
             Proposal { now_ms: NOW_MS, request: None, cmd }
         })
         .collect();

@@ -16,8 +16,8 @@ use shoal_core::FsError;
 use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
-use crate::fsm::{Command, Response};
-use crate::locks::{Grant, Mode, Waiter};
+use crate::fsm::LockCmd;
+use crate::locks::{Acquired, Grant, Mode, Waiter};
 use crate::service::{MetaService, fs_status, parse_path, request_id};
 use crate::sessions::SessionClock;
 
@@ -83,13 +83,10 @@ impl pb::locks_server::Locks for MetaService {
                 reason: format!("a session TTL must be between {TTL_MIN:?} and {TTL_MAX:?}, got {ttl:?}"),
             }));
         }
-        match self.write_ok(Command::OpenSession { ttl_ms: r.ttl_ms }, request_id(r.request)).await? {
-            Response::Session { id } => {
-                self.sessions.touch(id, Instant::now());
-                Ok(TonicResponse::new(pb::SessionReply { session: id, ttl_ms: r.ttl_ms }))
-            }
-            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
-        }
+        let opened = self.write(LockCmd::OpenSession { ttl_ms: r.ttl_ms }, request_id(r.request)).await?;
+        let id = opened.into_session().map_err(fs_status)?;
+        self.sessions.touch(id, Instant::now());
+        Ok(TonicResponse::new(pb::SessionReply { session: id, ttl_ms: r.ttl_ms }))
     }
 
     async fn keep_alive(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
@@ -104,7 +101,7 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn close_session(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
-        self.write_ok(Command::EndSession { session: r.session }, request_id(r.request)).await?;
+        self.write_ok(LockCmd::EndSession { session: r.session }, request_id(r.request)).await?;
         self.sessions.forget(r.session);
         Ok(TonicResponse::new(pb::Empty {}))
     }
@@ -114,23 +111,22 @@ impl pb::locks_server::Locks for MetaService {
         let until = Instant::now() + Duration::from_millis(r.wait_ms).min(WAIT_PER_CALL_MAX);
         let path = parse_path(&r.path)?;
         let mode = if r.shared { Mode::Shared } else { Mode::Exclusive };
-        let cmd = Command::Acquire { session: r.session, path: path.clone(), mode, wait: r.wait };
-        let outcome = self.write_ok(cmd, request_id(r.request)).await?;
+        let cmd = LockCmd::Acquire { session: r.session, path: path.clone(), mode, wait: r.wait };
+        let outcome = self.write(cmd, request_id(r.request)).await?.into_lock().map_err(fs_status)?;
         // Asking for a lock is a sign of life too.
         self.sessions.touch(r.session, Instant::now());
         match outcome {
-            Response::Lock(crate::locks::Acquired::Granted(g)) => Ok(TonicResponse::new(granted(g))),
-            Response::Lock(crate::locks::Acquired::Queued(w)) => {
-                self.wait_for_grant(r.session, &path.to_string(), w, until).await
-            }
-            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+            Acquired::Granted(g) => Ok(TonicResponse::new(granted(g))),
+            Acquired::Queued(w) => self.wait_for_grant(r.session, &path.to_string(), w, until).await,
+            // The state machine answers a try-lock that would block with an error.
+            Acquired::WouldBlock => Err(fs_status(FsError::WouldBlock { path: path.to_string() })),
         }
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_ok(Command::Release { session: r.session, path }, request_id(r.request)).await?;
+        self.write_ok(LockCmd::Release { session: r.session, path }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -163,7 +159,7 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             };
             for session in silent {
                 tracing::info!(session, "lock session expired; releasing its locks");
-                if service.write_ok(Command::EndSession { session }, None).await.is_ok() {
+                if service.write_ok(LockCmd::EndSession { session }, None).await.is_ok() {
                     clock.forget(session);
                 }
             }

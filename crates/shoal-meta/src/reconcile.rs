@@ -129,20 +129,20 @@ pub fn reconcile(
 mod tests {
     use super::*;
     use crate::fsm::testing::{p, run, with_servers};
-    use crate::fsm::{Command, Response};
+    use crate::fsm::{NamespaceCmd, Response, WriteCmd};
 
     /// /f with chunk 0 on servers 1 and 2, committed at version `committed`
     /// (prepared once more when `in_flight`), and a never-committed chunk 1 on 1 and 2.
     fn state(committed: u64, in_flight: bool) -> (FsState, ChunkPlace) {
         let mut st = with_servers(&[1, 2, 3, 4]);
         let Response::Inode(f) =
-            run(&mut st, Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
+            run(&mut st, NamespaceCmd::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
         else {
             panic!()
         };
         let mut id = None;
         for v in 0..committed + u64::from(in_flight) {
-            let prep = Command::PrepareWrite {
+            let prep = WriteCmd::PrepareWrite {
                 inode: f.id,
                 index: 0,
                 expect_id: id,
@@ -153,7 +153,7 @@ mod tests {
             let Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
             id = Some(chunk.id);
             if v < committed {
-                let commit = Command::CommitWrite {
+                let commit = WriteCmd::CommitWrite {
                     inode: f.id,
                     chunks: vec![(0, chunk.id, v + 1)],
                     size: 50,
@@ -163,7 +163,7 @@ mod tests {
                 run(&mut st, commit);
             }
         }
-        let prep = Command::PrepareWrite {
+        let prep = WriteCmd::PrepareWrite {
             inode: f.id,
             index: 1,
             expect_id: None,

@@ -33,7 +33,7 @@ use shoal_proto::chunk::chunk_client::ChunkClient;
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
-use crate::fsm::{Command, Response};
+use crate::fsm::{Applied, ReplicaCmd};
 use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, RateBudget, ServerView, Task};
 use crate::reconcile::Suspect;
 use crate::registry::Liveness;
@@ -325,7 +325,7 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
                 tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
                 // As planned: a write prepared since then may carry these replicas.
                 let expect_version = svc.state.read().fs.chunk_at(place).map_or(0, |c| c.version);
-                if let Err(e) = svc.write(Command::DropReplicas { place, nodes, expect_version }, None).await {
+                if let Err(e) = svc.write(ReplicaCmd::DropReplicas { place, nodes, expect_version }, None).await {
                     tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
                     return true;
                 }
@@ -423,7 +423,7 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
     if svc.healer.lock().generation != generation {
         return Err("leadership changed during the copy; the copy is not listed".to_string());
     }
-    let cmd = Command::AddReplica {
+    let cmd = ReplicaCmd::AddReplica {
         place: c.place,
         copied: c.copied,
         version: c.version,
@@ -431,8 +431,9 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
         expect: c.expect.clone(),
         drop: c.drop.clone(),
     };
-    match svc.write(cmd, None).await.map_err(|s| format!("cannot list the copy: {}", s.message()))? {
-        Response::Ok => {
+    let applied = svc.write(cmd, None).await.map_err(|s| format!("cannot list the copy: {}", s.message()))?;
+    match applied.into_applied().map_err(|e| format!("the copy was refused: {e}"))? {
+        Applied::Done => {
             tracing::info!(
                 chunk_id = c.place.chunk,
                 version = c.copied,
@@ -447,7 +448,6 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
         }
         // Failing makes the chunk cool down before another try, so a chunk
         // written to all the time does not keep the copier busy.
-        Response::Conflict => Err("the chunk changed during its copy; the copy is garbage".to_string()),
-        other => Err(format!("unexpected answer to AddReplica: {other:?}")),
+        Applied::Conflict => Err("the chunk changed during its copy; the copy is garbage".to_string()),
     }
 }

@@ -23,11 +23,75 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
 use crate::fsm::{ChunkMeta, ChunkPlace, FsState, Kind, Response};
 
+/// Healing's commands: the leader's replica-list decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaCmd {
+    /// Re-replication (or a move) copied the chunk at `place`, at committed
+    /// version `copied`, to `target`: list it. Applies only while the chunk's
+    /// committed version is still `copied` and its latest version still
+    /// `version` (the state the copy was planned from); otherwise the copy is
+    /// garbage and the answer is [`Response::Conflict`]. If the replica list
+    /// is still `expect`, the replicas in `drop` leave it (dead or draining
+    /// replicas this copy replaces, or a move's source).
+    AddReplica { place: ChunkPlace, copied: u64, version: u64, target: u64, expect: Vec<u64>, drop: Vec<u64> },
+    /// Drops extra replicas of a chunk (their copies become garbage); never
+    /// its last one. Only if the chunk is still at `expect_version`, fully
+    /// committed (no write in flight that the dropped replicas may carry).
+    DropReplicas {
+        place: ChunkPlace,
+        nodes: Vec<u64>,
+        #[serde(default)]
+        expect_version: u64,
+    },
+    /// What a chunk report of server `node` showed: copies it holds that are
+    /// not listed there (`garbage`; `None` place: no file references the
+    /// chunk), and listed replicas it confirmed missing or stale (`lost`).
+    Reconcile { node: u64, garbage: Vec<(u64, Option<ChunkPlace>)>, lost: Vec<ChunkPlace> },
+    /// Server `node`'s replicas of these chunks failed their checksums. Each
+    /// is dropped if another replica remains, and recorded as corrupt until
+    /// the chunk is back at its factor.
+    ReportCorrupt { node: u64, chunks: Vec<ChunkPlace> },
+    /// Sets a file's replication factor, or a directory's and everything below it.
+    SetReplication { path: NormalPath, replication: u32 },
+}
+
 impl FsState {
+    /// Applies a replica-list command. A plan the state outdated answers
+    /// [`Response::Conflict`].
+    pub(crate) fn apply_replicas(&mut self, cmd: &ReplicaCmd) -> Result<Response, FsError> {
+        match cmd {
+            ReplicaCmd::AddReplica { place, copied, version, target, expect, drop } => {
+                Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
+            }
+            ReplicaCmd::DropReplicas { place, nodes, expect_version } => {
+                let unchanged = self
+                    .chunk_at(*place)
+                    .is_some_and(|c| c.version == *expect_version && c.committed_version == *expect_version);
+                if !unchanged {
+                    return Ok(Response::Conflict);
+                }
+                self.drop_replicas(*place, nodes);
+                Ok(Response::Ok)
+            }
+            ReplicaCmd::Reconcile { node, garbage, lost } => {
+                self.reconcile(*node, garbage, lost);
+                Ok(Response::Ok)
+            }
+            ReplicaCmd::ReportCorrupt { node, chunks } => {
+                for place in chunks {
+                    self.report_corrupt(*node, *place);
+                }
+                Ok(Response::Ok)
+            }
+            ReplicaCmd::SetReplication { path, replication } => self.set_replication(path, *replication),
+        }
+    }
+
     /// The chunk at `place`, if it is still there.
     pub fn chunk_at(&self, place: ChunkPlace) -> Option<&ChunkMeta> {
         self.inodes.get(&place.inode)?.chunks.get(&place.index).filter(|c| c.id == place.chunk)
@@ -192,7 +256,7 @@ impl FsState {
 mod tests {
     use super::*;
     use crate::fsm::testing::{p, run};
-    use crate::fsm::{Command, NodeRecord};
+    use crate::fsm::{NamespaceCmd, NodeCmd, NodeRecord, WriteCmd};
 
     /// A state with servers 1..=4 and file /f whose chunk 0 is on `replicas`,
     /// committed at version 1 (and prepared again when `in_flight`).
@@ -202,14 +266,14 @@ mod tests {
             st.nodes.insert(id, NodeRecord { id, addr: format!("h:{id}"), draining: false });
         }
         let Response::Inode(f) =
-            run(&mut st, Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
+            run(&mut st, NamespaceCmd::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false })
         else {
             panic!()
         };
         let prep = |st: &mut FsState, expect_id, expect_version| {
             run(
                 st,
-                Command::PrepareWrite {
+                WriteCmd::PrepareWrite {
                     inode: f.id,
                     index: 0,
                     expect_id,
@@ -229,8 +293,8 @@ mod tests {
     }
 
     /// Commits chunk 0's `version` with size 50.
-    fn commit(place: ChunkPlace, version: u64) -> Command {
-        Command::CommitWrite {
+    fn commit(place: ChunkPlace, version: u64) -> WriteCmd {
+        WriteCmd::CommitWrite {
             inode: place.inode,
             chunks: vec![(0, place.chunk, version)],
             size: 50,
@@ -239,8 +303,8 @@ mod tests {
         }
     }
 
-    fn add(place: ChunkPlace, copied: u64, version: u64, target: u64, expect: &[u64], drop: &[u64]) -> Command {
-        Command::AddReplica { place, copied, version, target, expect: expect.to_vec(), drop: drop.to_vec() }
+    fn add(place: ChunkPlace, copied: u64, version: u64, target: u64, expect: &[u64], drop: &[u64]) -> ReplicaCmd {
+        ReplicaCmd::AddReplica { place, copied, version, target, expect: expect.to_vec(), drop: drop.to_vec() }
     }
 
     #[test]
@@ -253,7 +317,7 @@ mod tests {
         assert_eq!(st.garbage_for(3, 10), vec![place.chunk]);
         // A target with a delete pending is refused too.
         assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[])), Response::Conflict);
-        run(&mut st, Command::ForgetGarbage { node: 3, chunks: vec![place.chunk] });
+        run(&mut st, NodeCmd::ForgetGarbage { node: 3, chunks: vec![place.chunk] });
         // As planned: listed, and the dead replica it replaces is dropped.
         assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[2])), Response::Ok);
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3]);
@@ -281,8 +345,8 @@ mod tests {
     #[test]
     fn a_stale_plan_cannot_relist_a_dropped_replica() {
         let (mut st, place) = state(&[1, 2], false);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![2], expect_version: 1 });
-        let prep = Command::PrepareWrite {
+        run(&mut st, ReplicaCmd::DropReplicas { place, nodes: vec![2], expect_version: 1 });
+        let prep = WriteCmd::PrepareWrite {
             inode: place.inode,
             index: 0,
             expect_id: Some(place.chunk),
@@ -299,7 +363,7 @@ mod tests {
     #[test]
     fn a_drop_does_not_apply_once_a_write_is_in_flight() {
         let (mut st, place) = state(&[1, 2], true);
-        let drop = Command::DropReplicas { place, nodes: vec![2], expect_version: 1 };
+        let drop = ReplicaCmd::DropReplicas { place, nodes: vec![2], expect_version: 1 };
         assert_eq!(run(&mut st, drop), Response::Conflict);
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
     }
@@ -316,7 +380,7 @@ mod tests {
         // Had the next write prepared first, the copy would have joined its chain.
         let (mut st, place) = state(&[1, 2], true);
         run(&mut st, add(place, 1, 2, 3, &[1, 2], &[]));
-        let prep = Command::PrepareWrite {
+        let prep = WriteCmd::PrepareWrite {
             inode: place.inode,
             index: 0,
             expect_id: Some(place.chunk),
@@ -331,11 +395,11 @@ mod tests {
     #[test]
     fn drops_never_empty_a_chunk_but_lost_replicas_may() {
         let (mut st, place) = state(&[1, 2], false);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![1, 2], expect_version: 1 });
+        run(&mut st, ReplicaCmd::DropReplicas { place, nodes: vec![1, 2], expect_version: 1 });
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
-        run(&mut st, Command::DropReplicas { place, nodes: vec![2], expect_version: 1 });
+        run(&mut st, ReplicaCmd::DropReplicas { place, nodes: vec![2], expect_version: 1 });
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1]);
-        run(&mut st, Command::Reconcile { node: 1, garbage: vec![], lost: vec![place] });
+        run(&mut st, ReplicaCmd::Reconcile { node: 1, garbage: vec![], lost: vec![place] });
         assert!(st.chunk_at(place).unwrap().replicas.is_empty());
         assert_eq!(st.garbage_for(1, 10), vec![place.chunk]);
     }
@@ -345,12 +409,12 @@ mod tests {
         let (mut st, place) = state(&[1, 2], false);
         let never_allocated = st.next_chunk_id + 5;
         let garbage = vec![(place.chunk, Some(place)), (77, None), (never_allocated, None)];
-        run(&mut st, Command::Reconcile { node: 1, garbage: garbage.clone(), lost: vec![] });
+        run(&mut st, ReplicaCmd::Reconcile { node: 1, garbage: garbage.clone(), lost: vec![] });
         assert_eq!(st.garbage_for(1, 10), Vec::<u64>::new(), "server 1 is listed; 77 is not below next_chunk_id");
         let gone = ChunkPlace { chunk: place.chunk + 100, ..place };
         run(
             &mut st,
-            Command::Reconcile { node: 3, garbage: vec![(place.chunk, Some(place)), (0, Some(gone))], lost: vec![] },
+            ReplicaCmd::Reconcile { node: 3, garbage: vec![(place.chunk, Some(place)), (0, Some(gone))], lost: vec![] },
         );
         assert_eq!(st.garbage_for(3, 10), vec![0, place.chunk]);
     }
@@ -358,12 +422,12 @@ mod tests {
     #[test]
     fn corrupt_replicas_stay_listed_until_good_copies_replace_them() {
         let (mut st, place) = state(&[1, 2], false);
-        run(&mut st, Command::ReportCorrupt { node: 1, chunks: vec![place] });
+        run(&mut st, ReplicaCmd::ReportCorrupt { node: 1, chunks: vec![place] });
         // Only recorded: the other holder may be dead, and one bad block does
         // not make the rest of this copy worthless.
         assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 2]);
         assert!(st.garbage_for(1, 10).is_empty());
-        run(&mut st, Command::ReportCorrupt { node: 2, chunks: vec![place] });
+        run(&mut st, ReplicaCmd::ReportCorrupt { node: 2, chunks: vec![place] });
         assert_eq!(st.corrupt[&place.chunk].len(), 2);
         // One good copy does not settle it below the factor...
         assert_eq!(run(&mut st, add(place, 1, 1, 3, &[1, 2], &[])), Response::Ok);
@@ -379,14 +443,14 @@ mod tests {
     #[test]
     fn setrep_reaches_everything_below_a_directory() {
         let mut st = FsState::default();
-        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
-        run(&mut st, Command::Create { path: p("/d/e/f"), replication: 2, chunk_size: 100, open_existing: false });
-        assert_eq!(run(&mut st, Command::SetReplication { path: p("/d"), replication: 3 }), Response::Ok);
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/e"), parents: true });
+        run(&mut st, NamespaceCmd::Create { path: p("/d/e/f"), replication: 2, chunk_size: 100, open_existing: false });
+        assert_eq!(run(&mut st, ReplicaCmd::SetReplication { path: p("/d"), replication: 3 }), Response::Ok);
         assert_eq!(st.lookup(&p("/d/e/f")).unwrap().replication, 3);
         assert_eq!(st.inherited_replication(&p("/d/e/g")), 3);
         let before = st.clone();
-        assert!(matches!(run(&mut st, Command::SetReplication { path: p("/x"), replication: 3 }), Response::Err(_)));
-        assert!(matches!(run(&mut st, Command::SetReplication { path: p("/d"), replication: 0 }), Response::Err(_)));
+        assert!(matches!(run(&mut st, ReplicaCmd::SetReplication { path: p("/x"), replication: 3 }), Response::Err(_)));
+        assert!(matches!(run(&mut st, ReplicaCmd::SetReplication { path: p("/d"), replication: 0 }), Response::Err(_)));
         assert_eq!(st, before);
     }
 }

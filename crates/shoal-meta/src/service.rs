@@ -27,7 +27,10 @@ use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
 use crate::TypeConfig;
-use crate::fsm::{ChunkPlace, Command, Fence, Inode, Kind, Proposal, RequestId, Response};
+use crate::fsm::{
+    ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Prepared, Proposal, ReplicaCmd, RequestId,
+    Response, WriteCmd,
+};
 use crate::reconcile::{self, Report};
 use crate::registry::{Beat, Liveness, Registry};
 use crate::repair::Healer;
@@ -139,8 +142,8 @@ pub(crate) fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
 
 impl MetaService {
     /// Proposes a command on behalf of `request` and waits until it is applied.
-    pub(crate) async fn write(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
-        let proposal = Proposal { now_ms: now_ms(), request, cmd };
+    pub(crate) async fn write(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Result<Response, Status> {
+        let proposal = Proposal { now_ms: now_ms(), request, cmd: cmd.into() };
         match self.raft.client_write(proposal).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
@@ -149,18 +152,20 @@ impl MetaService {
     }
 
     /// Like [`Self::write`], with namespace errors turned into statuses.
-    pub(crate) async fn write_ok(&self, cmd: Command, request: Option<RequestId>) -> Result<Response, Status> {
+    pub(crate) async fn write_ok(
+        &self,
+        cmd: impl Into<Command>,
+        request: Option<RequestId>,
+    ) -> Result<Response, Status> {
         match self.write(cmd, request).await? {
             Response::Err(e) => Err(fs_status(e)),
             r => Ok(r),
         }
     }
 
-    async fn write_inode(&self, cmd: Command, request: Option<RequestId>) -> Reply<pb::InodeReply> {
-        match self.write_ok(cmd, request).await? {
-            Response::Inode(i) => Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&i)) })),
-            other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
-        }
+    async fn write_inode(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Reply<pb::InodeReply> {
+        let inode = self.write(cmd, request).await?.into_inode().map_err(fs_status)?;
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)) }))
     }
 
     /// Waits until this node may serve a linearizable read.
@@ -221,7 +226,7 @@ impl MetaService {
         Ok(match f.chunks.get(&index) {
             None => {
                 let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
-                Command::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }
+                WriteCmd::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }.into()
             }
             Some(c) => {
                 let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
@@ -238,7 +243,7 @@ impl MetaService {
                 if replicas.is_empty() {
                     return Err(FsError::NoReplica { chunk_id: c.id });
                 }
-                Command::PrepareWrite {
+                WriteCmd::PrepareWrite {
                     inode,
                     index,
                     expect_id: Some(c.id),
@@ -246,6 +251,7 @@ impl MetaService {
                     replicas,
                     fence,
                 }
+                .into()
             }
         })
     }
@@ -270,7 +276,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_inode(Command::Mkdir { path, parents: r.parents }, request_id(r.request)).await
+        self.write_inode(NamespaceCmd::Mkdir { path, parents: r.parents }, request_id(r.request)).await
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
@@ -286,7 +292,7 @@ impl pb::namespace_server::Namespace for MetaService {
             },
             n => n,
         };
-        let cmd = Command::Create {
+        let cmd = NamespaceCmd::Create {
             path,
             replication,
             chunk_size: self.settings.chunk_size_bytes,
@@ -325,7 +331,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.write_ok(Command::Remove { path, recursive: r.recursive }, request_id(r.request)).await?;
+        self.write_ok(NamespaceCmd::Remove { path, recursive: r.recursive }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -336,7 +342,7 @@ impl pb::namespace_server::Namespace for MetaService {
             return Err(fs_status(FsError::Root));
         }
         let fence = fence(r.fence)?;
-        self.write_ok(Command::Rename { src, dst, fence }, request_id(r.request)).await?;
+        self.write_ok(NamespaceCmd::Rename { src, dst, fence }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -354,8 +360,8 @@ impl pb::namespace_server::Namespace for MetaService {
         self.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed, fence.clone()).map_err(fs_status)?;
-            match self.write_ok(cmd, request_id(r.request)).await? {
-                Response::Chunk { chunk, chunk_size } => {
+            match self.write(cmd, request_id(r.request)).await?.into_prepared().map_err(fs_status)? {
+                Prepared::Chunk { chunk, chunk_size } => {
                     for r in &chunk.replicas {
                         self.registry.note_placed(*r);
                     }
@@ -369,10 +375,7 @@ impl pb::namespace_server::Namespace for MetaService {
                         base_version,
                     }));
                 }
-                Response::Conflict => continue,
-                other => {
-                    return Err(Status::internal(format!("unexpected apply result {other:?}")));
-                }
+                Prepared::Conflict => continue,
             }
         }
         Err(Status::aborted("too many concurrent writers on this chunk; retry"))
@@ -382,7 +385,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let r = req.into_inner();
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
         let fence = fence(r.fence)?;
-        let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
+        let cmd = WriteCmd::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
         self.write_inode(cmd, request_id(r.request)).await
     }
 
@@ -392,7 +395,7 @@ impl pb::namespace_server::Namespace for MetaService {
         if r.replication == 0 || r.replication > REPLICATION_MAX {
             return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
         }
-        self.write_ok(Command::SetReplication { path, replication: r.replication }, request_id(r.request)).await?;
+        self.write_ok(ReplicaCmd::SetReplication { path, replication: r.replication }, request_id(r.request)).await?;
         self.healer_wake();
         Ok(TonicResponse::new(pb::Empty {}))
     }
@@ -410,7 +413,7 @@ impl pb::cluster_server::Cluster for MetaService {
         self.linearizable().await?;
         let known = self.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
         if known.as_deref() != Some(r.addr.as_str()) {
-            self.write_ok(Command::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
+            self.write_ok(NodeCmd::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
         }
         let now = Instant::now();
         // A server this leader has not heard from lately may hold anything.
@@ -420,7 +423,7 @@ impl pb::cluster_server::Cluster for MetaService {
             Beat { at: now, capacity_bytes: r.capacity_bytes, used_bytes: r.used_bytes, chunk_count: r.chunk_count },
         );
         if !r.deleted.is_empty() {
-            self.write_ok(Command::ForgetGarbage { node: r.node_id, chunks: r.deleted }, None).await?;
+            self.write_ok(NodeCmd::ForgetGarbage { node: r.node_id, chunks: r.deleted }, None).await?;
         }
         if !r.corrupt.is_empty() {
             self.note_corrupt(r.node_id, &r.corrupt).await?;
@@ -499,7 +502,7 @@ impl pb::cluster_server::Cluster for MetaService {
                 reason: format!("no chunk server is registered at {}", r.addr),
             }));
         };
-        self.write_ok(Command::SetDraining { node, draining: !r.cancel }, None).await?;
+        self.write_ok(NodeCmd::SetDraining { node, draining: !r.cancel }, None).await?;
         tracing::info!(node, addr = %r.addr, draining = !r.cancel, "decommission");
         self.healer_wake();
         let row = self.server_rows(Instant::now()).into_iter().find(|s| s.id == node);
@@ -519,7 +522,7 @@ impl pb::cluster_server::Cluster for MetaService {
 
     async fn set_repair(&self, req: Request<pb::SetRepairRequest>) -> Reply<pb::Empty> {
         let paused = req.into_inner().paused;
-        self.write_ok(Command::SetRepairPaused { paused }, None).await?;
+        self.write_ok(NodeCmd::SetRepairPaused { paused }, None).await?;
         tracing::info!(paused, "repair switched");
         self.healer_wake();
         Ok(TonicResponse::new(pb::Empty {}))
@@ -670,7 +673,7 @@ impl MetaService {
             return Ok(());
         }
         tracing::warn!(node, chunks = ?places.iter().map(|p| p.chunk).collect::<Vec<_>>(), "corrupt replicas reported");
-        self.write_ok(Command::ReportCorrupt { node, chunks: places }, None).await?;
+        self.write_ok(ReplicaCmd::ReportCorrupt { node, chunks: places }, None).await?;
         self.healer_wake();
         Ok(())
     }
@@ -694,7 +697,7 @@ impl MetaService {
         }
         if !result.garbage.is_empty() || !result.lost.is_empty() {
             tracing::info!(node, garbage = result.garbage.len(), lost = result.lost.len(), "chunk report reconciled");
-            let cmd = Command::Reconcile { node, garbage: result.garbage, lost: result.lost };
+            let cmd = ReplicaCmd::Reconcile { node, garbage: result.garbage, lost: result.lost };
             self.write_ok(cmd, None).await?;
             self.healer_wake();
         }

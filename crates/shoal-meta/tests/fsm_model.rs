@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use shoal_core::NormalPath;
-use shoal_meta::fsm::{ChunkPlace, Command, FsState, Kind, Proposal, RequestId, Response};
+use shoal_meta::fsm::{
+    ChunkPlace, Command, FsState, Kind, LockCmd, NamespaceCmd, NodeCmd, Proposal, ReplicaCmd, RequestId, Response,
+    WriteCmd,
+};
 use shoal_meta::locks::Mode;
 
 const CHUNK_SIZE: u64 = 100;
@@ -275,13 +278,14 @@ impl Harness {
     fn new() -> Self {
         let mut h = Harness { st: FsState::default(), model: Model::default(), now_ms: 1, seq: 0, last: None };
         for id in 1..=SERVERS {
-            h.apply(Command::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
+            h.apply(NodeCmd::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
         }
         h
     }
 
     /// Applies `cmd` under a fresh request id; checks that a refusal changed nothing.
-    fn apply(&mut self, cmd: Command) -> Response {
+    fn apply(&mut self, cmd: impl Into<Command>) -> Response {
+        let cmd = cmd.into();
         self.now_ms += 7;
         self.seq += 1;
         let p = Proposal {
@@ -297,7 +301,7 @@ impl Harness {
             after.clients = before.clients.clone();
             after.next_client_sweep_ms = before.next_client_sweep_ms;
             // A refused copy is garbage on its target (by design).
-            if let Command::AddReplica { place, target, .. } = &p.cmd
+            if let Command::Replicas(ReplicaCmd::AddReplica { place, target, .. }) = &p.cmd
                 && let Some(holders) = after.garbage.get_mut(&place.chunk)
                 && !before.garbage.get(&place.chunk).is_some_and(|h| h.contains(target))
             {
@@ -325,31 +329,36 @@ impl Harness {
     fn step(&mut self, op: &Op) {
         match op {
             Op::Mkdir(path, parents) => {
-                let ok = matches!(self.apply(Command::Mkdir { path: np(path), parents: *parents }), Response::Inode(_));
+                let ok =
+                    matches!(self.apply(NamespaceCmd::Mkdir { path: np(path), parents: *parents }), Response::Inode(_));
                 assert_eq!(ok, self.model.mkdir(path, *parents), "mkdir {path} parents={parents}");
             }
             Op::Create(path, open) => {
-                let cmd =
-                    Command::Create { path: np(path), replication: 2, chunk_size: CHUNK_SIZE, open_existing: *open };
+                let cmd = NamespaceCmd::Create {
+                    path: np(path),
+                    replication: 2,
+                    chunk_size: CHUNK_SIZE,
+                    open_existing: *open,
+                };
                 let ok = matches!(self.apply(cmd), Response::Inode(_));
                 assert_eq!(ok, self.model.create(path, *open), "create {path} open_existing={open}");
             }
             Op::Remove(path, recursive) => {
-                let ok = self.apply(Command::Remove { path: np(path), recursive: *recursive }) == Response::Ok;
+                let ok = self.apply(NamespaceCmd::Remove { path: np(path), recursive: *recursive }) == Response::Ok;
                 assert_eq!(ok, self.model.remove(path, *recursive), "remove {path} recursive={recursive}");
             }
             Op::Rename(src, dst) => {
-                let ok = self.apply(Command::Rename { src: np(src), dst: np(dst), fence: None }) == Response::Ok;
+                let ok = self.apply(NamespaceCmd::Rename { src: np(src), dst: np(dst), fence: None }) == Response::Ok;
                 assert_eq!(ok, self.model.rename(src, dst), "rename {src} {dst}");
             }
             Op::Write { path, index, replicas, size, truncate, commit } => {
                 self.write(path, *index, replicas, *size, *truncate, *commit)
             }
             Op::OpenSession => {
-                assert!(matches!(self.apply(Command::OpenSession { ttl_ms: 1000 }), Response::Session { .. }));
+                assert!(matches!(self.apply(LockCmd::OpenSession { ttl_ms: 1000 }), Response::Session { .. }));
             }
             Op::EndSession(session) => {
-                assert_eq!(self.apply(Command::EndSession { session: *session }), Response::Ok);
+                assert_eq!(self.apply(LockCmd::EndSession { session: *session }), Response::Ok);
                 assert!(!self.st.locks.paths.values().any(|l| {
                     l.holders.iter().any(|g| g.session == *session) || l.queue.iter().any(|w| w.session == *session)
                 }));
@@ -357,18 +366,22 @@ impl Harness {
             Op::Acquire { session, path, exclusive, wait } => {
                 let mode = if *exclusive { Mode::Exclusive } else { Mode::Shared };
                 let live = self.st.sessions.contains_key(session);
-                let r = self.apply(Command::Acquire { session: *session, path: np(path), mode, wait: *wait });
+                let r = self.apply(LockCmd::Acquire { session: *session, path: np(path), mode, wait: *wait });
                 if !live {
                     assert!(matches!(r, Response::Err(_)), "an ended session acquired: {r:?}");
                 }
             }
             Op::Release { session, path } => {
-                self.apply(Command::Release { session: *session, path: np(path) });
+                self.apply(LockCmd::Release { session: *session, path: np(path) });
             }
             Op::Drop { file, nodes } => {
                 if let Some(place) = self.file_place(*file) {
                     let before = self.st.chunk_at(place).expect("listed").clone();
-                    self.apply(Command::DropReplicas { place, nodes: nodes.clone(), expect_version: before.version });
+                    self.apply(ReplicaCmd::DropReplicas {
+                        place,
+                        nodes: nodes.clone(),
+                        expect_version: before.version,
+                    });
                     let after = self.st.chunk_at(place).expect("a drop keeps the chunk");
                     // Never its last replica.
                     assert!(after.replicas.len() >= before.replicas.len().min(1), "{before:?} -> {after:?}");
@@ -377,7 +390,7 @@ impl Harness {
             Op::Copy { file, target, drop } => {
                 if let Some(place) = self.file_place(*file) {
                     let c = self.st.chunk_at(place).expect("listed").clone();
-                    self.apply(Command::AddReplica {
+                    self.apply(ReplicaCmd::AddReplica {
                         place,
                         copied: c.committed_version,
                         version: c.version,
@@ -389,27 +402,27 @@ impl Harness {
             }
             Op::Corrupt { node, file } => {
                 if let Some(place) = self.file_place(*file) {
-                    self.apply(Command::ReportCorrupt { node: *node, chunks: vec![place] });
+                    self.apply(ReplicaCmd::ReportCorrupt { node: *node, chunks: vec![place] });
                 }
             }
             Op::Lost { node, file } => {
                 if let Some(place) = self.file_place(*file) {
-                    self.apply(Command::Reconcile { node: *node, garbage: vec![], lost: vec![place] });
+                    self.apply(ReplicaCmd::Reconcile { node: *node, garbage: vec![], lost: vec![place] });
                 }
             }
             Op::Forget { node } => {
                 let chunks = self.st.garbage_for(*node, 100);
-                self.apply(Command::ForgetGarbage { node: *node, chunks: chunks.clone() });
+                self.apply(NodeCmd::ForgetGarbage { node: *node, chunks: chunks.clone() });
                 assert!(self.st.garbage_for(*node, 100).is_empty());
             }
             Op::Draining(node, draining) => {
                 let known = self.st.nodes.contains_key(node);
-                let ok = self.apply(Command::SetDraining { node: *node, draining: *draining }) == Response::Ok;
+                let ok = self.apply(NodeCmd::SetDraining { node: *node, draining: *draining }) == Response::Ok;
                 assert_eq!(ok, known);
             }
             Op::SetReplication(path, replication) => {
-                let ok =
-                    self.apply(Command::SetReplication { path: np(path), replication: *replication }) == Response::Ok;
+                let ok = self.apply(ReplicaCmd::SetReplication { path: np(path), replication: *replication })
+                    == Response::Ok;
                 assert_eq!(ok, *replication > 0 && self.model.get(path).is_some(), "setrep {replication} {path}");
             }
             Op::Retry => {
@@ -431,7 +444,7 @@ impl Harness {
         }
         let inode = f.id;
         let current = f.chunks.get(&index).cloned();
-        let prep = Command::PrepareWrite {
+        let prep = WriteCmd::PrepareWrite {
             inode,
             index,
             expect_id: current.as_ref().map(|c| c.id),
@@ -462,7 +475,7 @@ impl Harness {
         } else {
             (vec![(index, chunk.id, chunk.version)], size.max(index * CHUNK_SIZE + 1))
         };
-        let r = self.apply(Command::CommitWrite { inode, chunks, size, truncate, fence: None });
+        let r = self.apply(WriteCmd::CommitWrite { inode, chunks, size, truncate, fence: None });
         let Response::Inode(after) = r else { panic!("commit of a fresh prepare refused: {r:?}") };
         let Some(Entry::File { size: model_size }) = self.model.entries.get_mut(path) else {
             panic!("model lost {path}")

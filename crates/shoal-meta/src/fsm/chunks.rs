@@ -14,6 +14,8 @@
 //!   replicas) are listed in `garbage` until their server confirms the
 //!   delete. A server never holds a listed replica of a chunk that is garbage
 //!   on it.
+//! - Every listed replica holds `committed_version`; all but the `lagging`
+//!   ones also took part in the write of `version` (see [`crate::replicas`]).
 //! - A fenced write applies only while its token holds its lock and is not
 //!   older than the newest token seen for the file.
 
@@ -50,7 +52,40 @@ pub struct ChunkPlace {
     pub chunk: u64,
 }
 
+/// The write protocol's commands: prepare a chunk version, then commit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteCmd {
+    /// Starts a write on chunk `index`: allocates it (when `expect_id` is None) or
+    /// bumps its version, and sets its replicas. `expect_*` is the state the
+    /// leader planned from; if the chunk changed since, nothing happens and the
+    /// answer is [`Response::Conflict`].
+    PrepareWrite {
+        inode: u64,
+        index: u64,
+        expect_id: Option<u64>,
+        expect_version: u64,
+        replicas: Vec<u64>,
+        fence: Option<Fence>,
+    },
+    /// Makes written chunk versions visible and sets the size.
+    CommitWrite { inode: u64, chunks: Vec<(u64, u64, u64)>, size: u64, truncate: bool, fence: Option<Fence> },
+}
+
 impl FsState {
+    /// Applies a write command at leader time `now_ms`.
+    pub(super) fn apply_write(&mut self, cmd: &WriteCmd, now_ms: u64) -> Result<Response, FsError> {
+        match cmd {
+            WriteCmd::PrepareWrite { inode, index, expect_id, expect_version, replicas, fence } => {
+                self.fenced(*inode, fence.as_ref(), |s| {
+                    s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
+                })
+            }
+            WriteCmd::CommitWrite { inode, chunks, size, truncate, fence } => {
+                self.fenced(*inode, fence.as_ref(), |s| s.commit_write(*inode, chunks, *size, *truncate, now_ms))
+            }
+        }
+    }
+
     /// Runs a write unless its fence is stale: its token no longer holds its
     /// lock, or is older than one already seen for the file. A write that
     /// applies records its token.
@@ -232,8 +267,8 @@ impl FsState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Command;
     use super::super::testing::{create, p, prepare, run, with_servers};
+    use super::super::{NamespaceCmd, NodeCmd};
     use super::*;
 
     #[test]
@@ -245,7 +280,7 @@ mod tests {
         // A stale plan is refused.
         let stale = run(
             &mut st,
-            Command::PrepareWrite {
+            WriteCmd::PrepareWrite {
                 inode: f.id,
                 index: 0,
                 expect_id: None,
@@ -257,7 +292,7 @@ mod tests {
         assert_eq!(stale, Response::Conflict);
         let Response::Inode(after) = run(
             &mut st,
-            Command::CommitWrite {
+            WriteCmd::CommitWrite {
                 inode: f.id,
                 chunks: vec![(0, chunk.id, 1)],
                 size: 150,
@@ -273,14 +308,14 @@ mod tests {
         let Response::Chunk { chunk: c2, .. } = prepare(&mut st, f.id, 0, &[10]) else { panic!() };
         assert_eq!(c2.version, 2);
         assert_eq!(st.garbage_for(11, 10), vec![chunk.id]);
-        run(&mut st, Command::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
+        run(&mut st, NodeCmd::ForgetGarbage { node: 11, chunks: vec![chunk.id] });
         assert!(st.garbage.is_empty());
         // Truncate drops whole chunks past the end; remove drops the rest.
         prepare(&mut st, f.id, 1, &[10, 11]);
         let c1 = st.inodes[&f.id].chunks[&1].id;
-        run(&mut st, Command::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, fence: None });
+        run(&mut st, WriteCmd::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, fence: None });
         assert_eq!(st.garbage_for(11, 10), vec![c1]);
-        run(&mut st, Command::Remove { path: p("/f"), recursive: false });
+        run(&mut st, NamespaceCmd::Remove { path: p("/f"), recursive: false });
         assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
     }
 }

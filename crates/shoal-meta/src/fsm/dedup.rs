@@ -16,6 +16,7 @@ use shoal_core::FsError;
 
 use super::{FsState, Response};
 
+/// Names one client request across retries (see the module invariants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestId {
     pub client: u64,
@@ -90,14 +91,18 @@ impl FsState {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{p, run};
-    use super::super::{Command, Proposal};
+    use super::super::{NamespaceCmd, Proposal};
     use super::*;
 
     #[test]
     fn retried_requests_apply_once() {
         let mut st = FsState::default();
         let req = |seq, done_below| Some(RequestId { client: 7, seq, done_below });
-        let mkdir = |request| Proposal { now_ms: 5, request, cmd: Command::Mkdir { path: p("/d"), parents: false } };
+        let mkdir = |request| Proposal {
+            now_ms: 5,
+            request,
+            cmd: NamespaceCmd::Mkdir { path: p("/d"), parents: false }.into(),
+        };
         let first = st.apply(&mkdir(req(1, 1)));
         assert!(matches!(first, Response::Inode(_)));
         let after_first = st.clone();
@@ -114,11 +119,11 @@ mod tests {
         assert!(matches!(st.apply(&mkdir(req(1, 3))), Response::Err(FsError::InvalidArgument { .. })));
         assert_eq!(st.clients[&7].replies, before.clients[&7].replies);
         // An idle client is forgotten after the expiry.
-        run(&mut st, Command::Mkdir { path: p("/e"), parents: false });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/e"), parents: false });
         st.apply(&Proposal {
             now_ms: 5 + CLIENT_IDLE_EXPIRY_MS + 1,
             request: None,
-            cmd: Command::Mkdir { path: p("/x"), parents: false },
+            cmd: NamespaceCmd::Mkdir { path: p("/x"), parents: false }.into(),
         });
         assert!(st.clients.is_empty());
     }

@@ -39,7 +39,31 @@ pub struct SessionRecord {
     pub ttl_ms: u64,
 }
 
+/// The lock service's commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockCmd {
+    /// Opens a lock session; the leader expires it when it is not kept alive.
+    OpenSession { ttl_ms: u64 },
+    /// Ends a session (closed by its client, or expired by the leader):
+    /// its locks are released and its queued requests removed.
+    EndSession { session: u64 },
+    /// Asks for a lock; `wait` false is a try-lock.
+    Acquire { session: u64, path: NormalPath, mode: Mode, wait: bool },
+    /// Gives up a held lock or a place in its queue.
+    Release { session: u64, path: NormalPath },
+}
+
 impl FsState {
+    /// Applies a lock command.
+    pub(super) fn apply_locks(&mut self, cmd: &LockCmd) -> Result<Response, FsError> {
+        match cmd {
+            LockCmd::OpenSession { ttl_ms } => self.open_session(*ttl_ms),
+            LockCmd::EndSession { session } => self.end_session(*session),
+            LockCmd::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait),
+            LockCmd::Release { session, path } => self.release(*session, path),
+        }
+    }
+
     pub(super) fn open_session(&mut self, ttl_ms: u64) -> Result<Response, FsError> {
         self.last_session += 1;
         self.sessions.insert(self.last_session, SessionRecord { ttl_ms });
@@ -138,7 +162,7 @@ impl FsState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Command;
+    use super::super::WriteCmd;
     use super::super::testing::{create, p, run};
     use super::*;
 
@@ -146,17 +170,22 @@ mod tests {
     fn sessions_hold_locks_and_fence_writes() {
         let mut st = FsState::default();
         let f = create(&mut st, "/f");
-        let Response::Session { id: a } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
-        let Response::Session { id: b } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
-        let acquire = |session| Command::Acquire { session, path: p("/f"), mode: Mode::Exclusive, wait: true };
+        let Response::Session { id: a } = run(&mut st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let Response::Session { id: b } = run(&mut st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let acquire = |session| LockCmd::Acquire { session, path: p("/f"), mode: Mode::Exclusive, wait: true };
         let Response::Lock(Acquired::Granted(ga)) = run(&mut st, acquire(a)) else { panic!() };
         assert!(matches!(run(&mut st, acquire(b)), Response::Lock(Acquired::Queued(_))));
         let fence = |token| Some(Fence { path: p("/f"), token });
-        let commit =
-            |token| Command::CommitWrite { inode: f.id, chunks: vec![], size: 1, truncate: false, fence: fence(token) };
+        let commit = |token| WriteCmd::CommitWrite {
+            inode: f.id,
+            chunks: vec![],
+            size: 1,
+            truncate: false,
+            fence: fence(token),
+        };
         assert!(matches!(run(&mut st, commit(ga.token)), Response::Inode(_)));
         // A's session ends (expired): B is granted and A's token no longer writes.
-        run(&mut st, Command::EndSession { session: a });
+        run(&mut st, LockCmd::EndSession { session: a });
         let gb = st.locks.held("/f", b).expect("b was granted");
         assert!(gb.token > ga.token);
         let before = st.clone();
@@ -168,9 +197,9 @@ mod tests {
         assert!(matches!(run(&mut st, commit(gb.token)), Response::Inode(_)));
         assert_eq!(run(&mut st, acquire(a)), Response::Err(FsError::SessionExpired { session: a }));
         // Release, then a try-lock by another session succeeds at once.
-        assert_eq!(run(&mut st, Command::Release { session: b, path: p("/f") }), Response::Ok);
-        let Response::Session { id: c } = run(&mut st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
-        let try_lock = Command::Acquire { session: c, path: p("/f"), mode: Mode::Shared, wait: false };
+        assert_eq!(run(&mut st, LockCmd::Release { session: b, path: p("/f") }), Response::Ok);
+        let Response::Session { id: c } = run(&mut st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let try_lock = LockCmd::Acquire { session: c, path: p("/f"), mode: Mode::Shared, wait: false };
         assert!(matches!(run(&mut st, try_lock), Response::Lock(Acquired::Granted(_))));
     }
 }
@@ -180,20 +209,20 @@ mod tests {
 #[cfg(test)]
 mod binding_tests {
     use super::super::testing::{create, p, run};
-    use super::super::{Command, Fence, FsState, Response};
+    use super::super::{Fence, FsState, LockCmd, NamespaceCmd, Response, WriteCmd};
     use crate::locks::{Acquired, Mode};
     use shoal_core::FsError;
 
     fn lock(st: &mut FsState, path: &str) -> u64 {
-        let Response::Session { id } = run(st, Command::OpenSession { ttl_ms: 1000 }) else { panic!() };
-        let acquire = Command::Acquire { session: id, path: p(path), mode: Mode::Exclusive, wait: true };
+        let Response::Session { id } = run(st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        let acquire = LockCmd::Acquire { session: id, path: p(path), mode: Mode::Exclusive, wait: true };
         let Response::Lock(Acquired::Granted(g)) = run(st, acquire) else { panic!() };
         g.token
     }
 
-    fn commit(inode: u64, path: &str, token: u64) -> Command {
+    fn commit(inode: u64, path: &str, token: u64) -> WriteCmd {
         let fence = Some(Fence { path: p(path), token });
-        Command::CommitWrite { inode, chunks: vec![], size: 1, truncate: false, fence }
+        WriteCmd::CommitWrite { inode, chunks: vec![], size: 1, truncate: false, fence }
     }
 
     #[test]
@@ -217,14 +246,14 @@ mod binding_tests {
         let mut st = FsState::default();
         let a = create(&mut st, "/a");
         let ta = lock(&mut st, "/a");
-        run(&mut st, Command::Rename { src: p("/a"), dst: p("/moved"), fence: None });
+        run(&mut st, NamespaceCmd::Rename { src: p("/a"), dst: p("/moved"), fence: None });
         assert!(matches!(run(&mut st, commit(a.id, "/a", ta)), Response::Inode(_)), "still the same file");
         // A lock taken before its file exists binds on the first write through its path.
         let tn = lock(&mut st, "/new");
         let n = create(&mut st, "/new");
         assert!(matches!(run(&mut st, commit(a.id, "/new", tn)), Response::Err(FsError::Fenced { .. })));
         assert!(matches!(run(&mut st, commit(n.id, "/new", tn)), Response::Inode(_)));
-        run(&mut st, Command::Rename { src: p("/new"), dst: p("/new2"), fence: None });
+        run(&mut st, NamespaceCmd::Rename { src: p("/new"), dst: p("/new2"), fence: None });
         assert!(matches!(run(&mut st, commit(n.id, "/new", tn)), Response::Inode(_)), "bound by inode");
     }
 
@@ -236,17 +265,17 @@ mod binding_tests {
         let t = lock(&mut st, "/t");
         let fence = |token| Some(Fence { path: p("/t"), token });
         // Not onto another path than the locked one.
-        let wrong = Command::Rename { src: p("/.t.tmp"), dst: p("/u"), fence: fence(t) };
+        let wrong = NamespaceCmd::Rename { src: p("/.t.tmp"), dst: p("/u"), fence: fence(t) };
         assert!(matches!(run(&mut st, wrong), Response::Err(FsError::Fenced { .. })));
-        let put = Command::Rename { src: p("/.t.tmp"), dst: p("/t"), fence: fence(t) };
+        let put = NamespaceCmd::Rename { src: p("/.t.tmp"), dst: p("/t"), fence: fence(t) };
         assert_eq!(run(&mut st, put), Response::Ok);
         assert!(!st.inodes.contains_key(&old.id));
         assert_eq!(st.fence_bindings[&t], tmp.id);
         assert!(matches!(run(&mut st, commit(tmp.id, "/t", t)), Response::Inode(_)));
         // A token that no longer holds the lock renames nothing.
         create(&mut st, "/.t.tmp2");
-        run(&mut st, Command::EndSession { session: 1 });
-        let late = Command::Rename { src: p("/.t.tmp2"), dst: p("/t"), fence: fence(t) };
+        run(&mut st, LockCmd::EndSession { session: 1 });
+        let late = NamespaceCmd::Rename { src: p("/.t.tmp2"), dst: p("/t"), fence: fence(t) };
         assert!(matches!(run(&mut st, late), Response::Err(FsError::Fenced { .. })));
         assert!(st.fence_bindings.is_empty(), "an ended grant leaves no binding");
     }

@@ -20,9 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use shoal_core::{FsError, NormalPath};
+use shoal_core::FsError;
 
-use crate::locks::{Acquired, LockTable, Mode};
+use crate::locks::{Acquired, LockTable};
 
 pub mod chunks;
 pub mod dedup;
@@ -31,149 +31,45 @@ pub mod locking;
 pub mod namespace;
 pub mod nodes;
 
-pub use chunks::{ChunkMeta, ChunkPlace};
+pub use crate::replicas::ReplicaCmd;
+pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
-pub use locking::{Fence, SessionRecord};
-pub use namespace::{Inode, Kind};
-pub use nodes::NodeRecord;
+pub use locking::{Fence, LockCmd, SessionRecord};
+pub use namespace::{Inode, Kind, NamespaceCmd};
+pub use nodes::{NodeCmd, NodeRecord};
 
 /// The inode number of `/`.
 pub const ROOT_INODE: u64 = 1;
 
-/// A change to the metadata, as proposed by the leader.
+/// A change to the metadata, as proposed by the leader: one command of one
+/// domain. Each domain's module applies its own commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Mkdir {
-        path: NormalPath,
-        parents: bool,
-    },
-    Create {
-        path: NormalPath,
-        replication: u32,
-        chunk_size: u64,
-        open_existing: bool,
-    },
-    Remove {
-        path: NormalPath,
-        recursive: bool,
-    },
-    /// Renames `src` to `dst`. With a fence, only while its token holds the
-    /// lock on `dst` (the final path) and is not older than the fences of the
-    /// files involved; the lock then guards the moved file.
-    Rename {
-        src: NormalPath,
-        dst: NormalPath,
-        #[serde(default)]
-        fence: Option<Fence>,
-    },
-    /// Starts a write on chunk `index`: allocates it (when `expect_id` is None) or
-    /// bumps its version, and sets its replicas. `expect_*` is the state the
-    /// leader planned from; if the chunk changed since, nothing happens and the
-    /// answer is [`Response::Conflict`].
-    PrepareWrite {
-        inode: u64,
-        index: u64,
-        expect_id: Option<u64>,
-        expect_version: u64,
-        replicas: Vec<u64>,
-        fence: Option<Fence>,
-    },
-    /// Makes written chunk versions visible and sets the size.
-    CommitWrite {
-        inode: u64,
-        chunks: Vec<(u64, u64, u64)>,
-        size: u64,
-        truncate: bool,
-        fence: Option<Fence>,
-    },
-    /// Registers a chunk server or records its new address.
-    RegisterNode {
-        id: u64,
-        addr: String,
-    },
-    /// A chunk server confirmed it deleted these garbage chunks.
-    ForgetGarbage {
-        node: u64,
-        chunks: Vec<u64>,
-    },
-    /// Opens a lock session; the leader expires it when it is not kept alive.
-    OpenSession {
-        ttl_ms: u64,
-    },
-    /// Ends a session (closed by its client, or expired by the leader):
-    /// its locks are released and its queued requests removed.
-    EndSession {
-        session: u64,
-    },
-    /// Asks for a lock; `wait` false is a try-lock.
-    Acquire {
-        session: u64,
-        path: NormalPath,
-        mode: Mode,
-        wait: bool,
-    },
-    /// Gives up a held lock or a place in its queue.
-    Release {
-        session: u64,
-        path: NormalPath,
-    },
-    /// Re-replication (or a move) copied the chunk at `place`, at committed
-    /// version `copied`, to `target`: list it. Applies only while the chunk's
-    /// committed version is still `copied` and its latest version still
-    /// `version` (the state the copy was planned from); otherwise the copy is
-    /// garbage and the answer is [`Response::Conflict`]. If the replica list
-    /// is still `expect`, the replicas in `drop` leave it (dead or draining
-    /// replicas this copy replaces, or a move's source).
-    AddReplica {
-        place: ChunkPlace,
-        copied: u64,
-        version: u64,
-        target: u64,
-        expect: Vec<u64>,
-        drop: Vec<u64>,
-    },
-    /// Drops extra replicas of a chunk (their copies become garbage); never
-    /// its last one. Only if the chunk is still at `expect_version`, fully
-    /// committed (no write in flight that the dropped replicas may carry).
-    DropReplicas {
-        place: ChunkPlace,
-        nodes: Vec<u64>,
-        #[serde(default)]
-        expect_version: u64,
-    },
-    /// What a chunk report of server `node` showed: copies it holds that are
-    /// not listed there (`garbage`; `None` place: no file references the
-    /// chunk), and listed replicas it confirmed missing or stale (`lost`).
-    Reconcile {
-        node: u64,
-        garbage: Vec<(u64, Option<ChunkPlace>)>,
-        lost: Vec<ChunkPlace>,
-    },
-    /// Server `node`'s replicas of these chunks failed their checksums. Each
-    /// is dropped if another replica remains, and recorded as corrupt until
-    /// the chunk is back at its factor.
-    ReportCorrupt {
-        node: u64,
-        chunks: Vec<ChunkPlace>,
-    },
-    /// Starts (or cancels) decommissioning a chunk server.
-    SetDraining {
-        node: u64,
-        draining: bool,
-    },
-    /// Sets a file's replication factor, or a directory's and everything below it.
-    SetReplication {
-        path: NormalPath,
-        replication: u32,
-    },
-    /// Pauses or resumes re-replication, drops of extra replicas and moves.
-    SetRepairPaused {
-        paused: bool,
-    },
+    Namespace(NamespaceCmd),
+    Write(WriteCmd),
+    Replicas(ReplicaCmd),
+    Nodes(NodeCmd),
+    Locks(LockCmd),
 }
 
-/// Names one client request across retries (see the module invariants).
+macro_rules! domain_into_command {
+    ($($domain:ident => $variant:ident),* $(,)?) => {$(
+        impl From<$domain> for Command {
+            fn from(c: $domain) -> Command {
+                Command::$variant(c)
+            }
+        }
+    )*};
+}
+domain_into_command!(
+    NamespaceCmd => Namespace,
+    WriteCmd => Write,
+    ReplicaCmd => Replicas,
+    NodeCmd => Nodes,
+    LockCmd => Locks,
+);
 
+/// One Raft log entry: a command, the leader's clock when it proposed it, and
 /// the client request it serves, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -182,6 +78,9 @@ pub struct Proposal {
     pub cmd: Command,
 }
 
+/// What applying a command produced. Each command always answers in one
+/// shape (see the `into_*` accessors); only a request id reused for another
+/// command could bring back an answer of another shape (see [`dedup`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Ok,
@@ -199,6 +98,81 @@ pub enum Response {
     Err(FsError),
 }
 
+/// The answer to a `PrepareWrite`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The chunk with its new version, and the file's chunk size.
+    Chunk { chunk: ChunkMeta, chunk_size: u64 },
+    /// The plan was outdated; plan again.
+    Conflict,
+}
+
+/// The answer to a command that either applied or found its plan outdated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The plan was outdated: nothing changed (a refused copy is garbage).
+    Conflict,
+}
+
+/// Typed views of a [`Response`], one per answer shape. Every command answers
+/// in the shape its accessor expects; a mismatch can only come from a client
+/// that reused a request id for another command (the first answer comes
+/// back), and is refused as bad input.
+impl Response {
+    fn mismatch(self) -> FsError {
+        FsError::InvalidArgument { reason: format!("this request id already answered another command ({self:?})") }
+    }
+
+    /// The answer of mkdir, create and commit: an inode.
+    pub fn into_inode(self) -> Result<Inode, FsError> {
+        match self {
+            Response::Inode(i) => Ok(i),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of prepare.
+    pub fn into_prepared(self) -> Result<Prepared, FsError> {
+        match self {
+            Response::Chunk { chunk, chunk_size } => Ok(Prepared::Chunk { chunk, chunk_size }),
+            Response::Conflict => Ok(Prepared::Conflict),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of remove, rename, registry, lock-release and replica commands.
+    pub fn into_applied(self) -> Result<Applied, FsError> {
+        match self {
+            Response::Ok => Ok(Applied::Done),
+            Response::Conflict => Ok(Applied::Conflict),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of opening a session: its id.
+    pub fn into_session(self) -> Result<u64, FsError> {
+        match self {
+            Response::Session { id } => Ok(id),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of a lock request.
+    pub fn into_lock(self) -> Result<Acquired, FsError> {
+        match self {
+            Response::Lock(a) => Ok(a),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+}
+
+/// The whole replicated metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsState {
     pub inodes: BTreeMap<u64, Inode>,
@@ -295,55 +269,11 @@ impl FsState {
 
     fn apply_command(&mut self, cmd: &Command, now_ms: u64) -> Response {
         let result = match cmd {
-            Command::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
-            Command::Create { path, replication, chunk_size, open_existing } => {
-                self.create(path, *replication, *chunk_size, *open_existing, now_ms)
-            }
-            Command::Remove { path, recursive } => self.remove(path, *recursive),
-            Command::Rename { src, dst, fence } => self.rename(src, dst, fence.as_ref(), now_ms),
-            Command::PrepareWrite { inode, index, expect_id, expect_version, replicas, fence } => {
-                self.fenced(*inode, fence.as_ref(), |s| {
-                    s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
-                })
-            }
-            Command::CommitWrite { inode, chunks, size, truncate, fence } => {
-                self.fenced(*inode, fence.as_ref(), |s| s.commit_write(*inode, chunks, *size, *truncate, now_ms))
-            }
-            Command::OpenSession { ttl_ms } => self.open_session(*ttl_ms),
-            Command::EndSession { session } => self.end_session(*session),
-            Command::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait),
-            Command::Release { session, path } => self.release(*session, path),
-            Command::RegisterNode { id, addr } => self.register_node(*id, addr),
-            Command::AddReplica { place, copied, version, target, expect, drop } => {
-                Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
-            }
-            Command::DropReplicas { place, nodes, expect_version } => {
-                let unchanged = self
-                    .chunk_at(*place)
-                    .is_some_and(|c| c.version == *expect_version && c.committed_version == *expect_version);
-                if !unchanged {
-                    return Response::Conflict;
-                }
-                self.drop_replicas(*place, nodes);
-                Ok(Response::Ok)
-            }
-            Command::Reconcile { node, garbage, lost } => {
-                self.reconcile(*node, garbage, lost);
-                Ok(Response::Ok)
-            }
-            Command::ReportCorrupt { node, chunks } => {
-                for place in chunks {
-                    self.report_corrupt(*node, *place);
-                }
-                Ok(Response::Ok)
-            }
-            Command::SetDraining { node, draining } => self.set_draining(*node, *draining),
-            Command::SetReplication { path, replication } => self.set_replication(path, *replication),
-            Command::SetRepairPaused { paused } => {
-                self.repair_paused = *paused;
-                Ok(Response::Ok)
-            }
-            Command::ForgetGarbage { node, chunks } => self.forget_garbage(*node, chunks),
+            Command::Namespace(c) => self.apply_namespace(c, now_ms),
+            Command::Write(c) => self.apply_write(c, now_ms),
+            Command::Replicas(c) => self.apply_replicas(c),
+            Command::Nodes(c) => self.apply_nodes(c),
+            Command::Locks(c) => self.apply_locks(c),
         };
         result.unwrap_or_else(Response::Err)
     }
@@ -352,6 +282,8 @@ impl FsState {
 /// Helpers for the state machine's tests, here and in the modules that extend it.
 #[cfg(test)]
 pub(crate) mod testing {
+    use shoal_core::NormalPath;
+
     use super::*;
 
     pub fn p(s: &str) -> NormalPath {
@@ -362,18 +294,18 @@ pub(crate) mod testing {
     pub fn with_servers(ids: &[u64]) -> FsState {
         let mut st = FsState::default();
         for id in ids {
-            run(&mut st, Command::RegisterNode { id: *id, addr: format!("127.0.0.1:{}", 7000 + id) });
+            run(&mut st, NodeCmd::RegisterNode { id: *id, addr: format!("127.0.0.1:{}", 7000 + id) });
         }
         st
     }
 
     /// Applies a command with no request id at leader time 1.
-    pub fn run(st: &mut FsState, cmd: Command) -> Response {
-        st.apply(&Proposal { now_ms: 1, request: None, cmd })
+    pub fn run(st: &mut FsState, cmd: impl Into<Command>) -> Response {
+        st.apply(&Proposal { now_ms: 1, request: None, cmd: cmd.into() })
     }
 
     pub fn create(st: &mut FsState, path: &str) -> Inode {
-        match run(st, Command::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false }) {
+        match run(st, NamespaceCmd::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false }) {
             Response::Inode(i) => i,
             other => panic!("create {path}: {other:?}"),
         }
@@ -383,7 +315,7 @@ pub(crate) mod testing {
         let cur = st.inodes[&inode].chunks.get(&index).cloned();
         run(
             st,
-            Command::PrepareWrite {
+            WriteCmd::PrepareWrite {
                 inode,
                 index,
                 expect_id: cur.as_ref().map(|c| c.id),
@@ -406,19 +338,24 @@ mod tests {
         create(&mut st, "/f");
         let before = st.clone();
         let cmds = [
-            Command::Mkdir { path: p("/f/x"), parents: true },
-            Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false },
-            Command::Remove { path: p("/nope"), recursive: true },
-            Command::Rename { src: p("/nope"), dst: p("/x"), fence: None },
-            Command::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, fence: None },
-            Command::PrepareWrite {
+            Command::from(NamespaceCmd::Mkdir { path: p("/f/x"), parents: true }),
+            Command::from(NamespaceCmd::Create {
+                path: p("/f"),
+                replication: 2,
+                chunk_size: 100,
+                open_existing: false,
+            }),
+            Command::from(NamespaceCmd::Remove { path: p("/nope"), recursive: true }),
+            Command::from(NamespaceCmd::Rename { src: p("/nope"), dst: p("/x"), fence: None }),
+            Command::from(WriteCmd::CommitWrite { inode: 99, chunks: vec![], size: 5, truncate: false, fence: None }),
+            Command::from(WriteCmd::PrepareWrite {
                 inode: 2,
                 index: 0,
                 expect_id: None,
                 expect_version: 0,
                 replicas: vec![1, 1],
                 fence: None,
-            },
+            }),
         ];
         for c in cmds {
             assert!(matches!(run(&mut st, c.clone()), Response::Err(_)), "{c:?}");

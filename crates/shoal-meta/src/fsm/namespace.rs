@@ -46,11 +46,51 @@ pub struct Inode {
     pub fence: u64,
 }
 
+/// The namespace's commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceCmd {
+    Mkdir {
+        path: NormalPath,
+        parents: bool,
+    },
+    Create {
+        path: NormalPath,
+        replication: u32,
+        chunk_size: u64,
+        open_existing: bool,
+    },
+    Remove {
+        path: NormalPath,
+        recursive: bool,
+    },
+    /// Renames `src` to `dst`. With a fence, only while its token holds the
+    /// lock on `dst` (the final path) and is not older than the fences of the
+    /// files involved; the lock then guards the moved file.
+    Rename {
+        src: NormalPath,
+        dst: NormalPath,
+        #[serde(default)]
+        fence: Option<Fence>,
+    },
+}
+
 fn not_found(path: &NormalPath) -> FsError {
     FsError::NotFound { path: path.to_string() }
 }
 
 impl FsState {
+    /// Applies a namespace command at leader time `now_ms`.
+    pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64) -> Result<Response, FsError> {
+        match cmd {
+            NamespaceCmd::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
+            NamespaceCmd::Create { path, replication, chunk_size, open_existing } => {
+                self.create(path, *replication, *chunk_size, *open_existing, now_ms)
+            }
+            NamespaceCmd::Remove { path, recursive } => self.remove(path, *recursive),
+            NamespaceCmd::Rename { src, dst, fence } => self.rename(src, dst, fence.as_ref(), now_ms),
+        }
+    }
+
     /// Resolves a path to its inode.
     pub fn lookup(&self, path: &NormalPath) -> Result<&Inode, FsError> {
         let mut cur = &self.inodes[&ROOT_INODE];
@@ -312,7 +352,6 @@ impl FsState {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Command;
     use super::super::testing::{create, p, run};
     use super::*;
 
@@ -320,38 +359,40 @@ mod tests {
     fn namespace_basics() {
         let mut st = FsState::default();
         assert_eq!(
-            run(&mut st, Command::Mkdir { path: p("/a/b"), parents: false }),
+            run(&mut st, NamespaceCmd::Mkdir { path: p("/a/b"), parents: false }),
             Response::Err(FsError::NotFound { path: "/a".into() })
         );
-        assert!(matches!(run(&mut st, Command::Mkdir { path: p("/a/b"), parents: true }), Response::Inode(_)));
+        assert!(matches!(run(&mut st, NamespaceCmd::Mkdir { path: p("/a/b"), parents: true }), Response::Inode(_)));
         create(&mut st, "/a/b/f");
-        let again =
-            run(&mut st, Command::Create { path: p("/a/b/f"), replication: 2, chunk_size: 100, open_existing: false });
+        let again = run(
+            &mut st,
+            NamespaceCmd::Create { path: p("/a/b/f"), replication: 2, chunk_size: 100, open_existing: false },
+        );
         assert_eq!(again, Response::Err(FsError::AlreadyExists { path: "/a/b/f".into() }));
         assert_eq!(
-            run(&mut st, Command::Remove { path: p("/a"), recursive: false }),
+            run(&mut st, NamespaceCmd::Remove { path: p("/a"), recursive: false }),
             Response::Err(FsError::NotEmpty { path: "/a".into() })
         );
         assert!(matches!(st.lookup(&p("/a/b/f/x")), Err(FsError::NotADirectory { .. })));
-        assert_eq!(run(&mut st, Command::Remove { path: p("/a"), recursive: true }), Response::Ok);
+        assert_eq!(run(&mut st, NamespaceCmd::Remove { path: p("/a"), recursive: true }), Response::Ok);
         assert_eq!(st.inodes.len(), 1, "only the root is left");
     }
 
     #[test]
     fn rename_rules() {
         let mut st = FsState::default();
-        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/e"), parents: true });
         create(&mut st, "/f");
         create(&mut st, "/g");
         assert_eq!(
-            run(&mut st, Command::Rename { src: p("/d"), dst: p("/d/e/x"), fence: None }),
+            run(&mut st, NamespaceCmd::Rename { src: p("/d"), dst: p("/d/e/x"), fence: None }),
             Response::Err(FsError::RenameIntoSelf { src: "/d".into(), dst: "/d/e/x".into() })
         );
         // Onto a directory: moves into it.
-        assert_eq!(run(&mut st, Command::Rename { src: p("/f"), dst: p("/d"), fence: None }), Response::Ok);
+        assert_eq!(run(&mut st, NamespaceCmd::Rename { src: p("/f"), dst: p("/d"), fence: None }), Response::Ok);
         assert!(st.lookup(&p("/d/f")).is_ok());
         // Onto a file: replaces it.
-        assert_eq!(run(&mut st, Command::Rename { src: p("/g"), dst: p("/d/f"), fence: None }), Response::Ok);
+        assert_eq!(run(&mut st, NamespaceCmd::Rename { src: p("/g"), dst: p("/d/f"), fence: None }), Response::Ok);
         assert!(st.lookup(&p("/g")).is_err());
         assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
     }
@@ -359,7 +400,7 @@ mod tests {
     #[test]
     fn replication_is_inherited() {
         let mut st = FsState::default();
-        run(&mut st, Command::Mkdir { path: p("/d/e"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/e"), parents: true });
         assert_eq!(st.inherited_replication(&p("/d/e/f")), 0);
         let d = st.lookup(&p("/d")).unwrap().id;
         st.inodes.get_mut(&d).unwrap().replication = 3;

@@ -24,7 +24,33 @@ pub struct NodeRecord {
     pub draining: bool,
 }
 
+/// The registry's commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeCmd {
+    /// Registers a chunk server or records its new address.
+    RegisterNode { id: u64, addr: String },
+    /// A chunk server confirmed it deleted these garbage chunks.
+    ForgetGarbage { node: u64, chunks: Vec<u64> },
+    /// Starts (or cancels) decommissioning a chunk server.
+    SetDraining { node: u64, draining: bool },
+    /// Pauses or resumes re-replication, drops of extra replicas and moves.
+    SetRepairPaused { paused: bool },
+}
+
 impl FsState {
+    /// Applies a registry command.
+    pub(super) fn apply_nodes(&mut self, cmd: &NodeCmd) -> Result<Response, FsError> {
+        match cmd {
+            NodeCmd::RegisterNode { id, addr } => self.register_node(*id, addr),
+            NodeCmd::SetDraining { node, draining } => self.set_draining(*node, *draining),
+            NodeCmd::ForgetGarbage { node, chunks } => self.forget_garbage(*node, chunks),
+            NodeCmd::SetRepairPaused { paused } => {
+                self.repair_paused = *paused;
+                Ok(Response::Ok)
+            }
+        }
+    }
+
     pub(super) fn register_node(&mut self, id: u64, addr: &str) -> Result<Response, FsError> {
         let draining = self.nodes.get(&id).is_some_and(|n| n.draining);
         self.nodes.insert(id, NodeRecord { id, addr: addr.to_string(), draining });
