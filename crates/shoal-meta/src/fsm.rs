@@ -503,8 +503,8 @@ impl FsState {
                 self.nodes.insert(*id, NodeRecord { id: *id, addr: addr.clone(), draining });
                 Ok(Response::Ok)
             }
-            Command::AddReplica { place, copied, version, target, expect, drop } => {
-                Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
+            Command::AddReplica { place, copied, target, expect, drop, .. } => {
+                Ok(self.add_replica(*place, *copied, *target, expect, drop))
             }
             Command::DropReplicas { place, nodes, expect_version } => {
                 let unchanged = self
