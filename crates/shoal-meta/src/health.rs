@@ -244,6 +244,10 @@ pub enum Task {
     Drop {
         place: ChunkPlace,
         nodes: Vec<u64>,
+        /// The chunk's version when planned (fully committed): the drop
+        /// applies only while the chunk is still there, so a write that
+        /// commits meanwhile, perhaps on a different chain, voids it.
+        version: u64,
     },
 }
 
@@ -306,7 +310,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &[ServerView], busy: &Busy, l
         } else if c.version == c.committed {
             let drop = extras(c, &good, &by_id);
             if !drop.is_empty() {
-                tasks.push(Task::Drop { place: c.place, nodes: drop });
+                tasks.push(Task::Drop { place: c.place, nodes: drop, version: c.version });
             }
         }
     }
@@ -575,8 +579,8 @@ mod tests {
         assert_eq!(
             tasks,
             vec![
-                Task::Drop { place: chunks[0].place, nodes: vec![1] },
-                Task::Drop { place: chunks[1].place, nodes: vec![4] },
+                Task::Drop { place: chunks[0].place, nodes: vec![1], version: 3 },
+                Task::Drop { place: chunks[1].place, nodes: vec![4], version: 3 },
             ]
         );
         let mut writing = chunk(1, &[1, 2, 3]);

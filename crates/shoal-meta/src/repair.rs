@@ -33,7 +33,7 @@ use shoal_proto::chunk::chunk_client::ChunkClient;
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
-use crate::fsm::{Command, Response};
+use crate::fsm::{ChunkPlace, Command, Response};
 use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, RateBudget, ServerView, Task};
 use crate::reconcile::Suspect;
 use crate::registry::Liveness;
@@ -321,11 +321,9 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
     let planned = !tasks.is_empty();
     for task in tasks {
         match task {
-            Task::Drop { place, nodes } => {
+            Task::Drop { place, nodes, version } => {
                 tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
-                // As planned: a write prepared since then may carry these replicas.
-                let expect_version = svc.state.read().fs.chunk_at(place).map_or(0, |c| c.version);
-                if let Err(e) = svc.write(Command::DropReplicas { place, nodes, expect_version }, None).await {
+                if let Err(e) = svc.write(drop_command(place, nodes, version), None).await {
                     tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
                     return true;
                 }
@@ -338,6 +336,13 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
         launch_moves(svc, &chunks, &servers, now, epoch);
     }
     planned || !busy.chunks.is_empty() || svc.healer.copies_in_flight() > 0 || svc.healer.moves_pending() > 0
+}
+
+/// The proposal of a planned drop. It expects the version the plan saw, not
+/// the chunk's version when the drop runs: a write committed in between (on a
+/// chain without some replica the plan kept) must void the plan.
+fn drop_command(place: ChunkPlace, nodes: Vec<u64>, planned_version: u64) -> Command {
+    Command::DropReplicas { place, nodes, expect_version: planned_version }
 }
 
 /// Starts moves from the rebalance queue while the budget allows.
@@ -449,5 +454,67 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
         // written to all the time does not keep the copier busy.
         Response::Conflict => Err("the chunk changed during its copy; the copy is garbage".to_string()),
         other => Err(format!("unexpected answer to AddReplica: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::testing::{p, run};
+    use crate::fsm::{FsState, NodeRecord};
+
+    fn server(id: u64, used_bytes: u64) -> ServerView {
+        ServerView { id, alive: true, draining: false, capacity_bytes: 1000, used_bytes, chunk_count: 0 }
+    }
+
+    fn prepare(st: &mut FsState, place: ChunkPlace, version: u64, replicas: &[u64]) {
+        let expect_id = (version > 0).then_some(place.chunk);
+        let prep = Command::PrepareWrite {
+            inode: place.inode,
+            index: 0,
+            expect_id,
+            expect_version: version,
+            replicas: replicas.to_vec(),
+            fence: None,
+        };
+        assert!(matches!(run(st, prep), Response::Chunk { .. }));
+        let commit = Command::CommitWrite {
+            inode: place.inode,
+            chunks: vec![(0, place.chunk, version + 1)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(st, commit), Response::Inode(_)));
+    }
+
+    /// Regression (review): the drop used to expect the chunk's version when
+    /// it ran, not when it was planned. A write committed in between on a
+    /// chain without one of the replicas the plan kept then lost the replica
+    /// the plan dropped as well, leaving the new version below its factor.
+    #[test]
+    fn a_drop_planned_before_a_write_commits_is_void() {
+        let mut st = FsState::default();
+        for id in 1..=3 {
+            st.nodes.insert(id, NodeRecord { id, addr: format!("h:{id}"), draining: false });
+        }
+        let create = Command::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false };
+        let Response::Inode(f) = run(&mut st, create) else { panic!() };
+        let place = ChunkPlace { inode: f.id, index: 0, chunk: st.next_chunk_id };
+        prepare(&mut st, place, 0, &[1, 2, 3]);
+        // Server 1 is the fullest: the plan drops its replica and keeps 2 and 3.
+        let servers = [server(1, 900), server(2, 0), server(3, 0)];
+        let tasks = health::plan_repairs(
+            &health::chunk_views(&st),
+            &servers,
+            &Busy::default(),
+            Limits { copies_free: 1, per_target_max: 1 },
+        );
+        let [Task::Drop { place: planned, nodes, version }] = &tasks[..] else { panic!("{tasks:?}") };
+        assert_eq!((*planned, nodes.clone()), (place, vec![1]));
+        // Meanwhile server 2 fails a write, which commits on 1 and 3 only.
+        prepare(&mut st, place, 1, &[1, 3]);
+        assert_eq!(run(&mut st, drop_command(*planned, nodes.clone(), *version)), Response::Conflict);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3], "the new version keeps its factor");
     }
 }
