@@ -489,6 +489,7 @@ impl FsState {
             Command::Acquire { session, path, mode, wait } => self.live_session(*session).and_then(|_| {
                 match self.locks.acquire(&path.to_string(), *session, *mode, *wait) {
                     Acquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
+                    Acquired::CannotUpgrade => Err(FsError::LockUpgrade { path: path.to_string() }),
                     a => Ok(Response::Lock(a)),
                 }
             }),

@@ -35,12 +35,13 @@ fn entry(session: u64, mode: Mode, token: u64, ticket: u64) -> pb::LockEntry {
     pb::LockEntry { session, shared: mode == Mode::Shared, token, ticket }
 }
 
+/// The reply for a grant, in the mode granted (not necessarily the one asked for).
 fn granted(g: Grant) -> pb::AcquireReply {
-    pb::AcquireReply { granted: true, token: g.token, ticket: g.ticket }
+    pb::AcquireReply { granted: true, token: g.token, ticket: g.ticket, shared: Some(g.mode == Mode::Shared) }
 }
 
 fn queued(w: Waiter) -> pb::AcquireReply {
-    pb::AcquireReply { granted: false, token: 0, ticket: w.ticket }
+    pb::AcquireReply { granted: false, token: 0, ticket: w.ticket, shared: Some(w.mode == Mode::Shared) }
 }
 
 impl MetaService {
@@ -169,4 +170,17 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_carry_the_mode_held() {
+        let g = Grant { session: 1, mode: Mode::Exclusive, token: 7, ticket: 3 };
+        assert_eq!(granted(g), pb::AcquireReply { granted: true, token: 7, ticket: 3, shared: Some(false) });
+        let w = Waiter { session: 1, mode: Mode::Shared, ticket: 4 };
+        assert_eq!(queued(w), pb::AcquireReply { granted: false, token: 0, ticket: 4, shared: Some(true) });
+    }
 }

@@ -91,7 +91,8 @@ pub fn fs_status(e: FsError) -> Status {
         FsError::SessionExpired { .. }
         | FsError::NotLocked { .. }
         | FsError::WouldBlock { .. }
-        | FsError::LockTimeout { .. } => Code::FailedPrecondition,
+        | FsError::LockTimeout { .. }
+        | FsError::LockUpgrade { .. } => Code::FailedPrecondition,
         FsError::Fenced { .. } => Code::PermissionDenied,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())
