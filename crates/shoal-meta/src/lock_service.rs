@@ -53,10 +53,10 @@ impl MetaService {
         waiter: Waiter,
         until: Instant,
     ) -> Reply<pb::AcquireReply> {
-        let mut changes = self.state.subscribe();
+        let mut changes = self.node.state.subscribe();
         loop {
             {
-                let s = self.state.read();
+                let s = self.node.state.read();
                 if let Some(g) = s.fs.locks.held(path, session) {
                     return Ok(TonicResponse::new(granted(g)));
                 }
@@ -95,8 +95,8 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn keep_alive(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
         let session = req.into_inner().session;
-        self.leader_only()?;
-        if !self.state.read().fs.sessions.contains_key(&session) {
+        self.node.leader_only()?;
+        if !self.node.state.read().fs.sessions.contains_key(&session) {
             return Err(fs_status(FsError::SessionExpired { session }));
         }
         self.sessions.touch(session, Instant::now());
@@ -137,8 +137,8 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn inspect(&self, req: Request<pb::PathRequest>) -> Reply<pb::LockInfo> {
         let path = parse_path(&req.into_inner().path)?.to_string();
-        self.linearizable().await?;
-        let s = self.state.read();
+        self.node.linearizable().await?;
+        let s = self.node.state.read();
         let Some(l) = s.fs.locks.paths.get(&path) else { return Ok(TonicResponse::new(pb::LockInfo::default())) };
         Ok(TonicResponse::new(pb::LockInfo {
             holders: l.holders.iter().map(|g| entry(g.session, g.mode, g.token, g.ticket)).collect(),
@@ -155,7 +155,7 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             tick.tick().await;
             let now = Instant::now();
             let silent: Vec<u64> = {
-                let s = service.state.read();
+                let s = service.node.state.read();
                 s.fs.sessions
                     .iter()
                     .filter(|(id, rec)| clock.expired(**id, Duration::from_millis(rec.ttl_ms), now))

@@ -22,6 +22,7 @@ use shoal_proto::raft::raft_server::RaftServer;
 
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftService};
+use crate::node::Node;
 use crate::registry::Registry;
 use crate::repair::{HealSettings, Healer};
 use crate::service::{MetaService, ServiceSettings};
@@ -145,9 +146,7 @@ pub async fn run(
     let sessions = Arc::new(SessionClock::default());
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
-        raft: raft.clone(),
-        state,
-        registry,
+        node: Node { raft: raft.clone(), state, registry },
         sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {
             node_id: config.id,
@@ -161,7 +160,7 @@ pub async fn run(
     };
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
-    crate::repair::spawn(service.clone());
+    crate::repair::spawn(service.node.clone(), service.healer.clone());
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     // Our own listener (bound before serving): tonic applies TCP_NODELAY only to
