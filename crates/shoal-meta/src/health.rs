@@ -90,7 +90,9 @@ pub fn chunk_views(fs: &FsState) -> Vec<ChunkView> {
             if c.committed_version == 0 {
                 continue;
             }
-            let start = index * f.chunk_size;
+            // Saturating: an index beyond the largest file (refused at the
+            // edge, see `bounds`) must not take the leader down.
+            let start = index.saturating_mul(f.chunk_size);
             out.push(ChunkView {
                 place: ChunkPlace { inode: f.id, index: *index, chunk: c.id },
                 version: c.version,
@@ -352,7 +354,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &[ServerView], busy: &Busy, l
         let Some(target) = choose_target(c, servers, &planned, limits.per_target_max) else { continue };
         let slot = planned.entry(target).or_default();
         slot.0 += 1;
-        slot.1 += c.len_bytes;
+        slot.1 = slot.1.saturating_add(c.len_bytes);
         copies += 1;
         let completes = good + 1 >= c.replication as usize;
         let drop = match completes {
@@ -407,8 +409,8 @@ pub fn plan_rebalance(chunks: &[ChunkView], servers: &[ServerView], moves_max: u
     let total_load: i128 = load.values().sum();
     let total_cap: i128 = usable.iter().map(|s| s.capacity_bytes.max(1) as i128).sum();
     // Each server's excess over its share; moves shift it from the most to the least.
-    let mut over: BTreeMap<u64, i128> =
-        usable.iter().map(|s| (s.id, load[&s.id] - total_load * s.capacity_bytes.max(1) as i128 / total_cap)).collect();
+    let share = |s: &ServerView| total_load.saturating_mul(s.capacity_bytes.max(1) as i128) / total_cap;
+    let mut over: BTreeMap<u64, i128> = usable.iter().map(|s| (s.id, load[&s.id] - share(s))).collect();
     let mut moved: HashSet<u64> = HashSet::new();
     let mut moves = Vec::new();
     'next: while moves.len() < moves_max {
@@ -698,6 +700,38 @@ mod tests {
         assert_eq!(check_move(&m, Some(&moved), &servers, &idle, 1), MoveStep::Skip);
         let elsewhere = ChunkView { place: ChunkPlace { index: 1, ..c.place }, ..c.clone() };
         assert_eq!(check_move(&m, Some(&elsewhere), &servers, &idle, 1), MoveStep::Skip);
+    }
+
+    /// Regression (review): `index * chunk_size` overflowed (a panic in a
+    /// debug build, a wrong length in a release one) for an index far
+    /// beyond any real file.
+    #[test]
+    fn a_chunk_at_an_absurd_index_does_not_overflow() {
+        use crate::fsm::Command;
+        use crate::fsm::testing::{p, run};
+        let mut st = FsState::default();
+        let create = Command::Create { path: p("/f"), replication: 1, chunk_size: 100, open_existing: false };
+        let crate::fsm::Response::Inode(f) = run(&mut st, create) else { panic!() };
+        let index = u64::MAX / 2;
+        let prep = Command::PrepareWrite {
+            inode: f.id,
+            index,
+            expect_id: None,
+            expect_version: 0,
+            replicas: vec![1],
+            fence: None,
+        };
+        let crate::fsm::Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
+        let commit = Command::CommitWrite {
+            inode: f.id,
+            chunks: vec![(index, chunk.id, 1)],
+            size: 10,
+            truncate: false,
+            fence: None,
+        };
+        run(&mut st, commit);
+        let views = chunk_views(&st);
+        assert_eq!((views.len(), views[0].len_bytes), (1, 0));
     }
 
     #[test]

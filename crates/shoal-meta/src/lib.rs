@@ -5,7 +5,8 @@
 //! replicas) and the chunk-server registry. Every meta node serves the same
 //! gRPC port for Raft traffic, clients and chunk servers.
 //!
-//! Layers, lowest first; each uses only those before it: [`fsm`],
+//! Layers, lowest first; each uses only those before it: [`bounds`] (what
+//! requests may ask for), [`fsm`],
 //! [`replicas`] and [`locks`] (pure state machine) → [`health`],
 //! [`reconcile`] and [`plan`] (pure decisions) → [`log_store`] and
 //! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
@@ -14,6 +15,7 @@
 //! [`lock_service`] (gRPC handlers) → [`server`] (wiring and startup).
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
+pub mod bounds;
 pub mod fsm;
 pub mod health;
 pub mod lock_service;

@@ -12,11 +12,13 @@ use std::collections::HashSet;
 use shoal_core::FsError;
 use shoal_core::placement::{self, Candidate};
 
+use crate::bounds;
 use crate::fsm::{Command, Fence, FsState, Kind};
 use crate::health::ServerView;
 
 /// Plans the `PrepareWrite` of chunk `index` of file `inode`.
 ///
+/// The chunk must end within the largest file ([`bounds::check_chunk_index`]).
 /// A new chunk gets `replication` distinct alive, not draining servers, none
 /// of them in `failed` (addresses of replicas that failed the writer's last
 /// attempt). An existing chunk keeps its replicas that are alive and did not
@@ -36,6 +38,7 @@ pub fn plan_prepare(
     if f.kind != Kind::File {
         return Err(FsError::IsADirectory { path: format!("inode {inode}") });
     }
+    bounds::check_chunk_index(index, f.chunk_size)?;
     let candidates: Vec<Candidate> = servers.iter().map(ServerView::candidate).collect();
     let failed_ids: Vec<u64> = fs.nodes.values().filter(|n| failed.contains(&n.addr)).map(|n| n.id).collect();
     let alive: HashSet<u64> = servers.iter().filter(|s| s.alive).map(|s| s.id).collect();
@@ -133,6 +136,20 @@ mod tests {
         assert!(matches!(e, Err(FsError::NotEnoughServers { .. })), "{e:?}");
         assert!(matches!(plan_prepare(&st, &servers, 1, 0, &[], None), Err(FsError::IsADirectory { .. })));
         assert!(matches!(plan_prepare(&st, &servers, 99, 0, &[], None), Err(FsError::StaleInode { .. })));
+    }
+
+    /// Regression (review): the chunk index was not bounded, so a request
+    /// could allocate a chunk whose offset (`index * chunk_size`) overflows.
+    #[test]
+    fn a_chunk_beyond_the_largest_file_is_refused() {
+        let (st, inode) = state();
+        let servers = [1, 2].map(|id| server(id, true, false, 0));
+        let last = bounds::FILE_SIZE_MAX_BYTES / 100 - 1;
+        assert!(plan_prepare(&st, &servers, inode, last, &[], None).is_ok());
+        for index in [last + 1, u64::MAX / 100, u64::MAX] {
+            let e = plan_prepare(&st, &servers, inode, index, &[], None);
+            assert!(matches!(e, Err(FsError::InvalidArgument { .. })), "index {index}: {e:?}");
+        }
     }
 
     #[test]

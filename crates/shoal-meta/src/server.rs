@@ -89,13 +89,9 @@ impl MetaConfig {
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
             return Err(format!("--peers must include this node's own id {}", self.id));
         }
-        if self.chunk_size_bytes < shoal_core::checksum::BLOCK_SIZE_BYTES
-            || !self.chunk_size_bytes.is_multiple_of(shoal_core::checksum::BLOCK_SIZE_BYTES)
-        {
-            return Err(format!("--chunk-size must be a multiple of 64KiB, got {} bytes", self.chunk_size_bytes));
-        }
-        if self.replication == 0 || self.replication > crate::service::REPLICATION_MAX {
-            return Err(format!("--replication must be 1..={}", crate::service::REPLICATION_MAX));
+        crate::bounds::check_chunk_size(self.chunk_size_bytes).map_err(|e| format!("--chunk-size: {e}"))?;
+        if crate::bounds::check_replication(self.replication, false).is_err() {
+            return Err(format!("--replication must be 1..={}", crate::bounds::REPLICATION_MAX));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms

@@ -32,10 +32,8 @@ use crate::reconcile::{self, Report};
 use crate::registry::{Beat, Liveness};
 use crate::repair::Healer;
 use crate::sessions::SessionClock;
-use crate::{health, plan, repair};
+use crate::{bounds, health, plan, repair};
 
-/// Highest replication factor a file may ask for.
-pub const REPLICATION_MAX: u32 = 16;
 /// How often a PrepareWrite re-plans after losing a race with another writer.
 const PREPARE_ATTEMPTS_MAX: usize = 8;
 /// How long `admin meta add` waits for the new node to catch up; under the
@@ -160,9 +158,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        if r.replication > REPLICATION_MAX {
-            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
-        }
+        bounds::check_replication(r.replication, true).map_err(fs_status)?;
         let replication = match r.replication {
             0 => match self.node.state.read().fs.inherited_replication(&path) {
                 0 => self.settings.replication,
@@ -234,6 +230,8 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {
         let r = req.into_inner();
         let fence = fence(r.fence)?;
+        // The chunk index is bounded by `plan_prepare`, against the file's chunk size.
+        bounds::check_failed(&r.failed).map_err(fs_status)?;
         self.node.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
@@ -268,6 +266,12 @@ impl pb::namespace_server::Namespace for MetaService {
 
     async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
+        bounds::check_file_size(r.size).map_err(fs_status)?;
+        // A file that is gone (or a directory) is refused when the commit applies.
+        let chunk_size = self.node.state.read().fs.inode(r.inode).map_or(1, |f| f.chunk_size.max(1));
+        for c in &r.chunks {
+            bounds::check_chunk_index(c.index, chunk_size).map_err(fs_status)?;
+        }
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
         let fence = fence(r.fence)?;
         let cmd = Command::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
@@ -277,9 +281,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        if r.replication == 0 || r.replication > REPLICATION_MAX {
-            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
-        }
+        bounds::check_replication(r.replication, false).map_err(fs_status)?;
         self.write_ok(Command::SetReplication { path, replication: r.replication }, request_id(r.request)).await?;
         self.healer_wake();
         Ok(TonicResponse::new(pb::Empty {}))
@@ -290,6 +292,7 @@ impl pb::namespace_server::Namespace for MetaService {
 impl pb::cluster_server::Cluster for MetaService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let r = req.into_inner();
+        bounds::check_usage(r.capacity_bytes, r.used_bytes, r.chunk_count).map_err(fs_status)?;
         // Only the leader tracks liveness; others send the server on. The
         // read-index makes sure this leader is current and has applied all it
         // committed, so a deposed or lagging leader neither reconciles a report
