@@ -31,6 +31,12 @@ pub enum ClientError {
     Rpc { code: tonic::Code, message: String },
 }
 
+impl From<shoal_proto::pool::BadAddress> for ClientError {
+    fn from(e: shoal_proto::pool::BadAddress) -> Self {
+        ClientError::BadAddress { addr: e.addr }
+    }
+}
+
 impl ClientError {
     /// Decodes a status from a Shoal server into the most precise error.
     pub fn from_status(s: &tonic::Status) -> ClientError {

@@ -144,8 +144,8 @@ impl Session {
         loop {
             let left = timeout.map_or(WAIT_PER_CALL, |t| t.saturating_sub(start.elapsed()).min(WAIT_PER_CALL));
             let reply = self.acquire(path, shared, true, left.as_millis() as u64, pending.id).await?;
-            if reply.granted {
-                return Ok(Lock { path: path.to_string(), shared, token: reply.token, ticket: reply.ticket });
+            if let Some(lock) = granted_lock(path, shared, &reply) {
+                return Ok(lock);
             }
             if timeout.is_some_and(|t| start.elapsed() >= t) {
                 // Leave the queue (or let go of a grant that raced the timeout).
@@ -159,11 +159,13 @@ impl Session {
         }
     }
 
-    /// Takes `path`'s lock only if that needs no wait.
+    /// Takes `path`'s lock only if that needs no wait. `None` when it would
+    /// have to wait, or when this session already waits for it (a request
+    /// that keeps its place in the queue).
     pub async fn try_lock(&self, path: &str, shared: bool) -> Result<Option<Lock>> {
         let pending = self.client.inner.requests.begin();
         match self.acquire(path, shared, false, 0, pending.id).await {
-            Ok(r) => Ok(Some(Lock { path: path.to_string(), shared, token: r.token, ticket: r.ticket })),
+            Ok(r) => Ok(granted_lock(path, shared, &r)),
             Err(ClientError::Fs(FsError::WouldBlock { .. })) => Ok(None),
             Err(e) => Err(e),
         }
@@ -197,10 +199,47 @@ impl Session {
     }
 }
 
+/// The lock an acquire reply grants, if it grants one, in the mode meta
+/// granted: that may be stronger than the one asked for (a session that holds
+/// the lock exclusive keeps it so). A server that predates the mode field
+/// granted the mode asked for.
+fn granted_lock(path: &str, asked_shared: bool, reply: &pb::AcquireReply) -> Option<Lock> {
+    reply.granted.then(|| Lock {
+        path: path.to_string(),
+        shared: reply.shared.unwrap_or(asked_shared),
+        token: reply.token,
+        ticket: reply.ticket,
+    })
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(k) = self.keepalive.take() {
             k.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (review): the client stamped the mode it asked for, so a
+    /// grant in another mode went unnoticed.
+    #[test]
+    fn a_lock_has_the_mode_granted() {
+        let reply = pb::AcquireReply { granted: true, token: 9, ticket: 2, shared: Some(false) };
+        let lock = granted_lock("/f", true, &reply).expect("granted");
+        assert_eq!(lock, Lock { path: "/f".into(), shared: false, token: 9, ticket: 2 });
+        let old_server = pb::AcquireReply { shared: None, ..reply };
+        assert!(granted_lock("/f", true, &old_server).unwrap().shared);
+    }
+
+    /// Regression (review): `try_lock` ignored `granted`, so a request this
+    /// session already had queued came back as a lock with token 0.
+    #[test]
+    fn a_queued_request_is_not_a_lock() {
+        let reply = pb::AcquireReply { granted: false, token: 0, ticket: 5, shared: Some(true) };
+        assert_eq!(granted_lock("/f", true, &reply), None);
     }
 }

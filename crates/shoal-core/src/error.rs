@@ -51,6 +51,11 @@ pub enum FsError {
     Fenced { path: String, token: u64 },
     #[error("gave up waiting for the lock on {path} after {waited_ms} ms")]
     LockTimeout { path: String, waited_ms: u64 },
+    #[error(
+        "this session holds (or waits for) a shared lock on {path}, which cannot be upgraded to exclusive: release \
+         it and ask again"
+    )]
+    LockUpgrade { path: String },
 }
 
 impl FsError {

@@ -49,8 +49,19 @@ pub struct ServerView {
 }
 
 impl ServerView {
-    fn free_bytes(&self) -> u64 {
+    pub fn free_bytes(&self) -> u64 {
         self.capacity_bytes.saturating_sub(self.used_bytes)
+    }
+
+    /// The server as placement sees it: new replicas never go to a dead or
+    /// draining server.
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.id,
+            alive: self.alive && !self.draining,
+            free_bytes: self.free_bytes(),
+            chunk_count: self.chunk_count,
+        }
     }
 }
 
@@ -79,7 +90,9 @@ pub fn chunk_views(fs: &FsState) -> Vec<ChunkView> {
             if c.committed_version == 0 {
                 continue;
             }
-            let start = index * f.chunk_size;
+            // Saturating: an index beyond the largest file (refused at the
+            // edge, see `bounds`) must not take the leader down.
+            let start = index.saturating_mul(f.chunk_size);
             out.push(ChunkView {
                 place: ChunkPlace { inode: f.id, index: *index, chunk: c.id },
                 version: c.version,
@@ -236,6 +249,22 @@ pub struct Copy {
     pub drop: Vec<u64>,
 }
 
+impl Copy {
+    /// A copy of `c`'s committed version, planned from `c` as it is now.
+    fn of(c: &ChunkView, sources: Vec<u64>, target: u64, drop: Vec<u64>) -> Copy {
+        Copy {
+            place: c.place,
+            copied: c.committed,
+            version: c.version,
+            len_bytes: c.len_bytes,
+            sources,
+            target,
+            expect: c.replicas.clone(),
+            drop,
+        }
+    }
+}
+
 /// A change to one chunk's replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Task {
@@ -244,6 +273,10 @@ pub enum Task {
     Drop {
         place: ChunkPlace,
         nodes: Vec<u64>,
+        /// The chunk's version when planned (fully committed): the drop
+        /// applies only while the chunk is still there, so a write that
+        /// commits meanwhile, perhaps on a different chain, voids it.
+        version: u64,
     },
 }
 
@@ -276,11 +309,12 @@ fn choose_target(
         .iter()
         .map(|s| {
             let (n, bytes) = planned.get(&s.id).copied().unwrap_or_default();
+            let c = s.candidate();
             Candidate {
-                id: s.id,
-                alive: s.alive && !s.draining && n < per_target_max,
-                free_bytes: s.free_bytes().saturating_sub(bytes),
-                chunk_count: s.chunk_count + n as u64,
+                alive: c.alive && n < per_target_max,
+                free_bytes: c.free_bytes.saturating_sub(bytes),
+                chunk_count: c.chunk_count.saturating_add(n as u64),
+                ..c
             }
         })
         .collect();
@@ -306,7 +340,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &[ServerView], busy: &Busy, l
         } else if c.version == c.committed {
             let drop = extras(c, &good, &by_id);
             if !drop.is_empty() {
-                tasks.push(Task::Drop { place: c.place, nodes: drop });
+                tasks.push(Task::Drop { place: c.place, nodes: drop, version: c.version });
             }
         }
     }
@@ -320,7 +354,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &[ServerView], busy: &Busy, l
         let Some(target) = choose_target(c, servers, &planned, limits.per_target_max) else { continue };
         let slot = planned.entry(target).or_default();
         slot.0 += 1;
-        slot.1 += c.len_bytes;
+        slot.1 = slot.1.saturating_add(c.len_bytes);
         copies += 1;
         let completes = good + 1 >= c.replication as usize;
         let drop = match completes {
@@ -329,16 +363,7 @@ pub fn plan_repairs(chunks: &[ChunkView], servers: &[ServerView], busy: &Busy, l
             }
             false => Vec::new(),
         };
-        tasks.push(Task::Copy(Copy {
-            place: c.place,
-            copied: c.committed,
-            version: c.version,
-            len_bytes: c.len_bytes,
-            sources: sources(c, &by_id),
-            target,
-            expect: c.replicas.clone(),
-            drop,
-        }));
+        tasks.push(Task::Copy(Copy::of(c, sources(c, &by_id), target, drop)));
     }
     tasks
 }
@@ -384,8 +409,8 @@ pub fn plan_rebalance(chunks: &[ChunkView], servers: &[ServerView], moves_max: u
     let total_load: i128 = load.values().sum();
     let total_cap: i128 = usable.iter().map(|s| s.capacity_bytes.max(1) as i128).sum();
     // Each server's excess over its share; moves shift it from the most to the least.
-    let mut over: BTreeMap<u64, i128> =
-        usable.iter().map(|s| (s.id, load[&s.id] - total_load * s.capacity_bytes.max(1) as i128 / total_cap)).collect();
+    let share = |s: &ServerView| total_load.saturating_mul(s.capacity_bytes.max(1) as i128) / total_cap;
+    let mut over: BTreeMap<u64, i128> = usable.iter().map(|s| (s.id, load[&s.id] - share(s))).collect();
     let mut moved: HashSet<u64> = HashSet::new();
     let mut moves = Vec::new();
     'next: while moves.len() < moves_max {
@@ -411,6 +436,50 @@ pub fn plan_rebalance(chunks: &[ChunkView], servers: &[ServerView], moves_max: u
         break;
     }
     moves
+}
+
+/// What to do with the next move of a rebalance queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveStep {
+    /// Its target has `per_target_max` copies in flight: keep the move (and
+    /// those behind it) for later.
+    Wait,
+    /// The move no longer applies (the chunk is gone, changed, being copied
+    /// or written, or the target is no longer usable): forget it.
+    Skip,
+    /// Copy the chunk to the target; the copy drops the move's source.
+    Start(Copy),
+}
+
+/// Checks a planned move against the chunk as it is now (`chunk`: the view
+/// of the chunk with the move's id, if it still exists), the servers and the
+/// copies in flight.
+pub fn check_move(
+    m: &Move,
+    chunk: Option<&ChunkView>,
+    servers: &[ServerView],
+    busy: &Busy,
+    per_target_max: usize,
+) -> MoveStep {
+    if busy.targets.get(&m.to).is_some_and(|t| t.0 >= per_target_max) {
+        return MoveStep::Wait;
+    }
+    let Some(c) = chunk.filter(|c| c.place == m.place) else { return MoveStep::Skip };
+    let target_ok = servers.iter().any(|s| s.id == m.to && s.alive && !s.draining);
+    let still_valid = target_ok
+        && !busy.chunks.contains(&c.place.chunk)
+        && c.version == c.committed
+        && c.replicas.contains(&m.from)
+        && !c.replicas.contains(&m.to)
+        && !c.pending_delete.contains(&m.to);
+    if !still_valid {
+        return MoveStep::Skip;
+    }
+    // The source first (that is the replica the move relieves), then the
+    // other readable replicas.
+    let mut sources = vec![m.from];
+    sources.extend(c.replicas.iter().copied().filter(|r| *r != m.from && !c.corrupt.contains(r)));
+    MoveStep::Start(Copy::of(c, sources, m.to, vec![m.from]))
 }
 
 /// A bandwidth budget shared by every copy: a token bucket refilled at
@@ -575,8 +644,8 @@ mod tests {
         assert_eq!(
             tasks,
             vec![
-                Task::Drop { place: chunks[0].place, nodes: vec![1] },
-                Task::Drop { place: chunks[1].place, nodes: vec![4] },
+                Task::Drop { place: chunks[0].place, nodes: vec![1], version: 3 },
+                Task::Drop { place: chunks[1].place, nodes: vec![4], version: 3 },
             ]
         );
         let mut writing = chunk(1, &[1, 2, 3]);
@@ -600,6 +669,71 @@ mod tests {
         assert!(plan_rebalance(&even, &servers, 100).is_empty());
         assert!(plan_rebalance(&chunks, &servers[..1], 100).is_empty());
         assert_eq!(plan_rebalance(&chunks, &servers, 1).len(), 1);
+    }
+
+    #[test]
+    fn a_move_starts_only_while_its_plan_still_holds() {
+        let servers = [server(1, true, false, 0), server(2, true, false, 0), server(3, true, false, 0)];
+        let mut c = chunk(1, &[1, 2]);
+        c.corrupt = vec![2];
+        let m = Move { place: c.place, from: 1, to: 3, len_bytes: 10 };
+        let idle = Busy::default();
+        let MoveStep::Start(copy) = check_move(&m, Some(&c), &servers, &idle, 1) else { panic!() };
+        assert_eq!((copy.sources.clone(), copy.target, copy.drop.clone()), (vec![1], 3, vec![1]));
+        assert_eq!((copy.copied, copy.version, copy.expect.clone()), (3, 3, vec![1, 2]));
+        // A full target keeps the move for later; anything else that changed voids it.
+        let full = Busy { chunks: HashSet::new(), targets: HashMap::from([(3, (1, 10))]) };
+        assert_eq!(check_move(&m, Some(&c), &servers, &full, 1), MoveStep::Wait);
+        assert_eq!(check_move(&m, None, &servers, &idle, 1), MoveStep::Skip);
+        let copying = Busy { chunks: HashSet::from([1]), targets: HashMap::new() };
+        assert_eq!(check_move(&m, Some(&c), &servers, &copying, 1), MoveStep::Skip);
+        let draining = [server(1, true, false, 0), server(2, true, false, 0), server(3, true, true, 0)];
+        assert_eq!(check_move(&m, Some(&c), &draining, &idle, 1), MoveStep::Skip);
+        let mut writing = c.clone();
+        writing.version = 4;
+        assert_eq!(check_move(&m, Some(&writing), &servers, &idle, 1), MoveStep::Skip);
+        let mut deleting = c.clone();
+        deleting.pending_delete = vec![3];
+        assert_eq!(check_move(&m, Some(&deleting), &servers, &idle, 1), MoveStep::Skip);
+        let mut moved = c.clone();
+        moved.replicas = vec![2, 3];
+        assert_eq!(check_move(&m, Some(&moved), &servers, &idle, 1), MoveStep::Skip);
+        let elsewhere = ChunkView { place: ChunkPlace { index: 1, ..c.place }, ..c.clone() };
+        assert_eq!(check_move(&m, Some(&elsewhere), &servers, &idle, 1), MoveStep::Skip);
+    }
+
+    /// Regression (review): `index * chunk_size` overflowed (a panic in a
+    /// debug build, a wrong length in a release one) for an index far
+    /// beyond any real file.
+    #[test]
+    fn a_chunk_at_an_absurd_index_does_not_overflow() {
+        use crate::fsm::testing::{p, run, with_servers};
+        use crate::fsm::{NamespaceCmd, WriteCmd};
+        let mut st = with_servers(&[1]);
+        let create = NamespaceCmd::Create { path: p("/f"), replication: 1, chunk_size: 100, open_existing: false };
+        let crate::fsm::Response::Inode(f) = run(&mut st, create) else { panic!() };
+        // The last chunk of the largest file the state machine accepts:
+        // its end, (index + 1) * chunk_size, is past u64::MAX.
+        let index = u64::MAX / 100;
+        let prep = WriteCmd::PrepareWrite {
+            inode: f.id,
+            index,
+            expect_id: None,
+            expect_version: 0,
+            replicas: vec![1],
+            fence: None,
+        };
+        let crate::fsm::Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
+        let commit = WriteCmd::CommitWrite {
+            inode: f.id,
+            chunks: vec![(index, chunk.id, 1)],
+            size: u64::MAX,
+            truncate: false,
+            fence: None,
+        };
+        run(&mut st, commit);
+        let views = chunk_views(&st);
+        assert_eq!((views.len(), views[0].len_bytes), (1, u64::MAX - index * 100));
     }
 
     #[test]

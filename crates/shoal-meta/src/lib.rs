@@ -5,19 +5,25 @@
 //! replicas) and the chunk-server registry. Every meta node serves the same
 //! gRPC port for Raft traffic, clients and chunk servers.
 //!
-//! Layers, lowest first: [`fsm`] and [`replicas`] (pure state machine) →
-//! [`health`] and [`reconcile`] (pure healing decisions) → [`log_store`] and
+//! Layers, lowest first; each uses only those before it: [`bounds`] (what
+//! requests may ask for), [`fsm`],
+//! [`replicas`] and [`locks`] (pure state machine) → [`health`],
+//! [`reconcile`] and [`plan`] (pure decisions) → [`log_store`] and
 //! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
-//! (liveness) → [`service`] (gRPC handlers) and [`repair`] (the leader's
-//! healing task) → [`server`] (wiring and startup).
+//! and [`sessions`] (leader soft state) → [`node`] (proposing, leadership,
+//! server views) → [`repair`] (the leader's healing task) → [`service`] and
+//! [`lock_service`] (gRPC handlers) → [`server`] (wiring and startup).
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
+pub mod bounds;
 pub mod fsm;
 pub mod health;
 pub mod lock_service;
 pub mod locks;
 pub mod log_store;
 pub mod network;
+pub mod node;
+pub mod plan;
 pub mod reconcile;
 pub mod registry;
 pub mod repair;

@@ -35,12 +35,13 @@ fn entry(session: u64, mode: Mode, token: u64, ticket: u64) -> pb::LockEntry {
     pb::LockEntry { session, shared: mode == Mode::Shared, token, ticket }
 }
 
+/// The reply for a grant, in the mode granted (not necessarily the one asked for).
 fn granted(g: Grant) -> pb::AcquireReply {
-    pb::AcquireReply { granted: true, token: g.token, ticket: g.ticket }
+    pb::AcquireReply { granted: true, token: g.token, ticket: g.ticket, shared: Some(g.mode == Mode::Shared) }
 }
 
 fn queued(w: Waiter) -> pb::AcquireReply {
-    pb::AcquireReply { granted: false, token: 0, ticket: w.ticket }
+    pb::AcquireReply { granted: false, token: 0, ticket: w.ticket, shared: Some(w.mode == Mode::Shared) }
 }
 
 impl MetaService {
@@ -52,10 +53,10 @@ impl MetaService {
         waiter: Waiter,
         until: Instant,
     ) -> Reply<pb::AcquireReply> {
-        let mut changes = self.state.subscribe();
+        let mut changes = self.node.state.subscribe();
         loop {
             {
-                let s = self.state.read();
+                let s = self.node.state.read();
                 if let Some(g) = s.fs.locks.held(path, session) {
                     return Ok(TonicResponse::new(granted(g)));
                 }
@@ -83,7 +84,7 @@ impl pb::locks_server::Locks for MetaService {
                 reason: format!("a session TTL must be between {TTL_MIN:?} and {TTL_MAX:?}, got {ttl:?}"),
             }));
         }
-        let opened = self.write(LockCmd::OpenSession { ttl_ms: r.ttl_ms }, request_id(r.request)).await?;
+        let opened = self.node.write(LockCmd::OpenSession { ttl_ms: r.ttl_ms }, request_id(r.request)).await?;
         let id = opened.into_session().map_err(fs_status)?;
         self.sessions.touch(id, Instant::now());
         Ok(TonicResponse::new(pb::SessionReply { session: id, ttl_ms: r.ttl_ms }))
@@ -91,8 +92,8 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn keep_alive(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
         let session = req.into_inner().session;
-        self.leader_only()?;
-        if !self.state.read().fs.sessions.contains_key(&session) {
+        self.node.leader_only()?;
+        if !self.node.state.read().fs.sessions.contains_key(&session) {
             return Err(fs_status(FsError::SessionExpired { session }));
         }
         self.sessions.touch(session, Instant::now());
@@ -112,14 +113,15 @@ impl pb::locks_server::Locks for MetaService {
         let path = parse_path(&r.path)?;
         let mode = if r.shared { Mode::Shared } else { Mode::Exclusive };
         let cmd = LockCmd::Acquire { session: r.session, path: path.clone(), mode, wait: r.wait };
-        let outcome = self.write(cmd, request_id(r.request)).await?.into_lock().map_err(fs_status)?;
+        let outcome = self.node.write(cmd, request_id(r.request)).await?.into_lock().map_err(fs_status)?;
         // Asking for a lock is a sign of life too.
         self.sessions.touch(r.session, Instant::now());
         match outcome {
             Acquired::Granted(g) => Ok(TonicResponse::new(granted(g))),
             Acquired::Queued(w) => self.wait_for_grant(r.session, &path.to_string(), w, until).await,
-            // The state machine answers a try-lock that would block with an error.
+            // The state machine answers these with errors; named here for completeness.
             Acquired::WouldBlock => Err(fs_status(FsError::WouldBlock { path: path.to_string() })),
+            Acquired::CannotUpgrade => Err(fs_status(FsError::LockUpgrade { path: path.to_string() })),
         }
     }
 
@@ -132,8 +134,8 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn inspect(&self, req: Request<pb::PathRequest>) -> Reply<pb::LockInfo> {
         let path = parse_path(&req.into_inner().path)?.to_string();
-        self.linearizable().await?;
-        let s = self.state.read();
+        self.node.linearizable().await?;
+        let s = self.node.state.read();
         let Some(l) = s.fs.locks.paths.get(&path) else { return Ok(TonicResponse::new(pb::LockInfo::default())) };
         Ok(TonicResponse::new(pb::LockInfo {
             holders: l.holders.iter().map(|g| entry(g.session, g.mode, g.token, g.ticket)).collect(),
@@ -150,7 +152,7 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             tick.tick().await;
             let now = Instant::now();
             let silent: Vec<u64> = {
-                let s = service.state.read();
+                let s = service.node.state.read();
                 s.fs.sessions
                     .iter()
                     .filter(|(id, rec)| clock.expired(**id, Duration::from_millis(rec.ttl_ms), now))
@@ -165,4 +167,17 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_carry_the_mode_held() {
+        let g = Grant { session: 1, mode: Mode::Exclusive, token: 7, ticket: 3 };
+        assert_eq!(granted(g), pb::AcquireReply { granted: true, token: 7, ticket: 3, shared: Some(false) });
+        let w = Waiter { session: 1, mode: Mode::Shared, ticket: 4 };
+        assert_eq!(queued(w), pb::AcquireReply { granted: false, token: 0, ticket: 4, shared: Some(true) });
+    }
 }

@@ -16,7 +16,11 @@
 //! - Every grant gets a fencing token from one counter that only grows, and
 //!   every request a ticket (its place in arrival order).
 //! - A session holds or waits for a path at most once: asking again returns
-//!   the existing grant or place.
+//!   the existing grant or place, in the mode it has (exclusive covers
+//!   shared). A session that holds or waits for a shared lock and asks for
+//!   exclusive is refused and nothing changes: there is no upgrade in place
+//!   (two shared holders upgrading would wait for each other forever);
+//!   release, then ask again.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -69,6 +73,14 @@ pub enum Acquired {
     Queued(Waiter),
     /// A try-lock that would have had to wait; nothing changed.
     WouldBlock,
+    /// The session holds or waits for the path in shared mode and asked for
+    /// exclusive; nothing changed.
+    CannotUpgrade,
+}
+
+/// Whether having `has` gives a session everything asking for `asked` would.
+fn covers(has: Mode, asked: Mode) -> bool {
+    has == Mode::Exclusive || asked == Mode::Shared
 }
 
 fn compatible(mode: Mode, holders: &[Grant]) -> bool {
@@ -83,10 +95,10 @@ impl LockTable {
     pub fn acquire(&mut self, path: &str, session: u64, mode: Mode, wait: bool) -> Acquired {
         if let Some(l) = self.paths.get(path) {
             if let Some(g) = l.holders.iter().find(|g| g.session == session) {
-                return Acquired::Granted(*g);
+                return if covers(g.mode, mode) { Acquired::Granted(*g) } else { Acquired::CannotUpgrade };
             }
             if let Some(w) = l.queue.iter().find(|w| w.session == session) {
-                return Acquired::Queued(*w);
+                return if covers(w.mode, mode) { Acquired::Queued(*w) } else { Acquired::CannotUpgrade };
             }
         }
         let free = self.paths.get(path).is_none_or(|l| l.queue.is_empty() && compatible(mode, &l.holders));
@@ -210,6 +222,30 @@ mod tests {
         // The writer leaves: both readers behind it are granted together.
         let next = t.release("/f", 3).1;
         assert_eq!(next.iter().map(|g| g.1.session).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    /// Regression (review): a session holding a shared lock that asked for
+    /// exclusive got its shared grant back, and its client believed it held
+    /// the lock exclusive while other readers held it too.
+    #[test]
+    fn a_shared_lock_is_not_upgraded_in_place() {
+        let mut t = LockTable::default();
+        let g1 = granted(t.acquire("/f", 1, S, true));
+        granted(t.acquire("/f", 2, S, true));
+        let before = t.clone();
+        assert_eq!(t.acquire("/f", 1, X, true), Acquired::CannotUpgrade);
+        assert_eq!(t.acquire("/f", 1, X, false), Acquired::CannotUpgrade);
+        assert_eq!(t, before, "a refusal changes nothing");
+        // Asking again for what it has returns the grant as it is.
+        assert_eq!(t.acquire("/f", 1, S, true), Acquired::Granted(g1));
+        // A queued shared request cannot turn exclusive either.
+        let g3 = granted(t.acquire("/g", 3, X, true));
+        let Acquired::Queued(w) = t.acquire("/g", 1, S, true) else { panic!() };
+        assert_eq!(t.acquire("/g", 1, X, true), Acquired::CannotUpgrade);
+        assert_eq!(t.acquire("/g", 1, S, true), Acquired::Queued(w));
+        // Exclusive covers shared: the grant comes back in the mode held.
+        assert_eq!(t.acquire("/g", 3, S, true), Acquired::Granted(g3));
+        assert_eq!(g3.mode, X);
     }
 
     #[test]

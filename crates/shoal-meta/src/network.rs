@@ -1,14 +1,16 @@
 //! Raft traffic between meta nodes over gRPC.
 //!
 //! Both directions live here: [`NetworkFactory`] is openraft's outgoing side
-//! (one lazily connected channel per peer address, shared by every client
-//! openraft asks for: openraft makes a fresh one for each read-index round,
-//! which must not cost a new TCP connection), and [`RaftService`] receives the
+//! (one lazily connected channel per peer address from a
+//! [`ChannelPool`], shared by every client openraft asks for: openraft makes
+//! a fresh one for each read-index round, which must not cost a new TCP
+//! connection), and [`RaftService`] receives the
 //! calls and hands them to the local `Raft`. Payloads are openraft's own types
 //! as JSON; the response is the JSON of `Result<Response, RaftError>`, so a
 //! remote Raft error reaches openraft as a `RemoteError` and a transport
 //! failure as `Unreachable` (which makes openraft back off).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -20,6 +22,7 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shoal_proto::pool::ChannelPool;
 use shoal_proto::raft::RaftPayload;
 use shoal_proto::raft::raft_client::RaftClient;
 use tonic::transport::Channel;
@@ -30,14 +33,15 @@ use crate::TypeConfig;
 /// How long to wait for a TCP connection to a peer.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A lazily connected gRPC channel to `addr` (HOST:PORT).
-pub fn lazy_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(shoal_proto::endpoint(addr, PEER_CONNECT_TIMEOUT)?.connect_lazy())
+#[derive(Clone)]
+pub struct NetworkFactory {
+    channels: Arc<ChannelPool>,
 }
 
-#[derive(Clone, Default)]
-pub struct NetworkFactory {
-    channels: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
+impl Default for NetworkFactory {
+    fn default() -> Self {
+        NetworkFactory { channels: Arc::new(ChannelPool::new(PEER_CONNECT_TIMEOUT)) }
+    }
 }
 
 pub struct PeerConnection {
@@ -50,16 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
-        let channel = {
-            let mut channels = self.channels.lock().expect("channel cache lock");
-            match channels.get(&node.addr) {
-                Some(ch) => Some(ch.clone()),
-                None => lazy_channel(&node.addr).ok().inspect(|ch| {
-                    channels.insert(node.addr.clone(), ch.clone());
-                }),
-            }
-        };
-        let client = channel.map(|ch| {
+        let client = self.channels.get(&node.addr).ok().map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)
                 .max_encoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES * 4)

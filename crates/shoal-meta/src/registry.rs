@@ -63,7 +63,7 @@ impl Registry {
     /// Chunks on `id`: as last reported, plus those placed since.
     pub fn chunk_count(&self, id: u64) -> u64 {
         let reported = self.last_beat(id).map_or(0, |b| b.chunk_count);
-        reported + self.placed.lock().expect("registry lock").get(&id).copied().unwrap_or(0)
+        reported.saturating_add(self.placed.lock().expect("registry lock").get(&id).copied().unwrap_or(0))
     }
 
     /// Called when this node becomes leader (`Some(now)`) or stops being it (`None`).

@@ -25,19 +25,18 @@
 //! report makes it garbage.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_proto::chunk::ReplicateRequest;
 use shoal_proto::chunk::chunk_client::ChunkClient;
+use shoal_proto::pool::ChannelPool;
 use tokio::sync::Notify;
-use tonic::transport::Channel;
 
-use crate::fsm::{Applied, ReplicaCmd};
-use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, RateBudget, ServerView, Task};
+use crate::fsm::{Applied, ChunkPlace, ReplicaCmd};
+use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, MoveStep, RateBudget, ServerView, Task};
+use crate::node::Node;
 use crate::reconcile::Suspect;
-use crate::registry::Liveness;
-use crate::service::MetaService;
 
 /// Period of planning rounds (a finished copy also starts one).
 pub const ROUND_EVERY: Duration = Duration::from_millis(500);
@@ -50,6 +49,8 @@ const COPY_TIMEOUT_BASE: Duration = Duration::from_secs(10);
 const COPY_SLOWEST_BYTES_PER_S: u64 = 4 << 20;
 /// Moves one rebalance plans, at most.
 pub const MOVES_MAX: usize = 100_000;
+/// How long to wait for a TCP connection to a chunk server.
+const CHUNK_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The repair budget.
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +84,8 @@ pub struct Healer {
     settings: HealSettings,
     state: Mutex<HealState>,
     wake: Notify,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels to the chunk servers that copy.
+    channels: ChannelPool,
 }
 
 fn fresh_state(settings: HealSettings, generation: u64) -> HealState {
@@ -100,8 +102,7 @@ fn fresh_state(settings: HealSettings, generation: u64) -> HealState {
 }
 
 fn rand_token() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(Instant::now()) >> 1).max(1)
+    rand::random_range(1..=u64::MAX >> 1)
 }
 
 fn now_ms(epoch: Instant) -> u64 {
@@ -114,7 +115,7 @@ impl Healer {
             settings,
             state: Mutex::new(fresh_state(settings, 0)),
             wake: Notify::new(),
-            channels: Mutex::default(),
+            channels: ChannelPool::new(CHUNK_CONNECT_TIMEOUT),
         }
     }
 
@@ -215,41 +216,18 @@ impl Healer {
         drop(s);
         self.wake();
     }
-
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.channels.lock().expect("channel lock");
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = crate::network::lazy_channel(addr)?;
-        map.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
 }
 
-impl MetaService {
-    /// What planning knows of every registered chunk server.
-    pub(crate) fn server_views(&self, now: Instant) -> Vec<ServerView> {
-        let s = self.state.read();
-        s.fs.nodes
-            .values()
-            .map(|n| {
-                let beat = self.registry.last_beat(n.id);
-                ServerView {
-                    id: n.id,
-                    alive: self.registry.liveness(n.id, now) == Liveness::Alive,
-                    draining: n.draining,
-                    capacity_bytes: beat.map_or(0, |b| b.capacity_bytes),
-                    used_bytes: beat.map_or(0, |b| b.used_bytes),
-                    chunk_count: self.registry.chunk_count(n.id),
-                }
-            })
-            .collect()
-    }
+/// What the healing task works with.
+#[derive(Clone)]
+struct Heal {
+    node: Node,
+    healer: Arc<Healer>,
 }
 
 /// Starts the healing task of this meta node.
-pub fn spawn(svc: MetaService) {
+pub fn spawn(node: Node, healer: Arc<Healer>) {
+    let svc = Heal { node, healer };
     tokio::spawn(async move {
         let epoch = Instant::now();
         let mut leading = false;
@@ -260,7 +238,7 @@ pub fn spawn(svc: MetaService) {
                 _ = tokio::time::sleep(ROUND_EVERY) => {}
                 _ = svc.healer.wake.notified() => {}
             }
-            let now_leading = svc.leader_only().is_ok();
+            let now_leading = svc.node.leader_only().is_ok();
             if now_leading != leading {
                 svc.healer.reset();
                 leading = now_leading;
@@ -270,7 +248,7 @@ pub fn spawn(svc: MetaService) {
                 continue;
             }
             let now = Instant::now();
-            if svc.registry.in_grace(now) {
+            if svc.node.registry.in_grace(now) {
                 continue;
             }
             let inputs = round_inputs(&svc, now);
@@ -293,24 +271,24 @@ struct RoundInputs {
     work: (usize, usize),
 }
 
-fn round_inputs(svc: &MetaService, now: Instant) -> RoundInputs {
-    let applied = svc.state.read().last_applied.map_or(0, |l| l.index);
-    let servers = svc.server_views(now).into_iter().map(|s| (s.id, s.alive, s.draining)).collect();
+fn round_inputs(svc: &Heal, now: Instant) -> RoundInputs {
+    let applied = svc.node.state.read().last_applied.map_or(0, |l| l.index);
+    let servers = svc.node.server_views(now).into_iter().map(|s| (s.id, s.alive, s.draining)).collect();
     let work = (svc.healer.copies_in_flight(), svc.healer.moves_pending());
     RoundInputs { applied, servers, work }
 }
 
 /// One planning round. Returns whether anything is under way or left to do
 /// (false: the same inputs would plan nothing again).
-async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
+async fn round(svc: &Heal, now: Instant, epoch: Instant) -> bool {
     let (chunks, paused) = {
-        let s = svc.state.read();
+        let s = svc.node.state.read();
         (health::chunk_views(&s.fs), s.fs.repair_paused)
     };
     if paused {
         return false;
     }
-    let servers = svc.server_views(now);
+    let servers = svc.node.server_views(now);
     let busy = svc.healer.busy(now);
     let limits = Limits {
         copies_free: svc.healer.settings.copies_max.saturating_sub(busy.chunks.len()),
@@ -321,11 +299,9 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
     let planned = !tasks.is_empty();
     for task in tasks {
         match task {
-            Task::Drop { place, nodes } => {
+            Task::Drop { place, nodes, version } => {
                 tracing::info!(chunk_id = place.chunk, ?nodes, "dropping extra replicas");
-                // As planned: a write prepared since then may carry these replicas.
-                let expect_version = svc.state.read().fs.chunk_at(place).map_or(0, |c| c.version);
-                if let Err(e) = svc.write(ReplicaCmd::DropReplicas { place, nodes, expect_version }, None).await {
+                if let Err(e) = svc.node.write(drop_command(place, nodes, version), None).await {
                     tracing::warn!(chunk_id = place.chunk, "cannot drop extra replicas: {}", e.message());
                     return true;
                 }
@@ -340,52 +316,39 @@ async fn round(svc: &MetaService, now: Instant, epoch: Instant) -> bool {
     planned || !busy.chunks.is_empty() || svc.healer.copies_in_flight() > 0 || svc.healer.moves_pending() > 0
 }
 
+/// The proposal of a planned drop. It expects the version the plan saw, not
+/// the chunk's version when the drop runs: a write committed in between (on a
+/// chain without some replica the plan kept) must void the plan.
+fn drop_command(place: ChunkPlace, nodes: Vec<u64>, planned_version: u64) -> ReplicaCmd {
+    ReplicaCmd::DropReplicas { place, nodes, expect_version: planned_version }
+}
+
 /// Starts moves from the rebalance queue while the budget allows.
-fn launch_moves(svc: &MetaService, chunks: &[ChunkView], servers: &[ServerView], now: Instant, epoch: Instant) {
+fn launch_moves(svc: &Heal, chunks: &[ChunkView], servers: &[ServerView], now: Instant, epoch: Instant) {
     let by_id: HashMap<u64, &ChunkView> = chunks.iter().map(|c| (c.place.chunk, c)).collect();
     let mut busy = svc.healer.busy(now);
     loop {
         let Some(m) = svc.healer.lock().moves.pop_front() else { return };
-        let target_ok = servers.iter().any(|s| s.id == m.to && s.alive && !s.draining);
-        let target_busy = busy.targets.get(&m.to).is_some_and(|t| t.0 >= PER_TARGET_MAX);
-        if target_busy {
-            // Back to the queue's head: this target is full for now.
-            svc.healer.lock().moves.push_front(m);
-            return;
-        }
-        let Some(c) = by_id.get(&m.place.chunk).filter(|c| c.place == m.place) else { continue };
-        let still_valid = target_ok
-            && !busy.chunks.contains(&c.place.chunk)
-            && c.version == c.committed
-            && c.replicas.contains(&m.from)
-            && !c.replicas.contains(&m.to)
-            && !c.pending_delete.contains(&m.to);
-        if !still_valid {
-            continue;
-        }
-        let mut sources = vec![m.from];
-        sources.extend(c.replicas.iter().copied().filter(|r| *r != m.from && !c.corrupt.contains(r)));
-        let copy = Copy {
-            place: c.place,
-            copied: c.committed,
-            version: c.version,
-            len_bytes: c.len_bytes,
-            sources,
-            target: m.to,
-            expect: c.replicas.clone(),
-            drop: vec![m.from],
+        let copy = match health::check_move(&m, by_id.get(&m.place.chunk).copied(), servers, &busy, PER_TARGET_MAX) {
+            MoveStep::Start(copy) => copy,
+            MoveStep::Skip => continue,
+            MoveStep::Wait => {
+                // Back to the queue's head: this target is full for now.
+                svc.healer.lock().moves.push_front(m);
+                return;
+            }
         };
         if !launch(svc, copy, epoch) {
             svc.healer.lock().moves.push_front(m);
             return;
         }
-        busy.chunks.insert(c.place.chunk);
+        busy.chunks.insert(m.place.chunk);
         busy.targets.entry(m.to).or_default().0 += 1;
     }
 }
 
 /// Starts one copy if the budget allows; false when it does not.
-fn launch(svc: &MetaService, c: Copy, epoch: Instant) -> bool {
+fn launch(svc: &Heal, c: Copy, epoch: Instant) -> bool {
     let Some(generation) = svc.healer.start(&c, epoch) else { return false };
     let svc = svc.clone();
     tokio::spawn(async move {
@@ -402,15 +365,15 @@ fn launch(svc: &MetaService, c: Copy, epoch: Instant) -> bool {
 }
 
 /// Has the target copy the chunk, then lists it there.
-async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String> {
+async fn copy(svc: &Heal, c: &Copy, generation: u64) -> Result<(), String> {
     let (target, sources) = {
-        let s = svc.state.read();
+        let s = svc.node.state.read();
         let addr = |id: &u64| s.fs.nodes.get(id).map(|n| n.addr.clone());
         let target = addr(&c.target).ok_or_else(|| format!("server {} is not registered", c.target))?;
         (target, c.sources.iter().filter_map(addr).collect::<Vec<_>>())
     };
     let started = Instant::now();
-    let channel = svc.healer.channel(&target).map_err(|e| format!("bad address {target}: {e}"))?;
+    let channel = svc.healer.channels.get(&target).map_err(|e| e.to_string())?;
     let req = ReplicateRequest { chunk_id: c.place.chunk, version: c.copied, sources };
     let limit = COPY_TIMEOUT_BASE + Duration::from_secs(c.len_bytes / COPY_SLOWEST_BYTES_PER_S);
     let reply = tokio::time::timeout(limit, ChunkClient::new(channel).replicate(req))
@@ -431,7 +394,7 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
         expect: c.expect.clone(),
         drop: c.drop.clone(),
     };
-    let applied = svc.write(cmd, None).await.map_err(|s| format!("cannot list the copy: {}", s.message()))?;
+    let applied = svc.node.write(cmd, None).await.map_err(|s| format!("cannot list the copy: {}", s.message()))?;
     match applied.into_applied().map_err(|e| format!("the copy was refused: {e}"))? {
         Applied::Done => {
             tracing::info!(
@@ -449,5 +412,67 @@ async fn copy(svc: &MetaService, c: &Copy, generation: u64) -> Result<(), String
         // Failing makes the chunk cool down before another try, so a chunk
         // written to all the time does not keep the copier busy.
         Applied::Conflict => Err("the chunk changed during its copy; the copy is garbage".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::testing::{p, run};
+    use crate::fsm::{FsState, NamespaceCmd, NodeRecord, Response, WriteCmd};
+
+    fn server(id: u64, used_bytes: u64) -> ServerView {
+        ServerView { id, alive: true, draining: false, capacity_bytes: 1000, used_bytes, chunk_count: 0 }
+    }
+
+    fn prepare(st: &mut FsState, place: ChunkPlace, version: u64, replicas: &[u64]) {
+        let expect_id = (version > 0).then_some(place.chunk);
+        let prep = WriteCmd::PrepareWrite {
+            inode: place.inode,
+            index: 0,
+            expect_id,
+            expect_version: version,
+            replicas: replicas.to_vec(),
+            fence: None,
+        };
+        assert!(matches!(run(st, prep), Response::Chunk { .. }));
+        let commit = WriteCmd::CommitWrite {
+            inode: place.inode,
+            chunks: vec![(0, place.chunk, version + 1)],
+            size: 50,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(st, commit), Response::Inode(_)));
+    }
+
+    /// Regression (review): the drop used to expect the chunk's version when
+    /// it ran, not when it was planned. A write committed in between on a
+    /// chain without one of the replicas the plan kept then lost the replica
+    /// the plan dropped as well, leaving the new version below its factor.
+    #[test]
+    fn a_drop_planned_before_a_write_commits_is_void() {
+        let mut st = FsState::default();
+        for id in 1..=3 {
+            st.nodes.insert(id, NodeRecord { id, addr: format!("h:{id}"), draining: false });
+        }
+        let create = NamespaceCmd::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false };
+        let Response::Inode(f) = run(&mut st, create) else { panic!() };
+        let place = ChunkPlace { inode: f.id, index: 0, chunk: st.next_chunk_id };
+        prepare(&mut st, place, 0, &[1, 2, 3]);
+        // Server 1 is the fullest: the plan drops its replica and keeps 2 and 3.
+        let servers = [server(1, 900), server(2, 0), server(3, 0)];
+        let tasks = health::plan_repairs(
+            &health::chunk_views(&st),
+            &servers,
+            &Busy::default(),
+            Limits { copies_free: 1, per_target_max: 1 },
+        );
+        let [Task::Drop { place: planned, nodes, version }] = &tasks[..] else { panic!("{tasks:?}") };
+        assert_eq!((*planned, nodes.clone()), (place, vec![1]));
+        // Meanwhile server 2 fails a write, which commits on 1 and 3 only.
+        prepare(&mut st, place, 1, &[1, 3]);
+        assert_eq!(run(&mut st, drop_command(*planned, nodes.clone(), *version)), Response::Conflict);
+        assert_eq!(st.chunk_at(place).unwrap().replicas, vec![1, 3], "the new version keeps its factor");
     }
 }

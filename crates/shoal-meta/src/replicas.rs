@@ -65,8 +65,8 @@ impl FsState {
     /// [`Response::Conflict`].
     pub(crate) fn apply_replicas(&mut self, cmd: &ReplicaCmd) -> Result<Response, FsError> {
         match cmd {
-            ReplicaCmd::AddReplica { place, copied, version, target, expect, drop } => {
-                Ok(self.add_replica(*place, *copied, *version, *target, expect, drop))
+            ReplicaCmd::AddReplica { place, copied, target, expect, drop, .. } => {
+                Ok(self.add_replica(*place, *copied, *target, expect, drop))
             }
             ReplicaCmd::DropReplicas { place, nodes, expect_version } => {
                 let unchanged = self
@@ -124,7 +124,6 @@ impl FsState {
         &mut self,
         place: ChunkPlace,
         copied: u64,
-        _planned_version: u64,
         target: u64,
         expect: &[u64],
         drop: &[u64],
@@ -141,8 +140,8 @@ impl FsState {
         }
         // The copy holds the committed version it copied. If that is still the
         // committed one, it is good (or, while a write is in flight, lagging);
-        // if a write was committed since, it is garbage. (The version seen
-        // when the copy was planned is only for the log.)
+        // if a write was committed since, it is garbage. (The command's
+        // `version`, seen when the copy was planned, is only for the log.)
         if c.committed_version != copied || pending || !known {
             self.discard_chunk(place.chunk, &[target]);
             return Response::Conflict;
@@ -201,16 +200,13 @@ impl FsState {
     }
 
     pub(crate) fn report_corrupt(&mut self, node: u64, place: ChunkPlace) {
-        let known_bad = self.corrupt.get(&place.chunk).cloned().unwrap_or_default();
-        let Some((c, _)) = self.chunk_at_mut(place) else { return };
-        if !c.replicas.contains(&node) {
+        if !self.chunk_at(place).is_some_and(|c| c.replicas.contains(&node)) {
             return;
         }
         // Only recorded: the replica is no longer good, so repair copies the
         // chunk from a good one, and `settle_corrupt` drops the bad copy once
         // the factor of good replicas is back. Dropping it now could throw away
         // the only readable copy (one bad block, the other holder dead).
-        let _ = (c, known_bad);
         self.corrupt.entry(place.chunk).or_default().insert(node);
     }
 

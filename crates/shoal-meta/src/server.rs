@@ -22,6 +22,7 @@ use shoal_proto::raft::raft_server::RaftServer;
 
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftService};
+use crate::node::Node;
 use crate::registry::Registry;
 use crate::repair::{HealSettings, Healer};
 use crate::service::{MetaService, ServiceSettings};
@@ -88,13 +89,9 @@ impl MetaConfig {
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
             return Err(format!("--peers must include this node's own id {}", self.id));
         }
-        if self.chunk_size_bytes < shoal_core::checksum::BLOCK_SIZE_BYTES
-            || !self.chunk_size_bytes.is_multiple_of(shoal_core::checksum::BLOCK_SIZE_BYTES)
-        {
-            return Err(format!("--chunk-size must be a multiple of 64KiB, got {} bytes", self.chunk_size_bytes));
-        }
-        if self.replication == 0 || self.replication > crate::service::REPLICATION_MAX {
-            return Err(format!("--replication must be 1..={}", crate::service::REPLICATION_MAX));
+        crate::bounds::check_chunk_size(self.chunk_size_bytes).map_err(|e| format!("--chunk-size: {e}"))?;
+        if crate::bounds::check_replication(self.replication, false).is_err() {
+            return Err(format!("--replication must be 1..={}", crate::bounds::REPLICATION_MAX));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
@@ -145,9 +142,7 @@ pub async fn run(
     let sessions = Arc::new(SessionClock::default());
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
-        raft: raft.clone(),
-        state,
-        registry,
+        node: Node { raft: raft.clone(), state, registry },
         sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {
             node_id: config.id,
@@ -161,7 +156,7 @@ pub async fn run(
     };
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
-    crate::repair::spawn(service.clone());
+    crate::repair::spawn(service.node.clone(), service.healer.clone());
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     // Our own listener (bound before serving): tonic applies TCP_NODELAY only to

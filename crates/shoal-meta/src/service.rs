@@ -6,9 +6,10 @@
 //! command. Operators get `Fsck`, `Decommission`, `Rebalance` and `SetRepair`;
 //! the work itself is the leader's healing task ([`crate::repair`]).
 //!
-//! Every change is a [`Command`] proposed through Raft; this module only
-//! validates input, plans what needs the leader's view of liveness (placement),
-//! and turns answers and errors into gRPC. Reads of the namespace go through
+//! Every change is a [`Command`] proposed through Raft ([`Node::write`]);
+//! this module only validates input, gathers what the pure planning in
+//! [`crate::plan`] and [`crate::health`] needs (the state and the leader's
+//! view of liveness), and turns answers and errors into gRPC. Reads of the namespace go through
 //! `ensure_linearizable`, so a client never sees state older than a change it
 //! has seen acknowledged.
 //!
@@ -17,29 +18,24 @@
 //! its own code with the typed [`FsError`] as JSON in the status details.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, Raft, ServerState};
-use shoal_core::placement::{self, Candidate};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
 use shoal_core::{FsError, NormalPath};
 use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
-use crate::TypeConfig;
 use crate::fsm::{
-    ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Prepared, Proposal, ReplicaCmd, RequestId,
-    Response, WriteCmd,
+    ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Prepared, ReplicaCmd, RequestId, Response, WriteCmd,
 };
+use crate::node::{Node, not_leader};
 use crate::reconcile::{self, Report};
-use crate::registry::{Beat, Liveness, Registry};
+use crate::registry::{Beat, Liveness};
 use crate::repair::Healer;
 use crate::sessions::SessionClock;
-use crate::sm_store::SharedState;
-use crate::{health, repair};
+use crate::{bounds, health, plan, repair};
 
-/// Highest replication factor a file may ask for.
-pub const REPLICATION_MAX: u32 = 16;
 /// How often a PrepareWrite re-plans after losing a race with another writer.
 const PREPARE_ATTEMPTS_MAX: usize = 8;
 /// How long `admin meta add` waits for the new node to catch up; under the
@@ -60,19 +56,13 @@ pub struct ServiceSettings {
 
 #[derive(Clone)]
 pub struct MetaService {
-    pub raft: Raft<TypeConfig>,
-    pub state: SharedState,
-    pub registry: Arc<Registry>,
+    pub node: Node,
     pub sessions: Arc<SessionClock>,
     pub settings: Arc<ServiceSettings>,
     pub healer: Arc<Healer>,
 }
 
 type Reply<T> = Result<TonicResponse<T>, Status>;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The gRPC status for a namespace error, with the typed error in its details.
 pub fn fs_status(e: FsError) -> Status {
@@ -94,23 +84,11 @@ pub fn fs_status(e: FsError) -> Status {
         FsError::SessionExpired { .. }
         | FsError::NotLocked { .. }
         | FsError::WouldBlock { .. }
-        | FsError::LockTimeout { .. } => Code::FailedPrecondition,
+        | FsError::LockTimeout { .. }
+        | FsError::LockUpgrade { .. } => Code::FailedPrecondition,
         FsError::Fenced { .. } => Code::PermissionDenied,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())
-}
-
-fn not_leader(leader: Option<BasicNode>) -> Status {
-    let mut s = Status::unavailable(match &leader {
-        Some(n) => format!("not the leader; the leader is {}", n.addr),
-        None => "not the leader; no leader is elected yet".to_string(),
-    });
-    if let Some(n) = leader
-        && let Ok(v) = n.addr.parse()
-    {
-        s.metadata_mut().insert(shoal_proto::LEADER_KEY, v);
-    }
-    s
 }
 
 pub(crate) fn parse_path(p: &str) -> Result<NormalPath, Status> {
@@ -141,123 +119,25 @@ pub(crate) fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
 }
 
 impl MetaService {
-    /// Proposes a command on behalf of `request` and waits until it is applied.
-    pub(crate) async fn write(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Result<Response, Status> {
-        let proposal = Proposal { now_ms: now_ms(), request, cmd: cmd.into() };
-        match self.raft.client_write(proposal).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
-            Err(e) => Err(Status::unavailable(format!("meta cannot commit now: {e}"))),
-        }
-    }
-
-    /// Like [`Self::write`], with namespace errors turned into statuses.
+    /// Like [`Node::write`], with namespace errors turned into statuses.
     pub(crate) async fn write_ok(
         &self,
         cmd: impl Into<Command>,
         request: Option<RequestId>,
     ) -> Result<Response, Status> {
-        match self.write(cmd, request).await? {
+        match self.node.write(cmd, request).await? {
             Response::Err(e) => Err(fs_status(e)),
             r => Ok(r),
         }
     }
 
     async fn write_inode(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Reply<pb::InodeReply> {
-        let inode = self.write(cmd, request).await?.into_inode().map_err(fs_status)?;
+        let inode = self.node.write(cmd, request).await?.into_inode().map_err(fs_status)?;
         Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)) }))
     }
 
-    /// Waits until this node may serve a linearizable read.
-    pub(crate) async fn linearizable(&self) -> Result<(), Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
-            Err(e) => Err(Status::unavailable(format!("meta cannot serve a read now: {e}"))),
-        }
-    }
-
-    /// Fails with a not-leader status unless this node believes it leads.
-    pub(crate) fn leader_only(&self) -> Result<(), Status> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return Ok(());
-        }
-        let node = m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
-        Err(not_leader(node))
-    }
-
-    fn candidates(&self, now: Instant) -> Vec<Candidate> {
-        let s = self.state.read();
-        s.fs.nodes
-            .keys()
-            .map(|id| {
-                let beat = self.registry.last_beat(*id);
-                Candidate {
-                    id: *id,
-                    // New replicas never go to a draining server.
-                    alive: self.registry.liveness(*id, now) == Liveness::Alive && !s.fs.nodes[id].draining,
-                    free_bytes: beat.map_or(0, |b| b.capacity_bytes.saturating_sub(b.used_bytes)),
-                    chunk_count: self.registry.chunk_count(*id),
-                }
-            })
-            .collect()
-    }
-
-    /// Decides the PrepareWrite command for chunk `index` from the current state.
-    fn plan_prepare(
-        &self,
-        inode: u64,
-        index: u64,
-        failed: &[String],
-        fence: Option<Fence>,
-    ) -> Result<Command, FsError> {
-        let now = Instant::now();
-        let candidates = self.candidates(now);
-        let s = self.state.read();
-        let f = s.fs.inode(inode)?;
-        if f.kind != Kind::File {
-            return Err(FsError::IsADirectory { path: format!("inode {inode}") });
-        }
-        let failed_ids: Vec<u64> = s.fs.nodes.values().filter(|n| failed.contains(&n.addr)).map(|n| n.id).collect();
-        let usable = |id: &u64| !failed_ids.contains(id) && self.registry.liveness(*id, now) == Liveness::Alive;
-        let not_enough =
-            |e: placement::NotEnoughServers| FsError::NotEnoughServers { needed: e.needed, alive: e.alive };
-        Ok(match f.chunks.get(&index) {
-            None => {
-                let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
-                WriteCmd::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }.into()
-            }
-            Some(c) => {
-                let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
-                if c.committed_version == 0 && replicas.len() < f.replication as usize {
-                    // Nothing was ever acknowledged on this chunk: lost replicas can be
-                    // replaced by fresh, empty ones.
-                    let mut exclude = replicas.clone();
-                    exclude.extend(&failed_ids);
-                    // A server about to delete its copy must not get a new one.
-                    exclude.extend(s.fs.garbage.get(&c.id).into_iter().flatten());
-                    let need = f.replication - replicas.len() as u32;
-                    replicas.extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
-                }
-                if replicas.is_empty() {
-                    return Err(FsError::NoReplica { chunk_id: c.id });
-                }
-                WriteCmd::PrepareWrite {
-                    inode,
-                    index,
-                    expect_id: Some(c.id),
-                    expect_version: c.version,
-                    replicas,
-                    fence,
-                }
-                .into()
-            }
-        })
-    }
-
     fn location(&self, index: u64, c: &crate::fsm::ChunkMeta) -> pb::ChunkLocation {
-        let s = self.state.read();
+        let s = self.node.state.read();
         pb::ChunkLocation {
             index,
             id: c.id,
@@ -282,11 +162,9 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        if r.replication > REPLICATION_MAX {
-            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
-        }
+        bounds::check_replication(r.replication, true).map_err(fs_status)?;
         let replication = match r.replication {
-            0 => match self.state.read().fs.inherited_replication(&path) {
+            0 => match self.node.state.read().fs.inherited_replication(&path) {
                 0 => self.settings.replication,
                 n => n,
             },
@@ -303,16 +181,16 @@ impl pb::namespace_server::Namespace for MetaService {
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
         let path = parse_path(&req.into_inner().path)?;
-        self.linearizable().await?;
-        let s = self.state.read();
+        self.node.linearizable().await?;
+        let s = self.node.state.read();
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
         Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(inode)) }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
         let path = parse_path(&req.into_inner().path)?;
-        self.linearizable().await?;
-        let s = self.state.read();
+        self.node.linearizable().await?;
+        let s = self.node.state.read();
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
         let entries = match inode.kind {
             Kind::Dir => inode
@@ -348,8 +226,8 @@ impl pb::namespace_server::Namespace for MetaService {
 
     async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {
         let inode = req.into_inner().inode;
-        self.linearizable().await?;
-        let f = self.state.read().fs.inode(inode).map_err(fs_status)?.clone();
+        self.node.linearizable().await?;
+        let f = self.node.state.read().fs.inode(inode).map_err(fs_status)?.clone();
         let chunks = f.chunks.iter().map(|(index, c)| self.location(*index, c)).collect();
         Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode_pb(&f)), chunks }))
     }
@@ -357,13 +235,20 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {
         let r = req.into_inner();
         let fence = fence(r.fence)?;
-        self.linearizable().await?;
+        // The chunk index is bounded by `plan_prepare`, against the file's chunk size.
+        bounds::check_failed(&r.failed).map_err(fs_status)?;
+        self.node.linearizable().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
-            let cmd = self.plan_prepare(r.inode, r.chunk_index, &r.failed, fence.clone()).map_err(fs_status)?;
-            match self.write(cmd, request_id(r.request)).await?.into_prepared().map_err(fs_status)? {
+            let servers = self.node.server_views(Instant::now());
+            let cmd = {
+                let s = self.node.state.read();
+                plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone())
+            };
+            let cmd = cmd.map_err(fs_status)?;
+            match self.node.write(cmd, request_id(r.request)).await?.into_prepared().map_err(fs_status)? {
                 Prepared::Chunk { chunk, chunk_size } => {
                     for r in &chunk.replicas {
-                        self.registry.note_placed(*r);
+                        self.node.registry.note_placed(*r);
                     }
                     let mut loc = self.location(r.chunk_index, &chunk);
                     // The writer needs the version it was granted, not the committed one.
@@ -383,6 +268,12 @@ impl pb::namespace_server::Namespace for MetaService {
 
     async fn commit_write(&self, req: Request<pb::CommitWriteRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
+        bounds::check_file_size(r.size).map_err(fs_status)?;
+        // A file that is gone (or a directory) is refused when the commit applies.
+        let chunk_size = self.node.state.read().fs.inode(r.inode).map_or(1, |f| f.chunk_size.max(1));
+        for c in &r.chunks {
+            bounds::check_chunk_index(c.index, chunk_size).map_err(fs_status)?;
+        }
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
         let fence = fence(r.fence)?;
         let cmd = WriteCmd::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
@@ -392,9 +283,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        if r.replication == 0 || r.replication > REPLICATION_MAX {
-            return Err(fs_status(FsError::BadReplication { requested: r.replication, max: REPLICATION_MAX }));
-        }
+        bounds::check_replication(r.replication, false).map_err(fs_status)?;
         self.write_ok(ReplicaCmd::SetReplication { path, replication: r.replication }, request_id(r.request)).await?;
         self.healer_wake();
         Ok(TonicResponse::new(pb::Empty {}))
@@ -405,20 +294,21 @@ impl pb::namespace_server::Namespace for MetaService {
 impl pb::cluster_server::Cluster for MetaService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatReply> {
         let r = req.into_inner();
+        bounds::check_usage(r.capacity_bytes, r.used_bytes, r.chunk_count).map_err(fs_status)?;
         // Only the leader tracks liveness; others send the server on. The
         // read-index makes sure this leader is current and has applied all it
         // committed, so a deposed or lagging leader neither reconciles a report
         // against old state nor hands out an old delete list.
-        self.leader_only()?;
-        self.linearizable().await?;
-        let known = self.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
+        self.node.leader_only()?;
+        self.node.linearizable().await?;
+        let known = self.node.state.read().fs.nodes.get(&r.node_id).map(|n| n.addr.clone());
         if known.as_deref() != Some(r.addr.as_str()) {
             self.write_ok(NodeCmd::RegisterNode { id: r.node_id, addr: r.addr.clone() }, None).await?;
         }
         let now = Instant::now();
         // A server this leader has not heard from lately may hold anything.
-        let returning = self.registry.unheard(r.node_id, now);
-        self.registry.record(
+        let returning = self.node.registry.unheard(r.node_id, now);
+        self.node.registry.record(
             r.node_id,
             Beat { at: now, capacity_bytes: r.capacity_bytes, used_bytes: r.used_bytes, chunk_count: r.chunk_count },
         );
@@ -433,25 +323,16 @@ impl pb::cluster_server::Cluster for MetaService {
             None if returning => self.healer.fresh_token(),
             None => 0,
         };
-        // Never delete what a copy in flight is writing: its listing decides.
         let copying_in = self.healer.copying_in(r.node_id);
-        let mut delete = {
-            let s = self.state.read();
-            let mut d = s.fs.garbage_for(r.node_id, GARBAGE_PER_BEAT_MAX);
-            // Defence in depth: never delete a replica the chunk map lists here.
-            let listed = s.fs.chunks_listed_on(r.node_id, &d);
-            d.retain(|c| !listed.contains(c));
-            d
-        };
-        delete.retain(|c| !copying_in.contains(c));
+        let delete = plan::heartbeat_deletes(&self.node.state.read().fs, r.node_id, &copying_in, GARBAGE_PER_BEAT_MAX);
         Ok(TonicResponse::new(pb::HeartbeatReply { delete, report_token }))
     }
 
     async fn fsck(&self, _req: Request<pb::FsckRequest>) -> Reply<pb::FsckReply> {
         // Liveness is only known to the leader.
-        self.leader_only()?;
-        let servers = self.server_views(Instant::now());
-        let s = self.state.read();
+        self.node.leader_only()?;
+        let servers = self.node.server_views(Instant::now());
+        let s = self.node.state.read();
         let report = health::fsck(&health::chunk_views(&s.fs), &servers, FSCK_PROBLEMS_MAX);
         let problems = report
             .problems
@@ -484,8 +365,8 @@ impl pb::cluster_server::Cluster for MetaService {
 
     async fn report_corrupt(&self, req: Request<pb::ReportCorruptRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
-        self.leader_only()?;
-        let node = self.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
+        self.node.leader_only()?;
+        let node = self.node.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
         match node {
             Some(node) => self.note_corrupt(node, &[r.chunk_id]).await?,
             None => tracing::warn!(addr = %r.addr, "corruption reported on an unknown chunk server"),
@@ -495,8 +376,8 @@ impl pb::cluster_server::Cluster for MetaService {
 
     async fn decommission(&self, req: Request<pb::DecommissionRequest>) -> Reply<pb::ChunkServer> {
         let r = req.into_inner();
-        self.leader_only()?;
-        let node = self.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
+        self.node.leader_only()?;
+        let node = self.node.state.read().fs.nodes.values().find(|n| n.addr == r.addr).map(|n| n.id);
         let Some(node) = node else {
             return Err(fs_status(FsError::InvalidArgument {
                 reason: format!("no chunk server is registered at {}", r.addr),
@@ -510,9 +391,9 @@ impl pb::cluster_server::Cluster for MetaService {
     }
 
     async fn rebalance(&self, _req: Request<pb::Empty>) -> Reply<pb::RebalanceReply> {
-        self.leader_only()?;
-        let servers = self.server_views(Instant::now());
-        let chunks = health::chunk_views(&self.state.read().fs);
+        self.node.leader_only()?;
+        let servers = self.node.server_views(Instant::now());
+        let chunks = health::chunk_views(&self.node.state.read().fs);
         let moves = health::plan_rebalance(&chunks, &servers, repair::MOVES_MAX);
         let reply = pb::RebalanceReply { moves: moves.len() as u64, bytes: moves.iter().map(|m| m.len_bytes).sum() };
         tracing::info!(moves = reply.moves, bytes = reply.bytes, "rebalance planned");
@@ -534,13 +415,13 @@ impl pb::cluster_server::Cluster for MetaService {
 
     async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
         // Liveness is only known to the leader.
-        self.leader_only()?;
+        self.node.leader_only()?;
         Ok(TonicResponse::new(pb::NodesReply { servers: self.server_rows(Instant::now()) }))
     }
 
     async fn add_meta(&self, req: Request<pb::AddMetaRequest>) -> Reply<pb::StatusReply> {
         let r = req.into_inner();
-        self.leader_only()?;
+        self.node.leader_only()?;
         if r.id == 0 || r.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(fs_status(FsError::InvalidArgument {
                 reason: format!(
@@ -549,7 +430,7 @@ impl pb::cluster_server::Cluster for MetaService {
                 ),
             }));
         }
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let membership = self.node.raft.metrics().borrow().membership_config.membership().clone();
         if membership.voter_ids().any(|v| v == r.id) {
             return Err(Status::already_exists(format!("meta node {} is already a voter", r.id)));
         }
@@ -557,9 +438,10 @@ impl pb::cluster_server::Cluster for MetaService {
         // log as of its addition, so a node that is not running (or not
         // reachable) never joins the quorum.
         let added =
-            self.raft.add_learner(r.id, BasicNode::new(r.addr.clone()), false).await.map_err(membership_status)?;
+            self.node.raft.add_learner(r.id, BasicNode::new(r.addr.clone()), false).await.map_err(membership_status)?;
         let target = added.log_id.index;
         let caught_up = self
+            .node
             .raft
             .wait(Some(LEARNER_CATCH_UP_MAX))
             .metrics(
@@ -580,15 +462,15 @@ impl pb::cluster_server::Cluster for MetaService {
             )));
         }
         let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([r.id]));
-        self.raft.change_membership(change, false).await.map_err(membership_status)?;
+        self.node.raft.change_membership(change, false).await.map_err(membership_status)?;
         tracing::info!(id = r.id, addr = %r.addr, "meta node added");
         Ok(TonicResponse::new(self.status_reply(false)))
     }
 
     async fn remove_meta(&self, req: Request<pb::RemoveMetaRequest>) -> Reply<pb::StatusReply> {
         let id = req.into_inner().id;
-        self.leader_only()?;
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        self.node.leader_only()?;
+        let membership = self.node.raft.metrics().borrow().membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         if !voters.contains(&id) && membership.get_node(&id).is_none() {
             return Err(Status::not_found(format!("meta node {id} is not in the group")));
@@ -601,7 +483,7 @@ impl pb::cluster_server::Cluster for MetaService {
         } else {
             openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([id]))
         };
-        self.raft.change_membership(change, false).await.map_err(membership_status)?;
+        self.node.raft.change_membership(change, false).await.map_err(membership_status)?;
         tracing::info!(id, "meta node removed");
         Ok(TonicResponse::new(self.status_reply(false)))
     }
@@ -619,7 +501,7 @@ fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Sta
 impl MetaService {
     /// Every registered chunk server as operators see it.
     fn server_rows(&self, now: Instant) -> Vec<pb::ChunkServer> {
-        let s = self.state.read();
+        let s = self.node.state.read();
         let mut listed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         for f in s.fs.inodes.values() {
             for r in f.chunks.values().flat_map(|c| &c.replicas) {
@@ -629,8 +511,8 @@ impl MetaService {
         s.fs.nodes
             .values()
             .map(|n| {
-                let beat = self.registry.last_beat(n.id);
-                let state = match self.registry.liveness(n.id, now) {
+                let beat = self.node.registry.last_beat(n.id);
+                let state = match self.node.registry.liveness(n.id, now) {
                     Liveness::Alive if n.draining => "draining",
                     Liveness::Alive => "alive",
                     Liveness::Dead => "dead",
@@ -660,7 +542,7 @@ impl MetaService {
     /// (only those it is listed for and not already known).
     async fn note_corrupt(&self, node: u64, chunks: &[u64]) -> Result<(), Status> {
         let places: Vec<ChunkPlace> = {
-            let s = self.state.read();
+            let s = self.node.state.read();
             let all = s.fs.chunk_places();
             chunks
                 .iter()
@@ -686,7 +568,7 @@ impl MetaService {
         let copying_in = self.healer.copying_in(node);
         let fresh = self.healer.fresh_token();
         let result = {
-            let s = self.state.read();
+            let s = self.node.state.read();
             let places = s.fs.chunk_places();
             let report = Report { node, replicas: &replicas, token: report.token };
             reconcile::reconcile(&s.fs, &places, report, &pending, &copying_in, fresh)
@@ -708,7 +590,7 @@ impl MetaService {
 
     /// This node's view of the meta group.
     fn status_reply(&self, with_digest: bool) -> pb::StatusReply {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.node.raft.metrics().borrow().clone();
         let leader = m.current_leader.unwrap_or(0);
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
@@ -738,7 +620,7 @@ impl MetaService {
                 pb::MetaNode { id: *id, addr: node.addr.clone(), role: role.into(), term: m.current_term, last_applied }
             })
             .collect();
-        let (applied_index, state_digest) = if with_digest { self.state.digest() } else { (0, 0) };
+        let (applied_index, state_digest) = if with_digest { self.node.state.digest() } else { (0, 0) };
         let applied_index = if with_digest { applied_index } else { m.last_applied.map_or(0, |l| l.index) };
         pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id, applied_index, state_digest }
     }

@@ -1,21 +1,26 @@
 //! The gRPC schema of Shoal, generated from `proto/*.proto` at build time.
 //!
 //! `raft` frames openraft traffic between meta nodes, `meta` is the metadata
-//! service for clients and chunk servers, `chunk` is the data path.
+//! service for clients and chunk servers, `chunk` is the data path. Besides
+//! the schema: the gRPC [`endpoint`] every component dials with, and the
+//! [`pool`] of channels built from it.
 
-#![allow(clippy::all)]
+pub mod pool;
 
 /// Raft transport between meta nodes.
+#[allow(clippy::all)]
 pub mod raft {
     tonic::include_proto!("shoal.raft.v1");
 }
 
 /// Namespace and cluster services of the meta nodes.
+#[allow(clippy::all)]
 pub mod meta {
     tonic::include_proto!("shoal.meta.v1");
 }
 
 /// Chunk servers: pipelined writes and verified ranged reads.
+#[allow(clippy::all)]
 pub mod chunk {
     tonic::include_proto!("shoal.chunk.v1");
 }

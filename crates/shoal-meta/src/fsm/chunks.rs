@@ -204,6 +204,13 @@ impl FsState {
         mtime_ms: u64,
     ) -> Result<Response, FsError> {
         let f = self.file_mut(inode)?;
+        let new_size = if truncate { size } else { f.size.max(size) };
+        let end_chunk = shoal_core::layout::chunk_count(new_size, f.chunk_size);
+        if let Some((index, _, _)) = chunks.iter().find(|(index, _, _)| *index >= end_chunk) {
+            return Err(FsError::InvalidArgument {
+                reason: format!("chunk {index} lies past the end of the file this commit sets ({new_size} bytes)"),
+            });
+        }
         for (index, id, version) in chunks {
             match f.chunks.get(index) {
                 // At least one listed replica must hold the write (not all lagging).

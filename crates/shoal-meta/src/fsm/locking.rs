@@ -88,6 +88,7 @@ impl FsState {
         self.live_session(session)?;
         match self.locks.acquire(&path.to_string(), session, mode, wait) {
             Acquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
+            Acquired::CannotUpgrade => Err(FsError::LockUpgrade { path: path.to_string() }),
             a => {
                 if let Acquired::Granted(g) = a
                     && !self.fence_bindings.contains_key(&g.token)

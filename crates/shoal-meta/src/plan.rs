@@ -1,0 +1,209 @@
+//! What the leader decides for client and chunk-server requests before it
+//! proposes anything, as pure functions over plain data: where a write's
+//! chunk goes (`PrepareWrite`) and which garbage a heartbeat reply names.
+//!
+//! The caller (`service`) reads the applied state and builds the server views
+//! (liveness and usage are the leader's soft state); nothing here does IO,
+//! reads a clock or keeps state between calls. The state machine re-checks
+//! every plan when it applies it (the state may have moved on in between).
+
+use std::collections::HashSet;
+
+use shoal_core::FsError;
+use shoal_core::placement::{self, Candidate};
+
+use crate::bounds;
+use crate::fsm::{Fence, FsState, Kind, WriteCmd};
+use crate::health::ServerView;
+
+/// Plans the `PrepareWrite` of chunk `index` of file `inode`.
+///
+/// The chunk must end within the largest file ([`bounds::check_chunk_index`]).
+/// A new chunk gets `replication` distinct alive, not draining servers, none
+/// of them in `failed` (addresses of replicas that failed the writer's last
+/// attempt). An existing chunk keeps its replicas that are alive and did not
+/// fail (draining ones still take writes); a chunk that was never committed
+/// may also get fresh replicas for the ones it lost, never on a server that
+/// is about to delete its copy. The command expects the chunk as it is in
+/// `fs`, so a plan that another write overtook is refused, not applied.
+pub fn plan_prepare(
+    fs: &FsState,
+    servers: &[ServerView],
+    inode: u64,
+    index: u64,
+    failed: &[String],
+    fence: Option<Fence>,
+) -> Result<WriteCmd, FsError> {
+    let f = fs.inode(inode)?;
+    if f.kind != Kind::File {
+        return Err(FsError::IsADirectory { path: format!("inode {inode}") });
+    }
+    bounds::check_chunk_index(index, f.chunk_size)?;
+    let candidates: Vec<Candidate> = servers.iter().map(ServerView::candidate).collect();
+    let failed_ids: Vec<u64> = fs.nodes.values().filter(|n| failed.contains(&n.addr)).map(|n| n.id).collect();
+    let alive: HashSet<u64> = servers.iter().filter(|s| s.alive).map(|s| s.id).collect();
+    let usable = |id: &u64| !failed_ids.contains(id) && alive.contains(id);
+    let not_enough = |e: placement::NotEnoughServers| FsError::NotEnoughServers { needed: e.needed, alive: e.alive };
+    Ok(match f.chunks.get(&index) {
+        None => {
+            let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
+            WriteCmd::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }
+        }
+        Some(c) => {
+            let mut replicas: Vec<u64> = c.replicas.iter().copied().filter(usable).collect();
+            if c.committed_version == 0 && replicas.len() < f.replication as usize {
+                // Nothing was ever acknowledged on this chunk: lost replicas can be
+                // replaced by fresh, empty ones.
+                let mut exclude = replicas.clone();
+                exclude.extend(&failed_ids);
+                // A server about to delete its copy must not get a new one.
+                exclude.extend(fs.garbage.get(&c.id).into_iter().flatten());
+                let need = f.replication - replicas.len() as u32;
+                replicas.extend(placement::place(&candidates, need, &exclude).map_err(not_enough)?);
+            }
+            if replicas.is_empty() {
+                return Err(FsError::NoReplica { chunk_id: c.id });
+            }
+            WriteCmd::PrepareWrite { inode, index, expect_id: Some(c.id), expect_version: c.version, replicas, fence }
+        }
+    })
+}
+
+/// The garbage chunks a heartbeat reply tells server `node` to delete: at
+/// most `max` of those pending on it, never one the chunk map lists there
+/// (defence in depth: the state machine never marks those), nor one a copy
+/// in flight to it is writing (`copying_in`: that copy's listing decides).
+pub fn heartbeat_deletes(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
+    let mut delete = fs.garbage_for(node, max);
+    let listed = fs.chunks_listed_on(node, &delete);
+    delete.retain(|c| !listed.contains(c) && !copying_in.contains(c));
+    delete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::testing::{p, run};
+    use crate::fsm::{ChunkPlace, NamespaceCmd, NodeRecord, Response, WriteCmd};
+
+    fn server(id: u64, alive: bool, draining: bool, used_bytes: u64) -> ServerView {
+        ServerView { id, alive, draining, capacity_bytes: 1000, used_bytes, chunk_count: 0 }
+    }
+
+    /// Servers 1..=5 registered (at h:1 .. h:5) and an empty file /f with factor 2.
+    fn state() -> (FsState, u64) {
+        let mut st = FsState::default();
+        for id in 1..=5 {
+            st.nodes.insert(id, NodeRecord { id, addr: format!("h:{id}"), draining: false });
+        }
+        let create = NamespaceCmd::Create { path: p("/f"), replication: 2, chunk_size: 100, open_existing: false };
+        let Response::Inode(f) = run(&mut st, create) else { panic!() };
+        (st, f.id)
+    }
+
+    fn replicas(cmd: &WriteCmd) -> Vec<u64> {
+        match cmd {
+            WriteCmd::PrepareWrite { replicas, .. } => replicas.clone(),
+            other => panic!("not a prepare: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_chunk_goes_to_the_emptiest_alive_servers_that_did_not_fail() {
+        let (st, inode) = state();
+        let servers = [
+            server(1, true, false, 0),
+            server(2, false, false, 0),
+            server(3, true, true, 0),
+            server(4, true, false, 500),
+            server(5, true, false, 100),
+        ];
+        let cmd = plan_prepare(&st, &servers, inode, 0, &[], None).unwrap();
+        assert_eq!(
+            cmd,
+            WriteCmd::PrepareWrite {
+                inode,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![1, 5],
+                fence: None,
+            }
+        );
+        let cmd = plan_prepare(&st, &servers, inode, 0, &["h:1".into()], None).unwrap();
+        assert_eq!(replicas(&cmd), vec![5, 4]);
+        let e = plan_prepare(&st, &servers, inode, 0, &["h:1".into(), "h:5".into()], None);
+        assert!(matches!(e, Err(FsError::NotEnoughServers { .. })), "{e:?}");
+        assert!(matches!(plan_prepare(&st, &servers, 1, 0, &[], None), Err(FsError::IsADirectory { .. })));
+        assert!(matches!(plan_prepare(&st, &servers, 99, 0, &[], None), Err(FsError::StaleInode { .. })));
+    }
+
+    /// Regression (review): the chunk index was not bounded, so a request
+    /// could allocate a chunk whose offset (`index * chunk_size`) overflows.
+    #[test]
+    fn a_chunk_beyond_the_largest_file_is_refused() {
+        let (st, inode) = state();
+        let servers = [1, 2].map(|id| server(id, true, false, 0));
+        let last = bounds::FILE_SIZE_MAX_BYTES / 100 - 1;
+        assert!(plan_prepare(&st, &servers, inode, last, &[], None).is_ok());
+        for index in [last + 1, u64::MAX / 100, u64::MAX] {
+            let e = plan_prepare(&st, &servers, inode, index, &[], None);
+            assert!(matches!(e, Err(FsError::InvalidArgument { .. })), "index {index}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn an_existing_chunk_keeps_its_usable_replicas_and_refills_only_before_its_first_commit() {
+        let (mut st, inode) = state();
+        let all = [1, 2, 3, 4, 5].map(|id| server(id, true, false, 0));
+        let first = plan_prepare(&st, &all, inode, 0, &[], None).unwrap();
+        let Response::Chunk { chunk, .. } = run(&mut st, first) else { panic!() };
+        assert_eq!(chunk.replicas, vec![1, 2]);
+        // Replica 2 failed a write that never committed: it is replaced, but
+        // not by server 3, which is deleting an old copy of the chunk.
+        st.garbage.entry(chunk.id).or_default().insert(3);
+        let cmd = plan_prepare(&st, &all, inode, 0, &["h:2".into()], None).unwrap();
+        assert_eq!(
+            cmd,
+            WriteCmd::PrepareWrite {
+                inode,
+                index: 0,
+                expect_id: Some(chunk.id),
+                expect_version: 1,
+                replicas: vec![1, 4],
+                fence: None,
+            }
+        );
+        // Once committed, a failed replica is only dropped; a draining one stays.
+        let commit =
+            WriteCmd::CommitWrite { inode, chunks: vec![(0, chunk.id, 1)], size: 10, truncate: false, fence: None };
+        run(&mut st, commit);
+        let cmd = plan_prepare(&st, &all, inode, 0, &["h:2".into()], None).unwrap();
+        assert_eq!(replicas(&cmd), vec![1]);
+        let draining = [server(1, true, true, 0), server(2, false, false, 0)];
+        assert_eq!(replicas(&plan_prepare(&st, &draining, inode, 0, &[], None).unwrap()), vec![1]);
+        let dead = [server(1, false, false, 0), server(2, false, false, 0)];
+        assert_eq!(
+            plan_prepare(&st, &dead, inode, 0, &[], None).unwrap_err(),
+            FsError::NoReplica { chunk_id: chunk.id }
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_never_deletes_a_listed_replica_or_a_copy_in_flight() {
+        let (mut st, inode) = state();
+        let all = [1, 2, 3, 4, 5].map(|id| server(id, true, false, 0));
+        let prep = plan_prepare(&st, &all, inode, 0, &[], None).unwrap();
+        let Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
+        let place = ChunkPlace { inode, index: 0, chunk: chunk.id };
+        for gone in [70, 71, 72] {
+            st.garbage.entry(gone).or_default().insert(3);
+        }
+        // Made up: garbage on a server that lists the chunk (the state machine never does this).
+        st.garbage.entry(place.chunk).or_default().insert(1);
+        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 10), vec![70, 71, 72]);
+        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([71]), 10), vec![70, 72]);
+        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 2), vec![70, 71]);
+        assert!(heartbeat_deletes(&st, 1, &HashSet::new(), 10).is_empty());
+    }
+}
