@@ -177,7 +177,7 @@ fn t73_a_stalled_holder_is_fenced_and_writes_nothing_after_losing_its_lock() {
     c.must(&["create", "/fence"], None);
     let ready = c.tmp.path().join("ready");
     let script = format!(
-        "printf A1 | {SHOAL} append /fence && touch {ready} && sleep 1 && printf A2 | {SHOAL} append /fence",
+        "printf A1 | {SHOAL} append /fence && : > {ready} && sleep 1 && printf A2 | {SHOAL} append /fence",
         ready = ready.display()
     );
     let holder = spawn_holder(&c, "2s", "/fence", &script);

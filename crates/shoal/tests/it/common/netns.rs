@@ -120,9 +120,14 @@ impl Net {
             );
         }
         rules += "}\n";
-        let path = std::env::temp_dir().join(format!("{}.nft", self.table));
+        let path = self.rules_file();
         std::fs::write(&path, rules).map_err(|e| e.to_string())?;
         run(&["nft", "-f", path.to_str().unwrap()]).map(drop)
+    }
+
+    /// Where [`Self::isolate`] writes its rules for `nft -f`.
+    fn rules_file(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}.nft", self.table))
     }
 
     /// Removes every partition.
@@ -134,6 +139,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.heal();
+        let _ = std::fs::remove_file(self.rules_file());
         for i in 0..self.nodes {
             // Deleting the namespace also deletes its end of the veth pair, and so the pair.
             let _ = run(&["ip", "netns", "delete", &self.ns(i)]);
