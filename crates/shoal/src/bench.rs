@@ -25,13 +25,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use indicatif::ProgressBar;
 use serde_json::json;
 use shoal_client::Client;
 
-use crate::cli::size;
-
+/// The workloads. The enum derives `clap::ValueEnum` so the command line can
+/// name them, and the JSON output uses the same names.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     SeqWrite,
@@ -46,47 +46,37 @@ pub enum Workload {
     Scale,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct BenchArgs {
-    pub workload: Workload,
-    /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub clients: Option<u32>,
-    /// Files (small-*) or operation rounds (meta).
-    #[arg(long, default_value_t = 1000)]
-    pub count: u64,
-    /// Bytes per file: 4KiB for small-*, 1GiB for seq-*.
-    #[arg(long, value_parser = size)]
-    pub size: Option<u64>,
-    /// Replication of the files written (default: the cluster's).
-    #[arg(long)]
-    pub replication: Option<u32>,
-    /// Remote directory for the benchmark's files.
-    #[arg(long, default_value = "/.bench")]
-    pub dir: String,
-    /// Leave the files in place (seq-read and small-read reuse them); failover
-    /// keeps its cluster's temporary directory.
-    #[arg(long)]
-    pub keep: bool,
-    #[arg(long)]
-    pub json: bool,
-    /// rand-read: size of the file the reads are spread over.
-    #[arg(long, default_value = "256MiB", value_parser = size)]
-    pub span: u64,
-    /// failover: leader kills measured. The p99 is by nearest rank, so with
-    /// fewer than 100 kills it is the max.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub kills: u32,
-    /// failover: where the bench's own cluster keeps its data and logs
-    /// (default: a temporary directory, removed afterwards unless --keep).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+impl Workload {
+    /// Its name on the command line and in the JSON output (`small-write`).
+    pub fn name(self) -> String {
+        self.to_possible_value().expect("every workload is named").get_name().to_string()
+    }
 }
 
-impl BenchArgs {
-    pub fn clients(&self) -> u32 {
-        self.clients.unwrap_or(if self.workload == Workload::Failover { 4 } else { 1 })
-    }
+/// What to run, as plain data: `cli` builds it from the command line (and
+/// `scale` from its own plan), so this module knows nothing of argument parsing.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workload: Workload,
+    /// Concurrent clients (tasks, each with its own connection).
+    pub clients: u32,
+    /// Files (small-*) or operation rounds (meta).
+    pub count: u64,
+    /// Bytes per file or read (None: the workload's default).
+    pub size: Option<u64>,
+    /// Replication of the files written (None: the cluster's).
+    pub replication: Option<u32>,
+    /// Remote directory for the benchmark's files.
+    pub dir: String,
+    /// Leave the files in place; failover keeps its cluster's directory.
+    pub keep: bool,
+    pub json: bool,
+    /// rand-read: size of the file the reads are spread over.
+    pub span_bytes: u64,
+    /// failover: leader kills measured.
+    pub kills: u32,
+    /// failover: where its own cluster keeps data and logs (None: a temporary directory).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// What one run measured.
@@ -107,7 +97,7 @@ fn bar(total: u64) -> ProgressBar {
 
 /// Runs a workload; all but failover against the cluster at `meta_addrs`, whose
 /// calls may each retry for `timeout`.
-pub async fn run(args: BenchArgs, meta_addrs: &[String], timeout: Duration) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Options, meta_addrs: &[String], timeout: Duration) -> anyhow::Result<ExitCode> {
     match args.workload {
         // They start (and kill) clusters of their own.
         Workload::Failover => return failover::run(args, timeout).await,
@@ -160,18 +150,17 @@ impl Percentiles {
 }
 
 /// The figures of one run: ops/s, MB/s and latency, as JSON.
-fn summary(args: &BenchArgs, o: &Outcome) -> serde_json::Value {
+fn summary(args: &Options, o: &Outcome) -> serde_json::Value {
     let pct = Percentiles::of(&o.latencies_us);
     let secs = o.elapsed.as_secs_f64().max(1e-9);
-    let workload = args.workload.to_possible_value().expect("named").get_name().to_string();
     json!({
-        "workload": workload, "clients": args.clients(), "ops": o.ops, "bytes": o.bytes,
+        "workload": args.workload.name(), "clients": args.clients, "ops": o.ops, "bytes": o.bytes,
         "seconds": secs, "ops_per_sec": o.ops as f64 / secs, "mb_per_sec": o.bytes as f64 / secs / 1e6,
         "latency_ms": {"p50": pct.ms(50.0), "p90": pct.ms(90.0), "p99": pct.ms(99.0), "max": pct.ms(100.0)},
     })
 }
 
-fn report(args: &BenchArgs, o: Outcome) -> anyhow::Result<()> {
+fn report(args: &Options, o: Outcome) -> anyhow::Result<()> {
     let v = summary(args, &o);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -188,7 +177,7 @@ fn report(args: &BenchArgs, o: Outcome) -> anyhow::Result<()> {
         out,
         "{:<12} {:>7} {:>9} {:>11.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
         v["workload"].as_str().unwrap_or(""),
-        args.clients(),
+        args.clients,
         o.ops,
         v["ops_per_sec"].as_f64().unwrap_or(0.0),
         v["mb_per_sec"].as_f64().unwrap_or(0.0),
@@ -202,7 +191,7 @@ fn report(args: &BenchArgs, o: Outcome) -> anyhow::Result<()> {
 
 const SEQ_FILE: &str = "seq";
 
-async fn seq_write(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+async fn seq_write(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let total = args.size.unwrap_or(1 << 30);
     let path = format!("{}/{SEQ_FILE}", args.dir);
     client.remove(&path, false).await.ok();
@@ -226,7 +215,7 @@ async fn seq_write(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome>
     Ok(Outcome { ops: lat.len() as u64, bytes: total, elapsed: start.elapsed(), latencies_us: lat })
 }
 
-async fn seq_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+async fn seq_read(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let path = format!("{}/{SEQ_FILE}", args.dir);
     let want = args.size.unwrap_or(1 << 30);
     if client.stat(&path).await.map(|s| s.size != want).unwrap_or(true) {
@@ -252,7 +241,7 @@ async fn seq_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> 
 }
 
 /// Runs `count` operations spread over `clients` tasks; `op(client, i)` does one.
-async fn spread<F, Fut>(client: &Client, args: &BenchArgs, bytes_per_op: u64, op: F) -> anyhow::Result<Outcome>
+async fn spread<F, Fut>(client: &Client, args: &Options, bytes_per_op: u64, op: F) -> anyhow::Result<Outcome>
 where
     F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -273,7 +262,7 @@ where
     .await
 }
 
-async fn small(client: &Client, args: &BenchArgs, read: bool) -> anyhow::Result<Outcome> {
+async fn small(client: &Client, args: &Options, read: bool) -> anyhow::Result<Outcome> {
     let size = args.size.unwrap_or(4096);
     let dir = format!("{}/small", args.dir);
     let data = Arc::new(pattern(size as usize, 3));
@@ -281,7 +270,7 @@ async fn small(client: &Client, args: &BenchArgs, read: bool) -> anyhow::Result<
     if read {
         let present = client.list(&dir).await.map(|l| l.len() as u64).unwrap_or(0);
         if present < args.count {
-            let write_args = BenchArgs { keep: true, ..args.clone() };
+            let write_args = Options { keep: true, ..args.clone() };
             Box::pin(small(client, &write_args, false)).await?;
         }
         return spread(client, args, size, move |c, i| {
@@ -308,7 +297,7 @@ async fn small(client: &Client, args: &BenchArgs, read: bool) -> anyhow::Result<
     .await
 }
 
-async fn meta(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+async fn meta(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let dir = format!("{}/meta", args.dir);
     client.remove(&dir, true).await.ok();
     client.mkdir(&dir, true).await?;
@@ -330,7 +319,7 @@ async fn meta(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-async fn lock(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+async fn lock(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let path = format!("{}/lock", args.dir);
     per_client(
         client,
@@ -375,7 +364,7 @@ impl Dice {
 /// latency (None: all of it).
 async fn per_client<S, Setup, SetupFut, Op, OpFut>(
     client: &Client,
-    args: &BenchArgs,
+    args: &Options,
     bytes_per_op: u64,
     setup: Setup,
     op: Op,
@@ -388,7 +377,7 @@ where
     OpFut: Future<Output = anyhow::Result<(S, Option<Duration>)>> + Send,
 {
     let (setup, op) = (Arc::new(setup), Arc::new(op));
-    let clients = u64::from(args.clients());
+    let clients = u64::from(args.clients);
     let progress = bar(args.count);
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
@@ -425,8 +414,8 @@ where
     })
 }
 
-async fn rand_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
-    let span = args.span.max(1);
+async fn rand_read(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
+    let span = args.span_bytes.max(1);
     let size = args.size.unwrap_or(4096).clamp(1, span);
     let path = format!("{}/rand", args.dir);
     if client.stat(&path).await.map(|s| s.size != span).unwrap_or(true) {
@@ -462,12 +451,12 @@ async fn rand_read(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome>
     .await
 }
 
-async fn mixed(client: &Client, args: &BenchArgs) -> anyhow::Result<Outcome> {
+async fn mixed(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let size = args.size.unwrap_or(4096);
     let dir = format!("{}/small", args.dir);
     let present = client.list(&dir).await.map(|l| l.len() as u64).unwrap_or(0);
     if present < args.count {
-        let write_args = BenchArgs { keep: true, ..args.clone() };
+        let write_args = Options { keep: true, ..args.clone() };
         Box::pin(small(client, &write_args, false)).await?;
     }
     let data = Arc::new(pattern(size as usize, 5));

@@ -1,11 +1,17 @@
 //! The command line, as DESIGN.md fixes it. Parsing and validation only:
 //! nothing here touches the network.
+//!
+//! Modules that do the work take plain data: `cli` names them, never the
+//! other way round (for `bench`, [`BenchArgs::options`] builds its
+//! [`bench::Options`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::bench::{self, Workload};
 
 /// The meta addresses `shoal up` uses by default.
 pub const DEFAULT_META: &str = "127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102";
@@ -131,7 +137,7 @@ pub enum Command {
         command: Vec<String>,
     },
     /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +211,63 @@ pub enum MetaCommand {
     },
     /// Remove a meta node from the group (for example a dead one, before replacing it).
     Remove { id: u64 },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    pub workload: Workload,
+    /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub clients: Option<u32>,
+    /// Files (small-*) or operation rounds (meta).
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Bytes per file: 4KiB for small-*, 1GiB for seq-*.
+    #[arg(long, value_parser = size)]
+    pub size: Option<u64>,
+    /// Replication of the files written (default: the cluster's).
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// Remote directory for the benchmark's files.
+    #[arg(long, default_value = "/.bench")]
+    pub dir: String,
+    /// Leave the files in place (seq-read and small-read reuse them); failover
+    /// keeps its cluster's temporary directory.
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// rand-read: size of the file the reads are spread over.
+    #[arg(long, default_value = "256MiB", value_parser = size)]
+    pub span: u64,
+    /// failover: leader kills measured. The p99 is by nearest rank, so with
+    /// fewer than 100 kills it is the max.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub kills: u32,
+    /// failover: where the bench's own cluster keeps its data and logs
+    /// (default: a temporary directory, removed afterwards unless --keep).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// What `bench` runs, with the defaults that depend on the workload filled in.
+    pub fn options(self) -> bench::Options {
+        let clients = self.clients.unwrap_or(if self.workload == Workload::Failover { 4 } else { 1 });
+        bench::Options {
+            workload: self.workload,
+            clients,
+            count: self.count,
+            size: self.size,
+            replication: self.replication,
+            dir: self.dir,
+            keep: self.keep,
+            json: self.json,
+            span_bytes: self.span,
+            kills: self.kills,
+            data_dir: self.data_dir,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

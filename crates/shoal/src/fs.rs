@@ -218,7 +218,7 @@ async fn put(
     {
         bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() });
     }
-    let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand_u32())).to_string();
+    let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;
     // the rename that puts it in place is fenced by the target's lock.
     let mut file = client.create(&tmp.to_string(), replication).await?;
@@ -243,13 +243,6 @@ async fn put(
         let _ = client.remove(&tmp, false).await;
     }
     result
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish() as u32
 }
 
 /// Streams `[offset, offset + length)` of `remote` to `out`.

@@ -8,6 +8,13 @@
 //! it exits (PDEATHSIG), so spawn from the main thread or a runtime worker,
 //! never from a short-lived blocking thread. Dropping a [`LocalCluster`]
 //! stops every child still running.
+//!
+//! Ports: `shoal up` takes the ones it is told. The benches, which need
+//! throw-away ports, use [`LocalCluster::start_on_free_ports`]: ports from
+//! [`ports`], outside the kernel's ephemeral range, and a fresh start on new
+//! ports when a node finds its port taken.
+
+pub mod ports;
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -18,6 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shoal_client::Client;
 
+/// Starts on fresh ports after a node found its port taken, at most.
+const START_ATTEMPTS_MAX: u32 = 5;
 /// How long children get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of a node's log quoted when it dies unexpectedly.
@@ -88,6 +97,11 @@ impl Node {
         Some(status)
     }
 
+    /// Whether the node exited because its port was taken.
+    fn bind_failed(&self) -> bool {
+        ports::bind_failed(&std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
     /// The last lines of the node's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -149,6 +163,52 @@ impl LocalCluster {
             cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), args)?);
         }
         Ok(cluster)
+    }
+
+    /// Starts `meta_nodes` meta nodes and `chunk_servers` chunk servers on
+    /// free loopback ports (`spec`'s addresses are replaced) and waits until
+    /// they form a cluster. When a node could not bind its port because
+    /// something took it after it was picked (see [`ports`]), the attempt is
+    /// stopped, its directories and logs are moved to `DIR/failed-start-N`,
+    /// and the cluster starts again on fresh ports.
+    pub async fn start_on_free_ports(
+        spec: &mut Spec,
+        meta_nodes: usize,
+        chunk_servers: usize,
+        ready_timeout: Duration,
+    ) -> anyhow::Result<LocalCluster> {
+        for attempt in 1.. {
+            let addrs = free_loopback_addrs(meta_nodes + chunk_servers)?;
+            spec.meta_addrs = addrs[..meta_nodes].to_vec();
+            spec.chunk_addrs = addrs[meta_nodes..].to_vec();
+            let mut cluster = LocalCluster::start(spec)?;
+            let Err(e) = cluster.wait_ready(ready_timeout).await else {
+                return Ok(cluster);
+            };
+            let lost: Vec<String> = cluster.nodes_mut().filter(|n| n.bind_failed()).map(|n| n.addr.clone()).collect();
+            if lost.is_empty() || attempt == START_ATTEMPTS_MAX {
+                return Err(e);
+            }
+            cluster.stop();
+            let aside = spec.dir.join(format!("failed-start-{attempt}"));
+            cluster.move_aside(&aside)?;
+            tracing::warn!(?lost, "ports taken before the nodes bound them; starting again on fresh ports");
+        }
+        unreachable!("the loop returns by its last attempt")
+    }
+
+    /// Moves every node's directory and log into `to` (for a failed start).
+    fn move_aside(&self, to: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for n in self.metas.iter().chain(&self.chunks) {
+            for from in [self.dir.join(&n.name), n.log.clone()] {
+                let Some(name) = from.file_name() else { continue };
+                if from.exists() {
+                    std::fs::rename(&from, to.join(name)).with_context(|| format!("moving {}", from.display()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn nodes_mut(&mut self) -> impl Iterator<Item = &mut Node> {
@@ -233,9 +293,7 @@ impl Drop for LocalCluster {
     }
 }
 
-/// `n` distinct free loopback addresses (HOST:PORT) for a local cluster.
+/// `n` distinct free loopback addresses (HOST:PORT), from [`ports`].
 pub fn free_loopback_addrs(n: usize) -> anyhow::Result<Vec<String>> {
-    // Every listener stays open until all are picked, so no port comes twice.
-    let listeners = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?)
+    (0..n).map(|_| Ok(format!("127.0.0.1:{}", ports::free_port().context("picking a free loopback port")?))).collect()
 }

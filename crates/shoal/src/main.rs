@@ -59,7 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
         Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
-        Command::Bench(args) => bench::run(args, &cli.meta, timeout).await,
+        Command::Bench(args) => bench::run(args.options(), &cli.meta, timeout).await,
         Command::Lock { shared, ttl, path, command } => {
             locking::run_locked(&connect().await?, &path, shared, ttl, cli.timeout, &command).await
         }

@@ -42,7 +42,7 @@ use indicatif::ProgressStyle;
 use serde_json::json;
 use shoal_client::Client;
 
-use super::BenchArgs;
+use super::Options;
 use crate::local::{LocalCluster, Spec};
 
 /// Meta nodes of the throw-away cluster (ids 1..=3; node index i has id i+1).
@@ -140,9 +140,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Free loopback addresses, distinct from each other.
 /// Runs the bench; `call_timeout` bounds each workload call.
-pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Options, call_timeout: Duration) -> anyhow::Result<ExitCode> {
     let (dir, tmp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => {
@@ -164,12 +163,11 @@ pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyhow::Result<Outcome> {
-    let addrs = crate::local::free_loopback_addrs(META_NODES + CHUNK_NODES)?;
-    let spec = Spec {
+async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow::Result<Outcome> {
+    let mut spec = Spec {
         dir,
-        meta_addrs: addrs[..META_NODES].to_vec(),
-        chunk_addrs: addrs[META_NODES..].to_vec(),
+        meta_addrs: Vec::new(),
+        chunk_addrs: Vec::new(),
         chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
         replication: REPLICATION,
         dead_after: Duration::from_secs(10),
@@ -180,8 +178,7 @@ async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyh
     progress.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} kills  {msg}").expect("valid template"));
     progress.set_message(format!("starting a cluster in {}", spec.dir.display()));
     // Dropping the cluster, also on an error, stops every node.
-    let mut cluster = LocalCluster::start(&spec)?;
-    cluster.wait_ready(READY_TIMEOUT).await?;
+    let mut cluster = LocalCluster::start_on_free_ports(&mut spec, META_NODES, CHUNK_NODES, READY_TIMEOUT).await?;
     let probe = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
     probe.mkdir(&args.dir, true).await?;
 
@@ -189,7 +186,7 @@ async fn measure(args: &BenchArgs, call_timeout: Duration, dir: PathBuf) -> anyh
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..args.clients() {
+    for c in 0..args.clients {
         let client = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
         tasks.push(tokio::spawn(workload(client, args.dir.clone(), c, calls.clone(), stop.clone())));
     }
@@ -327,7 +324,7 @@ async fn agreed_leader(probe: &Client, addrs: &[String], among: &[usize]) -> Opt
     Some((index, term?))
 }
 
-fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
+fn report(args: &Options, mut o: Outcome) -> anyhow::Result<()> {
     let windows_ms: Vec<f64> = o.windows.iter().map(|w| ms(*w)).collect();
     o.windows.sort_unstable();
     o.call_latencies.sort_unstable();
@@ -336,7 +333,7 @@ fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
     let ops_per_sec = o.ok_calls as f64 / secs;
     let call_p = |p| if o.call_latencies.is_empty() { 0.0 } else { ms(nearest_rank(&o.call_latencies, p)) };
     let v = json!({
-        "workload": "failover", "clients": args.clients(), "kills": o.windows.len(), "discarded": o.discarded,
+        "workload": "failover", "clients": args.clients, "kills": o.windows.len(), "discarded": o.discarded,
         "min_ms": ms(o.windows[0]), "median_ms": w(50), "p99_ms": w(99), "max_ms": w(100),
         "windows_ms": windows_ms, "ops": o.ok_calls, "errors": o.failed_calls, "seconds": secs,
         "ops_per_sec": ops_per_sec, "mb_per_sec": 0.0,
@@ -359,7 +356,7 @@ fn report(args: &BenchArgs, mut o: Outcome) -> anyhow::Result<()> {
         out,
         "{:<9} {:>7} {:>5} {:>8.0} {:>9.0} {:>8.0} {:>8.0} {:>8} {:>6} {:>8.1}",
         "failover",
-        args.clients(),
+        args.clients,
         o.windows.len(),
         ms(o.windows[0]),
         w(50),

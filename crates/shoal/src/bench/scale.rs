@@ -16,8 +16,8 @@ use anyhow::Context;
 use serde_json::json;
 use shoal_client::Client;
 
-use super::{BenchArgs, Workload, small, summary};
-use crate::local::{LocalCluster, Spec, free_loopback_addrs};
+use super::{Options, Workload, small, summary};
+use crate::local::{LocalCluster, Spec};
 
 const META_NODES: usize = 3;
 const SERVERS: [usize; 4] = [1, 2, 3, 4];
@@ -32,35 +32,33 @@ struct Point {
     read: serde_json::Value,
 }
 
-pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Options, call_timeout: Duration) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::Builder::new().prefix("shoal-scale-").tempdir().context("creating a temporary directory")?;
     let mut points = Vec::new();
     for servers in SERVERS {
-        let addrs = free_loopback_addrs(META_NODES + servers)?;
-        let spec = Spec {
+        let mut spec = Spec {
             dir: tmp.path().join(format!("servers-{servers}")),
-            meta_addrs: addrs[..META_NODES].to_vec(),
-            chunk_addrs: addrs[META_NODES..].to_vec(),
+            meta_addrs: Vec::new(),
+            chunk_addrs: Vec::new(),
             chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
             replication: servers.min(2) as u32,
             dead_after: Duration::from_secs(10),
             meta_flags: Vec::new(),
             chunk_flags: Vec::new(),
         };
-        let mut cluster = LocalCluster::start(&spec)?;
-        cluster.wait_ready(READY_TIMEOUT).await?;
+        let mut cluster = LocalCluster::start_on_free_ports(&mut spec, META_NODES, servers, READY_TIMEOUT).await?;
         let client = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
         for clients in CLIENTS {
             eprintln!("scale: {servers} chunk server(s), {clients} client(s)");
-            let run = BenchArgs { clients: Some(clients), keep: true, ..args.clone() };
+            let run = Options { clients, keep: true, ..args.clone() };
             client.mkdir(&run.dir, true).await?;
-            let w = small(&client, &BenchArgs { workload: Workload::SmallWrite, ..run.clone() }, false).await?;
-            let r = small(&client, &BenchArgs { workload: Workload::SmallRead, ..run.clone() }, true).await?;
+            let w = small(&client, &Options { workload: Workload::SmallWrite, ..run.clone() }, false).await?;
+            let r = small(&client, &Options { workload: Workload::SmallRead, ..run.clone() }, true).await?;
             points.push(Point {
                 servers,
                 clients,
-                write: summary(&BenchArgs { workload: Workload::SmallWrite, ..run.clone() }, &w),
-                read: summary(&BenchArgs { workload: Workload::SmallRead, ..run }, &r),
+                write: summary(&Options { workload: Workload::SmallWrite, ..run.clone() }, &w),
+                read: summary(&Options { workload: Workload::SmallRead, ..run }, &r),
             });
         }
         cluster.stop();
@@ -69,7 +67,7 @@ pub async fn run(args: BenchArgs, call_timeout: Duration) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn print(args: &BenchArgs, points: &[Point]) {
+fn print(args: &Options, points: &[Point]) {
     let ops = |v: &serde_json::Value| v["ops_per_sec"].as_f64().unwrap_or(0.0);
     let p50 = |v: &serde_json::Value| v["latency_ms"]["p50"].as_f64().unwrap_or(0.0);
     if args.json {

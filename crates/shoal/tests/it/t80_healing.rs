@@ -3,11 +3,9 @@
 //! found by reads and by the scrubber and replaced, garbage collection of
 //! deleted files, setrep, decommissioning and rebalancing.
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Meta declares a silent chunk server dead after this long.
@@ -269,16 +267,10 @@ fn t85_an_added_empty_server_takes_replicas_after_rebalance() {
     let dir = c.tmp.path().join(format!("chunk-{}", j + 1));
     let at = |args: &[String], flag: &str| args.iter().position(|a| a == flag).unwrap() + 1;
     let (l, d) = (at(&args, "--listen"), at(&args, "--dir"));
-    args[l] = "127.0.0.1:0".into();
+    let addr = format!("127.0.0.1:{}", free_port());
+    args[l] = addr.clone();
     args[d] = dir.to_str().unwrap().into();
-    c.chunks.push(Node {
-        name: format!("chunk-{}", j + 1),
-        prefix: Vec::new(),
-        args,
-        dir,
-        child: None,
-        addr: String::new(),
-    });
+    c.chunks.push(Node { name: format!("chunk-{}", j + 1), prefix: Vec::new(), args, dir, child: None, addr });
     c.start_chunk(j);
     c.must_be_ready(4);
     assert!(c.chunk_files(j).is_empty());

@@ -1,9 +1,7 @@
 //! t20: lifecycle: a 3-node meta cluster restarted in full keeps everything,
 //! and the interactive shell works when driven through stdin.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn t20_three_meta_nodes_keep_all_data_across_a_full_restart() {

@@ -8,13 +8,11 @@
 //! Agreement is checked with `admin status --json --digest`: every reachable
 //! node reports its applied index and a checksum of its whole state there.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use shoal_client::Client;
 
 /// `--snapshot-every` of every meta node: Raft entries between snapshots; a
@@ -80,7 +78,7 @@ fn members(c: &Cluster) -> BTreeSet<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let reply = rt
         .block_on(async {
-            let client = Client::connect_with_timeout(&[addr.clone()], PATIENCE).await?;
+            let client = Client::connect_with_timeout(std::slice::from_ref(&addr), PATIENCE).await?;
             client.meta_node_status(&addr, Duration::from_secs(5), false).await
         })
         .unwrap_or_else(|e| panic!("status of the leader {addr}: {e}"));

@@ -3,9 +3,7 @@
 //! `mb_per_sec` and latency percentiles, for the number of operations asked.
 //! Figures are not judged here (no test passes or fails on speed).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn t56_bench_workloads_print_their_json_contract() {

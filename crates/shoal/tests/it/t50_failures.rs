@@ -1,8 +1,6 @@
 //! t50: failures: reads survive a SIGKILLed chunk server, writes route around it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn t50_reads_survive_a_killed_chunk_server() {

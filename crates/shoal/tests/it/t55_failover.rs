@@ -1,9 +1,7 @@
 //! t55: failover: `shoal bench failover` kills the meta leader of its own
 //! cluster and reports one unavailability window per kill.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn t55_bench_failover_measures_a_window_per_leader_kill() {

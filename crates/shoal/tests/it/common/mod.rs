@@ -4,13 +4,26 @@
 //! of the test (killed when the `Cluster` drops) and waits until a leader is
 //! elected and every chunk server is heard. Helpers named `must_*` panic with
 //! the command's output when it does not succeed.
-
-#![allow(dead_code)]
+//!
+//! Ports: every node gets a port from [`free_port`], which never hands out the
+//! same port twice in this process and picks it outside the kernel's ephemeral
+//! range, so neither another test's `bind(:0)` nor any outgoing connection can
+//! take it, before the first start or while a killed node waits for its
+//! restart. Only another program that binds that very port in between can;
+//! the node then exits with EADDRINUSE, and `Cluster::start` starts the whole
+//! cluster again on fresh ports (a restart tries the same port again for a
+//! while, since the node must keep its address).
+//!
+//! Tools: the harness runs only `shoal`; signals go through `libc::kill`.
+//! What needs more (network namespaces: `ip`, `nft`) asks for it in [`netns`]
+//! and is skipped with a message when it is missing.
 
 pub mod netns;
+/// The same port picker the `shoal` binary's local clusters use.
+#[path = "../../../src/local/ports.rs"]
+pub mod ports;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,9 +31,29 @@ use std::time::{Duration, Instant};
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Generous bound on anything that should take a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+/// Whole-cluster starts on fresh ports after a node found its port taken, at most.
+const START_ATTEMPTS_MAX: u32 = 5;
+/// How long a restarted node keeps trying its own port when something else holds it.
+const REBIND_PATIENCE: Duration = Duration::from_secs(10);
+/// What a meta node logs once it listens (after its bind, before it serves).
+const META_SERVING: &str = "meta node serving";
 
+/// A free loopback port that no other call in this process got (see the module doc).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    ports::free_port().expect("a free loopback port")
+}
+
+/// Sends `signal` to `pid` (a negative pid: to that process group).
+pub fn signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) has no memory effects; the pid is one of our children.
+    if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// A node could not bind its address: another socket held it.
+#[derive(Debug)]
+pub struct PortTaken {
+    pub node: String,
+    pub addr: String,
 }
 
 pub struct Options {
@@ -36,6 +69,9 @@ pub struct Options {
     pub chunk_args: Vec<&'static str>,
     /// Run each meta node in its own network namespace (see [`netns`]).
     pub meta_netns: Option<netns::Net>,
+    /// For a test of the harness: the first attempt finds meta-1's port
+    /// taken, as if another program had bound it between pick and bind.
+    pub take_a_meta_port_once: bool,
 }
 
 impl Default for Options {
@@ -49,6 +85,7 @@ impl Default for Options {
             meta_args: Vec::new(),
             chunk_args: Vec::new(),
             meta_netns: None,
+            take_a_meta_port_once: false,
         }
     }
 }
@@ -60,7 +97,7 @@ pub struct Node {
     pub args: Vec<String>,
     pub dir: PathBuf,
     pub child: Option<Child>,
-    /// Known after start for chunk servers (they listen on port 0 the first time).
+    /// HOST:PORT it listens on, also after a restart.
     pub addr: String,
 }
 
@@ -71,6 +108,8 @@ pub struct Cluster {
     pub meta_addrs: Vec<String>,
     /// Set when the meta nodes run in network namespaces.
     pub net: Option<netns::Net>,
+    /// How many starts from scratch it took (1 unless a port was taken).
+    pub start_attempts: u32,
 }
 
 fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
@@ -92,11 +131,51 @@ fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
         .expect("spawn shoal")
 }
 
+/// The length of a log now, to read what a new start adds to it.
+fn log_len(log: &Path) -> usize {
+    std::fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
+/// What the log says after byte `from` (what the current start wrote).
+fn log_since(log: &Path, from: usize) -> String {
+    let bytes = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(from..).unwrap_or_default()).into_owned()
+}
+
 impl Cluster {
-    pub fn start(opts: Options) -> Cluster {
+    /// Starts the cluster and waits until it is ready. When a node finds its
+    /// port taken (see the module doc), everything is stopped and started
+    /// again from scratch on fresh ports, at most [`START_ATTEMPTS_MAX`] times.
+    pub fn start(mut opts: Options) -> Cluster {
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            let mut c = Cluster::plan(&mut opts);
+            c.start_attempts = attempt;
+            let _taken = (attempt == 1 && opts.take_a_meta_port_once)
+                .then(|| std::net::TcpListener::bind(&c.metas[0].addr).expect("take meta-1's port"));
+            match c.start_every_node() {
+                Ok(()) => {
+                    c.must_be_ready(c.chunks.len());
+                    return c;
+                }
+                Err(taken) => {
+                    eprintln!(
+                        "attempt {attempt}: {} could not bind {}, which something else took; starting again on fresh ports",
+                        taken.node, taken.addr
+                    );
+                    // Dropping `c` kills what it started and removes its directory.
+                    opts.meta_netns = c.net.take();
+                }
+            }
+        }
+        panic!("the cluster could not start in {START_ATTEMPTS_MAX} attempts: ports kept being taken");
+    }
+
+    /// Addresses, directories and arguments of every node (nothing runs yet).
+    fn plan(opts: &mut Options) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let meta_addrs: Vec<String> = (0..opts.meta_nodes)
             .map(|i| match &opts.meta_netns {
+                // Each in its own namespace, so a fixed port cannot clash.
                 Some(net) => net.addr(i, 7100),
                 None => format!("127.0.0.1:{}", free_port()),
             })
@@ -130,8 +209,9 @@ impl Cluster {
         let mut chunks = Vec::new();
         for j in 0..opts.chunk_nodes {
             let dir = tmp.path().join(format!("chunk-{}", j + 1));
+            let addr = format!("127.0.0.1:{}", free_port());
             let mut args: Vec<String> =
-                ["chunk", "--listen", "127.0.0.1:0", "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
+                ["chunk", "--listen", &addr, "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
@@ -140,50 +220,114 @@ impl Cluster {
             }
             args.extend(opts.chunk_args.iter().map(|a| a.to_string()));
             let name = format!("chunk-{}", j + 1);
-            chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr: String::new() });
+            chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr });
         }
-        let mut c = Cluster { tmp, metas, chunks, meta_addrs, net: opts.meta_netns };
-        for i in 0..c.metas.len() {
-            c.start_meta(i);
+        Cluster { tmp, metas, chunks, meta_addrs, net: opts.meta_netns.take(), start_attempts: 0 }
+    }
+
+    /// Spawns every meta node, waits until each listens, then does the same
+    /// for every chunk server.
+    fn start_every_node(&mut self) -> Result<(), PortTaken> {
+        let logs_from: Vec<usize> = (0..self.metas.len()).map(|i| self.spawn_meta(i)).collect();
+        for (i, from) in logs_from.into_iter().enumerate() {
+            self.await_meta(i, from)?;
         }
-        for j in 0..c.chunks.len() {
-            c.start_chunk(j);
+        for j in 0..self.chunks.len() {
+            self.try_start_chunk(j)?;
         }
-        c.must_be_ready(c.chunks.len());
-        c
+        Ok(())
     }
 
     pub fn log(&self, name: &str) -> PathBuf {
         self.tmp.path().join(format!("{name}.log"))
     }
 
+    /// Starts meta node `i` (again, with its data) and waits until it
+    /// listens. A port held by something else is tried again for
+    /// [`REBIND_PATIENCE`]: the node must keep its address.
     pub fn start_meta(&mut self, i: usize) {
-        let log = self.log(&self.metas[i].name);
-        self.metas[i].child = Some(spawn(&self.metas[i].prefix, &self.metas[i].args, &log));
+        let deadline = Instant::now() + REBIND_PATIENCE;
+        loop {
+            let from = self.spawn_meta(i);
+            match self.await_meta(i, from) {
+                Ok(()) => return,
+                Err(taken) if Instant::now() < deadline => {
+                    eprintln!("{} cannot bind {} yet; trying again", taken.node, taken.addr);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(taken) => panic!("{} could not bind {}: another socket holds it", taken.node, taken.addr),
+            }
+        }
     }
 
+    /// Spawns meta node `i`; returns how long its log was before.
+    fn spawn_meta(&mut self, i: usize) -> usize {
+        let log = self.log(&self.metas[i].name);
+        let from = log_len(&log);
+        self.metas[i].child = Some(spawn(&self.metas[i].prefix, &self.metas[i].args, &log));
+        from
+    }
+
+    /// Waits until meta node `i` logs that it serves (it has bound its
+    /// port); an exit before that is a taken port, or a failure.
+    fn await_meta(&mut self, i: usize, log_from: usize) -> Result<(), PortTaken> {
+        let log = self.log(&self.metas[i].name);
+        self.await_start(i, true, &log, |_, text| text.contains(META_SERVING), log_from)
+    }
+
+    /// Starts chunk server `j` (again, with its data, on its address) and
+    /// waits until it listens; a taken port is tried again as in [`Self::start_meta`].
     pub fn start_chunk(&mut self, j: usize) {
-        let node = &mut self.chunks[j];
-        let _ = std::fs::remove_file(node.dir.join("listen-addr"));
-        if !node.addr.is_empty() {
-            // Come back on the same address.
-            let at = node.args.iter().position(|a| a == "--listen").unwrap() + 1;
-            node.args[at] = node.addr.clone();
+        let deadline = Instant::now() + REBIND_PATIENCE;
+        loop {
+            match self.try_start_chunk(j) {
+                Ok(()) => return,
+                Err(taken) if Instant::now() < deadline => {
+                    eprintln!("{} cannot bind {} yet; trying again", taken.node, taken.addr);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(taken) => panic!("{} could not bind {}: another socket holds it", taken.node, taken.addr),
+            }
         }
+    }
+
+    fn try_start_chunk(&mut self, j: usize) -> Result<(), PortTaken> {
+        let node = &mut self.chunks[j];
+        // The server writes the address it listens on once it has bound it.
+        let _ = std::fs::remove_file(node.dir.join("listen-addr"));
         let log = self.tmp.path().join(format!("{}.log", node.name));
+        let from = log_len(&log);
         node.child = Some(spawn(&node.prefix, &node.args, &log));
+        self.await_start(j, false, &log, |node, _| node.dir.join("listen-addr").exists(), from)
+    }
+
+    /// Polls until `started(node, log text since the spawn)` holds, or the
+    /// node exits: with [`PortTaken`] if its log says its port was taken,
+    /// with a panic quoting the log otherwise.
+    fn await_start(
+        &mut self,
+        index: usize,
+        meta: bool,
+        log: &Path,
+        started: impl Fn(&Node, &str) -> bool,
+        log_from: usize,
+    ) -> Result<(), PortTaken> {
+        let node = if meta { &mut self.metas[index] } else { &mut self.chunks[index] };
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Ok(a) = std::fs::read_to_string(node.dir.join("listen-addr")) {
-                node.addr = a;
-                break;
+            let text = log_since(log, log_from);
+            if started(node, &text) {
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start; log:\n{}",
-                node.name,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            let exited = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                node.child = None;
+                if ports::bind_failed(&text) {
+                    return Err(PortTaken { node: node.name.clone(), addr: node.addr.clone() });
+                }
+                panic!("{} exited during start-up ({status}); log:\n{text}", node.name);
+            }
+            assert!(Instant::now() < deadline, "{} did not start; log:\n{text}", node.name);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -206,9 +350,8 @@ impl Cluster {
 
     /// Sends SIGSTOP (`stop`) or SIGCONT to a running node.
     pub fn pause(node: &Node, stop: bool) {
-        let pid = node.child.as_ref().expect("node is running").id().to_string();
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        let pid = node.child.as_ref().expect("node is running").id() as i32;
+        signal(pid, if stop { libc::SIGSTOP } else { libc::SIGCONT }).expect("signal a node");
     }
 
     /// The index of the meta leader, as the meta nodes report it (None: no leader now).
@@ -335,7 +478,7 @@ pub fn run_shoal(meta: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     match rx.recv_timeout(PATIENCE * 2) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            Command::new("kill").args(["-9", &pid.to_string()]).status().ok();
+            signal(pid as i32, libc::SIGKILL).ok();
             panic!("shoal {args:?} hung for {:?}", PATIENCE * 2);
         }
     }

@@ -27,15 +27,13 @@
 //! The run is seeded (`SHOAL_CHAOS_SEED`, random by default): the seed picks
 //! the operations and the faults, and a failure prints it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::Net;
-use common::*;
+use crate::common::netns::Net;
+use crate::common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shoal_client::Client;

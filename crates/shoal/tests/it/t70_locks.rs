@@ -11,12 +11,10 @@
 //! - The meta leader fails over while locks are held and queued: the holder
 //!   keeps its lock, the waiters keep their order, nothing is granted twice.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use shoal_client::{Client, LockEntry};
 
 /// Runs `script` with sh, with `--meta` of the cluster in SHOAL_META.
@@ -48,13 +46,15 @@ fn t70_contending_clients_append_whole_lines_in_queue_order() {
     let children: Vec<_> = (0..clients)
         .map(|i| {
             // Two appends per line: any overlap between holders would split a line.
+            // SHOAL_LOCK is TOKEN:MODE:TICKET:PATH; the ticket is the third field.
             let script = format!(
-                "for seq in $(seq 1 {rounds}); do \
-                   {shoal} lock /log -- sh -c 'ticket=$(echo $SHOAL_LOCK | cut -d: -f3); \
+                "for seq in {seqs}; do \
+                   {shoal} lock /log -- sh -c 'rest=${{SHOAL_LOCK#*:*:}}; ticket=${{rest%%:*}}; \
                      printf \"c{i} $seq $ticket start\" | {shoal} append /log && \
                      printf \" end\\n\" | {shoal} append /log' || exit 1; \
                  done",
-                shoal = SHOAL
+                shoal = SHOAL,
+                seqs = (1..=rounds).map(|r| r.to_string()).collect::<Vec<_>>().join(" ")
             );
             sh(&c, &script).spawn().unwrap()
         })
@@ -151,8 +151,8 @@ fn spawn_holder(c: &Cluster, ttl: &str, path: &str, script: &str) -> std::proces
         .unwrap()
 }
 
-fn signal_group(pid: u32, signal: &str) {
-    assert!(Command::new("kill").args([signal, "--", &format!("-{pid}")]).status().unwrap().success());
+fn signal_group(pid: u32, sig: libc::c_int) {
+    signal(-(pid as i32), sig).expect("signal the holder's process group");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn t72_a_killed_holder_loses_its_lock_within_the_ttl() {
     let mut holder = spawn_holder(&c, "2s", "/k", "sleep 60");
     wait_until("the holder holds /k", || lock_state(&c, "/k")["holders"].as_array().unwrap().len() == 1);
     let killed_at = Instant::now();
-    signal_group(holder.id(), "-KILL");
+    signal_group(holder.id(), libc::SIGKILL);
     holder.wait().unwrap();
     let out = sh(&c, &format!("{SHOAL} lock /k -- true")).output().unwrap();
     let waited = killed_at.elapsed();
@@ -177,17 +177,17 @@ fn t73_a_stalled_holder_is_fenced_and_writes_nothing_after_losing_its_lock() {
     c.must(&["create", "/fence"], None);
     let ready = c.tmp.path().join("ready");
     let script = format!(
-        "printf A1 | {SHOAL} append /fence && touch {ready} && sleep 1 && printf A2 | {SHOAL} append /fence",
+        "printf A1 | {SHOAL} append /fence && : > {ready} && sleep 1 && printf A2 | {SHOAL} append /fence",
         ready = ready.display()
     );
     let holder = spawn_holder(&c, "2s", "/fence", &script);
     wait_until("the holder wrote A1", || ready.exists());
     // Stall the holder (and the command it runs) well past its TTL.
-    signal_group(holder.id(), "-STOP");
+    signal_group(holder.id(), libc::SIGSTOP);
     let b = sh(&c, &format!("printf B1 | {SHOAL} append /fence")).output().unwrap();
     assert!(b.status.success(), "the next writer got the lock: {}", String::from_utf8_lossy(&b.stderr));
     assert_eq!(c.must_cat("/fence"), b"A1B1");
-    signal_group(holder.id(), "-CONT");
+    signal_group(holder.id(), libc::SIGCONT);
     let out = holder.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the resumed holder's write must fail: {err}");

@@ -8,38 +8,70 @@
 //! nftables table on the host that drops everything to and from an isolated
 //! node's address; healing deletes the table.
 //!
-//! Needs root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables); without
-//! them [`Net::create`] says why and the caller skips what needs it.
+//! Needs root (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables). [`Net::create`]
+//! tries both tools before it changes anything; when either is missing or
+//! refused, it says why and the caller skips what needs it (CI installs both).
+//!
+//! Tests run as threads of one process: a `Net` holds a process-wide lock
+//! from its creation to its drop, so two tests that partition never overlap,
+//! and every `Net` gets names of its own (pid and a counter) and a /16 no
+//! interface on the machine uses yet.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Held by the one `Net` that exists in this process at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Numbers the `Net`s of this process, for unique names.
+static CREATED: AtomicU32 = AtomicU32::new(0);
 
 pub struct Net {
     tag: String,
     subnet: u8,
     nodes: usize,
     table: String,
+    _turn: MutexGuard<'static, ()>,
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
+/// Runs a system tool; Err says what failed (also that the tool is missing).
+fn run(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!("`{}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
+/// A second octet X in 100..=254 whose 10.X.0.0/16 no interface uses, starting
+/// from a pid-derived one, so test processes side by side pick different ones.
+fn unused_subnet() -> Result<u8, String> {
+    let addrs = run(&["ip", "-4", "-o", "addr", "show"])?;
+    let start = std::process::id() as usize;
+    (0..155)
+        .map(|k| 100 + ((start + k) % 155) as u8)
+        .find(|x| !addrs.contains(&format!(" 10.{x}.")))
+        .ok_or_else(|| "every 10.X.0.0/16 from X = 100 up is in use".to_string())
+}
+
 impl Net {
     /// Namespaces for `nodes` meta nodes, or why they cannot be made here.
     pub fn create(nodes: usize) -> Result<Net, String> {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        // Both tools, and the right to use them, before anything changes.
+        run(&["ip", "netns", "list"])?;
+        run(&["nft", "list", "tables"])?;
         let pid = std::process::id();
+        let n = CREATED.fetch_add(1, Ordering::Relaxed);
         let net = Net {
-            tag: format!("sh{}", pid % 100_000),
-            subnet: 100 + (pid % 100) as u8,
+            tag: format!("sh{}x{n}", pid % 100_000),
+            subnet: unused_subnet()?,
             nodes,
-            table: format!("shoal_test_{pid}"),
+            table: format!("shoal_test_{pid}_{n}"),
+            _turn: turn,
         };
-        run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("enabling IPv4 forwarding: {e}"))?;
         for i in 0..nodes {
             let (ns, host_if, ns_if) = (net.ns(i), net.host_if(i), format!("{}n{i}", net.tag));
             run(&["ip", "netns", "add", &ns])?;
@@ -88,9 +120,14 @@ impl Net {
             );
         }
         rules += "}\n";
-        let path = std::env::temp_dir().join(format!("{}.nft", self.table));
+        let path = self.rules_file();
         std::fs::write(&path, rules).map_err(|e| e.to_string())?;
-        run(&["nft", "-f", path.to_str().unwrap()])
+        run(&["nft", "-f", path.to_str().unwrap()]).map(drop)
+    }
+
+    /// Where [`Self::isolate`] writes its rules for `nft -f`.
+    fn rules_file(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}.nft", self.table))
     }
 
     /// Removes every partition.
@@ -102,6 +139,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         self.heal();
+        let _ = std::fs::remove_file(self.rules_file());
         for i in 0..self.nodes {
             // Deleting the namespace also deletes its end of the veth pair, and so the pair.
             let _ = run(&["ip", "netns", "delete", &self.ns(i)]);

@@ -1,11 +1,9 @@
 //! t40: bad input gets a clear one-line error, exit 1 (2 for bad usage), and
 //! changes nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn must_fail(c: &Cluster, args: &[&str], stdin: Option<&[u8]>, code: i32, says: &str) {
     let out = c.shoal(args, stdin);

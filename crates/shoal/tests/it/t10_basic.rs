@@ -1,9 +1,7 @@
 //! t10: every CLI file operation on a live cluster, checked byte for byte
 //! against a local reference, plus replica placement on disk.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn write_local(dir: &std::path::Path, name: &str, data: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
