@@ -57,7 +57,7 @@ pub struct ChunkMeta {
     /// Listed replicas that re-replication added while a write was in flight:
     /// they hold `committed_version` but not `version`, so the commit of
     /// `version` drops them, and the next prepare (whose chain they join) clears them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub lagging: Vec<u64>,
 }
 

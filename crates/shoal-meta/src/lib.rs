@@ -6,12 +6,14 @@
 //! gRPC port for Raft traffic, clients and chunk servers.
 //!
 //! Layers, lowest first: [`fsm`] and [`replicas`] (pure state machine) →
-//! [`health`] and [`reconcile`] (pure healing decisions) → [`log_store`] and
-//! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
-//! (liveness) → [`service`] (gRPC handlers) and [`repair`] (the leader's
-//! healing task) → [`server`] (wiring and startup).
+//! [`health`] and [`reconcile`] (pure healing decisions) → [`format`] (the
+//! framing of records on disk) → [`log_store`] and [`sm_store`] (durability)
+//! → [`network`] (Raft over gRPC) → [`registry`] (liveness) → [`service`]
+//! (gRPC handlers) and [`repair`] (the leader's healing task) → [`server`]
+//! (wiring and startup).
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
+pub mod format;
 pub mod fsm;
 pub mod health;
 pub mod lock_service;
