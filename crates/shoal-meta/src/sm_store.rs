@@ -249,6 +249,24 @@ impl SnapshotFiles {
     }
 }
 
+/// The meta of the snapshot in `dir` (None: no snapshot yet), read without
+/// changing anything, so it is safe on a running node's directory (for tools
+/// and tests).
+pub fn read_snapshot_meta(dir: &Path) -> anyhow::Result<Option<SnapshotMeta<u64, BasicNode>>> {
+    for name in [SNAPSHOT_FILE, LEGACY_SNAPSHOT_FILE] {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let snap = decode_file(&bytes).map_err(|error| SnapshotFileError { file: path, error })?;
+                return Ok(Some(snap.meta));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
+    }
+    Ok(None)
+}
+
 /// Decodes a snapshot file: current, or legacy JSON through the upgrade hook.
 fn decode_file(bytes: &[u8]) -> Result<PersistedSnapshot, FormatError> {
     fn upgrade(mut v: serde_json::Value) -> serde_json::Value {
