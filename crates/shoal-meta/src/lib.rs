@@ -8,7 +8,8 @@
 //! Layers, lowest first; each uses only those before it: [`bounds`] (what
 //! requests may ask for), [`fsm`],
 //! [`replicas`] and [`locks`] (pure state machine) → [`health`],
-//! [`reconcile`] and [`plan`] (pure decisions) → [`log_store`] and
+//! [`reconcile`] and [`plan`] (pure decisions) → [`format`] (the framing of
+//! records on disk) → [`log_store`] and
 //! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
 //! and [`sessions`] (leader soft state) → [`node`] (proposing, leadership,
 //! server views) → [`repair`] (the leader's healing task) → [`service`] and
@@ -16,6 +17,7 @@
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
 pub mod bounds;
+pub mod format;
 pub mod fsm;
 pub mod health;
 pub mod lock_service;

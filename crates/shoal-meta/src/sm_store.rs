@@ -2,19 +2,35 @@
 //!
 //! Applying an entry only changes memory; durability comes from the Raft log
 //! plus the persisted committed index, so after a restart openraft re-applies
-//! the log from the last snapshot on. A snapshot is the whole state as JSON,
-//! written to `snapshot.json.tmp`, fsynced, renamed over `snapshot.json` and
-//! the directory fsynced, so a crash leaves either the old or the new one.
+//! the log from the last snapshot on.
+//!
+//! A snapshot is one headed record ([`crate::format`]) holding the snapshot's
+//! meta and the whole state, in `snapshot.bin`; the same bytes are what a
+//! leader sends to a follower that installs it. Writing one (a build, or an
+//! install of a leader's) goes: a temporary file of its own
+//! (`snapshot.bin.N.tmp`, N unique in this process), fsync, then, under the
+//! [`SnapshotFiles`] lock, a compare of log ids, rename over `snapshot.bin`
+//! and a directory fsync. So a crash leaves either the old or the new file,
+//! a build and an install that run at once never share a temporary file, and
+//! the file's last log id never goes back: a snapshot older than the one on
+//! disk is dropped, not renamed over it.
+//!
+//! A node upgraded from format 0 finds `snapshot.json` (plain JSON) instead:
+//! it is read through [`crate::format::upgrade_legacy_snapshot_body_json`],
+//! rewritten as `snapshot.bin` at once, and then removed.
 //!
 //! The services read the state through [`SharedState`] (a read lock); only
 //! `apply` and `install_snapshot` take the write lock, and both then announce
 //! the new applied index, so a request can wait for a change (a lock grant)
-//! without polling.
+//! without polling. A snapshot build holds the read lock only while it clones
+//! the state; it encodes and writes the clone without any lock.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use anyhow::Context;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -24,6 +40,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use crate::TypeConfig;
+use crate::format::{self, Checked, FormatError, RecordKind};
 use crate::fsm::{FsState, Response};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -44,10 +61,12 @@ pub struct SmBody {
     pub fs: FsState,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PersistedSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
-    body: SmBody,
+/// What the snapshot file holds (and a leader sends): the snapshot's meta
+/// and the state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersistedSnapshot {
+    pub meta: SnapshotMeta<u64, BasicNode>,
+    pub body: SmBody,
 }
 
 /// Read access to the applied state, shared with the services.
@@ -85,18 +104,20 @@ impl SharedState {
 
 pub struct StateMachineStore {
     state: SharedState,
-    dir: PathBuf,
+    files: Arc<SnapshotFiles>,
     snapshot_seq: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
-    /// Opens the state machine, starting from `dir/snapshot.json` when present.
+    /// Opens the state machine, starting from the snapshot in `dir` when there
+    /// is one (and rewriting a legacy `snapshot.json` in the current format).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let (files, snap) = SnapshotFiles::open(dir)?;
         let state = SharedState::default();
-        if let Some(snap) = read_snapshot_file(dir)? {
+        if let Some(snap) = snap {
             *state.0.write().expect("fresh lock") = snap.body;
         }
-        Ok(StateMachineStore { state, dir: dir.to_path_buf(), snapshot_seq: Arc::new(AtomicU64::new(0)) })
+        Ok(StateMachineStore { state, files: Arc::new(files), snapshot_seq: Arc::new(AtomicU64::new(0)) })
     }
 
     pub fn shared(&self) -> SharedState {
@@ -104,36 +125,180 @@ impl StateMachineStore {
     }
 }
 
-fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join("snapshot.json")
+/// The snapshot file's name.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// Where format 0 kept the snapshot, as JSON.
+pub const LEGACY_SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// A snapshot that cannot be read, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", file.display())]
+pub struct SnapshotFileError {
+    pub file: PathBuf,
+    pub error: FormatError,
 }
 
-fn read_snapshot_file(dir: &Path) -> anyhow::Result<Option<PersistedSnapshot>> {
-    match std::fs::read(snapshot_path(dir)) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+/// What [`SnapshotFiles::publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The new snapshot is now the file.
+    Replaced,
+    /// The file already held a snapshot at least as new (at `on_disk`); the
+    /// new one was dropped.
+    Superseded { on_disk: Option<LogId<u64>> },
+}
+
+/// A snapshot written and fsynced under a name of its own, not yet published.
+#[derive(Debug)]
+pub struct TempSnapshot {
+    path: PathBuf,
+    meta: SnapshotMeta<u64, BasicNode>,
+}
+
+/// The snapshot file of one directory and the lock that orders its writers.
+pub struct SnapshotFiles {
+    dir: PathBuf,
+    /// Numbers the temporary files.
+    tmp_seq: AtomicU64,
+    /// The meta of the snapshot in `snapshot.bin` (None: no file yet). Held
+    /// from the compare to the rename, and while the file is read.
+    published: Mutex<Option<SnapshotMeta<u64, BasicNode>>>,
+}
+
+impl SnapshotFiles {
+    /// Opens `dir`'s snapshot files: removes temporaries a crash left,
+    /// reads the snapshot, and rewrites a legacy one in the current format.
+    pub fn open(dir: &Path) -> anyhow::Result<(Self, Option<PersistedSnapshot>)> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot.") && name.ends_with(".tmp") {
+                std::fs::remove_file(dir.join(name.as_ref()))?;
+            }
+        }
+        let files = SnapshotFiles { dir: dir.to_path_buf(), tmp_seq: AtomicU64::new(0), published: Mutex::new(None) };
+        let path = files.path();
+        let legacy = dir.join(LEGACY_SNAPSHOT_FILE);
+        let snap = match std::fs::read(&path) {
+            Ok(bytes) => Some(decode_file(&bytes).map_err(|error| SnapshotFileError { file: path, error })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&legacy) {
+                Ok(bytes) => {
+                    let snap =
+                        decode_file(&bytes).map_err(|error| SnapshotFileError { file: legacy.clone(), error })?;
+                    let bytes = format::encode(RecordKind::Snapshot, &snap)?;
+                    let tmp = files.write_temporary(&bytes, snap.meta.clone())?;
+                    files.publish(tmp)?;
+                    tracing::info!(from = %legacy.display(), to = %files.path().display(), "snapshot rewritten in format {}", format::FORMAT_CURRENT);
+                    Some(snap)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", legacy.display()))),
+            },
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        };
+        if let Some(s) = &snap {
+            *files.published.lock().expect("snapshot lock poisoned") = Some(s.meta.clone());
+        }
+        Ok((files, snap))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_FILE)
+    }
+
+    /// Writes `bytes` (an encoded [`PersistedSnapshot`] with `meta`) to a new
+    /// temporary file and fsyncs it.
+    pub fn write_temporary(&self, bytes: &[u8], meta: SnapshotMeta<u64, BasicNode>) -> std::io::Result<TempSnapshot> {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{SNAPSHOT_FILE}.{n}.tmp"));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(TempSnapshot { path, meta })
+    }
+
+    /// Renames `tmp` over the snapshot file if it is newer than the file,
+    /// and fsyncs the directory; otherwise removes it.
+    pub fn publish(&self, tmp: TempSnapshot) -> std::io::Result<Published> {
+        let mut published = self.published.lock().expect("snapshot lock poisoned");
+        let on_disk = published.as_ref().and_then(|m| m.last_log_id);
+        if published.is_some() && tmp.meta.last_log_id <= on_disk {
+            std::fs::remove_file(&tmp.path)?;
+            return Ok(Published::Superseded { on_disk });
+        }
+        std::fs::rename(&tmp.path, self.path())?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        *published = Some(tmp.meta);
+        // The legacy file is only read when there is no current one; once the
+        // current one is durable, it is just clutter.
+        match std::fs::remove_file(self.dir.join(LEGACY_SNAPSHOT_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(Published::Replaced)
+    }
+
+    /// The published snapshot's meta and bytes, checked (header and CRC).
+    fn read_current(&self) -> anyhow::Result<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>> {
+        let published = self.published.lock().expect("snapshot lock poisoned");
+        let Some(meta) = published.clone() else { return Ok(None) };
+        let path = self.path();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        format::check(RecordKind::Snapshot, &bytes).map_err(|error| SnapshotFileError { file: path, error })?;
+        Ok(Some((meta, bytes)))
     }
 }
 
-fn write_snapshot_file(dir: &Path, snap: &PersistedSnapshot) -> std::io::Result<()> {
-    let tmp = dir.join("snapshot.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(snap).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, snapshot_path(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+/// The meta of the snapshot in `dir` (None: no snapshot yet), read without
+/// changing anything, so it is safe on a running node's directory (for tools
+/// and tests).
+pub fn read_snapshot_meta(dir: &Path) -> anyhow::Result<Option<SnapshotMeta<u64, BasicNode>>> {
+    for name in [SNAPSHOT_FILE, LEGACY_SNAPSHOT_FILE] {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let snap = decode_file(&bytes).map_err(|error| SnapshotFileError { file: path, error })?;
+                return Ok(Some(snap.meta));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
+    }
+    Ok(None)
+}
+
+/// Decodes a snapshot file: current, or legacy JSON through the upgrade hook.
+fn decode_file(bytes: &[u8]) -> Result<PersistedSnapshot, FormatError> {
+    fn upgrade(mut v: serde_json::Value) -> serde_json::Value {
+        if let Some(body) = v.get_mut("body") {
+            *body = format::upgrade_legacy_snapshot_body_json(body.take());
+        }
+        v
+    }
+    format::decode(RecordKind::Snapshot, bytes, upgrade)
+}
+
+/// Decodes the bytes a leader sent: the current format is a whole
+/// [`PersistedSnapshot`]; a format-0 leader sends its body as JSON.
+fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
+    match format::check(RecordKind::Snapshot, bytes)? {
+        Checked::Headed { .. } => decode_file(bytes).map(|s| s.body),
+        Checked::LegacyJson(_) => {
+            format::decode(RecordKind::Snapshot, bytes, format::upgrade_legacy_snapshot_body_json)
+        }
+    }
 }
 
 /// Builds snapshots from a copy of the state taken under the read lock.
 pub struct SnapshotBuilder {
     state: SharedState,
-    dir: PathBuf,
+    files: Arc<SnapshotFiles>,
     seq: Arc<AtomicU64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // The only time the state is locked: encoding and writing use the copy.
         let body = self.state.read().clone();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match body.last_applied {
@@ -142,13 +307,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let meta =
             SnapshotMeta { last_log_id: body.last_applied, last_membership: body.last_membership.clone(), snapshot_id };
-        let data = serde_json::to_vec(&body).map_err(snap_err)?;
+        let files = self.files.clone();
         let persisted = PersistedSnapshot { meta: meta.clone(), body };
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &persisted))
-            .await
-            .map_err(snap_err)?
-            .map_err(snap_err)?;
+        let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let bytes = format::encode(RecordKind::Snapshot, &persisted).map_err(std::io::Error::other)?;
+            let built = persisted.meta.last_log_id;
+            let tmp = files.write_temporary(&bytes, persisted.meta)?;
+            if let Published::Superseded { on_disk } = files.publish(tmp)? {
+                tracing::info!(?built, ?on_disk, "a newer snapshot was installed meanwhile; keeping it");
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(snap_err)?
+        .map_err(snap_err)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -186,7 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { state: self.state.clone(), dir: self.dir.clone(), seq: self.snapshot_seq.clone() }
+        SnapshotBuilder { state: self.state.clone(), files: self.files.clone(), seq: self.snapshot_seq.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
@@ -198,31 +370,227 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        let body: SmBody = serde_json::from_slice(snapshot.get_ref()).map_err(sm_err)?;
-        let persisted = PersistedSnapshot { meta: meta.clone(), body: body.clone() };
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &persisted))
-            .await
-            .map_err(snap_err)?
-            .map_err(snap_err)?;
+        let files = self.files.clone();
+        let meta = meta.clone();
+        let body = tokio::task::spawn_blocking(move || -> Result<SmBody, InstallError> {
+            let received = snapshot.into_inner();
+            let body = decode_received(&received)?;
+            if body.last_applied != meta.last_log_id {
+                return Err(InstallError::Mismatch { meta: meta.last_log_id, body: body.last_applied });
+            }
+            // A current-format snapshot is stored as received; a legacy one is
+            // stored in the current format.
+            let bytes = match format::check(RecordKind::Snapshot, &received)? {
+                Checked::Headed { .. } => received,
+                Checked::LegacyJson(_) => {
+                    let persisted = PersistedSnapshot { meta: meta.clone(), body };
+                    let bytes = format::encode(RecordKind::Snapshot, &persisted)?;
+                    return files.install_bytes(&bytes, persisted.meta).map(|()| persisted.body);
+                }
+            };
+            files.install_bytes(&bytes, meta)?;
+            Ok(body)
+        })
+        .await
+        .map_err(sm_err)?
+        .map_err(sm_err)?;
         let applied = body.last_applied;
-        *self.state.0.write().expect("state lock poisoned") = body;
+        let old = std::mem::replace(&mut *self.state.0.write().expect("state lock poisoned"), body);
         self.state.announce(applied);
+        // Freeing a large state takes a while: not under the lock.
+        drop(old);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let dir = self.dir.clone();
-        let snap = tokio::task::spawn_blocking(move || read_snapshot_file(&dir))
+        let files = self.files.clone();
+        let snap = tokio::task::spawn_blocking(move || files.read_current())
             .await
             .map_err(snap_err)?
-            .map_err(|e| snap_err(std::io::Error::other(e.to_string())))?;
-        Ok(match snap {
-            Some(s) => {
-                let data = serde_json::to_vec(&s.body).map_err(snap_err)?;
-                Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(data)) })
-            }
-            None => None,
-        })
+            .map_err(|e| snap_err(std::io::Error::other(format!("{e:#}"))))?;
+        Ok(snap.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+/// Why a snapshot sent by the leader was not installed.
+#[derive(Debug, thiserror::Error)]
+enum InstallError {
+    #[error("received snapshot: {0}")]
+    Format(#[from] FormatError),
+    #[error("received snapshot: its meta says last log id {meta:?}, its state {body:?}")]
+    Mismatch { meta: Option<LogId<u64>>, body: Option<LogId<u64>> },
+    #[error("storing the received snapshot: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SnapshotFiles {
+    /// Writes and publishes an installed snapshot's bytes.
+    fn install_bytes(&self, bytes: &[u8], meta: SnapshotMeta<u64, BasicNode>) -> Result<(), InstallError> {
+        let tmp = self.write_temporary(bytes, meta)?;
+        if let Published::Superseded { on_disk } = self.publish(tmp)? {
+            tracing::warn!(?on_disk, "installed a snapshot no newer than the one on disk; kept the file");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A snapshot at `index` whose state is told apart by `next_inode`.
+    fn snapshot_at(index: u64) -> PersistedSnapshot {
+        let mut body = SmBody { last_applied: Some(log_id(index)), ..Default::default() };
+        body.fs.next_inode = 1000 + index;
+        let meta = SnapshotMeta {
+            last_log_id: body.last_applied,
+            last_membership: body.last_membership.clone(),
+            snapshot_id: format!("1-{index}-0"),
+        };
+        PersistedSnapshot { meta, body }
+    }
+
+    fn encoded(s: &PersistedSnapshot) -> Vec<u8> {
+        format::encode(RecordKind::Snapshot, s).unwrap()
+    }
+
+    fn reopen(dir: &Path) -> Option<PersistedSnapshot> {
+        SnapshotFiles::open(dir).unwrap().1
+    }
+
+    /// Regression (finding 1): a build and an install used to write the same
+    /// `snapshot.json.tmp`, and the last rename won even when it was the older
+    /// snapshot. Here a build copies the state at index 5 and has written its
+    /// temporary file when the install of the leader's snapshot at index 10
+    /// runs from start to end; the build renames last. The file must keep the
+    /// installed snapshot.
+    #[tokio::test]
+    async fn a_late_build_does_not_replace_a_newer_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let built = snapshot_at(5);
+        let build_tmp = sm.files.write_temporary(&encoded(&built), built.meta.clone()).unwrap();
+
+        let installed = snapshot_at(10);
+        sm.install_snapshot(&installed.meta, Box::new(Cursor::new(encoded(&installed)))).await.unwrap();
+        assert_eq!(sm.shared().read().fs.next_inode, 1010);
+
+        let published = sm.files.publish(build_tmp).unwrap();
+        assert_eq!(published, Published::Superseded { on_disk: Some(log_id(10)) });
+        let current = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+        assert_eq!(current.meta.last_log_id, Some(log_id(10)));
+        let on_disk = reopen(dir.path()).expect("a snapshot file");
+        assert_eq!(on_disk.meta.last_log_id, Some(log_id(10)));
+        assert_eq!(on_disk.body.fs.next_inode, 1010);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [SNAPSHOT_FILE]);
+    }
+
+    /// Two writers in flight at once each keep their own temporary file, and
+    /// whichever renames last, the newer snapshot is the one on disk.
+    #[test]
+    fn concurrent_writers_keep_their_own_files() {
+        for newer_first in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (files, _) = SnapshotFiles::open(dir.path()).unwrap();
+            let (a, b) = (snapshot_at(7), snapshot_at(8));
+            let ta = files.write_temporary(&encoded(&a), a.meta.clone()).unwrap();
+            let tb = files.write_temporary(&encoded(&b), b.meta.clone()).unwrap();
+            assert_ne!(ta.path, tb.path);
+            let (first, second) = if newer_first { (tb, ta) } else { (ta, tb) };
+            assert_eq!(files.publish(first).unwrap(), Published::Replaced);
+            let second = files.publish(second).unwrap();
+            assert_eq!(second == Published::Replaced, !newer_first);
+            let on_disk = reopen(dir.path()).unwrap();
+            assert_eq!(on_disk.body.fs.next_inode, 1008);
+        }
+    }
+
+    #[tokio::test]
+    async fn build_then_reopen_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        {
+            let mut s = sm.state.0.write().unwrap();
+            s.last_applied = Some(log_id(3));
+            s.fs.next_inode = 77;
+        }
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+        // What a follower receives installs there.
+        let other = tempfile::tempdir().unwrap();
+        let mut follower = StateMachineStore::open(other.path()).unwrap();
+        follower.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_eq!(follower.shared().read().fs.next_inode, 77);
+        let sm = StateMachineStore::open(dir.path()).unwrap();
+        assert_eq!(sm.shared().read().fs.next_inode, 77);
+        assert_eq!(sm.shared().read().last_applied, Some(log_id(3)));
+    }
+
+    #[test]
+    fn a_legacy_snapshot_is_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = snapshot_at(4);
+        std::fs::write(dir.path().join(LEGACY_SNAPSHOT_FILE), serde_json::to_vec(&legacy).unwrap()).unwrap();
+        std::fs::write(dir.path().join("snapshot.json.tmp"), b"{half a").unwrap();
+        let sm = StateMachineStore::open(dir.path()).unwrap();
+        assert_eq!(sm.shared().read().fs.next_inode, 1004);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [SNAPSHOT_FILE]);
+        let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        assert!(matches!(format::check(RecordKind::Snapshot, &bytes), Ok(Checked::Headed { format: 1, .. })));
+        assert_eq!(reopen(dir.path()).unwrap().body.fs.next_inode, 1004);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_leader_snapshot_installs() {
+        // A format-0 leader sends its state (not the file) as JSON.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let s = snapshot_at(6);
+        sm.install_snapshot(&s.meta, Box::new(Cursor::new(serde_json::to_vec(&s.body).unwrap()))).await.unwrap();
+        assert_eq!(reopen(dir.path()).unwrap().body.fs.next_inode, 1006);
+    }
+
+    #[test]
+    fn a_newer_snapshot_stops_the_node_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = format::with_format(encoded(&snapshot_at(2)), 3);
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), bytes).unwrap();
+        let err = StateMachineStore::open(dir.path()).err().expect("refused");
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "{}: format 3 is newer than this build of shoal reads (up to 1); run a newer shoal",
+                dir.path().join(SNAPSHOT_FILE).display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_snapshot_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = encoded(&snapshot_at(2));
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), &bytes).unwrap();
+        let err = format!("{:#}", StateMachineStore::open(dir.path()).err().expect("refused"));
+        assert!(err.contains("snapshot.bin: corrupt snapshot: CRC32C mismatch (stored"), "{err}");
+
+        // A damaged snapshot from the leader is refused, and nothing changes.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let s = snapshot_at(2);
+        let err = sm.install_snapshot(&s.meta, Box::new(Cursor::new(bytes))).await.unwrap_err().to_string();
+        assert!(err.contains("CRC32C mismatch"), "{err}");
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        assert_eq!(sm.shared().read().last_applied, None);
     }
 }

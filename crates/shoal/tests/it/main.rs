@@ -43,3 +43,4 @@ mod t61_membership;
 mod t70_locks;
 mod t80_healing;
 mod t90_regressions;
+mod t91_upgrade;

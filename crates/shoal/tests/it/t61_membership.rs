@@ -117,9 +117,8 @@ fn ls_names(meta: &str, dir: &str) -> Vec<String> {
 
 /// The index of the last entry a node's snapshot file covers (None: no snapshot).
 fn snapshot_index(dir: &std::path::Path) -> Option<u64> {
-    let bytes = std::fs::read(dir.join("snapshot.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("snapshot.json is JSON");
-    Some(v["meta"]["last_log_id"]["index"].as_u64().expect("a snapshot names its last log id"))
+    let meta = shoal_meta::sm_store::read_snapshot_meta(dir).expect("a readable snapshot")?;
+    Some(meta.last_log_id.expect("a snapshot names its last log id").index)
 }
 
 /// How many snapshots a node received from a leader, going by its log

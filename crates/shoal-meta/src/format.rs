@@ -1,0 +1,422 @@
+//! The framing of every record a meta node keeps on disk: Raft log entries and
+//! `state` values in `raft.redb`, and the snapshot file (docs/formats.md).
+//!
+//! A record is a fixed 20-byte header followed by the body:
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic: which kind of record (log entry, state value, snapshot)
+//!      4     2  format number, little endian (FORMAT_CURRENT when written)
+//!      6     2  reserved, 0
+//!      8     8  body length in bytes, little endian
+//!     16     4  CRC32C of bytes 0..16 and of the body, little endian
+//!     20     -  body: the value in postcard (format 1)
+//! ```
+//!
+//! The header's layout is fixed for every format, so a reader checks the CRC
+//! before it looks at the format number: a flipped bit anywhere is reported as
+//! corruption, never as a format it does not know, and never decoded. Only a
+//! record whose CRC holds and whose format is newer than [`FORMAT_CURRENT`] is
+//! refused as newer.
+//!
+//! Records written before this framing existed (format 0) are plain JSON. Every
+//! magic starts with the byte 0xC5, which no JSON text starts with, so a record
+//! is either headed, or legacy JSON (starting with `{`, `[` or `null`), or
+//! corrupt. Legacy JSON goes through one upgrade hook per record kind
+//! ([`upgrade_legacy_entry_json`], [`upgrade_legacy_snapshot_body_json`])
+//! before it is decoded into today's types.
+//!
+//! Nothing here knows Shoal's commands: the bodies are any `Serialize` /
+//! `DeserializeOwned` type.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The format this build writes, and the newest it reads.
+pub const FORMAT_CURRENT: u16 = 1;
+/// Records without a header: plain JSON, as written before formats had numbers.
+pub const FORMAT_LEGACY_JSON: u16 = 0;
+/// Length of the header before the body.
+pub const HEADER_BYTES: usize = 20;
+
+/// The kinds of headed records; each has its own magic so that a record read
+/// from the wrong place is reported rather than decoded as something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A value of the `log` table: one openraft entry.
+    LogEntry,
+    /// A value of the `state` table: the vote, last purged or committed log id.
+    StateValue,
+    /// The snapshot file (and the bytes a leader sends to install a snapshot).
+    Snapshot,
+}
+
+impl RecordKind {
+    pub const fn magic(self) -> [u8; 4] {
+        match self {
+            RecordKind::LogEntry => [0xC5, b'L', b'O', b'G'],
+            RecordKind::StateValue => [0xC5, b'S', b'T', b'A'],
+            RecordKind::Snapshot => [0xC5, b'S', b'N', b'P'],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RecordKind::LogEntry => "log entry",
+            RecordKind::StateValue => "state value",
+            RecordKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Why a record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Written by a newer Shoal; this build must not touch it.
+    #[error("format {found} is newer than this build of shoal reads (up to {known}); run a newer shoal")]
+    Newer { found: u16, known: u16 },
+    /// The bytes are damaged: nothing in them can be trusted.
+    #[error("corrupt {kind}: {reason}")]
+    Corrupt { kind: &'static str, reason: Corruption },
+    /// The header and checksum hold but the body does not decode as the
+    /// expected type: a bug, or a format number reused for another layout.
+    #[error("{kind} (format {format}) does not decode: {source}")]
+    Body { kind: &'static str, format: u16, source: postcard::Error },
+    /// A legacy (JSON) record that does not decode.
+    #[error("legacy JSON {kind} does not decode: {source}")]
+    LegacyJson { kind: &'static str, source: serde_json::Error },
+    /// The value could not be encoded (a type that postcard cannot represent).
+    #[error("encoding a {kind}: {source}")]
+    Encode { kind: &'static str, source: postcard::Error },
+}
+
+/// How a record is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("{len} bytes are too short for anything")]
+    TooShort { len: usize },
+    #[error("starts with {found:02x?}, neither a Shoal header nor JSON")]
+    BadMagic { found: [u8; 4] },
+    #[error("CRC32C mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("the header says {header} body bytes, {found} follow it")]
+    LengthMismatch { header: u64, found: u64 },
+    #[error("the reserved header field is {found:#06x}, not 0")]
+    Reserved { found: u16 },
+    #[error("{extra} bytes follow the body's value")]
+    TrailingBytes { extra: usize },
+}
+
+impl FormatError {
+    fn corrupt(kind: RecordKind, reason: Corruption) -> Self {
+        FormatError::Corrupt { kind: kind.name(), reason }
+    }
+
+    /// True for damaged bytes (as opposed to a newer format or a decoding bug).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, FormatError::Corrupt { .. })
+    }
+}
+
+/// A record's checked header: its format and its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked<'a> {
+    /// A headed record of a known format whose CRC holds.
+    Headed { format: u16, body: &'a [u8] },
+    /// Unheaded JSON (format 0).
+    LegacyJson(&'a [u8]),
+}
+
+/// Encodes `value` as a headed record of the current format.
+pub fn encode<T: Serialize>(kind: RecordKind, value: &T) -> Result<Vec<u8>, FormatError> {
+    let mut out = vec![0u8; HEADER_BYTES];
+    let mut out = postcard::to_extend(value, std::mem::take(&mut out))
+        .map_err(|source| FormatError::Encode { kind: kind.name(), source })?;
+    let body_len = (out.len() - HEADER_BYTES) as u64;
+    out[0..4].copy_from_slice(&kind.magic());
+    out[4..6].copy_from_slice(&FORMAT_CURRENT.to_le_bytes());
+    out[6..8].copy_from_slice(&0u16.to_le_bytes());
+    out[8..16].copy_from_slice(&body_len.to_le_bytes());
+    let crc = record_crc(&out[..16], &out[HEADER_BYTES..]);
+    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(check(kind, &out).is_ok(), "a fresh record must check");
+    Ok(out)
+}
+
+fn record_crc(header: &[u8], body: &[u8]) -> u32 {
+    shoal_core::checksum::crc32c_parts(&[header, body])
+}
+
+/// True when `bytes` start like JSON text (after optional whitespace).
+fn looks_like_json(bytes: &[u8]) -> bool {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    matches!(first, Some(b'{' | b'[' | b'n'))
+}
+
+/// Checks a record's header and CRC without decoding its body.
+pub fn check(kind: RecordKind, bytes: &[u8]) -> Result<Checked<'_>, FormatError> {
+    if bytes.first() != Some(&kind.magic()[0]) {
+        if looks_like_json(bytes) {
+            return Ok(Checked::LegacyJson(bytes));
+        }
+        if bytes.len() < 4 {
+            return Err(FormatError::corrupt(kind, Corruption::TooShort { len: bytes.len() }));
+        }
+        let found = bytes[..4].try_into().expect("four bytes");
+        return Err(FormatError::corrupt(kind, Corruption::BadMagic { found }));
+    }
+    if bytes.len() < HEADER_BYTES {
+        return Err(FormatError::corrupt(kind, Corruption::TooShort { len: bytes.len() }));
+    }
+    let (header, body) = bytes.split_at(HEADER_BYTES);
+    let stored = u32::from_le_bytes(header[16..20].try_into().expect("four bytes"));
+    let computed = record_crc(&header[..16], body);
+    if stored != computed {
+        return Err(FormatError::corrupt(kind, Corruption::CrcMismatch { stored, computed }));
+    }
+    // The CRC holds, so the header is as written: a wrong magic is a record of
+    // another kind, stored in the wrong place.
+    if header[0..4] != kind.magic() {
+        let found = header[0..4].try_into().expect("four bytes");
+        return Err(FormatError::corrupt(kind, Corruption::BadMagic { found }));
+    }
+    let format = u16::from_le_bytes(header[4..6].try_into().expect("two bytes"));
+    if format > FORMAT_CURRENT {
+        return Err(FormatError::Newer { found: format, known: FORMAT_CURRENT });
+    }
+    let reserved = u16::from_le_bytes(header[6..8].try_into().expect("two bytes"));
+    if reserved != 0 {
+        return Err(FormatError::corrupt(kind, Corruption::Reserved { found: reserved }));
+    }
+    let len = u64::from_le_bytes(header[8..16].try_into().expect("eight bytes"));
+    if len != body.len() as u64 {
+        return Err(FormatError::corrupt(kind, Corruption::LengthMismatch { header: len, found: body.len() as u64 }));
+    }
+    Ok(Checked::Headed { format, body })
+}
+
+/// Decodes a record of `kind`: a headed one of a known format, or legacy JSON
+/// passed through `upgrade_legacy` first.
+pub fn decode<T: DeserializeOwned>(
+    kind: RecordKind,
+    bytes: &[u8],
+    upgrade_legacy: fn(serde_json::Value) -> serde_json::Value,
+) -> Result<T, FormatError> {
+    match check(kind, bytes)? {
+        Checked::Headed { format, body } => {
+            debug_assert_eq!(format, FORMAT_CURRENT, "format 1 is the only headed format so far");
+            let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|source| FormatError::Body {
+                kind: kind.name(),
+                format,
+                source,
+            })?;
+            if !rest.is_empty() {
+                return Err(FormatError::corrupt(kind, Corruption::TrailingBytes { extra: rest.len() }));
+            }
+            Ok(value)
+        }
+        Checked::LegacyJson(json) => {
+            let legacy = |source| FormatError::LegacyJson { kind: kind.name(), source };
+            let v: serde_json::Value = serde_json::from_slice(json).map_err(legacy)?;
+            serde_json::from_value(upgrade_legacy(v)).map_err(legacy)
+        }
+    }
+}
+
+/// Translates one legacy (format 0, JSON) Raft log entry into today's JSON
+/// shape of `openraft::Entry<TypeConfig>`, before it is decoded.
+///
+/// Format 0 had one flat `Command` enum; today each command belongs to a
+/// domain (`Command::Namespace(NamespaceCmd::Mkdir {..})`), so an old
+/// entry's `payload.Normal.cmd`, `{"Mkdir": {..}}`, becomes
+/// `{"Namespace": {"Mkdir": {..}}}`. Fields added since (a rename's fence)
+/// take their serde defaults. Anything else is left as it is, and fails to
+/// decode if it is not an entry.
+pub fn upgrade_legacy_entry_json(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(cmd) = v.pointer_mut("/payload/Normal/cmd") {
+        *cmd = upgrade_legacy_command_json(cmd.take());
+    }
+    v
+}
+
+/// Nests a format-0 command under its domain (see [`upgrade_legacy_entry_json`]).
+fn upgrade_legacy_command_json(cmd: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(map) = &cmd else { return cmd };
+    let Some(variant) = map.keys().next().filter(|_| map.len() == 1) else { return cmd };
+    let domain = match variant.as_str() {
+        "Mkdir" | "Create" | "Remove" | "Rename" => "Namespace",
+        "PrepareWrite" | "CommitWrite" => "Write",
+        "AddReplica" | "DropReplicas" | "Reconcile" | "ReportCorrupt" | "SetReplication" => "Replicas",
+        "RegisterNode" | "ForgetGarbage" | "SetDraining" | "SetRepairPaused" => "Nodes",
+        "OpenSession" | "EndSession" | "Acquire" | "Release" => "Locks",
+        // Already nested (or not a command): left for the decoder to judge.
+        _ => return cmd,
+    };
+    serde_json::json!({ domain: cmd })
+}
+
+/// Translates a legacy (format 0, JSON) snapshot body (`SmBody`: `last_applied`,
+/// `last_membership`, `fs`) into today's JSON shape, before it is decoded.
+///
+/// The identity for now; when `FsState` (or the `Response`s it keeps for
+/// request deduplication) changes shape, the old `fs` is rewritten here.
+pub fn upgrade_legacy_snapshot_body_json(v: serde_json::Value) -> serde_json::Value {
+    v
+}
+
+/// For `state` values (openraft's vote and log ids): their JSON shape is
+/// openraft's own, which Shoal does not change.
+pub fn legacy_state_json(v: serde_json::Value) -> serde_json::Value {
+    v
+}
+
+/// Rewrites a record's format number and fixes its CRC, as a newer Shoal
+/// would have written it (for tests of the refusal).
+#[cfg(test)]
+pub(crate) fn with_format(mut bytes: Vec<u8>, format: u16) -> Vec<u8> {
+    bytes[4..6].copy_from_slice(&format.to_le_bytes());
+    let crc = record_crc(&bytes[..16], &bytes[HEADER_BYTES..]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, StoredMembership, Vote};
+    use shoal_core::NormalPath;
+
+    use super::*;
+    use crate::TypeConfig;
+    use crate::fsm::{Fence, Proposal, RequestId, WriteCmd};
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entries() -> Vec<Entry<TypeConfig>> {
+        let nodes = BTreeMap::from([(1, BasicNode::new("127.0.0.1:1")), (2, BasicNode::new("127.0.0.1:2"))]);
+        let membership = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+        let cmd = WriteCmd::PrepareWrite {
+            inode: 7,
+            index: 3,
+            expect_id: Some(9),
+            expect_version: 4,
+            replicas: vec![1, 2],
+            fence: Some(Fence { path: NormalPath::parse("/a/b").unwrap(), token: 12 }),
+        }
+        .into();
+        let request = Some(RequestId { client: u64::MAX, seq: 5, done_below: 2 });
+        vec![
+            Entry { log_id: log_id(1, 1), payload: EntryPayload::Blank },
+            Entry { log_id: log_id(1, 2), payload: EntryPayload::Membership(membership) },
+            Entry { log_id: log_id(2, 3), payload: EntryPayload::Normal(Proposal { now_ms: 1, request, cmd }) },
+        ]
+    }
+
+    fn no_upgrade(v: serde_json::Value) -> serde_json::Value {
+        v
+    }
+
+    #[test]
+    fn openraft_types_round_trip() {
+        for e in entries() {
+            let bytes = encode(RecordKind::LogEntry, &e).unwrap();
+            let back: Entry<TypeConfig> = decode(RecordKind::LogEntry, &bytes, no_upgrade).unwrap();
+            assert_eq!(back, e);
+        }
+        let vote = Vote::new_committed(3, 2);
+        let back: Vote<u64> =
+            decode(RecordKind::StateValue, &encode(RecordKind::StateValue, &vote).unwrap(), no_upgrade).unwrap();
+        assert_eq!(back, vote);
+        for committed in [None, Some(log_id(4, 99))] {
+            let bytes = encode(RecordKind::StateValue, &committed).unwrap();
+            let back: Option<LogId<u64>> = decode(RecordKind::StateValue, &bytes, no_upgrade).unwrap();
+            assert_eq!(back, committed);
+        }
+        let EntryPayload::Membership(m) = entries()[1].payload.clone() else { unreachable!() };
+        let stored = StoredMembership::new(Some(log_id(1, 2)), m);
+        let back: StoredMembership<u64, BasicNode> =
+            decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &stored).unwrap(), no_upgrade).unwrap();
+        assert_eq!(back, stored);
+    }
+
+    #[test]
+    fn legacy_json_is_read_through_the_hook() {
+        for e in entries() {
+            let json = serde_json::to_vec(&e).unwrap();
+            let back: Entry<TypeConfig> = decode(RecordKind::LogEntry, &json, upgrade_legacy_entry_json).unwrap();
+            assert_eq!(back, e);
+        }
+        // `committed` was stored as JSON `null` when there was none.
+        let none: Option<LogId<u64>> = decode(RecordKind::StateValue, b"null", legacy_state_json).unwrap();
+        assert_eq!(none, None);
+        // The hook is what is decoded.
+        fn to_blank(mut v: serde_json::Value) -> serde_json::Value {
+            v["payload"] = serde_json::json!("Blank");
+            v
+        }
+        let json = serde_json::to_vec(&entries()[2]).unwrap();
+        let back: Entry<TypeConfig> = decode(RecordKind::LogEntry, &json, to_blank).unwrap();
+        assert_eq!(back.payload, EntryPayload::Blank);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_corruption() {
+        let bytes = encode(RecordKind::LogEntry, &entries()[2]).unwrap();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1 << bit;
+                let err = decode::<Entry<TypeConfig>>(RecordKind::LogEntry, &bad, no_upgrade).unwrap_err();
+                assert!(err.is_corrupt(), "byte {i} bit {bit}: {err}");
+            }
+        }
+        // Cut short anywhere.
+        for len in 0..bytes.len() {
+            let err = decode::<Entry<TypeConfig>>(RecordKind::LogEntry, &bytes[..len], no_upgrade).unwrap_err();
+            assert!(err.is_corrupt(), "cut at {len}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_record_of_another_kind_is_refused() {
+        let bytes = encode(RecordKind::StateValue, &Some(log_id(1, 1))).unwrap();
+        let err = decode::<Option<LogId<u64>>>(RecordKind::LogEntry, &bytes, no_upgrade).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_with_both_versions() {
+        let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
+        let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
+        assert!(matches!(err, FormatError::Newer { found: 2, known: 1 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 2 is newer than this build of shoal reads (up to 1); run a newer shoal");
+    }
+
+    #[test]
+    fn garbage_is_neither_headed_nor_json() {
+        for bad in [&b""[..], b"\x00", b"\x00\x00\x00\x00\x00", b"SHOAL"] {
+            let err = check(RecordKind::Snapshot, bad).unwrap_err();
+            assert!(err.is_corrupt(), "{bad:?}: {err}");
+        }
+        // JSON that does not decode is a decoding error, not a success.
+        let err = decode::<Entry<TypeConfig>>(RecordKind::LogEntry, b"{\"x\":1}", no_upgrade).unwrap_err();
+        assert!(matches!(err, FormatError::LegacyJson { .. }), "{err}");
+    }
+
+    /// A format-0 entry names its command flat; it decodes nested in its domain.
+    #[test]
+    fn a_legacy_flat_command_decodes_into_its_domain() {
+        let legacy = br#"{"log_id":{"leader_id":{"term":1,"node_id":1},"index":4},"payload":{"Normal":{"now_ms":9,"request":null,"cmd":{"Rename":{"src":{"parts":["a"]},"dst":{"parts":["b"]}}}}}}"#;
+        let e: Entry<TypeConfig> = decode(RecordKind::LogEntry, legacy, upgrade_legacy_entry_json).unwrap();
+        let EntryPayload::Normal(p) = e.payload else { panic!("{:?}", e.payload) };
+        let rename = crate::fsm::NamespaceCmd::Rename {
+            src: NormalPath::parse("/a").unwrap(),
+            dst: NormalPath::parse("/b").unwrap(),
+            fence: None,
+        };
+        assert_eq!(p.cmd, rename.into());
+    }
+}
