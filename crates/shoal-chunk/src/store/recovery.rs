@@ -1,0 +1,100 @@
+//! Recovery when the store opens: every replica found on disk is brought to
+//! a consistent state before anything is served.
+//!
+//! - An undo record newer than the replica's `.meta` belongs to a session
+//!   that never finished (the process died, or died while rolling it back):
+//!   it is rolled back ([`super::files::roll_back`]).
+//! - Bytes past the meta's length (an appending session that died) are cut.
+//! - A data file without a meta (a first write or a copy that died) is removed.
+//! - A `.meta` that fails its checksum is set aside as `.meta.bad`, so the
+//!   replica is gone and meta re-replicates the chunk.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::StoreError;
+use super::files::{remove_if_present, roll_back};
+use crate::format::{self, ReplicaMeta, data_path, meta_bad_path, meta_path};
+use crate::undo;
+
+/// What a directory scan found of one chunk: its meta, the versions with an
+/// undo record, and whether a data file exists.
+#[derive(Default)]
+struct Found {
+    meta: Option<ReplicaMeta>,
+    undo: Vec<u64>,
+    has_data: bool,
+}
+
+/// Scans `dir` and recovers every replica in it; returns those that remain.
+pub(super) fn recover_dir(dir: &Path) -> Result<HashMap<u64, ReplicaMeta>, StoreError> {
+    let mut found: HashMap<u64, Found> = HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if let Some((id, version)) = undo::parse_undo_name(&name) {
+            found.entry(id).or_default().undo.push(version);
+        } else if let Some(id) = format::parse_data_name(&name) {
+            found.entry(id).or_default().has_data = true;
+        } else if let Some(id) = format::parse_meta_name(&name) {
+            match std::fs::read(meta_path(dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
+                Some(meta) => found.entry(id).or_default().meta = Some(meta),
+                None => {
+                    tracing::warn!(chunk_id = id, "unreadable replica meta; setting the replica aside");
+                    let _ = std::fs::rename(meta_path(dir, id), meta_bad_path(dir, id));
+                }
+            }
+        }
+    }
+    let mut replicas = HashMap::new();
+    for (id, f) in found {
+        if f.meta.is_none() && f.undo.is_empty() && !f.has_data {
+            continue;
+        }
+        if let Some(meta) = recover(dir, id, f.meta, f.undo)? {
+            replicas.insert(id, meta);
+        }
+    }
+    Ok(replicas)
+}
+
+/// Brings one replica to a consistent state: rolls back a session that
+/// crashed before its finish and cuts bytes past the meta's length. `undo`
+/// lists the versions with a record on disk.
+fn recover(
+    dir: &Path,
+    id: u64,
+    meta: Option<ReplicaMeta>,
+    mut undo: Vec<u64>,
+) -> Result<Option<ReplicaMeta>, StoreError> {
+    undo.sort_unstable();
+    undo.dedup();
+    let current = meta.as_ref().map_or(0, |m| m.version);
+    let mut meta = meta;
+    for v in undo.iter().rev().filter(|v| **v > current) {
+        match undo::load(dir, id, *v)? {
+            Some(u) => {
+                tracing::warn!(chunk_id = id, version = v, "rolling back a write that did not finish");
+                meta = roll_back(dir, id, &undo, &u)?;
+            }
+            None => {
+                tracing::warn!(chunk_id = id, version = v, "dropping a torn undo record");
+                remove_if_present(&undo::undo_path(dir, id, *v))?;
+            }
+        }
+    }
+    if let Some(m) = meta.as_mut() {
+        m.undo = undo.into_iter().filter(|v| *v <= current && *v <= m.version).collect();
+        m.assert_valid();
+        // A missing data file reads as corruption (see `read_verified`).
+        if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
+            && data.metadata()?.len() > m.len
+        {
+            data.set_len(m.len)?;
+            data.sync_all()?;
+        }
+    } else {
+        // A data file without meta is what a crashed first write leaves.
+        remove_if_present(&data_path(dir, id))?;
+    }
+    Ok(meta)
+}

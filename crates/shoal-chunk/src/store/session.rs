@@ -1,0 +1,220 @@
+//! A write session: one version's write on one replica, from its first byte
+//! to its durable meta (finish) or its rollback (abort).
+//!
+//! The session holds the chunk's write lock for its whole life, so nobody
+//! else reads or writes the replica meanwhile. Bytes that existed before the
+//! session are saved in the version's undo record before they are
+//! overwritten (see [`crate::undo`]).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering};
+use tokio::sync::OwnedRwLockWriteGuard;
+
+use super::files::{crcs_from_file, roll_back, write_meta};
+use super::{ChunkStore, StoreError, blocking};
+use crate::format::ReplicaMeta;
+use crate::undo::{self, UndoWriter};
+
+/// An open write on one replica; holds the chunk's write lock until it ends.
+pub struct WriteSession {
+    store: Arc<ChunkStore>,
+    id: u64,
+    version: u64,
+    guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
+    file: Arc<File>,
+    start_len: u64,
+    len: u64,
+    /// Byte range written so far, as (start, end).
+    touched: Option<(u64, u64)>,
+    /// This version's undo record, made when first needed.
+    undo: Option<Arc<Mutex<UndoWriter>>>,
+}
+
+impl WriteSession {
+    pub(super) fn new(
+        store: Arc<ChunkStore>,
+        id: u64,
+        version: u64,
+        guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
+        file: File,
+        start_len: u64,
+    ) -> WriteSession {
+        WriteSession {
+            store,
+            id,
+            version,
+            guard,
+            file: Arc::new(file),
+            start_len,
+            len: start_len,
+            touched: None,
+            undo: None,
+        }
+    }
+
+    /// This session's undo record, created (durably) on first use.
+    async fn undo_record(&mut self) -> Result<Arc<Mutex<UndoWriter>>, StoreError> {
+        if let Some(u) = &self.undo {
+            return Ok(u.clone());
+        }
+        let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.guard.clone());
+        let w = blocking(move || Ok(UndoWriter::create(&dir, id, version, old.as_ref())?)).await?;
+        let w = Arc::new(Mutex::new(w));
+        self.undo = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Saves the bytes of `[offset, end)` that existed before the session.
+    async fn save_old(&mut self, offset: u64, end: u64) -> Result<(), StoreError> {
+        let end = end.min(self.start_len);
+        if offset >= end {
+            return Ok(());
+        }
+        let record = self.undo_record().await?;
+        let file = self.file.clone();
+        blocking(move || {
+            let mut old = vec![0u8; (end - offset) as usize];
+            file.read_exact_at(&mut old, offset)?;
+            Ok(record.lock().expect("undo lock").append(offset, &old)?)
+        })
+        .await
+    }
+
+    /// Writes `data` at `offset` within the chunk.
+    pub async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.store.chunk_size_max_bytes {
+            return Err(StoreError::TooLarge { chunk_id: self.id, end });
+        }
+        if end > self.len {
+            let need = end - self.len;
+            let used = self.store.space.used();
+            if used + need > self.store.space.capacity() {
+                return Err(StoreError::NoSpace { need, used, capacity: self.store.space.capacity() });
+            }
+        }
+        self.save_old(offset, end).await?;
+        let file = self.file.clone();
+        blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
+        if end > self.len {
+            self.store.space.account(self.len, end);
+            self.len = end;
+        }
+        self.touched = Some(match self.touched {
+            Some((s, e)) => (s.min(offset), e.max(end)),
+            None => (offset, end),
+        });
+        Ok(())
+    }
+
+    /// Makes the session durable at its version, or with `abort` undoes it.
+    /// Returns the replica's version.
+    pub async fn finish(mut self, truncate_to: Option<u64>, abort: bool) -> Result<u64, StoreError> {
+        if abort {
+            return self.abort().await;
+        }
+        let old = self.guard.clone();
+        let len = truncate_to.unwrap_or(self.len);
+        if len > self.store.chunk_size_max_bytes {
+            // A cut to past the largest chunk is nonsense: undo the session.
+            let chunk_id = self.id;
+            self.abort().await?;
+            return Err(StoreError::TooLarge { chunk_id, end: len });
+        }
+        if len < self.len {
+            self.save_old(len, self.len).await?;
+        }
+        // The record must be durable before the new meta names this version.
+        self.undo_record().await?;
+        let mut crcs = old.as_ref().map(|m| m.crcs.clone()).unwrap_or_default();
+        // The blocks whose checksums must be recomputed: those written, the
+        // block a truncation cuts through, and any blocks the replica grew by.
+        let mut dirty: Vec<std::ops::Range<u64>> = Vec::new();
+        if let Some((s, e)) = self.touched {
+            dirty.push(blocks_covering(s, e - s));
+        }
+        if len != self.len || len != self.start_len {
+            let from = len.min(self.start_len);
+            dirty.push(from / BLOCK_SIZE_BYTES..len.div_ceil(BLOCK_SIZE_BYTES));
+        }
+        let nblocks = len.div_ceil(BLOCK_SIZE_BYTES);
+        let first_dirty = dirty.iter().map(|r| r.start).min().unwrap_or(nblocks).min(nblocks);
+        let last_dirty = dirty.iter().map(|r| r.end).max().unwrap_or(0).min(nblocks);
+        let file = self.file.clone();
+        let dir = self.store.dir.clone();
+        let (id, version, prev_len) = (self.id, self.version, self.len);
+        let mut undo = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
+        undo.push(version);
+        let meta = blocking(move || {
+            if len != prev_len {
+                file.set_len(len)?;
+            }
+            file.sync_all()?;
+            crcs.resize(nblocks as usize, 0);
+            if first_dirty < last_dirty {
+                let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
+                crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
+            }
+            let meta = ReplicaMeta { version, len, crcs, undo };
+            write_meta(&dir, id, &meta)?;
+            Ok(meta)
+        })
+        .await?;
+        self.store.space.account(self.len, len);
+        *self.guard = Some(meta);
+        self.store.note_version(self.id, version);
+        Ok(version)
+    }
+
+    /// Ends an install: the replica gets its meta only if the checksums of
+    /// its blocks on disk are `expected` (those of the bytes received).
+    pub async fn finish_install(self, expected: Vec<u32>) -> Result<u64, StoreError> {
+        let (file, len, id) = (self.file.clone(), self.len, self.id);
+        let on_disk = blocking(move || {
+            file.sync_all()?;
+            crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
+        })
+        .await;
+        match on_disk {
+            Ok(crcs) if crcs == expected => self.finish(None, false).await,
+            Ok(crcs) => {
+                let block =
+                    crcs.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(crcs.len().min(expected.len()));
+                self.abort().await?;
+                Err(StoreError::Corrupt { chunk_id: id, block: block as u64 })
+            }
+            Err(e) => {
+                self.abort().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the replica back exactly as it was before the session.
+    async fn abort(mut self) -> Result<u64, StoreError> {
+        let old = self.guard.clone();
+        let (dir, id, version) = (self.store.dir.clone(), self.id, self.version);
+        let had_record = self.undo.take().is_some();
+        let restored = blocking(move || {
+            // Without a record of its own the session overwrote nothing: only
+            // the length changed.
+            let record = if had_record { undo::load(&dir, id, version)? } else { None };
+            let u = record.unwrap_or_else(|| undo::Undo { version, old: old.clone(), segments: Vec::new() });
+            roll_back(&dir, id, old.as_ref().map_or(&[], |m| &m.undo), &u)
+        })
+        .await?;
+        debug_assert_eq!(restored, *self.guard, "a rollback restores the replica as the session found it");
+        self.store.space.account(self.len, self.start_len);
+        if self.guard.is_none() {
+            self.store.replicas.lock().expect("store lock").remove(&self.id);
+        }
+        Ok(self.guard.as_ref().map_or(0, |m| m.version))
+    }
+}
