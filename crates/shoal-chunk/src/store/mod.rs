@@ -15,7 +15,7 @@
 //! 2. Roll back every version newer than B (the committed version the writer
 //!    built on): meta can never commit them any more. Forget the undo records
 //!    of versions up to B: those are committed.
-//! 3. Write the data at its offsets (bounded by the capacity quota). Bytes
+//! 3. Write the data at its offsets (growth reserved within the capacity). Bytes
 //!    that existed before the session are first saved in V's undo record.
 //! 4. On finish: save what a truncation cuts, make the undo record durable,
 //!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
@@ -47,7 +47,10 @@
 //! - A crash mid-session is undone when the store opens: the undo record of a
 //!   version newer than the meta's is restored, and bytes past the meta's
 //!   length are cut.
-//! - `used_bytes` is the sum of data-file lengths.
+//! - `used_bytes` is the sum of data-file lengths (with the growth of open
+//!   sessions). Growth, by a write or by a cut past the end, is reserved
+//!   atomically before it is made and refused past the capacity (see
+//!   [`space`]); only a rollback may take `used_bytes` past it.
 //! - Readers take the chunk's read lock, writers its write lock.
 
 mod files;
@@ -440,6 +443,16 @@ impl ChunkStore {
         }
     }
 
+    /// Checks that `used_bytes` is the sum of the replicas' lengths. Only
+    /// when no session is open: an open session's growth has no meta yet.
+    #[cfg(test)]
+    fn assert_accounting(&self) {
+        let map = self.replicas.lock().expect("store lock");
+        let sum: u64 =
+            map.values().map(|r| r.lock.try_read().expect("no session is open").as_ref().map_or(0, |m| m.len)).sum();
+        assert_eq!(self.space.used(), sum, "used bytes against the sum of replica lengths");
+    }
+
     /// The directory holding the replica files.
     pub fn chunk_dir(&self) -> &Path {
         &self.dir
@@ -494,6 +507,56 @@ mod tests {
         assert_eq!(s.chunk_count(), 1, "an aborted empty write leaves nothing");
     }
 
+    /// Regression: `write_at` checked the capacity, awaited its IO, and only
+    /// then added its growth, so concurrent writes all passed the check and
+    /// together went past the capacity.
+    #[tokio::test]
+    async fn concurrent_writes_never_exceed_the_capacity() {
+        let (_d, s) = store(100_008).await;
+        // Eight replicas of one byte each: the writes below overwrite it, so
+        // each first makes its undo record durable (an fsync), and every
+        // write is checked while the others are still in flight.
+        for id in 1..=8 {
+            let mut w = s.begin_write(id, 1, 0).await.unwrap();
+            w.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+            w.finish(None, false).await.unwrap();
+        }
+        let mut sessions = Vec::new();
+        for id in 1..=8 {
+            sessions.push(s.begin_write(id, 2, 1).await.unwrap());
+        }
+        let writes = sessions.iter_mut().map(|w| w.write_at(0, Bytes::from(vec![1u8; 30_000])));
+        let results = futures::future::join_all(writes).await;
+        assert!(s.used_bytes() <= 100_008, "{} bytes used of 100008", s.used_bytes());
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "{results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::NoSpace { .. }))), "{results:?}");
+        for (w, r) in sessions.into_iter().zip(&results) {
+            w.finish(None, r.is_err()).await.unwrap();
+        }
+        assert_eq!(s.used_bytes(), 3 * 30_000 + 5);
+        s.assert_accounting();
+    }
+
+    /// Regression: growth through `truncate_to` was never checked against
+    /// the capacity.
+    #[tokio::test]
+    async fn a_cut_that_grows_past_the_capacity_is_refused_and_changes_nothing() {
+        let (d, s) = committed_v1_with(150_000).await;
+        let w = s.begin_write(1, 2, 1).await.unwrap();
+        assert!(matches!(w.finish(Some(200_000), false).await, Err(StoreError::NoSpace { need: 100_000, .. })));
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 1)], 100_000));
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(std::fs::metadata(data_path(&d.path().join("chunks"), 1)).unwrap().len(), 100_000);
+        assert!(undo_files(&d).is_empty(), "{:?}", undo_files(&d));
+        // Growth that fits is made.
+        let w = s.begin_write(1, 3, 1).await.unwrap();
+        w.finish(Some(150_000), false).await.unwrap();
+        assert_eq!(s.used_bytes(), 150_000);
+        let mut want = original();
+        want.resize(150_000, 0);
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
     #[tokio::test]
     async fn flipped_byte_is_detected() {
         let (d, s) = store(u64::MAX).await;
@@ -526,7 +589,12 @@ mod tests {
 
     /// A replica with `original()` committed at version 1.
     async fn committed_v1() -> (tempfile::TempDir, Arc<ChunkStore>) {
-        let (d, s) = store(u64::MAX).await;
+        committed_v1_with(u64::MAX).await
+    }
+
+    /// The same, on a store of `capacity` bytes.
+    async fn committed_v1_with(capacity: u64) -> (tempfile::TempDir, Arc<ChunkStore>) {
+        let (d, s) = store(capacity).await;
         let mut w = s.begin_write(1, 1, 0).await.unwrap();
         w.write_at(0, Bytes::from(original())).await.unwrap();
         w.finish(None, false).await.unwrap();

@@ -93,20 +93,15 @@ impl WriteSession {
         if end > self.store.chunk_size_max_bytes {
             return Err(StoreError::TooLarge { chunk_id: self.id, end });
         }
-        if end > self.len {
-            let need = end - self.len;
-            let used = self.store.space.used();
-            if used + need > self.store.space.capacity() {
-                return Err(StoreError::NoSpace { need, used, capacity: self.store.space.capacity() });
-            }
-        }
+        // The growth is reserved before a byte is written, and given back if
+        // the write fails (or this future is dropped) before it is kept.
+        let store = self.store.clone();
+        let growth = store.space.reserve(end.saturating_sub(self.len))?;
         self.save_old(offset, end).await?;
         let file = self.file.clone();
         blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
-        if end > self.len {
-            self.store.space.account(self.len, end);
-            self.len = end;
-        }
+        growth.keep();
+        self.len = self.len.max(end);
         self.touched = Some(match self.touched {
             Some((s, e)) => (s.min(offset), e.max(end)),
             None => (offset, end),
@@ -128,6 +123,15 @@ impl WriteSession {
             self.abort().await?;
             return Err(StoreError::TooLarge { chunk_id, end: len });
         }
+        // A cut past the end grows the replica: that needs space like a write.
+        let store = self.store.clone();
+        let growth = match store.space.reserve(len.saturating_sub(self.len)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.abort().await?;
+                return Err(e);
+            }
+        };
         if len < self.len {
             self.save_old(len, self.len).await?;
         }
@@ -167,7 +171,10 @@ impl WriteSession {
             Ok(meta)
         })
         .await?;
-        self.store.space.account(self.len, len);
+        growth.keep();
+        if len < self.len {
+            self.store.space.release(self.len - len);
+        }
         *self.guard = Some(meta);
         self.store.note_version(self.id, version);
         Ok(version)
