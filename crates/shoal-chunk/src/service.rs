@@ -17,8 +17,8 @@
 //! chunk is refused (`PERMISSION_DENIED`) before anything is written.
 //!
 //! Writes and copies run in their own tasks: when the caller goes away (its
-//! call is cancelled), the session still ends, rolled back, instead of being
-//! dropped half-way with bytes written and no meta to match.
+//! call is cancelled), the session still ends through its own `finish`
+//! (rolled back). A session dropped anyway is rolled back by its `Drop`.
 
 use std::sync::Arc;
 

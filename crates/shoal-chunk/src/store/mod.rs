@@ -691,13 +691,62 @@ mod tests {
         let mut w = s.begin_write(1, 2, 1).await.unwrap();
         w.write_at(10, Bytes::from(vec![b'z'; 70_000])).await.unwrap();
         w.write_at(100_000, Bytes::from(vec![b'z'; 5000])).await.unwrap();
-        // The process dies here: no finish.
-        drop(w);
+        // The process dies here: no finish, and no rollback on drop either.
+        std::mem::forget(w);
         drop(s);
         let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
         assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
         assert_eq!(s.used_bytes(), 100_000);
         assert!(undo_files(&d).iter().all(|f| !f.ends_with("0002")));
+    }
+
+    /// Regression: a session dropped without `finish` (a cancelled task)
+    /// left its bytes written under the old checksums, so the replica read as
+    /// corrupt until a restart rolled it back.
+    #[tokio::test]
+    async fn a_dropped_session_is_rolled_back_at_once() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(10, Bytes::from(vec![b'z'; 70_000])).await.unwrap();
+        w.write_at(100_000, Bytes::from(vec![b'z'; 5000])).await.unwrap();
+        drop(w);
+        // The read waits for the chunk's lock, which the rollback holds.
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "version 1 is intact and verifies");
+        assert!(s.corrupt_ids().is_empty());
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 1)], 100_000));
+        assert!(undo_files(&d).is_empty(), "{:?}", undo_files(&d));
+        // A dropped first write leaves no replica.
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![1u8; 10])).await.unwrap();
+        drop(w);
+        assert!(matches!(s.read(2, 0, 1, 1).await, Err(StoreError::NotFound { .. })));
+        assert_eq!(s.chunk_count(), 1);
+        assert!(!data_path(&d.path().join("chunks"), 2).exists());
+        s.assert_accounting();
+        // The next write builds on version 1 as usual.
+        let mut w = s.begin_write(1, 3, 1).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        let mut want = original();
+        want[..3].copy_from_slice(b"abc");
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
+    /// A session dropped where no runtime runs is rolled back inline.
+    #[test]
+    fn a_session_dropped_without_a_runtime_is_rolled_back_inline() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (_d, s, w) = rt.block_on(async {
+            let (d, s) = committed_v1().await;
+            let mut w = s.begin_write(1, 2, 1).await.unwrap();
+            w.write_at(50, Bytes::from(vec![b'q'; 1000])).await.unwrap();
+            (d, s, w)
+        });
+        drop(rt);
+        drop(w);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        assert_eq!(rt.block_on(s.read(1, 0, u64::MAX, 1)).unwrap(), original());
+        s.assert_accounting();
     }
 
     #[tokio::test]

@@ -5,9 +5,25 @@
 //! else reads or writes the replica meanwhile. Bytes that existed before the
 //! session are saved in the version's undo record before they are
 //! overwritten (see [`crate::undo`]).
+//!
+//! # How a session ends
+//! - `finish` makes it durable at its version;
+//! - `finish(.., abort = true)`, or a failure inside `finish`, rolls it back;
+//! - a session dropped before it ended (its task was cancelled, or panicked)
+//!   is rolled back too. Drop cannot await, so the rollback is spawned on the
+//!   runtime and **takes the chunk's write lock with it**: no reader or
+//!   writer gets in before the replica is as it was. Without a runtime the
+//!   rollback runs inline. If the process dies first, the next open rolls
+//!   the session back from its undo record (see `recovery`).
+//!
+//! # States
+//! `guard` is `Some` while the session is open and `None` once it ended
+//! (finished, rolled back, or handed to a rollback): a dropped session with
+//! `guard == None` has nothing left to do.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -24,7 +40,9 @@ pub struct WriteSession {
     store: Arc<ChunkStore>,
     id: u64,
     version: u64,
-    guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
+    /// The chunk's write lock and the replica's meta as the session found
+    /// it; None once the session ended.
+    guard: Option<OwnedRwLockWriteGuard<Option<ReplicaMeta>>>,
     file: Arc<File>,
     start_len: u64,
     len: u64,
@@ -47,7 +65,7 @@ impl WriteSession {
             store,
             id,
             version,
-            guard,
+            guard: Some(guard),
             file: Arc::new(file),
             start_len,
             len: start_len,
@@ -56,12 +74,30 @@ impl WriteSession {
         }
     }
 
+    /// The replica's meta as the session found it (its committed state).
+    fn old(&self) -> &Option<ReplicaMeta> {
+        self.guard.as_ref().expect("an open session holds the chunk's lock")
+    }
+
+    /// Takes what a rollback needs out of the session, which thereby ends.
+    fn rollback(&mut self) -> Rollback {
+        Rollback {
+            store: self.store.clone(),
+            id: self.id,
+            version: self.version,
+            had_record: self.undo.take().is_some(),
+            start_len: self.start_len,
+            len: self.len,
+            guard: self.guard.take().expect("an open session holds the chunk's lock"),
+        }
+    }
+
     /// This session's undo record, created (durably) on first use.
     async fn undo_record(&mut self) -> Result<Arc<Mutex<UndoWriter>>, StoreError> {
         if let Some(u) = &self.undo {
             return Ok(u.clone());
         }
-        let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.guard.clone());
+        let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.old().clone());
         let w = blocking(move || Ok(UndoWriter::create(&dir, id, version, old.as_ref())?)).await?;
         let w = Arc::new(Mutex::new(w));
         self.undo = Some(w.clone());
@@ -115,7 +151,7 @@ impl WriteSession {
         if abort {
             return self.abort().await;
         }
-        let old = self.guard.clone();
+        let old = self.old().clone();
         let len = truncate_to.unwrap_or(self.len);
         if len > self.store.chunk_size_max_bytes {
             // A cut to past the largest chunk is nonsense: undo the session.
@@ -175,7 +211,8 @@ impl WriteSession {
         if len < self.len {
             self.store.space.release(self.len - len);
         }
-        *self.guard = Some(meta);
+        let mut guard = self.guard.take().expect("an open session holds the chunk's lock");
+        *guard = Some(meta);
         self.store.note_version(self.id, version);
         Ok(version)
     }
@@ -206,22 +243,95 @@ impl WriteSession {
 
     /// Puts the replica back exactly as it was before the session.
     async fn abort(mut self) -> Result<u64, StoreError> {
-        let old = self.guard.clone();
-        let (dir, id, version) = (self.store.dir.clone(), self.id, self.version);
-        let had_record = self.undo.take().is_some();
-        let restored = blocking(move || {
-            // Without a record of its own the session overwrote nothing: only
-            // the length changed.
-            let record = if had_record { undo::load(&dir, id, version)? } else { None };
-            let u = record.unwrap_or_else(|| undo::Undo { version, old: old.clone(), segments: Vec::new() });
-            roll_back(&dir, id, old.as_ref().map_or(&[], |m| &m.undo), &u)
-        })
-        .await?;
-        debug_assert_eq!(restored, *self.guard, "a rollback restores the replica as the session found it");
+        self.rollback().run().await
+    }
+}
+
+impl Drop for WriteSession {
+    fn drop(&mut self) {
+        if self.guard.is_none() {
+            return;
+        }
+        tracing::warn!(
+            chunk_id = self.id,
+            version = self.version,
+            "write session dropped before it ended; rolling back"
+        );
+        let rollback = self.rollback();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = rollback.run().await;
+                });
+            }
+            Err(_) => {
+                let _ = rollback.run_blocking();
+            }
+        }
+    }
+}
+
+/// The rollback of one session, holding the chunk's write lock until done.
+struct Rollback {
+    store: Arc<ChunkStore>,
+    id: u64,
+    version: u64,
+    /// Whether the session made an undo record (it overwrote something, or
+    /// reached its finish).
+    had_record: bool,
+    start_len: u64,
+    len: u64,
+    guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
+}
+
+impl Rollback {
+    async fn run(self) -> Result<u64, StoreError> {
+        let (dir, id, version, had_record, old) =
+            (self.store.dir.clone(), self.id, self.version, self.had_record, self.guard.clone());
+        let restored = blocking(move || undo_on_disk(&dir, id, version, had_record, old)).await;
+        self.settle(restored)
+    }
+
+    /// The same, inline (when there is no runtime to run it on).
+    fn run_blocking(self) -> Result<u64, StoreError> {
+        let restored = undo_on_disk(&self.store.dir, self.id, self.version, self.had_record, self.guard.clone());
+        self.settle(restored)
+    }
+
+    /// Brings the store's memory in line with the rolled-back disk, then
+    /// releases the chunk's lock. Returns the replica's version.
+    fn settle(self, restored: Result<Option<ReplicaMeta>, StoreError>) -> Result<u64, StoreError> {
+        let restored = match restored {
+            Ok(m) => m,
+            Err(e) => {
+                // The files are part-way between two versions: keep the
+                // replica out of service until meta replaces it.
+                tracing::error!(chunk_id = self.id, version = self.version, "rolling back a write failed: {e}");
+                self.store.note_corrupt(self.id);
+                return Err(e);
+            }
+        };
+        assert_eq!(restored, *self.guard, "a rollback restores the replica exactly as the session found it");
         self.store.space.account(self.len, self.start_len);
         if self.guard.is_none() {
             self.store.replicas.lock().expect("store lock").remove(&self.id);
         }
         Ok(self.guard.as_ref().map_or(0, |m| m.version))
     }
+}
+
+/// Undoes a session's version on disk; returns the replica as restored.
+fn undo_on_disk(
+    dir: &Path,
+    id: u64,
+    version: u64,
+    had_record: bool,
+    old: Option<ReplicaMeta>,
+) -> Result<Option<ReplicaMeta>, StoreError> {
+    // Without a record of its own the session overwrote nothing: only the
+    // length changed.
+    let record = if had_record { undo::load(dir, id, version)? } else { None };
+    let undo_left = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
+    let u = record.unwrap_or(undo::Undo { version, old, segments: Vec::new() });
+    roll_back(dir, id, &undo_left, &u)
 }
