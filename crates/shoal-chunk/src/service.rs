@@ -60,7 +60,7 @@ pub fn store_status(e: &StoreError) -> Status {
         StoreError::Fenced { .. } => Status::permission_denied(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
-        StoreError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::TooLarge { .. } | StoreError::BadVersion { .. } => Status::invalid_argument(e.to_string()),
         StoreError::Io(_) => Status::internal(e.to_string()),
     }
 }

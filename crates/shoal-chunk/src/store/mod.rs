@@ -52,6 +52,15 @@
 //!   atomically before it is made and refused past the capacity (see
 //!   [`space`]); only a rollback may take `used_bytes` past it.
 //! - Readers take the chunk's read lock, writers its write lock.
+//! - A session's version is past its base and past the replica's version;
+//!   the undo stack is strictly ascending and never past the replica's
+//!   version; every record leads to an older version; a meta has one
+//!   checksum per block of its length; used bytes never go below zero.
+//!   These are asserted where they are made or relied on (`assert!` where a
+//!   breach would reach the disk or loop, `debug_assert!` for the rest): a
+//!   server with a broken invariant stops rather than write a meta that
+//!   lies about its data. Input from the network is refused with an error
+//!   instead (`BadVersion`, `TooLarge`).
 
 mod files;
 mod recovery;
@@ -90,6 +99,8 @@ pub enum StoreError {
     MissingBase { chunk_id: u64, have: u64, base: u64 },
     #[error("write to chunk {chunk_id} carries version {got}, older than this replica's {have}")]
     OldVersion { chunk_id: u64, got: u64, have: u64 },
+    #[error("write to chunk {chunk_id} carries version {version}, not newer than the version {base} it builds on")]
+    BadVersion { chunk_id: u64, version: u64, base: u64 },
     #[error("chunk {chunk_id} block {block} failed its checksum")]
     Corrupt { chunk_id: u64, block: u64 },
     #[error("no space: writing {need} bytes would exceed the capacity of {capacity} bytes ({used} used)")]
@@ -241,6 +252,11 @@ impl ChunkStore {
     /// Starts a write of chunk `id` at `version`, on top of committed version
     /// `base`: newer versions on this replica are rolled back first.
     pub async fn begin_write(self: &Arc<Self>, id: u64, version: u64, base: u64) -> Result<WriteSession, StoreError> {
+        // Meta always grants a version past the base. Anything else (from the
+        // network) would rewrite the committed version in place.
+        if version <= base {
+            return Err(StoreError::BadVersion { chunk_id: id, version, base });
+        }
         let mut guard = self.write_slot(id).await;
         if let Some(m) = guard.as_ref()
             && m.version > version
@@ -266,6 +282,10 @@ impl ChunkStore {
                     remove_if_present(&undo::undo_path(&dir, id, *v))?;
                 }
                 m.undo.retain(|v| *v > base);
+                // Every record left is of a version past the base, and none is
+                // past the replica's own version: so a replica at the base has
+                // none left.
+                m.assert_valid();
             }
             // A write builds on the committed version: a replica that does not
             // hold exactly that (it missed a write, or lost the chunk) would
@@ -326,7 +346,10 @@ impl ChunkStore {
                 let Some(u) = u else {
                     return Err(StoreError::Moved { chunk_id: id, have: meta.version, want: version });
                 };
-                at = u.old.as_ref().map_or(0, |m| m.version);
+                let before = u.old.as_ref().map_or(0, |m| m.version);
+                // A record always leads to an older version; anything else would loop.
+                assert!(before < at, "undo record of chunk {id} version {at} leads to version {before}");
+                at = before;
                 layers.push(u);
             }
             if at != version {
@@ -653,6 +676,19 @@ mod tests {
         assert!(matches!(s.begin_write(7, 4, 3).await, Err(StoreError::MissingBase { have: 0, base: 3, .. })));
         assert!(!d.path().join("chunks").join(format!("{:016x}.data", 7)).exists(), "no empty replica was made");
         assert_eq!(s.chunk_count(), 1);
+    }
+
+    /// Regression: a header whose version was not past its base (only bad
+    /// input sends one) opened a session that rewrote the committed version
+    /// in place, with a record of it as if it were uncommitted.
+    #[tokio::test]
+    async fn a_version_not_past_its_base_is_refused() {
+        let (d, s) = committed_v1().await;
+        let records = undo_files(&d);
+        assert!(matches!(s.begin_write(1, 1, 1).await, Err(StoreError::BadVersion { version: 1, base: 1, .. })));
+        assert!(matches!(s.begin_write(1, 2, 3).await, Err(StoreError::BadVersion { .. })));
+        assert_eq!((s.list(), s.read(1, 0, u64::MAX, 1).await.unwrap().to_vec()), (vec![(1, 1)], original()));
+        assert_eq!(undo_files(&d), records);
     }
 
     /// Bad input from the network gets a clear error and changes nothing.

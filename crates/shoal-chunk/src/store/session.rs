@@ -138,6 +138,7 @@ impl WriteSession {
         blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
         growth.keep();
         self.len = self.len.max(end);
+        debug_assert!(self.len >= self.start_len, "a session's length only grows until its finish");
         self.touched = Some(match self.touched {
             Some((s, e)) => (s.min(offset), e.max(end)),
             None => (offset, end),
@@ -152,6 +153,14 @@ impl WriteSession {
             return self.abort().await;
         }
         let old = self.old().clone();
+        // Versions only grow: `begin_write` refused anything else.
+        assert!(
+            old.as_ref().is_none_or(|m| m.version < self.version),
+            "session of chunk {} version {} over version {:?}",
+            self.id,
+            self.version,
+            old.as_ref().map(|m| m.version)
+        );
         let len = truncate_to.unwrap_or(self.len);
         if len > self.store.chunk_size_max_bytes {
             // A cut to past the largest chunk is nonsense: undo the session.
@@ -191,7 +200,10 @@ impl WriteSession {
         let dir = self.store.dir.clone();
         let (id, version, prev_len) = (self.id, self.version, self.len);
         let mut undo = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
+        // The undo stack stays in version order, with this version on top.
+        assert!(undo.last().is_none_or(|v| *v < version), "undo stack {undo:?} under version {version}");
         undo.push(version);
+        assert!(first_dirty <= last_dirty || first_dirty == nblocks, "dirty blocks {first_dirty}..{last_dirty}");
         let meta = blocking(move || {
             if len != prev_len {
                 file.set_len(len)?;
