@@ -785,6 +785,26 @@ mod tests {
         s.assert_accounting();
     }
 
+    /// A replica whose meta is unreadable is gone after a restart, records
+    /// and all: a record must not bring it back at an older version.
+    #[tokio::test]
+    async fn a_replica_with_an_unreadable_meta_is_set_aside_whole() {
+        let (d, s) = committed_v1().await;
+        for (version, base) in [(2, 1), (3, 2)] {
+            let mut w = s.begin_write(1, version, base).await.unwrap();
+            w.write_at(0, Bytes::from(vec![version as u8; 10])).await.unwrap();
+            w.finish(None, false).await.unwrap();
+        }
+        assert_eq!(undo_files(&d).len(), 1, "only version 3's record is left");
+        drop(s);
+        let chunks = d.path().join("chunks");
+        std::fs::write(chunks.join(format!("{:016x}.meta", 1)), b"garbage").unwrap();
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!((s.list(), s.used_bytes()), (vec![], 0));
+        assert!(undo_files(&d).is_empty() && !data_path(&chunks, 1).exists());
+        assert!(chunks.join(format!("{:016x}.meta.bad", 1)).exists());
+    }
+
     #[tokio::test]
     async fn an_install_replaces_an_older_copy_and_checks_what_it_received() {
         let (d, s) = committed_v1().await;

@@ -68,13 +68,35 @@ fn recover(
 ) -> Result<Option<ReplicaMeta>, StoreError> {
     undo.sort_unstable();
     undo.dedup();
-    let current = meta.as_ref().map_or(0, |m| m.version);
-    let mut meta = meta;
+    let Some(mut meta) = meta else {
+        // No readable meta: a first write or a copy that died, or a meta set
+        // aside as unreadable. Nothing of the replica is trusted; rolling a
+        // record back would bring it back at an older version.
+        for v in &undo {
+            remove_if_present(&undo::undo_path(dir, id, *v))?;
+        }
+        remove_if_present(&data_path(dir, id))?;
+        return Ok(None);
+    };
+    let current = meta.version;
     for v in undo.iter().rev().filter(|v| **v > current) {
         match undo::load(dir, id, *v)? {
             Some(u) => {
                 tracing::warn!(chunk_id = id, version = v, "rolling back a write that did not finish");
-                meta = roll_back(dir, id, &undo, &u)?;
+                match roll_back(dir, id, &undo, &u)? {
+                    Some(m) => meta = m,
+                    None => {
+                        // Only a first write's record has no old meta, and a
+                        // replica with a meta had a write before it: the
+                        // files contradict each other. The rollback removed
+                        // the replica; meta copies the chunk back.
+                        tracing::error!(chunk_id = id, version = v, current, "first-write undo record beside a meta");
+                        for v in undo.iter().filter(|w| **w < *v) {
+                            remove_if_present(&undo::undo_path(dir, id, *v))?;
+                        }
+                        return Ok(None);
+                    }
+                }
             }
             None => {
                 tracing::warn!(chunk_id = id, version = v, "dropping a torn undo record");
@@ -82,19 +104,14 @@ fn recover(
             }
         }
     }
-    if let Some(m) = meta.as_mut() {
-        m.undo = undo.into_iter().filter(|v| *v <= current && *v <= m.version).collect();
-        m.assert_valid();
-        // A missing data file reads as corruption (see `read_verified`).
-        if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
-            && data.metadata()?.len() > m.len
-        {
-            data.set_len(m.len)?;
-            data.sync_all()?;
-        }
-    } else {
-        // A data file without meta is what a crashed first write leaves.
-        remove_if_present(&data_path(dir, id))?;
+    meta.undo = undo.into_iter().filter(|v| *v <= current && *v <= meta.version).collect();
+    meta.assert_valid();
+    // A missing data file reads as corruption (see `read_verified`).
+    if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
+        && data.metadata()?.len() > meta.len
+    {
+        data.set_len(meta.len)?;
+        data.sync_all()?;
     }
-    Ok(meta)
+    Ok(Some(meta))
 }
