@@ -768,6 +768,26 @@ mod tests {
         assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
     }
 
+    /// A finish dropped part-way leaves its blocking IO (fsync, new meta)
+    /// running: that IO must end before the rollback touches a file, or
+    /// never run, else the new meta could land over the restored one.
+    #[tokio::test]
+    async fn a_finish_dropped_part_way_never_lands_after_the_rollback() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(0, Bytes::from(vec![b'z'; 100_000])).await.unwrap();
+        {
+            let mut finish = std::pin::pin!(w.finish(None, false));
+            assert!(futures::poll!(&mut finish).is_pending(), "the finish waits on its IO");
+        }
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(s.list(), vec![(1, 1)]);
+        drop(s);
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.list(), vec![(1, 1)], "the meta on disk is version 1's");
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+    }
+
     /// A session dropped where no runtime runs is rolled back inline.
     #[test]
     fn a_session_dropped_without_a_runtime_is_rolled_back_inline() {

@@ -20,6 +20,11 @@
 //! `guard` is `Some` while the session is open and `None` once it ended
 //! (finished, rolled back, or handed to a rollback): a dropped session with
 //! `guard == None` has nothing left to do.
+//!
+//! A future dropped mid-call leaves its blocking IO running (blocking
+//! threads cannot be cancelled). So every IO of a session passes its `gate`,
+//! which a rollback closes first: an IO that had started ends before the
+//! rollback touches a file, and one that had not never runs.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -50,6 +55,8 @@ pub struct WriteSession {
     touched: Option<(u64, u64)>,
     /// This version's undo record, made when first needed.
     undo: Option<Arc<Mutex<UndoWriter>>>,
+    /// Open (true) until a rollback begins; held by each IO of the session.
+    gate: Arc<Mutex<bool>>,
 }
 
 impl WriteSession {
@@ -71,7 +78,25 @@ impl WriteSession {
             len: start_len,
             touched: None,
             undo: None,
+            gate: Arc::new(Mutex::new(true)),
         }
+    }
+
+    /// Runs one IO of this session on a blocking thread, unless the session
+    /// is being rolled back (see the module doc).
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let gate = self.gate.clone();
+        blocking(move || {
+            let open = gate.lock().unwrap_or_else(|e| e.into_inner());
+            if !*open {
+                return Err(StoreError::Io(std::io::Error::other("the write session was rolled back")));
+            }
+            f()
+        })
+        .await
     }
 
     /// The replica's meta as the session found it (its committed state).
@@ -88,6 +113,7 @@ impl WriteSession {
             had_record: self.undo.take().is_some(),
             start_len: self.start_len,
             len: self.len,
+            gate: self.gate.clone(),
             guard: self.guard.take().expect("an open session holds the chunk's lock"),
         }
     }
@@ -98,7 +124,7 @@ impl WriteSession {
             return Ok(u.clone());
         }
         let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.old().clone());
-        let w = blocking(move || Ok(UndoWriter::create(&dir, id, version, old.as_ref())?)).await?;
+        let w = self.io(move || Ok(UndoWriter::create(&dir, id, version, old.as_ref())?)).await?;
         let w = Arc::new(Mutex::new(w));
         self.undo = Some(w.clone());
         Ok(w)
@@ -112,7 +138,7 @@ impl WriteSession {
         }
         let record = self.undo_record().await?;
         let file = self.file.clone();
-        blocking(move || {
+        self.io(move || {
             let mut old = vec![0u8; (end - offset) as usize];
             file.read_exact_at(&mut old, offset)?;
             Ok(record.lock().expect("undo lock").append(offset, &old)?)
@@ -135,7 +161,7 @@ impl WriteSession {
         let growth = store.space.reserve(end.saturating_sub(self.len))?;
         self.save_old(offset, end).await?;
         let file = self.file.clone();
-        blocking(move || Ok(file.write_all_at(&data, offset)?)).await?;
+        self.io(move || Ok(file.write_all_at(&data, offset)?)).await?;
         growth.keep();
         self.len = self.len.max(end);
         debug_assert!(self.len >= self.start_len, "a session's length only grows until its finish");
@@ -204,21 +230,22 @@ impl WriteSession {
         assert!(undo.last().is_none_or(|v| *v < version), "undo stack {undo:?} under version {version}");
         undo.push(version);
         assert!(first_dirty <= last_dirty || first_dirty == nblocks, "dirty blocks {first_dirty}..{last_dirty}");
-        let meta = blocking(move || {
-            if len != prev_len {
-                file.set_len(len)?;
-            }
-            file.sync_all()?;
-            crcs.resize(nblocks as usize, 0);
-            if first_dirty < last_dirty {
-                let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
-                crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
-            }
-            let meta = ReplicaMeta { version, len, crcs, undo };
-            write_meta(&dir, id, &meta)?;
-            Ok(meta)
-        })
-        .await?;
+        let meta = self
+            .io(move || {
+                if len != prev_len {
+                    file.set_len(len)?;
+                }
+                file.sync_all()?;
+                crcs.resize(nblocks as usize, 0);
+                if first_dirty < last_dirty {
+                    let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
+                    crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
+                }
+                let meta = ReplicaMeta { version, len, crcs, undo };
+                write_meta(&dir, id, &meta)?;
+                Ok(meta)
+            })
+            .await?;
         growth.keep();
         if len < self.len {
             self.store.space.release(self.len - len);
@@ -233,11 +260,12 @@ impl WriteSession {
     /// its blocks on disk are `expected` (those of the bytes received).
     pub async fn finish_install(self, expected: Vec<u32>) -> Result<u64, StoreError> {
         let (file, len, id) = (self.file.clone(), self.len, self.id);
-        let on_disk = blocking(move || {
-            file.sync_all()?;
-            crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
-        })
-        .await;
+        let on_disk = self
+            .io(move || {
+                file.sync_all()?;
+                crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
+            })
+            .await;
         match on_disk {
             Ok(crcs) if crcs == expected => self.finish(None, false).await,
             Ok(crcs) => {
@@ -293,6 +321,8 @@ struct Rollback {
     had_record: bool,
     start_len: u64,
     len: u64,
+    /// The session's IO gate, closed before anything is undone.
+    gate: Arc<Mutex<bool>>,
     guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
 }
 
@@ -300,13 +330,20 @@ impl Rollback {
     async fn run(self) -> Result<u64, StoreError> {
         let (dir, id, version, had_record, old) =
             (self.store.dir.clone(), self.id, self.version, self.had_record, self.guard.clone());
-        let restored = blocking(move || undo_on_disk(&dir, id, version, had_record, old)).await;
+        let gate = self.gate.clone();
+        let restored = blocking(move || {
+            let _closed = close(&gate);
+            undo_on_disk(&dir, id, version, had_record, old)
+        })
+        .await;
         self.settle(restored)
     }
 
     /// The same, inline (when there is no runtime to run it on).
     fn run_blocking(self) -> Result<u64, StoreError> {
+        let closed = close(&self.gate);
         let restored = undo_on_disk(&self.store.dir, self.id, self.version, self.had_record, self.guard.clone());
+        drop(closed);
         self.settle(restored)
     }
 
@@ -330,6 +367,14 @@ impl Rollback {
         }
         Ok(self.guard.as_ref().map_or(0, |m| m.version))
     }
+}
+
+/// Closes a session's IO gate, waiting for an IO in flight to end; the gate
+/// stays locked while the returned guard lives.
+fn close(gate: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    let mut open = gate.lock().unwrap_or_else(|e| e.into_inner());
+    *open = false;
+    open
 }
 
 /// Undoes a session's version on disk; returns the replica as restored.
