@@ -9,6 +9,7 @@
 //! `shoal-chunk` knows nothing of paths, files or the namespace: only chunk
 //! ids, versions and byte ranges.
 
+pub mod format;
 pub mod replicate;
 pub mod scrub;
 pub mod server;

@@ -17,8 +17,8 @@
 //! chunk is refused (`PERMISSION_DENIED`) before anything is written.
 //!
 //! Writes and copies run in their own tasks: when the caller goes away (its
-//! call is cancelled), the session still ends, rolled back, instead of being
-//! dropped half-way with bytes written and no meta to match.
+//! call is cancelled), the session still ends through its own `finish`
+//! (rolled back). A session dropped anyway is rolled back by its `Drop`.
 
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use shoal_client::pool::ChannelPool;
 use shoal_proto::chunk::chunk_client::ChunkClient;
 use shoal_proto::chunk::chunk_server::Chunk;
 use shoal_proto::chunk::{
-    ReadReply, ReadRequest, ReplicateReply, ReplicateRequest, WriteHeader, WriteMessage, WriteReply,
+    ChunkErrorKind, ReadReply, ReadRequest, ReplicateReply, ReplicateRequest, WriteHeader, WriteMessage, WriteReply,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -50,8 +50,10 @@ pub struct ChunkService {
     pub self_addr: String,
 }
 
+/// The gRPC status for a store error: the typed kind in `shoal-chunk-error`
+/// (what clients decide on), and the status code older clients knew.
 pub fn store_status(e: &StoreError) -> Status {
-    match e {
+    let mut status = match e {
         StoreError::NotFound { .. } => Status::not_found(e.to_string()),
         StoreError::Stale { .. } | StoreError::OldVersion { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Moved { .. } => Status::aborted(e.to_string()),
@@ -60,8 +62,26 @@ pub fn store_status(e: &StoreError) -> Status {
         StoreError::Fenced { .. } => Status::permission_denied(e.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
-        StoreError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::TooLarge { .. } | StoreError::BadVersion { .. } => Status::invalid_argument(e.to_string()),
         StoreError::Io(_) => Status::internal(e.to_string()),
+    };
+    error_kind(e).attach(&mut status);
+    status
+}
+
+/// What a store error means to the other side.
+pub fn error_kind(e: &StoreError) -> ChunkErrorKind {
+    match e {
+        StoreError::NotFound { .. } => ChunkErrorKind::NotFound,
+        StoreError::Stale { .. } => ChunkErrorKind::Stale,
+        StoreError::OldVersion { .. } => ChunkErrorKind::NewerVersion,
+        StoreError::Moved { .. } => ChunkErrorKind::Moved,
+        StoreError::MissingBase { .. } => ChunkErrorKind::MissingBase,
+        StoreError::Fenced { .. } => ChunkErrorKind::Fenced,
+        StoreError::Corrupt { .. } => ChunkErrorKind::Corrupt,
+        StoreError::NoSpace { .. } | StoreError::DiskFull(_) => ChunkErrorKind::NoSpace,
+        StoreError::TooLarge { .. } | StoreError::BadVersion { .. } => ChunkErrorKind::BadRequest,
+        StoreError::Io(_) => ChunkErrorKind::Io,
     }
 }
 
@@ -220,4 +240,28 @@ impl Chunk for ChunkService {
 fn piece(data: Bytes) -> ReadReply {
     let crc32c = Some(shoal_core::checksum::crc32c(&data));
     ReadReply { data, crc32c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: "corrupt" and "missing base" both crossed as a bare
+    /// `DATA_LOSS`, so a client could not tell a damaged replica (report it)
+    /// from one that missed a write (route around it).
+    #[test]
+    fn statuses_carry_the_typed_kind() {
+        let corrupt = store_status(&StoreError::Corrupt { chunk_id: 1, block: 0 });
+        let behind = store_status(&StoreError::MissingBase { chunk_id: 1, have: 1, base: 2 });
+        assert_eq!(corrupt.code(), behind.code(), "the codes older clients know are unchanged");
+        assert_eq!(ChunkErrorKind::of(&corrupt), Some(ChunkErrorKind::Corrupt));
+        assert_eq!(ChunkErrorKind::of(&behind), Some(ChunkErrorKind::MissingBase));
+        let full = store_status(&StoreError::NoSpace { need: 1, used: 1, capacity: 1 });
+        assert_eq!(ChunkErrorKind::of(&full), Some(ChunkErrorKind::NoSpace));
+        let newer = store_status(&StoreError::OldVersion { chunk_id: 1, got: 1, have: 2 });
+        assert_eq!(ChunkErrorKind::of(&newer), Some(ChunkErrorKind::NewerVersion));
+        // Blaming a replica keeps the kind.
+        let blamed = blame(store_status(&StoreError::Fenced { chunk_id: 1, token: 1, newest: 2 }), "h:1");
+        assert_eq!(ChunkErrorKind::of(&blamed), Some(ChunkErrorKind::Fenced));
+    }
 }

@@ -23,14 +23,19 @@
 //! length (u32), CRC32C of the bytes (u32), the bytes. A torn last segment
 //! (crash while appending) fails its CRC and is ignored: its bytes were never
 //! overwritten, because the record is synced before the data is written.
+//!
+//! This module knows only the `.meta` encoding ([`crate::format`]); the store
+//! decides when records are made, applied and removed. Its IO errors are
+//! plain `std::io::Error`s, which the store classifies.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use shoal_core::checksum::crc32c;
 
-use crate::store::{ReplicaMeta, StoreError};
+use crate::format::ReplicaMeta;
 
 const UNDO_MAGIC: &[u8; 4] = b"SHCU";
 const UNDO_FORMAT: u32 = 1;
@@ -64,7 +69,7 @@ pub struct UndoWriter {
 impl UndoWriter {
     /// Creates the record for `version` with the replica's meta before the
     /// write, durable (file and directory) on return.
-    pub fn create(dir: &Path, id: u64, version: u64, old: Option<&ReplicaMeta>) -> Result<UndoWriter, StoreError> {
+    pub fn create(dir: &Path, id: u64, version: u64, old: Option<&ReplicaMeta>) -> io::Result<UndoWriter> {
         let mut head = Vec::new();
         head.extend_from_slice(UNDO_MAGIC);
         head.extend_from_slice(&UNDO_FORMAT.to_le_bytes());
@@ -74,33 +79,33 @@ impl UndoWriter {
         head.extend_from_slice(&meta);
         let crc = crc32c(&head);
         head.extend_from_slice(&crc.to_le_bytes());
-        let file = File::create(undo_path(dir, id, version)).map_err(StoreError::from_io)?;
-        file.write_all_at(&head, 0).map_err(StoreError::from_io)?;
-        file.sync_all().map_err(StoreError::from_io)?;
+        let file = File::create(undo_path(dir, id, version))?;
+        file.write_all_at(&head, 0)?;
+        file.sync_all()?;
         File::open(dir)?.sync_all()?;
         Ok(UndoWriter { file, end: head.len() as u64 })
     }
 
     /// Saves the old `bytes` at `offset`; durable on return.
-    pub fn append(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    pub fn append(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut seg = Vec::with_capacity(16 + bytes.len());
         seg.extend_from_slice(&offset.to_le_bytes());
         seg.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         seg.extend_from_slice(&crc32c(bytes).to_le_bytes());
         seg.extend_from_slice(bytes);
-        self.file.write_all_at(&seg, self.end).map_err(StoreError::from_io)?;
-        self.file.sync_data().map_err(StoreError::from_io)?;
+        self.file.write_all_at(&seg, self.end)?;
+        self.file.sync_data()?;
         self.end += seg.len() as u64;
         Ok(())
     }
 }
 
 /// Reads the record of `version`; None if it is missing or its header is torn.
-pub fn load(dir: &Path, id: u64, version: u64) -> Result<Option<Undo>, StoreError> {
+pub fn load(dir: &Path, id: u64, version: u64) -> io::Result<Option<Undo>> {
     let bytes = match std::fs::read(undo_path(dir, id, version)) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
     Ok(decode(&bytes).filter(|u| u.version == version))
 }
@@ -133,13 +138,13 @@ fn decode(b: &[u8]) -> Option<Undo> {
 
 /// Puts the data file back as it was before `undo`'s write: old bytes
 /// restored, old length, synced. The caller rewrites (or removes) the meta.
-pub fn restore(data: &File, undo: &Undo) -> Result<(), StoreError> {
+pub fn restore(data: &File, undo: &Undo) -> io::Result<()> {
     // Newest saves last: a range saved twice keeps its oldest content.
     for (offset, bytes) in undo.segments.iter().rev() {
-        data.write_all_at(bytes, *offset).map_err(StoreError::from_io)?;
+        data.write_all_at(bytes, *offset)?;
     }
-    data.set_len(undo.old.as_ref().map_or(0, |m| m.len)).map_err(StoreError::from_io)?;
-    data.sync_all().map_err(StoreError::from_io)?;
+    data.set_len(undo.old.as_ref().map_or(0, |m| m.len))?;
+    data.sync_all()?;
     Ok(())
 }
 

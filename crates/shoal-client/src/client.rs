@@ -1,4 +1,7 @@
 //! The entry point: a connection to a Shoal cluster and its namespace operations.
+//!
+//! Opening files is in [`crate::file`] and lock sessions in [`crate::lock`]
+//! (each adds its own `impl Client`), so this module depends on neither.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +11,6 @@ use shoal_proto::meta::cluster_client::ClusterClient;
 use shoal_proto::meta::namespace_client::NamespaceClient;
 
 use crate::Result;
-use crate::file::File;
 use crate::meta::MetaConn;
 use crate::pool::ChannelPool;
 use crate::request::RequestIds;
@@ -80,7 +82,7 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn inode_of(reply: pb::InodeReply) -> Stat {
+pub(crate) fn inode_of(reply: pb::InodeReply) -> Stat {
     reply.inode.unwrap_or_default().into()
 }
 
@@ -129,44 +131,6 @@ impl Client {
             })
             .await?,
         ))
-    }
-
-    /// Creates an empty file; fails if the path exists. `replication` None
-    /// inherits the directory's or the cluster's factor.
-    pub async fn create(&self, path: &str, replication: Option<u32>) -> Result<File> {
-        self.create_inner(path, replication, false).await
-    }
-
-    /// Opens a file, creating it if it does not exist.
-    pub async fn open_or_create(&self, path: &str, replication: Option<u32>) -> Result<File> {
-        self.create_inner(path, replication, true).await
-    }
-
-    async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
-        let pending = self.inner.requests.begin();
-        let req = pb::CreateRequest {
-            path: path.to_string(),
-            replication: replication.unwrap_or(0),
-            open_existing,
-            request: Some(pending.id),
-        };
-        let stat = inode_of(
-            self.ns(|mut c| {
-                let req = req.clone();
-                async move { c.create(req).await }
-            })
-            .await?,
-        );
-        Ok(File::new(self.clone(), path.to_string(), stat))
-    }
-
-    /// Opens an existing file.
-    pub async fn open(&self, path: &str) -> Result<File> {
-        let stat = self.stat(path).await?;
-        if stat.is_dir {
-            return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
-        }
-        Ok(File::new(self.clone(), path.to_string(), stat))
     }
 
     pub async fn stat(&self, path: &str) -> Result<Stat> {

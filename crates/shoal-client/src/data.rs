@@ -9,12 +9,16 @@
 //! A read asks one replica for a range; the replica verifies block checksums
 //! before sending, and sends a checksum of every piece, checked here. Callers
 //! try the replicas in turn.
+//!
+//! Every failure carries a [`ChunkErrorKind`]: what the chunk server said in
+//! `shoal-chunk-error`, which the caller's retry policy ([`crate::retry`])
+//! decides on.
 
 use bytes::Bytes;
 use futures::StreamExt;
 use shoal_proto::chunk::chunk_client::ChunkClient;
-use shoal_proto::chunk::{ReadRequest, WriteHeader, WriteMessage};
-use tonic::Status;
+use shoal_proto::chunk::{ChunkErrorKind, ReadRequest, WriteHeader, WriteMessage};
+use tonic::{Code, Status};
 
 use crate::ClientError;
 use crate::pool::ChannelPool;
@@ -26,7 +30,27 @@ pub const PIECE_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct ChainError {
     pub failed_replica: String,
+    /// What the failed replica said; `Unspecified` if it said nothing typed.
+    pub kind: ChunkErrorKind,
     pub status: Status,
+}
+
+/// The kind of a chunk server's failure. A server marks its refusals in
+/// `shoal-chunk-error`; a status without the mark came from the network, or
+/// from a server older than the mark, whose status codes meant (only) this.
+pub fn error_kind(status: &Status) -> ChunkErrorKind {
+    if let Some(kind) = ChunkErrorKind::of(status) {
+        return kind;
+    }
+    match status.code() {
+        // Older servers said DATA_LOSS for a corrupt replica and for one that
+        // missed a write; only reads (where it means corrupt) tell them apart.
+        Code::DataLoss => ChunkErrorKind::Corrupt,
+        Code::Aborted => ChunkErrorKind::Moved,
+        Code::FailedPrecondition => ChunkErrorKind::NewerVersion,
+        Code::PermissionDenied => ChunkErrorKind::Fenced,
+        _ => ChunkErrorKind::Unspecified,
+    }
 }
 
 /// Writes `data` as `header` says (chunk, version, base, offset, truncation)
@@ -41,7 +65,7 @@ pub async fn write_chain(
     let fault = |status: Status| {
         let named =
             status.metadata().get(shoal_proto::FAILED_REPLICA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        ChainError { failed_replica: named.unwrap_or_else(|| first.clone()), status }
+        ChainError { failed_replica: named.unwrap_or_else(|| first.clone()), kind: error_kind(&status), status }
     };
     let channel = pool.get(first).map_err(|e| fault(Status::invalid_argument(e.to_string())))?;
     let mut client = ChunkClient::new(channel)
@@ -81,24 +105,41 @@ pub async fn read_replica(
     let channel = pool.get(replica)?;
     let mut client = ChunkClient::new(channel).max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
     let req = ReadRequest { chunk_id, offset, length: len, version };
-    let mut stream = client.read(req).await.map_err(|s| ClientError::from_status(&s))?.into_inner();
+    let failed = |s: Status| ClientError::from_chunk_status(replica, &s);
+    // Not the replica's own verdict: just try another.
+    let untyped = |message: &str| ClientError::Replica {
+        replica: replica.to_string(),
+        kind: ChunkErrorKind::Unspecified,
+        message: message.to_string(),
+    };
+    let mut stream = client.read(req).await.map_err(failed)?.into_inner();
     let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
     while let Some(msg) = stream.next().await {
-        let msg = msg.map_err(|s| ClientError::from_status(&s))?;
+        let msg = msg.map_err(failed)?;
         if msg.crc32c.is_some_and(|c| c != shoal_core::checksum::crc32c(&msg.data)) {
-            // Damaged on the way, not on the replica's disk: just try another.
-            return Err(ClientError::Rpc {
-                code: tonic::Code::Unavailable,
-                message: format!("data from {replica} was damaged in transit"),
-            });
+            // Damaged on the way, not on the replica's disk.
+            return Err(untyped("the data was damaged in transit"));
         }
         out.extend_from_slice(&msg.data);
     }
     if out.len() as u64 > len {
-        return Err(ClientError::Rpc {
-            code: tonic::Code::Internal,
-            message: format!("replica {replica} sent more than asked"),
-        });
+        return Err(untyped("the replica sent more than asked"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typed_kind_wins_over_the_code() {
+        let mut s = Status::data_loss("behind");
+        ChunkErrorKind::MissingBase.attach(&mut s);
+        assert_eq!(error_kind(&s), ChunkErrorKind::MissingBase);
+        // Without a mark: the network, or an older server.
+        assert_eq!(error_kind(&Status::data_loss("bad block")), ChunkErrorKind::Corrupt);
+        assert_eq!(error_kind(&Status::aborted("moved")), ChunkErrorKind::Moved);
+        assert_eq!(error_kind(&Status::unavailable("connection refused")), ChunkErrorKind::Unspecified);
+    }
 }

@@ -1,6 +1,7 @@
 //! Errors of the client library, typed by what the caller can do about them.
 
 use shoal_core::FsError;
+use shoal_proto::chunk::ChunkErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -26,6 +27,10 @@ pub enum ClientError {
     /// The caller passed something meaningless (negative offset, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// One replica failed a call; `kind` says why (`Unspecified`: it could
+    /// not be reached, or the bytes were damaged in transit).
+    #[error("replica {replica}: {message}")]
+    Replica { replica: String, kind: ChunkErrorKind, message: String },
     /// Any other answer from a server.
     #[error("{code:?}: {message}")]
     Rpc { code: tonic::Code, message: String },
@@ -43,6 +48,24 @@ impl ClientError {
         match FsError::from_bytes(s.details()) {
             Some(e) => ClientError::Fs(e),
             None => ClientError::Rpc { code: s.code(), message: s.message().to_string() },
+        }
+    }
+
+    /// Decodes a status from the chunk server at `replica`.
+    pub fn from_chunk_status(replica: &str, s: &tonic::Status) -> ClientError {
+        ClientError::Replica {
+            replica: replica.to_string(),
+            kind: crate::data::error_kind(s),
+            message: s.message().to_string(),
+        }
+    }
+
+    /// What a chunk server said went wrong; `Unspecified` for anything that
+    /// is not a replica's answer.
+    pub fn chunk_error_kind(&self) -> ChunkErrorKind {
+        match self {
+            ClientError::Replica { kind, .. } => *kind,
+            _ => ChunkErrorKind::Unspecified,
         }
     }
 }

@@ -21,41 +21,77 @@
 //! version, from the first replica that answers with verified data. Holes
 //! (chunks never committed) read as zeros. A replica that has moved past the
 //! version asked for means the map is out of date: fetch it again and retry.
-//! A replica whose blocks fail their checksums (`DATA_LOSS`) is reported to
-//! meta, which replaces it; the read goes on with the next replica.
+//! A replica whose blocks fail their checksums (typed `CORRUPT`) is reported
+//! to meta, which replaces it; the read goes on with the next replica. What
+//! to do after each failure is decided by [`crate::retry`].
+//!
+//! Opening a file (`Client::create`, `open`, `open_or_create`) lives here
+//! too, so this module depends on `client` and never the reverse.
 
 use std::io::SeekFrom as StdSeekFrom;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use rand::Rng;
 use shoal_core::layout::spans;
 use shoal_proto::chunk::WriteHeader;
 use shoal_proto::meta as pb;
 
-use crate::client::{ChunkInfo, Client, Stat};
+use crate::client::{ChunkInfo, Client, Stat, inode_of};
 use crate::data::{read_replica, write_chain};
+use crate::retry::{self, Action, GiveUp};
 use crate::{ClientError, Result};
 
 pub use std::io::SeekFrom;
 
-/// A number below `n` (at least 1), varying from call to call.
-fn rand_below(n: u64) -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now()) % n.max(1)
-}
-
 /// Chunks of one write call that are written at the same time.
 const CHUNK_WRITES_IN_FLIGHT_MAX: usize = 4;
-/// How many replica chains one chunk write may try.
-const WRITE_ATTEMPTS_MAX: usize = 4;
 /// How often a whole write is redone after losing a race to commit.
 const COMMIT_ATTEMPTS_MAX: usize = 16;
 /// The longest pause before redoing a write that lost a race.
 const COMMIT_BACKOFF_MAX_MS: u64 = 400;
-/// How often a read refetches an outdated chunk map.
-const READ_ATTEMPTS_MAX: usize = 4;
 /// How long a read waits for meta to take a corruption report.
 const CORRUPT_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Client {
+    /// Creates an empty file; fails if the path exists. `replication` None
+    /// inherits the directory's or the cluster's factor.
+    pub async fn create(&self, path: &str, replication: Option<u32>) -> Result<File> {
+        self.create_inner(path, replication, false).await
+    }
+
+    /// Opens a file, creating it if it does not exist.
+    pub async fn open_or_create(&self, path: &str, replication: Option<u32>) -> Result<File> {
+        self.create_inner(path, replication, true).await
+    }
+
+    async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
+        let pending = self.inner.requests.begin();
+        let req = pb::CreateRequest {
+            path: path.to_string(),
+            replication: replication.unwrap_or(0),
+            open_existing,
+            request: Some(pending.id),
+        };
+        let stat = inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?,
+        );
+        Ok(File::new(self.clone(), path.to_string(), stat))
+    }
+
+    /// Opens an existing file.
+    pub async fn open(&self, path: &str) -> Result<File> {
+        let stat = self.stat(path).await?;
+        if stat.is_dir {
+            return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
+        }
+        Ok(File::new(self.clone(), path.to_string(), stat))
+    }
+}
 
 /// A change to a file's bytes or size.
 enum Change {
@@ -132,14 +168,19 @@ impl File {
     pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut attempt = 1;
         loop {
-            match self.read_at_once(offset, len).await {
-                Err(ClientError::LayoutChanged { .. }) if attempt < READ_ATTEMPTS_MAX => attempt += 1,
+            match self.read_at_once(offset, len, attempt).await {
+                // Only asked for while the policy's bound allows another map.
+                Err(ClientError::LayoutChanged { .. })
+                    if retry::after_replicas_failed(true, attempt) == Action::RefreshMap =>
+                {
+                    attempt += 1
+                }
                 other => return other,
             }
         }
     }
 
-    async fn read_at_once(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+    async fn read_at_once(&mut self, offset: u64, len: u64, attempt: usize) -> Result<Vec<u8>> {
         let (stat, chunks) = self.client.layout(self.stat.inode).await?;
         self.stat = stat;
         let end = offset.saturating_add(len).min(self.stat.size);
@@ -152,16 +193,16 @@ impl File {
             if chunks[i].version == 0 {
                 continue; // Never committed: a hole.
             }
-            let bytes = self.read_chunk(&chunks[i], span.offset_in_chunk, span.len).await?;
+            let bytes = self.read_chunk(&chunks[i], span.offset_in_chunk, span.len, attempt).await?;
             let at = span.offset_in_range as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(out)
     }
 
-    async fn read_chunk(&self, chunk: &ChunkInfo, offset: u64, len: u64) -> Result<Vec<u8>> {
+    async fn read_chunk(&self, chunk: &ChunkInfo, offset: u64, len: u64, attempt: usize) -> Result<Vec<u8>> {
         let mut errors = Vec::new();
-        let mut moved = false;
+        let mut map_outdated = false;
         let mut corrupt = Vec::new();
         let mut result = None;
         for replica in &chunk.replicas {
@@ -171,12 +212,13 @@ impl File {
                     break;
                 }
                 Err(e) => {
-                    moved |= matches!(e, ClientError::Rpc { code: tonic::Code::Aborted, .. });
-                    if matches!(e, ClientError::Rpc { code: tonic::Code::DataLoss, .. }) {
-                        corrupt.push(replica.clone());
-                    }
                     tracing::warn!(chunk_id = chunk.id, %replica, "replica read failed: {e}");
-                    errors.push(format!("{replica}: {e}"));
+                    match retry::on_read_error(e.chunk_error_kind()) {
+                        Action::ReportCorrupt => corrupt.push(replica.clone()),
+                        Action::RefreshMap => map_outdated = true,
+                        _ => {}
+                    }
+                    errors.push(e.to_string());
                 }
             }
         }
@@ -191,10 +233,12 @@ impl File {
         if let Some(bytes) = result {
             return Ok(bytes);
         }
-        if moved {
-            return Err(ClientError::LayoutChanged { chunk_id: chunk.id });
+        match retry::after_replicas_failed(map_outdated, attempt) {
+            Action::RefreshMap | Action::GiveUp(GiveUp::MapKeptChanging) => {
+                Err(ClientError::LayoutChanged { chunk_id: chunk.id })
+            }
+            _ => Err(ClientError::ChunkUnavailable { chunk_id: chunk.id, details: errors.join("; ") }),
         }
-        Err(ClientError::ChunkUnavailable { chunk_id: chunk.id, details: errors.join("; ") })
     }
 
     /// Writes `data` at the position and advances it. Durable on return.
@@ -239,7 +283,7 @@ impl File {
                     tries += 1;
                     // Step aside for a random, growing while, so racing writers spread out.
                     let cap = (5u64 << tries.min(10)).min(COMMIT_BACKOFF_MAX_MS);
-                    let pause = std::time::Duration::from_millis(rand_below(cap));
+                    let pause = std::time::Duration::from_millis(rand::rng().random_range(0..cap));
                     tokio::time::sleep(pause).await;
                 }
                 other => return other,
@@ -321,7 +365,7 @@ impl File {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
         let mut chunk_id = 0;
-        for _ in 0..WRITE_ATTEMPTS_MAX {
+        for attempt in 1.. {
             let pending = self.client.inner.requests.begin();
             let req = pb::PrepareWriteRequest {
                 inode: self.stat.inode,
@@ -360,27 +404,29 @@ impl File {
                 truncate_to,
                 fence_token: self.fence.as_ref().map_or(0, |f| f.token),
             };
-            match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
+            let e = match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok((index, loc.id, loc.version)),
-                // A replica saw a newer fencing token: this writer's lock has passed on.
-                Err(e) if e.status.code() == tonic::Code::PermissionDenied => {
-                    let f = self.fence.clone().unwrap_or_default();
-                    return Err(shoal_core::FsError::Fenced { path: f.path, token: f.token }.into());
-                }
+                Err(e) => e,
+            };
+            last = format!("{}: {}", e.failed_replica, e.status.message());
+            match retry::on_write_error(e.kind, attempt) {
                 // A replica that already holds a newer version is healthy: another
                 // writer got there first. Prepare again for a newer version.
-                Err(e) if e.status.code() == tonic::Code::FailedPrecondition => {
-                    last = format!("{}: {}", e.failed_replica, e.status.message());
-                }
-                Err(e) => {
+                Action::Reprepare { route_around: false } => {}
+                Action::Reprepare { route_around: true } => {
                     tracing::warn!(chunk_id, replica = %e.failed_replica, "chain write failed: {}", e.status.message());
-                    last = format!("{}: {}", e.failed_replica, e.status.message());
                     if !failed.contains(&e.failed_replica) {
                         failed.push(e.failed_replica);
                     }
                 }
+                // A replica saw a newer fencing token: this writer's lock has passed on.
+                Action::GiveUp(GiveUp::Fenced) => {
+                    let f = self.fence.clone().unwrap_or_default();
+                    return Err(shoal_core::FsError::Fenced { path: f.path, token: f.token }.into());
+                }
+                _ => return Err(ClientError::WriteFailed { chunk_id, attempts: attempt, last }),
             }
         }
-        Err(ClientError::WriteFailed { chunk_id, attempts: WRITE_ATTEMPTS_MAX, last })
+        unreachable!("the retry policy gives up within its bound")
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! Layers: [`pool`] (gRPC channels) → [`meta`] (leader-following calls to the
 //! meta group, also used by chunk servers) → [`data`] (chunk pipelines and
-//! verified reads) → [`client`] and [`file`] (the public API). `request`
-//! numbers mutations so meta applies each once however often it is retried.
+//! verified reads) → [`client`] (namespace calls) → [`file`] (files, and
+//! opening them). `request` numbers mutations so meta applies each once
+//! however often it is retried; [`retry`] decides, from plain data, what the
+//! data path does after a replica failed.
 
 pub mod client;
 pub mod data;
@@ -18,6 +20,7 @@ pub mod lock;
 pub mod meta;
 pub mod pool;
 mod request;
+pub mod retry;
 
 pub use client::{ChunkInfo, Client, DirEntry, Stat};
 pub use error::ClientError;

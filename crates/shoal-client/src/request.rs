@@ -7,7 +7,6 @@
 //! an answer (`done_below`), so meta can forget the answers below it.
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use shoal_proto::meta as pb;
@@ -31,8 +30,8 @@ pub(crate) struct Pending<'a> {
 
 impl RequestIds {
     pub fn new() -> RequestIds {
-        // RandomState is seeded from the OS per process: a fresh, random client id.
-        let client = RandomState::new().hash_one(std::process::id());
+        // A fresh, random client id (from the OS-seeded thread generator).
+        let client = rand::random::<u64>();
         RequestIds { client, state: Mutex::new(Numbering { next: 1, open: BTreeSet::new() }) }
     }
 

@@ -31,6 +31,27 @@ pub const LEADER_KEY: &str = "shoal-leader";
 pub const ERROR_KEY: &str = "shoal-error";
 /// Metadata key naming the replica that broke a write chain.
 pub const FAILED_REPLICA_KEY: &str = "shoal-failed-replica";
+/// Metadata key carrying a chunk server's [`chunk::ChunkErrorKind`], by name.
+pub const CHUNK_ERROR_KEY: &str = "shoal-chunk-error";
+
+impl chunk::ChunkErrorKind {
+    /// Marks `status` with this kind (the first mark wins: a status passed up
+    /// a write chain keeps the kind of the replica that failed).
+    pub fn attach(self, status: &mut tonic::Status) {
+        if !status.metadata().contains_key(CHUNK_ERROR_KEY) {
+            status
+                .metadata_mut()
+                .insert(CHUNK_ERROR_KEY, tonic::metadata::MetadataValue::from_static(self.as_str_name()));
+        }
+    }
+
+    /// The kind `status` carries; None if it carries none (it did not come
+    /// from a chunk server's refusal) or one this build does not know.
+    pub fn of(status: &tonic::Status) -> Option<chunk::ChunkErrorKind> {
+        let name = status.metadata().get(CHUNK_ERROR_KEY)?.to_str().ok()?;
+        chunk::ChunkErrorKind::from_str_name(name)
+    }
+}
 /// HTTP/2 flow-control window per stream: large enough that a bulk transfer
 /// is not throttled to a round trip per 64 KiB (the protocol default).
 pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
@@ -52,4 +73,29 @@ pub fn endpoint(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(std::time::Duration::from_secs(10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk::ChunkErrorKind;
+
+    #[test]
+    fn chunk_error_kinds_cross_in_metadata_by_name() {
+        let kinds: Vec<ChunkErrorKind> = (0..64).filter_map(|i| ChunkErrorKind::try_from(i).ok()).collect();
+        assert!(kinds.len() >= 11);
+        for kind in kinds {
+            let mut s = tonic::Status::data_loss("refused");
+            kind.attach(&mut s);
+            assert_eq!(ChunkErrorKind::of(&s), Some(kind));
+        }
+        // The first mark wins; no mark or an unknown name is no kind.
+        let mut s = tonic::Status::data_loss("refused");
+        ChunkErrorKind::MissingBase.attach(&mut s);
+        ChunkErrorKind::Io.attach(&mut s);
+        assert_eq!(ChunkErrorKind::of(&s), Some(ChunkErrorKind::MissingBase));
+        assert_eq!(ChunkErrorKind::of(&tonic::Status::unavailable("down")), None);
+        let mut s = tonic::Status::internal("x");
+        s.metadata_mut().insert(super::CHUNK_ERROR_KEY, "CHUNK_ERROR_KIND_FROM_THE_FUTURE".parse().unwrap());
+        assert_eq!(ChunkErrorKind::of(&s), None);
+    }
 }

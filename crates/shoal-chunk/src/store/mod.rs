@@ -1,21 +1,21 @@
 //! Chunk replicas on local disk, checksummed.
 //!
-//! Each replica is two files under `DIR/chunks/`, named by chunk id only
-//! (a chunk server never knows user paths):
-//! - `<id>.data`: the bytes, at their offsets within the chunk;
-//! - `<id>.meta`: magic, format, version, length, one CRC32C per 64 KiB block,
-//!   and a CRC32C of the meta itself. It is replaced atomically (write a
-//!   temporary file, fsync, rename, fsync the directory).
+//! Each replica is a data file and a `.meta` file under `DIR/chunks/` (see
+//! [`crate::format`]), plus `<id>.undo.<version>`: what the write of that
+//! version replaced (see [`crate::undo`]), kept until the version is known
+//! committed.
 //!
-//! - `<id>.undo.<version>`: what the write of that version replaced (see
-//!   [`crate::undo`]), kept until the version is known committed.
+//! Submodules: [`files`] (IO on one replica's files and the one rollback
+//! function), [`recovery`] (what happens at open), [`session`] (a write
+//! session) and [`space`] (used bytes against the capacity). Layers go one
+//! way: `format` ← `undo` ← `store`.
 //!
 //! # Write protocol (one write session of version V on base B)
 //! 1. Take the chunk's write lock; refuse a version older than the replica's.
 //! 2. Roll back every version newer than B (the committed version the writer
 //!    built on): meta can never commit them any more. Forget the undo records
 //!    of versions up to B: those are committed.
-//! 3. Write the data at its offsets (bounded by the capacity quota). Bytes
+//! 3. Write the data at its offsets (growth reserved within the capacity). Bytes
 //!    that existed before the session are first saved in V's undo record.
 //! 4. On finish: save what a truncation cuts, make the undo record durable,
 //!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
@@ -47,25 +47,41 @@
 //! - A crash mid-session is undone when the store opens: the undo record of a
 //!   version newer than the meta's is restored, and bytes past the meta's
 //!   length are cut.
-//! - `used_bytes` is the sum of data-file lengths.
+//! - `used_bytes` is the sum of data-file lengths (with the growth of open
+//!   sessions). Growth, by a write or by a cut past the end, is reserved
+//!   atomically before it is made and refused past the capacity (see
+//!   [`space`]); only a rollback may take `used_bytes` past it.
 //! - Readers take the chunk's read lock, writers its write lock.
+//! - A session's version is past its base and past the replica's version;
+//!   the undo stack is strictly ascending and never past the replica's
+//!   version; every record leads to an older version; a meta has one
+//!   checksum per block of its length; used bytes never go below zero.
+//!   These are asserted where they are made or relied on (`assert!` where a
+//!   breach would reach the disk or loop, `debug_assert!` for the rest): a
+//!   server with a broken invariant stops rather than write a meta that
+//!   lies about its data. Input from the network is refused with an error
+//!   instead (`BadVersion`, `TooLarge`).
+
+mod files;
+mod recovery;
+mod session;
+mod space;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering, crc32c};
+use shoal_core::checksum::BLOCK_SIZE_BYTES;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
-use crate::undo::{self, UndoWriter};
-
-const META_MAGIC: &[u8; 4] = b"SHCM";
-const META_FORMAT: u32 = 1;
+pub use crate::format::ReplicaMeta;
+use crate::format::{data_path, meta_path};
+use crate::undo;
+use files::{read_verified, remove_if_present, roll_back};
+pub use session::WriteSession;
+use space::Space;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,6 +99,8 @@ pub enum StoreError {
     MissingBase { chunk_id: u64, have: u64, base: u64 },
     #[error("write to chunk {chunk_id} carries version {got}, older than this replica's {have}")]
     OldVersion { chunk_id: u64, got: u64, have: u64 },
+    #[error("write to chunk {chunk_id} carries version {version}, not newer than the version {base} it builds on")]
+    BadVersion { chunk_id: u64, version: u64, base: u64 },
     #[error("chunk {chunk_id} block {block} failed its checksum")]
     Corrupt { chunk_id: u64, block: u64 },
     #[error("no space: writing {need} bytes would exceed the capacity of {capacity} bytes ({used} used)")]
@@ -92,63 +110,18 @@ pub enum StoreError {
     #[error("chunk {chunk_id} would grow past the chunk size limit: end offset {end}")]
     TooLarge { chunk_id: u64, end: u64 },
     #[error("storage error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 }
 
-impl StoreError {
-    pub(crate) fn from_io(e: std::io::Error) -> StoreError {
-        // ENOSPC and EDQUOT: the disk (or the user's quota) is full.
+impl From<std::io::Error> for StoreError {
+    /// ENOSPC and EDQUOT mean the disk (or the user's quota) is full; any
+    /// other IO error is a storage failure.
+    fn from(e: std::io::Error) -> StoreError {
         if e.kind() == ErrorKind::StorageFull || e.kind() == ErrorKind::QuotaExceeded {
             StoreError::DiskFull(e)
         } else {
             StoreError::Io(e)
         }
-    }
-}
-
-/// What the server knows of one replica, mirrored from its `.meta` file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaMeta {
-    pub version: u64,
-    pub len: u64,
-    pub crcs: Vec<u32>,
-    /// Versions with an undo record, ascending. Not in the `.meta` file: the
-    /// store finds the records on disk when it opens.
-    pub undo: Vec<u64>,
-}
-
-impl ReplicaMeta {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + 4 * self.crcs.len());
-        out.extend_from_slice(META_MAGIC);
-        out.extend_from_slice(&META_FORMAT.to_le_bytes());
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
-        out.extend_from_slice(&(self.crcs.len() as u32).to_le_bytes());
-        for c in &self.crcs {
-            out.extend_from_slice(&c.to_le_bytes());
-        }
-        let own = crc32c(&out);
-        out.extend_from_slice(&own.to_le_bytes());
-        out
-    }
-
-    pub(crate) fn decode(b: &[u8]) -> Option<ReplicaMeta> {
-        let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")));
-        let u64_at = |i: usize| b.get(i..i + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")));
-        if b.len() < 32 || &b[..4] != META_MAGIC || u32_at(4)? != META_FORMAT {
-            return None;
-        }
-        let body = b.len() - 4;
-        if crc32c(&b[..body]) != u32_at(body)? {
-            return None;
-        }
-        let n = u32_at(24)? as usize;
-        if 28 + 4 * n != body {
-            return None;
-        }
-        let crcs = (0..n).map(|i| u32_at(28 + 4 * i)).collect::<Option<Vec<u32>>>()?;
-        Some(ReplicaMeta { version: u64_at(8)?, len: u64_at(16)?, crcs, undo: Vec::new() })
     }
 }
 
@@ -162,9 +135,8 @@ struct Replica {
 /// The chunk replicas of one server.
 pub struct ChunkStore {
     dir: PathBuf,
-    capacity_bytes: u64,
     chunk_size_max_bytes: u64,
-    used_bytes: AtomicU64,
+    space: Space,
     replicas: Mutex<HashMap<u64, Replica>>,
     /// The newest fencing token a write to each chunk carried (in memory:
     /// after a restart meta's own check still fences stale writers).
@@ -173,158 +145,32 @@ pub struct ChunkStore {
     corrupt: Mutex<BTreeSet<u64>>,
 }
 
-fn data_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.data"))
-}
-
-fn meta_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.meta"))
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
-fn write_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{id:016x}.meta.tmp"));
-    let f = File::create(&tmp).map_err(StoreError::from_io)?;
-    f.write_all_at(&meta.encode(), 0).map_err(StoreError::from_io)?;
-    f.sync_all().map_err(StoreError::from_io)?;
-    std::fs::rename(&tmp, meta_path(dir, id))?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Checksums of blocks `[first, last)` read back from the data file.
-fn crcs_from_file(f: &File, len: u64, blocks: std::ops::Range<u64>) -> Result<Vec<u32>, StoreError> {
-    let mut buf = vec![0u8; BLOCK_SIZE_BYTES as usize];
-    let mut out = Vec::new();
-    for b in blocks {
-        let start = b * BLOCK_SIZE_BYTES;
-        let n = (len.saturating_sub(start)).min(BLOCK_SIZE_BYTES) as usize;
-        f.read_exact_at(&mut buf[..n], start)?;
-        out.push(crc32c(&buf[..n]));
-    }
-    Ok(out)
-}
-
-/// Removes a file, ignoring that it is already gone.
-fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-/// Undoes the newest version of a replica (whose record is `u`), on disk:
-/// data restored, then the old meta written back (or the replica removed if
-/// the write created it), then the record removed. Returns the replica as it
-/// was before that version.
-fn roll_back(dir: &Path, id: u64, mut undo_left: Vec<u64>, u: &undo::Undo) -> Result<Option<ReplicaMeta>, StoreError> {
-    let data = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(data_path(dir, id))?;
-    undo::restore(&data, u)?;
-    let old = match &u.old {
-        Some(m) => {
-            write_meta(dir, id, m)?;
-            undo_left.retain(|v| *v < u.version);
-            Some(ReplicaMeta { undo: undo_left, ..m.clone() })
-        }
-        None => {
-            remove_if_present(&meta_path(dir, id))?;
-            remove_if_present(&data_path(dir, id))?;
-            None
-        }
-    };
-    remove_if_present(&undo::undo_path(dir, id, u.version))?;
-    Ok(old)
-}
-
-/// Brings one replica to a consistent state when the store opens: rolls back
-/// a session that crashed before its finish and cuts bytes past the meta's
-/// length. `undo` lists the versions with a record on disk.
-fn recover(
-    dir: &Path,
-    id: u64,
-    meta: Option<ReplicaMeta>,
-    mut undo: Vec<u64>,
-) -> Result<Option<ReplicaMeta>, StoreError> {
-    undo.sort_unstable();
-    let current = meta.as_ref().map_or(0, |m| m.version);
-    let mut meta = meta;
-    for v in undo.iter().rev().filter(|v| **v > current) {
-        match undo::load(dir, id, *v)? {
-            Some(u) => {
-                tracing::warn!(chunk_id = id, version = v, "rolling back a write that did not finish");
-                let data =
-                    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(data_path(dir, id))?;
-                undo::restore(&data, &u)?;
-                if u.old.is_none() {
-                    remove_if_present(&data_path(dir, id))?;
-                }
-            }
-            None => tracing::warn!(chunk_id = id, version = v, "dropping a torn undo record"),
-        }
-        remove_if_present(&undo::undo_path(dir, id, *v))?;
-    }
-    if let Some(m) = meta.as_mut() {
-        m.undo = undo.into_iter().filter(|v| *v <= current).collect();
-        // A missing data file reads as corruption (see `read_verified`).
-        if let Ok(data) = std::fs::OpenOptions::new().write(true).open(data_path(dir, id))
-            && data.metadata()?.len() > m.len
-        {
-            data.set_len(m.len)?;
-            data.sync_all()?;
-        }
-    } else {
-        // A data file without meta is what a crashed first write leaves.
-        remove_if_present(&data_path(dir, id))?;
-    }
-    Ok(meta)
-}
-
 impl ChunkStore {
     /// Opens the store under `dir/chunks`, loading every replica's meta and
-    /// undoing writes that a crash interrupted. A replica whose meta is
-    /// unreadable is set aside as `*.bad`.
+    /// undoing writes that a crash interrupted (see [`recovery`]). A replica
+    /// whose meta is unreadable is set aside as `*.bad`.
     pub fn open(dir: &Path, capacity_bytes: u64, chunk_size_max_bytes: u64) -> Result<ChunkStore, StoreError> {
         let dir = dir.join("chunks");
         std::fs::create_dir_all(&dir)?;
-        let mut found: HashMap<u64, (Option<ReplicaMeta>, Vec<u64>, bool)> = HashMap::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let name = entry?.file_name().to_string_lossy().to_string();
-            if let Some((id, version)) = undo::parse_undo_name(&name) {
-                found.entry(id).or_default().1.push(version);
-            } else if let Some(id) = name.strip_suffix(".data").and_then(|h| u64::from_str_radix(h, 16).ok()) {
-                found.entry(id).or_default().2 = true;
-            } else if let Some(id) = name.strip_suffix(".meta").and_then(|h| u64::from_str_radix(h, 16).ok()) {
-                match std::fs::read(meta_path(&dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
-                    Some(meta) => found.entry(id).or_default().0 = Some(meta),
-                    None => {
-                        tracing::warn!(chunk_id = id, "unreadable replica meta; setting the replica aside");
-                        let _ = std::fs::rename(meta_path(&dir, id), dir.join(format!("{id:016x}.meta.bad")));
-                    }
-                }
-            }
-        }
-        let mut replicas = HashMap::new();
-        let mut used = 0;
-        for (id, (meta, undo, has_data)) in found {
-            if meta.is_none() && undo.is_empty() && !has_data {
-                continue;
-            }
-            if let Some(meta) = recover(&dir, id, meta, undo)? {
-                used += meta.len;
+        let recovered = recovery::recover_dir(&dir)?;
+        let used = recovered.values().map(|m| m.len).sum();
+        let replicas = recovered
+            .into_iter()
+            .map(|(id, meta)| {
                 let version = meta.version;
-                replicas.insert(id, Replica { lock: Arc::new(RwLock::new(Some(meta))), version });
-            }
-        }
+                (id, Replica { lock: Arc::new(RwLock::new(Some(meta))), version })
+            })
+            .collect();
         Ok(ChunkStore {
             dir,
-            capacity_bytes,
             chunk_size_max_bytes,
-            used_bytes: AtomicU64::new(used),
+            space: Space::new(capacity_bytes, used),
             replicas: Mutex::new(replicas),
             fences: Mutex::default(),
             corrupt: Mutex::default(),
@@ -332,7 +178,7 @@ impl ChunkStore {
     }
 
     pub fn used_bytes(&self) -> u64 {
-        self.used_bytes.load(Ordering::Relaxed)
+        self.space.used()
     }
 
     pub fn chunk_count(&self) -> u64 {
@@ -403,17 +249,14 @@ impl ChunkStore {
         Ok(())
     }
 
-    fn account(&self, before: u64, after: u64) {
-        if after > before {
-            self.used_bytes.fetch_add(after - before, Ordering::Relaxed);
-        } else {
-            self.used_bytes.fetch_sub(before - after, Ordering::Relaxed);
-        }
-    }
-
     /// Starts a write of chunk `id` at `version`, on top of committed version
     /// `base`: newer versions on this replica are rolled back first.
     pub async fn begin_write(self: &Arc<Self>, id: u64, version: u64, base: u64) -> Result<WriteSession, StoreError> {
+        // Meta always grants a version past the base. Anything else (from the
+        // network) would rewrite the committed version in place.
+        if version <= base {
+            return Err(StoreError::BadVersion { chunk_id: id, version, base });
+        }
         let mut guard = self.write_slot(id).await;
         if let Some(m) = guard.as_ref()
             && m.version > version
@@ -429,7 +272,7 @@ impl ChunkStore {
             while let Some(m) = meta.as_ref().filter(|m| m.version > base) {
                 let Some(newest) = m.undo.last().copied().filter(|v| *v == m.version) else { break };
                 match undo::load(&dir, id, newest)? {
-                    Some(u) => meta = roll_back(&dir, id, m.undo.clone(), &u)?,
+                    Some(u) => meta = roll_back(&dir, id, &m.undo, &u)?,
                     None => break,
                 }
             }
@@ -439,6 +282,10 @@ impl ChunkStore {
                     remove_if_present(&undo::undo_path(&dir, id, *v))?;
                 }
                 m.undo.retain(|v| *v > base);
+                // Every record left is of a version past the base, and none is
+                // past the replica's own version: so a replica at the base has
+                // none left.
+                m.assert_valid();
             }
             // A write builds on the committed version: a replica that does not
             // hold exactly that (it missed a write, or lost the chunk) would
@@ -451,13 +298,12 @@ impl ChunkStore {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(data_path(&dir, id))
-                .map_err(StoreError::from_io)?;
+                .open(data_path(&dir, id))?;
             Ok((meta, Some(file)))
         })
         .await?;
         let start_len = meta.as_ref().map_or(0, |m| m.len);
-        self.account(before_len, start_len);
+        self.space.account(before_len, start_len);
         let have = meta.as_ref().map_or(0, |m| m.version);
         self.note_version(id, have);
         *guard = meta;
@@ -467,28 +313,7 @@ impl ChunkStore {
             }
             return Err(StoreError::MissingBase { chunk_id: id, have, base });
         };
-        Ok(self.session(id, version, guard, file, start_len))
-    }
-
-    fn session(
-        self: &Arc<Self>,
-        id: u64,
-        version: u64,
-        guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
-        file: File,
-        start_len: u64,
-    ) -> WriteSession {
-        WriteSession {
-            store: self.clone(),
-            id,
-            version,
-            guard,
-            file: Arc::new(file),
-            start_len,
-            len: start_len,
-            touched: None,
-            undo: None,
-        }
+        Ok(WriteSession::new(self.clone(), id, version, guard, file, start_len))
     }
 
     /// Reads `[offset, offset + len)` of chunk `id` as of `version` (clamped
@@ -521,7 +346,10 @@ impl ChunkStore {
                 let Some(u) = u else {
                     return Err(StoreError::Moved { chunk_id: id, have: meta.version, want: version });
                 };
-                at = u.old.as_ref().map_or(0, |m| m.version);
+                let before = u.old.as_ref().map_or(0, |m| m.version);
+                // A record always leads to an older version; anything else would loop.
+                assert!(before < at, "undo record of chunk {id} version {at} leads to version {before}");
+                at = before;
                 layers.push(u);
             }
             if at != version {
@@ -576,7 +404,7 @@ impl ChunkStore {
         })
         .await?;
         if let Some(m) = guard.take() {
-            self.used_bytes.fetch_sub(m.len, Ordering::Relaxed);
+            self.space.account(m.len, 0);
         }
         self.note_version(id, 0);
         self.corrupt.lock().expect("corrupt lock").remove(&id);
@@ -597,16 +425,15 @@ impl ChunkStore {
         self.remove_replica(id, &mut guard).await?;
         let dir = self.dir.clone();
         let file = blocking(move || {
-            std::fs::OpenOptions::new()
+            Ok(std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(data_path(&dir, id))
-                .map_err(StoreError::from_io)
+                .open(data_path(&dir, id))?)
         })
         .await?;
-        Ok(self.session(id, version, guard, file, 0))
+        Ok(WriteSession::new(self.clone(), id, version, guard, file, 0))
     }
 
     /// Re-verifies up to `count` blocks of replica `id` from block `first`
@@ -639,219 +466,19 @@ impl ChunkStore {
         }
     }
 
+    /// Checks that `used_bytes` is the sum of the replicas' lengths. Only
+    /// when no session is open: an open session's growth has no meta yet.
+    #[cfg(test)]
+    fn assert_accounting(&self) {
+        let map = self.replicas.lock().expect("store lock");
+        let sum: u64 =
+            map.values().map(|r| r.lock.try_read().expect("no session is open").as_ref().map_or(0, |m| m.len)).sum();
+        assert_eq!(self.space.used(), sum, "used bytes against the sum of replica lengths");
+    }
+
     /// The directory holding the replica files.
     pub fn chunk_dir(&self) -> &Path {
         &self.dir
-    }
-}
-
-/// Reads `[offset, end)` of the replica's current bytes, checking the
-/// checksum of every block it touches.
-fn read_verified(dir: &Path, id: u64, meta: &ReplicaMeta, offset: u64, end: u64) -> Result<Vec<u8>, StoreError> {
-    let blocks = blocks_covering(offset, end - offset);
-    // A replica whose data file is gone is as damaged as one that fails its checksum.
-    let f = File::open(data_path(dir, id)).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => StoreError::Corrupt { chunk_id: id, block: blocks.start },
-        _ => StoreError::Io(e),
-    })?;
-    let first = blocks.start * BLOCK_SIZE_BYTES;
-    let last = (blocks.end * BLOCK_SIZE_BYTES).min(meta.len);
-    let mut buf = vec![0u8; (last - first) as usize];
-    f.read_exact_at(&mut buf, first).map_err(|e| match e.kind() {
-        ErrorKind::UnexpectedEof => StoreError::Corrupt { chunk_id: id, block: blocks.start },
-        _ => StoreError::Io(e),
-    })?;
-    for (i, block) in buf.chunks(BLOCK_SIZE_BYTES as usize).enumerate() {
-        if crc32c(block) != meta.crcs[blocks.start as usize + i] {
-            return Err(StoreError::Corrupt { chunk_id: id, block: blocks.start + i as u64 });
-        }
-    }
-    buf.drain(..(offset - first) as usize);
-    buf.truncate((end - offset) as usize);
-    Ok(buf)
-}
-
-/// An open write on one replica; holds the chunk's write lock until it ends.
-pub struct WriteSession {
-    store: Arc<ChunkStore>,
-    id: u64,
-    version: u64,
-    guard: OwnedRwLockWriteGuard<Option<ReplicaMeta>>,
-    file: Arc<File>,
-    start_len: u64,
-    len: u64,
-    /// Byte range written so far, as (start, end).
-    touched: Option<(u64, u64)>,
-    /// This version's undo record, made when first needed.
-    undo: Option<Arc<Mutex<UndoWriter>>>,
-}
-
-impl WriteSession {
-    /// This session's undo record, created (durably) on first use.
-    async fn undo_record(&mut self) -> Result<Arc<Mutex<UndoWriter>>, StoreError> {
-        if let Some(u) = &self.undo {
-            return Ok(u.clone());
-        }
-        let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.guard.clone());
-        let w = blocking(move || UndoWriter::create(&dir, id, version, old.as_ref())).await?;
-        let w = Arc::new(Mutex::new(w));
-        self.undo = Some(w.clone());
-        Ok(w)
-    }
-
-    /// Saves the bytes of `[offset, end)` that existed before the session.
-    async fn save_old(&mut self, offset: u64, end: u64) -> Result<(), StoreError> {
-        let end = end.min(self.start_len);
-        if offset >= end {
-            return Ok(());
-        }
-        let record = self.undo_record().await?;
-        let file = self.file.clone();
-        blocking(move || {
-            let mut old = vec![0u8; (end - offset) as usize];
-            file.read_exact_at(&mut old, offset)?;
-            record.lock().expect("undo lock").append(offset, &old)
-        })
-        .await
-    }
-
-    /// Writes `data` at `offset` within the chunk.
-    pub async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let end = offset.saturating_add(data.len() as u64);
-        if end > self.store.chunk_size_max_bytes {
-            return Err(StoreError::TooLarge { chunk_id: self.id, end });
-        }
-        if end > self.len {
-            let need = end - self.len;
-            let used = self.store.used_bytes.load(Ordering::Relaxed);
-            if used + need > self.store.capacity_bytes {
-                return Err(StoreError::NoSpace { need, used, capacity: self.store.capacity_bytes });
-            }
-        }
-        self.save_old(offset, end).await?;
-        let file = self.file.clone();
-        blocking(move || file.write_all_at(&data, offset).map_err(StoreError::from_io)).await?;
-        if end > self.len {
-            self.store.used_bytes.fetch_add(end - self.len, Ordering::Relaxed);
-            self.len = end;
-        }
-        self.touched = Some(match self.touched {
-            Some((s, e)) => (s.min(offset), e.max(end)),
-            None => (offset, end),
-        });
-        Ok(())
-    }
-
-    /// Makes the session durable at its version, or with `abort` undoes it.
-    /// Returns the replica's version.
-    pub async fn finish(mut self, truncate_to: Option<u64>, abort: bool) -> Result<u64, StoreError> {
-        if abort {
-            return self.abort().await;
-        }
-        let old = self.guard.clone();
-        let len = truncate_to.unwrap_or(self.len);
-        if len > self.store.chunk_size_max_bytes {
-            // A cut to past the largest chunk is nonsense: undo the session.
-            let chunk_id = self.id;
-            self.abort().await?;
-            return Err(StoreError::TooLarge { chunk_id, end: len });
-        }
-        if len < self.len {
-            self.save_old(len, self.len).await?;
-        }
-        // The record must be durable before the new meta names this version.
-        self.undo_record().await?;
-        let mut crcs = old.as_ref().map(|m| m.crcs.clone()).unwrap_or_default();
-        // The blocks whose checksums must be recomputed: those written, the
-        // block a truncation cuts through, and any blocks the replica grew by.
-        let mut dirty: Vec<std::ops::Range<u64>> = Vec::new();
-        if let Some((s, e)) = self.touched {
-            dirty.push(blocks_covering(s, e - s));
-        }
-        if len != self.len || len != self.start_len {
-            let from = len.min(self.start_len);
-            dirty.push(from / BLOCK_SIZE_BYTES..len.div_ceil(BLOCK_SIZE_BYTES));
-        }
-        let nblocks = len.div_ceil(BLOCK_SIZE_BYTES);
-        let first_dirty = dirty.iter().map(|r| r.start).min().unwrap_or(nblocks).min(nblocks);
-        let last_dirty = dirty.iter().map(|r| r.end).max().unwrap_or(0).min(nblocks);
-        let file = self.file.clone();
-        let dir = self.store.dir.clone();
-        let (id, version, prev_len) = (self.id, self.version, self.len);
-        let mut undo = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
-        undo.push(version);
-        let meta = blocking(move || {
-            if len != prev_len {
-                file.set_len(len).map_err(StoreError::from_io)?;
-            }
-            file.sync_all().map_err(StoreError::from_io)?;
-            crcs.resize(nblocks as usize, 0);
-            if first_dirty < last_dirty {
-                let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
-                crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
-            }
-            let meta = ReplicaMeta { version, len, crcs, undo };
-            write_meta(&dir, id, &meta)?;
-            Ok(meta)
-        })
-        .await?;
-        self.store.account(self.len, len);
-        *self.guard = Some(meta);
-        self.store.note_version(self.id, version);
-        Ok(version)
-    }
-
-    /// Ends an install: the replica gets its meta only if the checksums of
-    /// its blocks on disk are `expected` (those of the bytes received).
-    pub async fn finish_install(self, expected: Vec<u32>) -> Result<u64, StoreError> {
-        let (file, len, id) = (self.file.clone(), self.len, self.id);
-        let on_disk = blocking(move || {
-            file.sync_all().map_err(StoreError::from_io)?;
-            crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
-        })
-        .await;
-        match on_disk {
-            Ok(crcs) if crcs == expected => self.finish(None, false).await,
-            Ok(crcs) => {
-                let block =
-                    crcs.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(crcs.len().min(expected.len()));
-                self.abort().await?;
-                Err(StoreError::Corrupt { chunk_id: id, block: block as u64 })
-            }
-            Err(e) => {
-                self.abort().await?;
-                Err(e)
-            }
-        }
-    }
-
-    /// Puts the replica back exactly as it was before the session.
-    async fn abort(mut self) -> Result<u64, StoreError> {
-        let old = self.guard.clone();
-        let (dir, id, version, file) = (self.store.dir.clone(), self.id, self.version, self.file.clone());
-        let had_record = self.undo.take().is_some();
-        blocking(move || {
-            match undo::load(&dir, id, version)?.filter(|_| had_record) {
-                Some(u) => undo::restore(&file, &u)?,
-                None => {
-                    file.set_len(old.as_ref().map_or(0, |m| m.len)).map_err(StoreError::from_io)?;
-                    file.sync_all().map_err(StoreError::from_io)?;
-                }
-            }
-            if old.is_none() {
-                remove_if_present(&data_path(&dir, id))?;
-            }
-            remove_if_present(&undo::undo_path(&dir, id, version))
-        })
-        .await?;
-        self.store.account(self.len, self.start_len);
-        if self.guard.is_none() {
-            self.store.replicas.lock().expect("store lock").remove(&self.id);
-        }
-        Ok(self.guard.as_ref().map_or(0, |m| m.version))
     }
 }
 
@@ -863,15 +490,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Arc::new(ChunkStore::open(d.path(), cap, 4 << 20).unwrap());
         (d, s)
-    }
-
-    #[test]
-    fn meta_round_trip_and_damage() {
-        let m = ReplicaMeta { version: 7, len: 70000, crcs: vec![1, 2], undo: Vec::new() };
-        let mut b = m.encode();
-        assert_eq!(ReplicaMeta::decode(&b), Some(m));
-        b[10] ^= 1;
-        assert_eq!(ReplicaMeta::decode(&b), None);
     }
 
     #[tokio::test]
@@ -912,6 +530,56 @@ mod tests {
         assert_eq!(s.chunk_count(), 1, "an aborted empty write leaves nothing");
     }
 
+    /// Regression: `write_at` checked the capacity, awaited its IO, and only
+    /// then added its growth, so concurrent writes all passed the check and
+    /// together went past the capacity.
+    #[tokio::test]
+    async fn concurrent_writes_never_exceed_the_capacity() {
+        let (_d, s) = store(100_008).await;
+        // Eight replicas of one byte each: the writes below overwrite it, so
+        // each first makes its undo record durable (an fsync), and every
+        // write is checked while the others are still in flight.
+        for id in 1..=8 {
+            let mut w = s.begin_write(id, 1, 0).await.unwrap();
+            w.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+            w.finish(None, false).await.unwrap();
+        }
+        let mut sessions = Vec::new();
+        for id in 1..=8 {
+            sessions.push(s.begin_write(id, 2, 1).await.unwrap());
+        }
+        let writes = sessions.iter_mut().map(|w| w.write_at(0, Bytes::from(vec![1u8; 30_000])));
+        let results = futures::future::join_all(writes).await;
+        assert!(s.used_bytes() <= 100_008, "{} bytes used of 100008", s.used_bytes());
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "{results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::NoSpace { .. }))), "{results:?}");
+        for (w, r) in sessions.into_iter().zip(&results) {
+            w.finish(None, r.is_err()).await.unwrap();
+        }
+        assert_eq!(s.used_bytes(), 3 * 30_000 + 5);
+        s.assert_accounting();
+    }
+
+    /// Regression: growth through `truncate_to` was never checked against
+    /// the capacity.
+    #[tokio::test]
+    async fn a_cut_that_grows_past_the_capacity_is_refused_and_changes_nothing() {
+        let (d, s) = committed_v1_with(150_000).await;
+        let w = s.begin_write(1, 2, 1).await.unwrap();
+        assert!(matches!(w.finish(Some(200_000), false).await, Err(StoreError::NoSpace { need: 100_000, .. })));
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 1)], 100_000));
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(std::fs::metadata(data_path(&d.path().join("chunks"), 1)).unwrap().len(), 100_000);
+        assert!(undo_files(&d).is_empty(), "{:?}", undo_files(&d));
+        // Growth that fits is made.
+        let w = s.begin_write(1, 3, 1).await.unwrap();
+        w.finish(Some(150_000), false).await.unwrap();
+        assert_eq!(s.used_bytes(), 150_000);
+        let mut want = original();
+        want.resize(150_000, 0);
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
     #[tokio::test]
     async fn flipped_byte_is_detected() {
         let (d, s) = store(u64::MAX).await;
@@ -944,7 +612,12 @@ mod tests {
 
     /// A replica with `original()` committed at version 1.
     async fn committed_v1() -> (tempfile::TempDir, Arc<ChunkStore>) {
-        let (d, s) = store(u64::MAX).await;
+        committed_v1_with(u64::MAX).await
+    }
+
+    /// The same, on a store of `capacity` bytes.
+    async fn committed_v1_with(capacity: u64) -> (tempfile::TempDir, Arc<ChunkStore>) {
+        let (d, s) = store(capacity).await;
         let mut w = s.begin_write(1, 1, 0).await.unwrap();
         w.write_at(0, Bytes::from(original())).await.unwrap();
         w.finish(None, false).await.unwrap();
@@ -1005,6 +678,19 @@ mod tests {
         assert_eq!(s.chunk_count(), 1);
     }
 
+    /// Regression: a header whose version was not past its base (only bad
+    /// input sends one) opened a session that rewrote the committed version
+    /// in place, with a record of it as if it were uncommitted.
+    #[tokio::test]
+    async fn a_version_not_past_its_base_is_refused() {
+        let (d, s) = committed_v1().await;
+        let records = undo_files(&d);
+        assert!(matches!(s.begin_write(1, 1, 1).await, Err(StoreError::BadVersion { version: 1, base: 1, .. })));
+        assert!(matches!(s.begin_write(1, 2, 3).await, Err(StoreError::BadVersion { .. })));
+        assert_eq!((s.list(), s.read(1, 0, u64::MAX, 1).await.unwrap().to_vec()), (vec![(1, 1)], original()));
+        assert_eq!(undo_files(&d), records);
+    }
+
     /// Bad input from the network gets a clear error and changes nothing.
     #[tokio::test]
     async fn absurd_offsets_and_cuts_are_refused() {
@@ -1041,13 +727,102 @@ mod tests {
         let mut w = s.begin_write(1, 2, 1).await.unwrap();
         w.write_at(10, Bytes::from(vec![b'z'; 70_000])).await.unwrap();
         w.write_at(100_000, Bytes::from(vec![b'z'; 5000])).await.unwrap();
-        // The process dies here: no finish.
-        drop(w);
+        // The process dies here: no finish, and no rollback on drop either.
+        std::mem::forget(w);
         drop(s);
         let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
         assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
         assert_eq!(s.used_bytes(), 100_000);
         assert!(undo_files(&d).iter().all(|f| !f.ends_with("0002")));
+    }
+
+    /// Regression: a session dropped without `finish` (a cancelled task)
+    /// left its bytes written under the old checksums, so the replica read as
+    /// corrupt until a restart rolled it back.
+    #[tokio::test]
+    async fn a_dropped_session_is_rolled_back_at_once() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(10, Bytes::from(vec![b'z'; 70_000])).await.unwrap();
+        w.write_at(100_000, Bytes::from(vec![b'z'; 5000])).await.unwrap();
+        drop(w);
+        // The read waits for the chunk's lock, which the rollback holds.
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original(), "version 1 is intact and verifies");
+        assert!(s.corrupt_ids().is_empty());
+        assert_eq!((s.list(), s.used_bytes()), (vec![(1, 1)], 100_000));
+        assert!(undo_files(&d).is_empty(), "{:?}", undo_files(&d));
+        // A dropped first write leaves no replica.
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![1u8; 10])).await.unwrap();
+        drop(w);
+        assert!(matches!(s.read(2, 0, 1, 1).await, Err(StoreError::NotFound { .. })));
+        assert_eq!(s.chunk_count(), 1);
+        assert!(!data_path(&d.path().join("chunks"), 2).exists());
+        s.assert_accounting();
+        // The next write builds on version 1 as usual.
+        let mut w = s.begin_write(1, 3, 1).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        let mut want = original();
+        want[..3].copy_from_slice(b"abc");
+        assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), want);
+    }
+
+    /// A finish dropped part-way leaves its blocking IO (fsync, new meta)
+    /// running: that IO must end before the rollback touches a file, or
+    /// never run, else the new meta could land over the restored one.
+    #[tokio::test]
+    async fn a_finish_dropped_part_way_never_lands_after_the_rollback() {
+        let (d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(0, Bytes::from(vec![b'z'; 100_000])).await.unwrap();
+        {
+            let mut finish = std::pin::pin!(w.finish(None, false));
+            assert!(futures::poll!(&mut finish).is_pending(), "the finish waits on its IO");
+        }
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+        assert_eq!(s.list(), vec![(1, 1)]);
+        drop(s);
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.list(), vec![(1, 1)], "the meta on disk is version 1's");
+        assert_eq!(s.read(1, 0, u64::MAX, 1).await.unwrap(), original());
+    }
+
+    /// A session dropped where no runtime runs is rolled back inline.
+    #[test]
+    fn a_session_dropped_without_a_runtime_is_rolled_back_inline() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (_d, s, w) = rt.block_on(async {
+            let (d, s) = committed_v1().await;
+            let mut w = s.begin_write(1, 2, 1).await.unwrap();
+            w.write_at(50, Bytes::from(vec![b'q'; 1000])).await.unwrap();
+            (d, s, w)
+        });
+        drop(rt);
+        drop(w);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        assert_eq!(rt.block_on(s.read(1, 0, u64::MAX, 1)).unwrap(), original());
+        s.assert_accounting();
+    }
+
+    /// A replica whose meta is unreadable is gone after a restart, records
+    /// and all: a record must not bring it back at an older version.
+    #[tokio::test]
+    async fn a_replica_with_an_unreadable_meta_is_set_aside_whole() {
+        let (d, s) = committed_v1().await;
+        for (version, base) in [(2, 1), (3, 2)] {
+            let mut w = s.begin_write(1, version, base).await.unwrap();
+            w.write_at(0, Bytes::from(vec![version as u8; 10])).await.unwrap();
+            w.finish(None, false).await.unwrap();
+        }
+        assert_eq!(undo_files(&d).len(), 1, "only version 3's record is left");
+        drop(s);
+        let chunks = d.path().join("chunks");
+        std::fs::write(chunks.join(format!("{:016x}.meta", 1)), b"garbage").unwrap();
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!((s.list(), s.used_bytes()), (vec![], 0));
+        assert!(undo_files(&d).is_empty() && !data_path(&chunks, 1).exists());
+        assert!(chunks.join(format!("{:016x}.meta.bad", 1)).exists());
     }
 
     #[tokio::test]
