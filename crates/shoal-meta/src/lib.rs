@@ -6,8 +6,8 @@
 //! gRPC port for Raft traffic, clients and chunk servers.
 //!
 //! Layers, lowest first; each uses only those before it: [`bounds`] (what
-//! requests may ask for), [`fsm`],
-//! [`replicas`] and [`locks`] (pure state machine) → [`health`],
+//! requests may ask for), [`locks`] and [`fsm`] (the pure state machine;
+//! `fsm` holds one module per domain) → [`health`],
 //! [`reconcile`] and [`plan`] (pure decisions) → [`format`] (the framing of
 //! records on disk) → [`log_store`] and
 //! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
@@ -29,7 +29,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod registry;
 pub mod repair;
-pub mod replicas;
 pub mod server;
 pub mod service;
 pub mod sessions;

@@ -15,7 +15,7 @@
 //!   delete. A server never holds a listed replica of a chunk that is garbage
 //!   on it.
 //! - Every listed replica holds `committed_version`; all but the `lagging`
-//!   ones also took part in the write of `version` (see [`crate::replicas`]).
+//!   ones also took part in the write of `version` (see [`replicas`]).
 //! - A fenced write applies only while its token holds its lock and is not
 //!   older than the newest token seen for the file.
 

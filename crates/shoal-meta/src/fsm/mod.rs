@@ -9,7 +9,7 @@
 //!
 //! One domain per module, each opening with the invariants it keeps:
 //! [`namespace`] (directories and files), [`chunks`] (the chunk map and the
-//! write protocol), [`crate::replicas`] (replica-list changes from healing),
+//! write protocol), [`replicas`] (replica-list changes from healing),
 //! [`nodes`] (chunk servers, garbage, cluster switches), [`locking`] (lock
 //! sessions over [`crate::locks`]) and [`dedup`] (request ids).
 //! [`invariants`] checks all of them at once; debug builds and tests run it
@@ -30,8 +30,9 @@ pub mod invariants;
 pub mod locking;
 pub mod namespace;
 pub mod nodes;
+pub mod replicas;
 
-pub use crate::replicas::ReplicaCmd;
+pub use replicas::ReplicaCmd;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
