@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use shoal_core::checksum::{BLOCK_SIZE_BYTES, crc32c};
 
 const META_MAGIC: &[u8; 4] = b"SHCM";
-const META_FORMAT: u32 = 1;
+pub const META_FORMAT: u32 = 1;
 /// Bytes of a `.meta` file before its checksums: magic, format, version,
 /// length and the number of blocks.
 const META_HEAD_BYTES: usize = 28;
@@ -83,6 +83,14 @@ impl ReplicaMeta {
         out
     }
 
+    /// The format number of an intact `.meta` newer than this build reads:
+    /// magic and checksum hold, but the format is past [`META_FORMAT`]. A
+    /// damaged file is never taken for a newer one (the checksum covers the
+    /// format number).
+    pub fn newer_format(b: &[u8]) -> Option<u32> {
+        newer_format(b, META_MAGIC, META_FORMAT, b.len().checked_sub(4)?)
+    }
+
     /// The meta encoded in `b`; None for anything damaged or inconsistent.
     pub fn decode(b: &[u8]) -> Option<ReplicaMeta> {
         let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")));
@@ -104,6 +112,14 @@ impl ReplicaMeta {
         // `encode`: the file is not to be trusted.
         (meta.crcs.len() as u64 == blocks_for(meta.len)).then_some(meta)
     }
+}
+
+/// The format of a record with `magic` whose CRC32C over `b[..crc_at]` is
+/// stored at `crc_at`, if it is intact and newer than `known`.
+pub fn newer_format(b: &[u8], magic: &[u8; 4], known: u32, crc_at: usize) -> Option<u32> {
+    let format = u32::from_le_bytes(b.get(4..8)?.try_into().expect("4 bytes"));
+    let stored = u32::from_le_bytes(b.get(crc_at..crc_at + 4)?.try_into().expect("4 bytes"));
+    (b.get(..4)? == magic && format > known && crc32c(b.get(..crc_at)?) == stored).then_some(format)
 }
 
 fn hex_id(name: &str, suffix: &str) -> Option<u64> {

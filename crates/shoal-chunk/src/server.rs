@@ -87,6 +87,8 @@ fn load_or_create_id(dir: &Path) -> anyhow::Result<u64> {
             std::fs::write(&tmp, id.to_string())?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path)?;
+            // The rename is durable only once the directory is.
+            std::fs::File::open(dir)?.sync_all()?;
             Ok(id)
         }
         Err(e) => Err(e.into()),

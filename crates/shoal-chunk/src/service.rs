@@ -63,7 +63,7 @@ pub fn store_status(e: &StoreError) -> Status {
         StoreError::Corrupt { .. } => Status::data_loss(e.to_string()),
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
         StoreError::TooLarge { .. } | StoreError::BadVersion { .. } => Status::invalid_argument(e.to_string()),
-        StoreError::Io(_) => Status::internal(e.to_string()),
+        StoreError::Io(_) | StoreError::NewerFormat { .. } => Status::internal(e.to_string()),
     };
     error_kind(e).attach(&mut status);
     status
@@ -81,7 +81,7 @@ pub fn error_kind(e: &StoreError) -> ChunkErrorKind {
         StoreError::Corrupt { .. } => ChunkErrorKind::Corrupt,
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => ChunkErrorKind::NoSpace,
         StoreError::TooLarge { .. } | StoreError::BadVersion { .. } => ChunkErrorKind::BadRequest,
-        StoreError::Io(_) => ChunkErrorKind::Io,
+        StoreError::Io(_) | StoreError::NewerFormat { .. } => ChunkErrorKind::Io,
     }
 }
 

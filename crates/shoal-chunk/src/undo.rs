@@ -38,7 +38,7 @@ use shoal_core::checksum::crc32c;
 use crate::format::ReplicaMeta;
 
 const UNDO_MAGIC: &[u8; 4] = b"SHCU";
-const UNDO_FORMAT: u32 = 1;
+pub const UNDO_FORMAT: u32 = 1;
 
 pub fn undo_path(dir: &Path, id: u64, version: u64) -> PathBuf {
     dir.join(format!("{id:016x}.undo.{version:016x}"))
@@ -108,6 +108,12 @@ pub fn load(dir: &Path, id: u64, version: u64) -> io::Result<Option<Undo>> {
         Err(e) => return Err(e),
     };
     Ok(decode(&bytes).filter(|u| u.version == version))
+}
+
+/// The format number of an intact undo record newer than this build reads.
+pub fn newer_format(b: &[u8]) -> Option<u32> {
+    let meta_len = b.get(16..20).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize)?;
+    crate::format::newer_format(b, UNDO_MAGIC, UNDO_FORMAT, 20usize.checked_add(meta_len)?)
 }
 
 fn decode(b: &[u8]) -> Option<Undo> {

@@ -111,6 +111,8 @@ pub enum StoreError {
     TooLarge { chunk_id: u64, end: u64 },
     #[error("storage error: {0}")]
     Io(std::io::Error),
+    #[error("{}: format {found} is newer than this build of shoal reads (up to {known}); run a newer shoal", path.display())]
+    NewerFormat { path: std::path::PathBuf, found: u32, known: u32 },
 }
 
 impl From<std::io::Error> for StoreError {
@@ -823,6 +825,40 @@ mod tests {
         assert_eq!((s.list(), s.used_bytes()), (vec![], 0));
         assert!(undo_files(&d).is_empty() && !data_path(&chunks, 1).exists());
         assert!(chunks.join(format!("{:016x}.meta.bad", 1)).exists());
+    }
+
+    /// Regression: a `.meta` of a newer format was taken for damage, set
+    /// aside, and its replica deleted (a downgrade destroyed data). Now the
+    /// store refuses to open, naming the file and both formats, and changes
+    /// nothing; a torn `.meta.tmp` is cleaned up.
+    #[tokio::test]
+    async fn a_newer_meta_format_stops_the_open_and_changes_nothing() {
+        let (d, s) = committed_v1().await;
+        drop(s);
+        let chunks = d.path().join("chunks");
+        let meta = chunks.join(format!("{:016x}.meta", 1));
+        let mut b = std::fs::read(&meta).unwrap();
+        b[4..8].copy_from_slice(&(crate::format::META_FORMAT + 1).to_le_bytes());
+        let body = b.len() - 4;
+        let crc = shoal_core::checksum::crc32c(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&meta, &b).unwrap();
+        let before: Vec<_> = std::fs::read_dir(&chunks).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let err = ChunkStore::open(d.path(), u64::MAX, 4 << 20).err().expect("a newer format must not open");
+        assert!(matches!(err, StoreError::NewerFormat { found: 2, known: 1, .. }), "{err}");
+        assert!(err.to_string().contains(".meta: format 2 is newer"), "{err}");
+        let after: Vec<_> = std::fs::read_dir(&chunks).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(before, after, "nothing was set aside or removed");
+        // Back at format 1 (as the newer shoal would leave it after a
+        // downgrade-safe step), a leftover temporary meta is removed.
+        std::fs::write(chunks.join(format!("{:016x}.meta.tmp", 1)), b"torn").unwrap();
+        b[4..8].copy_from_slice(&crate::format::META_FORMAT.to_le_bytes());
+        let crc = shoal_core::checksum::crc32c(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&meta, &b).unwrap();
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.list(), vec![(1, 1)]);
+        assert!(!chunks.join(format!("{:016x}.meta.tmp", 1)).exists());
     }
 
     #[tokio::test]

@@ -32,10 +32,16 @@ pub(super) fn recover_dir(dir: &Path) -> Result<HashMap<u64, ReplicaMeta>, Store
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if let Some((id, version)) = undo::parse_undo_name(&name) {
+            refuse_newer(&undo::undo_path(dir, id, version), undo::newer_format, undo::UNDO_FORMAT)?;
             found.entry(id).or_default().undo.push(version);
         } else if let Some(id) = format::parse_data_name(&name) {
             found.entry(id).or_default().has_data = true;
+        } else if name.ends_with(".meta.tmp") {
+            // A meta write that died before its rename: the old meta (or
+            // none) still stands.
+            remove_if_present(&dir.join(&name))?;
         } else if let Some(id) = format::parse_meta_name(&name) {
+            refuse_newer(&meta_path(dir, id), ReplicaMeta::newer_format, format::META_FORMAT)?;
             match std::fs::read(meta_path(dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
                 Some(meta) => found.entry(id).or_default().meta = Some(meta),
                 None => {
@@ -55,6 +61,20 @@ pub(super) fn recover_dir(dir: &Path) -> Result<HashMap<u64, ReplicaMeta>, Store
         }
     }
     Ok(replicas)
+}
+
+/// Stops the store from opening on a file of a format newer than this build
+/// reads: treating it as damaged would delete a replica that a newer shoal
+/// wrote (a downgrade), so the operator is told instead.
+fn refuse_newer(path: &Path, newer: fn(&[u8]) -> Option<u32>, known: u32) -> Result<(), StoreError> {
+    match std::fs::read(path) {
+        Ok(b) => match newer(&b) {
+            Some(found) => Err(StoreError::NewerFormat { path: path.to_path_buf(), found, known }),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Brings one replica to a consistent state: rolls back a session that

@@ -32,12 +32,12 @@ pub mod namespace;
 pub mod nodes;
 pub mod replicas;
 
-pub use replicas::ReplicaCmd;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
 pub use namespace::{Inode, Kind, NamespaceCmd};
 pub use nodes::{NodeCmd, NodeRecord};
+pub use replicas::ReplicaCmd;
 
 /// The inode number of `/`.
 pub const ROOT_INODE: u64 = 1;
