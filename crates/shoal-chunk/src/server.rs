@@ -33,7 +33,7 @@ use crate::service::ChunkService;
 use crate::store::ChunkStore;
 
 /// Largest chunk this server accepts, whatever meta's chunk size.
-pub const CHUNK_SIZE_MAX_BYTES: u64 = 1 << 30;
+pub use shoal_core::layout::CHUNK_SIZE_MAX_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct ChunkConfig {
@@ -72,6 +72,12 @@ impl ChunkConfig {
         }
         if self.heartbeat_interval.is_zero() || self.report_interval.is_zero() {
             return Err("the heartbeat and report intervals must be positive".into());
+        }
+        // Meta refuses a heartbeat that reports more (its bound on usage).
+        if let Some(c) = self.capacity_bytes
+            && c > shoal_core::layout::SERVER_BYTES_MAX
+        {
+            return Err(format!("--capacity must be at most {} bytes", shoal_core::layout::SERVER_BYTES_MAX));
         }
         Ok(())
     }
@@ -186,7 +192,10 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
     loop {
         ticker.tick().await;
         let used = store.used_bytes();
-        let capacity = config.capacity_bytes.unwrap_or_else(|| used + fs_free_bytes(store.chunk_dir()));
+        let capacity = config
+            .capacity_bytes
+            .unwrap_or_else(|| used.saturating_add(fs_free_bytes(store.chunk_dir())))
+            .min(shoal_core::layout::SERVER_BYTES_MAX);
         let report = (report_due || last_report.elapsed() >= config.report_interval).then(|| ChunkReport {
             replicas: store.list().into_iter().map(|(id, version)| ReplicaVersion { id, version }).collect(),
             token,

@@ -12,6 +12,13 @@ pub struct Span {
     pub len: u64,
 }
 
+/// The largest chunk a file may have and a chunk server accepts (1 GiB).
+pub const CHUNK_SIZE_MAX_BYTES: u64 = 1 << 30;
+
+/// The most bytes a chunk server may hold or report (2^63 - 1, what a signed
+/// 64-bit size can count).
+pub const SERVER_BYTES_MAX: u64 = i64::MAX as u64;
+
 /// Cuts `[offset, offset + len)` into per-chunk spans, in order.
 pub fn spans(offset: u64, len: u64, chunk_size_bytes: u64) -> Vec<Span> {
     assert!(chunk_size_bytes > 0, "chunk size must be positive");

@@ -21,15 +21,12 @@ use shoal_core::FsError;
 
 /// Largest file: 2^63 - 1 bytes.
 pub const FILE_SIZE_MAX_BYTES: u64 = i64::MAX as u64;
-/// Largest chunk size a file may have (what chunk servers accept).
-pub const CHUNK_SIZE_MAX_BYTES: u64 = 1 << 30;
+pub use shoal_core::layout::{CHUNK_SIZE_MAX_BYTES, SERVER_BYTES_MAX};
 /// Highest replication factor a file may ask for.
 pub const REPLICATION_MAX: u32 = 16;
 /// Failed replicas one PrepareWrite may name (a chain is at most
 /// `REPLICATION_MAX` long; the rest would be noise).
 pub const FAILED_REPLICAS_MAX: usize = 4 * REPLICATION_MAX as usize;
-/// Largest capacity or usage a chunk server may report.
-pub const SERVER_BYTES_MAX: u64 = i64::MAX as u64;
 /// Most replicas a chunk server may report holding.
 pub const SERVER_CHUNKS_MAX: u64 = 1 << 48;
 

@@ -74,9 +74,16 @@ pub fn plan_prepare(
 /// (defence in depth: the state machine never marks those), nor one a copy
 /// in flight to it is writing (`copying_in`: that copy's listing decides).
 pub fn heartbeat_deletes(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
-    let mut delete = fs.garbage_for(node, max);
+    // Skip copies in flight before taking `max`, so they never use up the budget.
+    let mut delete: Vec<u64> = fs
+        .garbage
+        .iter()
+        .filter(|(c, holders)| holders.contains(&node) && !copying_in.contains(c))
+        .map(|(c, _)| *c)
+        .take(max)
+        .collect();
     let listed = fs.chunks_listed_on(node, &delete);
-    delete.retain(|c| !listed.contains(c) && !copying_in.contains(c));
+    delete.retain(|c| !listed.contains(c));
     delete
 }
 
@@ -204,6 +211,8 @@ mod tests {
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 10), vec![70, 71, 72]);
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([71]), 10), vec![70, 72]);
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 2), vec![70, 71]);
+        // A copy in flight does not use up the budget.
+        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([70]), 2), vec![71, 72]);
         assert!(heartbeat_deletes(&st, 1, &HashSet::new(), 10).is_empty());
     }
 }

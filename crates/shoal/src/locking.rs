@@ -73,7 +73,7 @@ pub async fn run_locked(
     let path = normal(path)?;
     let session = client.open_session(ttl).await?;
     let lock = session.lock(&path, shared, timeout).await?;
-    let mode = if shared { "shared" } else { "exclusive" };
+    let mode = if lock.shared { "shared" } else { "exclusive" };
     let status = tokio::process::Command::new(program)
         .args(args)
         .env(LOCK_ENV, format!("{}:{mode}:{}:{path}", lock.token, lock.ticket))
