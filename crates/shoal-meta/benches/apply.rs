@@ -37,14 +37,14 @@ fn create(name: &str, request: Option<RequestId>) -> Proposal {
         chunk_size: 64 << 20,
         open_existing: false,
     };
-    Proposal { now_ms: NOW_MS, request, cmd }
+    Proposal::new(NOW_MS, request, cmd)
 }
 
 /// The state every measured batch starts from: `DIR` with `FILES_BEFORE` files.
 fn populated() -> FsState {
     let mut st = FsState::default();
     let mkdir = NamespaceCmd::Mkdir { path: path(DIR), parents: false };
-    assert!(matches!(st.apply(&Proposal { now_ms: NOW_MS, request: None, cmd: mkdir }), Response::Inode(_)));
+    assert!(matches!(st.apply(&Proposal::new(NOW_MS, None, mkdir)), Response::Inode(_)));
     for i in 0..FILES_BEFORE {
         assert!(matches!(st.apply(&create(&format!("f{i:05}"), None)), Response::Inode(_)));
     }
@@ -100,7 +100,7 @@ fn apply(c: &mut Criterion) {
     let mkdirs: Vec<Proposal> = (0..BATCH)
         .map(|i| {
             let cmd = NamespaceCmd::Mkdir { path: path(&format!("{DIR}/dir{i:05}")), parents: false };
-            Proposal { now_ms: NOW_MS, request: None, cmd }
+            Proposal::new(NOW_MS, None, cmd)
         })
         .collect();
     bench_applies(&mut group, "mkdir_in_10k_dir", &base, &mkdirs);

@@ -305,13 +305,12 @@ mod tests {
             expect_version: 4,
             replicas: vec![1, 2],
             fence: Some(Fence { path: NormalPath::parse("/a/b").unwrap(), token: 12 }),
-        }
-        .into();
+        };
         let request = Some(RequestId { client: u64::MAX, seq: 5, done_below: 2 });
         vec![
             Entry { log_id: log_id(1, 1), payload: EntryPayload::Blank },
             Entry { log_id: log_id(1, 2), payload: EntryPayload::Membership(membership) },
-            Entry { log_id: log_id(2, 3), payload: EntryPayload::Normal(Proposal { now_ms: 1, request, cmd }) },
+            Entry { log_id: log_id(2, 3), payload: EntryPayload::Normal(Proposal::new(1, request, cmd)) },
         ]
     }
 

@@ -50,7 +50,7 @@ pub fn not_leader(leader: Option<BasicNode>) -> Status {
 impl Node {
     /// Proposes a command on behalf of `request` and waits until it is applied.
     pub async fn write(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Result<Response, Status> {
-        let proposal = Proposal { now_ms: now_ms(), request, cmd: cmd.into() };
+        let proposal = Proposal::new(now_ms(), request, cmd);
         match self.raft.client_write(proposal).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),

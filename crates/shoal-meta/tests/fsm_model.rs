@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use shoal_core::NormalPath;
 use shoal_meta::fsm::{
-    ChunkPlace, Command, FsState, Kind, LockCmd, NamespaceCmd, NodeCmd, Proposal, ReplicaCmd, RequestId, Response,
-    WriteCmd,
+    ChunkPlace, Command, Fence, FsState, Kind, LockCmd, NamespaceCmd, NodeCmd, Proposal, ReplicaCmd, RequestId,
+    Response, WriteCmd,
 };
 use shoal_meta::locks::Mode;
 
@@ -224,6 +224,18 @@ enum Op {
     },
     Draining(u64, bool),
     SetReplication(String, u32),
+    /// A write (a commit that changes no size) to the file at `path` under
+    /// the `grant`th held lock, whose fence names the lock's own path or `path`.
+    FencedWrite {
+        grant: usize,
+        path: String,
+        own_path: bool,
+    },
+    /// Renames `src` onto the `grant`th held lock's path, fenced by it.
+    FencedRename {
+        grant: usize,
+        src: String,
+    },
     /// Repeats the last request id, as a client retrying after a lost answer.
     Retry,
 }
@@ -257,6 +269,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => server().prop_map(|node| Op::Forget { node }),
         1 => (server(), any::<bool>()).prop_map(|(n, d)| Op::Draining(n, d)),
         1 => (path_strategy(), 0..4u32).prop_map(|(p, r)| Op::SetReplication(p, r)),
+        3 => (0..8usize, path_strategy(), any::<bool>())
+            .prop_map(|(grant, path, own_path)| Op::FencedWrite { grant, path, own_path }),
+        2 => (0..8usize, path_strategy()).prop_map(|(grant, src)| Op::FencedRename { grant, src }),
         2 => Just(Op::Retry),
     ]
 }
@@ -288,11 +303,8 @@ impl Harness {
         let cmd = cmd.into();
         self.now_ms += 7;
         self.seq += 1;
-        let p = Proposal {
-            now_ms: self.now_ms,
-            request: Some(RequestId { client: 42, seq: self.seq, done_below: self.seq.saturating_sub(2) }),
-            cmd,
-        };
+        let request = Some(RequestId { client: 42, seq: self.seq, done_below: self.seq.saturating_sub(2) });
+        let p = Proposal::new(self.now_ms, request, cmd);
         let before = self.st.clone();
         let r = self.st.apply(&p);
         if matches!(r, Response::Err(_) | Response::Conflict) {
@@ -425,6 +437,17 @@ impl Harness {
                     == Response::Ok;
                 assert_eq!(ok, *replication > 0 && self.model.get(path).is_some(), "setrep {replication} {path}");
             }
+            Op::FencedWrite { grant, path, own_path } => self.fenced_write(*grant, path, *own_path),
+            Op::FencedRename { grant, src } => {
+                let Some((locked, g)) = self.grant(*grant) else { return };
+                let fence = Some(Fence { path: np(&locked), token: g.token });
+                let ok = self.apply(NamespaceCmd::Rename { src: np(src), dst: np(&locked), fence }) == Response::Ok;
+                if ok {
+                    assert!(self.model.rename(src, &locked), "fenced rename {src} -> {locked} has no model");
+                    let moved = self.st.lookup(&np(&locked)).expect("renamed into place");
+                    assert_eq!((moved.fence, self.st.fence_bindings.get(&g.token)), (g.token, Some(&moved.id)));
+                }
+            }
             Op::Retry => {
                 let Some((p, first, state)) = self.last.clone() else { return };
                 let again = self.st.apply(&p);
@@ -433,6 +456,37 @@ impl Harness {
                 now.clients = state.clients.clone();
                 assert_eq!(now, state, "a retried request changed the state");
             }
+        }
+    }
+
+    /// The `pick`th lock holder (by path, then holder order) and its path.
+    fn grant(&self, pick: usize) -> Option<(String, shoal_meta::locks::Grant)> {
+        let all: Vec<(String, shoal_meta::locks::Grant)> =
+            self.st.locks.paths.iter().flat_map(|(p, l)| l.holders.iter().map(move |g| (p.clone(), *g))).collect();
+        (!all.is_empty()).then(|| all[pick % all.len()].clone())
+    }
+
+    /// A fenced commit; accepted exactly when the fencing rules say so.
+    fn fenced_write(&mut self, grant: usize, path: &str, own_path: bool) {
+        let Some((locked, g)) = self.grant(grant) else { return };
+        let Ok(f) = self.st.lookup(&np(path)) else { return };
+        if f.kind != Kind::File {
+            return;
+        }
+        let (inode, size, newest) = (f.id, f.size, f.fence);
+        let fence_path = if own_path { locked.clone() } else { path.to_string() };
+        // The rules, independently: the token holds the fence's path, is not
+        // older than the file's fence, and is bound to this file, or to none
+        // that still exists while the fence's path names this file.
+        let holds = self.st.locks.token_holds(&fence_path, g.token);
+        let bound = self.st.fence_bindings.get(&g.token).copied().filter(|b| self.st.inodes.contains_key(b));
+        let names = self.st.lookup(&np(&fence_path)).is_ok_and(|i| i.id == inode);
+        let expect = holds && g.token >= newest && bound.map_or(names, |b| b == inode);
+        let fence = Some(Fence { path: np(&fence_path), token: g.token });
+        let r = self.apply(WriteCmd::CommitWrite { inode, chunks: vec![], size, truncate: false, fence });
+        assert_eq!(matches!(r, Response::Inode(_)), expect, "fenced write of {path} under {locked}: {r:?}");
+        if expect {
+            assert_eq!((self.st.inodes[&inode].fence, self.st.fence_bindings.get(&g.token)), (g.token, Some(&inode)));
         }
     }
 

@@ -73,15 +73,17 @@ pub enum WriteCmd {
 
 impl FsState {
     /// Applies a write command at leader time `now_ms`.
-    pub(super) fn apply_write(&mut self, cmd: &WriteCmd, now_ms: u64) -> Result<Response, FsError> {
+    pub(super) fn apply_write(&mut self, cmd: &WriteCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         match cmd {
             WriteCmd::PrepareWrite { inode, index, expect_id, expect_version, replicas, fence } => {
-                self.fenced(*inode, fence.as_ref(), |s| {
-                    s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas)
+                self.fenced(*inode, fence.as_ref(), rules, |s| {
+                    s.prepare_write(*inode, *index, *expect_id, *expect_version, replicas, rules)
                 })
             }
             WriteCmd::CommitWrite { inode, chunks, size, truncate, fence } => {
-                self.fenced(*inode, fence.as_ref(), |s| s.commit_write(*inode, chunks, *size, *truncate, now_ms))
+                self.fenced(*inode, fence.as_ref(), rules, |s| {
+                    s.commit_write(*inode, chunks, *size, *truncate, now_ms, rules)
+                })
             }
         }
     }
@@ -93,13 +95,14 @@ impl FsState {
         &mut self,
         inode: u64,
         fence: Option<&Fence>,
+        rules: u16,
         write: impl FnOnce(&mut Self) -> Result<Response, FsError>,
     ) -> Result<Response, FsError> {
         let Some(f) = fence else { return write(self) };
         self.file_mut(inode)?;
         // A refused write changes nothing: bind only once the write applies.
         let bindings = self.fence_bindings.clone();
-        self.check_fence(inode, f)?;
+        self.check_fence(inode, f, rules)?;
         let r = match write(self) {
             Ok(r) => r,
             Err(e) => {
@@ -137,13 +140,14 @@ impl FsState {
         expect_id: Option<u64>,
         expect_version: u64,
         replicas: &[u64],
+        rules: u16,
     ) -> Result<Response, FsError> {
         if replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
             return Err(FsError::InvalidArgument {
                 reason: format!("replicas must be distinct and non-empty: {replicas:?}"),
             });
         }
-        if let Some(r) = replicas.iter().find(|r| !self.nodes.contains_key(r)) {
+        if let Some(r) = replicas.iter().find(|r| rules >= 1 && !self.nodes.contains_key(r)) {
             return Err(FsError::InvalidArgument { reason: format!("chunk server {r} is not registered") });
         }
         let next_id = self.next_chunk_id;
@@ -202,11 +206,12 @@ impl FsState {
         size: u64,
         truncate: bool,
         mtime_ms: u64,
+        rules: u16,
     ) -> Result<Response, FsError> {
         let f = self.file_mut(inode)?;
         let new_size = if truncate { size } else { f.size.max(size) };
         let end_chunk = shoal_core::layout::chunk_count(new_size, f.chunk_size);
-        if let Some((index, _, _)) = chunks.iter().find(|(index, _, _)| *index >= end_chunk) {
+        if let Some((index, _, _)) = chunks.iter().find(|(index, _, _)| rules >= 1 && *index >= end_chunk) {
             return Err(FsError::InvalidArgument {
                 reason: format!("chunk {index} lies past the end of the file this commit sets ({new_size} bytes)"),
             });

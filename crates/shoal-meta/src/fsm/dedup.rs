@@ -98,11 +98,7 @@ mod tests {
     fn retried_requests_apply_once() {
         let mut st = FsState::default();
         let req = |seq, done_below| Some(RequestId { client: 7, seq, done_below });
-        let mkdir = |request| Proposal {
-            now_ms: 5,
-            request,
-            cmd: NamespaceCmd::Mkdir { path: p("/d"), parents: false }.into(),
-        };
+        let mkdir = |request| Proposal::new(5, request, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
         let first = st.apply(&mkdir(req(1, 1)));
         assert!(matches!(first, Response::Inode(_)));
         let after_first = st.clone();
@@ -120,11 +116,11 @@ mod tests {
         assert_eq!(st.clients[&7].replies, before.clients[&7].replies);
         // An idle client is forgotten after the expiry.
         run(&mut st, NamespaceCmd::Mkdir { path: p("/e"), parents: false });
-        st.apply(&Proposal {
-            now_ms: 5 + CLIENT_IDLE_EXPIRY_MS + 1,
-            request: None,
-            cmd: NamespaceCmd::Mkdir { path: p("/x"), parents: false }.into(),
-        });
+        st.apply(&Proposal::new(
+            5 + CLIENT_IDLE_EXPIRY_MS + 1,
+            None,
+            NamespaceCmd::Mkdir { path: p("/x"), parents: false },
+        ));
         assert!(st.clients.is_empty());
     }
 }

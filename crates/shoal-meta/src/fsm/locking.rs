@@ -135,14 +135,20 @@ impl FsState {
     /// Checks that `fence` may write file `inode`: its token holds the lock
     /// on its path, is bound to this file (or binds now, if its path names
     /// this file and it is bound to none), and is not older than the newest
-    /// token that wrote the file. Binds an unbound token.
-    pub(super) fn check_fence(&mut self, inode: u64, fence: &Fence) -> Result<(), FsError> {
+    /// token that wrote the file. Binds an unbound token. A binding whose
+    /// file is gone (removed, or replaced by a rename) counts as none, so a
+    /// holder can write the file that now stands at its path. Under rules 0
+    /// (see [`super::Proposal::rules`]) only the lock and the age count.
+    pub(super) fn check_fence(&mut self, inode: u64, fence: &Fence, rules: u16) -> Result<(), FsError> {
         let fenced = || FsError::Fenced { path: fence.path.to_string(), token: fence.token };
         let newest = self.inode(inode)?.fence;
         if fence.token < newest || !self.locks.token_holds(&fence.path.to_string(), fence.token) {
             return Err(fenced());
         }
-        match self.fence_bindings.get(&fence.token) {
+        if rules == 0 {
+            return Ok(());
+        }
+        match self.fence_bindings.get(&fence.token).filter(|bound| self.inodes.contains_key(bound)) {
             Some(bound) if *bound == inode => Ok(()),
             Some(_) => Err(fenced()),
             None if self.lookup(&fence.path).is_ok_and(|i| i.id == inode) => {
@@ -279,5 +285,47 @@ mod binding_tests {
         let late = NamespaceCmd::Rename { src: p("/.t.tmp2"), dst: p("/t"), fence: fence(t) };
         assert!(matches!(run(&mut st, late), Response::Err(FsError::Fenced { .. })));
         assert!(st.fence_bindings.is_empty(), "an ended grant leaves no binding");
+    }
+
+    /// Review finding: a lock whose file was removed, or replaced by a plain
+    /// rename, could no longer write the file now at its path.
+    #[test]
+    fn a_binding_to_a_file_that_is_gone_binds_again_through_the_path() {
+        let mut st = FsState::default();
+        create(&mut st, "/f");
+        let t = lock(&mut st, "/f");
+        run(&mut st, NamespaceCmd::Remove { path: p("/f"), recursive: false });
+        let again = create(&mut st, "/f");
+        assert!(matches!(run(&mut st, commit(again.id, "/f", t)), Response::Inode(_)), "rm then write");
+        let g = create(&mut st, "/g");
+        run(&mut st, NamespaceCmd::Rename { src: p("/g"), dst: p("/f"), fence: None });
+        assert!(matches!(run(&mut st, commit(g.id, "/f", t)), Response::Inode(_)), "mv onto it then write");
+    }
+
+    /// Review finding (critical): a format-0 log replayed after an upgrade
+    /// must apply as the old cluster applied it. Old `put`s wrote their
+    /// temporary file under the target's fence; under rules 1 those writes
+    /// would be refused (and every later chunk id shifted by one).
+    #[test]
+    fn format_0_entries_apply_under_the_rules_they_were_written_with() {
+        use super::super::{Proposal, testing::with_servers};
+        for (rules, applies) in [(0, true), (1, false)] {
+            let mut st = with_servers(&[1, 2]);
+            create(&mut st, "/t");
+            let tmp = create(&mut st, "/.t.tmp");
+            let t = lock(&mut st, "/t");
+            let fence = Some(Fence { path: p("/t"), token: t });
+            let prep = WriteCmd::PrepareWrite {
+                inode: tmp.id,
+                index: 0,
+                expect_id: None,
+                expect_version: 0,
+                replicas: vec![1, 2],
+                fence,
+            };
+            let r = st.apply(&Proposal { rules, ..Proposal::new(1, None, prep) });
+            assert_eq!(matches!(r, Response::Chunk { .. }), applies, "rules {rules}: {r:?}");
+            assert_eq!(st.next_chunk_id, if applies { 2 } else { 1 });
+        }
     }
 }

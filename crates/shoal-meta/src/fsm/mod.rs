@@ -70,13 +70,35 @@ domain_into_command!(
     LockCmd => Locks,
 );
 
-/// One Raft log entry: a command, the leader's clock when it proposed it, and
-/// the client request it serves, if any.
+/// The rules this build proposes under; see [`Proposal::rules`].
+pub const RULES: u16 = 1;
+
+/// One Raft log entry: a command, the leader's clock when it proposed it, the
+/// client request it serves, if any, and the rules it is applied under.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub now_ms: u64,
     pub request: Option<RequestId>,
     pub cmd: Command,
+    /// Every node must apply an entry exactly as the version that proposed it
+    /// did, or a node replaying an old log after an upgrade would build
+    /// another state than the one the old cluster acknowledged. So the rules
+    /// travel with the entry:
+    /// - 0 (format-0 logs, which lack the field): a fence is checked against
+    ///   its path's lock only; commits may name chunks past the end they set;
+    ///   chains may name servers not registered.
+    /// - 1 ([`RULES`]): a fence is bound to one file
+    ///   ([`locking`]); renames may be fenced; commits past the end and
+    ///   chains on unregistered servers are refused.
+    #[serde(default)]
+    pub rules: u16,
+}
+
+impl Proposal {
+    /// A proposal under this build's rules.
+    pub fn new(now_ms: u64, request: Option<RequestId>, cmd: impl Into<Command>) -> Self {
+        Proposal { now_ms, request, cmd: cmd.into(), rules: RULES }
+    }
 }
 
 /// What applying a command produced. Each command always answers in one
@@ -249,12 +271,12 @@ impl FsState {
         let response = match p.request {
             None => {
                 self.sweep_idle_clients(p.now_ms);
-                self.apply_command(&p.cmd, p.now_ms)
+                self.apply_command(&p.cmd, p.now_ms, p.rules)
             }
             Some(req) => match self.check_request(req, p.now_ms) {
                 dedup::Seen::Answered(first) => first,
                 dedup::Seen::New => {
-                    let response = self.apply_command(&p.cmd, p.now_ms);
+                    let response = self.apply_command(&p.cmd, p.now_ms, p.rules);
                     self.remember(req, &response);
                     response
                 }
@@ -268,10 +290,10 @@ impl FsState {
         response
     }
 
-    fn apply_command(&mut self, cmd: &Command, now_ms: u64) -> Response {
+    fn apply_command(&mut self, cmd: &Command, now_ms: u64, rules: u16) -> Response {
         let result = match cmd {
-            Command::Namespace(c) => self.apply_namespace(c, now_ms),
-            Command::Write(c) => self.apply_write(c, now_ms),
+            Command::Namespace(c) => self.apply_namespace(c, now_ms, rules),
+            Command::Write(c) => self.apply_write(c, now_ms, rules),
             Command::Replicas(c) => self.apply_replicas(c),
             Command::Nodes(c) => self.apply_nodes(c),
             Command::Locks(c) => self.apply_locks(c),
@@ -302,7 +324,7 @@ pub(crate) mod testing {
 
     /// Applies a command with no request id at leader time 1.
     pub fn run(st: &mut FsState, cmd: impl Into<Command>) -> Response {
-        st.apply(&Proposal { now_ms: 1, request: None, cmd: cmd.into() })
+        st.apply(&Proposal::new(1, None, cmd))
     }
 
     pub fn create(st: &mut FsState, path: &str) -> Inode {

@@ -80,14 +80,17 @@ fn not_found(path: &NormalPath) -> FsError {
 
 impl FsState {
     /// Applies a namespace command at leader time `now_ms`.
-    pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64) -> Result<Response, FsError> {
+    pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         match cmd {
             NamespaceCmd::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
             NamespaceCmd::Create { path, replication, chunk_size, open_existing } => {
                 self.create(path, *replication, *chunk_size, *open_existing, now_ms)
             }
             NamespaceCmd::Remove { path, recursive } => self.remove(path, *recursive),
-            NamespaceCmd::Rename { src, dst, fence } => self.rename(src, dst, fence.as_ref(), now_ms),
+            // Rules 0 had no fenced rename (format-0 renames carry no fence).
+            NamespaceCmd::Rename { src, dst, fence } => {
+                self.rename(src, dst, fence.as_ref().filter(|_| rules >= 1), now_ms)
+            }
         }
     }
 
@@ -283,6 +286,12 @@ impl FsState {
         Ok(Response::Ok)
     }
 
+    /// Records that `token`'s lock now guards file `id` (a fenced rename put it there).
+    fn guard_with(&mut self, token: u64, id: u64) {
+        self.inodes.get_mut(&id).expect("the guarded file exists").fence = token;
+        self.fence_bindings.insert(token, id);
+    }
+
     pub(super) fn rename(
         &mut self,
         src: &NormalPath,
@@ -292,12 +301,29 @@ impl FsState {
     ) -> Result<Response, FsError> {
         let (src_dir, src_name) = self.lookup_parent(src)?;
         let id = *self.inodes[&src_dir].children.get(src_name).ok_or_else(|| not_found(src))?;
-        // Moving onto an existing directory moves into it, as mv(1) does.
+        // Moving onto an existing directory moves into it, as mv(1) does; a
+        // fenced rename goes to exactly the locked path.
         let dst = match self.lookup(dst) {
-            Ok(d) if d.kind == Kind::Dir && d.id != id => dst.join(src_name),
+            Ok(d) if fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
             _ => dst.clone(),
         };
+        if let Some(f) = fence {
+            // Only a file, onto exactly the locked path, with a token that
+            // holds that lock and is no older than a token that already
+            // wrote the file moved or the one it replaces.
+            if self.inodes[&id].kind != Kind::File {
+                return Err(FsError::IsADirectory { path: src.to_string() });
+            }
+            let replaced_fence = self.lookup(&dst).map_or(0, |i| i.fence);
+            let newest = self.inodes[&id].fence.max(replaced_fence);
+            if f.path != dst || f.token < newest || !self.locks.token_holds(&dst.to_string(), f.token) {
+                return Err(FsError::Fenced { path: f.path.to_string(), token: f.token });
+            }
+        }
         if dst == *src {
+            if let Some(f) = fence {
+                self.guard_with(f.token, id);
+            }
             return Ok(Response::Ok);
         }
         if dst.starts_with(src) {
@@ -322,29 +348,15 @@ impl FsState {
                 }
             }
         }
-        if let Some(f) = fence {
-            // The token must hold the lock on the final path, and be no older
-            // than a token that already wrote the file moved or replaced.
-            let fenced = FsError::Fenced { path: f.path.to_string(), token: f.token };
-            let newest = replaced.into_iter().chain([id]).map(|i| self.inodes[&i].fence).max().unwrap_or(0);
-            if f.path != dst || f.token < newest || !self.locks.token_holds(&dst.to_string(), f.token) {
-                return Err(fenced);
-            }
-            if src_kind != Kind::File {
-                return Err(FsError::IsADirectory { path: src.to_string() });
-            }
-        }
         self.inodes.get_mut(&src_dir).expect("parent exists").children.remove(src_name);
         if let Some(old) = replaced {
             self.drop_tree(old);
         }
         self.link(dst_dir, dst_name, id, mtime_ms);
-        let moved = self.inodes.get_mut(&id).expect("moved inode exists");
-        moved.parent = dst_dir;
+        self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
         if let Some(f) = fence {
             // The lock on `dst` now guards the file put there.
-            moved.fence = f.token;
-            self.fence_bindings.insert(f.token, id);
+            self.guard_with(f.token, id);
         }
         Ok(Response::Ok)
     }
