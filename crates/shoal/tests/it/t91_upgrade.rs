@@ -15,7 +15,17 @@ use crate::common::*;
 /// The fixture, relative to this crate.
 const FIXTURE: &str = "tests/fixtures/v0";
 /// Files the fixture's `expected/files` holds, as Shoal paths.
-const FILES: [&str; 5] =
+const FILES: [&str; 7] = [
+    "/docs/readme.txt",
+    "/docs/empty",
+    "/data/big.bin",
+    "/data/deep/er/new.txt",
+    "/after-snapshot/tail.txt",
+    // In the log tail: a put whose temporary file was written under the
+    // target's fence, and a file whose chunk id comes after the put's.
+    "/after-snapshot/put-tail.bin",
+    "/after-snapshot/next.bin",
+]; 5] =
     ["/docs/readme.txt", "/docs/empty", "/data/big.bin", "/data/deep/er/new.txt", "/after-snapshot/tail.txt"];
 
 /// One meta node and two chunk servers on a copy of the fixture; killed on drop.
