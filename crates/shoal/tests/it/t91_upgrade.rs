@@ -25,8 +25,7 @@ const FILES: [&str; 7] = [
     // target's fence, and a file whose chunk id comes after the put's.
     "/after-snapshot/put-tail.bin",
     "/after-snapshot/next.bin",
-]; 5] =
-    ["/docs/readme.txt", "/docs/empty", "/data/big.bin", "/data/deep/er/new.txt", "/after-snapshot/tail.txt"];
+];
 
 /// One meta node and two chunk servers on a copy of the fixture; killed on drop.
 struct Upgraded {
