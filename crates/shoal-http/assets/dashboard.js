@@ -44,9 +44,12 @@ function fmtBytes(n) {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let v = Math.abs(n), i = 0;
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  const s = (i === 0 ? v.toFixed(0) : v.toFixed(v < 10 ? 2 : 1)) + ' ' + units[i];
+  const digits = i === 0 ? (Number.isInteger(v) ? 0 : 1) : v < 10 ? 2 : 1;
+  const s = v.toFixed(digits) + ' ' + units[i];
   return n < 0 ? '−' + s : s;
 }
+
+function plural(n, word) { return `${n.toLocaleString()} ${word}${n === 1 ? '' : 's'}`; }
 
 function fmtRate(n) { return n === null || n === undefined ? '–' : fmtBytes(n) + '/s'; }
 
@@ -97,7 +100,7 @@ function renderOverview(status, nodes, health) {
       words = `${health.missing} missing, ${health.corrupt} corrupt, ${health.under_replicated} under-replicated chunks`;
     } else if (health.under_replicated > 0) {
       state = 'degraded'; word = 'Degraded';
-      words = `${health.under_replicated} under-replicated chunks` +
+      words = plural(health.under_replicated, 'under-replicated chunk') +
         (health.repair_paused ? ' (repair paused)' : `, ${health.repairs_in_flight} repairs in flight`);
     } else {
       state = 'healthy'; word = 'Healthy';
@@ -107,8 +110,8 @@ function renderOverview(status, nodes, health) {
     st.dataset.state = state;
     st.textContent = word;
     $('health-words').textContent = words;
-    $('files-count').textContent = health.files.toLocaleString() + ' files';
-    $('chunks-count').textContent = health.chunks.toLocaleString() + ' chunks';
+    $('files-count').textContent = plural(health.files, 'file');
+    $('chunks-count').textContent = plural(health.chunks, 'chunk');
   }
   if (nodes) {
     const live = nodes.filter((s) => s.state !== 'dead');
@@ -252,7 +255,7 @@ function renderFile(stat) {
   $('file-name').textContent = stat.path;
   $('file-attrs').textContent =
     `${fmtBytes(stat.size)} (${stat.size.toLocaleString()} bytes), replication ${stat.replication}, ` +
-    `chunk size ${fmtBytes(stat.chunk_size)}, ${stat.chunks.length} chunks, modified ${fmtTime(stat.mtime_ms)} UTC`;
+    `chunk size ${fmtBytes(stat.chunk_size)}, ${plural(stat.chunks.length, 'chunk')}, modified ${fmtTime(stat.mtime_ms)} UTC`;
   const link = $('download-link');
   link.href = '/api/v1/download?path=' + q(stat.path);
   link.setAttribute('download', stat.path.split('/').pop());

@@ -6,7 +6,7 @@
 //   node dashboard.mjs PLAN.json
 //
 // PLAN: { url, chromium, metas: [{addr, pid}], chunks: [{addr, pid}],
-//         file: {path, dir, size, replication, sha256, chunks: [{index, replicas}]},
+//         file: {path, dir, local, size, replication, chunks: [{index, replicas}]},
 //         dead_after_ms, patience_ms, screenshot,
 //         commands: {pause_repair: [argv], resume_repair: [argv]} }
 //
@@ -16,6 +16,7 @@
 // (and saves a screenshot beside the plan's) and exits 1.
 
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,6 +95,7 @@ async function main() {
 
   // Case 2: the file browser lists the file just put, and its chunks' servers.
   const f = plan.file;
+  const sha256 = createHash('sha256').update(readFileSync(f.local)).digest('hex');
   const dirName = f.dir.split('/').pop();
   await page.click(`#files-table tbody tr[data-path="${f.dir}"] a`);
   ms = await until(`the file browser lists ${f.path}`,
@@ -124,8 +126,8 @@ async function main() {
     const sum = await crypto.subtle.digest('SHA-256', bytes);
     return { status: r.status, size: bytes.byteLength, sha256: [...new Uint8Array(sum)].map((b) => b.toString(16).padStart(2, '0')).join('') };
   });
-  if (digest.status !== 200 || digest.size !== f.size || digest.sha256 !== f.sha256) {
-    throw new Failure(`the download link gave ${JSON.stringify(digest)}, expected ${f.size} bytes with sha256 ${f.sha256}`);
+  if (digest.status !== 200 || digest.size !== f.size || digest.sha256 !== sha256) {
+    throw new Failure(`the download link gave ${JSON.stringify(digest)}, expected ${f.size} bytes with sha256 ${sha256}`);
   }
   log(`ok: the download link streams the file (${digest.size} bytes, sha256 matches)`);
   if (plan.screenshot) {
