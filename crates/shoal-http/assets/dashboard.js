@@ -288,7 +288,8 @@ function drawChart(canvas, points, key, fmt, windowMs) {
   g.fillStyle = '#6b7785';
   g.strokeStyle = '#dde3e9';
   g.lineWidth = 1;
-  for (const v of [min, (min + max) / 2, max]) {
+  // Gridlines at the bottom, at zero (or half way when nothing goes below it) and at the top.
+  for (const v of [min, min < 0 ? 0 : max / 2, max]) {
     g.beginPath(); g.moveTo(padL, y(v)); g.lineTo(w - padR, y(v)); g.stroke();
     g.fillText(fmt(v), 4, y(v) + 4);
   }
