@@ -10,7 +10,9 @@
 //! verified reads) → [`client`] (namespace calls) → [`file`] (files, and
 //! opening them). `request` numbers mutations so meta applies each once
 //! however often it is retried; [`retry`] decides, from plain data, what the
-//! data path does after a replica failed.
+//! data path does after a replica failed. [`report`] reshapes the cluster's
+//! state into the serializable reports that `shoal admin --json` prints and
+//! the HTTP API serves.
 
 pub mod client;
 pub mod data;
@@ -19,6 +21,7 @@ pub mod file;
 pub mod lock;
 pub mod meta;
 pub mod pool;
+pub mod report;
 mod request;
 pub mod retry;
 

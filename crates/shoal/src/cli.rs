@@ -136,6 +136,13 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Serve the web dashboard and its JSON API (/api/v1/...) for the
+    /// cluster given with `--meta`, until Ctrl-C.
+    Http {
+        /// Address to listen on, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:7180")]
+        listen: SocketAddr,
+    },
     /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(BenchArgs),
 }

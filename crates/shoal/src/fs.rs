@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use shoal_client::{ChunkInfo, Client, DirEntry, Stat};
+use shoal_client::report::{self, EntryReport, join, kind};
+use shoal_client::{Client, DirEntry};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::Command;
@@ -85,10 +85,6 @@ async fn read_stdin() -> anyhow::Result<Vec<u8>> {
     Ok(data)
 }
 
-fn kind(s: &Stat) -> &'static str {
-    if s.is_dir { "dir" } else { "file" }
-}
-
 fn format_time(ms: u64) -> String {
     // UTC, to the second, without pulling in a date crate.
     let secs = ms / 1000;
@@ -108,10 +104,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') { format!("{dir}{name}") } else { format!("{dir}/{name}") }
 }
 
 async fn ls(client: &Client, path: &str, long: bool, recursive: bool, json: bool) -> anyhow::Result<()> {
@@ -136,13 +128,7 @@ async fn ls(client: &Client, path: &str, long: bool, recursive: bool, json: bool
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = std::io::stdout().lock();
     if json {
-        let items: Vec<_> = rows
-            .iter()
-            .map(|(full, e)| {
-                json!({"path": full, "name": e.name, "type": kind(&e.stat), "size": e.stat.size,
-                       "replication": e.stat.replication, "mtime_ms": e.stat.mtime_ms, "inode": e.stat.inode})
-            })
-            .collect();
+        let items: Vec<EntryReport> = rows.into_iter().map(|(full, e)| EntryReport::new(full, &e)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
         return Ok(());
     }
@@ -299,23 +285,14 @@ async fn cat(client: &Client, remote: &str, offset: u64, length: Option<u64>) ->
     copy_out(client, remote, offset, length, &mut tokio::io::stdout(), None).await
 }
 
-fn chunk_json(c: &ChunkInfo) -> serde_json::Value {
-    json!({"index": c.index, "id": c.id, "version": c.version, "replicas": c.replicas})
-}
-
 async fn stat(client: &Client, path: &str, as_json: bool) -> anyhow::Result<()> {
-    let (s, chunks) = client.chunks(path).await?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        let v = json!({
-            "path": shoal_core::NormalPath::parse(path).map(|p| p.to_string()).unwrap_or_else(|_| path.to_string()),
-            "type": kind(&s), "inode": s.inode, "size": s.size, "mode": format!("{:o}", s.mode),
-            "mtime_ms": s.mtime_ms, "replication": s.replication, "chunk_size": s.chunk_size,
-            "chunks": chunks.iter().map(chunk_json).collect::<Vec<_>>(),
-        });
+        let v = report::stat(client, path).await?;
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
+    let (s, chunks) = client.chunks(path).await?;
     writeln!(out, "path:        {path}")?;
     writeln!(out, "type:        {}", kind(&s))?;
     writeln!(out, "inode:       {}", s.inode)?;

@@ -12,6 +12,7 @@ mod locking;
 mod servers;
 mod shell;
 mod up;
+mod web;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_));
+    let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_) | Command::Http { .. });
     init_logging(if server { "info" } else { "error" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -58,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Meta(args) => servers::meta(args).await,
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
         Command::Shell => shell::run(connect().await?, timeout).await,
+        Command::Http { listen } => web::run(connect().await?, listen).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
         Command::Bench(args) => bench::run(args.options(), &cli.meta, timeout).await,
         Command::Lock { shared, ttl, path, command } => {
