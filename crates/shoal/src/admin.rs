@@ -4,18 +4,20 @@
 //!
 //! `fsck` exits 0 only when every chunk has its factor of good replicas and
 //! none is missing or corrupt; 1 otherwise (or when it cannot tell).
+//!
+//! What `status`, `nodes`, `fsck` and `top` show is gathered once, in
+//! [`overview`]; this module and [`top`] only render it.
+
+mod overview;
+mod top;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use serde_json::json;
 use shoal_client::Client;
 
 use crate::cli::{AdminCommand, MetaCommand, RepairCommand};
-
-/// How long `admin status` waits for each meta node.
-const NODE_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -23,6 +25,7 @@ pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCo
         AdminCommand::Nodes { json } => nodes(&client, json).await,
         AdminCommand::Locks { json, path } => locks(&client, &path, json).await,
         AdminCommand::Fsck { json } => fsck(&client, json).await,
+        AdminCommand::Top { interval, once } => top::run(&client, interval, once).await,
         AdminCommand::Decommission { cancel, addr } => {
             let s = client.decommission(&addr, cancel).await?;
             match cancel {
@@ -61,59 +64,30 @@ pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCo
     }
 }
 
-/// Asks every meta node for its own role, so a dead node shows as unreachable.
-/// The nodes are those given with `--meta` plus every member the group knows.
+/// The meta nodes and their roles; exits 1 when none leads.
 async fn status(client: &Client, as_json: bool, digest: bool) -> anyhow::Result<ExitCode> {
-    let mut rows = Vec::new();
-    let mut leader = None;
-    let mut addrs: Vec<String> = client.meta_addrs().to_vec();
-    let mut i = 0;
-    while i < addrs.len() {
-        let addr = addrs[i].clone();
-        i += 1;
-        match client.meta_node_status(&addr, NODE_STATUS_TIMEOUT, digest).await {
-            Ok(reply) => {
-                for n in &reply.nodes {
-                    if !addrs.contains(&n.addr) {
-                        addrs.push(n.addr.clone());
-                    }
-                }
-                let me = reply.nodes.iter().find(|n| n.id == reply.self_id);
-                let role = me.map_or("unknown".to_string(), |n| n.role.clone());
-                if role == "leader" {
-                    leader = Some(reply.self_id);
-                }
-                let mut row = json!({"id": reply.self_id, "addr": addr, "role": role,
-                                     "term": me.map_or(0, |n| n.term), "last_applied": reply.applied_index});
-                if digest {
-                    row["state_digest"] = json!(format!("{:08x}", reply.state_digest));
-                }
-                rows.push(row);
-            }
-            Err(e) => rows.push(json!({"id": null, "addr": addr, "role": "unreachable", "error": e.to_string()})),
-        }
-    }
+    let status = overview::meta_status(client, digest).await;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&json!({"leader_id": leader, "nodes": rows}))?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
     } else {
         let digest_head = if digest { " DIGEST" } else { "" };
         writeln!(out, "{:<4} {:<22} {:<12} {:>6} {:>12}{digest_head}", "ID", "ADDRESS", "ROLE", "TERM", "APPLIED")?;
-        for r in &rows {
-            let id = r["id"].as_u64().map_or("-".to_string(), |i| i.to_string());
-            let digest = r["state_digest"].as_str().map_or(String::new(), |d| format!(" {d}"));
+        let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        for r in &status.nodes {
+            let digest = r.state_digest.map_or(String::new(), |d| format!(" {d:08x}"));
             writeln!(
                 out,
                 "{:<4} {:<22} {:<12} {:>6} {:>12}{digest}",
-                id,
-                r["addr"].as_str().unwrap_or(""),
-                r["role"].as_str().unwrap_or(""),
-                r["term"].as_u64().map_or("-".into(), |t| t.to_string()),
-                r["last_applied"].as_u64().map_or("-".into(), |t| t.to_string())
+                or_dash(r.id),
+                r.addr,
+                r.role,
+                or_dash(r.term),
+                or_dash(r.last_applied)
             )?;
         }
     }
-    Ok(if leader.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if status.leader_id.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The holders of PATH's lock and its queue, in grant order.
@@ -143,27 +117,10 @@ async fn locks(client: &Client, path: &str, as_json: bool) -> anyhow::Result<Exi
 }
 
 async fn fsck(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
-    let r = client.fsck().await?;
-    let healthy = r.under_replicated == 0 && r.missing == 0 && r.corrupt == 0;
+    let r = overview::health(client).await?;
     let mut out = std::io::stdout().lock();
-    let problems: Vec<serde_json::Value> = r
-        .problems
-        .iter()
-        .map(|p| {
-            json!({"path": p.path, "chunk_index": p.chunk_index, "chunk_id": p.chunk_id, "state": p.state,
-                   "good_replicas": p.good_replicas, "replication": p.replication})
-        })
-        .collect();
     if as_json {
-        let v = json!({
-            "healthy": healthy, "files": r.files, "chunks": r.chunks,
-            "under_replicated": r.under_replicated, "missing": r.missing, "corrupt": r.corrupt,
-            "over_replicated": r.over_replicated, "repairs_in_flight": r.repairs_in_flight,
-            "moves_pending": r.moves_pending, "repair_paused": r.repair_paused,
-            "dead_servers": r.dead_servers, "draining_servers": r.draining_servers,
-            "problems": problems, "problems_left_out": r.problems_left_out,
-        });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {
         writeln!(out, "files {}, chunks {}", r.files, r.chunks)?;
         writeln!(
@@ -190,25 +147,16 @@ async fn fsck(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
                 writeln!(out, "(+{} more)", r.problems_left_out)?;
             }
         }
-        writeln!(out, "status: {}", if healthy { "HEALTHY" } else { "UNHEALTHY" })?;
+        writeln!(out, "status: {}", if r.healthy { "HEALTHY" } else { "UNHEALTHY" })?;
     }
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if r.healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
-    let servers = client.chunk_servers().await?;
+    let servers = overview::chunk_servers(client).await?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        let items: Vec<_> = servers
-            .iter()
-            .map(|s| {
-                json!({"id": s.id, "addr": s.addr, "state": s.state, "used_bytes": s.used_bytes,
-                       "capacity_bytes": s.capacity_bytes, "chunk_count": s.chunk_count,
-                       "listed_chunks": s.listed_chunks, "draining": s.draining,
-                       "last_heartbeat_ms_ago": (s.last_heartbeat_ms_ago != u64::MAX).then_some(s.last_heartbeat_ms_ago)})
-            })
-            .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&servers)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -217,11 +165,7 @@ async fn nodes(client: &Client, as_json: bool) -> anyhow::Result<ExitCode> {
         "ADDRESS", "STATE", "USED", "CAPACITY", "CHUNKS", "LISTED", "HEARD"
     )?;
     for s in &servers {
-        let heard = if s.last_heartbeat_ms_ago == u64::MAX {
-            "never".into()
-        } else {
-            format!("{}ms ago", s.last_heartbeat_ms_ago)
-        };
+        let heard = s.last_heartbeat_ms_ago.map_or("never".to_string(), |ms| format!("{ms}ms ago"));
         writeln!(
             out,
             "{:<22} {:<8} {:>12} {:>12} {:>8} {:>8} {:>10}",
