@@ -30,7 +30,7 @@ pub struct Cli {
 
     /// How log lines on stderr look: text for people, json for machines (one
     /// object per line). Processes this one starts (`up`'s nodes) inherit it.
-    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

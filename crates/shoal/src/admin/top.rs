@@ -28,6 +28,9 @@ use crate::terminal::{self, Screen};
 const REFRESH_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Cells of a chunk server's capacity bar.
 const BAR_CELLS: u64 = 20;
+/// Characters of the whole capacity cell: the bar in brackets, the
+/// percentage (4) and "999.9 GiB / 999.9 GiB" (21), with a space between each.
+const CAPACITY_CELL_WIDTH: usize = BAR_CELLS as usize + 2 + 1 + 4 + 1 + 21;
 /// Used share of capacity from which a bar turns yellow, then red (percent).
 const BAR_WARN_PERCENT: u64 = 80;
 const BAR_FULL_PERCENT: u64 = 95;
@@ -276,8 +279,11 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
                 "CAPACITY",
                 "REPLICAS",
                 "HEARD",
-                width = BAR_CELLS as usize + 30
+                width = CAPACITY_CELL_WIDTH
             ));
+            // By address, so rows keep their places from frame to frame.
+            let mut servers: Vec<_> = servers.iter().collect();
+            servers.sort_by(|a, b| a.addr.cmp(&b.addr));
             for s in servers {
                 let state = format!("{:<9}", s.state);
                 let state = match s.state.as_str() {
@@ -302,10 +308,11 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
     lines.into_iter().map(|l| fit(&l, style.width)).collect()
 }
 
-/// A capacity bar, its percentage and the bytes, `BAR_CELLS + 30` characters wide.
+/// A capacity bar, its percentage and the bytes, [`CAPACITY_CELL_WIDTH`]
+/// characters wide (more only past 999.9 GiB).
 fn capacity_cell(used: u64, capacity: u64, style: &Style) -> String {
     let Some(p) = percent(used, capacity) else {
-        return format!("[{}] {:>4} {:>24}", " ".repeat(BAR_CELLS as usize), "-", "");
+        return format!("[{}] {:>4} {:>21}", " ".repeat(BAR_CELLS as usize), "-", "");
     };
     let filled = (u128::from(used.min(capacity)) * u128::from(BAR_CELLS) / u128::from(capacity)) as usize;
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(BAR_CELLS as usize - filled));
@@ -315,7 +322,7 @@ fn capacity_cell(used: u64, capacity: u64, style: &Style) -> String {
         _ => Colour::Green,
     };
     let bytes = format!("{} / {}", format_size(used), format_size(capacity));
-    format!("[{}] {:>4} {bytes:>24}", style.paint(&bar, colour), format!("{p}%"))
+    format!("[{}] {:>4} {bytes:>21}", style.paint(&bar, colour), format!("{p}%"))
 }
 
 /// `part` as a whole percentage of `whole` (None when there is no whole).
@@ -399,7 +406,7 @@ mod tests {
                 leader_id: Some(2),
                 nodes: vec![meta(1, "follower", Some(95)), meta(2, "leader", Some(100)), meta(3, "unreachable", None)],
             },
-            servers: Ok(vec![server(1, "alive", 50 << 30), server(2, "alive", 99 << 30), server(3, "dead", 0)]),
+            servers: Ok(vec![server(2, "alive", 99 << 30), server(1, "alive", 50 << 30), server(3, "dead", 0)]),
             health: Ok(Health {
                 healthy: false,
                 files: 12,
@@ -442,6 +449,12 @@ mod tests {
         assert!(row("127.0.0.1:7112").contains("[###################-]  99%"), "{text}");
         assert!(row("127.0.0.1:7113").contains("dead") && row("127.0.0.1:7113").contains("0.3s ago"));
         assert!(!text.contains('\x1b'), "no colour without a terminal");
+        // Columns line up: a header is as long as the rows under it.
+        let len = |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).unwrap().chars().count();
+        assert_eq!(len("ID "), len("1    127.0.0.1:7101"), "{text}");
+        assert_eq!(len("ADDRESS"), len("127.0.0.1:7111"), "{text}");
+        let servers: Vec<&String> = lines.iter().filter(|l| l.starts_with("127.0.0.1:711")).collect();
+        assert!(servers.windows(2).all(|w| w[0] < w[1]), "servers by address: {servers:?}");
     }
 
     #[test]
@@ -499,6 +512,9 @@ mod tests {
         assert!(capacity_cell(0, 0, &plain).starts_with("[                    ]    -"));
         assert!(capacity_cell(100, 100, &plain).starts_with("[####################] 100%"));
         assert!(capacity_cell(200, 100, &plain).starts_with("[####################] 200%"));
+        for (used, cap) in [(0, 0), (1, 1), (500 << 30, 999 << 30)] {
+            assert_eq!(capacity_cell(used, cap, &plain).chars().count(), CAPACITY_CELL_WIDTH);
+        }
         assert_eq!(percent(1, 3), Some(33));
         assert_eq!(percent(u64::MAX, u64::MAX), Some(100));
         assert_eq!((ago(300), ago(45_000), ago(600_000)), ("0.3s ago".into(), "45s ago".into(), "10m ago".into()));
