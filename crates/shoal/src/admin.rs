@@ -7,6 +7,11 @@
 //!
 //! `fsck` exits 0 only when every chunk has its factor of good replicas and
 //! none is missing or corrupt; 1 otherwise (or when it cannot tell).
+//!
+//! `top` ([`top`]) renders the same data live, through [`overview`].
+
+mod overview;
+mod top;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,6 +26,7 @@ pub async fn run(client: Client, command: AdminCommand) -> anyhow::Result<ExitCo
         AdminCommand::Nodes { json } => nodes(&client, json).await,
         AdminCommand::Locks { json, path } => locks(&client, &path, json).await,
         AdminCommand::Fsck { json } => fsck(&client, json).await,
+        AdminCommand::Top { interval, once } => top::run(&client, interval, once).await,
         AdminCommand::Decommission { cancel, addr } => {
             let s = client.decommission(&addr, cancel).await?;
             match cancel {

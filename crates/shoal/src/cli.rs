@@ -28,8 +28,22 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_TIMEOUT", value_parser = duration)]
     pub timeout: Option<Duration>,
 
+    /// How log lines on stderr look: text for people, json for machines (one
+    /// object per line). Processes this one starts (`up`'s nodes) inherit it.
+    #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The two shapes of log lines.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line: timestamp, level, message, target and fields.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +212,17 @@ pub enum AdminCommand {
     Repair {
         #[command(subcommand)]
         command: RepairCommand,
+    },
+    /// A live view of the cluster: health, capacity, meta nodes and chunk
+    /// servers, redrawn in place until `q` or Ctrl-C. When stdout is not a
+    /// terminal (or with --once) it prints one frame and exits.
+    Top {
+        /// Time between two refreshes (100ms to 1h).
+        #[arg(long, default_value = "2s", value_parser = top_interval)]
+        interval: Duration,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -371,6 +396,19 @@ pub fn size(s: &str) -> Result<u64, String> {
 
 pub fn rate(s: &str) -> Result<u64, String> {
     shoal_core::units::parse_rate(s)
+}
+
+/// Bounds on `admin top --interval`: faster than 100 ms only loads the
+/// leader, slower than an hour is no longer a live view.
+const TOP_INTERVAL_MIN: Duration = Duration::from_millis(100);
+const TOP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
+fn top_interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if !(TOP_INTERVAL_MIN..=TOP_INTERVAL_MAX).contains(&d) {
+        return Err(format!("{s:?}: the interval must be between 100ms and 1h"));
+    }
+    Ok(d)
 }
 
 fn offset(s: &str) -> Result<u64, String> {

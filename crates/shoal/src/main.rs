@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed (one line on stderr),
 //! 2 bad usage. A closed stdout (broken pipe) ends the command quietly.
+//!
+//! Logs go to stderr, as text or (`--log-format json`) one JSON object per
+//! line. The chosen format is put in `SHOAL_LOG_FORMAT` before any thread
+//! starts, so the `shoal` processes this one spawns (`up`'s and `bench
+//! failover`'s nodes) log the same way.
 
 mod admin;
 mod bench;
@@ -11,6 +16,7 @@ mod local;
 mod locking;
 mod servers;
 mod shell;
+mod terminal;
 mod up;
 mod web;
 
@@ -19,12 +25,19 @@ use std::process::ExitCode;
 use clap::Parser;
 use shoal_client::Client;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_) | Command::Http { .. });
-    init_logging(if server { "info" } else { "error" });
+    let format_name = match cli.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // SAFETY: no other thread exists yet (the runtime is built below), so
+    // nothing can read the environment while it changes.
+    unsafe { std::env::set_var("SHOAL_LOG_FORMAT", format_name) };
+    init_logging(if server { "info" } else { "error" }, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -36,15 +49,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).init()
+        }
+        // The event's fields (message included) at the top level of the
+        // object, beside timestamp, level and target.
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
