@@ -5,7 +5,8 @@
 //! Bands: t10 basic operations, t20 lifecycle, t40 bad input, t50 failures,
 //! t55 leader failover (`shoal bench failover`), t56 the bench JSON contract,
 //! t60 chaos, t61 membership and snapshots, t70 locks, t80 self-healing, t90
-//! regressions (one test per fixed bug, with its cause).
+//! regressions (one test per fixed bug, with its cause), t91 upgrade from
+//! format 0, t92 metrics (`/metrics` on every node's HTTP port).
 //!
 //! Run one band with a filter, which matches module and test names:
 //! `cargo test -p shoal --test it t60`.
@@ -44,3 +45,4 @@ mod t70_locks;
 mod t80_healing;
 mod t90_regressions;
 mod t91_upgrade;
+mod t92_metrics;
