@@ -266,6 +266,20 @@ fn t92_every_node_serves_prometheus_text_and_counters_move_after_a_put() {
         assert!(a.sum("shoal_chunk_disk_used_bytes", &[]) >= size as f64);
     }
 
+    // The Grafana dashboard in deploy/ names only families the nodes serve.
+    let mut families: HashMap<String, SampleType> = HashMap::new();
+    for m in after_meta.iter().chain(&after_chunk).chain(&before_meta) {
+        families.extend(m.types.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    for name in dashboard_metric_names() {
+        let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s));
+        let known = match histogram {
+            Some(base) if families.get(base) == Some(&Histogram) => true,
+            _ => families.contains_key(&name),
+        };
+        assert!(known, "deploy/grafana-dashboard.json names {name}, which no node serves");
+    }
+
     // A read moves the read counters of the replicas it read from.
     assert_eq!(c.must_cat("/m/data").len(), size);
     let read = |all: &[Metrics]| -> f64 { all.iter().map(|m| m.sum("shoal_chunk_read_bytes_total", &[])).sum() };
@@ -273,6 +287,27 @@ fn t92_every_node_serves_prometheus_text_and_counters_move_after_a_put() {
     assert!(read(&after_read) - read(&after_chunk) >= size as f64, "the cat read every byte once at least");
     let reads: f64 = after_read.iter().map(|m| m.sum("shoal_chunk_read_seconds_count", &[])).sum();
     assert!(reads >= 3.0, "one timed disk read per chunk at least");
+}
+
+/// Every `shoal_...` name in the queries of `deploy/grafana-dashboard.json`.
+fn dashboard_metric_names() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("shoal_") {
+                let tail = &rest[at..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                names.push(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() > 30, "the dashboard's queries: {names:?}");
+    names
 }
 
 /// Runs `shoal ARGS` that must exit on its own within 20 s.
