@@ -68,6 +68,10 @@ pub fn count_state(fs: &FsState) -> StateCounts {
     c
 }
 
+/// What an fsck depends on besides the state's content: the applied index
+/// and (server, alive, draining) of every chunk server.
+type FsckInputs = (u64, Vec<(u64, bool, bool)>);
+
 /// What the last samples saw, to skip passes whose inputs did not change.
 #[derive(Default)]
 struct Sampler {
@@ -75,8 +79,8 @@ struct Sampler {
     followers: HashSet<u64>,
     /// The applied index of the last state pass.
     counted_at: Option<u64>,
-    /// The applied index and (server, alive, draining) of the last fsck.
-    checked_at: Option<(u64, Vec<(u64, bool, bool)>)>,
+    /// The inputs of the last fsck.
+    checked_at: Option<FsckInputs>,
 }
 
 /// Starts the sampling task of this meta node.
@@ -167,7 +171,7 @@ impl Sampler {
         gauge!(m::CHUNK_SERVERS, "state" => "draining").set(draining as f64);
         set(m::REPAIRS_IN_FLIGHT, healer.copies_in_flight() as u64);
         set(m::REPAIR_MOVES_PENDING, healer.moves_pending() as u64);
-        let inputs = (applied, servers.iter().map(|s| (s.id, s.alive, s.draining)).collect());
+        let inputs: FsckInputs = (applied, servers.iter().map(|s| (s.id, s.alive, s.draining)).collect());
         if self.checked_at.as_ref() != Some(&inputs) {
             let chunks = health::chunk_views(&node.state.read().fs);
             let f = health::fsck(&chunks, &servers, 0);
