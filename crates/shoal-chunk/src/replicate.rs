@@ -20,6 +20,7 @@ use shoal_proto::chunk::chunk_client::ChunkClient;
 use shoal_proto::chunk::{ReadRequest, ReplicateReply, ReplicateRequest};
 use tonic::Status;
 
+use crate::metric_names;
 use crate::service::{ChunkService, store_status};
 
 /// Checksums of a byte stream cut into blocks, as it arrives.
@@ -53,10 +54,14 @@ impl BlockCrcs {
 
 pub async fn replicate(svc: &ChunkService, r: ReplicateRequest) -> Result<ReplicateReply, Status> {
     let mut failures = Vec::new();
+    let started = std::time::Instant::now();
     for source in r.sources.iter().filter(|s| **s != svc.self_addr) {
         match copy_from(svc, source, r.chunk_id, r.version).await {
             Ok(length) => {
                 tracing::info!(chunk_id = r.chunk_id, version = r.version, length, %source, "replica installed");
+                metrics::counter!(metric_names::COPIES_TOTAL, "result" => "ok").increment(1);
+                metrics::counter!(metric_names::COPY_BYTES_TOTAL).increment(length);
+                metrics::histogram!(metric_names::COPY_SECONDS).record(started.elapsed().as_secs_f64());
                 return Ok(ReplicateReply { length, source: source.clone() });
             }
             Err(s) => {
@@ -65,6 +70,7 @@ pub async fn replicate(svc: &ChunkService, r: ReplicateRequest) -> Result<Replic
             }
         }
     }
+    metrics::counter!(metric_names::COPIES_TOTAL, "result" => "failed").increment(1);
     Err(Status::unavailable(format!(
         "chunk {} version {}: no source could be copied ({})",
         r.chunk_id,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::checksum::BLOCK_SIZE_BYTES;
 
+use crate::metric_names;
 use crate::store::{ChunkStore, StoreError};
 
 /// Blocks verified under one hold of a replica's read lock (1 MiB).
@@ -36,6 +37,7 @@ pub async fn run(store: Arc<ChunkStore>, settings: ScrubSettings) {
         let started = Instant::now();
         let (bytes, replicas) = pass(&store, settings.rate_bytes_per_s).await;
         tracing::debug!(bytes, replicas, ms = started.elapsed().as_millis() as u64, "scrub pass done");
+        metrics::counter!(metric_names::SCRUB_PASSES_TOTAL).increment(1);
         tokio::time::sleep_until((started + settings.pass_every).into()).await;
     }
 }
@@ -45,12 +47,16 @@ async fn pass(store: &ChunkStore, rate_bytes_per_s: u64) -> (u64, usize) {
     let started = Instant::now();
     let mut bytes = 0u64;
     let replicas = store.list();
-    for (id, _) in &replicas {
+    let progress = metrics::gauge!(metric_names::SCRUB_PASS_PROGRESS_RATIO);
+    let verified = metrics::counter!(metric_names::SCRUB_VERIFIED_BYTES_TOTAL);
+    for (visited, (id, _)) in replicas.iter().enumerate() {
+        progress.set(visited as f64 / replicas.len() as f64);
         let mut block = 0;
         loop {
             match store.scrub(*id, block, PIECE_BLOCKS).await {
                 Ok(next) => {
                     bytes += PIECE_BLOCKS * BLOCK_SIZE_BYTES;
+                    verified.increment(PIECE_BLOCKS * BLOCK_SIZE_BYTES);
                     let due = started + Duration::from_secs_f64(bytes as f64 / rate_bytes_per_s as f64);
                     tokio::time::sleep_until(due.into()).await;
                     match next {
@@ -69,6 +75,7 @@ async fn pass(store: &ChunkStore, rate_bytes_per_s: u64) -> (u64, usize) {
             }
         }
     }
+    progress.set(1.0);
     (bytes, replicas.len())
 }
 

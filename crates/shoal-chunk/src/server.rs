@@ -28,6 +28,7 @@ use shoal_proto::chunk::chunk_server::ChunkServer;
 use shoal_proto::meta::cluster_client::ClusterClient;
 use shoal_proto::meta::{ChunkReport, HeartbeatRequest, ReplicaVersion};
 
+use crate::metric_names;
 use crate::scrub::ScrubSettings;
 use crate::service::ChunkService;
 use crate::store::ChunkStore;
@@ -119,6 +120,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let node_id = load_or_create_id(&config.dir)?;
     let store = Arc::new(
@@ -140,6 +142,8 @@ pub async fn run(
     tonic::transport::Server::builder()
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
+        // Counts and times every call (`shoal_rpc_*`).
+        .layer(shoal_metrics::RpcLayer::new())
         .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
         // TCP_NODELAY must be set on our own listener's sockets (tonic sets it only on its own).
         .serve_with_incoming_shutdown(
@@ -192,10 +196,18 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
     loop {
         ticker.tick().await;
         let used = store.used_bytes();
+        let free = fs_free_bytes(store.chunk_dir());
         let capacity = config
             .capacity_bytes
-            .unwrap_or_else(|| used.saturating_add(fs_free_bytes(store.chunk_dir())))
+            .unwrap_or_else(|| used.saturating_add(free))
             .min(shoal_core::layout::SERVER_BYTES_MAX);
+        let corrupt = store.corrupt_ids();
+        let replicas = store.chunk_count();
+        metrics::gauge!(metric_names::DISK_USED_BYTES).set(used as f64);
+        metrics::gauge!(metric_names::DISK_FREE_BYTES).set(free as f64);
+        metrics::gauge!(metric_names::DISK_CAPACITY_BYTES).set(capacity as f64);
+        metrics::gauge!(metric_names::REPLICAS).set(replicas as f64);
+        metrics::gauge!(metric_names::CORRUPT_REPLICAS).set(corrupt.len() as f64);
         let report = (report_due || last_report.elapsed() >= config.report_interval).then(|| ChunkReport {
             replicas: store.list().into_iter().map(|(id, version)| ReplicaVersion { id, version }).collect(),
             token,
@@ -205,10 +217,10 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             addr: addr.clone(),
             capacity_bytes: capacity,
             used_bytes: used,
-            chunk_count: store.chunk_count(),
+            chunk_count: replicas,
             deleted: std::mem::take(&mut *deletes.done.lock().expect("deletes lock")),
             report: report.clone(),
-            corrupt: store.corrupt_ids(),
+            corrupt,
         };
         match meta
             .call(|ch| {
@@ -218,6 +230,7 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             .await
         {
             Ok(reply) => {
+                metrics::counter!(metric_names::HEARTBEATS_TOTAL, "result" => "ok").increment(1);
                 let reply = reply.into_inner();
                 if report.is_some() {
                     report_due = false;
@@ -229,7 +242,10 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
                 }
                 deletes.start(&store, reply.delete);
             }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            Err(e) => {
+                metrics::counter!(metric_names::HEARTBEATS_TOTAL, "result" => "failed").increment(1);
+                tracing::warn!("heartbeat failed: {e}");
+            }
         }
     }
 }

@@ -8,11 +8,14 @@
 //! Layers, lowest first; each uses only those before it: [`bounds`] (what
 //! requests may ask for), [`locks`] and [`fsm`] (the pure state machine;
 //! `fsm` holds one module per domain) → [`health`],
-//! [`reconcile`] and [`plan`] (pure decisions) → [`format`] (the framing of
+//! [`reconcile`] and [`plan`] (pure decisions) → [`metric_names`] (the
+//! names and help of every metric; the values are recorded through the
+//! `metrics` facade where they happen) → [`format`] (the framing of
 //! records on disk) → [`log_store`] and
 //! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
 //! and [`sessions`] (leader soft state) → [`node`] (proposing, leadership,
-//! server views) → [`repair`] (the leader's healing task) → [`service`] and
+//! server views) → [`repair`] (the leader's healing task) → [`sampler`]
+//! (state-derived gauges, sampled every second) → [`service`] and
 //! [`lock_service`] (gRPC handlers) → [`server`] (wiring and startup).
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
 
@@ -23,12 +26,14 @@ pub mod health;
 pub mod lock_service;
 pub mod locks;
 pub mod log_store;
+pub mod metric_names;
 pub mod network;
 pub mod node;
 pub mod plan;
 pub mod reconcile;
 pub mod registry;
 pub mod repair;
+pub mod sampler;
 pub mod server;
 pub mod service;
 pub mod sessions;

@@ -211,7 +211,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_state(KEY_COMMITTED, &committed).await
+        self.put_state(KEY_COMMITTED, &committed).await?;
+        let index = committed.map_or(0, |l| l.index);
+        metrics::gauge!(crate::metric_names::RAFT_COMMIT_INDEX).set(index as f64);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {

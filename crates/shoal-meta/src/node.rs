@@ -18,6 +18,7 @@ use tonic::Status;
 use crate::TypeConfig;
 use crate::fsm::{Command, Proposal, RequestId, Response};
 use crate::health::ServerView;
+use crate::metric_names;
 use crate::registry::{Liveness, Registry};
 use crate::sm_store::SharedState;
 
@@ -49,13 +50,22 @@ pub fn not_leader(leader: Option<BasicNode>) -> Status {
 
 impl Node {
     /// Proposes a command on behalf of `request` and waits until it is applied.
+    /// Counts it in `shoal_meta_proposals_total` and times a committed one.
     pub async fn write(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Result<Response, Status> {
         let proposal = Proposal::new(now_ms(), request, cmd);
-        match self.raft.client_write(proposal).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
-            Err(e) => Err(Status::unavailable(format!("meta cannot commit now: {e}"))),
+        let started = Instant::now();
+        let (result, outcome) = match self.raft.client_write(proposal).await {
+            Ok(r) => (Ok(r.data), "ok"),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                (Err(not_leader(f.leader_node)), "not_leader")
+            }
+            Err(e) => (Err(Status::unavailable(format!("meta cannot commit now: {e}"))), "failed"),
+        };
+        metrics::counter!(metric_names::PROPOSALS_TOTAL, "result" => outcome).increment(1);
+        if result.is_ok() {
+            metrics::histogram!(metric_names::PROPOSAL_SECONDS).record(started.elapsed().as_secs_f64());
         }
+        result
     }
 
     /// Waits until this node may serve a linearizable read.

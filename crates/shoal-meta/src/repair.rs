@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 
 use crate::fsm::{Applied, ChunkPlace, ReplicaCmd};
 use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, MoveStep, RateBudget, ServerView, Task};
+use crate::metric_names;
 use crate::node::Node;
 use crate::reconcile::Suspect;
 
@@ -353,8 +354,13 @@ fn launch(svc: &Heal, c: Copy, epoch: Instant) -> bool {
     let svc = svc.clone();
     tokio::spawn(async move {
         let failed = match copy(&svc, &c, generation).await {
-            Ok(()) => false,
+            Ok(bytes) => {
+                metrics::counter!(metric_names::REPAIR_COPIES_TOTAL, "result" => "ok").increment(1);
+                metrics::counter!(metric_names::REPAIR_BYTES_COPIED_TOTAL).increment(bytes);
+                false
+            }
             Err(e) => {
+                metrics::counter!(metric_names::REPAIR_COPIES_TOTAL, "result" => "failed").increment(1);
                 tracing::warn!(chunk_id = c.place.chunk, target = c.target, "copy failed: {e}");
                 true
             }
@@ -364,8 +370,8 @@ fn launch(svc: &Heal, c: Copy, epoch: Instant) -> bool {
     true
 }
 
-/// Has the target copy the chunk, then lists it there.
-async fn copy(svc: &Heal, c: &Copy, generation: u64) -> Result<(), String> {
+/// Has the target copy the chunk, then lists it there; returns the bytes copied.
+async fn copy(svc: &Heal, c: &Copy, generation: u64) -> Result<u64, String> {
     let (target, sources) = {
         let s = svc.node.state.read();
         let addr = |id: &u64| s.fs.nodes.get(id).map(|n| n.addr.clone());
@@ -407,7 +413,7 @@ async fn copy(svc: &Heal, c: &Copy, generation: u64) -> Result<(), String> {
                 ms = started.elapsed().as_millis() as u64,
                 "replica copied"
             );
-            Ok(())
+            Ok(reply.length)
         }
         // Failing makes the chunk cool down before another try, so a chunk
         // written to all the time does not keep the copier busy.

@@ -118,6 +118,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let log_store = LogStore::open(&config.dir).context("opening the raft log")?;
     let pristine = log_store.is_pristine()?;
@@ -157,6 +158,7 @@ pub async fn run(
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
     crate::repair::spawn(service.node.clone(), service.healer.clone());
+    crate::sampler::spawn(service.node.clone(), service.healer.clone());
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     // Our own listener (bound before serving): tonic applies TCP_NODELAY only to
@@ -166,6 +168,8 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
+        // Counts and times every call, Raft's included (`shoal_rpc_*`).
+        .layer(shoal_metrics::RpcLayer::new())
         .add_service(
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(max * 4)

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::TypeConfig;
 use crate::format::{self, Checked, FormatError, RecordKind};
 use crate::fsm::{FsState, Response};
+use crate::metric_names;
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -298,6 +299,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let started = std::time::Instant::now();
         // The only time the state is locked: encoding and writing use the copy.
         let body = self.state.read().clone();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +323,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(snap_err)?
         .map_err(snap_err)?;
+        metrics::counter!(metric_names::SNAPSHOTS_BUILT_TOTAL).increment(1);
+        metrics::histogram!(metric_names::SNAPSHOT_BUILD_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -399,6 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.state.announce(applied);
         // Freeing a large state takes a while: not under the lock.
         drop(old);
+        metrics::counter!(metric_names::SNAPSHOTS_INSTALLED_TOTAL).increment(1);
         Ok(())
     }
 

@@ -313,7 +313,8 @@ pub struct UpArgs {
     pub chunk_nodes: u32,
     #[arg(long, default_value_t = 2, value_parser = replication)]
     pub replication: u32,
-    /// Meta i listens on base-port+i-1, chunk j on base-port+10+j-1.
+    /// Meta i listens on base-port+i-1, chunk j on base-port+10+j-1; their
+    /// HTTP ports (metrics, dashboard) are base-port+20+i-1 and base-port+30+j-1.
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     #[arg(long, default_value = "64MiB", value_parser = size)]
@@ -364,6 +365,9 @@ pub struct MetaArgs {
     /// Average bandwidth all re-replication copies may use together (0: no limit).
     #[arg(long, default_value = "256MiB/s", value_parser = rate)]
     pub repair_rate: u64,
+    /// Serve HTTP on this address: Prometheus metrics at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -384,6 +388,9 @@ pub struct ChunkArgs {
     /// Shortest time between the starts of two scrub passes over every replica.
     #[arg(long, default_value = "24h", value_parser = duration)]
     pub scrub_every: Duration,
+    /// Serve HTTP on this address: Prometheus metrics at /metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<SocketAddr>,
 }
 
 pub fn duration(s: &str) -> Result<Duration, String> {

@@ -40,6 +40,10 @@ pub struct Spec {
     pub meta_addrs: Vec<String>,
     /// One HOST:PORT per chunk server.
     pub chunk_addrs: Vec<String>,
+    /// The HTTP address (`--http`) of each meta node, and of each chunk
+    /// server; nodes past the end of a list serve no HTTP.
+    pub meta_http_addrs: Vec<String>,
+    pub chunk_http_addrs: Vec<String>,
     pub chunk_size_bytes: u64,
     pub replication: u32,
     pub dead_after: Duration,
@@ -52,6 +56,8 @@ pub struct Spec {
 pub struct Node {
     pub name: String,
     pub addr: String,
+    /// Where it serves HTTP, if it does.
+    pub http: Option<String>,
     pub log: PathBuf,
     args: Vec<String>,
     /// None once the node was killed or stopped.
@@ -59,9 +65,9 @@ pub struct Node {
 }
 
 impl Node {
-    fn start(dir: &Path, name: String, addr: String, args: Vec<String>) -> anyhow::Result<Node> {
+    fn start(dir: &Path, name: String, addr: String, http: Option<String>, args: Vec<String>) -> anyhow::Result<Node> {
         let log = dir.join(format!("{name}.log"));
-        let mut node = Node { name, addr, log, args, child: None };
+        let mut node = Node { name, addr, http, log, args, child: None };
         node.respawn()?;
         Ok(node)
     }
@@ -144,9 +150,13 @@ impl LocalCluster {
                 "--dead-after".into(),
                 format!("{}ms", spec.dead_after.as_millis()),
             ];
+            let http = spec.meta_http_addrs.get(i).cloned();
+            if let Some(h) = &http {
+                args.extend(["--http".to_string(), h.clone()]);
+            }
             args.extend(spec.meta_flags.iter().cloned());
             // On error, dropping `cluster` stops the nodes already started.
-            cluster.metas.push(Node::start(&spec.dir, name, addr.clone(), args)?);
+            cluster.metas.push(Node::start(&spec.dir, name, addr.clone(), http, args)?);
         }
         for (j, addr) in spec.chunk_addrs.iter().enumerate() {
             let name = format!("chunk-{}", j + 1);
@@ -159,8 +169,12 @@ impl LocalCluster {
                 "--dir".into(),
                 data(&name),
             ];
+            let http = spec.chunk_http_addrs.get(j).cloned();
+            if let Some(h) = &http {
+                args.extend(["--http".to_string(), h.clone()]);
+            }
             args.extend(spec.chunk_flags.iter().cloned());
-            cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), args)?);
+            cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), http, args)?);
         }
         Ok(cluster)
     }

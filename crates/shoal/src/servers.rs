@@ -1,6 +1,16 @@
 //! `shoal meta` and `shoal chunk`: run one server until SIGINT or SIGTERM.
+//!
+//! With `--http HOST:PORT` a server also serves HTTP: the metrics recorder is
+//! installed before the server starts recording, the port is bound before
+//! the gRPC one (a taken port stops the start at once), and the app of its
+//! role ([`meta_http_app`]: metrics and the dashboard; [`chunk_http_app`]:
+//! metrics) is served by [`serve_http`] in the background for as long as the
+//! process runs.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use shoal_chunk::ChunkConfig;
 use shoal_meta::MetaConfig;
@@ -30,6 +40,18 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
         eprintln!("shoal meta: {e}");
         return Ok(ExitCode::from(2));
     }
+    if let Some(addr) = args.http {
+        shoal_metrics::install()?;
+        // The dashboard asks the whole group through a client, which follows
+        // the leader: a follower serves the leader's data.
+        let mut group: Vec<String> = config.peers.values().cloned().collect();
+        let own = config.listen.to_string();
+        if !group.contains(&own) {
+            group.insert(0, own);
+        }
+        let client = shoal_client::Client::connect(&group).await?;
+        serve_http(addr, meta_http_app(client)).await?;
+    }
     shoal_meta::run(config, terminated()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -45,6 +67,36 @@ pub async fn chunk(args: ChunkArgs, meta: Vec<String>) -> anyhow::Result<ExitCod
         eprintln!("shoal chunk: {e}");
         return Ok(ExitCode::from(2));
     }
+    if let Some(addr) = args.http {
+        shoal_metrics::install()?;
+        serve_http(addr, chunk_http_app()).await?;
+    }
     shoal_chunk::run(config, terminated()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a meta node's HTTP port serves: `GET /metrics`, and the web
+/// dashboard with its JSON API (`shoal_http`) over `client`.
+pub fn meta_http_app(client: shoal_client::Client) -> axum::Router {
+    shoal_metrics::router().merge(shoal_http::router(client))
+}
+
+/// What a chunk server's HTTP port serves: `GET /metrics`.
+pub fn chunk_http_app() -> axum::Router {
+    shoal_metrics::router()
+}
+
+/// Binds `addr` now (so a taken port or a foreign address fails the start
+/// with a clear error) and serves `app` on it in the background until the
+/// process ends.
+pub async fn serve_http(addr: SocketAddr, app: axum::Router) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP port {addr}"))?;
+    tracing::info!(%addr, "serving HTTP");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the HTTP server at {addr} failed: {e}");
+        }
+    });
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! `shoal up`: a whole cluster on this machine, one child process per node.
 //!
 //! Meta node i (1-based) listens on base-port+i-1 and chunk server j on
-//! base-port+10+j-1; each keeps its data in DIR/meta-i or DIR/chunk-j and its
+//! base-port+10+j-1; their HTTP ports (`--http`: metrics, and on meta the
+//! dashboard) are base-port+20+i-1 and base-port+30+j-1. Each keeps its data in DIR/meta-i or DIR/chunk-j and its
 //! log in DIR/meta-i.log or DIR/chunk-j.log. Running `shoal up` again with
 //! the same DIR resumes the same cluster with its data. Ctrl-C (or SIGTERM)
 //! stops every child; the children also get SIGTERM if `shoal up` itself dies.
@@ -34,10 +35,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let meta_addrs: Vec<String> = (0..args.meta_nodes).map(port).collect::<anyhow::Result<_>>()?;
     let chunk_addrs: Vec<String> = (0..args.chunk_nodes).map(|j| port(10 + j)).collect::<anyhow::Result<_>>()?;
+    let meta_http_addrs: Vec<String> = (0..args.meta_nodes).map(|i| port(20 + i)).collect::<anyhow::Result<_>>()?;
+    let chunk_http_addrs: Vec<String> = (0..args.chunk_nodes).map(|j| port(30 + j)).collect::<anyhow::Result<_>>()?;
     let spec = Spec {
         dir: args.dir.clone(),
         meta_addrs: meta_addrs.clone(),
         chunk_addrs,
+        meta_http_addrs: meta_http_addrs.clone(),
+        chunk_http_addrs,
         chunk_size_bytes: args.chunk_size,
         replication: args.replication,
         dead_after: args.dead_after,
@@ -55,8 +60,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.dir.display()
     );
     for n in cluster.metas.iter().chain(&cluster.chunks) {
-        println!("  {:<8} {:<22} log {}", n.name, n.addr, n.log.display());
+        let http = n.http.as_deref().map(|h| format!("http://{h}/metrics")).unwrap_or_default();
+        println!("  {:<8} {:<22} {:<38} log {}", n.name, n.addr, http, n.log.display());
     }
+    println!("Dashboard: http://{}/", meta_http_addrs[0]);
     let meta_flag = if meta_addrs.join(",") == crate::cli::DEFAULT_META {
         String::new()
     } else {

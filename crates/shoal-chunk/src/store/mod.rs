@@ -78,6 +78,7 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 pub use crate::format::ReplicaMeta;
 use crate::format::{data_path, meta_path};
+use crate::metric_names;
 use crate::undo;
 use files::{read_verified, remove_if_present, roll_back};
 pub use session::WriteSession;
@@ -205,6 +206,7 @@ impl ChunkStore {
 
     /// Remembers that replica `id` failed a checksum.
     pub fn note_corrupt(&self, id: u64) {
+        metrics::counter!(metric_names::CHECKSUM_FAILURES_TOTAL).increment(1);
         if self.corrupt.lock().expect("corrupt lock").insert(id) {
             tracing::warn!(chunk_id = id, "replica failed its checksums");
         }
@@ -321,9 +323,15 @@ impl ChunkStore {
     /// Reads `[offset, offset + len)` of chunk `id` as of `version` (clamped
     /// to the replica's length then), verifying every block it touches.
     pub async fn read(&self, id: u64, offset: u64, len: u64, version: u64) -> Result<Bytes, StoreError> {
+        let started = std::time::Instant::now();
         let result = self.read_version(id, offset, len, version).await;
-        if let Err(StoreError::Corrupt { .. }) = result {
-            self.note_corrupt(id);
+        match &result {
+            Ok(bytes) => {
+                metrics::histogram!(metric_names::READ_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::counter!(metric_names::READ_BYTES_TOTAL).increment(bytes.len() as u64);
+            }
+            Err(StoreError::Corrupt { .. }) => self.note_corrupt(id),
+            Err(_) => {}
         }
         result
     }

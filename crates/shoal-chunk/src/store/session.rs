@@ -30,6 +30,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering};
@@ -38,6 +39,7 @@ use tokio::sync::OwnedRwLockWriteGuard;
 use super::files::{crcs_from_file, roll_back, write_meta};
 use super::{ChunkStore, StoreError, blocking};
 use crate::format::ReplicaMeta;
+use crate::metric_names;
 use crate::undo::{self, UndoWriter};
 
 /// An open write on one replica; holds the chunk's write lock until it ends.
@@ -159,9 +161,13 @@ impl WriteSession {
         // the write fails (or this future is dropped) before it is kept.
         let store = self.store.clone();
         let growth = store.space.reserve(end.saturating_sub(self.len))?;
+        let started = Instant::now();
+        let bytes = data.len() as u64;
         self.save_old(offset, end).await?;
         let file = self.file.clone();
         self.io(move || Ok(file.write_all_at(&data, offset)?)).await?;
+        metrics::histogram!(metric_names::WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(metric_names::WRITTEN_BYTES_TOTAL).increment(bytes);
         growth.keep();
         self.len = self.len.max(end);
         debug_assert!(self.len >= self.start_len, "a session's length only grows until its finish");
@@ -235,7 +241,7 @@ impl WriteSession {
                 if len != prev_len {
                     file.set_len(len)?;
                 }
-                file.sync_all()?;
+                timed_sync(&file)?;
                 crcs.resize(nblocks as usize, 0);
                 if first_dirty < last_dirty {
                     let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
@@ -262,7 +268,7 @@ impl WriteSession {
         let (file, len, id) = (self.file.clone(), self.len, self.id);
         let on_disk = self
             .io(move || {
-                file.sync_all()?;
+                timed_sync(&file)?;
                 crcs_from_file(&file, len, 0..len.div_ceil(BLOCK_SIZE_BYTES))
             })
             .await;
@@ -391,4 +397,11 @@ fn undo_on_disk(
     let undo_left = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
     let u = record.unwrap_or(undo::Undo { version, old, segments: Vec::new() });
     roll_back(dir, id, &undo_left, &u)
+}
+/// Fsyncs a replica's data file, timing it (`shoal_chunk_fsync_seconds`).
+fn timed_sync(file: &File) -> std::io::Result<()> {
+    let started = Instant::now();
+    file.sync_all()?;
+    metrics::histogram!(metric_names::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+    Ok(())
 }

@@ -168,6 +168,8 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
         dir,
         meta_addrs: Vec::new(),
         chunk_addrs: Vec::new(),
+        meta_http_addrs: Vec::new(),
+        chunk_http_addrs: Vec::new(),
         chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
         replication: REPLICATION,
         dead_after: Duration::from_secs(10),

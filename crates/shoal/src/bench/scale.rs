@@ -40,6 +40,8 @@ pub async fn run(args: Options, call_timeout: Duration) -> anyhow::Result<ExitCo
             dir: tmp.path().join(format!("servers-{servers}")),
             meta_addrs: Vec::new(),
             chunk_addrs: Vec::new(),
+            meta_http_addrs: Vec::new(),
+            chunk_http_addrs: Vec::new(),
             chunk_size_bytes: shoal_core::DEFAULT_CHUNK_SIZE_BYTES,
             replication: servers.min(2) as u32,
             dead_after: Duration::from_secs(10),

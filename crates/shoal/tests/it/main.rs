@@ -5,9 +5,10 @@
 //! Bands: t10 basic operations, t20 lifecycle, t40 bad input, t50 failures,
 //! t55 leader failover (`shoal bench failover`), t56 the bench JSON contract,
 //! t60 chaos, t61 membership and snapshots, t70 locks, t80 self-healing, t90
-//! regressions (one test per fixed bug, with its cause), t91 upgrades, t93
-//! observability (`admin top`, JSON logs), t95 the web dashboard and its JSON
-//! API (in headless Chromium).
+//! regressions (one test per fixed bug, with its cause), t91 upgrades, t92
+//! metrics (`/metrics` on every node's HTTP port), t93 observability (`admin
+//! top`, JSON logs), t95 the web dashboard and its JSON API (in headless
+//! Chromium).
 //!
 //! Run one band with a filter, which matches module and test names:
 //! `cargo test -p shoal --test it t60`.
@@ -46,5 +47,6 @@ mod t70_locks;
 mod t80_healing;
 mod t90_regressions;
 mod t91_upgrade;
+mod t92_metrics;
 mod t93_top;
 mod t95_dashboard;

@@ -1,9 +1,10 @@
-//! t95: the web dashboard and its JSON API (`shoal http`, crate `shoal-http`).
+//! t95: the web dashboard and its JSON API (crate `shoal-http`), served by
+//! every meta node's `--http` port and by the `shoal http` front end.
 //!
-//! - The API's answers equal what `shoal admin status|nodes|fsck|locks
+//! - The API's answers (through `shoal http`) equal what `shoal admin status|nodes|fsck|locks
 //!   --json`, `shoal ls --json` and `shoal stat --json` print (modulo what
 //!   moves between two calls), and bad input is a JSON 4xx.
-//! - The page in headless Chromium: `crates/shoal-http/tests/browser/
+//! - The page in headless Chromium, loaded from a meta follower's HTTP port: `crates/shoal-http/tests/browser/
 //!   dashboard.mjs` (playwright-core over Debian's `/usr/bin/chromium`) gets
 //!   the URL, the PIDs it may SIGKILL and a file to look for, and checks the
 //!   meta and chunk panels, the file browser, a chunk server turning dead
@@ -260,9 +261,26 @@ fn t95_dashboard_in_headless_chromium() {
         chunk_nodes: 3,
         replication: 2,
         meta_args: vec!["--dead-after", DEAD_AFTER],
+        http: true,
         ..Default::default()
     });
-    let front = must_start_front(&c);
+    // The page comes from a follower's own HTTP port (every meta node serves
+    // the dashboard, with the leader's data), so it must keep working when
+    // the driver kills the leader.
+    let status = cli_json(&c, &["admin", "status", "--json"]);
+    let follower = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "follower")
+        .and_then(|n| c.metas.iter().position(|m| m.addr == n["addr"].as_str().unwrap_or_default()))
+        .expect("a follower among the meta nodes");
+    let page = c.meta_http[follower].clone().expect("meta nodes have HTTP ports");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !try_get(&page, "/api/v1/status").is_ok_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "the dashboard on {page} did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A file of three chunks for the file browser to find.
     let tmp = tempfile::tempdir().unwrap();
@@ -281,7 +299,7 @@ fn t95_dashboard_in_headless_chromium() {
         .unwrap_or_else(|_| c.tmp.path().join("dashboard.png"));
     let shoal_admin = |verb: &str| json!([SHOAL, "--meta", c.meta_flag(), "admin", "repair", verb]);
     let plan = json!({
-        "url": format!("http://{}/", front.addr),
+        "url": format!("http://{page}/"),
         "chromium": chromium,
         "metas": pids(&c.metas),
         "chunks": pids(&c.chunks),

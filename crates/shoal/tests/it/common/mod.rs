@@ -72,6 +72,9 @@ pub struct Options {
     /// For a test of the harness: the first attempt finds meta-1's port
     /// taken, as if another program had bound it between pick and bind.
     pub take_a_meta_port_once: bool,
+    /// Give every node an HTTP port (`--http`), in [`Cluster::meta_http`]
+    /// and [`Cluster::chunk_http`].
+    pub http: bool,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             chunk_args: Vec::new(),
             meta_netns: None,
             take_a_meta_port_once: false,
+            http: false,
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Cluster {
     pub net: Option<netns::Net>,
     /// How many starts from scratch it took (1 unless a port was taken).
     pub start_attempts: u32,
+    /// Each node's HTTP address, when [`Options::http`] asked for them.
+    pub meta_http: Vec<Option<String>>,
+    pub chunk_http: Vec<Option<String>>,
 }
 
 fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
@@ -181,10 +188,19 @@ impl Cluster {
             })
             .collect();
         let peers: Vec<String> = meta_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let http_addr = |i: usize, meta: bool| {
+            opts.http.then(|| match (&opts.meta_netns, meta) {
+                (Some(net), true) => net.addr(i, 7200),
+                _ => format!("127.0.0.1:{}", free_port()),
+            })
+        };
         let mut metas = Vec::new();
+        let mut meta_http = Vec::new();
+        let mut chunk_http = Vec::new();
         for (i, addr) in meta_addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("meta-{}", i + 1));
-            let args: Vec<String> = [
+            let http = http_addr(i, true);
+            let mut args: Vec<String> = [
                 "meta",
                 "--id",
                 &(i + 1).to_string(),
@@ -203,6 +219,10 @@ impl Cluster {
             .chain(&opts.meta_args)
             .map(|s| s.to_string())
             .collect();
+            if let Some(h) = &http {
+                args.extend(["--http".to_string(), h.clone()]);
+            }
+            meta_http.push(http);
             let prefix = opts.meta_netns.as_ref().map_or(Vec::new(), |n| n.exec_prefix(i));
             metas.push(Node { name: format!("meta-{}", i + 1), prefix, args, dir, child: None, addr: addr.clone() });
         }
@@ -219,10 +239,24 @@ impl Cluster {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
             args.extend(opts.chunk_args.iter().map(|a| a.to_string()));
+            let http = http_addr(j, false);
+            if let Some(h) = &http {
+                args.extend(["--http".to_string(), h.clone()]);
+            }
+            chunk_http.push(http);
             let name = format!("chunk-{}", j + 1);
             chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr });
         }
-        Cluster { tmp, metas, chunks, meta_addrs, net: opts.meta_netns.take(), start_attempts: 0 }
+        Cluster {
+            tmp,
+            metas,
+            chunks,
+            meta_addrs,
+            net: opts.meta_netns.take(),
+            start_attempts: 0,
+            meta_http,
+            chunk_http,
+        }
     }
 
     /// Spawns every meta node, waits until each listens, then does the same
