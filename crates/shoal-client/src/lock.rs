@@ -82,6 +82,17 @@ impl Client {
         })
         .await
     }
+
+    /// Every locked path (holders or waiters), in path order, at most
+    /// `limit` (0: the server's bound).
+    pub async fn lock_table(&self, limit: u32) -> Result<pb::LockList> {
+        let req = pb::ListLocksRequest { limit };
+        self.locks(|mut c| {
+            let req = req.clone();
+            async move { c.list(req).await }
+        })
+        .await
+    }
 }
 
 async fn keep_alive(client: Client, session: u64, every: Duration, alive: Arc<AtomicBool>) {

@@ -239,7 +239,18 @@ pub struct LockEntryReport {
 
 /// The holders and the queue of `path`'s lock.
 pub async fn locks(client: &Client, path: &str) -> Result<LockReport> {
-    let info = client.lock_info(path).await?;
+    Ok(lock_report(path.to_string(), client.lock_info(path).await?))
+}
+
+/// Every locked path in the cluster (holders or waiters), in path order, at
+/// most `limit` (0: the server's bound), and whether more were left out.
+pub async fn all_locks(client: &Client, limit: u32) -> Result<(Vec<LockReport>, bool)> {
+    let list = client.lock_table(limit).await?;
+    let reports = list.paths.into_iter().map(|p| lock_report(p.path, p.info.unwrap_or_default())).collect();
+    Ok((reports, list.truncated))
+}
+
+fn lock_report(path: String, info: crate::LockInfo) -> LockReport {
     let rows = |entries: Vec<crate::LockEntry>| -> Vec<LockEntryReport> {
         entries
             .into_iter()
@@ -251,7 +262,7 @@ pub async fn locks(client: &Client, path: &str) -> Result<LockReport> {
             })
             .collect()
     };
-    Ok(LockReport { path: path.to_string(), holders: rows(info.holders), queue: rows(info.queue) })
+    LockReport { path, holders: rows(info.holders), queue: rows(info.queue) }
 }
 
 /// `dir` or `file`.

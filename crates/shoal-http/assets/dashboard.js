@@ -198,7 +198,7 @@ function renderHealth(r) {
     ? `and ${r.problems_left_out} more` : (r.problems.length === 0 ? 'No problems.' : '');
 }
 
-function renderLocks(reports) {
+function renderLocks(reports, truncated) {
   const rows = [];
   for (const r of reports) {
     for (const [state, list] of [['holds', r.holders], ['waits', r.queue]]) {
@@ -211,7 +211,7 @@ function renderLocks(reports) {
   }
   fill($('locks-table').tBodies[0], rows);
   $('locks-empty').hidden = rows.length > 0;
-  $('locks-dir').textContent = ui.dir;
+  $('locks-more').textContent = truncated ? 'More paths are locked than are listed here.' : '';
 }
 
 function renderBreadcrumb() {
@@ -347,7 +347,7 @@ async function refresh() {
     health: api('/api/v1/health'),
     throughput: api('/api/v1/throughput'),
     ls: api('/api/v1/ls?path=' + q(dir)),
-    locks: api('/api/v1/locks?dir=' + q(dir)),
+    locks: api('/api/v1/locks'),
     stat: file ? api('/api/v1/stat?path=' + q(file)) : Promise.resolve(null),
     watched: Promise.all(ui.watched.map((p) => api('/api/v1/locks?path=' + q(p)))),
   };
@@ -370,7 +370,8 @@ async function refresh() {
     if (r.status) renderMeta(r.status);
     if (r.nodes) renderChunks(r.nodes, r.throughput);
     if (r.health) renderHealth(r.health);
-    if (r.locks) renderLocks(r.locks.concat(r.watched || []));
+    if (r.locks) renderLocks(r.locks.paths.concat((r.watched || []).filter(
+      (w) => !r.locks.paths.some((l) => l.path === w.path))), r.locks.truncated);
     if (r.ls) renderFiles(r.ls);
     if (r.stat !== undefined) renderFile(r.stat);
     if (r.throughput) renderCharts(r.throughput);

@@ -8,6 +8,7 @@
 //! | `ls?path=P` | a directory's entries (or the file P) | `shoal ls --json P` |
 //! | `stat?path=P` | attributes and chunk locations | `shoal stat --json P` |
 //! | `locks?path=P` | holders and queue of P's lock | `shoal admin locks --json P` |
+//! | `locks` | every locked path in the cluster (at most 1,000): `{"paths": [...], "truncated": bool}` | |
 //! | `locks?dir=D` | the same for D and each name in it, those with holders or waiters | |
 //! | `throughput` | samples of the last 10 minutes | |
 //! | `download?path=P` | the file's bytes, streamed | `shoal get P -` |
@@ -36,6 +37,8 @@ use shoal_core::{FsError, NormalPath};
 use crate::State;
 use crate::error::ApiError;
 
+/// Locked paths `locks` (with no parameter) lists, at most.
+const LOCKS_LISTED_MAX: u32 = 1_000;
 /// Names of a directory whose locks `locks?dir=` inspects, at most.
 pub const LOCK_SCAN_MAX: usize = 256;
 /// Lock inspections `locks?dir=` has in flight at once.
@@ -119,7 +122,11 @@ async fn locks(Extract(s): Shared, q: Result<Query<PathQuery>, QueryRejection>) 
         let path = required(q.path, "path")?;
         return Ok(Json(report::locks(&s.client, &path).await?).into_response());
     }
-    let dir = required(q.dir, "path or ?dir")?;
+    let Some(dir) = q.dir else {
+        // Neither: every locked path in the cluster.
+        let (paths, truncated) = report::all_locks(&s.client, LOCKS_LISTED_MAX).await?;
+        return Ok(Json(serde_json::json!({ "paths": paths, "truncated": truncated })).into_response());
+    };
     let mut paths = vec![dir.clone()];
     if s.client.stat(&dir).await?.is_dir {
         let entries = s.client.list(&dir).await?;

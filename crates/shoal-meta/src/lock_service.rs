@@ -137,10 +137,33 @@ impl pb::locks_server::Locks for MetaService {
         self.node.linearizable().await?;
         let s = self.node.state.read();
         let Some(l) = s.fs.locks.paths.get(&path) else { return Ok(TonicResponse::new(pb::LockInfo::default())) };
-        Ok(TonicResponse::new(pb::LockInfo {
-            holders: l.holders.iter().map(|g| entry(g.session, g.mode, g.token, g.ticket)).collect(),
-            queue: l.queue.iter().map(|w| entry(w.session, w.mode, 0, w.ticket)).collect(),
-        }))
+        Ok(TonicResponse::new(lock_info(l)))
+    }
+
+    async fn list(&self, req: Request<pb::ListLocksRequest>) -> Reply<pb::LockList> {
+        let asked = req.into_inner().limit as usize;
+        let limit = if asked == 0 { LIST_LOCKS_MAX } else { asked.min(LIST_LOCKS_MAX) };
+        self.node.linearizable().await?;
+        let s = self.node.state.read();
+        let paths =
+            s.fs.locks
+                .paths
+                .iter()
+                .take(limit)
+                .map(|(path, l)| pb::LockedPath { path: path.clone(), info: Some(lock_info(l)) })
+                .collect();
+        Ok(TonicResponse::new(pb::LockList { paths, truncated: s.fs.locks.paths.len() > limit }))
+    }
+}
+
+/// The most locked paths one `List` answers with.
+const LIST_LOCKS_MAX: usize = 10_000;
+
+/// A path's holders (in grant order) and queue (in arrival order).
+fn lock_info(l: &crate::locks::PathLock) -> pb::LockInfo {
+    pb::LockInfo {
+        holders: l.holders.iter().map(|g| entry(g.session, g.mode, g.token, g.ticket)).collect(),
+        queue: l.queue.iter().map(|w| entry(w.session, w.mode, 0, w.ticket)).collect(),
     }
 }
 

@@ -201,6 +201,9 @@ fn t95_api_matches_admin_json() {
     // locks?dir= lists the busy paths of a directory.
     let busy = must_get_json(&front.addr, "/api/v1/locks?dir=/docs");
     assert_eq!(busy, json!([lock]));
+    // With no parameter: every locked path in the cluster.
+    let all = must_get_json(&front.addr, "/api/v1/locks");
+    assert_eq!(all, json!({ "paths": [lock], "truncated": false }));
 
     // The download link streams the bytes.
     let (code, body) = must_get(&front.addr, "/api/v1/download?path=/docs/report.bin");
@@ -215,7 +218,7 @@ fn t95_api_matches_admin_json() {
         ("/api/v1/stat", 400),
         ("/api/v1/ls?path=/nope", 404),
         ("/api/v1/ls?path=/docs/report.bin/x", 400),
-        ("/api/v1/locks", 400),
+        ("/api/v1/locks?path=nope", 400),
         ("/api/v1/download?path=/docs", 400),
         ("/api/v1/download?path=/docs/nope", 404),
         ("/api/v1/no-such-thing", 404),
