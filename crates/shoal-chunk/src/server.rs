@@ -221,6 +221,8 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             deleted: std::mem::take(&mut *deletes.done.lock().expect("deletes lock")),
             report: report.clone(),
             corrupt,
+            read_bytes_total: store.io_totals().0,
+            written_bytes_total: store.io_totals().1,
         };
         match meta
             .call(|ch| {

@@ -128,6 +128,10 @@ pub struct ChunkServerReport {
     pub draining: bool,
     /// None when the current leader has not heard it yet.
     pub last_heartbeat_ms_ago: Option<u64>,
+    /// Bytes the server read (served) and wrote since it started, as of its
+    /// last heartbeat: counters, for rates.
+    pub read_bytes_total: u64,
+    pub written_bytes_total: u64,
 }
 
 /// Every registered chunk server, as the meta leader sees it.
@@ -146,6 +150,8 @@ pub async fn chunk_servers(client: &Client) -> Result<Vec<ChunkServerReport>> {
             listed_chunks: s.listed_chunks,
             draining: s.draining,
             last_heartbeat_ms_ago: (s.last_heartbeat_ms_ago != u64::MAX).then_some(s.last_heartbeat_ms_ago),
+            read_bytes_total: s.read_bytes_total,
+            written_bytes_total: s.written_bytes_total,
         })
         .collect())
 }

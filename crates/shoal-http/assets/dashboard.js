@@ -153,7 +153,11 @@ function renderMeta(status) {
 }
 
 function renderChunks(nodes, throughput) {
-  const rates = new Map(((throughput && throughput.servers) || []).map((s) => [s.addr, s.stored_bytes_per_s]));
+  const rates = new Map(((throughput && throughput.servers) || []).map((s) => [s.addr, s]));
+  const rate = (addr, key) => {
+    const r = rates.get(addr);
+    return r && r[key] !== null && r[key] !== undefined ? fmtRate(r[key]) : '–';
+  };
   const rows = nodes.map((s) => {
     const pct = s.capacity_bytes > 0 ? (100 * s.used_bytes) / s.capacity_bytes : 0;
     const bar = h('div', { class: 'bar' }, h('div', { class: 'fill' }));
@@ -167,8 +171,9 @@ function renderChunks(nodes, throughput) {
       h('td', { class: 'num' }, s.chunk_count),
       h('td', { class: 'num' }, s.listed_chunks),
       h('td', { class: 'num' }, fmtAgo(s.last_heartbeat_ms_ago)),
-      h('td', { class: 'num' }, rates.has(s.addr) ? fmtRate(rates.get(s.addr)) : '–'),
-      h('td', { class: 'num muted', title: 'not reported through the client API yet' }, 'n/a'));
+      h('td', { class: 'num' }, rate(s.addr, 'stored_bytes_per_s')),
+      h('td', { class: 'num' }, rate(s.addr, 'read_bytes_per_s')),
+      h('td', { class: 'num' }, rate(s.addr, 'written_bytes_per_s')));
   });
   fill($('chunk-table').tBodies[0], rows);
 }
@@ -310,7 +315,12 @@ function drawChart(canvas, points, key, fmt, windowMs) {
 }
 
 function renderCharts(t) {
-  drawChart($('chart-bytes'), t.points, 'stored_bytes_per_s', fmtRate, t.window_ms);
+  const io = t.points.map((p) => ({
+    t_ms: p.t_ms,
+    io_bytes_per_s: p.read_bytes_per_s === null || p.written_bytes_per_s === null
+      ? null : p.read_bytes_per_s + p.written_bytes_per_s,
+  }));
+  drawChart($('chart-bytes'), io, 'io_bytes_per_s', fmtRate, t.window_ms);
   drawChart($('chart-ops'), t.points, 'meta_ops_per_s', (v) => v.toFixed(1) + '/s', t.window_ms);
 }
 

@@ -13,8 +13,11 @@
 //!   every namespace mutation, prepare and commit of a write, lock grant and
 //!   repair step. Reads are not entries and are not counted.
 //!
-//! Bytes read, and reads per second, need counters that chunk servers and meta
-//! do not report through the client API; they are not sampled here.
+//! - **read and written bytes/s**: from the byte counters each chunk server
+//!   reports in its heartbeats (`read_bytes_total`, `written_bytes_total`),
+//!   per server and in total: client reads and writes, replication chains
+//!   and repair copies. A counter that went back (the server restarted)
+//!   gives that server no rate for that interval.
 //!
 //! The task holds only a weak reference to the dashboard's state and ends
 //! when the router is dropped.
@@ -39,16 +42,25 @@ const SERVERS_PER_SAMPLE_MAX: usize = 1024;
 pub struct Sample {
     /// Wall-clock time, ms since the Unix epoch.
     pub t_ms: u64,
-    /// Bytes each chunk server stored (by address); None when `admin nodes` failed.
-    pub servers: Option<Vec<(String, u64)>>,
+    /// Each chunk server's counters; None when `admin nodes` failed.
+    pub servers: Option<Vec<ServerSample>>,
     pub capacity_bytes: Option<u64>,
     /// The meta leader's applied index; None when no leader answered.
     pub applied_index: Option<u64>,
 }
 
+/// One chunk server in a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSample {
+    pub addr: String,
+    pub stored_bytes: u64,
+    pub read_bytes_total: u64,
+    pub written_bytes_total: u64,
+}
+
 impl Sample {
     fn stored_bytes(&self) -> Option<u64> {
-        self.servers.as_ref().map(|s| s.iter().map(|(_, b)| *b).sum())
+        self.servers.as_ref().map(|s| s.iter().map(|x| x.stored_bytes).sum())
     }
 }
 
@@ -62,6 +74,9 @@ pub struct Point {
     /// Since the previous sample; None for the first one or when either lacks the data.
     pub stored_bytes_per_s: Option<f64>,
     pub meta_ops_per_s: Option<f64>,
+    /// Bytes all chunk servers read and wrote per second.
+    pub read_bytes_per_s: Option<f64>,
+    pub written_bytes_per_s: Option<f64>,
 }
 
 /// A chunk server's rate over the last two samples.
@@ -69,6 +84,9 @@ pub struct Point {
 pub struct ServerRate {
     pub addr: String,
     pub stored_bytes_per_s: f64,
+    /// None when the server's counter went back (it restarted).
+    pub read_bytes_per_s: Option<f64>,
+    pub written_bytes_per_s: Option<f64>,
 }
 
 /// `GET /api/v1/throughput`.
@@ -110,6 +128,7 @@ impl Ring {
         let mut prev: Option<&Sample> = None;
         for s in &self.samples {
             let (stored_bytes_per_s, meta_ops_per_s) = prev.map_or((None, None), |p| rates(p, s));
+            let (read_bytes_per_s, written_bytes_per_s) = prev.map_or((None, None), |p| io_rates(p, s));
             points.push(Point {
                 t_ms: s.t_ms,
                 stored_bytes: s.stored_bytes(),
@@ -117,6 +136,8 @@ impl Ring {
                 applied_index: s.applied_index,
                 stored_bytes_per_s,
                 meta_ops_per_s,
+                read_bytes_per_s,
+                written_bytes_per_s,
             });
             prev = Some(s);
         }
@@ -155,15 +176,33 @@ pub fn rates(a: &Sample, b: &Sample) -> (Option<f64>, Option<f64>) {
     (stored, ops)
 }
 
-/// Stored bytes/s of every server listed in both samples, in `b`'s order.
+/// Rates of every server listed in both samples, in `b`'s order.
 pub fn server_rates(a: &Sample, b: &Sample) -> Vec<ServerRate> {
     let (Some(sa), Some(sb)) = (&a.servers, &b.servers) else { return Vec::new() };
     sb.iter()
-        .filter_map(|(addr, to)| {
-            let (_, from) = sa.iter().find(|(x, _)| x == addr)?;
-            Some(ServerRate { addr: addr.clone(), stored_bytes_per_s: per_second(*from, *to, a, b)? })
+        .filter_map(|to| {
+            let from = sa.iter().find(|x| x.addr == to.addr)?;
+            // A counter only grows; one that went back was reset by a restart.
+            let counter = |x: u64, y: u64| (y >= x).then(|| per_second(x, y, a, b)).flatten();
+            Some(ServerRate {
+                addr: to.addr.clone(),
+                stored_bytes_per_s: per_second(from.stored_bytes, to.stored_bytes, a, b)?,
+                read_bytes_per_s: counter(from.read_bytes_total, to.read_bytes_total),
+                written_bytes_per_s: counter(from.written_bytes_total, to.written_bytes_total),
+            })
         })
         .collect()
+}
+
+/// (read, written) bytes/s of all chunk servers from `a` to `b`: the sum over
+/// the servers that have a rate in both (see [`server_rates`]).
+pub fn io_rates(a: &Sample, b: &Sample) -> (Option<f64>, Option<f64>) {
+    let rates = server_rates(a, b);
+    if rates.is_empty() {
+        return (None, None);
+    }
+    let sum = |f: fn(&ServerRate) -> Option<f64>| Some(rates.iter().filter_map(f).sum::<f64>());
+    (sum(|r| r.read_bytes_per_s), sum(|r| r.written_bytes_per_s))
 }
 
 pub fn now_ms() -> u64 {
@@ -176,8 +215,17 @@ pub fn sample_of(
     nodes: Option<&[shoal_client::report::ChunkServerReport]>,
     status: Option<&shoal_client::report::MetaGroupReport>,
 ) -> Sample {
-    let servers = nodes
-        .map(|n| n.iter().take(SERVERS_PER_SAMPLE_MAX).map(|s| (s.addr.clone(), s.used_bytes)).collect::<Vec<_>>());
+    let servers = nodes.map(|n| {
+        n.iter()
+            .take(SERVERS_PER_SAMPLE_MAX)
+            .map(|s| ServerSample {
+                addr: s.addr.clone(),
+                stored_bytes: s.used_bytes,
+                read_bytes_total: s.read_bytes_total,
+                written_bytes_total: s.written_bytes_total,
+            })
+            .collect::<Vec<_>>()
+    });
     let capacity_bytes = nodes.map(|n| n.iter().filter(|s| s.state != "dead").map(|s| s.capacity_bytes).sum());
     let applied_index = status.and_then(|g| {
         let leader = g.leader_id?;
@@ -210,7 +258,17 @@ mod tests {
     fn sample(t_ms: u64, servers: &[(&str, u64)], applied: Option<u64>) -> Sample {
         Sample {
             t_ms,
-            servers: Some(servers.iter().map(|(a, b)| (a.to_string(), *b)).collect()),
+            servers: Some(
+                servers
+                    .iter()
+                    .map(|(a, b)| ServerSample {
+                        addr: a.to_string(),
+                        stored_bytes: *b,
+                        read_bytes_total: 2 * b,
+                        written_bytes_total: 3 * b,
+                    })
+                    .collect(),
+            ),
             capacity_bytes: Some(1000),
             applied_index: applied,
         }
@@ -224,10 +282,21 @@ mod tests {
         assert_eq!(
             server_rates(&a, &b),
             vec![
-                ServerRate { addr: "x".into(), stored_bytes_per_s: 100.0 },
-                ServerRate { addr: "y".into(), stored_bytes_per_s: 500.0 }
+                ServerRate {
+                    addr: "x".into(),
+                    stored_bytes_per_s: 100.0,
+                    read_bytes_per_s: Some(200.0),
+                    written_bytes_per_s: Some(300.0)
+                },
+                ServerRate {
+                    addr: "y".into(),
+                    stored_bytes_per_s: 500.0,
+                    read_bytes_per_s: Some(1000.0),
+                    written_bytes_per_s: Some(1500.0)
+                }
             ]
         );
+        assert_eq!(io_rates(&a, &b), (Some(1200.0), Some(1800.0)));
     }
 
     #[test]
@@ -236,6 +305,9 @@ mod tests {
         // A new leader that had applied less: no ops rate.
         let b = sample(12_000, &[("x", 50)], Some(40));
         assert_eq!(rates(&a, &b), (Some(-25.0), None));
+        // x's counters went back (it restarted): no read or write rate.
+        assert_eq!(server_rates(&a, &b)[0].read_bytes_per_s, None);
+        assert_eq!(io_rates(&a, &b), (Some(0.0), Some(0.0)));
         let no_leader = sample(14_000, &[("x", 50)], None);
         assert_eq!(rates(&b, &no_leader).1, None);
         let no_nodes = Sample { servers: None, ..sample(16_000, &[], Some(45)) };
@@ -260,7 +332,15 @@ mod tests {
         assert_eq!(t.points[0].stored_bytes_per_s, None);
         assert_eq!(t.points[1].stored_bytes_per_s, Some(5.0));
         assert_eq!(t.points[1].meta_ops_per_s, Some(0.5));
-        assert_eq!(t.servers, vec![ServerRate { addr: "x".into(), stored_bytes_per_s: 5.0 }]);
+        assert_eq!(
+            t.servers,
+            vec![ServerRate {
+                addr: "x".into(),
+                stored_bytes_per_s: 5.0,
+                read_bytes_per_s: Some(10.0),
+                written_bytes_per_s: Some(15.0)
+            }]
+        );
     }
 
     #[test]
@@ -286,6 +366,8 @@ mod tests {
             listed_chunks: 1,
             draining: false,
             last_heartbeat_ms_ago: Some(5),
+            read_bytes_total: 30,
+            written_bytes_total: 40,
         };
         let s = sample_of(7, Some(&[server("a", "alive"), server("b", "dead")]), Some(&group));
         assert_eq!(s.applied_index, Some(9));

@@ -19,6 +19,9 @@ pub struct Beat {
     pub capacity_bytes: u64,
     pub used_bytes: u64,
     pub chunk_count: u64,
+    /// Bytes the server read and wrote since it started.
+    pub read_bytes_total: u64,
+    pub written_bytes_total: u64,
 }
 
 /// Longest grace a new leader gives servers it has not heard from yet.
@@ -107,7 +110,17 @@ mod tests {
         let r = Registry::new(Duration::from_secs(10));
         let t0 = Instant::now();
         assert_eq!(r.liveness(1, t0), Liveness::Dead, "never heard and not leader");
-        r.record(1, Beat { at: t0, capacity_bytes: 0, used_bytes: 0, chunk_count: 0 });
+        r.record(
+            1,
+            Beat {
+                at: t0,
+                capacity_bytes: 0,
+                used_bytes: 0,
+                chunk_count: 0,
+                read_bytes_total: 0,
+                written_bytes_total: 0,
+            },
+        );
         assert_eq!(r.liveness(1, t0 + Duration::from_secs(9)), Liveness::Alive);
         assert_eq!(r.liveness(1, t0 + Duration::from_secs(10)), Liveness::Dead);
     }

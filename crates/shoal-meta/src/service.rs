@@ -310,7 +310,14 @@ impl pb::cluster_server::Cluster for MetaService {
         let returning = self.node.registry.unheard(r.node_id, now);
         self.node.registry.record(
             r.node_id,
-            Beat { at: now, capacity_bytes: r.capacity_bytes, used_bytes: r.used_bytes, chunk_count: r.chunk_count },
+            Beat {
+                at: now,
+                capacity_bytes: r.capacity_bytes,
+                used_bytes: r.used_bytes,
+                chunk_count: r.chunk_count,
+                read_bytes_total: r.read_bytes_total,
+                written_bytes_total: r.written_bytes_total,
+            },
         );
         if !r.deleted.is_empty() {
             self.write_ok(NodeCmd::ForgetGarbage { node: r.node_id, chunks: r.deleted }, None).await?;
@@ -528,6 +535,8 @@ impl MetaService {
                         .map_or(u64::MAX, |b| now.saturating_duration_since(b.at).as_millis() as u64),
                     draining: n.draining,
                     listed_chunks: listed.get(&n.id).copied().unwrap_or(0),
+                    read_bytes_total: beat.map_or(0, |b| b.read_bytes_total),
+                    written_bytes_total: beat.map_or(0, |b| b.written_bytes_total),
                 }
             })
             .collect()

@@ -146,6 +146,10 @@ pub struct ChunkStore {
     fences: Mutex<HashMap<u64, u64>>,
     /// Replicas that failed a checksum, until deleted or replaced.
     corrupt: Mutex<BTreeSet<u64>>,
+    /// Bytes served and written since the store opened (heartbeats carry
+    /// them, so meta and the dashboard can tell each server's rates).
+    read_bytes: std::sync::atomic::AtomicU64,
+    written_bytes: std::sync::atomic::AtomicU64,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -177,7 +181,15 @@ impl ChunkStore {
             replicas: Mutex::new(replicas),
             fences: Mutex::default(),
             corrupt: Mutex::default(),
+            read_bytes: Default::default(),
+            written_bytes: Default::default(),
         })
+    }
+
+    /// Bytes read (served) and written since the store opened.
+    pub fn io_totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.read_bytes.load(Relaxed), self.written_bytes.load(Relaxed))
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -329,6 +341,7 @@ impl ChunkStore {
             Ok(bytes) => {
                 metrics::histogram!(metric_names::READ_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(metric_names::READ_BYTES_TOTAL).increment(bytes.len() as u64);
+                self.read_bytes.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
             Err(StoreError::Corrupt { .. }) => self.note_corrupt(id),
             Err(_) => {}

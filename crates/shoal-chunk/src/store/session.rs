@@ -168,6 +168,7 @@ impl WriteSession {
         self.io(move || Ok(file.write_all_at(&data, offset)?)).await?;
         metrics::histogram!(metric_names::WRITE_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::counter!(metric_names::WRITTEN_BYTES_TOTAL).increment(bytes);
+        self.store.written_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         growth.keep();
         self.len = self.len.max(end);
         debug_assert!(self.len >= self.start_len, "a session's length only grows until its finish");

@@ -180,7 +180,17 @@ fn t95_api_matches_admin_json() {
     let status = must_agree(&c, &front, "/api/v1/status", &["admin", "status", "--json"], &[]);
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
     assert!(status["leader_id"].is_u64());
-    let nodes = must_agree(&c, &front, "/api/v1/nodes", &["admin", "nodes", "--json"], &["last_heartbeat_ms_ago"]);
+    // Every replica of the put is counted as written once its server's next
+    // heartbeat carried the counter.
+    let written =
+        |v: &Value| v.as_array().unwrap().iter().map(|s| s["written_bytes_total"].as_u64().unwrap()).sum::<u64>();
+    let deadline = Instant::now() + PATIENCE;
+    while written(&cli_json(&c, &["admin", "nodes", "--json"])) < 2 * data.len() as u64 {
+        assert!(Instant::now() < deadline, "the chunk servers never reported the put's bytes as written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let moving = ["last_heartbeat_ms_ago", "read_bytes_total", "written_bytes_total"];
+    let nodes = must_agree(&c, &front, "/api/v1/nodes", &["admin", "nodes", "--json"], &moving);
     assert_eq!(nodes.as_array().unwrap().len(), 3);
     let health = must_agree(&c, &front, "/api/v1/health", &["admin", "fsck", "--json"], &[]);
     assert_eq!(health["healthy"], true);
