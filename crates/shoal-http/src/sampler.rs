@@ -179,10 +179,7 @@ pub fn sample_of(
     let servers = nodes
         .map(|n| n.iter().take(SERVERS_PER_SAMPLE_MAX).map(|s| (s.addr.clone(), s.used_bytes)).collect::<Vec<_>>());
     let capacity_bytes = nodes.map(|n| n.iter().filter(|s| s.state != "dead").map(|s| s.capacity_bytes).sum());
-    let applied_index = status.and_then(|g| {
-        let leader = g.leader_id?;
-        g.nodes.iter().find(|n| n.id == Some(leader))?.last_applied
-    });
+    let applied_index = status.and_then(|g| g.leader()?.last_applied);
     Sample { t_ms, servers, capacity_bytes, applied_index }
 }
 
