@@ -4,10 +4,12 @@
 //! One implementation for every front end: `shoal admin status|nodes|fsck|locks
 //! --json`, `shoal ls --json` and `shoal stat --json` print these, and the
 //! HTTP API (`shoal-http`) serves the very same values, so a script gets the
-//! same fields from either. Fields are only ever added; a renamed or removed
-//! field breaks the scripts that read them.
+//! same fields from either; `shoal admin top` renders them live. Fields are
+//! only ever added; a renamed or removed field breaks the scripts that read
+//! them.
 //!
-//! Nothing here decides anything: a report is what meta answered, reshaped.
+//! Nothing here decides anything: a report is what meta answered, reshaped,
+//! and the little derived from it ([`MetaGroupReport::lag`]) is arithmetic.
 //! Only [`meta_group`] asks more than one node: it asks every meta node for
 //! its own view, so that a dead node shows as unreachable instead of being
 //! left out.
@@ -55,6 +57,24 @@ pub struct MetaNodeReport {
     /// Why the node did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl MetaGroupReport {
+    /// The node that says it leads, as it answered; None when none does.
+    pub fn leader(&self) -> Option<&MetaNodeReport> {
+        let id = self.leader_id?;
+        self.nodes.iter().find(|n| n.id == Some(id))
+    }
+
+    /// How many entries `node` has yet to apply to catch up with the leader
+    /// (or, without a leader, with the furthest node). None if it did not answer.
+    pub fn lag(&self, node: &MetaNodeReport) -> Option<u64> {
+        let ahead = match self.leader().and_then(|l| l.last_applied) {
+            Some(a) => a,
+            None => self.nodes.iter().filter_map(|n| n.last_applied).max()?,
+        };
+        Some(ahead.saturating_sub(node.last_applied?))
+    }
 }
 
 /// Asks every meta node for its own role: those the client was given, then
@@ -374,4 +394,53 @@ pub async fn stat(client: &Client, path: &str) -> Result<StatReport> {
         chunk_size: s.chunk_size,
         chunks: chunks.iter().map(ChunkReport::from).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, role: &str, applied: Option<u64>) -> MetaNodeReport {
+        MetaNodeReport {
+            id: applied.map(|_| id),
+            addr: format!("10.0.0.{id}:7100"),
+            role: role.to_string(),
+            term: applied.map(|_| 3),
+            last_applied: applied,
+            state_digest: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn lag_counts_from_the_leader_or_else_the_furthest_node() {
+        let g = MetaGroupReport {
+            leader_id: Some(2),
+            nodes: vec![node(1, "follower", Some(90)), node(2, "leader", Some(100)), node(3, "unreachable", None)],
+        };
+        assert_eq!(g.leader().map(|l| l.addr.as_str()), Some("10.0.0.2:7100"));
+        let lags: Vec<Option<u64>> = g.nodes.iter().map(|n| g.lag(n)).collect();
+        assert_eq!(lags, [Some(10), Some(0), None]);
+        let leaderless =
+            MetaGroupReport { leader_id: None, nodes: vec![node(1, "candidate", Some(7)), node(2, "x", Some(9))] };
+        assert!(leaderless.leader().is_none());
+        assert_eq!(leaderless.lag(&leaderless.nodes[0]), Some(2));
+    }
+
+    #[test]
+    fn unreachable_nodes_serialize_without_the_fields_they_lack() {
+        let mut n = node(1, "unreachable", None);
+        n.error = Some("refused".into());
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": null, "addr": "10.0.0.1:7100", "role": "unreachable", "error": "refused"})
+        );
+        let mut ok = node(2, "leader", Some(5));
+        ok.state_digest = Some(format!("{:08x}", 0xab));
+        let v = serde_json::to_value(&ok).unwrap();
+        assert_eq!(v["state_digest"], "000000ab");
+        assert_eq!(v["last_applied"], 5);
+        assert!(v.get("error").is_none());
+    }
 }

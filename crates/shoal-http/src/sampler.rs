@@ -227,10 +227,7 @@ pub fn sample_of(
             .collect::<Vec<_>>()
     });
     let capacity_bytes = nodes.map(|n| n.iter().filter(|s| s.state != "dead").map(|s| s.capacity_bytes).sum());
-    let applied_index = status.and_then(|g| {
-        let leader = g.leader_id?;
-        g.nodes.iter().find(|n| n.id == Some(leader))?.last_applied
-    });
+    let applied_index = status.and_then(|g| g.leader()?.last_applied);
     Sample { t_ms, servers, capacity_bytes, applied_index }
 }
 

@@ -1,8 +1,8 @@
 //! `shoal admin top`: a live view of the cluster.
 //!
-//! Each refresh gathers an [`Overview`] (what `status`, `nodes` and `fsck`
-//! gather) and renders it as a frame: a list of lines, built by [`render`]
-//! without any I/O. On a terminal, frames replace each other on the
+//! Each refresh gathers an [`Overview`] (the reports `status`, `nodes` and
+//! `fsck` print) and renders it as a frame: a list of lines, built by
+//! [`render`] without any I/O. On a terminal, frames replace each other on the
 //! alternate screen until `q`, Ctrl-C or SIGTERM, and the terminal is put
 //! back however the command ends ([`crate::terminal`]). When stdout is not a
 //! terminal, or with `--once`, one frame is printed and the command exits 0
@@ -19,11 +19,11 @@ use shoal_core::units::format_size;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::overview::{self, Capacity, Overview, Verdict};
+use super::overview::{self, Capacity, Overview, Verdict, by_address, health_words};
 use crate::terminal::{self, Screen};
 
 /// How long one refresh waits for the meta leader (each meta node's own
-/// status is bounded by `overview::NODE_STATUS_TIMEOUT`), so an unreachable
+/// status is bounded by `shoal_client::report::NODE_STATUS_TIMEOUT`), so an unreachable
 /// cluster shows within seconds rather than after the client's `--timeout`.
 const REFRESH_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Cells of a chunk server's capacity bar.
@@ -198,12 +198,12 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
     // The cluster at a glance.
     match &o.health {
         Ok(h) => {
-            let colour = match h.verdict() {
+            let colour = match Verdict::of(h) {
                 Verdict::Healthy => Colour::Green,
                 Verdict::Degraded => Colour::Yellow,
                 Verdict::Unhealthy => Colour::Red,
             };
-            let mut line = format!("Health    {}", style.paint(&h.words(), colour));
+            let mut line = format!("Health    {}", style.paint(&health_words(h), colour));
             let _ = write!(line, " · repairs in flight {} · moves pending {}", h.repairs_in_flight, h.moves_pending);
             if h.repair_paused {
                 let _ = write!(line, " · {}", style.paint("REPAIR PAUSED", Colour::Yellow));
@@ -281,10 +281,7 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
                 "HEARD",
                 width = CAPACITY_CELL_WIDTH
             ));
-            // By address, so rows keep their places from frame to frame.
-            let mut servers: Vec<_> = servers.iter().collect();
-            servers.sort_by(|a, b| a.addr.cmp(&b.addr));
-            for s in servers {
+            for s in by_address(servers) {
                 let state = format!("{:<9}", s.state);
                 let state = match s.state.as_str() {
                     "alive" => style.paint(&state, Colour::Green),
@@ -378,10 +375,10 @@ fn fit(line: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::overview::{ChunkServerRow, Health, MetaNodeRow, MetaStatus};
+    use shoal_client::report::{ChunkServerReport, FsckReport, MetaGroupReport, MetaNodeReport};
 
     fn sample() -> Overview {
-        let meta = |id: u64, role: &str, applied: Option<u64>| MetaNodeRow {
+        let meta = |id: u64, role: &str, applied: Option<u64>| MetaNodeReport {
             id: applied.map(|_| id),
             addr: format!("127.0.0.1:710{id}"),
             role: role.into(),
@@ -390,7 +387,7 @@ mod tests {
             state_digest: None,
             error: applied.is_none().then(|| "connection refused".to_string()),
         };
-        let server = |j: u64, state: &str, used: u64| ChunkServerRow {
+        let server = |j: u64, state: &str, used: u64| ChunkServerReport {
             id: j,
             addr: format!("127.0.0.1:711{j}"),
             state: state.into(),
@@ -402,12 +399,12 @@ mod tests {
             last_heartbeat_ms_ago: Some(300),
         };
         Overview {
-            meta: MetaStatus {
+            meta: MetaGroupReport {
                 leader_id: Some(2),
                 nodes: vec![meta(1, "follower", Some(95)), meta(2, "leader", Some(100)), meta(3, "unreachable", None)],
             },
             servers: Ok(vec![server(2, "alive", 99 << 30), server(1, "alive", 50 << 30), server(3, "dead", 0)]),
-            health: Ok(Health {
+            health: Ok(FsckReport {
                 healthy: false,
                 files: 12,
                 chunks: 34,
