@@ -134,6 +134,8 @@ mod tests {
             listed_chunks: 0,
             draining,
             last_heartbeat_ms_ago: None,
+            read_bytes_total: 0,
+            written_bytes_total: 0,
         }
     }
 

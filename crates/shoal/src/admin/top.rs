@@ -397,6 +397,8 @@ mod tests {
             listed_chunks: 7,
             draining: false,
             last_heartbeat_ms_ago: Some(300),
+            read_bytes_total: 0,
+            written_bytes_total: 0,
         };
         Overview {
             meta: MetaGroupReport {
