@@ -128,7 +128,7 @@ pub fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsm::testing::{p, run, with_servers};
+    use crate::fsm::testing::{first_prepare, p, run, with_servers};
     use crate::fsm::{NamespaceCmd, Response, WriteCmd};
 
     /// /f with chunk 0 on servers 1 and 2, committed at version `committed`
@@ -163,15 +163,7 @@ mod tests {
                 run(&mut st, commit);
             }
         }
-        let prep = WriteCmd::PrepareWrite {
-            inode: f.id,
-            index: 1,
-            expect_id: None,
-            expect_version: 0,
-            replicas: vec![1, 2],
-            fence: None,
-        };
-        run(&mut st, prep);
+        run(&mut st, first_prepare(f.id, 1, &[1, 2], None));
         (st, ChunkPlace { inode: f.id, index: 0, chunk: id.unwrap() })
     }
 

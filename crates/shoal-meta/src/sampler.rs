@@ -187,7 +187,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsm::testing::{p, run, with_servers};
+    use crate::fsm::testing::{first_prepare, p, run, with_servers};
     use crate::fsm::{NamespaceCmd, Response, WriteCmd};
 
     #[test]
@@ -197,14 +197,7 @@ mod tests {
         run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
         let create = NamespaceCmd::Create { path: p("/d/f"), replication: 2, chunk_size: 100, open_existing: false };
         let Response::Inode(f) = run(&mut st, create) else { panic!() };
-        let prep = WriteCmd::PrepareWrite {
-            inode: f.id,
-            index: 1,
-            expect_id: None,
-            expect_version: 0,
-            replicas: vec![1, 2],
-            fence: None,
-        };
+        let prep = first_prepare(f.id, 1, &[1, 2], None);
         let Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
         let before_commit = count_state(&st);
         assert_eq!((before_commit.files, before_commit.chunks), (1, 0), "an uncommitted chunk is not counted");

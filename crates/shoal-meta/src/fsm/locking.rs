@@ -308,21 +308,17 @@ mod binding_tests {
     /// would be refused (and every later chunk id shifted by one).
     #[test]
     fn format_0_entries_apply_under_the_rules_they_were_written_with() {
-        use super::super::{Proposal, testing::with_servers};
+        use super::super::{
+            Proposal,
+            testing::{first_prepare, with_servers},
+        };
         for (rules, applies) in [(0, true), (1, false)] {
             let mut st = with_servers(&[1, 2]);
             create(&mut st, "/t");
             let tmp = create(&mut st, "/.t.tmp");
             let t = lock(&mut st, "/t");
             let fence = Some(Fence { path: p("/t"), token: t });
-            let prep = WriteCmd::PrepareWrite {
-                inode: tmp.id,
-                index: 0,
-                expect_id: None,
-                expect_version: 0,
-                replicas: vec![1, 2],
-                fence,
-            };
+            let prep = first_prepare(tmp.id, 0, &[1, 2], fence);
             let r = st.apply(&Proposal { rules, ..Proposal::new(1, None, prep) });
             assert_eq!(matches!(r, Response::Chunk { .. }), applies, "rules {rules}: {r:?}");
             assert_eq!(st.next_chunk_id, if applies { 2 } else { 1 });

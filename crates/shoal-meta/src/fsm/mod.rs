@@ -322,6 +322,11 @@ pub(crate) mod testing {
         st
     }
 
+    /// The prepare of a chunk not written yet: chunk `index` of `inode` on `replicas`.
+    pub fn first_prepare(inode: u64, index: u64, replicas: &[u64], fence: Option<Fence>) -> WriteCmd {
+        WriteCmd::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas: replicas.to_vec(), fence }
+    }
+
     /// Applies a command with no request id at leader time 1.
     pub fn run(st: &mut FsState, cmd: impl Into<Command>) -> Response {
         st.apply(&Proposal::new(1, None, cmd))
