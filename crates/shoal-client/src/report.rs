@@ -118,9 +118,17 @@ pub async fn meta_group(client: &Client, digest: bool) -> MetaGroupReport {
             if role == "leader" {
                 leader_id = Some(reply.self_id);
             }
+            // One node reached under two addresses (a seed given as a
+            // wildcard or an alias, then its group address) is listed once,
+            // under the address the group itself names it by.
+            let named = me.map(|n| n.addr.clone()).filter(|a| !a.is_empty()).unwrap_or(addr);
+            if let Some(seen) = nodes.iter_mut().find(|n| n.id == Some(reply.self_id)) {
+                seen.addr = named;
+                continue;
+            }
             nodes.push(MetaNodeReport {
                 id: Some(reply.self_id),
-                addr,
+                addr: named,
                 role,
                 term: Some(me.map_or(0, |n| n.term)),
                 last_applied: Some(reply.applied_index),

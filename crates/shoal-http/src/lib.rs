@@ -14,16 +14,21 @@
 //!   Errors are JSON with a 4xx or 5xx status ([`error`]).
 //! - A background task samples stored bytes and meta operations for the
 //!   charts of the last 10 minutes ([`sampler`]).
+//! - [`serve::serve`] serves any of Shoal's HTTP apps with a bound on
+//!   connections and their idle time and lifetime.
 //!
 //! Cost to the cluster: the cluster-wide reports (`status`, `nodes`,
 //! `health`) are cached for [`REPORT_TTL`] and fetched once for all the
 //! requests that arrive meanwhile, so any number of open dashboards cost meta
-//! about what one does; the sampler reads through the same cache.
+//! about what one does; the sampler reads through the same cache, and only
+//! samples while someone has asked for a page or the API in the last
+//! [`sampler::WINDOW`], so a dashboard nobody looks at costs nothing.
 
 pub mod api;
 pub mod assets;
 pub mod error;
 pub mod sampler;
+pub mod serve;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,9 +50,23 @@ pub fn router(client: Client) -> axum::Router {
         status: Cached::default(),
         nodes: Cached::default(),
         health: Cached::default(),
+        viewed_at: Mutex::new(None),
     });
     tokio::spawn(sampler::run(Arc::downgrade(&state)));
-    api::routes().merge(assets::routes()).with_state(state)
+    api::routes()
+        .merge(assets::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), viewed))
+        .with_state(state)
+}
+
+/// Notes that someone is looking, for the sampler.
+async fn viewed(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    *state.viewed_at.lock().expect("viewed_at") = Some(Instant::now());
+    next.run(request).await
 }
 
 /// What every handler shares.
@@ -57,9 +76,16 @@ pub struct State {
     status: Cached<MetaGroupReport>,
     nodes: Cached<Vec<ChunkServerReport>>,
     health: Cached<FsckReport>,
+    /// When a page or the API was last asked for.
+    viewed_at: Mutex<Option<Instant>>,
 }
 
 impl State {
+    /// Whether someone asked for a page or the API within `window`.
+    pub fn viewed_within(&self, window: Duration) -> bool {
+        self.viewed_at.lock().expect("viewed_at").is_some_and(|t| t.elapsed() <= window)
+    }
+
     /// Every meta node's view of itself (never fails: a node that does not
     /// answer is in the report as unreachable).
     pub async fn status(&self) -> Arc<MetaGroupReport> {

@@ -20,9 +20,10 @@
 //!   gives that server no rate for that interval.
 //!
 //! The task holds only a weak reference to the dashboard's state and ends
-//! when the router is dropped.
+//! when the router is dropped. It samples only while the dashboard or its
+//! API was asked for within the last [`WINDOW`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -161,12 +162,19 @@ fn per_second(from: u64, to: u64, a: &Sample, b: &Sample) -> Option<f64> {
     Some((to as f64 - from as f64) * 1000.0 / dt_ms as f64)
 }
 
-/// (stored bytes/s, meta ops/s) from `a` to the later sample `b`. A leader
-/// change may bring an applied index below the last one seen (the new leader
-/// had applied less); that interval has no ops rate rather than a negative one.
+/// (stored bytes/s, meta ops/s) from `a` to the later sample `b`.
+///
+/// Stored bytes/s is the sum over the servers listed in both samples, so a
+/// server that appears or drops out between them (a new leader that has not
+/// heard it yet, a server added) moves the total without making a spike. A
+/// leader change may bring an applied index below the last one seen (the new
+/// leader had applied less); that interval has no ops rate rather than a
+/// negative one.
 pub fn rates(a: &Sample, b: &Sample) -> (Option<f64>, Option<f64>) {
-    let stored = match (a.stored_bytes(), b.stored_bytes()) {
-        (Some(x), Some(y)) => per_second(x, y, a, b),
+    let stored = match (&a.servers, &b.servers) {
+        (Some(_), Some(_)) => {
+            per_second(0, 0, a, b).map(|_| server_rates(a, b).iter().map(|r| r.stored_bytes_per_s).sum())
+        }
         _ => None,
     };
     let ops = match (a.applied_index, b.applied_index) {
@@ -179,9 +187,10 @@ pub fn rates(a: &Sample, b: &Sample) -> (Option<f64>, Option<f64>) {
 /// Rates of every server listed in both samples, in `b`'s order.
 pub fn server_rates(a: &Sample, b: &Sample) -> Vec<ServerRate> {
     let (Some(sa), Some(sb)) = (&a.servers, &b.servers) else { return Vec::new() };
+    let before: HashMap<&str, &ServerSample> = sa.iter().map(|x| (x.addr.as_str(), x)).collect();
     sb.iter()
         .filter_map(|to| {
-            let from = sa.iter().find(|x| x.addr == to.addr)?;
+            let from = before.get(to.addr.as_str())?;
             // A counter only grows; one that went back was reset by a restart.
             let counter = |x: u64, y: u64| (y >= x).then(|| per_second(x, y, a, b)).flatten();
             Some(ServerRate {
@@ -215,8 +224,12 @@ pub fn sample_of(
     nodes: Option<&[shoal_client::report::ChunkServerReport]>,
     status: Option<&shoal_client::report::MetaGroupReport>,
 ) -> Sample {
+    // A server the leader has not heard yet (a new leader, just after a
+    // failover) is reported with zero bytes and counters: it is left out
+    // rather than recorded as an empty server.
     let servers = nodes.map(|n| {
         n.iter()
+            .filter(|s| s.last_heartbeat_ms_ago.is_some())
             .take(SERVERS_PER_SAMPLE_MAX)
             .map(|s| ServerSample {
                 addr: s.addr.clone(),
@@ -238,6 +251,11 @@ pub(crate) async fn run(state: Weak<crate::State>) {
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
+        // Nobody has looked for a whole window: ask the cluster nothing until
+        // someone does (the charts then fill from that moment).
+        if !state.viewed_within(WINDOW) {
+            continue;
+        }
         let (nodes, status) = tokio::join!(state.nodes(), state.status());
         let sample = sample_of(now_ms(), nodes.as_deref().ok().map(|v| v.as_slice()), Some(&*status));
         push(&state.samples, sample);
@@ -314,6 +332,11 @@ mod tests {
         // A server that is new in the later sample has no rate yet.
         let c = sample(18_000, &[("x", 50), ("z", 9)], Some(45));
         assert_eq!(server_rates(&b, &c).len(), 1);
+        // Nor does it move the stored rate: only servers in both count.
+        assert_eq!(rates(&b, &c).0, Some(0.0));
+        // A server that drops out of a sample does not make a negative spike.
+        let d = sample(20_000, &[("z", 9)], Some(45));
+        assert_eq!(rates(&c, &d).0, Some(0.0));
     }
 
     #[test]
@@ -370,6 +393,11 @@ mod tests {
         assert_eq!(s.applied_index, Some(9));
         assert_eq!(s.capacity_bytes, Some(100));
         assert_eq!(s.stored_bytes(), Some(20));
+        // A server a new leader has not heard yet is not in the sample.
+        let unheard = ChunkServerReport { last_heartbeat_ms_ago: None, used_bytes: 0, ..server("c", "alive") };
+        let s = sample_of(7, Some(&[server("a", "alive"), unheard]), Some(&group));
+        assert_eq!(s.servers.as_ref().map(|v| v.len()), Some(1));
+        assert_eq!(s.stored_bytes(), Some(10));
         let leaderless = MetaGroupReport { leader_id: None, ..group };
         assert_eq!(
             sample_of(7, None, Some(&leaderless)),

@@ -361,7 +361,7 @@ fn launch(svc: &Heal, c: Copy, epoch: Instant) -> bool {
             }
             Err(e) => {
                 metrics::counter!(metric_names::REPAIR_COPIES_TOTAL, "result" => "failed").increment(1);
-                tracing::warn!(chunk_id = c.place.chunk, target = c.target, "copy failed: {e}");
+                tracing::warn!(chunk_id = c.place.chunk, to_server = c.target, "copy failed: {e}");
                 true
             }
         };

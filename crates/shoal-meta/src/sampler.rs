@@ -9,6 +9,14 @@
 //! Nothing is computed per scrape: a scrape reads what the last sample set.
 //! On a node that does not lead, the leader-only gauges read 0 (see
 //! [`crate::metric_names`]).
+//!
+//! The two whole-state passes hold the state's read lock, which applies
+//! wait for, for a time that grows with the namespace. A [`Pacer`] keeps
+//! each to at most 1/[`PASS_SHARE_INVERSE`] of the time: a pass that took
+//! 20 ms waits a second, one that took 200 ms (millions of files) waits 10 s.
+//! The fsck pass is not paced when a chunk server's liveness changed, since
+//! that is what an operator watches for. Samples run on a blocking thread,
+//! never on a runtime worker.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -68,6 +76,29 @@ pub fn count_state(fs: &FsState) -> StateCounts {
     c
 }
 
+/// A pass over the whole state runs at most this fraction (1/N) of the time.
+pub const PASS_SHARE_INVERSE: u32 = 50;
+
+/// When the next whole-state pass may run, from how long the last one took
+/// (pure but for the clock it is given).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pacer {
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    /// Whether a pass may run at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    /// Records a pass that ran from `started` to `ended`.
+    pub fn ran(&mut self, started: Instant, ended: Instant) {
+        let cost = ended.saturating_duration_since(started);
+        self.next = Some(ended + cost * PASS_SHARE_INVERSE);
+    }
+}
+
 /// What an fsck depends on besides the state's content: the applied index
 /// and (server, alive, draining) of every chunk server.
 type FsckInputs = (u64, Vec<(u64, bool, bool)>);
@@ -81,6 +112,8 @@ struct Sampler {
     counted_at: Option<u64>,
     /// The inputs of the last fsck.
     checked_at: Option<FsckInputs>,
+    count_pacer: Pacer,
+    fsck_pacer: Pacer,
 }
 
 /// Starts the sampling task of this meta node.
@@ -91,7 +124,19 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sampler.sample(&node, &healer);
+            let (n, h) = (node.clone(), healer.clone());
+            sampler = match tokio::task::spawn_blocking(move || {
+                sampler.sample(&n, &h);
+                sampler
+            })
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("the metrics sampler failed: {e}");
+                    Sampler::default()
+                }
+            };
         }
     });
 }
@@ -127,8 +172,10 @@ impl Sampler {
         self.followers = seen;
 
         let applied = node.state.read().last_applied.map_or(0, |l| l.index);
-        if self.counted_at != Some(applied) {
+        if self.counted_at != Some(applied) && self.count_pacer.due(Instant::now()) {
+            let started = Instant::now();
             let c = count_state(&node.state.read().fs);
+            self.count_pacer.ran(started, Instant::now());
             set(m::FILES, c.files);
             set(m::DIRECTORIES, c.directories);
             set(m::CHUNKS, c.chunks);
@@ -172,9 +219,12 @@ impl Sampler {
         set(m::REPAIRS_IN_FLIGHT, healer.copies_in_flight() as u64);
         set(m::REPAIR_MOVES_PENDING, healer.moves_pending() as u64);
         let inputs: FsckInputs = (applied, servers.iter().map(|s| (s.id, s.alive, s.draining)).collect());
-        if self.checked_at.as_ref() != Some(&inputs) {
+        let liveness_changed = self.checked_at.as_ref().is_none_or(|(_, seen)| *seen != inputs.1);
+        if self.checked_at.as_ref() != Some(&inputs) && (liveness_changed || self.fsck_pacer.due(Instant::now())) {
+            let started = Instant::now();
             let chunks = health::chunk_views(&node.state.read().fs);
             let f = health::fsck(&chunks, &servers, 0);
+            self.fsck_pacer.ran(started, Instant::now());
             set(m::CHUNKS_UNDER_REPLICATED, f.under_replicated);
             set(m::CHUNKS_MISSING, f.missing);
             set(m::CHUNKS_CORRUPT, f.corrupt);
@@ -189,6 +239,20 @@ mod tests {
     use super::*;
     use crate::fsm::testing::{first_prepare, p, run, with_servers};
     use crate::fsm::{NamespaceCmd, Response, WriteCmd};
+
+    #[test]
+    fn a_pass_waits_fifty_times_its_cost() {
+        let mut pacer = Pacer::default();
+        let t0 = Instant::now();
+        assert!(pacer.due(t0));
+        pacer.ran(t0, t0 + Duration::from_millis(200));
+        let end = t0 + Duration::from_millis(200);
+        assert!(!pacer.due(end + Duration::from_secs(9)));
+        assert!(pacer.due(end + Duration::from_secs(10)));
+        // A cheap pass may run again at the next sample.
+        pacer.ran(end, end + Duration::from_micros(100));
+        assert!(pacer.due(end + Duration::from_millis(6)));
+    }
 
     #[test]
     fn counts_follow_the_namespace() {

@@ -44,10 +44,12 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
         shoal_metrics::install()?;
         // The dashboard asks the whole group through a client, which follows
         // the leader: a follower serves the leader's data.
+        // `--peers` names every voter, this node included, by the address
+        // the others use; the listen address (maybe a wildcard) only stands
+        // in for a node started alone.
         let mut group: Vec<String> = config.peers.values().cloned().collect();
-        let own = config.listen.to_string();
-        if !group.contains(&own) {
-            group.insert(0, own);
+        if !config.peers.contains_key(&config.id) {
+            group.insert(0, config.listen.to_string());
         }
         let client = shoal_client::Client::connect(&group).await?;
         serve_http(addr, meta_http_app(client)).await?;
@@ -94,7 +96,7 @@ pub async fn serve_http(addr: SocketAddr, app: axum::Router) -> anyhow::Result<(
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP port {addr}"))?;
     tracing::info!(%addr, "serving HTTP");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = shoal_http::serve::serve(listener, app, Default::default(), std::future::pending()).await {
             tracing::error!("the HTTP server at {addr} failed: {e}");
         }
     });

@@ -13,8 +13,8 @@ pub async fn run(client: Client, listen: SocketAddr) -> anyhow::Result<ExitCode>
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "dashboard serving");
     println!("Shoal dashboard: http://{addr}/");
-    axum::serve(listener, shoal_http::router(client))
-        .with_graceful_shutdown(crate::servers::terminated())
+    let app = shoal_http::router(client);
+    shoal_http::serve::serve(listener, app, Default::default(), crate::servers::terminated())
         .await
         .context("serving http")?;
     Ok(ExitCode::SUCCESS)

@@ -17,7 +17,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -29,7 +29,11 @@ const log = (msg) => console.log(`[${since(started)}] ${msg}`);
 
 class Failure extends Error {}
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'shoal-chromium-'));
+// The test names the profile directory, so it can find (and kill) the
+// browser if this script dies without closing it.
+const userDataDir = plan.user_data_dir
+  ? (mkdirSync(plan.user_data_dir, { recursive: true }), plan.user_data_dir)
+  : mkdtempSync(join(tmpdir(), 'shoal-chromium-'));
 let context;
 let page;
 

@@ -210,7 +210,10 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
             }
             lines.push(line);
         }
-        Err(e) => lines.push(format!("Health    {}", style.paint(&format!("unknown: {e}"), Colour::Red))),
+        Err(e) => lines.push(format!(
+            "Health    {}",
+            style.paint(&format!("unknown: {}", printable(&e.to_string())), Colour::Red)
+        )),
     }
     match &o.servers {
         Ok(servers) => {
@@ -253,7 +256,7 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
             or_dash(o.meta.lag(n))
         );
         if let Some(e) = &n.error {
-            let _ = write!(line, "  {e}");
+            let _ = write!(line, "  {}", printable(e));
         }
         lines.push(line);
     }
@@ -299,7 +302,7 @@ pub fn render(o: &Overview, header: &Header, style: &Style) -> Vec<String> {
         }
         Err(e) => {
             lines.push(style.paint("CHUNK SERVERS", Colour::Bold));
-            lines.push(style.paint(&format!("unknown: {e}"), Colour::Red));
+            lines.push(style.paint(&format!("unknown: {}", printable(&e.to_string())), Colour::Red));
         }
     }
     lines.into_iter().map(|l| fit(&l, style.width)).collect()
@@ -370,6 +373,12 @@ fn fit(line: &str, width: usize) -> String {
         visible += 1;
     }
     out
+}
+
+/// `text` on one line with no control characters: an error from the network
+/// may hold newlines or escape sequences, which would break the screen.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -517,5 +526,10 @@ mod tests {
         assert_eq!(percent(1, 3), Some(33));
         assert_eq!(percent(u64::MAX, u64::MAX), Some(100));
         assert_eq!((ago(300), ago(45_000), ago(600_000)), ("0.3s ago".into(), "45s ago".into(), "10m ago".into()));
+    }
+
+    #[test]
+    fn error_text_is_kept_to_one_printable_line() {
+        assert_eq!(printable("a\nb\x1b[2Jc\t"), "a b [2Jc ");
     }
 }

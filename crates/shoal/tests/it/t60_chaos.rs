@@ -399,7 +399,7 @@ fn t60_chaos_loses_no_acknowledged_operation() {
     let net = match Net::create(3) {
         Ok(net) => Some(net),
         Err(why) => {
-            eprintln!("network namespaces unavailable ({why}); the partition scenario will be skipped");
+            skipping("t60_chaos", "the partition scenario", &format!("network namespaces unavailable ({why})"));
             None
         }
     };

@@ -93,27 +93,26 @@ fn t93_log_format_json_makes_every_server_line_a_json_object() {
     let log = c.tmp.path().join("chunk-env.log");
     let out = std::fs::File::create(&log).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(SHOAL)
-        .args(["chunk", "--listen", &addr, "--meta", &c.meta_flag(), "--dir", dir.to_str().unwrap()])
-        .env("SHOAL_LOG", "info")
-        .env("SHOAL_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        Command::new(SHOAL)
+            .args(["chunk", "--listen", &addr, "--meta", &c.meta_flag(), "--dir", dir.to_str().unwrap()])
+            .env("SHOAL_LOG", "info")
+            .env("SHOAL_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out),
+    );
     let deadline = Instant::now() + PATIENCE;
     while !std::fs::read_to_string(&log).unwrap().contains("chunk server serving") {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "the chunk server exited:\n{}",
             std::fs::read_to_string(&log).unwrap()
         );
         assert!(Instant::now() < deadline, "the chunk server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
     must_be_json_lines(&log, "chunk server serving");
 
     // A format that does not exist is bad usage.
@@ -166,7 +165,8 @@ fn must_run_top_live(meta: &str, quit_key: &[u8]) -> LiveSession {
                 Ok(())
             });
         }
-        cmd.spawn().expect("spawn shoal admin top")
+        // Killed with its session's group if this test panics.
+        Reaped(cmd.spawn().expect("spawn shoal admin top"))
     };
 
     // Read the terminal from a thread: it ends when the last slave closes.
@@ -183,7 +183,7 @@ fn must_run_top_live(meta: &str, quit_key: &[u8]) -> LiveSession {
 
     let deadline = Instant::now() + PATIENCE;
     while text().matches(FRAME_START).count() < 2 {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             panic!("top exited early ({status}):\n{}", text());
         }
         assert!(Instant::now() < deadline, "top drew fewer than two frames:\n{}", text());
@@ -191,11 +191,10 @@ fn must_run_top_live(meta: &str, quit_key: &[u8]) -> LiveSession {
     }
     std::fs::File::from(master.try_clone().unwrap()).write_all(quit_key).unwrap();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > deadline {
-            child.kill().ok();
             panic!("top did not quit on {quit_key:?}:\n{}", text());
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -20,7 +20,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -33,13 +33,12 @@ const DEAD_AFTER_MS: u64 = 2000;
 /// How long the browser driver may run in all.
 const BROWSER_RUN_MAX: Duration = Duration::from_secs(240);
 
-/// A child process killed (and reaped) when this drops, also on a panic.
-struct Reaped(Child);
+/// Kills every browser process run with this profile directory when it drops.
+struct BrowserGuard(PathBuf);
 
-impl Drop for Reaped {
+impl Drop for BrowserGuard {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        kill_processes_mentioning(&self.0.to_string_lossy());
     }
 }
 
@@ -55,15 +54,14 @@ fn must_start_front(c: &Cluster) -> Front {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = c.log(&format!("http-{}", addr.replace(':', "_")));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(SHOAL)
-            .args(["--meta", &c.meta_flag(), "http", "--listen", &addr])
-            .env("SHOAL_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn shoal http");
-        let mut child = Reaped(child);
+        let mut child = Reaped::spawn(
+            Command::new(SHOAL)
+                .args(["--meta", &c.meta_flag(), "http", "--listen", &addr])
+                .env("SHOAL_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        );
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Ok((200, _)) = try_get(&addr, "/") {
@@ -161,14 +159,13 @@ fn t95_api_matches_admin_json() {
     std::fs::write(&local, &data).unwrap();
     c.must(&["mkdir", "/docs"], None);
     c.must_put(&local, "/docs/report.bin");
-    let _holder = Reaped(
+    // Its own process group: the `sleep` goes with it.
+    let _holder = Reaped::spawn(
         Command::new(SHOAL)
             .args(["--meta", &c.meta_flag(), "lock", "/docs/report.bin", "--", "sleep", "120"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     let deadline = Instant::now() + PATIENCE;
     while cli_json(&c, &["admin", "locks", "--json", "/docs/report.bin"])["holders"].as_array().unwrap().is_empty() {
@@ -262,10 +259,7 @@ fn t95_dashboard_in_headless_chromium() {
     let (chromium, driver) = match browser_tools() {
         Ok(t) => t,
         Err(missing) => {
-            eprintln!(
-                "\n*** SKIPPED t95_dashboard_in_headless_chromium: missing {missing}. \
-                 .ci/run installs them (as root); nothing of the dashboard was tested in a browser. ***\n"
-            );
+            skipping("t95_dashboard_in_headless_chromium", "the dashboard in a browser", &format!("missing {missing}"));
             return;
         }
     };
@@ -311,8 +305,10 @@ fn t95_dashboard_in_headless_chromium() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| c.tmp.path().join("dashboard.png"));
     let shoal_admin = |verb: &str| json!([SHOAL, "--meta", c.meta_flag(), "admin", "repair", verb]);
+    let user_data_dir = c.tmp.path().join("chromium-profile");
     let plan = json!({
         "url": format!("http://{page}/"),
+        "user_data_dir": user_data_dir,
         "chromium": chromium,
         "metas": pids(&c.metas),
         "chunks": pids(&c.chunks),
@@ -334,16 +330,17 @@ fn t95_dashboard_in_headless_chromium() {
     let log = c.tmp.path().join("dashboard.log");
     let out = std::fs::File::create(&log).unwrap();
     let started = Instant::now();
-    let mut node = Reaped(
+    // Chromium leaves node's process group; it is found by its profile
+    // directory, which is the test's own.
+    let _browser = BrowserGuard(user_data_dir.clone());
+    let mut node = Reaped::spawn(
         Command::new("node")
             .arg(driver.join("dashboard.mjs"))
             .arg(&plan_file)
             .current_dir(&driver)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn node"),
+            .stderr(out),
     );
     let status = loop {
         if let Some(s) = node.0.try_wait().unwrap() {

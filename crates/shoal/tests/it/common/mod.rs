@@ -16,7 +16,9 @@
 //!
 //! Tools: the harness runs only `shoal`; signals go through `libc::kill`.
 //! What needs more (network namespaces: `ip`, `nft`) asks for it in [`netns`]
-//! and is skipped with a message when it is missing.
+//! and is skipped with a message when it is missing, through [`skipping`],
+//! which fails the test instead where everything must run (`.ci/run` sets
+//! `SHOAL_REQUIRE_ALL=1`).
 
 pub mod netns;
 /// The same port picker the `shoal` binary's local clusters use.
@@ -29,6 +31,55 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+/// Says loudly that `test` skips `what` because `why`, or panics when
+/// `SHOAL_REQUIRE_ALL` is set: in CI a missing tool is a failed install, not
+/// a reason to test less.
+pub fn skipping(test: &str, what: &str, why: &str) {
+    let message = format!("{test}: {what} cannot run: {why}");
+    if std::env::var_os("SHOAL_REQUIRE_ALL").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{message} (SHOAL_REQUIRE_ALL is set, so this fails instead of skipping)");
+    }
+    eprintln!("\n*** SKIPPED: {message}; .ci/run installs what it needs (as root). ***\n");
+}
+
+/// A child process, and the process group it leads, killed and reaped when
+/// this drops, also on a panic: what the child started goes with it.
+pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// Spawns `cmd` as the leader of a process group of its own.
+    pub fn spawn(cmd: &mut Command) -> Reaped {
+        use std::os::unix::process::CommandExt;
+        Reaped(cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")))
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            // The group has the child's pid when the child leads one (spawn,
+            // or setsid); otherwise this finds no group and does nothing.
+            signal(-(self.0.id() as i32), libc::SIGKILL).ok();
+            self.0.kill().ok();
+        }
+        self.0.wait().ok();
+    }
+}
+
+/// SIGKILLs every process whose command line contains `marker` (a path of
+/// the test's own), for programs that leave their process group, as browsers
+/// do.
+pub fn kill_processes_mentioning(marker: &str) {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(marker) {
+            signal(pid, libc::SIGKILL).ok();
+        }
+    }
+}
+
 /// Generous bound on anything that should take a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 /// Whole-cluster starts on fresh ports after a node found its port taken, at most.
