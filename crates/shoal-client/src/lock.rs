@@ -83,10 +83,10 @@ impl Client {
         .await
     }
 
-    /// Every locked path (holders or waiters), in path order, at most
-    /// `limit` (0: the server's bound).
-    pub async fn lock_table(&self, limit: u32) -> Result<pb::LockList> {
-        let req = pb::ListLocksRequest { limit };
+    /// Every locked path (holders or waiters) that starts with `prefix`, in
+    /// path order, at most `limit` (0: the server's bound).
+    pub async fn lock_table(&self, prefix: &str, limit: u32) -> Result<pb::LockList> {
+        let req = pb::ListLocksRequest { limit, prefix: prefix.to_string() };
         self.locks(|mut c| {
             let req = req.clone();
             async move { c.list(req).await }

@@ -276,10 +276,11 @@ pub async fn locks(client: &Client, path: &str) -> Result<LockReport> {
     Ok(lock_report(path.to_string(), client.lock_info(path).await?))
 }
 
-/// Every locked path in the cluster (holders or waiters), in path order, at
-/// most `limit` (0: the server's bound), and whether more were left out.
-pub async fn all_locks(client: &Client, limit: u32) -> Result<(Vec<LockReport>, bool)> {
-    let list = client.lock_table(limit).await?;
+/// Every locked path in the cluster (holders or waiters) that starts with
+/// `prefix`, in path order, at most `limit` (0: the server's bound), and
+/// whether more were left out.
+pub async fn all_locks(client: &Client, prefix: &str, limit: u32) -> Result<(Vec<LockReport>, bool)> {
+    let list = client.lock_table(prefix, limit).await?;
     let reports = list.paths.into_iter().map(|p| lock_report(p.path, p.info.unwrap_or_default())).collect();
     Ok((reports, list.truncated))
 }

@@ -29,7 +29,6 @@ use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::Deserialize;
 use shoal_client::report::{self, LockReport};
 use shoal_core::{FsError, NormalPath};
@@ -39,10 +38,6 @@ use crate::error::ApiError;
 
 /// Locked paths `locks` (with no parameter) lists, at most.
 const LOCKS_LISTED_MAX: u32 = 1_000;
-/// Names of a directory whose locks `locks?dir=` inspects, at most.
-pub const LOCK_SCAN_MAX: usize = 256;
-/// Lock inspections `locks?dir=` has in flight at once.
-const LOCK_SCAN_PARALLEL_MAX: usize = 8;
 /// Largest piece `download` reads from the cluster at once.
 pub const DOWNLOAD_PIECE_MAX_BYTES: u64 = 4 << 20;
 
@@ -112,10 +107,11 @@ async fn stat(Extract(s): Shared, q: Result<Query<PathQuery>, QueryRejection>) -
     Ok(Json(report::stat(&s.client, &path).await?))
 }
 
-/// `?path=P`: one [`LockReport`], even with nobody in it. `?dir=D`: a list
-/// of the lock reports of D and of its first [`LOCK_SCAN_MAX`] names that
-/// have a holder or a waiter, by path. (Meta has no call that lists every
-/// locked path, so the dashboard shows the directory it browses.)
+/// `?path=P`: one [`LockReport`], even with nobody in it. `?dir=D`: the
+/// lock reports of D and of the names directly in it that have a holder or
+/// a waiter, by path, from one listing of the locked paths under D (at most
+/// [`LOCKS_LISTED_MAX`] of them, deeper ones included). Neither: every
+/// locked path, at most [`LOCKS_LISTED_MAX`].
 async fn locks(Extract(s): Shared, q: Result<Query<PathQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let q = query(q)?;
     if q.path.is_some() {
@@ -123,30 +119,21 @@ async fn locks(Extract(s): Shared, q: Result<Query<PathQuery>, QueryRejection>) 
         return Ok(Json(report::locks(&s.client, &path).await?).into_response());
     }
     let Some(dir) = q.dir else {
-        // Neither: every locked path in the cluster.
-        let (paths, truncated) = report::all_locks(&s.client, LOCKS_LISTED_MAX).await?;
+        let (paths, truncated) = report::all_locks(&s.client, "", LOCKS_LISTED_MAX).await?;
         return Ok(Json(serde_json::json!({ "paths": paths, "truncated": truncated })).into_response());
     };
-    let mut paths = vec![dir.clone()];
-    if s.client.stat(&dir).await?.is_dir {
-        let entries = s.client.list(&dir).await?;
-        paths.extend(entries.iter().take(LOCK_SCAN_MAX).map(|e| report::join(&dir, &e.name)));
-    }
-    let client = &s.client;
-    let found: Vec<Result<LockReport, _>> = futures::stream::iter(paths)
-        .map(|p| async move { report::locks(client, &p).await })
-        .buffer_unordered(LOCK_SCAN_PARALLEL_MAX)
-        .collect()
-        .await;
-    let mut busy = Vec::new();
-    for r in found {
-        let r = r?;
-        if !r.holders.is_empty() || !r.queue.is_empty() {
-            busy.push(r);
-        }
-    }
-    busy.sort_by(|a, b| a.path.cmp(&b.path));
+    let dir = normal(&dir)?;
+    s.client.stat(&dir).await?;
+    let (under, _) = report::all_locks(&s.client, &dir, LOCKS_LISTED_MAX).await?;
+    let busy: Vec<LockReport> = under.into_iter().filter(|r| r.path == dir || is_child(&dir, &r.path)).collect();
     Ok(Json(busy).into_response())
+}
+
+/// Whether `path` names an entry directly in `dir`.
+fn is_child(dir: &str, path: &str) -> bool {
+    let rest =
+        if dir == "/" { path.strip_prefix('/') } else { path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) };
+    rest.is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// Streams a file as it was at open: its size then bounds the body (a file
@@ -205,6 +192,17 @@ mod tests {
         assert_eq!(normal("/a/../b").unwrap_err().status(), axum::http::StatusCode::BAD_REQUEST);
         assert_eq!(normal("relative").unwrap_err().status(), axum::http::StatusCode::BAD_REQUEST);
         assert_eq!(required(None, "path").unwrap_err().status(), axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_child_is_one_name_below_its_directory() {
+        assert!(is_child("/", "/a"));
+        assert!(is_child("/d", "/d/a"));
+        assert!(!is_child("/d", "/d"));
+        assert!(!is_child("/d", "/d/a/b"));
+        assert!(!is_child("/d", "/dx/a"));
+        assert!(!is_child("/d", "/dx"));
+        assert!(!is_child("/", "/a/b"));
     }
 
     #[test]

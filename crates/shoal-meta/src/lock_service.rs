@@ -141,23 +141,33 @@ impl pb::locks_server::Locks for MetaService {
     }
 
     async fn list(&self, req: Request<pb::ListLocksRequest>) -> Reply<pb::LockList> {
-        let asked = req.into_inner().limit as usize;
-        let limit = if asked == 0 { LIST_LOCKS_MAX } else { asked.min(LIST_LOCKS_MAX) };
+        let req = req.into_inner();
+        let limit = if req.limit == 0 { LIST_LOCKS_MAX } else { (req.limit as usize).min(LIST_LOCKS_MAX) };
         self.node.linearizable().await?;
         let s = self.node.state.read();
-        let paths =
-            s.fs.locks
-                .paths
-                .iter()
-                .take(limit)
-                .map(|(path, l)| pb::LockedPath { path: path.clone(), info: Some(lock_info(l)) })
-                .collect();
-        Ok(TonicResponse::new(pb::LockList { paths, truncated: s.fs.locks.paths.len() > limit }))
+        let matching =
+            s.fs.locks.paths.range(req.prefix.clone()..).take_while(|(path, _)| path.starts_with(&req.prefix));
+        let mut list = pb::LockList::default();
+        let mut bytes = 0;
+        for (path, l) in matching {
+            let row = pb::LockedPath { path: path.clone(), info: Some(lock_info(l)) };
+            // About what the row encodes to: the path, and a few varints per entry.
+            bytes += path.len() + 16 + 40 * (l.holders.len() + l.queue.len());
+            if list.paths.len() == limit || (bytes > LIST_LOCKS_MAX_BYTES && !list.paths.is_empty()) {
+                list.truncated = true;
+                break;
+            }
+            list.paths.push(row);
+        }
+        Ok(TonicResponse::new(list))
     }
 }
 
 /// The most locked paths one `List` answers with.
 const LIST_LOCKS_MAX: usize = 10_000;
+/// About the largest reply of `List` (well under a client's 4 MiB decode
+/// limit): long queues make big rows.
+const LIST_LOCKS_MAX_BYTES: usize = 2 << 20;
 
 /// A path's holders (in grant order) and queue (in arrival order).
 fn lock_info(l: &crate::locks::PathLock) -> pb::LockInfo {

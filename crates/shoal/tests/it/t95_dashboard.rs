@@ -208,6 +208,8 @@ fn t95_api_matches_admin_json() {
     // locks?dir= lists the busy paths of a directory.
     let busy = must_get_json(&front.addr, "/api/v1/locks?dir=/docs");
     assert_eq!(busy, json!([lock]));
+    // Only names directly in the directory: the lock two levels down is not in /'s list.
+    assert_eq!(must_get_json(&front.addr, "/api/v1/locks?dir=/"), json!([]));
     // With no parameter: every locked path in the cluster.
     let all = must_get_json(&front.addr, "/api/v1/locks");
     assert_eq!(all, json!({ "paths": [lock], "truncated": false }));
