@@ -13,8 +13,11 @@
 //!
 //! Cost per call: one read lock on the method table and the updates of one
 //! counter and one histogram; label strings are made once per method and
-//! code, when first seen. Paths come from the network, so the table holds at
-//! most [`METHODS_MAX`] methods; calls of any further path count as `other`.
+//! code, when first seen. Paths come from the network, so a path enters the
+//! table only once the server has answered it with something other than
+//! `UNIMPLEMENTED` (so garbage paths never take a place), the table holds at
+//! most [`METHODS_MAX`] methods, and calls of any further path count as
+//! `other`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -120,18 +123,41 @@ struct Table {
     other: OnceLock<Arc<MethodStats>>,
 }
 
+/// `UNIMPLEMENTED`: the server has no such method.
+const CODE_UNIMPLEMENTED: usize = 12;
+
 impl Table {
+    /// The entry of a method already in the table.
+    fn known(&self, path: &str) -> Option<Arc<MethodStats>> {
+        let name = path.strip_prefix('/').unwrap_or(path);
+        self.methods.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    fn other(&self) -> Arc<MethodStats> {
+        self.other.get_or_init(|| Arc::new(MethodStats::new(OTHER_METHOD))).clone()
+    }
+
+    /// The entry of a path the server answered with `code`: a new one for a
+    /// method it has, while there is room; `other` for the rest.
+    fn answered(&self, path: &str, code: usize) -> Arc<MethodStats> {
+        if code == CODE_UNIMPLEMENTED {
+            return self.known(path).unwrap_or_else(|| self.other());
+        }
+        self.get(path)
+    }
+
     fn get(&self, path: &str) -> Arc<MethodStats> {
         let name = path.strip_prefix('/').unwrap_or(path);
-        if let Some(m) = self.methods.read().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return m.clone();
+        if let Some(m) = self.known(path) {
+            return m;
         }
         let mut methods = self.methods.write().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = methods.get(name) {
             return m.clone();
         }
         if methods.len() >= METHODS_MAX {
-            return self.other.get_or_init(|| Arc::new(MethodStats::new(OTHER_METHOD))).clone();
+            drop(methods);
+            return self.other();
         }
         let m = Arc::new(MethodStats::new(name));
         methods.insert(name.to_string(), m.clone());
@@ -190,7 +216,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = self.table.get(req.uri().path());
+        // A method seen before costs no allocation; a new path is kept until
+        // its answer says whether the server has such a method.
+        let method = self.table.known(req.uri().path()).ok_or_else(|| req.uri().path().to_string());
+        let table = self.table.clone();
         let started = Instant::now();
         let answer = self.inner.call(req);
         Box::pin(async move {
@@ -199,6 +228,7 @@ where
                 Ok(response) => code_of(response.headers(), response.status()),
                 Err(_) => CODE_UNKNOWN,
             };
+            let method = method.unwrap_or_else(|path| table.answered(&path, code));
             method.record(code, started.elapsed());
             result
         })
@@ -233,5 +263,18 @@ mod tests {
         }
         assert_eq!(layer.table.methods.read().unwrap().len(), METHODS_MAX);
         assert_eq!(layer.table.get("/junk/new").name, OTHER_METHOD);
+    }
+
+    #[test]
+    fn paths_the_server_does_not_have_take_no_place() {
+        let layer = RpcLayer::new();
+        for i in 0..METHODS_MAX * 2 {
+            assert_eq!(layer.table.answered(&format!("/junk/{i}"), CODE_UNIMPLEMENTED).name, OTHER_METHOD);
+        }
+        assert!(layer.table.methods.read().unwrap().is_empty());
+        let real = layer.table.answered("/shoal.meta.Namespace/Stat", 5);
+        assert_eq!(real.name, "shoal.meta.Namespace/Stat");
+        // A known method that answers UNIMPLEMENTED keeps its own entry.
+        assert!(Arc::ptr_eq(&real, &layer.table.answered("/shoal.meta.Namespace/Stat", CODE_UNIMPLEMENTED)));
     }
 }

@@ -8,7 +8,7 @@
 //!   dashboard.mjs` (playwright-core over Debian's `/usr/bin/chromium`) gets
 //!   the URL, the PIDs it may SIGKILL and a file to look for, and checks the
 //!   meta and chunk panels, the file browser, a chunk server turning dead
-//!   within dead-after + 3 s, the health panel through repair, and the page
+//!   (the time it took is logged), the health panel through repair, and the page
 //!   riding out a SIGKILL of the meta leader, all without a reload.
 //!
 //! `.ci/run` installs chromium and the npm package. Where chromium, node or
