@@ -1,7 +1,7 @@
 //! Every metric a meta node records, by name, and [`describe`], which gives
 //! each its help text. The values are recorded through the `metrics` facade
 //! where they happen (proposals in `node`, snapshots in `sm_store`, the
-//! committed index in `log_store`, copies in `repair`) or sampled in the
+//! committed index and group-commit counts in `log_store`, copies in `repair`) or sampled in the
 //! background by `sampler`; nothing here knows the recorder (see
 //! `shoal-metrics`), and with none installed recording costs next to nothing.
 //!
@@ -19,6 +19,8 @@ pub const RAFT_COMMIT_INDEX: &str = "shoal_meta_raft_commit_index";
 pub const RAFT_APPLIED_INDEX: &str = "shoal_meta_raft_applied_index";
 pub const RAFT_SNAPSHOT_INDEX: &str = "shoal_meta_raft_snapshot_index";
 pub const RAFT_REPLICATION_LAG: &str = "shoal_meta_raft_replication_lag_entries";
+pub const RAFT_LOG_FSYNCS_TOTAL: &str = "shoal_meta_raft_log_fsyncs_total";
+pub const RAFT_LOG_ENTRIES_TOTAL: &str = "shoal_meta_raft_log_entries_total";
 pub const PROPOSALS_TOTAL: &str = "shoal_meta_proposals_total";
 pub const PROPOSAL_SECONDS: &str = "shoal_meta_proposal_seconds";
 pub const SNAPSHOTS_BUILT_TOTAL: &str = "shoal_meta_snapshots_built_total";
@@ -56,6 +58,8 @@ pub fn describe() {
         RAFT_REPLICATION_LAG,
         "Entries a follower's log is behind the leader's, by follower id (on the leader; 0 elsewhere)."
     );
+    counter!(RAFT_LOG_FSYNCS_TOTAL, "Group-commit rounds of the Raft log: each one fsync for every append waiting.");
+    counter!(RAFT_LOG_ENTRIES_TOTAL, "Raft log entries made durable (entries over fsyncs is the group-commit batch).");
     counter!(PROPOSALS_TOTAL, "Commands proposed through Raft, by result (ok, not_leader, failed).");
     histogram!(PROPOSAL_SECONDS, Unit::Seconds, "Time from proposing a command to its being applied (committed ones).");
     counter!(SNAPSHOTS_BUILT_TOTAL, "Snapshots this node built (each compacts the Raft log).");
@@ -82,7 +86,13 @@ pub fn describe() {
     for name in [PROPOSAL_SECONDS, SNAPSHOT_BUILD_SECONDS] {
         let _ = metrics::histogram!(name);
     }
-    for name in [SNAPSHOTS_BUILT_TOTAL, SNAPSHOTS_INSTALLED_TOTAL, REPAIR_BYTES_COPIED_TOTAL] {
+    for name in [
+        SNAPSHOTS_BUILT_TOTAL,
+        SNAPSHOTS_INSTALLED_TOTAL,
+        REPAIR_BYTES_COPIED_TOTAL,
+        RAFT_LOG_FSYNCS_TOTAL,
+        RAFT_LOG_ENTRIES_TOTAL,
+    ] {
         let _ = metrics::counter!(name);
     }
     for result in ["ok", "not_leader", "failed"] {
