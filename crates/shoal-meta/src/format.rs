@@ -1,5 +1,6 @@
-//! The framing of every record a meta node keeps on disk: Raft log entries and
-//! `state` values in `raft.redb`, and the snapshot file (docs/formats.md).
+//! The framing of every record a meta node keeps on disk: Raft log entries in
+//! the segment log, its state values (vote, purged and committed ids), the
+//! same in a legacy `raft.redb`, and the snapshot file (docs/formats.md).
 //!
 //! A record is a fixed 20-byte header followed by the body:
 //!

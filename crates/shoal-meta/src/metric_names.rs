@@ -1,9 +1,10 @@
 //! Every metric a meta node records, by name, and [`describe`], which gives
 //! each its help text. The values are recorded through the `metrics` facade
 //! where they happen (proposals in `node`, snapshots in `sm_store`, the
-//! committed index and group-commit counts in `log_store`, copies in `repair`) or sampled in the
-//! background by `sampler`; nothing here knows the recorder (see
-//! `shoal-metrics`), and with none installed recording costs next to nothing.
+//! committed index and group-commit counts in `log_store`, copies in
+//! `repair`) or sampled in the background by `sampler`; nothing here knows
+//! the recorder (see `shoal-metrics`), and with none installed recording
+//! costs next to nothing.
 //!
 //! Gauges that only the leader knows (replication lag, fsck, chunk servers,
 //! repairs) read 0 on any other node, so a sum over every meta node is the

@@ -216,6 +216,10 @@ impl LogStore {
                 }
             }
         }
+        if frames.is_empty() {
+            done(Ok(()));
+            return Ok(());
+        }
         match write_frames(&self.inner, &frames) {
             Ok((files, sync_dir)) => {
                 self.inner.flusher.submit(flusher::Job { entries: frames.len() as u64, files, sync_dir, done });

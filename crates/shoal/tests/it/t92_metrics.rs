@@ -129,6 +129,8 @@ const META: &[(&str, SampleType)] = &[
     ("shoal_meta_raft_is_leader", Gauge),
     ("shoal_meta_raft_last_log_index", Gauge),
     ("shoal_meta_raft_commit_index", Gauge),
+    ("shoal_meta_raft_log_fsyncs_total", Counter),
+    ("shoal_meta_raft_log_entries_total", Counter),
     ("shoal_meta_raft_applied_index", Gauge),
     ("shoal_meta_raft_snapshot_index", Gauge),
     ("shoal_meta_proposals_total", Counter),
@@ -207,9 +209,13 @@ fn t92_every_node_serves_prometheus_text_and_counters_move_after_a_put() {
     let leader = c.wait_leader();
 
     // Every node: parseable text, the families of its role, one leader.
-    let before_meta = scrape_until(&metas, "exactly the leader says it leads", |i, m| {
-        m.sum("shoal_meta_raft_is_leader", &[]) == f64::from(i == leader)
-    });
+    // (A follower counts a call once it has answered one: Raft's heartbeats
+    // reach it within moments of the election.)
+    let before_meta =
+        scrape_until(&metas, "exactly the leader says it leads, every node has answered a call", |i, m| {
+            m.sum("shoal_meta_raft_is_leader", &[]) == f64::from(i == leader)
+                && m.sum("shoal_rpc_requests_total", &[]) > 0.0
+        });
     let before_chunk = scrape_until(&chunks, "disk gauges after a heartbeat", |_, m| {
         m.sum("shoal_chunk_disk_capacity_bytes", &[]) > 0.0
     });
@@ -246,6 +252,15 @@ fn t92_every_node_serves_prometheus_text_and_counters_move_after_a_put() {
     let ok = [("result", "ok")];
     assert!(a.sum("shoal_meta_proposals_total", &ok) > b.sum("shoal_meta_proposals_total", &ok));
     assert!(a.sum("shoal_meta_proposal_seconds_count", &[]) > b.sum("shoal_meta_proposal_seconds_count", &[]));
+    // Every entry was made durable by some fsync round, never more rounds than entries.
+    let (fsyncs, entries) = ("shoal_meta_raft_log_fsyncs_total", "shoal_meta_raft_log_entries_total");
+    assert!(a.sum(entries, &[]) > b.sum(entries, &[]) && a.sum(fsyncs, &[]) > b.sum(fsyncs, &[]));
+    assert!(
+        a.sum(fsyncs, &[]) <= a.sum(entries, &[]),
+        "{} rounds, {} entries",
+        a.sum(fsyncs, &[]),
+        a.sum(entries, &[])
+    );
     let prepares = [("method", PREPARE_WRITE), ("code", "OK")];
     assert!(a.sum("shoal_rpc_requests_total", &prepares) >= 3.0 + b.sum("shoal_rpc_requests_total", &prepares));
     assert!(a.sum("shoal_rpc_duration_seconds_count", &[("method", PREPARE_WRITE)]) >= 3.0);
