@@ -184,9 +184,12 @@ impl LogStore {
 
     /// True when this node has never voted nor logged anything: a pristine node.
     pub fn is_pristine(&self) -> anyhow::Result<bool> {
-        let hard = lock(&self.inner.hard);
-        let log = lock(&self.inner.log);
-        Ok(hard.vote.is_none() && hard.purged.is_none() && log.locs.is_empty())
+        // One lock at a time (truncation takes the log's, then the hard state's).
+        let nothing_hard = {
+            let hard = lock(&self.inner.hard);
+            hard.vote.is_none() && hard.purged.is_none()
+        };
+        Ok(nothing_hard && lock(&self.inner.log).locs.is_empty())
     }
 
     /// fsync rounds so far: appends that shared one count once.
@@ -266,6 +269,14 @@ fn load(dir: &Path, purged: Option<LogId<u64>>) -> anyhow::Result<Log> {
     let newest = firsts.last().copied();
     for first in firsts {
         let path = dir.join(segment::file_name(first));
+        if Some(first) == newest && !segment::header_written(&path)? {
+            // Created just before a crash, before its header reached the
+            // disk: it never held an acknowledged entry.
+            tracing::warn!(path = %path.display(), "removing a log segment whose header was never written (a crash while it was created)");
+            std::fs::remove_file(&path)?;
+            hard::sync_dir(dir)?;
+            continue;
+        }
         let scanned = segment::scan(&path, first)?;
         let mut file_len = scanned.file_len;
         if let Tail::Damaged { at, why } = &scanned.tail {

@@ -94,6 +94,21 @@ pub enum ScanError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+/// Whether the segment at `path` has its header (a file shorter than one, or
+/// whose header is zeros, was cut short by a crash while it was created).
+pub fn header_written(path: &Path) -> std::io::Result<bool> {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+    let file = File::open(path)?;
+    let mut n = 0;
+    while n < h.len() {
+        match file.read_at(&mut h[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n == h.len() && h.iter().any(|&b| b != 0))
+}
+
 /// Reads every frame of the segment at `path` whose name says it starts at `first`.
 pub fn scan(path: &Path, first: u64) -> Result<Scanned, ScanError> {
     let io = |source| ScanError::Io { path: path.to_path_buf(), source };

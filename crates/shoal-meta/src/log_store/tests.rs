@@ -138,6 +138,21 @@ async fn a_torn_tail_is_cut_and_damage_before_it_stops_the_node() {
 }
 
 #[tokio::test]
+async fn a_segment_created_just_before_a_crash_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    append(&store, (1..=3).map(entry).collect());
+    drop(store);
+    // The next segment's file exists, but its header never reached the disk.
+    for leftover in [&[][..], &[0u8; 9][..], &[0u8; 16][..]] {
+        std::fs::write(dir.path().join(LOG_DIR).join(segment::file_name(4)), leftover).unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(all(&mut store).await, vec![1, 2, 3]);
+        assert_eq!(segments(dir.path()), vec![segment::file_name(1)]);
+    }
+}
+
+#[tokio::test]
 async fn damage_in_an_older_segment_stops_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let store = LogStore::open_with(dir.path(), 100).unwrap();
