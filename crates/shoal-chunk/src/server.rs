@@ -140,14 +140,18 @@ pub async fn run(
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     tracing::info!(node_id, %addr, "chunk server serving");
     tonic::transport::Server::builder()
+        // Pings keep healthy idle channels from looking idle to the gate.
+        .http2_keepalive_interval(Some(shoal_proto::bounded::GRPC_KEEPALIVE))
+        .http2_keepalive_timeout(Some(shoal_proto::bounded::GRPC_KEEPALIVE_TIMEOUT))
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
         // Counts and times every call (`shoal_rpc_*`).
         .layer(shoal_metrics::RpcLayer::new())
         .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
-        // TCP_NODELAY must be set on our own listener's sockets (tonic sets it only on its own).
+        // Our own listener behind the connection gate: bounded connections,
+        // idle ones closed, TCP_NODELAY on each (tonic sets it only on its own).
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shoal_proto::bounded::Gate::new(listener, shoal_proto::bounded::Limits::GRPC).incoming(),
             shutdown,
         )
         .await

@@ -161,11 +161,14 @@ pub async fn run(
     crate::sampler::spawn(service.node.clone(), service.healer.clone());
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    // Our own listener (bound before serving): tonic applies TCP_NODELAY only to
-    // sockets it accepts itself, so ask for it here, or replies wait on Nagle.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Our own listener (bound before serving), behind the connection gate:
+    // bounded connections, idle ones closed, TCP_NODELAY on each.
+    let incoming = shoal_proto::bounded::Gate::new(listener, shoal_proto::bounded::Limits::GRPC).incoming();
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     let server = tonic::transport::Server::builder()
+        // Pings keep healthy idle channels from looking idle to the gate.
+        .http2_keepalive_interval(Some(shoal_proto::bounded::GRPC_KEEPALIVE))
+        .http2_keepalive_timeout(Some(shoal_proto::bounded::GRPC_KEEPALIVE_TIMEOUT))
         .initial_stream_window_size(shoal_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
         // Counts and times every call, Raft's included (`shoal_rpc_*`).

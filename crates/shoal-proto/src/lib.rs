@@ -2,9 +2,11 @@
 //!
 //! `raft` frames openraft traffic between meta nodes, `meta` is the metadata
 //! service for clients and chunk servers, `chunk` is the data path. Besides
-//! the schema: the gRPC [`endpoint`] every component dials with, and the
-//! [`pool`] of channels built from it.
+//! the schema: the gRPC [`endpoint`] every component dials with, the
+//! [`pool`] of channels built from it, and the [`bounded`] accepting of
+//! connections every server port uses.
 
+pub mod bounded;
 pub mod pool;
 
 /// Raft transport between meta nodes.

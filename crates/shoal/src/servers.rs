@@ -96,7 +96,9 @@ pub async fn serve_http(addr: SocketAddr, app: axum::Router) -> anyhow::Result<(
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP port {addr}"))?;
     tracing::info!(%addr, "serving HTTP");
     tokio::spawn(async move {
-        if let Err(e) = shoal_http::serve::serve(listener, app, Default::default(), std::future::pending()).await {
+        if let Err(e) =
+            shoal_http::serve::serve(listener, app, shoal_http::serve::Limits::HTTP, std::future::pending()).await
+        {
             tracing::error!("the HTTP server at {addr} failed: {e}");
         }
     });

@@ -14,7 +14,7 @@ pub async fn run(client: Client, listen: SocketAddr) -> anyhow::Result<ExitCode>
     tracing::info!(%addr, "dashboard serving");
     println!("Shoal dashboard: http://{addr}/");
     let app = shoal_http::router(client);
-    shoal_http::serve::serve(listener, app, Default::default(), crate::servers::terminated())
+    shoal_http::serve::serve(listener, app, shoal_http::serve::Limits::HTTP, crate::servers::terminated())
         .await
         .context("serving http")?;
     Ok(ExitCode::SUCCESS)
