@@ -1,7 +1,7 @@
 //! Every metric a meta node records, by name, and [`describe`], which gives
 //! each its help text. The values are recorded through the `metrics` facade
 //! where they happen (proposals in `node`, snapshots in `sm_store`, the
-//! committed index and group-commit counts in `log_store`, copies in
+//! committed index and fsync counts in `log_store`, copies in
 //! `repair`) or sampled in the background by `sampler`; nothing here knows
 //! the recorder (see `shoal-metrics`), and with none installed recording
 //! costs next to nothing.
@@ -59,8 +59,8 @@ pub fn describe() {
         RAFT_REPLICATION_LAG,
         "Entries a follower's log is behind the leader's, by follower id (on the leader; 0 elsewhere)."
     );
-    counter!(RAFT_LOG_FSYNCS_TOTAL, "Group-commit rounds of the Raft log: each one fsync for every append waiting.");
-    counter!(RAFT_LOG_ENTRIES_TOTAL, "Raft log entries made durable (entries over fsyncs is the group-commit batch).");
+    counter!(RAFT_LOG_FSYNCS_TOTAL, "fsync rounds of the Raft log: each covers every append waiting.");
+    counter!(RAFT_LOG_ENTRIES_TOTAL, "Raft log entries made durable (entries over fsyncs: entries per fsync).");
     counter!(PROPOSALS_TOTAL, "Commands proposed through Raft, by result (ok, not_leader, failed).");
     histogram!(PROPOSAL_SECONDS, Unit::Seconds, "Time from proposing a command to its being applied (committed ones).");
     counter!(SNAPSHOTS_BUILT_TOTAL, "Snapshots this node built (each compacts the Raft log).");

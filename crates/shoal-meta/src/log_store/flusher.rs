@@ -5,12 +5,20 @@
 //! segment (then the directory needs an fsync too), and openraft's callback.
 //! The flusher thread takes every job waiting, fsyncs each file named once
 //! (and the directory once), and only then completes the callbacks, in the
-//! order the appends were made. While one fsync runs, the next appends
-//! gather behind it, so under load many entries share one fsync, on the
-//! leader and on every follower.
+//! order the appends were made. Appends that arrive while one fsync runs
+//! gather behind it and share the next. (openraft 0.9 waits for each
+//! append's callback before it issues the next, so today a round holds one
+//! append: one client write on the leader, or one AppendEntries batch, many
+//! entries, on a follower. The flusher still keeps the fsync off the async
+//! runtime's threads.)
+//!
+//! An fsync that fails poisons the store: the pages it could not write may
+//! be marked clean by the kernel and later read back as if durable, so no
+//! later fsync can vouch for them. Every later append is refused until the
+//! process restarts (and openraft stops on the error it gets).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::Segment;
@@ -32,6 +40,8 @@ pub struct Flusher {
     jobs: mpsc::Sender<Job>,
     /// fsync rounds so far (tests and metrics).
     rounds: Arc<AtomicU64>,
+    /// Set once an fsync failed.
+    poisoned: Arc<AtomicBool>,
     /// Held by the thread while it gathers a round (tests hold it to make
     /// appends wait for one round deterministically).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -45,11 +55,18 @@ impl Flusher {
         let counted = rounds.clone();
         let gate = Arc::new(Mutex::new(()));
         let gate_of_thread = gate.clone();
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let poison = poisoned.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || run(dir, rx, counted, gate_of_thread))
+            .spawn(move || run(dir, rx, counted, gate_of_thread, poison))
             .expect("starting the log flusher thread");
-        Flusher { jobs, rounds, gate }
+        Flusher { jobs, rounds, poisoned, gate }
+    }
+
+    /// Whether an fsync has failed (see the module doc).
+    pub fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
     }
 
     /// Keeps the next round from gathering its jobs until the guard drops.
@@ -69,7 +86,7 @@ impl Flusher {
     }
 }
 
-fn run(dir: PathBuf, rx: mpsc::Receiver<Job>, rounds: Arc<AtomicU64>, gate: Arc<Mutex<()>>) {
+fn run(dir: PathBuf, rx: mpsc::Receiver<Job>, rounds: Arc<AtomicU64>, gate: Arc<Mutex<()>>, poisoned: Arc<AtomicBool>) {
     while let Ok(first) = rx.recv() {
         let gathering = gate.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = vec![first];
@@ -85,8 +102,15 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<Job>, rounds: Arc<AtomicU64>, gate: Arc<
                 }
             }
         }
-        let mut result = Ok(());
+        let mut result = if poisoned.load(Ordering::SeqCst) {
+            Err("an earlier fsync of the Raft log failed".to_string())
+        } else {
+            Ok(())
+        };
         for f in &files {
+            if result.is_err() {
+                break;
+            }
             if let Err(e) = f.file.sync_data() {
                 result = Err(format!("fsync of {}: {e}", f.path.display()));
                 break;
@@ -97,6 +121,10 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<Job>, rounds: Arc<AtomicU64>, gate: Arc<
             && let Err(e) = super::hard::sync_dir(&dir)
         {
             result = Err(format!("fsync of {}: {e}", dir.display()));
+        }
+        if let Err(e) = &result {
+            tracing::error!("the Raft log cannot be made durable ({e}): refusing every further append");
+            poisoned.store(true, Ordering::SeqCst);
         }
         rounds.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metric_names::RAFT_LOG_FSYNCS_TOTAL).increment(1);

@@ -1,28 +1,32 @@
-//! The durable Raft log: append-only segment files with group commit, in
-//! `DIR/raftlog/` (docs/formats.md).
+//! The durable Raft log: append-only segment files in `DIR/raftlog/`
+//! (docs/formats.md), written without a B-tree's page copies.
 //!
 //! - [`segment`]: the files. Each entry is one frame (its index, then its
 //!   record with a CRC32C), appended to the newest segment; a segment past
-//!   [`SEGMENT_BYTES`] is followed by a new one.
-//! - [`flusher`]: group commit. [`LogStore::append`] writes into the page
-//!   cache and returns; a flusher thread fsyncs once for every append waiting
-//!   and only then tells openraft the entries are durable.
+//!   [`SEGMENT_BYTES`] is fsynced and followed by a new one, so only the
+//!   newest segment can ever hold a torn write.
+//! - [`flusher`]: [`LogStore::append`] writes into the page cache and
+//!   returns; a flusher thread fsyncs (once for every append waiting) and
+//!   only then tells openraft the entries are durable. An fsync that fails
+//!   poisons the store.
 //! - [`hard`]: the vote and the last purged id, replaced whole and fsynced;
 //!   the committed id, in two slots written without an fsync.
 //! - [`legacy`]: the log of earlier versions (`raft.redb`), moved into
 //!   segments once, at the first start of this version.
 //!
-//! What is on disk per entry is its payload plus 28 bytes (the frame's index
-//! and the record header); one fsync covers all the appends waiting for it.
-//! A truncation cuts the segment at a frame boundary and fsyncs before it
-//! returns; a purge records the purged id, then deletes the segments wholly
+//! On disk per entry: its payload plus 28 bytes (the frame's index and the
+//! record header). A truncation unlinks later segments (directory fsync),
+//! then cuts the segment at a frame boundary and fsyncs, before it returns;
+//! a purge records the purged id durably, then deletes the segments wholly
 //! below it.
 //!
-//! Opening reads every segment and checks every record's header and CRC. A
-//! newer format, or damage anywhere but at the end of the newest segment,
-//! stops the node with the file and the entry. Damage at the very end of the
-//! newest segment is what a crash during an append leaves (a write that was
-//! never acknowledged): it is cut off, with a warning naming what was cut.
+//! Opening reads every segment and checks every record's header and CRC and
+//! that indexes follow each other. A torn tail of the newest segment (a
+//! partial frame, zeros, or a last frame failing its CRC and ending at the
+//! end of the file: what a crash during an append leaves, and such an append
+//! was never acknowledged) is cut off, with a warning. Anything else (damage
+//! with frames after it, a frame out of sequence, a torn older segment, a
+//! newer format) stops the node naming the file and the place.
 
 pub mod flusher;
 pub mod hard;
@@ -52,6 +56,8 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 pub const LOG_DIR: &str = "raftlog";
 /// The log of earlier versions, moved into [`LOG_DIR`] at the first start.
 pub const LEGACY_FILE: &str = "raft.redb";
+/// In [`LOG_DIR`] when its content was moved from [`LEGACY_FILE`].
+pub const MIGRATED_MARK: &str = "migrated-from-raft.redb";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -162,14 +168,28 @@ impl LogStore {
                 hard::sync_dir(dir)?;
             }
         }
+        let hard = hard::read_hard(&log_dir)?;
+        let (committed, saved_committed) = Committed::open(&log_dir)?;
+        let log = load(&log_dir, hard.purged)?;
         if legacy.exists() {
-            // A crash after the move and before this removal.
+            // Moved here by a start that crashed before removing it; any other
+            // raft.redb beside a segment log is not ours to delete.
+            anyhow::ensure!(
+                log_dir.join(MIGRATED_MARK).exists(),
+                "{} and {} both exist, and the log was not moved from that file: remove the one that is stale",
+                legacy.display(),
+                log_dir.display()
+            );
             std::fs::remove_file(&legacy)?;
             hard::sync_dir(dir)?;
         }
-        let hard = hard::read_hard(&log_dir)?;
-        let (committed, committed_id) = Committed::open(&log_dir)?;
-        let log = load(&log_dir, hard.purged)?;
+        // The saved committed id never reaches past the log (it is written
+        // without an fsync, and a torn tail may have been cut).
+        let committed_id = match (saved_committed, log.last) {
+            (Some(c), Some(last)) if c.index > last.index => Some(last),
+            (Some(_), None) => None,
+            (c, _) => c,
+        };
         Ok(LogStore {
             inner: Arc::new(Inner {
                 flusher: flusher::Flusher::start(log_dir.clone()),
@@ -223,16 +243,18 @@ impl LogStore {
             done(Ok(()));
             return Ok(());
         }
-        match write_frames(&self.inner, &frames) {
-            Ok((files, sync_dir)) => {
-                self.inner.flusher.submit(flusher::Job { entries: frames.len() as u64, files, sync_dir, done });
-                Ok(())
-            }
-            Err(e) => {
-                done(Err(std::io::Error::other(e.clone())));
-                Err(write_err(e))
-            }
+        if self.inner.flusher.poisoned() {
+            let e = "an fsync of the Raft log failed earlier: this node takes no more appends until it restarts";
+            done(Err(std::io::Error::other(e)));
+            return Err(write_err(e));
         }
+        let entries = frames.len() as u64;
+        // The job is queued under the log's lock, so the flusher sees jobs
+        // in the order their frames were written.
+        let queued = write_frames(&self.inner, &frames, |files, sync_dir| {
+            self.inner.flusher.submit(flusher::Job { entries, files, sync_dir, done })
+        });
+        queued.map_err(write_err)
     }
 
     fn update_hard(&self, change: impl FnOnce(&mut HardState)) -> std::io::Result<()> {
@@ -243,15 +265,25 @@ impl LogStore {
         *hard = next;
         Ok(())
     }
+}
 
-    /// The entry at `index` read from its segment, when the log has it.
-    fn read_entry(&self, log: &Log, index: u64) -> Result<Option<Entry<TypeConfig>>, String> {
-        let Some(loc) = log.loc(index) else { return Ok(None) };
-        let segment = &log.segments[&loc.segment];
-        let bytes = segment::read_record(&segment.file, loc.frame)
-            .map_err(|e| format!("{}, log entry {index}: {e}", segment.path.display()))?;
-        decode_entry(&segment.path, index, &bytes).map(Some)
-    }
+/// Where entries `indexes` are, with their segments, taken under the log's
+/// lock so that they can be read after it is released (a purge may unlink a
+/// segment meanwhile: its open file still reads).
+fn places(log: &Log, indexes: std::ops::Range<u64>) -> Vec<(u64, Arc<Segment>, Frame)> {
+    indexes.map_while(|i| log.loc(i).map(|loc| (i, log.segments[&loc.segment].clone(), loc.frame))).collect()
+}
+
+fn read_place(index: u64, segment: &Segment, frame: Frame) -> Result<Entry<TypeConfig>, String> {
+    let bytes = segment::read_record(&segment.file, frame)
+        .map_err(|e| format!("{}, log entry {index}: {e}", segment.path.display()))?;
+    decode_entry(&segment.path, index, &bytes)
+}
+
+/// The entry at `index`, which the log must hold, read under its lock.
+fn read_at(log: &Log, index: u64) -> Result<Entry<TypeConfig>, String> {
+    let (i, segment, frame) = places(log, index..index + 1).pop().ok_or_else(|| format!("no log entry {index}"))?;
+    read_place(i, &segment, frame)
 }
 
 /// Reads every segment of `dir` into the log's index (see the module doc).
@@ -279,20 +311,24 @@ fn load(dir: &Path, purged: Option<LogId<u64>>) -> anyhow::Result<Log> {
         }
         let scanned = segment::scan(&path, first)?;
         let mut file_len = scanned.file_len;
-        if let Tail::Damaged { at, why } = &scanned.tail {
-            if Some(first) != newest {
-                anyhow::bail!("{}: damaged at byte {at} ({why}), and it is not the newest segment", path.display());
+        match &scanned.tail {
+            Tail::Clean => {}
+            Tail::Corrupt { at, why } => anyhow::bail!("{}: damaged at byte {at}: {why}", path.display()),
+            Tail::Torn { at, why } if Some(first) != newest => {
+                anyhow::bail!("{}: damaged at byte {at} ({why}), and it is not the newest segment", path.display())
             }
-            tracing::warn!(
-                path = %path.display(),
-                at,
-                cut_bytes = scanned.file_len - at,
-                "the Raft log ends with a partial or damaged entry (a crash during an append, never acknowledged): cutting it off ({why})"
-            );
-            let f = OpenOptions::new().write(true).open(&path)?;
-            f.set_len(*at)?;
-            f.sync_all()?;
-            file_len = *at;
+            Tail::Torn { at, why } => {
+                tracing::warn!(
+                    path = %path.display(),
+                    at,
+                    cut_bytes = scanned.file_len - at,
+                    "the Raft log ends with a partial or damaged entry, what a crash during an append leaves (such an append was never acknowledged): cutting it off ({why})"
+                );
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(*at)?;
+                f.sync_all()?;
+                file_len = *at;
+            }
         }
         for frame in scanned.frames {
             if frame.index < start {
@@ -345,7 +381,7 @@ fn migrate(dir: &Path, legacy_path: &Path) -> anyhow::Result<()> {
         segment.file.sync_all()?;
     }
     File::open(tmp.join("committed"))?.sync_all()?;
-    hard::sync_dir(&tmp)?;
+    hard::replace_durably(&tmp, MIGRATED_MARK, b"")?;
     std::fs::rename(&tmp, dir.join(LOG_DIR))?;
     hard::sync_dir(dir)?;
     tracing::info!(entries = old.entries.len(), "moved the Raft log from {} into {LOG_DIR}/", legacy_path.display());
@@ -357,27 +393,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let log = lock(&self.inner.log);
-        let from = match range.start_bound() {
-            Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i + 1,
-            Bound::Unbounded => log.first,
-        }
-        .max(log.first);
-        let to = match range.end_bound() {
-            Bound::Included(&i) => i.saturating_add(1),
-            Bound::Excluded(&i) => i,
-            Bound::Unbounded => log.next_index(),
-        }
-        .min(log.next_index());
-        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-        for index in from..to {
-            match self.read_entry(&log, index).map_err(read_err)? {
-                Some(e) => out.push(e),
-                None => break,
+        let places = {
+            let log = lock(&self.inner.log);
+            let from = match range.start_bound() {
+                Bound::Included(&i) => i,
+                Bound::Excluded(&i) => i + 1,
+                Bound::Unbounded => log.first,
             }
-        }
-        Ok(out)
+            .max(log.first);
+            let to = match range.end_bound() {
+                Bound::Included(&i) => i.saturating_add(1),
+                Bound::Excluded(&i) => i,
+                Bound::Unbounded => log.next_index(),
+            }
+            .min(log.next_index());
+            places(&log, from..to.max(from))
+        };
+        places.iter().map(|(i, segment, frame)| read_place(*i, segment, *frame).map_err(read_err)).collect()
     }
 }
 
@@ -443,82 +475,101 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 /// Appends `frames` (consecutive entries) to the newest segment, starting a
-/// new one when it is full or when the log was emptied by a purge. Returns
-/// the files written and whether a segment was created.
-fn write_frames(inner: &Inner, frames: &[(LogId<u64>, Vec<u8>)]) -> Result<(Vec<Arc<Segment>>, bool), String> {
-    let Some((first_id, _)) = frames.first() else { return Ok((Vec::new(), false)) };
+/// new one when it is full or when the log was emptied by a purge, then
+/// hands `queue` the files written and whether a segment was created, still
+/// under the log's lock. The in-memory index changes only once every write
+/// succeeded; on an error `queue` is not called and the error is returned
+/// (openraft treats it as fatal).
+fn write_frames(
+    inner: &Inner,
+    frames: &[(LogId<u64>, Vec<u8>)],
+    queue: impl FnOnce(Vec<Arc<Segment>>, bool),
+) -> Result<(), String> {
+    let Some((first_id, _)) = frames.first() else { return Ok(()) };
     let mut log = lock(&inner.log);
     if !log.locs.is_empty() && first_id.index != log.next_index() {
         return Err(format!("append of entry {} where entry {} belongs", first_id.index, log.next_index()));
     }
-    if log.locs.is_empty() {
-        log.first = first_id.index;
-    }
-    let mut files = Vec::new();
-    let mut created = false;
+    let io = |s: &Segment, e: std::io::Error| format!("{}: {e}", s.path.display());
+    // Planned changes, applied to `log` only at the end.
+    let mut newest = log.newest().cloned();
+    let mut end = log.end;
+    let mut live = log.locs.len();
+    let mut created: Vec<Arc<Segment>> = Vec::new();
+    let mut locs: Vec<Loc> = Vec::with_capacity(frames.len());
     let mut batch: Vec<u8> = Vec::new();
-    let mut batch_at = log.end;
-    let flush = |log: &Log, batch: &mut Vec<u8>, at: u64| -> Result<(), String> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let segment = log.newest().expect("a segment to write to");
-        segment.file.write_all_at(batch, at).map_err(|e| format!("{}: {e}", segment.path.display()))?;
-        batch.clear();
-        Ok(())
-    };
+    let mut batch_at = end;
     for (id, record) in frames {
         // A new segment: the first ever, a full one, or after a purge left
         // no live entry (so a segment's frames are always consecutive).
-        let full = log.end >= inner.segment_bytes;
-        let stale = log.locs.is_empty() && log.end > segment::SEGMENT_HEADER_BYTES;
-        if log.newest().is_none() || full || stale {
-            flush(&log, &mut batch, batch_at)?;
-            if let Some(s) = log.newest() {
-                files.push(s.clone());
+        let full = end >= inner.segment_bytes;
+        let stale = live == 0 && end > segment::SEGMENT_HEADER_BYTES;
+        if newest.is_none() || full || stale {
+            if let Some(old) = &newest {
+                if !batch.is_empty() {
+                    old.file.write_all_at(&batch, batch_at).map_err(|e| io(old, e))?;
+                    batch.clear();
+                }
+                // The old segment is durable before the next one exists, so
+                // only the newest segment can ever have a torn tail.
+                old.file.sync_data().map_err(|e| io(old, e))?;
             }
             let s = create_segment(&inner.dir, id.index).map_err(|e| format!("{}: {e}", inner.dir.display()))?;
-            log.segments.insert(id.index, s);
-            log.end = segment::SEGMENT_HEADER_BYTES;
-            batch_at = log.end;
-            created = true;
+            created.push(s.clone());
+            newest = Some(s);
+            end = segment::SEGMENT_HEADER_BYTES;
+            batch_at = end;
         }
-        let offset = log.end;
-        segment::push_frame(&mut batch, id.index, record);
+        let segment = newest.as_ref().expect("a segment to write to");
         let len = (segment::FRAME_PREFIX_BYTES + record.len()) as u32;
-        let seg_first = log.newest().expect("a segment").first;
-        log.locs.push_back(Loc { segment: seg_first, frame: Frame { index: id.index, offset, len } });
-        log.end += len as u64;
-        log.last = Some(*id);
+        locs.push(Loc { segment: segment.first, frame: Frame { index: id.index, offset: end, len } });
+        segment::push_frame(&mut batch, id.index, record);
+        end += len as u64;
+        live += 1;
     }
-    flush(&log, &mut batch, batch_at)?;
-    files.push(log.newest().expect("a segment").clone());
-    Ok((files, created))
+    let segment = newest.expect("a segment was written");
+    if !batch.is_empty() {
+        segment.file.write_all_at(&batch, batch_at).map_err(|e| io(&segment, e))?;
+    }
+    // Every write succeeded: the index takes the new entries.
+    if log.locs.is_empty() {
+        log.first = first_id.index;
+    }
+    for s in &created {
+        log.segments.insert(s.first, s.clone());
+    }
+    log.locs.extend(locs);
+    log.end = end;
+    log.last = frames.last().map(|(id, _)| *id);
+    queue(vec![segment], !created.is_empty());
+    Ok(())
 }
 
-/// Removes the entries from `index` on, durably, before returning.
+/// Removes the entries from `index` on, durably, before returning: later
+/// segments are unlinked and the directory fsynced first, then the segment
+/// holding `index` is cut there and fsynced.
 fn truncate_from(store: &LogStore, index: u64) -> Result<(), String> {
     let mut log = lock(&store.inner.log);
     let Some(loc) = log.loc(index) else { return Ok(()) };
-    // Segments after the one holding `index` go whole.
     let later: Vec<u64> = log.segments.range(loc.segment + 1..).map(|(k, _)| *k).collect();
     for first in &later {
-        let s = log.segments.remove(first).expect("listed");
-        std::fs::remove_file(&s.path).map_err(|e| format!("{}: {e}", s.path.display()))?;
+        let path = log.segments[first].path.clone();
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        log.segments.remove(first);
+    }
+    if !later.is_empty() {
+        hard::sync_dir(&store.inner.dir).map_err(|e| e.to_string())?;
     }
     let segment = log.segments[&loc.segment].clone();
     segment.file.set_len(loc.frame.offset).map_err(|e| format!("{}: {e}", segment.path.display()))?;
     segment.file.sync_all().map_err(|e| format!("{}: {e}", segment.path.display()))?;
-    if !later.is_empty() {
-        hard::sync_dir(&store.inner.dir).map_err(|e| e.to_string())?;
-    }
+    let previous = if index > log.first { Some(read_at(&log, index - 1)?) } else { None };
     let keep = (index - log.first) as usize;
     log.locs.truncate(keep);
     log.end = loc.frame.offset;
-    log.last = if index > log.first {
-        store.read_entry(&log, index - 1)?.map(|e| e.log_id)
-    } else {
-        lock(&store.inner.hard).purged
+    log.last = match previous {
+        Some(e) => Some(e.log_id),
+        None => lock(&store.inner.hard).purged,
     };
     Ok(())
 }

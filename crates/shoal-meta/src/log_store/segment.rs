@@ -67,9 +67,13 @@ pub struct Frame {
 pub enum Tail {
     /// The file ends exactly after the last frame.
     Clean,
-    /// From `at` on, the bytes are not a whole, sound frame: a partial
-    /// write, zeros, or damage. `why` says which.
-    Damaged { at: u64, why: String },
+    /// From `at` to the end of the file, what an append cut short by a crash
+    /// leaves: a partial frame, zeros, or one last frame that fails its
+    /// checksum and ends exactly at the end of the file. `why` says which.
+    Torn { at: u64, why: String },
+    /// At `at`, damage that no crash during an append explains: a bad frame
+    /// with more bytes after it, or a frame out of sequence.
+    Corrupt { at: u64, why: String },
 }
 
 /// A segment read back.
@@ -131,26 +135,38 @@ pub fn scan(path: &Path, first: u64) -> Result<Scanned, ScanError> {
         if rest.is_empty() {
             break Tail::Clean;
         }
-        let damaged = |why: &str| Tail::Damaged { at: at as u64, why: why.to_string() };
+        let torn = |why: &str| Tail::Torn { at: at as u64, why: why.to_string() };
+        let corrupt = |why: String| Tail::Corrupt { at: at as u64, why };
         if rest.iter().all(|&b| b == 0) {
-            break damaged("zeros to the end of the file");
+            break torn("zeros to the end of the file");
         }
         if rest.len() < FRAME_PREFIX_BYTES + HEADER_BYTES {
-            break damaged("a partial frame header");
+            break torn("a partial frame header");
         }
         let index = u64::from_le_bytes(rest[..8].try_into().expect("eight bytes"));
         let record = &rest[FRAME_PREFIX_BYTES..];
         let body_len = u64::from_le_bytes(record[8..16].try_into().expect("eight bytes"));
         let Some(record_len) = (HEADER_BYTES as u64).checked_add(body_len).filter(|&l| l <= record.len() as u64) else {
-            break damaged("a frame longer than the rest of the file");
+            break torn("a frame longer than the rest of the file");
         };
-        match format::check(RecordKind::LogEntry, &record[..record_len as usize]) {
-            Ok(format::Checked::Headed { .. }) => {}
-            Ok(format::Checked::LegacyJson(_)) => break damaged("a record without a header"),
+        let is_last = record_len as usize == record.len();
+        let bad = match format::check(RecordKind::LogEntry, &record[..record_len as usize]) {
+            Ok(format::Checked::Headed { .. }) => None,
+            Ok(format::Checked::LegacyJson(_)) => Some("a record without a header".to_string()),
             Err(error @ FormatError::Newer { .. }) => {
                 return Err(ScanError::Newer { path: path.to_path_buf(), index, error });
             }
-            Err(e) => break damaged(&e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        match bad {
+            Some(why) if is_last => break torn(&why),
+            Some(why) => break corrupt(format!("{why}, with more frames after it")),
+            None => {}
+        }
+        // The index is outside the record's checksum: it must be the next in sequence.
+        let expected = first + frames.len() as u64;
+        if index != expected {
+            break corrupt(format!("a frame of log index {index} where index {expected} belongs"));
         }
         let len = FRAME_PREFIX_BYTES as u64 + record_len;
         frames.push(Frame { index, offset: at as u64, len: len as u32 });
@@ -213,23 +229,45 @@ mod tests {
         std::fs::write(&path, &full[..full.len() - 3]).unwrap();
         let s = scan(&path, 1).unwrap();
         assert_eq!(s.frames.len(), 1);
-        assert!(matches!(s.tail, Tail::Damaged { at, .. } if at == second), "{:?}", s.tail);
+        assert!(matches!(s.tail, Tail::Torn { at, .. } if at == second), "{:?}", s.tail);
         // Zeros where the second frame was.
         let mut zeroed = full.clone();
         zeroed[second as usize..].fill(0);
         std::fs::write(&path, &zeroed).unwrap();
-        assert!(matches!(scan(&path, 1).unwrap().tail, Tail::Damaged { at, .. } if at == second));
-        // A flipped bit in the second record.
+        assert!(matches!(scan(&path, 1).unwrap().tail, Tail::Torn { at, .. } if at == second));
+        // A flipped bit in the last record, which ends at the end of the file: torn.
         let mut flipped = full.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         let s = scan(&path, 1).unwrap();
+        assert!(matches!(&s.tail, Tail::Torn { at, why } if *at == second && why.contains("CRC32C")), "{:?}", s.tail);
+    }
+
+    #[test]
+    fn damage_with_frames_after_it_or_out_of_sequence_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path(), 1, &[(1, record(1)), (2, record(2)), (3, record(3))]);
+        let full = std::fs::read(&path).unwrap();
+        let frames = scan(&path, 1).unwrap().frames;
+        // A flipped bit in the body of the second record.
+        let mut flipped = full.clone();
+        flipped[frames[1].offset as usize + FRAME_PREFIX_BYTES + HEADER_BYTES + 2] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let s = scan(&path, 1).unwrap();
+        let at_second = frames[1].offset;
         assert!(
-            matches!(&s.tail, Tail::Damaged { at, why } if *at == second && why.contains("CRC32C")),
+            matches!(&s.tail, Tail::Corrupt { at, why } if *at == at_second && why.contains("CRC32C")),
             "{:?}",
             s.tail
         );
+        assert_eq!(s.frames.len(), 1);
+        // A damaged index prefix (outside the CRC): out of sequence.
+        let mut bad_index = full.clone();
+        bad_index[frames[2].offset as usize] ^= 4;
+        std::fs::write(&path, &bad_index).unwrap();
+        let s = scan(&path, 1).unwrap();
+        assert!(matches!(&s.tail, Tail::Corrupt { why, .. } if why.contains("index 7 where index 3")), "{:?}", s.tail);
     }
 
     #[test]

@@ -128,13 +128,43 @@ async fn a_torn_tail_is_cut_and_damage_before_it_stops_the_node() {
     let mut store = LogStore::open(dir.path()).unwrap();
     assert_eq!(all(&mut store).await, vec![1, 2, 3, 4, 5]);
     drop(store);
-    // A flipped bit in entry 2 of a segment that goes on after it: refused.
+    // A flipped bit in the body of entry 2, with entries after it: refused,
+    // never cut (entries 2..=5 were acknowledged).
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = segment::scan(&seg, 1).unwrap().frames[1].offset as usize + segment::FRAME_PREFIX_BYTES + 25;
+    let at =
+        segment::scan(&seg, 1).unwrap().frames[1].offset as usize + segment::FRAME_PREFIX_BYTES + format::HEADER_BYTES;
     bytes[at] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-    assert!(err.contains("a hole in the log") || err.contains("damaged"), "{err}");
+    assert!(err.contains("CRC32C mismatch") && err.contains("with more frames after it"), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+#[tokio::test]
+async fn a_saved_committed_id_past_the_log_is_brought_back_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LogStore::open(dir.path()).unwrap();
+    append(&store, (1..=5).map(entry).collect());
+    store.save_committed(Some(log_id(1, 5))).await.unwrap();
+    drop(store);
+    // The last entry's append was torn (never acknowledged), but the slot
+    // written without an fsync already named it.
+    let seg = dir.path().join(LOG_DIR).join(segment::file_name(1));
+    let full = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &full[..full.len() - 1]).unwrap();
+    let mut store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
+}
+
+#[test]
+fn a_raft_redb_beside_a_segment_log_it_did_not_fill_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(LogStore::open(dir.path()).unwrap());
+    let one = format::encode(RecordKind::LogEntry, &entry(1)).unwrap();
+    legacy::write_raw(&dir.path().join(LEGACY_FILE), &[(1, one)], &[]);
+    let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
+    assert!(err.contains("both exist"), "{err}");
+    assert!(dir.path().join(LEGACY_FILE).exists());
 }
 
 #[tokio::test]
@@ -193,6 +223,7 @@ async fn a_raft_redb_of_an_earlier_version_is_moved_into_segments() {
     legacy::write_raw(&dir.path().join(LEGACY_FILE), &log, &state);
     let mut store = LogStore::open(dir.path()).unwrap();
     assert!(!dir.path().join(LEGACY_FILE).exists(), "the old file is gone once moved");
+    assert!(dir.path().join(LOG_DIR).join(MIGRATED_MARK).exists());
     assert_eq!(store.read_vote().await.unwrap(), Some(vote));
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
     assert_eq!(store.try_get_log_entries(1..=4).await.unwrap(), (1..=4).map(entry).collect::<Vec<_>>());
