@@ -94,3 +94,69 @@ fn t42_full_disk_fails_the_write_cleanly() {
     assert_eq!(c.must_stat_json("/before")["size"], 4, "no half-written size was committed");
     assert_eq!(c.must_cat("/before"), b"kept");
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kb.unwrap_or(0) * 1024
+}
+
+#[test]
+fn t43_garbage_on_every_port_leaves_the_servers_working() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let c = Cluster::start(Options { meta_nodes: 3, chunk_nodes: 2, replication: 2, http: true, ..Options::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f");
+    let data = pattern(300_000, 43);
+    std::fs::write(&src, &data).unwrap();
+    c.must_put(&src, "/before");
+    let before = listing(&c);
+    let pids: Vec<u32> = c.metas.iter().chain(&c.chunks).map(|n| n.child.as_ref().unwrap().id()).collect();
+    let rss_before: Vec<u64> = pids.iter().map(|&p| rss(p)).collect();
+
+    let mut ports: Vec<String> = c.metas.iter().chain(&c.chunks).map(|n| n.addr.clone()).collect();
+    ports.extend(c.meta_http.iter().chain(&c.chunk_http).flatten().cloned());
+    let mut silent = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        // Peers that connect and say nothing, held open through what follows.
+        for _ in 0..40 {
+            silent.push(TcpStream::connect(port).unwrap());
+        }
+        // Random bytes; the first bytes of a TLS handshake, then silence; an
+        // HTTP/1 request (on a gRPC port); an endless header (on an HTTP port).
+        let garbage: Vec<Vec<u8>> = vec![
+            pattern(64 * 1024, 4300 + i as u64),
+            vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03],
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 200_000]].concat(),
+        ];
+        for bytes in garbage {
+            let mut s = TcpStream::connect(port).unwrap();
+            // The server may close on us part-way: that is a fine answer.
+            let _ = s.write_all(&bytes);
+            silent.push(s);
+        }
+    }
+
+    // Every node is alive, and the cluster works, with all of that still open.
+    for (node, pid) in c.metas.iter().chain(&c.chunks).zip(&pids) {
+        assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "{} died", node.addr);
+    }
+    assert_eq!(c.must_cat("/before"), data);
+    c.must_put(&src, "/after");
+    assert_eq!(c.must_cat("/after"), data);
+    let mut want = before.clone();
+    want.push(("/after".into(), "file".into(), data.len() as u64));
+    want.sort();
+    let mut got = listing(&c);
+    got.sort();
+    assert_eq!(got, want, "the garbage changed nothing");
+    for (i, &pid) in pids.iter().enumerate() {
+        let grew = rss(pid).saturating_sub(rss_before[i]);
+        assert!(grew < 256 << 20, "node {i} grew by {grew} bytes of memory");
+    }
+    drop(silent);
+}
