@@ -116,7 +116,9 @@ pub fn newer_format(b: &[u8]) -> Option<u32> {
     crate::format::newer_format(b, UNDO_MAGIC, UNDO_FORMAT, 20usize.checked_add(meta_len)?)
 }
 
-fn decode(b: &[u8]) -> Option<Undo> {
+/// An undo record's content, if `b` is a sound one of this format (a torn
+/// tail of segments ends the list; a torn header gives None).
+pub fn decode(b: &[u8]) -> Option<Undo> {
     let u32_at = |i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")));
     let u64_at = |i: usize| b.get(i..i + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")));
     if b.get(..4)? != UNDO_MAGIC || u32_at(4)? != UNDO_FORMAT {

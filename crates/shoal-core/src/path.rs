@@ -28,12 +28,47 @@ pub enum PathError {
     NameTooLong { path: String, len: usize, max: usize },
     #[error("path is {len} bytes, longer than the {max} allowed")]
     PathTooLong { len: usize, max: usize },
+    /// Stored components that are not those of any normal path (a name
+    /// holding '/', or '.'): only decoding meets these.
+    #[error("not a normal path's components: {path:?}")]
+    NotNormal { path: String },
 }
 
-/// An absolute, validated path, held as its components.
+/// An absolute, validated path, held as its components. Decoding (serde)
+/// validates too: a stored path whose components could not come from
+/// [`NormalPath::parse`] is refused, not taken as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "StoredPath", into = "StoredPath")]
 pub struct NormalPath {
     parts: Vec<String>,
+}
+
+/// How a [`NormalPath`] is stored (`{"parts": [...]}`, or in postcard the
+/// component list), before it is checked.
+#[derive(Serialize, Deserialize)]
+struct StoredPath {
+    parts: Vec<String>,
+}
+
+impl TryFrom<StoredPath> for NormalPath {
+    type Error = PathError;
+
+    fn try_from(stored: StoredPath) -> Result<Self, PathError> {
+        let path = format!("/{}", stored.parts.join("/"));
+        let parsed = NormalPath::parse(&path)?;
+        // `parse` drops `.` components and reads `a/b` as two: only a list
+        // that parses back to itself is a normal path.
+        if parsed.parts != stored.parts {
+            return Err(PathError::NotNormal { path });
+        }
+        Ok(parsed)
+    }
+}
+
+impl From<NormalPath> for StoredPath {
+    fn from(p: NormalPath) -> StoredPath {
+        StoredPath { parts: p.parts }
+    }
 }
 
 impl NormalPath {
@@ -116,6 +151,19 @@ impl std::fmt::Display for NormalPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_validates_like_parsing() {
+        let ok: NormalPath = serde_json::from_str(r#"{"parts":["a","b"]}"#).unwrap();
+        assert_eq!(ok, NormalPath::parse("/a/b").unwrap());
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"parts":["a","b"]}"#, "the stored form is unchanged");
+        let nul = format!("a{}", char::from(0));
+        let long = "x".repeat(NAME_MAX_BYTES + 1);
+        for bad in ["a/b", "", ".", "..", nul.as_str(), long.as_str()] {
+            let stored = serde_json::json!({ "parts": [bad] }).to_string();
+            assert!(serde_json::from_str::<NormalPath>(&stored).is_err(), "{stored} must be refused");
+        }
+    }
 
     #[test]
     fn accepts_plain_paths() {

@@ -269,7 +269,7 @@ pub fn read_snapshot_meta(dir: &Path) -> anyhow::Result<Option<SnapshotMeta<u64,
 }
 
 /// Decodes a snapshot file: current, or legacy JSON through the upgrade hook.
-fn decode_file(bytes: &[u8]) -> Result<PersistedSnapshot, FormatError> {
+pub fn decode_file(bytes: &[u8]) -> Result<PersistedSnapshot, FormatError> {
     fn upgrade(mut v: serde_json::Value) -> serde_json::Value {
         if let Some(body) = v.get_mut("body") {
             *body = format::upgrade_legacy_snapshot_body_json(body.take());
@@ -281,7 +281,7 @@ fn decode_file(bytes: &[u8]) -> Result<PersistedSnapshot, FormatError> {
 
 /// Decodes the bytes a leader sent: the current format is a whole
 /// [`PersistedSnapshot`]; a format-0 leader sends its body as JSON.
-fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
+pub fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
     match format::check(RecordKind::Snapshot, bytes)? {
         Checked::Headed { .. } => decode_file(bytes).map(|s| s.body),
         Checked::LegacyJson(_) => {

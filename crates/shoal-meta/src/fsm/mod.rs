@@ -71,7 +71,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 1;
+pub const RULES: u16 = 2;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -87,9 +87,13 @@ pub struct Proposal {
     /// - 0 (format-0 logs, which lack the field): a fence is checked against
     ///   its path's lock only; commits may name chunks past the end they set;
     ///   chains may name servers not registered.
-    /// - 1 ([`RULES`]): a fence is bound to one file
-    ///   ([`locking`]); renames may be fenced; commits past the end and
-    ///   chains on unregistered servers are refused.
+    /// - 1: a fence is bound to one file ([`locking`]); renames may be
+    ///   fenced; commits past the end and chains on unregistered servers are
+    ///   refused.
+    /// - 2 ([`RULES`]): as 1, and a chunk report's garbage is taken only for
+    ///   chunk ids already allocated, each with a place that names it (under
+    ///   1, a report naming an id not yet allocated put it on the garbage
+    ///   list, so its replicas would have been deleted once it was).
     #[serde(default)]
     pub rules: u16,
 }
@@ -294,7 +298,7 @@ impl FsState {
         let result = match cmd {
             Command::Namespace(c) => self.apply_namespace(c, now_ms, rules),
             Command::Write(c) => self.apply_write(c, now_ms, rules),
-            Command::Replicas(c) => self.apply_replicas(c),
+            Command::Replicas(c) => self.apply_replicas(c, rules),
             Command::Nodes(c) => self.apply_nodes(c),
             Command::Locks(c) => self.apply_locks(c),
         };

@@ -63,7 +63,7 @@ pub enum ReplicaCmd {
 impl FsState {
     /// Applies a replica-list command. A plan the state outdated answers
     /// [`Response::Conflict`].
-    pub(crate) fn apply_replicas(&mut self, cmd: &ReplicaCmd) -> Result<Response, FsError> {
+    pub(crate) fn apply_replicas(&mut self, cmd: &ReplicaCmd, rules: u16) -> Result<Response, FsError> {
         match cmd {
             ReplicaCmd::AddReplica { place, copied, target, expect, drop, .. } => {
                 Ok(self.add_replica(*place, *copied, *target, expect, drop))
@@ -79,7 +79,7 @@ impl FsState {
                 Ok(Response::Ok)
             }
             ReplicaCmd::Reconcile { node, garbage, lost } => {
-                self.reconcile(*node, garbage, lost);
+                self.reconcile(*node, garbage, lost, rules);
                 Ok(Response::Ok)
             }
             ReplicaCmd::ReportCorrupt { node, chunks } => {
@@ -177,13 +177,25 @@ impl FsState {
         self.settle_corrupt(place);
     }
 
-    pub(crate) fn reconcile(&mut self, node: u64, garbage: &[(u64, Option<ChunkPlace>)], lost: &[ChunkPlace]) {
+    pub(crate) fn reconcile(
+        &mut self,
+        node: u64,
+        garbage: &[(u64, Option<ChunkPlace>)],
+        lost: &[ChunkPlace],
+        rules: u16,
+    ) {
         for (chunk, place) in garbage {
+            // An id not allocated yet cannot be held by anyone (a server's
+            // files from another cluster, say): recording it would delete the
+            // real chunk's replicas once the id is allocated.
+            let allocated = *chunk < self.next_chunk_id;
             let unwanted = match place {
+                Some(p) if rules >= 2 => {
+                    allocated && p.chunk == *chunk && self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node))
+                }
                 Some(p) => self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node)),
-                // Unreferenced chunks stay unreferenced (ids are never reused);
-                // an id not allocated yet cannot be held by anyone.
-                None => *chunk < self.next_chunk_id,
+                // Unreferenced chunks stay unreferenced (ids are never reused).
+                None => allocated,
             };
             if unwanted {
                 self.discard_chunk(*chunk, &[node]);
@@ -407,12 +419,31 @@ mod tests {
         let garbage = vec![(place.chunk, Some(place)), (77, None), (never_allocated, None)];
         run(&mut st, ReplicaCmd::Reconcile { node: 1, garbage: garbage.clone(), lost: vec![] });
         assert_eq!(st.garbage_for(1, 10), Vec::<u64>::new(), "server 1 is listed; 77 is not below next_chunk_id");
-        let gone = ChunkPlace { chunk: place.chunk + 100, ..place };
+        // Chunk 0 was allocated, and is gone from the place it had.
+        let gone = ChunkPlace { chunk: 0, ..place };
         run(
             &mut st,
             ReplicaCmd::Reconcile { node: 3, garbage: vec![(place.chunk, Some(place)), (0, Some(gone))], lost: vec![] },
         );
         assert_eq!(st.garbage_for(3, 10), vec![0, place.chunk]);
+    }
+
+    /// Found by the `fsm_apply` fuzz target: a report naming an id not yet
+    /// allocated, with a place of another chunk, put the id on the garbage
+    /// list (and broke an invariant).
+    #[test]
+    fn a_report_of_an_id_not_allocated_yet_is_not_garbage() {
+        let (mut st, place) = state(&[1, 2], false);
+        let future = st.next_chunk_id + 3;
+        let elsewhere = ChunkPlace { inode: 0, index: 0, chunk: 2 };
+        let report = vec![(future, Some(elsewhere)), (future + 1, Some(ChunkPlace { chunk: future + 1, ..place }))];
+        run(&mut st, ReplicaCmd::Reconcile { node: 3, garbage: report.clone(), lost: vec![] });
+        assert!(st.garbage_for(3, 10).is_empty());
+        // A place that names another chunk than the id is not taken either.
+        let mismatched = vec![(0, Some(place))];
+        run(&mut st, ReplicaCmd::Reconcile { node: 3, garbage: mismatched, lost: vec![] });
+        assert!(st.garbage_for(3, 10).is_empty());
+        st.check_invariants().unwrap();
     }
 
     #[test]

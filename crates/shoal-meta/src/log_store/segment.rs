@@ -117,6 +117,11 @@ pub fn header_written(path: &Path) -> std::io::Result<bool> {
 pub fn scan(path: &Path, first: u64) -> Result<Scanned, ScanError> {
     let io = |source| ScanError::Io { path: path.to_path_buf(), source };
     let bytes = std::fs::read(path).map_err(io)?;
+    scan_bytes(path, &bytes, first)
+}
+
+/// [`scan`] of a segment's bytes (`path` only names it in errors).
+pub fn scan_bytes(path: &Path, bytes: &[u8], first: u64) -> Result<Scanned, ScanError> {
     let file_len = bytes.len() as u64;
     if bytes.len() < SEGMENT_HEADER_BYTES as usize || bytes[0..4] != MAGIC {
         return Err(ScanError::BadHeader(path.to_path_buf()));
