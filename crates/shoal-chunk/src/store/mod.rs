@@ -284,6 +284,16 @@ impl ChunkStore {
         let before_len = current.as_ref().map_or(0, |m| m.len);
         let (meta, file) = blocking(move || {
             let mut meta = current;
+            // Base 0: no version of the chunk was ever committed, so every
+            // version here is uncommitted and rolling them all back leaves
+            // nothing. Remove the replica outright: a brand-new replica has
+            // no undo record to roll back with (see `session`).
+            if base == 0
+                && let Some(m) = meta.take()
+            {
+                remove_replica_files(&dir, id, &m.undo)?;
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
             // Roll back what was never committed, newest first.
             while let Some(m) = meta.as_ref().filter(|m| m.version > base) {
                 let Some(newest) = m.undo.last().copied().filter(|v| *v == m.version) else { break };
@@ -418,14 +428,7 @@ impl ChunkStore {
     async fn remove_replica(&self, id: u64, guard: &mut Option<ReplicaMeta>) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         let undo = guard.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
-        blocking(move || {
-            for v in undo {
-                remove_if_present(&undo::undo_path(&dir, id, v))?;
-            }
-            remove_if_present(&meta_path(&dir, id))?;
-            remove_if_present(&data_path(&dir, id))
-        })
-        .await?;
+        blocking(move || remove_replica_files(&dir, id, &undo)).await?;
         if let Some(m) = guard.take() {
             self.space.account(m.len, 0);
         }
@@ -503,6 +506,17 @@ impl ChunkStore {
     pub fn chunk_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Removes a replica's files: meta first, so a crash part-way leaves a
+/// data file or records without a meta, which the next open removes.
+fn remove_replica_files(dir: &Path, id: u64, undo: &[u64]) -> Result<(), StoreError> {
+    remove_if_present(&meta_path(dir, id))?;
+    remove_if_present(&data_path(dir, id))?;
+    for v in undo {
+        remove_if_present(&undo::undo_path(dir, id, *v))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -910,5 +924,115 @@ mod tests {
         let w = s.begin_write(1, 3, 1).await.unwrap();
         w.finish(None, false).await.unwrap();
         assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), original());
+    }
+
+    fn chunk_files(d: &tempfile::TempDir, id: u64) -> Vec<String> {
+        let prefix = format!("{id:016x}.");
+        let mut v: Vec<String> = std::fs::read_dir(d.path().join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A first write of chunk 2 at `version`, finished (durable, acked).
+    async fn first_write(s: &Arc<ChunkStore>, version: u64, byte: u8) {
+        let mut w = s.begin_write(2, version, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![byte; 70_000])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_replica_needs_no_undo_record_and_rolls_back_by_removal() {
+        let (d, s) = store(u64::MAX).await;
+        first_write(&s, 1, b'a').await;
+        assert_eq!(chunk_files(&d, 2), vec!["0000000000000002.data", "0000000000000002.meta"], "no undo record");
+        assert_eq!(s.read(2, 0, u64::MAX, 1).await.unwrap(), vec![b'a'; 70_000]);
+        // Meta never committed version 1 (another replica failed) and grants
+        // version 2 on base 0: version 1 goes whole, record or not.
+        let mut w = s.begin_write(2, 2, 0).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"bb")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), &b"bb"[..], "nothing of version 1 is left");
+        assert!(matches!(s.read(2, 0, 1, 1).await, Err(StoreError::Moved { have: 2, want: 1, .. })));
+        assert_eq!(s.used_bytes(), 2);
+        // A write on committed version 2 keeps a record as before, and
+        // rolling it back restores version 2.
+        let mut w = s.begin_write(2, 3, 2).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"cc")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(chunk_files(&d, 2).len(), 3, "{:?}", chunk_files(&d, 2));
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), &b"bb"[..]);
+        // An aborted and a dropped first write leave nothing.
+        for drop_it in [false, true] {
+            let mut w = s.begin_write(5, 1, 0).await.unwrap();
+            w.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+            match drop_it {
+                true => drop(w),
+                false => assert_eq!(w.finish(None, true).await.unwrap(), 0),
+            }
+            assert!(matches!(s.read(5, 0, 1, 1).await, Err(StoreError::NotFound { .. })));
+            assert!(chunk_files(&d, 5).is_empty(), "{:?}", chunk_files(&d, 5));
+        }
+        s.assert_accounting();
+    }
+
+    /// A crash at each step of a first write (no undo record) leaves either
+    /// no replica, or one whose meta has its data; never a length or version
+    /// without the bytes, and never wrong bytes under valid checksums.
+    #[tokio::test]
+    async fn a_first_write_crashed_at_any_step_leaves_no_meta_without_its_data() {
+        let chunks = |d: &tempfile::TempDir| d.path().join("chunks");
+        let reopen = |d: &tempfile::TempDir| Arc::new(ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap());
+
+        // 1. Bytes written, no finish: the data file has no meta and goes.
+        let (d, s) = store(u64::MAX).await;
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![b'a'; 70_000])).await.unwrap();
+        std::mem::forget(w);
+        drop(s);
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+
+        // 2. Data fsynced and the new meta written to its temporary file, not
+        //    yet renamed: still no meta, so nothing is left.
+        first_write(&s, 1, b'a').await;
+        drop(s);
+        std::fs::rename(meta_path(&chunks(&d), 2), crate::format::meta_tmp_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+
+        // 3. Renamed, but the directory fsync did not finish and the data
+        //    file's entry was lost (POSIX allows it; this write was never
+        //    acked, so never committed): the replica reads as corrupt, never
+        //    as other bytes, and a new first write replaces it.
+        first_write(&s, 1, b'a').await;
+        drop(s);
+        std::fs::remove_file(data_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(matches!(s.read(2, 0, 10, 1).await, Err(StoreError::Corrupt { .. })));
+        first_write(&s, 2, b'b').await;
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), vec![b'b'; 70_000]);
+
+        // 4. Finished (acked) and the process dies: the replica is there at
+        //    its version, verified, with no record, and a write on base 0
+        //    after the restart still removes it first.
+        drop(s);
+        let s = reopen(&d);
+        assert_eq!(s.list(), vec![(2, 2)]);
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), vec![b'b'; 70_000]);
+        assert_eq!(chunk_files(&d, 2), vec!["0000000000000002.data", "0000000000000002.meta"]);
+        first_write(&s, 3, b'c').await;
+        assert_eq!(s.read(2, 0, u64::MAX, 3).await.unwrap(), vec![b'c'; 70_000]);
+
+        // 5. That removal crashed after the meta went, before the data: the
+        //    data file has no meta and goes.
+        drop(s);
+        std::fs::remove_file(meta_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+        s.assert_accounting();
     }
 }
