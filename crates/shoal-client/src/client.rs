@@ -174,15 +174,13 @@ impl Client {
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
         let pending = self.inner.requests.begin();
         let req = pb::RemoveRequest { path: path.to_string(), recursive, request: Some(pending.id) };
-        let done = self
-            .ns(|mut c| {
-                let req = req.clone();
-                async move { c.remove(req).await }
-            })
-            .await;
         // Whatever the outcome, the files below `path` may be gone.
-        self.inner.layouts.drop_all();
-        done?;
+        let _forget = self.inner.layouts.drop_all_when_done();
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.remove(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -202,15 +200,13 @@ impl Client {
             fence: lock.map(|l| l.fence()),
             request: Some(pending.id),
         };
-        let done = self
-            .ns(|mut c| {
-                let req = req.clone();
-                async move { c.rename(req).await }
-            })
-            .await;
         // Whatever the outcome, a file may have been replaced at `dst`.
-        self.inner.layouts.drop_all();
-        done?;
+        let _forget = self.inner.layouts.drop_all_when_done();
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await?;
         Ok(())
     }
 

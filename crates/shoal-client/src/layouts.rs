@@ -117,9 +117,24 @@ impl LayoutCache {
         s.order.clear();
     }
 
+    /// Forgets every map when the returned guard goes: at the end of a
+    /// remove or rename, whether it succeeded, failed or was cancelled.
+    pub fn drop_all_when_done(&self) -> DropAllWhenDone<'_> {
+        DropAllWhenDone(self)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().maps.len()
+    }
+}
+
+/// See [`LayoutCache::drop_all_when_done`].
+pub struct DropAllWhenDone<'a>(&'a LayoutCache);
+
+impl Drop for DropAllWhenDone<'_> {
+    fn drop(&mut self) {
+        self.0.drop_all();
     }
 }
 

@@ -14,9 +14,13 @@
 //! 1. Take the chunk's write lock; refuse a version older than the replica's.
 //! 2. Roll back every version newer than B (the committed version the writer
 //!    built on): meta can never commit them any more. Forget the undo records
-//!    of versions up to B: those are committed.
+//!    of versions up to B: those are committed. On B = 0 that means removing
+//!    the replica whole (meta first, then data and records, then a directory
+//!    fsync), record or not.
 //! 3. Write the data at its offsets (growth reserved within the capacity). Bytes
-//!    that existed before the session are first saved in V's undo record.
+//!    that existed before the session are first saved in V's undo record. A
+//!    session that creates the replica makes no record: it has nothing to
+//!    save, and its rollback is the removal in step 2 or in `files::roll_back`.
 //! 4. On finish: save what a truncation cuts, make the undo record durable,
 //!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
 //!    of every touched block, and replace the meta with version V. Only then
@@ -47,6 +51,13 @@
 //! - A crash mid-session is undone when the store opens: the undo record of a
 //!   version newer than the meta's is restored, and bytes past the meta's
 //!   length are cut.
+//! - A first write (no record) crashed at any step leaves no meta without its
+//!   data: until the meta's rename is durable there is no meta and the open
+//!   removes the data; the directory fsync that makes the rename durable comes
+//!   after the data's fsync and before the ack. If a crash loses the data's
+//!   entry but keeps the renamed meta, that write never acked (so it is not
+//!   committed) and the replica reads as corrupt, never as other bytes; the
+//!   next write on base 0 removes it. See docs/formats.md.
 //! - `used_bytes` is the sum of data-file lengths (with the growth of open
 //!   sessions). Growth, by a write or by a cut past the end, is reserved
 //!   atomically before it is made and refused past the capacity (see
