@@ -185,8 +185,7 @@ impl File {
     /// (see [`crate::layouts`]); a read that fails with it, or that a replica
     /// refuses because the map is out of date, fetches the map again.
     pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let layouts = &self.client.inner.layouts;
-        let mut cached = layouts.get(self.stat.inode);
+        let mut cached = self.client.inner.layouts.get(self.stat.inode);
         let mut attempt = 1;
         loop {
             let from_cache = cached.is_some();
