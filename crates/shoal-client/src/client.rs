@@ -11,6 +11,7 @@ use shoal_proto::meta::cluster_client::ClusterClient;
 use shoal_proto::meta::namespace_client::NamespaceClient;
 
 use crate::Result;
+use crate::layouts::{Layout, LayoutCache};
 use crate::meta::MetaConn;
 use crate::pool::ChannelPool;
 use crate::request::RequestIds;
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub meta: MetaConn,
     pub data: ChannelPool,
     pub requests: RequestIds,
+    /// Chunk maps by inode (see [`crate::layouts`] for what they may miss).
+    pub layouts: LayoutCache,
 }
 
 /// A handle to a cluster; cheap to clone.
@@ -95,7 +98,14 @@ impl Client {
 
     pub async fn connect_with_timeout(meta_addrs: &[String], timeout: Duration) -> Result<Client> {
         let meta = MetaConn::new(meta_addrs.to_vec(), timeout)?;
-        Ok(Client { inner: Arc::new(Inner { meta, data: ChannelPool::default(), requests: RequestIds::new() }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                meta,
+                data: ChannelPool::default(),
+                requests: RequestIds::new(),
+                layouts: LayoutCache::default(),
+            }),
+        })
     }
 
     pub(crate) async fn ns<T, F, Fut>(&self, f: F) -> Result<T>
@@ -164,6 +174,8 @@ impl Client {
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
         let pending = self.inner.requests.begin();
         let req = pb::RemoveRequest { path: path.to_string(), recursive, request: Some(pending.id) };
+        // Whatever the outcome, the files below `path` may be gone.
+        let _forget = self.inner.layouts.drop_all_when_done();
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.remove(req).await }
@@ -188,6 +200,8 @@ impl Client {
             fence: lock.map(|l| l.fence()),
             request: Some(pending.id),
         };
+        // Whatever the outcome, a file may have been replaced at `dst`.
+        let _forget = self.inner.layouts.drop_all_when_done();
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.rename(req).await }
@@ -206,9 +220,28 @@ impl Client {
     }
 
     pub(crate) async fn layout(&self, inode: u64) -> Result<(Stat, Vec<ChunkInfo>)> {
-        let req = pb::LayoutRequest { inode };
-        let reply = self.ns(|mut c| async move { c.layout(req).await }).await?;
-        Ok((reply.inode.unwrap_or_default().into(), reply.chunks.into_iter().map(ChunkInfo::from).collect()))
+        let l = self.fetch_layout(inode, "").await?;
+        Ok((l.stat.clone(), l.chunks.clone()))
+    }
+
+    /// Asks meta for the chunk map of `inode`, or (inode 0) of the file at
+    /// `path`, in one call, and caches it (see [`crate::layouts`]).
+    pub(crate) async fn fetch_layout(&self, inode: u64, path: &str) -> Result<Arc<Layout>> {
+        let epoch = self.inner.layouts.epoch();
+        let req = pb::LayoutRequest { inode, path: path.to_string() };
+        let reply = self
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.layout(req).await }
+            })
+            .await?;
+        let mut chunks: Vec<ChunkInfo> = reply.chunks.into_iter().map(ChunkInfo::from).collect();
+        chunks.sort_by_key(|c| c.index);
+        let layout = Arc::new(Layout { stat: inode_of(pb::InodeReply { inode: reply.inode }), chunks });
+        if !layout.stat.is_dir {
+            self.inner.layouts.put(epoch, layout.clone());
+        }
+        Ok(layout)
     }
 
     /// The meta group as the answering node sees it.

@@ -17,10 +17,12 @@
 //! serve only committed versions, and roll uncommitted ones back.
 //!
 //! # Read protocol
-//! Fetch the chunk map from meta, then read each span, as of its committed
-//! version, from the first replica that answers with verified data. Holes
-//! (chunks never committed) read as zeros. A replica that has moved past the
-//! version asked for means the map is out of date: fetch it again and retry.
+//! Take the file's chunk map from this client's cache (filled when the file
+//! was opened; see [`crate::layouts`]) or else from meta, then read each
+//! span, as of its committed version, from the first replica that answers
+//! with verified data. Holes (chunks never committed) read as zeros. A
+//! replica that has moved past the version asked for means the map is out of
+//! date: fetch it again and retry; so does any failed read with a cached map.
 //! A replica whose blocks fail their checksums (typed `CORRUPT`) is reported
 //! to meta, which replaces it; the read goes on with the next replica. What
 //! to do after each failure is decided by [`crate::retry`].
@@ -83,13 +85,26 @@ impl Client {
         Ok(File::new(self.clone(), path.to_string(), stat))
     }
 
-    /// Opens an existing file.
+    /// Opens an existing file. One call to meta fetches its attributes and
+    /// chunk map, which reads then use (see [`crate::layouts`]).
     pub async fn open(&self, path: &str) -> Result<File> {
-        let stat = self.stat(path).await?;
-        if stat.is_dir {
+        let layout = self.fetch_layout(0, path).await?;
+        if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
         }
-        Ok(File::new(self.clone(), path.to_string(), stat))
+        Ok(File::new(self.clone(), path.to_string(), layout.stat.clone()))
+    }
+}
+
+/// Drops this client's cached map of a file when it goes out of scope.
+struct ForgetMap {
+    client: Client,
+    inode: u64,
+}
+
+impl Drop for ForgetMap {
+    fn drop(&mut self) {
+        self.client.inner.layouts.drop_inode(self.inode);
     }
 }
 
@@ -165,24 +180,46 @@ impl File {
     }
 
     /// Reads up to `len` bytes at `offset`; fewer at EOF, none past it.
+    ///
+    /// Uses this client's cached chunk map of the file when it has one
+    /// (see [`crate::layouts`]); a read that fails with it, or that a replica
+    /// refuses because the map is out of date, fetches the map again.
     pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut cached = self.client.inner.layouts.get(self.stat.inode);
         let mut attempt = 1;
         loop {
-            match self.read_at_once(offset, len, attempt).await {
-                // Only asked for while the policy's bound allows another map.
-                Err(ClientError::LayoutChanged { .. })
-                    if retry::after_replicas_failed(true, attempt) == Action::RefreshMap =>
-                {
-                    attempt += 1
+            let from_cache = cached.is_some();
+            let layout = match cached.take() {
+                Some(l) => l,
+                None => self.client.fetch_layout(self.stat.inode, "").await?,
+            };
+            let result = self.read_with(&layout, offset, len, attempt).await;
+            let moved = match &result {
+                Err(ClientError::LayoutChanged { .. }) => true,
+                Err(ClientError::ChunkUnavailable { .. }) => false,
+                _ => return result,
+            };
+            match retry::after_read_failed(from_cache, moved, attempt) {
+                Action::RefreshMap => {
+                    self.client.inner.layouts.drop_inode(self.stat.inode);
+                    if !from_cache {
+                        attempt += 1;
+                    }
                 }
-                other => return other,
+                _ => return result,
             }
         }
     }
 
-    async fn read_at_once(&mut self, offset: u64, len: u64, attempt: usize) -> Result<Vec<u8>> {
-        let (stat, chunks) = self.client.layout(self.stat.inode).await?;
-        self.stat = stat;
+    async fn read_with(
+        &mut self,
+        layout: &crate::layouts::Layout,
+        offset: u64,
+        len: u64,
+        attempt: usize,
+    ) -> Result<Vec<u8>> {
+        self.stat = layout.stat.clone();
+        let chunks = &layout.chunks;
         let end = offset.saturating_add(len).min(self.stat.size);
         if offset >= end {
             return Ok(Vec::new());
@@ -276,6 +313,14 @@ impl File {
     /// Makes a change, again on fresh versions while its commit is refused
     /// for a lost race.
     async fn until_committed(&mut self, change: &Change) -> Result<()> {
+        // Committed, refused or unknown (even if this future is dropped
+        // part-way): this client's map of the file may be out of date now,
+        // and its reads must see its own writes.
+        let _forget = ForgetMap { client: self.client.clone(), inode: self.stat.inode };
+        self.until_committed_inner(change).await
+    }
+
+    async fn until_committed_inner(&mut self, change: &Change) -> Result<()> {
         let mut tries = 1;
         loop {
             match self.change_once(change).await {

@@ -8,7 +8,8 @@
 //! Layers: [`pool`] (gRPC channels) → [`meta`] (leader-following calls to the
 //! meta group, also used by chunk servers) → [`data`] (chunk pipelines and
 //! verified reads) → [`client`] (namespace calls) → [`file`] (files, and
-//! opening them). `request` numbers mutations so meta applies each once
+//! opening them). [`layouts`] caches chunk maps by inode, so reads of an open
+//! file need no meta round (close-to-open across clients). `request` numbers mutations so meta applies each once
 //! however often it is retried; [`retry`] decides, from plain data, what the
 //! data path does after a replica failed. [`report`] reshapes the cluster's
 //! state into the serializable reports that `shoal admin --json` prints and
@@ -18,6 +19,7 @@ pub mod client;
 pub mod data;
 pub mod error;
 pub mod file;
+pub mod layouts;
 pub mod lock;
 pub mod meta;
 pub mod pool;

@@ -9,6 +9,8 @@
 //!   map is out of date; try the next one, and if none serves, fetch the
 //!   map again (at most [`READ_ATTEMPTS_MAX`] maps in all).
 //! - anything else (unreachable, stale, damaged in transit): the next one.
+//! - when every replica failed and the map came from the client's cache
+//!   (see `layouts`), fetch a fresh map and read again before giving up.
 //!
 //! # Chain writes (one chunk, at most [`WRITE_ATTEMPTS_MAX`] chains)
 //! - `FENCED`: give up at once: the writer's lock passed to someone else.
@@ -76,6 +78,17 @@ pub fn after_replicas_failed(map_outdated: bool, attempt: usize) -> Action {
     }
 }
 
+/// After a read failed as a whole (every replica of a chunk failed) with a
+/// map that came from the cache (`from_cache`) or from meta; `moved` if a
+/// replica said the map is out of date. A cached map is always replaced by
+/// a fresh one (which does not count as an attempt): it may be the reason.
+pub fn after_read_failed(from_cache: bool, moved: bool, attempt: usize) -> Action {
+    match from_cache {
+        true => Action::RefreshMap,
+        false => after_replicas_failed(moved, attempt),
+    }
+}
+
 /// After chain write attempt `attempt` (from 1) failed with `kind`.
 pub fn on_write_error(kind: ChunkErrorKind, attempt: usize) -> Action {
     match kind {
@@ -116,6 +129,18 @@ mod tests {
         assert_eq!(refreshes.count(), READ_ATTEMPTS_MAX - 1);
         assert_eq!(after_replicas_failed(true, READ_ATTEMPTS_MAX), Action::GiveUp(GiveUp::MapKeptChanging));
         assert_eq!(after_replicas_failed(false, 1), Action::GiveUp(GiveUp::NoReplica));
+    }
+
+    #[test]
+    fn a_cached_map_is_refreshed_before_a_read_gives_up() {
+        // A replica refused the version the cached map names, or every replica
+        // failed (the chunk may have moved, the file may be gone): ask meta.
+        assert_eq!(after_read_failed(true, true, 1), Action::RefreshMap);
+        assert_eq!(after_read_failed(true, false, 1), Action::RefreshMap);
+        // With a map fresh from meta, the usual bound applies.
+        assert_eq!(after_read_failed(false, false, 1), Action::GiveUp(GiveUp::NoReplica));
+        assert_eq!(after_read_failed(false, true, 1), Action::RefreshMap);
+        assert_eq!(after_read_failed(false, true, READ_ATTEMPTS_MAX), Action::GiveUp(GiveUp::MapKeptChanging));
     }
 
     #[test]

@@ -225,11 +225,24 @@ impl pb::namespace_server::Namespace for MetaService {
     }
 
     async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {
-        let inode = req.into_inner().inode;
+        let r = req.into_inner();
+        // Inode 0 is never a file's: the request names a path instead.
+        let path = match r.inode {
+            0 => Some(parse_path(&r.path)?),
+            _ => None,
+        };
         self.node.linearizable().await?;
-        let f = self.node.state.read().fs.inode(inode).map_err(fs_status)?.clone();
-        let chunks = f.chunks.iter().map(|(index, c)| self.location(*index, c)).collect();
-        Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode_pb(&f)), chunks }))
+        let (inode, chunks) = {
+            let s = self.node.state.read();
+            let f = match &path {
+                Some(p) => s.fs.lookup(p),
+                None => s.fs.inode(r.inode),
+            }
+            .map_err(fs_status)?;
+            (inode_pb(f), f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>())
+        };
+        let chunks = chunks.iter().map(|(index, c)| self.location(*index, c)).collect();
+        Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode), chunks }))
     }
 
     async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {

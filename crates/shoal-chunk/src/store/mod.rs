@@ -14,9 +14,13 @@
 //! 1. Take the chunk's write lock; refuse a version older than the replica's.
 //! 2. Roll back every version newer than B (the committed version the writer
 //!    built on): meta can never commit them any more. Forget the undo records
-//!    of versions up to B: those are committed.
+//!    of versions up to B: those are committed. On B = 0 that means removing
+//!    the replica whole (meta first, then data and records, then a directory
+//!    fsync), record or not.
 //! 3. Write the data at its offsets (growth reserved within the capacity). Bytes
-//!    that existed before the session are first saved in V's undo record.
+//!    that existed before the session are first saved in V's undo record. A
+//!    session that creates the replica makes no record: it has nothing to
+//!    save, and its rollback is the removal in step 2 or in `files::roll_back`.
 //! 4. On finish: save what a truncation cuts, make the undo record durable,
 //!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
 //!    of every touched block, and replace the meta with version V. Only then
@@ -47,6 +51,13 @@
 //! - A crash mid-session is undone when the store opens: the undo record of a
 //!   version newer than the meta's is restored, and bytes past the meta's
 //!   length are cut.
+//! - A first write (no record) crashed at any step leaves no meta without its
+//!   data: until the meta's rename is durable there is no meta and the open
+//!   removes the data; the directory fsync that makes the rename durable comes
+//!   after the data's fsync and before the ack. If a crash loses the data's
+//!   entry but keeps the renamed meta, that write never acked (so it is not
+//!   committed) and the replica reads as corrupt, never as other bytes; the
+//!   next write on base 0 removes it. See docs/formats.md.
 //! - `used_bytes` is the sum of data-file lengths (with the growth of open
 //!   sessions). Growth, by a write or by a cut past the end, is reserved
 //!   atomically before it is made and refused past the capacity (see
@@ -152,10 +163,26 @@ pub struct ChunkStore {
     written_bytes: std::sync::atomic::AtomicU64,
 }
 
+/// Reads up to this long run on the calling worker (see [`short_read`]).
+const SHORT_READ_BYTES_MAX: u64 = 2 * BLOCK_SIZE_BYTES;
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+}
+
+/// Runs a short read (a few blocks, most likely in the page cache) on this
+/// worker thread when the runtime can hand the worker's other tasks to
+/// another thread meanwhile; else like [`blocking`]. Saves the two thread
+/// switches of a hop to the blocking pool and back.
+async fn short_read<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => blocking(f).await,
+    }
 }
 
 impl ChunkStore {
@@ -284,6 +311,16 @@ impl ChunkStore {
         let before_len = current.as_ref().map_or(0, |m| m.len);
         let (meta, file) = blocking(move || {
             let mut meta = current;
+            // Base 0: no version of the chunk was ever committed, so every
+            // version here is uncommitted and rolling them all back leaves
+            // nothing. Remove the replica outright: a brand-new replica has
+            // no undo record to roll back with (see `session`).
+            if base == 0
+                && let Some(m) = meta.take()
+            {
+                remove_replica_files(&dir, id, &m.undo)?;
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
             // Roll back what was never committed, newest first.
             while let Some(m) = meta.as_ref().filter(|m| m.version > base) {
                 let Some(newest) = m.undo.last().copied().filter(|v| *v == m.version) else { break };
@@ -357,7 +394,7 @@ impl ChunkStore {
             return Err(StoreError::Stale { chunk_id: id, have: meta.version, want: version });
         }
         let dir = self.dir.clone();
-        let data = blocking(move || {
+        let read = move || {
             // The records to lay over the current bytes, newest first, down to `version`.
             let mut layers = Vec::new();
             let mut at = meta.version;
@@ -396,8 +433,11 @@ impl ChunkStore {
                 undo::overlay(&mut out, offset, u);
             }
             Ok(Bytes::from(out))
-        })
-        .await?;
+        };
+        let data = match len <= SHORT_READ_BYTES_MAX {
+            true => short_read(read).await?,
+            false => blocking(read).await?,
+        };
         drop(guard);
         Ok(data)
     }
@@ -418,14 +458,7 @@ impl ChunkStore {
     async fn remove_replica(&self, id: u64, guard: &mut Option<ReplicaMeta>) -> Result<(), StoreError> {
         let dir = self.dir.clone();
         let undo = guard.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
-        blocking(move || {
-            for v in undo {
-                remove_if_present(&undo::undo_path(&dir, id, v))?;
-            }
-            remove_if_present(&meta_path(&dir, id))?;
-            remove_if_present(&data_path(&dir, id))
-        })
-        .await?;
+        blocking(move || remove_replica_files(&dir, id, &undo)).await?;
         if let Some(m) = guard.take() {
             self.space.account(m.len, 0);
         }
@@ -503,6 +536,17 @@ impl ChunkStore {
     pub fn chunk_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Removes a replica's files: meta first, so a crash part-way leaves a
+/// data file or records without a meta, which the next open removes.
+fn remove_replica_files(dir: &Path, id: u64, undo: &[u64]) -> Result<(), StoreError> {
+    remove_if_present(&meta_path(dir, id))?;
+    remove_if_present(&data_path(dir, id))?;
+    for v in undo {
+        remove_if_present(&undo::undo_path(dir, id, *v))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -910,5 +954,136 @@ mod tests {
         let w = s.begin_write(1, 3, 1).await.unwrap();
         w.finish(None, false).await.unwrap();
         assert_eq!(s.read(1, 0, u64::MAX, 3).await.unwrap(), original());
+    }
+
+    fn chunk_files(d: &tempfile::TempDir, id: u64) -> Vec<String> {
+        let prefix = format!("{id:016x}.");
+        let mut v: Vec<String> = std::fs::read_dir(d.path().join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A first write of chunk 2 at `version`, finished (durable, acked).
+    async fn first_write(s: &Arc<ChunkStore>, version: u64, byte: u8) {
+        let mut w = s.begin_write(2, version, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![byte; 70_000])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_replica_needs_no_undo_record_and_rolls_back_by_removal() {
+        let (d, s) = store(u64::MAX).await;
+        first_write(&s, 1, b'a').await;
+        assert_eq!(chunk_files(&d, 2), vec!["0000000000000002.data", "0000000000000002.meta"], "no undo record");
+        assert_eq!(s.read(2, 0, u64::MAX, 1).await.unwrap(), vec![b'a'; 70_000]);
+        // Meta never committed version 1 (another replica failed) and grants
+        // version 2 on base 0: version 1 goes whole, record or not.
+        let mut w = s.begin_write(2, 2, 0).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"bb")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), &b"bb"[..], "nothing of version 1 is left");
+        assert!(matches!(s.read(2, 0, 1, 1).await, Err(StoreError::Moved { have: 2, want: 1, .. })));
+        assert_eq!(s.used_bytes(), 2);
+        // A write on committed version 2 keeps a record as before, and
+        // rolling it back restores version 2.
+        let mut w = s.begin_write(2, 3, 2).await.unwrap();
+        w.write_at(0, Bytes::from_static(b"cc")).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(chunk_files(&d, 2).len(), 3, "{:?}", chunk_files(&d, 2));
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), &b"bb"[..]);
+        // An aborted and a dropped first write leave nothing.
+        for drop_it in [false, true] {
+            let mut w = s.begin_write(5, 1, 0).await.unwrap();
+            w.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+            match drop_it {
+                true => drop(w),
+                false => assert_eq!(w.finish(None, true).await.unwrap(), 0),
+            }
+            assert!(matches!(s.read(5, 0, 1, 1).await, Err(StoreError::NotFound { .. })));
+            assert!(chunk_files(&d, 5).is_empty(), "{:?}", chunk_files(&d, 5));
+        }
+        s.assert_accounting();
+    }
+
+    /// A crash at each step of a first write (no undo record) leaves either
+    /// no replica, or one whose meta has its data; never a length or version
+    /// without the bytes, and never wrong bytes under valid checksums.
+    #[tokio::test]
+    async fn a_first_write_crashed_at_any_step_leaves_no_meta_without_its_data() {
+        let chunks = |d: &tempfile::TempDir| d.path().join("chunks");
+        let reopen = |d: &tempfile::TempDir| Arc::new(ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap());
+
+        // 1. Bytes written, no finish: the data file has no meta and goes.
+        let (d, s) = store(u64::MAX).await;
+        let mut w = s.begin_write(2, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![b'a'; 70_000])).await.unwrap();
+        std::mem::forget(w);
+        drop(s);
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+
+        // 2. Data fsynced and the new meta written to its temporary file, not
+        //    yet renamed: still no meta, so nothing is left.
+        first_write(&s, 1, b'a').await;
+        drop(s);
+        std::fs::rename(meta_path(&chunks(&d), 2), crate::format::meta_tmp_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+
+        // 3. Renamed, but the directory fsync did not finish and the data
+        //    file's entry was lost (POSIX allows it; this write was never
+        //    acked, so never committed): the replica reads as corrupt, never
+        //    as other bytes, and a new first write replaces it.
+        first_write(&s, 1, b'a').await;
+        drop(s);
+        std::fs::remove_file(data_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(matches!(s.read(2, 0, 10, 1).await, Err(StoreError::Corrupt { .. })));
+        first_write(&s, 2, b'b').await;
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), vec![b'b'; 70_000]);
+
+        // 4. Finished (acked) and the process dies: the replica is there at
+        //    its version, verified, with no record, and a write on base 0
+        //    after the restart still removes it first.
+        drop(s);
+        let s = reopen(&d);
+        assert_eq!(s.list(), vec![(2, 2)]);
+        assert_eq!(s.read(2, 0, u64::MAX, 2).await.unwrap(), vec![b'b'; 70_000]);
+        assert_eq!(chunk_files(&d, 2), vec!["0000000000000002.data", "0000000000000002.meta"]);
+        first_write(&s, 3, b'c').await;
+        assert_eq!(s.read(2, 0, u64::MAX, 3).await.unwrap(), vec![b'c'; 70_000]);
+
+        // 5. That removal crashed after the meta went, before the data: the
+        //    data file has no meta and goes.
+        drop(s);
+        std::fs::remove_file(meta_path(&chunks(&d), 2)).unwrap();
+        let s = reopen(&d);
+        assert!(s.list().is_empty() && chunk_files(&d, 2).is_empty(), "{:?}", chunk_files(&d, 2));
+        s.assert_accounting();
+    }
+
+    /// Short reads run on the worker itself on a multi-thread runtime (see
+    /// `short_read`), long ones on the blocking pool: the same bytes either way,
+    /// including a version served through its undo record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn short_and_long_reads_agree_on_a_multi_thread_runtime() {
+        let (_d, s) = committed_v1().await;
+        let mut w = s.begin_write(1, 2, 1).await.unwrap();
+        w.write_at(4096, Bytes::from(vec![b'n'; 4096])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        let mut want = original();
+        for (offset, len) in [(4096, 4096), (65_000, 1000), (0, SHORT_READ_BYTES_MAX + 1), (0, u64::MAX)] {
+            let end = (offset + len).min(want.len() as u64) as usize;
+            assert_eq!(s.read(1, offset, len, 1).await.unwrap(), &want[offset as usize..end], "{offset}+{len} at 1");
+        }
+        want[4096..8192].fill(b'n');
+        for (offset, len) in [(4096, 4096), (0, SHORT_READ_BYTES_MAX + 1)] {
+            let end = (offset + len).min(want.len() as u64) as usize;
+            assert_eq!(s.read(1, offset, len, 2).await.unwrap(), &want[offset as usize..end], "{offset}+{len} at 2");
+        }
     }
 }

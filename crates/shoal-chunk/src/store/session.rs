@@ -4,7 +4,10 @@
 //! The session holds the chunk's write lock for its whole life, so nobody
 //! else reads or writes the replica meanwhile. Bytes that existed before the
 //! session are saved in the version's undo record before they are
-//! overwritten (see [`crate::undo`]).
+//! overwritten (see [`crate::undo`]). A session that creates the replica
+//! (there was no meta before it) makes no record at all: its rollback is
+//! the replica's removal, and its finish costs one fsync of the data, one
+//! of the new meta and one of the directory.
 //!
 //! # How a session ends
 //! - `finish` makes it durable at its version;
@@ -214,7 +217,13 @@ impl WriteSession {
             self.save_old(len, self.len).await?;
         }
         // The record must be durable before the new meta names this version.
-        self.undo_record().await?;
+        // A brand-new replica needs none: rolling it back means deleting it,
+        // which needs no saved bytes (see `ChunkStore::begin_write` for base
+        // 0 and the crash argument in the module doc of `store`).
+        let fresh = old.is_none();
+        if !fresh {
+            self.undo_record().await?;
+        }
         let mut crcs = old.as_ref().map(|m| m.crcs.clone()).unwrap_or_default();
         // The blocks whose checksums must be recomputed: those written, the
         // block a truncation cuts through, and any blocks the replica grew by.
@@ -233,9 +242,12 @@ impl WriteSession {
         let dir = self.store.dir.clone();
         let (id, version, prev_len) = (self.id, self.version, self.len);
         let mut undo = old.as_ref().map(|m| m.undo.clone()).unwrap_or_default();
-        // The undo stack stays in version order, with this version on top.
+        // The undo stack stays in version order, with this version on top
+        // when it has a record.
         assert!(undo.last().is_none_or(|v| *v < version), "undo stack {undo:?} under version {version}");
-        undo.push(version);
+        if !fresh {
+            undo.push(version);
+        }
         assert!(first_dirty <= last_dirty || first_dirty == nblocks, "dirty blocks {first_dirty}..{last_dirty}");
         let meta = self
             .io(move || {

@@ -1,5 +1,6 @@
 //! t10: every CLI file operation on a live cluster, checked byte for byte
-//! against a local reference, plus replica placement on disk.
+//! against a local reference, plus replica placement on disk and the client's
+//! cached chunk maps.
 
 use crate::common::*;
 
@@ -108,4 +109,43 @@ fn t11_replicas_live_on_distinct_servers() {
             );
         }
     }
+}
+
+#[test]
+fn t12_cached_chunk_maps_never_hide_this_clients_writes_nor_a_refusal() {
+    let c = Cluster::start(Options::default());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (a, b) = (
+            shoal_client::Client::connect(&c.meta_addrs).await.unwrap(),
+            shoal_client::Client::connect(&c.meta_addrs).await.unwrap(),
+        );
+        let mut w = b.create("/cached", None).await.unwrap();
+        w.write_at(0, b"one..").await.unwrap();
+
+        // Client a opens the file: its reads use the map it fetched then.
+        let mut reader = a.open("/cached").await.unwrap();
+        assert_eq!(reader.read_at(0, 5).await.unwrap(), b"one..");
+
+        // Another handle of the same client writes: the first handle sees it.
+        let mut writer = a.open("/cached").await.unwrap();
+        writer.write_at(0, b"two..").await.unwrap();
+        assert_eq!(reader.read_at(0, 5).await.unwrap(), b"two..", "a client reads its own writes");
+
+        // Client b writes twice: the replicas no longer hold the version a's
+        // cached map names, refuse it, and a fetches the map again.
+        w.write_at(0, b"three").await.unwrap();
+        w.write_at(0, b"four.").await.unwrap();
+        assert_eq!(reader.read_at(0, 5).await.unwrap(), b"four.", "a refusal refreshes the map, never a stale answer");
+
+        // A new open always sees what was acknowledged before it.
+        w.write_at(0, b"five.").await.unwrap();
+        assert_eq!(a.open("/cached").await.unwrap().read_at(0, 5).await.unwrap(), b"five.");
+        assert_eq!(reader.read_at(0, 5).await.unwrap(), b"five.", "the open refreshed the client's map");
+
+        // Opening a file another client removed asks meta, which says it is gone.
+        b.remove("/cached", false).await.unwrap();
+        let err = a.open("/cached").await.err().expect("the file is gone");
+        assert!(matches!(err, shoal_client::ClientError::Fs(shoal_core::FsError::NotFound { .. })), "{err}");
+    });
 }
