@@ -215,6 +215,8 @@ fn t92_every_node_serves_prometheus_text_and_counters_move_after_a_put() {
         scrape_until(&metas, "exactly the leader says it leads, every node has answered a call", |i, m| {
             m.sum("shoal_meta_raft_is_leader", &[]) == f64::from(i == leader)
                 && m.sum("shoal_rpc_requests_total", &[]) > 0.0
+                // (the sampler's view of the term, once a second)
+                && m.sum("shoal_meta_raft_term", &[]) >= 1.0
         });
     let before_chunk = scrape_until(&chunks, "disk gauges after a heartbeat", |_, m| {
         m.sum("shoal_chunk_disk_capacity_bytes", &[]) > 0.0
