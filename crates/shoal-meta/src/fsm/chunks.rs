@@ -120,6 +120,14 @@ impl FsState {
     }
 
     pub(crate) fn discard_chunk(&mut self, chunk_id: u64, holders: &[u64]) {
+        // An id not allocated yet is held by nobody in this cluster (a
+        // server's files from another one, a bogus plan): listing it as
+        // garbage would delete the real chunk's replicas once it is
+        // allocated. (Under every rules number: such an entry broke the
+        // garbage invariant, so no log that kept it holds one.)
+        if chunk_id >= self.next_chunk_id {
+            return;
+        }
         if !holders.is_empty() {
             self.garbage.entry(chunk_id).or_default().extend(holders.iter().copied());
         }

@@ -90,10 +90,9 @@ pub struct Proposal {
     /// - 1: a fence is bound to one file ([`locking`]); renames may be
     ///   fenced; commits past the end and chains on unregistered servers are
     ///   refused.
-    /// - 2 ([`RULES`]): as 1, and a chunk report's garbage is taken only for
-    ///   chunk ids already allocated, each with a place that names it (under
-    ///   1, a report naming an id not yet allocated put it on the garbage
-    ///   list, so its replicas would have been deleted once it was).
+    /// - 2 ([`RULES`]): as 1, and a chunk report's garbage entry is taken
+    ///   only with a place that names its chunk. (Under every rules number,
+    ///   an id not allocated yet never becomes garbage: see `discard_chunk`.)
     #[serde(default)]
     pub rules: u16,
 }

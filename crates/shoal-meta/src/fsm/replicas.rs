@@ -185,17 +185,15 @@ impl FsState {
         rules: u16,
     ) {
         for (chunk, place) in garbage {
-            // An id not allocated yet cannot be held by anyone (a server's
-            // files from another cluster, say): recording it would delete the
-            // real chunk's replicas once the id is allocated.
-            let allocated = *chunk < self.next_chunk_id;
+            // (`discard_chunk` ignores ids not allocated yet.)
             let unwanted = match place {
+                // A place naming another chunk says nothing of this one.
                 Some(p) if rules >= 2 => {
-                    allocated && p.chunk == *chunk && self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node))
+                    p.chunk == *chunk && self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node))
                 }
                 Some(p) => self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node)),
                 // Unreferenced chunks stay unreferenced (ids are never reused).
-                None => allocated,
+                None => true,
             };
             if unwanted {
                 self.discard_chunk(*chunk, &[node]);
@@ -428,9 +426,9 @@ mod tests {
         assert_eq!(st.garbage_for(3, 10), vec![0, place.chunk]);
     }
 
-    /// Found by the `fsm_apply` fuzz target: a report naming an id not yet
-    /// allocated, with a place of another chunk, put the id on the garbage
-    /// list (and broke an invariant).
+    /// Found by the `fsm_apply` fuzz target: a report (or a copy) naming an
+    /// id not yet allocated put the id on the garbage list (and broke an
+    /// invariant).
     #[test]
     fn a_report_of_an_id_not_allocated_yet_is_not_garbage() {
         let (mut st, place) = state(&[1, 2], false);
@@ -438,6 +436,10 @@ mod tests {
         let elsewhere = ChunkPlace { inode: 0, index: 0, chunk: 2 };
         let report = vec![(future, Some(elsewhere)), (future + 1, Some(ChunkPlace { chunk: future + 1, ..place }))];
         run(&mut st, ReplicaCmd::Reconcile { node: 3, garbage: report.clone(), lost: vec![] });
+        assert!(st.garbage_for(3, 10).is_empty());
+        // Nor is a copy made for a place of a chunk not allocated yet.
+        let ghost = ChunkPlace { chunk: future + 10, ..place };
+        assert_eq!(run(&mut st, add(ghost, 0, 0, 3, &[], &[])), Response::Conflict);
         assert!(st.garbage_for(3, 10).is_empty());
         // A place that names another chunk than the id is not taken either.
         let mismatched = vec![(0, Some(place))];
