@@ -350,7 +350,7 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}, log entry 2: format 7 is newer than this build of shoal reads (up to 1); run a newer shoal",
+                "{}, log entry 2: format 7 is newer than this build of shoal reads (up to 2); run a newer shoal",
                 path.display()
             )
         );
@@ -361,10 +361,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogStore::open(dir.path()).unwrap();
         let vote = format::encode(RecordKind::StateValue, &Vote::new_committed(1, 1)).unwrap();
-        put_raw(&store, &[], &[(KEY_VOTE, format::with_format(vote, 2))]);
+        put_raw(&store, &[], &[(KEY_VOTE, format::with_format(vote, 3))]);
         drop(store);
         let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-        assert!(err.contains("raft.redb, state value `vote`: format 2 is newer"), "{err}");
+        assert!(err.contains("raft.redb, state value `vote`: format 3 is newer"), "{err}");
     }
 
     #[tokio::test]
