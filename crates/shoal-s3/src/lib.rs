@@ -7,12 +7,14 @@
 //! library (objects written whole or not at all, streamed reads, listing
 //! walks); [`listing`], [`rules`] and [`multipart`] are the decisions as
 //! plain functions; [`errors`] is the one table from client errors to S3
-//! codes; [`server`] accepts connections and checks credentials.
+//! codes; [`server`] accepts connections, and [`auth`] holds the keys s3s
+//! checks signatures with.
 //!
 //! Object metadata (ETag, content type, `x-amz-meta-*`) is kept in the
 //! file's extended attributes (`user.s3.*`), so it follows the file through
 //! a rename and goes with it when it is removed.
 
+pub mod auth;
 pub mod errors;
 pub mod gateway;
 pub mod keys;

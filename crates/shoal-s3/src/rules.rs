@@ -25,6 +25,9 @@ pub const ATTR_META_PREFIX: &str = "user.s3.meta.";
 /// The attribute of a multipart upload's directory holding its key.
 pub const ATTR_UPLOAD_KEY: &str = "user.s3.upload.key";
 
+/// The ETag of an empty object: the MD5 of no bytes.
+pub const EMPTY_ETAG: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
 /// The stamp of a file's content: it changes with every committed write.
 pub fn stamp(inode: u64, size: u64, mtime_ms: u64) -> String {
     format!("{inode}:{size}:{mtime_ms}")
@@ -233,6 +236,7 @@ mod tests {
     fn etags() {
         let a = hex(&Md5::digest(b"hello"));
         assert_eq!(a, "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(hex(&Md5::digest(b"")), EMPTY_ETAG);
         let mut x = BTreeMap::new();
         x.insert(ATTR_ETAG.to_string(), etag_attr("7:5:9", &a));
         assert_eq!(stored_etag(&x, "7:5:9").as_deref(), Some(a.as_str()));

@@ -8,14 +8,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use shoal_client::Client;
 use tokio::net::TcpListener;
 
+use crate::auth::Keys;
 use crate::gateway::Gateway;
 use crate::multipart;
 use crate::store::Store;
+
+/// How long a request may take to produce its answer's head (a PUT's whole
+/// body included) before it is answered 503, which clients retry.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One user's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +69,20 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for CloseOnEr
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let inner = self.0.clone();
         Box::pin(async move {
-            let mut resp = hyper::service::Service::call(&inner, req).await?;
+            let call = hyper::service::Service::call(&inner, req);
+            let mut resp = match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, call).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::warn!("a request found no answer in {REQUEST_HEAD_TIMEOUT:?}; answering 503");
+                    let mut r = http::Response::new(s3s::Body::from(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code>\
+                         <Message>the cluster did not answer in time</Message></Error>"
+                            .to_string(),
+                    ));
+                    *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                }
+            };
             if resp.status().is_client_error() || resp.status().is_server_error() {
                 resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
@@ -80,12 +97,8 @@ pub async fn serve(client: Client, listener: TcpListener, config: Config) -> std
     if let Err(e) = store.prepare().await {
         return Err(std::io::Error::other(format!("cannot make the gateway's working area: {e}")));
     }
-    let mut auth = SimpleAuth::new();
-    for c in &config.credentials {
-        auth.register(c.access_key.clone(), c.secret_key.clone().into());
-    }
     let mut builder = S3ServiceBuilder::new(Gateway::new(store.clone()));
-    builder.set_auth(auth);
+    builder.set_auth(Keys::new(&config.credentials));
     let service = CloseOnError(builder.build());
     tokio::spawn(multipart::janitor(store, config.upload_max_age));
     loop {

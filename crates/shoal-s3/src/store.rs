@@ -160,7 +160,7 @@ impl Store {
             drop(tx);
             let written = writer.await.map_err(|e| PutError::Body(format!("writer task: {e}")))?;
             received?;
-            written?;
+            let file = written?;
             if let Some(declared) = declared_len
                 && declared != total
             {
@@ -171,7 +171,7 @@ impl Store {
                 return Err(PutError::BadDigest);
             }
             let etag = etag_override.unwrap_or_else(|| rules::hex(&digest));
-            let st = self.client.stat(&tmp).await?;
+            let st = file.cached_stat().clone();
             attrs.insert(ATTR_ETAG.to_string(), rules::etag_attr(&rules::stamp(st.inode, st.size, st.mtime_ms), &etag));
             self.client.set_xattrs(&tmp, &[ATTR_ETAG.to_string()], &attrs).await?;
             Ok(Written { etag, size: total, md5: digest })
@@ -195,16 +195,11 @@ impl Store {
         }
     }
 
-    /// Renames a finished temporary file onto `path`, making its directories.
-    /// The bucket (the first component) must exist.
+    /// Renames a finished temporary file onto `path`, making its directories
+    /// when they are missing. The bucket (the first component) must exist.
     pub async fn place(&self, tmp: &str, bucket_dir: &str, path: &str) -> Result<(), ClientError> {
         let result = async {
             for attempt in 1..=PLACE_ATTEMPTS_MAX {
-                self.client.stat(bucket_dir).await?;
-                let parent = keys::parent_of(path);
-                if parent != bucket_dir {
-                    self.client.mkdir(parent, true).await?;
-                }
                 // A rename onto a directory would move the file into it: a
                 // key that is a prefix of other keys is refused instead.
                 match self.client.stat(path).await {
@@ -214,8 +209,15 @@ impl Store {
                     Err(e) => return Err(e),
                 }
                 match self.client.rename_fenced(tmp, path, None).await {
-                    // A delete removed the emptied directory in between: again.
-                    Err(e) if is_not_found(&e) && attempt < PLACE_ATTEMPTS_MAX => continue,
+                    // The directories are missing (new, or a delete removed
+                    // them as they emptied): make them, and again.
+                    Err(e) if is_not_found(&e) && attempt < PLACE_ATTEMPTS_MAX => {
+                        let parent = keys::parent_of(path);
+                        if parent == bucket_dir {
+                            return Err(e); // The bucket itself is gone.
+                        }
+                        self.client.mkdir(parent, true).await?;
+                    }
                     other => return other,
                 }
             }
@@ -234,6 +236,9 @@ impl Store {
         let stamp = rules::stamp(st.inode, st.size, st.mtime_ms);
         if let Some(e) = rules::stored_etag(&st.xattrs, &stamp) {
             return Ok(e);
+        }
+        if st.size == 0 {
+            return Ok(rules::EMPTY_ETAG.to_string()); // Nothing to read, nothing worth storing.
         }
         let mut file = self.client.open(path).await?;
         let mut md5 = Md5::new();

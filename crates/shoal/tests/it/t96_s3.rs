@@ -33,7 +33,7 @@ const RCLONE: &str = "/usr/bin/rclone";
 const ACCESS_KEY: &str = "T96ACCESSKEY";
 const SECRET_KEY: &str = "t96-secret-key-0123456789";
 /// How long one client command may run at most (the 1 GiB copies included).
-const CLIENT_RUN_MAX: Duration = Duration::from_secs(300);
+const CLIENT_RUN_MAX: Duration = Duration::from_secs(900);
 
 /// A child process killed (and reaped) when this drops, also on a panic.
 struct Reaped(Child);
