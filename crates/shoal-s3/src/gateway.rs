@@ -250,7 +250,7 @@ impl S3 for Gateway {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let dir = keys::bucket_path(&req.input.bucket).map_err(|e| from_name(&e))?;
         self.store.client.mkdir(&dir, false).await.map_err(client_err(Subject::Bucket))?;
-        Ok(S3Response::new(CreateBucketOutput { location: Some(dir), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(dir) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {

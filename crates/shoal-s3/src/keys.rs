@@ -152,7 +152,8 @@ mod tests {
         assert_eq!(object_path("b1b", "x/y.txt").unwrap(), "/b1b/x/y.txt");
         assert_eq!(object_path("b1b", "ünï cøde & spaces").unwrap(), "/b1b/ünï cøde & spaces");
         assert_eq!(object_path("b1b", ".hidden/.x").unwrap(), "/b1b/.hidden/.x");
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Want = fn(&NameError) -> bool;
+        let cases: &[(&str, Want)] = &[
             ("", |e| matches!(e, NameError::Empty)),
             ("a//b", |e| matches!(e, NameError::EmptyComponent { .. })),
             ("/a", |e| matches!(e, NameError::EmptyComponent { .. })),
