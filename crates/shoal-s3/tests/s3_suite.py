@@ -40,7 +40,7 @@ ENDPOINT, AK, SK, SCENARIO = sys.argv[1:5]
 ARGS = sys.argv[5:]
 
 
-def client(ak=AK, sk=SK, retries=6):
+def client(ak=AK, sk=SK, retries=6, read_timeout=20):
     return boto3.client(
         "s3",
         endpoint_url=ENDPOINT,
@@ -55,12 +55,14 @@ def client(ak=AK, sk=SK, retries=6):
             # Short, with retries: now and then the answer to a PUT that was
             # applied never arrives (see the README's known problems); the
             # retry finds the object written again, which PUT allows.
-            read_timeout=20,
+            read_timeout=read_timeout,
         ),
     )
 
 
 S3 = client()
+# For calls that copy much before they answer (Complete copies the parts).
+S3_LONG = client(read_timeout=300)
 
 
 STARTED = time.monotonic()
@@ -357,7 +359,7 @@ def multipart():
     assert absent("mpu", "small")
 
     step("multipart: complete and its ETag")
-    r = S3.complete_multipart_upload(Bucket="mpu", Key="big/object", UploadId=uid,
+    r = S3_LONG.complete_multipart_upload(Bucket="mpu", Key="big/object", UploadId=uid,
                                      MultipartUpload={"Parts": parts})
     want = f'"{hashlib.md5(b"".join(digests)).hexdigest()}-20"'
     assert r["ETag"] == want, (r["ETag"], want)
@@ -379,7 +381,7 @@ def multipart():
     r2 = S3.upload_part_copy(Bucket="mpu", Key="copied", UploadId=cp, PartNumber=2,
                              CopySource={"Bucket": "mpu", "Key": "big/object"},
                              CopySourceRange=f"bytes={99 * MIB}-{100 * MIB - 1}")
-    S3.complete_multipart_upload(Bucket="mpu", Key="copied", UploadId=cp, MultipartUpload={"Parts": [
+    S3_LONG.complete_multipart_upload(Bucket="mpu", Key="copied", UploadId=cp, MultipartUpload={"Parts": [
         {"PartNumber": 1, "ETag": r1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": r2["CopyPartResult"]["ETag"]}]})
     c = S3.get_object(Bucket="mpu", Key="copied")["Body"].read()
     full = S3.get_object(Bucket="mpu", Key="big/object", Range=f"bytes=0-{5 * MIB - 1}")["Body"].read()
