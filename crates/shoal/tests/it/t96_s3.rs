@@ -237,6 +237,7 @@ fn t96_boto3_suite_interop_and_janitor() {
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("from-shoal.bin");
     std::fs::write(&local, pattern(2_500_000, 961)).unwrap();
+    c.must(&["mkdir", "-p", "/alpha/interop"], None);
     c.must_put(&local, "/alpha/interop/from-shoal.bin");
     must_run(suite(&g, "get", &["alpha", "interop/from-shoal.bin", local.to_str().unwrap()]));
     let up = tmp.path().join("from-s3.bin");
