@@ -3,6 +3,7 @@
 //! Opening files is in [`crate::file`] and lock sessions in [`crate::lock`]
 //! (each adds its own `impl Client`), so this module depends on neither.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct Stat {
     pub replication: u32,
     pub chunk_size: u64,
     pub chunk_count: u64,
+    /// Extended attributes: filled by [`Client::stat_xattrs`] and
+    /// [`Client::list_xattrs`], empty from every other call.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl From<pb::Inode> for Stat {
@@ -43,6 +47,7 @@ impl From<pb::Inode> for Stat {
             replication: i.replication,
             chunk_size: i.chunk_size,
             chunk_count: i.chunk_count,
+            xattrs: i.xattrs.into_iter().collect(),
         }
     }
 }
@@ -144,7 +149,16 @@ impl Client {
     }
 
     pub async fn stat(&self, path: &str) -> Result<Stat> {
-        let req = pb::PathRequest { path: path.to_string() };
+        self.stat_inner(path, false).await
+    }
+
+    /// [`Client::stat`] with the extended attributes.
+    pub async fn stat_xattrs(&self, path: &str) -> Result<Stat> {
+        self.stat_inner(path, true).await
+    }
+
+    async fn stat_inner(&self, path: &str, xattrs: bool) -> Result<Stat> {
+        let req = pb::PathRequest { path: path.to_string(), xattrs };
         Ok(inode_of(
             self.ns(|mut c| {
                 let req = req.clone();
@@ -156,7 +170,16 @@ impl Client {
 
     /// Lists a directory (or, for a file, the file itself), sorted by name.
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let req = pb::PathRequest { path: path.to_string() };
+        self.list_inner(path, false).await
+    }
+
+    /// [`Client::list`] with every entry's extended attributes.
+    pub async fn list_xattrs(&self, path: &str) -> Result<Vec<DirEntry>> {
+        self.list_inner(path, true).await
+    }
+
+    async fn list_inner(&self, path: &str, xattrs: bool) -> Result<Vec<DirEntry>> {
+        let req = pb::PathRequest { path: path.to_string(), xattrs };
         let reply = self
             .ns(|mut c| {
                 let req = req.clone();
@@ -205,6 +228,36 @@ impl Client {
         self.ns(|mut c| {
             let req = req.clone();
             async move { c.rename(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the extended attributes named in `remove` (missing ones are
+    /// ignored), then sets those in `set`, in one change.
+    pub async fn set_xattrs(&self, path: &str, remove: &[String], set: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+        let pending = self.inner.requests.begin();
+        let req = pb::SetXattrsRequest {
+            path: path.to_string(),
+            remove: remove.to_vec(),
+            set: set.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+            request: Some(pending.id),
+        };
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.set_xattrs(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes one extended attribute (`NoAttribute` when it is not there).
+    pub async fn remove_xattr(&self, path: &str, name: &str) -> Result<()> {
+        let pending = self.inner.requests.begin();
+        let req = pb::RemoveXattrRequest { path: path.to_string(), name: name.to_string(), request: Some(pending.id) };
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.remove_xattr(req).await }
         })
         .await?;
         Ok(())

@@ -152,6 +152,7 @@ mod tests {
             replication: 2,
             chunk_size: 64 << 20,
             chunk_count: 1,
+            xattrs: Default::default(),
         };
         let chunk = ChunkInfo { index: 0, id: inode * 10, version, replicas: vec!["127.0.0.1:1".into()] };
         Arc::new(Layout { stat, chunks: vec![chunk] })

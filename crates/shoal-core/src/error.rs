@@ -56,6 +56,10 @@ pub enum FsError {
          it and ask again"
     )]
     LockUpgrade { path: String },
+    #[error("{path} has no extended attribute {name:?}")]
+    NoAttribute { path: String, name: String },
+    #[error("extended attribute on {path} refused: {limit}")]
+    AttributeLimit { path: String, limit: String },
 }
 
 impl FsError {

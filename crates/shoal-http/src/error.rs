@@ -44,8 +44,11 @@ pub fn status_of(e: &ClientError) -> StatusCode {
             | FsError::InvalidArgument { .. }
             | FsError::NotADirectory { .. }
             | FsError::IsADirectory { .. }
-            | FsError::BadReplication { .. } => StatusCode::BAD_REQUEST,
-            FsError::NotFound { .. } | FsError::StaleInode { .. } => StatusCode::NOT_FOUND,
+            | FsError::BadReplication { .. }
+            | FsError::AttributeLimit { .. } => StatusCode::BAD_REQUEST,
+            FsError::NotFound { .. } | FsError::StaleInode { .. } | FsError::NoAttribute { .. } => {
+                StatusCode::NOT_FOUND
+            }
             FsError::NotEnoughServers { .. } | FsError::NoReplica { .. } => StatusCode::SERVICE_UNAVAILABLE,
             FsError::AlreadyExists { .. }
             | FsError::NotEmpty { .. }

@@ -40,6 +40,7 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         chunks: BTreeMap::new(),
         children: BTreeMap::new(),
         fence: 0,
+        xattrs: BTreeMap::new(),
     }
 }
 

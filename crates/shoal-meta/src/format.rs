@@ -11,8 +11,16 @@
 //!      6     2  reserved, 0
 //!      8     8  body length in bytes, little endian
 //!     16     4  CRC32C of bytes 0..16 and of the body, little endian
-//!     20     -  body: the value in postcard (format 1)
+//!     20     -  body: the value in postcard (formats 1 and 2)
 //! ```
+//!
+//! Format 2 added one field, `Inode::xattrs`, at the end of the inode. A
+//! format-1 body has no bytes for it, and postcard cannot tell (it is not
+//! self-describing), so [`decode`] records the format of the body it decodes
+//! and [`since_format_2`] reads that field as empty in an older body. Log
+//! entries hold no inode (new commands were added at the end of their enum,
+//! which keeps every older entry's variant numbers), so their bodies are the
+//! same in both formats.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
@@ -30,11 +38,50 @@
 //! Nothing here knows Shoal's commands: the bodies are any `Serialize` /
 //! `DeserializeOwned` type.
 
-use serde::Serialize;
+use std::cell::Cell;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+thread_local! {
+    /// The format of the body [`decode`] is decoding on this thread; the
+    /// current format everywhere else (JSON on the wire, new records).
+    static DECODING_FORMAT: Cell<u16> = const { Cell::new(FORMAT_CURRENT) };
+}
+
+/// Sets [`DECODING_FORMAT`] for its lifetime, and puts back the old value
+/// when dropped (also when decoding panics).
+struct DecodingFormat(u16);
+
+impl DecodingFormat {
+    fn enter(format: u16) -> Self {
+        DecodingFormat(DECODING_FORMAT.with(|f| f.replace(format)))
+    }
+}
+
+impl Drop for DecodingFormat {
+    fn drop(&mut self) {
+        DECODING_FORMAT.with(|f| f.set(self.0));
+    }
+}
+
+/// Deserializes a field that format 2 added: in a body of an older format it
+/// is not there, so nothing is read and the field is its default.
+pub fn since_format_2<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if DECODING_FORMAT.with(Cell::get) < FORMAT_XATTRS {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
+}
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 1;
+pub const FORMAT_CURRENT: u16 = 2;
+/// The format that added extended attributes to inodes.
+pub const FORMAT_XATTRS: u16 = 2;
 /// Records without a header: plain JSON, as written before formats had numbers.
 pub const FORMAT_LEGACY_JSON: u16 = 0;
 /// Length of the header before the body.
@@ -205,7 +252,7 @@ pub fn decode<T: DeserializeOwned>(
 ) -> Result<T, FormatError> {
     match check(kind, bytes)? {
         Checked::Headed { format, body } => {
-            debug_assert_eq!(format, FORMAT_CURRENT, "format 1 is the only headed format so far");
+            let _format = DecodingFormat::enter(format);
             let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|source| FormatError::Body {
                 kind: kind.name(),
                 format,
@@ -391,8 +438,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 2, known: 1 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 2 is newer than this build of shoal reads (up to 1); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 3, known: 2 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 3 is newer than this build of shoal reads (up to 2); run a newer shoal");
     }
 
     #[test]
@@ -404,6 +451,67 @@ mod tests {
         // JSON that does not decode is a decoding error, not a success.
         let err = decode::<Entry<TypeConfig>>(RecordKind::LogEntry, b"{\"x\":1}", no_upgrade).unwrap_err();
         assert!(matches!(err, FormatError::LegacyJson { .. }), "{err}");
+    }
+
+    /// An inode as format 1 wrote it: every field but `xattrs`.
+    #[derive(serde::Serialize)]
+    struct InodeV1 {
+        id: u64,
+        parent: u64,
+        kind: crate::fsm::Kind,
+        size: u64,
+        mode: u32,
+        mtime_ms: u64,
+        replication: u32,
+        chunk_size: u64,
+        chunks: BTreeMap<u64, crate::fsm::ChunkMeta>,
+        children: BTreeMap<String, u64>,
+        fence: u64,
+    }
+
+    /// A format-1 body (here inodes inside a response, as in the snapshot's
+    /// request answers) decodes with empty attributes; format 2 keeps them.
+    #[test]
+    fn format_1_inodes_decode_without_attributes() {
+        use crate::fsm::{Inode, Kind, Response};
+        let v1 = |id| InodeV1 {
+            id,
+            parent: 1,
+            kind: Kind::File,
+            size: 5,
+            mode: 0o644,
+            mtime_ms: 9,
+            replication: 2,
+            chunk_size: 100,
+            chunks: BTreeMap::new(),
+            children: BTreeMap::from([("x".to_string(), 3)]),
+            fence: 4,
+        };
+        #[derive(serde::Serialize)]
+        enum ResponseV1 {
+            #[allow(dead_code)]
+            Ok,
+            Inode(InodeV1),
+        }
+        let old = (vec![v1(2), v1(3)], ResponseV1::Inode(v1(4)), 77u64);
+        let mut bytes = encode(RecordKind::Snapshot, &old).unwrap();
+        bytes = with_format(bytes, 1);
+        let (inodes, resp, tail): (Vec<Inode>, Response, u64) =
+            decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
+        assert_eq!(tail, 77, "the fields after the inodes line up");
+        assert_eq!(inodes.len(), 2);
+        assert!(inodes.iter().all(|i| i.xattrs.is_empty() && i.fence == 4 && i.children.len() == 1));
+        let Response::Inode(i) = resp else { panic!("{resp:?}") };
+        assert_eq!(i.id, 4);
+        // Format 2 carries them.
+        let mut new = inodes[0].clone();
+        new.xattrs.insert("user.a".into(), b"1".to_vec());
+        let back: Inode =
+            decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
+        assert_eq!(back, new);
+        // JSON (the Raft RPCs, legacy records) reads them too, or their absence.
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<Inode>(&json).unwrap(), new);
     }
 
     /// A format-0 entry names its command flat; it decodes nested in its domain.

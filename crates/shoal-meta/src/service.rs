@@ -26,6 +26,7 @@ use shoal_core::{FsError, NormalPath};
 use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
+use crate::fsm::xattrs;
 use crate::fsm::{
     ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Prepared, ReplicaCmd, RequestId, Response, WriteCmd,
 };
@@ -71,7 +72,8 @@ pub fn fs_status(e: FsError) -> Status {
         FsError::InvalidPath(_) | FsError::InvalidArgument { .. } | FsError::BadReplication { .. } => {
             Code::InvalidArgument
         }
-        FsError::NotFound { .. } | FsError::StaleInode { .. } => Code::NotFound,
+        FsError::NotFound { .. } | FsError::StaleInode { .. } | FsError::NoAttribute { .. } => Code::NotFound,
+        FsError::AttributeLimit { .. } => Code::InvalidArgument,
         FsError::AlreadyExists { .. } => Code::AlreadyExists,
         FsError::NotADirectory { .. }
         | FsError::IsADirectory { .. }
@@ -105,7 +107,17 @@ pub fn inode_pb(i: &Inode) -> pb::Inode {
         replication: i.replication,
         chunk_size: i.chunk_size,
         chunk_count: i.chunks.len() as u64,
+        xattrs: Default::default(),
     }
+}
+
+/// [`inode_pb`] with the inode's extended attributes when `with_xattrs`.
+fn inode_pb_with(i: &Inode, with_xattrs: bool) -> pb::Inode {
+    let mut out = inode_pb(i);
+    if with_xattrs {
+        out.xattrs = i.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    }
+    out
 }
 
 /// The state machine's form of a write's fence.
@@ -180,15 +192,18 @@ impl pb::namespace_server::Namespace for MetaService {
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
-        let path = parse_path(&req.into_inner().path)?;
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
         self.node.linearizable().await?;
         let s = self.node.state.read();
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(inode)) }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)) }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
-        let path = parse_path(&req.into_inner().path)?;
+        let r = req.into_inner();
+        let with = r.xattrs;
+        let path = parse_path(&r.path)?;
         self.node.linearizable().await?;
         let s = self.node.state.read();
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
@@ -196,11 +211,14 @@ impl pb::namespace_server::Namespace for MetaService {
             Kind::Dir => inode
                 .children
                 .iter()
-                .map(|(name, id)| pb::DirEntry { name: name.clone(), inode: Some(inode_pb(&s.fs.inodes[id])) })
+                .map(|(name, id)| pb::DirEntry {
+                    name: name.clone(),
+                    inode: Some(inode_pb_with(&s.fs.inodes[id], with)),
+                })
                 .collect(),
             Kind::File => {
                 let name = path.split_last().map_or("/", |(_, n)| n).to_string();
-                vec![pb::DirEntry { name, inode: Some(inode_pb(inode)) }]
+                vec![pb::DirEntry { name, inode: Some(inode_pb_with(inode, with)) }]
             }
         };
         Ok(TonicResponse::new(pb::ListReply { entries }))
@@ -291,6 +309,28 @@ impl pb::namespace_server::Namespace for MetaService {
         let fence = fence(r.fence)?;
         let cmd = WriteCmd::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
         self.write_inode(cmd, request_id(r.request)).await
+    }
+
+    async fn set_xattrs(&self, req: Request<pb::SetXattrsRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        // Bounded before proposing; the state machine checks the sizes.
+        if r.remove.len() + r.set.len() > xattrs::XATTR_CHANGES_MAX {
+            return Err(fs_status(FsError::AttributeLimit {
+                path: path.to_string(),
+                limit: format!("one change may name at most {} attributes", xattrs::XATTR_CHANGES_MAX),
+            }));
+        }
+        let set = r.set.into_iter().collect();
+        self.write_ok(NamespaceCmd::SetXattrs { path, remove: r.remove, set }, request_id(r.request)).await?;
+        Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn remove_xattr(&self, req: Request<pb::RemoveXattrRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        self.write_ok(NamespaceCmd::RemoveXattr { path, name: r.name }, request_id(r.request)).await?;
+        Ok(TonicResponse::new(pb::Empty {}))
     }
 
     async fn set_replication(&self, req: Request<pb::SetReplicationRequest>) -> Reply<pb::Empty> {

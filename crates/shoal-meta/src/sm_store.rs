@@ -550,7 +550,10 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [SNAPSHOT_FILE]);
         let bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
-        assert!(matches!(format::check(RecordKind::Snapshot, &bytes), Ok(Checked::Headed { format: 1, .. })));
+        assert!(matches!(
+            format::check(RecordKind::Snapshot, &bytes),
+            Ok(Checked::Headed { format: format::FORMAT_CURRENT, .. })
+        ));
         assert_eq!(reopen(dir.path()).unwrap().body.fs.next_inode, 1004);
     }
 
@@ -573,7 +576,7 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 3 is newer than this build of shoal reads (up to 1); run a newer shoal",
+                "{}: format 3 is newer than this build of shoal reads (up to 2); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

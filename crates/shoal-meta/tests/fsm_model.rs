@@ -6,7 +6,8 @@
 //! plain map from path to entry. After every step:
 //! - `check_invariants` holds (apply also asserts it in test builds);
 //! - a command that was refused changed nothing;
-//! - the namespace and every file size equal the model's;
+//! - the namespace, every file size and every inode's extended attributes
+//!   equal the model's (attributes move with a rename, vanish with a remove);
 //! - a namespace command succeeded exactly when the model says it must;
 //! - a retried request id gets its first answer back and changes nothing.
 //!
@@ -36,7 +37,12 @@ enum Entry {
 #[derive(Debug, Default, Clone)]
 struct Model {
     entries: BTreeMap<String, Entry>,
+    /// Path to its extended attributes (only paths that have some).
+    xattrs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
+
+/// The most attribute bytes per inode (names plus values), as the state machine bounds them.
+const XATTRS_TOTAL_MAX_BYTES: usize = 256 << 10;
 
 fn parent_of(path: &str) -> String {
     match path.rfind('/') {
@@ -127,6 +133,45 @@ impl Model {
     fn remove_tree(&mut self, path: &str) {
         let prefix = format!("{path}/");
         self.entries.retain(|k, _| k != path && !k.starts_with(&prefix));
+        self.xattrs.retain(|k, _| k != path && !k.starts_with(&prefix));
+    }
+
+    fn set_xattrs(&mut self, path: &str, remove: &[String], set: &[(String, Vec<u8>)]) -> bool {
+        if self.get(path).is_none() || (path != "/" && !self.parent_is_dir(path)) {
+            return false;
+        }
+        let mut next = self.xattrs.get(path).cloned().unwrap_or_default();
+        for n in remove {
+            next.remove(n);
+        }
+        for (n, v) in set {
+            next.insert(n.clone(), v.clone());
+        }
+        let valid = next.iter().all(|(n, v)| !n.is_empty() && n.len() <= 255 && !n.contains('\0') && v.len() <= 65536)
+            && next.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= XATTRS_TOTAL_MAX_BYTES;
+        if !valid {
+            return false;
+        }
+        if next.is_empty() {
+            self.xattrs.remove(path);
+        } else {
+            self.xattrs.insert(path.to_string(), next);
+        }
+        true
+    }
+
+    fn remove_xattr(&mut self, path: &str, name: &str) -> bool {
+        if self.get(path).is_none() || (path != "/" && !self.parent_is_dir(path)) {
+            return false;
+        }
+        let Some(attrs) = self.xattrs.get_mut(path) else { return false };
+        if attrs.remove(name).is_none() {
+            return false;
+        }
+        if attrs.is_empty() {
+            self.xattrs.remove(path);
+        }
+        true
     }
 
     fn rename(&mut self, src: &str, dst: &str) -> bool {
@@ -167,9 +212,16 @@ impl Model {
             .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(k, v)| (format!("{dst}/{}", &k[prefix.len()..]), v.clone()))
             .collect();
+        let moved_attrs: Vec<(String, BTreeMap<String, Vec<u8>>)> = self
+            .xattrs
+            .iter()
+            .filter(|(k, _)| *k == src || k.starts_with(&prefix))
+            .map(|(k, v)| (if k == src { dst.clone() } else { format!("{dst}/{}", &k[prefix.len()..]) }, v.clone()))
+            .collect();
         self.remove_tree(src);
         self.entries.insert(dst, moved);
         self.entries.extend(moved_below);
+        self.xattrs.extend(moved_attrs);
         true
     }
 }
@@ -177,6 +229,15 @@ impl Model {
 /// One step of a history.
 #[derive(Debug, Clone)]
 enum Op {
+    SetXattrs {
+        path: String,
+        remove: Vec<String>,
+        set: Vec<(String, Vec<u8>)>,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
     Mkdir(String, bool),
     Create(String, bool),
     Remove(String, bool),
@@ -273,6 +334,29 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(grant, path, own_path)| Op::FencedWrite { grant, path, own_path }),
         2 => (0..8usize, path_strategy()).prop_map(|(grant, src)| Op::FencedRename { grant, src }),
         2 => Just(Op::Retry),
+        3 => (path_strategy(), prop::collection::vec(xattr_name(), 0..2), prop::collection::vec((xattr_name(), xattr_value()), 0..3))
+            .prop_map(|(path, remove, set)| Op::SetXattrs { path, remove, set }),
+        1 => (path_strategy(), xattr_name()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+    ]
+}
+
+/// Attribute names: a few valid ones, and some the bounds refuse.
+fn xattr_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => prop::sample::select(vec!["user.a", "user.b", "user.s3.etag"]).prop_map(String::from),
+        1 => Just(String::new()),
+        1 => Just("n".repeat(256)),
+        1 => Just("a\0b".to_string()),
+    ]
+}
+
+/// Attribute values: mostly small, now and then over the bound, or large
+/// enough that a few of them pass the per-inode total.
+fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => prop::collection::vec(any::<u8>(), 0..4),
+        1 => Just(vec![7u8; 65537]),
+        1 => Just(vec![9u8; 65536]),
     ]
 }
 
@@ -448,6 +532,15 @@ impl Harness {
                     assert_eq!((moved.fence, self.st.fence_bindings.get(&g.token)), (g.token, Some(&moved.id)));
                 }
             }
+            Op::SetXattrs { path, remove, set } => {
+                let cmd = NamespaceCmd::SetXattrs { path: np(path), remove: remove.clone(), set: set.clone() };
+                let ok = self.apply(cmd) == Response::Ok;
+                assert_eq!(ok, self.model.set_xattrs(path, remove, set), "set xattrs on {path}");
+            }
+            Op::RemoveXattr { path, name } => {
+                let ok = self.apply(NamespaceCmd::RemoveXattr { path: np(path), name: name.clone() }) == Response::Ok;
+                assert_eq!(ok, self.model.remove_xattr(path, name), "remove xattr {name:?} of {path}");
+            }
             Op::Retry => {
                 let Some((p, first, state)) = self.last.clone() else { return };
                 let again = self.st.apply(&p);
@@ -538,6 +631,23 @@ impl Harness {
         assert_eq!(after.size, *model_size);
     }
 
+    /// Every path's extended attributes, for paths that have some.
+    fn xattrs(&self) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![("/".to_string(), shoal_meta::fsm::ROOT_INODE)];
+        while let Some((path, id)) = todo.pop() {
+            let inode = &self.st.inodes[&id];
+            if !inode.xattrs.is_empty() {
+                out.insert(path.clone(), inode.xattrs.clone());
+            }
+            for (name, child) in &inode.children {
+                let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+                todo.push((p, *child));
+            }
+        }
+        out
+    }
+
     /// The namespace as the model sees it.
     fn snapshot(&self) -> BTreeMap<String, Entry> {
         let mut out = BTreeMap::new();
@@ -568,6 +678,7 @@ proptest! {
             h.step(op);
             h.st.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
             prop_assert_eq!(h.snapshot(), h.model.entries.clone(), "after {:?}", op);
+            prop_assert_eq!(h.xattrs(), h.model.xattrs.clone(), "after {:?}", op);
         }
     }
 }

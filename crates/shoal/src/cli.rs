@@ -157,8 +157,30 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:7180")]
         listen: SocketAddr,
     },
+    /// Serve an S3-compatible gateway for the cluster given with `--meta`,
+    /// until Ctrl-C. Buckets are top-level directories, keys paths below.
+    S3(S3Args),
     /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct S3Args {
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7190")]
+    pub listen: SocketAddr,
+    /// The access key of the gateway's user.
+    #[arg(long, env = "SHOAL_S3_ACCESS_KEY")]
+    pub access_key: Option<String>,
+    /// Its secret key.
+    #[arg(long, env = "SHOAL_S3_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// A file of further users, one `ACCESS_KEY SECRET_KEY` per line.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Multipart uploads (and temporary objects) untouched this long are removed.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    pub upload_max_age: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +353,10 @@ pub struct UpArgs {
     /// How fast each chunk server's scrubber re-verifies checksums (0: off).
     #[arg(long, default_value = "32MiB/s", value_parser = rate)]
     pub scrub_rate: u64,
+    /// Also serve the S3 gateway on HOST:PORT (keys from `$SHOAL_S3_ACCESS_KEY`
+    /// and `$SHOAL_S3_SECRET_KEY`, or made up and printed).
+    #[arg(long)]
+    pub s3: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,6 +14,7 @@ mod cli;
 mod fs;
 mod local;
 mod locking;
+mod s3;
 mod servers;
 mod shell;
 mod terminal;
@@ -29,7 +30,7 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_) | Command::Http { .. });
+    let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_) | Command::Http { .. } | Command::S3(_));
     let format_name = match cli.log_format {
         LogFormat::Text => "text",
         LogFormat::Json => "json",
@@ -76,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chunk(args) => servers::chunk(args, cli.meta).await,
         Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Http { listen } => web::run(connect().await?, listen).await,
+        Command::S3(args) => s3::run(connect().await?, args).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
         Command::Bench(args) => bench::run(args.options(), &cli.meta, timeout).await,
         Command::Lock { shared, ttl, path, command } => {

@@ -73,6 +73,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         "Try: shoal {meta_flag}put /etc/hosts /hosts && shoal {meta_flag}cat /hosts    (Ctrl-C stops the cluster)"
     );
 
+    if let Some(listen) = args.s3 {
+        let client = shoal_client::Client::connect(&meta_addrs).await?;
+        let (config, listener) =
+            crate::s3::configure(listen, None, None, None, crate::s3::UPLOAD_MAX_AGE_DEFAULT).await?;
+        println!(
+            "S3: http://{}/  access key {}  secret key {}",
+            listener.local_addr()?,
+            config.credentials[0].access_key,
+            config.credentials[0].secret_key
+        );
+        tokio::spawn(async move {
+            if let Err(e) = shoal_s3::serve(client, listener, config).await {
+                eprintln!("shoal up: the S3 gateway stopped: {e}");
+            }
+        });
+    }
+
     let stopped = crate::servers::terminated();
     tokio::pin!(stopped);
     let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -81,6 +81,9 @@ impl FsState {
             if *id >= self.next_inode {
                 return fail(format!("inode {id} is not below next_inode {}", self.next_inode));
             }
+            if let Err(e) = super::xattrs::check_all(&inode.xattrs) {
+                return fail(format!("inode {id}: {e}"));
+            }
             match inode.kind {
                 Kind::Dir => {
                     if !inode.chunks.is_empty() || inode.size != 0 {

@@ -11,7 +11,8 @@
 //! [`namespace`] (directories and files), [`chunks`] (the chunk map and the
 //! write protocol), [`replicas`] (replica-list changes from healing),
 //! [`nodes`] (chunk servers, garbage, cluster switches), [`locking`] (lock
-//! sessions over [`crate::locks`]) and [`dedup`] (request ids).
+//! sessions over [`crate::locks`]), [`xattrs`] (extended attributes) and
+//! [`dedup`] (request ids).
 //! [`invariants`] checks all of them at once; debug builds and tests run it
 //! after every apply.
 //!
@@ -31,6 +32,7 @@ pub mod locking;
 pub mod namespace;
 pub mod nodes;
 pub mod replicas;
+pub mod xattrs;
 
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
@@ -246,6 +248,7 @@ impl Default for FsState {
             chunks: BTreeMap::new(),
             children: BTreeMap::new(),
             fence: 0,
+            xattrs: BTreeMap::new(),
         };
         FsState {
             inodes: BTreeMap::from([(ROOT_INODE, root)]),

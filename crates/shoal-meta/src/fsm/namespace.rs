@@ -44,6 +44,11 @@ pub struct Inode {
     /// The newest fencing token a write to this file carried.
     #[serde(default)]
     pub fence: u64,
+    /// Extended attributes, name to value (see [`super::xattrs`]). Records
+    /// of format 1 and older have no such field: it decodes as empty there
+    /// (`format::since_format_2`).
+    #[serde(default, deserialize_with = "crate::format::since_format_2")]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// The namespace's commands.
@@ -72,6 +77,18 @@ pub enum NamespaceCmd {
         #[serde(default)]
         fence: Option<Fence>,
     },
+    /// Removes the extended attributes named in `remove` (missing ones are
+    /// ignored), then sets those in `set`, all at once ([`super::xattrs`]).
+    SetXattrs {
+        path: NormalPath,
+        remove: Vec<String>,
+        set: Vec<(String, Vec<u8>)>,
+    },
+    /// Removes one extended attribute; refused when it does not exist.
+    RemoveXattr {
+        path: NormalPath,
+        name: String,
+    },
 }
 
 fn not_found(path: &NormalPath) -> FsError {
@@ -91,6 +108,8 @@ impl FsState {
             NamespaceCmd::Rename { src, dst, fence } => {
                 self.rename(src, dst, fence.as_ref().filter(|_| rules >= 1), now_ms)
             }
+            NamespaceCmd::SetXattrs { path, remove, set } => self.set_xattrs(path, remove, set),
+            NamespaceCmd::RemoveXattr { path, name } => self.remove_xattr(path, name),
         }
     }
 
@@ -180,6 +199,7 @@ impl FsState {
                 chunks: BTreeMap::new(),
                 children: BTreeMap::new(),
                 fence: 0,
+                xattrs: BTreeMap::new(),
             },
         );
         id

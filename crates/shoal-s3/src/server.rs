@@ -1,0 +1,128 @@
+//! The listener: one HTTP/1.1 connection per task, every request through
+//! s3s (SigV4 over headers, presigned URLs and chunked payloads) and the
+//! [`crate::gateway::Gateway`]. Credentials are checked by s3s against the
+//! configured keys: a request with a wrong signature or an unknown key is
+//! refused before any operation runs, so it changes nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use s3s::service::S3ServiceBuilder;
+use shoal_client::Client;
+use tokio::net::TcpListener;
+
+use crate::auth::Keys;
+use crate::gateway::Gateway;
+use crate::multipart;
+use crate::store::Store;
+
+/// How long a request may take to produce its answer's head (a PUT's whole
+/// body included) before it is answered 503, which clients retry.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One user's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// What the gateway needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub credentials: Vec<Credential>,
+    /// Multipart uploads and temporary objects untouched this long are removed.
+    pub upload_max_age: Duration,
+}
+
+/// Parses a key file: one `ACCESS_KEY SECRET_KEY` per line; blank lines and
+/// lines starting with `#` are ignored.
+pub fn parse_key_file(text: &str) -> Result<Vec<Credential>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(s), None) => out.push(Credential { access_key: a.into(), secret_key: s.into() }),
+            _ => return Err(format!("line {}: expected ACCESS_KEY SECRET_KEY", i + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// The S3 service, closing the connection after every error response: an
+/// error may come before the request's body was read, and what is left of
+/// it must not be taken for the next request on a kept-alive connection.
+#[derive(Clone)]
+struct CloseOnError(s3s::service::S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for CloseOnError {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let call = hyper::service::Service::call(&inner, req);
+            let mut resp = match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, call).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::warn!("a request found no answer in {REQUEST_HEAD_TIMEOUT:?}; answering 503");
+                    let mut r = http::Response::new(s3s::Body::from(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code>\
+                         <Message>the cluster did not answer in time</Message></Error>"
+                            .to_string(),
+                    ));
+                    *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                }
+            };
+            if resp.status().is_client_error() || resp.status().is_server_error() {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Serves S3 on `listener` until the task is dropped.
+pub async fn serve(client: Client, listener: TcpListener, config: Config) -> std::io::Result<()> {
+    let store = Store::new(client);
+    if let Err(e) = store.prepare().await {
+        return Err(std::io::Error::other(format!("cannot make the gateway's working area: {e}")));
+    }
+    let mut builder = S3ServiceBuilder::new(Gateway::new(store.clone()));
+    builder.set_auth(Keys::new(&config.credentials));
+    let service = CloseOnError(builder.build());
+    tokio::spawn(multipart::janitor(store, config.upload_max_age));
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let service = service.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files() {
+        let c = parse_key_file("# users\nAK1 SK1\n\n  AK2   SK2  \n").unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1], Credential { access_key: "AK2".into(), secret_key: "SK2".into() });
+        assert!(parse_key_file("onlyone\n").unwrap_err().contains("line 1"));
+        assert!(parse_key_file("a b c\n").is_err());
+    }
+}
