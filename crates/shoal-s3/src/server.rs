@@ -1,6 +1,9 @@
-//! The listener: one HTTP/1.1 connection per task, every request through
-//! s3s (SigV4 over headers, presigned URLs and chunked payloads) and the
-//! [`crate::gateway::Gateway`]. Credentials are checked by s3s against the
+//! The listener: one HTTP/1.1 connection per task, accepted through the
+//! connection gate every Shoal port uses ([`shoal_proto::bounded`]: a bound
+//! on connections, idle ones closed, and `TCP_NODELAY`, without which every
+//! small answer waited on Nagle's algorithm and the client's delayed ACK),
+//! every request through s3s (SigV4 over headers, presigned URLs and chunked
+//! payloads) and the [`crate::gateway::Gateway`]. Credentials are checked by s3s against the
 //! configured keys: a request with a wrong signature or an unknown key is
 //! refused before any operation runs, so it changes nothing.
 
@@ -16,6 +19,11 @@ use crate::auth::Keys;
 use crate::gateway::Gateway;
 use crate::multipart;
 use crate::store::Store;
+
+/// What one gateway port may hold: long uploads keep bytes moving, so only
+/// silence ends a connection, never its age.
+const LIMITS: shoal_proto::bounded::Limits =
+    shoal_proto::bounded::Limits { max_connections: 512, idle: Duration::from_secs(120), lifetime: None };
 
 /// How long a request may take to produce its answer's head (a PUT's whole
 /// body included) before it is answered 503, which clients retry.
@@ -101,8 +109,17 @@ pub async fn serve(client: Client, listener: TcpListener, config: Config) -> std
     builder.set_auth(Keys::new(&config.credentials));
     let service = CloseOnError(builder.build());
     tokio::spawn(multipart::janitor(store, config.upload_max_age));
+    let gate = shoal_proto::bounded::Gate::new(listener, LIMITS);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match gate.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, say: wait and go on rather than end.
+                tracing::warn!("accepting an S3 connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let service = service.clone();
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
