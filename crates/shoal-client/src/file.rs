@@ -296,13 +296,20 @@ impl File {
 
     /// Writes `data` at `offset`; acknowledged (replicated and committed) on return.
     pub async fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_bytes_at(offset, Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`File::write_at`] for bytes the caller already owns as [`Bytes`]:
+    /// they are sliced per chunk, never copied here, so a front end that
+    /// fills (and recycles) its own buffers saves a copy of every byte.
+    pub async fn write_bytes_at(&mut self, offset: u64, data: Bytes) -> Result<()> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| ClientError::InvalidArgument("offset + length overflows".into()))?;
         if data.is_empty() {
             return Ok(());
         }
-        self.until_committed(&Change::Write { offset, end, data: Bytes::copy_from_slice(data) }).await
+        self.until_committed(&Change::Write { offset, end, data }).await
     }
 
     /// Sets the size: shrinking drops the bytes past it, growing adds zeros.

@@ -194,11 +194,25 @@ impl Gateway {
         let CopySource::Bucket { bucket, key, .. } = src else {
             return Err(s3_error!(NotImplemented, "only bucket/key copy sources"));
         };
+        self.checked_object(bucket, key, &c, false).await
+    }
+
+    /// Looks an object up and checks the request's conditions on it: (path,
+    /// stat, ETag). An object that has not changed is 304 for a GET or HEAD
+    /// (`not_modified_is_304`), and 412 for a copy source, as S3 answers.
+    async fn checked_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        c: &Conditions,
+        not_modified_is_304: bool,
+    ) -> S3Result<(String, Stat, String)> {
         let (_, path, st) = self.object(bucket, key).await?;
         let etag = self.store.etag(&path, &st).await.map_err(client_err(Subject::Object))?;
-        match rules::evaluate(&c, &etag, (st.mtime_ms / 1000) as i64) {
+        match rules::evaluate(c, &etag, (st.mtime_ms / 1000) as i64) {
             Verdict::Proceed => Ok((path, st, etag)),
-            _ => Err(s3_error!(PreconditionFailed)),
+            Verdict::NotModified if not_modified_is_304 => Err(s3_error!(NotModified)),
+            Verdict::NotModified | Verdict::PreconditionFailed => Err(s3_error!(PreconditionFailed)),
         }
     }
 }
@@ -286,19 +300,13 @@ impl S3 for Gateway {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (_, path, st) = self.object(&input.bucket, &input.key).await?;
-        let etag = self.store.etag(&path, &st).await.map_err(client_err(Subject::Object))?;
         let c = copy_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        match rules::evaluate(&c, &etag, (st.mtime_ms / 1000) as i64) {
-            Verdict::Proceed => {}
-            Verdict::NotModified => return Err(s3_error!(NotModified)),
-            Verdict::PreconditionFailed => return Err(s3_error!(PreconditionFailed)),
-        }
+        let (path, st, etag) = self.checked_object(&input.bucket, &input.key, &c, true).await?;
         let (span, content_range) = match input.range.as_ref() {
             None => (0..st.size, None),
             Some(r) => {
@@ -327,19 +335,13 @@ impl S3 for Gateway {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let (_, path, st) = self.object(&input.bucket, &input.key).await?;
-        let etag = self.store.etag(&path, &st).await.map_err(client_err(Subject::Object))?;
         let c = copy_conditions(
             input.if_match.as_ref(),
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        match rules::evaluate(&c, &etag, (st.mtime_ms / 1000) as i64) {
-            Verdict::Proceed => {}
-            Verdict::NotModified => return Err(s3_error!(NotModified)),
-            Verdict::PreconditionFailed => return Err(s3_error!(PreconditionFailed)),
-        }
+        let (_, st, etag) = self.checked_object(&input.bucket, &input.key, &c, true).await?;
         let (content_type, metadata) = meta_out(&st.xattrs);
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(st.size as i64),
