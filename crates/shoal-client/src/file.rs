@@ -73,6 +73,7 @@ impl Client {
             path: path.to_string(),
             replication: replication.unwrap_or(0),
             open_existing,
+            owner: None,
             request: Some(pending.id),
         };
         let stat = inode_of(
@@ -93,6 +94,19 @@ impl Client {
             return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
         }
         Ok(File::new(self.clone(), path.to_string(), layout.stat.clone()))
+    }
+
+    /// Opens the file that is inode `inode`, fetching its attributes and
+    /// chunk map afresh (close-to-open); `name` is only for messages.
+    pub async fn open_inode(&self, inode: u64, name: &str) -> Result<File> {
+        if inode == 0 {
+            return Err(crate::ClientError::InvalidArgument("inode 0 names no file".into()));
+        }
+        let layout = self.fetch_layout(inode, "").await?;
+        if layout.stat.is_dir {
+            return Err(shoal_core::FsError::IsADirectory { path: name.to_string() }.into());
+        }
+        Ok(File::new(self.clone(), name.to_string(), layout.stat.clone()))
     }
 }
 
