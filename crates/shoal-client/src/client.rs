@@ -279,13 +279,7 @@ impl Client {
             mtime: change.mtime.map(Into::into),
             request: Some(pending.id),
         };
-        Ok(inode_of(
-            self.ns(|mut c| {
-                let req = req.clone();
-                async move { c.set_attr(req).await }
-            })
-            .await?,
-        ))
+        Ok(inode_of(self.ns(|mut c| async move { c.set_attr(req).await }).await?))
     }
 
     /// rename(2): `src` takes exactly the name `dst` (a directory there is
