@@ -159,8 +159,15 @@ impl Mounted {
         let failed = tokio::task::spawn_blocking(move || inner.send_all()).await.unwrap_or(1);
         let mut unmounter = self.unmounter;
         let result = tokio::task::spawn_blocking(move || unmounter.unmount()).await.expect("unmount does not panic");
-        if let Err(source) = result {
-            return Err(MountError::Mount { path: self.path, source });
+        match result {
+            Ok(()) => {}
+            // Files are still open: detach the mount now (lazily), and the
+            // kernel ends the session when the last of them is closed or
+            // this process exits.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                detach(&self.path).map_err(|source| MountError::Mount { path: self.path.clone(), source })?
+            }
+            Err(source) => return Err(MountError::Mount { path: self.path, source }),
         }
         if tokio::time::timeout(UNMOUNT_WAIT, &mut self.ended).await.is_err() {
             tracing::warn!(path = %self.path.display(), "the kernel kept the session after the unmount");
@@ -170,6 +177,17 @@ impl Mounted {
             0 => Ok(()),
             failed => Err(MountError::Unsent { path: self.path, failed }),
         }
+    }
+}
+
+/// Unmounts `path` lazily (MNT_DETACH).
+fn detach(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: umount2 only reads the NUL-terminated path.
+    match unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
