@@ -290,3 +290,48 @@ fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
     c.must_be_ready(3);
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"data", "the same mount works again");
 }
+
+/// Whether `program` runs here; skips `test` with a message if not.
+fn have(test: &str, program: &str) -> bool {
+    let ok = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        skipping(test, program, "it is not installed (apt-get install git sqlite3)");
+    }
+    ok
+}
+
+#[test]
+fn t97_git_and_sqlite_on_the_mount() {
+    let test = "t97_git_and_sqlite_on_the_mount";
+    if !can_mount(test) || !have(test, "git") || !have(test, "sqlite3") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+
+    // Phase 1: git init, add and commit of a tree, then git fsck.
+    make_tree(&m.path("repo"));
+    let git = "git -c user.email=t97@shoal -c user.name=t97 -c init.defaultBranch=main";
+    must_sh(
+        &m.path("repo"),
+        &format!("{git} init -q . && {git} add -A && {git} commit -qm tree && {git} fsck --strict"),
+    );
+    assert_eq!(must_sh(&m.path("repo"), "git ls-files | wc -l").trim(), "5");
+    assert_eq!(must_sh(&m.path("repo"), "git status --porcelain"), "", "the work tree matches the commit");
+
+    // Phase 2: sqlite3 in rollback-journal and in WAL mode, two processes
+    // writing at once, then the database checks whole.
+    for mode in ["delete", "wal"] {
+        let db = format!("{mode}.db");
+        must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA journal_mode={mode}; CREATE TABLE t(w, i);' >/dev/null"));
+        let writer = |w: u32| {
+            format!(
+                "for i in $(seq 1 40); do echo \"INSERT INTO t VALUES({w}, $i);\"; done \
+                 | sqlite3 -cmd '.timeout 20000' {db}"
+            )
+        };
+        must_sh(&m.dir, &format!("({}) & ({}) & wait", writer(1), writer(2)));
+        let check = must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*), sum(i) FROM t;'"));
+        assert_eq!(check, "ok\n80|1640\n", "{mode}: every row of both writers, and a sound database");
+    }
+}
