@@ -13,7 +13,9 @@
 //! An open is answered after meta's current attributes and chunk map are
 //! fetched (close-to-open: a file closed on another mount is read whole and
 //! new by a later open here), and without `FOPEN_KEEP_CACHE`, so the kernel
-//! drops what it cached of the file. Writes are held per handle
+//! drops what it cached of the file, and its cached attributes are dropped
+//! too (a notification), so a size that grew elsewhere is asked for again.
+//! Writes are held per handle
 //! ([`crate::buffer`]) and sent in large pieces; each piece is one client
 //! `write_at`, which returns only once every replica has the bytes durable
 //! and meta has committed them. So `fsync` and `close` (flush) return only
@@ -85,6 +87,8 @@ pub struct Inner {
     files: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
     next_fh: AtomicU64,
+    /// Tells the kernel to drop what it cached (set once the session exists).
+    pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -118,6 +122,7 @@ impl Inner {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            notifier: std::sync::OnceLock::new(),
         }
     }
 
@@ -462,6 +467,15 @@ impl Filesystem for ShoalFs {
         }
         // Close-to-open: the attributes and the chunk map come fresh from meta.
         let file = or_reply!(reply, fs.ns(fs.client.open_inode(ino.0, &format!("inode {}", ino.0))));
+        // The kernel may hold attributes from before another mount's write
+        // (a smaller size would cut reads short): drop them, so the next
+        // stat or read past the old end asks again. Pages are dropped anyway
+        // (no FOPEN_KEEP_CACHE). Offset -1: attributes only.
+        if let Some(n) = fs.notifier.get()
+            && let Err(e) = n.inval_inode(ino, -1, 0)
+        {
+            tracing::debug!(error = %e, ino = ino.0, "mount: attribute invalidation refused");
+        }
         let fh = or_reply!(reply, fs.new_handle(ino.0, file));
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }

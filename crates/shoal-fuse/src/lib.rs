@@ -115,6 +115,7 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         .expect("the mount task does not panic")
         .map_err(|source| MountError::Mount { path: path.clone(), source })?;
     let mut session = session;
+    let _ = inner.notifier.set(session.notifier());
     let unmounter = session.unmount_callable();
     let (tx, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -223,6 +223,10 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(errno_of(get("user.nope")), libc::ENODATA);
     assert_eq!(errno_of(set("trusted.x", b"1", 0)), libc::EOPNOTSUPP);
 
+    // statfs: the chunk servers' capacity.
+    let blocks: u64 = must_sh(d, "stat -f -c %b .").trim().parse().unwrap();
+    assert!(blocks > 0, "statfs reports the cluster's capacity");
+
     // Phase 4: cp -r of a tree, then diff -r; tar x and tar c against a local directory.
     let local = c.tmp.path().join("local");
     make_tree(&local);
@@ -255,7 +259,7 @@ fn t97_two_mounts_close_to_open() {
     }
     let c = Cluster::start(Options::default());
     let a = Mount::start(&c, "a", &[]);
-    let b = Mount::start(&c, "b", &["--attr-ttl-ms", "1000", "--entry-ttl-ms", "1000"]);
+    let b = Mount::start(&c, "b", &["--read-only", "--attr-ttl-ms", "1000", "--entry-ttl-ms", "1000"]);
     // Each version is written and closed on A, then opened on B: B reads it whole and new,
     // whether it grew or shrank, though B had the file open and cached before.
     for (i, len) in [10_000usize, 2_500_000, 3, 1_200_000].into_iter().enumerate() {
@@ -270,6 +274,10 @@ fn t97_two_mounts_close_to_open() {
     assert_eq!(must_sh(&b.dir, "ls d"), "f\n");
     std::fs::remove_file(a.path("d/f")).unwrap();
     assert_eq!(must_sh(&b.dir, "ls d"), "", "a listing asks meta");
+    // B is read-only.
+    assert_eq!(errno_of(std::fs::write(b.path("d/g"), b"x")), libc::EROFS);
+    assert_eq!(errno_of(std::fs::remove_file(b.path("shared"))), libc::EROFS);
+    assert!(a.path("shared").exists(), "nothing changed");
 }
 
 #[test]
