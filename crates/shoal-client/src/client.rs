@@ -40,6 +40,9 @@ pub struct Stat {
     pub atime_ns: u64,
     pub mtime_ns: u64,
     pub ctime_ns: u64,
+    /// A symbolic link, whose target is `target`.
+    pub is_symlink: bool,
+    pub target: String,
 }
 
 impl From<pb::Inode> for Stat {
@@ -59,6 +62,8 @@ impl From<pb::Inode> for Stat {
             atime_ns: i.atime_ns,
             mtime_ns: i.mtime_ns,
             ctime_ns: i.ctime_ns,
+            is_symlink: i.is_symlink,
+            target: i.target,
         }
     }
 }
@@ -261,6 +266,25 @@ impl Client {
             self.ns(|mut c| {
                 let req = req.clone();
                 async move { c.create(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Makes a symbolic link at `path` to `target`, owned by `uid`:`gid`.
+    pub async fn symlink(&self, path: &str, target: &str, uid: u32, gid: u32) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::SymlinkRequest {
+            path: path.to_string(),
+            target: target.to_string(),
+            uid,
+            gid,
+            request: Some(pending.id),
+        };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.symlink(req).await }
             })
             .await?,
         ))

@@ -93,6 +93,9 @@ impl Client {
         if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
         }
+        if layout.stat.is_symlink {
+            return Err(crate::ClientError::InvalidArgument(format!("{path} is a symbolic link")));
+        }
         Ok(File::new(self.clone(), path.to_string(), layout.stat.clone()))
     }
 
@@ -105,6 +108,9 @@ impl Client {
         let layout = self.fetch_layout(inode, "").await?;
         if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: name.to_string() }.into());
+        }
+        if layout.stat.is_symlink {
+            return Err(crate::ClientError::InvalidArgument(format!("{name} is a symbolic link")));
         }
         Ok(File::new(self.clone(), name.to_string(), layout.stat.clone()))
     }

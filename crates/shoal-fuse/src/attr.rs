@@ -16,7 +16,11 @@ fn time(ns: u64) -> SystemTime {
 
 /// The kind of inode a stat describes.
 pub fn kind(stat: &Stat) -> FileType {
-    if stat.is_dir { FileType::Directory } else { FileType::RegularFile }
+    match (stat.is_dir, stat.is_symlink) {
+        (true, _) => FileType::Directory,
+        (false, true) => FileType::Symlink,
+        (false, false) => FileType::RegularFile,
+    }
 }
 
 /// The attributes of `stat`, with `size` as the mount knows it (bytes this
@@ -64,6 +68,8 @@ mod tests {
             atime_ns: 1,
             mtime_ns: 1_000_000_007,
             ctime_ns: 3,
+            is_symlink: false,
+            target: String::new(),
         };
         let a = file_attr(&stat, 1025);
         assert_eq!((a.ino, a.size, a.blocks, a.perm, a.uid, a.gid), (INodeNo(7), 1025, 3, 0o4755, 1000, 100));

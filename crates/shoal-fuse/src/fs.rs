@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -435,6 +436,26 @@ impl Filesystem for ShoalFs {
         or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
         fs.forget_path(&path);
         reply.ok();
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, link_name));
+        let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
+        let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
+        fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = &self.0;
+        let (stat, _) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+        if !stat.is_symlink {
+            return reply.error(Errno::EINVAL);
+        }
+        reply.data(stat.target.as_bytes());
     }
 
     fn rename(

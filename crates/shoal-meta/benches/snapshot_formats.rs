@@ -46,6 +46,7 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         atime_ns: 0,
         mtime_ns: 0,
         ctime_ns: 0,
+        target: String::new(),
     }
 }
 

@@ -23,7 +23,7 @@
 //! same in both formats.
 //!
 //! Format 3 added the POSIX attributes at the end of the inode (`uid`, `gid`,
-//! `atime_ns`, `mtime_ns`, `ctime_ns`), read the same way through
+//! `atime_ns`, `mtime_ns`, `ctime_ns`, a symbolic link's `target`), read the same way through
 //! [`since_format_3`]: an older inode decodes as owned by root with its times
 //! taken from `mtime_ms`. The commands format 3 added come after every older
 //! variant of their enum.

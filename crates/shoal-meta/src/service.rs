@@ -106,6 +106,8 @@ pub fn inode_pb(i: &Inode) -> pb::Inode {
         atime_ns,
         mtime_ns,
         ctime_ns,
+        is_symlink: i.kind == Kind::Symlink,
+        target: i.target.clone(),
         id: i.id,
         is_dir: i.kind == Kind::Dir,
         size: i.size,
@@ -269,7 +271,7 @@ impl pb::namespace_server::Namespace for MetaService {
                     inode: Some(inode_pb_with(&s.fs.inodes[id], with)),
                 })
                 .collect(),
-            Kind::File => {
+            Kind::File | Kind::Symlink => {
                 let name = path.split_last().map_or("/", |(_, n)| n).to_string();
                 vec![pb::DirEntry { name, inode: Some(inode_pb_with(inode, with)) }]
             }
@@ -300,6 +302,14 @@ impl pb::namespace_server::Namespace for MetaService {
         };
         self.write_ok(cmd, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        crate::fsm::namespace::check_symlink_target(&r.target).map_err(fs_status)?;
+        let cmd = NamespaceCmd::Symlink { path, target: r.target, uid: r.uid, gid: r.gid };
+        self.write_inode(cmd, request_id(r.request)).await
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> Reply<pb::InodeReply> {

@@ -40,7 +40,7 @@ pub use attrs::{AttrChange, TimeSet};
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
-pub use namespace::{Inode, Kind, MODE_BITS_MAX, NamespaceCmd, Owner};
+pub use namespace::{Inode, Kind, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use replicas::ReplicaCmd;
 
@@ -259,6 +259,7 @@ impl Default for FsState {
             atime_ns: 0,
             mtime_ns: 0,
             ctime_ns: 0,
+            target: String::new(),
         };
         FsState {
             inodes: BTreeMap::from([(ROOT_INODE, root)]),

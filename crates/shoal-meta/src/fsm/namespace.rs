@@ -23,6 +23,8 @@ use super::{ChunkMeta, Fence, FsState, ROOT_INODE, Response};
 pub enum Kind {
     Dir,
     File,
+    /// A symbolic link: its target is in [`Inode::target`] (format 3).
+    Symlink,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,23 @@ pub struct Inode {
     pub mtime_ns: u64,
     #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub ctime_ns: u64,
+    /// Symbolic links only: the target, as given (1 to
+    /// [`SYMLINK_TARGET_MAX_BYTES`], no NUL); empty for everything else.
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub target: String,
+}
+
+/// The longest symbolic link target, in bytes (Linux's PATH_MAX).
+pub const SYMLINK_TARGET_MAX_BYTES: usize = 4096;
+
+/// Why `target` cannot be a symbolic link's, if it cannot.
+pub fn check_symlink_target(target: &str) -> Result<(), FsError> {
+    if target.is_empty() || target.len() > SYMLINK_TARGET_MAX_BYTES || target.contains('\0') {
+        return Err(FsError::InvalidArgument {
+            reason: format!("a symbolic link's target is 1 to {SYMLINK_TARGET_MAX_BYTES} bytes with no NUL"),
+        });
+    }
+    Ok(())
 }
 
 /// The most the permission bits of a mode may hold: rwx for owner, group and
@@ -156,6 +175,13 @@ pub enum NamespaceCmd {
         inode: u64,
         change: super::attrs::AttrChange,
     },
+    /// Makes a symbolic link at `path` to `target` with its owner (mode 0777).
+    Symlink {
+        path: NormalPath,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
     /// rename(2): `src` takes exactly the name `dst` (never moving into a
     /// directory there); an empty directory may be replaced by a directory;
     /// with `no_replace`, an existing `dst` is refused.
@@ -200,6 +226,7 @@ impl FsState {
                 self.make_node(path, *kind, *owner, *replication, *chunk_size, *exclusive, now_ms)
             }
             NamespaceCmd::SetAttr { inode, change } => self.set_attr(*inode, change, now_ms),
+            NamespaceCmd::Symlink { path, target, uid, gid } => self.symlink(path, target, *uid, *gid, now_ms),
             NamespaceCmd::RenameExact { src, dst, no_replace } => {
                 let exact = if *no_replace { Exact::NoReplace } else { Exact::Replace };
                 self.rename(src, dst, None, exact, now_ms, rules)
@@ -302,6 +329,7 @@ impl FsState {
                 atime_ns: now_ns,
                 mtime_ns: now_ns,
                 ctime_ns: now_ns,
+                target: String::new(),
             },
         );
         id
@@ -374,7 +402,7 @@ impl FsState {
             return match (open_existing, existing.kind) {
                 (true, Kind::File) => Ok(Response::Inode(existing.clone())),
                 (true, Kind::Dir) => Err(FsError::IsADirectory { path: path.to_string() }),
-                (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
+                (true, Kind::Symlink) | (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
             };
         }
         let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms, None);
@@ -417,6 +445,29 @@ impl FsState {
         }
         self.drop_tree(id);
         Ok(Response::Ok)
+    }
+
+    /// Makes a symbolic link to `target`.
+    pub(super) fn symlink(
+        &mut self,
+        path: &NormalPath,
+        target: &str,
+        uid: u32,
+        gid: u32,
+        now_ms: u64,
+    ) -> Result<Response, FsError> {
+        check_symlink_target(target)?;
+        let (dir, name) = self.lookup_parent(path)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists { path: path.to_string() });
+        }
+        let owner = Owner { mode: 0o777, uid, gid };
+        let id = self.new_inode(dir, Kind::Symlink, 0, 0, now_ms, Some(owner));
+        let link = self.inodes.get_mut(&id).expect("just made");
+        link.target = target.to_string();
+        link.size = target.len() as u64;
+        self.link(dir, name, id, now_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
     }
 
     /// Makes one directory or file with the caller's owner and mode.
@@ -505,16 +556,17 @@ impl FsState {
         let replaced = self.inodes[&dst_dir].children.get(dst_name).copied();
         if let Some(old) = replaced {
             let old = &self.inodes[&old];
-            match (src_kind, old.kind) {
-                (Kind::File, Kind::File) => {}
-                (Kind::Dir, Kind::Dir) if old.children.is_empty() => {}
-                (Kind::Dir, Kind::Dir) => {
+            match (src_kind == Kind::Dir, old.kind == Kind::Dir) {
+                // Files and symbolic links replace each other.
+                (false, false) => {}
+                (true, true) if old.children.is_empty() => {}
+                (true, true) => {
                     return Err(FsError::NotEmpty { path: dst.to_string() });
                 }
-                (Kind::File, Kind::Dir) => {
+                (false, true) => {
                     return Err(FsError::IsADirectory { path: dst.to_string() });
                 }
-                (Kind::Dir, Kind::File) => {
+                (true, false) => {
                     return Err(FsError::NotADirectory { path: dst.to_string() });
                 }
             }
@@ -654,6 +706,29 @@ mod tests {
         assert_eq!(st.lookup(&p("/g")).unwrap().id, f);
         // Both directories' times moved (rules 3).
         assert_eq!(st.inodes[&ROOT_INODE].mtime_ms, 1);
+    }
+
+    #[test]
+    fn symlinks_hold_their_target() {
+        let mut st = FsState::default();
+        let mk =
+            |path: &str, target: &str| NamespaceCmd::Symlink { path: p(path), target: target.into(), uid: 5, gid: 6 };
+        let Response::Inode(l) = run(&mut st, mk("/l", "../some/where")) else { panic!() };
+        assert_eq!((l.kind, l.target.as_str(), l.size, l.mode, l.uid), (Kind::Symlink, "../some/where", 13, 0o777, 5));
+        assert_eq!(run(&mut st, mk("/l", "x")), Response::Err(FsError::AlreadyExists { path: "/l".into() }));
+        for bad in ["", "a\0b", &"x".repeat(SYMLINK_TARGET_MAX_BYTES + 1)] {
+            assert!(matches!(run(&mut st, mk("/m", bad)), Response::Err(FsError::InvalidArgument { .. })));
+        }
+        // Through a link is not a directory (the kernel resolves links).
+        assert!(matches!(st.lookup(&p("/l/x")), Err(FsError::NotADirectory { .. })));
+        // A link and a file replace each other; a write to a link is refused.
+        create(&mut st, "/f");
+        let exact = NamespaceCmd::RenameExact { src: p("/l"), dst: p("/f"), no_replace: false };
+        assert_eq!(run(&mut st, exact), Response::Ok);
+        assert_eq!(st.lookup(&p("/f")).unwrap().kind, Kind::Symlink);
+        let commit =
+            super::super::WriteCmd::CommitWrite { inode: l.id, chunks: vec![], size: 1, truncate: true, fence: None };
+        assert!(matches!(run(&mut st, commit), Response::Err(_)));
     }
 
     #[test]

@@ -136,6 +136,8 @@ fn make_tree(root: &Path) {
     {
         std::fs::write(root.join(name), pattern(len, i as u64 + 1)).unwrap();
     }
+    std::os::unix::fs::symlink("b/three", root.join("a/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
 }
 
 #[test]
@@ -223,6 +225,17 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(errno_of(get("user.nope")), libc::ENODATA);
     assert_eq!(errno_of(set("trusted.x", b"1", 0)), libc::EOPNOTSUPP);
 
+    // Symbolic links: made, read, followed, replaced, removed.
+    must_sh(d, "mkdir -p sl && echo target-data > sl/t && ln -s t sl/l && ln -s ../nope sl/dangling");
+    assert_eq!(
+        must_sh(d, "readlink sl/l sl/dangling && cat sl/l && stat -c %F sl/l"),
+        "t\n../nope\ntarget-data\nsymbolic link\n"
+    );
+    assert_eq!(errno_of(std::fs::read(m.path("sl/dangling"))), libc::ENOENT);
+    assert_eq!(errno_of(std::os::unix::fs::symlink("x", m.path("sl/l"))), libc::EEXIST);
+    must_sh(d, "mv sl/dangling sl/l && rm sl/l");
+    assert_eq!(must_sh(d, "ls sl"), "t\n");
+
     // statfs: the chunk servers' capacity.
     let blocks: u64 = must_sh(d, "stat -f -c %b .").trim().parse().unwrap();
     assert!(blocks > 0, "statfs reports the cluster's capacity");
@@ -230,7 +243,7 @@ fn t97_mount_runs_shell_programs() {
     // Phase 4: cp -r of a tree, then diff -r; tar x and tar c against a local directory.
     let local = c.tmp.path().join("local");
     make_tree(&local);
-    must_sh(d, &format!("cp -r {} tree && diff -r {} tree", local.display(), local.display()));
+    must_sh(d, &format!("cp -r {} tree && diff -r --no-dereference {} tree", local.display(), local.display()));
     let tar = c.tmp.path().join("tree.tar");
     must_sh(&local, &format!("tar --sort=name -cf {} .", tar.display()));
     let untarred = c.tmp.path().join("untarred");
@@ -324,7 +337,7 @@ fn t97_git_and_sqlite_on_the_mount() {
         &m.path("repo"),
         &format!("{git} init -q . && {git} add -A && {git} commit -qm tree && {git} fsck --strict"),
     );
-    assert_eq!(must_sh(&m.path("repo"), "git ls-files | wc -l").trim(), "5");
+    assert_eq!(must_sh(&m.path("repo"), "git ls-files | wc -l").trim(), "7", "five files and two links");
     assert_eq!(must_sh(&m.path("repo"), "git status --porcelain"), "", "the work tree matches the commit");
 
     // Phase 2: sqlite3 in rollback-journal and in WAL mode, two processes
