@@ -76,6 +76,9 @@ pub enum MountError {
     /// The kernel's session ended with an error.
     #[error("the session of {path} ended: {source}")]
     Session { path: PathBuf, source: std::io::Error },
+    /// The cluster's meta nodes do not know the calls the mount needs.
+    #[error("the cluster cannot serve a mount: {reason}")]
+    Cluster { reason: String },
     /// Held writes could not be sent at unmount (they are lost).
     #[error("{failed} open files of {path} had writes that could not be sent")]
     Unsent { path: PathBuf, failed: usize },
@@ -96,6 +99,19 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(MountError::MountPoint { path, reason: "not a directory".into() }),
         Err(e) => return Err(MountError::MountPoint { path, reason: e.to_string() }),
+    }
+    // A meta node older than this mount answers a stat by inode as a bad
+    // path: refuse to mount rather than fail every call. An unreachable
+    // cluster is no reason not to mount (calls fail with EIO until it is back).
+    match tokio::time::timeout(opts.timeout * 2, client.stat_inode(1, false)).await {
+        Ok(Err(e @ shoal_client::ClientError::Fs(shoal_core::FsError::InvalidPath(_)))) => {
+            return Err(MountError::Cluster {
+                reason: format!("its meta nodes do not know stat by inode ({e}); upgrade them"),
+            });
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "the cluster does not answer yet; mounting anyway"),
+        Err(_) => tracing::warn!("the cluster does not answer yet; mounting anyway"),
+        Ok(Ok(_)) => {}
     }
     let mut config = Config::default();
     config.mount_options = vec![
