@@ -34,6 +34,15 @@ pub struct Stat {
     /// Extended attributes: filled by [`Client::stat_xattrs`] and
     /// [`Client::list_xattrs`], empty from every other call.
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Times in nanoseconds since the epoch.
+    pub atime_ns: u64,
+    pub mtime_ns: u64,
+    pub ctime_ns: u64,
+    /// A symbolic link, whose target is `target`.
+    pub is_symlink: bool,
+    pub target: String,
 }
 
 impl From<pb::Inode> for Stat {
@@ -48,8 +57,55 @@ impl From<pb::Inode> for Stat {
             chunk_size: i.chunk_size,
             chunk_count: i.chunk_count,
             xattrs: i.xattrs.into_iter().collect(),
+            uid: i.uid,
+            gid: i.gid,
+            atime_ns: i.atime_ns,
+            mtime_ns: i.mtime_ns,
+            ctime_ns: i.ctime_ns,
+            is_symlink: i.is_symlink,
+            target: i.target,
         }
     }
+}
+
+/// The owner and permission bits (at most 0o7777) a new inode gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl From<Owner> for pb::Owner {
+    fn from(o: Owner) -> Self {
+        pb::Owner { mode: o.mode, uid: o.uid, gid: o.gid }
+    }
+}
+
+/// A time to set: meta's clock, or nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    AtNs(u64),
+}
+
+impl From<TimeSet> for pb::TimeSet {
+    fn from(t: TimeSet) -> Self {
+        match t {
+            TimeSet::Now => pb::TimeSet { now: true, ns: 0 },
+            TimeSet::AtNs(ns) => pb::TimeSet { now: false, ns },
+        }
+    }
+}
+
+/// What [`Client::set_attr`] changes; `None` leaves an attribute as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
 }
 
 /// One name in a directory listing.
@@ -138,7 +194,7 @@ impl Client {
     /// error if it exists).
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<Stat> {
         let pending = self.inner.requests.begin();
-        let req = pb::MkdirRequest { path: path.to_string(), parents, request: Some(pending.id) };
+        let req = pb::MkdirRequest { path: path.to_string(), parents, owner: None, request: Some(pending.id) };
         Ok(inode_of(
             self.ns(|mut c| {
                 let req = req.clone();
@@ -157,8 +213,123 @@ impl Client {
         self.stat_inner(path, true).await
     }
 
+    /// The attributes of inode `inode` (with its extended attributes when
+    /// `xattrs`) and its current path.
+    pub async fn stat_inode(&self, inode: u64, xattrs: bool) -> Result<(Stat, String)> {
+        let req = pb::PathRequest { path: String::new(), xattrs, inode };
+        let reply = self
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.stat(req).await }
+            })
+            .await?;
+        let path = reply.path.clone();
+        Ok((inode_of(reply), path))
+    }
+
+    /// The entries of the directory that is inode `inode`.
+    pub async fn list_inode(&self, inode: u64) -> Result<Vec<DirEntry>> {
+        self.list_request(pb::PathRequest { path: String::new(), xattrs: false, inode }).await
+    }
+
+    /// Makes one directory with `owner`'s owner, group and mode.
+    pub async fn mkdir_owned(&self, path: &str, owner: Owner) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::MkdirRequest {
+            path: path.to_string(),
+            parents: false,
+            owner: Some(owner.into()),
+            request: Some(pending.id),
+        };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.mkdir(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Makes an empty file with `owner`'s owner, group and mode (inheriting
+    /// the replication factor); an existing file is answered as it is unless
+    /// `exclusive`.
+    pub async fn create_owned(&self, path: &str, owner: Owner, exclusive: bool) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::CreateRequest {
+            path: path.to_string(),
+            replication: 0,
+            open_existing: !exclusive,
+            owner: Some(owner.into()),
+            request: Some(pending.id),
+        };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Makes a symbolic link at `path` to `target`, owned by `uid`:`gid`.
+    pub async fn symlink(&self, path: &str, target: &str, uid: u32, gid: u32) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::SymlinkRequest {
+            path: path.to_string(),
+            target: target.to_string(),
+            uid,
+            gid,
+            request: Some(pending.id),
+        };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.symlink(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Changes the mode, owner, group or times of inode `inode` (chmod,
+    /// chown, utimens) and answers its attributes after the change.
+    pub async fn set_attr(&self, inode: u64, change: AttrChange) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::SetAttrRequest {
+            inode,
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            atime: change.atime.map(Into::into),
+            mtime: change.mtime.map(Into::into),
+            request: Some(pending.id),
+        };
+        Ok(inode_of(self.ns(|mut c| async move { c.set_attr(req).await }).await?))
+    }
+
+    /// rename(2): `src` takes exactly the name `dst` (a directory there is
+    /// replaced if empty, never moved into); with `no_replace`, an existing
+    /// `dst` is refused.
+    pub async fn rename_exact(&self, src: &str, dst: &str, no_replace: bool) -> Result<()> {
+        let pending = self.inner.requests.begin();
+        let req = pb::RenameRequest {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            fence: None,
+            exact: true,
+            no_replace,
+            request: Some(pending.id),
+        };
+        let _forget = self.inner.layouts.drop_all_when_done();
+        self.ns(|mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn stat_inner(&self, path: &str, xattrs: bool) -> Result<Stat> {
-        let req = pb::PathRequest { path: path.to_string(), xattrs };
+        let req = pb::PathRequest { path: path.to_string(), xattrs, inode: 0 };
         Ok(inode_of(
             self.ns(|mut c| {
                 let req = req.clone();
@@ -179,7 +350,10 @@ impl Client {
     }
 
     async fn list_inner(&self, path: &str, xattrs: bool) -> Result<Vec<DirEntry>> {
-        let req = pb::PathRequest { path: path.to_string(), xattrs };
+        self.list_request(pb::PathRequest { path: path.to_string(), xattrs, inode: 0 }).await
+    }
+
+    async fn list_request(&self, req: pb::PathRequest) -> Result<Vec<DirEntry>> {
         let reply = self
             .ns(|mut c| {
                 let req = req.clone();
@@ -221,6 +395,8 @@ impl Client {
             src: src.to_string(),
             dst: dst.to_string(),
             fence: lock.map(|l| l.fence()),
+            exact: false,
+            no_replace: false,
             request: Some(pending.id),
         };
         // Whatever the outcome, a file may have been replaced at `dst`.
@@ -290,7 +466,8 @@ impl Client {
             .await?;
         let mut chunks: Vec<ChunkInfo> = reply.chunks.into_iter().map(ChunkInfo::from).collect();
         chunks.sort_by_key(|c| c.index);
-        let layout = Arc::new(Layout { stat: inode_of(pb::InodeReply { inode: reply.inode }), chunks });
+        let layout =
+            Arc::new(Layout { stat: inode_of(pb::InodeReply { inode: reply.inode, path: String::new() }), chunks });
         if !layout.stat.is_dir {
             self.inner.layouts.put(epoch, layout.clone());
         }

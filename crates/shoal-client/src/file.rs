@@ -73,6 +73,7 @@ impl Client {
             path: path.to_string(),
             replication: replication.unwrap_or(0),
             open_existing,
+            owner: None,
             request: Some(pending.id),
         };
         let stat = inode_of(
@@ -92,7 +93,26 @@ impl Client {
         if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
         }
+        if layout.stat.is_symlink {
+            return Err(crate::ClientError::InvalidArgument(format!("{path} is a symbolic link")));
+        }
         Ok(File::new(self.clone(), path.to_string(), layout.stat.clone()))
+    }
+
+    /// Opens the file that is inode `inode`, fetching its attributes and
+    /// chunk map afresh (close-to-open); `name` is only for messages.
+    pub async fn open_inode(&self, inode: u64, name: &str) -> Result<File> {
+        if inode == 0 {
+            return Err(crate::ClientError::InvalidArgument("inode 0 names no file".into()));
+        }
+        let layout = self.fetch_layout(inode, "").await?;
+        if layout.stat.is_dir {
+            return Err(shoal_core::FsError::IsADirectory { path: name.to_string() }.into());
+        }
+        if layout.stat.is_symlink {
+            return Err(crate::ClientError::InvalidArgument(format!("{name} is a symbolic link")));
+        }
+        Ok(File::new(self.clone(), name.to_string(), layout.stat.clone()))
     }
 }
 

@@ -153,6 +153,13 @@ mod tests {
             chunk_size: 64 << 20,
             chunk_count: 1,
             xattrs: Default::default(),
+            uid: 0,
+            gid: 0,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            is_symlink: false,
+            target: String::new(),
         };
         let chunk = ChunkInfo { index: 0, id: inode * 10, version, replicas: vec!["127.0.0.1:1".into()] };
         Arc::new(Layout { stat, chunks: vec![chunk] })

@@ -27,7 +27,7 @@ pub mod report;
 mod request;
 pub mod retry;
 
-pub use client::{ChunkInfo, Client, DirEntry, Stat};
+pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Stat, TimeSet};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};
 pub use lock::{DEFAULT_SESSION_TTL, Lock, Session};

@@ -75,7 +75,7 @@ impl Client {
 
     /// The holders and the queue of `path`'s lock.
     pub async fn lock_info(&self, path: &str) -> Result<pb::LockInfo> {
-        let req = pb::PathRequest { path: path.to_string(), xattrs: false };
+        let req = pb::PathRequest { path: path.to_string(), xattrs: false, inode: 0 };
         self.locks(|mut c| {
             let req = req.clone();
             async move { c.inspect(req).await }

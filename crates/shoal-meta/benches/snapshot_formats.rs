@@ -41,6 +41,12 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         children: BTreeMap::new(),
         fence: 0,
         xattrs: BTreeMap::new(),
+        uid: 0,
+        gid: 0,
+        atime_ns: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        target: String::new(),
     }
 }
 

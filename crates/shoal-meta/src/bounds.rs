@@ -14,6 +14,9 @@
 //! - A chunk server reports at most [`SERVER_BYTES_MAX`] of capacity and
 //!   usage, and at most [`SERVER_CHUNKS_MAX`] replicas.
 //!
+//! - A mode holds at most the bits of [`MODE_BITS_MAX`] (permissions,
+//!   setuid, setgid, sticky); a time at most [`crate::fsm::attrs::TIME_NS_MAX`].
+//!
 //! Each check answers `InvalidArgument` (or `BadReplication`) with a reason
 //! for people; none changes anything.
 
@@ -29,6 +32,16 @@ pub const REPLICATION_MAX: u32 = 16;
 pub const FAILED_REPLICAS_MAX: usize = 4 * REPLICATION_MAX as usize;
 /// Most replicas a chunk server may report holding.
 pub const SERVER_CHUNKS_MAX: u64 = 1 << 48;
+
+pub use crate::fsm::MODE_BITS_MAX;
+
+/// Permission bits a new inode or a chmod may set.
+pub fn check_mode(mode: u32) -> Result<(), FsError> {
+    match mode <= MODE_BITS_MAX {
+        true => Ok(()),
+        false => Err(invalid(format!("mode {mode:o} has bits past {MODE_BITS_MAX:o}"))),
+    }
+}
 
 fn invalid(reason: String) -> FsError {
     FsError::InvalidArgument { reason }

@@ -22,6 +22,12 @@
 //! which keeps every older entry's variant numbers), so their bodies are the
 //! same in both formats.
 //!
+//! Format 3 added the POSIX attributes at the end of the inode (`uid`, `gid`,
+//! `atime_ns`, `mtime_ns`, `ctime_ns`, a symbolic link's `target`), read the same way through
+//! [`since_format_3`]: an older inode decodes as owned by root with its times
+//! taken from `mtime_ms`. The commands format 3 added come after every older
+//! variant of their enum.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -78,10 +84,27 @@ where
     T::deserialize(d)
 }
 
+/// Deserializes a field that format 3 added (the POSIX attributes of an
+/// inode): in a body of an older format it is not there, so nothing is read
+/// and the field is its default.
+pub fn since_format_3<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if DECODING_FORMAT.with(Cell::get) < FORMAT_POSIX {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
+}
+
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 2;
+pub const FORMAT_CURRENT: u16 = 3;
 /// The format that added extended attributes to inodes.
 pub const FORMAT_XATTRS: u16 = 2;
+/// The format that added POSIX attributes to inodes (owner, group, times in
+/// nanoseconds).
+pub const FORMAT_POSIX: u16 = 3;
 /// Records without a header: plain JSON, as written before formats had numbers.
 pub const FORMAT_LEGACY_JSON: u16 = 0;
 /// Length of the header before the body.
@@ -438,8 +461,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 3, known: 2 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 3 is newer than this build of shoal reads (up to 2); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 4, known: 3 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 4 is newer than this build of shoal reads (up to 3); run a newer shoal");
     }
 
     #[test]
@@ -512,6 +535,45 @@ mod tests {
         // JSON (the Raft RPCs, legacy records) reads them too, or their absence.
         let json = serde_json::to_string(&new).unwrap();
         assert_eq!(serde_json::from_str::<Inode>(&json).unwrap(), new);
+    }
+
+    /// A format-2 inode (every field up to `xattrs`) decodes owned by root,
+    /// with its times taken from `mtime_ms`; format 3 keeps the new fields.
+    #[test]
+    fn format_2_inodes_decode_with_default_posix_attributes() {
+        use crate::fsm::{Inode, Kind};
+        #[derive(serde::Serialize)]
+        struct InodeV2 {
+            v1: InodeV1,
+            xattrs: BTreeMap<String, Vec<u8>>,
+        }
+        let old = InodeV2 {
+            v1: InodeV1 {
+                id: 2,
+                parent: 1,
+                kind: Kind::File,
+                size: 5,
+                mode: 0o640,
+                mtime_ms: 9,
+                replication: 2,
+                chunk_size: 100,
+                chunks: BTreeMap::new(),
+                children: BTreeMap::new(),
+                fence: 4,
+            },
+            xattrs: BTreeMap::from([("user.a".to_string(), b"1".to_vec())]),
+        };
+        let bytes = with_format(encode(RecordKind::Snapshot, &(old, 77u64)).unwrap(), 2);
+        let (i, tail): (Inode, u64) = decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
+        assert_eq!(tail, 77, "the fields after the inode line up");
+        assert_eq!((i.uid, i.gid, i.mode, i.xattrs.len()), (0, 0, 0o640, 1));
+        assert_eq!(i.times_ns(), (9_000_000, 9_000_000, 9_000_000));
+        let mut new = i.clone();
+        (new.uid, new.gid, new.atime_ns, new.mtime_ns, new.ctime_ns) = (1000, 100, 1, 2, 3);
+        let back: Inode =
+            decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
+        assert_eq!(back, new);
+        assert_eq!(back.times_ns(), (1, 2, 3));
     }
 
     /// A format-0 entry names its command flat; it decodes nested in its domain.

@@ -28,7 +28,8 @@ use tonic::{Request, Response as TonicResponse, Status};
 
 use crate::fsm::xattrs;
 use crate::fsm::{
-    ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Prepared, ReplicaCmd, RequestId, Response, WriteCmd,
+    AttrChange, ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, ReplicaCmd, RequestId,
+    Response, TimeSet, WriteCmd,
 };
 use crate::node::{Node, not_leader};
 use crate::reconcile::{self, Report};
@@ -98,7 +99,15 @@ pub(crate) fn parse_path(p: &str) -> Result<NormalPath, Status> {
 }
 
 pub fn inode_pb(i: &Inode) -> pb::Inode {
+    let (atime_ns, mtime_ns, ctime_ns) = i.times_ns();
     pb::Inode {
+        uid: i.uid,
+        gid: i.gid,
+        atime_ns,
+        mtime_ns,
+        ctime_ns,
+        is_symlink: i.kind == Kind::Symlink,
+        target: i.target.clone(),
         id: i.id,
         is_dir: i.kind == Kind::Dir,
         size: i.size,
@@ -118,6 +127,17 @@ fn inode_pb_with(i: &Inode, with_xattrs: bool) -> pb::Inode {
         out.xattrs = i.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     }
     out
+}
+
+/// The state machine's form of a new inode's owner, bounded.
+fn owner(o: pb::Owner) -> Result<Owner, Status> {
+    bounds::check_mode(o.mode).map_err(fs_status)?;
+    Ok(Owner { mode: o.mode, uid: o.uid, gid: o.gid })
+}
+
+/// The state machine's form of a time to set.
+fn time_set(t: Option<pb::TimeSet>) -> Option<TimeSet> {
+    t.map(|t| if t.now { TimeSet::Now } else { TimeSet::AtNs(t.ns) })
 }
 
 /// The state machine's form of a write's fence.
@@ -145,7 +165,7 @@ impl MetaService {
 
     async fn write_inode(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Reply<pb::InodeReply> {
         let inode = self.node.write(cmd, request).await?.into_inode().map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)) }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), path: String::new() }))
     }
 
     fn location(&self, index: u64, c: &crate::fsm::ChunkMeta) -> pb::ChunkLocation {
@@ -168,6 +188,22 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
+        if let Some(o) = r.owner {
+            if r.parents {
+                return Err(fs_status(FsError::InvalidArgument {
+                    reason: "a mkdir with an owner makes one directory (no parents)".into(),
+                }));
+            }
+            let cmd = NamespaceCmd::MakeNode {
+                path,
+                kind: Kind::Dir,
+                owner: owner(o)?,
+                replication: 0,
+                chunk_size: 0,
+                exclusive: true,
+            };
+            return self.write_inode(cmd, request_id(r.request)).await;
+        }
         self.write_inode(NamespaceCmd::Mkdir { path, parents: r.parents }, request_id(r.request)).await
     }
 
@@ -182,31 +218,50 @@ impl pb::namespace_server::Namespace for MetaService {
             },
             n => n,
         };
-        let cmd = NamespaceCmd::Create {
-            path,
-            replication,
-            chunk_size: self.settings.chunk_size_bytes,
-            open_existing: r.open_existing,
+        let chunk_size = self.settings.chunk_size_bytes;
+        let cmd = match r.owner {
+            Some(o) => NamespaceCmd::MakeNode {
+                path,
+                kind: Kind::File,
+                owner: owner(o)?,
+                replication,
+                chunk_size,
+                exclusive: !r.open_existing,
+            },
+            None => NamespaceCmd::Create { path, replication, chunk_size, open_existing: r.open_existing },
         };
         self.write_inode(cmd, request_id(r.request)).await
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
-        let path = parse_path(&r.path)?;
+        let by_inode = r.path.is_empty() && r.inode != 0;
+        let path = if by_inode { NormalPath::root() } else { parse_path(&r.path)? };
         self.node.linearizable().await?;
         let s = self.node.state.read();
+        if by_inode {
+            let inode = s.fs.inode(r.inode).map_err(fs_status)?;
+            let path = s.fs.path_of(inode.id);
+            return Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), path }));
+        }
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)) }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), path: String::new() }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
         let r = req.into_inner();
         let with = r.xattrs;
-        let path = parse_path(&r.path)?;
+        let by_inode = r.path.is_empty() && r.inode != 0;
+        let mut path = if by_inode { NormalPath::root() } else { parse_path(&r.path)? };
         self.node.linearizable().await?;
         let s = self.node.state.read();
-        let inode = s.fs.lookup(&path).map_err(fs_status)?;
+        let inode = if by_inode {
+            let inode = s.fs.inode(r.inode).map_err(fs_status)?;
+            path = parse_path(&s.fs.path_of(inode.id))?;
+            inode
+        } else {
+            s.fs.lookup(&path).map_err(fs_status)?
+        };
         let entries = match inode.kind {
             Kind::Dir => inode
                 .children
@@ -216,7 +271,7 @@ impl pb::namespace_server::Namespace for MetaService {
                     inode: Some(inode_pb_with(&s.fs.inodes[id], with)),
                 })
                 .collect(),
-            Kind::File => {
+            Kind::File | Kind::Symlink => {
                 let name = path.split_last().map_or("/", |(_, n)| n).to_string();
                 vec![pb::DirEntry { name, inode: Some(inode_pb_with(inode, with)) }]
             }
@@ -238,8 +293,31 @@ impl pb::namespace_server::Namespace for MetaService {
             return Err(fs_status(FsError::Root));
         }
         let fence = fence(r.fence)?;
-        self.write_ok(NamespaceCmd::Rename { src, dst, fence }, request_id(r.request)).await?;
+        let cmd = match (r.exact, fence) {
+            (true, Some(_)) => {
+                return Err(fs_status(FsError::InvalidArgument { reason: "an exact rename takes no fence".into() }));
+            }
+            (true, None) => NamespaceCmd::RenameExact { src, dst, no_replace: r.no_replace },
+            (false, fence) => NamespaceCmd::Rename { src, dst, fence },
+        };
+        self.write_ok(cmd, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
+    }
+
+    async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        crate::fsm::namespace::check_symlink_target(&r.target).map_err(fs_status)?;
+        let cmd = NamespaceCmd::Symlink { path, target: r.target, uid: r.uid, gid: r.gid };
+        self.write_inode(cmd, request_id(r.request)).await
+    }
+
+    async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let change =
+            AttrChange { mode: r.mode, uid: r.uid, gid: r.gid, atime: time_set(r.atime), mtime: time_set(r.mtime) };
+        crate::fsm::attrs::check_change(&change).map_err(fs_status)?;
+        self.write_inode(NamespaceCmd::SetAttr { inode: r.inode, change }, request_id(r.request)).await
     }
 
     async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {

@@ -160,8 +160,33 @@ pub enum Command {
     /// Serve an S3-compatible gateway for the cluster given with `--meta`,
     /// until Ctrl-C. Buckets are top-level directories, keys paths below.
     S3(S3Args),
+    /// Mount the cluster given with `--meta` at MOUNTPOINT (FUSE; as root),
+    /// in the foreground until SIGINT or SIGTERM (or `umount MOUNTPOINT`):
+    /// then every write still held is sent and the mount is taken down.
+    Mount(MountArgs),
     /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MountArgs {
+    /// An existing, empty directory.
+    pub mountpoint: PathBuf,
+    /// Mount read-only: every change fails with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let users other than the one who mounts use the mount (the kernel
+    /// still checks each file's mode, owner and group).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// How long the kernel may keep a file's attributes (size, mode, times)
+    /// without asking the cluster, in milliseconds (0 to 60000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub attr_ttl_ms: u64,
+    /// How long the kernel may keep a name's lookup without asking the
+    /// cluster, in milliseconds (0 to 60000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub entry_ttl_ms: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -357,6 +382,10 @@ pub struct UpArgs {
     /// and `$SHOAL_S3_SECRET_KEY`, or made up and printed).
     #[arg(long)]
     pub s3: Option<SocketAddr>,
+    /// Also mount the cluster at DIR (FUSE; as root), with the defaults of
+    /// `shoal mount`; it is unmounted before the nodes stop.
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

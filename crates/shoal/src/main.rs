@@ -14,6 +14,7 @@ mod cli;
 mod fs;
 mod local;
 mod locking;
+mod mount;
 mod s3;
 mod servers;
 mod shell;
@@ -30,7 +31,10 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server = matches!(cli.command, Command::Meta(_) | Command::Chunk(_) | Command::Http { .. } | Command::S3(_));
+    let server = matches!(
+        cli.command,
+        Command::Meta(_) | Command::Chunk(_) | Command::Http { .. } | Command::S3(_) | Command::Mount(_)
+    );
     let format_name = match cli.log_format {
         LogFormat::Text => "text",
         LogFormat::Json => "json",
@@ -78,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Http { listen } => web::run(connect().await?, listen).await,
         Command::S3(args) => s3::run(connect().await?, args).await,
+        Command::Mount(args) => mount::run(connect().await?, &args, timeout).await,
         Command::Admin { command } => admin::run(connect().await?, command).await,
         Command::Bench(args) => bench::run(args.options(), &cli.meta, timeout).await,
         Command::Lock { shared, ttl, path, command } => {

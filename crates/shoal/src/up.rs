@@ -6,6 +6,8 @@
 //! log in DIR/meta-i.log or DIR/chunk-j.log. Running `shoal up` again with
 //! the same DIR resumes the same cluster with its data. Ctrl-C (or SIGTERM)
 //! stops every child; the children also get SIGTERM if `shoal up` itself dies.
+//! With `--s3` it also serves the S3 gateway, with `--mount DIR` it mounts
+//! the cluster at DIR (unmounted before the nodes stop).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,6 +92,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    let mounted = match &args.mount {
+        Some(dir) => {
+            let client = shoal_client::Client::connect(&meta_addrs).await?;
+            let opts = shoal_fuse::MountOptions::default();
+            let mounted = shoal_fuse::mount(client, dir, opts).await?;
+            println!("Mounted at {}", dir.display());
+            Some(mounted)
+        }
+        None => None,
+    };
+
     let stopped = crate::servers::terminated();
     tokio::pin!(stopped);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -103,6 +116,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+    }
+    if let Some(mounted) = mounted {
+        // Before the nodes stop: held writes still need them.
+        if let Err(e) = mounted.unmount().await {
+            eprintln!("shoal up: {e}");
         }
     }
     eprintln!("shoal up: stopping every node");

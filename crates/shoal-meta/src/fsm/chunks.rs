@@ -253,7 +253,7 @@ impl FsState {
         } else {
             f.size = f.size.max(size);
         }
-        f.mtime_ms = mtime_ms;
+        f.touch_modified(mtime_ms);
         let view = f.clone();
         for (id, lagging) in missed {
             self.discard_chunk(id, &lagging);

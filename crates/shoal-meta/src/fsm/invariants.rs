@@ -98,6 +98,17 @@ impl FsState {
                         return fail(format!("file {id} has a zero chunk size or replication"));
                     }
                 }
+                Kind::Symlink => {
+                    if !inode.children.is_empty() || !inode.chunks.is_empty() {
+                        return fail(format!("symbolic link {id} has children or chunks"));
+                    }
+                    if let Err(e) = super::namespace::check_symlink_target(&inode.target) {
+                        return fail(format!("symbolic link {id}: {e}"));
+                    }
+                }
+            }
+            if inode.kind != Kind::Symlink && !inode.target.is_empty() {
+                return fail(format!("inode {id} is no symbolic link but has a target"));
             }
             for (name, child) in &inode.children {
                 if name.is_empty() || name.len() > NAME_MAX_BYTES || name.contains('/') || name.contains('\0') {

@@ -11,7 +11,8 @@
 //! [`namespace`] (directories and files), [`chunks`] (the chunk map and the
 //! write protocol), [`replicas`] (replica-list changes from healing),
 //! [`nodes`] (chunk servers, garbage, cluster switches), [`locking`] (lock
-//! sessions over [`crate::locks`]), [`xattrs`] (extended attributes) and
+//! sessions over [`crate::locks`]), [`xattrs`] (extended attributes),
+//! [`attrs`] (mode, owner and times) and
 //! [`dedup`] (request ids).
 //! [`invariants`] checks all of them at once; debug builds and tests run it
 //! after every apply.
@@ -25,6 +26,7 @@ use shoal_core::FsError;
 
 use crate::locks::{Acquired, LockTable};
 
+pub mod attrs;
 pub mod chunks;
 pub mod dedup;
 pub mod invariants;
@@ -34,10 +36,11 @@ pub mod nodes;
 pub mod replicas;
 pub mod xattrs;
 
+pub use attrs::{AttrChange, TimeSet};
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
-pub use namespace::{Inode, Kind, NamespaceCmd};
+pub use namespace::{Inode, Kind, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use replicas::ReplicaCmd;
 
@@ -73,7 +76,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 2;
+pub const RULES: u16 = 3;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -92,9 +95,11 @@ pub struct Proposal {
     /// - 1: a fence is bound to one file ([`locking`]); renames may be
     ///   fenced; commits past the end and chains on unregistered servers are
     ///   refused.
-    /// - 2 ([`RULES`]): as 1, and a chunk report's garbage entry is taken
+    /// - 2: as 1, and a chunk report's garbage entry is taken
     ///   only with a place that names its chunk. (Under every rules number,
     ///   an id not allocated yet never becomes garbage: see `discard_chunk`.)
+    /// - 3 ([`RULES`]): as 2, and a remove or rename moves the times of the
+    ///   directories it changes (and a renamed inode's ctime), as POSIX says.
     #[serde(default)]
     pub rules: u16,
 }
@@ -249,6 +254,12 @@ impl Default for FsState {
             children: BTreeMap::new(),
             fence: 0,
             xattrs: BTreeMap::new(),
+            uid: 0,
+            gid: 0,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            target: String::new(),
         };
         FsState {
             inodes: BTreeMap::from([(ROOT_INODE, root)]),

@@ -23,6 +23,8 @@ use super::{ChunkMeta, Fence, FsState, ROOT_INODE, Response};
 pub enum Kind {
     Dir,
     File,
+    /// A symbolic link: its target is in [`Inode::target`] (format 3).
+    Symlink,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +51,74 @@ pub struct Inode {
     /// (`format::since_format_2`).
     #[serde(default, deserialize_with = "crate::format::since_format_2")]
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Owner and group. Records of format 2 and older have no such fields
+    /// (`format::since_format_3`): they decode as root's (0).
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub uid: u32,
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub gid: u32,
+    /// Access, modification and change times in nanoseconds since the epoch.
+    /// 0 (records of format 2 and older) reads as `mtime_ms`: see
+    /// [`Inode::times_ns`]. `mtime_ms` is kept equal to `mtime_ns` in ms.
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub atime_ns: u64,
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub mtime_ns: u64,
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub ctime_ns: u64,
+    /// Symbolic links only: the target, as given (1 to
+    /// [`SYMLINK_TARGET_MAX_BYTES`], no NUL); empty for everything else.
+    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    pub target: String,
+}
+
+/// The longest symbolic link target, in bytes (Linux's PATH_MAX).
+pub const SYMLINK_TARGET_MAX_BYTES: usize = 4096;
+
+/// Why `target` cannot be a symbolic link's, if it cannot.
+pub fn check_symlink_target(target: &str) -> Result<(), FsError> {
+    if target.is_empty() || target.len() > SYMLINK_TARGET_MAX_BYTES || target.contains('\0') {
+        return Err(FsError::InvalidArgument {
+            reason: format!("a symbolic link's target is 1 to {SYMLINK_TARGET_MAX_BYTES} bytes with no NUL"),
+        });
+    }
+    Ok(())
+}
+
+/// The most the permission bits of a mode may hold: rwx for owner, group and
+/// others, plus setuid, setgid and sticky.
+pub const MODE_BITS_MAX: u32 = 0o7777;
+
+/// Who a new inode belongs to, and its permission bits (at most [`MODE_BITS_MAX`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Inode {
+    /// (atime, mtime, ctime) in nanoseconds; a time never set (an inode of
+    /// format 2 or older) reads as the modification time in `mtime_ms`.
+    pub fn times_ns(&self) -> (u64, u64, u64) {
+        let fallback = self.mtime_ms.saturating_mul(1_000_000);
+        let or = |t: u64| if t == 0 { fallback } else { t };
+        (or(self.atime_ns), if self.mtime_ns == 0 { fallback } else { self.mtime_ns }, or(self.ctime_ns))
+    }
+
+    /// The contents changed at `now_ms`: mtime and ctime move.
+    pub(super) fn touch_modified(&mut self, now_ms: u64) {
+        self.mtime_ms = now_ms;
+        self.mtime_ns = now_ms.saturating_mul(1_000_000);
+        self.ctime_ns = self.mtime_ns;
+    }
+
+    /// The attributes changed at `now_ms`: ctime moves.
+    pub(super) fn touch_changed(&mut self, now_ms: u64) {
+        let (atime, mtime, _) = self.times_ns();
+        (self.atime_ns, self.mtime_ns) = (atime, mtime);
+        self.ctime_ns = now_ms.saturating_mul(1_000_000);
+    }
 }
 
 /// The namespace's commands.
@@ -89,6 +159,48 @@ pub enum NamespaceCmd {
         path: NormalPath,
         name: String,
     },
+    /// Makes one directory or empty file with its owner and mode (the
+    /// mount's mkdir and create). A file that exists is answered as it is
+    /// unless `exclusive`; a directory that exists is always refused.
+    MakeNode {
+        path: NormalPath,
+        kind: Kind,
+        owner: Owner,
+        replication: u32,
+        chunk_size: u64,
+        exclusive: bool,
+    },
+    /// Changes the mode, owner, group or times of inode `inode` ([`super::attrs`]).
+    SetAttr {
+        inode: u64,
+        change: super::attrs::AttrChange,
+    },
+    /// Makes a symbolic link at `path` to `target` with its owner (mode 0777).
+    Symlink {
+        path: NormalPath,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    /// rename(2): `src` takes exactly the name `dst` (never moving into a
+    /// directory there); an empty directory may be replaced by a directory;
+    /// with `no_replace`, an existing `dst` is refused.
+    RenameExact {
+        src: NormalPath,
+        dst: NormalPath,
+        no_replace: bool,
+    },
+}
+
+/// How a rename treats the name it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exact {
+    /// As mv(1): onto a directory means into it.
+    No,
+    /// As rename(2): exactly that name, replacing what is there if allowed.
+    Replace,
+    /// As rename(2) with RENAME_NOREPLACE: exactly that name, which must be free.
+    NoReplace,
 }
 
 fn not_found(path: &NormalPath) -> FsError {
@@ -103,13 +215,22 @@ impl FsState {
             NamespaceCmd::Create { path, replication, chunk_size, open_existing } => {
                 self.create(path, *replication, *chunk_size, *open_existing, now_ms)
             }
-            NamespaceCmd::Remove { path, recursive } => self.remove(path, *recursive),
+            NamespaceCmd::Remove { path, recursive } => self.remove(path, *recursive, now_ms, rules),
             // Rules 0 had no fenced rename (format-0 renames carry no fence).
             NamespaceCmd::Rename { src, dst, fence } => {
-                self.rename(src, dst, fence.as_ref().filter(|_| rules >= 1), now_ms)
+                self.rename(src, dst, fence.as_ref().filter(|_| rules >= 1), Exact::No, now_ms, rules)
             }
-            NamespaceCmd::SetXattrs { path, remove, set } => self.set_xattrs(path, remove, set),
-            NamespaceCmd::RemoveXattr { path, name } => self.remove_xattr(path, name),
+            NamespaceCmd::SetXattrs { path, remove, set } => self.set_xattrs(path, remove, set, now_ms),
+            NamespaceCmd::RemoveXattr { path, name } => self.remove_xattr(path, name, now_ms),
+            NamespaceCmd::MakeNode { path, kind, owner, replication, chunk_size, exclusive } => {
+                self.make_node(path, *kind, *owner, *replication, *chunk_size, *exclusive, now_ms)
+            }
+            NamespaceCmd::SetAttr { inode, change } => self.set_attr(*inode, change, now_ms),
+            NamespaceCmd::Symlink { path, target, uid, gid } => self.symlink(path, target, *uid, *gid, now_ms),
+            NamespaceCmd::RenameExact { src, dst, no_replace } => {
+                let exact = if *no_replace { Exact::NoReplace } else { Exact::Replace };
+                self.rename(src, dst, None, exact, now_ms, rules)
+            }
         }
     }
 
@@ -181,10 +302,13 @@ impl FsState {
         replication: u32,
         chunk_size: u64,
         mtime_ms: u64,
+        owner: Option<Owner>,
     ) -> u64 {
         let id = self.next_inode;
         self.next_inode += 1;
-        let mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        let default_mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        let Owner { mode, uid, gid } = owner.unwrap_or(Owner { mode: default_mode, uid: 0, gid: 0 });
+        let now_ns = mtime_ms.saturating_mul(1_000_000);
         self.inodes.insert(
             id,
             Inode {
@@ -200,6 +324,12 @@ impl FsState {
                 children: BTreeMap::new(),
                 fence: 0,
                 xattrs: BTreeMap::new(),
+                uid,
+                gid,
+                atime_ns: now_ns,
+                mtime_ns: now_ns,
+                ctime_ns: now_ns,
+                target: String::new(),
             },
         );
         id
@@ -208,7 +338,7 @@ impl FsState {
     pub(super) fn link(&mut self, dir: u64, name: &str, child: u64, mtime_ms: u64) {
         let d = self.inodes.get_mut(&dir).expect("parent exists");
         d.children.insert(name.to_string(), child);
-        d.mtime_ms = mtime_ms;
+        d.touch_modified(mtime_ms);
     }
 
     pub(super) fn mkdir(&mut self, path: &NormalPath, parents: bool, mtime_ms: u64) -> Result<Response, FsError> {
@@ -238,7 +368,7 @@ impl FsState {
                 dir = match self.inodes[&dir].children.get(name.as_str()) {
                     Some(id) => *id,
                     None => {
-                        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+                        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms, None);
                         self.link(dir, name, id, mtime_ms);
                         id
                     }
@@ -250,7 +380,7 @@ impl FsState {
         if self.inodes[&dir].children.contains_key(name) {
             return Err(FsError::AlreadyExists { path: path.to_string() });
         }
-        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms);
+        let id = self.new_inode(dir, Kind::Dir, 0, 0, mtime_ms, None);
         self.link(dir, name, id, mtime_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
     }
@@ -272,10 +402,10 @@ impl FsState {
             return match (open_existing, existing.kind) {
                 (true, Kind::File) => Ok(Response::Inode(existing.clone())),
                 (true, Kind::Dir) => Err(FsError::IsADirectory { path: path.to_string() }),
-                (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
+                (true, Kind::Symlink) | (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
             };
         }
-        let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms);
+        let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms, None);
         self.link(dir, name, id, mtime_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
     }
@@ -294,16 +424,83 @@ impl FsState {
         }
     }
 
-    pub(super) fn remove(&mut self, path: &NormalPath, recursive: bool) -> Result<Response, FsError> {
+    pub(super) fn remove(
+        &mut self,
+        path: &NormalPath,
+        recursive: bool,
+        now_ms: u64,
+        rules: u16,
+    ) -> Result<Response, FsError> {
         let (dir, name) = self.lookup_parent(path)?;
         let id = *self.inodes[&dir].children.get(name).ok_or_else(|| not_found(path))?;
         let inode = &self.inodes[&id];
         if inode.kind == Kind::Dir && !inode.children.is_empty() && !recursive {
             return Err(FsError::NotEmpty { path: path.to_string() });
         }
-        self.inodes.get_mut(&dir).expect("parent exists").children.remove(name);
+        let parent = self.inodes.get_mut(&dir).expect("parent exists");
+        parent.children.remove(name);
+        // Rules 3: the directory's times move, as unlink(2) says.
+        if rules >= 3 {
+            parent.touch_modified(now_ms);
+        }
         self.drop_tree(id);
         Ok(Response::Ok)
+    }
+
+    /// Makes a symbolic link to `target`.
+    pub(super) fn symlink(
+        &mut self,
+        path: &NormalPath,
+        target: &str,
+        uid: u32,
+        gid: u32,
+        now_ms: u64,
+    ) -> Result<Response, FsError> {
+        check_symlink_target(target)?;
+        let (dir, name) = self.lookup_parent(path)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists { path: path.to_string() });
+        }
+        let owner = Owner { mode: 0o777, uid, gid };
+        let id = self.new_inode(dir, Kind::Symlink, 0, 0, now_ms, Some(owner));
+        let link = self.inodes.get_mut(&id).expect("just made");
+        link.target = target.to_string();
+        link.size = target.len() as u64;
+        self.link(dir, name, id, now_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    /// Makes one directory or file with the caller's owner and mode.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn make_node(
+        &mut self,
+        path: &NormalPath,
+        kind: Kind,
+        owner: Owner,
+        replication: u32,
+        chunk_size: u64,
+        exclusive: bool,
+        now_ms: u64,
+    ) -> Result<Response, FsError> {
+        if owner.mode > MODE_BITS_MAX {
+            return Err(FsError::InvalidArgument { reason: format!("mode {:o} has bits past 0o7777", owner.mode) });
+        }
+        if kind == Kind::File && (replication == 0 || chunk_size == 0) {
+            return Err(FsError::InvalidArgument { reason: "replication and chunk size must be positive".into() });
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if let Some(id) = self.inodes[&dir].children.get(name) {
+            let existing = &self.inodes[id];
+            return match (kind, existing.kind, exclusive) {
+                (Kind::File, Kind::File, false) => Ok(Response::Inode(existing.clone())),
+                (Kind::File, Kind::Dir, false) => Err(FsError::IsADirectory { path: path.to_string() }),
+                _ => Err(FsError::AlreadyExists { path: path.to_string() }),
+            };
+        }
+        let (replication, chunk_size) = if kind == Kind::Dir { (0, 0) } else { (replication, chunk_size) };
+        let id = self.new_inode(dir, kind, replication, chunk_size, now_ms, Some(owner));
+        self.link(dir, name, id, now_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
     }
 
     /// Records that `token`'s lock now guards file `id` (a fenced rename put it there).
@@ -317,16 +514,21 @@ impl FsState {
         src: &NormalPath,
         dst: &NormalPath,
         fence: Option<&Fence>,
+        exact: Exact,
         mtime_ms: u64,
+        rules: u16,
     ) -> Result<Response, FsError> {
         let (src_dir, src_name) = self.lookup_parent(src)?;
         let id = *self.inodes[&src_dir].children.get(src_name).ok_or_else(|| not_found(src))?;
         // Moving onto an existing directory moves into it, as mv(1) does; a
-        // fenced rename goes to exactly the locked path.
+        // fenced rename and rename(2) go to exactly the path named.
         let dst = match self.lookup(dst) {
-            Ok(d) if fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
+            Ok(d) if exact == Exact::No && fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
             _ => dst.clone(),
         };
+        if exact == Exact::NoReplace && dst != *src && self.lookup(&dst).is_ok() {
+            return Err(FsError::AlreadyExists { path: dst.to_string() });
+        }
         if let Some(f) = fence {
             // Only a file, onto exactly the locked path, with a token that
             // holds that lock and is no older than a token that already
@@ -354,16 +556,17 @@ impl FsState {
         let replaced = self.inodes[&dst_dir].children.get(dst_name).copied();
         if let Some(old) = replaced {
             let old = &self.inodes[&old];
-            match (src_kind, old.kind) {
-                (Kind::File, Kind::File) => {}
-                (Kind::Dir, Kind::Dir) if old.children.is_empty() => {}
-                (Kind::Dir, Kind::Dir) => {
+            match (src_kind == Kind::Dir, old.kind == Kind::Dir) {
+                // Files and symbolic links replace each other.
+                (false, false) => {}
+                (true, true) if old.children.is_empty() => {}
+                (true, true) => {
                     return Err(FsError::NotEmpty { path: dst.to_string() });
                 }
-                (Kind::File, Kind::Dir) => {
+                (false, true) => {
                     return Err(FsError::IsADirectory { path: dst.to_string() });
                 }
-                (Kind::Dir, Kind::File) => {
+                (true, false) => {
                     return Err(FsError::NotADirectory { path: dst.to_string() });
                 }
             }
@@ -373,7 +576,13 @@ impl FsState {
             self.drop_tree(old);
         }
         self.link(dst_dir, dst_name, id, mtime_ms);
-        self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
+        let moved = self.inodes.get_mut(&id).expect("moved inode exists");
+        moved.parent = dst_dir;
+        // Rules 3: the source directory's times move too, and the inode's ctime.
+        if rules >= 3 {
+            moved.touch_changed(mtime_ms);
+            self.inodes.get_mut(&src_dir).expect("parent exists").touch_modified(mtime_ms);
+        }
         if let Some(f) = fence {
             // The lock on `dst` now guards the file put there.
             self.guard_with(f.token, id);
@@ -427,6 +636,99 @@ mod tests {
         assert_eq!(run(&mut st, NamespaceCmd::Rename { src: p("/g"), dst: p("/d/f"), fence: None }), Response::Ok);
         assert!(st.lookup(&p("/g")).is_err());
         assert_eq!(st.lookup(&p("/d/f")).unwrap().parent, st.lookup(&p("/d")).unwrap().id);
+    }
+
+    #[test]
+    fn make_node_takes_the_callers_owner_and_mode() {
+        let mut st = FsState::default();
+        let owner = Owner { mode: 0o1777, uid: 1000, gid: 100 };
+        let mk = |path: &str, kind, exclusive| NamespaceCmd::MakeNode {
+            path: p(path),
+            kind,
+            owner,
+            replication: 2,
+            chunk_size: 100,
+            exclusive,
+        };
+        let Response::Inode(d) = run(&mut st, mk("/d", Kind::Dir, true)) else { panic!() };
+        assert_eq!((d.mode, d.uid, d.gid, d.chunk_size), (0o1777, 1000, 100, 0));
+        assert_eq!(d.times_ns(), (1_000_000, 1_000_000, 1_000_000));
+        let Response::Inode(f) = run(&mut st, mk("/d/f", Kind::File, true)) else { panic!() };
+        assert_eq!((f.kind, f.uid, f.replication), (Kind::File, 1000, 2));
+        // An existing file: answered unless exclusive; a directory: refused.
+        assert_eq!(run(&mut st, mk("/d/f", Kind::File, false)), Response::Inode(f));
+        assert_eq!(
+            run(&mut st, mk("/d/f", Kind::File, true)),
+            Response::Err(FsError::AlreadyExists { path: "/d/f".into() })
+        );
+        assert_eq!(
+            run(&mut st, mk("/d", Kind::File, false)),
+            Response::Err(FsError::IsADirectory { path: "/d".into() })
+        );
+        assert_eq!(
+            run(&mut st, mk("/d", Kind::Dir, false)),
+            Response::Err(FsError::AlreadyExists { path: "/d".into() })
+        );
+        let bad = NamespaceCmd::MakeNode {
+            path: p("/x"),
+            kind: Kind::File,
+            owner: Owner { mode: 0o17777, uid: 0, gid: 0 },
+            replication: 2,
+            chunk_size: 100,
+            exclusive: true,
+        };
+        assert!(matches!(run(&mut st, bad), Response::Err(FsError::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn exact_rename_is_rename_2() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/e"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/empty"), parents: false });
+        create(&mut st, "/f");
+        create(&mut st, "/g");
+        let exact =
+            |src: &str, dst: &str, no_replace| NamespaceCmd::RenameExact { src: p(src), dst: p(dst), no_replace };
+        // A file onto a directory is EISDIR, not a move into it.
+        assert_eq!(run(&mut st, exact("/f", "/d", false)), Response::Err(FsError::IsADirectory { path: "/d".into() }));
+        // A directory replaces an empty directory, not a full one.
+        assert_eq!(run(&mut st, exact("/d", "/empty", false)), Response::Ok);
+        assert_eq!(st.lookup(&p("/empty/e")).unwrap().kind, Kind::Dir);
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/other"), parents: false });
+        assert_eq!(
+            run(&mut st, exact("/other", "/empty", false)),
+            Response::Err(FsError::NotEmpty { path: "/empty".into() })
+        );
+        // NOREPLACE refuses an existing name; without it a file is replaced.
+        assert_eq!(run(&mut st, exact("/f", "/g", true)), Response::Err(FsError::AlreadyExists { path: "/g".into() }));
+        let f = st.lookup(&p("/f")).unwrap().id;
+        assert_eq!(run(&mut st, exact("/f", "/g", false)), Response::Ok);
+        assert_eq!(st.lookup(&p("/g")).unwrap().id, f);
+        // Both directories' times moved (rules 3).
+        assert_eq!(st.inodes[&ROOT_INODE].mtime_ms, 1);
+    }
+
+    #[test]
+    fn symlinks_hold_their_target() {
+        let mut st = FsState::default();
+        let mk =
+            |path: &str, target: &str| NamespaceCmd::Symlink { path: p(path), target: target.into(), uid: 5, gid: 6 };
+        let Response::Inode(l) = run(&mut st, mk("/l", "../some/where")) else { panic!() };
+        assert_eq!((l.kind, l.target.as_str(), l.size, l.mode, l.uid), (Kind::Symlink, "../some/where", 13, 0o777, 5));
+        assert_eq!(run(&mut st, mk("/l", "x")), Response::Err(FsError::AlreadyExists { path: "/l".into() }));
+        for bad in ["", "a\0b", &"x".repeat(SYMLINK_TARGET_MAX_BYTES + 1)] {
+            assert!(matches!(run(&mut st, mk("/m", bad)), Response::Err(FsError::InvalidArgument { .. })));
+        }
+        // Through a link is not a directory (the kernel resolves links).
+        assert!(matches!(st.lookup(&p("/l/x")), Err(FsError::NotADirectory { .. })));
+        // A link and a file replace each other; a write to a link is refused.
+        create(&mut st, "/f");
+        let exact = NamespaceCmd::RenameExact { src: p("/l"), dst: p("/f"), no_replace: false };
+        assert_eq!(run(&mut st, exact), Response::Ok);
+        assert_eq!(st.lookup(&p("/f")).unwrap().kind, Kind::Symlink);
+        let commit =
+            super::super::WriteCmd::CommitWrite { inode: l.id, chunks: vec![], size: 1, truncate: true, fence: None };
+        assert!(matches!(run(&mut st, commit), Response::Err(_)));
     }
 
     #[test]

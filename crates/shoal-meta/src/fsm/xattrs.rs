@@ -67,6 +67,7 @@ impl FsState {
         path: &NormalPath,
         remove: &[String],
         set: &[(String, Vec<u8>)],
+        now_ms: u64,
     ) -> Result<Response, FsError> {
         let limit = |limit: String| FsError::AttributeLimit { path: path.to_string(), limit };
         if remove.len() + set.len() > XATTR_CHANGES_MAX {
@@ -82,15 +83,20 @@ impl FsState {
             next.insert(name.clone(), value.clone());
         }
         check_all(&next).map_err(limit)?;
-        self.inodes.get_mut(&id).expect("looked up").xattrs = next;
+        let inode = self.inodes.get_mut(&id).expect("looked up");
+        inode.xattrs = next;
+        inode.touch_changed(now_ms);
         Ok(Response::Ok)
     }
 
-    pub(super) fn remove_xattr(&mut self, path: &NormalPath, name: &str) -> Result<Response, FsError> {
+    pub(super) fn remove_xattr(&mut self, path: &NormalPath, name: &str, now_ms: u64) -> Result<Response, FsError> {
         let id = self.lookup(path)?.id;
         let inode = self.inodes.get_mut(&id).expect("looked up");
         match inode.xattrs.remove(name) {
-            Some(_) => Ok(Response::Ok),
+            Some(_) => {
+                inode.touch_changed(now_ms);
+                Ok(Response::Ok)
+            }
             None => Err(FsError::NoAttribute { path: path.to_string(), name: name.to_string() }),
         }
     }

@@ -8,7 +8,8 @@
 //! regressions (one test per fixed bug, with its cause), t91 upgrades, t92
 //! metrics (`/metrics` on every node's HTTP port), t93 observability (`admin
 //! top`, JSON logs), t95 the web dashboard and its JSON API (in headless
-//! Chromium), t96 the S3 gateway (boto3, the AWS CLI, rclone).
+//! Chromium), t96 the S3 gateway (boto3, the AWS CLI, rclone), t97 the FUSE
+//! mount (shell programs through the kernel).
 //!
 //! Run one band with a filter, which matches module and test names:
 //! `cargo test -p shoal --test it t60`.
@@ -51,3 +52,4 @@ mod t92_metrics;
 mod t93_top;
 mod t95_dashboard;
 mod t96_s3;
+mod t97_mount;

@@ -1,0 +1,129 @@
+//! The write buffer of one open file: the bytes written through the handle
+//! and not sent yet, as one contiguous range.
+//!
+//! Writes that continue or overlap the range join it (a sequential writer
+//! builds one large piece); a write elsewhere sends the range first. The
+//! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`], and on
+//! flush (close), fsync, release, a read of the file, and a truncate.
+//!
+//! # Invariants
+//! - The range holds at most [`WRITE_BUFFER_MAX_BYTES`] plus one write (a
+//!   write is at most the kernel's `max_write`), and is sent as soon as it
+//!   holds more than the bound.
+//! - Later bytes win: a write over held bytes replaces them in place.
+
+/// When a handle sends what it holds (8 MiB: large pieces, bounded memory).
+pub const WRITE_BUFFER_MAX_BYTES: usize = 8 << 20;
+
+/// Bytes written and not sent yet, starting at `start`.
+#[derive(Debug, Default)]
+pub struct WriteBuffer {
+    start: u64,
+    data: Vec<u8>,
+}
+
+/// A piece to send: its offset in the file and its bytes.
+pub type Piece = (u64, Vec<u8>);
+
+impl WriteBuffer {
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The end of the held range (0 when empty).
+    pub fn end(&self) -> u64 {
+        if self.data.is_empty() { 0 } else { self.start + self.data.len() as u64 }
+    }
+
+    /// Holds `bytes` written at `offset`. Answers the piece to send before
+    /// them when they neither continue nor overlap the held range.
+    pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Option<Piece> {
+        if bytes.is_empty() {
+            return None;
+        }
+        if self.data.is_empty() {
+            self.start = offset;
+            self.data.extend_from_slice(bytes);
+            return None;
+        }
+        if offset < self.start || offset > self.end() {
+            let out = self.take();
+            self.start = offset;
+            self.data.extend_from_slice(bytes);
+            return out;
+        }
+        let at = (offset - self.start) as usize;
+        let overlap = (self.data.len() - at).min(bytes.len());
+        self.data[at..at + overlap].copy_from_slice(&bytes[..overlap]);
+        self.data.extend_from_slice(&bytes[overlap..]);
+        None
+    }
+
+    /// True when the held range should be sent now.
+    pub fn full(&self) -> bool {
+        self.data.len() >= WRITE_BUFFER_MAX_BYTES
+    }
+
+    /// Takes the held range, leaving the buffer empty.
+    pub fn take(&mut self) -> Option<Piece> {
+        if self.data.is_empty() {
+            return None;
+        }
+        Some((self.start, std::mem::take(&mut self.data)))
+    }
+
+    /// Forgets held bytes at or past `size` (a truncate).
+    pub fn truncate(&mut self, size: u64) {
+        if self.data.is_empty() {
+            return;
+        }
+        if size <= self.start {
+            self.data.clear();
+        } else if size < self.end() {
+            self.data.truncate((size - self.start) as usize);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_writes_join_and_overwrites_replace() {
+        let mut b = WriteBuffer::default();
+        assert_eq!(b.push(10, b"abc"), None);
+        assert_eq!(b.push(13, b"def"), None);
+        assert_eq!(b.end(), 16);
+        // Overlapping the end: replaces then extends.
+        assert_eq!(b.push(15, b"XYZ"), None);
+        assert_eq!(b.push(10, b"A"), None);
+        assert_eq!(b.take(), Some((10, b"AbcdeXYZ".to_vec())));
+        assert!(b.is_empty() && b.end() == 0);
+    }
+
+    #[test]
+    fn a_write_elsewhere_sends_the_held_range_first() {
+        let mut b = WriteBuffer::default();
+        b.push(100, b"xy");
+        assert_eq!(b.push(0, b"ab"), Some((100, b"xy".to_vec())));
+        assert_eq!(b.push(5, b"c"), Some((0, b"ab".to_vec())));
+        assert_eq!(b.take(), Some((5, b"c".to_vec())));
+        assert_eq!(b.push(0, b""), None, "an empty write holds nothing");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn truncate_and_the_bound() {
+        let mut b = WriteBuffer::default();
+        b.push(10, b"abcdef");
+        b.truncate(12);
+        assert_eq!(b.end(), 12);
+        b.truncate(5);
+        assert!(b.is_empty());
+        b.push(0, &vec![7u8; WRITE_BUFFER_MAX_BYTES - 1]);
+        assert!(!b.full());
+        b.push(WRITE_BUFFER_MAX_BYTES as u64 - 1, b"z");
+        assert!(b.full());
+    }
+}

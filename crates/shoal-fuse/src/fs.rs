@@ -1,0 +1,770 @@
+//! The kernel's FUSE requests, answered through the client library.
+//!
+//! # Inodes and paths
+//! Meta's inode numbers are the FUSE inode numbers (the root is 1 in both).
+//! Attributes are read by inode (`stat_inode`), so they never depend on a
+//! path. Meta's namespace changes are by path, so the mount keeps each
+//! inode's last known path (`paths`): filled by lookups, creates and stats
+//! by inode (which answer the inode's current path), rewritten by its own
+//! renames, dropped by its own removes and by the kernel's forgets. A path
+//! it does not know is asked of meta by inode.
+//!
+//! # Open files and the write buffer
+//! An open is answered after meta's current attributes and chunk map are
+//! fetched (close-to-open: a file closed on another mount is read whole and
+//! new by a later open here), and without `FOPEN_KEEP_CACHE`, so the kernel
+//! drops what it cached of the file, and its cached attributes are dropped
+//! too (a notification), so a size that grew elsewhere is asked for again.
+//! Writes are held per handle
+//! ([`crate::buffer`]) and sent in large pieces; each piece is one client
+//! `write_at`, which returns only once every replica has the bytes durable
+//! and meta has committed them. So `fsync` and `close` (flush) return only
+//! when everything written through the handle is acknowledged. A piece that
+//! fails is reported by the next write, flush or fsync on the handle, as
+//! `EIO` (or `ENOSPC`). Reads first send what any handle of the file holds,
+//! so a process reads its own writes.
+//!
+//! # Time limits
+//! Every call has a limit (the client's timeout for namespace calls, a
+//! longer one for data); past it the call fails with `EIO`, never hangs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use shoal_client::{AttrChange, Client, ClientError, File, Owner, Stat, TimeSet};
+
+use crate::MountOptions;
+use crate::attr::{self, file_attr};
+use crate::buffer::WriteBuffer;
+use crate::errno::errno;
+
+/// Open files one mount keeps at once; more fail with `EMFILE`.
+pub const OPEN_FILES_MAX: usize = 1 << 16;
+/// Open directories one mount keeps at once; more fail with `EMFILE`.
+pub const OPEN_DIRS_MAX: usize = 1 << 14;
+/// Inode paths remembered; past it the memory is cleared (and refilled from meta).
+pub const PATHS_MAX: usize = 1 << 20;
+/// The extended attributes the mount shows and sets: `user.*` only.
+const XATTR_PREFIX: &str = "user.";
+
+/// One open file: its client handle and the bytes written and not sent yet.
+struct Handle {
+    ino: u64,
+    /// The end of the held range (0: nothing held), readable without the lock.
+    held_end: AtomicU64,
+    state: tokio::sync::Mutex<OpenState>,
+}
+
+struct OpenState {
+    file: File,
+    buf: WriteBuffer,
+    /// A held piece that could not be sent, reported by the next call.
+    failed: Option<Errno>,
+}
+
+/// One entry of an open directory's listing.
+struct DirItem {
+    ino: u64,
+    kind: FileType,
+    name: String,
+}
+
+/// The mount's state, shared between the kernel's worker threads and the
+/// code that unmounts.
+pub struct Inner {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    opts: MountOptions,
+    paths: Mutex<HashMap<u64, String>>,
+    files: Mutex<HashMap<u64, Arc<Handle>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    next_fh: AtomicU64,
+    /// Tells the kernel to drop what it cached (set once the session exists).
+    pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
+}
+
+/// The FUSE filesystem (what the kernel's session calls).
+pub struct ShoalFs(pub Arc<Inner>);
+
+type Res<T> = Result<T, Errno>;
+
+fn join(dir: &str, name: &OsStr) -> Res<String> {
+    let name = name.to_str().ok_or(Errno::EINVAL)?;
+    Ok(if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") })
+}
+
+fn ns_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as u64)
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::AtNs(ns_since_epoch(t)),
+    }
+}
+
+impl Inner {
+    pub fn new(client: Client, rt: tokio::runtime::Handle, opts: MountOptions) -> Inner {
+        Inner {
+            client,
+            rt,
+            opts,
+            paths: Mutex::new(HashMap::from([(1, "/".to_string())])),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            notifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Runs a namespace call within the client's time limit (plus a margin).
+    fn ns<T>(&self, fut: impl Future<Output = Result<T, ClientError>>) -> Res<T> {
+        self.within(self.opts.timeout * 2, fut)
+    }
+
+    /// Runs a data call within the data time limit.
+    fn data<T>(&self, fut: impl Future<Output = Result<T, ClientError>>) -> Res<T> {
+        self.within(self.opts.data_timeout, fut)
+    }
+
+    fn within<T>(&self, limit: Duration, fut: impl Future<Output = Result<T, ClientError>>) -> Res<T> {
+        // The timer is made inside the runtime (this thread is the kernel's, not tokio's).
+        match self.rt.block_on(async { tokio::time::timeout(limit, fut).await }) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "mount call failed");
+                Err(errno(&e))
+            }
+            Err(_) => {
+                tracing::warn!(limit_ms = limit.as_millis() as u64, "mount call timed out");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    fn writable(&self) -> Res<()> {
+        if self.opts.read_only { Err(Errno::EROFS) } else { Ok(()) }
+    }
+
+    fn remember(&self, ino: u64, path: &str) {
+        let mut paths = self.paths.lock().expect("paths lock");
+        if paths.len() >= PATHS_MAX {
+            paths.retain(|i, _| *i == 1);
+        }
+        paths.insert(ino, path.to_string());
+    }
+
+    fn path_of(&self, ino: u64) -> Res<String> {
+        if let Some(p) = self.paths.lock().expect("paths lock").get(&ino) {
+            return Ok(p.clone());
+        }
+        let (_, path) = self.ns(self.client.stat_inode(ino, false))?;
+        self.remember(ino, &path);
+        Ok(path)
+    }
+
+    /// The kernel's view of a file's size: meta's, or past it where a handle
+    /// holds bytes not sent yet.
+    fn known_size(&self, stat: &Stat) -> u64 {
+        let files = self.files.lock().expect("files lock");
+        files
+            .values()
+            .filter(|h| h.ino == stat.inode)
+            .map(|h| h.held_end.load(Ordering::Acquire))
+            .fold(stat.size, u64::max)
+    }
+
+    fn attr_of(&self, stat: &Stat) -> fuser::FileAttr {
+        file_attr(stat, self.known_size(stat))
+    }
+
+    fn stat_path(&self, path: &str) -> Res<Stat> {
+        let stat = self.ns(self.client.stat(path))?;
+        self.remember(stat.inode, path);
+        Ok(stat)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Res<Arc<Handle>> {
+        self.files.lock().expect("files lock").get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn new_handle(&self, ino: u64, file: File) -> Res<u64> {
+        let mut files = self.files.lock().expect("files lock");
+        if files.len() >= OPEN_FILES_MAX {
+            return Err(Errno::EMFILE);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let state = OpenState { file, buf: WriteBuffer::default(), failed: None };
+        files.insert(fh, Arc::new(Handle { ino, held_end: AtomicU64::new(0), state: tokio::sync::Mutex::new(state) }));
+        Ok(fh)
+    }
+
+    /// Sends what `h` holds; answers a failure of this or an earlier piece.
+    fn send_held(&self, h: &Handle) -> Res<()> {
+        self.rt.block_on(async {
+            let mut st = h.state.lock().await;
+            if let Some(piece) = st.buf.take() {
+                let sent = self.send(&mut st.file, piece).await;
+                h.held_end.store(0, Ordering::Release);
+                if let Err(e) = sent {
+                    st.failed = Some(e);
+                }
+            }
+            match st.failed.take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+    }
+
+    async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
+        match tokio::time::timeout(self.opts.data_timeout, file.write_at(offset, &bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, offset, len = bytes.len(), "mount: a write failed");
+                Err(errno(&e))
+            }
+            Err(_) => Err(Errno::EIO),
+        }
+    }
+
+    /// Sends what every handle of inode `ino` holds.
+    fn send_inode(&self, ino: u64) -> Res<()> {
+        let handles: Vec<Arc<Handle>> = {
+            let files = self.files.lock().expect("files lock");
+            files.values().filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
+        };
+        let mut result = Ok(());
+        for h in handles {
+            if let Err(e) = self.send_held(&h) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Sends what every handle holds (before an unmount); answers how many failed.
+    pub fn send_all(&self) -> usize {
+        let handles: Vec<Arc<Handle>> = self.files.lock().expect("files lock").values().cloned().collect();
+        handles.iter().filter(|h| self.send_held(h).is_err()).count()
+    }
+
+    fn owner(req: &Request, mode: u32, umask: u32) -> Owner {
+        Owner { mode: mode & !umask & 0o7777, uid: req.uid(), gid: req.gid() }
+    }
+
+    fn truncate(&self, ino: u64, fh: Option<FileHandle>, size: u64) -> Res<()> {
+        self.send_inode(ino)?;
+        let handle = fh.and_then(|fh| self.handle(fh).ok()).filter(|h| h.ino == ino);
+        match handle {
+            Some(h) => self.rt.block_on(async {
+                let mut st = h.state.lock().await;
+                st.buf.truncate(size);
+                match tokio::time::timeout(self.opts.data_timeout, st.file.set_len(size)).await {
+                    Ok(r) => r.map_err(|e| errno(&e)),
+                    Err(_) => Err(Errno::EIO),
+                }
+            }),
+            None => {
+                let mut file = self.data(self.client.open_inode(ino, &format!("inode {ino}")))?;
+                self.data(file.set_len(size))
+            }
+        }
+    }
+
+    fn forget_path(&self, path: &str) {
+        let prefix = format!("{path}/");
+        self.paths.lock().expect("paths lock").retain(|i, p| *i == 1 || (p != path && !p.starts_with(&prefix)));
+    }
+
+    fn renamed(&self, src: &str, dst: &str) {
+        self.forget_path(dst);
+        let prefix = format!("{src}/");
+        let mut paths = self.paths.lock().expect("paths lock");
+        for p in paths.values_mut() {
+            if p == src {
+                *p = dst.to_string();
+            } else if let Some(rest) = p.strip_prefix(&prefix) {
+                *p = format!("{dst}/{rest}");
+            }
+        }
+    }
+
+    fn user_xattrs(&self, ino: u64) -> Res<BTreeMap<String, Vec<u8>>> {
+        let (stat, path) = self.ns(self.client.stat_inode(ino, true))?;
+        self.remember(ino, &path);
+        Ok(stat.xattrs.into_iter().filter(|(n, _)| n.starts_with(XATTR_PREFIX)).collect())
+    }
+}
+
+/// Answers a value of `size` bytes at most (0: only its length), as getxattr
+/// and listxattr do.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+macro_rules! or_reply {
+    ($reply:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+impl Filesystem for ShoalFs {
+    fn destroy(&mut self) {
+        let failed = self.0.send_all();
+        if failed > 0 {
+            tracing::error!(failed, "mount: held writes could not be sent at unmount");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = &self.0;
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let stat = or_reply!(reply, fs.stat_path(&path));
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        if ino.0 != 1 {
+            self.0.paths.lock().expect("paths lock").remove(&ino.0);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = &self.0;
+        let (stat, path) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+        fs.remember(ino.0, &path);
+        reply.attr(&fs.opts.attr_ttl, &fs.attr_of(&stat));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        if let Some(size) = size {
+            or_reply!(reply, fs.truncate(ino.0, fh, size));
+        }
+        let change = AttrChange {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            atime: atime.map(time_set),
+            mtime: mtime.map(time_set),
+        };
+        // Held bytes go first: their commit moves mtime, which must not
+        // undo a utimens made after them (tar sets times before it closes).
+        if change != AttrChange::default() {
+            or_reply!(reply, fs.send_inode(ino.0));
+        }
+        let stat = if change == AttrChange::default() {
+            or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false))).0
+        } else {
+            or_reply!(reply, fs.ns(fs.client.set_attr(ino.0, change)))
+        };
+        reply.attr(&fs.opts.attr_ttl, &fs.attr_of(&stat));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let stat = or_reply!(reply, fs.ns(fs.client.mkdir_owned(&path, Inner::owner(req, mode, umask))));
+        fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let stat = or_reply!(reply, fs.stat_path(&path));
+        if stat.is_dir {
+            return reply.error(Errno::EISDIR);
+        }
+        or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
+        fs.forget_path(&path);
+        reply.ok();
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let stat = or_reply!(reply, fs.stat_path(&path));
+        if !stat.is_dir {
+            return reply.error(Errno::ENOTDIR);
+        }
+        or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
+        fs.forget_path(&path);
+        reply.ok();
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, link_name));
+        let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
+        let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
+        fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = &self.0;
+        let (stat, _) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+        if !stat.is_symlink {
+            return reply.error(Errno::EINVAL);
+        }
+        reply.data(stat.target.as_bytes());
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let src = or_reply!(reply, fs.path_of(parent.0).and_then(|d| join(&d, name)));
+        let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        or_reply!(reply, fs.ns(fs.client.rename_exact(&src, &dst, no_replace)));
+        fs.renamed(&src, &dst);
+        reply.ok();
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = &self.0;
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            or_reply!(reply, fs.writable());
+        }
+        // Close-to-open: the attributes and the chunk map come fresh from meta.
+        let file = or_reply!(reply, fs.ns(fs.client.open_inode(ino.0, &format!("inode {}", ino.0))));
+        // The kernel may hold attributes from before another mount's write
+        // (a smaller size would cut reads short): drop them, so the next
+        // stat or read past the old end asks again. Pages are dropped anyway
+        // (no FOPEN_KEEP_CACHE). Offset -1: attributes only.
+        if let Some(n) = fs.notifier.get()
+            && let Err(e) = n.inval_inode(ino, -1, 0)
+        {
+            tracing::debug!(error = %e, ino = ino.0, "mount: attribute invalidation refused");
+        }
+        let fh = or_reply!(reply, fs.new_handle(ino.0, file));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = &self.0;
+        let h = or_reply!(reply, fs.handle(fh));
+        or_reply!(reply, fs.send_inode(ino.0));
+        let data = or_reply!(
+            reply,
+            fs.rt.block_on(async {
+                let mut st = h.state.lock().await;
+                match tokio::time::timeout(fs.opts.data_timeout, st.file.read_at(offset, size as u64)).await {
+                    Ok(r) => r.map_err(|e| errno(&e)),
+                    Err(_) => Err(Errno::EIO),
+                }
+            })
+        );
+        reply.data(&data);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let h = or_reply!(reply, fs.handle(fh));
+        let done: Res<()> = fs.rt.block_on(async {
+            let mut st = h.state.lock().await;
+            if let Some(e) = st.failed.take() {
+                return Err(e);
+            }
+            let before = st.buf.push(offset, data);
+            h.held_end.store(st.buf.end(), Ordering::Release);
+            if let Some(piece) = before {
+                fs.send(&mut st.file, piece).await?;
+            }
+            if st.buf.full() {
+                let piece = st.buf.take().expect("a full buffer holds bytes");
+                let sent = fs.send(&mut st.file, piece).await;
+                h.held_end.store(0, Ordering::Release);
+                sent?;
+            }
+            Ok(())
+        });
+        or_reply!(reply, done);
+        reply.written(data.len() as u32);
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let fs = &self.0;
+        let h = or_reply!(reply, fs.handle(fh));
+        or_reply!(reply, fs.send_held(&h));
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        let h = or_reply!(reply, fs.handle(fh));
+        let sent = fs.send_held(&h);
+        fs.files.lock().expect("files lock").remove(&fh.0);
+        or_reply!(reply, sent);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Every piece sent is durable on every replica and committed in meta
+        // when `write_at` returns, so sending is all fsync needs.
+        let fs = &self.0;
+        let h = or_reply!(reply, fs.handle(fh));
+        or_reply!(reply, fs.send_held(&h));
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = &self.0;
+        let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
+        let mut items = vec![
+            DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into() },
+            DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into() },
+        ];
+        items.extend(entries.into_iter().map(|e| DirItem {
+            ino: e.stat.inode,
+            kind: attr::kind(&e.stat),
+            name: e.name,
+        }));
+        let mut dirs = fs.dirs.lock().expect("dirs lock");
+        if dirs.len() >= OPEN_DIRS_MAX {
+            return reply.error(Errno::EMFILE);
+        }
+        let fh = fs.next_fh.fetch_add(1, Ordering::Relaxed);
+        dirs.insert(fh, Arc::new(items));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let items = match self.0.dirs.lock().expect("dirs lock").get(&fh.0) {
+            Some(items) => items.clone(),
+            None => return reply.error(Errno::EBADF),
+        };
+        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.0.dirs.lock().expect("dirs lock").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let fs = &self.0;
+        let servers = or_reply!(reply, fs.ns(fs.client.chunk_servers()));
+        let capacity: u64 = servers.iter().map(|s| s.capacity_bytes).sum();
+        let used: u64 = servers.iter().map(|s| s.used_bytes).sum();
+        let block = 4096u64;
+        let free = capacity.saturating_sub(used) / block;
+        // Meta does not bound the number of inodes: report plenty.
+        let files = 1u64 << 32;
+        reply.statfs(capacity / block, free, free, files, files, block as u32, 255, block as u32);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let name = or_reply!(reply, name.to_str().ok_or(Errno::EINVAL));
+        if !name.starts_with(XATTR_PREFIX) {
+            return reply.error(Errno::ENOTSUP);
+        }
+        if flags & (libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            let exists = or_reply!(reply, fs.user_xattrs(ino.0)).contains_key(name);
+            if exists && flags & libc::XATTR_CREATE != 0 {
+                return reply.error(Errno::EEXIST);
+            }
+            if !exists && flags & libc::XATTR_REPLACE != 0 {
+                return reply.error(Errno::NO_XATTR);
+            }
+        }
+        let path = or_reply!(reply, fs.path_of(ino.0));
+        let set = BTreeMap::from([(name.to_string(), value.to_vec())]);
+        or_reply!(reply, fs.ns(fs.client.set_xattrs(&path, &[], &set)));
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let fs = &self.0;
+        let name = or_reply!(reply, name.to_str().ok_or(Errno::NO_XATTR));
+        if !name.starts_with(XATTR_PREFIX) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        let attrs = or_reply!(reply, fs.user_xattrs(ino.0));
+        match attrs.get(name) {
+            Some(v) => reply_sized(reply, size, v),
+            None => reply.error(Errno::NO_XATTR),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = &self.0;
+        let attrs = or_reply!(reply, fs.user_xattrs(ino.0));
+        let mut names = Vec::new();
+        for n in attrs.keys() {
+            names.extend_from_slice(n.as_bytes());
+            names.push(0);
+        }
+        reply_sized(reply, size, &names);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let name = or_reply!(reply, name.to_str().ok_or(Errno::NO_XATTR));
+        if !name.starts_with(XATTR_PREFIX) {
+            return reply.error(Errno::NO_XATTR);
+        }
+        let path = or_reply!(reply, fs.path_of(ino.0));
+        or_reply!(reply, fs.ns(fs.client.remove_xattr(&path, name)));
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions itself (`default_permissions`).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let exclusive = flags & libc::O_EXCL != 0;
+        let stat = or_reply!(reply, fs.ns(fs.client.create_owned(&path, Inner::owner(req, mode, umask), exclusive)));
+        fs.remember(stat.inode, &path);
+        if flags & libc::O_TRUNC != 0 && stat.size > 0 {
+            or_reply!(reply, fs.truncate(stat.inode, None, 0));
+        }
+        let file = or_reply!(reply, fs.ns(fs.client.open_inode(stat.inode, &path)));
+        let stat = file.cached_stat().clone();
+        let fh = or_reply!(reply, fs.new_handle(stat.inode, file));
+        reply.created(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0), FileHandle(fh), FopenFlags::empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_join_under_their_directory() {
+        assert_eq!(join("/", OsStr::new("a")).unwrap(), "/a");
+        assert_eq!(join("/a/b", OsStr::new("c")).unwrap(), "/a/b/c");
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(join("/", OsStr::from_bytes(b"\xff")), Err(Errno::EINVAL), "names are UTF-8");
+    }
+
+    #[test]
+    fn times_before_the_epoch_are_the_epoch() {
+        assert_eq!(ns_since_epoch(UNIX_EPOCH - Duration::from_secs(5)), 0);
+        assert_eq!(time_set(TimeOrNow::SpecificTime(UNIX_EPOCH + Duration::new(2, 3))), TimeSet::AtNs(2_000_000_003));
+        assert_eq!(time_set(TimeOrNow::Now), TimeSet::Now);
+    }
+}

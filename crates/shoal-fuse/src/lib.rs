@@ -1,0 +1,226 @@
+//! Shoal's POSIX mount: an adapter that answers the kernel's FUSE requests
+//! through the client library (`shoal-client`), with `fuser` (pure Rust: as
+//! root it mounts `/dev/fuse` itself, no libfuse).
+//!
+//! Modules: [`fs`] (the requests, the inode-to-path memory, open files),
+//! [`buffer`] (a handle's write buffer, pure), [`attr`] (meta's attributes
+//! as the kernel's), [`errno`] (the one table from client errors to errno).
+//! [`mount`] mounts and answers a [`Mounted`]; [`serve`] mounts, runs until
+//! SIGINT or SIGTERM (or an unmount from outside), then sends every held
+//! write and unmounts.
+//!
+//! The kernel checks permissions (`default_permissions`) against the mode,
+//! owner and group meta keeps, and caches attributes and entries for the
+//! TTLs of [`MountOptions`].
+//!
+//! **Does not know:** meta or chunk servers (only the `Client`), Raft, disks.
+
+pub mod attr;
+pub mod buffer;
+pub mod errno;
+pub mod fs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL, SessionUnmounter};
+use shoal_client::Client;
+
+/// The kernel's worker threads for one mount: calls that wait on the
+/// cluster do not hold up the others.
+pub const MOUNT_THREADS: usize = 4;
+/// How long an unmount waits for the kernel to end the session.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
+
+/// How a mount behaves.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Refuse every change (`EROFS`); mounted read-only.
+    pub read_only: bool,
+    /// Let users other than the one who mounted use the mount.
+    pub allow_other: bool,
+    /// How long the kernel may keep an inode's attributes without asking.
+    pub attr_ttl: Duration,
+    /// How long the kernel may keep a name's lookup without asking.
+    pub entry_ttl: Duration,
+    /// A namespace call's limit: the client's timeout (it fails with `EIO`
+    /// after at most twice this).
+    pub timeout: Duration,
+    /// A data call's limit (a read, or the sending of a held piece).
+    pub data_timeout: Duration,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            timeout: shoal_client::client::DEFAULT_TIMEOUT,
+            data_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a mount could not be made or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point is missing or not a directory.
+    #[error("mount point {path}: {reason}")]
+    MountPoint { path: PathBuf, reason: String },
+    /// The kernel refused the mount (not root, no /dev/fuse, ...).
+    #[error("mounting {path}: {source}")]
+    Mount { path: PathBuf, source: std::io::Error },
+    /// The kernel's session ended with an error.
+    #[error("the session of {path} ended: {source}")]
+    Session { path: PathBuf, source: std::io::Error },
+    /// The cluster's meta nodes do not know the calls the mount needs.
+    #[error("the cluster cannot serve a mount: {reason}")]
+    Cluster { reason: String },
+    /// Held writes could not be sent at unmount (they are lost).
+    #[error("{failed} open files of {path} had writes that could not be sent")]
+    Unsent { path: PathBuf, failed: usize },
+}
+
+/// A live mount.
+pub struct Mounted {
+    path: PathBuf,
+    inner: Arc<fs::Inner>,
+    unmounter: SessionUnmounter,
+    ended: tokio::sync::oneshot::Receiver<std::io::Result<()>>,
+}
+
+/// Mounts the cluster of `client` at `mountpoint` (must be a directory).
+pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Result<Mounted, MountError> {
+    let path = mountpoint.to_path_buf();
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(MountError::MountPoint { path, reason: "not a directory".into() }),
+        Err(e) => return Err(MountError::MountPoint { path, reason: e.to_string() }),
+    }
+    // A meta node older than this mount answers a stat by inode as a bad
+    // path: refuse to mount rather than fail every call. An unreachable
+    // cluster is no reason not to mount (calls fail with EIO until it is back).
+    match tokio::time::timeout(opts.timeout * 2, client.stat_inode(1, false)).await {
+        Ok(Err(e @ shoal_client::ClientError::Fs(shoal_core::FsError::InvalidPath(_)))) => {
+            return Err(MountError::Cluster {
+                reason: format!("its meta nodes do not know stat by inode ({e}); upgrade them"),
+            });
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "the cluster does not answer yet; mounting anyway"),
+        Err(_) => tracing::warn!("the cluster does not answer yet; mounting anyway"),
+        Ok(Ok(_)) => {}
+    }
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("shoal".into()),
+        MountOption::Subtype("shoal".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        if opts.read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(MOUNT_THREADS);
+    let inner = Arc::new(fs::Inner::new(client, tokio::runtime::Handle::current(), opts));
+    let filesystem = fs::ShoalFs(inner.clone());
+    let at = path.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(filesystem, &at, &config))
+        .await
+        .expect("the mount task does not panic")
+        .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    let mut session = session;
+    let _ = inner.notifier.set(session.notifier());
+    let unmounter = session.unmount_callable();
+    let (tx, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("shoal-fuse".into())
+        .spawn(move || {
+            let _ = tx.send(session.run());
+        })
+        .map_err(|source| MountError::Mount { path: path.clone(), source })?;
+    tracing::info!(path = %path.display(), "mounted");
+    Ok(Mounted { path, inner, unmounter, ended })
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs until `shutdown` completes or the mount is unmounted from
+    /// outside; then sends every held write and unmounts.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), MountError> {
+        tokio::select! {
+            () = shutdown => {}
+            r = &mut self.ended => {
+                tracing::info!(path = %self.path.display(), "the session ended (unmounted from outside?)");
+                // A session that ended on an error leaves the mount point
+                // dead ("transport endpoint is not connected"): take it down.
+                let mut unmounter = self.unmounter;
+                let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
+                return match r {
+                    Ok(Err(source)) => Err(MountError::Session { path: self.path, source }),
+                    _ => Ok(()),
+                };
+            }
+        }
+        self.unmount().await
+    }
+
+    /// Sends every held write, then unmounts (lazily: processes that still
+    /// have files open keep them until they close).
+    pub async fn unmount(mut self) -> Result<(), MountError> {
+        let inner = self.inner.clone();
+        let failed = tokio::task::spawn_blocking(move || inner.send_all()).await.unwrap_or(1);
+        let mut unmounter = self.unmounter;
+        let result = tokio::task::spawn_blocking(move || unmounter.unmount()).await.expect("unmount does not panic");
+        match result {
+            Ok(()) => {}
+            // Files are still open: detach the mount now (lazily), and the
+            // kernel ends the session when the last of them is closed or
+            // this process exits.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                detach(&self.path).map_err(|source| MountError::Mount { path: self.path.clone(), source })?
+            }
+            Err(source) => return Err(MountError::Mount { path: self.path, source }),
+        }
+        if tokio::time::timeout(UNMOUNT_WAIT, &mut self.ended).await.is_err() {
+            tracing::warn!(path = %self.path.display(), "the kernel kept the session after the unmount");
+        }
+        tracing::info!(path = %self.path.display(), "unmounted");
+        match failed {
+            0 => Ok(()),
+            failed => Err(MountError::Unsent { path: self.path, failed }),
+        }
+    }
+}
+
+/// Unmounts `path` lazily (MNT_DETACH).
+fn detach(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: umount2 only reads the NUL-terminated path.
+    match unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Mounts, runs until SIGINT or SIGTERM (or an unmount from outside), then
+/// sends every held write and unmounts.
+pub async fn serve(client: Client, mountpoint: &Path, opts: MountOptions) -> Result<(), MountError> {
+    mount(client, mountpoint, opts).await?.run_until(signalled()).await
+}

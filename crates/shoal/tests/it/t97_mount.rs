@@ -1,0 +1,358 @@
+//! t97: the FUSE mount (`shoal mount`, crate `shoal-fuse`) through the
+//! kernel: real shell programs (`echo`, `cat`, `dd`, `cp -r`, `diff -r`,
+//! `tar`, `stat`, `chmod`, `chown`, `touch`) and system calls from this
+//! process, checked against what the same work gives on a local directory
+//! or against the errno POSIX names.
+//!
+//! Every mount is a `shoal mount` child process held by a [`Mount`], which
+//! kills it and lazily unmounts its directory when it drops, also on a
+//! panic. Mounting needs root and `/dev/fuse`; without them the tests skip
+//! with a message (and fail in CI, where `SHOAL_REQUIRE_ALL` is set).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A `shoal mount` process and its mount point, taken down when dropped.
+struct Mount {
+    dir: PathBuf,
+    log: PathBuf,
+    process: Option<Reaped>,
+}
+
+/// True when `dir` is a mount point now.
+fn is_mounted(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(&*dir))
+}
+
+impl Mount {
+    /// Mounts the cluster at a new directory `name` under the cluster's
+    /// temporary directory, with `extra` flags, and waits until it is mounted.
+    fn start(c: &Cluster, name: &str, extra: &[&str]) -> Mount {
+        let dir = c.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = c.tmp.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(SHOAL);
+        cmd.arg("--meta").arg(c.meta_flag()).arg("mount").arg(&dir).args(extra);
+        cmd.env("SHOAL_TIMEOUT", "3s").env("SHOAL_LOG", "info");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        let mut m = Mount { dir, log, process: Some(Reaped::spawn(&mut cmd)) };
+        let deadline = Instant::now() + PATIENCE;
+        while !is_mounted(&m.dir) {
+            let exited = m.process.as_mut().unwrap().0.try_wait().unwrap();
+            assert!(exited.is_none(), "shoal mount exited ({exited:?}):\n{}", m.log_text());
+            assert!(Instant::now() < deadline, "not mounted in time:\n{}", m.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; answers its status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut p = self.process.take().expect("running");
+        signal(p.0.id() as i32, libc::SIGTERM).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = p.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "shoal mount ignored SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        if is_mounted(&self.dir) {
+            let c = std::ffi::CString::new(self.dir.to_string_lossy().as_bytes()).unwrap();
+            // SAFETY: umount2 reads the NUL-terminated path only.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Whether mounts can be made here; skips `test` with a message if not.
+fn can_mount(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skipping(test, "mounting", "not root");
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        skipping(test, "mounting", "no /dev/fuse");
+        return false;
+    }
+    true
+}
+
+/// Runs `script` with bash in `dir`.
+fn sh(dir: &Path, script: &str) -> Output {
+    Command::new("bash").arg("-c").arg(script).current_dir(dir).output().expect("bash runs")
+}
+
+/// Like [`sh`], and panics unless it succeeds; answers its stdout.
+fn must_sh(dir: &Path, script: &str) -> String {
+    let out = sh(dir, script);
+    assert!(
+        out.status.success(),
+        "{script}: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    r.expect_err("must fail").raw_os_error().expect("an OS error")
+}
+
+/// A tree of a few directories and files of several sizes (one crossing
+/// chunk boundaries of 1 MiB), written locally.
+fn make_tree(root: &Path) {
+    for d in ["a", "a/b", "a/b/c", "empty", "z"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (i, (name, len)) in
+        [("a/one", 0), ("a/two", 1), ("a/b/three", 4096), ("a/b/c/big", 2_500_000), ("z/mid", 70_000)]
+            .into_iter()
+            .enumerate()
+    {
+        std::fs::write(root.join(name), pattern(len, i as u64 + 1)).unwrap();
+    }
+    std::os::unix::fs::symlink("b/three", root.join("a/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+}
+
+#[test]
+fn t97_mount_runs_shell_programs() {
+    if !can_mount("t97_mount_runs_shell_programs") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    let d = &m.dir;
+
+    // Phase 1: create, write, read, append, overwrite in place, seek, truncate.
+    assert_eq!(must_sh(d, "echo hello > f && cat f"), "hello\n");
+    assert_eq!(must_sh(d, "echo world >> f && cat f"), "hello\nworld\n");
+    assert_eq!(must_sh(d, "printf XY | dd of=f bs=1 seek=1 conv=notrunc status=none && cat f"), "hXYlo\nworld\n");
+    assert_eq!(must_sh(d, "dd if=f bs=1 skip=6 count=5 status=none"), "world");
+    assert_eq!(must_sh(d, "truncate -s 3 f && cat f && stat -c %s f"), "hXY3\n");
+    assert_eq!(must_sh(d, "truncate -s 5 f && od -An -c f | tr -s ' '"), " h X Y \\0 \\0\n", "grown with zeros");
+    // The same through one handle: seek back, overwrite, read.
+    let mut f =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.path("g")).unwrap();
+    f.write_all(&pattern(3_000_000, 7)).unwrap();
+    f.seek(SeekFrom::Start(1_048_570)).unwrap();
+    f.write_all(b"ACROSS-A-CHUNK").unwrap();
+    f.seek(SeekFrom::Start(1_048_570)).unwrap();
+    let mut back = [0u8; 14];
+    f.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ACROSS-A-CHUNK", "a process reads its own held writes");
+    // fsync: the bytes are committed in meta, so the CLI sees them while the file is open.
+    f.sync_all().unwrap();
+    let mut want = pattern(3_000_000, 7);
+    want[1_048_570..1_048_584].copy_from_slice(b"ACROSS-A-CHUNK");
+    assert!(c.must_cat("/g") == want, "after fsync the cluster holds every byte");
+    drop(f);
+
+    // Phase 2: errors carry the errno POSIX names.
+    std::fs::create_dir(m.path("dir")).unwrap();
+    std::fs::write(m.path("dir/x"), b"x").unwrap();
+    assert_eq!(errno_of(std::fs::create_dir(m.path("dir"))), libc::EEXIST);
+    assert_eq!(errno_of(std::fs::remove_dir(m.path("dir"))), libc::ENOTEMPTY);
+    assert_eq!(errno_of(std::fs::remove_dir(m.path("nope"))), libc::ENOENT);
+    assert_eq!(errno_of(std::fs::remove_file(m.path("dir"))), libc::EISDIR);
+    assert_eq!(errno_of(std::fs::remove_dir(m.path("f"))), libc::ENOTDIR);
+    assert_eq!(errno_of(std::fs::read(m.path("dir/nope"))), libc::ENOENT);
+    assert_eq!(errno_of(std::fs::File::create_new(m.path("f"))), libc::EEXIST);
+    assert_eq!(errno_of(std::fs::rename(m.path("f"), m.path("dir"))), libc::EISDIR);
+    assert_eq!(errno_of(std::fs::rename(m.path("dir"), m.path("f"))), libc::ENOTDIR);
+    assert_eq!(errno_of(std::fs::rename(m.path("dir"), m.path("dir/x/y"))), libc::ENOTDIR);
+    assert_eq!(errno_of(std::fs::write(m.path(&"n".repeat(256)), b"")), libc::ENAMETOOLONG);
+    // rename(2): a file replaces a file; a directory an empty directory.
+    std::fs::create_dir(m.path("empty")).unwrap();
+    std::fs::rename(m.path("dir"), m.path("empty")).unwrap();
+    assert_eq!(std::fs::read(m.path("empty/x")).unwrap(), b"x");
+    std::fs::rename(m.path("g"), m.path("f")).unwrap();
+    assert_eq!(std::fs::metadata(m.path("f")).unwrap().len(), 3_000_000);
+    assert_eq!(errno_of(std::fs::metadata(m.path("g"))), libc::ENOENT);
+
+    // Phase 3: chmod (with setuid, setgid, sticky), chown and touch -d, as stat shows them.
+    must_sh(d, "chmod 6751 f && chmod 1777 empty");
+    assert_eq!(must_sh(d, "stat -c '%a %U' f empty"), "6751 root\n1777 root\n");
+    must_sh(d, "chown 1234:567 f && touch -d '2021-02-03 04:05:06.123456789 UTC' f");
+    // chown cleared setuid and (group may execute) setgid, as Linux does.
+    assert_eq!(must_sh(d, "TZ=UTC stat -c '%a %u %g %y' f"), "751 1234 567 2021-02-03 04:05:06.123456789 +0000\n");
+    let meta = std::fs::metadata(m.path("f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777), (1234, 567, 0o751));
+    // Extended attributes: user.* only.
+    let path = std::ffi::CString::new(m.path("f").to_string_lossy().as_bytes()).unwrap();
+    let set = |name: &str, value: &[u8], flags: i32| {
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+        let r = unsafe { libc::setxattr(path.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags) };
+        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    };
+    let get = |name: &str| {
+        let n = std::ffi::CString::new(name).unwrap();
+        let mut buf = vec![0u8; 256];
+        // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+        let r = unsafe { libc::getxattr(path.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(buf[..r as usize].to_vec()) }
+    };
+    set("user.color", b"blue", 0).unwrap();
+    assert_eq!(get("user.color").unwrap(), b"blue");
+    assert_eq!(errno_of(set("user.color", b"red", libc::XATTR_CREATE)), libc::EEXIST);
+    assert_eq!(errno_of(set("user.other", b"red", libc::XATTR_REPLACE)), libc::ENODATA);
+    assert_eq!(errno_of(get("user.nope")), libc::ENODATA);
+    assert_eq!(errno_of(set("trusted.x", b"1", 0)), libc::EOPNOTSUPP);
+
+    // Symbolic links: made, read, followed, replaced, removed.
+    must_sh(d, "mkdir -p sl && echo target-data > sl/t && ln -s t sl/l && ln -s ../nope sl/dangling");
+    assert_eq!(
+        must_sh(d, "readlink sl/l sl/dangling && cat sl/l && stat -c %F sl/l"),
+        "t\n../nope\ntarget-data\nsymbolic link\n"
+    );
+    assert_eq!(errno_of(std::fs::read(m.path("sl/dangling"))), libc::ENOENT);
+    assert_eq!(errno_of(std::os::unix::fs::symlink("x", m.path("sl/l"))), libc::EEXIST);
+    must_sh(d, "mv sl/dangling sl/l && rm sl/l");
+    assert_eq!(must_sh(d, "ls sl"), "t\n");
+
+    // statfs: the chunk servers' capacity.
+    let blocks: u64 = must_sh(d, "stat -f -c %b .").trim().parse().unwrap();
+    assert!(blocks > 0, "statfs reports the cluster's capacity");
+
+    // Phase 4: cp -r of a tree, then diff -r; tar x and tar c against a local directory.
+    let local = c.tmp.path().join("local");
+    make_tree(&local);
+    must_sh(d, &format!("cp -r {} tree && diff -r --no-dereference {} tree", local.display(), local.display()));
+    let tar = c.tmp.path().join("tree.tar");
+    must_sh(&local, &format!("tar --sort=name -cf {} .", tar.display()));
+    let untarred = c.tmp.path().join("untarred");
+    std::fs::create_dir(&untarred).unwrap();
+    must_sh(&untarred, &format!("tar -xf {}", tar.display()));
+    must_sh(d, &format!("mkdir x && tar -xf {} -C x", tar.display()));
+    let from_mount = must_sh(d, "cd x && tar --sort=name -cf - . | sha256sum");
+    let from_local = must_sh(&untarred, "tar --sort=name -cf - . | sha256sum");
+    assert_eq!(from_mount, from_local, "tar c of the mount equals tar c of the same tar x on a local directory");
+
+    // Phase 5: SIGTERM sends what is held, unmounts and exits 0.
+    let mut held = std::fs::File::create(m.path("held")).unwrap();
+    held.write_all(b"written before SIGTERM, never closed").unwrap();
+    let mut m = m;
+    let status = m.terminate();
+    assert!(status.success(), "shoal mount exits 0 on SIGTERM: {status:?}\n{}", m.log_text());
+    assert!(!is_mounted(&m.dir), "no mount is left behind");
+    assert_eq!(c.must_cat("/held"), b"written before SIGTERM, never closed");
+    drop(held);
+}
+
+#[test]
+fn t97_two_mounts_close_to_open() {
+    if !can_mount("t97_two_mounts_close_to_open") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let a = Mount::start(&c, "a", &[]);
+    let b = Mount::start(&c, "b", &["--read-only", "--attr-ttl-ms", "1000", "--entry-ttl-ms", "1000"]);
+    // Each version is written and closed on A, then opened on B: B reads it whole and new,
+    // whether it grew or shrank, though B had the file open and cached before.
+    for (i, len) in [10_000usize, 2_500_000, 3, 1_200_000].into_iter().enumerate() {
+        let data = pattern(len, 100 + i as u64);
+        std::fs::write(a.path("shared"), &data).unwrap();
+        assert!(std::fs::read(b.path("shared")).unwrap() == data, "version {i} ({len} bytes) read whole on B");
+    }
+    // Names made on A are there on B; one removed on A is gone on B.
+    std::fs::create_dir(a.path("d")).unwrap();
+    std::fs::write(a.path("d/f"), b"x").unwrap();
+    assert_eq!(std::fs::read(b.path("d/f")).unwrap(), b"x");
+    assert_eq!(must_sh(&b.dir, "ls d"), "f\n");
+    std::fs::remove_file(a.path("d/f")).unwrap();
+    assert_eq!(must_sh(&b.dir, "ls d"), "", "a listing asks meta");
+    // B is read-only.
+    assert_eq!(errno_of(std::fs::write(b.path("d/g"), b"x")), libc::EROFS);
+    assert_eq!(errno_of(std::fs::remove_file(b.path("shared"))), libc::EROFS);
+    assert!(a.path("shared").exists(), "nothing changed");
+}
+
+#[test]
+fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
+    if !can_mount("t97_unreachable_cluster_fails_with_eio_then_recovers") {
+        return;
+    }
+    let mut c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &["--attr-ttl-ms", "0", "--entry-ttl-ms", "0"]);
+    std::fs::write(m.path("f"), b"data").unwrap();
+    c.kill_meta(0);
+    // The client's timeout is 3 s (SHOAL_TIMEOUT): a call gives up within twice that.
+    let started = Instant::now();
+    assert_eq!(errno_of(std::fs::metadata(m.path("f"))), libc::EIO);
+    assert_eq!(errno_of(std::fs::read_dir(&m.dir)), libc::EIO);
+    assert!(started.elapsed() < Duration::from_secs(20), "failed in {:?}, not hung", started.elapsed());
+    c.start_meta(0);
+    c.must_be_ready(3);
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"data", "the same mount works again");
+}
+
+/// Whether `program` runs here; skips `test` with a message if not.
+fn have(test: &str, program: &str) -> bool {
+    let ok = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        skipping(test, program, "it is not installed (apt-get install git sqlite3)");
+    }
+    ok
+}
+
+#[test]
+fn t97_git_and_sqlite_on_the_mount() {
+    let test = "t97_git_and_sqlite_on_the_mount";
+    if !can_mount(test) || !have(test, "git") || !have(test, "sqlite3") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+
+    // Phase 1: git init, add and commit of a tree, then git fsck.
+    make_tree(&m.path("repo"));
+    let git = "git -c user.email=t97@shoal -c user.name=t97 -c init.defaultBranch=main";
+    must_sh(
+        &m.path("repo"),
+        &format!("{git} init -q . && {git} add -A && {git} commit -qm tree && {git} fsck --strict"),
+    );
+    assert_eq!(must_sh(&m.path("repo"), "git ls-files | wc -l").trim(), "7", "five files and two links");
+    assert_eq!(must_sh(&m.path("repo"), "git status --porcelain"), "", "the work tree matches the commit");
+
+    // Phase 2: sqlite3 in rollback-journal and in WAL mode, two processes
+    // writing at once, then the database checks whole.
+    for mode in ["delete", "wal"] {
+        let db = format!("{mode}.db");
+        must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA journal_mode={mode}; CREATE TABLE t(w, i);' >/dev/null"));
+        let writer = |w: u32| {
+            format!(
+                "for i in $(seq 1 40); do echo \"INSERT INTO t VALUES({w}, $i);\"; done \
+                 | sqlite3 -cmd '.timeout 20000' {db}"
+            )
+        };
+        must_sh(&m.dir, &format!("({}) & ({}) & wait", writer(1), writer(2)));
+        let check = must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*), sum(i) FROM t;'"));
+        assert_eq!(check, "ok\n80|1640\n", "{mode}: every row of both writers, and a sound database");
+    }
+}
