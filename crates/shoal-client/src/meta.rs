@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::ClientError;
 use crate::pool::ChannelPool;
+use crate::{ClientError, Transport};
 
 /// First pause between attempts on different meta nodes.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -54,12 +54,13 @@ fn classify(s: &Status) -> Option<Next> {
 }
 
 impl MetaConn {
-    /// A connection to the meta group at `addrs`; nothing is dialed yet.
-    pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<MetaConn, ClientError> {
+    /// A connection to the meta group at `addrs` through `transport`;
+    /// nothing is dialed yet.
+    pub fn new(addrs: Vec<String>, timeout: Duration, transport: Transport) -> Result<MetaConn, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::InvalidArgument("no meta address given".into()));
         }
-        let pool = ChannelPool::default();
+        let pool = ChannelPool::with_transport(transport);
         for a in &addrs {
             pool.get(a)?;
         }

@@ -59,6 +59,9 @@ pub struct MetaConfig {
     pub repair_copies_max: usize,
     /// Average bytes per second all re-replication copies may move (0: no limit).
     pub repair_rate_bytes_per_s: u64,
+    /// How this node talks to its peers and chunk servers and accepts
+    /// calls: mutual TLS (`--tls`), or plaintext (`--insecure`).
+    pub transport: shoal_proto::Transport,
 }
 
 impl MetaConfig {
@@ -78,6 +81,7 @@ impl MetaConfig {
             join: false,
             repair_copies_max: 8,
             repair_rate_bytes_per_s: 256 << 20,
+            transport: shoal_proto::Transport::Insecure,
         }
     }
 
@@ -137,7 +141,7 @@ pub async fn run(
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate()?);
-    let raft = Raft::new(config.id, raft_config, NetworkFactory::default(), log_store, sm).await?;
+    let raft = Raft::new(config.id, raft_config, NetworkFactory::new(config.transport.clone()), log_store, sm).await?;
 
     let registry = Arc::new(Registry::new(config.dead_after));
     let sessions = Arc::new(SessionClock::default());
@@ -150,10 +154,10 @@ pub async fn run(
             chunk_size_bytes: config.chunk_size_bytes,
             replication: config.replication,
         }),
-        healer: Arc::new(Healer::new(HealSettings {
-            copies_max: config.repair_copies_max,
-            rate_bytes_per_s: config.repair_rate_bytes_per_s,
-        })),
+        healer: Arc::new(Healer::new(
+            HealSettings { copies_max: config.repair_copies_max, rate_bytes_per_s: config.repair_rate_bytes_per_s },
+            config.transport.clone(),
+        )),
     };
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
@@ -165,7 +169,7 @@ pub async fn run(
     // bounded connections, idle ones closed, TCP_NODELAY on each.
     let incoming = shoal_proto::bounded::Gate::new(listener, shoal_proto::bounded::Limits::GRPC).incoming();
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
-    let server = tonic::transport::Server::builder()
+    let server = shoal_proto::server_builder(&config.transport, "meta node")?
         // Pings keep healthy idle channels from looking idle to the gate.
         .http2_keepalive_interval(Some(shoal_proto::bounded::GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(shoal_proto::bounded::GRPC_KEEPALIVE_TIMEOUT))
@@ -173,6 +177,8 @@ pub async fn run(
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
         // Counts and times every call, Raft's included (`shoal_rpc_*`).
         .layer(shoal_metrics::RpcLayer::new())
+        // Who may call what, by the role in the client's certificate.
+        .layer(shoal_proto::authz::AuthorizeLayer { enforce: config.transport.is_tls() })
         .add_service(
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(max * 4)

@@ -3,11 +3,15 @@
 //! `raft` frames openraft traffic between meta nodes, `meta` is the metadata
 //! service for clients and chunk servers, `chunk` is the data path. Besides
 //! the schema: the gRPC [`endpoint`] every component dials with, the
-//! [`pool`] of channels built from it, and the [`bounded`] accepting of
-//! connections every server port uses.
+//! [`pool`] of channels built from it, the [`bounded`] accepting of
+//! connections every server port uses, and the [`authz`] rule of who may
+//! call what.
 
+pub mod authz;
 pub mod bounded;
 pub mod pool;
+
+pub use shoal_tls::Transport;
 
 /// Raft transport between meta nodes.
 #[allow(clippy::all)]
@@ -63,18 +67,46 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 pub const MESSAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The gRPC endpoint every Shoal component uses to reach `addr` (HOST:PORT):
-/// wide flow-control windows, no Nagle delay, keep-alive pings, and a bounded
-/// connect time. Connect it lazily with `connect_lazy`.
+/// mutual TLS unless `transport` is insecure, wide flow-control windows, no
+/// Nagle delay, keep-alive pings, and a bounded connect time. Connect it
+/// lazily with `connect_lazy`.
 pub fn endpoint(
     addr: &str,
     connect_timeout: std::time::Duration,
+    transport: &Transport,
 ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{}://{addr}", transport.scheme()))?;
+    if let Transport::Tls(credentials) = transport {
+        endpoint = endpoint.tls_config(credentials.client_config())?;
+    }
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(std::time::Duration::from_secs(10)))
+}
+
+/// The gRPC server every Shoal server starts from: with mutual TLS (a
+/// client certificate from the cluster CA is required, the handshake is
+/// bounded by `shoal_tls::HANDSHAKE_TIMEOUT`), or, for an `--insecure`
+/// node, plaintext and a loud warning in the log. Add
+/// [`authz::AuthorizeLayer`] to it.
+pub fn server_builder(transport: &Transport, what: &str) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match transport {
+        Transport::Tls(credentials) => {
+            tracing::info!(identity = %credentials.identity, "{what}: mutual TLS on");
+            builder.tls_config(credentials.server_config())
+        }
+        Transport::Insecure => {
+            tracing::warn!(
+                "INSECURE: {what} runs WITHOUT TLS (--insecure): anyone who can reach its port can read and change \
+                 everything, and nothing it sends is encrypted"
+            );
+            Ok(builder)
+        }
+    }
 }
 
 #[cfg(test)]

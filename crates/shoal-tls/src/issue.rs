@@ -166,6 +166,19 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     write_new(&files[2], &ca_pem, false)
 }
 
+/// Makes the CA in `ca_dir` unless it has one, and a certificate for
+/// `identity` in `out` unless one is there: what `shoal up` does on every
+/// start, so that a resumed cluster keeps its CA and certificates.
+pub fn ensure(ca_dir: &Path, identity: &Identity, out: &Path) -> Result<(), CertError> {
+    if !ca_dir.join(CA_CERT_FILE).exists() {
+        init_ca(ca_dir)?;
+    }
+    if !out.join(CERT_FILE).exists() {
+        issue(ca_dir, &IssueRequest::new(identity.clone(), out.to_path_buf()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

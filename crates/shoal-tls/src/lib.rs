@@ -26,7 +26,9 @@ mod transport;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use issue::{CA_CERT_FILE, CA_KEY_FILE, CERT_DAYS_DEFAULT, CERT_FILE, IssueRequest, KEY_FILE, init_ca, issue};
+pub use issue::{
+    CA_CERT_FILE, CA_KEY_FILE, CERT_DAYS_DEFAULT, CERT_FILE, IssueRequest, KEY_FILE, ensure, init_ca, issue,
+};
 pub use transport::{Credentials, HANDSHAKE_TIMEOUT, SERVER_NAME, Transport, default_client_dir};
 
 /// Longest identity name.
