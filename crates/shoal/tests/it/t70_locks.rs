@@ -139,8 +139,7 @@ async fn wait_for(client: &Client, path: &str, ok: impl Fn(&shoal_client::LockIn
 /// and the command it runs together).
 fn spawn_holder(c: &Cluster, ttl: &str, path: &str, script: &str) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    Command::new(SHOAL)
-        .args(["lock", "--ttl", ttl, path, "--", "sh", "-c", script])
+    shoal_command(&["lock", "--ttl", ttl, path, "--", "sh", "-c", script])
         .env("SHOAL_META", c.meta_flag())
         .env("SHOAL_TIMEOUT", "30s")
         .process_group(0)

@@ -21,6 +21,7 @@
 //! `SHOAL_REQUIRE_ALL=1`).
 
 pub mod netns;
+pub mod pki;
 /// The same port picker the `shoal` binary's local clusters use.
 #[path = "../../../src/local/ports.rs"]
 pub mod ports;
@@ -29,6 +30,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub use pki::{pki, shoal_command};
 
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Says loudly that `test` skips `what` because `why`, or panics when
@@ -181,6 +184,7 @@ fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
         None => Command::new(SHOAL),
     };
     cmd.args(args)
+        .env("SHOAL_TLS", pki::credentials_for(args))
         .env("SHOAL_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -231,6 +235,8 @@ impl Cluster {
     /// Addresses, directories and arguments of every node (nothing runs yet).
     fn plan(opts: &mut Options) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
+        // Certificates first: they also give in-process clients theirs.
+        pki();
         let meta_addrs: Vec<String> = (0..opts.meta_nodes)
             .map(|i| match &opts.meta_netns {
                 // Each in its own namespace, so a fixed port cannot clash.
@@ -545,7 +551,7 @@ impl Drop for Cluster {
 
 pub fn run_shoal(meta: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(SHOAL);
-    cmd.arg("--meta").arg(meta).args(args).env("SHOAL_TIMEOUT", "20s");
+    cmd.arg("--meta").arg(meta).args(args).env("SHOAL_TIMEOUT", "20s").env("SHOAL_TLS", pki::credentials_for(args));
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
