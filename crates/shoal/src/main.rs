@@ -73,7 +73,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// A server's transport: its node credentials from `--tls` or `$SHOAL_TLS`
 /// (never the client default, which holds an admin's), or `--insecure`.
 fn node_transport(cli: &Cli, role: &str) -> anyhow::Result<Result<Transport, ExitCode>> {
-    let tls = cli.tls.clone().or_else(|| std::env::var_os(TLS_ENV).filter(|v| !v.is_empty()).map(Into::into));
+    let from_env = || std::env::var_os(TLS_ENV).filter(|v| !v.is_empty()).map(Into::into);
+    // An explicit --insecure wins over $SHOAL_TLS.
+    let tls = if cli.insecure { None } else { cli.tls.clone().or_else(from_env) };
     if tls.is_none() && !cli.insecure {
         eprintln!(
             "shoal {role}: pass --tls DIR (a node certificate from `shoal cert issue --role node`), or --insecure"

@@ -129,6 +129,8 @@ pub struct Options {
     /// Give every node an HTTP port (`--http`), in [`Cluster::meta_http`]
     /// and [`Cluster::chunk_http`].
     pub http: bool,
+    /// Plaintext: every node and every [`Cluster::shoal`] gets `--insecure`.
+    pub insecure: bool,
 }
 
 impl Default for Options {
@@ -144,6 +146,7 @@ impl Default for Options {
             meta_netns: None,
             take_a_meta_port_once: false,
             http: false,
+            insecure: false,
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct Cluster {
     /// Each node's HTTP address, when [`Options::http`] asked for them.
     pub meta_http: Vec<Option<String>>,
     pub chunk_http: Vec<Option<String>>,
+    /// Started with [`Options::insecure`].
+    pub insecure: bool,
 }
 
 fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
@@ -276,6 +281,9 @@ impl Cluster {
             .chain(&opts.meta_args)
             .map(|s| s.to_string())
             .collect();
+            if opts.insecure {
+                args.push("--insecure".to_string());
+            }
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
             }
@@ -296,6 +304,9 @@ impl Cluster {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
             args.extend(opts.chunk_args.iter().map(|a| a.to_string()));
+            if opts.insecure {
+                args.push("--insecure".to_string());
+            }
             let http = http_addr(j, false);
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
@@ -313,6 +324,7 @@ impl Cluster {
             start_attempts: 0,
             meta_http,
             chunk_http,
+            insecure: opts.insecure,
         }
     }
 
@@ -496,6 +508,9 @@ impl Cluster {
 
     /// Runs `shoal --meta ... ARGS` with optional stdin.
     pub fn shoal(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        if self.insecure {
+            return run_shoal(&self.meta_flag(), &[&["--insecure"], args].concat(), stdin);
+        }
         run_shoal(&self.meta_flag(), args, stdin)
     }
 
