@@ -7,6 +7,12 @@
 //! line. The chosen format is put in `SHOAL_LOG_FORMAT` before any thread
 //! starts, so the `shoal` processes this one spawns (`up`'s and `bench
 //! failover`'s nodes) log the same way.
+//!
+//! Credentials: a client command resolves them once (`--tls`, `$SHOAL_TLS`,
+//! `~/.shoal/tls`, or plaintext with `--insecure`) and installs them as the
+//! process's transport, which every `Client` it makes then uses; `meta` and
+//! `chunk` need `--tls`/`$SHOAL_TLS` (a node certificate) or `--insecure`;
+//! `up` and the benches that start their own cluster make their own.
 
 mod admin;
 mod bench;
@@ -82,7 +88,10 @@ fn node_transport(cli: &Cli, role: &str) -> anyhow::Result<Result<Transport, Exi
         );
         return Ok(Err(ExitCode::from(2)));
     }
-    Ok(Ok(shoal_client::transport::resolve(tls.as_deref(), cli.insecure)?))
+    let transport = shoal_client::transport::resolve(tls.as_deref(), cli.insecure)?;
+    // The node's own clients (a meta node's dashboard) use it too.
+    shoal_client::transport::set_process(transport.clone());
+    Ok(Ok(transport))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
