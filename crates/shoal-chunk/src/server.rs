@@ -3,7 +3,9 @@
 //! Identity: on first start the server draws a random id and keeps it in
 //! `DIR/node-id`, so meta recognizes it across restarts and address changes.
 //! The address it actually listens on (useful with port 0) is written to
-//! `DIR/listen-addr`.
+//! `DIR/listen-addr`. Others reach it at its **advertised** address:
+//! `--advertise`, else the address it listens on (which then must not be a
+//! wildcard such as `0.0.0.0`).
 //!
 //! Heartbeat: every `heartbeat_interval` the server tells the meta leader its
 //! id, address, capacity, usage and chunk count, the chunks it deleted since
@@ -55,6 +57,9 @@ pub struct ChunkConfig {
     /// How this server talks to meta and to other chunk servers and accepts
     /// calls: mutual TLS (`--tls`), or plaintext (`--insecure`).
     pub transport: shoal_proto::Transport,
+    /// The address meta, clients and other chunk servers use to reach this
+    /// one (`--advertise`); None: `listen`.
+    pub advertise: Option<String>,
 }
 
 impl ChunkConfig {
@@ -68,12 +73,22 @@ impl ChunkConfig {
             report_interval: Duration::from_secs(30),
             scrub: ScrubSettings { rate_bytes_per_s: 32 << 20, pass_every: Duration::from_secs(24 * 3600) },
             transport: shoal_proto::Transport::Insecure,
+            advertise: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.meta.is_empty() {
             return Err("--meta needs at least one HOST:PORT".into());
+        }
+        match &self.advertise {
+            Some(a) if !shoal_proto::dialable(a) => {
+                return Err(format!("--advertise {a}: expected HOST:PORT that others can dial"));
+            }
+            None if self.listen.ip().is_unspecified() => {
+                return Err(format!("--listen {} is a wildcard: say --advertise HOST:PORT too", self.listen));
+            }
+            _ => {}
         }
         if self.heartbeat_interval.is_zero() || self.report_interval.is_zero() {
             return Err("the heartbeat and report intervals must be positive".into());
@@ -133,8 +148,9 @@ pub async fn run(
     );
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?.to_string();
-    std::fs::write(config.dir.join("listen-addr"), &addr)?;
+    let bound = listener.local_addr()?.to_string();
+    std::fs::write(config.dir.join("listen-addr"), &bound)?;
+    let addr = config.advertise.clone().unwrap_or(bound);
 
     let meta = Arc::new(MetaConn::new(config.meta.clone(), Duration::from_secs(5), config.transport.clone())?);
     tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));

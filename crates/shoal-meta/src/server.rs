@@ -62,6 +62,10 @@ pub struct MetaConfig {
     /// How this node talks to its peers and chunk servers and accepts
     /// calls: mutual TLS (`--tls`), or plaintext (`--insecure`).
     pub transport: shoal_proto::Transport,
+    /// The address others use to reach this node when it forms a group of
+    /// its own (no `--peers`); None: `listen`. With `--peers`, this node's
+    /// entry there is its address.
+    pub advertise: Option<String>,
 }
 
 impl MetaConfig {
@@ -82,6 +86,7 @@ impl MetaConfig {
             repair_copies_max: 8,
             repair_rate_bytes_per_s: 256 << 20,
             transport: shoal_proto::Transport::Insecure,
+            advertise: None,
         }
     }
 
@@ -102,15 +107,36 @@ impl MetaConfig {
         {
             return Err("election timeouts must exceed the heartbeat and min < max".into());
         }
+        match &self.advertise {
+            Some(a) if !shoal_proto::dialable(a) => {
+                return Err(format!("--advertise {a}: expected HOST:PORT that others can dial"));
+            }
+            Some(a) if self.peers.get(&self.id).is_some_and(|p| p != a) => {
+                return Err(format!("--advertise {a} differs from this node's entry in --peers"));
+            }
+            None if self.peers.is_empty() && !self.join && self.listen.ip().is_unspecified() => {
+                return Err(format!("--listen {} is a wildcard: say --advertise HOST:PORT too", self.listen));
+            }
+            _ => {}
+        }
         if self.repair_copies_max == 0 {
             return Err("--repair-copies must be 1 or more".into());
         }
         Ok(())
     }
 
+    /// The address others use to reach this node.
+    pub fn advertised(&self) -> String {
+        match (&self.advertise, self.peers.get(&self.id)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => self.listen.to_string(),
+        }
+    }
+
     fn members(&self) -> BTreeMap<u64, BasicNode> {
         if self.peers.is_empty() {
-            return BTreeMap::from([(self.id, BasicNode::new(self.listen.to_string()))]);
+            return BTreeMap::from([(self.id, BasicNode::new(self.advertised()))]);
         }
         self.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect()
     }

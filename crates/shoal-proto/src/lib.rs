@@ -87,6 +87,14 @@ pub fn endpoint(
         .http2_keep_alive_interval(std::time::Duration::from_secs(10)))
 }
 
+/// Whether `addr` is `HOST:PORT` that others can dial: a non-empty host
+/// that is not a wildcard (`0.0.0.0`, `[::]`), and a port above 0.
+pub fn dialable(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else { return false };
+    let wildcard = matches!(host, "0.0.0.0" | "[::]" | "::");
+    !host.is_empty() && !wildcard && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 /// The gRPC server every Shoal server starts from: with mutual TLS (a
 /// client certificate from the cluster CA is required, the handshake is
 /// bounded by `shoal_tls::HANDSHAKE_TIMEOUT`), or, for an `--insecure`
@@ -112,6 +120,16 @@ pub fn server_builder(transport: &Transport, what: &str) -> Result<tonic::transp
 #[cfg(test)]
 mod tests {
     use super::chunk::ChunkErrorKind;
+
+    #[test]
+    fn only_addresses_others_can_dial_are_dialable() {
+        for good in ["127.0.0.1:7100", "node-3.example:7110", "[::1]:7100"] {
+            assert!(super::dialable(good), "{good}");
+        }
+        for bad in ["0.0.0.0:7100", "[::]:7100", ":7100", "host", "host:0", "host:99999", "host:x"] {
+            assert!(!super::dialable(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn chunk_error_kinds_cross_in_metadata_by_name() {

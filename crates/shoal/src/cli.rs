@@ -431,8 +431,13 @@ pub struct MetaArgs {
     /// This node's id, 1 or more.
     #[arg(long)]
     pub id: u64,
+    /// What to bind, HOST:PORT (0.0.0.0 binds every interface).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// The address others use to reach this node, HOST:PORT, when it differs
+    /// from --listen (with --peers, this node's entry there must match it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Every meta node of the group: ID=HOST:PORT,...
     #[arg(long, value_delimiter = ',', value_parser = peer)]
     pub peers: Vec<(u64, String)>,
@@ -465,8 +470,13 @@ pub struct MetaArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ChunkArgs {
+    /// What to bind, HOST:PORT (0.0.0.0 binds every interface).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// The address meta, clients and other chunk servers use to reach this
+    /// one, HOST:PORT; needed when --listen is a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     #[arg(long)]
     pub dir: PathBuf,
     /// Most bytes this server may hold (default: the free space of its disk).

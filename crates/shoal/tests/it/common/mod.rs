@@ -131,6 +131,10 @@ pub struct Options {
     pub http: bool,
     /// Plaintext: every node and every [`Cluster::shoal`] gets `--insecure`.
     pub insecure: bool,
+    /// Every node binds the wildcard address (`--listen 0.0.0.0:PORT`);
+    /// others reach it at 127.0.0.1:PORT (its `--peers` entry, or
+    /// `--advertise` for chunk servers).
+    pub wildcard_listen: bool,
 }
 
 impl Default for Options {
@@ -147,6 +151,7 @@ impl Default for Options {
             take_a_meta_port_once: false,
             http: false,
             insecure: false,
+            wildcard_listen: false,
         }
     }
 }
@@ -259,6 +264,10 @@ impl Cluster {
         let mut metas = Vec::new();
         let mut meta_http = Vec::new();
         let mut chunk_http = Vec::new();
+        let bind = |addr: &str| match opts.wildcard_listen {
+            true => addr.replace("127.0.0.1:", "0.0.0.0:"),
+            false => addr.to_string(),
+        };
         for (i, addr) in meta_addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("meta-{}", i + 1));
             let http = http_addr(i, true);
@@ -267,7 +276,7 @@ impl Cluster {
                 "--id",
                 &(i + 1).to_string(),
                 "--listen",
-                addr,
+                &bind(addr),
                 "--peers",
                 &peers.join(","),
                 "--dir",
@@ -296,10 +305,13 @@ impl Cluster {
             let dir = tmp.path().join(format!("chunk-{}", j + 1));
             let addr = format!("127.0.0.1:{}", free_port());
             let mut args: Vec<String> =
-                ["chunk", "--listen", &addr, "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
+                ["chunk", "--listen", &bind(&addr), "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+            if opts.wildcard_listen {
+                args.extend(["--advertise".to_string(), addr.clone()]);
+            }
             if let Some(Some(cap)) = opts.capacities.get(j) {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
