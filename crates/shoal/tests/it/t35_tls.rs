@@ -116,9 +116,12 @@ fn t35_without_a_good_certificate_every_port_refuses_and_nothing_changes() {
     }
     // Through the CLI too, with nothing changed afterwards.
     for flags in [vec!["--insecure"], vec!["--tls", other.path().join("admin").to_str().unwrap()]] {
-        let out = c.shoal(&[&flags[..], &["mkdir", "/intruder"]].concat(), None);
+        let out = c.shoal(&[&flags[..], &["--timeout", "3s", "mkdir", "/intruder"]].concat(), None);
         assert!(!out.status.success(), "{flags:?} made a directory");
     }
+    // A certificate problem is named as one.
+    let out = c.shoal(&["--tls", other.path().join("admin").to_str().unwrap(), "--timeout", "3s", "ls", "/"], None);
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
     assert_eq!(c.must(&["ls", "-R", "/"], None).stdout, listing_before, "the namespace changed");
     assert_eq!(c.must_cat("/kept"), b"kept bytes");
 }
