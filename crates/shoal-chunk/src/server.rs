@@ -3,7 +3,9 @@
 //! Identity: on first start the server draws a random id and keeps it in
 //! `DIR/node-id`, so meta recognizes it across restarts and address changes.
 //! The address it actually listens on (useful with port 0) is written to
-//! `DIR/listen-addr`.
+//! `DIR/listen-addr`. Others reach it at its **advertised** address:
+//! `--advertise`, else the address it listens on (which then must not be a
+//! wildcard such as `0.0.0.0`).
 //!
 //! Heartbeat: every `heartbeat_interval` the server tells the meta leader its
 //! id, address, capacity, usage and chunk count, the chunks it deleted since
@@ -52,6 +54,12 @@ pub struct ChunkConfig {
     pub report_interval: Duration,
     /// The background checksum scrubber.
     pub scrub: ScrubSettings,
+    /// How this server talks to meta and to other chunk servers and accepts
+    /// calls: mutual TLS (`--tls`), or plaintext (`--insecure`).
+    pub transport: shoal_proto::Transport,
+    /// The address meta, clients and other chunk servers use to reach this
+    /// one (`--advertise`); None: `listen`.
+    pub advertise: Option<String>,
 }
 
 impl ChunkConfig {
@@ -64,12 +72,23 @@ impl ChunkConfig {
             heartbeat_interval: Duration::from_secs(1),
             report_interval: Duration::from_secs(30),
             scrub: ScrubSettings { rate_bytes_per_s: 32 << 20, pass_every: Duration::from_secs(24 * 3600) },
+            transport: shoal_proto::Transport::Insecure,
+            advertise: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.meta.is_empty() {
             return Err("--meta needs at least one HOST:PORT".into());
+        }
+        match &self.advertise {
+            Some(a) if !shoal_proto::dialable(a) => {
+                return Err(format!("--advertise {a}: expected HOST:PORT that others can dial"));
+            }
+            None if self.listen.ip().is_unspecified() => {
+                return Err(format!("--listen {} is a wildcard: say --advertise HOST:PORT too", self.listen));
+            }
+            _ => {}
         }
         if self.heartbeat_interval.is_zero() || self.report_interval.is_zero() {
             return Err("the heartbeat and report intervals must be positive".into());
@@ -129,17 +148,22 @@ pub async fn run(
     );
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?.to_string();
-    std::fs::write(config.dir.join("listen-addr"), &addr)?;
+    let bound = listener.local_addr()?.to_string();
+    std::fs::write(config.dir.join("listen-addr"), &bound)?;
+    let addr = config.advertise.clone().unwrap_or(bound);
 
-    let meta = Arc::new(MetaConn::new(config.meta.clone(), Duration::from_secs(5))?);
+    let meta = Arc::new(MetaConn::new(config.meta.clone(), Duration::from_secs(5), config.transport.clone())?);
     tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));
     tokio::spawn(crate::scrub::run(store.clone(), config.scrub));
 
-    let service = ChunkService { store, pool: Arc::new(ChannelPool::default()), self_addr: addr.clone() };
+    let service = ChunkService {
+        store,
+        pool: Arc::new(ChannelPool::with_transport(config.transport.clone())),
+        self_addr: addr.clone(),
+    };
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
     tracing::info!(node_id, %addr, "chunk server serving");
-    tonic::transport::Server::builder()
+    shoal_proto::server_builder(&config.transport, "chunk server")?
         // Pings keep healthy idle channels from looking idle to the gate.
         .http2_keepalive_interval(Some(shoal_proto::bounded::GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(shoal_proto::bounded::GRPC_KEEPALIVE_TIMEOUT))
@@ -147,6 +171,8 @@ pub async fn run(
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
         // Counts and times every call (`shoal_rpc_*`).
         .layer(shoal_metrics::RpcLayer::new())
+        // Who may call what, by the role in the client's certificate.
+        .layer(shoal_proto::authz::AuthorizeLayer { enforce: config.transport.is_tls() })
         .add_service(ChunkServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
         // Our own listener behind the connection gate: bounded connections,
         // idle ones closed, TCP_NODELAY on each (tonic sets it only on its own).

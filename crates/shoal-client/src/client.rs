@@ -11,11 +11,11 @@ use shoal_proto::meta as pb;
 use shoal_proto::meta::cluster_client::ClusterClient;
 use shoal_proto::meta::namespace_client::NamespaceClient;
 
-use crate::Result;
 use crate::layouts::{Layout, LayoutCache};
 use crate::meta::MetaConn;
 use crate::pool::ChannelPool;
 use crate::request::RequestIds;
+use crate::{Result, Transport};
 
 /// How long an operation may keep retrying meta before it gives up.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,17 +152,25 @@ pub(crate) fn inode_of(reply: pb::InodeReply) -> Stat {
 
 impl Client {
     /// A client for the meta nodes at `meta_addrs` (HOST:PORT each), giving up
-    /// on an unreachable cluster after [`DEFAULT_TIMEOUT`].
+    /// on an unreachable cluster after [`DEFAULT_TIMEOUT`], speaking the
+    /// process's transport ([`crate::transport::process`]).
     pub async fn connect(meta_addrs: &[String]) -> Result<Client> {
         Self::connect_with_timeout(meta_addrs, DEFAULT_TIMEOUT).await
     }
 
+    /// [`Client::connect`] with another timeout.
     pub async fn connect_with_timeout(meta_addrs: &[String], timeout: Duration) -> Result<Client> {
-        let meta = MetaConn::new(meta_addrs.to_vec(), timeout)?;
+        Self::connect_with(meta_addrs, timeout, crate::transport::process()).await
+    }
+
+    /// A client that reaches meta and chunk servers through `transport`
+    /// (mutual TLS with its credentials, or plaintext).
+    pub async fn connect_with(meta_addrs: &[String], timeout: Duration, transport: Transport) -> Result<Client> {
+        let meta = MetaConn::new(meta_addrs.to_vec(), timeout, transport.clone())?;
         Ok(Client {
             inner: Arc::new(Inner {
                 meta,
-                data: ChannelPool::default(),
+                data: ChannelPool::with_transport(transport),
                 requests: RequestIds::new(),
                 layouts: LayoutCache::default(),
             }),

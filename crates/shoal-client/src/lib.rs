@@ -26,12 +26,14 @@ pub mod pool;
 pub mod report;
 mod request;
 pub mod retry;
+pub mod transport;
 
 pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Stat, TimeSet};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};
 pub use lock::{DEFAULT_SESSION_TTL, Lock, Session};
 pub use shoal_proto::meta::{ChunkServer, LockEntry, LockInfo, MetaNode};
+pub use transport::Transport;
 
 /// Result of client operations.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::ClientError;
 use crate::pool::ChannelPool;
+use crate::{ClientError, Transport};
 
 /// First pause between attempts on different meta nodes.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -42,6 +42,23 @@ enum Next {
     Another,
 }
 
+/// A status's message and the chain of errors under it (for a connection
+/// that failed, the cause: refused, a TLS certificate the peer would not
+/// take, ...).
+fn describe(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
 fn classify(s: &Status) -> Option<Next> {
     match s.code() {
         Code::Unavailable => match s.metadata().get(shoal_proto::LEADER_KEY).and_then(|v| v.to_str().ok()) {
@@ -54,12 +71,13 @@ fn classify(s: &Status) -> Option<Next> {
 }
 
 impl MetaConn {
-    /// A connection to the meta group at `addrs`; nothing is dialed yet.
-    pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<MetaConn, ClientError> {
+    /// A connection to the meta group at `addrs` through `transport`;
+    /// nothing is dialed yet.
+    pub fn new(addrs: Vec<String>, timeout: Duration, transport: Transport) -> Result<MetaConn, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::InvalidArgument("no meta address given".into()));
         }
-        let pool = ChannelPool::default();
+        let pool = ChannelPool::with_transport(transport);
         for a in &addrs {
             pool.get(a)?;
         }
@@ -84,7 +102,7 @@ impl MetaConn {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = BACKOFF_MIN;
         let mut next_index = 0usize;
-        let mut last;
+        let mut last = String::new();
         loop {
             let addr = self.leader.lock().expect("leader lock").clone().unwrap_or_else(|| {
                 next_index += 1;
@@ -100,19 +118,22 @@ impl MetaConn {
                 }
                 Ok(Err(status)) => match classify(&status) {
                     Some(Next::Leader(hint)) if hint != addr => {
-                        last = format!("{addr}: {}", status.message());
+                        last = format!("{addr}: {}", describe(&status));
                         *self.leader.lock().expect("leader lock") = Some(hint);
                         false
                     }
                     Some(Next::Leader(_)) | Some(Next::Another) => {
-                        last = format!("{addr}: {}", status.message());
+                        last = format!("{addr}: {}", describe(&status));
                         *self.leader.lock().expect("leader lock") = None;
                         true
                     }
                     None => return Err(ClientError::from_status(&status)),
                 },
                 Err(_) => {
-                    last = format!("{addr}: no answer in time");
+                    // Keep what this address said before, if it said why.
+                    if !last.starts_with(&format!("{addr}: ")) {
+                        last = format!("{addr}: no answer in time");
+                    }
                     *self.leader.lock().expect("leader lock") = None;
                     true
                 }

@@ -38,9 +38,10 @@ pub struct NetworkFactory {
     channels: Arc<ChannelPool>,
 }
 
-impl Default for NetworkFactory {
-    fn default() -> Self {
-        NetworkFactory { channels: Arc::new(ChannelPool::new(PEER_CONNECT_TIMEOUT)) }
+impl NetworkFactory {
+    /// Peers are reached through `transport` (mutual TLS, or plaintext).
+    pub fn new(transport: shoal_proto::Transport) -> Self {
+        NetworkFactory { channels: Arc::new(ChannelPool::new(PEER_CONNECT_TIMEOUT, transport)) }
     }
 }
 

@@ -111,12 +111,13 @@ fn now_ms(epoch: Instant) -> u64 {
 }
 
 impl Healer {
-    pub fn new(settings: HealSettings) -> Self {
+    /// `transport` reaches the chunk servers that make the copies.
+    pub fn new(settings: HealSettings, transport: shoal_proto::Transport) -> Self {
         Healer {
             settings,
             state: Mutex::new(fresh_state(settings, 0)),
             wake: Notify::new(),
-            channels: ChannelPool::new(CHUNK_CONNECT_TIMEOUT),
+            channels: ChannelPool::new(CHUNK_CONNECT_TIMEOUT, transport),
         }
     }
 

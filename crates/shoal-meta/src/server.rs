@@ -59,6 +59,13 @@ pub struct MetaConfig {
     pub repair_copies_max: usize,
     /// Average bytes per second all re-replication copies may move (0: no limit).
     pub repair_rate_bytes_per_s: u64,
+    /// How this node talks to its peers and chunk servers and accepts
+    /// calls: mutual TLS (`--tls`), or plaintext (`--insecure`).
+    pub transport: shoal_proto::Transport,
+    /// The address others use to reach this node when it forms a group of
+    /// its own (no `--peers`); None: `listen`. With `--peers`, this node's
+    /// entry there is its address.
+    pub advertise: Option<String>,
 }
 
 impl MetaConfig {
@@ -78,6 +85,8 @@ impl MetaConfig {
             join: false,
             repair_copies_max: 8,
             repair_rate_bytes_per_s: 256 << 20,
+            transport: shoal_proto::Transport::Insecure,
+            advertise: None,
         }
     }
 
@@ -98,15 +107,36 @@ impl MetaConfig {
         {
             return Err("election timeouts must exceed the heartbeat and min < max".into());
         }
+        match &self.advertise {
+            Some(a) if !shoal_proto::dialable(a) => {
+                return Err(format!("--advertise {a}: expected HOST:PORT that others can dial"));
+            }
+            Some(a) if self.peers.get(&self.id).is_some_and(|p| p != a) => {
+                return Err(format!("--advertise {a} differs from this node's entry in --peers"));
+            }
+            None if self.peers.is_empty() && !self.join && self.listen.ip().is_unspecified() => {
+                return Err(format!("--listen {} is a wildcard: say --advertise HOST:PORT too", self.listen));
+            }
+            _ => {}
+        }
         if self.repair_copies_max == 0 {
             return Err("--repair-copies must be 1 or more".into());
         }
         Ok(())
     }
 
+    /// The address others use to reach this node.
+    pub fn advertised(&self) -> String {
+        match (&self.advertise, self.peers.get(&self.id)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => self.listen.to_string(),
+        }
+    }
+
     fn members(&self) -> BTreeMap<u64, BasicNode> {
         if self.peers.is_empty() {
-            return BTreeMap::from([(self.id, BasicNode::new(self.listen.to_string()))]);
+            return BTreeMap::from([(self.id, BasicNode::new(self.advertised()))]);
         }
         self.peers.iter().map(|(id, addr)| (*id, BasicNode::new(addr.clone()))).collect()
     }
@@ -137,7 +167,7 @@ pub async fn run(
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate()?);
-    let raft = Raft::new(config.id, raft_config, NetworkFactory::default(), log_store, sm).await?;
+    let raft = Raft::new(config.id, raft_config, NetworkFactory::new(config.transport.clone()), log_store, sm).await?;
 
     let registry = Arc::new(Registry::new(config.dead_after));
     let sessions = Arc::new(SessionClock::default());
@@ -150,10 +180,10 @@ pub async fn run(
             chunk_size_bytes: config.chunk_size_bytes,
             replication: config.replication,
         }),
-        healer: Arc::new(Healer::new(HealSettings {
-            copies_max: config.repair_copies_max,
-            rate_bytes_per_s: config.repair_rate_bytes_per_s,
-        })),
+        healer: Arc::new(Healer::new(
+            HealSettings { copies_max: config.repair_copies_max, rate_bytes_per_s: config.repair_rate_bytes_per_s },
+            config.transport.clone(),
+        )),
     };
 
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
@@ -165,7 +195,7 @@ pub async fn run(
     // bounded connections, idle ones closed, TCP_NODELAY on each.
     let incoming = shoal_proto::bounded::Gate::new(listener, shoal_proto::bounded::Limits::GRPC).incoming();
     let max = shoal_proto::MESSAGE_SIZE_MAX_BYTES;
-    let server = tonic::transport::Server::builder()
+    let server = shoal_proto::server_builder(&config.transport, "meta node")?
         // Pings keep healthy idle channels from looking idle to the gate.
         .http2_keepalive_interval(Some(shoal_proto::bounded::GRPC_KEEPALIVE))
         .http2_keepalive_timeout(Some(shoal_proto::bounded::GRPC_KEEPALIVE_TIMEOUT))
@@ -173,6 +203,8 @@ pub async fn run(
         .initial_connection_window_size(shoal_proto::CONNECTION_WINDOW_BYTES)
         // Counts and times every call, Raft's included (`shoal_rpc_*`).
         .layer(shoal_metrics::RpcLayer::new())
+        // Who may call what, by the role in the client's certificate.
+        .layer(shoal_proto::authz::AuthorizeLayer { enforce: config.transport.is_tls() })
         .add_service(
             RaftServer::new(RaftService { raft: raft.clone() })
                 .max_decoding_message_size(max * 4)

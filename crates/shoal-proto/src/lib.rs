@@ -3,11 +3,15 @@
 //! `raft` frames openraft traffic between meta nodes, `meta` is the metadata
 //! service for clients and chunk servers, `chunk` is the data path. Besides
 //! the schema: the gRPC [`endpoint`] every component dials with, the
-//! [`pool`] of channels built from it, and the [`bounded`] accepting of
-//! connections every server port uses.
+//! [`pool`] of channels built from it, the [`bounded`] accepting of
+//! connections every server port uses, and the [`authz`] rule of who may
+//! call what.
 
+pub mod authz;
 pub mod bounded;
 pub mod pool;
+
+pub use shoal_tls::Transport;
 
 /// Raft transport between meta nodes.
 #[allow(clippy::all)]
@@ -63,13 +67,19 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 pub const MESSAGE_SIZE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The gRPC endpoint every Shoal component uses to reach `addr` (HOST:PORT):
-/// wide flow-control windows, no Nagle delay, keep-alive pings, and a bounded
-/// connect time. Connect it lazily with `connect_lazy`.
+/// mutual TLS unless `transport` is insecure, wide flow-control windows, no
+/// Nagle delay, keep-alive pings, and a bounded connect time. Connect it
+/// lazily with `connect_lazy`.
 pub fn endpoint(
     addr: &str,
     connect_timeout: std::time::Duration,
+    transport: &Transport,
 ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{}://{addr}", transport.scheme()))?;
+    if let Transport::Tls(credentials) = transport {
+        endpoint = endpoint.tls_config(credentials.client_config())?;
+    }
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -77,9 +87,49 @@ pub fn endpoint(
         .http2_keep_alive_interval(std::time::Duration::from_secs(10)))
 }
 
+/// Whether `addr` is `HOST:PORT` that others can dial: a non-empty host
+/// that is not a wildcard (`0.0.0.0`, `[::]`), and a port above 0.
+pub fn dialable(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else { return false };
+    let wildcard = matches!(host, "0.0.0.0" | "[::]" | "::");
+    !host.is_empty() && !wildcard && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The gRPC server every Shoal server starts from: with mutual TLS (a
+/// client certificate from the cluster CA is required, the handshake is
+/// bounded by `shoal_tls::HANDSHAKE_TIMEOUT`), or, for an `--insecure`
+/// node, plaintext and a loud warning in the log. Add
+/// [`authz::AuthorizeLayer`] to it.
+pub fn server_builder(transport: &Transport, what: &str) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match transport {
+        Transport::Tls(credentials) => {
+            tracing::info!(identity = %credentials.identity, "{what}: mutual TLS on");
+            builder.tls_config(credentials.server_config())
+        }
+        Transport::Insecure => {
+            tracing::warn!(
+                "INSECURE: {what} runs WITHOUT TLS (--insecure): anyone who can reach its port can read and change \
+                 everything, and nothing it sends is encrypted"
+            );
+            Ok(builder)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::chunk::ChunkErrorKind;
+
+    #[test]
+    fn only_addresses_others_can_dial_are_dialable() {
+        for good in ["127.0.0.1:7100", "node-3.example:7110", "[::1]:7100"] {
+            assert!(super::dialable(good), "{good}");
+        }
+        for bad in ["0.0.0.0:7100", "[::]:7100", ":7100", "host", "host:0", "host:99999", "host:x"] {
+            assert!(!super::dialable(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn chunk_error_kinds_cross_in_metadata_by_name() {

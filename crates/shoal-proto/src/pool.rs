@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
+use crate::Transport;
+
 /// How long to wait for a TCP connection unless the pool's owner says otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,20 +37,24 @@ impl std::error::Error for BadAddress {}
 /// Channels by address, each connected on first use (see the module docs).
 pub struct ChannelPool {
     connect_timeout: Duration,
+    transport: Transport,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
-impl Default for ChannelPool {
-    /// A pool whose channels wait [`CONNECT_TIMEOUT`] for a connection.
-    fn default() -> Self {
-        ChannelPool::new(CONNECT_TIMEOUT)
-    }
-}
-
 impl ChannelPool {
-    /// A pool whose channels wait at most `connect_timeout` for a connection.
-    pub fn new(connect_timeout: Duration) -> Self {
-        ChannelPool { connect_timeout, channels: Mutex::default() }
+    /// A pool whose channels wait at most `connect_timeout` for a
+    /// connection, and speak `transport` (mutual TLS or plaintext).
+    pub fn new(connect_timeout: Duration, transport: Transport) -> Self {
+        ChannelPool { connect_timeout, transport, channels: Mutex::default() }
+    }
+
+    /// A pool whose channels wait [`CONNECT_TIMEOUT`] for a connection.
+    pub fn with_transport(transport: Transport) -> Self {
+        ChannelPool::new(CONNECT_TIMEOUT, transport)
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// The channel to `addr`, created on first use; nothing is dialed here.
@@ -57,8 +63,8 @@ impl ChannelPool {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint =
-            crate::endpoint(addr, self.connect_timeout).map_err(|_| BadAddress { addr: addr.to_string() })?;
+        let endpoint = crate::endpoint(addr, self.connect_timeout, &self.transport)
+            .map_err(|_| BadAddress { addr: addr.to_string() })?;
         let channel = endpoint.connect_lazy();
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -71,7 +77,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_channel_per_address_and_bad_addresses_are_refused() {
-        let pool = ChannelPool::default();
+        let pool = ChannelPool::with_transport(Transport::Insecure);
         pool.get("127.0.0.1:1").expect("a HOST:PORT address");
         pool.get("127.0.0.1:1").expect("the same address again");
         assert_eq!(pool.channels.lock().unwrap().len(), 1);

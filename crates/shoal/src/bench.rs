@@ -51,6 +51,12 @@ impl Workload {
     pub fn name(self) -> String {
         self.to_possible_value().expect("every workload is named").get_name().to_string()
     }
+
+    /// Whether it runs on a cluster it starts itself (with its own
+    /// certificates) rather than on the one `--meta` names.
+    pub fn starts_its_own_cluster(self) -> bool {
+        matches!(self, Workload::Failover | Workload::Scale)
+    }
 }
 
 /// What to run, as plain data: `cli` builds it from the command line (and

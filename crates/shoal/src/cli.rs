@@ -33,6 +33,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Credentials for mutual TLS: a folder with cert.pem, key.pem and ca.pem
+    /// (`shoal cert issue` makes one). Default: `$SHOAL_TLS`, then for
+    /// client commands `$HOME/.shoal/tls` (written by `shoal up`).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub tls: Option<PathBuf>,
+
+    /// Plaintext, without TLS or identities: anyone who reaches a port may do
+    /// anything. Every node and client of such a cluster must say so.
+    #[arg(long, global = true, conflicts_with = "tls")]
+    pub insecure: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -166,6 +177,62 @@ pub enum Command {
     Mount(MountArgs),
     /// Measure throughput and latency against a running cluster (failover: leader failover, on a cluster of its own).
     Bench(BenchArgs),
+    /// Certificates for mutual TLS: a cluster CA, and certificates signed by it.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Make a cluster CA: DIR/ca.pem, and DIR/ca.key readable by you only
+    /// (keep it off the servers: only `cert issue` needs it).
+    Init { dir: PathBuf },
+    /// Sign a certificate with the CA in DIR: writes cert.pem, key.pem
+    /// (readable by you only) and a copy of ca.pem into a folder `--tls` takes.
+    Issue {
+        /// The CA's folder (from `shoal cert init`).
+        dir: PathBuf,
+        /// Who holds it: 1 to 64 letters, digits, '.', '_' or '-'.
+        #[arg(long)]
+        name: String,
+        /// node: a meta node or chunk server; admin: every client call;
+        /// user: files only, no cluster changes.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The folder to write [default: DIR/NAME].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = shoal_tls::CERT_DAYS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// IP addresses to add as subject alternative names (for other tools;
+        /// Shoal's own clients check the CA and the node role, not addresses).
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<std::net::IpAddr>,
+        /// DNS names to add as subject alternative names.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+    },
+}
+
+/// The roles of `shoal cert issue --role`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    Node,
+    Admin,
+    User,
+}
+
+impl From<RoleArg> for shoal_tls::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Node => shoal_tls::Role::Node,
+            RoleArg::Admin => shoal_tls::Role::Admin,
+            RoleArg::User => shoal_tls::Role::User,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -393,8 +460,13 @@ pub struct MetaArgs {
     /// This node's id, 1 or more.
     #[arg(long)]
     pub id: u64,
+    /// What to bind, HOST:PORT (0.0.0.0 binds every interface).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// The address others use to reach this node, HOST:PORT, when it differs
+    /// from --listen (with --peers, this node's entry there must match it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Every meta node of the group: ID=HOST:PORT,...
     #[arg(long, value_delimiter = ',', value_parser = peer)]
     pub peers: Vec<(u64, String)>,
@@ -427,8 +499,13 @@ pub struct MetaArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ChunkArgs {
+    /// What to bind, HOST:PORT (0.0.0.0 binds every interface).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// The address meta, clients and other chunk servers use to reach this
+    /// one, HOST:PORT; needed when --listen is a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     #[arg(long)]
     pub dir: PathBuf,
     /// Most bytes this server may hold (default: the free space of its disk).

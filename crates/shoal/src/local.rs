@@ -9,6 +9,11 @@
 //! never from a short-lived blocking thread. Dropping a [`LocalCluster`]
 //! stops every child still running.
 //!
+//! TLS: with [`Spec::tls`], the cluster's CA and every certificate live in
+//! DIR/tls (made on the first start, kept on later ones): the CA in
+//! DIR/tls/ca, node NAME's credentials in DIR/tls/NAME, and an admin's in
+//! DIR/tls/admin, which [`LocalCluster::transport`] uses.
+//!
 //! Ports: `shoal up` takes the ones it is told. The benches, which need
 //! throw-away ports, use [`LocalCluster::start_on_free_ports`]: ports from
 //! [`ports`], outside the kernel's ephemeral range, and a fresh start on new
@@ -23,7 +28,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoal_client::Client;
+use shoal_client::{Client, Transport};
 
 /// Starts on fresh ports after a node found its port taken, at most.
 const START_ATTEMPTS_MAX: u32 = 5;
@@ -50,6 +55,34 @@ pub struct Spec {
     /// More flags for every meta node, and for every chunk server.
     pub meta_flags: Vec<String>,
     pub chunk_flags: Vec<String>,
+    /// Mutual TLS (see the module docs); false starts every node `--insecure`.
+    pub tls: bool,
+}
+
+/// The folder of the cluster's CA and credentials, under its data directory.
+pub fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+/// The admin credentials folder of a cluster kept in `dir`.
+pub fn admin_tls_dir(dir: &Path) -> PathBuf {
+    tls_dir(dir).join("admin")
+}
+
+/// Makes (unless they exist) the CA, a node certificate for each of `nodes`
+/// and the admin's, and returns the admin's transport.
+fn ensure_pki(dir: &Path, nodes: &[String]) -> anyhow::Result<Transport> {
+    let tls = tls_dir(dir);
+    let ca = tls.join("ca");
+    for name in nodes {
+        let identity = shoal_tls::Identity::new(name, shoal_tls::Role::Node)?;
+        shoal_tls::ensure(&ca, &identity, &tls.join(name))
+            .with_context(|| format!("certificates in {}", tls.display()))?;
+    }
+    let admin = shoal_tls::Identity::new("admin", shoal_tls::Role::Admin)?;
+    let admin_dir = admin_tls_dir(dir);
+    shoal_tls::ensure(&ca, &admin, &admin_dir).with_context(|| format!("certificates in {}", tls.display()))?;
+    Ok(Transport::load(&admin_dir)?)
 }
 
 /// One child process, with what it takes to start it again.
@@ -118,6 +151,8 @@ impl Node {
 
 pub struct LocalCluster {
     pub dir: PathBuf,
+    /// How to reach the cluster: its admin credentials, or plaintext.
+    pub transport: Transport,
     pub meta_addrs: Vec<String>,
     pub metas: Vec<Node>,
     pub chunks: Vec<Node>,
@@ -129,8 +164,24 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.dir).with_context(|| format!("creating {}", spec.dir.display()))?;
         let data = |name: &str| spec.dir.join(name).display().to_string();
         let peers: Vec<String> = spec.meta_addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-        let mut cluster =
-            LocalCluster { dir: spec.dir.clone(), meta_addrs: spec.meta_addrs.clone(), metas: vec![], chunks: vec![] };
+        let names: Vec<String> = (0..spec.meta_addrs.len())
+            .map(|i| format!("meta-{}", i + 1))
+            .chain((0..spec.chunk_addrs.len()).map(|j| format!("chunk-{}", j + 1)))
+            .collect();
+        let transport = if spec.tls { ensure_pki(&spec.dir, &names)? } else { Transport::Insecure };
+        let security = |name: &str| -> Vec<String> {
+            match spec.tls {
+                true => vec!["--tls".into(), tls_dir(&spec.dir).join(name).display().to_string()],
+                false => vec!["--insecure".into()],
+            }
+        };
+        let mut cluster = LocalCluster {
+            dir: spec.dir.clone(),
+            transport,
+            meta_addrs: spec.meta_addrs.clone(),
+            metas: vec![],
+            chunks: vec![],
+        };
         for (i, addr) in spec.meta_addrs.iter().enumerate() {
             let name = format!("meta-{}", i + 1);
             let mut args: Vec<String> = vec![
@@ -154,6 +205,7 @@ impl LocalCluster {
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
             }
+            args.extend(security(&name));
             args.extend(spec.meta_flags.iter().cloned());
             // On error, dropping `cluster` stops the nodes already started.
             cluster.metas.push(Node::start(&spec.dir, name, addr.clone(), http, args)?);
@@ -173,6 +225,7 @@ impl LocalCluster {
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
             }
+            args.extend(security(&name));
             args.extend(spec.chunk_flags.iter().cloned());
             cluster.chunks.push(Node::start(&spec.dir, name, addr.clone(), http, args)?);
         }
@@ -242,7 +295,7 @@ impl LocalCluster {
 
     /// Waits until meta has a leader that hears every chunk server.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = Client::connect_with_timeout(&self.meta_addrs, Duration::from_secs(2)).await?;
+        let client = Client::connect_with(&self.meta_addrs, Duration::from_secs(2), self.transport.clone()).await?;
         let deadline = Instant::now() + timeout;
         loop {
             self.check_running("during start-up")?;

@@ -7,9 +7,16 @@
 //! line. The chosen format is put in `SHOAL_LOG_FORMAT` before any thread
 //! starts, so the `shoal` processes this one spawns (`up`'s and `bench
 //! failover`'s nodes) log the same way.
+//!
+//! Credentials: a client command resolves them once (`--tls`, `$SHOAL_TLS`,
+//! `~/.shoal/tls`, or plaintext with `--insecure`) and installs them as the
+//! process's transport, which every `Client` it makes then uses; `meta` and
+//! `chunk` need `--tls`/`$SHOAL_TLS` (a node certificate) or `--insecure`;
+//! `up` and the benches that start their own cluster make their own.
 
 mod admin;
 mod bench;
+mod cert;
 mod cli;
 mod fs;
 mod local;
@@ -25,7 +32,8 @@ mod web;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shoal_client::Client;
+use shoal_client::transport::TLS_ENV;
+use shoal_client::{Client, Transport};
 
 use crate::cli::{Cli, Command, LogFormat};
 
@@ -72,13 +80,51 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// A server's transport: its node credentials from `--tls` or `$SHOAL_TLS`
+/// (never the client default, which holds an admin's), or `--insecure`.
+fn node_transport(cli: &Cli, role: &str) -> anyhow::Result<Result<Transport, ExitCode>> {
+    let from_env = || std::env::var_os(TLS_ENV).filter(|v| !v.is_empty()).map(Into::into);
+    // An explicit --insecure wins over $SHOAL_TLS.
+    let tls = if cli.insecure { None } else { cli.tls.clone().or_else(from_env) };
+    if tls.is_none() && !cli.insecure {
+        eprintln!(
+            "shoal {role}: pass --tls DIR (a node certificate from `shoal cert issue --role node`), or --insecure"
+        );
+        return Ok(Err(ExitCode::from(2)));
+    }
+    let transport = shoal_client::transport::resolve(tls.as_deref(), cli.insecure)?;
+    // The node's own clients (a meta node's dashboard) use it too.
+    shoal_client::transport::set_process(transport.clone());
+    Ok(Ok(transport))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let timeout = cli.timeout.unwrap_or(shoal_client::client::DEFAULT_TIMEOUT);
+    match &cli.command {
+        Command::Cert { .. } | Command::Up(_) | Command::Meta(_) | Command::Chunk(_) => {}
+        Command::Bench(args) if args.workload.starts_its_own_cluster() => {}
+        // Every other command is a client: credentials from --tls,
+        // $SHOAL_TLS or the default folder, for every connection it makes.
+        _ => {
+            shoal_client::transport::set_process(shoal_client::transport::resolve(cli.tls.as_deref(), cli.insecure)?);
+        }
+    }
     let connect = || Client::connect_with_timeout(&cli.meta, timeout);
     match cli.command {
-        Command::Up(args) => up::run(args).await,
-        Command::Meta(args) => servers::meta(args).await,
-        Command::Chunk(args) => servers::chunk(args, cli.meta).await,
+        Command::Cert { command } => cert::run(command),
+        Command::Up(_) if cli.tls.is_some() => {
+            eprintln!("shoal up: makes its own CA and certificates (in DIR/tls); --tls is not for it");
+            Ok(ExitCode::from(2))
+        }
+        Command::Up(args) => up::run(args, cli.insecure).await,
+        Command::Meta(ref args) => match node_transport(&cli, "meta")? {
+            Ok(transport) => servers::meta(args.clone(), transport).await,
+            Err(code) => Ok(code),
+        },
+        Command::Chunk(ref args) => match node_transport(&cli, "chunk")? {
+            Ok(transport) => servers::chunk(args.clone(), cli.meta.clone(), transport).await,
+            Err(code) => Ok(code),
+        },
         Command::Shell => shell::run(connect().await?, timeout).await,
         Command::Http { listen } => web::run(connect().await?, listen).await,
         Command::S3(args) => s3::run(connect().await?, args).await,

@@ -26,8 +26,10 @@ pub async fn terminated() {
     }
 }
 
-pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
+pub async fn meta(args: MetaArgs, transport: shoal_client::Transport) -> anyhow::Result<ExitCode> {
     let mut config = MetaConfig::new(args.id, args.listen, args.dir);
+    config.transport = transport;
+    config.advertise = args.advertise;
     config.peers = args.peers.into_iter().collect();
     config.chunk_size_bytes = args.chunk_size;
     config.replication = args.replication;
@@ -49,7 +51,7 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
         // in for a node started alone.
         let mut group: Vec<String> = config.peers.values().cloned().collect();
         if !config.peers.contains_key(&config.id) {
-            group.insert(0, config.listen.to_string());
+            group.insert(0, config.advertised());
         }
         let client = shoal_client::Client::connect(&group).await?;
         serve_http(addr, meta_http_app(client)).await?;
@@ -59,8 +61,10 @@ pub async fn meta(args: MetaArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `meta` is the global `--meta` list: the chunk server is a client of meta too.
-pub async fn chunk(args: ChunkArgs, meta: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn chunk(args: ChunkArgs, meta: Vec<String>, transport: shoal_client::Transport) -> anyhow::Result<ExitCode> {
     let mut config = ChunkConfig::new(args.listen, meta, args.dir);
+    config.transport = transport;
+    config.advertise = args.advertise;
     config.capacity_bytes = args.capacity;
     config.heartbeat_interval = args.heartbeat;
     config.scrub.rate_bytes_per_s = args.scrub_rate;

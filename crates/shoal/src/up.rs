@@ -8,6 +8,12 @@
 //! stops every child; the children also get SIGTERM if `shoal up` itself dies.
 //! With `--s3` it also serves the S3 gateway, with `--mount DIR` it mounts
 //! the cluster at DIR (unmounted before the nodes stop).
+//!
+//! TLS is on unless `--insecure`: the CA and every node's certificate are
+//! made in DIR/tls on the first start (see `local`), and the admin's
+//! credentials are copied to the default client folder (`$HOME/.shoal/tls`),
+//! so client commands on this machine reach the cluster without flags. The
+//! last `shoal up` started owns that folder, as it owns the default ports.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,7 +26,7 @@ use crate::local::{LocalCluster, Spec};
 /// How long the cluster may take to elect a leader and hear every chunk server.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UpArgs, insecure: bool) -> anyhow::Result<ExitCode> {
     if args.replication > args.chunk_nodes {
         eprintln!(
             "shoal up: --replication {} needs at least that many --chunk-nodes (got {})",
@@ -50,10 +56,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         dead_after: args.dead_after,
         meta_flags: vec!["--repair-rate".into(), args.repair_rate.to_string()],
         chunk_flags: vec!["--scrub-rate".into(), args.scrub_rate.to_string()],
+        tls: !insecure,
     };
     // Dropping the cluster (also on an early return) stops every node.
     let mut cluster = LocalCluster::start(&spec)?;
     cluster.wait_ready(READY_TIMEOUT).await?;
+    let credentials = match cluster.transport.is_tls() {
+        true => publish_admin_credentials(&args.dir)?,
+        false => "none: plaintext (--insecure); clients need --insecure too".to_string(),
+    };
+    shoal_client::transport::set_process(cluster.transport.clone());
     println!(
         "Shoal is up: {} meta nodes, {} chunk servers, replication {}, data in {}",
         args.meta_nodes,
@@ -66,11 +78,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("  {:<8} {:<22} {:<38} log {}", n.name, n.addr, http, n.log.display());
     }
     println!("Dashboard: http://{}/", meta_http_addrs[0]);
-    let meta_flag = if meta_addrs.join(",") == crate::cli::DEFAULT_META {
+    println!("TLS credentials of the admin client: {credentials}");
+    let mut meta_flag = if meta_addrs.join(",") == crate::cli::DEFAULT_META {
         String::new()
     } else {
         format!("--meta {} ", meta_addrs.join(","))
     };
+    if insecure {
+        meta_flag.push_str("--insecure ");
+    }
     println!(
         "Try: shoal {meta_flag}put /etc/hosts /hosts && shoal {meta_flag}cat /hosts    (Ctrl-C stops the cluster)"
     );
@@ -127,4 +143,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     eprintln!("shoal up: stopping every node");
     cluster.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the cluster's admin credentials into the default client folder
+/// (replacing what a previous `shoal up` left there) and says where they are.
+fn publish_admin_credentials(dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let from = crate::local::admin_tls_dir(dir);
+    let Some(to) = shoal_tls::default_client_dir() else {
+        return Ok(format!("{} ($HOME is not set: pass --tls {} to client commands)", from.display(), from.display()));
+    };
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    for file in [shoal_tls::CERT_FILE, shoal_tls::KEY_FILE, shoal_tls::CA_CERT_FILE] {
+        let target = to.join(file);
+        // Remove first, so the key keeps the mode 0600 its copy gets from the source.
+        let _ = std::fs::remove_file(&target);
+        std::fs::copy(from.join(file), &target)
+            .with_context(|| format!("copying credentials to {}", target.display()))?;
+    }
+    Ok(format!("{} (copied to {}, where client commands look by default)", from.display(), to.display()))
 }

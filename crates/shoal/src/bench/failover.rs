@@ -175,13 +175,14 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
         dead_after: Duration::from_secs(10),
         meta_flags: Vec::new(),
         chunk_flags: Vec::new(),
+        tls: true,
     };
     let progress = super::bar(u64::from(args.kills));
     progress.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} kills  {msg}").expect("valid template"));
     progress.set_message(format!("starting a cluster in {}", spec.dir.display()));
     // Dropping the cluster, also on an error, stops every node.
     let mut cluster = LocalCluster::start_on_free_ports(&mut spec, META_NODES, CHUNK_NODES, READY_TIMEOUT).await?;
-    let probe = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
+    let probe = Client::connect_with(&spec.meta_addrs, call_timeout, cluster.transport.clone()).await?;
     probe.mkdir(&args.dir, true).await?;
 
     let calls = Arc::new(CallLog::default());
@@ -189,7 +190,7 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let client = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
+        let client = Client::connect_with(&spec.meta_addrs, call_timeout, cluster.transport.clone()).await?;
         tasks.push(tokio::spawn(workload(client, args.dir.clone(), c, calls.clone(), stop.clone())));
     }
     progress.set_message("steady workload");

@@ -47,9 +47,10 @@ pub async fn run(args: Options, call_timeout: Duration) -> anyhow::Result<ExitCo
             dead_after: Duration::from_secs(10),
             meta_flags: Vec::new(),
             chunk_flags: Vec::new(),
+            tls: true,
         };
         let mut cluster = LocalCluster::start_on_free_ports(&mut spec, META_NODES, servers, READY_TIMEOUT).await?;
-        let client = Client::connect_with_timeout(&spec.meta_addrs, call_timeout).await?;
+        let client = Client::connect_with(&spec.meta_addrs, call_timeout, cluster.transport.clone()).await?;
         for clients in CLIENTS {
             eprintln!("scale: {servers} chunk server(s), {clients} client(s)");
             let run = Options { clients, keep: true, ..args.clone() };

@@ -1,5 +1,6 @@
 //! t20: lifecycle: a 3-node meta cluster restarted in full keeps everything,
-//! and the interactive shell works when driven through stdin.
+//! the interactive shell works when driven through stdin, and nodes bound to
+//! every interface are reached at the addresses they advertise.
 
 use crate::common::*;
 
@@ -100,4 +101,19 @@ exit
     assert!(rest[2].starts_with("error: no file is open"), "{text}");
     assert_eq!(rest[3], "deleted /notes.txt");
     assert!(rest[4].starts_with("error: unknown command"), "an empty list prints nothing: {text}");
+}
+
+#[test]
+fn t22_nodes_bound_to_every_interface_are_reached_at_their_advertised_addresses() {
+    let c = Cluster::start(Options { meta_nodes: 1, chunk_nodes: 2, wildcard_listen: true, ..Options::default() });
+    let data = pattern(1_500_000, 22);
+    c.must(&["put", "-", "/everywhere"], Some(&data));
+    assert_eq!(c.must_cat("/everywhere"), data);
+    let nodes: serde_json::Value = serde_json::from_slice(&c.must(&["admin", "nodes", "--json"], None).stdout).unwrap();
+    let mut addrs: Vec<String> = nodes.as_array().unwrap().iter().map(|n| n["addr"].as_str().unwrap().into()).collect();
+    addrs.sort();
+    let mut expected: Vec<String> = c.chunks.iter().map(|n| n.addr.clone()).collect();
+    expected.sort();
+    assert_eq!(addrs, expected, "chunk servers registered under their advertised addresses");
+    assert!(c.chunks[0].args.iter().any(|a| a.starts_with("0.0.0.0:")), "the harness bound a wildcard");
 }

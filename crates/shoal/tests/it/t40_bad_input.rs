@@ -1,5 +1,6 @@
 //! t40: bad input gets a clear one-line error, exit 1 (2 for bad usage), and
-//! changes nothing.
+//! changes nothing: paths and arguments, an unreachable cluster, a full disk,
+//! garbage on the ports, and bad certificates, credentials and addresses.
 
 use std::time::{Duration, Instant};
 
@@ -159,4 +160,81 @@ fn t43_garbage_on_every_port_leaves_the_servers_working() {
         assert!(grew < 256 << 20, "node {i} grew by {grew} bytes of memory");
     }
     drop(silent);
+}
+
+/// `shoal ARGS` with no credentials in the environment.
+fn bare(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(SHOAL).args(args).env_remove("SHOAL_TLS").env("HOME", "/nonexistent").output().unwrap()
+}
+
+fn must_fail_bare(args: &[&str], code: i32, says: &str) {
+    let out = bare(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "shoal {args:?}: {err}");
+    assert!(err.contains(says), "shoal {args:?} should say {says:?}, said: {err}");
+}
+
+#[test]
+fn t44_bad_certificates_credentials_and_addresses_are_refused_up_front() {
+    let t = tempfile::tempdir().unwrap();
+    let ca = t.path().join("ca");
+    let ca_s = ca.to_str().unwrap();
+    assert!(bare(&["cert", "init", ca_s]).status.success());
+    let ca_pem = std::fs::read(ca.join("ca.pem")).unwrap();
+    must_fail_bare(&["cert", "init", ca_s], 1, "already exists");
+    assert_eq!(std::fs::read(ca.join("ca.pem")).unwrap(), ca_pem, "the CA was overwritten");
+    must_fail_bare(&["cert", "issue", ca_s, "--name", "two words", "--role", "user"], 2, "bad identity name");
+    must_fail_bare(&["cert", "issue", ca_s, "--name", "x", "--role", "root"], 2, "invalid value");
+    must_fail_bare(&["cert", "issue", ca_s, "--name", "x", "--role", "user", "--dns", "node.shoal"], 2, "reserved");
+    must_fail_bare(&["cert", "issue", ca_s, "--name", "x", "--role", "user", "--days", "0"], 2, "");
+    let elsewhere = t.path().join("no-ca");
+    must_fail_bare(
+        &["cert", "issue", elsewhere.to_str().unwrap(), "--name", "x", "--role", "user"],
+        1,
+        "no cluster CA",
+    );
+    assert!(!ca.join("x").exists() && !elsewhere.exists(), "a refused issue wrote something");
+    let out = bare(&["cert", "issue", ca_s, "--name", "x", "--role", "user"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    must_fail_bare(&["cert", "issue", ca_s, "--name", "x", "--role", "admin"], 1, "already exists");
+
+    // Credentials: none, a folder without them, and both --tls and --insecure.
+    must_fail_bare(&["--meta", "127.0.0.1:1", "ls", "/"], 1, "no TLS credentials");
+    must_fail_bare(&["--tls", t.path().to_str().unwrap(), "--meta", "127.0.0.1:1", "ls", "/"], 1, "cert.pem");
+    must_fail_bare(&["--tls", ca_s, "--insecure", "ls", "/"], 2, "cannot be used with");
+    let dir = t.path().join("node");
+    let d = dir.to_str().unwrap();
+    let port = free_port().to_string();
+    let here = format!("127.0.0.1:{port}");
+    let wildcard = format!("0.0.0.0:{port}");
+    must_fail_bare(&["chunk", "--listen", &here, "--meta", "127.0.0.1:1", "--dir", d], 2, "pass --tls");
+    must_fail_bare(&["meta", "--id", "1", "--listen", &here, "--dir", d], 2, "pass --tls");
+    // Addresses others cannot dial.
+    must_fail_bare(&["chunk", "--insecure", "--listen", &wildcard, "--meta", "127.0.0.1:1", "--dir", d], 2, "wildcard");
+    must_fail_bare(
+        &["chunk", "--insecure", "--listen", &wildcard, "--advertise", &wildcard, "--meta", "127.0.0.1:1", "--dir", d],
+        2,
+        "--advertise",
+    );
+    must_fail_bare(&["meta", "--insecure", "--id", "1", "--listen", &wildcard, "--dir", d], 2, "wildcard");
+    let peers = format!("1={here}");
+    must_fail_bare(
+        &[
+            "meta",
+            "--insecure",
+            "--id",
+            "1",
+            "--listen",
+            &wildcard,
+            "--peers",
+            &peers,
+            "--advertise",
+            "10.0.0.1:1",
+            "--dir",
+            d,
+        ],
+        2,
+        "differs",
+    );
+    assert!(!dir.exists(), "a refused server made its directory");
 }

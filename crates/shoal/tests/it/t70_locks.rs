@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use shoal_client::{Client, LockEntry};
 
-/// Runs `script` with sh, with `--meta` of the cluster in SHOAL_META.
+/// Runs `script` with sh, with `--meta` of the cluster in SHOAL_META and
+/// the admin's credentials in SHOAL_TLS.
 fn sh(c: &Cluster, script: &str) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).env("SHOAL_META", c.meta_flag()).env("SHOAL_TIMEOUT", "30s");
+    cmd.env("SHOAL_TLS", pki().admin());
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }
@@ -139,8 +141,7 @@ async fn wait_for(client: &Client, path: &str, ok: impl Fn(&shoal_client::LockIn
 /// and the command it runs together).
 fn spawn_holder(c: &Cluster, ttl: &str, path: &str, script: &str) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    Command::new(SHOAL)
-        .args(["lock", "--ttl", ttl, path, "--", "sh", "-c", script])
+    shoal_command(&["lock", "--ttl", ttl, path, "--", "sh", "-c", script])
         .env("SHOAL_META", c.meta_flag())
         .env("SHOAL_TIMEOUT", "30s")
         .process_group(0)

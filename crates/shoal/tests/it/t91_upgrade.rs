@@ -54,8 +54,7 @@ fn fixture() -> PathBuf {
 
 fn spawn_logged(args: &[String], log: &Path) -> Child {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    std::process::Command::new(SHOAL)
-        .args(args)
+    shoal_command(args)
         .env("SHOAL_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().unwrap())

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{LineInfo, SampleType, Scrape, Value};
@@ -329,8 +329,7 @@ fn dashboard_metric_names() -> Vec<String> {
 
 /// Runs `shoal ARGS` that must exit on its own within 20 s.
 fn must_exit(args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(SHOAL)
-        .args(args)
+    let mut child = shoal_command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,7 @@ fn t93_log_format_json_makes_every_server_line_a_json_object() {
     let out = std::fs::File::create(&log).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut child = Reaped::spawn(
-        Command::new(SHOAL)
-            .args(["chunk", "--listen", &addr, "--meta", &c.meta_flag(), "--dir", dir.to_str().unwrap()])
+        shoal_command(&["chunk", "--listen", &addr, "--meta", &c.meta_flag(), "--dir", dir.to_str().unwrap()])
             .env("SHOAL_LOG", "info")
             .env("SHOAL_LOG_FORMAT", "json")
             .stdin(Stdio::null())
@@ -149,9 +148,8 @@ fn must_run_top_live(meta: &str, quit_key: &[u8]) -> LiveSession {
     let (master, slave) = open_pty(120, 40);
     let before = termios_of(&slave);
     let mut child = {
-        let mut cmd = Command::new(SHOAL);
-        cmd.args(["--meta", meta, "admin", "top", "--interval", "200ms"])
-            .env("SHOAL_TIMEOUT", "20s")
+        let mut cmd = shoal_command(&["--meta", meta, "admin", "top", "--interval", "200ms"]);
+        cmd.env("SHOAL_TIMEOUT", "20s")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave.try_clone().unwrap()));

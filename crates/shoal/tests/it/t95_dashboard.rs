@@ -55,8 +55,7 @@ fn must_start_front(c: &Cluster) -> Front {
         let log = c.log(&format!("http-{}", addr.replace(':', "_")));
         let out = std::fs::File::create(&log).unwrap();
         let mut child = Reaped::spawn(
-            Command::new(SHOAL)
-                .args(["--meta", &c.meta_flag(), "http", "--listen", &addr])
+            shoal_command(&["--meta", &c.meta_flag(), "http", "--listen", &addr])
                 .env("SHOAL_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
@@ -161,8 +160,7 @@ fn t95_api_matches_admin_json() {
     c.must_put(&local, "/docs/report.bin");
     // Its own process group: the `sleep` goes with it.
     let _holder = Reaped::spawn(
-        Command::new(SHOAL)
-            .args(["--meta", &c.meta_flag(), "lock", "/docs/report.bin", "--", "sleep", "120"])
+        shoal_command(&["--meta", &c.meta_flag(), "lock", "/docs/report.bin", "--", "sleep", "120"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),

@@ -86,8 +86,7 @@ fn must_start_gateway(c: &Cluster, extra: &[&str]) -> Gateway {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = c.log(&format!("s3-{}", addr.replace(':', "_")));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(SHOAL)
-            .args(["--meta", &c.meta_flag(), "s3", "--listen", &addr])
+        let child = shoal_command(&["--meta", &c.meta_flag(), "s3", "--listen", &addr])
             .args(extra)
             .env("SHOAL_S3_ACCESS_KEY", ACCESS_KEY)
             .env("SHOAL_S3_SECRET_KEY", SECRET_KEY)

@@ -38,8 +38,8 @@ impl Mount {
         let dir = c.tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let log = c.tmp.path().join(format!("{name}.log"));
-        let mut cmd = Command::new(SHOAL);
-        cmd.arg("--meta").arg(c.meta_flag()).arg("mount").arg(&dir).args(extra);
+        let mut cmd = shoal_command(&["--meta", &c.meta_flag(), "mount"]);
+        cmd.arg(&dir).args(extra);
         cmd.env("SHOAL_TIMEOUT", "3s").env("SHOAL_LOG", "info");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         let mut m = Mount { dir, log, process: Some(Reaped::spawn(&mut cmd)) };

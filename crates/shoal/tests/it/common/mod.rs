@@ -21,6 +21,7 @@
 //! `SHOAL_REQUIRE_ALL=1`).
 
 pub mod netns;
+pub mod pki;
 /// The same port picker the `shoal` binary's local clusters use.
 #[path = "../../../src/local/ports.rs"]
 pub mod ports;
@@ -29,6 +30,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub use pki::{pki, shoal_command};
 
 pub const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 /// Says loudly that `test` skips `what` because `why`, or panics when
@@ -126,6 +129,12 @@ pub struct Options {
     /// Give every node an HTTP port (`--http`), in [`Cluster::meta_http`]
     /// and [`Cluster::chunk_http`].
     pub http: bool,
+    /// Plaintext: every node and every [`Cluster::shoal`] gets `--insecure`.
+    pub insecure: bool,
+    /// Every node binds the wildcard address (`--listen 0.0.0.0:PORT`);
+    /// others reach it at 127.0.0.1:PORT (its `--peers` entry, or
+    /// `--advertise` for chunk servers).
+    pub wildcard_listen: bool,
 }
 
 impl Default for Options {
@@ -141,6 +150,8 @@ impl Default for Options {
             meta_netns: None,
             take_a_meta_port_once: false,
             http: false,
+            insecure: false,
+            wildcard_listen: false,
         }
     }
 }
@@ -168,6 +179,8 @@ pub struct Cluster {
     /// Each node's HTTP address, when [`Options::http`] asked for them.
     pub meta_http: Vec<Option<String>>,
     pub chunk_http: Vec<Option<String>>,
+    /// Started with [`Options::insecure`].
+    pub insecure: bool,
 }
 
 fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
@@ -181,6 +194,7 @@ fn spawn(prefix: &[String], args: &[String], log: &Path) -> Child {
         None => Command::new(SHOAL),
     };
     cmd.args(args)
+        .env("SHOAL_TLS", pki::credentials_for(args))
         .env("SHOAL_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -231,6 +245,8 @@ impl Cluster {
     /// Addresses, directories and arguments of every node (nothing runs yet).
     fn plan(opts: &mut Options) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
+        // Certificates first: they also give in-process clients theirs.
+        pki();
         let meta_addrs: Vec<String> = (0..opts.meta_nodes)
             .map(|i| match &opts.meta_netns {
                 // Each in its own namespace, so a fixed port cannot clash.
@@ -248,6 +264,10 @@ impl Cluster {
         let mut metas = Vec::new();
         let mut meta_http = Vec::new();
         let mut chunk_http = Vec::new();
+        let bind = |addr: &str| match opts.wildcard_listen {
+            true => addr.replace("127.0.0.1:", "0.0.0.0:"),
+            false => addr.to_string(),
+        };
         for (i, addr) in meta_addrs.iter().enumerate() {
             let dir = tmp.path().join(format!("meta-{}", i + 1));
             let http = http_addr(i, true);
@@ -256,7 +276,7 @@ impl Cluster {
                 "--id",
                 &(i + 1).to_string(),
                 "--listen",
-                addr,
+                &bind(addr),
                 "--peers",
                 &peers.join(","),
                 "--dir",
@@ -270,6 +290,9 @@ impl Cluster {
             .chain(&opts.meta_args)
             .map(|s| s.to_string())
             .collect();
+            if opts.insecure {
+                args.push("--insecure".to_string());
+            }
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
             }
@@ -282,14 +305,20 @@ impl Cluster {
             let dir = tmp.path().join(format!("chunk-{}", j + 1));
             let addr = format!("127.0.0.1:{}", free_port());
             let mut args: Vec<String> =
-                ["chunk", "--listen", &addr, "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
+                ["chunk", "--listen", &bind(&addr), "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+            if opts.wildcard_listen {
+                args.extend(["--advertise".to_string(), addr.clone()]);
+            }
             if let Some(Some(cap)) = opts.capacities.get(j) {
                 args.extend(["--capacity".to_string(), cap.to_string()]);
             }
             args.extend(opts.chunk_args.iter().map(|a| a.to_string()));
+            if opts.insecure {
+                args.push("--insecure".to_string());
+            }
             let http = http_addr(j, false);
             if let Some(h) = &http {
                 args.extend(["--http".to_string(), h.clone()]);
@@ -307,6 +336,7 @@ impl Cluster {
             start_attempts: 0,
             meta_http,
             chunk_http,
+            insecure: opts.insecure,
         }
     }
 
@@ -490,6 +520,9 @@ impl Cluster {
 
     /// Runs `shoal --meta ... ARGS` with optional stdin.
     pub fn shoal(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        if self.insecure {
+            return run_shoal(&self.meta_flag(), &[&["--insecure"], args].concat(), stdin);
+        }
         run_shoal(&self.meta_flag(), args, stdin)
     }
 
@@ -545,7 +578,7 @@ impl Drop for Cluster {
 
 pub fn run_shoal(meta: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(SHOAL);
-    cmd.arg("--meta").arg(meta).args(args).env("SHOAL_TIMEOUT", "20s");
+    cmd.arg("--meta").arg(meta).args(args).env("SHOAL_TIMEOUT", "20s").env("SHOAL_TLS", pki::credentials_for(args));
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

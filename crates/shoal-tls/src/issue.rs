@@ -1,0 +1,237 @@
+//! Making the cluster CA and signing certificates with it.
+//!
+//! The CA's subject names the CA's key (`Shoal cluster CA <key id>`), so
+//! issuing needs only `ca.key`: the issuer name is recomputed from the key
+//! and always matches `ca.pem`'s subject. Keys are ECDSA P-256. Private keys
+//! are created with mode 0600, and nothing is ever overwritten: a file that
+//! exists already is an error, before anything is written.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::{CertError, Identity, Role, SERVER_NAME};
+
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const CERT_FILE: &str = "cert.pem";
+pub const KEY_FILE: &str = "key.pem";
+/// How long a CA is valid, in days.
+const CA_DAYS: i64 = 3650;
+/// How long a certificate is valid unless asked otherwise, in days.
+pub const CERT_DAYS_DEFAULT: u32 = 825;
+/// Certificates are valid from a little before they are made, so that a
+/// peer whose clock is slightly behind accepts them at once.
+const BACKDATE: Duration = Duration::minutes(10);
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io { path: path.to_path_buf(), source }
+}
+
+/// Fails if any of `paths` exists.
+fn refuse_existing(paths: &[PathBuf]) -> Result<(), CertError> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(p) => Err(CertError::Exists { path: p.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// Writes a new file; `private` makes it readable by its owner only.
+fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(if private { 0o600 } else { 0o644 });
+    let mut file = options.open(path).map_err(io_error(path))?;
+    file.write_all(contents.as_bytes()).and_then(|_| file.sync_all()).map_err(io_error(path))
+}
+
+/// The CA's parameters; its subject depends only on its key.
+fn ca_params(key: &KeyPair) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let id: String = params.key_identifier(key).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::OrganizationName, "Shoal");
+    params.distinguished_name.push(DnType::CommonName, format!("Shoal cluster CA {id}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+/// Makes a cluster CA in `dir` (created if missing): `ca.pem` and `ca.key`
+/// (mode 0600). Refuses if either exists.
+pub fn init_ca(dir: &Path) -> Result<(), CertError> {
+    let (cert, key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+    refuse_existing(&[cert.clone(), key.clone()])?;
+    let ca_key = KeyPair::generate()?;
+    let mut params = ca_params(&ca_key);
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + Duration::days(CA_DAYS);
+    let ca = params.self_signed(&ca_key)?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    write_new(&key, &ca_key.serialize_pem(), true)?;
+    write_new(&cert, &ca.pem(), false)
+}
+
+/// What to sign.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    pub identity: Identity,
+    /// The credentials folder to write (created if missing).
+    pub out: PathBuf,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Extra subject alternative names (for other tools; Shoal's own
+    /// clients check [`SERVER_NAME`]).
+    pub ips: Vec<IpAddr>,
+    pub dns: Vec<String>,
+}
+
+impl IssueRequest {
+    /// Valid from now for [`CERT_DAYS_DEFAULT`] days, no extra names.
+    pub fn new(identity: Identity, out: PathBuf) -> IssueRequest {
+        let now = OffsetDateTime::now_utc();
+        IssueRequest {
+            identity,
+            out,
+            not_before: now - BACKDATE,
+            not_after: now + Duration::days(i64::from(CERT_DAYS_DEFAULT)),
+            ips: Vec::new(),
+            dns: Vec::new(),
+        }
+    }
+
+    /// Valid from now for `days` days.
+    pub fn days(mut self, days: u32) -> Result<IssueRequest, CertError> {
+        if days == 0 {
+            return Err(CertError::BadDays);
+        }
+        self.not_after = OffsetDateTime::now_utc() + Duration::days(i64::from(days));
+        Ok(self)
+    }
+}
+
+/// Signs a certificate for `req.identity` with the CA in `ca_dir`, and
+/// writes `cert.pem`, `key.pem` (mode 0600) and a copy of `ca.pem` into
+/// `req.out`. Refuses if any of the three exists.
+pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
+    if req.identity.role != Role::Node
+        && let Some(name) = req.dns.iter().find(|d| d.eq_ignore_ascii_case(SERVER_NAME))
+    {
+        return Err(CertError::ReservedName { name: name.clone() });
+    }
+    let (ca_cert_path, ca_key_path) = (ca_dir.join(CA_CERT_FILE), ca_dir.join(CA_KEY_FILE));
+    if !ca_cert_path.exists() || !ca_key_path.exists() {
+        return Err(CertError::NoCa { dir: ca_dir.to_path_buf() });
+    }
+    let ca_pem = std::fs::read_to_string(&ca_cert_path).map_err(io_error(&ca_cert_path))?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(io_error(&ca_key_path))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+    let issuer = Issuer::new(ca_params(&ca_key), ca_key);
+
+    let out = &req.out;
+    let files = [out.join(CERT_FILE), out.join(KEY_FILE), out.join(CA_CERT_FILE)];
+    refuse_existing(&files)?;
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::OrganizationName, format!("Shoal {}", req.identity.role));
+    params.distinguished_name.push(DnType::CommonName, req.identity.name.clone());
+    params.not_before = req.not_before;
+    params.not_after = req.not_after;
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.subject_alt_names.push(SanType::URI(req.identity.uri().try_into()?));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if req.identity.role == Role::Node {
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        params.subject_alt_names.push(SanType::DnsName(SERVER_NAME.try_into()?));
+    }
+    for name in &req.dns {
+        params.subject_alt_names.push(SanType::DnsName(name.clone().try_into()?));
+    }
+    params.subject_alt_names.extend(req.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let cert = params.signed_by(&key, &issuer)?;
+
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    write_new(&files[1], &key.serialize_pem(), true)?;
+    write_new(&files[0], &cert.pem(), false)?;
+    write_new(&files[2], &ca_pem, false)
+}
+
+/// Makes the CA in `ca_dir` unless it has one, and a certificate for
+/// `identity` in `out` unless one is there: what `shoal up` does on every
+/// start, so that a resumed cluster keeps its CA and certificates.
+pub fn ensure(ca_dir: &Path, identity: &Identity, out: &Path) -> Result<(), CertError> {
+    if !ca_dir.join(CA_CERT_FILE).exists() {
+        init_ca(ca_dir)?;
+    }
+    if !out.join(CERT_FILE).exists() {
+        issue(ca_dir, &IssueRequest::new(identity.clone(), out.to_path_buf()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::{Credentials, IdentityError};
+
+    #[test]
+    fn a_ca_issues_certificates_that_carry_their_identity() {
+        let t = tempfile::tempdir().unwrap();
+        let ca = t.path().join("ca");
+        init_ca(&ca).unwrap();
+        let mode = std::fs::metadata(ca.join(CA_KEY_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(matches!(init_ca(&ca), Err(CertError::Exists { .. })), "a second CA is refused");
+
+        for role in Role::ALL {
+            let out = t.path().join(role.as_str());
+            let mut req = IssueRequest::new(Identity::new("alice", role).unwrap(), out.clone());
+            req.ips.push("10.0.0.7".parse().unwrap());
+            issue(&ca, &req).unwrap();
+            let mode = std::fs::metadata(out.join(KEY_FILE)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let creds = Credentials::load(&out).unwrap();
+            assert_eq!(creds.identity, Identity { name: "alice".into(), role });
+            assert!(matches!(issue(&ca, &req), Err(CertError::Exists { .. })), "nothing is overwritten");
+        }
+    }
+
+    #[test]
+    fn bad_requests_change_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let req = IssueRequest::new(Identity::new("bob", Role::User).unwrap(), out.clone());
+        assert!(matches!(issue(t.path(), &req), Err(CertError::NoCa { .. })));
+        init_ca(t.path()).unwrap();
+        let mut reserved = req.clone();
+        reserved.dns.push(SERVER_NAME.to_string());
+        assert!(matches!(issue(t.path(), &reserved), Err(CertError::ReservedName { .. })));
+        assert!(matches!(req.clone().days(0), Err(CertError::BadDays)));
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn a_certificate_without_our_uri_has_no_identity() {
+        let key = KeyPair::generate().unwrap();
+        let plain = CertificateParams::new(vec!["example.org".to_string()]).unwrap().self_signed(&key).unwrap();
+        assert_eq!(Identity::from_cert_der(plain.der()), Err(IdentityError::Missing));
+        let mut two = CertificateParams::default();
+        for uri in ["shoal://user/a", "shoal://admin/b"] {
+            two.subject_alt_names.push(SanType::URI(uri.try_into().unwrap()));
+        }
+        let two = two.self_signed(&key).unwrap();
+        assert_eq!(Identity::from_cert_der(two.der()), Err(IdentityError::Ambiguous));
+    }
+}
