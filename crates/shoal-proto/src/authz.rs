@@ -54,7 +54,7 @@ pub fn access(path: &str) -> Option<Access> {
         (
             NAMESPACE,
             "Mkdir" | "Create" | "Stat" | "List" | "Remove" | "Rename" | "Layout" | "PrepareWrite" | "CommitWrite"
-            | "SetXattrs" | "RemoveXattr",
+            | "SetXattrs" | "RemoveXattr" | "SetAttr" | "Symlink",
         ) => Everyone,
         (LOCKS, "OpenSession" | "KeepAlive" | "CloseSession" | "Acquire" | "Release" | "Inspect") => Everyone,
         (CHUNK, "Write" | "Read") => Everyone,
