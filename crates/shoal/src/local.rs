@@ -364,3 +364,14 @@ impl Drop for LocalCluster {
 pub fn free_loopback_addrs(n: usize) -> anyhow::Result<Vec<String>> {
     (0..n).map(|_| Ok(format!("127.0.0.1:{}", ports::free_port().context("picking a free loopback port")?))).collect()
 }
+
+/// The addresses of `addrs` that cannot be bound now (something listens there).
+pub fn addrs_in_use<'a>(addrs: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    addrs
+        .into_iter()
+        .filter(
+            |a| matches!(std::net::TcpListener::bind(a.as_str()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse),
+        )
+        .cloned()
+        .collect()
+}

@@ -58,6 +58,17 @@ pub async fn run(args: UpArgs, insecure: bool) -> anyhow::Result<ExitCode> {
         chunk_flags: vec!["--scrub-rate".into(), args.scrub_rate.to_string()],
         tls: !insecure,
     };
+    // A node that cannot bind its port dies, but another cluster already on
+    // those ports would answer the readiness check in its place.
+    let taken = crate::local::addrs_in_use(
+        spec.meta_addrs.iter().chain(&spec.chunk_addrs).chain(&spec.meta_http_addrs).chain(&spec.chunk_http_addrs),
+    );
+    if !taken.is_empty() {
+        bail!(
+            "already in use: {} (is another `shoal up` running? stop it, or pick other ports with --base-port)",
+            taken.join(", ")
+        );
+    }
     // Dropping the cluster (also on an early return) stops every node.
     let mut cluster = LocalCluster::start(&spec)?;
     cluster.wait_ready(READY_TIMEOUT).await?;

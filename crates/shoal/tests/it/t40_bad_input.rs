@@ -237,4 +237,15 @@ fn t44_bad_certificates_credentials_and_addresses_are_refused_up_front() {
         "differs",
     );
     assert!(!dir.exists(), "a refused server made its directory");
+
+    // `shoal up` where something already listens (another cluster, say):
+    // refused before any node starts, instead of reporting the other one ready.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = taken.local_addr().unwrap().port().to_string();
+    let up_dir = t.path().join("up");
+    let out = bare(&["up", "--insecure", "--dir", up_dir.to_str().unwrap(), "--base-port", &base]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "shoal up on a taken port: {err}");
+    assert!(err.contains("already in use") && err.contains(&format!("127.0.0.1:{base}")), "said: {err}");
+    assert!(!up_dir.join("meta-1").exists(), "a refused `shoal up` started a node");
 }
