@@ -337,6 +337,8 @@ fn t95_dashboard_in_headless_chromium() {
         Command::new("node")
             .arg(driver.join("dashboard.mjs"))
             .arg(&plan_file)
+            // The script runs `shoal admin ...` itself, as the admin.
+            .env("SHOAL_TLS", pki::credentials_for(&["admin"]))
             .current_dir(&driver)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
