@@ -44,6 +44,14 @@ pub struct Cli {
     #[arg(long, global = true, conflicts_with = "tls")]
     pub insecure: bool,
 
+    /// Read flags from a TOML file: `[global]` for the flags above, `[meta]`,
+    /// `[chunk]`, `[s3]`, `[mount]`, `[http]`, `[up]` for each role's own,
+    /// by long name (`listen = "0.0.0.0:7100"`). The command line wins over
+    /// the file, the file over environment variables. Example:
+    /// deploy/shoal.toml.
+    #[arg(long, global = true, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

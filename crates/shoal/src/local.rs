@@ -116,6 +116,9 @@ impl Node {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(&self.args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        // Every flag a node needs is in its arguments; a config file meant
+        // for `shoal up` itself must not fill in a node's.
+        cmd.env_remove("SHOAL_CONFIG");
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
         // SIGTERM to this child when the parent thread exits.
         unsafe {

@@ -18,6 +18,7 @@ mod admin;
 mod bench;
 mod cert;
 mod cli;
+mod config;
 mod fs;
 mod local;
 mod locking;
@@ -38,7 +39,14 @@ use shoal_client::{Client, Transport};
 use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::apply(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let server = matches!(
         cli.command,
         Command::Meta(_) | Command::Chunk(_) | Command::Http { .. } | Command::S3(_) | Command::Mount(_)

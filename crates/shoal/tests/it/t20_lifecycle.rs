@@ -117,3 +117,74 @@ fn t22_nodes_bound_to_every_interface_are_reached_at_their_advertised_addresses(
     assert_eq!(addrs, expected, "chunk servers registered under their advertised addresses");
     assert!(c.chunks[0].args.iter().any(|a| a.starts_with("0.0.0.0:")), "the harness bound a wildcard");
 }
+
+/// `shoal` with credentials and addresses from a config file only: no
+/// `$SHOAL_TLS`, no home folder, no flags but `--config`.
+fn configured(file: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(SHOAL);
+    cmd.arg("--config")
+        .arg(file)
+        .args(args)
+        .env_remove("SHOAL_TLS")
+        .env_remove("SHOAL_META")
+        .env("HOME", "/nonexistent");
+    cmd
+}
+
+#[test]
+fn t23_a_config_file_carries_every_flag_and_the_command_line_wins() {
+    let c = Cluster::start(Options::default());
+    let dir = c.tmp.path();
+    let metas: Vec<String> = c.meta_addrs.iter().map(|a| format!("{a:?}")).collect();
+    let port = free_port();
+    let node_cfg = dir.join("node.toml");
+    std::fs::write(
+        &node_cfg,
+        format!(
+            "[global]\nmeta = [{}]\ntls = {:?}\n\n[chunk]\nlisten = \"127.0.0.1:{port}\"\ndir = {:?}\n",
+            metas.join(", "),
+            pki().node(),
+            dir.join("chunk-from-config")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("chunk-from-config.log")).unwrap();
+    let _chunk = Reaped::spawn(configured(&node_cfg, &["chunk"]).stdout(log.try_clone().unwrap()).stderr(log));
+    // The new server joins: one more alive than the cluster started with.
+    c.must_be_ready(c.chunks.len() + 1);
+    let nodes = c.must(&["admin", "nodes", "--json"], None);
+    assert!(String::from_utf8_lossy(&nodes.stdout).contains(&format!("127.0.0.1:{port}")));
+
+    let client_cfg = dir.join("client.toml");
+    std::fs::write(
+        &client_cfg,
+        format!("[global]\nmeta = [{}]\ntls = {:?}\ntimeout = \"20s\"\n", metas.join(", "), pki().admin()),
+    )
+    .unwrap();
+    let put = configured(&client_cfg, &["put", "-", "/from-config"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(b"configured")?;
+            p.wait_with_output()
+        })
+        .unwrap();
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert_eq!(c.must_cat("/from-config"), b"configured");
+
+    // The command line wins over the file.
+    let out = configured(&client_cfg, &["--meta", "127.0.0.1:1", "--timeout", "1s", "ls", "/"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("127.0.0.1:1"), "{}", stderr(&out));
+
+    // A bad file is refused before anything runs, naming the file and why.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[metta]\nid = 1\n").unwrap();
+    let out = configured(&bad, &["ls", "/"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown table [metta]") && stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+    let out = configured(&dir.join("missing.toml"), &["ls", "/"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing.toml"), "{}", stderr(&out));
+}
