@@ -250,6 +250,18 @@ tls = "/etc/shoal/s3-tls"
     }
 
     #[test]
+    fn the_example_in_deploy_parses_for_every_role() {
+        use clap::Parser;
+        let example = include_str!("../../../deploy/shoal.toml");
+        for role in [&["meta"][..], &["chunk"], &["s3"], &["mount", "/mnt/shoal"], &["ls", "/"]] {
+            let args = run(&[&["shoal"][..], role].concat(), example).unwrap();
+            if let Err(e) = crate::cli::Cli::try_parse_from(&args) {
+                panic!("deploy/shoal.toml for {role:?} gives {args:?}, which clap refuses: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn no_config_leaves_the_arguments_alone() {
         let args: Vec<OsString> = ["shoal", "ls", "/"].iter().map(OsString::from).collect();
         assert_eq!(path_in(&args), std::env::var_os("SHOAL_CONFIG").filter(|v| !v.is_empty()));
