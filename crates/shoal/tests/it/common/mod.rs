@@ -123,6 +123,10 @@ pub struct Options {
     pub chunk_args: Vec<&'static str>,
     /// Run each meta node in its own network namespace (see [`netns`]).
     pub meta_netns: Option<netns::Net>,
+    /// With `meta_netns`: each chunk server in its own namespace too, the
+    /// ones after the meta nodes' (the `Net` needs one per node, and one per
+    /// client a test runs inside).
+    pub chunk_netns: bool,
     /// For a test of the harness: the first attempt finds meta-1's port
     /// taken, as if another program had bound it between pick and bind.
     pub take_a_meta_port_once: bool,
@@ -148,6 +152,7 @@ impl Default for Options {
             meta_args: Vec::new(),
             chunk_args: Vec::new(),
             meta_netns: None,
+            chunk_netns: false,
             take_a_meta_port_once: false,
             http: false,
             insecure: false,
@@ -303,7 +308,11 @@ impl Cluster {
         let mut chunks = Vec::new();
         for j in 0..opts.chunk_nodes {
             let dir = tmp.path().join(format!("chunk-{}", j + 1));
-            let addr = format!("127.0.0.1:{}", free_port());
+            let netns = opts.meta_netns.as_ref().filter(|_| opts.chunk_netns).map(|n| (n, opts.meta_nodes + j));
+            let addr = match netns {
+                Some((net, i)) => net.addr(i, 7300),
+                None => format!("127.0.0.1:{}", free_port()),
+            };
             let mut args: Vec<String> =
                 ["chunk", "--listen", &bind(&addr), "--meta", &meta_addrs.join(","), "--dir", dir.to_str().unwrap()]
                     .iter()
@@ -325,7 +334,8 @@ impl Cluster {
             }
             chunk_http.push(http);
             let name = format!("chunk-{}", j + 1);
-            chunks.push(Node { name, prefix: Vec::new(), args, dir, child: None, addr });
+            let prefix = netns.map_or(Vec::new(), |(net, i)| net.exec_prefix(i));
+            chunks.push(Node { name, prefix, args, dir, child: None, addr });
         }
         Cluster {
             tmp,

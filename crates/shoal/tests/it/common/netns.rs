@@ -1,4 +1,5 @@
-//! Network namespaces and nftables, for partitioning meta nodes in tests.
+//! Network namespaces and nftables, for partitioning nodes in tests and for
+//! running nodes and clients as if on separate hosts.
 //!
 //! Each meta node runs in its own network namespace, joined to the test's
 //! namespace by a veth pair on its own /24 (10.X.i.1 on the host side,
