@@ -6,6 +6,11 @@
 //! Raft state resumes from it and ignores `--peers`. A pristine node started
 //! with `join` initializes nothing: it waits for the leader to add it
 //! (`shoal admin meta add`), then catches up from the log or a snapshot.
+//!
+//! A failed write to the log or the state (a full disk, say) stops openraft's
+//! core for good; the node then exits with an error instead of holding its
+//! ports without a working core, and resumes from its durable state when
+//! started again.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -226,9 +231,35 @@ pub async fn run(
         }
     }
     tracing::info!(id = config.id, listen = %config.listen, "meta node serving");
-    server.await.context("gRPC server failed")?;
+    tokio::select! {
+        served = server => served.context("gRPC server failed")?,
+        fatal = raft_stopped(raft.clone()) => {
+            // A node whose Raft core is gone can neither lead nor vote: stop
+            // serving at once, so clients and peers turn to the others.
+            tracing::error!(
+                %fatal,
+                "the Raft core stopped (a failed log or state write: is the disk full?); this node stops; \
+                 start it again once the cause is fixed (it resumes from its last durable state)"
+            );
+            anyhow::bail!("the Raft core stopped: {fatal}");
+        }
+    }
     raft.shutdown().await.ok();
     Ok(())
+}
+
+/// Resolves once the Raft core has stopped by itself with a fatal error (a
+/// storage write failed, as on a full disk); never while it runs.
+async fn raft_stopped(raft: Raft<crate::TypeConfig>) -> openraft::error::Fatal<u64> {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return fatal.clone();
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Tells the registry and the session clock when this node gains or loses leadership.
