@@ -156,7 +156,9 @@ pub async fn run(
     tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));
     tokio::spawn(crate::scrub::run(store.clone(), config.scrub));
 
+    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     let service = ChunkService {
+        capabilities,
         store,
         pool: Arc::new(ChannelPool::with_transport(config.transport.clone())),
         self_addr: addr.clone(),

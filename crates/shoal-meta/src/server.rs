@@ -172,7 +172,9 @@ pub async fn run(
     let registry = Arc::new(Registry::new(config.dead_after));
     let sessions = Arc::new(SessionClock::default());
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
+    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     let service = MetaService {
+        capabilities,
         node: Node { raft: raft.clone(), state, registry },
         sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {

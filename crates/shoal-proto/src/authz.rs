@@ -83,6 +83,14 @@ fn caller<B>(req: &http::Request<B>) -> Result<Identity, String> {
     Identity::from_cert_der(first).map_err(|e| e.to_string())
 }
 
+/// The identity of a gRPC call's TLS peer (for handlers that decide by
+/// who is asking, like chunk capabilities), or why it has none.
+pub fn peer_identity<T>(req: &tonic::Request<T>) -> Result<Identity, String> {
+    let certs = req.peer_certs().ok_or_else(|| "no client certificate".to_string())?;
+    let first = certs.first().ok_or_else(|| "no client certificate".to_string())?;
+    Identity::from_cert_der(first).map_err(|e| e.to_string())
+}
+
 /// Refuses, with `PERMISSION_DENIED`, every call [`allowed`] does not let in
 /// (see the module docs). `enforce` is false on an `--insecure` server.
 #[derive(Clone, Copy, Debug)]

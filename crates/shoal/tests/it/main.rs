@@ -2,7 +2,8 @@
 //! band. Each test starts real `shoal` processes on loopback, in temporary
 //! directories, through [`common`].
 //!
-//! Bands: t10 basic operations, t20 lifecycle, t35 TLS and identities, t40 bad input, t50 failures,
+//! Bands: t10 basic operations, t20 lifecycle, t35 TLS and identities, t36 chunk capabilities, t40 bad
+//! input, t50 failures,
 //! t55 leader failover (`shoal bench failover`), t56 the bench JSON contract,
 //! t60 chaos, t61 membership and snapshots, t70 locks, t80 self-healing, t90
 //! regressions (one test per fixed bug, with its cause), t91 upgrades, t92
@@ -39,6 +40,7 @@ mod common;
 mod t10_basic;
 mod t20_lifecycle;
 mod t35_tls;
+mod t36_capabilities;
 mod t40_bad_input;
 mod t50_failures;
 mod t55_failover;
