@@ -139,6 +139,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything starts: a TLS node without the cluster key must not run.
+    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let node_id = load_or_create_id(&config.dir)?;
@@ -156,7 +158,6 @@ pub async fn run(
     tokio::spawn(heartbeat_loop(meta, store.clone(), node_id, addr.clone(), config.clone()));
     tokio::spawn(crate::scrub::run(store.clone(), config.scrub));
 
-    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     let service = ChunkService {
         capabilities,
         store,

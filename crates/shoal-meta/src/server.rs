@@ -148,6 +148,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything starts: a TLS node without the cluster key must not run.
+    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let log_store = LogStore::open(&config.dir).context("opening the raft log")?;
@@ -172,7 +174,6 @@ pub async fn run(
     let registry = Arc::new(Registry::new(config.dead_after));
     let sessions = Arc::new(SessionClock::default());
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
-    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     let service = MetaService {
         capabilities,
         node: Node { raft: raft.clone(), state, registry },

@@ -187,10 +187,13 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum CertCommand {
     /// Make a cluster CA: DIR/ca.pem, and DIR/ca.key readable by you only
-    /// (keep it off the servers: only `cert issue` needs it).
+    /// (keep it off the servers: only `cert issue` needs it), and the cluster
+    /// key DIR/cluster.key (readable by you only) that signs chunk
+    /// capabilities. On a CA folder without a cluster key, adds one.
     Init { dir: PathBuf },
     /// Sign a certificate with the CA in DIR: writes cert.pem, key.pem
-    /// (readable by you only) and a copy of ca.pem into a folder `--tls` takes.
+    /// (readable by you only) and a copy of ca.pem into a folder `--tls`
+    /// takes; for `--role node` also a copy of the cluster key.
     Issue {
         /// The CA's folder (from `shoal cert init`).
         dir: PathBuf,
