@@ -66,6 +66,8 @@ pub struct MetaConfig {
     /// its own (no `--peers`); None: `listen`. With `--peers`, this node's
     /// entry there is its address.
     pub advertise: Option<String>,
+    /// How long the chunk capabilities this node signs are valid.
+    pub capability_lifetime: Duration,
 }
 
 impl MetaConfig {
@@ -87,6 +89,7 @@ impl MetaConfig {
             repair_rate_bytes_per_s: 256 << 20,
             transport: shoal_proto::Transport::Insecure,
             advertise: None,
+            capability_lifetime: shoal_proto::capability::LIFETIME_DEFAULT,
         }
     }
 
@@ -101,6 +104,10 @@ impl MetaConfig {
         crate::bounds::check_chunk_size(self.chunk_size_bytes).map_err(|e| format!("--chunk-size: {e}"))?;
         if crate::bounds::check_replication(self.replication, false).is_err() {
             return Err(format!("--replication must be 1..={}", crate::bounds::REPLICATION_MAX));
+        }
+        use shoal_proto::capability::{LIFETIME_MAX, LIFETIME_MIN};
+        if !(LIFETIME_MIN..=LIFETIME_MAX).contains(&self.capability_lifetime) {
+            return Err(format!("--capability-lifetime must be {LIFETIME_MIN:?} to {LIFETIME_MAX:?}"));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
@@ -182,6 +189,7 @@ pub async fn run(
             node_id: config.id,
             chunk_size_bytes: config.chunk_size_bytes,
             replication: config.replication,
+            capability_lifetime: config.capability_lifetime,
         }),
         healer: Arc::new(Healer::new(
             HealSettings { copies_max: config.repair_copies_max, rate_bytes_per_s: config.repair_rate_bytes_per_s },

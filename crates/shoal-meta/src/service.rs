@@ -55,6 +55,8 @@ pub struct ServiceSettings {
     pub node_id: u64,
     pub chunk_size_bytes: u64,
     pub replication: u32,
+    /// How long a chunk capability is valid after it is signed.
+    pub capability_lifetime: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -186,7 +188,7 @@ impl MetaService {
             version,
             identity: identity.to_string(),
             mode,
-            expires_at_ms: capability::expiry_from(capability::now_ms()),
+            expires_at_ms: capability::expiry_from(capability::now_ms(), self.settings.capability_lifetime),
         };
         capability::encode(&key.sign(&grant))
     }

@@ -15,9 +15,11 @@
 //! Chunk servers check them on `Write` and `Read` from clients; node
 //! identities (replicas forwarding a chain, repair copies) need none.
 //!
-//! **Time.** Capabilities live [`LIFETIME`]; the checker accepts one up to
-//! [`SKEW_MARGIN`] past its expiry, for clocks of meta and chunk servers that
-//! disagree by up to that much. A client that meets an expired one asks meta
+//! **Time.** Capabilities live [`LIFETIME_DEFAULT`] (meta's
+//! `--capability-lifetime`); the checker accepts one up to
+//! [`SKEW_MARGIN_DEFAULT`] past its expiry (the chunk server's
+//! `--capability-skew`), for clocks of meta and chunk servers that disagree
+//! by up to that much. A client that meets an expired one asks meta
 //! again (see `shoal_client::retry`), so a slow reader or a big file works.
 
 use prost::Message;
@@ -25,11 +27,17 @@ use ring::hmac;
 
 use crate::chunk::{Capability, CapabilityBody, CapabilityMode};
 
-/// How long a capability is valid after meta signs it.
-pub const LIFETIME: std::time::Duration = std::time::Duration::from_secs(5 * 60);
-/// How far past its expiry a capability is still taken: the clock skew
-/// between meta nodes and chunk servers this tolerates.
-pub const SKEW_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a capability is valid after meta signs it, unless configured.
+pub const LIFETIME_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// Bounds of a configured lifetime: long enough to get from meta to a chunk
+/// server, short enough that a leaked capability soon goes stale.
+pub const LIFETIME_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+pub const LIFETIME_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// How far past its expiry a capability is still taken, unless configured:
+/// the clock skew between meta nodes and chunk servers this tolerates.
+pub const SKEW_MARGIN_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Largest configurable skew margin.
+pub const SKEW_MARGIN_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Largest encoded body a checker looks at (an identity URI is at most
 /// about 80 bytes; the numbers fit in 40).
 const BODY_MAX_BYTES: usize = 512;
@@ -101,10 +109,11 @@ impl Refusal {
     }
 }
 
-/// The cluster key, ready to sign and check.
+/// The cluster key, ready to sign and check, and the checker's skew margin.
 #[derive(Clone)]
 pub struct CapabilityKey {
     key: hmac::Key,
+    skew_margin_ms: u64,
 }
 
 impl std::fmt::Debug for CapabilityKey {
@@ -115,7 +124,17 @@ impl std::fmt::Debug for CapabilityKey {
 
 impl CapabilityKey {
     pub fn new(secret: &shoal_tls::ClusterKey) -> CapabilityKey {
-        CapabilityKey { key: hmac::Key::new(hmac::HMAC_SHA256, &secret.0) }
+        CapabilityKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret.0),
+            skew_margin_ms: SKEW_MARGIN_DEFAULT.as_millis() as u64,
+        }
+    }
+
+    /// This key, checking expiry with `margin` instead of the default.
+    pub fn with_skew_margin(mut self, margin: std::time::Duration) -> CapabilityKey {
+        assert!(margin <= SKEW_MARGIN_MAX, "a skew margin of {margin:?}");
+        self.skew_margin_ms = margin.as_millis() as u64;
+        self
     }
 
     /// The key of a transport's credentials; None for `--insecure` and for
@@ -167,8 +186,7 @@ impl CapabilityKey {
         if body.identity != ask.identity {
             return Err(Refusal::WrongIdentity { granted: body.identity, asked: ask.identity.to_string() });
         }
-        let margin_ms = SKEW_MARGIN.as_millis() as u64;
-        if ask.now_ms > body.expires_at_ms.saturating_add(margin_ms) {
+        if ask.now_ms > body.expires_at_ms.saturating_add(self.skew_margin_ms) {
             return Err(Refusal::Expired { expires_at_ms: body.expires_at_ms, now_ms: ask.now_ms });
         }
         let mode = mode.expect("checked against the asked mode");
@@ -217,9 +235,9 @@ pub fn decode(bytes: &[u8]) -> Option<Capability> {
     Capability::decode(bytes).ok()
 }
 
-/// When a capability signed at `now_ms` expires.
-pub fn expiry_from(now_ms: u64) -> u64 {
-    now_ms.saturating_add(LIFETIME.as_millis() as u64)
+/// When a capability signed at `now_ms` to live `lifetime` expires.
+pub fn expiry_from(now_ms: u64, lifetime: std::time::Duration) -> u64 {
+    now_ms.saturating_add(lifetime.as_millis() as u64)
 }
 
 /// The system clock in Unix milliseconds (0 if it is before 1970).
@@ -239,7 +257,13 @@ mod tests {
     const ALICE: &str = "shoal://user/alice";
 
     fn grant(mode: Mode) -> Grant {
-        Grant { chunk_id: 7, version: 3, identity: ALICE.into(), mode, expires_at_ms: expiry_from(NOW) }
+        Grant {
+            chunk_id: 7,
+            version: 3,
+            identity: ALICE.into(),
+            mode,
+            expires_at_ms: expiry_from(NOW, LIFETIME_DEFAULT),
+        }
     }
 
     fn ask(mode: Mode) -> Ask<'static> {
@@ -319,8 +343,8 @@ mod tests {
     fn expiry_allows_the_skew_margin_and_no_more() {
         let k = key(1);
         let cap = k.sign(&grant(Mode::Read));
-        let expires = expiry_from(NOW);
-        let margin = SKEW_MARGIN.as_millis() as u64;
+        let expires = expiry_from(NOW, LIFETIME_DEFAULT);
+        let margin = SKEW_MARGIN_DEFAULT.as_millis() as u64;
         for now_ms in [NOW, expires, expires + margin] {
             assert!(k.check(Some(&cap), &Ask { now_ms, ..ask(Mode::Read) }).is_ok(), "at {now_ms}");
         }
@@ -329,7 +353,12 @@ mod tests {
         assert_eq!(refused, Refusal::Expired { expires_at_ms: expires, now_ms: late });
         assert!(refused.is_expired());
         assert!(!Refusal::BadTag.is_expired());
-        assert!(LIFETIME > 2 * SKEW_MARGIN, "the margin is small against the lifetime");
+        assert!(LIFETIME_DEFAULT > 2 * SKEW_MARGIN_DEFAULT, "the margin is small against the lifetime");
+        // With no margin, a capability is refused the moment it expires.
+        let strict = key(1).with_skew_margin(std::time::Duration::ZERO);
+        assert!(strict.check(Some(&cap), &Ask { now_ms: expires, ..ask(Mode::Read) }).is_ok());
+        let refused = strict.check(Some(&cap), &Ask { now_ms: expires + 1, ..ask(Mode::Read) });
+        assert!(refused.unwrap_err().is_expired());
     }
 
     #[test]
@@ -348,7 +377,7 @@ mod tests {
             version: 3,
             identity: ALICE.into(),
             mode: CapabilityMode::Unspecified as i32,
-            expires_at_ms: expiry_from(NOW),
+            expires_at_ms: expiry_from(NOW, LIFETIME_DEFAULT),
         }
         .encode_to_vec();
         let tag = hmac::sign(&k.key, &body).as_ref().to_vec();

@@ -492,6 +492,10 @@ pub struct MetaArgs {
     /// Re-replication copies in flight cluster-wide, at most.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub repair_copies: u64,
+    /// How long the chunk capabilities this node signs are valid (1s to 24h);
+    /// clients ask again for expired ones.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    pub capability_lifetime: Duration,
     /// Average bandwidth all re-replication copies may use together (0: no limit).
     #[arg(long, default_value = "256MiB/s", value_parser = rate)]
     pub repair_rate: u64,
@@ -523,6 +527,10 @@ pub struct ChunkArgs {
     /// Shortest time between the starts of two scrub passes over every replica.
     #[arg(long, default_value = "24h", value_parser = duration)]
     pub scrub_every: Duration,
+    /// How long past its expiry a chunk capability is still taken: the clock
+    /// skew with meta nodes this server tolerates (at most 1h).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub capability_skew: Duration,
     /// Serve HTTP on this address: Prometheus metrics at /metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<SocketAddr>,

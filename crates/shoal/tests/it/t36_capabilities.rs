@@ -128,7 +128,7 @@ fn t36_chunk_calls_need_the_callers_own_valid_capability_and_refusals_change_not
     let write_cap = capability::decode(&loc.capability).expect("meta gave no write capability");
     // Only a holder of the cluster key (a node) can make one that expired.
     let key = CapabilityKey::of(&node).expect("the node credentials hold the cluster key");
-    let long_ago = capability::now_ms() - capability::LIFETIME.as_millis() as u64 - 3_600_000;
+    let long_ago = capability::now_ms() - capability::SKEW_MARGIN_MAX.as_millis() as u64 - 60_000;
     let expired = |mode, version| {
         key.sign(&Grant { chunk_id: chunk.id, version, identity: alice_uri.clone(), mode, expires_at_ms: long_ago })
     };
@@ -282,4 +282,37 @@ fn t36_a_write_capability_belongs_to_one_version_and_a_superseded_writer_is_refu
     assert_eq!(ChunkErrorKind::of(&status), Some(ChunkErrorKind::NewerVersion), "{status:?}");
     // Neither was committed.
     assert_eq!(c.must_cat("/h"), data);
+}
+
+#[test]
+fn t36_a_reader_whose_capabilities_expired_asks_meta_again() {
+    // Capabilities that live 2 s and are not taken a moment later.
+    let c = Cluster::start(Options {
+        meta_nodes: 1,
+        chunk_nodes: 2,
+        replication: 2,
+        meta_args: vec!["--capability-lifetime", "2s"],
+        chunk_args: vec!["--capability-skew", "0s"],
+        ..Default::default()
+    });
+    let data = pattern(2_500_000, 39);
+    c.must(&["put", "-", "/slow"], Some(&data));
+    let rt = runtime();
+    let alice = Transport::load(&pki().user()).unwrap();
+    rt.block_on(async {
+        let client = Client::connect_with(&c.meta_addrs, PATIENCE, alice).await.unwrap();
+        let mut file = client.open("/slow").await.unwrap();
+        assert_eq!(file.read_at(0, 1000).await.unwrap(), data[..1000]);
+        // A slow reader: the chunk map it holds outlives its capabilities.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(file.read_at(1000, data.len() as u64).await.unwrap(), data[1000..]);
+        // And a writer after the pause: its grants come with fresh capabilities.
+        file.write_at(5, b"later").await.unwrap();
+    });
+    let mut want = data.clone();
+    want[5..10].copy_from_slice(b"later");
+    assert_eq!(c.must_cat("/slow"), want);
+    // The chunk servers did refuse the old capabilities: the read was renewed, not waved through.
+    let refused = c.chunks.iter().any(|n| std::fs::read_to_string(c.log(&n.name)).unwrap().contains("expired"));
+    assert!(refused, "no chunk server saw an expired capability");
 }
