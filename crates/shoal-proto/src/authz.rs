@@ -6,6 +6,9 @@
 //! the table: each RPC is open to everyone (files, locks, reads and writes
 //! of chunks), to admins (cluster changes and whole-cluster views), or to
 //! nodes only (Raft, heartbeats, chunk copies). Nodes may call everything.
+//! A client's chunk `Write` or `Read` must also carry meta's capability,
+//! which the chunk server checks itself (see [`crate::capability`]): this
+//! table only says who may knock.
 //! An RPC missing from the table is open to nodes only, so a new RPC is
 //! closed to clients until someone decides otherwise here.
 //!
