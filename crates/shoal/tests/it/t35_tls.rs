@@ -199,6 +199,7 @@ fn t35_an_insecure_cluster_works_end_to_end_and_says_so() {
     for name in ["meta-1", "chunk-1"] {
         let log = std::fs::read_to_string(c.log(name)).unwrap();
         assert!(log.contains("INSECURE"), "{name} did not warn: {log}");
+        assert!(log.contains("chunk capabilities are neither signed nor checked"), "{name} did not say: {log}");
     }
     // A TLS client cannot talk to it.
     let out = run_shoal(&c.meta_flag(), &["ls", "/"], None);
