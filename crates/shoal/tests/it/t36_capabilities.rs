@@ -4,6 +4,9 @@
 //! for another version or mode, is refused with `PERMISSION_DENIED`, and no
 //! byte on any chunk server's disk changes; nodes need none; the same
 //! client's own capabilities work, and so do put and cat through the client.
+//! A write capability names one version; one meta signed expires (a short
+//! `--capability-lifetime`, no `--capability-skew`), and a reader holding an
+//! old chunk map asks meta again by itself.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -299,13 +302,31 @@ fn t36_a_reader_whose_capabilities_expired_asks_meta_again() {
     c.must(&["put", "-", "/slow"], Some(&data));
     let rt = runtime();
     let alice = Transport::load(&pki().user()).unwrap();
+    let meta = c.meta_addrs[0].clone();
+    let first_chunk = c.chunks[0].addr.clone();
     rt.block_on(async {
-        let client = Client::connect_with(&c.meta_addrs, PATIENCE, alice).await.unwrap();
+        let client = Client::connect_with(&c.meta_addrs, PATIENCE, alice.clone()).await.unwrap();
         let mut file = client.open("/slow").await.unwrap();
         assert_eq!(file.read_at(0, 1000).await.unwrap(), data[..1000]);
+        // A grant whose write waits too long.
+        let req = PrepareWriteRequest { inode: file.cached_stat().inode, chunk_index: 0, ..Default::default() };
+        let prep = NamespaceClient::new(channel(&meta, &alice)).prepare_write(req).await.unwrap().into_inner();
+        let loc = prep.chunk.unwrap();
         // A slow reader: the chunk map it holds outlives its capabilities.
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(file.read_at(1000, data.len() as u64).await.unwrap(), data[1000..]);
+        let header = WriteHeader {
+            chunk_id: loc.id,
+            version: loc.version,
+            base_version: prep.base_version,
+            offset: 0,
+            downstream: Vec::new(),
+            truncate_to: None,
+            fence_token: 0,
+            capability: capability::decode(&loc.capability),
+        };
+        let late = write_direct(&first_chunk, &alice, header, vec![7; 100]).await;
+        assert_refused("a write with meta's capability after it expired", late, ChunkErrorKind::CapabilityExpired);
         // And a writer after the pause: its grants come with fresh capabilities.
         file.write_at(5, b"later").await.unwrap();
     });
