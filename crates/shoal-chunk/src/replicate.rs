@@ -83,7 +83,8 @@ pub async fn replicate(svc: &ChunkService, r: ReplicateRequest) -> Result<Replic
 async fn copy_from(svc: &ChunkService, source: &str, id: u64, version: u64) -> Result<u64, Status> {
     let channel = svc.pool.get(source).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let mut client = ChunkClient::new(channel).max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
-    let req = ReadRequest { chunk_id: id, offset: 0, length: u64::MAX, version };
+    // A node reads without a capability (the source knows us by our certificate).
+    let req = ReadRequest { chunk_id: id, offset: 0, length: u64::MAX, version, capability: None };
     let mut stream = client.read(req).await?.into_inner();
     let mut session = svc.store.begin_install(id, version).await.map_err(|e| store_status(&e))?;
     let mut crcs = BlockCrcs::default();

@@ -60,6 +60,9 @@ pub struct ChunkConfig {
     /// The address meta, clients and other chunk servers use to reach this
     /// one (`--advertise`); None: `listen`.
     pub advertise: Option<String>,
+    /// How long past its expiry a chunk capability is still taken: the
+    /// clock skew with meta nodes this server tolerates.
+    pub capability_skew: Duration,
 }
 
 impl ChunkConfig {
@@ -74,6 +77,7 @@ impl ChunkConfig {
             scrub: ScrubSettings { rate_bytes_per_s: 32 << 20, pass_every: Duration::from_secs(24 * 3600) },
             transport: shoal_proto::Transport::Insecure,
             advertise: None,
+            capability_skew: shoal_proto::capability::SKEW_MARGIN_DEFAULT,
         }
     }
 
@@ -89,6 +93,10 @@ impl ChunkConfig {
                 return Err(format!("--listen {} is a wildcard: say --advertise HOST:PORT too", self.listen));
             }
             _ => {}
+        }
+        if self.capability_skew > shoal_proto::capability::SKEW_MARGIN_MAX {
+            let max = shoal_proto::capability::SKEW_MARGIN_MAX;
+            return Err(format!("--capability-skew must be at most {max:?}"));
         }
         if self.heartbeat_interval.is_zero() || self.report_interval.is_zero() {
             return Err("the heartbeat and report intervals must be positive".into());
@@ -139,6 +147,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything starts: a TLS node without the cluster key must not run.
+    let capabilities = shoal_proto::capability::server_key(&config.transport)
+        .map_err(anyhow::Error::msg)?
+        .map(|k| k.with_skew_margin(config.capability_skew));
     crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let node_id = load_or_create_id(&config.dir)?;
@@ -157,6 +169,7 @@ pub async fn run(
     tokio::spawn(crate::scrub::run(store.clone(), config.scrub));
 
     let service = ChunkService {
+        capabilities,
         store,
         pool: Arc::new(ChannelPool::with_transport(config.transport.clone())),
         self_addr: addr.clone(),

@@ -16,6 +16,16 @@
 //! A write that carries a fencing token older than one already seen for the
 //! chunk is refused (`PERMISSION_DENIED`) before anything is written.
 //!
+//! # Capabilities
+//! On a TLS server, a `Write` or `Read` from a client (an admin or user
+//! identity) must carry meta's capability for exactly that chunk, version
+//! and mode, given to the caller's own identity and not expired (see
+//! `shoal_proto::capability`). Otherwise it is refused with
+//! `PERMISSION_DENIED` and the kind `CAPABILITY_EXPIRED` or `NO_CAPABILITY`,
+//! before anything is read, written or forwarded. Node identities (a replica
+//! forwarding a chain, a repair copy reading its source) need none. An
+//! `--insecure` server checks nothing.
+//!
 //! Writes and copies run in their own tasks: when the caller goes away (its
 //! call is cancelled), the session still ends through its own `finish`
 //! (rolled back). A session dropped anyway is rolled back by its `Drop`.
@@ -24,11 +34,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use shoal_client::pool::ChannelPool;
+use shoal_proto::capability::{self, Ask, CapabilityKey, Mode, Refusal};
 use shoal_proto::chunk::chunk_client::ChunkClient;
 use shoal_proto::chunk::chunk_server::Chunk;
 use shoal_proto::chunk::{
-    ChunkErrorKind, ReadReply, ReadRequest, ReplicateReply, ReplicateRequest, WriteHeader, WriteMessage, WriteReply,
+    Capability, ChunkErrorKind, ReadReply, ReadRequest, ReplicateReply, ReplicateRequest, WriteHeader, WriteMessage,
+    WriteReply,
 };
+use shoal_tls::Role;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -48,6 +61,19 @@ pub struct ChunkService {
     pub pool: Arc<ChannelPool>,
     /// This server's address as meta and the other replicas know it.
     pub self_addr: String,
+    /// Checks chunk capabilities; None on an `--insecure` server.
+    pub capabilities: Option<CapabilityKey>,
+}
+
+/// Whose capability a call must carry: None when none is needed.
+type Holder = Option<String>;
+
+/// The `PERMISSION_DENIED` answer to a refused capability.
+fn refusal_status(refusal: &Refusal, chunk_id: u64) -> Status {
+    let mut status = Status::permission_denied(format!("chunk {chunk_id}: {refusal}"));
+    let kind = if refusal.is_expired() { ChunkErrorKind::CapabilityExpired } else { ChunkErrorKind::NoCapability };
+    kind.attach(&mut status);
+    status
 }
 
 /// The gRPC status for a store error: the typed kind in `shoal-chunk-error`
@@ -98,6 +124,42 @@ fn blame(mut s: Status, replica: &str) -> Status {
 type Downstream = (String, mpsc::Sender<WriteMessage>, tokio::task::JoinHandle<Result<(), Status>>);
 
 impl ChunkService {
+    /// Who must hold a capability for `req` (see the module docs): nobody on
+    /// an insecure server or for a node, else the TLS peer.
+    fn holder<T>(&self, req: &Request<T>) -> Result<Holder, Status> {
+        if self.capabilities.is_none() {
+            return Ok(None);
+        }
+        match shoal_proto::authz::peer_identity(req) {
+            Ok(who) if who.role == Role::Node => Ok(None),
+            Ok(who) => Ok(Some(who.uri())),
+            Err(why) => Err(Status::permission_denied(format!("{why}: a chunk capability needs an identity"))),
+        }
+    }
+
+    /// Checks `cap` for `holder` to `mode` `version` of `chunk_id`.
+    fn check_capability(
+        &self,
+        holder: &Holder,
+        cap: Option<&Capability>,
+        chunk_id: u64,
+        version: u64,
+        mode: Mode,
+    ) -> Result<(), Status> {
+        let (Some(key), Some(identity)) = (&self.capabilities, holder) else { return Ok(()) };
+        let ask = Ask { chunk_id, version, identity, mode, now_ms: capability::now_ms() };
+        match key.check(cap, &ask) {
+            Ok(grant) => {
+                debug_assert!(grant.chunk_id == chunk_id && grant.version == version && grant.mode == mode);
+                Ok(())
+            }
+            Err(refusal) => {
+                tracing::info!(chunk_id, version, %identity, ?mode, "refused: {refusal}");
+                Err(refusal_status(&refusal, chunk_id))
+            }
+        }
+    }
+
     fn open_downstream(&self, header: &WriteHeader) -> Result<Option<Downstream>, Status> {
         let Some((next, rest)) = header.downstream.split_first() else { return Ok(None) };
         let channel = self.pool.get(next).map_err(|e| blame(Status::invalid_argument(e.to_string()), next))?;
@@ -118,12 +180,18 @@ impl ChunkService {
     }
 
     /// One chain write, from its request stream to the ack (see the module doc).
-    async fn write_stream(&self, mut stream: Streaming<WriteMessage>) -> Result<Response<WriteReply>, Status> {
+    async fn write_stream(
+        &self,
+        holder: Holder,
+        mut stream: Streaming<WriteMessage>,
+    ) -> Result<Response<WriteReply>, Status> {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
         let header = first
             .header
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first write message must carry a header"))?;
+        // Before anything else: a refused write touches nothing, here or downstream.
+        self.check_capability(&holder, header.capability.as_ref(), header.chunk_id, header.version, Mode::Write)?;
         let me = self.self_addr.as_str();
         if header.fence_token != 0 {
             self.store.admit_token(header.chunk_id, header.fence_token).map_err(|e| store_status(&e))?;
@@ -186,15 +254,18 @@ impl ChunkService {
 #[tonic::async_trait]
 impl Chunk for ChunkService {
     async fn write(&self, req: Request<Streaming<WriteMessage>>) -> Result<Response<WriteReply>, Status> {
+        let holder = self.holder(&req)?;
         let svc = self.clone();
-        let task = tokio::spawn(async move { svc.write_stream(req.into_inner()).await });
+        let task = tokio::spawn(async move { svc.write_stream(holder, req.into_inner()).await });
         task.await.map_err(|e| Status::internal(format!("write task failed: {e}")))?
     }
 
     type ReadStream = ReceiverStream<Result<ReadReply, Status>>;
 
     async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let holder = self.holder(&req)?;
         let r = req.into_inner();
+        self.check_capability(&holder, r.capability.as_ref(), r.chunk_id, r.version, Mode::Read)?;
         let end = r.offset.saturating_add(r.length);
         // The first piece is read before answering, so a missing, stale or
         // corrupt replica fails the call itself.
@@ -260,6 +331,12 @@ mod tests {
         assert_eq!(ChunkErrorKind::of(&full), Some(ChunkErrorKind::NoSpace));
         let newer = store_status(&StoreError::OldVersion { chunk_id: 1, got: 1, have: 2 });
         assert_eq!(ChunkErrorKind::of(&newer), Some(ChunkErrorKind::NewerVersion));
+        // Capability refusals: only an expired one is worth asking meta again for.
+        let expired = refusal_status(&Refusal::Expired { expires_at_ms: 1, now_ms: 2 }, 1);
+        assert_eq!(expired.code(), tonic::Code::PermissionDenied);
+        assert_eq!(ChunkErrorKind::of(&expired), Some(ChunkErrorKind::CapabilityExpired));
+        let forged = refusal_status(&Refusal::BadTag, 1);
+        assert_eq!(ChunkErrorKind::of(&forged), Some(ChunkErrorKind::NoCapability));
         // Blaming a replica keeps the kind.
         let blamed = blame(store_status(&StoreError::Fenced { chunk_id: 1, token: 1, newest: 2 }), "h:1");
         assert_eq!(ChunkErrorKind::of(&blamed), Some(ChunkErrorKind::Fenced));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_proto::chunk::Capability;
 use shoal_proto::meta as pb;
 use shoal_proto::meta::cluster_client::ClusterClient;
 use shoal_proto::meta::namespace_client::NamespaceClient;
@@ -124,11 +125,16 @@ pub struct ChunkInfo {
     pub version: u64,
     /// Chunk-server addresses.
     pub replicas: Vec<String>,
+    /// Meta's capability for this client to read `version` (None from an
+    /// `--insecure` cluster, and for a hole). It expires (see
+    /// `shoal_proto::capability`): a read refused for that fetches the map again.
+    pub capability: Option<Capability>,
 }
 
 impl From<pb::ChunkLocation> for ChunkInfo {
     fn from(c: pb::ChunkLocation) -> Self {
-        ChunkInfo { index: c.index, id: c.id, version: c.version, replicas: c.replicas }
+        let capability = shoal_proto::capability::decode(&c.capability);
+        ChunkInfo { index: c.index, id: c.id, version: c.version, replicas: c.replicas, capability }
     }
 }
 

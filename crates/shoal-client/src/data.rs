@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use shoal_proto::chunk::chunk_client::ChunkClient;
-use shoal_proto::chunk::{ChunkErrorKind, ReadRequest, WriteHeader, WriteMessage};
+use shoal_proto::chunk::{Capability, ChunkErrorKind, ReadRequest, WriteHeader, WriteMessage};
 use tonic::{Code, Status};
 
 use crate::ClientError;
@@ -53,8 +53,9 @@ pub fn error_kind(status: &Status) -> ChunkErrorKind {
     }
 }
 
-/// Writes `data` as `header` says (chunk, version, base, offset, truncation)
-/// through `replicas` in order; the header's `downstream` is filled in here.
+/// Writes `data` as `header` says (chunk, version, base, offset, truncation,
+/// and meta's capability to write that version) through `replicas` in
+/// order; the header's `downstream` is filled in here.
 pub async fn write_chain(
     pool: &ChannelPool,
     replicas: &[String],
@@ -92,8 +93,8 @@ pub async fn write_chain(
 }
 
 /// Reads `[offset, offset + len)` of committed `version` of a chunk from one
-/// replica. The answer may be shorter when the chunk holds fewer bytes (the
-/// rest reads as zeros).
+/// replica, with meta's `capability` to read it. The answer may be shorter
+/// when the chunk holds fewer bytes (the rest reads as zeros).
 pub async fn read_replica(
     pool: &ChannelPool,
     replica: &str,
@@ -101,10 +102,11 @@ pub async fn read_replica(
     offset: u64,
     len: u64,
     version: u64,
+    capability: Option<Capability>,
 ) -> Result<Vec<u8>, ClientError> {
     let channel = pool.get(replica)?;
     let mut client = ChunkClient::new(channel).max_decoding_message_size(shoal_proto::MESSAGE_SIZE_MAX_BYTES);
-    let req = ReadRequest { chunk_id, offset, length: len, version };
+    let req = ReadRequest { chunk_id, offset, length: len, version, capability };
     let failed = |s: Status| ClientError::from_chunk_status(replica, &s);
     // Not the replica's own verdict: just try another.
     let untyped = |message: &str| ClientError::Replica {

@@ -263,7 +263,17 @@ impl File {
         let mut corrupt = Vec::new();
         let mut result = None;
         for replica in &chunk.replicas {
-            match read_replica(&self.client.inner.data, replica, chunk.id, offset, len, chunk.version).await {
+            match read_replica(
+                &self.client.inner.data,
+                replica,
+                chunk.id,
+                offset,
+                len,
+                chunk.version,
+                chunk.capability.clone(),
+            )
+            .await
+            {
                 Ok(bytes) => {
                     result = Some(bytes);
                     break;
@@ -475,6 +485,7 @@ impl File {
                 downstream: Vec::new(),
                 truncate_to,
                 fence_token: self.fence.as_ref().map_or(0, |f| f.token),
+                capability: shoal_proto::capability::decode(&loc.capability),
             };
             let e = match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok((index, loc.id, loc.version)),

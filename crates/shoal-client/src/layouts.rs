@@ -161,7 +161,8 @@ mod tests {
             is_symlink: false,
             target: String::new(),
         };
-        let chunk = ChunkInfo { index: 0, id: inode * 10, version, replicas: vec!["127.0.0.1:1".into()] };
+        let chunk =
+            ChunkInfo { index: 0, id: inode * 10, version, replicas: vec!["127.0.0.1:1".into()], capability: None };
         Arc::new(Layout { stat, chunks: vec![chunk] })
     }
 

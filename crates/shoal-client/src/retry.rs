@@ -8,6 +8,8 @@
 //! - `MOVED`: the replica is past the version the chunk map names, so the
 //!   map is out of date; try the next one, and if none serves, fetch the
 //!   map again (at most [`READ_ATTEMPTS_MAX`] maps in all).
+//! - `CAPABILITY_EXPIRED`: the map's read capabilities are too old (a long
+//!   read, a file open for long): as `MOVED`, a fresh map brings fresh ones.
 //! - anything else (unreachable, stale, damaged in transit): the next one.
 //! - when every replica failed and the map came from the client's cache
 //!   (see `layouts`), fetch a fresh map and read again before giving up.
@@ -15,6 +17,11 @@
 //! # Chain writes (one chunk, at most [`WRITE_ATTEMPTS_MAX`] chains)
 //! - `FENCED`: give up at once: the writer's lock passed to someone else.
 //! - `BAD_REQUEST`: give up at once: any replica would refuse it.
+//! - `NO_CAPABILITY`: give up at once: meta's capability was refused for
+//!   something other than its age (a cluster key that differs between meta
+//!   and the chunk server, say); asking again would get the same.
+//! - `CAPABILITY_EXPIRED`: prepare again, blaming nobody: the new grant
+//!   comes with a fresh capability.
 //! - `NEWER_VERSION`: another writer got there first and the replica is
 //!   healthy: prepare again, blaming nobody.
 //! - anything else (missing base, no space, corrupt, unreachable): prepare
@@ -63,7 +70,7 @@ pub enum GiveUp {
 pub fn on_read_error(kind: ChunkErrorKind) -> Action {
     match kind {
         ChunkErrorKind::Corrupt => Action::ReportCorrupt,
-        ChunkErrorKind::Moved => Action::RefreshMap,
+        ChunkErrorKind::Moved | ChunkErrorKind::CapabilityExpired => Action::RefreshMap,
         _ => Action::NextReplica,
     }
 }
@@ -93,9 +100,9 @@ pub fn after_read_failed(from_cache: bool, moved: bool, attempt: usize) -> Actio
 pub fn on_write_error(kind: ChunkErrorKind, attempt: usize) -> Action {
     match kind {
         ChunkErrorKind::Fenced => Action::GiveUp(GiveUp::Fenced),
-        ChunkErrorKind::BadRequest => Action::GiveUp(GiveUp::Rejected),
+        ChunkErrorKind::BadRequest | ChunkErrorKind::NoCapability => Action::GiveUp(GiveUp::Rejected),
         _ if attempt >= WRITE_ATTEMPTS_MAX => Action::GiveUp(GiveUp::AttemptsExhausted),
-        ChunkErrorKind::NewerVersion => Action::Reprepare { route_around: false },
+        ChunkErrorKind::NewerVersion | ChunkErrorKind::CapabilityExpired => Action::Reprepare { route_around: false },
         _ => Action::Reprepare { route_around: true },
     }
 }
@@ -117,6 +124,9 @@ mod tests {
             (K::Unspecified, Action::NextReplica),
             // Never a corruption report for a replica that only missed a write.
             (K::MissingBase, Action::NextReplica),
+            // An old map's capabilities: a fresh map has fresh ones.
+            (K::CapabilityExpired, Action::RefreshMap),
+            (K::NoCapability, Action::NextReplica),
         ];
         for (kind, want) in cases {
             assert_eq!(on_read_error(kind), want, "{kind:?}");
@@ -153,6 +163,9 @@ mod tests {
             (K::NewerVersion, 1, Action::Reprepare { route_around: false }),
             (K::Fenced, 1, Action::GiveUp(GiveUp::Fenced)),
             (K::BadRequest, 1, Action::GiveUp(GiveUp::Rejected)),
+            (K::NoCapability, 1, Action::GiveUp(GiveUp::Rejected)),
+            (K::CapabilityExpired, 1, Action::Reprepare { route_around: false }),
+            (K::CapabilityExpired, WRITE_ATTEMPTS_MAX, Action::GiveUp(GiveUp::AttemptsExhausted)),
             (K::Fenced, WRITE_ATTEMPTS_MAX, Action::GiveUp(GiveUp::Fenced)),
             (K::MissingBase, WRITE_ATTEMPTS_MAX, Action::GiveUp(GiveUp::AttemptsExhausted)),
             (K::NewerVersion, WRITE_ATTEMPTS_MAX, Action::GiveUp(GiveUp::AttemptsExhausted)),

@@ -71,6 +71,8 @@ pub struct MetaConfig {
     /// its own (no `--peers`); None: `listen`. With `--peers`, this node's
     /// entry there is its address.
     pub advertise: Option<String>,
+    /// How long the chunk capabilities this node signs are valid.
+    pub capability_lifetime: Duration,
 }
 
 impl MetaConfig {
@@ -92,6 +94,7 @@ impl MetaConfig {
             repair_rate_bytes_per_s: 256 << 20,
             transport: shoal_proto::Transport::Insecure,
             advertise: None,
+            capability_lifetime: shoal_proto::capability::LIFETIME_DEFAULT,
         }
     }
 
@@ -106,6 +109,10 @@ impl MetaConfig {
         crate::bounds::check_chunk_size(self.chunk_size_bytes).map_err(|e| format!("--chunk-size: {e}"))?;
         if crate::bounds::check_replication(self.replication, false).is_err() {
             return Err(format!("--replication must be 1..={}", crate::bounds::REPLICATION_MAX));
+        }
+        use shoal_proto::capability::{LIFETIME_MAX, LIFETIME_MIN};
+        if !(LIFETIME_MIN..=LIFETIME_MAX).contains(&self.capability_lifetime) {
+            return Err(format!("--capability-lifetime must be {LIFETIME_MIN:?} to {LIFETIME_MAX:?}"));
         }
         if self.election_timeout_min_ms <= self.heartbeat_ms
             || self.election_timeout_max_ms <= self.election_timeout_min_ms
@@ -153,6 +160,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Before anything starts: a TLS node without the cluster key must not run.
+    let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
     crate::metric_names::describe();
     std::fs::create_dir_all(&config.dir).with_context(|| format!("creating {}", config.dir.display()))?;
     let log_store = LogStore::open(&config.dir).context("opening the raft log")?;
@@ -178,12 +187,14 @@ pub async fn run(
     let sessions = Arc::new(SessionClock::default());
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
+        capabilities,
         node: Node { raft: raft.clone(), state, registry },
         sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {
             node_id: config.id,
             chunk_size_bytes: config.chunk_size_bytes,
             replication: config.replication,
+            capability_lifetime: config.capability_lifetime,
         }),
         healer: Arc::new(Healer::new(
             HealSettings { copies_max: config.repair_copies_max, rate_bytes_per_s: config.repair_rate_bytes_per_s },

@@ -23,6 +23,7 @@ use std::time::Instant;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use shoal_core::{FsError, NormalPath};
+use shoal_proto::capability::{self, CapabilityKey, Grant, Mode};
 use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
@@ -54,6 +55,8 @@ pub struct ServiceSettings {
     pub node_id: u64,
     pub chunk_size_bytes: u64,
     pub replication: u32,
+    /// How long a chunk capability is valid after it is signed.
+    pub capability_lifetime: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -62,6 +65,9 @@ pub struct MetaService {
     pub sessions: Arc<SessionClock>,
     pub settings: Arc<ServiceSettings>,
     pub healer: Arc<Healer>,
+    /// Signs chunk capabilities; None on an `--insecure` node (none are
+    /// handed out, and chunk servers check none).
+    pub capabilities: Option<CapabilityKey>,
 }
 
 type Reply<T> = Result<TonicResponse<T>, Status>;
@@ -140,6 +146,11 @@ fn time_set(t: Option<pb::TimeSet>) -> Option<TimeSet> {
     t.map(|t| if t.now { TimeSet::Now } else { TimeSet::AtNs(t.ns) })
 }
 
+/// The identity URI of a call's TLS peer; None in plaintext.
+fn caller_uri<T>(req: &Request<T>) -> Option<String> {
+    shoal_proto::authz::peer_identity(req).ok().map(|i| i.uri())
+}
+
 /// The state machine's form of a write's fence.
 fn fence(f: Option<pb::Fence>) -> Result<Option<Fence>, Status> {
     f.map(|f| Ok(Fence { path: parse_path(&f.path)?, token: f.token })).transpose()
@@ -168,9 +179,30 @@ impl MetaService {
         Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), path: String::new() }))
     }
 
-    fn location(&self, index: u64, c: &crate::fsm::ChunkMeta) -> pb::ChunkLocation {
+    /// An encoded capability for `caller` (the TLS peer's identity URI) to
+    /// `mode` `version` of chunk `chunk_id`; empty without a key or a caller.
+    fn capability(&self, caller: Option<&str>, chunk_id: u64, version: u64, mode: Mode) -> Vec<u8> {
+        let (Some(key), Some(identity)) = (&self.capabilities, caller) else { return Vec::new() };
+        let grant = Grant {
+            chunk_id,
+            version,
+            identity: identity.to_string(),
+            mode,
+            expires_at_ms: capability::expiry_from(capability::now_ms(), self.settings.capability_lifetime),
+        };
+        capability::encode(&key.sign(&grant))
+    }
+
+    /// Where chunk `c` (at `index`) is, with a capability for `caller` to
+    /// read its committed version.
+    fn location(&self, index: u64, c: &crate::fsm::ChunkMeta, caller: Option<&str>) -> pb::ChunkLocation {
+        let capability = match c.committed_version {
+            0 => Vec::new(), // Never committed: a hole, nothing to read.
+            v => self.capability(caller, c.id, v, Mode::Read),
+        };
         let s = self.node.state.read();
         pb::ChunkLocation {
+            capability,
             index,
             id: c.id,
             version: c.committed_version,
@@ -321,6 +353,7 @@ impl pb::namespace_server::Namespace for MetaService {
     }
 
     async fn layout(&self, req: Request<pb::LayoutRequest>) -> Reply<pb::LayoutReply> {
+        let caller = caller_uri(&req);
         let r = req.into_inner();
         // Inode 0 is never a file's: the request names a path instead.
         let path = match r.inode {
@@ -337,11 +370,12 @@ impl pb::namespace_server::Namespace for MetaService {
             .map_err(fs_status)?;
             (inode_pb(f), f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>())
         };
-        let chunks = chunks.iter().map(|(index, c)| self.location(*index, c)).collect();
+        let chunks = chunks.iter().map(|(index, c)| self.location(*index, c, caller.as_deref())).collect();
         Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode), chunks }))
     }
 
     async fn prepare_write(&self, req: Request<pb::PrepareWriteRequest>) -> Reply<pb::PrepareWriteReply> {
+        let caller = caller_uri(&req);
         let r = req.into_inner();
         let fence = fence(r.fence)?;
         // The chunk index is bounded by `plan_prepare`, against the file's chunk size.
@@ -359,9 +393,13 @@ impl pb::namespace_server::Namespace for MetaService {
                     for r in &chunk.replicas {
                         self.node.registry.note_placed(*r);
                     }
-                    let mut loc = self.location(r.chunk_index, &chunk);
-                    // The writer needs the version it was granted, not the committed one.
+                    let mut loc = self.location(r.chunk_index, &chunk, None);
+                    // The writer needs the version it was granted, not the
+                    // committed one, and a capability to write it (one
+                    // granted version only: a writer fenced out or overtaken
+                    // by a newer version holds none for that one).
                     loc.version = chunk.version;
+                    loc.capability = self.capability(caller.as_deref(), chunk.id, chunk.version, Mode::Write);
                     let base_version = chunk.committed_version;
                     return Ok(TonicResponse::new(pb::PrepareWriteReply {
                         chunk: Some(loc),

@@ -6,6 +6,9 @@
 //! the table: each RPC is open to everyone (files, locks, reads and writes
 //! of chunks), to admins (cluster changes and whole-cluster views), or to
 //! nodes only (Raft, heartbeats, chunk copies). Nodes may call everything.
+//! A client's chunk `Write` or `Read` must also carry meta's capability,
+//! which the chunk server checks itself (see [`crate::capability`]): this
+//! table only says who may knock.
 //! An RPC missing from the table is open to nodes only, so a new RPC is
 //! closed to clients until someone decides otherwise here.
 //!
@@ -79,6 +82,14 @@ fn caller<B>(req: &http::Request<B>) -> Result<Identity, String> {
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|i| i.peer_certs())
         .ok_or_else(|| "no client certificate".to_string())?;
+    let first = certs.first().ok_or_else(|| "no client certificate".to_string())?;
+    Identity::from_cert_der(first).map_err(|e| e.to_string())
+}
+
+/// The identity of a gRPC call's TLS peer (for handlers that decide by
+/// who is asking, like chunk capabilities), or why it has none.
+pub fn peer_identity<T>(req: &tonic::Request<T>) -> Result<Identity, String> {
+    let certs = req.peer_certs().ok_or_else(|| "no client certificate".to_string())?;
     let first = certs.first().ok_or_else(|| "no client certificate".to_string())?;
     Identity::from_cert_der(first).map_err(|e| e.to_string())
 }

@@ -4,11 +4,12 @@
 //! service for clients and chunk servers, `chunk` is the data path. Besides
 //! the schema: the gRPC [`endpoint`] every component dials with, the
 //! [`pool`] of channels built from it, the [`bounded`] accepting of
-//! connections every server port uses, and the [`authz`] rule of who may
-//! call what.
+//! connections every server port uses, the [`authz`] rule of who may
+//! call what, and the chunk [`capability`] meta signs and chunk servers check.
 
 pub mod authz;
 pub mod bounded;
+pub mod capability;
 pub mod pool;
 
 pub use shoal_tls::Transport;
@@ -110,7 +111,7 @@ pub fn server_builder(transport: &Transport, what: &str) -> Result<tonic::transp
         Transport::Insecure => {
             tracing::warn!(
                 "INSECURE: {what} runs WITHOUT TLS (--insecure): anyone who can reach its port can read and change \
-                 everything, and nothing it sends is encrypted"
+                 everything, nothing it sends is encrypted, and chunk capabilities are neither signed nor checked"
             );
             Ok(builder)
         }

@@ -5,6 +5,12 @@
 //! and always matches `ca.pem`'s subject. Keys are ECDSA P-256. Private keys
 //! are created with mode 0600, and nothing is ever overwritten: a file that
 //! exists already is an error, before anything is written.
+//!
+//! The CA folder also holds the **cluster key** (`cluster.key`, 32 random
+//! bytes in hex, mode 0600): the HMAC key meta nodes sign chunk capabilities
+//! with and chunk servers check them with. [`issue`] copies it into node
+//! credentials folders only, never into an admin's or a user's: a client
+//! that held it could sign itself any capability.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -23,6 +29,10 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
+/// The cluster key, in the CA folder and in every node's credentials folder.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
+/// Bytes of the cluster key.
+pub const CLUSTER_KEY_BYTES: usize = 32;
 /// How long a CA is valid, in days.
 const CA_DAYS: i64 = 3650;
 /// How long a certificate is valid unless asked otherwise, in days.
@@ -63,11 +73,35 @@ fn ca_params(key: &KeyPair) -> CertificateParams {
     params
 }
 
-/// Makes a cluster CA in `dir` (created if missing): `ca.pem` and `ca.key`
-/// (mode 0600). Refuses if either exists.
+/// A fresh cluster key, as written in [`CLUSTER_KEY_FILE`].
+fn new_cluster_key_text() -> Result<String, CertError> {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; CLUSTER_KEY_BYTES];
+    ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| CertError::Random)?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{hex}\n"))
+}
+
+/// Adds a cluster key to the CA folder `dir` if it has none (a CA made
+/// before cluster keys existed); true if it wrote one.
+pub fn add_cluster_key(dir: &Path) -> Result<bool, CertError> {
+    if !dir.join(CA_CERT_FILE).exists() || !dir.join(CA_KEY_FILE).exists() {
+        return Err(CertError::NoCa { dir: dir.to_path_buf() });
+    }
+    let path = dir.join(CLUSTER_KEY_FILE);
+    if path.exists() {
+        return Ok(false);
+    }
+    write_new(&path, &new_cluster_key_text()?, true)?;
+    Ok(true)
+}
+
+/// Makes a cluster CA in `dir` (created if missing): `ca.pem`, `ca.key`
+/// and `cluster.key` (both mode 0600). Refuses if any of them exists.
 pub fn init_ca(dir: &Path) -> Result<(), CertError> {
     let (cert, key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
-    refuse_existing(&[cert.clone(), key.clone()])?;
+    refuse_existing(&[cert.clone(), key.clone(), dir.join(CLUSTER_KEY_FILE)])?;
+    let cluster_key = new_cluster_key_text()?;
     let ca_key = KeyPair::generate()?;
     let mut params = ca_params(&ca_key);
     let now = OffsetDateTime::now_utc();
@@ -76,6 +110,7 @@ pub fn init_ca(dir: &Path) -> Result<(), CertError> {
     let ca = params.self_signed(&ca_key)?;
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     write_new(&key, &ca_key.serialize_pem(), true)?;
+    write_new(&dir.join(CLUSTER_KEY_FILE), &cluster_key, true)?;
     write_new(&cert, &ca.pem(), false)
 }
 
@@ -119,7 +154,8 @@ impl IssueRequest {
 
 /// Signs a certificate for `req.identity` with the CA in `ca_dir`, and
 /// writes `cert.pem`, `key.pem` (mode 0600) and a copy of `ca.pem` into
-/// `req.out`. Refuses if any of the three exists.
+/// `req.out`, and for a node a copy of the cluster key (mode 0600). Refuses
+/// if any of them exists, or, for a node, if the CA folder has no cluster key.
 pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     if req.identity.role != Role::Node
         && let Some(name) = req.dns.iter().find(|d| d.eq_ignore_ascii_case(SERVER_NAME))
@@ -138,6 +174,17 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     let out = &req.out;
     let files = [out.join(CERT_FILE), out.join(KEY_FILE), out.join(CA_CERT_FILE)];
     refuse_existing(&files)?;
+    let cluster_key = match req.identity.role {
+        Role::Node => {
+            let from = ca_dir.join(CLUSTER_KEY_FILE);
+            if !from.exists() {
+                return Err(CertError::NoClusterKey { dir: ca_dir.to_path_buf() });
+            }
+            refuse_existing(&[out.join(CLUSTER_KEY_FILE)])?;
+            Some(std::fs::read_to_string(&from).map_err(io_error(&from))?)
+        }
+        Role::Admin | Role::User => None,
+    };
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
@@ -163,18 +210,27 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     write_new(&files[1], &key.serialize_pem(), true)?;
     write_new(&files[0], &cert.pem(), false)?;
+    if let Some(text) = cluster_key {
+        write_new(&out.join(CLUSTER_KEY_FILE), &text, true)?;
+    }
     write_new(&files[2], &ca_pem, false)
 }
 
 /// Makes the CA in `ca_dir` unless it has one, and a certificate for
 /// `identity` in `out` unless one is there: what `shoal up` does on every
-/// start, so that a resumed cluster keeps its CA and certificates.
+/// start, so that a resumed cluster keeps its CA and certificates. A CA or
+/// node folder made before cluster keys existed gets the key added.
 pub fn ensure(ca_dir: &Path, identity: &Identity, out: &Path) -> Result<(), CertError> {
     if !ca_dir.join(CA_CERT_FILE).exists() {
         init_ca(ca_dir)?;
     }
+    add_cluster_key(ca_dir)?;
     if !out.join(CERT_FILE).exists() {
         issue(ca_dir, &IssueRequest::new(identity.clone(), out.to_path_buf()))?;
+    } else if identity.role == Role::Node && !out.join(CLUSTER_KEY_FILE).exists() {
+        let from = ca_dir.join(CLUSTER_KEY_FILE);
+        let text = std::fs::read_to_string(&from).map_err(io_error(&from))?;
+        write_new(&out.join(CLUSTER_KEY_FILE), &text, true)?;
     }
     Ok(())
 }
@@ -204,8 +260,44 @@ mod tests {
             assert_eq!(mode, 0o600);
             let creds = Credentials::load(&out).unwrap();
             assert_eq!(creds.identity, Identity { name: "alice".into(), role });
+            // The cluster key goes to nodes only, and is the CA folder's.
+            assert_eq!(out.join(CLUSTER_KEY_FILE).exists(), role == Role::Node, "{role}");
+            assert_eq!(creds.cluster_key.is_some(), role == Role::Node, "{role}");
+            if role == Role::Node {
+                let mode = std::fs::metadata(out.join(CLUSTER_KEY_FILE)).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600);
+                let ca_key = std::fs::read(ca.join(CLUSTER_KEY_FILE)).unwrap();
+                assert_eq!(std::fs::read(out.join(CLUSTER_KEY_FILE)).unwrap(), ca_key);
+            }
             assert!(matches!(issue(&ca, &req), Err(CertError::Exists { .. })), "nothing is overwritten");
         }
+    }
+
+    #[test]
+    fn a_ca_without_a_cluster_key_gets_one_and_node_folders_get_a_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let ca = t.path().join("ca");
+        init_ca(&ca).unwrap();
+        let first = std::fs::read(ca.join(CLUSTER_KEY_FILE)).unwrap();
+        assert_eq!(first.len(), 2 * CLUSTER_KEY_BYTES + 1);
+        let mode = std::fs::metadata(ca.join(CLUSTER_KEY_FILE)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!add_cluster_key(&ca).unwrap(), "an existing key is kept");
+        // A CA (and a node folder) from before cluster keys.
+        let node = t.path().join("n1");
+        let id = Identity::new("n1", Role::Node).unwrap();
+        ensure(&ca, &id, &node).unwrap();
+        std::fs::remove_file(ca.join(CLUSTER_KEY_FILE)).unwrap();
+        std::fs::remove_file(node.join(CLUSTER_KEY_FILE)).unwrap();
+        let other = t.path().join("n2");
+        let req = IssueRequest::new(Identity::new("n2", Role::Node).unwrap(), other.clone());
+        assert!(matches!(issue(&ca, &req), Err(CertError::NoClusterKey { .. })));
+        assert!(!other.exists(), "a refused issue writes nothing");
+        ensure(&ca, &id, &node).unwrap();
+        let second = std::fs::read(ca.join(CLUSTER_KEY_FILE)).unwrap();
+        assert_ne!(first, second, "keys are random");
+        assert_eq!(std::fs::read(node.join(CLUSTER_KEY_FILE)).unwrap(), second);
+        assert!(Credentials::load(&node).unwrap().cluster_key.is_some());
     }
 
     #[test]

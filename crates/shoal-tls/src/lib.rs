@@ -17,7 +17,9 @@
 //!
 //! A **credentials folder** (what `--tls DIR` names) holds `cert.pem`,
 //! `key.pem` and the cluster's `ca.pem`; [`Credentials::load`] reads it, and
-//! [`Transport`] turns it into tonic's client and server TLS settings.
+//! [`Transport`] turns it into tonic's client and server TLS settings. A
+//! node's folder also holds the cluster key (`cluster.key`, see [`issue`]),
+//! which [`Credentials::load`] reads as a [`ClusterKey`].
 
 mod der;
 mod issue;
@@ -27,9 +29,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use issue::{
-    CA_CERT_FILE, CA_KEY_FILE, CERT_DAYS_DEFAULT, CERT_FILE, IssueRequest, KEY_FILE, ensure, init_ca, issue,
+    CA_CERT_FILE, CA_KEY_FILE, CERT_DAYS_DEFAULT, CERT_FILE, CLUSTER_KEY_BYTES, CLUSTER_KEY_FILE, IssueRequest,
+    KEY_FILE, add_cluster_key, ensure, init_ca, issue,
 };
-pub use transport::{Credentials, HANDSHAKE_TIMEOUT, SERVER_NAME, Transport, default_client_dir};
+pub use transport::{ClusterKey, Credentials, HANDSHAKE_TIMEOUT, SERVER_NAME, Transport, default_client_dir};
 
 /// Longest identity name.
 pub const NAME_MAX_BYTES: usize = 64;
@@ -145,6 +148,10 @@ pub enum CertError {
     Exists { path: PathBuf },
     #[error("{dir} holds no cluster CA (ca.pem and ca.key); make one with `shoal cert init`")]
     NoCa { dir: PathBuf },
+    #[error("{dir} holds no cluster key ({CLUSTER_KEY_FILE}); `shoal cert init {dir}` adds one to an existing CA")]
+    NoClusterKey { dir: PathBuf },
+    #[error("the system's random number generator failed")]
+    Random,
     #[error("--days must be 1 or more")]
     BadDays,
     #[error("the DNS name {name:?} is reserved for node certificates")]
@@ -164,6 +171,8 @@ pub enum LoadError {
     NoCertificate { path: PathBuf },
     #[error("{path}: {source}")]
     Identity { path: PathBuf, source: IdentityError },
+    #[error("{path} is not a cluster key ({CLUSTER_KEY_BYTES} bytes in hex)")]
+    BadClusterKey { path: PathBuf },
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `shoal cert init` and `shoal cert issue`: the cluster CA and certificates
 //! signed by it (the work is in `shoal_tls`). Bad names and SANs are bad
 //! usage (exit 2); nothing is written then, and nothing is ever overwritten.
+//! `cert init` on a CA folder made before cluster keys adds the key only.
 
 use std::process::ExitCode;
 
@@ -8,13 +9,28 @@ use shoal_tls::{CertError, Identity, IssueRequest};
 
 use crate::cli::CertCommand;
 
+/// Whether `dir` holds a CA made before cluster keys existed.
+fn has_ca_without_cluster_key(dir: &std::path::Path) -> bool {
+    dir.join(shoal_tls::CA_CERT_FILE).exists()
+        && dir.join(shoal_tls::CA_KEY_FILE).exists()
+        && !dir.join(shoal_tls::CLUSTER_KEY_FILE).exists()
+}
+
 pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
     let done = match command {
+        // A CA from before cluster keys gets one; anything else is a new CA.
+        CertCommand::Init { dir } if has_ca_without_cluster_key(&dir) => shoal_tls::add_cluster_key(&dir).map(|_| {
+            println!(
+                "cluster key added: {} (keep it private; copy it into every node's credentials folder)",
+                dir.join(shoal_tls::CLUSTER_KEY_FILE).display()
+            );
+        }),
         CertCommand::Init { dir } => shoal_tls::init_ca(&dir).map(|()| {
             println!(
-                "cluster CA made: {} (keep {} private)",
+                "cluster CA made: {} (keep {} and {} private)",
                 dir.join("ca.pem").display(),
-                dir.join("ca.key").display()
+                dir.join("ca.key").display(),
+                dir.join(shoal_tls::CLUSTER_KEY_FILE).display()
             );
         }),
         CertCommand::Issue { dir, name, role, out, days, ip, dns } => {

@@ -195,10 +195,13 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum CertCommand {
     /// Make a cluster CA: DIR/ca.pem, and DIR/ca.key readable by you only
-    /// (keep it off the servers: only `cert issue` needs it).
+    /// (keep it off the servers: only `cert issue` needs it), and the cluster
+    /// key DIR/cluster.key (readable by you only) that signs chunk
+    /// capabilities. On a CA folder without a cluster key, adds one.
     Init { dir: PathBuf },
     /// Sign a certificate with the CA in DIR: writes cert.pem, key.pem
-    /// (readable by you only) and a copy of ca.pem into a folder `--tls` takes.
+    /// (readable by you only) and a copy of ca.pem into a folder `--tls`
+    /// takes; for `--role node` also a copy of the cluster key.
     Issue {
         /// The CA's folder (from `shoal cert init`).
         dir: PathBuf,
@@ -497,6 +500,10 @@ pub struct MetaArgs {
     /// Re-replication copies in flight cluster-wide, at most.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub repair_copies: u64,
+    /// How long the chunk capabilities this node signs are valid (1s to 24h);
+    /// clients ask again for expired ones.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    pub capability_lifetime: Duration,
     /// Average bandwidth all re-replication copies may use together (0: no limit).
     #[arg(long, default_value = "256MiB/s", value_parser = rate)]
     pub repair_rate: u64,
@@ -528,6 +535,10 @@ pub struct ChunkArgs {
     /// Shortest time between the starts of two scrub passes over every replica.
     #[arg(long, default_value = "24h", value_parser = duration)]
     pub scrub_every: Duration,
+    /// How long past its expiry a chunk capability is still taken: the clock
+    /// skew with meta nodes this server tolerates (at most 1h).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub capability_skew: Duration,
     /// Serve HTTP on this address: Prometheus metrics at /metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<SocketAddr>,

@@ -38,6 +38,7 @@ pub async fn meta(args: MetaArgs, transport: shoal_client::Transport) -> anyhow:
     config.snapshot_every_entries = args.snapshot_every;
     config.repair_copies_max = args.repair_copies as usize;
     config.repair_rate_bytes_per_s = args.repair_rate;
+    config.capability_lifetime = args.capability_lifetime;
     if let Err(e) = config.validate() {
         eprintln!("shoal meta: {e}");
         return Ok(ExitCode::from(2));
@@ -69,6 +70,7 @@ pub async fn chunk(args: ChunkArgs, meta: Vec<String>, transport: shoal_client::
     config.heartbeat_interval = args.heartbeat;
     config.scrub.rate_bytes_per_s = args.scrub_rate;
     config.scrub.pass_every = args.scrub_every;
+    config.capability_skew = args.capability_skew;
     if let Err(e) = config.validate() {
         eprintln!("shoal chunk: {e}");
         return Ok(ExitCode::from(2));

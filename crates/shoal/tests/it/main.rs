@@ -3,7 +3,8 @@
 //! directories, through [`common`].
 //!
 //! Bands: t10 basic operations, t20 lifecycle, t35 TLS and identities, t36
-//! separate hosts (network namespaces), t40 bad input, t50 failures,
+//! chunk capabilities, t37 separate hosts (network namespaces), t40 bad
+//! input, t50 failures,
 //! t55 leader failover (`shoal bench failover`), t56 the bench JSON contract,
 //! t60 chaos, t61 membership and snapshots, t70 locks, t80 self-healing, t90
 //! regressions (one test per fixed bug, with its cause), t91 upgrades, t92
@@ -40,7 +41,8 @@ mod common;
 mod t10_basic;
 mod t20_lifecycle;
 mod t35_tls;
-mod t36_hosts;
+mod t36_capabilities;
+mod t37_hosts;
 mod t40_bad_input;
 mod t50_failures;
 mod t55_failover;

@@ -79,7 +79,14 @@ fn t35_without_a_good_certificate_every_port_refuses_and_nothing_changes() {
         let client = Client::connect_with(&c.meta_addrs, PATIENCE, admin.clone()).await.unwrap();
         client.chunks("/kept").await.unwrap()
     });
-    let read = ReadRequest { chunk_id: chunks[0].id, offset: 0, length: 4, version: chunks[0].version };
+    // The admin's own capability, so only the certificate can make a probe fail.
+    let read = ReadRequest {
+        chunk_id: chunks[0].id,
+        offset: 0,
+        length: 4,
+        version: chunks[0].version,
+        capability: chunks[0].capability.clone(),
+    };
     let ports: Vec<(String, bool)> = c
         .meta_addrs
         .iter()
@@ -192,6 +199,7 @@ fn t35_an_insecure_cluster_works_end_to_end_and_says_so() {
     for name in ["meta-1", "chunk-1"] {
         let log = std::fs::read_to_string(c.log(name)).unwrap();
         assert!(log.contains("INSECURE"), "{name} did not warn: {log}");
+        assert!(log.contains("chunk capabilities are neither signed nor checked"), "{name} did not say: {log}");
     }
     // A TLS client cannot talk to it.
     let out = run_shoal(&c.meta_flag(), &["ls", "/"], None);

@@ -197,6 +197,12 @@ fn t44_bad_certificates_credentials_and_addresses_are_refused_up_front() {
     let out = bare(&["cert", "issue", ca_s, "--name", "x", "--role", "user"]);
     assert!(out.status.success(), "{}", stderr(&out));
     must_fail_bare(&["cert", "issue", ca_s, "--name", "x", "--role", "admin"], 1, "already exists");
+    // The cluster key goes to nodes only.
+    let key = std::fs::read(ca.join("cluster.key")).expect("cert init made no cluster key");
+    assert!(!ca.join("x").join("cluster.key").exists(), "a user got the cluster key");
+    let out = bare(&["cert", "issue", ca_s, "--name", "n1", "--role", "node"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(ca.join("n1").join("cluster.key")).unwrap(), key);
 
     // Credentials: none, a folder without them, and both --tls and --insecure.
     must_fail_bare(&["--meta", "127.0.0.1:1", "ls", "/"], 1, "no TLS credentials");
@@ -209,6 +215,21 @@ fn t44_bad_certificates_credentials_and_addresses_are_refused_up_front() {
     let wildcard = format!("0.0.0.0:{port}");
     must_fail_bare(&["chunk", "--listen", &here, "--meta", "127.0.0.1:1", "--dir", d], 2, "pass --tls");
     must_fail_bare(&["meta", "--id", "1", "--listen", &here, "--dir", d], 2, "pass --tls");
+    // A node whose credentials lack the cluster key does not start.
+    let n1 = ca.join("n1");
+    std::fs::remove_file(n1.join("cluster.key")).unwrap();
+    let n1 = n1.to_str().unwrap();
+    must_fail_bare(
+        &["chunk", "--tls", n1, "--listen", &here, "--meta", "127.0.0.1:1", "--dir", d],
+        1,
+        "no cluster key",
+    );
+    must_fail_bare(&["meta", "--tls", n1, "--id", "1", "--listen", &here, "--dir", d], 1, "no cluster key");
+    // `cert init` on a CA folder without one adds a key, and only that.
+    std::fs::remove_file(ca.join("cluster.key")).unwrap();
+    assert!(bare(&["cert", "init", ca_s]).status.success());
+    assert_eq!(std::fs::read(ca.join("ca.pem")).unwrap(), ca_pem, "the CA was replaced");
+    assert_ne!(std::fs::read(ca.join("cluster.key")).unwrap(), key, "no new cluster key");
     // Addresses others cannot dial.
     must_fail_bare(&["chunk", "--insecure", "--listen", &wildcard, "--meta", "127.0.0.1:1", "--dir", d], 2, "wildcard");
     must_fail_bare(

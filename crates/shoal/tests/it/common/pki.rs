@@ -47,7 +47,10 @@ pub fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it-pki");
-        if !root.join("user").join(shoal_tls::CERT_FILE).exists() {
+        // A folder from before cluster keys has none for the node: make it again.
+        let complete = root.join("user").join(shoal_tls::CERT_FILE).exists()
+            && root.join("node").join(shoal_tls::CLUSTER_KEY_FILE).exists();
+        if !complete {
             // Made aside and renamed into place, so a concurrent test
             // process never sees half of one.
             let aside = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("it-pki.{}", std::process::id()));

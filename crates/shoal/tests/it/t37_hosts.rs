@@ -1,4 +1,4 @@
-//! t36: the cluster as if on separate machines. Each of 3 meta nodes and 4
+//! t37: the cluster as if on separate machines. Each of 3 meta nodes and 4
 //! chunk servers runs in a network namespace of its own, with its own
 //! address, and the client in another; every packet between them is routed
 //! through the test's namespace (see `common::netns`), with mutual TLS on.
@@ -70,10 +70,10 @@ fn alive(c: &Cluster) -> usize {
 }
 
 #[test]
-fn t36_separate_hosts_with_tls_survive_failover_loss_and_a_cut_link() {
+fn t37_separate_hosts_with_tls_survive_failover_loss_and_a_cut_link() {
     let net = match Net::create(METAS + CHUNKS + 1) {
         Ok(net) => net,
-        Err(why) => return skipping("t36", "the multi-host test", &format!("network namespaces unavailable ({why})")),
+        Err(why) => return skipping("t37", "the multi-host test", &format!("network namespaces unavailable ({why})")),
     };
     let mut c = Cluster::start(Options {
         meta_nodes: METAS,
