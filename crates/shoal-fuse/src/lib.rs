@@ -3,8 +3,9 @@
 //! root it mounts `/dev/fuse` itself, no libfuse).
 //!
 //! Modules: [`fs`] (the requests, the inode-to-path memory, open files),
-//! [`buffer`] (a handle's write buffer, pure), [`attr`] (meta's attributes
-//! as the kernel's), [`errno`] (the one table from client errors to errno).
+//! [`buffer`] (a handle's write buffer, pure), [`readahead`] (a handle's
+//! read-ahead, pure), [`attr`] (meta's attributes as the kernel's),
+//! [`errno`] (the one table from client errors to errno).
 //! [`mount`] mounts and answers a [`Mounted`]; [`serve`] mounts, runs until
 //! SIGINT or SIGTERM (or an unmount from outside), then sends every held
 //! write and unmounts.
@@ -19,6 +20,7 @@ pub mod attr;
 pub mod buffer;
 pub mod errno;
 pub mod fs;
+pub mod readahead;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
