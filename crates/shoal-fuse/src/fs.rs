@@ -21,7 +21,8 @@
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
 //! fails is reported by the next write, flush or fsync on the handle, as
-//! `EIO` (or `ENOSPC`). Reads first send what any handle of the file holds,
+//! `EIO` (or `ENOSPC`). A range held for [`crate::buffer::FLUSH_AFTER`] is
+//! sent by a background task. Reads first send what any handle of the file holds,
 //! so a process reads its own writes.
 //!
 //! # Read-ahead
@@ -65,6 +66,8 @@ pub const OPEN_DIRS_MAX: usize = 1 << 14;
 pub const PATHS_MAX: usize = 1 << 20;
 /// The extended attributes the mount shows and sets: `user.*` only.
 const XATTR_PREFIX: &str = "user.";
+/// How often the mount looks for held writes that are due ([`Inner::send_due`]).
+pub const FLUSH_TICK: Duration = Duration::from_millis(250);
 /// Stripes of the files' change epochs (files whose inodes share a stripe
 /// drop each other's read-ahead: harmless, and the memory stays fixed).
 const EPOCH_STRIPES: usize = 256;
@@ -82,6 +85,8 @@ struct OpenState {
     buf: WriteBuffer,
     /// A held piece that could not be sent, reported by the next call.
     failed: Option<Errno>,
+    /// When the held range's oldest byte was written (None: nothing held).
+    held_since: Option<std::time::Instant>,
     /// Bytes fetched ahead of a sequential reader.
     ahead: ReadAhead,
     /// The read-ahead fetch in flight, if any.
@@ -250,8 +255,14 @@ impl Inner {
             return Err(Errno::EMFILE);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let state =
-            OpenState { file, buf: WriteBuffer::default(), failed: None, ahead: ReadAhead::default(), fetching: None };
+        let state = OpenState {
+            file,
+            buf: WriteBuffer::default(),
+            failed: None,
+            held_since: None,
+            ahead: ReadAhead::default(),
+            fetching: None,
+        };
         files.insert(fh, Arc::new(Handle { ino, held_end: AtomicU64::new(0), state: tokio::sync::Mutex::new(state) }));
         Ok(fh)
     }
@@ -260,6 +271,7 @@ impl Inner {
     fn send_held(&self, h: &Handle) -> Res<()> {
         self.rt.block_on(async {
             let mut st = h.state.lock().await;
+            st.held_since = None;
             if let Some(piece) = st.buf.take() {
                 let sent = self.send(&mut st.file, piece).await;
                 h.held_end.store(0, Ordering::Release);
@@ -302,6 +314,30 @@ impl Inner {
             }
         }
         result
+    }
+
+    /// Sends what each handle has held for [`crate::buffer::FLUSH_AFTER`] or
+    /// longer (a handle busy with a call is left to that call). Runs on the
+    /// runtime, every [`FLUSH_TICK`].
+    pub async fn send_due(&self) {
+        let handles: Vec<Arc<Handle>> = {
+            let files = self.files.lock().expect("files lock");
+            files.values().filter(|h| h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
+        };
+        for h in handles {
+            let Ok(mut st) = h.state.try_lock() else { continue };
+            if !crate::buffer::due(st.held_since, std::time::Instant::now()) {
+                continue;
+            }
+            st.held_since = None;
+            if let Some(piece) = st.buf.take() {
+                let sent = self.send(&mut st.file, piece).await;
+                h.held_end.store(0, Ordering::Release);
+                if let Err(e) = sent {
+                    st.failed = Some(e);
+                }
+            }
+        }
     }
 
     /// Sends what every handle holds (before an unmount); answers how many failed.
@@ -657,11 +693,15 @@ impl Filesystem for ShoalFs {
             st.fetching = None;
             let before = st.buf.push(offset, data);
             h.held_end.store(st.buf.end(), Ordering::Release);
+            if before.is_some() || st.held_since.is_none() {
+                st.held_since = Some(std::time::Instant::now());
+            }
             if let Some(piece) = before {
                 fs.send(&mut st.file, piece).await?;
             }
             if st.buf.full() {
                 let piece = st.buf.take().expect("a full buffer holds bytes");
+                st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;
                 h.held_end.store(0, Ordering::Release);
                 sent?;

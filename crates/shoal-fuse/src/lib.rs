@@ -134,6 +134,16 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         .map_err(|source| MountError::Mount { path: path.clone(), source })?;
     let mut session = session;
     let _ = inner.notifier.set(session.notifier());
+    // Held writes that waited too long are sent in the background, until
+    // the mount's state is gone.
+    let weak = Arc::downgrade(&inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(fs::FLUSH_TICK).await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.send_due().await;
+        }
+    });
     let unmounter = session.unmount_callable();
     let (tx, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -499,3 +499,32 @@ fn t97_read_ahead_never_answers_stale_bytes() {
     }
     assert!(pread_direct(&reader, 12 * mib as u64, step).is_empty(), "nothing past the end");
 }
+
+/// Bytes written and never closed or synced reach the cluster on their own
+/// about a second later (the mount sends held writes older than 1 s).
+#[test]
+fn t97_held_writes_are_sent_after_a_second() {
+    if !can_mount("t97_held_writes_are_sent_after_a_second") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    // The writer is a shell that keeps the file open. Not this process: every
+    // close of a copy of the descriptor flushes, and a fork by any thread of
+    // this process (other tests start programs) copies it and closes it at exec.
+    let started = Instant::now();
+    let mut cmd = Command::new("bash");
+    // Its stdout is the file: printf writes with no redirection of its own
+    // (whose undoing would close a copy), and `exec sleep` closes nothing.
+    cmd.arg("-c").arg("exec >late && printf 'written, then left open' && exec sleep 60").current_dir(&m.dir);
+    let writer = Reaped::spawn(cmd.stdin(Stdio::null()));
+    loop {
+        if c.must_cat("/late") == b"written, then left open" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "held bytes not sent in {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "sent only after they waited about a second");
+    drop(writer);
+}
