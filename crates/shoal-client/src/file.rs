@@ -134,6 +134,10 @@ enum Change {
     SetLen { size: u64 },
 }
 
+/// An open file. A clone is another handle on the same file (same position,
+/// fence and cached attributes, sharing the client's chunk maps): one can
+/// read ahead while the other serves reads.
+#[derive(Clone)]
 pub struct File {
     client: Client,
     path: String,

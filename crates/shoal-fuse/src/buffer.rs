@@ -3,8 +3,9 @@
 //!
 //! Writes that continue or overlap the range join it (a sequential writer
 //! builds one large piece); a write elsewhere sends the range first. The
-//! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`], and on
-//! flush (close), fsync, release, a read of the file, and a truncate.
+//! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`], when
+//! its oldest byte has waited [`FLUSH_AFTER`] (see [`due`]), and on flush
+//! (close), fsync, release, a read of the file, and a truncate.
 //!
 //! # Invariants
 //! - The range holds at most [`WRITE_BUFFER_MAX_BYTES`] plus one write (a
@@ -14,6 +15,15 @@
 
 /// When a handle sends what it holds (8 MiB: large pieces, bounded memory).
 pub const WRITE_BUFFER_MAX_BYTES: usize = 8 << 20;
+/// How long written bytes may wait in a handle before the mount sends them
+/// on its own (a writer that never closes still reaches the cluster).
+pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// True when a range held since `since` (None: nothing held) is due to be
+/// sent at `now`.
+pub fn due(since: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    since.is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_AFTER)
+}
 
 /// Bytes written and not sent yet, starting at `start`.
 #[derive(Debug, Default)]
@@ -111,6 +121,15 @@ mod tests {
         assert_eq!(b.take(), Some((5, b"c".to_vec())));
         assert_eq!(b.push(0, b""), None, "an empty write holds nothing");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_range_is_due_once_it_has_waited() {
+        let t = std::time::Instant::now();
+        assert!(!due(None, t + FLUSH_AFTER * 5), "nothing held");
+        assert!(!due(Some(t), t + FLUSH_AFTER / 2));
+        assert!(due(Some(t), t + FLUSH_AFTER));
+        assert!(!due(Some(t + FLUSH_AFTER), t), "a clock read before: not due");
     }
 
     #[test]

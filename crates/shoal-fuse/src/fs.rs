@@ -21,8 +21,18 @@
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
 //! fails is reported by the next write, flush or fsync on the handle, as
-//! `EIO` (or `ENOSPC`). Reads first send what any handle of the file holds,
+//! `EIO` (or `ENOSPC`). A range held for [`crate::buffer::FLUSH_AFTER`] is
+//! sent by a background task. Reads first send what any handle of the file holds,
 //! so a process reads its own writes.
+//!
+//! # Read-ahead
+//! A handle read sequentially fetches the next piece in the background
+//! ([`crate::readahead`] decides which), and answers later reads from it.
+//! Every change this mount makes to a file's bytes or size (a piece sent, a
+//! truncate) moves the file's epoch before and after it (`epochs`, striped
+//! by inode); read-ahead fetched under another epoch is dropped, and so is a
+//! handle's on a write through it or a seek. So a read never answers bytes
+//! older than the last local change.
 //!
 //! # Time limits
 //! Every call has a limit (the client's timeout for namespace calls, a
@@ -46,6 +56,7 @@ use crate::MountOptions;
 use crate::attr::{self, file_attr};
 use crate::buffer::WriteBuffer;
 use crate::errno::errno;
+use crate::readahead::ReadAhead;
 
 /// Open files one mount keeps at once; more fail with `EMFILE`.
 pub const OPEN_FILES_MAX: usize = 1 << 16;
@@ -55,6 +66,11 @@ pub const OPEN_DIRS_MAX: usize = 1 << 14;
 pub const PATHS_MAX: usize = 1 << 20;
 /// The extended attributes the mount shows and sets: `user.*` only.
 const XATTR_PREFIX: &str = "user.";
+/// How often the mount looks for held writes that are due ([`Inner::send_due`]).
+pub const FLUSH_TICK: Duration = Duration::from_millis(250);
+/// Stripes of the files' change epochs (files whose inodes share a stripe
+/// drop each other's read-ahead: harmless, and the memory stays fixed).
+const EPOCH_STRIPES: usize = 256;
 
 /// One open file: its client handle and the bytes written and not sent yet.
 struct Handle {
@@ -69,6 +85,27 @@ struct OpenState {
     buf: WriteBuffer,
     /// A held piece that could not be sent, reported by the next call.
     failed: Option<Errno>,
+    /// When the held range's oldest byte was written (None: nothing held).
+    held_since: Option<std::time::Instant>,
+    /// Bytes fetched ahead of a sequential reader.
+    ahead: ReadAhead,
+    /// The read-ahead fetch in flight, if any.
+    fetching: Option<Fetch>,
+}
+
+/// A read-ahead fetch running in the background: `len` bytes at `start`,
+/// under the file's epoch `epoch`. Dropped, it is stopped.
+struct Fetch {
+    start: u64,
+    len: u64,
+    epoch: u64,
+    task: tokio::task::JoinHandle<Option<Vec<u8>>>,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// One entry of an open directory's listing.
@@ -88,6 +125,8 @@ pub struct Inner {
     files: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
     next_fh: AtomicU64,
+    /// Local change epochs of files, striped by inode.
+    epochs: [AtomicU64; EPOCH_STRIPES],
     /// Tells the kernel to drop what it cached (set once the session exists).
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
 }
@@ -123,6 +162,7 @@ impl Inner {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
         }
     }
@@ -150,6 +190,17 @@ impl Inner {
                 Err(Errno::EIO)
             }
         }
+    }
+
+    /// The local change epoch of inode `ino` now.
+    fn epoch(&self, ino: u64) -> u64 {
+        self.epochs[ino as usize % EPOCH_STRIPES].load(Ordering::Acquire)
+    }
+
+    /// Moves the epoch of inode `ino`: before and after each change to its
+    /// bytes or size, so a fetch that overlapped the change is dropped.
+    fn bump(&self, ino: u64) {
+        self.epochs[ino as usize % EPOCH_STRIPES].fetch_add(1, Ordering::AcqRel);
     }
 
     fn writable(&self) -> Res<()> {
@@ -204,7 +255,14 @@ impl Inner {
             return Err(Errno::EMFILE);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let state = OpenState { file, buf: WriteBuffer::default(), failed: None };
+        let state = OpenState {
+            file,
+            buf: WriteBuffer::default(),
+            failed: None,
+            held_since: None,
+            ahead: ReadAhead::default(),
+            fetching: None,
+        };
         files.insert(fh, Arc::new(Handle { ino, held_end: AtomicU64::new(0), state: tokio::sync::Mutex::new(state) }));
         Ok(fh)
     }
@@ -213,6 +271,7 @@ impl Inner {
     fn send_held(&self, h: &Handle) -> Res<()> {
         self.rt.block_on(async {
             let mut st = h.state.lock().await;
+            st.held_since = None;
             if let Some(piece) = st.buf.take() {
                 let sent = self.send(&mut st.file, piece).await;
                 h.held_end.store(0, Ordering::Release);
@@ -228,7 +287,11 @@ impl Inner {
     }
 
     async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
-        match tokio::time::timeout(self.opts.data_timeout, file.write_at(offset, &bytes)).await {
+        let ino = file.cached_stat().inode;
+        self.bump(ino);
+        let sent = tokio::time::timeout(self.opts.data_timeout, file.write_at(offset, &bytes)).await;
+        self.bump(ino);
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, offset, len = bytes.len(), "mount: a write failed");
@@ -253,6 +316,30 @@ impl Inner {
         result
     }
 
+    /// Sends what each handle has held for [`crate::buffer::FLUSH_AFTER`] or
+    /// longer (a handle busy with a call is left to that call). Runs on the
+    /// runtime, every [`FLUSH_TICK`].
+    pub async fn send_due(&self) {
+        let handles: Vec<Arc<Handle>> = {
+            let files = self.files.lock().expect("files lock");
+            files.values().filter(|h| h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
+        };
+        for h in handles {
+            let Ok(mut st) = h.state.try_lock() else { continue };
+            if !crate::buffer::due(st.held_since, std::time::Instant::now()) {
+                continue;
+            }
+            st.held_since = None;
+            if let Some(piece) = st.buf.take() {
+                let sent = self.send(&mut st.file, piece).await;
+                h.held_end.store(0, Ordering::Release);
+                if let Err(e) = sent {
+                    st.failed = Some(e);
+                }
+            }
+        }
+    }
+
     /// Sends what every handle holds (before an unmount); answers how many failed.
     pub fn send_all(&self) -> usize {
         let handles: Vec<Arc<Handle>> = self.files.lock().expect("files lock").values().cloned().collect();
@@ -270,14 +357,22 @@ impl Inner {
             Some(h) => self.rt.block_on(async {
                 let mut st = h.state.lock().await;
                 st.buf.truncate(size);
-                match tokio::time::timeout(self.opts.data_timeout, st.file.set_len(size)).await {
+                st.ahead.clear();
+                st.fetching = None;
+                self.bump(ino);
+                let done = tokio::time::timeout(self.opts.data_timeout, st.file.set_len(size)).await;
+                self.bump(ino);
+                match done {
                     Ok(r) => r.map_err(|e| errno(&e)),
                     Err(_) => Err(Errno::EIO),
                 }
             }),
             None => {
                 let mut file = self.data(self.client.open_inode(ino, &format!("inode {ino}")))?;
-                self.data(file.set_len(size))
+                self.bump(ino);
+                let done = self.data(file.set_len(size));
+                self.bump(ino);
+                done
             }
         }
     }
@@ -298,6 +393,60 @@ impl Inner {
                 *p = format!("{dst}/{rest}");
             }
         }
+    }
+
+    /// Reads `len` bytes at `offset` through handle `h`: from its
+    /// read-ahead when that holds them, else from the cluster; then starts
+    /// the next read-ahead fetch if the reader is sequential.
+    async fn read_through(&self, h: &Handle, offset: u64, len: u64) -> Res<Vec<u8>> {
+        let mut st = h.state.lock().await;
+        let st = &mut *st;
+        let epoch = self.epoch(h.ino);
+        if st.ahead.check_epoch(epoch) {
+            st.fetching = None;
+        }
+        // A finished fetch joins what is held; so does a running one that
+        // this read needs (waiting for it beats asking for the same bytes).
+        let needed = st.fetching.as_ref().is_some_and(|f| {
+            st.ahead.take(offset, len).is_none() && f.start < offset.saturating_add(len) && offset < f.start + f.len
+        });
+        if st.fetching.as_ref().is_some_and(|f| needed || f.task.is_finished()) {
+            let mut f = st.fetching.take().expect("a fetch is in flight");
+            let got = tokio::time::timeout(self.opts.data_timeout, &mut f.task).await;
+            // The epoch is read again: a change that ended while the fetch ran drops it.
+            if let Ok(Ok(Some(bytes))) = got
+                && f.epoch == st.ahead.epoch()
+                && self.epoch(h.ino) == f.epoch
+            {
+                st.ahead.add_piece(f.start, bytes, f.len);
+            }
+        }
+        let data = match st.ahead.take(offset, len) {
+            Some(data) => data,
+            None => match tokio::time::timeout(self.opts.data_timeout, st.file.read_at(offset, len)).await {
+                Ok(r) => r.map_err(|e| errno(&e))?,
+                Err(_) => return Err(Errno::EIO),
+            },
+        };
+        if !st.ahead.note_read(offset, data.len() as u64) {
+            st.fetching = None;
+        }
+        if let Some((start, len)) = st.ahead.wanted(st.fetching.is_some()) {
+            let mut file = st.file.clone();
+            let limit = self.opts.data_timeout;
+            let task = self.rt.spawn(async move {
+                match tokio::time::timeout(limit, file.read_at(start, len)).await {
+                    Ok(Ok(bytes)) => Some(bytes),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, start, len, "mount: a read-ahead fetch failed");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            });
+            st.fetching = Some(Fetch { start, len, epoch: st.ahead.epoch(), task });
+        }
+        Ok(data)
     }
 
     fn user_xattrs(&self, ino: u64) -> Res<BTreeMap<String, Vec<u8>>> {
@@ -515,16 +664,7 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
         or_reply!(reply, fs.send_inode(ino.0));
-        let data = or_reply!(
-            reply,
-            fs.rt.block_on(async {
-                let mut st = h.state.lock().await;
-                match tokio::time::timeout(fs.opts.data_timeout, st.file.read_at(offset, size as u64)).await {
-                    Ok(r) => r.map_err(|e| errno(&e)),
-                    Err(_) => Err(Errno::EIO),
-                }
-            })
-        );
+        let data = or_reply!(reply, fs.rt.block_on(fs.read_through(&h, offset, size as u64)));
         reply.data(&data);
     }
 
@@ -548,13 +688,20 @@ impl Filesystem for ShoalFs {
             if let Some(e) = st.failed.take() {
                 return Err(e);
             }
+            // Read-ahead of this handle is older than this write.
+            st.ahead.clear();
+            st.fetching = None;
             let before = st.buf.push(offset, data);
             h.held_end.store(st.buf.end(), Ordering::Release);
+            if before.is_some() || st.held_since.is_none() {
+                st.held_since = Some(std::time::Instant::now());
+            }
             if let Some(piece) = before {
                 fs.send(&mut st.file, piece).await?;
             }
             if st.buf.full() {
                 let piece = st.buf.take().expect("a full buffer holds bytes");
+                st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;
                 h.held_end.store(0, Ordering::Release);
                 sent?;

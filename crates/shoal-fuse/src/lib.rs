@@ -3,8 +3,9 @@
 //! root it mounts `/dev/fuse` itself, no libfuse).
 //!
 //! Modules: [`fs`] (the requests, the inode-to-path memory, open files),
-//! [`buffer`] (a handle's write buffer, pure), [`attr`] (meta's attributes
-//! as the kernel's), [`errno`] (the one table from client errors to errno).
+//! [`buffer`] (a handle's write buffer, pure), [`readahead`] (a handle's
+//! read-ahead, pure), [`attr`] (meta's attributes as the kernel's),
+//! [`errno`] (the one table from client errors to errno).
 //! [`mount`] mounts and answers a [`Mounted`]; [`serve`] mounts, runs until
 //! SIGINT or SIGTERM (or an unmount from outside), then sends every held
 //! write and unmounts.
@@ -19,6 +20,7 @@ pub mod attr;
 pub mod buffer;
 pub mod errno;
 pub mod fs;
+pub mod readahead;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,6 +134,16 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         .map_err(|source| MountError::Mount { path: path.clone(), source })?;
     let mut session = session;
     let _ = inner.notifier.set(session.notifier());
+    // Held writes that waited too long are sent in the background, until
+    // the mount's state is gone.
+    let weak = Arc::downgrade(&inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(fs::FLUSH_TICK).await;
+            let Some(inner) = weak.upgrade() else { break };
+            inner.send_due().await;
+        }
+    });
     let unmounter = session.unmount_callable();
     let (tx, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

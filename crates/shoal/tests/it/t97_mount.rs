@@ -312,11 +312,12 @@ fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"data", "the same mount works again");
 }
 
-/// Whether `program` runs here; skips `test` with a message if not.
-fn have(test: &str, program: &str) -> bool {
+/// Whether `program` runs here; skips `test` with a message (saying how to
+/// install it) if not.
+fn have(test: &str, program: &str, install: &str) -> bool {
     let ok = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
-        skipping(test, program, "it is not installed (apt-get install git sqlite3)");
+        skipping(test, program, &format!("it is not installed ({install})"));
     }
     ok
 }
@@ -324,7 +325,8 @@ fn have(test: &str, program: &str) -> bool {
 #[test]
 fn t97_git_and_sqlite_on_the_mount() {
     let test = "t97_git_and_sqlite_on_the_mount";
-    if !can_mount(test) || !have(test, "git") || !have(test, "sqlite3") {
+    let apt = "apt-get install git sqlite3";
+    if !can_mount(test) || !have(test, "git", apt) || !have(test, "sqlite3", apt) {
         return;
     }
     let c = Cluster::start(Options::default());
@@ -355,4 +357,174 @@ fn t97_git_and_sqlite_on_the_mount() {
         let check = must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*), sum(i) FROM t;'"));
         assert_eq!(check, "ok\n80|1640\n", "{mode}: every row of both writers, and a sound database");
     }
+}
+
+/// The operations fsx makes in [`t97_fsx_on_the_mount`]: well under a
+/// minute in a debug build on 2 cores (400 took 10 s; fsx waits on the
+/// mount, whose every read first commits the writes held before it).
+const FSX_OPS: u32 = 1000;
+/// The seed of fsx's sequence of operations: the same run every time (a
+/// failure is reproduced by running fsx with it again).
+const FSX_SEED: u32 = 97;
+/// fsx's configuration: files up to 3 MiB (crossing the test cluster's
+/// 1 MiB chunks), operations up to 256 KiB, and every operation the mount
+/// serves: pread/pwrite, reads and writes through mmap (with msync and
+/// MS_INVALIDATE), truncates that shrink and grow, close and reopen, fsync,
+/// fdatasync, sendfile, posix_fadvise and copy_file_range. Not
+/// posix_fallocate or hole punching (the mount has no fallocate).
+const FSX_CONFIG: &str = "flen = 3145728
+[opsize]
+max = 262144
+min = 0
+align = 1
+[weights]
+close_open = 2
+read = 10
+write = 10
+mapread = 10
+mapwrite = 10
+invalidate = 1
+truncate = 3
+fsync = 1
+fdatasync = 1
+sendfile = 1
+posix_fadvise = 1
+copy_file_range = 1
+";
+
+/// fsx (the File System eXerciser, crates.io `fsx` 0.3.2, which `.ci/run`
+/// installs) applies [`FSX_OPS`] random reads, writes, truncates and mmap
+/// accesses to one file in the mount and checks every byte it reads, and
+/// the size, against its own model of the file.
+#[test]
+fn t97_fsx_on_the_mount() {
+    let test = "t97_fsx_on_the_mount";
+    if !can_mount(test) || !have(test, "fsx", "cargo install --locked fsx@0.3.2") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    let config = c.tmp.path().join("fsx.toml");
+    std::fs::write(&config, FSX_CONFIG).unwrap();
+    // Its artifacts (the log, the good file on a failure) stay out of the mount.
+    let artifacts = c.tmp.path().join("fsx-artifacts");
+    std::fs::create_dir(&artifacts).unwrap();
+    let log = c.tmp.path().join("fsx.log");
+    let mut cmd = Command::new("fsx");
+    cmd.arg("-f").arg(&config).args(["-N", &FSX_OPS.to_string(), "-S", &FSX_SEED.to_string()]);
+    cmd.arg("-P").arg(&artifacts).arg(m.path("fsx-file"));
+    let out = std::fs::File::create(&log).unwrap();
+    cmd.stdin(Stdio::null()).stderr(out.try_clone().unwrap()).stdout(out);
+    let mut fsx = Reaped::spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = fsx.0.try_wait().unwrap() {
+            break status;
+        }
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "fsx did not finish in time:\n{log_text}\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success() && out.contains("All operations completed A-OK"),
+        "fsx -S {FSX_SEED} -N {FSX_OPS} found a difference ({status:?}):\n{out}\nmount log:\n{}",
+        m.log_text()
+    );
+    assert_eq!(
+        std::fs::metadata(m.path("fsx-file")).unwrap().len(),
+        c.must_stat_json("/fsx-file")["size"].as_u64().unwrap(),
+        "after fsx closed the file, meta has the size the mount shows"
+    );
+}
+
+/// Reads `len` bytes at `offset` of `f` (opened with `O_DIRECT`, so each read
+/// reaches the mount instead of the kernel's page cache).
+fn pread_direct(f: &std::fs::File, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = f.read_at(&mut out[done..], offset + done as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    out.truncate(done);
+    out
+}
+
+/// The mount reads ahead of a sequential reader, and never answers bytes
+/// older than a change made through this mount: a write and close on
+/// another handle, a write through the reading handle, a truncate.
+#[test]
+fn t97_read_ahead_never_answers_stale_bytes() {
+    if !can_mount("t97_read_ahead_never_answers_stale_bytes") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    let mib = 1usize << 20;
+    let mut want = pattern(12 * mib, 5);
+    std::fs::write(m.path("f"), &want).unwrap();
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let reader =
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(m.path("f")).unwrap();
+
+    // Phase 1: a sequential reader (which starts the read-ahead) reads every byte right.
+    let step = 128 * 1024;
+    for at in (0..6 * mib).step_by(step) {
+        assert!(pread_direct(&reader, at as u64, step) == want[at..at + step], "bytes at {at}");
+    }
+    // Phase 2: another handle writes ahead of the reader and closes: the reader sees it.
+    let other = std::fs::OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    other.write_all_at(b"FROM-ANOTHER-HANDLE", 7 * mib as u64).unwrap();
+    drop(other);
+    want[7 * mib..7 * mib + 19].copy_from_slice(b"FROM-ANOTHER-HANDLE");
+    for at in (6 * mib..8 * mib).step_by(step) {
+        assert!(pread_direct(&reader, at as u64, step) == want[at..at + step], "bytes at {at} after another's write");
+    }
+    // Phase 3: a write through the reading handle itself, ahead of it.
+    reader.write_all_at(b"OWN-WRITE", 8 * mib as u64 + 10).unwrap();
+    want[8 * mib + 10..8 * mib + 19].copy_from_slice(b"OWN-WRITE");
+    for at in (8 * mib..10 * mib).step_by(step) {
+        assert!(pread_direct(&reader, at as u64, step) == want[at..at + step], "bytes at {at} after its own write");
+    }
+    // Phase 4: a truncate (by path) that cuts and regrows the file ahead of the reader.
+    must_sh(&m.dir, &format!("truncate -s {} f && truncate -s {} f", 10 * mib + 5, 12 * mib));
+    want[10 * mib + 5..].fill(0);
+    for at in (10 * mib..12 * mib).step_by(step) {
+        assert!(pread_direct(&reader, at as u64, step) == want[at..at + step], "bytes at {at} after a truncate");
+    }
+    assert!(pread_direct(&reader, 12 * mib as u64, step).is_empty(), "nothing past the end");
+}
+
+/// Bytes written and never closed or synced reach the cluster on their own
+/// about a second later (the mount sends held writes older than 1 s).
+#[test]
+fn t97_held_writes_are_sent_after_a_second() {
+    if !can_mount("t97_held_writes_are_sent_after_a_second") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    // The writer is a shell that keeps the file open. Not this process: every
+    // close of a copy of the descriptor flushes, and a fork by any thread of
+    // this process (other tests start programs) copies it and closes it at exec.
+    let started = Instant::now();
+    let mut cmd = Command::new("bash");
+    // Its stdout is the file: printf writes with no redirection of its own
+    // (whose undoing would close a copy), and `exec sleep` closes nothing.
+    cmd.arg("-c").arg("exec >late && printf 'written, then left open' && exec sleep 60").current_dir(&m.dir);
+    let writer = Reaped::spawn(cmd.stdin(Stdio::null()));
+    loop {
+        if c.must_cat("/late") == b"written, then left open" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "held bytes not sent in {:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "sent only after they waited about a second");
+    drop(writer);
 }
