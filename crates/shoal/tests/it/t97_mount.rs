@@ -528,3 +528,89 @@ fn t97_held_writes_are_sent_after_a_second() {
     assert!(started.elapsed() >= Duration::from_millis(900), "sent only after they waited about a second");
     drop(writer);
 }
+
+#[test]
+fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !can_mount("t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause") {
+        return;
+    }
+    let mut c = Cluster::start(Options {
+        meta_nodes: 3,
+        chunk_nodes: 3,
+        replication: 2,
+        chunk_size: "256KiB",
+        ..Options::default()
+    });
+    // A client timeout well past a failover: a call may wait, never fail.
+    let m = Mount::start(&c, "busy", &["--timeout", "30s"]);
+    let dir = m.dir.clone();
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    let writer = {
+        let (done, stop, failures, longest) = (done.clone(), stop.clone(), failures.clone(), longest.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                // Write and close (close returns once every replica has it),
+                // then read the previous file back whole.
+                let data = pattern(40_000 + (i as usize % 7) * 100_000, 500 + i);
+                if let Err(e) = std::fs::write(dir.join(format!("f{i}")), &data) {
+                    failures.lock().unwrap().push(format!("writing f{i}: {e}"));
+                    return;
+                }
+                if i > 0 {
+                    let want = pattern(40_000 + ((i - 1) as usize % 7) * 100_000, 500 + i - 1);
+                    match std::fs::read(dir.join(format!("f{}", i - 1))) {
+                        Ok(got) if got == want => {}
+                        Ok(got) => failures.lock().unwrap().push(format!(
+                            "f{} read back {} bytes, or other bytes",
+                            i - 1,
+                            got.len()
+                        )),
+                        Err(e) => failures.lock().unwrap().push(format!("reading f{}: {e}", i - 1)),
+                    }
+                }
+                let took = started.elapsed();
+                let mut l = longest.lock().unwrap();
+                *l = (*l).max(took);
+                drop(l);
+                i += 1;
+                done.store(i as usize, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + PATIENCE;
+        while done.load(Ordering::SeqCst) < n {
+            assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+            assert!(Instant::now() < deadline, "the writer made no progress past {}", done.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(10);
+    let leader = c.wait_leader();
+    c.kill_meta(leader);
+    let at = done.load(Ordering::SeqCst);
+    wait_for(at + 10);
+    c.start_meta(leader);
+    c.kill_chunk(0);
+    let at = done.load(Ordering::SeqCst);
+    wait_for(at + 10);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "the mount showed errors, not a pause: {failures:?}");
+    eprintln!("longest write-and-read round through failover and loss: {:?}", longest.lock().unwrap());
+    // Everything written is there, through the mount and through the CLI.
+    let n = done.load(Ordering::SeqCst) as u64;
+    for i in 0..n {
+        let want = pattern(40_000 + (i as usize % 7) * 100_000, 500 + i);
+        assert!(std::fs::read(m.path(&format!("f{i}"))).unwrap() == want, "f{i} through the mount");
+        assert!(c.must_cat(&format!("/f{i}")) == want, "f{i} through the CLI");
+    }
+}
