@@ -485,6 +485,12 @@ impl FsState {
         if owner.mode > MODE_BITS_MAX {
             return Err(FsError::InvalidArgument { reason: format!("mode {:o} has bits past 0o7777", owner.mode) });
         }
+        if kind == Kind::Symlink {
+            // A link is made whole, with its target, by the Symlink command.
+            return Err(FsError::InvalidArgument {
+                reason: "a symbolic link is made with its target (Symlink)".into(),
+            });
+        }
         if kind == Kind::File && (replication == 0 || chunk_size == 0) {
             return Err(FsError::InvalidArgument { reason: "replication and chunk size must be positive".into() });
         }
@@ -678,6 +684,19 @@ mod tests {
             exclusive: true,
         };
         assert!(matches!(run(&mut st, bad), Response::Err(FsError::InvalidArgument { .. })));
+        // Found by fuzz/fsm_apply: a MakeNode of kind Symlink made a link with
+        // no target, which breaks the invariant that every link has one.
+        let link = NamespaceCmd::MakeNode {
+            path: p("/V"),
+            kind: Kind::Symlink,
+            owner: Owner { mode: 0, uid: 0, gid: 0 },
+            replication: 0,
+            chunk_size: 0,
+            exclusive: false,
+        };
+        let before = st.clone();
+        assert!(matches!(run(&mut st, link), Response::Err(FsError::InvalidArgument { .. })));
+        assert!(st == before, "a refused MakeNode changed the state");
     }
 
     #[test]
