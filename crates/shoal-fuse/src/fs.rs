@@ -271,14 +271,7 @@ impl Inner {
     fn send_held(&self, h: &Handle) -> Res<()> {
         self.rt.block_on(async {
             let mut st = h.state.lock().await;
-            st.held_since = None;
-            if let Some(piece) = st.buf.take() {
-                let sent = self.send(&mut st.file, piece).await;
-                h.held_end.store(0, Ordering::Release);
-                if let Err(e) = sent {
-                    st.failed = Some(e);
-                }
-            }
+            self.send_piece(h, &mut st).await;
             match st.failed.take() {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -286,15 +279,30 @@ impl Inner {
         })
     }
 
+    /// Sends the piece `h` holds, if any, and keeps a failure for the next
+    /// flush or fsync to answer.
+    async fn send_piece(&self, h: &Handle, st: &mut OpenState) {
+        st.held_since = None;
+        if let Some(piece) = st.buf.take() {
+            let sent = self.send(&mut st.file, piece).await;
+            h.held_end.store(0, Ordering::Release);
+            if let Err(e) = sent {
+                st.failed = Some(e);
+            }
+        }
+    }
+
     async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
         let ino = file.cached_stat().inode;
         self.bump(ino);
-        let sent = tokio::time::timeout(self.opts.data_timeout, file.write_at(offset, &bytes)).await;
+        let len = bytes.len();
+        // The piece moves into the write as it is, without a copy.
+        let sent = tokio::time::timeout(self.opts.data_timeout, file.write_bytes_at(offset, bytes.into())).await;
         self.bump(ino);
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, offset, len = bytes.len(), "mount: a write failed");
+                tracing::warn!(error = %e, offset, len, "mount: a write failed");
                 Err(errno(&e))
             }
             Err(_) => Err(Errno::EIO),
@@ -329,14 +337,7 @@ impl Inner {
             if !crate::buffer::due(st.held_since, std::time::Instant::now()) {
                 continue;
             }
-            st.held_since = None;
-            if let Some(piece) = st.buf.take() {
-                let sent = self.send(&mut st.file, piece).await;
-                h.held_end.store(0, Ordering::Release);
-                if let Err(e) = sent {
-                    st.failed = Some(e);
-                }
-            }
+            self.send_piece(&h, &mut st).await;
         }
     }
 
