@@ -22,6 +22,7 @@
 pub mod bounds;
 pub mod format;
 pub mod fsm;
+pub mod group_commit;
 pub mod health;
 pub mod lock_service;
 pub mod locks;

@@ -9,14 +9,15 @@
 //! which clients follow.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use tonic::Status;
 
 use crate::TypeConfig;
-use crate::fsm::{Command, Proposal, RequestId, Response};
+use crate::fsm::{Command, RequestId, Response};
+use crate::group_commit::{Proposer, Unapplied};
 use crate::health::ServerView;
 use crate::metric_names;
 use crate::registry::{Liveness, Registry};
@@ -28,10 +29,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     pub state: SharedState,
     pub registry: Arc<Registry>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    /// Where proposals queue for group commit ([`crate::group_commit`]).
+    proposer: Proposer,
 }
 
 /// The status of a node that is not the leader, naming the leader if known.
@@ -49,17 +48,22 @@ pub fn not_leader(leader: Option<BasicNode>) -> Status {
 }
 
 impl Node {
-    /// Proposes a command on behalf of `request` and waits until it is applied.
-    /// Counts it in `shoal_meta_proposals_total` and times a committed one.
+    /// This node's handles, and the task that batches its proposals.
+    pub fn new(raft: Raft<TypeConfig>, state: SharedState, registry: Arc<Registry>) -> Node {
+        let proposer = Proposer::start(raft.clone());
+        Node { raft, state, registry, proposer }
+    }
+
+    /// Proposes a command on behalf of `request` (batched with whatever else
+    /// is waiting: see [`crate::group_commit`]) and waits until it is
+    /// applied. Counts it in `shoal_meta_proposals_total` and times a
+    /// committed one.
     pub async fn write(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Result<Response, Status> {
-        let proposal = Proposal::new(now_ms(), request, cmd);
         let started = Instant::now();
-        let (result, outcome) = match self.raft.client_write(proposal).await {
-            Ok(r) => (Ok(r.data), "ok"),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                (Err(not_leader(f.leader_node)), "not_leader")
-            }
-            Err(e) => (Err(Status::unavailable(format!("meta cannot commit now: {e}"))), "failed"),
+        let (result, outcome) = match self.proposer.propose(cmd.into(), request).await {
+            Ok(r) => (Ok(r), "ok"),
+            Err(Unapplied::NotLeader(leader)) => (Err(not_leader(leader)), "not_leader"),
+            Err(Unapplied::Failed(e)) => (Err(Status::unavailable(format!("meta cannot commit now: {e}"))), "failed"),
         };
         metrics::counter!(metric_names::PROPOSALS_TOTAL, "result" => outcome).increment(1);
         if result.is_ok() {

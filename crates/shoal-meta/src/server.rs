@@ -188,7 +188,7 @@ pub async fn run(
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
         capabilities,
-        node: Node { raft: raft.clone(), state, registry },
+        node: Node::new(raft.clone(), state, registry),
         sessions: sessions.clone(),
         settings: Arc::new(ServiceSettings {
             node_id: config.id,

@@ -27,6 +27,7 @@ use shoal_core::FsError;
 use crate::locks::{Acquired, LockTable};
 
 pub mod attrs;
+pub mod batch;
 pub mod chunks;
 pub mod dedup;
 pub mod invariants;
@@ -37,6 +38,7 @@ pub mod replicas;
 pub mod xattrs;
 
 pub use attrs::{AttrChange, TimeSet};
+pub use batch::Batched;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
@@ -56,6 +58,10 @@ pub enum Command {
     Replicas(ReplicaCmd),
     Nodes(NodeCmd),
     Locks(LockCmd),
+    /// Several client requests in one log entry (group commit; see
+    /// [`batch`]). Each applies as if it were an entry of its own, in order,
+    /// under the outer proposal's time and rules. Never nested.
+    Batch(Vec<Batched>),
 }
 
 macro_rules! domain_into_command {
@@ -129,6 +135,8 @@ pub enum Response {
     },
     Lock(Acquired),
     Err(FsError),
+    /// The answers of a [`Command::Batch`], one per request, in order.
+    Batch(Vec<Response>),
 }
 
 /// The answer to a `PrepareWrite`.
@@ -281,19 +289,34 @@ impl Default for FsState {
 
 impl FsState {
     /// Applies one committed proposal. Never panics on bad input: a command
-    /// that cannot apply answers `Response::Err` and changes nothing.
+    /// that cannot apply answers `Response::Err` and changes nothing. A batch
+    /// applies its requests one by one, each answering for itself.
     pub fn apply(&mut self, p: &Proposal) -> Response {
+        match &p.cmd {
+            Command::Batch(items) => match p.request {
+                Some(_) => Response::Err(batch::request_on_batch()),
+                None => Response::Batch(
+                    items.iter().map(|i| self.apply_one(i.request, &i.cmd, p.now_ms, p.rules)).collect(),
+                ),
+            },
+            cmd => self.apply_one(p.request, cmd, p.now_ms, p.rules),
+        }
+    }
+
+    /// Applies one command on behalf of `request`, answering a request seen
+    /// before with its first answer.
+    fn apply_one(&mut self, request: Option<RequestId>, cmd: &Command, now_ms: u64, rules: u16) -> Response {
         #[cfg(any(debug_assertions, test))]
         let before = invariants::Counters::of(self);
-        let response = match p.request {
+        let response = match request {
             None => {
-                self.sweep_idle_clients(p.now_ms);
-                self.apply_command(&p.cmd, p.now_ms, p.rules)
+                self.sweep_idle_clients(now_ms);
+                self.apply_command(cmd, now_ms, rules)
             }
-            Some(req) => match self.check_request(req, p.now_ms) {
+            Some(req) => match self.check_request(req, now_ms) {
                 dedup::Seen::Answered(first) => first,
                 dedup::Seen::New => {
-                    let response = self.apply_command(&p.cmd, p.now_ms, p.rules);
+                    let response = self.apply_command(cmd, now_ms, rules);
                     self.remember(req, &response);
                     response
                 }
@@ -302,7 +325,7 @@ impl FsState {
         #[cfg(any(debug_assertions, test))]
         if let Err(broken) = self.check_invariants().and_then(|()| before.check_growth(&invariants::Counters::of(self)))
         {
-            panic!("state machine invariant broken after {p:?}: {broken}");
+            panic!("state machine invariant broken after {cmd:?} (request {request:?}): {broken}");
         }
         response
     }
@@ -314,6 +337,7 @@ impl FsState {
             Command::Replicas(c) => self.apply_replicas(c, rules),
             Command::Nodes(c) => self.apply_nodes(c),
             Command::Locks(c) => self.apply_locks(c),
+            Command::Batch(_) => Err(batch::nested()),
         };
         result.unwrap_or_else(Response::Err)
     }
