@@ -275,6 +275,7 @@ impl Client {
             open_existing: !exclusive,
             owner: Some(owner.into()),
             request: Some(pending.id),
+            prepare_first_chunk: false,
         };
         Ok(inode_of(
             self.ns(|mut c| {
@@ -481,7 +482,7 @@ impl Client {
         let mut chunks: Vec<ChunkInfo> = reply.chunks.into_iter().map(ChunkInfo::from).collect();
         chunks.sort_by_key(|c| c.index);
         let layout =
-            Arc::new(Layout { stat: inode_of(pb::InodeReply { inode: reply.inode, path: String::new() }), chunks });
+            Arc::new(Layout { stat: inode_of(pb::InodeReply { inode: reply.inode, ..Default::default() }), chunks });
         if !layout.stat.is_dir {
             self.inner.layouts.put(epoch, layout.clone());
         }

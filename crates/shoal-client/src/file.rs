@@ -67,23 +67,34 @@ impl Client {
         self.create_inner(path, replication, true).await
     }
 
+    /// [`Client::create`] for a caller about to write: meta prepares the
+    /// new file's first chunk in the same Raft entry as the create, and the
+    /// first write through the returned handle uses it, which saves a meta
+    /// round per small file. (A file left empty keeps that chunk prepared and
+    /// never committed: it reads as a hole, and goes when the file does.)
+    pub async fn create_for_writing(&self, path: &str, replication: Option<u32>) -> Result<File> {
+        let req = pb::CreateRequest { prepare_first_chunk: true, ..create_request(path, replication, false) };
+        self.create_with(req).await
+    }
+
     async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
+        self.create_with(create_request(path, replication, open_existing)).await
+    }
+
+    async fn create_with(&self, mut req: pb::CreateRequest) -> Result<File> {
         let pending = self.inner.requests.begin();
-        let req = pb::CreateRequest {
-            path: path.to_string(),
-            replication: replication.unwrap_or(0),
-            open_existing,
-            owner: None,
-            request: Some(pending.id),
-        };
-        let stat = inode_of(
-            self.ns(|mut c| {
+        req.request = Some(pending.id);
+        let path = req.path.clone();
+        let mut reply = self
+            .ns(|mut c| {
                 let req = req.clone();
                 async move { c.create(req).await }
             })
-            .await?,
-        );
-        Ok(File::new(self.clone(), path.to_string(), stat))
+            .await?;
+        let grant = reply.first_chunk.take();
+        let mut file = File::new(self.clone(), path, inode_of(reply));
+        file.first_grant = FirstGrant(grant);
+        Ok(file)
     }
 
     /// Opens an existing file. One call to meta fetches its attributes and
@@ -116,6 +127,27 @@ impl Client {
     }
 }
 
+fn create_request(path: &str, replication: Option<u32>, open_existing: bool) -> pb::CreateRequest {
+    pb::CreateRequest {
+        path: path.to_string(),
+        replication: replication.unwrap_or(0),
+        open_existing,
+        ..Default::default()
+    }
+}
+
+/// Chunk 0 of a new file as meta prepared it with the create, for this
+/// handle's first write only. A clone of the handle does not get it: two
+/// writers must never write one granted version.
+#[derive(Default)]
+struct FirstGrant(Option<pb::PrepareWriteReply>);
+
+impl Clone for FirstGrant {
+    fn clone(&self) -> Self {
+        FirstGrant(None)
+    }
+}
+
 /// Drops this client's cached map of a file when it goes out of scope.
 struct ForgetMap {
     client: Client,
@@ -145,11 +177,13 @@ pub struct File {
     pos: u64,
     /// Carried by every write: the lock it is made under.
     fence: Option<pb::Fence>,
+    /// Taken by the first change through this handle.
+    first_grant: FirstGrant,
 }
 
 impl File {
     pub(crate) fn new(client: Client, path: String, stat: Stat) -> File {
-        File { client, path, stat, pos: 0, fence: None }
+        File { client, path, stat, pos: 0, fence: None, first_grant: FirstGrant(None) }
     }
 
     /// Makes every later write through this handle carry `lock`'s fencing
@@ -378,6 +412,9 @@ impl File {
     }
 
     async fn change_once(&mut self, change: &Change) -> Result<()> {
+        // Only the first change may use the chunk prepared with the create
+        // (the fence is checked by the prepare; a fenced handle has none).
+        let grant = self.first_grant.0.take().filter(|_| self.fence.is_none());
         match change {
             Change::Write { offset, end, data } => {
                 // The chunks of one call are written side by side, so one
@@ -385,7 +422,8 @@ impl File {
                 let this = &*self;
                 let writes = spans(*offset, data.len() as u64, self.stat.chunk_size).into_iter().map(|span| {
                     let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
-                    this.write_chunk(span.index, span.offset_in_chunk, piece, None)
+                    let grant = grant.clone().filter(|_| span.index == 0);
+                    this.write_chunk(span.index, span.offset_in_chunk, piece, None, grant)
                 });
                 let written = futures::stream::iter(writes)
                     .buffered(CHUNK_WRITES_IN_FLIGHT_MAX)
@@ -403,7 +441,7 @@ impl File {
                 let mut written = Vec::new();
                 // Cut the chunk the new end falls in, so a later growth reads zeros there.
                 if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
-                    written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs)).await?);
+                    written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs), None).await?);
                 }
                 self.commit(written, size, true).await
             }
@@ -439,45 +477,52 @@ impl File {
         Ok(())
     }
 
+    /// Asks meta to prepare chunk `index` for a write, avoiding the replicas
+    /// in `failed`; `last` and `chunk_id` describe the failure before, if any.
+    async fn prepare(&self, index: u64, failed: &[String], last: &str, chunk_id: u64) -> Result<pb::PrepareWriteReply> {
+        let pending = self.client.inner.requests.begin();
+        let req = pb::PrepareWriteRequest {
+            inode: self.stat.inode,
+            chunk_index: index,
+            failed: failed.to_vec(),
+            fence: self.fence.clone(),
+            request: Some(pending.id),
+        };
+        match self
+            .client
+            .ns(|mut c| {
+                let req = req.clone();
+                async move { c.prepare_write(req).await }
+            })
+            .await
+        {
+            Ok(p) => Ok(p),
+            // Running out of servers after failures: say what failed first.
+            Err(e) if !failed.is_empty() => {
+                Err(ClientError::WriteFailed { chunk_id, attempts: failed.len(), last: format!("{last}; then {e}") })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes one span into chunk `index`, re-planning around failed replicas.
-    /// Returns (index, chunk id, version written).
+    /// The first attempt uses `grant` (a version meta already prepared) when
+    /// given. Returns (index, chunk id, version written).
     async fn write_chunk(
         &self,
         index: u64,
         offset: u64,
         data: Bytes,
         truncate_to: Option<u64>,
+        mut grant: Option<pb::PrepareWriteReply>,
     ) -> Result<(u64, u64, u64)> {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
         let mut chunk_id = 0;
         for attempt in 1.. {
-            let pending = self.client.inner.requests.begin();
-            let req = pb::PrepareWriteRequest {
-                inode: self.stat.inode,
-                chunk_index: index,
-                failed: failed.clone(),
-                fence: self.fence.clone(),
-                request: Some(pending.id),
-            };
-            let prep = match self
-                .client
-                .ns(|mut c| {
-                    let req = req.clone();
-                    async move { c.prepare_write(req).await }
-                })
-                .await
-            {
-                Ok(p) => p,
-                // Running out of servers after failures: say what failed first.
-                Err(e) if !failed.is_empty() => {
-                    return Err(ClientError::WriteFailed {
-                        chunk_id,
-                        attempts: failed.len(),
-                        last: format!("{last}; then {e}"),
-                    });
-                }
-                Err(e) => return Err(e),
+            let prep = match grant.take() {
+                Some(g) => g,
+                None => self.prepare(index, &failed, &last, chunk_id).await?,
             };
             let loc = prep.chunk.unwrap_or_default();
             chunk_id = loc.id;

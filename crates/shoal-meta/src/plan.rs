@@ -46,7 +46,7 @@ pub fn plan_prepare(
     let not_enough = |e: placement::NotEnoughServers| FsError::NotEnoughServers { needed: e.needed, alive: e.alive };
     Ok(match f.chunks.get(&index) {
         None => {
-            let replicas = placement::place(&candidates, f.replication, &failed_ids).map_err(not_enough)?;
+            let replicas = place_new_chunk(servers, f.replication, &failed_ids)?;
             WriteCmd::PrepareWrite { inode, index, expect_id: None, expect_version: 0, replicas, fence }
         }
         Some(c) => {
@@ -67,6 +67,14 @@ pub fn plan_prepare(
             WriteCmd::PrepareWrite { inode, index, expect_id: Some(c.id), expect_version: c.version, replicas, fence }
         }
     })
+}
+
+/// Where a chunk not written yet goes: `replication` distinct live servers,
+/// none of `exclude`.
+pub fn place_new_chunk(servers: &[ServerView], replication: u32, exclude: &[u64]) -> Result<Vec<u64>, FsError> {
+    let candidates: Vec<Candidate> = servers.iter().map(ServerView::candidate).collect();
+    placement::place(&candidates, replication, exclude)
+        .map_err(|e| FsError::NotEnoughServers { needed: e.needed, alive: e.alive })
 }
 
 /// The garbage chunks a heartbeat reply tells server `node` to delete: at

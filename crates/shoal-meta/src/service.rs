@@ -176,7 +176,7 @@ impl MetaService {
 
     async fn write_inode(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Reply<pb::InodeReply> {
         let inode = self.node.write(cmd, request).await?.into_inode().map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), path: String::new() }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), ..Default::default() }))
     }
 
     /// An encoded capability for `caller` (the TLS peer's identity URI) to
@@ -191,6 +191,27 @@ impl MetaService {
             expires_at_ms: capability::expiry_from(capability::now_ms(), self.settings.capability_lifetime),
         };
         capability::encode(&key.sign(&grant))
+    }
+
+    /// The answer to a writer granted `chunk` (chunk `index` of its file):
+    /// where it goes, the version granted, and a capability to write that
+    /// version only (a writer fenced out or overtaken by a newer version
+    /// holds none for that one).
+    fn granted(
+        &self,
+        index: u64,
+        chunk: &crate::fsm::ChunkMeta,
+        chunk_size: u64,
+        caller: Option<&str>,
+    ) -> pb::PrepareWriteReply {
+        for r in &chunk.replicas {
+            self.node.registry.note_placed(*r);
+        }
+        let mut loc = self.location(index, chunk, None);
+        // The writer needs the version it was granted, not the committed one.
+        loc.version = chunk.version;
+        loc.capability = self.capability(caller, chunk.id, chunk.version, Mode::Write);
+        pb::PrepareWriteReply { chunk: Some(loc), chunk_size, base_version: chunk.committed_version }
     }
 
     /// Where chunk `c` (at `index`) is, with a capability for `caller` to
@@ -240,6 +261,7 @@ impl pb::namespace_server::Namespace for MetaService {
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
+        let caller = caller_uri(&req);
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
         bounds::check_replication(r.replication, true).map_err(fs_status)?;
@@ -262,7 +284,22 @@ impl pb::namespace_server::Namespace for MetaService {
             },
             None => NamespaceCmd::Create { path, replication, chunk_size, open_existing: r.open_existing },
         };
-        self.write_inode(cmd, request_id(r.request)).await
+        // A new file for a writer: its chunk 0 is prepared in the same entry.
+        // Without servers enough to place it, the file is made alone and the
+        // write's own prepare says what is missing.
+        let first = match r.prepare_first_chunk && !r.open_existing {
+            true => plan::place_new_chunk(&self.node.server_views(Instant::now()), replication, &[]).ok(),
+            false => None,
+        };
+        let Some(replicas) = first else { return self.write_inode(cmd, request_id(r.request)).await };
+        let created = WriteCmd::CreatePrepared { create: cmd, replicas };
+        let (inode, prepared) =
+            self.node.write(created, request_id(r.request)).await?.into_created().map_err(fs_status)?;
+        let Prepared::Chunk { chunk, chunk_size } = prepared else {
+            return Err(Status::internal("a new file's first chunk came back unprepared"));
+        };
+        let first_chunk = Some(self.granted(0, &chunk, chunk_size, caller.as_deref()));
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), path: String::new(), first_chunk }))
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
@@ -274,10 +311,14 @@ impl pb::namespace_server::Namespace for MetaService {
         if by_inode {
             let inode = s.fs.inode(r.inode).map_err(fs_status)?;
             let path = s.fs.path_of(inode.id);
-            return Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), path }));
+            return Ok(TonicResponse::new(pb::InodeReply {
+                inode: Some(inode_pb_with(inode, r.xattrs)),
+                path,
+                first_chunk: None,
+            }));
         }
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), path: String::new() }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), ..Default::default() }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
@@ -380,7 +421,8 @@ impl pb::namespace_server::Namespace for MetaService {
         let fence = fence(r.fence)?;
         // The chunk index is bounded by `plan_prepare`, against the file's chunk size.
         bounds::check_failed(&r.failed).map_err(fs_status)?;
-        self.node.linearizable().await?;
+        // No read-index round first: a plan made from a state that is behind
+        // is refused when it applies (Conflict), and planned again.
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
             let cmd = {
@@ -390,22 +432,7 @@ impl pb::namespace_server::Namespace for MetaService {
             let cmd = cmd.map_err(fs_status)?;
             match self.node.write(cmd, request_id(r.request)).await?.into_prepared().map_err(fs_status)? {
                 Prepared::Chunk { chunk, chunk_size } => {
-                    for r in &chunk.replicas {
-                        self.node.registry.note_placed(*r);
-                    }
-                    let mut loc = self.location(r.chunk_index, &chunk, None);
-                    // The writer needs the version it was granted, not the
-                    // committed one, and a capability to write it (one
-                    // granted version only: a writer fenced out or overtaken
-                    // by a newer version holds none for that one).
-                    loc.version = chunk.version;
-                    loc.capability = self.capability(caller.as_deref(), chunk.id, chunk.version, Mode::Write);
-                    let base_version = chunk.committed_version;
-                    return Ok(TonicResponse::new(pb::PrepareWriteReply {
-                        chunk: Some(loc),
-                        chunk_size,
-                        base_version,
-                    }));
+                    return Ok(TonicResponse::new(self.granted(r.chunk_index, &chunk, chunk_size, caller.as_deref())));
                 }
                 Prepared::Conflict => continue,
             }

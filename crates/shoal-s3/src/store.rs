@@ -163,7 +163,10 @@ impl Store {
     {
         let tmp = Self::tmp_path();
         let result = async {
-            let mut file = self.client.create(&tmp, None).await?;
+            let mut file = match declared_len {
+                Some(0) => self.client.create(&tmp, None).await?,
+                _ => self.client.create_for_writing(&tmp, None).await?,
+            };
             let piece = (file.cached_stat().chunk_size * WRITE_PIECE_CHUNKS)
                 .clamp(WRITE_PIECE_MIN_BYTES, WRITE_PIECE_MAX_BYTES) as usize;
             // The writer task writes one piece while the next one arrives.

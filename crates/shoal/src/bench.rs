@@ -201,7 +201,7 @@ async fn seq_write(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let total = args.size.unwrap_or(1 << 30);
     let path = format!("{}/{SEQ_FILE}", args.dir);
     client.remove(&path, false).await.ok();
-    let mut f = client.create(&path, args.replication).await?;
+    let mut f = client.create_for_writing(&path, args.replication).await?;
     // Two chunks per call, as `put` does: they are written side by side.
     let piece = (f.cached_stat().chunk_size * 2).min(128 << 20);
     let data = pattern(piece as usize, 7);
@@ -295,7 +295,7 @@ async fn small(client: &Client, args: &Options, read: bool) -> anyhow::Result<Ou
     spread(client, args, size, move |c, i| {
         let (path, data) = (format!("{dir}/f{i}"), data.clone());
         async move {
-            let mut f = c.create(&path, replication).await?;
+            let mut f = c.create_for_writing(&path, replication).await?;
             f.write_at(0, &data).await?;
             Ok(())
         }
@@ -426,7 +426,7 @@ async fn rand_read(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     let path = format!("{}/rand", args.dir);
     if client.stat(&path).await.map(|s| s.size != span).unwrap_or(true) {
         client.remove(&path, false).await.ok();
-        let mut f = client.create(&path, args.replication).await?;
+        let mut f = client.create_for_writing(&path, args.replication).await?;
         let piece = pattern((64 << 20).min(span) as usize, 11);
         let mut at = 0;
         while at < span {

@@ -207,7 +207,11 @@ async fn put(
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;
     // the rename that puts it in place is fenced by the target's lock.
-    let mut file = client.create(&tmp.to_string(), replication).await?;
+    // A known empty source makes an empty file: no chunk to prepare.
+    let mut file = match total {
+        Some(0) => client.create(&tmp, replication).await?,
+        _ => client.create_for_writing(&tmp, replication).await?,
+    };
     let piece = (file.cached_stat().chunk_size * PUT_CHUNKS_PER_WRITE).clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
     let bar = progress(total, "put");
     let result: anyhow::Result<()> = async {

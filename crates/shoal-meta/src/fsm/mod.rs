@@ -137,6 +137,12 @@ pub enum Response {
     Err(FsError),
     /// The answers of a [`Command::Batch`], one per request, in order.
     Batch(Vec<Response>),
+    /// A new file with its chunk 0 prepared ([`WriteCmd::CreatePrepared`]).
+    Created {
+        inode: Inode,
+        chunk: ChunkMeta,
+        chunk_size: u64,
+    },
 }
 
 /// The answer to a `PrepareWrite`.
@@ -169,6 +175,16 @@ impl Response {
     pub fn into_inode(self) -> Result<Inode, FsError> {
         match self {
             Response::Inode(i) => Ok(i),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    /// The answer of a create with its first chunk prepared: the new file,
+    /// and what preparing its chunk 0 gave.
+    pub fn into_created(self) -> Result<(Inode, Prepared), FsError> {
+        match self {
+            Response::Created { inode, chunk, chunk_size } => Ok((inode, Prepared::Chunk { chunk, chunk_size })),
             Response::Err(e) => Err(e),
             other => Err(other.mismatch()),
         }
