@@ -28,6 +28,12 @@
 //! taken from `mtime_ms`. The commands format 3 added come after every older
 //! variant of their enum.
 //!
+//! Format 4 added commands only: `Command::Batch` (group commit) and
+//! `WriteCmd::CreatePrepared`, each after every older variant of its enum,
+//! with the answers `Response::Batch` and `Response::Created`. Records of
+//! formats 1 to 3 decode unchanged; the number moved so that an older build
+//! refuses a log holding them as newer, instead of calling it corrupt.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -99,7 +105,7 @@ where
 }
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 3;
+pub const FORMAT_CURRENT: u16 = 4;
 /// The format that added extended attributes to inodes.
 pub const FORMAT_XATTRS: u16 = 2;
 /// The format that added POSIX attributes to inodes (owner, group, times in

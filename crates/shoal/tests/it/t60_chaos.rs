@@ -2,8 +2,10 @@
 //! partitions nodes; then the cluster is healed and checked.
 //!
 //! # Workload
-//! Each worker owns a directory and runs creates, appends, overwrites, deletes
-//! and renames on its own files through the client library, keeping a model of
+//! Each worker owns a directory and runs creates, small files created and
+//! written at once (the create prepares the first chunk in the same Raft
+//! entry), appends, overwrites (tiny whole-file ones too), deletes and
+//! renames on its own files through the client library, keeping a model of
 //! what its directory must hold. Every operation is recorded with its invoke
 //! time, completion time and outcome.
 //!
@@ -15,7 +17,9 @@
 //!   by the state machine, because the barrier's request id tells meta the
 //!   abandoned one is done. The worker then reads its files back: they must
 //!   match the state before the operation or after it, exactly (fully present
-//!   or fully absent), and the model takes what was found.
+//!   or fully absent), and the model takes what was found. A small file
+//!   created and written is two acknowledgements (the create, then the
+//!   write), so it may also be found created and empty, never partly written.
 //!
 //! # Checks after healing
 //! - Every worker's directory holds exactly its model: every acknowledged
@@ -51,18 +55,41 @@ type Files = BTreeMap<String, Vec<u8>>;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { name: String },
-    Append { name: String, data: Vec<u8> },
-    Overwrite { name: String, offset: u64, data: Vec<u8> },
-    Delete { name: String },
-    Rename { from: String, to: String },
+    Create {
+        name: String,
+    },
+    /// Create a new file and write it whole, as `put` does.
+    CreateWrite {
+        name: String,
+        data: Vec<u8>,
+    },
+    Append {
+        name: String,
+        data: Vec<u8>,
+    },
+    Overwrite {
+        name: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Delete {
+        name: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 impl Op {
     /// The names whose state the operation can change.
     fn names(&self) -> Vec<&str> {
         match self {
-            Op::Create { name } | Op::Append { name, .. } | Op::Overwrite { name, .. } | Op::Delete { name } => {
+            Op::Create { name }
+            | Op::CreateWrite { name, .. }
+            | Op::Append { name, .. }
+            | Op::Overwrite { name, .. }
+            | Op::Delete { name } => {
                 vec![name]
             }
             Op::Rename { from, to } => vec![from, to],
@@ -75,6 +102,9 @@ impl Op {
         match self {
             Op::Create { name } => {
                 f.insert(name.clone(), Vec::new());
+            }
+            Op::CreateWrite { name, data } => {
+                f.insert(name.clone(), data.clone());
             }
             Op::Append { name, data } => f.get_mut(name).unwrap().extend_from_slice(data),
             Op::Overwrite { name, offset, data } => {
@@ -96,9 +126,19 @@ impl Op {
         f
     }
 
+    /// The model if the operation was cut between its two acknowledged
+    /// steps, for the operations that have two.
+    fn halfway(&self, files: &Files) -> Option<Files> {
+        match self {
+            Op::CreateWrite { name, .. } => Some(Op::Create { name: name.clone() }.apply(files)),
+            _ => None,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Op::Create { name } => format!("create {name}"),
+            Op::CreateWrite { name, data } => format!("create and write {name} +{}", data.len()),
             Op::Append { name, data } => format!("append {name} +{}", data.len()),
             Op::Overwrite { name, offset, data } => format!("overwrite {name} @{offset} +{}", data.len()),
             Op::Delete { name } => format!("delete {name}"),
@@ -129,7 +169,10 @@ fn choose(rng: &mut StdRng, files: &Files, next: &mut u64, worker: u64) -> Op {
         format!("f{next}")
     };
     if files.len() < 3 || rng.random_bool(0.15) {
-        return Op::Create { name: fresh() };
+        return match rng.random_bool(0.5) {
+            true => Op::Create { name: fresh() },
+            false => Op::CreateWrite { name: fresh(), data: pattern(rng.random_range(1..=4096), rng.random()) },
+        };
     }
     let names: Vec<&String> = files.keys().collect();
     let name = names[rng.random_range(0..names.len())].clone();
@@ -142,6 +185,10 @@ fn choose(rng: &mut StdRng, files: &Files, next: &mut u64, worker: u64) -> Op {
             *next += 1;
             data.extend(pattern(size, rng.random()));
             Op::Append { name, data }
+        }
+        45..55 if len <= 4096 => {
+            // A tiny file rewritten whole.
+            Op::Overwrite { name, offset: 0, data: pattern(rng.random_range(1..=4096), rng.random()) }
         }
         45..75 => {
             let offset = rng.random_range(0..=len);
@@ -156,6 +203,10 @@ async fn execute(client: &Client, dir: &str, op: &Op) -> Result<(), String> {
     let path = |n: &str| format!("{dir}/{n}");
     let r = match op {
         Op::Create { name } => client.create(&path(name), None).await.map(|_| ()),
+        Op::CreateWrite { name, data } => match client.create_for_writing(&path(name), None).await {
+            Ok(mut f) => f.write_at(0, data).await,
+            Err(e) => Err(e),
+        },
         Op::Append { name, data } => match client.open(&path(name)).await {
             Ok(mut f) => f.append(data).await.map(|_| ()),
             Err(e) => Err(e),
@@ -199,6 +250,9 @@ async fn resolve(client: &Client, dir: &str, op: &Op, before: &Files, after: &Fi
         match tokio::time::timeout(OP_TIMEOUT, attempt).await {
             Ok(Ok(found)) if found == subset(before, &names) => return Ok(before.clone()),
             Ok(Ok(found)) if found == subset(after, &names) => return Ok(after.clone()),
+            Ok(Ok(found)) if op.halfway(before).is_some_and(|h| found == subset(&h, &names)) => {
+                return Ok(op.halfway(before).unwrap_or_default());
+            }
             Ok(Ok(found)) => {
                 let show = |f: &Files| f.iter().map(|(k, v)| format!("{k}: {} bytes", v.len())).collect::<Vec<_>>();
                 return Err(format!(
