@@ -77,6 +77,18 @@ impl Client {
         self.create_with(req).await
     }
 
+    /// A new file with `owner`'s owner, group and mode, opened for a writer
+    /// about to write, as [`Client::create_for_writing`]; fails if the path
+    /// exists.
+    pub async fn create_owned_for_writing(&self, path: &str, owner: crate::Owner) -> Result<File> {
+        let req = pb::CreateRequest {
+            owner: Some(owner.into()),
+            prepare_first_chunk: true,
+            ..create_request(path, None, false)
+        };
+        self.create_with(req).await
+    }
+
     async fn create_inner(&self, path: &str, replication: Option<u32>, open_existing: bool) -> Result<File> {
         self.create_with(create_request(path, replication, open_existing)).await
     }

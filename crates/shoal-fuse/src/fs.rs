@@ -885,12 +885,23 @@ impl Filesystem for ShoalFs {
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let exclusive = flags & libc::O_EXCL != 0;
-        let stat = or_reply!(reply, fs.ns(fs.client.create_owned(&path, Inner::owner(req, mode, umask), exclusive)));
-        fs.remember(stat.inode, &path);
-        if flags & libc::O_TRUNC != 0 && stat.size > 0 {
-            or_reply!(reply, fs.truncate(stat.inode, None, 0));
-        }
-        let file = or_reply!(reply, fs.ns(fs.client.open_inode(stat.inode, &path)));
+        let owner = Inner::owner(req, mode, umask);
+        // The kernel asks to create a name it found missing, so try a new
+        // file first: one meta call makes it with its first chunk prepared
+        // for the writes to come. Only if the name exists by now (another
+        // mount) does a create without O_EXCL open it instead.
+        let file = match fs.ns(fs.client.create_owned_for_writing(&path, owner)) {
+            Ok(file) => file,
+            Err(e) if e != Errno::EEXIST || exclusive => or_reply!(reply, Err(e)),
+            Err(_) => {
+                let stat = or_reply!(reply, fs.ns(fs.client.create_owned(&path, owner, false)));
+                if flags & libc::O_TRUNC != 0 && stat.size > 0 {
+                    or_reply!(reply, fs.truncate(stat.inode, None, 0));
+                }
+                or_reply!(reply, fs.ns(fs.client.open_inode(stat.inode, &path)))
+            }
+        };
+        fs.remember(file.cached_stat().inode, &path);
         let stat = file.cached_stat().clone();
         let fh = or_reply!(reply, fs.new_handle(stat.inode, file));
         reply.created(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0), FileHandle(fh), FopenFlags::empty());
