@@ -35,7 +35,8 @@ pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Log entries proposed and not yet applied, at most.
 pub const IN_FLIGHT_MAX: usize = 2;
 
-/// Why a request's batch was not applied: nothing of it was.
+/// Why a request was not served: a batch not applied (nothing of it was), or
+/// a read whose round failed ([`crate::read_rounds`]).
 #[derive(Debug, Clone)]
 pub enum Unapplied {
     /// This node does not lead; the leader, if known.

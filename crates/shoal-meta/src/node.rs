@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use tonic::Status;
 
@@ -20,6 +19,7 @@ use crate::fsm::{Command, RequestId, Response};
 use crate::group_commit::{Proposer, Unapplied};
 use crate::health::ServerView;
 use crate::metric_names;
+use crate::read_rounds::ReadRounds;
 use crate::registry::{Liveness, Registry};
 use crate::sm_store::SharedState;
 
@@ -31,6 +31,8 @@ pub struct Node {
     pub registry: Arc<Registry>,
     /// Where proposals queue for group commit ([`crate::group_commit`]).
     proposer: Proposer,
+    /// Where linearizable reads queue for a shared read-index round.
+    reads: ReadRounds,
 }
 
 /// The status of a node that is not the leader, naming the leader if known.
@@ -51,7 +53,8 @@ impl Node {
     /// This node's handles, and the task that batches its proposals.
     pub fn new(raft: Raft<TypeConfig>, state: SharedState, registry: Arc<Registry>) -> Node {
         let proposer = Proposer::start(raft.clone());
-        Node { raft, state, registry, proposer }
+        let reads = ReadRounds::start(raft.clone());
+        Node { raft, state, registry, proposer, reads }
     }
 
     /// Proposes a command on behalf of `request` (batched with whatever else
@@ -72,12 +75,13 @@ impl Node {
         result
     }
 
-    /// Waits until this node may serve a linearizable read.
+    /// Waits until this node may serve a linearizable read (in a read-index
+    /// round shared with the reads around it: see [`crate::read_rounds`]).
     pub async fn linearizable(&self) -> Result<(), Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_node)),
-            Err(e) => Err(Status::unavailable(format!("meta cannot serve a read now: {e}"))),
+        match self.reads.wait().await {
+            Ok(()) => Ok(()),
+            Err(Unapplied::NotLeader(leader)) => Err(not_leader(leader)),
+            Err(Unapplied::Failed(e)) => Err(Status::unavailable(format!("meta cannot serve a read now: {e}"))),
         }
     }
 

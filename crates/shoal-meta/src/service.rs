@@ -10,8 +10,9 @@
 //! this module only validates input, gathers what the pure planning in
 //! [`crate::plan`] and [`crate::health`] needs (the state and the leader's
 //! view of liveness), and turns answers and errors into gRPC. Reads of the namespace go through
-//! `ensure_linearizable`, so a client never sees state older than a change it
-//! has seen acknowledged.
+//! a read-index round ([`Node::linearizable`], shared by the reads waiting
+//! at that moment), so a client never sees state older than a change it has
+//! seen acknowledged.
 //!
 //! Error mapping: a node that is not the leader answers `UNAVAILABLE` with the
 //! leader's address under [`shoal_proto::LEADER_KEY`]; a namespace error answers
