@@ -509,6 +509,20 @@ impl Client {
         }
     }
 
+    /// Has the meta node at `addr` build a snapshot now (admins only) and
+    /// answers when it is on disk, waiting at most `timeout`.
+    pub async fn trigger_snapshot(&self, addr: &str, timeout: Duration) -> Result<pb::SnapshotReply> {
+        let mut c = ClusterClient::new(self.inner.meta.pool().get(addr)?);
+        match tokio::time::timeout(timeout, c.trigger_snapshot(pb::Empty {})).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(crate::ClientError::from_status(&s)),
+            Err(_) => Err(crate::ClientError::Rpc {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("{addr}: no snapshot in time"),
+            }),
+        }
+    }
+
     /// Adds meta node `id` at `addr` to the group; returns once it is a voter.
     pub async fn add_meta(&self, id: u64, addr: &str) -> Result<pb::StatusReply> {
         let req = pb::AddMetaRequest { id, addr: addr.to_string() };

@@ -40,6 +40,7 @@ pub mod server;
 pub mod service;
 pub mod sessions;
 pub mod sm_store;
+pub mod snapshot_now;
 
 pub use server::{MetaConfig, run};
 

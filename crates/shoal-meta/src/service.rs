@@ -613,6 +613,17 @@ impl pb::cluster_server::Cluster for MetaService {
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
+    async fn trigger_snapshot(&self, _req: Request<pb::Empty>) -> Reply<pb::SnapshotReply> {
+        let applied = self.node.state.read().last_applied.map_or(0, |l| l.index);
+        let built = crate::snapshot_now::build(&self.node.raft, applied).await?;
+        tracing::info!(index = built.index, build_ms = built.build.as_millis() as u64, "snapshot built on request");
+        Ok(TonicResponse::new(pb::SnapshotReply {
+            index: built.index,
+            build_ms: built.build.as_millis() as u64,
+            size_bytes: built.size_bytes,
+        }))
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
         Ok(TonicResponse::new(self.status_reply(req.into_inner().digest)))
     }

@@ -290,6 +290,20 @@ pub fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
     }
 }
 
+/// Hands the heap's free pages back to the system. A snapshot build makes a
+/// copy of the whole state and its encoding, and an install drops a whole
+/// state; glibc's malloc keeps what they freed in its arenas (one per
+/// thread that allocated), so without this a node's resident memory stays
+/// at about twice its state after the first build
+/// (`benches/state_memory.rs` measures both).
+fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Builds snapshots from a copy of the state taken under the read lock.
 pub struct SnapshotBuilder {
     state: SharedState,
@@ -318,6 +332,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             if let Published::Superseded { on_disk } = files.publish(tmp)? {
                 tracing::info!(?built, ?on_disk, "a newer snapshot was installed meanwhile; keeping it");
             }
+            drop(persisted.body);
+            return_free_memory();
             Ok(bytes)
         })
         .await
@@ -401,8 +417,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let applied = body.last_applied;
         let old = std::mem::replace(&mut *self.state.0.write().expect("state lock poisoned"), body);
         self.state.announce(applied);
-        // Freeing a large state takes a while: not under the lock.
-        drop(old);
+        // Freeing a large state takes a while: not under the lock, and not
+        // on this task's thread.
+        tokio::task::spawn_blocking(move || {
+            drop(old);
+            return_free_memory();
+        });
         metrics::counter!(metric_names::SNAPSHOTS_INSTALLED_TOTAL).increment(1);
         Ok(())
     }

@@ -48,7 +48,10 @@ pub fn access(path: &str) -> Option<Access> {
         (CLUSTER, "Heartbeat") => Nodes,
         (CHUNK, "Replicate") => Nodes,
 
-        (CLUSTER, "AddMeta" | "RemoveMeta" | "Decommission" | "Rebalance" | "SetRepair" | "ReportCorrupt") => Admins,
+        (
+            CLUSTER,
+            "AddMeta" | "RemoveMeta" | "Decommission" | "Rebalance" | "SetRepair" | "ReportCorrupt" | "TriggerSnapshot",
+        ) => Admins,
         (CLUSTER, "Nodes" | "Fsck") => Admins,
         (NAMESPACE, "SetReplication") => Admins,
         (LOCKS, "List") => Admins,
@@ -199,6 +202,7 @@ mod tests {
             ("/shoal.meta.v1.Cluster/RemoveMeta", [true, true, false]),
             ("/shoal.meta.v1.Cluster/SetRepair", [true, true, false]),
             ("/shoal.meta.v1.Cluster/ReportCorrupt", [true, true, false]),
+            ("/shoal.meta.v1.Cluster/TriggerSnapshot", [true, true, false]),
             ("/shoal.meta.v1.Namespace/SetReplication", [true, true, false]),
             ("/shoal.meta.v1.Namespace/Create", [true, true, true]),
             ("/shoal.meta.v1.Namespace/PrepareWrite", [true, true, true]),

@@ -10,6 +10,8 @@
 //! reads of SIZE bytes, 4 KiB by default, at random aligned offsets of one
 //! file of `--span` bytes, 256 MiB by default) and `mixed` (COUNT operations on COUNT small files: half
 //! reads, a quarter overwrites, then stats and listings), all against a
+//! running cluster; `meta-scale` (see [`meta_scale`]: a namespace of
+//! `--files` files, and what it costs the meta nodes), also against a
 //! running cluster; and `failover` (see [`failover`]) and `scale` (see
 //! [`scale`]), which start clusters of their own. Each prints a table, or one
 //! JSON object with `--json` that always has `ops_per_sec` and `mb_per_sec`.
@@ -17,6 +19,7 @@
 //! Files live under `--dir` and are removed afterwards unless `--keep`.
 
 pub mod failover;
+pub mod meta_scale;
 pub mod scale;
 
 use std::io::{IsTerminal, Write};
@@ -44,6 +47,7 @@ pub enum Workload {
     Mixed,
     Failover,
     Scale,
+    MetaScale,
 }
 
 impl Workload {
@@ -83,6 +87,10 @@ pub struct Options {
     pub kills: u32,
     /// failover: where its own cluster keeps data and logs (None: a temporary directory).
     pub data_dir: Option<PathBuf>,
+    /// meta-scale: files in the namespace it builds.
+    pub files: u64,
+    /// meta-scale: also kill a follower meta node and time its restart.
+    pub restart: bool,
 }
 
 /// What one run measured.
@@ -112,6 +120,11 @@ pub async fn run(args: Options, meta_addrs: &[String], timeout: Duration) -> any
     }
     let client = Client::connect_with_timeout(meta_addrs, timeout).await?;
     client.mkdir(&args.dir, true).await?;
+    if args.workload == Workload::MetaScale {
+        // Its report is its own; it removes its files unless --keep.
+        meta_scale::run(&client, &args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = match args.workload {
         Workload::SeqWrite => seq_write(&client, &args).await?,
         Workload::SeqRead => seq_read(&client, &args).await?,
@@ -122,6 +135,7 @@ pub async fn run(args: Options, meta_addrs: &[String], timeout: Duration) -> any
         Workload::RandRead => rand_read(&client, &args).await?,
         Workload::Mixed => mixed(&client, &args).await?,
         Workload::Failover | Workload::Scale => unreachable!("they run on clusters of their own, above"),
+        Workload::MetaScale => unreachable!("it reports on its own, above"),
     };
     if !args.keep {
         client.remove(&args.dir, true).await.ok();

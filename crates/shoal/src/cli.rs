@@ -373,7 +373,7 @@ pub enum MetaCommand {
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     pub workload: Workload,
-    /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover].
+    /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover; 16 for meta-scale].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub clients: Option<u32>,
     /// Files (small-*) or operation rounds (meta).
@@ -405,12 +405,24 @@ pub struct BenchArgs {
     /// (default: a temporary directory, removed afterwards unless --keep).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// meta-scale: files in the namespace it builds (directories of 1,000).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub files: u64,
+    /// meta-scale: also SIGKILL a follower meta node (found on this machine by
+    /// its --listen address) and time its restart; it is started again
+    /// detached from `shoal up`, and its pid printed.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 impl BenchArgs {
     /// What `bench` runs, with the defaults that depend on the workload filled in.
     pub fn options(self) -> bench::Options {
-        let clients = self.clients.unwrap_or(if self.workload == Workload::Failover { 4 } else { 1 });
+        let clients = self.clients.unwrap_or(match self.workload {
+            Workload::Failover => 4,
+            Workload::MetaScale => 16,
+            _ => 1,
+        });
         bench::Options {
             workload: self.workload,
             clients,
@@ -423,6 +435,8 @@ impl BenchArgs {
             span_bytes: self.span,
             kills: self.kills,
             data_dir: self.data_dir,
+            files: self.files,
+            restart: self.restart,
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod locking;
 pub mod namespace;
 pub mod nodes;
 pub mod replicas;
+pub mod table;
 pub mod xattrs;
 
 pub use attrs::{AttrChange, TimeSet};
@@ -45,6 +46,7 @@ pub use locking::{Fence, LockCmd, SessionRecord};
 pub use namespace::{Inode, Kind, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use replicas::ReplicaCmd;
+pub use table::InodeTable;
 
 /// The inode number of `/`.
 pub const ROOT_INODE: u64 = 1;
@@ -232,7 +234,8 @@ impl Response {
 /// The whole replicated metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsState {
-    pub inodes: BTreeMap<u64, Inode>,
+    /// Every inode by number, each boxed ([`table`]: half the memory of a plain map).
+    pub inodes: InodeTable,
     pub next_inode: u64,
     pub next_chunk_id: u64,
     pub nodes: BTreeMap<u64, NodeRecord>,
@@ -286,7 +289,7 @@ impl Default for FsState {
             target: String::new(),
         };
         FsState {
-            inodes: BTreeMap::from([(ROOT_INODE, root)]),
+            inodes: InodeTable::from_iter([(ROOT_INODE, root)]),
             next_inode: ROOT_INODE + 1,
             next_chunk_id: 1,
             nodes: BTreeMap::new(),

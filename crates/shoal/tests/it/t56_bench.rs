@@ -8,7 +8,7 @@ use crate::common::*;
 #[test]
 fn t56_bench_workloads_print_their_json_contract() {
     let c = Cluster::start(Options::default());
-    let runs: [(&str, &[&str], u64); 8] = [
+    let runs: [(&str, &[&str], u64); 9] = [
         ("seq-write", &["--size", "3MiB"], 2),
         ("seq-read", &["--size", "3MiB", "--keep"], 1),
         ("small-write", &["--clients", "2", "--count", "20", "--size", "4KiB", "--keep"], 20),
@@ -16,8 +16,10 @@ fn t56_bench_workloads_print_their_json_contract() {
         ("mixed", &["--clients", "2", "--count", "20", "--size", "4KiB"], 20),
         ("meta", &["--clients", "2", "--count", "10"], 50),
         ("lock", &["--clients", "3", "--count", "12"], 12),
+        ("meta-scale", &["--clients", "4", "--files", "1200"], 1200),
         ("rand-read", &["--clients", "2", "--count", "30", "--span", "2MiB"], 30),
     ];
+    let mut scale = serde_json::Value::Null;
     for (workload, flags, ops) in runs {
         let mut args = vec!["bench", workload, "--json"];
         args.extend_from_slice(flags);
@@ -33,7 +35,25 @@ fn t56_bench_workloads_print_their_json_contract() {
         let (p50, p99, max) =
             (lat["p50"].as_f64().unwrap(), lat["p99"].as_f64().unwrap(), lat["max"].as_f64().unwrap());
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{workload}: percentiles out of order: {text}");
+        if workload == "meta-scale" {
+            scale = v;
+        }
     }
+    // meta-scale found the meta node by its address and read its memory, and
+    // timed a snapshot of the 1,200 files (2 directories) it made.
+    let memory = scale["memory"].as_array().unwrap();
+    assert_eq!(memory.len(), 1, "{scale}");
+    assert!(memory[0]["after_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{scale}");
+    assert!(memory[0]["bytes_per_file"].as_f64().is_some(), "{scale}");
+    let snapshot = &scale["snapshot"];
+    assert!(snapshot["index"].as_u64().is_some_and(|i| i > 1200), "{scale}");
+    assert!(snapshot["size_bytes"].as_u64().is_some_and(|b| b > 1200 * 8), "{scale}");
+    assert!(scale["stall"]["stat_longest_gap_ms"].as_f64().is_some_and(|g| g > 0.0), "{scale}");
+    assert!(scale["stall"]["create_longest_gap_ms"].as_f64().is_some_and(|g| g > 0.0), "{scale}");
+    assert!(scale["restart"].is_null(), "{scale}");
+    // Without --keep it removed its namespace.
+    let out = c.shoal(&["ls", "/.bench/scale"], None);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // The last run had no --keep: it removed the bench directory.
     let out = c.shoal(&["ls", "/.bench"], None);
     assert!(!out.status.success() && stderr(&out).contains("no such file"), "{}", stderr(&out));

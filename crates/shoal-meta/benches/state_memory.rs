@@ -1,0 +1,179 @@
+//! Where a meta node's memory per file goes: the heap the state machine
+//! holds for a namespace of `FILES` empty files, built the way a cluster
+//! builds it (one `Create` proposal per file, with request ids from
+//! `CLIENTS` clients, in directories of 1,000), counted by a global
+//! allocator that tracks live bytes, and the resident memory (`VmRSS`) of
+//! this process beside it, before and after what a snapshot build does to
+//! the heap (a clone of the state, encoded, then dropped).
+//!
+//! The breakdown builds the two maps a file lives in on their own: the
+//! inode table (`BTreeMap<u64, Inode>`) and a directory's entries
+//! (`BTreeMap<String, u64>`). Run with
+//! `cargo bench -p shoal-meta --bench state_memory` (release mode); the
+//! figures are what `shoal bench meta-scale` measures from outside.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use shoal_core::NormalPath;
+use shoal_meta::format::{self, RecordKind};
+use shoal_meta::fsm::{FsState, Inode, NamespaceCmd, Proposal, RequestId};
+use shoal_meta::sm_store::{PersistedSnapshot, SmBody};
+
+/// Files in the namespace.
+const FILES: u64 = 200_000;
+/// Files per directory.
+const PER_DIR: u64 = 1000;
+/// Clients the creates come from, one request in flight each.
+const CLIENTS: u64 = 16;
+
+/// The system allocator, counting live bytes and live allocations.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to `System` unchanged; the counters are only read.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Live heap bytes and allocations now.
+fn live() -> (usize, usize) {
+    (LIVE_BYTES.load(Ordering::Relaxed), LIVE_ALLOCS.load(Ordering::Relaxed))
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
+fn per_file(bytes: usize) -> f64 {
+    bytes as f64 / FILES as f64
+}
+
+fn path(s: &str) -> NormalPath {
+    NormalPath::parse(s).expect("a valid path")
+}
+
+/// The namespace, built through `apply` as a cluster builds it.
+fn build() -> FsState {
+    let mut st = FsState::default();
+    let mut seqs = [0u64; CLIENTS as usize];
+    for d in 0..FILES.div_ceil(PER_DIR) {
+        st.apply(&Proposal::new(1, None, NamespaceCmd::Mkdir { path: path(&format!("/scale/d{d}")), parents: true }));
+    }
+    for i in 0..FILES {
+        let client = i % CLIENTS;
+        seqs[client as usize] += 1;
+        let seq = seqs[client as usize];
+        let request = RequestId { client: client + 1, seq, done_below: seq };
+        let cmd = NamespaceCmd::Create {
+            path: path(&format!("/scale/d{}/f{i}", i / PER_DIR)),
+            replication: 2,
+            chunk_size: 64 << 20,
+            open_existing: false,
+        };
+        st.apply(&Proposal::new(2 + i, Some(request), cmd));
+    }
+    st
+}
+
+fn main() {
+    println!("sizes: Inode {} bytes, (u64, Inode) {} bytes", size_of::<Inode>(), size_of::<(u64, Inode)>());
+    let (b0, a0) = live();
+    let r0 = rss_bytes();
+    let st = build();
+    assert_eq!(st.inodes.len() as u64, 2 + FILES + FILES.div_ceil(PER_DIR), "every create applied");
+    let (b1, a1) = live();
+    let r1 = rss_bytes();
+    println!(
+        "state of {FILES} files: heap {:.0} bytes/file in {:.2} allocations/file; RSS {:.0} bytes/file",
+        per_file(b1 - b0),
+        (a1 - a0) as f64 / FILES as f64,
+        (r1 - r0) as f64 / FILES as f64
+    );
+
+    // The two maps a file lives in, alone.
+    let template = st.inodes.values().find(|i| i.children.is_empty()).expect("a file").clone();
+    let (b, _) = live();
+    // Inserted one at a time in id order, as creates do (not bulk-built,
+    // which would fill every node).
+    let mut table = BTreeMap::new();
+    for id in 0..FILES {
+        table.insert(id, Inode { id, ..template.clone() });
+    }
+    println!("  inode table BTreeMap<u64, Inode>: {:.0} bytes/file", per_file(live().0 - b));
+    drop(table);
+    let (b, _) = live();
+    let mut table = BTreeMap::new();
+    for id in 0..FILES {
+        table.insert(id, Box::new(Inode { id, ..template.clone() }));
+    }
+    println!("  (boxed, BTreeMap<u64, Box<Inode>>: {:.0} bytes/file)", per_file(live().0 - b));
+    drop(table);
+    let (b, _) = live();
+    let mut dir = Vec::new();
+    for d in 0..FILES / PER_DIR {
+        let mut entries = BTreeMap::new();
+        for f in 0..PER_DIR {
+            entries.insert(format!("f{}", d * PER_DIR + f), f);
+        }
+        dir.push(entries);
+    }
+    println!("  directory entries BTreeMap<String, u64>: {:.0} bytes/file", per_file(live().0 - b));
+    drop(dir);
+    let dedup: usize = st.clients.values().map(|c| c.replies.len()).sum();
+    println!("  request answers kept: {dedup} (for {} clients)", st.clients.len());
+
+    // What a snapshot build does to the heap: a clone, its encoding, both dropped.
+    let body = SmBody { fs: st, ..Default::default() };
+    let r2 = rss_bytes();
+    let copy = body.clone();
+    let snap = PersistedSnapshot {
+        meta: openraft::storage::SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "x".into(),
+        },
+        body: copy,
+    };
+    let bytes = format::encode(RecordKind::Snapshot, &snap).expect("encodes");
+    let r3 = rss_bytes();
+    drop((snap, bytes));
+    let r4 = rss_bytes();
+    println!(
+        "snapshot build: RSS {:.0} → {:.0} bytes/file with the copy and its encoding, {:.0} after both are dropped",
+        (r2 - r0) as f64 / FILES as f64,
+        (r3 - r0) as f64 / FILES as f64,
+        (r4 - r0) as f64 / FILES as f64
+    );
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    println!("  after malloc_trim(0): RSS {:.0} bytes/file", (rss_bytes() - r0) as f64 / FILES as f64);
+    drop(body);
+    println!("state dropped: heap {} bytes live, RSS {:.1} MiB", live().0, rss_bytes() as f64 / (1 << 20) as f64);
+}
