@@ -50,7 +50,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use shoal_client::{AttrChange, Client, ClientError, File, Owner, Stat, TimeSet};
+use shoal_client::{AttrChange, Client, ClientError, File, Owner, Special, Stat, TimeSet};
 
 use crate::MountOptions;
 use crate::attr::{self, file_attr};
@@ -596,6 +596,35 @@ impl Filesystem for ShoalFs {
         let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
         let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
         fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let special = or_reply!(reply, attr::mknod_kind(mode));
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let owner = Inner::owner(req, mode, umask);
+        let stat = match special {
+            // A regular file through mknod: made like create's, left closed.
+            None => or_reply!(reply, fs.ns(fs.client.create_owned(&path, owner, true))),
+            Some(kind) => {
+                let rdev = if matches!(kind, Special::CharDevice | Special::BlockDevice) { u64::from(rdev) } else { 0 };
+                or_reply!(reply, fs.ns(fs.client.mknod(&path, kind, owner, rdev)))
+            }
+        };
+        fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let src = or_reply!(reply, fs.path_of(ino.0));
+        let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
+        // The mount's memory keeps the name it knew (still a name of the inode).
+        let stat = or_reply!(reply, fs.ns(fs.client.link(&src, &dst)));
         reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
     }
 
