@@ -34,6 +34,17 @@
 //! handle's on a write through it or a seek. So a read never answers bytes
 //! older than the last local change.
 //!
+//! # Unlinked open files
+//! POSIX keeps a file's data while it is open, after its last name is
+//! removed. Meta frees a file with its last name, so an unlink of a file's
+//! last name while this mount has it open renames it instead, to a hidden
+//! name in the root ([`hidden_path`], unique per mount and inode, left out
+//! of listings), as NFS clients do; `stat` reports it with no links, and
+//! the hidden name is removed when this mount's last handle of it is
+//! released (or at unmount). A mount that dies first leaves the hidden
+//! file behind. Another mount's open handles are not seen: its reads of a
+//! file unlinked here fail.
+//!
 //! # Time limits
 //! Every call has a limit (the client's timeout for namespace calls, a
 //! longer one for data); past it the call fails with `EIO`, never hangs.
@@ -68,6 +79,8 @@ pub const PATHS_MAX: usize = 1 << 20;
 const XATTR_PREFIX: &str = "user.";
 /// How often the mount looks for held writes that are due ([`Inner::send_due`]).
 pub const FLUSH_TICK: Duration = Duration::from_millis(250);
+/// What every hidden name of an unlinked open file starts with (in `/`).
+const HIDDEN_PREFIX: &str = ".shoal-unlinked.";
 /// Stripes of the files' change epochs (files whose inodes share a stripe
 /// drop each other's read-ahead: harmless, and the memory stays fixed).
 const EPOCH_STRIPES: usize = 256;
@@ -129,6 +142,20 @@ pub struct Inner {
     epochs: [AtomicU64; EPOCH_STRIPES],
     /// Tells the kernel to drop what it cached (set once the session exists).
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Files unlinked while open here: inode to its hidden path.
+    unlinked: Mutex<HashMap<u64, String>>,
+    /// This mount's part of hidden names (random per mount).
+    tag: u64,
+}
+
+/// The hidden name an open file unlinked through mount `tag` takes.
+fn hidden_path(tag: u64, ino: u64) -> String {
+    format!("/{HIDDEN_PREFIX}{tag:016x}.{ino}")
+}
+
+/// Whether the entry `name` of directory `dir` is a hidden unlinked file.
+fn is_hidden(dir: u64, name: &str) -> bool {
+    dir == 1 && name.starts_with(HIDDEN_PREFIX)
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -164,6 +191,34 @@ impl Inner {
             next_fh: AtomicU64::new(1),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
+            unlinked: Mutex::new(HashMap::new()),
+            tag: rand::random(),
+        }
+    }
+
+    /// Whether this mount has a handle of inode `ino` open.
+    fn is_open(&self, ino: u64) -> bool {
+        self.files.lock().expect("files lock").values().any(|h| h.ino == ino)
+    }
+
+    /// Removes the hidden name of `ino`, if it has one and no handle of it
+    /// is open here any more.
+    fn drop_unlinked(&self, ino: u64) {
+        if self.is_open(ino) {
+            return;
+        }
+        let Some(hidden) = self.unlinked.lock().expect("unlinked lock").remove(&ino) else { return };
+        self.forget_path(&hidden);
+        if let Err(e) = self.ns(self.client.remove(&hidden, false)) {
+            tracing::warn!(path = hidden, errno = e.code(), "mount: an unlinked file's hidden name stays");
+        }
+    }
+
+    /// Removes every hidden name this mount made (at unmount).
+    pub fn drop_all_unlinked(&self) {
+        let inodes: Vec<u64> = self.unlinked.lock().expect("unlinked lock").keys().copied().collect();
+        for ino in inodes {
+            self.drop_unlinked(ino);
         }
     }
 
@@ -236,7 +291,12 @@ impl Inner {
     }
 
     fn attr_of(&self, stat: &Stat) -> fuser::FileAttr {
-        file_attr(stat, self.known_size(stat))
+        let mut attr = file_attr(stat, self.known_size(stat));
+        if self.unlinked.lock().expect("unlinked lock").contains_key(&stat.inode) {
+            // Its one name is the hidden one: to the kernel it has none.
+            attr.nlink = 0;
+        }
+        attr
     }
 
     fn stat_path(&self, path: &str) -> Res<Stat> {
@@ -569,6 +629,14 @@ impl Filesystem for ShoalFs {
         if stat.is_dir {
             return reply.error(Errno::EISDIR);
         }
+        if stat.nlink <= 1 && stat.special.is_none() && fs.is_open(stat.inode) {
+            // The last name of a file open here: hidden until released.
+            let hidden = hidden_path(fs.tag, stat.inode);
+            or_reply!(reply, fs.ns(fs.client.rename_exact(&path, &hidden, true)));
+            fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
+            fs.renamed(&path, &hidden);
+            return reply.ok();
+        }
         or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
         fs.forget_path(&path);
         reply.ok();
@@ -763,6 +831,7 @@ impl Filesystem for ShoalFs {
         let h = or_reply!(reply, fs.handle(fh));
         let sent = fs.send_held(&h);
         fs.files.lock().expect("files lock").remove(&fh.0);
+        fs.drop_unlinked(h.ino);
         or_reply!(reply, sent);
         reply.ok();
     }
@@ -783,7 +852,7 @@ impl Filesystem for ShoalFs {
             DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into() },
             DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into() },
         ];
-        items.extend(entries.into_iter().map(|e| DirItem {
+        items.extend(entries.into_iter().filter(|e| !is_hidden(ino.0, &e.name)).map(|e| DirItem {
             ino: e.stat.inode,
             kind: attr::kind(&e.stat),
             name: e.name,
@@ -936,6 +1005,16 @@ mod tests {
         assert_eq!(join("/a/b", OsStr::new("c")).unwrap(), "/a/b/c");
         use std::os::unix::ffi::OsStrExt;
         assert_eq!(join("/", OsStr::from_bytes(b"\xff")), Err(Errno::EINVAL), "names are UTF-8");
+    }
+
+    #[test]
+    fn hidden_names_live_in_the_root_only() {
+        let hidden = hidden_path(0xab, 7);
+        assert_eq!(hidden, "/.shoal-unlinked.00000000000000ab.7");
+        assert!(is_hidden(1, &hidden[1..]));
+        assert!(!is_hidden(2, &hidden[1..]), "only the root's entries are hidden");
+        assert!(!is_hidden(1, "shoal-unlinked.x"));
+        assert_ne!(hidden_path(0xab, 7), hidden_path(0xac, 7), "two mounts never share one");
     }
 
     #[test]

@@ -684,6 +684,28 @@ socket.socket(socket.AF_UNIX).bind(\"s\")'",
     assert_eq!(chunk_files_everywhere(&c), chunk_files, "no chunk was freed while a name remained");
     assert_eq!(c.must_cat("/d/g"), data, "the CLI reads it by its remaining name");
 
+    // A file unlinked while open keeps its data until it is closed, as POSIX says.
+    let mut open = std::fs::OpenOptions::new().read(true).write(true).create(true).open(m.path("open")).unwrap();
+    open.write_all(&data[..100_000]).unwrap();
+    open.sync_all().unwrap();
+    std::fs::remove_file(m.path("open")).unwrap();
+    assert_eq!(open.metadata().unwrap().nlink(), 0, "fstat: no name left");
+    assert_eq!(errno_of(std::fs::metadata(m.path("open"))), libc::ENOENT);
+    assert_eq!(must_sh(&m.dir, "ls -A"), "c\nd\ne\nn\np\nr\ns\n", "its hidden name is not listed");
+    open.write_all(b"more").unwrap();
+    open.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    open.read_to_end(&mut back).unwrap();
+    assert!(back.len() == 100_004 && back[..100_000] == data[..100_000] && back.ends_with(b"more"));
+    let hidden_left = || String::from_utf8_lossy(&c.must(&["ls", "/"], None).stdout).contains(".shoal-unlinked");
+    assert!(hidden_left(), "meta holds the file under a hidden name while it is open");
+    drop(open);
+    let deadline = Instant::now() + PATIENCE;
+    while hidden_left() {
+        assert!(Instant::now() < deadline, "the hidden name outlived the last close");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Removing the last name frees every chunk (nothing else here has data).
     std::fs::remove_file(m.path("d/g")).unwrap();
     let deadline = Instant::now() + PATIENCE;
