@@ -41,8 +41,8 @@
 //! name in the root ([`hidden_path`], unique per mount and inode, left out
 //! of listings), as NFS clients do; `stat` reports it with no links, and
 //! the hidden name is removed when this mount's last handle of it is
-//! released (or at unmount). A mount that dies first leaves the hidden
-//! file behind. Another mount's open handles are not seen: its reads of a
+//! released (or at unmount). A mount that dies first, or that cannot
+//! reach meta to remove it, leaves the hidden file behind. Another mount's open handles are not seen: its reads of a
 //! file unlinked here fail.
 //!
 //! # Time limits
@@ -635,6 +635,9 @@ impl Filesystem for ShoalFs {
             or_reply!(reply, fs.ns(fs.client.rename_exact(&path, &hidden, true)));
             fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
             fs.renamed(&path, &hidden);
+            // A release that came while the rename was under way found
+            // nothing to remove: look again.
+            fs.drop_unlinked(stat.inode);
             return reply.ok();
         }
         or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
