@@ -298,7 +298,7 @@ impl FsState {
                 self.apply_command(&p.cmd, p.now_ms, p.rules)
             }
             Some(req) => match self.check_request(req, p.now_ms) {
-                dedup::Seen::Answered(first) => first,
+                dedup::Seen::Answered(first) => *first,
                 dedup::Seen::New => {
                     let response = self.apply_command(&p.cmd, p.now_ms, p.rules);
                     self.remember(req, &response);
