@@ -44,10 +44,48 @@ pub struct Stat {
     /// A symbolic link, whose target is `target`.
     pub is_symlink: bool,
     pub target: String,
+    /// The link count: names for anything but a directory, 2 plus its
+    /// subdirectories for a directory. 0 from a meta node too old to say.
+    pub nlink: u32,
+    /// A FIFO, a socket or a device (neither directory nor link then).
+    pub special: Option<Special>,
+    /// Devices only: the device number.
+    pub rdev: u64,
+}
+
+/// The special files mknod(2) makes: no data, only a name and attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Special {
+    fn from_pb(s: pb::Special) -> Option<Special> {
+        match s {
+            pb::Special::None => None,
+            pb::Special::Fifo => Some(Special::Fifo),
+            pb::Special::Socket => Some(Special::Socket),
+            pb::Special::CharDevice => Some(Special::CharDevice),
+            pb::Special::BlockDevice => Some(Special::BlockDevice),
+        }
+    }
+
+    fn to_pb(self) -> pb::Special {
+        match self {
+            Special::Fifo => pb::Special::Fifo,
+            Special::Socket => pb::Special::Socket,
+            Special::CharDevice => pb::Special::CharDevice,
+            Special::BlockDevice => pb::Special::BlockDevice,
+        }
+    }
 }
 
 impl From<pb::Inode> for Stat {
     fn from(i: pb::Inode) -> Self {
+        let special = Special::from_pb(i.special());
         Stat {
             inode: i.id,
             is_dir: i.is_dir,
@@ -64,7 +102,10 @@ impl From<pb::Inode> for Stat {
             mtime_ns: i.mtime_ns,
             ctime_ns: i.ctime_ns,
             is_symlink: i.is_symlink,
+            special,
             target: i.target,
+            nlink: i.nlink,
+            rdev: i.rdev,
         }
     }
 }
@@ -300,6 +341,40 @@ impl Client {
             self.ns(|mut c| {
                 let req = req.clone();
                 async move { c.symlink(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Makes a special file at `path` (mknod(2)): a FIFO, a socket, or a
+    /// device with number `rdev` (0 for the others).
+    pub async fn mknod(&self, path: &str, kind: Special, owner: Owner, rdev: u64) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::MknodRequest {
+            path: path.to_string(),
+            kind: kind.to_pb().into(),
+            owner: Some(owner.into()),
+            rdev,
+            request: Some(pending.id),
+        };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.mknod(req).await }
+            })
+            .await?,
+        ))
+    }
+
+    /// Gives the inode at `src` one more name, `dst` (link(2)), and
+    /// answers its attributes with the new link count.
+    pub async fn link(&self, src: &str, dst: &str) -> Result<Stat> {
+        let pending = self.inner.requests.begin();
+        let req = pb::LinkRequest { src: src.to_string(), dst: dst.to_string(), request: Some(pending.id) };
+        Ok(inode_of(
+            self.ns(|mut c| {
+                let req = req.clone();
+                async move { c.link(req).await }
             })
             .await?,
         ))

@@ -160,6 +160,9 @@ mod tests {
             ctime_ns: 0,
             is_symlink: false,
             target: String::new(),
+            nlink: 1,
+            special: None,
+            rdev: 0,
         };
         let chunk =
             ChunkInfo { index: 0, id: inode * 10, version, replicas: vec!["127.0.0.1:1".into()], capability: None };

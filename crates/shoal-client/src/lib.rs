@@ -28,7 +28,7 @@ mod request;
 pub mod retry;
 pub mod transport;
 
-pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Stat, TimeSet};
+pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Special, Stat, TimeSet};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};
 pub use lock::{DEFAULT_SESSION_TTL, Lock, Session};

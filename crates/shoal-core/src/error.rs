@@ -60,6 +60,10 @@ pub enum FsError {
     NoAttribute { path: String, name: String },
     #[error("extended attribute on {path} refused: {limit}")]
     AttributeLimit { path: String, limit: String },
+    #[error("a directory cannot take another name (hard link): {path}")]
+    LinkToDirectory { path: String },
+    #[error("{path} already has the most names (hard links) an inode may have ({max})")]
+    TooManyLinks { path: String, max: u32 },
 }
 
 impl FsError {

@@ -1,11 +1,11 @@
 //! What the kernel is told about an inode: meta's attributes as a FUSE
-//! `FileAttr`. Meta's inode number is the FUSE inode number (the root is 1
-//! in both).
+//! `FileAttr`, and which kind of inode a mknod(2) mode asks for. Meta's
+//! inode number is the FUSE inode number (the root is 1 in both).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{FileAttr, FileType, INodeNo};
-use shoal_client::Stat;
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+use shoal_client::{Special, Stat};
 
 /// The block size `stat` reports: what a reader should ask for at a time.
 pub const BLOCK_SIZE_BYTES: u32 = 1 << 20;
@@ -16,10 +16,40 @@ fn time(ns: u64) -> SystemTime {
 
 /// The kind of inode a stat describes.
 pub fn kind(stat: &Stat) -> FileType {
-    match (stat.is_dir, stat.is_symlink) {
-        (true, _) => FileType::Directory,
-        (false, true) => FileType::Symlink,
-        (false, false) => FileType::RegularFile,
+    match (stat.is_dir, stat.is_symlink, stat.special) {
+        (true, _, _) => FileType::Directory,
+        (false, true, _) => FileType::Symlink,
+        (false, false, Some(Special::Fifo)) => FileType::NamedPipe,
+        (false, false, Some(Special::Socket)) => FileType::Socket,
+        (false, false, Some(Special::CharDevice)) => FileType::CharDevice,
+        (false, false, Some(Special::BlockDevice)) => FileType::BlockDevice,
+        (false, false, None) => FileType::RegularFile,
+    }
+}
+
+/// What a mknod(2) `mode` asks for by its file type bits: a special file,
+/// or None for a regular file. A directory is `EPERM` (as Linux answers;
+/// mkdir makes them), anything else `EINVAL`.
+pub fn mknod_kind(mode: u32) -> Result<Option<Special>, Errno> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => Ok(None),
+        libc::S_IFIFO => Ok(Some(Special::Fifo)),
+        libc::S_IFSOCK => Ok(Some(Special::Socket)),
+        libc::S_IFCHR => Ok(Some(Special::CharDevice)),
+        libc::S_IFBLK => Ok(Some(Special::BlockDevice)),
+        libc::S_IFDIR => Err(Errno::EPERM),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// The link count of `stat`; a meta node too old to send one (0) has no
+/// hard links: a directory counts "." and its parent's entry, anything else
+/// its one name.
+fn nlink(stat: &Stat) -> u32 {
+    match (stat.nlink, stat.is_dir) {
+        (0, true) => 2,
+        (0, false) => 1,
+        (n, _) => n,
     }
 }
 
@@ -36,12 +66,11 @@ pub fn file_attr(stat: &Stat, size: u64) -> FileAttr {
         crtime: time(stat.ctime_ns),
         kind: kind(stat),
         perm: (stat.mode & 0o7777) as u16,
-        // Meta has no hard links: a file has one name, a directory its own
-        // "." and its parent's entry (subdirectories' ".." are not counted).
-        nlink: if stat.is_dir { 2 } else { 1 },
+        nlink: nlink(stat),
         uid: stat.uid,
         gid: stat.gid,
-        rdev: 0,
+        // The kernel's encoding of dev_t in 32 bits, as mknod gave it.
+        rdev: stat.rdev as u32,
         blksize: BLOCK_SIZE_BYTES,
         flags: 0,
     }
@@ -70,11 +99,37 @@ mod tests {
             ctime_ns: 3,
             is_symlink: false,
             target: String::new(),
+            nlink: 3,
+            special: None,
+            rdev: 0,
         };
         let a = file_attr(&stat, 1025);
         assert_eq!((a.ino, a.size, a.blocks, a.perm, a.uid, a.gid), (INodeNo(7), 1025, 3, 0o4755, 1000, 100));
         assert_eq!(a.kind, FileType::RegularFile);
         assert_eq!(a.mtime.duration_since(UNIX_EPOCH).unwrap(), Duration::new(1, 7));
-        assert_eq!(a.nlink, 1);
+        assert_eq!(a.nlink, 3);
+        // Special files keep their kind and device number.
+        let dev = Stat { special: Some(Special::CharDevice), rdev: 0x0501, nlink: 1, ..stat.clone() };
+        let a = file_attr(&dev, 0);
+        assert_eq!((a.kind, a.rdev, a.nlink), (FileType::CharDevice, 0x0501, 1));
+        let fifo = Stat { special: Some(Special::Fifo), ..stat.clone() };
+        assert_eq!(kind(&fifo), FileType::NamedPipe);
+        assert_eq!(kind(&Stat { special: Some(Special::Socket), ..stat.clone() }), FileType::Socket);
+        assert_eq!(kind(&Stat { special: Some(Special::BlockDevice), ..stat.clone() }), FileType::BlockDevice);
+        // A meta node that sends no link count: one name, or a directory's two.
+        assert_eq!(file_attr(&Stat { nlink: 0, ..stat.clone() }, 0).nlink, 1);
+        assert_eq!(file_attr(&Stat { nlink: 0, is_dir: true, ..stat }, 0).nlink, 2);
+    }
+
+    #[test]
+    fn mknod_modes_name_their_kind() {
+        assert_eq!(mknod_kind(libc::S_IFREG | 0o644), Ok(None));
+        assert_eq!(mknod_kind(0o644), Ok(None), "no type bits: a regular file, as mknod(2) says");
+        assert_eq!(mknod_kind(libc::S_IFIFO | 0o600), Ok(Some(Special::Fifo)));
+        assert_eq!(mknod_kind(libc::S_IFSOCK | 0o755), Ok(Some(Special::Socket)));
+        assert_eq!(mknod_kind(libc::S_IFCHR), Ok(Some(Special::CharDevice)));
+        assert_eq!(mknod_kind(libc::S_IFBLK), Ok(Some(Special::BlockDevice)));
+        assert_eq!(mknod_kind(libc::S_IFDIR | 0o755), Err(Errno::EPERM));
+        assert_eq!(mknod_kind(libc::S_IFLNK), Err(Errno::EINVAL));
     }
 }

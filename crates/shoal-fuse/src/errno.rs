@@ -40,6 +40,8 @@ pub fn fs_errno(e: &FsError) -> Errno {
         FsError::InvalidPath(_) | FsError::InvalidArgument { .. } | FsError::BadReplication { .. } => Errno::EINVAL,
         FsError::NoAttribute { .. } => Errno::NO_XATTR,
         FsError::AttributeLimit { .. } => Errno::E2BIG,
+        FsError::LinkToDirectory { .. } => Errno::EPERM,
+        FsError::TooManyLinks { .. } => Errno::EMLINK,
         FsError::NotEnoughServers { .. } => Errno::ENOSPC,
         FsError::Fenced { .. } => Errno::EACCES,
         FsError::WouldBlock { .. } | FsError::LockTimeout { .. } => Errno::EAGAIN,
@@ -77,6 +79,8 @@ mod tests {
         assert_eq!(fs(FsError::NotEnoughServers { needed: 2, alive: 1 }), libc::ENOSPC);
         assert_eq!(fs(FsError::Fenced { path: p(), token: 1 }), libc::EACCES);
         assert_eq!(fs(FsError::NoReplica { chunk_id: 1 }), libc::EIO);
+        assert_eq!(fs(FsError::LinkToDirectory { path: p() }), libc::EPERM);
+        assert_eq!(fs(FsError::TooManyLinks { path: p(), max: 1 }), libc::EMLINK);
     }
 
     #[test]

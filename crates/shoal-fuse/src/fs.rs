@@ -34,6 +34,17 @@
 //! handle's on a write through it or a seek. So a read never answers bytes
 //! older than the last local change.
 //!
+//! # Unlinked open files
+//! POSIX keeps a file's data while it is open, after its last name is
+//! removed. Meta frees a file with its last name, so an unlink of a file's
+//! last name while this mount has it open renames it instead, to a hidden
+//! name in the root ([`hidden_path`], unique per mount and inode, left out
+//! of listings), as NFS clients do; `stat` reports it with no links, and
+//! the hidden name is removed when this mount's last handle of it is
+//! released (or at unmount). A mount that dies first, or that cannot
+//! reach meta to remove it, leaves the hidden file behind. Another mount's open handles are not seen: its reads of a
+//! file unlinked here fail.
+//!
 //! # Time limits
 //! Every call has a limit (the client's timeout for namespace calls, a
 //! longer one for data); past it the call fails with `EIO`, never hangs.
@@ -50,7 +61,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use shoal_client::{AttrChange, Client, ClientError, File, Owner, Stat, TimeSet};
+use shoal_client::{AttrChange, Client, ClientError, File, Owner, Special, Stat, TimeSet};
 
 use crate::MountOptions;
 use crate::attr::{self, file_attr};
@@ -68,6 +79,8 @@ pub const PATHS_MAX: usize = 1 << 20;
 const XATTR_PREFIX: &str = "user.";
 /// How often the mount looks for held writes that are due ([`Inner::send_due`]).
 pub const FLUSH_TICK: Duration = Duration::from_millis(250);
+/// What every hidden name of an unlinked open file starts with (in `/`).
+const HIDDEN_PREFIX: &str = ".shoal-unlinked.";
 /// Stripes of the files' change epochs (files whose inodes share a stripe
 /// drop each other's read-ahead: harmless, and the memory stays fixed).
 const EPOCH_STRIPES: usize = 256;
@@ -129,6 +142,20 @@ pub struct Inner {
     epochs: [AtomicU64; EPOCH_STRIPES],
     /// Tells the kernel to drop what it cached (set once the session exists).
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Files unlinked while open here: inode to its hidden path.
+    unlinked: Mutex<HashMap<u64, String>>,
+    /// This mount's part of hidden names (random per mount).
+    tag: u64,
+}
+
+/// The hidden name an open file unlinked through mount `tag` takes.
+fn hidden_path(tag: u64, ino: u64) -> String {
+    format!("/{HIDDEN_PREFIX}{tag:016x}.{ino}")
+}
+
+/// Whether the entry `name` of directory `dir` is a hidden unlinked file.
+fn is_hidden(dir: u64, name: &str) -> bool {
+    dir == 1 && name.starts_with(HIDDEN_PREFIX)
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -164,6 +191,34 @@ impl Inner {
             next_fh: AtomicU64::new(1),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
+            unlinked: Mutex::new(HashMap::new()),
+            tag: rand::random(),
+        }
+    }
+
+    /// Whether this mount has a handle of inode `ino` open.
+    fn is_open(&self, ino: u64) -> bool {
+        self.files.lock().expect("files lock").values().any(|h| h.ino == ino)
+    }
+
+    /// Removes the hidden name of `ino`, if it has one and no handle of it
+    /// is open here any more.
+    fn drop_unlinked(&self, ino: u64) {
+        if self.is_open(ino) {
+            return;
+        }
+        let Some(hidden) = self.unlinked.lock().expect("unlinked lock").remove(&ino) else { return };
+        self.forget_path(&hidden);
+        if let Err(e) = self.ns(self.client.remove(&hidden, false)) {
+            tracing::warn!(path = hidden, errno = e.code(), "mount: an unlinked file's hidden name stays");
+        }
+    }
+
+    /// Removes every hidden name this mount made (at unmount).
+    pub fn drop_all_unlinked(&self) {
+        let inodes: Vec<u64> = self.unlinked.lock().expect("unlinked lock").keys().copied().collect();
+        for ino in inodes {
+            self.drop_unlinked(ino);
         }
     }
 
@@ -236,7 +291,12 @@ impl Inner {
     }
 
     fn attr_of(&self, stat: &Stat) -> fuser::FileAttr {
-        file_attr(stat, self.known_size(stat))
+        let mut attr = file_attr(stat, self.known_size(stat));
+        if self.unlinked.lock().expect("unlinked lock").contains_key(&stat.inode) {
+            // Its one name is the hidden one: to the kernel it has none.
+            attr.nlink = 0;
+        }
+        attr
     }
 
     fn stat_path(&self, path: &str) -> Res<Stat> {
@@ -569,6 +629,17 @@ impl Filesystem for ShoalFs {
         if stat.is_dir {
             return reply.error(Errno::EISDIR);
         }
+        if stat.nlink <= 1 && stat.special.is_none() && fs.is_open(stat.inode) {
+            // The last name of a file open here: hidden until released.
+            let hidden = hidden_path(fs.tag, stat.inode);
+            or_reply!(reply, fs.ns(fs.client.rename_exact(&path, &hidden, true)));
+            fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
+            fs.renamed(&path, &hidden);
+            // A release that came while the rename was under way found
+            // nothing to remove: look again.
+            fs.drop_unlinked(stat.inode);
+            return reply.ok();
+        }
         or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
         fs.forget_path(&path);
         reply.ok();
@@ -596,6 +667,35 @@ impl Filesystem for ShoalFs {
         let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
         let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
         fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let special = or_reply!(reply, attr::mknod_kind(mode));
+        let dir = or_reply!(reply, fs.path_of(parent.0));
+        let path = or_reply!(reply, join(&dir, name));
+        let owner = Inner::owner(req, mode, umask);
+        let stat = match special {
+            // A regular file through mknod: made like create's, left closed.
+            None => or_reply!(reply, fs.ns(fs.client.create_owned(&path, owner, true))),
+            Some(kind) => {
+                let rdev = if matches!(kind, Special::CharDevice | Special::BlockDevice) { u64::from(rdev) } else { 0 };
+                or_reply!(reply, fs.ns(fs.client.mknod(&path, kind, owner, rdev)))
+            }
+        };
+        fs.remember(stat.inode, &path);
+        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        let src = or_reply!(reply, fs.path_of(ino.0));
+        let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
+        // The mount's memory keeps the name it knew (still a name of the inode).
+        let stat = or_reply!(reply, fs.ns(fs.client.link(&src, &dst)));
         reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
     }
 
@@ -734,6 +834,7 @@ impl Filesystem for ShoalFs {
         let h = or_reply!(reply, fs.handle(fh));
         let sent = fs.send_held(&h);
         fs.files.lock().expect("files lock").remove(&fh.0);
+        fs.drop_unlinked(h.ino);
         or_reply!(reply, sent);
         reply.ok();
     }
@@ -754,7 +855,7 @@ impl Filesystem for ShoalFs {
             DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into() },
             DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into() },
         ];
-        items.extend(entries.into_iter().map(|e| DirItem {
+        items.extend(entries.into_iter().filter(|e| !is_hidden(ino.0, &e.name)).map(|e| DirItem {
             ino: e.stat.inode,
             kind: attr::kind(&e.stat),
             name: e.name,
@@ -918,6 +1019,16 @@ mod tests {
         assert_eq!(join("/a/b", OsStr::new("c")).unwrap(), "/a/b/c");
         use std::os::unix::ffi::OsStrExt;
         assert_eq!(join("/", OsStr::from_bytes(b"\xff")), Err(Errno::EINVAL), "names are UTF-8");
+    }
+
+    #[test]
+    fn hidden_names_live_in_the_root_only() {
+        let hidden = hidden_path(0xab, 7);
+        assert_eq!(hidden, "/.shoal-unlinked.00000000000000ab.7");
+        assert!(is_hidden(1, &hidden[1..]));
+        assert!(!is_hidden(2, &hidden[1..]), "only the root's entries are hidden");
+        assert!(!is_hidden(1, "shoal-unlinked.x"));
+        assert_ne!(hidden_path(0xab, 7), hidden_path(0xac, 7), "two mounts never share one");
     }
 
     #[test]

@@ -201,6 +201,8 @@ impl Mounted {
         if tokio::time::timeout(UNMOUNT_WAIT, &mut self.ended).await.is_err() {
             tracing::warn!(path = %self.path.display(), "the kernel kept the session after the unmount");
         }
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.drop_all_unlinked()).await;
         tracing::info!(path = %self.path.display(), "unmounted");
         match failed {
             0 => Ok(()),

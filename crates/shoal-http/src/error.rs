@@ -45,7 +45,9 @@ pub fn status_of(e: &ClientError) -> StatusCode {
             | FsError::NotADirectory { .. }
             | FsError::IsADirectory { .. }
             | FsError::BadReplication { .. }
-            | FsError::AttributeLimit { .. } => StatusCode::BAD_REQUEST,
+            | FsError::AttributeLimit { .. }
+            | FsError::LinkToDirectory { .. }
+            | FsError::TooManyLinks { .. } => StatusCode::BAD_REQUEST,
             FsError::NotFound { .. } | FsError::StaleInode { .. } | FsError::NoAttribute { .. } => {
                 StatusCode::NOT_FOUND
             }

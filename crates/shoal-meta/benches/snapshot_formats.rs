@@ -47,6 +47,8 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         mtime_ns: 0,
         ctime_ns: 0,
         target: String::new(),
+        extra_links: BTreeMap::new(),
+        rdev: 0,
     }
 }
 

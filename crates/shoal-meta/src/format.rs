@@ -28,11 +28,15 @@
 //! taken from `mtime_ms`. The commands format 3 added come after every older
 //! variant of their enum.
 //!
-//! Format 4 added commands only: `Command::Batch` (group commit) and
-//! `WriteCmd::CreatePrepared`, each after every older variant of its enum,
-//! with the answers `Response::Batch` and `Response::Created`. Records of
-//! formats 1 to 3 decode unchanged; the number moved so that an older build
-//! refuses a log holding them as newer, instead of calling it corrupt.
+//! Format 4 added hard links and special files at the end of the inode
+//! (`extra_links`, the directories holding its other names; `rdev`, a device
+//! file's device number), read through [`since_format_4`]: an older inode
+//! decodes with one name and no device. `Kind` gained `Fifo`, `Socket`,
+//! `CharDevice` and `BlockDevice` after its older variants, and the commands
+//! format 4 added (`Mknod`, `Link`) come after every older variant of theirs.
+//! Format 4 also added commands that touch no inode: `Command::Batch` (group
+//! commit) and `WriteCmd::CreatePrepared`, each after every older variant of
+//! its enum, with the answers `Response::Batch` and `Response::Created`.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
@@ -104,6 +108,20 @@ where
     T::deserialize(d)
 }
 
+/// Deserializes a field that format 4 added (hard links, device numbers):
+/// in a body of an older format it is not there, so nothing is read and the
+/// field is its default.
+pub fn since_format_4<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if DECODING_FORMAT.with(Cell::get) < FORMAT_LINKS {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
+}
+
 /// The format this build writes, and the newest it reads.
 pub const FORMAT_CURRENT: u16 = 4;
 /// The format that added extended attributes to inodes.
@@ -111,6 +129,8 @@ pub const FORMAT_XATTRS: u16 = 2;
 /// The format that added POSIX attributes to inodes (owner, group, times in
 /// nanoseconds).
 pub const FORMAT_POSIX: u16 = 3;
+/// The format that added hard links and special files to inodes.
+pub const FORMAT_LINKS: u16 = 4;
 /// Records without a header: plain JSON, as written before formats had numbers.
 pub const FORMAT_LEGACY_JSON: u16 = 0;
 /// Length of the header before the body.
@@ -467,8 +487,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 4, known: 3 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 4 is newer than this build of shoal reads (up to 3); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 5, known: 4 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 5 is newer than this build of shoal reads (up to 4); run a newer shoal");
     }
 
     #[test]
@@ -580,6 +600,58 @@ mod tests {
             decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
         assert_eq!(back, new);
         assert_eq!(back.times_ns(), (1, 2, 3));
+    }
+
+    /// A format-3 inode (every field up to `target`) decodes with one name
+    /// and no device number; format 4 keeps hard links and devices.
+    #[test]
+    fn format_3_inodes_decode_with_one_name() {
+        use crate::fsm::{Inode, Kind};
+        #[derive(serde::Serialize)]
+        struct InodeV3 {
+            v1: InodeV1,
+            xattrs: BTreeMap<String, Vec<u8>>,
+            uid: u32,
+            gid: u32,
+            atime_ns: u64,
+            mtime_ns: u64,
+            ctime_ns: u64,
+            target: String,
+        }
+        let old = InodeV3 {
+            v1: InodeV1 {
+                id: 2,
+                parent: 1,
+                kind: Kind::File,
+                size: 5,
+                mode: 0o640,
+                mtime_ms: 9,
+                replication: 2,
+                chunk_size: 100,
+                chunks: BTreeMap::new(),
+                children: BTreeMap::new(),
+                fence: 4,
+            },
+            xattrs: BTreeMap::new(),
+            uid: 1000,
+            gid: 100,
+            atime_ns: 1,
+            mtime_ns: 2,
+            ctime_ns: 3,
+            target: String::new(),
+        };
+        let bytes = with_format(encode(RecordKind::Snapshot, &(old, 77u64)).unwrap(), 3);
+        let (i, tail): (Inode, u64) = decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
+        assert_eq!(tail, 77, "the fields after the inode line up");
+        assert_eq!((i.uid, i.times_ns(), i.names(), i.rdev), (1000, (1, 2, 3), 1, 0));
+        let mut new = i.clone();
+        new.extra_links.insert(7, 2);
+        new.kind = Kind::CharDevice;
+        new.rdev = 0x0501;
+        let back: Inode =
+            decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
+        assert_eq!((back.names(), back.rdev, back.kind), (3, 0x0501, Kind::CharDevice));
+        assert_eq!(back, new);
     }
 
     /// A format-0 entry names its command flat; it decodes nested in its domain.

@@ -107,7 +107,7 @@ async fn batch_loop(raft: Raft<TypeConfig>, mut waiting: mpsc::UnboundedReceiver
 
 /// Proposes one batch and hands each request its answer.
 async fn submit(raft: &Raft<TypeConfig>, batch: Vec<Waiting>) {
-    metrics::histogram!(metric_names::PROPOSAL_BATCH_REQUESTS).record(batch.len() as f64);
+    metrics::counter!(metric_names::PROPOSED_ENTRIES_TOTAL).increment(1);
     let (items, replies): (Vec<Batched>, Vec<_>) = batch.into_iter().map(|w| (w.item, w.reply)).unzip();
     let n = items.len();
     let proposal = match <[Batched; 1]>::try_from(items) {

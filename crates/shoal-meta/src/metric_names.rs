@@ -24,7 +24,7 @@ pub const RAFT_LOG_FSYNCS_TOTAL: &str = "shoal_meta_raft_log_fsyncs_total";
 pub const RAFT_LOG_ENTRIES_TOTAL: &str = "shoal_meta_raft_log_entries_total";
 pub const PROPOSALS_TOTAL: &str = "shoal_meta_proposals_total";
 pub const PROPOSAL_SECONDS: &str = "shoal_meta_proposal_seconds";
-pub const PROPOSAL_BATCH_REQUESTS: &str = "shoal_meta_proposal_batch_requests";
+pub const PROPOSED_ENTRIES_TOTAL: &str = "shoal_meta_proposed_entries_total";
 pub const SNAPSHOTS_BUILT_TOTAL: &str = "shoal_meta_snapshots_built_total";
 pub const SNAPSHOT_BUILD_SECONDS: &str = "shoal_meta_snapshot_build_seconds";
 pub const SNAPSHOTS_INSTALLED_TOTAL: &str = "shoal_meta_snapshots_installed_total";
@@ -64,7 +64,10 @@ pub fn describe() {
     counter!(RAFT_LOG_ENTRIES_TOTAL, "Raft log entries made durable (entries over fsyncs: entries per fsync).");
     counter!(PROPOSALS_TOTAL, "Commands proposed through Raft, by result (ok, not_leader, failed).");
     histogram!(PROPOSAL_SECONDS, Unit::Seconds, "Time from proposing a command to its being applied (committed ones).");
-    histogram!(PROPOSAL_BATCH_REQUESTS, "Client requests per proposed log entry (group commit; 1 when alone).");
+    counter!(
+        PROPOSED_ENTRIES_TOTAL,
+        "Log entries this node proposed for client requests; proposals over entries is the group-commit batch size."
+    );
     counter!(SNAPSHOTS_BUILT_TOTAL, "Snapshots this node built (each compacts the Raft log).");
     histogram!(SNAPSHOT_BUILD_SECONDS, Unit::Seconds, "Time to build and write one snapshot.");
     counter!(SNAPSHOTS_INSTALLED_TOTAL, "Snapshots received from the leader and installed.");
@@ -86,7 +89,7 @@ pub fn describe() {
     gauge!(LOCK_HOLDERS, "Locks held (one per holder and path).");
     gauge!(LOCK_WAITERS, "Lock requests waiting in a queue.");
 
-    for name in [PROPOSAL_SECONDS, PROPOSAL_BATCH_REQUESTS, SNAPSHOT_BUILD_SECONDS] {
+    for name in [PROPOSAL_SECONDS, SNAPSHOT_BUILD_SECONDS] {
         let _ = metrics::histogram!(name);
     }
     for name in [
@@ -95,6 +98,7 @@ pub fn describe() {
         REPAIR_BYTES_COPIED_TOTAL,
         RAFT_LOG_FSYNCS_TOTAL,
         RAFT_LOG_ENTRIES_TOTAL,
+        PROPOSED_ENTRIES_TOTAL,
     ] {
         let _ = metrics::counter!(name);
     }

@@ -54,7 +54,7 @@ pub fn count_state(fs: &FsState) -> StateCounts {
         match inode.kind {
             Kind::Dir => c.directories += 1,
             // Counted as files: a name that is not a directory.
-            Kind::Symlink => c.files += 1,
+            Kind::Symlink | Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => c.files += 1,
             Kind::File => {
                 c.files += 1;
                 c.file_bytes = c.file_bytes.saturating_add(inode.size);

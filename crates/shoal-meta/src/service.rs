@@ -82,6 +82,7 @@ pub fn fs_status(e: FsError) -> Status {
         }
         FsError::NotFound { .. } | FsError::StaleInode { .. } | FsError::NoAttribute { .. } => Code::NotFound,
         FsError::AttributeLimit { .. } => Code::InvalidArgument,
+        FsError::LinkToDirectory { .. } | FsError::TooManyLinks { .. } => Code::FailedPrecondition,
         FsError::AlreadyExists { .. } => Code::AlreadyExists,
         FsError::NotADirectory { .. }
         | FsError::IsADirectory { .. }
@@ -105,9 +106,38 @@ pub(crate) fn parse_path(p: &str) -> Result<NormalPath, Status> {
     NormalPath::parse(p).map_err(|e| fs_status(e.into()))
 }
 
-pub fn inode_pb(i: &Inode) -> pb::Inode {
+/// The wire's kind of special file for `kind`.
+fn special_pb(kind: Kind) -> pb::Special {
+    match kind {
+        Kind::Fifo => pb::Special::Fifo,
+        Kind::Socket => pb::Special::Socket,
+        Kind::CharDevice => pb::Special::CharDevice,
+        Kind::BlockDevice => pb::Special::BlockDevice,
+        Kind::Dir | Kind::File | Kind::Symlink => pb::Special::None,
+    }
+}
+
+/// The state machine's kind for a special file on the wire.
+fn special_kind(s: pb::Special) -> Result<Kind, Status> {
+    match s {
+        pb::Special::Fifo => Ok(Kind::Fifo),
+        pb::Special::Socket => Ok(Kind::Socket),
+        pb::Special::CharDevice => Ok(Kind::CharDevice),
+        pb::Special::BlockDevice => Ok(Kind::BlockDevice),
+        pb::Special::None => Err(fs_status(FsError::InvalidArgument {
+            reason: "mknod makes FIFOs, sockets and devices; files are made with create".into(),
+        })),
+    }
+}
+
+/// The wire's form of inode `i`, with `nlink` its link count as
+/// [`crate::fsm::FsState::nlink`] counts it in the state `i` came from.
+pub fn inode_pb(i: &Inode, nlink: u32) -> pb::Inode {
     let (atime_ns, mtime_ns, ctime_ns) = i.times_ns();
     pb::Inode {
+        nlink,
+        special: special_pb(i.kind).into(),
+        rdev: i.rdev,
         uid: i.uid,
         gid: i.gid,
         atime_ns,
@@ -128,8 +158,8 @@ pub fn inode_pb(i: &Inode) -> pb::Inode {
 }
 
 /// [`inode_pb`] with the inode's extended attributes when `with_xattrs`.
-fn inode_pb_with(i: &Inode, with_xattrs: bool) -> pb::Inode {
-    let mut out = inode_pb(i);
+fn inode_pb_with(fs: &crate::fsm::FsState, i: &Inode, with_xattrs: bool) -> pb::Inode {
+    let mut out = inode_pb(i, fs.nlink(i));
     if with_xattrs {
         out.xattrs = i.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     }
@@ -177,7 +207,17 @@ impl MetaService {
 
     async fn write_inode(&self, cmd: impl Into<Command>, request: Option<RequestId>) -> Reply<pb::InodeReply> {
         let inode = self.node.write(cmd, request).await?.into_inode().map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), ..Default::default() }))
+        // A directory's link count depends on its entries, which the answer
+        // does not carry: it is counted in the state as it is now. Anything
+        // else's is the answer's own.
+        let nlink = match inode.kind {
+            Kind::Dir => {
+                let s = self.node.state.read();
+                s.fs.inodes.get(&inode.id).map_or(2, |d| s.fs.nlink(d))
+            }
+            _ => inode.names(),
+        };
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode, nlink)), ..Default::default() }))
     }
 
     /// An encoded capability for `caller` (the TLS peer's identity URI) to
@@ -300,7 +340,7 @@ impl pb::namespace_server::Namespace for MetaService {
             return Err(Status::internal("a new file's first chunk came back unprepared"));
         };
         let first_chunk = Some(self.granted(0, &chunk, chunk_size, caller.as_deref()));
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode)), path: String::new(), first_chunk }))
+        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode, inode.names())), path: String::new(), first_chunk }))
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
@@ -312,14 +352,13 @@ impl pb::namespace_server::Namespace for MetaService {
         if by_inode {
             let inode = s.fs.inode(r.inode).map_err(fs_status)?;
             let path = s.fs.path_of(inode.id);
-            return Ok(TonicResponse::new(pb::InodeReply {
-                inode: Some(inode_pb_with(inode, r.xattrs)),
-                path,
-                first_chunk: None,
-            }));
+            return Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(&s.fs, inode, r.xattrs)), path, first_chunk: None }));
         }
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(inode, r.xattrs)), ..Default::default() }))
+        Ok(TonicResponse::new(pb::InodeReply {
+            inode: Some(inode_pb_with(&s.fs, inode, r.xattrs)),
+            ..Default::default()
+        }))
     }
 
     async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::ListReply> {
@@ -342,12 +381,12 @@ impl pb::namespace_server::Namespace for MetaService {
                 .iter()
                 .map(|(name, id)| pb::DirEntry {
                     name: name.clone(),
-                    inode: Some(inode_pb_with(&s.fs.inodes[id], with)),
+                    inode: Some(inode_pb_with(&s.fs, &s.fs.inodes[id], with)),
                 })
                 .collect(),
-            Kind::File | Kind::Symlink => {
+            _ => {
                 let name = path.split_last().map_or("/", |(_, n)| n).to_string();
-                vec![pb::DirEntry { name, inode: Some(inode_pb_with(inode, with)) }]
+                vec![pb::DirEntry { name, inode: Some(inode_pb_with(&s.fs, inode, with)) }]
             }
         };
         Ok(TonicResponse::new(pb::ListReply { entries }))
@@ -386,6 +425,23 @@ impl pb::namespace_server::Namespace for MetaService {
         self.write_inode(cmd, request_id(r.request)).await
     }
 
+    async fn mknod(&self, req: Request<pb::MknodRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        let kind = special_kind(r.kind())?;
+        let owner = owner(r.owner.unwrap_or(pb::Owner { mode: 0o644, uid: 0, gid: 0 }))?;
+        self.write_inode(NamespaceCmd::Mknod { path, kind, owner, rdev: r.rdev }, request_id(r.request)).await
+    }
+
+    async fn link(&self, req: Request<pb::LinkRequest>) -> Reply<pb::InodeReply> {
+        let r = req.into_inner();
+        let (src, dst) = (parse_path(&r.src)?, parse_path(&r.dst)?);
+        if dst.is_root() {
+            return Err(fs_status(FsError::AlreadyExists { path: "/".into() }));
+        }
+        self.write_inode(NamespaceCmd::Link { src, dst }, request_id(r.request)).await
+    }
+
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> Reply<pb::InodeReply> {
         let r = req.into_inner();
         let change =
@@ -410,7 +466,7 @@ impl pb::namespace_server::Namespace for MetaService {
                 None => s.fs.inode(r.inode),
             }
             .map_err(fs_status)?;
-            (inode_pb(f), f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>())
+            (inode_pb(f, s.fs.nlink(f)), f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>())
         };
         let chunks = chunks.iter().map(|(index, c)| self.location(*index, c, caller.as_deref())).collect();
         Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode), chunks }))

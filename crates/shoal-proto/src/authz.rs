@@ -60,7 +60,7 @@ pub fn access(path: &str) -> Option<Access> {
         (
             NAMESPACE,
             "Mkdir" | "Create" | "Stat" | "List" | "Remove" | "Rename" | "Layout" | "PrepareWrite" | "CommitWrite"
-            | "SetXattrs" | "RemoveXattr" | "SetAttr" | "Symlink",
+            | "SetXattrs" | "RemoveXattr" | "SetAttr" | "Symlink" | "Mknod" | "Link",
         ) => Everyone,
         (LOCKS, "OpenSession" | "KeepAlive" | "CloseSession" | "Acquire" | "Release" | "Inspect") => Everyone,
         (CHUNK, "Write" | "Read") => Everyone,

@@ -44,7 +44,7 @@ pub(super) enum Seen {
     /// Apply it, then [`FsState::remember`] its answer.
     New,
     /// Answer this without applying anything.
-    Answered(Response),
+    Answered(Box<Response>),
 }
 
 impl FsState {
@@ -59,13 +59,13 @@ impl FsState {
             record.replies = record.replies.split_off(&req.done_below);
         }
         if let Some(first) = record.replies.get(&req.seq) {
-            return Seen::Answered(first.clone());
+            return Seen::Answered(Box::new(first.clone()));
         }
         if req.seq < record.done_below {
             // The client already has this request's answer; this is a stray copy.
-            return Seen::Answered(Response::Err(FsError::InvalidArgument {
+            return Seen::Answered(Box::new(Response::Err(FsError::InvalidArgument {
                 reason: format!("request {} of client {:x} was already answered", req.seq, req.client),
-            }));
+            })));
         }
         Seen::New
     }

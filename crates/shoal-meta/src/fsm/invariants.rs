@@ -66,14 +66,16 @@ impl FsState {
         self.check_clients()
     }
 
-    /// The tree: one root, one entry per inode, in its parent, no cycles.
+    /// The tree: one root; a directory has one entry, in its parent;
+    /// anything else has one in its parent and as many more in each
+    /// directory as `extra_links` counts; no cycles.
     fn check_namespace(&self) -> Result<(), String> {
         let Some(root) = self.inodes.get(&ROOT_INODE) else { return fail("the root inode is missing".into()) };
         if root.kind != Kind::Dir || root.parent != ROOT_INODE {
             return fail("the root must be a directory that is its own parent".into());
         }
-        // How many directory entries name each inode.
-        let mut entries: BTreeMap<u64, u32> = BTreeMap::new();
+        // How many directory entries name each inode, per directory.
+        let mut entries: BTreeMap<u64, BTreeMap<u64, u32>> = BTreeMap::new();
         for (id, inode) in &self.inodes {
             if inode.id != *id {
                 return fail(format!("inode {id} is stored with id {}", inode.id));
@@ -106,9 +108,26 @@ impl FsState {
                         return fail(format!("symbolic link {id}: {e}"));
                     }
                 }
+                Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {
+                    if !inode.children.is_empty() || !inode.chunks.is_empty() || inode.size != 0 {
+                        return fail(format!("special file {id} has children, chunks or a size"));
+                    }
+                }
             }
             if inode.kind != Kind::Symlink && !inode.target.is_empty() {
                 return fail(format!("inode {id} is no symbolic link but has a target"));
+            }
+            if !inode.kind.is_device() && inode.rdev != 0 {
+                return fail(format!("inode {id} is no device but has a device number"));
+            }
+            if inode.kind == Kind::Dir && !inode.extra_links.is_empty() {
+                return fail(format!("directory {id} has hard links"));
+            }
+            if inode.extra_links.values().any(|n| *n == 0) {
+                return fail(format!("inode {id} counts 0 names in a directory"));
+            }
+            if inode.names() > super::LINKS_MAX {
+                return fail(format!("inode {id} has more than {} names", super::LINKS_MAX));
             }
             for (name, child) in &inode.children {
                 if name.is_empty() || name.len() > NAME_MAX_BYTES || name.contains('/') || name.contains('\0') {
@@ -117,19 +136,22 @@ impl FsState {
                 if name == "." || name == ".." {
                     return fail(format!("directory {id} has an entry named {name:?}"));
                 }
-                let Some(c) = self.inodes.get(child) else {
+                if !self.inodes.contains_key(child) {
                     return fail(format!("entry {name:?} of directory {id} names missing inode {child}"));
-                };
-                if c.parent != *id {
-                    return fail(format!("inode {child} is listed in {id} but its parent is {}", c.parent));
                 }
-                *entries.entry(*child).or_default() += 1;
+                *entries.entry(*child).or_default().entry(*id).or_default() += 1;
             }
         }
-        for id in self.inodes.keys().filter(|id| **id != ROOT_INODE) {
-            match entries.get(id).copied().unwrap_or(0) {
-                1 => {}
-                n => return fail(format!("inode {id} has {n} directory entries, not 1")),
+        for (id, inode) in self.inodes.iter().filter(|(id, _)| **id != ROOT_INODE) {
+            let mut expected = inode.extra_links.clone();
+            *expected.entry(inode.parent).or_default() += 1;
+            let found = entries.remove(id).unwrap_or_default();
+            if found != expected {
+                return fail(format!(
+                    "inode {id} has directory entries {found:?} (directory: count), but its parent {} and \
+                     hard links {:?} say {expected:?}",
+                    inode.parent, inode.extra_links
+                ));
             }
         }
         if entries.contains_key(&ROOT_INODE) {

@@ -43,7 +43,7 @@ pub use batch::Batched;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
-pub use namespace::{Inode, Kind, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
+pub use namespace::{Inode, Kind, LINKS_MAX, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use replicas::ReplicaCmd;
 pub use table::InodeTable;
@@ -84,7 +84,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 3;
+pub const RULES: u16 = 4;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -106,8 +106,13 @@ pub struct Proposal {
     /// - 2: as 1, and a chunk report's garbage entry is taken
     ///   only with a place that names its chunk. (Under every rules number,
     ///   an id not allocated yet never becomes garbage: see `discard_chunk`.)
-    /// - 3 ([`RULES`]): as 2, and a remove or rename moves the times of the
+    /// - 3: as 2, and a remove or rename moves the times of the
     ///   directories it changes (and a renamed inode's ctime), as POSIX says.
+    /// - 4 ([`RULES`]): as 3, with hard links and special files (`Link`,
+    ///   `Mknod`): a remove or rename of one name of an inode with several
+    ///   keeps the inode and moves its ctime. (No entry of an older rules
+    ///   number can name an inode with several names, so older entries apply
+    ///   as they did.)
     #[serde(default)]
     pub rules: u16,
 }
@@ -287,6 +292,8 @@ impl Default for FsState {
             mtime_ns: 0,
             ctime_ns: 0,
             target: String::new(),
+            extra_links: BTreeMap::new(),
+            rdev: 0,
         };
         FsState {
             inodes: InodeTable::from_iter([(ROOT_INODE, root)]),
@@ -333,7 +340,7 @@ impl FsState {
                 self.apply_command(cmd, now_ms, rules)
             }
             Some(req) => match self.check_request(req, now_ms) {
-                dedup::Seen::Answered(first) => first,
+                dedup::Seen::Answered(first) => *first,
                 dedup::Seen::New => {
                     let response = self.apply_command(cmd, now_ms, rules);
                     self.remember(req, &response);

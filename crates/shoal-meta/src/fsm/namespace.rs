@@ -1,16 +1,37 @@
-//! The namespace: directories, files and their attributes.
+//! The namespace: directories, files, symbolic links, special files and
+//! their attributes.
 //!
 //! Inodes live in [`FsState::inodes`]; a directory maps names to child
-//! inodes, and every inode but the root names its parent. Lookups resolve a
-//! [`NormalPath`] one component at a time; the changes (mkdir, create,
-//! remove, rename) check everything first, so one that fails changes nothing.
+//! inodes. Lookups resolve a [`NormalPath`] one component at a time; the
+//! changes (mkdir, create, mknod, link, remove, rename) check everything
+//! first, so one that fails changes nothing.
+//!
+//! # Names and hard links
+//! A directory has exactly one name. Anything else may have several (hard
+//! links, `Link`): one entry in its `parent` (its **first name**), and the
+//! others counted per directory in [`Inode::extra_links`]. Removing or
+//! renaming away one name keeps the inode while another remains; when the
+//! first name goes, `parent` moves to a directory in `extra_links` (the
+//! lowest inode number), so `parent` always holds a name. Only the last name's
+//! removal drops the inode and makes its chunks garbage.
+//!
+//! Where an inode must become one path (a stat by inode, the mount asking
+//! for a path it forgot), [`FsState::path_of`] takes its first name: the
+//! alphabetically first entry naming it in `parent`, and so on up. Locks
+//! and fences are by path and by inode as before: a lock is on the path it
+//! names (so two names of one file are two locks), a fence binding on the
+//! inode (so it fences the file under every name).
 //!
 //! # Invariants kept here
 //! - Inode 1 is the root directory, its own parent, and always exists.
-//! - Every inode but the root has exactly one directory entry, in its
-//!   `parent`; no directory contains itself, directly or below.
+//! - A directory has exactly one directory entry, in its `parent`; no
+//!   directory contains itself, directly or below.
+//! - Any other inode has, in each directory, exactly as many entries as
+//!   `extra_links` counts there (plus one in `parent`); it has at most
+//!   [`LINKS_MAX`] names.
 //! - `next_inode` is above every inode id: ids are never reused.
-//! - Removing or replacing a file makes its chunks garbage on every holder.
+//! - Removing or replacing the last name of a file makes its chunks garbage
+//!   on every holder.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +46,31 @@ pub enum Kind {
     File,
     /// A symbolic link: its target is in [`Inode::target`] (format 3).
     Symlink,
+    /// A named pipe (format 4). Meta keeps only its name and attributes;
+    /// the kernel of whoever opens it makes the pipe.
+    Fifo,
+    /// A Unix domain socket's name (format 4); no data, like a FIFO.
+    Socket,
+    /// A character device (format 4): its number in [`Inode::rdev`].
+    CharDevice,
+    /// A block device (format 4): its number in [`Inode::rdev`].
+    BlockDevice,
 }
+
+impl Kind {
+    /// FIFOs, sockets and devices: what mknod(2) makes, with no data.
+    pub fn is_special(self) -> bool {
+        matches!(self, Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice)
+    }
+
+    /// Character and block devices: the kinds with a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::CharDevice | Kind::BlockDevice)
+    }
+}
+
+/// The most names (hard links) one inode may have, as ext4 allows.
+pub const LINKS_MAX: u32 = 65_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inode {
@@ -70,6 +115,16 @@ pub struct Inode {
     /// [`SYMLINK_TARGET_MAX_BYTES`], no NUL); empty for everything else.
     #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub target: String,
+    /// Hard links: the directories holding this inode's names other than
+    /// its first one (in `parent`), each with how many it holds (never 0).
+    /// Empty for an inode with one name, and always for a directory. Records
+    /// of format 3 and older have no such field (`format::since_format_4`):
+    /// every inode there has one name.
+    #[serde(default, deserialize_with = "crate::format::since_format_4")]
+    pub extra_links: BTreeMap<u64, u32>,
+    /// Device files only: the device number (rdev); 0 for everything else.
+    #[serde(default, deserialize_with = "crate::format::since_format_4")]
+    pub rdev: u64,
 }
 
 /// The longest symbolic link target, in bytes (Linux's PATH_MAX).
@@ -111,6 +166,11 @@ impl Inode {
         self.mtime_ms = now_ms;
         self.mtime_ns = now_ms.saturating_mul(1_000_000);
         self.ctime_ns = self.mtime_ns;
+    }
+
+    /// How many names this inode has (not for directories: see [`FsState::nlink`]).
+    pub fn names(&self) -> u32 {
+        self.extra_links.values().fold(1u32, |n, c| n.saturating_add(*c))
     }
 
     /// The attributes changed at `now_ms`: ctime moves.
@@ -190,6 +250,21 @@ pub enum NamespaceCmd {
         dst: NormalPath,
         no_replace: bool,
     },
+    /// mknod(2) of a special file (format 4): a FIFO, a socket, or a device
+    /// with its number `rdev` (0 for the others). Files and directories are
+    /// made with `MakeNode`; an existing name is refused.
+    Mknod {
+        path: NormalPath,
+        kind: Kind,
+        owner: Owner,
+        rdev: u64,
+    },
+    /// link(2) (format 4): `dst` becomes one more name of the inode `src`
+    /// names (never a directory; never replacing what is at `dst`).
+    Link {
+        src: NormalPath,
+        dst: NormalPath,
+    },
 }
 
 /// How a rename treats the name it goes to.
@@ -231,6 +306,8 @@ impl FsState {
                 let exact = if *no_replace { Exact::NoReplace } else { Exact::Replace };
                 self.rename(src, dst, None, exact, now_ms, rules)
             }
+            NamespaceCmd::Mknod { path, kind, owner, rdev } => self.mknod(path, *kind, *owner, *rdev, now_ms),
+            NamespaceCmd::Link { src, dst } => self.hard_link(src, dst, now_ms),
         }
     }
 
@@ -258,7 +335,9 @@ impl FsState {
         Ok((dir.id, name))
     }
 
-    /// The path of inode `id` (its name is looked up in its parent).
+    /// The path of inode `id` through its first name: the alphabetically
+    /// first entry naming it in its `parent`, and so on up (see the module
+    /// doc; an inode with hard links has other paths too).
     pub fn path_of(&self, id: u64) -> String {
         let mut names = Vec::new();
         let mut cur = id;
@@ -271,6 +350,17 @@ impl FsState {
         }
         names.reverse();
         format!("/{}", names.join("/"))
+    }
+
+    /// The link count stat reports: a directory's is 2 plus its
+    /// subdirectories (its own "." and each child's ".."; linear in its
+    /// entries), anything else's is its number of names.
+    pub fn nlink(&self, inode: &Inode) -> u32 {
+        if inode.kind != Kind::Dir {
+            return inode.names();
+        }
+        let subdirs = inode.children.values().filter(|c| self.inodes.get(c).is_some_and(|c| c.kind == Kind::Dir));
+        2u32.saturating_add(subdirs.count().try_into().unwrap_or(u32::MAX))
     }
 
     pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
@@ -330,6 +420,8 @@ impl FsState {
                 mtime_ns: now_ns,
                 ctime_ns: now_ns,
                 target: String::new(),
+                extra_links: BTreeMap::new(),
+                rdev: 0,
             },
         );
         id
@@ -402,7 +494,7 @@ impl FsState {
             return match (open_existing, existing.kind) {
                 (true, Kind::File) => Ok(Response::Inode(existing.clone())),
                 (true, Kind::Dir) => Err(FsError::IsADirectory { path: path.to_string() }),
-                (true, Kind::Symlink) | (false, _) => Err(FsError::AlreadyExists { path: path.to_string() }),
+                _ => Err(FsError::AlreadyExists { path: path.to_string() }),
             };
         }
         let id = self.new_inode(dir, Kind::File, replication, chunk_size, mtime_ms, None);
@@ -410,17 +502,52 @@ impl FsState {
         Ok(Response::Inode(self.inodes[&id].clone()))
     }
 
-    /// Drops an inode and everything below it; their chunks become garbage.
+    /// Drops an inode and everything below it; their chunks become
+    /// garbage. An inode below with a name outside the tree (a hard link)
+    /// loses only its names inside and stays.
     pub(super) fn drop_tree(&mut self, id: u64) {
         let Some(inode) = self.inodes.remove(&id) else {
             return;
         };
         for child in inode.children.values() {
-            self.drop_tree(*child);
+            self.drop_name(*child, id, None);
         }
         for chunk in inode.chunks.values() {
             self.discard_chunk(chunk.id, &chunk.replicas);
             self.corrupt.remove(&chunk.id);
+        }
+    }
+
+    /// Takes one of inode `id`'s names in directory `dir` off its count
+    /// (removing the entry itself is the caller's part). Answers whether
+    /// the inode still has a name; when it had only this one, nothing
+    /// changed and the caller drops it. When its first name goes, `parent`
+    /// moves to the lowest directory holding another.
+    fn unname(&mut self, id: u64, dir: u64) -> bool {
+        let inode = self.inodes.get_mut(&id).expect("a named inode exists");
+        let Some((&lowest, _)) = inode.extra_links.iter().next() else { return false };
+        let from = if inode.parent == dir && !inode.extra_links.contains_key(&dir) {
+            inode.parent = lowest;
+            lowest
+        } else {
+            dir
+        };
+        let count = inode.extra_links.get_mut(&from).expect("every other name is counted");
+        *count -= 1;
+        if *count == 0 {
+            inode.extra_links.remove(&from);
+        }
+        true
+    }
+
+    /// Removes one name of `id` held by `dir`: the inode stays while it has
+    /// another (its ctime moves, as unlink(2) says), otherwise it goes with
+    /// everything below it.
+    fn drop_name(&mut self, id: u64, dir: u64, now_ms: Option<u64>) {
+        if !self.unname(id, dir) {
+            self.drop_tree(id);
+        } else if let Some(now_ms) = now_ms {
+            self.inodes.get_mut(&id).expect("still named").touch_changed(now_ms);
         }
     }
 
@@ -443,7 +570,7 @@ impl FsState {
         if rules >= 3 {
             parent.touch_modified(now_ms);
         }
-        self.drop_tree(id);
+        self.drop_name(id, dir, Some(now_ms));
         Ok(Response::Ok)
     }
 
@@ -491,6 +618,9 @@ impl FsState {
                 reason: "a symbolic link is made with its target (Symlink)".into(),
             });
         }
+        if kind.is_special() {
+            return Err(FsError::InvalidArgument { reason: "a special file is made by mknod (Mknod)".into() });
+        }
         if kind == Kind::File && (replication == 0 || chunk_size == 0) {
             return Err(FsError::InvalidArgument { reason: "replication and chunk size must be positive".into() });
         }
@@ -507,6 +637,59 @@ impl FsState {
         let id = self.new_inode(dir, kind, replication, chunk_size, now_ms, Some(owner));
         self.link(dir, name, id, now_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    /// mknod(2) of a FIFO, a socket or a device: an inode with no data.
+    pub(super) fn mknod(
+        &mut self,
+        path: &NormalPath,
+        kind: Kind,
+        owner: Owner,
+        rdev: u64,
+        now_ms: u64,
+    ) -> Result<Response, FsError> {
+        if owner.mode > MODE_BITS_MAX {
+            return Err(FsError::InvalidArgument { reason: format!("mode {:o} has bits past 0o7777", owner.mode) });
+        }
+        if !kind.is_special() {
+            return Err(FsError::InvalidArgument {
+                reason: format!("mknod makes FIFOs, sockets and devices, not {kind:?} (MakeNode, Symlink)"),
+            });
+        }
+        if rdev != 0 && !kind.is_device() {
+            return Err(FsError::InvalidArgument { reason: format!("a {kind:?} has no device number") });
+        }
+        let (dir, name) = self.lookup_parent(path)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists { path: path.to_string() });
+        }
+        let id = self.new_inode(dir, kind, 0, 0, now_ms, Some(owner));
+        self.inodes.get_mut(&id).expect("just made").rdev = rdev;
+        self.link(dir, name, id, now_ms);
+        Ok(Response::Inode(self.inodes[&id].clone()))
+    }
+
+    /// link(2): `dst` becomes one more name of the inode at `src`. The
+    /// checks come in Linux's order: `src` must exist, `dst`'s directory
+    /// exist and `dst` be free, and only then is a directory refused.
+    pub(super) fn hard_link(&mut self, src: &NormalPath, dst: &NormalPath, now_ms: u64) -> Result<Response, FsError> {
+        let id = self.lookup(src)?.id;
+        let (dir, name) = self.lookup_parent(dst)?;
+        if self.inodes[&dir].children.contains_key(name) {
+            return Err(FsError::AlreadyExists { path: dst.to_string() });
+        }
+        let inode = &self.inodes[&id];
+        if inode.kind == Kind::Dir {
+            return Err(FsError::LinkToDirectory { path: src.to_string() });
+        }
+        if inode.names() >= LINKS_MAX {
+            return Err(FsError::TooManyLinks { path: src.to_string(), max: LINKS_MAX });
+        }
+        self.link(dir, name, id, now_ms);
+        let inode = self.inodes.get_mut(&id).expect("linked inode exists");
+        *inode.extra_links.entry(dir).or_default() += 1;
+        inode.touch_changed(now_ms);
+        Ok(Response::Inode(inode.clone()))
     }
 
     /// Records that `token`'s lock now guards file `id` (a fenced rename put it there).
@@ -560,6 +743,13 @@ impl FsState {
         let (dst_dir, dst_name) = self.lookup_parent(&dst)?;
         let src_kind = self.inodes[&id].kind;
         let replaced = self.inodes[&dst_dir].children.get(dst_name).copied();
+        if replaced == Some(id) {
+            // Two names of one inode: rename(2) does nothing and succeeds.
+            if let Some(f) = fence {
+                self.guard_with(f.token, id);
+            }
+            return Ok(Response::Ok);
+        }
         if let Some(old) = replaced {
             let old = &self.inodes[&old];
             match (src_kind == Kind::Dir, old.kind == Kind::Dir) {
@@ -579,11 +769,16 @@ impl FsState {
         }
         self.inodes.get_mut(&src_dir).expect("parent exists").children.remove(src_name);
         if let Some(old) = replaced {
-            self.drop_tree(old);
+            self.drop_name(old, dst_dir, (rules >= 3).then_some(mtime_ms));
         }
         self.link(dst_dir, dst_name, id, mtime_ms);
+        // The name moves: one with others takes its count along.
+        if self.unname(id, src_dir) {
+            *self.inodes.get_mut(&id).expect("moved inode exists").extra_links.entry(dst_dir).or_default() += 1;
+        } else {
+            self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
+        }
         let moved = self.inodes.get_mut(&id).expect("moved inode exists");
-        moved.parent = dst_dir;
         // Rules 3: the source directory's times move too, and the inode's ctime.
         if rules >= 3 {
             moved.touch_changed(mtime_ms);
@@ -758,5 +953,230 @@ mod tests {
         let d = st.lookup(&p("/d")).unwrap().id;
         st.inodes.get_mut(&d).unwrap().replication = 3;
         assert_eq!(st.inherited_replication(&p("/d/e/f")), 3);
+    }
+
+    fn owner() -> Owner {
+        Owner { mode: 0o640, uid: 7, gid: 8 }
+    }
+
+    fn mknod(path: &str, kind: Kind, rdev: u64) -> NamespaceCmd {
+        NamespaceCmd::Mknod { path: p(path), kind, owner: owner(), rdev }
+    }
+
+    fn link(src: &str, dst: &str) -> NamespaceCmd {
+        NamespaceCmd::Link { src: p(src), dst: p(dst) }
+    }
+
+    /// Applies `cmd`, which must be refused with `want` and change nothing.
+    fn refused(st: &mut FsState, cmd: impl Into<super::super::Command>, want: FsError) {
+        let before = st.clone();
+        assert_eq!(run(st, cmd), Response::Err(want));
+        assert!(*st == before, "a refused command changed the state");
+    }
+
+    /// A file at `path` with one committed chunk on servers 1 and 2.
+    fn file_with_a_chunk(st: &mut FsState, path: &str) -> (u64, u64) {
+        let f = create(st, path);
+        let Response::Chunk { chunk, .. } = super::super::testing::prepare(st, f.id, 0, &[1, 2]) else { panic!() };
+        let commit = super::super::WriteCmd::CommitWrite {
+            inode: f.id,
+            chunks: vec![(0, chunk.id, 1)],
+            size: 10,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(st, commit), Response::Inode(_)));
+        (f.id, chunk.id)
+    }
+
+    #[test]
+    fn mknod_makes_special_files_without_data() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let made: Vec<Inode> = [
+            ("/d/fifo", Kind::Fifo, 0),
+            ("/d/sock", Kind::Socket, 0),
+            ("/d/tty", Kind::CharDevice, 0x0401),
+            ("/d/sda", Kind::BlockDevice, 0x0800),
+        ]
+        .into_iter()
+        .map(|(path, kind, rdev)| run(&mut st, mknod(path, kind, rdev)).into_inode().unwrap())
+        .collect();
+        let kinds: Vec<(Kind, u64, u32, u32, u64)> =
+            made.iter().map(|i| (i.kind, i.rdev, i.mode, i.uid, i.size)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Kind::Fifo, 0, 0o640, 7, 0),
+                (Kind::Socket, 0, 0o640, 7, 0),
+                (Kind::CharDevice, 0x0401, 0o640, 7, 0),
+                (Kind::BlockDevice, 0x0800, 0o640, 7, 0)
+            ]
+        );
+        assert!(made.iter().all(|i| st.nlink(i) == 1 && i.chunks.is_empty()));
+        assert_eq!(st.lookup(&p("/d/fifo")).unwrap().kind, Kind::Fifo);
+        // The directory's times moved; through a special file is not a directory.
+        assert_eq!(st.lookup(&p("/d")).unwrap().mtime_ms, 1);
+        assert!(matches!(st.lookup(&p("/d/fifo/x")), Err(FsError::NotADirectory { .. })));
+        // Refusals change nothing.
+        refused(&mut st, mknod("/d/fifo", Kind::Socket, 0), FsError::AlreadyExists { path: "/d/fifo".into() });
+        refused(&mut st, mknod("/nope/x", Kind::Fifo, 0), FsError::NotFound { path: "/nope".into() });
+        for kind in [Kind::File, Kind::Dir, Kind::Symlink] {
+            let before = st.clone();
+            assert!(matches!(run(&mut st, mknod("/x", kind, 0)), Response::Err(FsError::InvalidArgument { .. })));
+            assert!(st == before);
+        }
+        let before = st.clone();
+        assert!(matches!(run(&mut st, mknod("/x", Kind::Fifo, 5)), Response::Err(FsError::InvalidArgument { .. })));
+        let big = NamespaceCmd::Mknod {
+            path: p("/x"),
+            kind: Kind::Fifo,
+            owner: Owner { mode: 0o10000, uid: 0, gid: 0 },
+            rdev: 0,
+        };
+        assert!(matches!(run(&mut st, big), Response::Err(FsError::InvalidArgument { .. })));
+        // MakeNode makes no special files.
+        let make = NamespaceCmd::MakeNode {
+            path: p("/x"),
+            kind: Kind::Fifo,
+            owner: owner(),
+            replication: 2,
+            chunk_size: 100,
+            exclusive: true,
+        };
+        assert!(matches!(run(&mut st, make), Response::Err(FsError::InvalidArgument { .. })));
+        assert!(st == before);
+        // Nothing can be written to one.
+        let fifo = made[0].id;
+        let commit =
+            super::super::WriteCmd::CommitWrite { inode: fifo, chunks: vec![], size: 1, truncate: true, fence: None };
+        assert!(matches!(run(&mut st, commit), Response::Err(_)));
+        // A special file replaces and is replaced by a file; removing it frees its inode.
+        create(&mut st, "/f");
+        let exact = NamespaceCmd::RenameExact { src: p("/d/fifo"), dst: p("/f"), no_replace: false };
+        assert_eq!(run(&mut st, exact), Response::Ok);
+        assert_eq!(st.lookup(&p("/f")).unwrap().kind, Kind::Fifo);
+        assert_eq!(run(&mut st, NamespaceCmd::Remove { path: p("/f"), recursive: false }), Response::Ok);
+        assert!(st.inode(fifo).is_err());
+    }
+
+    #[test]
+    fn a_file_with_two_names_lives_until_the_last_goes() {
+        let mut st = super::super::testing::with_servers(&[1, 2]);
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let (f, chunk) = file_with_a_chunk(&mut st, "/f");
+        let at = |st: &mut FsState, ms: u64, cmd: NamespaceCmd| st.apply(&super::super::Proposal::new(ms, None, cmd));
+        let linked = at(&mut st, 50, link("/f", "/d/g")).into_inode().unwrap();
+        assert_eq!((linked.id, linked.names(), st.nlink(&linked)), (f, 2, 2));
+        // link(2) moves the file's ctime and the new directory's mtime and ctime.
+        assert_eq!(linked.times_ns().2, 50_000_000);
+        assert_eq!(st.lookup(&p("/d")).unwrap().times_ns().1, 50_000_000);
+        assert_eq!(st.lookup(&p("/d/g")).unwrap().id, f);
+        assert_eq!(st.path_of(f), "/f", "the first name");
+        // Removing the first name keeps the inode, its data, and moves its ctime and first name.
+        assert_eq!(at(&mut st, 60, NamespaceCmd::Remove { path: p("/f"), recursive: false }), Response::Ok);
+        let left = st.inode(f).unwrap();
+        assert_eq!((left.names(), left.size, left.chunks[&0].id, left.times_ns().2), (1, 10, chunk, 60_000_000));
+        assert_eq!(left.parent, st.lookup(&p("/d")).unwrap().id);
+        assert_eq!(st.path_of(f), "/d/g");
+        assert!(st.garbage.is_empty(), "a chunk became garbage while a name remained");
+        // Removing the last name frees the chunk on both holders.
+        assert_eq!(run(&mut st, NamespaceCmd::Remove { path: p("/d/g"), recursive: false }), Response::Ok);
+        assert!(st.inode(f).is_err());
+        assert_eq!(st.garbage.get(&chunk).map(|h| h.len()), Some(2));
+    }
+
+    #[test]
+    fn link_refusals_change_nothing() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        create(&mut st, "/f");
+        create(&mut st, "/g");
+        refused(&mut st, link("/d", "/e"), FsError::LinkToDirectory { path: "/d".into() });
+        refused(&mut st, link("/", "/e"), FsError::LinkToDirectory { path: "/".into() });
+        refused(&mut st, link("/f", "/g"), FsError::AlreadyExists { path: "/g".into() });
+        refused(&mut st, link("/d", "/g"), FsError::AlreadyExists { path: "/g".into() });
+        refused(&mut st, link("/nope", "/e"), FsError::NotFound { path: "/nope".into() });
+        refused(&mut st, link("/f", "/nope/e"), FsError::NotFound { path: "/nope".into() });
+        refused(&mut st, link("/f", "/g/e"), FsError::NotADirectory { path: "/g".into() });
+        // At the bound, one more name is refused.
+        let f = st.lookup(&p("/f")).unwrap().id;
+        let root = st.inodes.get_mut(&ROOT_INODE).unwrap();
+        root.children.extend((1..LINKS_MAX).map(|n| (format!("n{n}"), f)));
+        st.inodes.get_mut(&f).unwrap().extra_links.insert(ROOT_INODE, LINKS_MAX - 1);
+        assert_eq!(st.check_invariants(), Ok(()));
+        refused(&mut st, link("/f", "/e"), FsError::TooManyLinks { path: "/f".into(), max: LINKS_MAX });
+    }
+
+    #[test]
+    fn renames_move_one_name_of_several() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/a"), parents: false });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/b"), parents: false });
+        let f = create(&mut st, "/a/f").id;
+        run(&mut st, link("/a/f", "/a/g"));
+        run(&mut st, link("/a/f", "/b/h"));
+        assert_eq!(st.inode(f).unwrap().names(), 3);
+        // Onto another name of the same inode: nothing happens, as rename(2) says.
+        let before = st.clone();
+        let exact = |src: &str, dst: &str| NamespaceCmd::RenameExact { src: p(src), dst: p(dst), no_replace: false };
+        assert_eq!(run(&mut st, exact("/a/f", "/b/h")), Response::Ok);
+        assert!(st == before);
+        // Moving a name to another directory keeps the others.
+        assert_eq!(run(&mut st, exact("/a/f", "/f2")), Response::Ok);
+        assert_eq!(st.lookup(&p("/f2")).unwrap().id, f);
+        assert_eq!(st.lookup(&p("/a/g")).unwrap().id, f);
+        assert!(st.lookup(&p("/a/f")).is_err());
+        assert_eq!(st.inode(f).unwrap().names(), 3);
+        // A file put over one name leaves the inode with the rest.
+        let other = create(&mut st, "/o").id;
+        assert_eq!(run(&mut st, exact("/o", "/b/h")), Response::Ok);
+        assert_eq!(st.lookup(&p("/b/h")).unwrap().id, other);
+        assert_eq!(st.inode(f).unwrap().names(), 2);
+        // Removing a directory holding one name keeps the inode; one holding the last drops it.
+        assert_eq!(run(&mut st, NamespaceCmd::Remove { path: p("/a"), recursive: true }), Response::Ok);
+        assert_eq!(st.inode(f).unwrap().names(), 1);
+        assert_eq!(st.path_of(f), "/f2");
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/t/u"), parents: true });
+        run(&mut st, link("/f2", "/t/u/x"));
+        run(&mut st, link("/f2", "/t/y"));
+        run(&mut st, NamespaceCmd::Remove { path: p("/f2"), recursive: false });
+        assert_eq!(run(&mut st, NamespaceCmd::Remove { path: p("/t"), recursive: true }), Response::Ok);
+        assert!(st.inode(f).is_err());
+        assert_eq!(st.inodes.len(), 3, "the root, /b and /b/h are left");
+    }
+
+    #[test]
+    fn a_directory_counts_its_subdirectories() {
+        let mut st = FsState::default();
+        let nlink = |st: &FsState, path: &str| st.nlink(st.lookup(&p(path)).unwrap());
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/a/x"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/a/y"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/b"), parents: false });
+        create(&mut st, "/a/f");
+        run(&mut st, mknod("/a/p", Kind::Fifo, 0));
+        assert_eq!((nlink(&st, "/"), nlink(&st, "/a"), nlink(&st, "/b"), nlink(&st, "/a/x")), (4, 4, 2, 2));
+        let exact = NamespaceCmd::RenameExact { src: p("/a/x"), dst: p("/b/x"), no_replace: false };
+        assert_eq!(run(&mut st, exact), Response::Ok);
+        assert_eq!((nlink(&st, "/a"), nlink(&st, "/b")), (3, 3));
+    }
+
+    #[test]
+    fn the_invariants_count_every_name() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let f = create(&mut st, "/f").id;
+        run(&mut st, link("/f", "/d/g"));
+        assert_eq!(st.check_invariants(), Ok(()));
+        let mut uncounted = st.clone();
+        uncounted.inodes.get_mut(&f).unwrap().extra_links.clear();
+        assert!(uncounted.check_invariants().unwrap_err().contains(&format!("inode {f} has directory entries")));
+        let mut linked_dir = st.clone();
+        let d = st.lookup(&p("/d")).unwrap().id;
+        linked_dir.inodes.get_mut(&d).unwrap().extra_links.insert(ROOT_INODE, 1);
+        assert!(linked_dir.check_invariants().is_err());
+        let mut device = st.clone();
+        device.inodes.get_mut(&f).unwrap().rdev = 3;
+        assert!(device.check_invariants().unwrap_err().contains("device number"));
     }
 }

@@ -135,7 +135,7 @@ const META: &[(&str, SampleType)] = &[
     ("shoal_meta_raft_snapshot_index", Gauge),
     ("shoal_meta_proposals_total", Counter),
     ("shoal_meta_proposal_seconds", Histogram),
-    ("shoal_meta_proposal_batch_requests", Histogram),
+    ("shoal_meta_proposed_entries_total", Counter),
     ("shoal_meta_snapshots_built_total", Counter),
     ("shoal_meta_snapshot_build_seconds", Histogram),
     ("shoal_meta_snapshots_installed_total", Counter),

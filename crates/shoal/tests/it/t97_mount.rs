@@ -614,3 +614,104 @@ fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
         assert!(c.must_cat(&format!("/f{i}")) == want, "f{i} through the CLI");
     }
 }
+
+/// Chunk files on every chunk server of `c`.
+fn chunk_files_everywhere(c: &Cluster) -> usize {
+    (0..c.chunks.len()).map(|j| c.chunk_files(j).len()).sum()
+}
+
+/// Special files and hard links through the kernel: `mkfifo`, python's
+/// `os.mknod` and an AF_UNIX socket's bind make special files whose type
+/// `stat` shows; `ln` gives a file a second name sharing its inode, data
+/// and link count; a directory counts its subdirectories; removing one
+/// name keeps the data whole, removing the last frees its chunks on the
+/// chunk servers.
+#[test]
+fn t97_special_files_and_hard_links() {
+    let test = "t97_special_files_and_hard_links";
+    if !can_mount(test) || !have(test, "python3", "apt-get install python3") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "m", &[]);
+
+    // Special files, by the programs that make them; stat shows each one's type.
+    must_sh(
+        &m.dir,
+        "umask 022 && mkfifo p && python3 -c 'import os, stat, socket
+os.mknod(\"n\", 0o600 | stat.S_IFIFO)
+os.mknod(\"c\", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+os.mknod(\"r\", 0o640 | stat.S_IFREG)
+socket.socket(socket.AF_UNIX).bind(\"s\")'",
+    );
+    assert_eq!(
+        must_sh(&m.dir, "stat -c '%n %F %a' p n c r s"),
+        "p fifo 644\nn fifo 600\nc character special file 600\nr regular empty file 640\ns socket 755\n",
+    );
+    assert_eq!(must_sh(&m.dir, "stat -c '%t:%T %h' c"), "1:3 1\n", "the device number and one name");
+    // A FIFO on the mount is a pipe: the kernel joins a writer and a reader.
+    assert_eq!(must_sh(&m.dir, "(echo through > p &); timeout 10 cat p"), "through\n");
+    // The socket's name is taken: binding it again is EADDRINUSE.
+    let rebind = sh(&m.dir, "python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"s\")'");
+    assert!(!rebind.status.success() && stderr(&rebind).contains("Address already in use"), "{}", stderr(&rebind));
+
+    // A second name: the same inode, two links, the same bytes.
+    let data = pattern(2_500_000, 11);
+    std::fs::write(m.path("f"), &data).unwrap();
+    must_sh(&m.dir, "mkdir d && ln f d/g");
+    assert_eq!(must_sh(&m.dir, "stat -c %h f d/g"), "2\n2\n");
+    let inodes = must_sh(&m.dir, "stat -c %i f d/g");
+    let (a, b) = inodes.trim().split_once('\n').unwrap();
+    assert_eq!(a, b, "one inode under two names");
+    assert!(std::fs::read(m.path("d/g")).unwrap() == data);
+    // A directory may not take a second name (EPERM, as on Linux), nor may a name taken.
+    assert_eq!(errno_of(std::fs::hard_link(m.path("d"), m.path("d2"))), libc::EPERM);
+    assert_eq!(errno_of(std::fs::hard_link(m.path("f"), m.path("r"))), libc::EEXIST);
+    // A directory's link count is 2 plus its subdirectories.
+    must_sh(&m.dir, "mkdir -p e/x e/y");
+    assert_eq!(must_sh(&m.dir, "stat -c %h e e/x"), "4\n2\n");
+    must_sh(&m.dir, "mv e/y d/");
+    assert_eq!(must_sh(&m.dir, "stat -c %h e d"), "3\n3\n", "a moved subdirectory moves its count");
+
+    // Removing one name keeps the file and its chunks.
+    let chunk_files = chunk_files_everywhere(&c);
+    assert!(chunk_files >= 3 * 2, "2.5 MB in 1 MiB chunks, 2 replicas each: {chunk_files} chunk files");
+    std::fs::remove_file(m.path("f")).unwrap();
+    assert_eq!(must_sh(&m.dir, "stat -c %h d/g"), "1\n");
+    assert!(std::fs::read(m.path("d/g")).unwrap() == data, "the data outlives one name");
+    // Garbage goes out with the heartbeats (every second); give them three.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(chunk_files_everywhere(&c), chunk_files, "no chunk was freed while a name remained");
+    assert_eq!(c.must_cat("/d/g"), data, "the CLI reads it by its remaining name");
+
+    // A file unlinked while open keeps its data until it is closed, as POSIX says.
+    let mut open = std::fs::OpenOptions::new().read(true).write(true).create(true).open(m.path("open")).unwrap();
+    open.write_all(&data[..100_000]).unwrap();
+    open.sync_all().unwrap();
+    std::fs::remove_file(m.path("open")).unwrap();
+    assert_eq!(open.metadata().unwrap().nlink(), 0, "fstat: no name left");
+    assert_eq!(errno_of(std::fs::metadata(m.path("open"))), libc::ENOENT);
+    assert_eq!(must_sh(&m.dir, "ls -A"), "c\nd\ne\nn\np\nr\ns\n", "its hidden name is not listed");
+    open.write_all(b"more").unwrap();
+    open.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    open.read_to_end(&mut back).unwrap();
+    assert!(back.len() == 100_004 && back[..100_000] == data[..100_000] && back.ends_with(b"more"));
+    let hidden_left = || String::from_utf8_lossy(&c.must(&["ls", "/"], None).stdout).contains(".shoal-unlinked");
+    assert!(hidden_left(), "meta holds the file under a hidden name while it is open");
+    drop(open);
+    let deadline = Instant::now() + PATIENCE;
+    while hidden_left() {
+        assert!(Instant::now() < deadline, "the hidden name outlived the last close");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Removing the last name frees every chunk (nothing else here has data).
+    std::fs::remove_file(m.path("d/g")).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while chunk_files_everywhere(&c) != 0 {
+        assert!(Instant::now() < deadline, "chunk files left: {}", chunk_files_everywhere(&c));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(errno_of(std::fs::metadata(m.path("d/g"))), libc::ENOENT);
+}
