@@ -340,7 +340,11 @@ impl pb::namespace_server::Namespace for MetaService {
             return Err(Status::internal("a new file's first chunk came back unprepared"));
         };
         let first_chunk = Some(self.granted(0, &chunk, chunk_size, caller.as_deref()));
-        Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb(&inode, inode.names())), path: String::new(), first_chunk }))
+        Ok(TonicResponse::new(pb::InodeReply {
+            inode: Some(inode_pb(&inode, inode.names())),
+            path: String::new(),
+            first_chunk,
+        }))
     }
 
     async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::InodeReply> {
@@ -352,7 +356,11 @@ impl pb::namespace_server::Namespace for MetaService {
         if by_inode {
             let inode = s.fs.inode(r.inode).map_err(fs_status)?;
             let path = s.fs.path_of(inode.id);
-            return Ok(TonicResponse::new(pb::InodeReply { inode: Some(inode_pb_with(&s.fs, inode, r.xattrs)), path, first_chunk: None }));
+            return Ok(TonicResponse::new(pb::InodeReply {
+                inode: Some(inode_pb_with(&s.fs, inode, r.xattrs)),
+                path,
+                first_chunk: None,
+            }));
         }
         let inode = s.fs.lookup(&path).map_err(fs_status)?;
         Ok(TonicResponse::new(pb::InodeReply {
