@@ -85,6 +85,14 @@ impl Node {
         }
     }
 
+    /// Whether this node leads and has applied an entry of its own term, so
+    /// its state holds everything committed under earlier leaders.
+    pub fn caught_up_as_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+    }
+
     /// Fails with a not-leader status unless this node believes it leads.
     pub fn leader_only(&self) -> Result<(), Status> {
         let m = self.raft.metrics().borrow().clone();

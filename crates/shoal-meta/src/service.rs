@@ -486,8 +486,16 @@ impl pb::namespace_server::Namespace for MetaService {
         let fence = fence(r.fence)?;
         // The chunk index is bounded by `plan_prepare`, against the file's chunk size.
         bounds::check_failed(&r.failed).map_err(fs_status)?;
-        // No read-index round first: a plan made from a state that is behind
-        // is refused when it applies (Conflict), and planned again.
+        // A leader that has applied an entry of its own term has applied
+        // everything committed before it led, and every file a client can
+        // name was made by then; it plans from its state without a
+        // read-index round (a plan that is behind on this term's own entries
+        // is refused when it applies, as a Conflict, and planned again). A
+        // new leader waits for the round, so a file made under the last
+        // leader is never "not found" here.
+        if !self.node.caught_up_as_leader() {
+            self.node.linearizable().await?;
+        }
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
             let cmd = {

@@ -559,7 +559,11 @@ fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
                 // Write and close (close returns once every replica has it),
                 // then read the previous file back whole.
                 let data = pattern(40_000 + (i as usize % 7) * 100_000, 500 + i);
-                if let Err(e) = std::fs::write(dir.join(format!("f{i}")), &data) {
+                // fsync, not only close: `std::fs::write` drops the file and
+                // so never sees an error the mount reports at close.
+                let written = std::fs::File::create(dir.join(format!("f{i}")))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &data).and_then(|()| f.sync_all()));
+                if let Err(e) = written {
                     failures.lock().unwrap().push(format!("writing f{i}: {e}"));
                     return;
                 }
