@@ -34,7 +34,7 @@
 //! decodes with one name and no device. `Kind` gained `Fifo`, `Socket`,
 //! `CharDevice` and `BlockDevice` after its older variants, and the commands
 //! format 4 added (`Mknod`, `Link`) come after every older variant of theirs.
-//! Format 4 also added commands that touch no inode: `Command::Batch` (group
+//! Format 4 also added commands that add no inode field: `Command::Batch` (group
 //! commit) and `WriteCmd::CreatePrepared`, each after every older variant of
 //! its enum, with the answers `Response::Batch` and `Response::Created`.
 //!

@@ -31,7 +31,9 @@ use crate::metric_names;
 pub const BATCH_REQUESTS_MAX: usize = 128;
 /// A batch is closed once its requests' encoded commands reach this many
 /// bytes (a request is never split, so one may pass it by up to one request).
-pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Small, because AppendEntries carries up to `RAFT_PAYLOAD_ENTRIES_MAX`
+/// entries (`crate::server`) as JSON, which can be 4 times the bytes.
+pub const BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Log entries proposed and not yet applied, at most.
 pub const IN_FLIGHT_MAX: usize = 2;
 
@@ -94,6 +96,10 @@ async fn batch_loop(raft: Raft<TypeConfig>, mut waiting: mpsc::UnboundedReceiver
         let mut batch = vec![first];
         while batch.len() < BATCH_REQUESTS_MAX && bytes < BATCH_BYTES_MAX {
             let Ok(next) = waiting.try_recv() else { break };
+            // A caller that gave up while its request queued is not proposed.
+            if next.reply.is_closed() {
+                continue;
+            }
             bytes += next.bytes;
             batch.push(next);
         }

@@ -34,6 +34,10 @@ use crate::service::{MetaService, ServiceSettings};
 use crate::sessions::SessionClock;
 use crate::sm_store::StateMachineStore;
 
+/// Entries in one AppendEntries, at most (openraft's default is 300; see
+/// `group_commit::BATCH_BYTES_MAX`).
+pub const RAFT_PAYLOAD_ENTRIES_MAX: u64 = 64;
+
 /// Everything a meta node is configured with.
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
@@ -178,6 +182,10 @@ pub async fn run(
         // Keep some log past the snapshot so briefly lagging followers catch up
         // from the log; ones further behind get the snapshot.
         max_in_snapshot_log_to_keep: config.snapshot_every_entries.min(1000),
+        // A group-committed entry may hold up to 64 KiB of requests (plus one
+        // more request): this many keep one AppendEntries well inside the
+        // Raft message limit, in JSON.
+        max_payload_entries: RAFT_PAYLOAD_ENTRIES_MAX,
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate()?);

@@ -332,14 +332,17 @@ impl pb::namespace_server::Namespace for MetaService {
             true => plan::place_new_chunk(&self.node.server_views(Instant::now()), replication, &[]).ok(),
             false => None,
         };
-        let Some(replicas) = first else { return self.write_inode(cmd, request_id(r.request)).await };
-        let created = WriteCmd::CreatePrepared { create: cmd, replicas };
-        let (inode, prepared) =
-            self.node.write(created, request_id(r.request)).await?.into_created().map_err(fs_status)?;
-        let Prepared::Chunk { chunk, chunk_size } = prepared else {
-            return Err(Status::internal("a new file's first chunk came back unprepared"));
+        let cmd: Command = match first {
+            Some(replicas) => WriteCmd::CreatePrepared { create: cmd, replicas }.into(),
+            None => cmd.into(),
         };
-        let first_chunk = Some(self.granted(0, &chunk, chunk_size, caller.as_deref()));
+        // A retry may take the other way than its first attempt (a server
+        // died in between) and still gets the first answer: take either shape.
+        let (inode, prepared) = self.node.write(cmd, request_id(r.request)).await?.into_created().map_err(fs_status)?;
+        let first_chunk = match prepared {
+            Some(Prepared::Chunk { chunk, chunk_size }) => Some(self.granted(0, &chunk, chunk_size, caller.as_deref())),
+            _ => None,
+        };
         Ok(TonicResponse::new(pb::InodeReply {
             inode: Some(inode_pb(&inode, inode.names())),
             path: String::new(),
@@ -492,9 +495,13 @@ impl pb::namespace_server::Namespace for MetaService {
         // read-index round (a plan that is behind on this term's own entries
         // is refused when it applies, as a Conflict, and planned again). A
         // new leader waits for the round, so a file made under the last
-        // leader is never "not found" here.
+        // leader is never "not found" here. A refusal by the plan (no such
+        // file, no servers) could still come from a leader deposed without
+        // knowing it: it is only given after a round confirmed this state.
+        let mut confirmed = false;
         if !self.node.caught_up_as_leader() {
             self.node.linearizable().await?;
+            confirmed = true;
         }
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
@@ -502,7 +509,15 @@ impl pb::namespace_server::Namespace for MetaService {
                 let s = self.node.state.read();
                 plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone())
             };
-            let cmd = cmd.map_err(fs_status)?;
+            let cmd = match cmd {
+                Ok(cmd) => cmd,
+                Err(_) if !confirmed => {
+                    self.node.linearizable().await?;
+                    confirmed = true;
+                    continue;
+                }
+                Err(e) => return Err(fs_status(e)),
+            };
             match self.node.write(cmd, request_id(r.request)).await?.into_prepared().map_err(fs_status)? {
                 Prepared::Chunk { chunk, chunk_size } => {
                     return Ok(TonicResponse::new(self.granted(r.chunk_index, &chunk, chunk_size, caller.as_deref())));

@@ -396,7 +396,7 @@ mod tests {
         let Response::Chunk { chunk, chunk_size } = prepare(&mut apart, f.id, 0, &[11, 12]) else { panic!() };
         let answer = run(&mut together, WriteCmd::CreatePrepared { create: new_file("/f"), replicas: vec![11, 12] });
         let (inode, prepared) = answer.into_created().unwrap();
-        assert_eq!(prepared, super::super::Prepared::Chunk { chunk: chunk.clone(), chunk_size });
+        assert_eq!(prepared, Some(super::super::Prepared::Chunk { chunk: chunk.clone(), chunk_size }));
         assert_eq!((chunk.version, chunk.committed_version), (1, 0));
         assert_eq!(inode, apart.inodes[&f.id]);
         assert_eq!(together, apart);

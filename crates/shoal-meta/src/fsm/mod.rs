@@ -187,11 +187,14 @@ impl Response {
         }
     }
 
-    /// The answer of a create with its first chunk prepared: the new file,
-    /// and what preparing its chunk 0 gave.
-    pub fn into_created(self) -> Result<(Inode, Prepared), FsError> {
+    /// The answer of a create, with its first chunk prepared or not: the
+    /// file, and what preparing its chunk 0 gave, if that was asked for. Both
+    /// shapes are taken, since a retried request gets its first answer even
+    /// when the retry took the other way.
+    pub fn into_created(self) -> Result<(Inode, Option<Prepared>), FsError> {
         match self {
-            Response::Created { inode, chunk, chunk_size } => Ok((inode, Prepared::Chunk { chunk, chunk_size })),
+            Response::Created { inode, chunk, chunk_size } => Ok((inode, Some(Prepared::Chunk { chunk, chunk_size }))),
+            Response::Inode(i) => Ok((i, None)),
             Response::Err(e) => Err(e),
             other => Err(other.mismatch()),
         }

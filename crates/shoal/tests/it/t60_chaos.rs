@@ -187,7 +187,7 @@ fn choose(rng: &mut StdRng, files: &Files, next: &mut u64, worker: u64) -> Op {
             Op::Append { name, data }
         }
         45..55 if len <= 4096 => {
-            // A tiny file rewritten whole.
+            // A tiny file rewritten from its start (often whole, sometimes a prefix).
             Op::Overwrite { name, offset: 0, data: pattern(rng.random_range(1..=4096), rng.random()) }
         }
         45..75 => {

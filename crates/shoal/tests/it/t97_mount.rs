@@ -556,8 +556,8 @@ fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
-                // Write and close (close returns once every replica has it),
-                // then read the previous file back whole.
+                // Write, fsync and close (each returns once every replica has
+                // it), then read the previous file back whole.
                 let data = pattern(40_000 + (i as usize % 7) * 100_000, 500 + i);
                 // fsync, not only close: `std::fs::write` drops the file and
                 // so never sees an error the mount reports at close.
