@@ -45,8 +45,10 @@ fn t56_bench_workloads_print_their_json_contract() {
     assert_eq!(memory.len(), 1, "{scale}");
     assert!(memory[0]["after_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{scale}");
     assert!(memory[0]["bytes_per_file"].as_f64().is_some(), "{scale}");
+    // Group commit may put several creates into one log entry, so the
+    // snapshot's index is not bounded below by the number of files; its size is.
     let snapshot = &scale["snapshot"];
-    assert!(snapshot["index"].as_u64().is_some_and(|i| i > 1200), "{scale}");
+    assert!(snapshot["index"].as_u64().is_some_and(|i| i > 2), "{scale}");
     assert!(snapshot["size_bytes"].as_u64().is_some_and(|b| b > 1200 * 8), "{scale}");
     assert!(scale["stall"]["stat_longest_gap_ms"].as_f64().is_some_and(|g| g > 0.0), "{scale}");
     assert!(scale["stall"]["create_longest_gap_ms"].as_f64().is_some_and(|g| g > 0.0), "{scale}");
