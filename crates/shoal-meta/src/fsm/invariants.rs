@@ -1,11 +1,15 @@
 //! Every invariant the state machine promises, checked at once.
 //!
 //! [`FsState::check_invariants`] walks the whole state and names the first
-//! broken invariant it finds. Debug builds and tests run it after every apply
+//! broken invariant it finds. Debug builds and tests run it after applies
 //! (see [`FsState::apply`]), so every unit, property and integration test
 //! checks it continuously; release builds skip it, since it is linear in the
-//! size of the state. [`Counters`] checks what must hold between two states:
-//! ids and tokens only grow.
+//! size of the state. Up to [`WHOLE_CHECK_EACH_APPLY_UP_TO`] inodes it runs
+//! after every apply; above, after one apply in every `inodes / that`, so
+//! that its cost per apply stays bounded instead of growing with the state
+//! (a test that makes thousands of files would otherwise spend most of its
+//! time here). [`Counters`] checks what must hold between two states, after
+//! every apply: ids and tokens only grow.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +18,25 @@ use crate::locks::Mode;
 
 /// The longest file or directory name, in bytes (as `NormalPath` allows).
 const NAME_MAX_BYTES: usize = 255;
+
+/// Up to this many inodes, the whole state is checked after every apply.
+pub const WHOLE_CHECK_EACH_APPLY_UP_TO: usize = 256;
+
+/// After how many applies the whole state is checked again, for a state of
+/// `inodes` inodes: 1 for small states, then growing with the state, so the
+/// check costs about as much per apply as checking a state of
+/// [`WHOLE_CHECK_EACH_APPLY_UP_TO`] inodes every time.
+pub fn whole_check_every(inodes: usize) -> u64 {
+    inodes.div_ceil(WHOLE_CHECK_EACH_APPLY_UP_TO).max(1) as u64
+}
+
+/// Counts applies (in this process, across states) and says whether this
+/// one is due a whole-state check when checks come `every` applies.
+pub fn whole_check_due(every: u64) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static APPLIES: AtomicU64 = AtomicU64::new(0);
+    every <= 1 || APPLIES.fetch_add(1, Ordering::Relaxed) % every == 0
+}
 
 /// The counters that never go back: ids are never reused, and fencing tokens
 /// and tickets only grow.
@@ -296,5 +319,23 @@ impl FsState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_states_are_checked_after_every_apply_and_large_ones_at_a_bounded_cost() {
+        assert_eq!(whole_check_every(1), 1);
+        assert_eq!(whole_check_every(WHOLE_CHECK_EACH_APPLY_UP_TO), 1);
+        assert_eq!(whole_check_every(WHOLE_CHECK_EACH_APPLY_UP_TO + 1), 2);
+        assert_eq!(whole_check_every(10 * WHOLE_CHECK_EACH_APPLY_UP_TO), 10);
+        assert!((0..100).all(|_| whole_check_due(1)));
+        // Other tests count applies beside this one, so count due answers
+        // over a long run: one in every 10, give or take the others' share.
+        let due = (0..10_000).filter(|_| whole_check_due(10)).count();
+        assert!((900..=1_100).contains(&due), "{due} of 10,000 were due");
     }
 }

@@ -15,7 +15,8 @@
 //! [`attrs`] (mode, owner and times) and
 //! [`dedup`] (request ids).
 //! [`invariants`] checks all of them at once; debug builds and tests run it
-//! after every apply.
+//! after every apply while the state is small, and at a pace that keeps its
+//! cost per apply bounded once it is large.
 //!
 //! A command that fails changes nothing.
 
@@ -352,9 +353,20 @@ impl FsState {
             },
         };
         #[cfg(any(debug_assertions, test))]
-        if let Err(broken) = self.check_invariants().and_then(|()| before.check_growth(&invariants::Counters::of(self)))
         {
-            panic!("state machine invariant broken after {cmd:?} (request {request:?}): {broken}");
+            if let Err(broken) = before.check_growth(&invariants::Counters::of(self)) {
+                panic!("state machine counter went back after {cmd:?} (request {request:?}): {broken}");
+            }
+            let every = invariants::whole_check_every(self.inodes.len());
+            if invariants::whole_check_due(every)
+                && let Err(broken) = self.check_invariants()
+            {
+                panic!(
+                    "state machine invariant broken after {cmd:?} (request {request:?}; the whole state is checked \
+                     every {every} applies at this size, so this command or one of the {} before it broke it): {broken}",
+                    every - 1
+                );
+            }
         }
         response
     }

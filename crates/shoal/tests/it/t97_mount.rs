@@ -719,3 +719,88 @@ socket.socket(socket.AF_UNIX).bind(\"s\")'",
     }
     assert_eq!(errno_of(std::fs::metadata(m.path("d/g"))), libc::ENOENT);
 }
+
+/// pjdfstest's configuration: no opt-in features (the ones it lists are
+/// left off), no remounts, and the users and groups its tests switch to.
+/// Debian's `nobody` has the group `nogroup`; `tests` is made by `.ci/run`.
+const PJDFSTEST_CONFIG: &str = "[features]\n\n[settings]\nnaptime = 0.001\nallow_remount = false\n\n\
+[dummy_auth]\nentries = [[\"nobody\", \"nogroup\"], [\"tests\", \"tests\"]]\n";
+
+/// The tests pjdfstest passed on the mount when this test was written
+/// (docs/pjdfstest.md): fewer now means some started to skip.
+const PJDFSTEST_PASSED_AT_LEAST: u64 = 350;
+
+/// The counts in pjdfstest's last line, `Summary: F failed, S skipped, P
+/// passed, E expected failures, T total`, as (failed, skipped, passed).
+fn pjdfstest_summary(out: &str) -> Option<(u64, u64, u64)> {
+    let line = out.lines().rev().find(|l| l.starts_with("Summary:"))?;
+    let count = |what: &str| -> Option<u64> {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let at = words.iter().position(|w| *w == what)?;
+        words.get(at.checked_sub(1)?)?.parse().ok()
+    };
+    Some((count("failed")?, count("skipped")?, count("passed")?))
+}
+
+/// pjdfstest 0.2.2 (the POSIX conformance suite, crates.io `pjdfstest`,
+/// which `.ci/run` installs with the user `tests` it switches to) on a mount
+/// with `--allow-other`: no test may fail, and none of the ones that passed
+/// before may start to skip.
+#[test]
+fn t97_pjdfstest_passes_on_the_mount() {
+    let test = "t97_pjdfstest_passes_on_the_mount";
+    if !can_mount(test) || !have(test, "pjdfstest", "cargo install --locked pjdfstest@0.2.2") {
+        return;
+    }
+    let has_user = Command::new("id").arg("tests").output().is_ok_and(|o| o.status.success());
+    if !has_user {
+        skipping(test, "pjdfstest", "there is no user `tests` to switch to (useradd tests)");
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    // Other users' calls reach the mount only with --allow-other; without it
+    // the kernel refuses them all with EACCES.
+    let m = Mount::start(&c, "mnt", &["--allow-other"]);
+    let config = c.tmp.path().join("pjdfstest.toml");
+    std::fs::write(&config, PJDFSTEST_CONFIG).unwrap();
+    std::fs::create_dir(m.path("pjd")).unwrap();
+    let log = c.tmp.path().join("pjdfstest.log");
+    let mut cmd = Command::new("pjdfstest");
+    cmd.arg("-c").arg(&config).arg("-p").arg(m.path("pjd")).current_dir(m.path("pjd"));
+    cmd.env("NO_COLOR", "1").env("CLICOLOR", "0");
+    let out = std::fs::File::create(&log).unwrap();
+    cmd.stdin(Stdio::null()).stderr(out.try_clone().unwrap()).stdout(out);
+    let mut run = Reaped::spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "pjdfstest did not finish in time:\n{}", m.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let failures: Vec<&str> = out.lines().filter(|l| l.trim_end().ends_with("FAILED")).collect();
+    let summary = pjdfstest_summary(&out);
+    eprintln!("{test}: {:?} (failed, skipped, passed)", summary);
+    let Some((failed, _skipped, passed)) = summary else {
+        panic!("pjdfstest printed no summary ({status:?}):\n{out}");
+    };
+    assert!(
+        status.success() && failed == 0 && failures.is_empty(),
+        "pjdfstest: {failed} failed ({status:?}):\n{}\n\nwhole output:\n{out}\nmount log:\n{}",
+        failures.join("\n"),
+        m.log_text()
+    );
+    assert!(
+        passed >= PJDFSTEST_PASSED_AT_LEAST,
+        "pjdfstest passed {passed}, fewer than {PJDFSTEST_PASSED_AT_LEAST}: some tests skip now:\n{out}"
+    );
+}
+
+#[test]
+fn t97_pjdfstest_summary_is_read_from_its_last_line() {
+    let out = "a ok\nSummary: 2 failed, 48 skipped, 350 passed, 0 expected failures, 400 total\n";
+    assert_eq!(pjdfstest_summary(out), Some((2, 48, 350)));
+    assert_eq!(pjdfstest_summary("no summary here"), None);
+}
