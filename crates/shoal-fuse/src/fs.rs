@@ -633,12 +633,26 @@ impl Inner {
             self.fence_handle(fh, ino, &lock).await;
         }
         if self.locks.record(owner, ino, Held { lock: lock.clone(), fh, pid }, cancel.as_ref()) {
+            self.after_grant(ino);
             return Ok(());
         }
         // The owner closed the file while it waited: nobody would release it.
         self.unfence(ino, lock.token).await;
         session.unlock(&lock).await.ok();
         Err(Errno::EINTR)
+    }
+
+    /// After a grant, reads of `ino` see what the last holder wrote (on any
+    /// mount): the kernel's pages and attributes, the read-ahead and the
+    /// client's chunk map of the file are dropped.
+    fn after_grant(&self, ino: u64) {
+        self.client.forget_layout(ino);
+        self.bump(ino);
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(INodeNo(ino), 0, 0)
+        {
+            tracing::debug!(error = %e, ino, "mount: cache invalidation after a lock grant refused");
+        }
     }
 
     /// Drops `owner`'s lock on `ino` and ends its waits for it (a close).

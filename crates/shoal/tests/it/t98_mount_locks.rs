@@ -275,6 +275,36 @@ fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
 }
 
 #[test]
+fn t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts() {
+    if !can_mount("t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let a = Mount::start(&c, "a", &[]);
+    let b = Mount::start(&c, "b", &[]);
+    std::fs::write(a.path("n"), b"0").unwrap();
+    let mut pa = Prog::start("pa");
+    let mut pb = Prog::start("pb");
+    // Each keeps its file open across its turns: what it reads after a
+    // grant must be what the last holder wrote, not what it saw before.
+    pa.must(&format!("open x {}", a.path("n").display()));
+    pb.must(&format!("open x {}", b.path("n").display()));
+    let rounds = 6;
+    for i in 0..2 * rounds {
+        let p = if i % 2 == 0 { &mut pa } else { &mut pb };
+        p.must("flock x ex");
+        let n: u64 = p.must("read x").trim_start_matches("ok ").parse().expect("a number");
+        assert_eq!(n, i, "{}: the count before increment {i}", p.name);
+        // Same length each time (one digit, then two): pwrite at 0 suffices.
+        p.must(&format!("write x 0 {}", n + 1));
+        p.must("flock x un");
+    }
+    pa.must("close x");
+    pb.must("close x");
+    assert_eq!(c.must_cat("/n"), (2 * rounds).to_string().as_bytes());
+}
+
+#[test]
 fn t98_a_dead_mounts_locks_pass_on_after_its_session_ttl() {
     if !can_mount("t98_a_dead_mounts_locks_pass_on_after_its_session_ttl") {
         return;
