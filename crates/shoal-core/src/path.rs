@@ -229,9 +229,17 @@ mod tests {
         assert_eq!(inode_of_lock_name(&inode_lock_name(42)), Some(42));
         assert_eq!(inode_of_lock_name(&inode_lock_name(u64::MAX)), Some(u64::MAX));
         assert!(NormalPath::parse(&inode_lock_name(7)).is_ok(), "a lock name is a path");
-        for not in ["/.shoal-inode/", "/.shoal-inode/0", "/.shoal-inode/07", "/.shoal-inode/+7", "/.shoal-inode/7/x",
-            "/.shoal-inode7", "/.shoal-inode/18446744073709551616", "/a/.shoal-inode/7", "/f"]
-        {
+        for not in [
+            "/.shoal-inode/",
+            "/.shoal-inode/0",
+            "/.shoal-inode/07",
+            "/.shoal-inode/+7",
+            "/.shoal-inode/7/x",
+            "/.shoal-inode7",
+            "/.shoal-inode/18446744073709551616",
+            "/a/.shoal-inode/7",
+            "/f",
+        ] {
             assert_eq!(inode_of_lock_name(not), None, "{not}");
         }
     }

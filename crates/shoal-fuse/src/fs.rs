@@ -668,10 +668,8 @@ impl Inner {
         let info = self.ns(self.client.lock_info(&inode_lock_name(ino)))?;
         let mine = self.locks.session_id(owner);
         let want_shared = want == Want::Shared;
-        let holder = info
-            .holders
-            .iter()
-            .find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want_shared));
+        let holder =
+            info.holders.iter().find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want_shared));
         Ok(holder.map(|h| {
             let typ = if h.shared { libc::F_RDLCK } else { libc::F_WRLCK };
             (typ, self.locks.pid_of(h.session, ino).unwrap_or(0))

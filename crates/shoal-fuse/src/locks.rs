@@ -356,14 +356,11 @@ impl Locks {
 async fn close_session(cell: Arc<tokio::sync::Mutex<Option<Arc<Session>>>>) {
     let Some(session) = cell.lock().await.take() else { return };
     let id = session.id();
-    match Arc::try_unwrap(session) {
-        Ok(s) => {
-            if let Err(e) = s.close().await {
-                tracing::debug!(session = id, error = %e, "mount: a lock session did not close (it expires)");
-            }
-        }
-        // Still named by a call that is ending: dropped, it expires.
-        Err(_) => {}
+    // Still named by a call that is ending, it is dropped and expires.
+    if let Ok(s) = Arc::try_unwrap(session)
+        && let Err(e) = s.close().await
+    {
+        tracing::debug!(session = id, error = %e, "mount: a lock session did not close (it expires)");
     }
 }
 

@@ -100,4 +100,3 @@ pub fn can_mount(test: &str) -> bool {
     }
     true
 }
-
