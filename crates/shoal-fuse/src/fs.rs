@@ -572,7 +572,12 @@ impl Inner {
     /// handle `fh`; with `sleep`, waits for it in FIFO order.
     async fn set_lock(&self, ino: u64, fh: u64, owner: u64, want: Want, pid: u32, sleep: bool) -> Res<()> {
         let _busy = self.locks.enter(owner)?;
-        let held = self.locks.held(owner, ino);
+        let mut held = self.locks.held(owner, ino);
+        if held.is_some() && !self.locks.alive(owner).await {
+            // Meta expired the session: what it held is gone (the fences stay).
+            self.locks.expired(owner);
+            held = None;
+        }
         match crate::locks::step(held.map(|h| h.lock.shared), want) {
             Step::Nothing => return Ok(()),
             Step::Release => {
@@ -706,12 +711,16 @@ macro_rules! or_reply {
 
 impl Filesystem for ShoalFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Both kinds of locks come to the mount (and so to the cluster);
-        // a kernel without them keeps them local, as before.
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS) {
+        // flock(2) locks come to the mount (and so to the cluster); fcntl(2)
+        // locks too if asked for, else the kernel keeps them (byte ranges,
+        // local). A kernel without these keeps them local, as before.
+        let mut wanted = InitFlags::FUSE_FLOCK_LOCKS;
+        if self.0.opts.cluster_fcntl_locks {
+            wanted |= InitFlags::FUSE_POSIX_LOCKS;
+        }
+        if let Err(missing) = config.add_capabilities(wanted) {
             tracing::warn!(?missing, "mount: the kernel keeps these locks local to this machine");
-            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS & !missing);
-            let _ = config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS & !missing);
+            let _ = config.add_capabilities(wanted & !missing);
         }
         Ok(())
     }

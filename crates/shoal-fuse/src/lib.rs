@@ -56,6 +56,10 @@ pub struct MountOptions {
     /// The TTL of the lock sessions of flock(2) and fcntl(2) locks: a mount
     /// silent this long (dead, paused, cut off) loses its locks.
     pub lock_ttl: Duration,
+    /// fcntl(2) (POSIX) locks are cluster locks too, whole-file; else the
+    /// kernel keeps them, byte-range and local to this mount. flock(2)
+    /// locks are always cluster locks.
+    pub cluster_fcntl_locks: bool,
 }
 
 impl Default for MountOptions {
@@ -68,6 +72,7 @@ impl Default for MountOptions {
             timeout: shoal_client::client::DEFAULT_TIMEOUT,
             data_timeout: Duration::from_secs(60),
             lock_ttl: shoal_client::lock::DEFAULT_SESSION_TTL,
+            cluster_fcntl_locks: false,
         }
     }
 }
@@ -178,6 +183,7 @@ impl Mounted {
                 // dead ("transport endpoint is not connected"): take it down.
                 let mut unmounter = self.unmounter;
                 let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
+                self.inner.locks.close_all().await;
                 return match r {
                     Ok(Err(source)) => Err(MountError::Session { path: self.path, source }),
                     _ => Ok(()),

@@ -149,12 +149,11 @@ pub fn interrupted(status: &str) -> bool {
 }
 
 /// Whether process `pid`'s wait for a lock should end: it has an
-/// interrupting signal pending, or it is gone.
+/// interrupting signal pending. A process this mount cannot see (pid 0: in
+/// a pid namespace the mount's does not show) is never taken as interrupted;
+/// its wait ends when its owner closes the file.
 pub fn process_interrupted(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(status) => interrupted(&status),
-        Err(_) => true,
-    }
+    pid != 0 && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| interrupted(&s))
 }
 
 /// A lock an owner holds on one file.
@@ -255,6 +254,12 @@ impl Locks {
         self.cell(owner).lock().await.clone()
     }
 
+    /// Whether `owner` (who must be busy) has a session that meta has not
+    /// expired, as far as its keep-alives know.
+    pub async fn alive(&self, owner: u64) -> bool {
+        self.current(owner).await.is_some_and(|s| s.is_alive())
+    }
+
     /// The open session of `owner` (who must be busy), opening one if it has
     /// none, if meta expired it (its locks are gone then), or if it is
     /// `dead` (a call was refused with "session expired").
@@ -279,9 +284,10 @@ impl Locks {
 
     /// Forgets what `owner` held under a session meta expired (the fences
     /// stay on the handles: their writes are refused).
-    pub fn expired(&self, owner: u64) -> Vec<Held> {
-        let mut owners = self.owners.lock().expect("owners lock");
-        owners.get_mut(&owner).map(|o| o.held.drain().map(|(_, h)| h).collect()).unwrap_or_default()
+    pub fn expired(&self, owner: u64) {
+        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
+            o.held.clear();
+        }
     }
 
     /// What `owner` holds on `ino`.

@@ -271,6 +271,13 @@ pub struct MountArgs {
     /// its writes under them are refused.
     #[arg(long, default_value = "10s", value_parser = lock_ttl)]
     pub lock_ttl: Duration,
+    /// Make fcntl(2) (POSIX) locks cluster locks too, like flock(2) locks:
+    /// they then hold across mounts, but a lock on any byte range locks the
+    /// whole file (programs that lock several ranges at once, as SQLite
+    /// does, break). Without it the kernel keeps them: byte ranges, local to
+    /// this mount.
+    #[arg(long)]
+    pub cluster_fcntl_locks: bool,
 }
 
 /// A lock session TTL meta accepts.

@@ -1,6 +1,6 @@
-//! t98: flock(2) and fcntl(2) through `shoal mount` are the cluster's locks:
-//! real programs (python3's `fcntl` module) on two mounts of one cluster,
-//! through the kernel. Conflicts and FIFO hand-over across mounts, F_GETLK,
+//! t98: flock(2) through `shoal mount`, and fcntl(2) with
+//! `--cluster-fcntl-locks`, are the cluster's locks: real programs (python3's
+//! `fcntl` module) on two mounts of one cluster, through the kernel. Conflicts and FIFO hand-over across mounts, F_GETLK,
 //! POSIX release on close, a waiter interrupted by a signal, a dead mount's
 //! locks passing on after its session TTL, and fencing: a paused mount whose
 //! lock passed on cannot change a byte.
@@ -161,6 +161,27 @@ impl Drop for Prog {
 
 const EAGAIN: &str = "err 11";
 
+/// A cluster, mount `a` (with `a_flags`) and mount `b` (with `b_flags`) of
+/// it, and the file `/f` holding `content`; `None` where mounts cannot be
+/// made (skipped).
+fn two_mounts(test: &str, a_flags: &[&str], b_flags: &[&str], content: &[u8]) -> Option<(Cluster, Mount, Mount)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let c = Cluster::start(Options::default());
+    let a = Mount::start(&c, "a", a_flags);
+    let b = Mount::start(&c, "b", b_flags);
+    std::fs::write(a.path("f"), content).unwrap();
+    Some((c, a, b))
+}
+
+/// A driver named `name` with `/f` of mount `m` open as `x`.
+fn with_f_open(name: &'static str, m: &Mount) -> Prog {
+    let mut p = Prog::start(name);
+    p.must(&format!("open x {}", m.path("f").display()));
+    p
+}
+
 /// A blocking request (sent already) is still waiting: no answer for a while.
 fn still_waiting(p: &mut Prog, what: &str) {
     if let Some(a) = p.answer_within(Duration::from_millis(1500)) {
@@ -170,19 +191,11 @@ fn still_waiting(p: &mut Prog, what: &str) {
 
 #[test]
 fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
-    if !can_mount("t98_flock_across_two_mounts_conflicts_and_hands_over_in_order") {
-        return;
-    }
-    let c = Cluster::start(Options::default());
-    let a = Mount::start(&c, "a", &[]);
-    let b = Mount::start(&c, "b", &[]);
-    std::fs::write(a.path("f"), b"lockme").unwrap();
-    let (fa, fb) = (a.path("f").display().to_string(), b.path("f").display().to_string());
-    let mut pa = Prog::start("pa");
-    let mut pb = Prog::start("pb");
+    let test = "t98_flock_across_two_mounts_conflicts_and_hands_over_in_order";
+    let Some((_c, a, b)) = two_mounts(test, &[], &[], b"lockme") else { return };
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
     let mut pc = Prog::start("pc");
-    pa.must(&format!("open x {fa}"));
-    pb.must(&format!("open x {fb}"));
 
     // Phase 1: exclusive on A keeps B out (non-blocking: EWOULDBLOCK), shared too.
     pa.must("flock x ex");
@@ -192,10 +205,20 @@ fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
     pa.must("flock x un");
     pa.must("flock x sh");
     pb.must("flock x sh nb");
-    assert_eq!(pc.run(&format!("open x {fa}")), "ok");
+    pc.must(&format!("open x {}", a.path("f").display()));
     assert_eq!(pc.run("flock x ex nb"), EAGAIN, "two shared holders keep an exclusive out, on A too");
     pb.must("flock x un");
     pa.must("flock x un");
+
+    // fcntl locks stay the kernel's by default (byte ranges, local to a
+    // mount): one through B is not kept out by one through A, and they do
+    // not meet flock locks.
+    pa.must("lockf x ex");
+    pb.must("lockf x ex nb");
+    pb.must("flock x ex nb");
+    pb.must("flock x un");
+    pa.must("lockf x un");
+    pb.must("lockf x un");
 
     // Phase 2: FIFO: B's blocking request waits while A holds, and gets the
     // lock when A's program closes the file.
@@ -230,18 +253,12 @@ fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
 
 #[test]
 fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
-    if !can_mount("t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close") {
+    let test = "t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close";
+    let Some((_c, a, b)) = two_mounts(test, &["--cluster-fcntl-locks"], &["--cluster-fcntl-locks"], b"records") else {
         return;
-    }
-    let c = Cluster::start(Options::default());
-    let a = Mount::start(&c, "a", &[]);
-    let b = Mount::start(&c, "b", &[]);
-    std::fs::write(a.path("f"), b"records").unwrap();
-    let (fa, fb) = (a.path("f").display().to_string(), b.path("f").display().to_string());
-    let mut pa = Prog::start("pa");
-    let mut pb = Prog::start("pb");
-    pa.must(&format!("open x {fa}"));
-    pb.must(&format!("open x {fb}"));
+    };
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
 
     // Phase 1: F_SETLK conflicts across mounts; F_GETLK reports the holder, whole-file.
     assert_eq!(pb.run("getlk x wr"), "ok un 10 5", "nothing held yet");
@@ -260,7 +277,7 @@ fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
     // lock, even one it did not lock through.
     pa.must("lockf x ex");
     assert_eq!(pb.run("lockf x ex nb"), EAGAIN);
-    pa.must(&format!("open other {fa}"));
+    pa.must(&format!("open other {}", a.path("f").display()));
     pa.must("close other");
     pb.must("lockf x ex nb");
     assert_eq!(pa.run("getlk x rd"), "ok wr 0 0", "B holds it now");
@@ -276,19 +293,12 @@ fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
 
 #[test]
 fn t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts() {
-    if !can_mount("t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts") {
-        return;
-    }
-    let c = Cluster::start(Options::default());
-    let a = Mount::start(&c, "a", &[]);
-    let b = Mount::start(&c, "b", &[]);
-    std::fs::write(a.path("n"), b"0").unwrap();
-    let mut pa = Prog::start("pa");
-    let mut pb = Prog::start("pb");
+    let test = "t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts";
+    let Some((c, a, b)) = two_mounts(test, &[], &[], b"0") else { return };
     // Each keeps its file open across its turns: what it reads after a
     // grant must be what the last holder wrote, not what it saw before.
-    pa.must(&format!("open x {}", a.path("n").display()));
-    pb.must(&format!("open x {}", b.path("n").display()));
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
     let rounds = 6;
     for i in 0..2 * rounds {
         let p = if i % 2 == 0 { &mut pa } else { &mut pb };
@@ -301,22 +311,15 @@ fn t98_a_counter_under_the_lock_counts_every_increment_of_two_mounts() {
     }
     pa.must("close x");
     pb.must("close x");
-    assert_eq!(c.must_cat("/n"), (2 * rounds).to_string().as_bytes());
+    assert_eq!(c.must_cat("/f"), (2 * rounds).to_string().as_bytes());
 }
 
 #[test]
 fn t98_a_dead_mounts_locks_pass_on_after_its_session_ttl() {
-    if !can_mount("t98_a_dead_mounts_locks_pass_on_after_its_session_ttl") {
-        return;
-    }
-    let c = Cluster::start(Options::default());
-    let mut a = Mount::start(&c, "a", &["--lock-ttl", "2s"]);
-    let b = Mount::start(&c, "b", &[]);
-    std::fs::write(a.path("f"), b"x").unwrap();
-    let mut pa = Prog::start("pa");
-    let mut pb = Prog::start("pb");
-    pa.must(&format!("open x {}", a.path("f").display()));
-    pb.must(&format!("open x {}", b.path("f").display()));
+    let test = "t98_a_dead_mounts_locks_pass_on_after_its_session_ttl";
+    let Some((_c, mut a, b)) = two_mounts(test, &["--lock-ttl", "2s"], &[], b"x") else { return };
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
     pa.must("flock x ex");
     pb.send("flock x ex");
     still_waiting(&mut pb, "a blocking flock");
@@ -328,24 +331,16 @@ fn t98_a_dead_mounts_locks_pass_on_after_its_session_ttl() {
     a.detach();
     assert_eq!(pb.answer("a blocking flock after the holder's mount died"), "ok");
     // And B really holds it: another program on B is kept out.
-    let mut pc = Prog::start("pc");
-    pc.must(&format!("open x {}", b.path("f").display()));
+    let mut pc = with_f_open("pc", &b);
     assert_eq!(pc.run("flock x ex nb"), EAGAIN);
 }
 
 #[test]
 fn t98_a_paused_mount_cannot_write_under_a_lock_it_lost() {
-    if !can_mount("t98_a_paused_mount_cannot_write_under_a_lock_it_lost") {
-        return;
-    }
-    let c = Cluster::start(Options::default());
-    let a = Mount::start(&c, "a", &["--lock-ttl", "1s"]);
-    let b = Mount::start(&c, "b", &[]);
-    std::fs::write(a.path("f"), b"0000000000").unwrap();
-    let mut pa = Prog::start("pa");
-    let mut pb = Prog::start("pb");
-    pa.must(&format!("open x {}", a.path("f").display()));
-    pb.must(&format!("open x {}", b.path("f").display()));
+    let test = "t98_a_paused_mount_cannot_write_under_a_lock_it_lost";
+    let Some((c, a, b)) = two_mounts(test, &["--lock-ttl", "1s"], &[], b"0000000000") else { return };
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
 
     // Phase 1: A writes under its exclusive lock.
     pa.must("flock x ex");
