@@ -46,7 +46,7 @@
 //! file unlinked here fail.
 //!
 //! # Locks
-//! flock(2) and fcntl(2) are Shoal's cluster locks, one per inode, one
+//! flock(2) (and, if asked for, fcntl(2)) locks are Shoal's cluster locks, one per inode, one
 //! session per lock owner; see [`crate::locks`].
 //!
 //! # Time limits

@@ -53,7 +53,7 @@ pub struct MountOptions {
     pub timeout: Duration,
     /// A data call's limit (a read, or the sending of a held piece).
     pub data_timeout: Duration,
-    /// The TTL of the lock sessions of flock(2) and fcntl(2) locks: a mount
+    /// The TTL of the lock sessions of the mount's cluster locks: a mount
     /// silent this long (dead, paused, cut off) loses its locks.
     pub lock_ttl: Duration,
     /// fcntl(2) (POSIX) locks are cluster locks too, whole-file; else the

@@ -1,8 +1,11 @@
 //! flock(2) and fcntl(2) locks on the mount, held as Shoal's cluster locks.
 //!
 //! # Mapping
-//! The mount asks the kernel for both kinds of locks (`FUSE_POSIX_LOCKS`,
-//! `FUSE_FLOCK_LOCKS`), so none is kept local to one machine. Each lock
+//! The mount asks the kernel for flock locks (`FUSE_FLOCK_LOCKS`), and for
+//! fcntl locks (`FUSE_POSIX_LOCKS`) only with
+//! [`crate::MountOptions::cluster_fcntl_locks`]: a whole-file fcntl lock
+//! breaks programs that lock several byte ranges (SQLite), so by default the
+//! kernel keeps fcntl locks, byte-range and local to this mount. Each lock
 //! owner the kernel names (a process's file table for fcntl locks, an open
 //! file description for flock) gets one Shoal lock session, opened at its
 //! first lock and closed once it holds and waits for nothing. A file's lock
@@ -13,8 +16,8 @@
 //! - A lock on any byte range locks the whole file. `F_RDLCK` is shared,
 //!   `F_WRLCK` exclusive, `F_UNLCK` releases.
 //! - `fuser` does not pass the flag that tells flock from fcntl requests, so
-//!   both share the file's one lock (as on NFS): a flock and an fcntl lock
-//!   of different owners conflict.
+//!   with both kinds here they share the file's one lock (as on NFS): a
+//!   flock and an fcntl lock of different owners conflict.
 //! - Changing the mode of a held lock is release, then acquire (as flock
 //!   does; for fcntl it is not atomic here).
 //! - A non-blocking request answers `EAGAIN` when it would wait. A blocking

@@ -265,8 +265,9 @@ pub struct MountArgs {
     /// cluster, in milliseconds (0 to 60000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub entry_ttl_ms: u64,
-    /// The TTL of the lock sessions that hold flock(2) and fcntl(2) locks
-    /// taken through the mount (500ms to 10m): a mount that is silent this
+    /// The TTL of the lock sessions that hold the cluster locks taken
+    /// through the mount (flock(2), and fcntl(2) with
+    /// --cluster-fcntl-locks), 500ms to 10m: a mount that is silent this
     /// long (dead, paused, cut off) loses its locks to the next waiters, and
     /// its writes under them are refused.
     #[arg(long, default_value = "10s", value_parser = lock_ttl)]
