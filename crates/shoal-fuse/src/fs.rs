@@ -561,7 +561,7 @@ impl Inner {
         let Some(held) = self.locks.take(owner, ino) else { return };
         self.send_inode_async(ino).await;
         self.unfence(ino, held.lock.token).await;
-        let Some(session) = self.locks.current(owner).await else { return };
+        let Some(session) = self.locks.current(owner).await.filter(|s| s.id() == held.session) else { return };
         let released = tokio::time::timeout(self.opts.timeout * 2, session.unlock(&held.lock)).await;
         if !matches!(released, Ok(Ok(()))) {
             tracing::debug!(ino, token = held.lock.token, "mount: a lock was gone already or could not be released");
@@ -572,20 +572,24 @@ impl Inner {
     /// handle `fh`; with `sleep`, waits for it in FIFO order.
     async fn set_lock(&self, ino: u64, fh: u64, owner: u64, want: Want, pid: u32, sleep: bool) -> Res<()> {
         let _busy = self.locks.enter(owner)?;
-        let mut held = self.locks.held(owner, ino);
-        if held.is_some() && !self.locks.alive(owner).await {
-            // Meta expired the session: what it held is gone (the fences stay).
-            self.locks.expired(owner);
-            held = None;
-        }
+        let held = self.locks.held(owner, ino);
+        let lost = match &held {
+            Some(h) => !self.locks.still_held(owner, h).await,
+            None => false,
+        };
         match crate::locks::step(held.map(|h| h.lock.shared), want) {
-            Step::Nothing => return Ok(()),
+            Step::Nothing if want == Want::Unlock => return Ok(()),
             Step::Release => {
                 self.unlock(owner, ino).await;
                 return Ok(());
             }
             Step::Convert => self.unlock(owner, ino).await,
-            Step::Acquire => {}
+            // A lock meta took away (its session expired) is forgotten and
+            // asked for anew.
+            Step::Nothing | Step::Acquire if lost => self.unlock(owner, ino).await,
+            // Held in this mode already: meta answers the same grant (and
+            // "session expired" if it took the lock away unnoticed yet).
+            Step::Nothing | Step::Acquire => {}
         }
         let shared = want == Want::Shared;
         let name = inode_lock_name(ino);
@@ -637,7 +641,8 @@ impl Inner {
         if !lock.shared {
             self.fence_handle(fh, ino, &lock).await;
         }
-        if self.locks.record(owner, ino, Held { lock: lock.clone(), fh, pid }, cancel.as_ref()) {
+        let held = Held { lock: lock.clone(), session: session.id(), fh, pid };
+        if self.locks.record(owner, ino, held, cancel.as_ref()) {
             self.after_grant(ino);
             return Ok(());
         }

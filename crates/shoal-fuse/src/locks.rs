@@ -46,7 +46,9 @@
 //!
 //! # State
 //! [`Locks`] keeps, per owner, its session (opened lazily), the locks it
-//! holds (by inode, with the handle and pid), the cancel flags of its waits,
+//! holds (by inode, with the handle, pid and session: one granted to a
+//! session meta expired stays until the owner releases it or closes the
+//! file, so its fence stays until then too), the cancel flags of its waits,
 //! and how many calls of it are under way (an owner is forgotten and its
 //! session closed only when that is 0 and it holds nothing).
 
@@ -163,6 +165,9 @@ pub fn process_interrupted(pid: u32) -> bool {
 #[derive(Debug, Clone)]
 pub struct Held {
     pub lock: Lock,
+    /// The session it was granted to (a later one, after an expiry, holds
+    /// nothing of it).
+    pub session: u64,
     /// The handle it was asked through (the one it fences, if exclusive).
     pub fh: u64,
     pub pid: u32,
@@ -257,10 +262,10 @@ impl Locks {
         self.cell(owner).lock().await.clone()
     }
 
-    /// Whether `owner` (who must be busy) has a session that meta has not
-    /// expired, as far as its keep-alives know.
-    pub async fn alive(&self, owner: u64) -> bool {
-        self.current(owner).await.is_some_and(|s| s.is_alive())
+    /// Whether `held` is still held: its session is `owner`'s (who must be
+    /// busy) and meta has not expired it, as far as its keep-alives know.
+    pub async fn still_held(&self, owner: u64, held: &Held) -> bool {
+        self.current(owner).await.is_some_and(|s| s.is_alive() && s.id() == held.session)
     }
 
     /// The open session of `owner` (who must be busy), opening one if it has
@@ -278,19 +283,10 @@ impl Locks {
         })?;
         let session = Arc::new(opened);
         *slot = Some(session.clone());
-        self.expired(owner);
         if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
             o.session_id = Some(session.id());
         }
         Ok(session)
-    }
-
-    /// Forgets what `owner` held under a session meta expired (the fences
-    /// stay on the handles: their writes are refused).
-    pub fn expired(&self, owner: u64) {
-        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
-            o.held.clear();
-        }
     }
 
     /// What `owner` holds on `ino`.

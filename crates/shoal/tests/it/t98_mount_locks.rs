@@ -363,10 +363,16 @@ fn t98_a_paused_mount_cannot_write_under_a_lock_it_lost() {
     let fsync = pa.run("fsync x");
     assert!(fsync.starts_with("err"), "a write under a lost lock must fail, got {fsync}");
     assert_eq!(c.must_cat("/f"), b"BBBBBBBBBB", "the file holds B's bytes");
-    pb.must("close x");
-    pa.run("close x");
-    assert_eq!(c.must_cat("/f"), b"BBBBBBBBBB", "closing sends nothing of the refused write");
     assert_eq!(std::fs::read(b.path("f")).unwrap(), b"BBBBBBBBBB");
+
+    // Phase 4: once B lets go, A asks again through the same open file (a
+    // new session, a new token) and writes under it.
+    pb.must("close x");
+    pa.must("flock x ex");
+    pa.must("write x 0 CCCCCCCCCC");
+    pa.must("fsync x");
+    pa.must("close x");
+    assert_eq!(c.must_cat("/f"), b"CCCCCCCCCC");
 }
 
 /// Sends SIGCONT to a paused process when dropped (also on a panic).
