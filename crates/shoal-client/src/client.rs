@@ -538,6 +538,12 @@ impl Client {
         self.layout(stat.inode).await
     }
 
+    /// Drops this client's cached chunk map of `inode`: the next read asks
+    /// meta (after a lock grant, another holder may have written the file).
+    pub fn forget_layout(&self, inode: u64) {
+        self.inner.layouts.drop_inode(inode);
+    }
+
     pub(crate) async fn layout(&self, inode: u64) -> Result<(Stat, Vec<ChunkInfo>)> {
         let l = self.fetch_layout(inode, "").await?;
         Ok((l.stat.clone(), l.chunks.clone()))

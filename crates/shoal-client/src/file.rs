@@ -205,6 +205,17 @@ impl File {
         self.fence = Some(lock.fence());
     }
 
+    /// Makes later writes through this handle carry no fencing token again
+    /// (after its lock was released).
+    pub fn clear_fence(&mut self) {
+        self.fence = None;
+    }
+
+    /// The token later writes through this handle carry, if any.
+    pub fn fence_token(&self) -> Option<u64> {
+        self.fence.as_ref().map(|f| f.token)
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }

@@ -170,6 +170,29 @@ impl Session {
         }
     }
 
+    /// Waits (FIFO) for `path`'s lock while `keep_waiting` says so: it is
+    /// asked between server calls (each waits at most a couple of seconds).
+    /// `None` once it said stop: the request then left the queue (a grant
+    /// that raced the stop is let go of too).
+    pub async fn lock_while(
+        &self,
+        path: &str,
+        shared: bool,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<Option<Lock>> {
+        let pending = self.client.inner.requests.begin();
+        loop {
+            let reply = self.acquire(path, shared, true, WAIT_PER_CALL.as_millis() as u64, pending.id).await?;
+            if let Some(lock) = granted_lock(path, shared, &reply) {
+                return Ok(Some(lock));
+            }
+            if !keep_waiting() {
+                self.release(path).await.ok();
+                return Ok(None);
+            }
+        }
+    }
+
     /// Takes `path`'s lock only if that needs no wait. `None` when it would
     /// have to wait, or when this session already waits for it (a request
     /// that keeps its place in the queue).

@@ -148,6 +148,27 @@ impl std::fmt::Display for NormalPath {
     }
 }
 
+/// The directory part of inode lock names (no file need exist there).
+pub const INODE_LOCKS_DIR: &str = "/.shoal-inode";
+
+/// The name of inode `inode`'s lock: `/.shoal-inode/N`. A lock by this name
+/// is one file's lock whatever its names are (renames do not change it), and
+/// under meta's rules 5 its fencing tokens fence inode N (see meta's
+/// `fsm::locking`). The mount takes these for flock(2) and fcntl(2).
+pub fn inode_lock_name(inode: u64) -> String {
+    format!("{INODE_LOCKS_DIR}/{inode}")
+}
+
+/// The inode a lock name of [`inode_lock_name`]'s form names: only that
+/// exact form (decimal, no sign or leading zero, not 0), else `None`.
+pub fn inode_of_lock_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(INODE_LOCKS_DIR)?.strip_prefix('/')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +221,26 @@ mod tests {
         assert!(p.starts_with(&parent));
         assert!(!parent.starts_with(&p));
         assert!(NormalPath::root().split_last().is_none());
+    }
+
+    #[test]
+    fn inode_lock_names_round_trip_and_nothing_else_is_one() {
+        assert_eq!(inode_lock_name(42), "/.shoal-inode/42");
+        assert_eq!(inode_of_lock_name(&inode_lock_name(42)), Some(42));
+        assert_eq!(inode_of_lock_name(&inode_lock_name(u64::MAX)), Some(u64::MAX));
+        assert!(NormalPath::parse(&inode_lock_name(7)).is_ok(), "a lock name is a path");
+        for not in [
+            "/.shoal-inode/",
+            "/.shoal-inode/0",
+            "/.shoal-inode/07",
+            "/.shoal-inode/+7",
+            "/.shoal-inode/7/x",
+            "/.shoal-inode7",
+            "/.shoal-inode/18446744073709551616",
+            "/a/.shoal-inode/7",
+            "/f",
+        ] {
+            assert_eq!(inode_of_lock_name(not), None, "{not}");
+        }
     }
 }

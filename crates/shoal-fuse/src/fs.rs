@@ -45,6 +45,10 @@
 //! reach meta to remove it, leaves the hidden file behind. Another mount's open handles are not seen: its reads of a
 //! file unlinked here fail.
 //!
+//! # Locks
+//! flock(2) (and, if asked for, fcntl(2)) locks are Shoal's cluster locks, one per inode, one
+//! session per lock owner; see [`crate::locks`].
+//!
 //! # Time limits
 //! Every call has a limit (the client's timeout for namespace calls, a
 //! longer one for data); past it the call fails with `EIO`, never hangs.
@@ -57,16 +61,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use shoal_client::{AttrChange, Client, ClientError, File, Owner, Special, Stat, TimeSet};
+use shoal_client::{AttrChange, Client, ClientError, File, Lock, Owner, Special, Stat, TimeSet};
+use shoal_core::path::inode_lock_name;
 
 use crate::MountOptions;
 use crate::attr::{self, file_attr};
 use crate::buffer::WriteBuffer;
 use crate::errno::errno;
+use crate::locks::{Held, Locks, Step, Want};
 use crate::readahead::ReadAhead;
 
 /// Open files one mount keeps at once; more fail with `EMFILE`.
@@ -146,6 +152,8 @@ pub struct Inner {
     unlinked: Mutex<HashMap<u64, String>>,
     /// This mount's part of hidden names (random per mount).
     tag: u64,
+    /// flock(2) and fcntl(2) locks: their owners, sessions and grants.
+    pub(crate) locks: Locks,
 }
 
 /// The hidden name an open file unlinked through mount `tag` takes.
@@ -181,6 +189,7 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 impl Inner {
     pub fn new(client: Client, rt: tokio::runtime::Handle, opts: MountOptions) -> Inner {
+        let locks = Locks::new(client.clone(), rt.clone(), opts.lock_ttl);
         Inner {
             client,
             rt,
@@ -193,6 +202,7 @@ impl Inner {
             notifier: std::sync::OnceLock::new(),
             unlinked: Mutex::new(HashMap::new()),
             tag: rand::random(),
+            locks,
         }
     }
 
@@ -510,6 +520,172 @@ impl Inner {
         Ok(data)
     }
 
+    /// Sends what every handle of inode `ino` holds, from the runtime (a
+    /// failure stays with its handle, for its next flush or fsync).
+    async fn send_inode_async(&self, ino: u64) {
+        let handles: Vec<Arc<Handle>> = {
+            let files = self.files.lock().expect("files lock");
+            files.values().filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
+        };
+        for h in handles {
+            let mut st = h.state.lock().await;
+            self.send_piece(&h, &mut st).await;
+        }
+    }
+
+    /// Makes handle `fh` (if it is still open on `ino`) carry `lock`'s token.
+    async fn fence_handle(&self, fh: u64, ino: u64, lock: &Lock) {
+        let Ok(h) = self.handle(FileHandle(fh)) else { return };
+        if h.ino == ino {
+            h.state.lock().await.file.set_fence(lock);
+        }
+    }
+
+    /// Makes the handles of `ino` that carry token `token` carry none.
+    async fn unfence(&self, ino: u64, token: u64) {
+        let handles: Vec<Arc<Handle>> =
+            self.files.lock().expect("files lock").values().filter(|h| h.ino == ino).cloned().collect();
+        for h in handles {
+            let mut st = h.state.lock().await;
+            if st.file.fence_token() == Some(token) {
+                st.file.clear_fence();
+            }
+        }
+    }
+
+    /// Releases what `owner` holds on `ino`: held writes of the file are
+    /// sent first (under the lock, so the next holder finds them), then its
+    /// handles stop carrying the token. A lock meta already took away (an
+    /// expired session) is only forgotten.
+    async fn unlock(&self, owner: u64, ino: u64) {
+        let Some(held) = self.locks.take(owner, ino) else { return };
+        self.send_inode_async(ino).await;
+        self.unfence(ino, held.lock.token).await;
+        let Some(session) = self.locks.current(owner).await.filter(|s| s.id() == held.session) else { return };
+        let released = tokio::time::timeout(self.opts.timeout * 2, session.unlock(&held.lock)).await;
+        if !matches!(released, Ok(Ok(()))) {
+            tracing::debug!(ino, token = held.lock.token, "mount: a lock was gone already or could not be released");
+        }
+    }
+
+    /// setlk: takes, changes or releases `owner`'s lock on `ino` through
+    /// handle `fh`; with `sleep`, waits for it in FIFO order.
+    async fn set_lock(&self, ino: u64, fh: u64, owner: u64, want: Want, pid: u32, sleep: bool) -> Res<()> {
+        let _busy = self.locks.enter(owner)?;
+        let held = self.locks.held(owner, ino);
+        let lost = match &held {
+            Some(h) => !self.locks.still_held(owner, h).await,
+            None => false,
+        };
+        match crate::locks::step(held.map(|h| h.lock.shared), want) {
+            Step::Nothing if want == Want::Unlock => return Ok(()),
+            Step::Release => {
+                self.unlock(owner, ino).await;
+                return Ok(());
+            }
+            Step::Convert => self.unlock(owner, ino).await,
+            // A lock meta took away (its session expired) is forgotten and
+            // asked for anew.
+            Step::Nothing | Step::Acquire if lost => self.unlock(owner, ino).await,
+            // Held in this mode already: meta answers the same grant (and
+            // "session expired" if it took the lock away unnoticed yet).
+            Step::Nothing | Step::Acquire => {}
+        }
+        let shared = want == Want::Shared;
+        let name = inode_lock_name(ino);
+        let cancel = sleep.then(|| self.locks.start_wait(owner, ino));
+        let mut dead = None;
+        let (session, got) = loop {
+            let session = match self.locks.session(owner, dead).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(flag) = &cancel {
+                        self.locks.end_wait(owner, ino, flag);
+                    }
+                    return Err(e);
+                }
+            };
+            let got = match &cancel {
+                Some(flag) => {
+                    let keep_waiting =
+                        || !flag.load(std::sync::atomic::Ordering::Acquire) && !crate::locks::process_interrupted(pid);
+                    session.lock_while(&name, shared, keep_waiting).await
+                }
+                None => match tokio::time::timeout(self.opts.timeout * 2, session.try_lock(&name, shared)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(ino, "mount: a try-lock timed out");
+                        return Err(Errno::EIO);
+                    }
+                },
+            };
+            match got {
+                // Meta expired the session (the mount was paused): once more with a new one.
+                Err(e) if crate::locks::session_expired(&e) && dead.is_none() => dead = Some(session.id()),
+                got => break (session, got),
+            }
+        };
+        let lock = match got {
+            Ok(Some(lock)) => lock,
+            other => {
+                if let Some(flag) = &cancel {
+                    self.locks.end_wait(owner, ino, flag);
+                }
+                return match other {
+                    Ok(_) if sleep => Err(Errno::EINTR),
+                    Ok(_) => Err(Errno::EAGAIN),
+                    Err(e) => Err(errno(&e)),
+                };
+            }
+        };
+        if !lock.shared {
+            self.fence_handle(fh, ino, &lock).await;
+        }
+        let held = Held { lock: lock.clone(), session: session.id(), fh, pid };
+        if self.locks.record(owner, ino, held, cancel.as_ref()) {
+            self.after_grant(ino);
+            return Ok(());
+        }
+        // The owner closed the file while it waited: nobody would release it.
+        self.unfence(ino, lock.token).await;
+        session.unlock(&lock).await.ok();
+        Err(Errno::EINTR)
+    }
+
+    /// After a grant, reads of `ino` see what the last holder wrote (on any
+    /// mount): the kernel's pages and attributes, the read-ahead and the
+    /// client's chunk map of the file are dropped.
+    fn after_grant(&self, ino: u64) {
+        self.client.forget_layout(ino);
+        self.bump(ino);
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(INodeNo(ino), 0, 0)
+        {
+            tracing::debug!(error = %e, ino, "mount: cache invalidation after a lock grant refused");
+        }
+    }
+
+    /// Drops `owner`'s lock on `ino` and ends its waits for it (a close).
+    fn drop_locks(&self, owner: u64, ino: u64) {
+        let Some(_busy) = self.locks.enter_existing(owner) else { return };
+        self.locks.cancel_waits(owner, ino);
+        self.rt.block_on(self.unlock(owner, ino));
+    }
+
+    /// getlk: a holder of `ino`'s lock, of another owner, whose mode
+    /// conflicts with `want`, as (type, pid); `None` if there is none.
+    fn conflicting_lock(&self, ino: u64, owner: u64, want: Want) -> Res<Option<(i32, u32)>> {
+        let info = self.ns(self.client.lock_info(&inode_lock_name(ino)))?;
+        let mine = self.locks.session_id(owner);
+        let want_shared = want == Want::Shared;
+        let holder =
+            info.holders.iter().find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want_shared));
+        Ok(holder.map(|h| {
+            let typ = if h.shared { libc::F_RDLCK } else { libc::F_WRLCK };
+            (typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
+        }))
+    }
+
     fn user_xattrs(&self, ino: u64) -> Res<BTreeMap<String, Vec<u8>>> {
         let (stat, path) = self.ns(self.client.stat_inode(ino, true))?;
         self.remember(ino, &path);
@@ -539,6 +715,69 @@ macro_rules! or_reply {
 }
 
 impl Filesystem for ShoalFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // flock(2) locks come to the mount (and so to the cluster); fcntl(2)
+        // locks too if asked for, else the kernel keeps them (byte ranges,
+        // local). A kernel without these keeps them local, as before.
+        let mut wanted = InitFlags::FUSE_FLOCK_LOCKS;
+        if self.0.opts.cluster_fcntl_locks {
+            wanted |= InitFlags::FUSE_POSIX_LOCKS;
+        }
+        if let Err(missing) = config.add_capabilities(wanted) {
+            tracing::warn!(?missing, "mount: the kernel keeps these locks local to this machine");
+            let _ = config.add_capabilities(wanted & !missing);
+        }
+        Ok(())
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let fs = &self.0;
+        let want = match Want::of_type(typ) {
+            Some(w @ (Want::Shared | Want::Exclusive)) => w,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match or_reply!(reply, fs.conflicting_lock(ino.0, lock_owner.0, want)) {
+            // Whole-file: from 0 to OFFSET_MAX.
+            Some((typ, pid)) => reply.locked(0, i64::MAX as u64, typ, pid),
+            None => reply.locked(start, end, libc::F_UNLCK, 0),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(want) = Want::of_type(typ) else { return reply.error(Errno::EINVAL) };
+        // Answered from a task: a wait holds no kernel worker thread.
+        let fs = self.0.clone();
+        self.0.rt.spawn(async move {
+            match fs.set_lock(ino.0, fh.0, lock_owner.0, want, pid, sleep).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn destroy(&mut self) {
         let failed = self.0.send_all();
         if failed > 0 {
@@ -813,26 +1052,34 @@ impl Filesystem for ShoalFs {
         reply.written(data.len() as u32);
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
-        or_reply!(reply, fs.send_held(&h));
+        let sent = fs.send_held(&h);
+        // A close drops the closing process's fcntl locks on the file (POSIX).
+        fs.drop_locks(lock_owner.0, ino.0);
+        or_reply!(reply, sent);
         reply.ok();
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
         let sent = fs.send_held(&h);
+        // The last close of an open file description drops its flock lock
+        // (the kernel names the owner only if it had one).
+        if let Some(owner) = lock_owner {
+            fs.drop_locks(owner.0, ino.0);
+        }
         fs.files.lock().expect("files lock").remove(&fh.0);
         fs.drop_unlinked(h.ino);
         or_reply!(reply, sent);

@@ -5,7 +5,8 @@
 //! Modules: [`fs`] (the requests, the inode-to-path memory, open files),
 //! [`buffer`] (a handle's write buffer, pure), [`readahead`] (a handle's
 //! read-ahead, pure), [`attr`] (meta's attributes as the kernel's),
-//! [`errno`] (the one table from client errors to errno).
+//! [`errno`] (the one table from client errors to errno), [`locks`]
+//! (flock(2) and fcntl(2) as the cluster's locks).
 //! [`mount`] mounts and answers a [`Mounted`]; [`serve`] mounts, runs until
 //! SIGINT or SIGTERM (or an unmount from outside), then sends every held
 //! write and unmounts.
@@ -20,6 +21,7 @@ pub mod attr;
 pub mod buffer;
 pub mod errno;
 pub mod fs;
+pub mod locks;
 pub mod readahead;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,13 @@ pub struct MountOptions {
     pub timeout: Duration,
     /// A data call's limit (a read, or the sending of a held piece).
     pub data_timeout: Duration,
+    /// The TTL of the lock sessions of the mount's cluster locks: a mount
+    /// silent this long (dead, paused, cut off) loses its locks.
+    pub lock_ttl: Duration,
+    /// fcntl(2) (POSIX) locks are cluster locks too, whole-file; else the
+    /// kernel keeps them, byte-range and local to this mount. flock(2)
+    /// locks are always cluster locks.
+    pub cluster_fcntl_locks: bool,
 }
 
 impl Default for MountOptions {
@@ -62,6 +71,8 @@ impl Default for MountOptions {
             entry_ttl: Duration::from_secs(1),
             timeout: shoal_client::client::DEFAULT_TIMEOUT,
             data_timeout: Duration::from_secs(60),
+            lock_ttl: shoal_client::lock::DEFAULT_SESSION_TTL,
+            cluster_fcntl_locks: false,
         }
     }
 }
@@ -172,6 +183,7 @@ impl Mounted {
                 // dead ("transport endpoint is not connected"): take it down.
                 let mut unmounter = self.unmounter;
                 let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
+                self.inner.locks.close_all().await;
                 return match r {
                     Ok(Err(source)) => Err(MountError::Session { path: self.path, source }),
                     _ => Ok(()),
@@ -186,6 +198,8 @@ impl Mounted {
     pub async fn unmount(mut self) -> Result<(), MountError> {
         let inner = self.inner.clone();
         let failed = tokio::task::spawn_blocking(move || inner.send_all()).await.unwrap_or(1);
+        // The sessions end now rather than a TTL later: other mounts' waiters go on.
+        self.inner.locks.close_all().await;
         let mut unmounter = self.unmounter;
         let result = tokio::task::spawn_blocking(move || unmounter.unmount()).await.expect("unmount does not panic");
         match result {

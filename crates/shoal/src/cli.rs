@@ -265,6 +265,29 @@ pub struct MountArgs {
     /// cluster, in milliseconds (0 to 60000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub entry_ttl_ms: u64,
+    /// The TTL of the lock sessions that hold the cluster locks taken
+    /// through the mount (flock(2), and fcntl(2) with
+    /// --cluster-fcntl-locks), 500ms to 10m: a mount that is silent this
+    /// long (dead, paused, cut off) loses its locks to the next waiters, and
+    /// its writes under them are refused.
+    #[arg(long, default_value = "10s", value_parser = lock_ttl)]
+    pub lock_ttl: Duration,
+    /// Make fcntl(2) (POSIX) locks cluster locks too, like flock(2) locks:
+    /// they then hold across mounts, but a lock on any byte range locks the
+    /// whole file (programs that lock several ranges at once, as SQLite
+    /// does, break). Without it the kernel keeps them: byte ranges, local to
+    /// this mount.
+    #[arg(long)]
+    pub cluster_fcntl_locks: bool,
+}
+
+/// A lock session TTL meta accepts.
+fn lock_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = duration(s)?;
+    if !(Duration::from_millis(500)..=Duration::from_secs(600)).contains(&ttl) {
+        return Err(format!("must be between 500ms and 10m, got {s}"));
+    }
+    Ok(ttl)
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -19,6 +19,8 @@ pub fn options(args: &MountArgs, timeout: Duration) -> MountOptions {
         attr_ttl: Duration::from_millis(args.attr_ttl_ms),
         entry_ttl: Duration::from_millis(args.entry_ttl_ms),
         timeout,
+        lock_ttl: args.lock_ttl,
+        cluster_fcntl_locks: args.cluster_fcntl_locks,
         ..MountOptions::default()
     }
 }

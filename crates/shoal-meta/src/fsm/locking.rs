@@ -13,6 +13,14 @@
 //! the locked path (how `put` replaces a file) moves the binding to the
 //! file it puts there.
 //!
+//! # Inode locks (rules 5)
+//! A lock named `/.shoal-inode/N` ([`shoal_core::path::inode_lock_name`]) is
+//! inode N's lock, whatever N's names are: under rules 5 and later its tokens
+//! bind to inode N (when N is a file), not to whatever file that path names.
+//! The mount takes these for flock(2) and fcntl(2), so a rename never changes
+//! which lock a file has and its fence still guards the file. Entries of an
+//! older rules number bind such a name as the path it is, as they did.
+//!
 //! # Invariants kept here
 //! - Every holder and waiter in the lock table belongs to an open session.
 //! - `last_session` is at least every session id: ids are never reused.
@@ -55,12 +63,12 @@ pub enum LockCmd {
 
 impl FsState {
     /// Applies a lock command.
-    pub(super) fn apply_locks(&mut self, cmd: &LockCmd) -> Result<Response, FsError> {
+    pub(super) fn apply_locks(&mut self, cmd: &LockCmd, rules: u16) -> Result<Response, FsError> {
         match cmd {
             LockCmd::OpenSession { ttl_ms } => self.open_session(*ttl_ms),
-            LockCmd::EndSession { session } => self.end_session(*session),
-            LockCmd::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait),
-            LockCmd::Release { session, path } => self.release(*session, path),
+            LockCmd::EndSession { session } => self.end_session(*session, rules),
+            LockCmd::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait, rules),
+            LockCmd::Release { session, path } => self.release(*session, path, rules),
         }
     }
 
@@ -70,10 +78,10 @@ impl FsState {
         Ok(Response::Session { id: self.last_session })
     }
 
-    pub(super) fn end_session(&mut self, session: u64) -> Result<Response, FsError> {
+    pub(super) fn end_session(&mut self, session: u64, rules: u16) -> Result<Response, FsError> {
         if self.sessions.remove(&session).is_some() {
             let granted = self.locks.drop_session(session);
-            self.rebind(granted);
+            self.rebind(granted, rules);
         }
         Ok(Response::Ok)
     }
@@ -84,6 +92,7 @@ impl FsState {
         path: &NormalPath,
         mode: Mode,
         wait: bool,
+        rules: u16,
     ) -> Result<Response, FsError> {
         self.live_session(session)?;
         match self.locks.acquire(&path.to_string(), session, mode, wait) {
@@ -93,41 +102,50 @@ impl FsState {
                 if let Acquired::Granted(g) = a
                     && !self.fence_bindings.contains_key(&g.token)
                 {
-                    self.bind_fence(g.token, path);
+                    self.bind_fence(g.token, path, rules);
                 }
                 Ok(Response::Lock(a))
             }
         }
     }
 
-    pub(super) fn release(&mut self, session: u64, path: &NormalPath) -> Result<Response, FsError> {
+    pub(super) fn release(&mut self, session: u64, path: &NormalPath, rules: u16) -> Result<Response, FsError> {
         self.live_session(session)?;
         match self.locks.release(&path.to_string(), session) {
             (true, granted) => {
-                self.rebind(granted);
+                self.rebind(granted, rules);
                 Ok(Response::Ok)
             }
             (false, _) => Err(FsError::NotLocked { path: path.to_string() }),
         }
     }
 
-    /// Binds `token` to the file `path` names now, if it names one.
-    fn bind_fence(&mut self, token: u64, path: &NormalPath) {
-        if let Ok(i) = self.lookup(path)
-            && i.kind == Kind::File
-        {
-            self.fence_bindings.insert(token, i.id);
+    /// Binds `token` to the file its lock guards now, if there is one.
+    fn bind_fence(&mut self, token: u64, path: &NormalPath, rules: u16) {
+        if let Some(id) = self.guarded_file(path, rules) {
+            self.fence_bindings.insert(token, id);
         }
+    }
+
+    /// The file the lock named `path` guards now: under rules 5 and later,
+    /// an inode lock's inode; else the file `path` names. `None` when that
+    /// is no file.
+    fn guarded_file(&self, path: &NormalPath, rules: u16) -> Option<u64> {
+        let inode = match shoal_core::path::inode_of_lock_name(&path.to_string()) {
+            Some(id) if rules >= 5 => self.inodes.get(&id),
+            _ => self.lookup(path).ok(),
+        };
+        inode.filter(|i| i.kind == Kind::File).map(|i| i.id)
     }
 
     /// After holders left: forgets the bindings of tokens no longer held and
     /// binds the grants this made.
-    fn rebind(&mut self, granted: Vec<(String, crate::locks::Grant)>) {
+    fn rebind(&mut self, granted: Vec<(String, crate::locks::Grant)>, rules: u16) {
         let held: BTreeSet<u64> = self.locks.paths.values().flat_map(|l| l.holders.iter().map(|g| g.token)).collect();
         self.fence_bindings.retain(|token, _| held.contains(token));
         for (path, g) in granted {
             if let Ok(path) = NormalPath::parse(&path) {
-                self.bind_fence(g.token, &path);
+                self.bind_fence(g.token, &path, rules);
             }
         }
     }
@@ -151,7 +169,7 @@ impl FsState {
         match self.fence_bindings.get(&fence.token).filter(|bound| self.inodes.contains_key(bound)) {
             Some(bound) if *bound == inode => Ok(()),
             Some(_) => Err(fenced()),
-            None if self.lookup(&fence.path).is_ok_and(|i| i.id == inode) => {
+            None if self.guarded_file(&fence.path, rules) == Some(inode) => {
                 self.fence_bindings.insert(fence.token, inode);
                 Ok(())
             }
@@ -322,6 +340,43 @@ mod binding_tests {
             let r = st.apply(&Proposal { rules, ..Proposal::new(1, None, prep) });
             assert_eq!(matches!(r, Response::Chunk { .. }), applies, "rules {rules}: {r:?}");
             assert_eq!(st.next_chunk_id, if applies { 2 } else { 1 });
+        }
+    }
+
+    /// Rules 5: an inode lock (`/.shoal-inode/N`, the mount's flock and
+    /// fcntl locks) fences inode N under every name, and only it; under
+    /// rules 4 the same entries bind the name as a path (which names no file).
+    #[test]
+    fn an_inode_lock_fences_its_inode_under_rules_5_only() {
+        use super::super::Proposal;
+        for rules in [4, 5] {
+            let mut st = FsState::default();
+            let f = create(&mut st, "/f");
+            let g = create(&mut st, "/g");
+            let name = shoal_core::path::inode_lock_name(f.id);
+            let at = |cmd: super::super::Command| Proposal { rules, ..Proposal::new(1, None, cmd) };
+            let Response::Session { id } = st.apply(&at(LockCmd::OpenSession { ttl_ms: 1000 }.into())) else {
+                panic!()
+            };
+            let acquire = LockCmd::Acquire { session: id, path: p(&name), mode: Mode::Exclusive, wait: false };
+            let Response::Lock(Acquired::Granted(grant)) = st.apply(&at(acquire.into())) else { panic!() };
+            assert_eq!(st.fence_bindings.get(&grant.token), (rules >= 5).then_some(&f.id), "rules {rules}");
+            run(&mut st, NamespaceCmd::Rename { src: p("/f"), dst: p("/renamed"), fence: None });
+            let write = |inode| {
+                at(WriteCmd::CommitWrite {
+                    inode,
+                    chunks: vec![],
+                    size: 1,
+                    truncate: false,
+                    fence: Some(Fence { path: p(&name), token: grant.token }),
+                }
+                .into())
+            };
+            let before = st.clone();
+            assert!(matches!(st.apply(&write(g.id)), Response::Err(FsError::Fenced { .. })), "never another file");
+            assert_eq!(st, before);
+            let r = st.apply(&write(f.id));
+            assert_eq!(matches!(r, Response::Inode(_)), rules >= 5, "rules {rules}: {r:?}");
         }
     }
 }

@@ -85,7 +85,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 4;
+pub const RULES: u16 = 5;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -109,11 +109,14 @@ pub struct Proposal {
     ///   an id not allocated yet never becomes garbage: see `discard_chunk`.)
     /// - 3: as 2, and a remove or rename moves the times of the
     ///   directories it changes (and a renamed inode's ctime), as POSIX says.
-    /// - 4 ([`RULES`]): as 3, with hard links and special files (`Link`,
+    /// - 4: as 3, with hard links and special files (`Link`,
     ///   `Mknod`): a remove or rename of one name of an inode with several
     ///   keeps the inode and moves its ctime. (No entry of an older rules
     ///   number can name an inode with several names, so older entries apply
     ///   as they did.)
+    /// - 5 ([`RULES`]): as 4, and a lock named `/.shoal-inode/N` is inode
+    ///   N's lock: its tokens fence inode N, whatever path names it
+    ///   ([`locking`]).
     #[serde(default)]
     pub rules: u16,
 }
@@ -377,7 +380,7 @@ impl FsState {
             Command::Write(c) => self.apply_write(c, now_ms, rules),
             Command::Replicas(c) => self.apply_replicas(c, rules),
             Command::Nodes(c) => self.apply_nodes(c),
-            Command::Locks(c) => self.apply_locks(c),
+            Command::Locks(c) => self.apply_locks(c, rules),
             Command::Batch(_) => Err(batch::nested()),
         };
         result.unwrap_or_else(Response::Err)

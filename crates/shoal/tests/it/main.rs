@@ -11,7 +11,8 @@
 //! metrics (`/metrics` on every node's HTTP port), t93 observability (`admin
 //! top`, JSON logs), t95 the web dashboard and its JSON API (in headless
 //! Chromium), t96 the S3 gateway (boto3, the AWS CLI, rclone), t97 the FUSE
-//! mount (shell programs through the kernel).
+//! mount (shell programs through the kernel), t98 flock(2) and fcntl(2)
+//! through the mount as cluster locks.
 //!
 //! Run one band with a filter, which matches module and test names:
 //! `cargo test -p shoal --test it t60`.
@@ -58,3 +59,4 @@ mod t93_top;
 mod t95_dashboard;
 mod t96_s3;
 mod t97_mount;
+mod t98_mount_locks;

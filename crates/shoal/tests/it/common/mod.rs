@@ -20,6 +20,7 @@
 //! which fails the test instead where everything must run (`.ci/run` sets
 //! `SHOAL_REQUIRE_ALL=1`).
 
+pub mod mount;
 pub mod netns;
 pub mod pki;
 /// The same port picker the `shoal` binary's local clusters use.

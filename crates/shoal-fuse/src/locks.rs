@@ -1,0 +1,432 @@
+//! flock(2) and fcntl(2) locks on the mount, held as Shoal's cluster locks.
+//!
+//! # Mapping
+//! The mount asks the kernel for flock locks (`FUSE_FLOCK_LOCKS`), and for
+//! fcntl locks (`FUSE_POSIX_LOCKS`) only with
+//! [`crate::MountOptions::cluster_fcntl_locks`]: a whole-file fcntl lock
+//! breaks programs that lock several byte ranges (SQLite), so by default the
+//! kernel keeps fcntl locks, byte-range and local to this mount. Each lock
+//! owner the kernel names (a process's file table for fcntl locks, an open
+//! file description for flock) gets one Shoal lock session, opened at its
+//! first lock and closed once it holds and waits for nothing. A file's lock
+//! is the inode lock `/.shoal-inode/N` ([`shoal_core::path::inode_lock_name`]):
+//! renames do not change it, and its tokens fence inode N. Meta does the
+//! conflict checks and the FIFO order, across owners and across mounts.
+//!
+//! - A lock on any byte range locks the whole file. `F_RDLCK` is shared,
+//!   `F_WRLCK` exclusive, `F_UNLCK` releases.
+//! - `fuser` does not pass the flag that tells flock from fcntl requests, so
+//!   with both kinds here they share the file's one lock (as on NFS): a
+//!   flock and an fcntl lock of different owners conflict.
+//! - Changing the mode of a held lock is release, then acquire (as flock
+//!   does; for fcntl it is not atomic here).
+//! - A non-blocking request answers `EAGAIN` when it would wait. A blocking
+//!   one waits on meta from a task of the runtime (no kernel worker thread
+//!   waits); it ends with `EINTR` when the waiting process has a signal
+//!   pending that interrupts it (read from `/proc/PID/status`, since
+//!   `fuser` answers the kernel's FUSE_INTERRUPT itself), or when the owner
+//!   closes the file; it then leaves the queue.
+//! - `F_GETLK` answers a holder of another owner whose mode conflicts, as a
+//!   whole-file lock (with its pid when it is an owner on this mount, else 0).
+//!
+//! # Release
+//! As POSIX says: an owner's fcntl locks on a file go when it closes any
+//! descriptor of the file (the kernel's `flush` names the owner); flock
+//! locks go when the last descriptor of their open file description closes
+//! (`release` names the owner). Held writes of the file are sent before a
+//! lock is released, so the next holder finds them. When the mount dies its
+//! sessions stop beating and meta expires them, releasing their locks.
+//!
+//! # Fencing
+//! An exclusive grant makes the handle it was asked through carry the
+//! lock's token ([`shoal_client::File::set_fence`]) until the lock is
+//! released: a mount that was paused past its session TTL, whose lock passed
+//! on, has its writes refused by meta and the chunk servers (the flush or
+//! fsync fails with `EACCES`) and changes no byte.
+//!
+//! # State
+//! [`Locks`] keeps, per owner, its session (opened lazily), the locks it
+//! holds (by inode, with the handle, pid and session: one granted to a
+//! session meta expired stays until the owner releases it or closes the
+//! file, so its fence stays until then too), the cancel flags of its waits,
+//! and how many calls of it are under way (an owner is forgotten and its
+//! session closed only when that is 0 and it holds nothing).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuser::Errno;
+use shoal_client::{Client, ClientError, Lock, Session};
+use shoal_core::FsError;
+
+use crate::errno::errno;
+
+/// Lock owners one mount keeps at once; more fail with `ENOLCK`.
+pub const OWNERS_MAX: usize = 1 << 14;
+
+/// What a lock request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Unlock,
+    Shared,
+    Exclusive,
+}
+
+impl Want {
+    /// The request of an `l_type` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`).
+    pub fn of_type(typ: i32) -> Option<Want> {
+        match typ {
+            libc::F_RDLCK => Some(Want::Shared),
+            libc::F_WRLCK => Some(Want::Exclusive),
+            libc::F_UNLCK => Some(Want::Unlock),
+            _ => None,
+        }
+    }
+}
+
+/// What a request needs done, given what its owner holds on the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It holds what it asks for already (or unlocks what it does not hold).
+    Nothing,
+    Release,
+    Acquire,
+    /// It holds the other mode: release, then acquire.
+    Convert,
+}
+
+/// The step for `want` when the owner holds `held` (`Some(shared)`).
+pub fn step(held: Option<bool>, want: Want) -> Step {
+    match (held, want) {
+        (None, Want::Unlock) => Step::Nothing,
+        (Some(_), Want::Unlock) => Step::Release,
+        (None, _) => Step::Acquire,
+        (Some(true), Want::Shared) | (Some(false), Want::Exclusive) => Step::Nothing,
+        (Some(_), _) => Step::Convert,
+    }
+}
+
+/// Whether a holder in mode `holder_shared` keeps another owner from a lock
+/// in mode `want_shared`.
+pub fn conflicts(holder_shared: bool, want_shared: bool) -> bool {
+    !(holder_shared && want_shared)
+}
+
+/// Signals that end a wait unless caught otherwise: the ones whose default
+/// action ends the process (bit `n - 1` for signal `n`).
+const FATAL_BY_DEFAULT: u64 = {
+    let signals = [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGKILL,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < signals.len() {
+        mask |= 1 << (signals[i] - 1);
+        i += 1;
+    }
+    mask
+};
+
+/// Whether the process whose `/proc/PID/status` is `status` has a signal
+/// pending that would interrupt a blocking call: pending, not blocked, not
+/// ignored, and caught or fatal.
+pub fn interrupted(status: &str) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let pending = field("SigPnd:") | field("ShdPnd:");
+    let deliverable = pending & !field("SigBlk:") & !field("SigIgn:");
+    deliverable & (field("SigCgt:") | FATAL_BY_DEFAULT) != 0
+}
+
+/// Whether process `pid`'s wait for a lock should end: it has an
+/// interrupting signal pending. A process this mount cannot see (pid 0: in
+/// a pid namespace the mount's does not show) is never taken as interrupted;
+/// its wait ends when its owner closes the file.
+pub fn process_interrupted(pid: u32) -> bool {
+    pid != 0 && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| interrupted(&s))
+}
+
+/// A lock an owner holds on one file.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub lock: Lock,
+    /// The session it was granted to (a later one, after an expiry, holds
+    /// nothing of it).
+    pub session: u64,
+    /// The handle it was asked through (the one it fences, if exclusive).
+    pub fh: u64,
+    pub pid: u32,
+}
+
+#[derive(Default)]
+struct Owner {
+    session: Arc<tokio::sync::Mutex<Option<Arc<Session>>>>,
+    /// The session's id, once open (readable without the async lock).
+    session_id: Option<u64>,
+    held: HashMap<u64, Held>,
+    /// Cancel flags of the waits under way, by inode.
+    waits: HashMap<u64, Vec<Arc<AtomicBool>>>,
+    /// Calls of this owner under way.
+    busy: usize,
+}
+
+impl Owner {
+    fn forget_wait(&mut self, ino: u64, flag: &Arc<AtomicBool>) {
+        if let Some(flags) = self.waits.get_mut(&ino) {
+            flags.retain(|f| !Arc::ptr_eq(f, flag));
+            if flags.is_empty() {
+                self.waits.remove(&ino);
+            }
+        }
+    }
+}
+
+/// The mount's lock owners and what they hold.
+pub struct Locks {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+    owners: Mutex<HashMap<u64, Owner>>,
+}
+
+/// An owner's call under way; dropped, the owner may be forgotten.
+pub struct Busy<'a> {
+    locks: &'a Locks,
+    owner: u64,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.locks.leave(self.owner);
+    }
+}
+
+impl Locks {
+    pub fn new(client: Client, rt: tokio::runtime::Handle, ttl: Duration) -> Locks {
+        Locks { client, rt, ttl, owners: Mutex::new(HashMap::new()) }
+    }
+
+    /// Starts a call of `owner` (it is kept until the call ends).
+    pub fn enter(&self, owner: u64) -> Result<Busy<'_>, Errno> {
+        let mut owners = self.owners.lock().expect("owners lock");
+        if !owners.contains_key(&owner) && owners.len() >= OWNERS_MAX {
+            return Err(Errno::ENOLCK);
+        }
+        owners.entry(owner).or_default().busy += 1;
+        Ok(Busy { locks: self, owner })
+    }
+
+    fn leave(&self, owner: u64) {
+        let idle = {
+            let mut owners = self.owners.lock().expect("owners lock");
+            let Some(o) = owners.get_mut(&owner) else { return };
+            o.busy -= 1;
+            if o.busy > 0 || !o.held.is_empty() {
+                return;
+            }
+            owners.remove(&owner)
+        };
+        if let Some(o) = idle {
+            self.rt.spawn(close_session(o.session));
+        }
+    }
+
+    /// Starts a call of `owner` only if it is known (holds or waits).
+    pub fn enter_existing(&self, owner: u64) -> Option<Busy<'_>> {
+        let mut owners = self.owners.lock().expect("owners lock");
+        owners.get_mut(&owner)?.busy += 1;
+        Some(Busy { locks: self, owner })
+    }
+
+    fn cell(&self, owner: u64) -> Arc<tokio::sync::Mutex<Option<Arc<Session>>>> {
+        self.owners.lock().expect("owners lock").get(&owner).expect("the owner is busy").session.clone()
+    }
+
+    /// The session `owner` (who must be busy) has open, if any.
+    pub async fn current(&self, owner: u64) -> Option<Arc<Session>> {
+        self.cell(owner).lock().await.clone()
+    }
+
+    /// Whether `held` is still held: its session is `owner`'s (who must be
+    /// busy) and meta has not expired it, as far as its keep-alives know.
+    pub async fn still_held(&self, owner: u64, held: &Held) -> bool {
+        self.current(owner).await.is_some_and(|s| s.is_alive() && s.id() == held.session)
+    }
+
+    /// The open session of `owner` (who must be busy), opening one if it has
+    /// none, if meta expired it (its locks are gone then), or if it is
+    /// `dead` (a call was refused with "session expired").
+    pub async fn session(&self, owner: u64, dead: Option<u64>) -> Result<Arc<Session>, Errno> {
+        let cell = self.cell(owner);
+        let mut slot = cell.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| s.is_alive() && Some(s.id()) != dead) {
+            return Ok(s.clone());
+        }
+        let opened = self.client.open_session(self.ttl).await.map_err(|e| {
+            tracing::warn!(error = %e, "mount: a lock session could not be opened");
+            errno(&e)
+        })?;
+        let session = Arc::new(opened);
+        *slot = Some(session.clone());
+        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
+            o.session_id = Some(session.id());
+        }
+        Ok(session)
+    }
+
+    /// What `owner` holds on `ino`.
+    pub fn held(&self, owner: u64, ino: u64) -> Option<Held> {
+        self.owners.lock().expect("owners lock").get(&owner).and_then(|o| o.held.get(&ino).cloned())
+    }
+
+    /// Takes what `owner` holds on `ino` out of the table.
+    pub fn take(&self, owner: u64, ino: u64) -> Option<Held> {
+        self.owners.lock().expect("owners lock").get_mut(&owner).and_then(|o| o.held.remove(&ino))
+    }
+
+    /// A new cancel flag for a wait of `owner` on `ino`.
+    pub fn start_wait(&self, owner: u64, ino: u64) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut owners = self.owners.lock().expect("owners lock");
+        let o = owners.get_mut(&owner).expect("the owner is busy");
+        o.waits.entry(ino).or_default().push(flag.clone());
+        flag
+    }
+
+    /// Forgets the cancel flag of a wait that ended without a grant.
+    pub fn end_wait(&self, owner: u64, ino: u64, flag: &Arc<AtomicBool>) {
+        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
+            o.forget_wait(ino, flag);
+        }
+    }
+
+    /// Ends every wait of `owner` on `ino`.
+    pub fn cancel_waits(&self, owner: u64, ino: u64) {
+        let mut owners = self.owners.lock().expect("owners lock");
+        if let Some(flags) = owners.get_mut(&owner).and_then(|o| o.waits.remove(&ino)) {
+            flags.iter().for_each(|f| f.store(true, Ordering::Release));
+        }
+    }
+
+    /// Records a grant, unless `cancel` was set meanwhile (the owner closed
+    /// the file): then answers false and the caller lets the lock go.
+    pub fn record(&self, owner: u64, ino: u64, held: Held, cancel: Option<&Arc<AtomicBool>>) -> bool {
+        let mut owners = self.owners.lock().expect("owners lock");
+        let o = owners.get_mut(&owner).expect("the owner is busy");
+        if let Some(flag) = cancel {
+            o.forget_wait(ino, flag);
+            if flag.load(Ordering::Acquire) {
+                return false;
+            }
+        }
+        o.held.insert(ino, held);
+        true
+    }
+
+    /// The session id of `owner`, if it has one open.
+    pub fn session_id(&self, owner: u64) -> Option<u64> {
+        self.owners.lock().expect("owners lock").get(&owner).and_then(|o| o.session_id)
+    }
+
+    /// The pid of the owner on this mount whose session `session` holds `ino`.
+    pub fn pid_of(&self, session: u64, ino: u64) -> Option<u32> {
+        let owners = self.owners.lock().expect("owners lock");
+        owners.values().find(|o| o.session_id == Some(session)).and_then(|o| o.held.get(&ino)).map(|h| h.pid)
+    }
+
+    /// Ends every session (at unmount): their locks go at once.
+    pub async fn close_all(&self) {
+        let all: Vec<Owner> = self.owners.lock().expect("owners lock").drain().map(|(_, o)| o).collect();
+        for o in all {
+            close_session(o.session).await;
+        }
+    }
+}
+
+async fn close_session(cell: Arc<tokio::sync::Mutex<Option<Arc<Session>>>>) {
+    let Some(session) = cell.lock().await.take() else { return };
+    let id = session.id();
+    // Still named by a call that is ending, it is dropped and expires.
+    if let Ok(s) = Arc::try_unwrap(session)
+        && let Err(e) = s.close().await
+    {
+        tracing::debug!(session = id, error = %e, "mount: a lock session did not close (it expires)");
+    }
+}
+
+/// Whether `e` says the session is gone.
+pub fn session_expired(e: &ClientError) -> bool {
+    matches!(e, ClientError::Fs(FsError::SessionExpired { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_map_to_steps() {
+        use Step::*;
+        use Want::*;
+        let table = [
+            (None, Unlock, Nothing),
+            (Some(true), Unlock, Release),
+            (Some(false), Unlock, Release),
+            (None, Shared, Acquire),
+            (None, Exclusive, Acquire),
+            (Some(true), Shared, Nothing),
+            (Some(false), Exclusive, Nothing),
+            (Some(true), Exclusive, Convert),
+            (Some(false), Shared, Convert),
+        ];
+        for (held, want, expect) in table {
+            assert_eq!(step(held, want), expect, "{held:?} {want:?}");
+        }
+        assert_eq!(Want::of_type(libc::F_RDLCK), Some(Shared));
+        assert_eq!(Want::of_type(libc::F_WRLCK), Some(Exclusive));
+        assert_eq!(Want::of_type(libc::F_UNLCK), Some(Unlock));
+        assert_eq!(Want::of_type(7), None);
+    }
+
+    #[test]
+    fn only_shared_with_shared_is_no_conflict() {
+        assert!(!conflicts(true, true));
+        assert!(conflicts(true, false));
+        assert!(conflicts(false, true));
+        assert!(conflicts(false, false));
+    }
+
+    fn status(pnd: u64, shd: u64, blk: u64, ign: u64, cgt: u64) -> String {
+        format!(
+            "Name:\tpython3\nSigQ:\t0/100\nSigPnd:\t{pnd:016x}\nShdPnd:\t{shd:016x}\n\
+             SigBlk:\t{blk:016x}\nSigIgn:\t{ign:016x}\nSigCgt:\t{cgt:016x}\n"
+        )
+    }
+
+    #[test]
+    fn a_pending_signal_interrupts_only_when_it_would_be_delivered() {
+        let bit = |s: i32| 1u64 << (s - 1);
+        assert!(!interrupted(&status(0, 0, 0, 0, 0)), "nothing pending");
+        assert!(interrupted(&status(0, bit(libc::SIGKILL), 0, 0, 0)), "killed");
+        assert!(interrupted(&status(bit(libc::SIGTERM), 0, 0, 0, 0)), "fatal by default");
+        assert!(!interrupted(&status(0, bit(libc::SIGTERM), 0, bit(libc::SIGTERM), 0)), "ignored");
+        assert!(!interrupted(&status(0, bit(libc::SIGINT), bit(libc::SIGINT), 0, bit(libc::SIGINT))), "blocked");
+        assert!(!interrupted(&status(0, bit(libc::SIGCHLD), 0, 0, 0)), "ignored by default");
+        assert!(interrupted(&status(0, bit(libc::SIGCHLD), 0, 0, bit(libc::SIGCHLD))), "caught");
+        assert!(!interrupted("Name:\tx\n"), "no signal fields: nothing pending");
+    }
+}
