@@ -18,6 +18,7 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 seconds=${SHOAL_FUZZ_SECONDS:-45}
 jobs=${SHOAL_FUZZ_JOBS:-$(nproc)}
+jobs=$((jobs < 1 ? 1 : jobs))
 targets=(path_parse chunk_files meta_records fsm_apply)
 cargo fuzz build -s none -O -a
 if [ "${1:-}" = build ]; then

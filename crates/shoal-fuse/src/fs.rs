@@ -620,8 +620,16 @@ impl Inner {
                 },
             };
             match got {
-                // Meta expired the session (the mount was paused): once more with a new one.
-                Err(e) if crate::locks::session_expired(&e) && dead.is_none() => dead = Some(session.id()),
+                // Meta expired the session (the mount was paused): once more
+                // with a new one. A lock held through the expired session is
+                // lost: its held writes go out first, under its old (now
+                // refused) token, so a new grant never carries them.
+                Err(e) if crate::locks::session_expired(&e) && dead.is_none() => {
+                    if self.locks.held(owner, ino).is_some_and(|h| h.session == session.id()) {
+                        self.unlock(owner, ino).await;
+                    }
+                    dead = Some(session.id());
+                }
                 got => break (session, got),
             }
         };

@@ -223,7 +223,7 @@ impl Locks {
 
     /// Starts a call of `owner` (it is kept until the call ends).
     pub fn enter(&self, owner: u64) -> Result<Busy<'_>, Errno> {
-        let mut owners = self.owners.lock().expect("owners lock");
+        let mut owners = self.table();
         if !owners.contains_key(&owner) && owners.len() >= OWNERS_MAX {
             return Err(Errno::ENOLCK);
         }
@@ -233,7 +233,7 @@ impl Locks {
 
     fn leave(&self, owner: u64) {
         let idle = {
-            let mut owners = self.owners.lock().expect("owners lock");
+            let mut owners = self.table();
             let Some(o) = owners.get_mut(&owner) else { return };
             o.busy -= 1;
             if o.busy > 0 || !o.held.is_empty() {
@@ -248,13 +248,21 @@ impl Locks {
 
     /// Starts a call of `owner` only if it is known (holds or waits).
     pub fn enter_existing(&self, owner: u64) -> Option<Busy<'_>> {
-        let mut owners = self.owners.lock().expect("owners lock");
+        let mut owners = self.table();
         owners.get_mut(&owner)?.busy += 1;
         Some(Busy { locks: self, owner })
     }
 
+    /// The owners' table. A panic elsewhere while it was held leaves it
+    /// usable (each change to it is one step), so later calls go on.
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Owner>> {
+        self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `owner`'s session cell. An owner that is gone (every session was
+    /// closed at unmount while this call ran) gets an empty cell of its own.
     fn cell(&self, owner: u64) -> Arc<tokio::sync::Mutex<Option<Arc<Session>>>> {
-        self.owners.lock().expect("owners lock").get(&owner).expect("the owner is busy").session.clone()
+        self.table().get(&owner).map(|o| o.session.clone()).unwrap_or_default()
     }
 
     /// The session `owner` (who must be busy) has open, if any.
@@ -283,7 +291,7 @@ impl Locks {
         })?;
         let session = Arc::new(opened);
         *slot = Some(session.clone());
-        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
+        if let Some(o) = self.table().get_mut(&owner) {
             o.session_id = Some(session.id());
         }
         Ok(session)
@@ -291,33 +299,35 @@ impl Locks {
 
     /// What `owner` holds on `ino`.
     pub fn held(&self, owner: u64, ino: u64) -> Option<Held> {
-        self.owners.lock().expect("owners lock").get(&owner).and_then(|o| o.held.get(&ino).cloned())
+        self.table().get(&owner).and_then(|o| o.held.get(&ino).cloned())
     }
 
     /// Takes what `owner` holds on `ino` out of the table.
     pub fn take(&self, owner: u64, ino: u64) -> Option<Held> {
-        self.owners.lock().expect("owners lock").get_mut(&owner).and_then(|o| o.held.remove(&ino))
+        self.table().get_mut(&owner).and_then(|o| o.held.remove(&ino))
     }
 
     /// A new cancel flag for a wait of `owner` on `ino`.
     pub fn start_wait(&self, owner: u64, ino: u64) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut owners = self.owners.lock().expect("owners lock");
-        let o = owners.get_mut(&owner).expect("the owner is busy");
-        o.waits.entry(ino).or_default().push(flag.clone());
+        match self.table().get_mut(&owner) {
+            Some(o) => o.waits.entry(ino).or_default().push(flag.clone()),
+            // Gone at unmount: the wait is over before it starts.
+            None => flag.store(true, Ordering::Release),
+        }
         flag
     }
 
     /// Forgets the cancel flag of a wait that ended without a grant.
     pub fn end_wait(&self, owner: u64, ino: u64, flag: &Arc<AtomicBool>) {
-        if let Some(o) = self.owners.lock().expect("owners lock").get_mut(&owner) {
+        if let Some(o) = self.table().get_mut(&owner) {
             o.forget_wait(ino, flag);
         }
     }
 
     /// Ends every wait of `owner` on `ino`.
     pub fn cancel_waits(&self, owner: u64, ino: u64) {
-        let mut owners = self.owners.lock().expect("owners lock");
+        let mut owners = self.table();
         if let Some(flags) = owners.get_mut(&owner).and_then(|o| o.waits.remove(&ino)) {
             flags.iter().for_each(|f| f.store(true, Ordering::Release));
         }
@@ -326,8 +336,9 @@ impl Locks {
     /// Records a grant, unless `cancel` was set meanwhile (the owner closed
     /// the file): then answers false and the caller lets the lock go.
     pub fn record(&self, owner: u64, ino: u64, held: Held, cancel: Option<&Arc<AtomicBool>>) -> bool {
-        let mut owners = self.owners.lock().expect("owners lock");
-        let o = owners.get_mut(&owner).expect("the owner is busy");
+        let mut owners = self.table();
+        // Gone at unmount: nobody would release it.
+        let Some(o) = owners.get_mut(&owner) else { return false };
         if let Some(flag) = cancel {
             o.forget_wait(ino, flag);
             if flag.load(Ordering::Acquire) {
@@ -340,18 +351,18 @@ impl Locks {
 
     /// The session id of `owner`, if it has one open.
     pub fn session_id(&self, owner: u64) -> Option<u64> {
-        self.owners.lock().expect("owners lock").get(&owner).and_then(|o| o.session_id)
+        self.table().get(&owner).and_then(|o| o.session_id)
     }
 
     /// The pid of the owner on this mount whose session `session` holds `ino`.
     pub fn pid_of(&self, session: u64, ino: u64) -> Option<u32> {
-        let owners = self.owners.lock().expect("owners lock");
+        let owners = self.table();
         owners.values().find(|o| o.session_id == Some(session)).and_then(|o| o.held.get(&ino)).map(|h| h.pid)
     }
 
     /// Ends every session (at unmount): their locks go at once.
     pub async fn close_all(&self) {
-        let all: Vec<Owner> = self.owners.lock().expect("owners lock").drain().map(|(_, o)| o).collect();
+        let all: Vec<Owner> = self.table().drain().map(|(_, o)| o).collect();
         for o in all {
             close_session(o.session).await;
         }

@@ -30,12 +30,19 @@ pub fn whole_check_every(inodes: usize) -> u64 {
     inodes.div_ceil(WHOLE_CHECK_EACH_APPLY_UP_TO).max(1) as u64
 }
 
-/// Counts applies (in this process, across states) and says whether this
-/// one is due a whole-state check when checks come `every` applies.
+/// Counts applies (on this thread, so one test's count is its own) and
+/// says whether this one is due a whole-state check when checks come
+/// `every` applies.
 pub fn whole_check_due(every: u64) -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static APPLIES: AtomicU64 = AtomicU64::new(0);
-    every <= 1 || APPLIES.fetch_add(1, Ordering::Relaxed) % every == 0
+    thread_local! {
+        static APPLIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    every <= 1
+        || APPLIES.with(|n| {
+            let due = n.get() % every == 0;
+            n.set(n.get().wrapping_add(1));
+            due
+        })
 }
 
 /// The counters that never go back: ids are never reused, and fencing tokens
@@ -333,9 +340,8 @@ mod tests {
         assert_eq!(whole_check_every(WHOLE_CHECK_EACH_APPLY_UP_TO + 1), 2);
         assert_eq!(whole_check_every(10 * WHOLE_CHECK_EACH_APPLY_UP_TO), 10);
         assert!((0..100).all(|_| whole_check_due(1)));
-        // Other tests count applies beside this one, so count due answers
-        // over a long run: one in every 10, give or take the others' share.
+        // The count is this thread's own: exactly one in every 10.
         let due = (0..10_000).filter(|_| whole_check_due(10)).count();
-        assert!((900..=1_100).contains(&due), "{due} of 10,000 were due");
+        assert_eq!(due, 1_000);
     }
 }

@@ -366,8 +366,7 @@ impl FsState {
             {
                 panic!(
                     "state machine invariant broken after {cmd:?} (request {request:?}; the whole state is checked \
-                     every {every} applies at this size, so this command or one of the {} before it broke it): {broken}",
-                    every - 1
+                     about every {every} applies at this size, so an earlier command may have broken it): {broken}"
                 );
             }
         }
