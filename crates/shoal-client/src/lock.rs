@@ -210,6 +210,13 @@ impl Session {
         self.release(&lock.path).await
     }
 
+    /// Leaves `path`'s queue or lets go of its lock, whichever this session
+    /// has: for a request whose answer was lost (an error or a timeout),
+    /// which may still wait there or have been granted.
+    pub async fn abandon(&self, path: &str) -> Result<()> {
+        self.release(path).await
+    }
+
     async fn release(&self, path: &str) -> Result<()> {
         let pending = self.client.inner.requests.begin();
         let req = pb::ReleaseRequest { session: self.id, path: path.to_string(), request: Some(pending.id) };

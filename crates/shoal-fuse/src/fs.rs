@@ -568,6 +568,18 @@ impl Inner {
         }
     }
 
+    /// After a lock request that failed without an answer, lets go of
+    /// whatever it may have left in meta (a place in the queue, a grant),
+    /// unless `owner` holds `ino`'s lock already (then it is that lock).
+    async fn abandon(&self, owner: u64, ino: u64, session: &shoal_client::Session, name: &str) {
+        if self.locks.held(owner, ino).is_some() {
+            return;
+        }
+        if !matches!(tokio::time::timeout(self.opts.timeout * 2, session.abandon(name)).await, Ok(Ok(()))) {
+            tracing::debug!(ino, "mount: a failed lock request could not be withdrawn; its session's end will");
+        }
+    }
+
     /// setlk: takes, changes or releases `owner`'s lock on `ino` through
     /// handle `fh`; with `sleep`, waits for it in FIFO order.
     async fn set_lock(&self, ino: u64, fh: u64, owner: u64, want: Want, pid: u32, sleep: bool) -> Res<()> {
@@ -615,6 +627,7 @@ impl Inner {
                     Ok(r) => r,
                     Err(_) => {
                         tracing::warn!(ino, "mount: a try-lock timed out");
+                        self.abandon(owner, ino, &session, &name).await;
                         return Err(Errno::EIO);
                     }
                 },
@@ -642,7 +655,10 @@ impl Inner {
                 return match other {
                     Ok(_) if sleep => Err(Errno::EINTR),
                     Ok(_) => Err(Errno::EAGAIN),
-                    Err(e) => Err(errno(&e)),
+                    Err(e) => {
+                        self.abandon(owner, ino, &session, &name).await;
+                        Err(errno(&e))
+                    }
                 };
             }
         };
