@@ -27,6 +27,7 @@ pub const COPIES_TOTAL: &str = "shoal_chunk_copies_total";
 pub const COPY_BYTES_TOTAL: &str = "shoal_chunk_copy_bytes_total";
 pub const COPY_SECONDS: &str = "shoal_chunk_copy_seconds";
 pub const HEARTBEATS_TOTAL: &str = "shoal_chunk_heartbeats_total";
+pub const CAPABILITY_REFUSALS_TOTAL: &str = "shoal_chunk_capability_refusals_total";
 
 /// Gives every metric above its help text and unit, and registers the ones
 /// without labels, so a scrape lists them (at 0) before anything happened.
@@ -50,6 +51,11 @@ pub fn describe() {
     counter!(COPY_BYTES_TOTAL, Unit::Bytes, "Bytes copied from other servers (re-replication and rebalancing).");
     histogram!(COPY_SECONDS, Unit::Seconds, "Time of one copy, from asking the source to the verified replica.");
     counter!(HEARTBEATS_TOTAL, "Heartbeats sent to meta, by result (ok, failed).");
+    counter!(
+        CAPABILITY_REFUSALS_TOTAL,
+        "Reads and writes refused for their capability, by mode (read, write) and reason (expired, invalid: \
+         missing, forged, or for another caller, chunk, version or mode)."
+    );
 
     for name in [READ_SECONDS, WRITE_SECONDS, FSYNC_SECONDS, COPY_SECONDS] {
         let _ = metrics::histogram!(name);

@@ -155,6 +155,10 @@ impl ChunkService {
             }
             Err(refusal) => {
                 tracing::info!(chunk_id, version, %identity, ?mode, "refused: {refusal}");
+                let mode = if mode == Mode::Read { "read" } else { "write" };
+                let reason = if refusal.is_expired() { "expired" } else { "invalid" };
+                metrics::counter!(crate::metric_names::CAPABILITY_REFUSALS_TOTAL, "mode" => mode, "reason" => reason)
+                    .increment(1);
                 Err(refusal_status(&refusal, chunk_id))
             }
         }

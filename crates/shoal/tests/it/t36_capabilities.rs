@@ -91,7 +91,7 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, Status>, kin
 
 #[test]
 fn t36_chunk_calls_need_the_callers_own_valid_capability_and_refusals_change_nothing() {
-    let c = Cluster::start(Options { meta_nodes: 1, chunk_nodes: 2, replication: 2, ..Default::default() });
+    let c = Cluster::start(Options { meta_nodes: 1, chunk_nodes: 2, replication: 2, http: true, ..Default::default() });
     let data = pattern(200_000, 36);
     c.must(&["put", "-", "/f"], Some(&data));
     let rt = runtime();
@@ -203,6 +203,23 @@ fn t36_chunk_calls_need_the_callers_own_valid_capability_and_refusals_change_not
         }
     }
     assert_eq!(disk_snapshot(&c), before, "a refused call changed a chunk file");
+
+    // Every refusal above is counted, by mode and reason: each case was
+    // tried on both servers, and one case of each list is an expired one.
+    let scraped: Vec<String> = c
+        .chunk_http
+        .iter()
+        .map(|a| http_get(a.as_deref().expect("chunk servers have HTTP ports"), "/metrics").2)
+        .collect();
+    let refusals = |mode: &str, reason: &str| -> f64 {
+        let labels = [format!("mode=\"{mode}\""), format!("reason=\"{reason}\"")];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        scraped.iter().map(|t| metric_sum(t, "shoal_chunk_capability_refusals_total", &labels)).sum()
+    };
+    assert_eq!(refusals("write", "expired"), 2.0, "{scraped:?}");
+    assert_eq!(refusals("write", "invalid"), 14.0, "{scraped:?}");
+    assert_eq!(refusals("read", "expired"), 2.0, "{scraped:?}");
+    assert_eq!(refusals("read", "invalid"), 14.0, "{scraped:?}");
 
     // The holder's own capabilities work; nodes need none.
     for n in &c.chunks {

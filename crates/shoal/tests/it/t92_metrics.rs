@@ -26,26 +26,6 @@ struct Metrics {
     text: String,
 }
 
-/// A plain HTTP/1.0 GET (the server closes the connection after the answer):
-/// the status, the content type and the body.
-fn http_get(addr: &str, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("reading from {addr}: {e}"));
-    let raw = String::from_utf8(raw).expect("the answer is UTF-8");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {raw:?}"));
-    let mut lines = head.lines();
-    let status: u16 = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap();
-    let content_type = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default();
-    (status, content_type, body.to_string())
-}
-
 /// Fetches and parses `/metrics` of `addr`; panics on any line that is not
 /// Prometheus text, and on a histogram whose buckets do not add up.
 fn scrape(addr: &str) -> Metrics {
