@@ -310,6 +310,26 @@ posix_fadvise = 1
 copy_file_range = 1
 ";
 
+/// Runs `cmd` with its output in `log` and waits for it, at most `limit`
+/// (a hang-catching bound): panics with the log and `m`'s log if it is
+/// still running then (it is killed as it drops).
+fn run_logged(mut cmd: Command, log: &Path, limit: Duration, m: &Mount) -> std::process::ExitStatus {
+    let out = std::fs::File::create(log).unwrap();
+    cmd.stdin(Stdio::null()).stderr(out.try_clone().unwrap()).stdout(out);
+    let mut child = Reaped::spawn(&mut cmd);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{cmd:?} did not finish in {limit:?}:\n{text}\nmount log:\n{}", m.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// fsx (the File System eXerciser, crates.io `fsx` 0.3.2, which `.ci/run`
 /// installs) applies [`FSX_OPS`] random reads, writes, truncates and mmap
 /// accesses to one file in the mount and checks every byte it reads, and
@@ -331,18 +351,7 @@ fn t97_fsx_on_the_mount() {
     let mut cmd = Command::new("fsx");
     cmd.arg("-f").arg(&config).args(["-N", &FSX_OPS.to_string(), "-S", &FSX_SEED.to_string()]);
     cmd.arg("-P").arg(&artifacts).arg(m.path("fsx-file"));
-    let out = std::fs::File::create(&log).unwrap();
-    cmd.stdin(Stdio::null()).stderr(out.try_clone().unwrap()).stdout(out);
-    let mut fsx = Reaped::spawn(&mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = fsx.0.try_wait().unwrap() {
-            break status;
-        }
-        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(Instant::now() < deadline, "fsx did not finish in time:\n{log_text}\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = run_logged(cmd, &log, Duration::from_secs(300), &m);
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.success() && out.contains("All operations completed A-OK"),
@@ -686,17 +695,7 @@ fn t97_pjdfstest_passes_on_the_mount() {
     let mut cmd = Command::new("pjdfstest");
     cmd.arg("-c").arg(&config).arg("-p").arg(m.path("pjd")).current_dir(m.path("pjd"));
     cmd.env("NO_COLOR", "1").env("CLICOLOR", "0");
-    let out = std::fs::File::create(&log).unwrap();
-    cmd.stdin(Stdio::null()).stderr(out.try_clone().unwrap()).stdout(out);
-    let mut run = Reaped::spawn(&mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "pjdfstest did not finish in time:\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = run_logged(cmd, &log, Duration::from_secs(900), &m);
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     let failures: Vec<&str> = out.lines().filter(|l| l.trim_end().ends_with("FAILED")).collect();
     let summary = pjdfstest_summary(&out);
