@@ -66,6 +66,15 @@ pub fn parse_key_file(text: &str) -> Result<Vec<Credential>, String> {
 /// The S3 service, closing the connection after every error response: an
 /// error may come before the request's body was read, and what is left of
 /// it must not be taken for the next request on a kept-alive connection.
+///
+/// It also closes the connection after a request that asked for `Expect:
+/// 100-continue` with an empty body: hyper answers it without a `100
+/// Continue` (there is no body to ask for), and botocore (Debian's 1.29)
+/// then keeps that answer's status line for the connection's next `Expect`
+/// request, whose own status line it reads as a header: that answer seems
+/// to lack its length, and the client waits for more until its read
+/// timeout (README, S3, known problems). A fresh connection has no such
+/// state.
 #[derive(Clone)]
 struct CloseOnError(s3s::service::S3Service);
 
@@ -76,6 +85,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for CloseOnEr
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let inner = self.0.clone();
+        let close_after = expects_continue_without_body(&req);
         Box::pin(async move {
             let call = hyper::service::Service::call(&inner, req);
             let mut resp = match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, call).await {
@@ -91,12 +101,23 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for CloseOnEr
                     r
                 }
             };
-            if resp.status().is_client_error() || resp.status().is_server_error() {
+            if close_after || resp.status().is_client_error() || resp.status().is_server_error() {
                 resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             Ok(resp)
         })
     }
+}
+
+/// Whether `req` asks for `100 Continue` but declares no body to send after it.
+fn expects_continue_without_body<B>(req: &http::Request<B>) -> bool {
+    let headers = req.headers();
+    let expects = headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    let length = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim);
+    expects && matches!(length, None | Some("0"))
 }
 
 /// Serves S3 on `listener` until the task is dropped.
@@ -133,6 +154,24 @@ pub async fn serve(client: Client, listener: TcpListener, config: Config) -> std
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expect_without_a_body_is_told_apart() {
+        let req = |expect: Option<&str>, length: Option<&str>| {
+            let mut b = http::Request::builder().method("PUT").uri("/b/k");
+            if let Some(e) = expect {
+                b = b.header("expect", e);
+            }
+            if let Some(l) = length {
+                b = b.header("content-length", l);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(expects_continue_without_body(&req(Some("100-continue"), Some("0"))));
+        assert!(expects_continue_without_body(&req(Some("100-Continue"), None)));
+        assert!(!expects_continue_without_body(&req(Some("100-continue"), Some("12"))));
+        assert!(!expects_continue_without_body(&req(None, Some("0"))));
+    }
 
     #[test]
     fn key_files() {

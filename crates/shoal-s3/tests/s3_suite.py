@@ -52,9 +52,8 @@ def client(ak=AK, sk=SK, retries=6, read_timeout=20):
             signature_version="s3v4",
             retries={"max_attempts": retries, "mode": "standard"},
             connect_timeout=10,
-            # Short, with retries: now and then the answer to a PUT that was
-            # applied never arrives (see the README's known problems); the
-            # retry finds the object written again, which PUT allows.
+            # Short, with retries, for a busy machine: a PUT retried after a
+            # timeout writes the object again, which PUT allows.
             read_timeout=read_timeout,
         ),
     )
