@@ -667,7 +667,7 @@ impl Inner {
         }
         let held = Held { lock: lock.clone(), session: session.id(), fh, pid };
         if self.locks.record(owner, ino, held, cancel.as_ref()) {
-            self.after_grant(ino);
+            self.after_grant(ino).await;
             return Ok(());
         }
         // The owner closed the file while it waited: nobody would release it.
@@ -679,13 +679,20 @@ impl Inner {
     /// After a grant, reads of `ino` see what the last holder wrote (on any
     /// mount): the kernel's pages and attributes, the read-ahead and the
     /// client's chunk map of the file are dropped.
-    fn after_grant(&self, ino: u64) {
+    ///
+    /// Dropping pages waits in the kernel for each page's lock, which a read
+    /// of the file in flight on this mount holds until the mount answers
+    /// it; so that wait happens on a blocking thread, never on a runtime
+    /// worker that answering the read may need. (An early build of this
+    /// code left a mount stuck in that wait, in `__folio_lock`.)
+    async fn after_grant(&self, ino: u64) {
         self.client.forget_layout(ino);
         self.bump(ino);
-        if let Some(n) = self.notifier.get()
-            && let Err(e) = n.inval_inode(INodeNo(ino), 0, 0)
-        {
-            tracing::debug!(error = %e, ino, "mount: cache invalidation after a lock grant refused");
+        let Some(n) = self.notifier.get().cloned() else { return };
+        match tokio::task::spawn_blocking(move || n.inval_inode(INodeNo(ino), 0, 0)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, ino, "mount: cache invalidation after a lock grant refused"),
+            Err(e) => tracing::debug!(error = %e, ino, "mount: cache invalidation after a lock grant failed"),
         }
     }
 

@@ -73,7 +73,7 @@ pub fn parse_key_file(text: &str) -> Result<Vec<Credential>, String> {
 /// then keeps that answer's status line for the connection's next `Expect`
 /// request, whose own status line it reads as a header: that answer seems
 /// to lack its length, and the client waits for more until its read
-/// timeout (README, S3, known problems). A fresh connection has no such
+/// timeout (README, S3, the fix of 2026-12-01). A fresh connection has no such
 /// state.
 #[derive(Clone)]
 struct CloseOnError(s3s::service::S3Service);

@@ -156,7 +156,7 @@ fn suite(g: &Gateway, scenario: &str, args: &[&str]) -> Command {
 fn aws(g: &Gateway, tmp: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(AWS);
     // A long read timeout: CompleteMultipartUpload copies the parts before
-    // it answers (README, S3, known problems), which in a debug build on a
+    // it answers (README, S3), which in a debug build on a
     // busy machine takes longer than the CLI's default 60 s for 1 GiB.
     cmd.args(["--endpoint-url", &g.endpoint, "--no-cli-pager", "--cli-read-timeout", "600"])
         .args(args)
