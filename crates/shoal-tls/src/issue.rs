@@ -99,9 +99,26 @@ pub fn add_cluster_key(dir: &Path) -> Result<bool, CertError> {
 /// Makes a cluster CA in `dir` (created if missing): `ca.pem`, `ca.key`
 /// and `cluster.key` (both mode 0600). Refuses if any of them exists.
 pub fn init_ca(dir: &Path) -> Result<(), CertError> {
+    init_ca_with(dir, None)
+}
+
+/// [`init_ca`], keeping the cluster key in the file `cluster_key` instead of
+/// making a new one when given: a CA that replaces another keeps the
+/// cluster's key, so capabilities signed by nodes with certificates of
+/// either CA pass on both. Refuses a file that is not a cluster key.
+pub fn init_ca_with(dir: &Path, cluster_key: Option<&Path>) -> Result<(), CertError> {
     let (cert, key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
     refuse_existing(&[cert.clone(), key.clone(), dir.join(CLUSTER_KEY_FILE)])?;
-    let cluster_key = new_cluster_key_text()?;
+    let cluster_key = match cluster_key {
+        None => new_cluster_key_text()?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+            if crate::ClusterKey::parse(&text).is_none() {
+                return Err(CertError::BadClusterKey { path: path.to_path_buf() });
+            }
+            text
+        }
+    };
     let ca_key = KeyPair::generate()?;
     let mut params = ca_params(&ca_key);
     let now = OffsetDateTime::now_utc();
@@ -126,6 +143,10 @@ pub struct IssueRequest {
     /// clients check [`SERVER_NAME`]).
     pub ips: Vec<IpAddr>,
     pub dns: Vec<String>,
+    /// PEM files of more CA certificates for the folder's `ca.pem` to hold
+    /// after the issuing CA's: while one CA replaces another, a process
+    /// must trust both (README, rotate certificates).
+    pub also_trust: Vec<PathBuf>,
 }
 
 impl IssueRequest {
@@ -139,6 +160,7 @@ impl IssueRequest {
             not_after: now + Duration::days(i64::from(CERT_DAYS_DEFAULT)),
             ips: Vec::new(),
             dns: Vec::new(),
+            also_trust: Vec::new(),
         }
     }
 
@@ -166,7 +188,10 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     if !ca_cert_path.exists() || !ca_key_path.exists() {
         return Err(CertError::NoCa { dir: ca_dir.to_path_buf() });
     }
-    let ca_pem = std::fs::read_to_string(&ca_cert_path).map_err(io_error(&ca_cert_path))?;
+    let mut ca_pem = std::fs::read_to_string(&ca_cert_path).map_err(io_error(&ca_cert_path))?;
+    for path in &req.also_trust {
+        ca_pem.push_str(&ca_certificates_pem(path)?);
+    }
     let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(io_error(&ca_key_path))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)?;
     let issuer = Issuer::new(ca_params(&ca_key), ca_key);
@@ -214,6 +239,25 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
         write_new(&out.join(CLUSTER_KEY_FILE), &text, true)?;
     }
     write_new(&files[2], &ca_pem, false)
+}
+
+/// The PEM text of `path`, to be trusted beside a folder's own CA: refuses
+/// a file that holds no certificate, or a private key (which must never be
+/// copied about with `ca.pem`).
+fn ca_certificates_pem(path: &Path) -> Result<String, CertError> {
+    use rustls_pki_types::pem::PemObject;
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let mut certs = rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes());
+    let all_good = certs.all(|c| c.is_ok());
+    let any = rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes()).next().is_some();
+    if !all_good || !any || text.contains("PRIVATE KEY") {
+        return Err(CertError::NotCertificates { path: path.to_path_buf() });
+    }
+    let mut text = text;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// Makes the CA in `ca_dir` unless it has one, and a certificate for
@@ -298,6 +342,40 @@ mod tests {
         assert_ne!(first, second, "keys are random");
         assert_eq!(std::fs::read(node.join(CLUSTER_KEY_FILE)).unwrap(), second);
         assert!(Credentials::load(&node).unwrap().cluster_key.is_some());
+    }
+
+    #[test]
+    fn a_replacing_ca_keeps_the_cluster_key_and_its_folders_can_trust_both() {
+        let t = tempfile::tempdir().unwrap();
+        let (old, new) = (t.path().join("old"), t.path().join("new"));
+        init_ca(&old).unwrap();
+        let garbage = t.path().join("garbage");
+        std::fs::write(&garbage, "not a key\n").unwrap();
+        assert!(matches!(init_ca_with(&new, Some(&garbage)), Err(CertError::BadClusterKey { .. })));
+        assert!(!new.join(CA_CERT_FILE).exists(), "a refused init writes nothing");
+        init_ca_with(&new, Some(&old.join(CLUSTER_KEY_FILE))).unwrap();
+        let key = |dir: &Path| std::fs::read(dir.join(CLUSTER_KEY_FILE)).unwrap();
+        assert_eq!(key(&new), key(&old));
+        assert_ne!(std::fs::read(new.join(CA_CERT_FILE)).unwrap(), std::fs::read(old.join(CA_CERT_FILE)).unwrap());
+
+        let mut req = IssueRequest::new(Identity::new("n1", Role::Node).unwrap(), t.path().join("n1"));
+        // A private key is never copied about as something to trust.
+        req.also_trust = vec![old.join(CA_KEY_FILE)];
+        assert!(matches!(issue(&new, &req), Err(CertError::NotCertificates { .. })));
+        req.also_trust = vec![garbage];
+        assert!(matches!(issue(&new, &req), Err(CertError::NotCertificates { .. })));
+        assert!(!req.out.exists(), "a refused issue writes nothing");
+        req.also_trust = vec![old.join(CA_CERT_FILE)];
+        issue(&new, &req).unwrap();
+        let trusted = std::fs::read_to_string(req.out.join(CA_CERT_FILE)).unwrap();
+        let new_pem = std::fs::read_to_string(new.join(CA_CERT_FILE)).unwrap();
+        let old_pem = std::fs::read_to_string(old.join(CA_CERT_FILE)).unwrap();
+        assert_eq!(trusted, format!("{new_pem}{old_pem}"), "its own CA first, then the old one");
+        let creds = Credentials::load(&req.out).unwrap();
+        assert_eq!(creds.cluster_key.unwrap().0.to_vec(), {
+            let text = String::from_utf8(key(&old)).unwrap();
+            crate::ClusterKey::parse(&text).unwrap().0.to_vec()
+        });
     }
 
     #[test]

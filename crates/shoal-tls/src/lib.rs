@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 pub use issue::{
     CA_CERT_FILE, CA_KEY_FILE, CERT_DAYS_DEFAULT, CERT_FILE, CLUSTER_KEY_BYTES, CLUSTER_KEY_FILE, IssueRequest,
-    KEY_FILE, add_cluster_key, ensure, init_ca, issue,
+    KEY_FILE, add_cluster_key, ensure, init_ca, init_ca_with, issue,
 };
 pub use transport::{ClusterKey, Credentials, HANDSHAKE_TIMEOUT, SERVER_NAME, Transport, default_client_dir};
 
@@ -150,6 +150,10 @@ pub enum CertError {
     NoCa { dir: PathBuf },
     #[error("{dir} holds no cluster key ({CLUSTER_KEY_FILE}); `shoal cert init {dir}` adds one to an existing CA")]
     NoClusterKey { dir: PathBuf },
+    #[error("{path} is not a cluster key ({CLUSTER_KEY_BYTES} bytes in hex)")]
+    BadClusterKey { path: PathBuf },
+    #[error("{path} must hold PEM certificates and nothing secret (no private key)")]
+    NotCertificates { path: PathBuf },
     #[error("the system's random number generator failed")]
     Random,
     #[error("--days must be 1 or more")]

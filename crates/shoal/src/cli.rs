@@ -198,7 +198,15 @@ pub enum CertCommand {
     /// (keep it off the servers: only `cert issue` needs it), and the cluster
     /// key DIR/cluster.key (readable by you only) that signs chunk
     /// capabilities. On a CA folder without a cluster key, adds one.
-    Init { dir: PathBuf },
+    Init {
+        dir: PathBuf,
+        /// Keep this cluster key (a CA folder's cluster.key) instead of
+        /// making one: for a CA that replaces the cluster's current one, so
+        /// nodes with certificates of either CA accept each other's chunk
+        /// capabilities.
+        #[arg(long, value_name = "FILE")]
+        cluster_key: Option<PathBuf>,
+    },
     /// Sign a certificate with the CA in DIR: writes cert.pem, key.pem
     /// (readable by you only) and a copy of ca.pem into a folder `--tls`
     /// takes; for `--role node` also a copy of the cluster key.
@@ -225,6 +233,11 @@ pub enum CertCommand {
         /// DNS names to add as subject alternative names.
         #[arg(long, value_delimiter = ',')]
         dns: Vec<String>,
+        /// Also trust the CA certificates in FILE (repeatable): the folder's
+        /// ca.pem holds DIR's CA and then these. For the time one CA
+        /// replaces another, when every process must trust both.
+        #[arg(long, value_name = "FILE")]
+        trust: Vec<PathBuf>,
     },
 }
 

@@ -2,7 +2,8 @@
 //! a peer with no certificate, one from another CA and an expired one, and
 //! nothing changes; a user certificate reads and writes files but is refused
 //! every admin and node-only call; a cluster started `--insecure` works end
-//! to end in plaintext and says so in its logs.
+//! to end in plaintext and says so in its logs; and the cluster's CA is
+//! replaced by a new one, one process at a time, without losing a file.
 
 use std::path::Path;
 use std::time::Duration;
@@ -204,4 +205,214 @@ fn t35_an_insecure_cluster_works_end_to_end_and_says_so() {
     // A TLS client cannot talk to it.
     let out = run_shoal(&c.meta_flag(), &["ls", "/"], None);
     assert!(!out.status.success(), "a TLS client listed an insecure cluster");
+}
+
+/// `shoal --tls TLS ARGS` against `c`.
+fn shoal_as(c: &Cluster, tls: &Path, args: &[&str]) -> std::process::Output {
+    run_shoal(&c.meta_flag(), &[&["--tls", tls.to_str().unwrap()], args].concat(), None)
+}
+
+/// A copy of the credentials folder `from` at `to`, trusting the CAs in `ca_pems`.
+fn copy_credentials(from: &Path, to: &Path, ca_pems: &[&Path]) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in [shoal_tls::CERT_FILE, shoal_tls::KEY_FILE, shoal_tls::CLUSTER_KEY_FILE] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    let trusted: String = ca_pems.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    std::fs::write(to.join(shoal_tls::CA_CERT_FILE), trusted).unwrap();
+}
+
+/// Restarts node `i` (meta when `meta`, else chunk server) with the
+/// credentials in `tls`, and waits until it serves; a meta node also until
+/// it knows the leader and has applied what the leader had before the kill.
+fn restart_with(c: &mut Cluster, meta: bool, i: usize, tls: &Path, admin: &Path) {
+    let applied = |v: &serde_json::Value, id: u64| {
+        v["nodes"].as_array().and_then(|ns| ns.iter().find(|n| n["id"] == id)).and_then(|n| n["last_applied"].as_u64())
+    };
+    let applied_before = status_of(c, &c.meta_flag(), admin)
+        .and_then(|v| applied(&v, v["leader_id"].as_u64().unwrap_or(0)))
+        .unwrap_or(0);
+    let node = if meta { &mut c.metas[i] } else { &mut c.chunks[i] };
+    Cluster::kill(node);
+    match node.args.iter().position(|a| a == "--tls") {
+        Some(k) => node.args[k + 1] = tls.to_str().unwrap().to_string(),
+        None => node.args.extend(["--tls".to_string(), tls.to_str().unwrap().to_string()]),
+    }
+    if !meta {
+        c.start_chunk(i);
+        return;
+    }
+    c.start_meta(i);
+    let addr = c.metas[i].addr.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = status_of(c, &addr, admin);
+        // Asked alone, the node answers with its own view: a leader known,
+        // and its own entry applied as far as the leader was.
+        let caught_up = v.as_ref().is_some_and(|v| {
+            v["leader_id"].as_u64().unwrap_or(0) != 0 && applied(v, (i + 1) as u64).unwrap_or(0) >= applied_before
+        });
+        if caught_up {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "meta-{} did not rejoin with {}: {v:?}", i + 1, tls.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `admin status --json` from the meta nodes `meta`, as `admin`.
+fn status_of(c: &Cluster, meta: &str, admin: &Path) -> Option<serde_json::Value> {
+    let _ = c;
+    let out =
+        run_shoal(meta, &["--tls", admin.to_str().unwrap(), "--timeout", "3s", "admin", "status", "--json"], None);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+/// Waits until the leader hears every chunk server, asking as `admin`.
+fn ready_as(c: &Cluster, admin: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = shoal_as(c, admin, &["admin", "nodes", "--json"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v.as_array().unwrap().iter().filter(|s| s["state"] == "alive").count() == c.chunks.len() {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready as {}: {}", admin.display(), stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes one more file as `tls` and reads every file written so far back,
+/// byte for byte.
+fn write_and_read_all(c: &Cluster, tls: &Path, files: &mut Vec<(String, Vec<u8>)>) {
+    let n = files.len();
+    let name = format!("/rotation/f{n}");
+    let data = pattern(300_000 + n * 1000, 3500 + n as u64);
+    let local = c.tmp.path().join(format!("local-{n}"));
+    std::fs::write(&local, &data).unwrap();
+    let out = shoal_as(c, tls, &["put", local.to_str().unwrap(), &name]);
+    assert!(out.status.success(), "put {name} as {}: {}", tls.display(), stderr(&out));
+    files.push((name, data));
+    for (name, data) in files.iter() {
+        let out = shoal_as(c, tls, &["cat", name]);
+        assert!(out.status.success(), "cat {name} as {}: {}", tls.display(), stderr(&out));
+        assert!(out.stdout == *data, "{name} read back different bytes as {}", tls.display());
+    }
+}
+
+#[test]
+fn t35_the_ca_is_replaced_one_process_at_a_time_and_no_file_is_lost() {
+    let mut c = Cluster::start(Options { meta_nodes: 3, chunk_nodes: 3, ..Default::default() });
+    let p = pki();
+    let work = c.tmp.path().join("rotation");
+    let (old, new) = (p.ca(), work.join("new-ca"));
+    let (old_pem, new_pem) = (old.join(shoal_tls::CA_CERT_FILE), new.join(shoal_tls::CA_CERT_FILE));
+    let cert = |args: &[&str]| {
+        let out = shoal_command(args).output().unwrap();
+        assert!(out.status.success(), "shoal {args:?}: {}", stderr(&out));
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // The new CA keeps the cluster's key (a bad key file is refused first).
+    let junk = work.join("junk.key");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(&junk, "0123\n").unwrap();
+    let refused = shoal_command(&["cert", "init", &s(&new), "--cluster-key", &s(&junk)]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "a junk cluster key: {}", stderr(&refused));
+    assert!(!new_pem.exists(), "a refused init wrote a CA");
+    cert(&["cert", "init", &s(&new), "--cluster-key", &s(&old.join(shoal_tls::CLUSTER_KEY_FILE))]);
+    // Step 1's folders: the old certificates, trusting both CAs.
+    let (node_both, admin_both) = (work.join("node-both"), work.join("admin-both"));
+    copy_credentials(&p.node(), &node_both, &[&old_pem, &new_pem]);
+    copy_credentials(&p.admin(), &admin_both, &[&old_pem, &new_pem]);
+    // Step 2's: certificates of the new CA, trusting both.
+    let (node_new, admin_new) = (work.join("node-new"), work.join("admin-new"));
+    cert(&[
+        "cert",
+        "issue",
+        &s(&new),
+        "--name",
+        "node-2",
+        "--role",
+        "node",
+        "--out",
+        &s(&node_new),
+        "--trust",
+        &s(&old_pem),
+    ]);
+    cert(&[
+        "cert",
+        "issue",
+        &s(&new),
+        "--name",
+        "admin-2",
+        "--role",
+        "admin",
+        "--out",
+        &s(&admin_new),
+        "--trust",
+        &s(&old_pem),
+    ]);
+    // Step 3's: the new CA alone.
+    let (node_only, admin_only) = (work.join("node-only"), work.join("admin-only"));
+    copy_credentials(&node_new, &node_only, &[&new_pem]);
+    copy_credentials(&admin_new, &admin_only, &[&new_pem]);
+
+    let mut files = Vec::new();
+    c.must(&["mkdir", "/rotation"], None);
+    write_and_read_all(&c, &p.admin(), &mut files);
+    // A client of the new CA is refused while nobody trusts it.
+    let early = shoal_as(&c, &admin_only, &["--timeout", "3s", "ls", "/"]);
+    assert!(!early.status.success(), "a certificate of a CA nobody trusts yet was accepted");
+
+    // Step 1: every process trusts both CAs, one restart at a time.
+    for i in 0..c.metas.len() {
+        restart_with(&mut c, true, i, &node_both, &admin_both);
+    }
+    for j in 0..c.chunks.len() {
+        restart_with(&mut c, false, j, &node_both, &admin_both);
+    }
+    ready_as(&c, &admin_both);
+    write_and_read_all(&c, &admin_both, &mut files);
+
+    // Step 2: new certificates, one process at a time. Half-way (meta nodes
+    // of both CAs, chunk servers of both) clients of either CA work, and
+    // capabilities signed by one kind of node pass on the other.
+    for i in 0..c.metas.len() {
+        restart_with(&mut c, true, i, &node_new, &admin_both);
+        if i == 1 {
+            restart_with(&mut c, false, 0, &node_new, &admin_both);
+            ready_as(&c, &admin_both);
+            write_and_read_all(&c, &admin_both, &mut files);
+            write_and_read_all(&c, &admin_new, &mut files);
+        }
+    }
+    for j in 1..c.chunks.len() {
+        restart_with(&mut c, false, j, &node_new, &admin_new);
+    }
+    ready_as(&c, &admin_new);
+    write_and_read_all(&c, &admin_both, &mut files);
+
+    // Step 3: the old CA is trusted no more.
+    for i in 0..c.metas.len() {
+        restart_with(&mut c, true, i, &node_only, &admin_new);
+    }
+    for j in 0..c.chunks.len() {
+        restart_with(&mut c, false, j, &node_only, &admin_new);
+    }
+    ready_as(&c, &admin_only);
+    write_and_read_all(&c, &admin_only, &mut files);
+    // Every meta port now refuses the old CA's certificates, and nothing changes.
+    for cred in [p.admin(), admin_both.clone()] {
+        for addr in &c.meta_addrs {
+            let out = run_shoal(addr, &["--tls", &s(&cred), "--timeout", "3s", "mkdir", "/rotation/intruder"], None);
+            assert!(!out.status.success(), "{} was accepted by {addr} after the old CA was dropped", cred.display());
+        }
+    }
+    let listing = shoal_as(&c, &admin_only, &["ls", "/rotation"]);
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    assert!(!String::from_utf8_lossy(&listing.stdout).contains("intruder"), "a refused client changed the namespace");
 }
