@@ -224,6 +224,14 @@ impl Client {
         })
     }
 
+    /// A new client for the same meta nodes, with the same timeout, that
+    /// speaks `transport` instead (so another identity: the S3 gateway's
+    /// keys each reach the cluster as their own).
+    pub async fn with_transport(&self, transport: Transport) -> Result<Client> {
+        let (addrs, timeout) = self.inner.meta.settings();
+        Self::connect_with(addrs, timeout, transport).await
+    }
+
     pub(crate) async fn ns<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(NamespaceClient<tonic::transport::Channel>) -> Fut,

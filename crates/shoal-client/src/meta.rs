@@ -71,6 +71,11 @@ fn classify(s: &Status) -> Option<Next> {
 }
 
 impl MetaConn {
+    /// The meta addresses it was given, and its timeout.
+    pub fn settings(&self) -> (&[String], Duration) {
+        (&self.addrs, self.timeout)
+    }
+
     /// A connection to the meta group at `addrs` through `transport`;
     /// nothing is dialed yet.
     pub fn new(addrs: Vec<String>, timeout: Duration, transport: Transport) -> Result<MetaConn, ClientError> {

@@ -22,9 +22,15 @@ use crate::rules::{self, ATTR_UPLOAD_KEY, ByteRange, Conditions, EtagCondition, 
 use crate::store::{ObjectInfo, Store};
 
 /// The S3 service over one cluster.
+///
+/// Each request runs as the identity its access key maps to (README, S3
+/// keys and identities): the gateway's own by default, or a key's own
+/// credentials folder, whose client [`Gateway::caller`] picks.
 #[derive(Clone)]
 pub struct Gateway {
     store: Store,
+    /// The stores of keys with credentials of their own, by access key.
+    by_key: std::sync::Arc<std::collections::HashMap<String, Store>>,
 }
 
 fn ts(ms: u64) -> Timestamp {
@@ -78,7 +84,23 @@ fn empty_body() -> futures::stream::Iter<std::vec::IntoIter<Result<bytes::Bytes,
 
 impl Gateway {
     pub fn new(store: Store) -> Self {
-        Gateway { store }
+        Gateway { store, by_key: Default::default() }
+    }
+
+    /// The gateway over `store`, where the access keys of `by_key` reach
+    /// the cluster through their own stores (their own identities).
+    pub fn with_keys(store: Store, by_key: std::collections::HashMap<String, Store>) -> Self {
+        Gateway { store, by_key: std::sync::Arc::new(by_key) }
+    }
+
+    /// The gateway as `req`'s caller: over its access key's own store, if
+    /// that key has one.
+    fn caller<T>(&self, req: &S3Request<T>) -> Gateway {
+        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
+        match key.and_then(|k| self.by_key.get(k)) {
+            Some(store) => Gateway { store: store.clone(), by_key: self.by_key.clone() },
+            None => self.clone(),
+        }
     }
 
     /// The bucket's directory, which must exist.
@@ -251,8 +273,9 @@ fn copy_range(s: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
 
 #[async_trait::async_trait]
 impl S3 for Gateway {
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let entries = self.store.client.list("/").await.map_err(client_err(Subject::Bucket))?;
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let g = self.caller(&req);
+        let entries = g.store.client.list("/").await.map_err(client_err(Subject::Bucket))?;
         let buckets = entries
             .into_iter()
             .filter(|e| e.stat.is_dir && keys::is_bucket_name(&e.name))
@@ -262,13 +285,15 @@ impl S3 for Gateway {
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let g = self.caller(&req);
         let dir = keys::bucket_path(&req.input.bucket).map_err(|e| from_name(&e))?;
-        self.store.client.mkdir(&dir, false).await.map_err(client_err(Subject::Bucket))?;
+        g.store.client.mkdir(&dir, false).await.map_err(client_err(Subject::Bucket))?;
         Ok(S3Response::new(CreateBucketOutput { location: Some(dir) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.bucket(&req.input.bucket).await?;
+        let g = self.caller(&req);
+        g.bucket(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -276,29 +301,33 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.bucket(&req.input.bucket).await?;
+        let g = self.caller(&req);
+        g.bucket(&req.input.bucket).await?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let dir = self.bucket(&req.input.bucket).await?;
-        self.store.client.remove(&dir, false).await.map_err(client_err(Subject::Bucket))?;
+        let g = self.caller(&req);
+        let dir = g.bucket(&req.input.bucket).await?;
+        g.store.client.remove(&dir, false).await.map_err(client_err(Subject::Bucket))?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let md5 = content_md5(input.content_md5.as_ref())?;
         let attrs = rules::metadata_attrs(input.content_type.as_deref(), &meta_map(input.metadata.as_ref()));
         let len = input.content_length.map(|l| l.max(0) as u64);
         let w = match input.body {
-            Some(body) => self.put_body(&input.bucket, &input.key, body, len, md5, attrs).await?,
-            None => self.put_body(&input.bucket, &input.key, empty_body(), len, md5, attrs).await?,
+            Some(body) => g.put_body(&input.bucket, &input.key, body, len, md5, attrs).await?,
+            None => g.put_body(&input.bucket, &input.key, empty_body(), len, md5, attrs).await?,
         };
         Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag_out(&w.etag)), ..Default::default() }))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let c = copy_conditions(
             input.if_match.as_ref(),
@@ -306,7 +335,7 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        let (path, st, etag) = self.checked_object(&input.bucket, &input.key, &c, true).await?;
+        let (path, st, etag) = g.checked_object(&input.bucket, &input.key, &c, true).await?;
         let (span, content_range) = match input.range.as_ref() {
             None => (0..st.size, None),
             Some(r) => {
@@ -319,7 +348,7 @@ impl S3 for Gateway {
         };
         let (content_type, metadata) = meta_out(&st.xattrs);
         let len = span.end - span.start;
-        let body = self.store.read_stream(&path, st.inode, span);
+        let body = g.store.read_stream(&path, st.inode, span);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(len as i64),
@@ -334,6 +363,7 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let c = copy_conditions(
             input.if_match.as_ref(),
@@ -341,7 +371,7 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         );
-        let (_, st, etag) = self.checked_object(&input.bucket, &input.key, &c, true).await?;
+        let (_, st, etag) = g.checked_object(&input.bucket, &input.key, &c, true).await?;
         let (content_type, metadata) = meta_out(&st.xattrs);
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(st.size as i64),
@@ -355,22 +385,24 @@ impl S3 for Gateway {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let path = keys::object_path(&input.bucket, &input.key).map_err(|e| from_name(&e))?;
-        let dir = self.bucket(&input.bucket).await?;
-        self.store.delete(&dir, &path).await.map_err(client_err(Subject::Object))?;
+        let dir = g.bucket(&input.bucket).await?;
+        g.store.delete(&dir, &path).await.map_err(client_err(Subject::Object))?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
-        let dir = self.bucket(&input.bucket).await?;
+        let dir = g.bucket(&input.bucket).await?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for obj in input.delete.objects {
             let result = match keys::object_path(&input.bucket, &obj.key) {
-                Ok(path) => self.store.delete(&dir, &path).await.map_err(|e| from_client(&e, Subject::Object)),
+                Ok(path) => g.store.delete(&dir, &path).await.map_err(|e| from_client(&e, Subject::Object)),
                 Err(e) => Err(from_name(&e)),
             };
             match result {
@@ -392,6 +424,7 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let c = copy_conditions(
             input.copy_source_if_match.as_ref(),
@@ -399,7 +432,7 @@ impl S3 for Gateway {
             input.copy_source_if_modified_since.as_ref(),
             input.copy_source_if_unmodified_since.as_ref(),
         );
-        let (src_path, st, etag) = self.copy_source(&input.copy_source, c).await?;
+        let (src_path, st, etag) = g.copy_source(&input.copy_source, c).await?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let dst_path = keys::object_path(&input.bucket, &input.key).map_err(|e| from_name(&e))?;
         let attrs = if replace {
@@ -420,8 +453,8 @@ impl S3 for Gateway {
             }
             // Only the metadata changes; the bytes and the ETag stay.
             let remove = rules::metadata_names(&st.xattrs);
-            self.store.client.set_xattrs(&dst_path, &remove, &attrs).await.map_err(client_err(Subject::Object))?;
-            let now = self.store.client.stat(&dst_path).await.map_err(client_err(Subject::Object))?;
+            g.store.client.set_xattrs(&dst_path, &remove, &attrs).await.map_err(client_err(Subject::Object))?;
+            let now = g.store.client.stat(&dst_path).await.map_err(client_err(Subject::Object))?;
             return Ok(S3Response::new(CopyObjectOutput {
                 copy_object_result: Some(CopyObjectResult {
                     e_tag: Some(etag_out(&etag)),
@@ -431,8 +464,8 @@ impl S3 for Gateway {
                 ..Default::default()
             }));
         }
-        let body = Box::pin(self.store.read_stream(&src_path, st.inode, 0..st.size));
-        let w = self.put_body(&input.bucket, &input.key, body, Some(st.size), None, attrs).await?;
+        let body = Box::pin(g.store.read_stream(&src_path, st.inode, 0..st.size));
+        let w = g.put_body(&input.bucket, &input.key, body, Some(st.size), None, attrs).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag_out(&w.etag)),
@@ -446,6 +479,7 @@ impl S3 for Gateway {
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         let max_keys = input.max_keys.map_or(MAX_KEYS_DEFAULT, |m| m.clamp(0, MAX_KEYS_DEFAULT as i32) as usize);
         let q = Query {
@@ -454,7 +488,7 @@ impl S3 for Gateway {
             after: input.marker.clone().filter(|m| !m.is_empty()),
             max_keys,
         };
-        let page = self.list(&input.bucket, q).await?;
+        let page = g.list(&input.bucket, q).await?;
         let (truncated, next) = (page.truncated, page.next_marker.clone());
         let (contents, prefixes) = Self::split(page);
         Ok(S3Response::new(ListObjectsOutput {
@@ -472,6 +506,7 @@ impl S3 for Gateway {
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let g = self.caller(&req);
         let input = req.input;
         let max_keys = input.max_keys.map_or(MAX_KEYS_DEFAULT, |m| m.clamp(0, MAX_KEYS_DEFAULT as i32) as usize);
         let after = match input.continuation_token.as_deref() {
@@ -487,7 +522,7 @@ impl S3 for Gateway {
             after,
             max_keys,
         };
-        let page = self.list(&input.bucket, q).await?;
+        let page = g.list(&input.bucket, q).await?;
         let (truncated, next) = (page.truncated, page.next_marker.as_deref().map(listing::token_of));
         let (contents, prefixes) = Self::split(page);
         Ok(S3Response::new(ListObjectsV2Output {
@@ -510,6 +545,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let g = self.caller(&req);
         // Buckets are not versioned: every object is its own only, latest, version "null".
         let input = req.input;
         let max_keys = input.max_keys.map_or(MAX_KEYS_DEFAULT, |m| m.clamp(0, MAX_KEYS_DEFAULT as i32) as usize);
@@ -519,7 +555,7 @@ impl S3 for Gateway {
             after: input.key_marker.clone().filter(|m| !m.is_empty()),
             max_keys,
         };
-        let page = self.list(&input.bucket, q).await?;
+        let page = g.list(&input.bucket, q).await?;
         let (truncated, next) = (page.truncated, page.next_marker.clone());
         let (contents, prefixes) = Self::split(page);
         let versions = contents
@@ -553,12 +589,13 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         keys::object_path(&input.bucket, &input.key).map_err(|e| from_name(&e))?;
-        self.bucket(&input.bucket).await?;
+        g.bucket(&input.bucket).await?;
         let id = multipart::new_upload_id();
         let dir = format!("{UPLOADS_DIR}/{id}");
-        let client = &self.store.client;
+        let client = &g.store.client;
         client.mkdir(&dir, true).await.map_err(client_err(Subject::Object))?;
         let mut attrs = rules::metadata_attrs(input.content_type.as_deref(), &meta_map(input.metadata.as_ref()));
         attrs.insert(ATTR_UPLOAD_KEY.to_string(), format!("{}/{}", input.bucket, input.key).into_bytes());
@@ -575,19 +612,20 @@ impl S3 for Gateway {
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         if !(1..=multipart::PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to {}", multipart::PART_NUMBER_MAX));
         }
-        let (dir, _) = self.upload(&input.upload_id, &input.bucket, &input.key).await?;
+        let (dir, _) = g.upload(&input.upload_id, &input.bucket, &input.key).await?;
         let md5 = content_md5(input.content_md5.as_ref())?;
         let len = input.content_length.map(|l| l.max(0) as u64);
         let result = match input.body {
-            Some(body) => self.store.write_tmp(body, len, md5, BTreeMap::new(), None).await,
-            None => self.store.write_tmp(empty_body(), len, md5, BTreeMap::new(), None).await,
+            Some(body) => g.store.write_tmp(body, len, md5, BTreeMap::new(), None).await,
+            None => g.store.write_tmp(empty_body(), len, md5, BTreeMap::new(), None).await,
         };
         let (tmp, w) = result.map_err(|e| from_put(&e))?;
-        self.store.place(&tmp, &dir, &multipart::part_path(&dir, input.part_number)).await.map_err(|e| match e {
+        g.store.place(&tmp, &dir, &multipart::part_path(&dir, input.part_number)).await.map_err(|e| match e {
             e if is_not_found(&e) => s3_error!(NoSuchUpload),
             e => from_client(&e, Subject::Object),
         })?;
@@ -598,27 +636,28 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
         if !(1..=multipart::PART_NUMBER_MAX).contains(&input.part_number) {
             return Err(s3_error!(InvalidArgument, "part numbers are 1 to {}", multipart::PART_NUMBER_MAX));
         }
-        let (dir, _) = self.upload(&input.upload_id, &input.bucket, &input.key).await?;
+        let (dir, _) = g.upload(&input.upload_id, &input.bucket, &input.key).await?;
         let c = copy_conditions(
             input.copy_source_if_match.as_ref(),
             input.copy_source_if_none_match.as_ref(),
             input.copy_source_if_modified_since.as_ref(),
             input.copy_source_if_unmodified_since.as_ref(),
         );
-        let (src_path, st, _) = self.copy_source(&input.copy_source, c).await?;
+        let (src_path, st, _) = g.copy_source(&input.copy_source, c).await?;
         let span = match input.copy_source_range.as_deref() {
             Some(r) => copy_range(r, st.size)?,
             None => 0..st.size,
         };
         let len = span.end - span.start;
-        let body = Box::pin(self.store.read_stream(&src_path, st.inode, span));
+        let body = Box::pin(g.store.read_stream(&src_path, st.inode, span));
         let (tmp, w) =
-            self.store.write_tmp(body, Some(len), None, BTreeMap::new(), None).await.map_err(|e| from_put(&e))?;
-        self.store
+            g.store.write_tmp(body, Some(len), None, BTreeMap::new(), None).await.map_err(|e| from_put(&e))?;
+        g.store
             .place(&tmp, &dir, &multipart::part_path(&dir, input.part_number))
             .await
             .map_err(client_err(Subject::Object))?;
@@ -638,8 +677,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
-        let (dir, upload) = self.upload(&input.upload_id, &input.bucket, &input.key).await?;
+        let (dir, upload) = g.upload(&input.upload_id, &input.bucket, &input.key).await?;
         let asked: Vec<PartRef> = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -650,7 +690,7 @@ impl S3 for Gateway {
                 etag: p.e_tag.map(|e| e.value().to_string()).unwrap_or_default(),
             })
             .collect();
-        let staged = self.parts(&dir).await?;
+        let staged = g.parts(&dir).await?;
         let sizes: BTreeMap<i32, (String, u64)> = staged.iter().map(|(n, (e, s, _))| (*n, (e.clone(), *s))).collect();
         multipart::check_complete(&asked, &sizes).map_err(|e| match e {
             CompleteError::NoParts => s3_error!(MalformedXML, "a Complete names at least one part"),
@@ -664,7 +704,7 @@ impl S3 for Gateway {
         let etag = rules::multipart_etag(&etags).ok_or_else(|| s3_error!(InvalidPart))?;
         // The parts, one after another, as one body.
         let total: u64 = asked.iter().map(|p| sizes[&p.number].1).sum();
-        let store = self.store.clone();
+        let store = g.store.clone();
         let parts: Vec<(String, u64)> =
             asked.iter().map(|p| (multipart::part_path(&dir, p.number), sizes[&p.number].1)).collect();
         let mut streams = Vec::new();
@@ -681,11 +721,11 @@ impl S3 for Gateway {
             .collect();
         attrs.remove(ATTR_UPLOAD_KEY);
         let path = keys::object_path(&input.bucket, &input.key).map_err(|e| from_name(&e))?;
-        let bucket_dir = self.bucket(&input.bucket).await?;
+        let bucket_dir = g.bucket(&input.bucket).await?;
         let (tmp, _) =
-            self.store.write_tmp(body, Some(total), None, attrs, Some(etag.clone())).await.map_err(|e| from_put(&e))?;
-        self.store.place(&tmp, &bucket_dir, &path).await.map_err(client_err(Subject::Object))?;
-        if let Err(e) = self.store.client.remove(&dir, true).await {
+            g.store.write_tmp(body, Some(total), None, attrs, Some(etag.clone())).await.map_err(|e| from_put(&e))?;
+        g.store.place(&tmp, &bucket_dir, &path).await.map_err(client_err(Subject::Object))?;
+        if let Err(e) = g.store.client.remove(&dir, true).await {
             tracing::warn!(%dir, "cannot remove a completed upload's parts (the janitor will): {e}");
         }
         Ok(S3Response::new(CompleteMultipartUploadOutput {
@@ -700,18 +740,20 @@ impl S3 for Gateway {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
-        let (dir, _) = self.upload(&input.upload_id, &input.bucket, &input.key).await?;
-        self.store.client.remove(&dir, true).await.map_err(client_err(Subject::Object))?;
+        let (dir, _) = g.upload(&input.upload_id, &input.bucket, &input.key).await?;
+        g.store.client.remove(&dir, true).await.map_err(client_err(Subject::Object))?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
-        let (dir, _) = self.upload(&input.upload_id, &input.bucket, &input.key).await?;
+        let (dir, _) = g.upload(&input.upload_id, &input.bucket, &input.key).await?;
         let max = input.max_parts.map_or(1000, |m| m.clamp(0, 1000) as usize);
         let after = input.part_number_marker.unwrap_or(0);
-        let staged = self.parts(&dir).await?;
+        let staged = g.parts(&dir).await?;
         let mut parts: Vec<Part> = staged
             .range(after + 1..)
             .map(|(n, (etag, size, mtime))| Part {
@@ -743,9 +785,10 @@ impl S3 for Gateway {
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let g = self.caller(&req);
         let input = req.input;
-        self.bucket(&input.bucket).await?;
-        let entries = self.store.client.list_xattrs(UPLOADS_DIR).await.map_err(client_err(Subject::Bucket))?;
+        g.bucket(&input.bucket).await?;
+        let entries = g.store.client.list_xattrs(UPLOADS_DIR).await.map_err(client_err(Subject::Bucket))?;
         let prefix = format!("{}/{}", input.bucket, input.prefix.as_deref().unwrap_or(""));
         let mut uploads: Vec<(String, String, u64)> = entries
             .into_iter()

@@ -7,6 +7,7 @@
 //! configured keys: a request with a wrong signature or an unknown key is
 //! refused before any operation runs, so it changes nothing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,11 +30,15 @@ const LIMITS: shoal_proto::bounded::Limits =
 /// body included) before it is answered 503, which clients retry.
 const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One user's keys.
+/// One user's keys, and whom they act as in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     pub access_key: String,
     pub secret_key: String,
+    /// A credentials folder (as `--tls` takes): requests signed with this
+    /// key reach the cluster with its certificate, so as its identity.
+    /// None: as the gateway's own identity.
+    pub tls: Option<std::path::PathBuf>,
 }
 
 /// What the gateway needs to run.
@@ -45,20 +50,55 @@ pub struct Config {
     pub upload_max_age: Duration,
 }
 
-/// Parses a key file: one `ACCESS_KEY SECRET_KEY` per line; blank lines and
-/// lines starting with `#` are ignored.
+/// Parses a key file: one `ACCESS_KEY SECRET_KEY [CREDENTIALS_FOLDER]` per
+/// line (the folder: whose identity the key acts as); blank lines and lines
+/// starting with `#` are ignored. An access key given twice is refused.
 pub fn parse_key_file(text: &str) -> Result<Vec<Credential>, String> {
-    let mut out = Vec::new();
+    let mut out: Vec<Credential> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let mut parts = line.split_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(a), Some(s), None) => out.push(Credential { access_key: a.into(), secret_key: s.into() }),
-            _ => return Err(format!("line {}: expected ACCESS_KEY SECRET_KEY", i + 1)),
+        let credential = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(s), tls, None) => {
+                Credential { access_key: a.into(), secret_key: s.into(), tls: tls.map(Into::into) }
+            }
+            _ => return Err(format!("line {}: expected ACCESS_KEY SECRET_KEY [CREDENTIALS_FOLDER]", i + 1)),
+        };
+        if out.iter().any(|c| c.access_key == credential.access_key) {
+            return Err(format!("line {}: the access key {} is given twice", i + 1, credential.access_key));
         }
+        out.push(credential);
+    }
+    Ok(out)
+}
+
+/// The stores of the keys in `credentials` that act as an identity of
+/// their own: one client per credentials folder, for the meta nodes and
+/// with the timeout of `client`. Fails on a folder that cannot be used, or
+/// any folder when `client` is plaintext (identities need TLS).
+pub async fn key_stores(client: &Client, credentials: &[Credential]) -> Result<HashMap<String, Store>, String> {
+    let mut by_folder: HashMap<&std::path::Path, Store> = HashMap::new();
+    let mut out = HashMap::new();
+    for c in credentials {
+        let Some(dir) = c.tls.as_deref() else { continue };
+        if !by_folder.contains_key(dir) {
+            if !shoal_client::transport::process().is_tls() {
+                return Err(format!(
+                    "the key {} names credentials ({}), but this gateway is --insecure: identities need TLS",
+                    c.access_key,
+                    dir.display()
+                ));
+            }
+            let transport = shoal_client::Transport::load(dir).map_err(|e| format!("the key {}: {e}", c.access_key))?;
+            let identity = transport.identity().map(|i| i.uri()).unwrap_or_default();
+            let keyed = client.with_transport(transport).await.map_err(|e| format!("the key {}: {e}", c.access_key))?;
+            tracing::info!(access_key = %c.access_key, %identity, "an S3 key acts as its own identity");
+            by_folder.insert(dir, Store::new(keyed));
+        }
+        out.insert(c.access_key.clone(), by_folder[dir].clone());
     }
     Ok(out)
 }
@@ -122,11 +162,12 @@ fn expects_continue_without_body<B>(req: &http::Request<B>) -> bool {
 
 /// Serves S3 on `listener` until the task is dropped.
 pub async fn serve(client: Client, listener: TcpListener, config: Config) -> std::io::Result<()> {
+    let by_key = key_stores(&client, &config.credentials).await.map_err(std::io::Error::other)?;
     let store = Store::new(client);
     if let Err(e) = store.prepare().await {
         return Err(std::io::Error::other(format!("cannot make the gateway's working area: {e}")));
     }
-    let mut builder = S3ServiceBuilder::new(Gateway::new(store.clone()));
+    let mut builder = S3ServiceBuilder::new(Gateway::with_keys(store.clone(), by_key));
     builder.set_auth(Keys::new(&config.credentials));
     let service = CloseOnError(builder.build());
     tokio::spawn(multipart::janitor(store, config.upload_max_age));
@@ -177,8 +218,11 @@ mod tests {
     fn key_files() {
         let c = parse_key_file("# users\nAK1 SK1\n\n  AK2   SK2  \n").unwrap();
         assert_eq!(c.len(), 2);
-        assert_eq!(c[1], Credential { access_key: "AK2".into(), secret_key: "SK2".into() });
+        assert_eq!(c[1], Credential { access_key: "AK2".into(), secret_key: "SK2".into(), tls: None });
         assert!(parse_key_file("onlyone\n").unwrap_err().contains("line 1"));
-        assert!(parse_key_file("a b c\n").is_err());
+        let c = parse_key_file("AK3 SK3 /etc/shoal/tls/bob\n").unwrap();
+        assert_eq!(c[0].tls.as_deref(), Some(std::path::Path::new("/etc/shoal/tls/bob")));
+        assert!(parse_key_file("a b c d\n").is_err());
+        assert!(parse_key_file("a b\na c\n").unwrap_err().contains("line 2"), "a key given twice");
     }
 }

@@ -485,6 +485,12 @@ def main():
         scenario_get(*ARGS)
     elif SCENARIO == "put":
         S3.put_object(Bucket=ARGS[0], Key=ARGS[1], Body=open(ARGS[2], "rb").read())
+    elif SCENARIO == "put-refused":
+        # This key's identity is refused by the cluster: 503, once.
+        once = client(retries=1)
+        expect_error("ServiceUnavailable", 503, once.put_object, Bucket=ARGS[0], Key=ARGS[1], Body=b"refused")
+    elif SCENARIO == "absent":
+        assert absent(ARGS[0], ARGS[1]), f"{ARGS[0]}/{ARGS[1]} exists"
     elif SCENARIO == "upload":
         uid = S3.create_multipart_upload(Bucket=ARGS[0], Key=ARGS[1])["UploadId"]
         S3.upload_part(Bucket=ARGS[0], Key=ARGS[1], UploadId=uid, PartNumber=1, Body=b"abandoned")

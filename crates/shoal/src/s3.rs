@@ -29,7 +29,7 @@ pub async fn configure(
     let access_key = access_key.or_else(|| std::env::var("SHOAL_S3_ACCESS_KEY").ok());
     let secret_key = secret_key.or_else(|| std::env::var("SHOAL_S3_SECRET_KEY").ok());
     let mut credentials = match (access_key, secret_key) {
-        (Some(a), Some(s)) => vec![Credential { access_key: a, secret_key: s }],
+        (Some(a), Some(s)) => vec![Credential { access_key: a, secret_key: s, tls: None }],
         (None, None) => Vec::new(),
         _ => bail!(
             "give both an access key and a secret key (--access-key/--secret-key or $SHOAL_S3_ACCESS_KEY/$SHOAL_S3_SECRET_KEY)"
@@ -44,6 +44,7 @@ pub async fn configure(
         credentials.push(Credential {
             access_key: format!("SHOAL{:015X}", rand::random::<u64>() >> 4),
             secret_key: format!("{:032x}{:08x}", rand::random::<u128>(), rand::random::<u32>()),
+            tls: None,
         });
     }
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;

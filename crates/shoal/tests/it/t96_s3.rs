@@ -147,8 +147,13 @@ fn must_run(cmd: Command) -> Output {
 
 /// The boto3 suite's command for `scenario`.
 fn suite(g: &Gateway, scenario: &str, args: &[&str]) -> Command {
+    suite_as(g, (ACCESS_KEY, SECRET_KEY), scenario, args)
+}
+
+/// [`suite`] with the access and secret key `keys`.
+fn suite_as(g: &Gateway, keys: (&str, &str), scenario: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(PYTHON);
-    cmd.args([SUITE, &g.endpoint, ACCESS_KEY, SECRET_KEY, scenario]).args(args);
+    cmd.args([SUITE, &g.endpoint, keys.0, keys.1, scenario]).args(args);
     cmd
 }
 
@@ -259,6 +264,63 @@ fn t96_boto3_suite_interop_and_janitor() {
         std::thread::sleep(Duration::from_millis(200));
     }
     must_be_clean(&c);
+}
+
+#[test]
+fn t96_each_key_acts_as_the_identity_it_maps_to() {
+    if !clients_present("t96_each_key_acts_as_the_identity_it_maps_to", &["boto3"]) {
+        return;
+    }
+    let c = Cluster::start(Options { chunk_nodes: 2, ..Options::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = tmp.path().join("foreign");
+    crate::common::pki::make_pki(&foreign);
+    let user = ("T96USERKEY", "t96-user-secret-0123456789");
+    let alien = ("T96ALIENKEY", "t96-alien-secret-0123456789");
+    let keys = tmp.path().join("keys");
+    let text = format!(
+        "# the gateway's own identity\nT96GATEKEY t96-gate-secret-0123456789\n{} {} {}\n{} {} {}\n",
+        user.0,
+        user.1,
+        pki().user().display(),
+        alien.0,
+        alien.1,
+        foreign.join("user").display()
+    );
+    std::fs::write(&keys, text).unwrap();
+    // A short cluster timeout, so the refused identity's answer comes soon.
+    let g = must_start_gateway(&c, &["--key-file", keys.to_str().unwrap(), "--timeout", "3s"]);
+    c.must(&["mkdir", "/ids"], None);
+    let body = tmp.path().join("body.bin");
+    std::fs::write(&body, pattern(300_000, 966)).unwrap();
+
+    // The user's key reads and writes as shoal://user/user (what a user may).
+    must_run(suite_as(&g, user, "put", &["ids", "by-user", body.to_str().unwrap()]));
+    must_run(suite_as(&g, user, "get", &["ids", "by-user", body.to_str().unwrap()]));
+    must_run(suite(&g, "get", &["ids", "by-user", body.to_str().unwrap()]));
+    // A key whose certificate the cluster does not trust is refused by the
+    // cluster, not served as the gateway, and stores nothing.
+    must_run(suite_as(&g, alien, "put-refused", &["ids", "by-alien"]));
+    must_run(suite(&g, "absent", &["ids", "by-alien"]));
+    // Keys without credentials of their own still act as the gateway.
+    must_run(suite(&g, "put", &["ids", "by-gateway", body.to_str().unwrap()]));
+    let log =
+        std::fs::read_to_string(c.log(&format!("s3-{}", g.endpoint.trim_start_matches("http://").replace(':', "_"))))
+            .unwrap();
+    assert!(
+        log.contains("shoal://user/user") && log.contains(user.0),
+        "the gateway did not say which identity {} acts as:\n{log}",
+        user.0
+    );
+    // A key file naming a folder that is no credentials folder stops the
+    // gateway before it serves.
+    let bad = tmp.path().join("bad-keys");
+    std::fs::write(&bad, format!("K1 s1-0123456789 {}\n", tmp.path().join("nowhere").display())).unwrap();
+    let out = shoal_command(&["--meta", &c.meta_flag(), "s3", "--listen", "127.0.0.1:0", "--key-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("K1"), "a bad credentials folder: {}", stderr(&out));
 }
 
 #[test]
