@@ -202,8 +202,8 @@ fn t35_an_insecure_cluster_works_end_to_end_and_says_so() {
         assert!(log.contains("INSECURE"), "{name} did not warn: {log}");
         assert!(log.contains("chunk capabilities are neither signed nor checked"), "{name} did not say: {log}");
     }
-    // A TLS client cannot talk to it.
-    let out = run_shoal(&c.meta_flag(), &["ls", "/"], None);
+    // A TLS client cannot talk to it (it gives up after its timeout).
+    let out = run_shoal(&c.meta_flag(), &["--timeout", "3s", "ls", "/"], None);
     assert!(!out.status.success(), "a TLS client listed an insecure cluster");
 }
 
