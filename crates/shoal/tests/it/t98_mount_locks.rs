@@ -1,6 +1,7 @@
 //! t98: flock(2) through `shoal mount`, and fcntl(2) with
 //! `--cluster-fcntl-locks`, are the cluster's locks: real programs (python3's
-//! `fcntl` module) on two mounts of one cluster, through the kernel. Conflicts and FIFO hand-over across mounts, F_GETLK,
+//! `fcntl` module) on two mounts of one cluster, through the kernel. Conflicts and FIFO hand-over across mounts (two
+//! waiters on different mounts are granted in the order they asked), F_GETLK,
 //! POSIX release on close, a waiter interrupted by a signal, a dead mount's
 //! locks passing on after its session TTL, and fencing: a paused mount whose
 //! lock passed on cannot change a byte.
@@ -220,13 +221,24 @@ fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
     pa.must("lockf x un");
     pb.must("lockf x un");
 
-    // Phase 2: FIFO: B's blocking request waits while A holds, and gets the
-    // lock when A's program closes the file.
+    // Phase 2: FIFO across mounts: B's blocking request waits while A
+    // holds, then D's (another program on A's mount) queues behind it. When
+    // A's program closes the file B is granted, not D, which waits until B
+    // lets go.
     pa.must("flock x ex");
     pb.send("flock x ex");
     still_waiting(&mut pb, "a blocking flock");
+    let mut pd = with_f_open("pd", &a);
+    pd.send("flock x ex");
+    still_waiting(&mut pd, "a second blocking flock");
     pa.must("close x");
-    assert_eq!(pb.answer("a blocking flock"), "ok", "granted once A closed");
+    assert_eq!(pb.answer("a blocking flock"), "ok", "the first waiter is granted once A closed");
+    still_waiting(&mut pd, "the second waiter, while the first holds");
+    pb.must("flock x un");
+    assert_eq!(pd.answer("the second waiter"), "ok", "granted once the first let go");
+    assert_eq!(pb.run("flock x ex nb"), EAGAIN, "D holds it now");
+    pd.must("close x");
+    pb.must_eventually("flock x ex nb");
     assert_eq!(pc.run("flock x ex nb"), EAGAIN, "B holds it now");
 
     // Phase 3: a rename does not change which lock a file has.
