@@ -262,6 +262,16 @@ fn restart_with(c: &mut Cluster, meta: bool, i: usize, tls: &Path, admin: &Path)
     }
 }
 
+/// [`restart_with`] for every meta node, then every chunk server.
+fn restart_all_with(c: &mut Cluster, tls: &Path, admin: &Path) {
+    for i in 0..c.metas.len() {
+        restart_with(c, true, i, tls, admin);
+    }
+    for j in 0..c.chunks.len() {
+        restart_with(c, false, j, tls, admin);
+    }
+}
+
 /// `admin status --json` from the meta nodes `meta`, as `admin`.
 fn status_of(c: &Cluster, meta: &str, admin: &Path) -> Option<serde_json::Value> {
     let _ = c;
@@ -369,12 +379,7 @@ fn t35_the_ca_is_replaced_one_process_at_a_time_and_no_file_is_lost() {
     assert!(!early.status.success(), "a certificate of a CA nobody trusts yet was accepted");
 
     // Step 1: every process trusts both CAs, one restart at a time.
-    for i in 0..c.metas.len() {
-        restart_with(&mut c, true, i, &node_both, &admin_both);
-    }
-    for j in 0..c.chunks.len() {
-        restart_with(&mut c, false, j, &node_both, &admin_both);
-    }
+    restart_all_with(&mut c, &node_both, &admin_both);
     ready_as(&c, &admin_both);
     write_and_read_all(&c, &admin_both, &mut files);
 
@@ -397,12 +402,7 @@ fn t35_the_ca_is_replaced_one_process_at_a_time_and_no_file_is_lost() {
     write_and_read_all(&c, &admin_both, &mut files);
 
     // Step 3: the old CA is trusted no more.
-    for i in 0..c.metas.len() {
-        restart_with(&mut c, true, i, &node_only, &admin_new);
-    }
-    for j in 0..c.chunks.len() {
-        restart_with(&mut c, false, j, &node_only, &admin_new);
-    }
+    restart_all_with(&mut c, &node_only, &admin_new);
     ready_as(&c, &admin_only);
     write_and_read_all(&c, &admin_only, &mut files);
     // Every meta port now refuses the old CA's certificates, and nothing changes.
