@@ -34,7 +34,8 @@
 //!
 //! **State.** The store lives in a temporary directory (on /dev/shm where it
 //! exists) and is replaced by a fresh one every [`RESET_EVERY`] inputs, so a
-//! finding may depend on the inputs before it since the last reset.
+//! finding may depend on the inputs before it since the last reset; the last
+//! one is removed at exit (not after a crash).
 #![no_main]
 
 use std::path::PathBuf;
@@ -81,10 +82,20 @@ struct Harness {
 struct Store {
     service: ChunkService,
     inputs: u64,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
+
+/// Removes the current store's directory when the process exits: libFuzzer
+/// ends with `exit`, which drops no statics.
+extern "C" fn remove_dir_at_exit() {
+    if let Ok(guard) = HARNESS.try_lock()
+        && let Some(store) = guard.as_ref().and_then(|h| h.store.as_ref())
+    {
+        let _ = std::fs::remove_dir_all(store.dir.path());
+    }
+}
 
 /// Where the store's directory goes: memory if the machine has /dev/shm.
 fn scratch() -> PathBuf {
@@ -102,7 +113,7 @@ fn fresh_store(key: &CapabilityKey) -> Store {
         self_addr: "127.0.0.1:2".into(),
         capabilities: Some(key.clone()),
     };
-    Store { service, inputs: 0, _dir: dir }
+    Store { service, inputs: 0, dir }
 }
 
 /// Takes one length-prefixed message off `rest`; None if the input ended or
@@ -137,10 +148,14 @@ fn run<T>(rt: &tokio::runtime::Runtime, what: &str, call: impl Future<Output = T
 
 fuzz_target!(|data: &[u8]| {
     let mut guard = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    let harness = guard.get_or_insert_with(|| Harness {
-        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
-        key: CapabilityKey::new(&shoal_tls::ClusterKey([7; 32])),
-        store: None,
+    let harness = guard.get_or_insert_with(|| {
+        // SAFETY: registers a plain function with no preconditions.
+        unsafe { libc::atexit(remove_dir_at_exit) };
+        Harness {
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+            key: CapabilityKey::new(&shoal_tls::ClusterKey([7; 32])),
+            store: None,
+        }
     });
     if harness.store.as_ref().is_some_and(|s| s.inputs >= RESET_EVERY) {
         harness.store = None;

@@ -35,7 +35,7 @@
 //! **State.** The node lives in a temporary directory (on /dev/shm where it
 //! exists: every write fsyncs the log) made once per process, and is
 //! replaced by a fresh one every [`RESET_EVERY`] inputs so the namespace
-//! stays small. So a finding may depend on the inputs before it since the
+//! stays small; the last one is removed at exit (not after a crash). So a finding may depend on the inputs before it since the
 //! last reset; the panic message names the call and its request. The
 //! service holds a capability key, so `prepare_write` and `layout` sign
 //! capabilities as on a TLS cluster.
@@ -87,10 +87,20 @@ struct Harness {
 struct Node {
     service: MetaService,
     inputs: u64,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
+
+/// Removes the current node's directory when the process exits: libFuzzer
+/// ends with `exit`, which drops no statics.
+extern "C" fn remove_dir_at_exit() {
+    if let Ok(guard) = HARNESS.try_lock()
+        && let Some(node) = guard.as_ref().and_then(|h| h.node.as_ref())
+    {
+        let _ = std::fs::remove_dir_all(node.dir.path());
+    }
+}
 
 /// Where the node's directory goes: memory if the machine has /dev/shm.
 fn scratch() -> PathBuf {
@@ -120,7 +130,7 @@ fn fresh_node(rt: &tokio::runtime::Runtime) -> Node {
         }
         service
     });
-    Node { service, inputs: 0, _dir: dir }
+    Node { service, inputs: 0, dir }
 }
 
 /// Decodes `bytes` as `$ty` and makes the call of `$trait::$method` with it
@@ -192,9 +202,13 @@ fn check(svc: &MetaService, what: &str, answer: &Option<Status>) {
 
 fuzz_target!(|data: &[u8]| {
     let mut guard = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    let harness = guard.get_or_insert_with(|| Harness {
-        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
-        node: None,
+    let harness = guard.get_or_insert_with(|| {
+        // SAFETY: registers a plain function with no preconditions.
+        unsafe { libc::atexit(remove_dir_at_exit) };
+        Harness {
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+            node: None,
+        }
     });
     if harness.node.as_ref().is_some_and(|n| n.inputs >= RESET_EVERY)
         && let Some(old) = harness.node.take()
