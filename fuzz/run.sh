@@ -19,7 +19,7 @@ export RUSTC_BOOTSTRAP=1
 seconds=${SHOAL_FUZZ_SECONDS:-45}
 jobs=${SHOAL_FUZZ_JOBS:-$(nproc)}
 jobs=$((jobs < 1 ? 1 : jobs))
-targets=(path_parse chunk_files meta_records fsm_apply)
+targets=(path_parse chunk_files meta_records fsm_apply meta_rpc chunk_rpc)
 cargo fuzz build -s none -O -a
 if [ "${1:-}" = build ]; then
   exit 0

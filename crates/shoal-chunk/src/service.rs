@@ -44,6 +44,7 @@ use shoal_proto::chunk::{
 use shoal_tls::Role;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::{ChunkStore, StoreError};
@@ -65,8 +66,9 @@ pub struct ChunkService {
     pub capabilities: Option<CapabilityKey>,
 }
 
-/// Whose capability a call must carry: None when none is needed.
-type Holder = Option<String>;
+/// Whose capability a call must carry (an identity URI): None when none is
+/// needed.
+pub type Holder = Option<String>;
 
 /// The `PERMISSION_DENIED` answer to a refused capability.
 fn refusal_status(refusal: &Refusal, chunk_id: u64) -> Status {
@@ -183,13 +185,14 @@ impl ChunkService {
         Ok(Some((next.clone(), tx, task)))
     }
 
-    /// One chain write, from its request stream to the ack (see the module doc).
-    async fn write_stream(
-        &self,
-        holder: Holder,
-        mut stream: Streaming<WriteMessage>,
-    ) -> Result<Response<WriteReply>, Status> {
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
+    /// One chain write, from its request stream to the ack (see the module
+    /// doc), with `holder`'s capability checked. `Write` calls it with the
+    /// call's stream; the fuzz targets with messages of their own.
+    pub async fn write_stream<S>(&self, holder: Holder, mut stream: S) -> Result<Response<WriteReply>, Status>
+    where
+        S: Stream<Item = Result<WriteMessage, Status>> + Unpin,
+    {
+        let first = stream.next().await.transpose()?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
         let header = first
             .header
             .clone()
@@ -225,7 +228,7 @@ impl ChunkService {
                 }
                 at = at.saturating_add(len);
             }
-            match stream.message().await {
+            match stream.next().await.transpose() {
                 Ok(Some(m)) => data = m.data,
                 Ok(None) => break,
                 Err(s) => {
@@ -268,7 +271,24 @@ impl Chunk for ChunkService {
 
     async fn read(&self, req: Request<ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         let holder = self.holder(&req)?;
-        let r = req.into_inner();
+        self.read_as(holder, req.into_inner()).await
+    }
+
+    async fn replicate(&self, req: Request<ReplicateRequest>) -> Result<Response<ReplicateReply>, Status> {
+        let svc = self.clone();
+        let task = tokio::spawn(async move { crate::replicate::replicate(&svc, req.into_inner()).await });
+        task.await.map_err(|e| Status::internal(format!("copy task failed: {e}")))?.map(Response::new)
+    }
+}
+
+impl ChunkService {
+    /// A ranged read for `holder`, its capability checked. `Read` calls it
+    /// with the call's peer; the fuzz targets with an identity of their own.
+    pub async fn read_as(
+        &self,
+        holder: Holder,
+        r: ReadRequest,
+    ) -> Result<Response<ReceiverStream<Result<ReadReply, Status>>>, Status> {
         self.check_capability(&holder, r.capability.as_ref(), r.chunk_id, r.version, Mode::Read)?;
         let end = r.offset.saturating_add(r.length);
         // The first piece is read before answering, so a missing, stale or
@@ -302,12 +322,6 @@ impl Chunk for ChunkService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn replicate(&self, req: Request<ReplicateRequest>) -> Result<Response<ReplicateReply>, Status> {
-        let svc = self.clone();
-        let task = tokio::spawn(async move { crate::replicate::replicate(&svc, req.into_inner()).await });
-        task.await.map_err(|e| Status::internal(format!("copy task failed: {e}")))?.map(Response::new)
     }
 }
 

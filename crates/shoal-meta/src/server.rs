@@ -158,11 +158,21 @@ impl MetaConfig {
     }
 }
 
-/// Runs a meta node until `shutdown` resolves.
-pub async fn run(
-    config: MetaConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// A meta node's service, built by [`start`] and not yet serving.
+pub struct Started {
+    /// The gRPC handlers' state; its `node.raft` is the running Raft core.
+    pub service: MetaService,
+    /// Whether the node had no Raft state at all (a first start).
+    pub pristine: bool,
+}
+
+/// Opens the log and the state in `config.dir`, starts the Raft core and
+/// builds the service around it, with the task that tells the registry and
+/// the session clock about leadership. Binds no port, starts no background
+/// task of the service (session expiry, repair, sampler) and initializes no
+/// group: [`run`] does those. Fuzz targets call it to drive the handlers in
+/// process.
+pub async fn start(config: &MetaConfig) -> anyhow::Result<Started> {
     config.validate().map_err(anyhow::Error::msg)?;
     // Before anything starts: a TLS node without the cluster key must not run.
     let capabilities = shoal_proto::capability::server_key(&config.transport).map_err(anyhow::Error::msg)?;
@@ -197,7 +207,7 @@ pub async fn run(
     let service = MetaService {
         capabilities,
         node: Node::new(raft.clone(), state, registry),
-        sessions: sessions.clone(),
+        sessions,
         settings: Arc::new(ServiceSettings {
             node_id: config.id,
             chunk_size_bytes: config.chunk_size_bytes,
@@ -209,7 +219,17 @@ pub async fn run(
             config.transport.clone(),
         )),
     };
+    Ok(Started { service, pristine })
+}
 
+/// Runs a meta node until `shutdown` resolves.
+pub async fn run(
+    config: MetaConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Started { service, pristine } = start(&config).await?;
+    let raft = service.node.raft.clone();
+    let sessions = service.sessions.clone();
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
     crate::repair::spawn(service.node.clone(), service.healer.clone());
     crate::sampler::spawn(service.node.clone(), service.healer.clone());
