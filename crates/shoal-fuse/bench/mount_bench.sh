@@ -4,8 +4,9 @@
 # replication 2, TLS) and on a local directory of the same disk, then the
 # native client's `shoal bench` on the same cluster. As root (FUSE, and
 # dropping the page cache); needs fio (`apt-get install fio`) and `cargo
-# build --release -p shoal`. Uses ports 17600-17610 and a scratch directory
-# (default /tmp/shoal-mount-bench), removed first and at the end.
+# build --release -p shoal`. Uses ports 17600-17632 and a scratch directory
+# (default /tmp/shoal-mount-bench; give a path of its own: it is removed
+# first, and its data at the end).
 #
 # Workloads (as the issue gives them):
 #   seq-write   fio, 1 GiB in 1 MiB blocks, one fsync at the end (MB/s)
@@ -52,30 +53,33 @@ secs() { python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv
 
 # Four writers of 500 files each (head -c from /dev/urandom, so every file
 # is written and closed by its own process), then four readers.
+# (`wait` names the workers: a bare one would also wait for `shoal up`.)
 small_write() {
-  local dir=$1
+  local dir=$1 pids=()
   mkdir -p "$dir/small"
   for w in 0 1 2 3; do
     ( for i in $(seq 0 499); do head -c 4096 /dev/urandom > "$dir/small/f$w-$i"; done ) &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
 }
 small_read() {
-  local dir=$1
+  local dir=$1 pids=()
   for w in 0 1 2 3; do
     ( for i in $(seq 0 499); do cat "$dir/small/f$w-$i" > /dev/null; done ) &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
 }
 
 run_on() { # NAME DIR
   local name=$1 dir=$2 t0 t1
   fio --name=seq --directory="$dir" --filename=big --rw=write --bs=1M --size=1G --end_fsync=1 \
-    --output-format=json --output="$W/$name-seqw.json" >/dev/null
+    --output-format=json --output="$W/$name-seqw.json" >/dev/null || exit 1
   echo "$name seq-write $(fio_value "$W/$name-seqw.json" bw) MB/s"
   drop
   fio --name=seq --directory="$dir" --filename=big --rw=read --bs=1M --size=1G \
-    --output-format=json --output="$W/$name-seqr.json" >/dev/null
+    --output-format=json --output="$W/$name-seqr.json" >/dev/null || exit 1
   echo "$name seq-read $(fio_value "$W/$name-seqr.json" bw) MB/s"
   rm -f "$dir/big"
   t0=$(now); small_write "$dir"; sync; t1=$(now)

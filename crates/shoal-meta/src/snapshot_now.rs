@@ -46,6 +46,7 @@ pub async fn build(raft: &Raft<TypeConfig>, applied: u64) -> Result<Built, Statu
     raft.trigger().snapshot().await.map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
     let waited = tokio::time::timeout(SNAPSHOT_WAIT_MAX, async {
         let mut retrigger = tokio::time::interval_at((Instant::now() + RETRIGGER_EVERY).into(), RETRIGGER_EVERY);
+        retrigger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (snapshot, last_applied) = {
                 let m = metrics.borrow_and_update();
@@ -56,11 +57,20 @@ pub async fn build(raft: &Raft<TypeConfig>, applied: u64) -> Result<Built, Statu
                 return Ok(snapshot.unwrap_or(0));
             }
             tokio::select! {
+                // A finished build is seen before the next tick can ask
+                // for another one.
+                biased;
                 changed = metrics.changed() => if changed.is_err() {
                     return Err(Status::unavailable("raft stopped"));
                 },
                 _ = retrigger.tick() => {
-                    raft.trigger().snapshot().await.map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+                    let covered = {
+                        let m = metrics.borrow();
+                        covers(m.snapshot.map(|l| l.index), applied.min(m.last_applied.map_or(0, |l| l.index)))
+                    };
+                    if !covered {
+                        raft.trigger().snapshot().await.map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+                    }
                 }
             }
         }

@@ -75,24 +75,57 @@ pub fn parse_key_file(text: &str) -> Result<Vec<Credential>, String> {
     Ok(out)
 }
 
+/// Checks the gateway's keys before it serves: every access key once (over
+/// all the places keys come from), and every credentials folder usable as
+/// an identity: it loads, it is no node's (a node's certificate would pass
+/// chunk servers without capabilities, and its folder holds the cluster
+/// key), and the gateway speaks TLS (`tls`). The transports of the folders,
+/// by folder.
+pub fn check_credentials(
+    credentials: &[Credential],
+    tls: bool,
+) -> Result<HashMap<std::path::PathBuf, shoal_client::Transport>, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut transports = HashMap::new();
+    for c in credentials {
+        if !seen.insert(c.access_key.as_str()) {
+            return Err(format!("the access key {} is given twice", c.access_key));
+        }
+        let Some(dir) = c.tls.as_deref() else { continue };
+        if !tls {
+            return Err(format!(
+                "the key {} names credentials ({}), but this gateway is --insecure: identities need TLS",
+                c.access_key,
+                dir.display()
+            ));
+        }
+        if transports.contains_key(dir) {
+            continue;
+        }
+        let transport = shoal_client::Transport::load(dir).map_err(|e| format!("the key {}: {e}", c.access_key))?;
+        if transport.identity().is_some_and(|i| i.role == shoal_tls::Role::Node) {
+            return Err(format!(
+                "the key {} names a node's credentials ({}): give it an admin's or a user's",
+                c.access_key,
+                dir.display()
+            ));
+        }
+        transports.insert(dir.to_path_buf(), transport);
+    }
+    Ok(transports)
+}
+
 /// The stores of the keys in `credentials` that act as an identity of
-/// their own: one client per credentials folder, for the meta nodes and
-/// with the timeout of `client`. Fails on a folder that cannot be used, or
-/// any folder when `client` is plaintext (identities need TLS).
+/// their own (checked by [`check_credentials`]): one client per credentials
+/// folder, for the meta nodes and with the timeout of `client`.
 pub async fn key_stores(client: &Client, credentials: &[Credential]) -> Result<HashMap<String, Store>, String> {
+    let transports = check_credentials(credentials, shoal_client::transport::process().is_tls())?;
     let mut by_folder: HashMap<&std::path::Path, Store> = HashMap::new();
     let mut out = HashMap::new();
     for c in credentials {
         let Some(dir) = c.tls.as_deref() else { continue };
         if !by_folder.contains_key(dir) {
-            if !shoal_client::transport::process().is_tls() {
-                return Err(format!(
-                    "the key {} names credentials ({}), but this gateway is --insecure: identities need TLS",
-                    c.access_key,
-                    dir.display()
-                ));
-            }
-            let transport = shoal_client::Transport::load(dir).map_err(|e| format!("the key {}: {e}", c.access_key))?;
+            let transport = transports[dir].clone();
             let identity = transport.identity().map(|i| i.uri()).unwrap_or_default();
             let keyed = client.with_transport(transport).await.map_err(|e| format!("the key {}: {e}", c.access_key))?;
             tracing::info!(access_key = %c.access_key, %identity, "an S3 key acts as its own identity");

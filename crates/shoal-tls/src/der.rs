@@ -1,6 +1,8 @@
-//! Just enough DER to read the subject alternative name URIs of a
-//! certificate (RFC 5280): Certificate → TBSCertificate → extensions [3] →
-//! the extension 2.5.29.17 → its GeneralNames → each uniformResourceIdentifier [6].
+//! Just enough DER to read two extensions of a certificate (RFC 5280):
+//! Certificate → TBSCertificate → extensions [3] → the extension 2.5.29.17
+//! (subject alternative names) → its GeneralNames → each
+//! uniformResourceIdentifier [6]; and 2.5.29.19 (basic constraints) → its
+//! `cA` flag.
 //!
 //! The certificate was already verified against the cluster CA by rustls
 //! before it gets here; this only reads it. Anything malformed is None,
@@ -16,6 +18,8 @@ const EXTENSIONS: u8 = 0xa3;
 const URI: u8 = 0x86;
 /// 2.5.29.17, subjectAltName.
 const SAN_OID: [u8; 3] = [0x55, 0x1d, 0x11];
+/// 2.5.29.19, basicConstraints.
+const BASIC_CONSTRAINTS_OID: [u8; 3] = [0x55, 0x1d, 0x13];
 
 /// One element: its tag, its contents, and what follows it.
 fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -46,9 +50,10 @@ fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     (t == tag).then_some((contents, rest))
 }
 
-/// The URIs among the certificate's subject alternative names (none if it
-/// has no such extension); None if the certificate is malformed.
-pub fn san_uris(cert: &[u8]) -> Option<Vec<&[u8]>> {
+/// The value (the OCTET STRING's contents) of the certificate's extension
+/// `wanted`: Some(None) if it has no such extension; None if the
+/// certificate is malformed.
+fn extension<'a>(cert: &'a [u8], wanted: &[u8]) -> Option<Option<&'a [u8]>> {
     let (cert, _) = expect(cert, SEQUENCE)?;
     let (mut tbs, _) = expect(cert, SEQUENCE)?;
     while !tbs.is_empty() {
@@ -62,7 +67,7 @@ pub fn san_uris(cert: &[u8]) -> Option<Vec<&[u8]>> {
             let (extension, rest) = expect(extensions, SEQUENCE)?;
             extensions = rest;
             let (oid, extension) = expect(extension, OID)?;
-            if oid != SAN_OID {
+            if oid != wanted {
                 continue;
             }
             // critical BOOLEAN DEFAULT FALSE, then the value.
@@ -70,23 +75,36 @@ pub fn san_uris(cert: &[u8]) -> Option<Vec<&[u8]>> {
             if tag == BOOLEAN {
                 (tag, value, _) = element(after)?;
             }
-            if tag != OCTET_STRING {
-                return None;
-            }
-            let (mut names, _) = expect(value, SEQUENCE)?;
-            let mut uris = Vec::new();
-            while !names.is_empty() {
-                let (tag, name, rest) = element(names)?;
-                names = rest;
-                if tag == URI {
-                    uris.push(name);
-                }
-            }
-            return Some(uris);
+            return (tag == OCTET_STRING).then_some(Some(value));
         }
-        return Some(Vec::new());
+        return Some(None);
     }
-    Some(Vec::new())
+    Some(None)
+}
+
+/// The URIs among the certificate's subject alternative names (none if it
+/// has no such extension); None if the certificate is malformed.
+pub fn san_uris(cert: &[u8]) -> Option<Vec<&[u8]>> {
+    let Some(value) = extension(cert, &SAN_OID)? else { return Some(Vec::new()) };
+    let (mut names, _) = expect(value, SEQUENCE)?;
+    let mut uris = Vec::new();
+    while !names.is_empty() {
+        let (tag, name, rest) = element(names)?;
+        names = rest;
+        if tag == URI {
+            uris.push(name);
+        }
+    }
+    Some(uris)
+}
+
+/// Whether the certificate says it is a CA (basic constraints with `cA`
+/// true); false for a leaf, and for anything malformed.
+pub fn is_ca(cert: &[u8]) -> bool {
+    let Some(Some(value)) = extension(cert, &BASIC_CONSTRAINTS_OID) else { return false };
+    // BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, ... }
+    let Some((constraints, _)) = expect(value, SEQUENCE) else { return false };
+    matches!(element(constraints), Some((BOOLEAN, [flag], _)) if *flag != 0)
 }
 
 #[cfg(test)]
@@ -98,11 +116,14 @@ mod tests {
         assert_eq!(san_uris(&[]), None);
         assert_eq!(san_uris(&[0x30, 0x85, 1, 2, 3, 4, 5]), None);
         assert_eq!(san_uris(&[0x30, 0x05, 0x30]), None);
+        assert!(!is_ca(&[]));
+        assert!(!is_ca(&[0x30, 0x05, 0x30]));
         // Every prefix of a long element fails cleanly.
         let mut bytes = vec![0x30, 0x82, 0x01, 0x00];
         bytes.extend(std::iter::repeat_n(0x30, 256));
         for n in 0..bytes.len() {
             let _ = san_uris(&bytes[..n]);
+            let _ = is_ca(&bytes[..n]);
         }
     }
 }

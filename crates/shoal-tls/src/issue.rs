@@ -241,23 +241,33 @@ pub fn issue(ca_dir: &Path, req: &IssueRequest) -> Result<(), CertError> {
     write_new(&files[2], &ca_pem, false)
 }
 
-/// The PEM text of `path`, to be trusted beside a folder's own CA: refuses
-/// a file that holds no certificate, or a private key (which must never be
-/// copied about with `ca.pem`).
+/// The CA certificates in the PEM file `path`, to be trusted beside a
+/// folder's own CA: only the certificate blocks are copied (nothing else in
+/// the file, which might be secret), and each must be a CA's, since every
+/// certificate in `ca.pem` may sign identities.
 fn ca_certificates_pem(path: &Path) -> Result<String, CertError> {
     use rustls_pki_types::pem::PemObject;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let refuse = || CertError::NotCaCertificates { path: path.to_path_buf() };
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    let mut certs = rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes());
-    let all_good = certs.all(|c| c.is_ok());
-    let any = rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes()).next().is_some();
-    if !all_good || !any || text.contains("PRIVATE KEY") {
-        return Err(CertError::NotCertificates { path: path.to_path_buf() });
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(BEGIN) {
+        let end = rest[start..].find(END).ok_or_else(refuse)? + start + END.len();
+        let block = &rest[start..end];
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(block.as_bytes()).map_err(|_| refuse())?;
+        if !crate::der::is_ca(&der) {
+            return Err(refuse());
+        }
+        out.push_str(block);
+        out.push('\n');
+        rest = &rest[end..];
     }
-    let mut text = text;
-    if !text.ends_with('\n') {
-        text.push('\n');
+    if out.is_empty() {
+        return Err(refuse());
     }
-    Ok(text)
+    Ok(out)
 }
 
 /// Makes the CA in `ca_dir` unless it has one, and a certificate for
@@ -359,18 +369,28 @@ mod tests {
         assert_ne!(std::fs::read(new.join(CA_CERT_FILE)).unwrap(), std::fs::read(old.join(CA_CERT_FILE)).unwrap());
 
         let mut req = IssueRequest::new(Identity::new("n1", Role::Node).unwrap(), t.path().join("n1"));
-        // A private key is never copied about as something to trust.
-        req.also_trust = vec![old.join(CA_KEY_FILE)];
-        assert!(matches!(issue(&new, &req), Err(CertError::NotCertificates { .. })));
-        req.also_trust = vec![garbage];
-        assert!(matches!(issue(&new, &req), Err(CertError::NotCertificates { .. })));
+        // Only CA certificates are trusted: not a key, not junk, not a
+        // leaf (whose key could then sign identities).
+        let leaf = IssueRequest::new(Identity::new("n0", Role::Node).unwrap(), t.path().join("n0"));
+        issue(&old, &leaf).unwrap();
+        for bad in [old.join(CA_KEY_FILE), garbage, leaf.out.join(CERT_FILE)] {
+            req.also_trust = vec![bad.clone()];
+            let refused = issue(&new, &req);
+            assert!(matches!(refused, Err(CertError::NotCaCertificates { .. })), "{}: {refused:?}", bad.display());
+        }
         assert!(!req.out.exists(), "a refused issue writes nothing");
-        req.also_trust = vec![old.join(CA_CERT_FILE)];
+        // A bundle with the cluster key in it: only the certificate goes in.
+        let bundle = t.path().join("bundle.pem");
+        let old_ca_text = std::fs::read_to_string(old.join(CA_CERT_FILE)).unwrap();
+        let key_text = std::fs::read_to_string(old.join(CLUSTER_KEY_FILE)).unwrap();
+        std::fs::write(&bundle, format!("{key_text}{old_ca_text}")).unwrap();
+        req.also_trust = vec![bundle];
         issue(&new, &req).unwrap();
         let trusted = std::fs::read_to_string(req.out.join(CA_CERT_FILE)).unwrap();
         let new_pem = std::fs::read_to_string(new.join(CA_CERT_FILE)).unwrap();
         let old_pem = std::fs::read_to_string(old.join(CA_CERT_FILE)).unwrap();
         assert_eq!(trusted, format!("{new_pem}{old_pem}"), "its own CA first, then the old one");
+        assert!(!trusted.contains(key_text.trim()), "the cluster key was copied into ca.pem");
         let creds = Credentials::load(&req.out).unwrap();
         assert_eq!(creds.cluster_key.unwrap().0.to_vec(), {
             let text = String::from_utf8(key(&old)).unwrap();

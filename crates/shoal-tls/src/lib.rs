@@ -152,8 +152,8 @@ pub enum CertError {
     NoClusterKey { dir: PathBuf },
     #[error("{path} is not a cluster key ({CLUSTER_KEY_BYTES} bytes in hex)")]
     BadClusterKey { path: PathBuf },
-    #[error("{path} must hold PEM certificates and nothing secret (no private key)")]
-    NotCertificates { path: PathBuf },
+    #[error("{path} must hold PEM certificates of certificate authorities (as a CA folder's ca.pem does)")]
+    NotCaCertificates { path: PathBuf },
     #[error("the system's random number generator failed")]
     Random,
     #[error("--days must be 1 or more")]

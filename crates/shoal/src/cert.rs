@@ -56,7 +56,7 @@ pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
             | CertError::BadDays
             | CertError::ReservedName { .. }
             | CertError::BadClusterKey { .. }
-            | CertError::NotCertificates { .. }),
+            | CertError::NotCaCertificates { .. }),
         ) => {
             eprintln!("shoal cert: {e}");
             Ok(ExitCode::from(2))

@@ -47,6 +47,9 @@ pub async fn configure(
             tls: None,
         });
     }
+    // Before anything is bound or announced: a bad key file stops here.
+    shoal_s3::server::check_credentials(&credentials, shoal_client::transport::process().is_tls())
+        .map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     Ok((Config { listen, credentials, upload_max_age }, listener))
 }

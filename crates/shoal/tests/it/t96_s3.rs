@@ -314,13 +314,25 @@ fn t96_each_key_acts_as_the_identity_it_maps_to() {
     );
     // A key file naming a folder that is no credentials folder stops the
     // gateway before it serves.
-    let bad = tmp.path().join("bad-keys");
-    std::fs::write(&bad, format!("K1 s1-0123456789 {}\n", tmp.path().join("nowhere").display())).unwrap();
-    let out = shoal_command(&["--meta", &c.meta_flag(), "s3", "--listen", "127.0.0.1:0", "--key-file"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success() && stderr(&out).contains("K1"), "a bad credentials folder: {}", stderr(&out));
+    // So does a node's folder (its certificate would pass chunk servers
+    // without capabilities), and an access key given twice.
+    let nowhere = tmp.path().join("nowhere");
+    let node = pki().node();
+    for (what, line) in [
+        ("no credentials folder", format!("K1 s1-0123456789 {}\n", nowhere.display())),
+        ("a node's folder", format!("K1 s1-0123456789 {}\n", node.display())),
+        ("a key given twice", format!("{ACCESS_KEY} s1-0123456789\n")),
+    ] {
+        let bad = tmp.path().join("bad-keys");
+        std::fs::write(&bad, line).unwrap();
+        let mut cmd = shoal_command(&["--meta", &c.meta_flag(), "s3", "--listen", "127.0.0.1:0", "--key-file"]);
+        cmd.arg(&bad).env("SHOAL_S3_ACCESS_KEY", ACCESS_KEY).env("SHOAL_S3_SECRET_KEY", SECRET_KEY);
+        let out = run(cmd);
+        let (said, printed) = (stderr(&out), String::from_utf8_lossy(&out.stdout).to_string());
+        assert!(!out.status.success(), "{what}: the gateway started:\n{printed}{said}");
+        assert!(said.contains("K1") || said.contains(ACCESS_KEY), "{what}: the error names no key: {said}");
+        assert!(!printed.contains("S3 gateway"), "{what}: announced before refusing: {printed}");
+    }
 }
 
 #[test]

@@ -183,6 +183,24 @@ fn with_f_open(name: &'static str, m: &Mount) -> Prog {
     p
 }
 
+/// Waits until at least `n` requests queue for the cluster lock of the
+/// file at `path` (a path on a mount), as meta reports it.
+fn queued_at_least(c: &Cluster, path: &std::path::Path, n: usize) {
+    use std::os::unix::fs::MetadataExt;
+    let name = shoal_core::path::inode_lock_name(std::fs::metadata(path).unwrap().ino());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = c.shoal(&["admin", "locks", "--json", &name], None);
+        let v: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        let queued = v.as_ref().and_then(|v| v["queue"].as_array()).map_or(0, |q| q.len());
+        if queued >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} waiters never queued for {name}: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A blocking request (sent already) is still waiting: no answer for a while.
 fn still_waiting(p: &mut Prog, what: &str) {
     if let Some(a) = p.answer_within(Duration::from_millis(1500)) {
@@ -193,7 +211,7 @@ fn still_waiting(p: &mut Prog, what: &str) {
 #[test]
 fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
     let test = "t98_flock_across_two_mounts_conflicts_and_hands_over_in_order";
-    let Some((_c, a, b)) = two_mounts(test, &[], &[], b"lockme") else { return };
+    let Some((c, a, b)) = two_mounts(test, &[], &[], b"lockme") else { return };
     let mut pa = with_f_open("pa", &a);
     let mut pb = with_f_open("pb", &b);
     let mut pc = Prog::start("pc");
@@ -228,6 +246,8 @@ fn t98_flock_across_two_mounts_conflicts_and_hands_over_in_order() {
     pa.must("flock x ex");
     pb.send("flock x ex");
     still_waiting(&mut pb, "a blocking flock");
+    // B's request is queued on meta before D asks, whatever the load.
+    queued_at_least(&c, &a.path("f"), 1);
     let mut pd = with_f_open("pd", &a);
     pd.send("flock x ex");
     still_waiting(&mut pd, "a second blocking flock");
