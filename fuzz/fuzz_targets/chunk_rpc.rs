@@ -38,7 +38,9 @@
 //! one is removed at exit (not after a crash).
 #![no_main]
 
-use std::path::PathBuf;
+#[path = "../common/scratch.rs"]
+mod scratch;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,30 +84,14 @@ struct Harness {
 struct Store {
     service: ChunkService,
     inputs: u64,
-    dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as this (removed on drop).
+    _dir: tempfile::TempDir,
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
 
-/// Removes the current store's directory when the process exits: libFuzzer
-/// ends with `exit`, which drops no statics.
-extern "C" fn remove_dir_at_exit() {
-    if let Ok(guard) = HARNESS.try_lock()
-        && let Some(store) = guard.as_ref().and_then(|h| h.store.as_ref())
-    {
-        let _ = std::fs::remove_dir_all(store.dir.path());
-    }
-}
-
-/// Where the store's directory goes: memory if the machine has /dev/shm.
-fn scratch() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() { shm } else { std::env::temp_dir() }
-}
-
 fn fresh_store(key: &CapabilityKey) -> Store {
-    let dir =
-        tempfile::Builder::new().prefix("shoal-fuzz-chunk-").tempdir_in(scratch()).expect("a temporary directory");
+    let dir = scratch::fresh("shoal-fuzz-chunk-");
     let store = ChunkStore::open(dir.path(), CAPACITY_BYTES, CHUNK_SIZE_MAX_BYTES).expect("the store opens");
     let service = ChunkService {
         store: Arc::new(store),
@@ -113,7 +99,7 @@ fn fresh_store(key: &CapabilityKey) -> Store {
         self_addr: "127.0.0.1:2".into(),
         capabilities: Some(key.clone()),
     };
-    Store { service, inputs: 0, dir }
+    Store { service, inputs: 0, _dir: dir }
 }
 
 /// Takes one length-prefixed message off `rest`; None if the input ended or
@@ -148,14 +134,10 @@ fn run<T>(rt: &tokio::runtime::Runtime, what: &str, call: impl Future<Output = T
 
 fuzz_target!(|data: &[u8]| {
     let mut guard = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    let harness = guard.get_or_insert_with(|| {
-        // SAFETY: registers a plain function with no preconditions.
-        unsafe { libc::atexit(remove_dir_at_exit) };
-        Harness {
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
-            key: CapabilityKey::new(&shoal_tls::ClusterKey([7; 32])),
-            store: None,
-        }
+    let harness = guard.get_or_insert_with(|| Harness {
+        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+        key: CapabilityKey::new(&shoal_tls::ClusterKey([7; 32])),
+        store: None,
     });
     if harness.store.as_ref().is_some_and(|s| s.inputs >= RESET_EVERY) {
         harness.store = None;

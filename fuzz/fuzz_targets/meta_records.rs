@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(end <= data.len() as u64);
     }
-    let _ = format::decode::<openraft::Entry<TypeConfig>>(RecordKind::LogEntry, data, format::upgrade_legacy_entry_json);
+    let _ =
+        format::decode::<openraft::Entry<TypeConfig>>(RecordKind::LogEntry, data, format::upgrade_legacy_entry_json);
     let _ = sm_store::decode_file(data);
     let _ = sm_store::decode_received(data);
 });

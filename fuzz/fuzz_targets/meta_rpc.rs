@@ -41,9 +41,11 @@
 //! capabilities as on a TLS cluster.
 #![no_main]
 
+#[path = "../common/scratch.rs"]
+mod scratch;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -87,31 +89,16 @@ struct Harness {
 struct Node {
     service: MetaService,
     inputs: u64,
-    dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as this (removed on drop).
+    _dir: tempfile::TempDir,
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
 
-/// Removes the current node's directory when the process exits: libFuzzer
-/// ends with `exit`, which drops no statics.
-extern "C" fn remove_dir_at_exit() {
-    if let Ok(guard) = HARNESS.try_lock()
-        && let Some(node) = guard.as_ref().and_then(|h| h.node.as_ref())
-    {
-        let _ = std::fs::remove_dir_all(node.dir.path());
-    }
-}
-
-/// Where the node's directory goes: memory if the machine has /dev/shm.
-fn scratch() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() { shm } else { std::env::temp_dir() }
-}
-
 /// Starts a node in a fresh directory, initializes a group of just it and
 /// waits until it leads and has applied an entry of its term.
 fn fresh_node(rt: &tokio::runtime::Runtime) -> Node {
-    let dir = tempfile::Builder::new().prefix("shoal-fuzz-meta-").tempdir_in(scratch()).expect("a temporary directory");
+    let dir = scratch::fresh("shoal-fuzz-meta-");
     let mut config = MetaConfig::new(1, ADDR.parse().expect("an address"), dir.path().to_path_buf());
     config.heartbeat_ms = 20;
     config.election_timeout_min_ms = 60;
@@ -130,7 +117,7 @@ fn fresh_node(rt: &tokio::runtime::Runtime) -> Node {
         }
         service
     });
-    Node { service, inputs: 0, dir }
+    Node { service, inputs: 0, _dir: dir }
 }
 
 /// Decodes `bytes` as `$ty` and makes the call of `$trait::$method` with it
@@ -202,13 +189,9 @@ fn check(svc: &MetaService, what: &str, answer: &Option<Status>) {
 
 fuzz_target!(|data: &[u8]| {
     let mut guard = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    let harness = guard.get_or_insert_with(|| {
-        // SAFETY: registers a plain function with no preconditions.
-        unsafe { libc::atexit(remove_dir_at_exit) };
-        Harness {
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
-            node: None,
-        }
+    let harness = guard.get_or_insert_with(|| Harness {
+        rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+        node: None,
     });
     if harness.node.as_ref().is_some_and(|n| n.inputs >= RESET_EVERY)
         && let Some(old) = harness.node.take()
