@@ -231,9 +231,8 @@ fn restart_with(c: &mut Cluster, meta: bool, i: usize, tls: &Path, admin: &Path)
     let applied = |v: &serde_json::Value, id: u64| {
         v["nodes"].as_array().and_then(|ns| ns.iter().find(|n| n["id"] == id)).and_then(|n| n["last_applied"].as_u64())
     };
-    let applied_before = status_of(c, &c.meta_flag(), admin)
-        .and_then(|v| applied(&v, v["leader_id"].as_u64().unwrap_or(0)))
-        .unwrap_or(0);
+    let applied_before =
+        status_of(&c.meta_flag(), admin).and_then(|v| applied(&v, v["leader_id"].as_u64().unwrap_or(0))).unwrap_or(0);
     let node = if meta { &mut c.metas[i] } else { &mut c.chunks[i] };
     Cluster::kill(node);
     match node.args.iter().position(|a| a == "--tls") {
@@ -248,7 +247,7 @@ fn restart_with(c: &mut Cluster, meta: bool, i: usize, tls: &Path, admin: &Path)
     let addr = c.metas[i].addr.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let v = status_of(c, &addr, admin);
+        let v = status_of(&addr, admin);
         // Asked alone, the node answers with its own view: a leader known,
         // and its own entry applied as far as the leader was.
         let caught_up = v.as_ref().is_some_and(|v| {
@@ -273,8 +272,7 @@ fn restart_all_with(c: &mut Cluster, tls: &Path, admin: &Path) {
 }
 
 /// `admin status --json` from the meta nodes `meta`, as `admin`.
-fn status_of(c: &Cluster, meta: &str, admin: &Path) -> Option<serde_json::Value> {
-    let _ = c;
+fn status_of(meta: &str, admin: &Path) -> Option<serde_json::Value> {
     let out =
         run_shoal(meta, &["--tls", admin.to_str().unwrap(), "--timeout", "3s", "admin", "status", "--json"], None);
     out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()

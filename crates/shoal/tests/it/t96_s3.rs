@@ -76,6 +76,8 @@ fn clients_present(test: &str, needed: &[&str]) -> bool {
 /// `shoal s3` serving a cluster.
 struct Gateway {
     endpoint: String,
+    /// Where its output goes.
+    log: std::path::PathBuf,
     _child: Reaped,
 }
 
@@ -101,7 +103,7 @@ fn must_start_gateway(c: &Cluster, extra: &[&str]) -> Gateway {
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("Shoal S3 gateway: http://") && std::net::TcpStream::connect(&addr).is_ok() {
-                return Gateway { endpoint: format!("http://{addr}"), _child: child };
+                return Gateway { endpoint: format!("http://{addr}"), log, _child: child };
             }
             if let Some(status) = child.0.try_wait().unwrap() {
                 assert!(text.contains("cannot listen"), "shoal s3 exited ({status}):\n{text}");
@@ -304,9 +306,7 @@ fn t96_each_key_acts_as_the_identity_it_maps_to() {
     must_run(suite(&g, "absent", &["ids", "by-alien"]));
     // Keys without credentials of their own still act as the gateway.
     must_run(suite(&g, "put", &["ids", "by-gateway", body.to_str().unwrap()]));
-    let log =
-        std::fs::read_to_string(c.log(&format!("s3-{}", g.endpoint.trim_start_matches("http://").replace(':', "_"))))
-            .unwrap();
+    let log = std::fs::read_to_string(&g.log).unwrap();
     assert!(
         log.contains("shoal://user/user") && log.contains(user.0),
         "the gateway did not say which identity {} acts as:\n{log}",
