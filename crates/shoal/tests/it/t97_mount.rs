@@ -241,10 +241,10 @@ fn have(test: &str, program: &str, install: &str) -> bool {
 }
 
 #[test]
-fn t97_git_and_sqlite_on_the_mount() {
-    let test = "t97_git_and_sqlite_on_the_mount";
-    let apt = "apt-get install git sqlite3";
-    if !can_mount(test) || !have(test, "git", apt) || !have(test, "sqlite3", apt) {
+fn t97_git_sqlite_and_rsync_on_the_mount() {
+    let test = "t97_git_sqlite_and_rsync_on_the_mount";
+    let apt = "apt-get install git sqlite3 rsync";
+    if !can_mount(test) || !have(test, "git", apt) || !have(test, "sqlite3", apt) || !have(test, "rsync", apt) {
         return;
     }
     let c = Cluster::start(Options::default());
@@ -275,6 +275,22 @@ fn t97_git_and_sqlite_on_the_mount() {
         let check = must_sh(&m.dir, &format!("sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*), sum(i) FROM t;'"));
         assert_eq!(check, "ok\n80|1640\n", "{mode}: every row of both writers, and a sound database");
     }
+
+    // Phase 3: rsync -a of a tree onto the mount and back. Modes, times and
+    // symbolic links are kept, so a second run finds nothing to send; a
+    // changed file is sent again (rsync writes a temporary file beside it
+    // and renames it over the old one).
+    let local = c.tmp.path().join("rsync-src");
+    make_tree(&local);
+    let src = local.display();
+    must_sh(&m.dir, &format!("rsync -a {src}/ synced/ && diff -r --no-dereference {src} synced"));
+    assert_eq!(must_sh(&m.dir, &format!("rsync -ai {src}/ synced/")), "", "nothing to send a second time");
+    std::fs::write(local.join("z/mid"), pattern(70_001, 99)).unwrap();
+    let sent = must_sh(&m.dir, &format!("rsync -ai {src}/ synced/"));
+    assert!(sent.starts_with(">f") && sent.trim_end().ends_with(" z/mid") && sent.lines().count() == 1, "{sent}");
+    let back = c.tmp.path().join("rsync-back");
+    let back = back.display();
+    must_sh(&m.dir, &format!("rsync -a synced/ {back}/ && diff -r --no-dereference {src} {back}"));
 }
 
 /// The operations fsx makes in [`t97_fsx_on_the_mount`]: well under a
@@ -544,6 +560,144 @@ fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
         assert!(std::fs::read(m.path(&format!("f{i}"))).unwrap() == want, "f{i} through the mount");
         assert!(c.must_cat(&format!("/f{i}")) == want, "f{i} through the CLI");
     }
+}
+
+/// Waits for `child` to exit, within twice [`PATIENCE`]; answers its status.
+fn exit_of(child: &mut Reaped, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + 2 * PATIENCE;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not finish in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The three faults issue 11 names, one after another on one cluster: the
+/// meta leader SIGKILLed during a `cp -r` into the mount, a chunk server
+/// SIGKILLed during a large sequential write, and the mount process itself
+/// SIGKILLed, then mounted again. A client timeout past a failover makes
+/// the first two a pause: both programs finish, and their files are whole.
+/// After the third, every file closed before it is whole and every byte
+/// fsynced is there, whatever was written after the fsync; and once the
+/// chunk server is back, `admin fsck` is healthy.
+#[test]
+fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if !can_mount("t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte") {
+        return;
+    }
+    let mut c = Cluster::start(Options {
+        meta_nodes: 3,
+        chunk_nodes: 3,
+        replication: 2,
+        chunk_size: "1MiB",
+        ..Options::default()
+    });
+    let m = Mount::start(&c, "m", &["--timeout", "30s"]);
+    let started = Instant::now();
+
+    // Fault 1: the meta leader, once cp -r has copied 30 of 300 files.
+    let local = c.tmp.path().join("tree");
+    for d in 0..10u64 {
+        std::fs::create_dir_all(local.join(format!("d{d}"))).unwrap();
+        for f in 0..30u64 {
+            let len = ((d * 30 + f) * 7919 % 300_000) as usize;
+            std::fs::write(local.join(format!("d{d}/f{f}")), pattern(len, 1000 + d * 30 + f)).unwrap();
+        }
+    }
+    let mut cp = Command::new("cp");
+    cp.arg("-r").arg(&local).arg(m.path("tree"));
+    let mut cp = Reaped::spawn(&mut cp);
+    let deadline = Instant::now() + PATIENCE;
+    while must_sh(&m.dir, "find tree -type f 2>/dev/null | wc -l").trim().parse::<u32>().unwrap() < 30 {
+        assert!(cp.0.try_wait().unwrap().is_none(), "cp -r ended before the fault");
+        assert!(Instant::now() < deadline, "cp -r made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leader = c.wait_leader();
+    c.kill_meta(leader);
+    assert!(exit_of(&mut cp, "cp -r").success(), "cp -r through a failover");
+    c.start_meta(leader);
+    must_sh(&m.dir, &format!("diff -r {} tree", local.display()));
+    eprintln!("t97 faults: cp -r through a failover done at {:?}", started.elapsed());
+
+    // Fault 2: a chunk server, after 16 of 40 MiB were written.
+    const BIG: usize = 40 << 20;
+    let big = pattern(BIG, 4242);
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (path, big, written) = (m.path("big"), big.clone(), written.clone());
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(path)?;
+            for piece in big.chunks(1 << 20) {
+                f.write_all(piece)?;
+                written.fetch_add(piece.len(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            f.sync_all()
+        })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while written.load(Ordering::SeqCst) < 16 << 20 {
+        if writer.is_finished() {
+            panic!("the writer stopped early: {:?}", writer.join());
+        }
+        assert!(Instant::now() < deadline, "the writer made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.kill_chunk(1);
+    writer.join().unwrap().expect("a large write and its fsync go on past a lost chunk server");
+    assert!(std::fs::read(m.path("big")).unwrap() == big, "the large file whole, through the mount");
+    assert!(c.must_cat("/big") == big, "the large file whole, through the CLI");
+    eprintln!("t97 faults: a large write past a lost chunk server done at {:?}", started.elapsed());
+
+    // Fault 3: the mount itself, with one file closed, one fsynced and
+    // written to again, and one written and never flushed.
+    const SYNCED: usize = 3 << 20;
+    let closed = pattern(2_500_000, 77);
+    let mut f = std::fs::File::create(m.path("closed")).unwrap();
+    f.write_all(&closed).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let synced = pattern(SYNCED + 700_000, 78);
+    let mut s = std::fs::File::create(m.path("synced")).unwrap();
+    s.write_all(&synced[..SYNCED]).unwrap();
+    s.sync_all().unwrap();
+    s.write_all(&synced[SYNCED..]).unwrap();
+    let unsynced = pattern(100_000, 79);
+    let mut u = std::fs::File::create(m.path("unsynced")).unwrap();
+    u.write_all(&unsynced).unwrap();
+    let mut m = m;
+    let mut process = m.process.take().expect("running");
+    signal(process.0.id() as i32, libc::SIGKILL).unwrap();
+    exit_of(&mut process, "the killed mount");
+    drop((s, u));
+    drop(m); // unmounts the dead mount lazily
+    let m = Mount::start(&c, "m", &[]);
+    assert!(std::fs::read(m.path("closed")).unwrap() == closed, "a closed file is whole");
+    let got = std::fs::read(m.path("synced")).unwrap();
+    assert!(got.len() >= SYNCED && synced.starts_with(&got), "every fsynced byte, then only bytes written");
+    let got = std::fs::read(m.path("unsynced")).unwrap();
+    assert!(unsynced.starts_with(&got), "never flushed: absent or a prefix, never other bytes");
+    must_sh(&m.dir, &format!("diff -r {} tree", local.display()));
+    assert!(std::fs::read(m.path("big")).unwrap() == big);
+    eprintln!("t97 faults: mounted again after SIGKILL at {:?}", started.elapsed());
+
+    // Healed: the chunk server back, every chunk at its replication.
+    c.start_chunk(1);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = c.shoal(&["admin", "fsck"], None);
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fsck never healthy: {}", String::from_utf8_lossy(&out.stdout));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("t97 faults: fsck healthy at {:?}", started.elapsed());
 }
 
 /// Chunk files on every chunk server of `c`.
