@@ -599,20 +599,20 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
     let m = Mount::start(&c, "m", &["--timeout", "30s"]);
     let started = Instant::now();
 
-    // Fault 1: the meta leader, once cp -r has copied 30 of 300 files.
+    // Fault 1: the meta leader, once cp -r has copied 20 of 120 files.
     let local = c.tmp.path().join("tree");
-    for d in 0..10u64 {
+    for d in 0..6u64 {
         std::fs::create_dir_all(local.join(format!("d{d}"))).unwrap();
-        for f in 0..30u64 {
-            let len = ((d * 30 + f) * 7919 % 300_000) as usize;
-            std::fs::write(local.join(format!("d{d}/f{f}")), pattern(len, 1000 + d * 30 + f)).unwrap();
+        for f in 0..20u64 {
+            let len = ((d * 20 + f) * 7919 % 300_000) as usize;
+            std::fs::write(local.join(format!("d{d}/f{f}")), pattern(len, 1000 + d * 20 + f)).unwrap();
         }
     }
     let mut cp = Command::new("cp");
     cp.arg("-r").arg(&local).arg(m.path("tree"));
     let mut cp = Reaped::spawn(&mut cp);
     let deadline = Instant::now() + PATIENCE;
-    while must_sh(&m.dir, "find tree -type f 2>/dev/null | wc -l").trim().parse::<u32>().unwrap() < 30 {
+    while must_sh(&m.dir, "find tree -type f 2>/dev/null | wc -l").trim().parse::<u32>().unwrap() < 20 {
         assert!(cp.0.try_wait().unwrap().is_none(), "cp -r ended before the fault");
         assert!(Instant::now() < deadline, "cp -r made no progress");
         std::thread::sleep(Duration::from_millis(20));
@@ -624,8 +624,8 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
     must_sh(&m.dir, &format!("diff -r {} tree", local.display()));
     eprintln!("t97 faults: cp -r through a failover done at {:?}", started.elapsed());
 
-    // Fault 2: a chunk server, after 16 of 40 MiB were written.
-    const BIG: usize = 40 << 20;
+    // Fault 2: a chunk server, after 12 of 24 MiB were written.
+    const BIG: usize = 24 << 20;
     let big = pattern(BIG, 4242);
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
@@ -641,7 +641,7 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
         })
     };
     let deadline = Instant::now() + PATIENCE;
-    while written.load(Ordering::SeqCst) < 16 << 20 {
+    while written.load(Ordering::SeqCst) < 12 << 20 {
         if writer.is_finished() {
             panic!("the writer stopped early: {:?}", writer.join());
         }
