@@ -14,8 +14,8 @@
 # targets look for panics, broken invariants and failed round trips, with
 # debug assertions (and overflow checks) on.
 #
-# `--dev` builds fuzz/Cargo.toml's dev profile: our crates at opt-level 3 in
-# one codegen unit each, dependencies at opt-level 1. Against cargo fuzz's
+# `--dev` builds fuzz/Cargo.toml's dev profile: the crates under test at
+# opt-level 3 in one codegen unit each, the rest at opt-level 1. Against cargo fuzz's
 # release build (opt-level 3 and one codegen unit for every crate) it took
 # 31% less CPU to build (704 against 1,025 CPU-seconds, cold) for the same
 # executions per second in total (4.34M against 4.39M in 10 s per target).
