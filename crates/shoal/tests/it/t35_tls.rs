@@ -372,7 +372,6 @@ fn t35_the_ca_is_replaced_one_process_at_a_time_and_no_file_is_lost() {
     let mut files = Vec::new();
     c.must(&["mkdir", "/rotation"], None);
     write_and_read_all(&c, &p.admin(), &mut files);
-    // A client of the new CA is refused while nobody trusts it.
     // A client of the new CA is refused while no server trusts it: one that
     // trusts only the new CA refuses the servers, and one that trusts both
     // is refused by the servers themselves.

@@ -7,7 +7,6 @@
 //! checking every file byte for byte and that the cluster heals.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::common::netns::Net;
 use crate::common::*;
@@ -49,14 +48,6 @@ fn check_all(c: &Cluster, files: &[(String, Vec<u8>)]) {
     for (path, want) in files {
         let got = must(c, &["cat", path], None);
         assert!(got == *want, "{path}: {} bytes read back, {} written, or different bytes", got.len(), want.len());
-    }
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ok() {
-        assert!(Instant::now() < deadline, "gave up waiting until {what}");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -122,17 +113,19 @@ fn t37_separate_hosts_with_tls_survive_failover_loss_and_a_cut_link() {
     put(&c, &mut files, "/hosts/after-loss", 600 << 10, 4);
     check_all(&c, &files);
     c.start_chunk(0);
-    wait_until("every chunk server is alive again", || alive(&c) == CHUNKS);
+    wait_until_within(2 * PATIENCE, "every chunk server is alive again", || alive(&c) == CHUNKS);
 
     // One chunk server's link is cut (nftables drops all its packets), then
     // restored: meanwhile the cluster serves; afterwards it heals.
     let cut = CHUNKS - 1;
     c.net.as_ref().unwrap().isolate(METAS + cut).expect("cut the link");
-    wait_until("meta sees the cut-off server as dead", || alive(&c) == CHUNKS - 1);
+    wait_until_within(2 * PATIENCE, "meta sees the cut-off server as dead", || alive(&c) == CHUNKS - 1);
     put(&c, &mut files, "/hosts/during-cut", 500 << 10, 5);
     check_all(&c, &files);
     c.net.as_ref().unwrap().heal();
-    wait_until("the cut-off server is alive again", || alive(&c) == CHUNKS);
-    wait_until("fsck reports a healthy cluster", || client(&c, &["admin", "fsck"], None).status.success());
+    wait_until_within(2 * PATIENCE, "the cut-off server is alive again", || alive(&c) == CHUNKS);
+    wait_until_within(2 * PATIENCE, "fsck reports a healthy cluster", || {
+        client(&c, &["admin", "fsck"], None).status.success()
+    });
     check_all(&c, &files);
 }

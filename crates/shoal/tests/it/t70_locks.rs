@@ -27,14 +27,6 @@ fn sh(c: &Cluster, script: &str) -> Command {
     cmd
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn lock_state(c: &Cluster, path: &str) -> serde_json::Value {
     serde_json::from_slice(&c.must(&["admin", "locks", "--json", path], None).stdout).unwrap()
 }

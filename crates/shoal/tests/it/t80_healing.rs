@@ -3,8 +3,6 @@
 //! found by reads and by the scrubber and replaced, garbage collection of
 //! deleted files, setrep, decommissioning and rebalancing.
 
-use std::time::Instant;
-
 use crate::common::*;
 use serde_json::Value;
 
@@ -18,15 +16,6 @@ fn healing_cluster(chunk_nodes: usize, chunk_args: Vec<&'static str>) -> Cluster
         chunk_args,
         ..Default::default()
     })
-}
-
-/// Polls `f` until it holds, for at most [`PATIENCE`].
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 /// `admin fsck --json`: whether it exited 0, and what it said.

@@ -567,14 +567,12 @@ fn t97_failover_and_a_lost_chunk_server_under_a_busy_mount_are_only_a_pause() {
 
 /// Waits for `child` to exit, within twice [`PATIENCE`]; answers its status.
 fn exit_of(child: &mut Reaped, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + 2 * PATIENCE;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} did not finish in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut status = None;
+    wait_until_within(2 * PATIENCE, &format!("{what} exits"), || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    status.expect("exited")
 }
 
 /// The three faults issue 11 names, one after another on one cluster: the
@@ -615,12 +613,10 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
     let mut cp = Command::new("cp");
     cp.arg("-r").arg(&local).arg(m.path("tree"));
     let mut cp = Reaped::spawn(&mut cp);
-    let deadline = Instant::now() + PATIENCE;
-    while must_sh(&m.dir, "find tree -type f 2>/dev/null | wc -l").trim().parse::<u32>().unwrap() < 20 {
+    wait_until("cp -r has copied 20 files", || {
         assert!(cp.0.try_wait().unwrap().is_none(), "cp -r ended before the fault");
-        assert!(Instant::now() < deadline, "cp -r made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        must_sh(&m.dir, "find tree -type f 2>/dev/null | wc -l").trim().parse::<u32>().unwrap() >= 20
+    });
     c.kill_meta(leader);
     assert!(cp.0.try_wait().unwrap().is_none(), "cp -r finished before the leader was killed");
     assert!(exit_of(&mut cp, "cp -r").success(), "cp -r through a failover:\n{}", m.log_text());
@@ -653,11 +649,7 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
         std::thread::sleep(Duration::from_millis(5));
     }
     c.kill_chunk(1);
-    let deadline = Instant::now() + 2 * PATIENCE;
-    while !writer.is_finished() {
-        assert!(Instant::now() < deadline, "the large write never finished:\n{}", m.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_within(2 * PATIENCE, "the large write finishes", || writer.is_finished());
     if let Err(e) = writer.join().unwrap() {
         panic!("a large write and its fsync go on past a lost chunk server: {e}\n{}", m.log_text());
     }
@@ -705,16 +697,11 @@ fn t97_killed_leader_chunk_server_and_mount_keep_every_closed_and_synced_byte() 
 
     // Healed: the chunk server back and live, every chunk at its replication.
     c.start_chunk(1);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    wait_until("fsck is healthy with no dead chunk server", || {
         let out = c.shoal(&["admin", "fsck", "--json"], None);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if out.status.success() && report["dead_servers"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "fsck never healthy: {}", String::from_utf8_lossy(&out.stdout));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        out.status.success() && report["dead_servers"] == 0
+    });
     eprintln!("t97 faults: fsck healthy at {:?}", started.elapsed());
 }
 

@@ -86,6 +86,21 @@ pub fn kill_processes_mentioning(marker: &str) {
 
 /// Generous bound on anything that should take a second or two.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+/// Polls `ok` until it holds, every 100 ms; fails the test, naming `what`,
+/// once `limit` has passed.
+pub fn wait_until_within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`wait_until_within`] [`PATIENCE`].
+pub fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait_until_within(PATIENCE, what, ok);
+}
+
 /// Whole-cluster starts on fresh ports after a node found its port taken, at most.
 const START_ATTEMPTS_MAX: u32 = 5;
 /// How long a restarted node keeps trying its own port when something else holds it.
