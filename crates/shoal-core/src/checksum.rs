@@ -7,11 +7,19 @@
 pub const BLOCK_SIZE_BYTES: u64 = 64 * 1024;
 
 /// CRC32C (Castagnoli) of `data`.
+///
+/// Never inlined: crc-fast's entry points are `#[inline(always)]`, so the
+/// CRC code is compiled in whichever crate calls them. Kept here, it is
+/// compiled once, in this crate, which even debug builds optimize (see the
+/// workspace's `[profile.dev.package.shoal-core]`).
+#[inline(never)]
 pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::crc32_iscsi(data)
 }
 
 /// CRC32C of the concatenation of `parts`, without copying them together.
+/// Never inlined, like [`crc32c`].
+#[inline(never)]
 pub fn crc32c_parts(parts: &[&[u8]]) -> u32 {
     let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
     for p in parts {
