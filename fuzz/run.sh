@@ -13,26 +13,29 @@
 # The build. The targets are libFuzzer binaries (libfuzzer-sys), built by
 # cargo alone. The crates under test (shoal-core, -chunk, -meta, -proto,
 # -tls and the targets) are compiled with the coverage instrumentation
-# libFuzzer steers by (fuzz/rustc-coverage.sh adds it: the flags cargo-fuzz
-# 0.13 gives by default, with no sanitizer, since the code is safe Rust and
-# the targets look for panics, broken invariants and failed round trips),
-# fully optimized in one codegen unit each, with debug assertions and
-# overflow checks on; so is libFuzzer's own C++. Everything else is the test
-# build's debug build of it: when `cargo test --workspace` has built into
-# target/debug, its compiled dependencies are linked into
-# target/fuzzing/debug, where cargo finds them fresh, so only the crates
-# under test (and a few build-time crates) are compiled again. Measured
-# here: 704 CPU-seconds for the old build of its own (cargo fuzz, every
-# crate instrumented, dependencies at opt-level 1), about 380 now; and
-# more executions, since dependencies no longer pay for instrumentation
-# (4.0M against 3.3M in 10 s per target, all six).
+# libFuzzer steers by (fuzz/rustc-coverage.sh adds it: cargo-fuzz 0.13's
+# default flags, with no sanitizer, since the code is safe Rust and the
+# targets look for panics, broken invariants and failed round trips), fully
+# optimized in one codegen unit each, with debug assertions and overflow
+# checks on. libFuzzer's own C++ is optimized too. Everything else is the
+# test build's debug build of it, uninstrumented: when `cargo test
+# --workspace` has built into target/debug, its compiled dependencies are
+# linked into target/fuzzing/debug, where cargo finds them fresh, so only
+# the crates under test (and a few build-time crates) are compiled again.
+# Measured here: 704 CPU-seconds for the old build of its own (cargo fuzz,
+# every crate instrumented, dependencies at opt-level 1), about 400 now;
+# and more executions, since dependencies no longer pay for instrumentation
+# (4.0M against 3.3M in 10 s per target, all six). The price: openraft,
+# prost, postcard and tonic give libFuzzer no coverage of their own.
 #
 # Features are unified over the whole workspace, as in the test build
 # (which selects every member), or the dependencies would not match it.
 # That resolver setting is unstable in cargo; cargo's channel override
-# allows it on the stable toolchain here. RUSTC_BOOTSTRAP=1 would too, but
-# build scripts (proc-macro2's, anyhow's) watch that variable, and setting
-# it would make every dependency stale.
+# (its own test hook, which a later cargo may drop: the build then fails on
+# -Zfeature-unification, loudly) allows it on the stable toolchain here.
+# RUSTC_BOOTSTRAP=1 would too, but build scripts (proc-macro2's, anyhow's)
+# watch that variable, and setting it would make those crates, and all
+# that depend on them, stale.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd .. && pwd)
@@ -43,22 +46,28 @@ jobs=${SHOAL_FUZZ_JOBS:-$(nproc)}
 jobs=$((jobs < 1 ? 1 : jobs))
 targets=(path_parse chunk_files meta_records fsm_apply meta_rpc chunk_rpc)
 under_test=(shoal-core shoal-chunk shoal-meta shoal-proto shoal-tls shoal-fuzz)
-# The crates under test by crate name, for fuzz/rustc-coverage.sh.
-export SHOAL_FUZZ_INSTRUMENT="shoal_core shoal_chunk shoal_meta shoal_proto shoal_tls path_parse chunk_files meta_records fsm_apply meta_rpc chunk_rpc"
+# What fuzz/rustc-coverage.sh instruments, by crate name: the library crates
+# under test and every target.
+SHOAL_FUZZ_INSTRUMENT="${under_test[*]//-/_} ${targets[*]}"
+export SHOAL_FUZZ_INSTRUMENT
 
 # Links the test build's compiled dependencies into target/fuzzing/debug,
 # unless that exists (cargo then rebuilds what is stale there). Hard links
 # for the compiled crates, which nothing writes again (a crate compiled anew
-# gets new files); copies of cargo's own records, which it
-# rewrites. The crates under test stay behind.
+# gets new files: rustc writes rlibs and rmetas by renaming, and the linker
+# unlinks first); copies of cargo's own records, which it rewrites. rustc's
+# dependency files (deps/*.d), written in place, are left out: cargo reads
+# its own copies in .fingerprint. The crates under test stay behind.
 reuse_test_build() {
-  local from="$root/target/debug" to="$out/debug"
+  local from="$root/target/debug" to="$out/debug" part="$out/debug.partial"
   [ -d "$from/deps" ] && [ -d "$from/.fingerprint" ] && [ ! -d "$to" ] || return 0
-  mkdir -p "$to/deps"
+  rm -rf "$part"
+  mkdir -p "$part/deps"
   find "$from/deps" -maxdepth 1 -type f ! -name '*shoal*' \
-    \( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' -o -name '*.a' -o -name '*.d' \) -exec ln -t "$to/deps" {} +
-  cp -a "$from/.fingerprint" "$from/build" "$to/"
-  rm -f "$to"/.fingerprint/shoal-*/*lib-shoal_*
+    \( -name '*.rlib' -o -name '*.rmeta' -o -name '*.so' -o -name '*.a' \) -exec ln -t "$part/deps" {} +
+  cp -a "$from/.fingerprint" "$from/build" "$part/"
+  rm -f "$part"/.fingerprint/shoal-*/*lib-shoal_*
+  mv "$part" "$to" # whole or not at all: a stopped copy is not taken for one
 }
 
 build() {
@@ -71,13 +80,34 @@ build() {
   reuse_test_build
   # Features unified over the whole workspace, as in the test build (which
   # selects every member), so that its compiled dependencies match.
+  # (cargo's fingerprints ignore RUSTC_WRAPPER: the crates under test are
+  # built anew because their profile differs from the test build's, and
+  # instrumented() below checks that the wrapper reached them.)
   (cd "$root" && __CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly \
     RUSTC_WRAPPER="$root/fuzz/rustc-coverage.sh" cargo build -Zfeature-unification \
     --config 'resolver.feature-unification="workspace"' "${config[@]}" \
     --locked -p shoal-fuzz --bins --target-dir "$out")
 }
 
+# The crates under test and the targets must carry the instrumentation
+# (cargo would take a fresh uninstrumented build of one for a good one):
+# every such library and binary in target/fuzzing has coverage counters.
+instrumented() {
+  local f bad=0
+  for f in "$out"/debug/deps/lib{shoal_core,shoal_chunk,shoal_meta,shoal_proto,shoal_tls}-*.rlib \
+    "${targets[@]/#/$out/debug/}"; do
+    # grep reads all of nm's output (with -q, nm could die of SIGPIPE, and
+    # pipefail would count that as no match).
+    if [ -e "$f" ] && ! nm "$f" 2>/dev/null | grep __sancov_gen_ >/dev/null; then
+      echo "$f has no coverage instrumentation (remove target/fuzzing and build again)" >&2
+      bad=1
+    fi
+  done
+  return "$bad"
+}
+
 build
+instrumented
 if [ "${1:-}" = build ]; then
   exit 0
 fi
