@@ -93,9 +93,9 @@ build() {
 # (cargo would take a fresh uninstrumented build of one for a good one):
 # every such library and binary in target/fuzzing has coverage counters.
 instrumented() {
-  local f bad=0
-  for f in "$out"/debug/deps/lib{shoal_core,shoal_chunk,shoal_meta,shoal_proto,shoal_tls}-*.rlib \
-    "${targets[@]/#/$out/debug/}"; do
+  local c f bad=0 files=()
+  for c in "${under_test[@]//-/_}"; do files+=("$out"/debug/deps/lib"$c"-*.rlib); done
+  for f in "${files[@]}" "${targets[@]/#/$out/debug/}"; do
     # grep reads all of nm's output (with -q, nm could die of SIGPIPE, and
     # pipefail would count that as no match).
     if [ -e "$f" ] && ! nm "$f" 2>/dev/null | grep __sancov_gen_ >/dev/null; then
