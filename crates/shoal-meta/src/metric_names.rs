@@ -25,6 +25,7 @@ pub const RAFT_LOG_ENTRIES_TOTAL: &str = "shoal_meta_raft_log_entries_total";
 pub const PROPOSALS_TOTAL: &str = "shoal_meta_proposals_total";
 pub const PROPOSAL_SECONDS: &str = "shoal_meta_proposal_seconds";
 pub const PROPOSED_ENTRIES_TOTAL: &str = "shoal_meta_proposed_entries_total";
+pub const LINEARIZABLE_READS_TOTAL: &str = "shoal_meta_linearizable_reads_total";
 pub const SNAPSHOTS_BUILT_TOTAL: &str = "shoal_meta_snapshots_built_total";
 pub const SNAPSHOT_BUILD_SECONDS: &str = "shoal_meta_snapshot_build_seconds";
 pub const SNAPSHOTS_INSTALLED_TOTAL: &str = "shoal_meta_snapshots_installed_total";
@@ -68,6 +69,10 @@ pub fn describe() {
         PROPOSED_ENTRIES_TOTAL,
         "Log entries this node proposed for client requests; proposals over entries is the group-commit batch size."
     );
+    counter!(
+        LINEARIZABLE_READS_TOTAL,
+        "Linearizable reads this node served, by how it knew it still led: lease (at once) or round (a read-index round)."
+    );
     counter!(SNAPSHOTS_BUILT_TOTAL, "Snapshots this node built (each compacts the Raft log).");
     histogram!(SNAPSHOT_BUILD_SECONDS, Unit::Seconds, "Time to build and write one snapshot.");
     counter!(SNAPSHOTS_INSTALLED_TOTAL, "Snapshots received from the leader and installed.");
@@ -104,6 +109,9 @@ pub fn describe() {
     }
     for result in ["ok", "not_leader", "failed"] {
         let _ = metrics::counter!(PROPOSALS_TOTAL, "result" => result);
+    }
+    for path in ["lease", "round"] {
+        let _ = metrics::counter!(LINEARIZABLE_READS_TOTAL, "path" => path);
     }
     for result in ["ok", "failed"] {
         let _ = metrics::counter!(REPAIR_COPIES_TOTAL, "result" => result);

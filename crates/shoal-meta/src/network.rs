@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::TypeConfig;
+use crate::read_rounds::VoteGate;
 
 /// How long to wait for a TCP connection to a peer.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -138,6 +139,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 /// Receives Raft calls from peers.
 pub struct RaftService {
     pub raft: Raft<TypeConfig>,
+    /// Whether a vote request may reach Raft now (see [`crate::read_rounds`]).
+    pub votes: VoteGate,
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
@@ -159,6 +162,11 @@ impl shoal_proto::raft::raft_server::Raft for RaftService {
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: VoteRequest<u64> = decode(req)?;
+        if !self.votes.open(std::time::Instant::now()) {
+            return Err(Status::failed_precondition(
+                "this node does not vote yet: it started moments ago or holds a read lease",
+            ));
+        }
         encode(&self.raft.vote(rpc).await)
     }
 

@@ -19,7 +19,7 @@ use crate::fsm::{Command, RequestId, Response};
 use crate::group_commit::{Proposer, Unapplied};
 use crate::health::ServerView;
 use crate::metric_names;
-use crate::read_rounds::ReadRounds;
+use crate::read_rounds::{ReadRounds, VoteGate, lease_for};
 use crate::registry::{Liveness, Registry};
 use crate::sm_store::SharedState;
 
@@ -53,8 +53,15 @@ impl Node {
     /// This node's handles, and the task that batches its proposals.
     pub fn new(raft: Raft<TypeConfig>, state: SharedState, registry: Arc<Registry>) -> Node {
         let proposer = Proposer::start(raft.clone());
-        let reads = ReadRounds::start(raft.clone());
+        let reads = ReadRounds::start(raft.clone(), lease_for(raft.config().election_timeout_min));
         Node { raft, state, registry, proposer, reads }
+    }
+
+    /// The gate for the vote requests this node receives (see
+    /// [`crate::read_rounds`]): shut for `election_timeout_max` from now and
+    /// while this node holds a read lease.
+    pub fn vote_gate(&self) -> VoteGate {
+        self.reads.vote_gate(std::time::Duration::from_millis(self.raft.config().election_timeout_max))
     }
 
     /// Proposes a command on behalf of `request` (batched with whatever else
@@ -75,8 +82,9 @@ impl Node {
         result
     }
 
-    /// Waits until this node may serve a linearizable read (in a read-index
-    /// round shared with the reads around it: see [`crate::read_rounds`]).
+    /// Waits until this node may serve a linearizable read: at once under
+    /// its leader lease, otherwise after a read-index round shared with the
+    /// reads around it (see [`crate::read_rounds`]).
     pub async fn linearizable(&self) -> Result<(), Status> {
         match self.reads.wait().await {
             Ok(()) => Ok(()),

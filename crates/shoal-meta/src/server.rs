@@ -250,7 +250,7 @@ pub async fn run(
         // Who may call what, by the role in the client's certificate.
         .layer(shoal_proto::authz::AuthorizeLayer { enforce: config.transport.is_tls() })
         .add_service(
-            RaftServer::new(RaftService { raft: raft.clone() })
+            RaftServer::new(RaftService { raft: raft.clone(), votes: service.node.vote_gate() })
                 .max_decoding_message_size(max * 4)
                 .max_encoding_message_size(max * 4),
         )
