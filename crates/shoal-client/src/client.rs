@@ -553,15 +553,16 @@ impl Client {
     }
 
     pub(crate) async fn layout(&self, inode: u64) -> Result<(Stat, Vec<ChunkInfo>)> {
-        let l = self.fetch_layout(inode, "").await?;
+        let l = self.fetch_layout(inode, "", false).await?;
         Ok((l.stat.clone(), l.chunks.clone()))
     }
 
     /// Asks meta for the chunk map of `inode`, or (inode 0) of the file at
-    /// `path`, in one call, and caches it (see [`crate::layouts`]).
-    pub(crate) async fn fetch_layout(&self, inode: u64, path: &str) -> Result<Arc<Layout>> {
+    /// `path`, in one call (with the extended attributes if `xattrs`), and
+    /// caches it (see [`crate::layouts`]).
+    pub(crate) async fn fetch_layout(&self, inode: u64, path: &str, xattrs: bool) -> Result<Arc<Layout>> {
         let epoch = self.inner.layouts.epoch();
-        let req = pb::LayoutRequest { inode, path: path.to_string() };
+        let req = pb::LayoutRequest { inode, path: path.to_string(), xattrs };
         let reply = self
             .ns(|mut c| {
                 let req = req.clone();

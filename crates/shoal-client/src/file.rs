@@ -112,7 +112,18 @@ impl Client {
     /// Opens an existing file. One call to meta fetches its attributes and
     /// chunk map, which reads then use (see [`crate::layouts`]).
     pub async fn open(&self, path: &str) -> Result<File> {
-        let layout = self.fetch_layout(0, path).await?;
+        self.open_with(path, false).await
+    }
+
+    /// Opens the file at `path` like [`Client::open`], and its
+    /// [`File::cached_stat`] carries the extended attributes too: one meta
+    /// call for what `stat_xattrs` and `open` would ask in two.
+    pub async fn open_xattrs(&self, path: &str) -> Result<File> {
+        self.open_with(path, true).await
+    }
+
+    async fn open_with(&self, path: &str, xattrs: bool) -> Result<File> {
+        let layout = self.fetch_layout(0, path, xattrs).await?;
         if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: path.to_string() }.into());
         }
@@ -128,7 +139,7 @@ impl Client {
         if inode == 0 {
             return Err(crate::ClientError::InvalidArgument("inode 0 names no file".into()));
         }
-        let layout = self.fetch_layout(inode, "").await?;
+        let layout = self.fetch_layout(inode, "", false).await?;
         if layout.stat.is_dir {
             return Err(shoal_core::FsError::IsADirectory { path: name.to_string() }.into());
         }
@@ -272,7 +283,7 @@ impl File {
             let from_cache = cached.is_some();
             let layout = match cached.take() {
                 Some(l) => l,
-                None => self.client.fetch_layout(self.stat.inode, "").await?,
+                None => self.client.fetch_layout(self.stat.inode, "", false).await?,
             };
             let result = self.read_with(&layout, offset, len, attempt).await;
             let moved = match &result {

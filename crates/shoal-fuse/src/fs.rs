@@ -90,6 +90,8 @@ const HIDDEN_PREFIX: &str = ".shoal-unlinked.";
 /// Stripes of the files' change epochs (files whose inodes share a stripe
 /// drop each other's read-ahead: harmless, and the memory stays fixed).
 const EPOCH_STRIPES: usize = 256;
+/// The zeros of a hole punched or a range zeroed go in writes of this size.
+const ZERO_PIECE_BYTES: u64 = 4 << 20;
 
 /// One open file: its client handle and the bytes written and not sent yet.
 struct Handle {
@@ -445,6 +447,34 @@ impl Inner {
                 self.bump(ino);
                 done
             }
+        }
+    }
+
+    /// fallocate(2) on handle `fh` of `ino`, by [`crate::fallocate::plan`]:
+    /// held writes go first, then the zeros (in pieces, like writes), then
+    /// the new length.
+    fn fallocate(&self, ino: u64, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
+        let h = self.handle(fh)?;
+        self.send_inode(ino)?;
+        let (stat, _) = self.ns(self.client.stat_inode(ino, false))?;
+        let plan = crate::fallocate::plan(mode, offset, length, stat.size)?;
+        if let Some(range) = plan.zero {
+            self.rt.block_on(async {
+                let mut st = h.state.lock().await;
+                st.ahead.clear();
+                st.fetching = None;
+                let mut at = range.start;
+                while at < range.end {
+                    let n = (range.end - at).min(ZERO_PIECE_BYTES);
+                    self.send(&mut st.file, (at, vec![0; n as usize])).await?;
+                    at += n;
+                }
+                Ok::<(), Errno>(())
+            })?;
+        }
+        match plan.grow_to {
+            Some(len) => self.truncate(ino, Some(fh), len),
+            None => Ok(()),
         }
     }
 
@@ -1114,6 +1144,22 @@ impl Filesystem for ShoalFs {
         fs.files.lock().expect("files lock").remove(&fh.0);
         fs.drop_unlinked(h.ino);
         or_reply!(reply, sent);
+        reply.ok();
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let fs = &self.0;
+        or_reply!(reply, fs.writable());
+        or_reply!(reply, fs.fallocate(ino.0, fh, offset, length, mode));
         reply.ok();
     }
 

@@ -20,6 +20,7 @@
 pub mod attr;
 pub mod buffer;
 pub mod errno;
+pub mod fallocate;
 pub mod fs;
 pub mod locks;
 pub mod readahead;

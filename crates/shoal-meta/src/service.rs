@@ -477,7 +477,10 @@ impl pb::namespace_server::Namespace for MetaService {
                 None => s.fs.inode(r.inode),
             }
             .map_err(fs_status)?;
-            (inode_pb(f, s.fs.nlink(f)), f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>())
+            (
+                inode_pb_with(&s.fs, f, r.xattrs),
+                f.chunks.iter().map(|(index, c)| (*index, c.clone())).collect::<Vec<_>>(),
+            )
         };
         let chunks = chunks.iter().map(|(index, c)| self.location(*index, c, caller.as_deref())).collect();
         Ok(TonicResponse::new(pb::LayoutReply { inode: Some(inode), chunks }))

@@ -131,6 +131,46 @@ fn is_not_found(e: &ClientError) -> bool {
     matches!(e, ClientError::Fs(FsError::NotFound { .. }))
 }
 
+/// Streams `[range)` of the file `opened` gives (with its path, for
+/// messages): a task reads ahead while the body is sent. A read that fails
+/// part-way ends the stream with an error, so the connection is cut, never
+/// ended cleanly.
+fn read_ahead(
+    opened: impl Future<Output = Result<(shoal_client::File, String), std::io::Error>> + Send + 'static,
+    range: std::ops::Range<u64>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD_PIECES);
+    tokio::spawn(async move {
+        let (mut file, path) = match opened.await {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let mut at = range.start;
+        while at < range.end {
+            let want = (range.end - at).min(READ_PIECE_MAX_BYTES);
+            let piece = match file.read_at(at, want).await {
+                Ok(d) if d.len() as u64 == want => Ok(Bytes::from(d)),
+                Ok(d) => {
+                    Err(std::io::Error::other(format!("{path} ended at {} while being read", at + d.len() as u64)))
+                }
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = piece.is_err();
+            if failed {
+                tracing::warn!(%path, at, "read failed part-way; cutting the response");
+            }
+            if tx.send(piece).await.is_err() || failed {
+                return;
+            }
+            at += want;
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 impl Store {
     pub fn new(client: Client) -> Self {
         Store { client }
@@ -316,51 +356,35 @@ impl Store {
         Ok(etag)
     }
 
-    /// Streams `[range)` of the file at `path` (inode `inode`): a task reads
-    /// ahead while the body is sent. A read that fails part-way ends the
-    /// stream with an error, so the connection is cut, never ended cleanly.
+    /// Streams `[range)` of the file at `path`, opened afresh, if it is still
+    /// inode `inode` (see [`read_ahead`]).
     pub fn read_stream(
         &self,
         path: &str,
         inode: u64,
         range: std::ops::Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD_PIECES);
         let client = self.client.clone();
         let path = path.to_string();
-        tokio::spawn(async move {
-            let mut file = match client.open(&path).await {
-                Ok(f) if f.cached_stat().inode == inode => f,
-                Ok(_) => {
-                    let _ = tx.send(Err(std::io::Error::other(format!("{path} was replaced while being read")))).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            let mut at = range.start;
-            while at < range.end {
-                let want = (range.end - at).min(READ_PIECE_MAX_BYTES);
-                let piece = match file.read_at(at, want).await {
-                    Ok(d) if d.len() as u64 == want => Ok(Bytes::from(d)),
-                    Ok(d) => {
-                        Err(std::io::Error::other(format!("{path} ended at {} while being read", at + d.len() as u64)))
-                    }
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                let failed = piece.is_err();
-                if failed {
-                    tracing::warn!(%path, at, "read failed part-way; cutting the response");
-                }
-                if tx.send(piece).await.is_err() || failed {
-                    return;
-                }
-                at += want;
+        let opened = async move {
+            match client.open(&path).await {
+                Ok(f) if f.cached_stat().inode == inode => Ok((f, path)),
+                Ok(_) => Err(std::io::Error::other(format!("{path} was replaced while being read"))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
             }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+        };
+        read_ahead(opened, range)
+    }
+
+    /// Streams `[range)` of a file already open, like [`Store::read_stream`].
+    pub fn stream_file(
+        &self,
+        path: &str,
+        file: shoal_client::File,
+        range: std::ops::Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+        let path = path.to_string();
+        read_ahead(async move { Ok((file, path)) }, range)
     }
 
     /// Visits the objects of the bucket at `dir` in key order, feeding `pager`,

@@ -74,6 +74,22 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(must_sh(d, "dd if=f bs=1 skip=6 count=5 status=none"), "world");
     assert_eq!(must_sh(d, "truncate -s 3 f && cat f && stat -c %s f"), "hXY3\n");
     assert_eq!(must_sh(d, "truncate -s 5 f && od -An -c f | tr -s ' '"), " h X Y \\0 \\0\n", "grown with zeros");
+    // fallocate(1): allocating past the end grows the file with zeros, a
+    // hole punched or a range zeroed reads as zeros and keeps the size;
+    // collapsing a range is not supported, and changes nothing.
+    must_sh(d, "printf 0123456789 > fa && fallocate -l 16 fa");
+    assert_eq!(
+        must_sh(d, "stat -c %s fa && od -An -c fa | tr -s ' '"),
+        "16\n 0 1 2 3 4 5 6 7 8 9 \\0 \\0 \\0 \\0 \\0 \\0\n"
+    );
+    must_sh(d, "fallocate -n -l 4096 fa && fallocate -p -o 2 -l 3 fa && fallocate -z -n -o 8 -l 100 fa");
+    assert_eq!(
+        must_sh(d, "stat -c %s fa && od -An -c fa | tr -s ' '"),
+        "16\n 0 1 \\0 \\0 \\0 5 6 7 \\0 \\0 \\0 \\0 \\0 \\0 \\0 \\0\n"
+    );
+    let collapse = sh(d, "fallocate -c -o 0 -l 4096 fa");
+    assert!(!collapse.status.success() && stderr(&collapse).contains("not supported"), "{}", stderr(&collapse));
+    assert_eq!(c.must_cat("/fa"), b"01\0\0\0567\0\0\0\0\0\0\0\0", "meta and the chunk servers hold the same");
     // The same through one handle: seek back, overwrite, read.
     let mut f =
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.path("g")).unwrap();
@@ -307,8 +323,8 @@ const FSX_SEED: u32 = 97;
 /// 1 MiB chunks), operations up to 256 KiB, and every operation the mount
 /// serves: pread/pwrite, reads and writes through mmap (with msync and
 /// MS_INVALIDATE), truncates that shrink and grow, close and reopen, fsync,
-/// fdatasync, sendfile, posix_fadvise and copy_file_range. Not
-/// posix_fallocate or hole punching (the mount has no fallocate).
+/// fdatasync, sendfile, posix_fadvise, copy_file_range, posix_fallocate and
+/// hole punching.
 const FSX_CONFIG: &str = "flen = 3145728
 [opsize]
 max = 262144
@@ -327,6 +343,8 @@ fdatasync = 1
 sendfile = 1
 posix_fadvise = 1
 copy_file_range = 1
+posix_fallocate = 1
+punch_hole = 1
 ";
 
 /// Runs `cmd` with its output in `log` and waits for it, at most `limit`
