@@ -193,6 +193,18 @@ pub(crate) fn request_id(r: Option<pb::RequestId>) -> Option<RequestId> {
 }
 
 impl MetaService {
+    /// The owner a new inode of `kind` at `path` gets when `owner` is asked
+    /// for: a set-group-ID parent passes its group on (see
+    /// [`crate::fsm::attrs::owner_under`]). Read from this node's state
+    /// before proposing, like the replication a new file inherits.
+    fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Owner {
+        let s = self.node.state.read();
+        match path.split_last().and_then(|(parent, _)| s.fs.lookup(&parent).ok()) {
+            Some(dir) => crate::fsm::attrs::owner_under(dir, owner, kind),
+            None => owner,
+        }
+    }
+
     /// Like [`Node::write`], with namespace errors turned into statuses.
     pub(crate) async fn write_ok(
         &self,
@@ -288,14 +300,9 @@ impl pb::namespace_server::Namespace for MetaService {
                     reason: "a mkdir with an owner makes one directory (no parents)".into(),
                 }));
             }
-            let cmd = NamespaceCmd::MakeNode {
-                path,
-                kind: Kind::Dir,
-                owner: owner(o)?,
-                replication: 0,
-                chunk_size: 0,
-                exclusive: true,
-            };
+            let owner = self.owner_at(&path, owner(o)?, Kind::Dir);
+            let cmd =
+                NamespaceCmd::MakeNode { path, kind: Kind::Dir, owner, replication: 0, chunk_size: 0, exclusive: true };
             return self.write_inode(cmd, request_id(r.request)).await;
         }
         self.write_inode(NamespaceCmd::Mkdir { path, parents: r.parents }, request_id(r.request)).await
@@ -316,9 +323,9 @@ impl pb::namespace_server::Namespace for MetaService {
         let chunk_size = self.settings.chunk_size_bytes;
         let cmd = match r.owner {
             Some(o) => NamespaceCmd::MakeNode {
+                owner: self.owner_at(&path, owner(o)?, Kind::File),
                 path,
                 kind: Kind::File,
-                owner: owner(o)?,
                 replication,
                 chunk_size,
                 exclusive: !r.open_existing,
@@ -432,7 +439,8 @@ impl pb::namespace_server::Namespace for MetaService {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
         crate::fsm::namespace::check_symlink_target(&r.target).map_err(fs_status)?;
-        let cmd = NamespaceCmd::Symlink { path, target: r.target, uid: r.uid, gid: r.gid };
+        let gid = self.owner_at(&path, Owner { mode: 0o777, uid: r.uid, gid: r.gid }, Kind::Symlink).gid;
+        let cmd = NamespaceCmd::Symlink { path, target: r.target, uid: r.uid, gid };
         self.write_inode(cmd, request_id(r.request)).await
     }
 
@@ -441,6 +449,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let path = parse_path(&r.path)?;
         let kind = special_kind(r.kind())?;
         let owner = owner(r.owner.unwrap_or(pb::Owner { mode: 0o644, uid: 0, gid: 0 }))?;
+        let owner = self.owner_at(&path, owner, kind);
         self.write_inode(NamespaceCmd::Mknod { path, kind, owner, rdev: r.rdev }, request_id(r.request)).await
     }
 

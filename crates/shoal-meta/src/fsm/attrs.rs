@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_core::FsError;
 
-use super::namespace::{Inode, Kind, MODE_BITS_MAX};
+use super::namespace::{Inode, Kind, MODE_BITS_MAX, Owner};
 use super::{FsState, Response};
 
 /// The latest time an inode may carry, in nanoseconds since the epoch.
@@ -60,6 +60,25 @@ pub fn check_change(change: &AttrChange) -> Result<(), FsError> {
         }
     }
     Ok(())
+}
+
+/// The owner a new inode of `kind` gets in directory `parent`, asked for as
+/// `owner`. Under a set-group-ID directory (as Linux does) it takes the
+/// directory's group, and a new directory is set-group-ID too; a new file
+/// asking for set-group-ID with group execution keeps it only if the
+/// creator is root or the group is the creator's own (supplementary groups
+/// are not known here).
+pub fn owner_under(parent: &Inode, owner: Owner, kind: Kind) -> Owner {
+    if parent.kind != Kind::Dir || parent.mode & S_ISGID == 0 {
+        return owner;
+    }
+    let mut out = Owner { gid: parent.gid, ..owner };
+    if kind == Kind::Dir {
+        out.mode |= S_ISGID;
+    } else if out.mode & (S_ISGID | S_IXGRP) == S_ISGID | S_IXGRP && owner.uid != 0 && owner.gid != parent.gid {
+        out.mode &= !S_ISGID;
+    }
+    out
 }
 
 /// The attributes of `inode` after `change` at leader time `now_ms`.
@@ -113,6 +132,30 @@ mod tests {
     use super::super::NamespaceCmd;
     use super::super::testing::{create, run};
     use super::*;
+
+    #[test]
+    fn a_set_group_id_directory_passes_its_group_on() {
+        let dir = |mode: u32| {
+            let mut d = FsState::default().inodes[&super::super::ROOT_INODE].clone();
+            (d.mode, d.gid) = (mode, 50);
+            d
+        };
+        let asked = Owner { mode: 0o644, uid: 1000, gid: 100 };
+        assert_eq!(owner_under(&dir(0o755), asked, Kind::File), asked, "not set-group-ID: as asked");
+        assert_eq!(owner_under(&dir(0o2775), asked, Kind::File), Owner { gid: 50, ..asked });
+        assert_eq!(
+            owner_under(&dir(0o2775), Owner { mode: 0o755, ..asked }, Kind::Dir),
+            Owner { mode: 0o2755, uid: 1000, gid: 50 },
+            "a directory inherits the bit too"
+        );
+        // set-group-ID with group execution, in a group not the creator's: dropped, except for root.
+        let sgid_exec = Owner { mode: 0o2755, ..asked };
+        assert_eq!(owner_under(&dir(0o2775), sgid_exec, Kind::File).mode, 0o755);
+        let root = Owner { uid: 0, ..sgid_exec };
+        assert_eq!(owner_under(&dir(0o2775), root, Kind::File).mode, 0o2755);
+        let own_group = Owner { gid: 50, ..sgid_exec };
+        assert_eq!(owner_under(&dir(0o2775), own_group, Kind::File).mode, 0o2755);
+    }
 
     #[test]
     fn chmod_chown_and_times() {

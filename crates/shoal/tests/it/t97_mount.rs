@@ -137,6 +137,12 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(must_sh(d, "TZ=UTC stat -c '%a %u %g %y' f"), "751 1234 567 2021-02-03 04:05:06.123456789 +0000\n");
     let meta = std::fs::metadata(m.path("f")).unwrap();
     assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777), (1234, 567, 0o751));
+    // A set-group-ID directory passes its group on, and the bit to new directories.
+    must_sh(d, "mkdir sg && chgrp 567 sg && chmod 2775 sg && umask 022 && touch sg/f && mkdir sg/d && ln -s f sg/l");
+    assert_eq!(
+        must_sh(d, "stat -c '%n %g %a' sg/f sg/d && stat -c '%n %g' sg/l"),
+        "sg/f 567 644\nsg/d 567 2755\nsg/l 567\n"
+    );
     // Extended attributes: user.* only.
     let path = std::ffi::CString::new(m.path("f").to_string_lossy().as_bytes()).unwrap();
     let set = |name: &str, value: &[u8], flags: i32| {
