@@ -9,7 +9,7 @@
 //! which clients follow.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Raft, ServerState};
 use tonic::Status;
@@ -50,10 +50,12 @@ pub fn not_leader(leader: Option<BasicNode>) -> Status {
 }
 
 impl Node {
-    /// This node's handles, and the task that batches its proposals.
-    pub fn new(raft: Raft<TypeConfig>, state: SharedState, registry: Arc<Registry>) -> Node {
+    /// This node's handles, and the tasks that batch its proposals and its
+    /// read rounds; reads are served under a leader lease if `read_lease`.
+    pub fn new(raft: Raft<TypeConfig>, state: SharedState, registry: Arc<Registry>, read_lease: bool) -> Node {
         let proposer = Proposer::start(raft.clone());
-        let reads = ReadRounds::start(raft.clone(), lease_for(raft.config().election_timeout_min));
+        let lease = if read_lease { lease_for(raft.config().election_timeout_min) } else { Duration::ZERO };
+        let reads = ReadRounds::start(raft.clone(), lease);
         Node { raft, state, registry, proposer, reads }
     }
 
@@ -61,7 +63,7 @@ impl Node {
     /// [`crate::read_rounds`]): shut for `election_timeout_max` from now and
     /// while this node holds a read lease.
     pub fn vote_gate(&self) -> VoteGate {
-        self.reads.vote_gate(std::time::Duration::from_millis(self.raft.config().election_timeout_max))
+        self.reads.vote_gate(Duration::from_millis(self.raft.config().election_timeout_max))
     }
 
     /// Proposes a command on behalf of `request` (batched with whatever else

@@ -77,6 +77,9 @@ pub struct MetaConfig {
     pub advertise: Option<String>,
     /// How long the chunk capabilities this node signs are valid.
     pub capability_lifetime: Duration,
+    /// Serve linearizable reads under the leader's lease (see
+    /// [`crate::read_rounds`]); off, every read waits for a read-index round.
+    pub read_lease: bool,
 }
 
 impl MetaConfig {
@@ -99,6 +102,7 @@ impl MetaConfig {
             transport: shoal_proto::Transport::Insecure,
             advertise: None,
             capability_lifetime: shoal_proto::capability::LIFETIME_DEFAULT,
+            read_lease: true,
         }
     }
 
@@ -206,7 +210,7 @@ pub async fn start(config: &MetaConfig) -> anyhow::Result<Started> {
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
         capabilities,
-        node: Node::new(raft.clone(), state, registry),
+        node: Node::new(raft.clone(), state, registry, config.read_lease),
         sessions,
         settings: Arc::new(ServiceSettings {
             node_id: config.id,

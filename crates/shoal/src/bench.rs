@@ -42,6 +42,7 @@ pub enum Workload {
     SmallWrite,
     SmallRead,
     Meta,
+    MetaRead,
     Lock,
     RandRead,
     Mixed,
@@ -70,7 +71,7 @@ pub struct Options {
     pub workload: Workload,
     /// Concurrent clients (tasks, each with its own connection).
     pub clients: u32,
-    /// Files (small-*) or operation rounds (meta).
+    /// Files (small-*) or operation rounds (meta, meta-read).
     pub count: u64,
     /// Bytes per file or read (None: the workload's default).
     pub size: Option<u64>,
@@ -131,6 +132,7 @@ pub async fn run(args: Options, meta_addrs: &[String], timeout: Duration) -> any
         Workload::SmallWrite => small(&client, &args, false).await?,
         Workload::SmallRead => small(&client, &args, true).await?,
         Workload::Meta => meta(&client, &args).await?,
+        Workload::MetaRead => meta_read(&client, &args).await?,
         Workload::Lock => lock(&client, &args).await?,
         Workload::RandRead => rand_read(&client, &args).await?,
         Workload::Mixed => mixed(&client, &args).await?,
@@ -336,6 +338,32 @@ async fn meta(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
     .await?;
     // Each round is five operations.
     o.ops *= 5;
+    Ok(o)
+}
+
+/// Entries in the directory `meta-read` stats and lists.
+const META_READ_ENTRIES: u64 = 100;
+
+/// Namespace reads alone: each round stats one of [`META_READ_ENTRIES`]
+/// files and lists their directory (two operations).
+async fn meta_read(client: &Client, args: &Options) -> anyhow::Result<Outcome> {
+    let dir = format!("{}/meta-read", args.dir);
+    client.remove(&dir, true).await.ok();
+    client.mkdir(&dir, true).await?;
+    for i in 0..META_READ_ENTRIES {
+        client.create(&format!("{dir}/f{i}"), args.replication).await?;
+    }
+    let mut o = spread(client, args, 0, move |c, i| {
+        let (file, dir) = (format!("{dir}/f{}", i % META_READ_ENTRIES), dir.clone());
+        async move {
+            c.stat(&file).await?;
+            let listed = c.list(&dir).await?;
+            anyhow::ensure!(listed.len() as u64 == META_READ_ENTRIES, "listed {} entries", listed.len());
+            Ok(())
+        }
+    })
+    .await?;
+    o.ops *= 2;
     Ok(o)
 }
 

@@ -412,7 +412,7 @@ pub struct BenchArgs {
     /// Concurrent clients (tasks, each with its own connection) [default: 1; 4 for failover; 16 for meta-scale].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub clients: Option<u32>,
-    /// Files (small-*) or operation rounds (meta).
+    /// Files (small-*) or operation rounds (meta, meta-read).
     #[arg(long, default_value_t = 1000)]
     pub count: u64,
     /// Bytes per file: 4KiB for small-*, 1GiB for seq-*.
@@ -544,6 +544,11 @@ pub struct MetaArgs {
     /// forming a new group (for a new or replacement node).
     #[arg(long, conflicts_with = "peers")]
     pub join: bool,
+    /// Serve every linearizable read after a read-index round with the other
+    /// meta nodes, instead of from the leader's state under its lease (the
+    /// lease assumes the nodes' clocks run at nearly the same rate).
+    #[arg(long)]
+    pub no_read_lease: bool,
     /// Raft log entries between two snapshots (older entries are then compacted away).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,

@@ -36,6 +36,7 @@ pub async fn meta(args: MetaArgs, transport: shoal_client::Transport) -> anyhow:
     config.dead_after = args.dead_after;
     config.join = args.join;
     config.snapshot_every_entries = args.snapshot_every;
+    config.read_lease = !args.no_read_lease;
     config.repair_copies_max = args.repair_copies as usize;
     config.repair_rate_bytes_per_s = args.repair_rate;
     config.capability_lifetime = args.capability_lifetime;
