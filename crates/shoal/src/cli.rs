@@ -503,6 +503,10 @@ pub struct UpArgs {
     /// Bandwidth all re-replication copies may use together (0: no limit).
     #[arg(long, default_value = "256MiB/s", value_parser = rate)]
     pub repair_rate: u64,
+    /// The meta nodes serve every linearizable read after a read-index
+    /// round, not under the leader's lease (`shoal meta --no-read-lease`).
+    #[arg(long)]
+    pub no_read_lease: bool,
     /// How fast each chunk server's scrubber re-verifies checksums (0: off).
     #[arg(long, default_value = "32MiB/s", value_parser = rate)]
     pub scrub_rate: u64,
