@@ -6,8 +6,10 @@
 //!   still fail with `ENOSPC`.
 //! - `FALLOC_FL_KEEP_SIZE` alone changes nothing.
 //! - `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` and
-//!   `FALLOC_FL_ZERO_RANGE` write zeros over the range (cut at the end of
-//!   the file with `KEEP_SIZE`; `ZERO_RANGE` without it may extend it).
+//!   `FALLOC_FL_ZERO_RANGE` write zeros over the part of the range inside
+//!   the file (no space is freed: a punched range holds written zeros);
+//!   `ZERO_RANGE` without `KEEP_SIZE` then grows the file to the range's
+//!   end, which reads as zeros without writing them.
 //! - Collapsing, inserting and unsharing ranges are `EOPNOTSUPP`, as are
 //!   unknown flags.
 
@@ -41,7 +43,8 @@ pub fn plan(mode: i32, offset: u64, length: u64, size: u64) -> Result<Plan, Errn
         0 => Ok(Plan { zero: None, grow_to: (end > size).then_some(end) }),
         PUNCH_HOLE if keep_size => Ok(Plan { zero: kept(offset..end), grow_to: None }),
         ZERO_RANGE if keep_size => Ok(Plan { zero: kept(offset..end), grow_to: None }),
-        ZERO_RANGE => Ok(Plan { zero: Some(offset..end), grow_to: None }),
+        // Past the end, growing writes the zeros.
+        ZERO_RANGE => Ok(Plan { zero: kept(offset..end), grow_to: (end > size).then_some(end) }),
         // A hole punched must keep the size (Linux refuses it the same way).
         _ => Err(Errno::EOPNOTSUPP),
     }
@@ -65,7 +68,8 @@ mod tests {
         assert_eq!(plan(keep, 90, 20, 100), Ok(Plan { zero: Some(90..100), grow_to: None }));
         assert_eq!(plan(keep, 100, 20, 100), Ok(Plan::default()), "past the end: nothing to punch");
         assert_eq!(plan(ZERO_RANGE | KEEP_SIZE, 90, 20, 100), Ok(Plan { zero: Some(90..100), grow_to: None }));
-        assert_eq!(plan(ZERO_RANGE, 90, 20, 100), Ok(Plan { zero: Some(90..110), grow_to: None }));
+        assert_eq!(plan(ZERO_RANGE, 90, 20, 100), Ok(Plan { zero: Some(90..100), grow_to: Some(110) }));
+        assert_eq!(plan(ZERO_RANGE, 1 << 40, 1 << 40, 100), Ok(Plan { zero: None, grow_to: Some(2 << 40) }));
     }
 
     #[test]

@@ -455,6 +455,8 @@ impl Inner {
     /// the new length.
     fn fallocate(&self, ino: u64, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
         let h = self.handle(fh)?;
+        // This handle's own held bytes, and a failure it kept for its next flush.
+        self.send_held(&h)?;
         self.send_inode(ino)?;
         let (stat, _) = self.ns(self.client.stat_inode(ino, false))?;
         let plan = crate::fallocate::plan(mode, offset, length, stat.size)?;

@@ -162,11 +162,9 @@ impl shoal_proto::raft::raft_server::Raft for RaftService {
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: VoteRequest<u64> = decode(req)?;
-        if !self.votes.open(std::time::Instant::now()) {
-            return Err(Status::failed_precondition(
-                "this node does not vote yet: it started moments ago or holds a read lease",
-            ));
-        }
+        let Some(_deciding) = self.votes.admit(std::time::Instant::now()) else {
+            return Err(Status::failed_precondition("this node leads under a read lease and does not vote"));
+        };
         encode(&self.raft.vote(rpc).await)
     }
 

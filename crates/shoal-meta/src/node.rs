@@ -59,11 +59,10 @@ impl Node {
         Node { raft, state, registry, proposer, reads }
     }
 
-    /// The gate for the vote requests this node receives (see
-    /// [`crate::read_rounds`]): shut for `election_timeout_max` from now and
-    /// while this node holds a read lease.
+    /// The gate for the vote requests this node receives: shut while this
+    /// node holds a read lease (see [`crate::read_rounds`]).
     pub fn vote_gate(&self) -> VoteGate {
-        self.reads.vote_gate(Duration::from_millis(self.raft.config().election_timeout_max))
+        self.reads.vote_gate()
     }
 
     /// Proposes a command on behalf of `request` (batched with whatever else

@@ -28,11 +28,13 @@
 //!
 //! Monotonic clocks keep running while a process is stopped, so a leader
 //! frozen past its lease finds it expired when it resumes. A follower that
-//! restarts forgets when it last heard the leader and would vote at once,
-//! and openraft's leader itself grants a vote to a candidate whose log is
-//! as long as its own. [`VoteGate`] keeps the argument true in both cases:
-//! a freshly started node refuses votes for `election_timeout_max`, and a
-//! node refuses them while it holds a lease.
+//! restarts counts its last heartbeat as "now" (openraft stamps the vote it
+//! loads with the time it starts), so it refuses votes for as long again.
+//! Openraft's leader itself would grant a vote to a candidate whose log is
+//! as long as its own: [`VoteGate`] refuses vote requests while this node
+//! holds a lease, and a round during which a vote reached Raft grants no
+//! lease. The term and leadership a round confirms are read from Raft's
+//! core before and after it, not from its metrics, which can lag.
 //!
 //! A read that finds the lease in its last half also asks for a round in
 //! the background, so a steady stream of reads renews the lease without
@@ -77,6 +79,21 @@ fn lease_holds(lease: Option<Lease>, now: Instant, leading: bool, term: u64, app
     lease.is_some_and(|l| leading && l.term == term && applied_term == Some(term) && now < l.until)
 }
 
+/// The lease and the votes let through to Raft, under one lock, so a lease
+/// is never installed while a vote it does not know of is being decided.
+#[derive(Debug, Default)]
+struct Shared {
+    lease: Option<Lease>,
+    /// Votes let through to Raft since the start.
+    votes_admitted: u64,
+    /// Of those, the ones Raft has not answered yet.
+    votes_deciding: u64,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A waiting reader, or None for a renewal nobody waits on.
 type Waiter = Option<oneshot::Sender<Result<(), Unapplied>>>;
 
@@ -86,8 +103,17 @@ type Waiter = Option<oneshot::Sender<Result<(), Unapplied>>>;
 pub struct ReadRounds {
     raft: Raft<TypeConfig>,
     queue: mpsc::UnboundedSender<Waiter>,
-    lease: Arc<Mutex<Option<Lease>>>,
+    shared: Arc<Mutex<Shared>>,
     /// A background renewal is queued or running.
+    renewing: Arc<AtomicBool>,
+    length: Duration,
+}
+
+/// What the round task needs: everything but the queue's sender, so the
+/// task ends once every [`ReadRounds`] is dropped.
+struct Rounder {
+    raft: Raft<TypeConfig>,
+    shared: Arc<Mutex<Shared>>,
     renewing: Arc<AtomicBool>,
     length: Duration,
 }
@@ -98,22 +124,16 @@ impl ReadRounds {
     /// turns leases off).
     pub fn start(raft: Raft<TypeConfig>, length: Duration) -> ReadRounds {
         let (queue, waiting) = mpsc::unbounded_channel();
-        let rounds = ReadRounds {
-            raft,
-            queue,
-            lease: Arc::new(Mutex::new(None)),
-            renewing: Arc::new(AtomicBool::new(false)),
-            length,
-        };
-        tokio::spawn(round_loop(rounds.clone(), waiting));
-        rounds
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let renewing = Arc::new(AtomicBool::new(false));
+        let rounder = Rounder { raft: raft.clone(), shared: shared.clone(), renewing: renewing.clone(), length };
+        tokio::spawn(round_loop(rounder, waiting));
+        ReadRounds { raft, queue, shared, renewing, length }
     }
 
-    /// The gate for this node's incoming vote requests, shut for `quiet`
-    /// (the followers' vote lease, `election_timeout_max`) from now and
-    /// while this node holds a lease.
-    pub fn vote_gate(&self, quiet: Duration) -> VoteGate {
-        VoteGate { started: Instant::now(), quiet, lease: self.lease.clone() }
+    /// The gate for this node's incoming vote requests.
+    pub fn vote_gate(&self) -> VoteGate {
+        VoteGate { shared: self.shared.clone() }
     }
 
     /// Returns once this node may serve a linearizable read: at once under
@@ -139,22 +159,22 @@ impl ReadRounds {
 
     /// The end of the lease if it lets a read be served at `now`.
     fn held(&self, now: Instant) -> Option<Instant> {
-        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let lease = lock(&self.shared).lease;
         let m = self.raft.metrics();
         let m = m.borrow();
         let leading = m.state == ServerState::Leader;
         let applied_term = m.last_applied.map(|l| l.leader_id.term);
         lease_holds(lease, now, leading, m.current_term, applied_term).then(|| lease.map(|l| l.until)).flatten()
     }
-
-    fn current_term(&self) -> (u64, bool) {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        (m.current_term, m.state == ServerState::Leader)
-    }
 }
 
-async fn round_loop(rounds: ReadRounds, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
+/// This node's term and whether it leads, from Raft's core itself (its
+/// metrics may lag a moment behind); None if Raft stopped.
+async fn core_term(raft: &Raft<TypeConfig>) -> Option<(u64, bool)> {
+    raft.with_raft_state(|s| (s.vote_ref().leader_id().term, s.server_state == ServerState::Leader)).await.ok()
+}
+
+async fn round_loop(r: Rounder, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
     while let Some(first) = waiting.recv().await {
         let mut readers = vec![first];
         while let Ok(next) = waiting.try_recv() {
@@ -162,8 +182,9 @@ async fn round_loop(rounds: ReadRounds, mut waiting: mpsc::UnboundedReceiver<Wai
         }
         // Every reader taken above arrived before this round begins.
         let began = Instant::now();
-        let (term, _) = rounds.current_term();
-        let outcome = match tokio::time::timeout(ROUND_TIMEOUT, rounds.raft.ensure_linearizable()).await {
+        let votes_before = lock(&r.shared).votes_admitted;
+        let before = core_term(&r.raft).await;
+        let outcome = match tokio::time::timeout(ROUND_TIMEOUT, r.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(Unapplied::NotLeader(f.leader_node))
@@ -171,42 +192,59 @@ async fn round_loop(rounds: ReadRounds, mut waiting: mpsc::UnboundedReceiver<Wai
             Ok(Err(e)) => Err(Unapplied::Failed(e.to_string())),
             Err(_) => Err(Unapplied::Failed("no quorum confirmed this leader in time".into())),
         };
-        let mut lease = rounds.lease.lock().unwrap_or_else(|p| p.into_inner());
-        // The round confirmed the leader of `term` only if the term did not
-        // move while it ran (terms only grow).
-        *lease = match (&outcome, rounds.current_term()) {
-            (Ok(()), (now_term, true)) if now_term == term && !rounds.length.is_zero() => {
-                Some(Lease { term, until: began + rounds.length })
-            }
+        let after = core_term(&r.raft).await;
+        let mut shared = lock(&r.shared);
+        // The round confirmed the leader of the term it began in only if
+        // the term did not move while it ran (terms only grow), and no vote
+        // reached Raft meanwhile: a vote this node granted would depose it
+        // whatever the round saw.
+        let confirmed = outcome.is_ok()
+            && before.is_some_and(|(_, leading)| leading)
+            && before == after
+            && shared.votes_admitted == votes_before
+            && shared.votes_deciding == 0;
+        shared.lease = match (confirmed && !r.length.is_zero(), before) {
+            (true, Some((term, _))) => Some(Lease { term, until: began + r.length }),
             _ => None,
         };
-        drop(lease);
-        rounds.renewing.store(false, Ordering::Release);
+        drop(shared);
+        r.renewing.store(false, Ordering::Release);
         for reader in readers.into_iter().flatten() {
             let _ = reader.send(outcome.clone());
         }
     }
 }
 
-/// Decides whether this node may grant a Raft vote now. It may not:
-/// - for `election_timeout_max` after this process started: a node that
-///   restarts has forgotten when it last heard its leader, and a vote given
-///   at once could elect a new leader inside the old leader's read lease;
-/// - while this node holds a read lease itself: openraft's leader would
-///   grant a vote to a candidate with a log as long as its own, and step
-///   down a moment later than its reads notice.
+/// Lets a Raft vote request through to Raft only while this node holds no
+/// read lease: openraft's leader grants a vote to a candidate whose log is
+/// as long as its own, and would step down a moment later than its reads
+/// notice. A vote let through stops the round running then from granting a
+/// lease.
 #[derive(Clone)]
 pub struct VoteGate {
-    started: Instant,
-    quiet: Duration,
-    lease: Arc<Mutex<Option<Lease>>>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// A vote being decided by Raft; dropping it says Raft answered.
+pub struct Deciding(Arc<Mutex<Shared>>);
+
+impl Drop for Deciding {
+    fn drop(&mut self) {
+        lock(&self.0).votes_deciding -= 1;
+    }
 }
 
 impl VoteGate {
-    /// Whether this node may vote at `now`.
-    pub fn open(&self, now: Instant) -> bool {
-        let leased = self.lease.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|l| now < l.until);
-        now.saturating_duration_since(self.started) >= self.quiet && !leased
+    /// Lets a vote through at `now` (hold the answer until Raft decided),
+    /// or None while this node holds a lease.
+    pub fn admit(&self, now: Instant) -> Option<Deciding> {
+        let mut shared = lock(&self.shared);
+        if shared.lease.is_some_and(|l| now < l.until) {
+            return None;
+        }
+        shared.votes_admitted += 1;
+        shared.votes_deciding += 1;
+        Some(Deciding(self.shared.clone()))
     }
 }
 
@@ -235,15 +273,21 @@ mod tests {
     }
 
     #[test]
-    fn a_node_votes_only_after_its_quiet_time_and_outside_its_own_lease() {
-        let lease = Arc::new(Mutex::new(None));
-        let gate = VoteGate { started: Instant::now(), quiet: Duration::from_millis(300), lease: lease.clone() };
-        let t = gate.started;
-        assert!(!gate.open(t));
-        assert!(!gate.open(t + Duration::from_millis(299)));
-        assert!(gate.open(t + Duration::from_millis(300)));
-        *lease.lock().unwrap() = Some(Lease { term: 2, until: t + Duration::from_millis(500) });
-        assert!(!gate.open(t + Duration::from_millis(400)), "inside its own lease");
-        assert!(gate.open(t + Duration::from_millis(500)));
+    fn a_node_votes_only_outside_its_own_lease_and_counts_the_votes_it_lets_through() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let gate = VoteGate { shared: shared.clone() };
+        let t = Instant::now();
+        let counts = || {
+            let s = lock(&shared);
+            (s.votes_admitted, s.votes_deciding)
+        };
+        let deciding = gate.admit(t).expect("no lease: the vote goes through");
+        assert_eq!(counts(), (1, 1));
+        drop(deciding);
+        assert_eq!(counts(), (1, 0));
+        lock(&shared).lease = Some(Lease { term: 2, until: t + Duration::from_millis(500) });
+        assert!(gate.admit(t + Duration::from_millis(400)).is_none(), "inside its own lease");
+        assert_eq!(lock(&shared).votes_admitted, 1, "a refused vote is not counted");
+        assert!(gate.admit(t + Duration::from_millis(500)).is_some());
     }
 }

@@ -196,12 +196,17 @@ impl MetaService {
     /// The owner a new inode of `kind` at `path` gets when `owner` is asked
     /// for: a set-group-ID parent passes its group on (see
     /// [`crate::fsm::attrs::owner_under`]). Read from this node's state
-    /// before proposing, like the replication a new file inherits.
-    fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Owner {
+    /// before proposing, like the replication a new file inherits, once the
+    /// state holds every change acknowledged before (a leader that applied
+    /// an entry of its own term, or after a read round).
+    async fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Result<Owner, Status> {
+        if !self.node.caught_up_as_leader() {
+            self.node.linearizable().await?;
+        }
         let s = self.node.state.read();
         match path.split_last().and_then(|(parent, _)| s.fs.lookup(&parent).ok()) {
-            Some(dir) => crate::fsm::attrs::owner_under(dir, owner, kind),
-            None => owner,
+            Some(dir) => Ok(crate::fsm::attrs::owner_under(dir, owner, kind)),
+            None => Ok(owner),
         }
     }
 
@@ -300,7 +305,7 @@ impl pb::namespace_server::Namespace for MetaService {
                     reason: "a mkdir with an owner makes one directory (no parents)".into(),
                 }));
             }
-            let owner = self.owner_at(&path, owner(o)?, Kind::Dir);
+            let owner = self.owner_at(&path, owner(o)?, Kind::Dir).await?;
             let cmd =
                 NamespaceCmd::MakeNode { path, kind: Kind::Dir, owner, replication: 0, chunk_size: 0, exclusive: true };
             return self.write_inode(cmd, request_id(r.request)).await;
@@ -323,7 +328,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let chunk_size = self.settings.chunk_size_bytes;
         let cmd = match r.owner {
             Some(o) => NamespaceCmd::MakeNode {
-                owner: self.owner_at(&path, owner(o)?, Kind::File),
+                owner: self.owner_at(&path, owner(o)?, Kind::File).await?,
                 path,
                 kind: Kind::File,
                 replication,
@@ -439,7 +444,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
         crate::fsm::namespace::check_symlink_target(&r.target).map_err(fs_status)?;
-        let gid = self.owner_at(&path, Owner { mode: 0o777, uid: r.uid, gid: r.gid }, Kind::Symlink).gid;
+        let gid = self.owner_at(&path, Owner { mode: 0o777, uid: r.uid, gid: r.gid }, Kind::Symlink).await?.gid;
         let cmd = NamespaceCmd::Symlink { path, target: r.target, uid: r.uid, gid };
         self.write_inode(cmd, request_id(r.request)).await
     }
@@ -449,7 +454,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let path = parse_path(&r.path)?;
         let kind = special_kind(r.kind())?;
         let owner = owner(r.owner.unwrap_or(pb::Owner { mode: 0o644, uid: 0, gid: 0 }))?;
-        let owner = self.owner_at(&path, owner, kind);
+        let owner = self.owner_at(&path, owner, kind).await?;
         self.write_inode(NamespaceCmd::Mknod { path, kind, owner, rdev: r.rdev }, request_id(r.request)).await
     }
 

@@ -265,6 +265,13 @@ pub enum NamespaceCmd {
         src: NormalPath,
         dst: NormalPath,
     },
+    /// renameat2(2) with `RENAME_EXCHANGE` (format 5): the names `a` and
+    /// `b`, which must both exist, swap their inodes at once. Either may be
+    /// a directory, but neither may lie below the other.
+    Exchange {
+        a: NormalPath,
+        b: NormalPath,
+    },
 }
 
 /// How a rename treats the name it goes to.
@@ -308,6 +315,7 @@ impl FsState {
             }
             NamespaceCmd::Mknod { path, kind, owner, rdev } => self.mknod(path, *kind, *owner, *rdev, now_ms),
             NamespaceCmd::Link { src, dst } => self.hard_link(src, dst, now_ms),
+            NamespaceCmd::Exchange { a, b } => self.exchange(a, b, now_ms),
         }
     }
 
@@ -692,6 +700,44 @@ impl FsState {
         Ok(Response::Inode(inode.clone()))
     }
 
+    /// Records that a name of `id` moved from directory `from` to `to`: the
+    /// first name's directory is `parent`, and one of several names takes
+    /// its count along in `extra_links`.
+    fn move_name(&mut self, id: u64, from: u64, to: u64) {
+        if self.unname(id, from) {
+            *self.inodes.get_mut(&id).expect("moved inode exists").extra_links.entry(to).or_default() += 1;
+        } else {
+            self.inodes.get_mut(&id).expect("moved inode exists").parent = to;
+        }
+    }
+
+    /// Swaps the inodes named `a` and `b` (see [`NamespaceCmd::Exchange`]).
+    /// Refused whole, changing nothing, when either is missing or one lies
+    /// below the other. Both directories' times and both inodes' ctimes move.
+    pub(super) fn exchange(&mut self, a: &NormalPath, b: &NormalPath, now_ms: u64) -> Result<Response, FsError> {
+        let (a_dir, a_name) = self.lookup_parent(a)?;
+        let a_id = *self.inodes[&a_dir].children.get(a_name).ok_or_else(|| not_found(a))?;
+        let (b_dir, b_name) = self.lookup_parent(b)?;
+        let b_id = *self.inodes[&b_dir].children.get(b_name).ok_or_else(|| not_found(b))?;
+        if a_id == b_id {
+            // One inode under both names: nothing to swap (Linux succeeds too).
+            return Ok(Response::Ok);
+        }
+        if b.starts_with(a) || a.starts_with(b) {
+            return Err(FsError::RenameIntoSelf { src: a.to_string(), dst: b.to_string() });
+        }
+        self.link(a_dir, a_name, b_id, now_ms);
+        self.link(b_dir, b_name, a_id, now_ms);
+        if a_dir != b_dir {
+            self.move_name(a_id, a_dir, b_dir);
+            self.move_name(b_id, b_dir, a_dir);
+        }
+        for id in [a_id, b_id] {
+            self.inodes.get_mut(&id).expect("exchanged inode exists").touch_changed(now_ms);
+        }
+        Ok(Response::Ok)
+    }
+
     /// Records that `token`'s lock now guards file `id` (a fenced rename put it there).
     fn guard_with(&mut self, token: u64, id: u64) {
         self.inodes.get_mut(&id).expect("the guarded file exists").fence = token;
@@ -772,12 +818,7 @@ impl FsState {
             self.drop_name(old, dst_dir, (rules >= 3).then_some(mtime_ms));
         }
         self.link(dst_dir, dst_name, id, mtime_ms);
-        // The name moves: one with others takes its count along.
-        if self.unname(id, src_dir) {
-            *self.inodes.get_mut(&id).expect("moved inode exists").extra_links.entry(dst_dir).or_default() += 1;
-        } else {
-            self.inodes.get_mut(&id).expect("moved inode exists").parent = dst_dir;
-        }
+        self.move_name(id, src_dir, dst_dir);
         let moved = self.inodes.get_mut(&id).expect("moved inode exists");
         // Rules 3: the source directory's times move too, and the inode's ctime.
         if rules >= 3 {

@@ -75,14 +75,15 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(must_sh(d, "truncate -s 3 f && cat f && stat -c %s f"), "hXY3\n");
     assert_eq!(must_sh(d, "truncate -s 5 f && od -An -c f | tr -s ' '"), " h X Y \\0 \\0\n", "grown with zeros");
     // fallocate(1): allocating past the end grows the file with zeros, a
-    // hole punched or a range zeroed reads as zeros and keeps the size;
-    // collapsing a range is not supported, and changes nothing.
+    // hole punched reads as zeros and keeps the size; collapsing a range is
+    // not supported, and changes nothing. (Zeroing a range is not tried
+    // here: older kernels' FUSE refuses it before the mount sees it.)
     must_sh(d, "printf 0123456789 > fa && fallocate -l 16 fa");
     assert_eq!(
         must_sh(d, "stat -c %s fa && od -An -c fa | tr -s ' '"),
         "16\n 0 1 2 3 4 5 6 7 8 9 \\0 \\0 \\0 \\0 \\0 \\0\n"
     );
-    must_sh(d, "fallocate -n -l 4096 fa && fallocate -p -o 2 -l 3 fa && fallocate -z -n -o 8 -l 100 fa");
+    must_sh(d, "fallocate -n -l 4096 fa && fallocate -p -o 2 -l 3 fa && fallocate -p -o 8 -l 100 fa");
     assert_eq!(
         must_sh(d, "stat -c %s fa && od -An -c fa | tr -s ' '"),
         "16\n 0 1 \\0 \\0 \\0 5 6 7 \\0 \\0 \\0 \\0 \\0 \\0 \\0 \\0\n"
