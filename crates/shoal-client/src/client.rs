@@ -408,6 +408,17 @@ impl Client {
     /// replaced if empty, never moved into); with `no_replace`, an existing
     /// `dst` is refused.
     pub async fn rename_exact(&self, src: &str, dst: &str, no_replace: bool) -> Result<()> {
+        self.rename_exact_with(src, dst, no_replace, false).await
+    }
+
+    /// renameat2(2)'s `RENAME_EXCHANGE`: the names `a` and `b`, which must
+    /// both exist, swap what they name, at once. Neither may lie below the
+    /// other.
+    pub async fn exchange(&self, a: &str, b: &str) -> Result<()> {
+        self.rename_exact_with(a, b, false, true).await
+    }
+
+    async fn rename_exact_with(&self, src: &str, dst: &str, no_replace: bool, exchange: bool) -> Result<()> {
         let pending = self.inner.requests.begin();
         let req = pb::RenameRequest {
             src: src.to_string(),
@@ -415,6 +426,7 @@ impl Client {
             fence: None,
             exact: true,
             no_replace,
+            exchange,
             request: Some(pending.id),
         };
         let _forget = self.inner.layouts.drop_all_when_done();
@@ -495,6 +507,7 @@ impl Client {
             fence: lock.map(|l| l.fence()),
             exact: false,
             no_replace: false,
+            exchange: false,
             request: Some(pending.id),
         };
         // Whatever the outcome, a file may have been replaced at `dst`.

@@ -498,6 +498,24 @@ impl Inner {
         }
     }
 
+    /// The mount's memory of paths after `a` and `b` swapped what they name
+    /// (neither lies below the other).
+    fn exchanged(&self, a: &str, b: &str) {
+        let (a_prefix, b_prefix) = (format!("{a}/"), format!("{b}/"));
+        let mut paths = self.paths.lock().expect("paths lock");
+        for p in paths.values_mut() {
+            if p == a {
+                *p = b.to_string();
+            } else if p == b {
+                *p = a.to_string();
+            } else if let Some(rest) = p.strip_prefix(&a_prefix) {
+                *p = format!("{b}/{rest}");
+            } else if let Some(rest) = p.strip_prefix(&b_prefix) {
+                *p = format!("{a}/{rest}");
+            }
+        }
+    }
+
     /// Reads `len` bytes at `offset` through handle `h`: from its
     /// read-ahead when that holds them, else from the cluster; then starts
     /// the next read-ahead fetch if the reader is sequential.
@@ -1022,11 +1040,19 @@ impl Filesystem for ShoalFs {
     ) {
         let fs = &self.0;
         or_reply!(reply, fs.writable());
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
         let src = or_reply!(reply, fs.path_of(parent.0).and_then(|d| join(&d, name)));
         let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return reply.error(Errno::EINVAL);
+            }
+            or_reply!(reply, fs.ns(fs.client.exchange(&src, &dst)));
+            fs.exchanged(&src, &dst);
+            return reply.ok();
+        }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         or_reply!(reply, fs.ns(fs.client.rename_exact(&src, &dst, no_replace)));
         fs.renamed(&src, &dst);

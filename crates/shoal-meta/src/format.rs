@@ -38,6 +38,10 @@
 //! commit) and `WriteCmd::CreatePrepared`, each after every older variant of
 //! its enum, with the answers `Response::Batch` and `Response::Created`.
 //!
+//! Format 5 added one command and no field: `NamespaceCmd::Exchange`
+//! (renameat2's `RENAME_EXCHANGE`), after every older variant of its enum,
+//! so every older body decodes unchanged.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -123,7 +127,7 @@ where
 }
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 4;
+pub const FORMAT_CURRENT: u16 = 5;
 /// The format that added extended attributes to inodes.
 pub const FORMAT_XATTRS: u16 = 2;
 /// The format that added POSIX attributes to inodes (owner, group, times in
@@ -487,8 +491,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 5, known: 4 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 5 is newer than this build of shoal reads (up to 4); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 6, known: 5 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 6 is newer than this build of shoal reads (up to 5); run a newer shoal");
     }
 
     #[test]

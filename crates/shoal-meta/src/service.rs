@@ -433,7 +433,18 @@ impl pb::namespace_server::Namespace for MetaService {
             (true, Some(_)) => {
                 return Err(fs_status(FsError::InvalidArgument { reason: "an exact rename takes no fence".into() }));
             }
+            (true, None) if r.exchange => {
+                if r.no_replace {
+                    return Err(fs_status(FsError::InvalidArgument {
+                        reason: "an exchange needs both names: it cannot be no_replace".into(),
+                    }));
+                }
+                NamespaceCmd::Exchange { a: src, b: dst }
+            }
             (true, None) => NamespaceCmd::RenameExact { src, dst, no_replace: r.no_replace },
+            (false, _) if r.exchange => {
+                return Err(fs_status(FsError::InvalidArgument { reason: "an exchange is an exact rename".into() }));
+            }
             (false, fence) => NamespaceCmd::Rename { src, dst, fence },
         };
         self.write_ok(cmd, request_id(r.request)).await?;

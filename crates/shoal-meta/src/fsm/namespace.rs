@@ -1203,6 +1203,47 @@ mod tests {
     }
 
     #[test]
+    fn an_exchange_swaps_two_names_or_changes_nothing() {
+        let mut st = FsState::default();
+        let ex = |a: &str, b: &str| NamespaceCmd::Exchange { a: p(a), b: p(b) };
+        let nlink = |st: &FsState, path: &str| st.nlink(st.lookup(&p(path)).unwrap());
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/a/sub"), parents: true });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/b"), parents: false });
+        let f = create(&mut st, "/a/f").id;
+        let g = create(&mut st, "/b/g").id;
+        run(&mut st, link("/b/g", "/b/g2"));
+        let sub = st.lookup(&p("/a/sub")).unwrap().id;
+        // Two files in two directories, one of them with a second name.
+        assert_eq!(run(&mut st, ex("/a/f", "/b/g")), Response::Ok);
+        assert_eq!((st.lookup(&p("/a/f")).unwrap().id, st.lookup(&p("/b/g")).unwrap().id), (g, f));
+        assert_eq!(st.lookup(&p("/b/g2")).unwrap().id, g);
+        assert_eq!((st.inode(f).unwrap().names(), st.inode(g).unwrap().names()), (1, 2));
+        assert_eq!(st.path_of(f), "/b/g");
+        // A directory and a file: the directory moves, and so do the link counts.
+        assert_eq!(run(&mut st, ex("/a/sub", "/b/g")), Response::Ok);
+        assert_eq!((st.lookup(&p("/b/g")).unwrap().id, st.lookup(&p("/a/sub")).unwrap().id), (sub, f));
+        assert_eq!((nlink(&st, "/a"), nlink(&st, "/b")), (2, 3));
+        assert_eq!(st.check_invariants(), Ok(()));
+        // Refused whole: a name missing, or one below the other.
+        refused(&mut st, ex("/a/f", "/nope"), FsError::NotFound { path: "/nope".into() });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/b/g/deep"), parents: false });
+        refused(
+            &mut st,
+            ex("/b/g", "/b/g/deep"),
+            FsError::RenameIntoSelf { src: "/b/g".into(), dst: "/b/g/deep".into() },
+        );
+        refused(
+            &mut st,
+            ex("/b/g/deep", "/b/g"),
+            FsError::RenameIntoSelf { src: "/b/g/deep".into(), dst: "/b/g".into() },
+        );
+        // Two names of one inode: nothing to do.
+        let before = st.clone();
+        assert_eq!(run(&mut st, ex("/a/sub", "/a/sub")), Response::Ok);
+        assert!(st == before);
+    }
+
+    #[test]
     fn the_invariants_count_every_name() {
         let mut st = FsState::default();
         run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });

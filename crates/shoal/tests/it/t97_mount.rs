@@ -779,6 +779,31 @@ socket.socket(socket.AF_UNIX).bind(\"s\")'",
     let (a, b) = inodes.trim().split_once('\n').unwrap();
     assert_eq!(a, b, "one inode under two names");
     assert!(std::fs::read(m.path("d/g")).unwrap() == data);
+    // renameat2(RENAME_EXCHANGE): two names swap what they name (kept apart
+    // from the listing checked below); a missing name is ENOENT and changes
+    // nothing.
+    let exchange = |a: &str, b: &str| {
+        sh(
+            &m.dir,
+            &format!(
+                "python3 -c 'import ctypes, os, sys; l = ctypes.CDLL(None, use_errno=True)
+r = l.renameat2(-100, b\"{a}\", -100, b\"{b}\", 2)
+sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
+            ),
+        )
+    };
+    // (A symbolic link and a directory: no data, so the chunk counts below hold.)
+    must_sh(&m.dir, "mkdir -p x/dir/inside && ln -s somewhere x/f");
+    let swapped = exchange("x/f", "x/dir");
+    assert!(swapped.status.success(), "{}", stderr(&swapped));
+    assert_eq!(
+        must_sh(&m.dir, "readlink x/dir && ls x/f && stat -c %F x/f x/dir"),
+        "somewhere\ninside\ndirectory\nsymbolic link\n"
+    );
+    let missing = exchange("x/f", "x/nope");
+    assert!(stderr(&missing).contains("No such file or directory"), "{}", stderr(&missing));
+    assert_eq!(must_sh(&m.dir, "ls x"), "dir\nf\n");
+    must_sh(&m.dir, "rm -r x");
     // A directory may not take a second name (EPERM, as on Linux), nor may a name taken.
     assert_eq!(errno_of(std::fs::hard_link(m.path("d"), m.path("d2"))), libc::EPERM);
     assert_eq!(errno_of(std::fs::hard_link(m.path("f"), m.path("r"))), libc::EEXIST);
