@@ -415,7 +415,10 @@ impl Client {
     /// both exist, swap what they name, at once. Neither may lie below the
     /// other.
     pub async fn exchange(&self, a: &str, b: &str) -> Result<()> {
-        self.rename_exact_with(a, b, false, true).await
+        // With `no_replace` too: a meta node older than exchanges would
+        // ignore the flag and replace `b`; this way it refuses instead (`b`
+        // always exists for an exchange).
+        self.rename_exact_with(a, b, true, true).await
     }
 
     async fn rename_exact_with(&self, src: &str, dst: &str, no_replace: bool, exchange: bool) -> Result<()> {

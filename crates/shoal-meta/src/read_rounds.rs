@@ -183,16 +183,20 @@ async fn round_loop(r: Rounder, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
         // Every reader taken above arrived before this round begins.
         let began = Instant::now();
         let votes_before = lock(&r.shared).votes_admitted;
-        let before = core_term(&r.raft).await;
-        let outcome = match tokio::time::timeout(ROUND_TIMEOUT, r.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(Unapplied::NotLeader(f.leader_node))
-            }
-            Ok(Err(e)) => Err(Unapplied::Failed(e.to_string())),
-            Err(_) => Err(Unapplied::Failed("no quorum confirmed this leader in time".into())),
+        // The whole round, the two looks at the core included, is bounded.
+        let round = async {
+            let before = core_term(&r.raft).await;
+            let outcome = r.raft.ensure_linearizable().await;
+            (before, outcome, core_term(&r.raft).await)
         };
-        let after = core_term(&r.raft).await;
+        let (outcome, before, after) = match tokio::time::timeout(ROUND_TIMEOUT, round).await {
+            Ok((before, Ok(_), after)) => (Ok(()), before, after),
+            Ok((before, Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))), after)) => {
+                (Err(Unapplied::NotLeader(f.leader_node)), before, after)
+            }
+            Ok((before, Err(e), after)) => (Err(Unapplied::Failed(e.to_string())), before, after),
+            Err(_) => (Err(Unapplied::Failed("no quorum confirmed this leader in time".into())), None, None),
+        };
         let mut shared = lock(&r.shared);
         // The round confirmed the leader of the term it began in only if
         // the term did not move while it ran (terms only grow), and no vote

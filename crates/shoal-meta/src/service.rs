@@ -433,14 +433,8 @@ impl pb::namespace_server::Namespace for MetaService {
             (true, Some(_)) => {
                 return Err(fs_status(FsError::InvalidArgument { reason: "an exact rename takes no fence".into() }));
             }
-            (true, None) if r.exchange => {
-                if r.no_replace {
-                    return Err(fs_status(FsError::InvalidArgument {
-                        reason: "an exchange needs both names: it cannot be no_replace".into(),
-                    }));
-                }
-                NamespaceCmd::Exchange { a: src, b: dst }
-            }
+            // `no_replace` comes with it from clients (see the proto) and means nothing here.
+            (true, None) if r.exchange => NamespaceCmd::Exchange { a: src, b: dst },
             (true, None) => NamespaceCmd::RenameExact { src, dst, no_replace: r.no_replace },
             (false, _) if r.exchange => {
                 return Err(fs_status(FsError::InvalidArgument { reason: "an exchange is an exact rename".into() }));

@@ -130,6 +130,42 @@ impl Model {
         }
     }
 
+    /// The entries (and attributes) at and below `path`, taken out, with
+    /// their paths relative to it ("" for `path` itself).
+    fn take_tree(&mut self, path: &str) -> (Vec<(String, Entry)>, Vec<(String, BTreeMap<String, Vec<u8>>)>) {
+        let prefix = format!("{path}/");
+        let rel = |k: &str| if k == path { String::new() } else { k[path.len()..].to_string() };
+        let entries = self.entries.iter().filter(|(k, _)| *k == path || k.starts_with(&prefix));
+        let entries: Vec<_> = entries.map(|(k, v)| (rel(k), v.clone())).collect();
+        let attrs = self.xattrs.iter().filter(|(k, _)| *k == path || k.starts_with(&prefix));
+        let attrs: Vec<_> = attrs.map(|(k, v)| (rel(k), v.clone())).collect();
+        self.remove_tree(path);
+        (entries, attrs)
+    }
+
+    /// renameat2(RENAME_EXCHANGE): both must exist, neither below the other.
+    fn exchange(&mut self, a: &str, b: &str) -> bool {
+        if a == "/" || b == "/" || !self.parent_is_dir(a) || !self.parent_is_dir(b) {
+            return false;
+        }
+        if self.get(a).is_none() || self.get(b).is_none() {
+            return false;
+        }
+        if a == b {
+            return true;
+        }
+        if b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/")) {
+            return false;
+        }
+        let (a_entries, a_attrs) = self.take_tree(a);
+        let (b_entries, b_attrs) = self.take_tree(b);
+        for (to, (entries, attrs)) in [(b, (a_entries, a_attrs)), (a, (b_entries, b_attrs))] {
+            self.entries.extend(entries.into_iter().map(|(rel, e)| (format!("{to}{rel}"), e)));
+            self.xattrs.extend(attrs.into_iter().map(|(rel, x)| (format!("{to}{rel}"), x)));
+        }
+        true
+    }
+
     fn remove_tree(&mut self, path: &str) {
         let prefix = format!("{path}/");
         self.entries.retain(|k, _| k != path && !k.starts_with(&prefix));
@@ -242,6 +278,7 @@ enum Op {
     Create(String, bool),
     Remove(String, bool),
     Rename(String, String),
+    Exchange(String, String),
     /// Write chunk `index` of a file on `replicas`, then commit `size` (or a truncation).
     Write {
         path: String,
@@ -316,6 +353,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Create(p, b)),
         2 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Remove(p, b)),
         2 => (path_strategy(), path_strategy()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (path_strategy(), path_strategy()).prop_map(|(a, b)| Op::Exchange(a, b)),
         5 => (path_strategy(), 0..3u64, prop::collection::vec(server(), 0..4), 0..350u64, prop::bool::weighted(0.2), prop::bool::weighted(0.8))
             .prop_map(|(path, index, replicas, size, truncate, commit)| Op::Write { path, index, replicas, size, truncate, commit }),
         1 => Just(Op::OpenSession),
@@ -446,6 +484,10 @@ impl Harness {
             Op::Rename(src, dst) => {
                 let ok = self.apply(NamespaceCmd::Rename { src: np(src), dst: np(dst), fence: None }) == Response::Ok;
                 assert_eq!(ok, self.model.rename(src, dst), "rename {src} {dst}");
+            }
+            Op::Exchange(a, b) => {
+                let ok = self.apply(NamespaceCmd::Exchange { a: np(a), b: np(b) }) == Response::Ok;
+                assert_eq!(ok, self.model.exchange(a, b), "exchange {a} {b}");
             }
             Op::Write { path, index, replicas, size, truncate, commit } => {
                 self.write(path, *index, replicas, *size, *truncate, *commit)

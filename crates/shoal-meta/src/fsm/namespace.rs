@@ -1237,10 +1237,15 @@ mod tests {
             ex("/b/g/deep", "/b/g"),
             FsError::RenameIntoSelf { src: "/b/g/deep".into(), dst: "/b/g".into() },
         );
-        // Two names of one inode: nothing to do.
+        // One name twice, or two names of one inode: nothing to do.
         let before = st.clone();
         assert_eq!(run(&mut st, ex("/a/sub", "/a/sub")), Response::Ok);
-        assert!(st == before);
+        assert_eq!(st.lookup(&p("/b/g2")).unwrap().id, g);
+        run(&mut st, link("/b/g2", "/b/g3"));
+        let before_links = st.clone();
+        assert_eq!(run(&mut st, ex("/b/g2", "/b/g3")), Response::Ok);
+        assert!(st == before_links);
+        assert!(before != st, "the link above changed the state, the exchanges did not");
     }
 
     #[test]
