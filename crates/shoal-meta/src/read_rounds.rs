@@ -97,24 +97,22 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 /// A waiting reader, or None for a renewal nobody waits on.
 type Waiter = Option<oneshot::Sender<Result<(), Unapplied>>>;
 
-/// The queue into the task that runs the rounds, and the lease. Cloned with
-/// the node.
+/// The queue into the task that runs the rounds, and what readers and the
+/// task share. Cloned with the node.
 #[derive(Clone)]
 pub struct ReadRounds {
-    raft: Raft<TypeConfig>,
     queue: mpsc::UnboundedSender<Waiter>,
-    shared: Arc<Mutex<Shared>>,
-    /// A background renewal is queued or running.
-    renewing: Arc<AtomicBool>,
-    length: Duration,
+    inner: Arc<Rounder>,
 }
 
 /// What the round task needs: everything but the queue's sender, so the
 /// task ends once every [`ReadRounds`] is dropped.
 struct Rounder {
     raft: Raft<TypeConfig>,
+    /// Also the [`VoteGate`]'s.
     shared: Arc<Mutex<Shared>>,
-    renewing: Arc<AtomicBool>,
+    /// A background renewal is queued or running.
+    renewing: AtomicBool,
     length: Duration,
 }
 
@@ -125,15 +123,14 @@ impl ReadRounds {
     pub fn start(raft: Raft<TypeConfig>, length: Duration) -> ReadRounds {
         let (queue, waiting) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let renewing = Arc::new(AtomicBool::new(false));
-        let rounder = Rounder { raft: raft.clone(), shared: shared.clone(), renewing: renewing.clone(), length };
-        tokio::spawn(round_loop(rounder, waiting));
-        ReadRounds { raft, queue, shared, renewing, length }
+        let inner = Arc::new(Rounder { raft, shared, renewing: AtomicBool::new(false), length });
+        tokio::spawn(round_loop(inner.clone(), waiting));
+        ReadRounds { queue, inner }
     }
 
     /// The gate for this node's incoming vote requests.
     pub fn vote_gate(&self) -> VoteGate {
-        VoteGate { shared: self.shared.clone() }
+        VoteGate { shared: self.inner.shared.clone() }
     }
 
     /// Returns once this node may serve a linearizable read: at once under
@@ -143,7 +140,8 @@ impl ReadRounds {
     pub async fn wait(&self) -> Result<(), Unapplied> {
         let now = Instant::now();
         if let Some(until) = self.held(now) {
-            if until.saturating_duration_since(now) < self.length / 2 && !self.renewing.swap(true, Ordering::AcqRel) {
+            let r = &self.inner;
+            if until.saturating_duration_since(now) < r.length / 2 && !r.renewing.swap(true, Ordering::AcqRel) {
                 let _ = self.queue.send(None);
             }
             metrics::counter!(metric_names::LINEARIZABLE_READS_TOTAL, "path" => "lease").increment(1);
@@ -159,8 +157,8 @@ impl ReadRounds {
 
     /// The end of the lease if it lets a read be served at `now`.
     fn held(&self, now: Instant) -> Option<Instant> {
-        let lease = lock(&self.shared).lease;
-        let m = self.raft.metrics();
+        let lease = lock(&self.inner.shared).lease;
+        let m = self.inner.raft.metrics();
         let m = m.borrow();
         let leading = m.state == ServerState::Leader;
         let applied_term = m.last_applied.map(|l| l.leader_id.term);
@@ -174,7 +172,15 @@ async fn core_term(raft: &Raft<TypeConfig>) -> Option<(u64, bool)> {
     raft.with_raft_state(|s| (s.vote_ref().leader_id().term, s.server_state == ServerState::Leader)).await.ok()
 }
 
-async fn round_loop(r: Rounder, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
+/// A failed round as the readers' error.
+fn unapplied(e: RaftError<u64, CheckIsLeaderError<u64, openraft::BasicNode>>) -> Unapplied {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => Unapplied::NotLeader(f.leader_node),
+        e => Unapplied::Failed(e.to_string()),
+    }
+}
+
+async fn round_loop(r: Arc<Rounder>, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
     while let Some(first) = waiting.recv().await {
         let mut readers = vec![first];
         while let Ok(next) = waiting.try_recv() {
@@ -190,11 +196,7 @@ async fn round_loop(r: Rounder, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
             (before, outcome, core_term(&r.raft).await)
         };
         let (outcome, before, after) = match tokio::time::timeout(ROUND_TIMEOUT, round).await {
-            Ok((before, Ok(_), after)) => (Ok(()), before, after),
-            Ok((before, Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))), after)) => {
-                (Err(Unapplied::NotLeader(f.leader_node)), before, after)
-            }
-            Ok((before, Err(e), after)) => (Err(Unapplied::Failed(e.to_string())), before, after),
+            Ok((before, outcome, after)) => (outcome.map(|_| ()).map_err(unapplied), before, after),
             Err(_) => (Err(Unapplied::Failed("no quorum confirmed this leader in time".into())), None, None),
         };
         let mut shared = lock(&r.shared);

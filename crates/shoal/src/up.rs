@@ -54,8 +54,10 @@ pub async fn run(args: UpArgs, insecure: bool) -> anyhow::Result<ExitCode> {
         chunk_size_bytes: args.chunk_size,
         replication: args.replication,
         dead_after: args.dead_after,
-        meta_flags: [vec!["--repair-rate".into(), args.repair_rate.to_string()], no_read_lease(args.no_read_lease)]
-            .concat(),
+        meta_flags: ["--repair-rate".into(), args.repair_rate.to_string()]
+            .into_iter()
+            .chain(args.no_read_lease.then(|| "--no-read-lease".to_string()))
+            .collect(),
         chunk_flags: vec!["--scrub-rate".into(), args.scrub_rate.to_string()],
         tls: !insecure,
     };
@@ -174,9 +176,4 @@ fn publish_admin_credentials(dir: &std::path::Path) -> anyhow::Result<String> {
             .with_context(|| format!("copying credentials to {}", target.display()))?;
     }
     Ok(format!("{} (copied to {}, where client commands look by default)", from.display(), to.display()))
-}
-
-/// The meta nodes' flag for `--no-read-lease`, if given.
-fn no_read_lease(off: bool) -> Vec<String> {
-    if off { vec!["--no-read-lease".into()] } else { vec![] }
 }
