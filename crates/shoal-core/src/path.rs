@@ -148,6 +148,25 @@ impl std::fmt::Display for NormalPath {
     }
 }
 
+/// What the name of every file the mount keeps for an open handle after its
+/// last name was removed starts with (a name in `/`; see [`unlinked_name`]).
+pub const UNLINKED_PREFIX: &str = ".shoal-unlinked.";
+
+/// The name in `/` that holds inode `inode`, unlinked while open on a mount
+/// whose keeper session is `session`: `.shoal-unlinked.S.N`. Under meta's
+/// rules 6, the end of session S (closed, or expired because its mount
+/// died) removes every name of [`unlinked_session_prefix`]`(S)`, so a dead
+/// mount's open-but-unlinked files are freed.
+pub fn unlinked_name(session: u64, inode: u64) -> String {
+    format!("{}{inode}", unlinked_session_prefix(session))
+}
+
+/// What the names [`unlinked_name`] gives for `session` start with (the
+/// trailing dot keeps session 1's names apart from session 12's).
+pub fn unlinked_session_prefix(session: u64) -> String {
+    format!("{UNLINKED_PREFIX}{session}.")
+}
+
 /// The directory part of inode lock names (no file need exist there).
 pub const INODE_LOCKS_DIR: &str = "/.shoal-inode";
 
@@ -221,6 +240,15 @@ mod tests {
         assert!(p.starts_with(&parent));
         assert!(!parent.starts_with(&p));
         assert!(NormalPath::root().split_last().is_none());
+    }
+
+    #[test]
+    fn unlinked_names_carry_their_session() {
+        assert_eq!(unlinked_name(12, 7), ".shoal-unlinked.12.7");
+        assert!(unlinked_name(12, 7).starts_with(&unlinked_session_prefix(12)));
+        assert!(!unlinked_name(12, 7).starts_with(&unlinked_session_prefix(1)), "session 1 is not session 12");
+        assert!(unlinked_name(3, 9).starts_with(UNLINKED_PREFIX));
+        assert!(NormalPath::parse(&format!("/{}", unlinked_name(u64::MAX, u64::MAX))).is_ok());
     }
 
     #[test]

@@ -41,9 +41,14 @@
 //! name in the root ([`hidden_path`], unique per mount and inode, left out
 //! of listings), as NFS clients do; `stat` reports it with no links, and
 //! the hidden name is removed when this mount's last handle of it is
-//! released (or at unmount). A mount that dies first, or that cannot
-//! reach meta to remove it, leaves the hidden file behind. Another mount's open handles are not seen: its reads of a
-//! file unlinked here fail.
+//! released (or at unmount). Hidden names carry the id of the mount's
+//! keeper session (a lock session opened at the first, kept alive like the
+//! lock sessions, `--lock-ttl`), and meta removes a session's hidden names
+//! when it ends. So a mount that dies, or that stays cut off from meta past
+//! its session's TTL, leaks nothing: its hidden files are freed when meta
+//! expires the session (and a cut-off mount's handles of them then fail).
+//! Another mount's open handles are not seen: its reads of a file unlinked
+//! here fail.
 //!
 //! # Locks
 //! flock(2) (and, if asked for, fcntl(2)) locks are Shoal's cluster locks, one per inode, one
@@ -85,8 +90,6 @@ pub const PATHS_MAX: usize = 1 << 20;
 const XATTR_PREFIX: &str = "user.";
 /// How often the mount looks for held writes that are due ([`Inner::send_due`]).
 pub const FLUSH_TICK: Duration = Duration::from_millis(250);
-/// What every hidden name of an unlinked open file starts with (in `/`).
-const HIDDEN_PREFIX: &str = ".shoal-unlinked.";
 /// Stripes of the files' change epochs (files whose inodes share a stripe
 /// drop each other's read-ahead: harmless, and the memory stays fixed).
 const EPOCH_STRIPES: usize = 256;
@@ -152,20 +155,22 @@ pub struct Inner {
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
     /// Files unlinked while open here: inode to its hidden path.
     unlinked: Mutex<HashMap<u64, String>>,
-    /// This mount's part of hidden names (random per mount).
-    tag: u64,
+    /// The session hidden names belong to (opened at the first): meta
+    /// removes them when it ends, so a mount that dies leaks none.
+    keeper: Mutex<Option<shoal_client::Session>>,
     /// flock(2) and fcntl(2) locks: their owners, sessions and grants.
     pub(crate) locks: Locks,
 }
 
-/// The hidden name an open file unlinked through mount `tag` takes.
-fn hidden_path(tag: u64, ino: u64) -> String {
-    format!("/{HIDDEN_PREFIX}{tag:016x}.{ino}")
+/// The hidden name an open file unlinked through a mount whose keeper
+/// session is `session` takes (sessions are unique, so names are per mount).
+fn hidden_path(session: u64, ino: u64) -> String {
+    format!("/{}", shoal_core::path::unlinked_name(session, ino))
 }
 
 /// Whether the entry `name` of directory `dir` is a hidden unlinked file.
 fn is_hidden(dir: u64, name: &str) -> bool {
-    dir == 1 && name.starts_with(HIDDEN_PREFIX)
+    dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -203,7 +208,7 @@ impl Inner {
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
             unlinked: Mutex::new(HashMap::new()),
-            tag: rand::random(),
+            keeper: Mutex::new(None),
             locks,
         }
     }
@@ -231,6 +236,31 @@ impl Inner {
         let inodes: Vec<u64> = self.unlinked.lock().expect("unlinked lock").keys().copied().collect();
         for ino in inodes {
             self.drop_unlinked(ino);
+        }
+    }
+
+    /// The id of the keeper session, the one hidden names belong to:
+    /// opened at the first hidden name, and again if meta expired it (it
+    /// then removed the names it had, and their files are gone).
+    fn keeper_id(&self) -> Res<u64> {
+        // Held while a session opens, so two unlinks never open two.
+        let mut slot = self.keeper.lock().expect("keeper lock");
+        if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
+            return Ok(s.id());
+        }
+        let session = self.ns(self.client.open_session(self.opts.lock_ttl))?;
+        let id = session.id();
+        *slot = Some(session);
+        Ok(id)
+    }
+
+    /// Ends the keeper session (at unmount, after the hidden names went):
+    /// meta removes any name left, the one a failed remove kept.
+    pub async fn close_keeper(&self) {
+        let Some(session) = self.keeper.lock().expect("keeper lock").take() else { return };
+        let id = session.id();
+        if let Err(e) = session.close().await {
+            tracing::debug!(session = id, error = %e, "mount: the keeper session did not close (it expires)");
         }
     }
 
@@ -951,7 +981,7 @@ impl Filesystem for ShoalFs {
         }
         if stat.nlink <= 1 && stat.special.is_none() && fs.is_open(stat.inode) {
             // The last name of a file open here: hidden until released.
-            let hidden = hidden_path(fs.tag, stat.inode);
+            let hidden = hidden_path(or_reply!(reply, fs.keeper_id()), stat.inode);
             or_reply!(reply, fs.ns(fs.client.rename_exact(&path, &hidden, true)));
             fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
             fs.renamed(&path, &hidden);
@@ -1375,12 +1405,12 @@ mod tests {
 
     #[test]
     fn hidden_names_live_in_the_root_only() {
-        let hidden = hidden_path(0xab, 7);
-        assert_eq!(hidden, "/.shoal-unlinked.00000000000000ab.7");
+        let hidden = hidden_path(12, 7);
+        assert_eq!(hidden, "/.shoal-unlinked.12.7");
         assert!(is_hidden(1, &hidden[1..]));
         assert!(!is_hidden(2, &hidden[1..]), "only the root's entries are hidden");
         assert!(!is_hidden(1, "shoal-unlinked.x"));
-        assert_ne!(hidden_path(0xab, 7), hidden_path(0xac, 7), "two mounts never share one");
+        assert_ne!(hidden_path(12, 7), hidden_path(13, 7), "two mounts (sessions) never share one");
     }
 
     #[test]

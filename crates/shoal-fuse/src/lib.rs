@@ -218,6 +218,7 @@ impl Mounted {
         }
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.drop_all_unlinked()).await;
+        self.inner.close_keeper().await;
         tracing::info!(path = %self.path.display(), "unmounted");
         match failed {
             0 => Ok(()),

@@ -280,9 +280,10 @@ pub struct MountArgs {
     pub entry_ttl_ms: u64,
     /// The TTL of the lock sessions that hold the cluster locks taken
     /// through the mount (flock(2), and fcntl(2) with
-    /// --cluster-fcntl-locks), 500ms to 10m: a mount that is silent this
-    /// long (dead, paused, cut off) loses its locks to the next waiters, and
-    /// its writes under them are refused.
+    /// --cluster-fcntl-locks), and of the session that keeps files
+    /// unlinked while open here, 500ms to 10m: a mount that is silent this
+    /// long (dead, paused, cut off) loses its locks to the next waiters, its
+    /// writes under them are refused, and its unlinked open files are freed.
     #[arg(long, default_value = "10s", value_parser = lock_ttl)]
     pub lock_ttl: Duration,
     /// Make fcntl(2) (POSIX) locks cluster locks too, like flock(2) locks:

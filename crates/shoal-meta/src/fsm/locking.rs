@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
-use super::{FsState, Kind, Response};
+use super::{FsState, Kind, ROOT_INODE, Response};
 use crate::locks::{Acquired, Mode};
 
 /// A write's proof of holding a lock: the locked path and the grant's token.
@@ -63,10 +63,10 @@ pub enum LockCmd {
 
 impl FsState {
     /// Applies a lock command.
-    pub(super) fn apply_locks(&mut self, cmd: &LockCmd, rules: u16) -> Result<Response, FsError> {
+    pub(super) fn apply_locks(&mut self, cmd: &LockCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         match cmd {
             LockCmd::OpenSession { ttl_ms } => self.open_session(*ttl_ms),
-            LockCmd::EndSession { session } => self.end_session(*session, rules),
+            LockCmd::EndSession { session } => self.end_session(*session, now_ms, rules),
             LockCmd::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait, rules),
             LockCmd::Release { session, path } => self.release(*session, path, rules),
         }
@@ -78,12 +78,42 @@ impl FsState {
         Ok(Response::Session { id: self.last_session })
     }
 
-    pub(super) fn end_session(&mut self, session: u64, rules: u16) -> Result<Response, FsError> {
+    pub(super) fn end_session(&mut self, session: u64, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         if self.sessions.remove(&session).is_some() {
             let granted = self.locks.drop_session(session);
             self.rebind(granted, rules);
+            if rules >= 6 {
+                self.drop_unlinked_of(session, now_ms);
+            }
         }
         Ok(Response::Ok)
+    }
+
+    /// Rules 6: removes the names in `/` that a mount whose keeper session
+    /// was `session` kept its open-but-unlinked files under
+    /// ([`shoal_core::path::unlinked_name`]), as a remove of each would.
+    /// A directory by such a name is left alone (the mount hides files only).
+    fn drop_unlinked_of(&mut self, session: u64, now_ms: u64) {
+        let prefix = shoal_core::path::unlinked_session_prefix(session);
+        let root = &self.inodes[&ROOT_INODE];
+        let names: Vec<(String, u64)> = root
+            .children
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .filter(|(_, id)| self.inodes.get(id).is_some_and(|i| i.kind != Kind::Dir))
+            .map(|(name, id)| (name.clone(), *id))
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let root = self.inodes.get_mut(&ROOT_INODE).expect("the root exists");
+        for (name, _) in &names {
+            root.children.remove(name);
+        }
+        root.touch_modified(now_ms);
+        for (_, id) in names {
+            self.drop_name(id, ROOT_INODE, Some(now_ms));
+        }
     }
 
     pub(super) fn acquire(
@@ -226,6 +256,60 @@ mod tests {
         let Response::Session { id: c } = run(&mut st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
         let try_lock = LockCmd::Acquire { session: c, path: p("/f"), mode: Mode::Shared, wait: false };
         assert!(matches!(run(&mut st, try_lock), Response::Lock(Acquired::Granted(_))));
+    }
+
+    /// Rules 6: a session's end removes the files its mount kept unlinked
+    /// but open (their chunks become garbage), and nothing else: not another
+    /// session's, not a directory by such a name, not a file with another name.
+    #[test]
+    fn a_sessions_end_frees_its_unlinked_files() {
+        use super::super::{NamespaceCmd, Proposal, testing::with_servers};
+        use shoal_core::path::unlinked_name;
+        let mut st = with_servers(&[1, 2]);
+        let session = |st: &mut FsState| {
+            let Response::Session { id } = run(st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+            id
+        };
+        let (a, b) = (session(&mut st), session(&mut st));
+        // A file with data, hidden for session a (its one name).
+        let kept = create(&mut st, "/f");
+        let Response::Chunk { chunk, .. } = super::super::testing::prepare(&mut st, kept.id, 0, &[1, 2]) else {
+            panic!()
+        };
+        let commit = WriteCmd::CommitWrite {
+            inode: kept.id,
+            chunks: vec![(0, chunk.id, 1)],
+            size: 10,
+            truncate: false,
+            fence: None,
+        };
+        assert!(matches!(run(&mut st, commit), Response::Inode(_)));
+        let hidden = |session, inode| p(&format!("/{}", unlinked_name(session, inode)));
+        run(&mut st, NamespaceCmd::Rename { src: p("/f"), dst: hidden(a, kept.id), fence: None });
+        // One with a second name; one of session b; a directory by a's prefix.
+        let linked = create(&mut st, "/g");
+        run(&mut st, NamespaceCmd::Link { src: p("/g"), dst: hidden(a, linked.id) });
+        let other = create(&mut st, "/h");
+        run(&mut st, NamespaceCmd::Rename { src: p("/h"), dst: hidden(b, other.id), fence: None });
+        run(&mut st, NamespaceCmd::Mkdir { path: hidden(a, 999), parents: false });
+
+        // Under rules 5 (an entry proposed before this change) nothing goes.
+        let mut old = st.clone();
+        old.apply(&Proposal { rules: 5, ..Proposal::new(7, None, LockCmd::EndSession { session: a }) });
+        assert!(old.lookup(&hidden(a, kept.id)).is_ok() && old.garbage.is_empty(), "rules 5 keep the name");
+
+        run(&mut st, LockCmd::EndSession { session: a });
+        assert!(st.lookup(&hidden(a, kept.id)).is_err(), "a's hidden file is gone");
+        assert!(!st.inodes.contains_key(&kept.id), "with its inode");
+        assert!(st.garbage.contains_key(&chunk.id), "its chunk is garbage: {:?}", st.garbage);
+        assert!(st.lookup(&hidden(a, linked.id)).is_err(), "the second name goes");
+        assert_eq!(st.lookup(&p("/g")).unwrap().id, linked.id, "the file stays under its first");
+        assert!(st.lookup(&hidden(b, other.id)).is_ok(), "b's is b's");
+        assert!(st.lookup(&hidden(a, 999)).is_ok(), "a directory is left alone");
+        // Ending it again (it is gone) changes nothing.
+        let before = st.clone();
+        run(&mut st, LockCmd::EndSession { session: a });
+        assert_eq!(st, before);
     }
 }
 

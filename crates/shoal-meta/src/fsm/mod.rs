@@ -85,7 +85,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 5;
+pub const RULES: u16 = 6;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -114,9 +114,12 @@ pub struct Proposal {
     ///   keeps the inode and moves its ctime. (No entry of an older rules
     ///   number can name an inode with several names, so older entries apply
     ///   as they did.)
-    /// - 5 ([`RULES`]): as 4, and a lock named `/.shoal-inode/N` is inode
+    /// - 5: as 4, and a lock named `/.shoal-inode/N` is inode
     ///   N's lock: its tokens fence inode N, whatever path names it
     ///   ([`locking`]).
+    /// - 6 ([`RULES`]): as 5, and the end of session S removes the names
+    ///   `/.shoal-unlinked.S.*` that are not directories (a mount's
+    ///   open-but-unlinked files: [`shoal_core::path::unlinked_name`]).
     #[serde(default)]
     pub rules: u16,
 }
@@ -379,7 +382,7 @@ impl FsState {
             Command::Write(c) => self.apply_write(c, now_ms, rules),
             Command::Replicas(c) => self.apply_replicas(c, rules),
             Command::Nodes(c) => self.apply_nodes(c),
-            Command::Locks(c) => self.apply_locks(c, rules),
+            Command::Locks(c) => self.apply_locks(c, now_ms, rules),
             Command::Batch(_) => Err(batch::nested()),
         };
         result.unwrap_or_else(Response::Err)

@@ -856,6 +856,56 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
     assert_eq!(errno_of(std::fs::metadata(m.path("d/g"))), libc::ENOENT);
 }
 
+/// A file unlinked while open lives under a hidden name that belongs to the
+/// mount's keeper session: kept while the mount lives (past many session
+/// TTLs), and freed, chunks and all, once the mount is SIGKILLed and meta
+/// expires its session. Nothing leaks.
+#[test]
+fn t97_a_dead_mounts_unlinked_files_are_freed() {
+    let test = "t97_a_dead_mounts_unlinked_files_are_freed";
+    if !can_mount(test) {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let mut m = Mount::start(&c, "m", &["--lock-ttl", "1s"]);
+    let data = pattern(2_500_000, 13);
+    let mut open =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.path("f")).unwrap();
+    open.write_all(&data).unwrap();
+    open.sync_all().unwrap();
+    let chunk_files = chunk_files_everywhere(&c);
+    assert!(chunk_files >= 3 * 2, "2.5 MB in 1 MiB chunks, 2 replicas each: {chunk_files} chunk files");
+    std::fs::remove_file(m.path("f")).unwrap();
+    let hidden = || {
+        let out = String::from_utf8_lossy(&c.must(&["ls", "/"], None).stdout).into_owned();
+        out.lines().filter(|l| l.contains(".shoal-unlinked.")).count()
+    };
+    assert_eq!(hidden(), 1, "meta holds the open file under a hidden name");
+    // The mount keeps its session alive: three TTLs later the file is whole.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hidden(), 1, "a live mount's hidden file stays");
+    open.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    open.read_to_end(&mut back).unwrap();
+    assert!(back == data, "read whole through its handle after its unlink");
+
+    let mut process = m.process.take().expect("running");
+    signal(process.0.id() as i32, libc::SIGKILL).unwrap();
+    exit_of(&mut process, "the killed mount");
+    drop(open);
+    drop(m); // unmounts the dead mount lazily
+    let deadline = Instant::now() + PATIENCE;
+    while hidden() != 0 || chunk_files_everywhere(&c) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "left after the mount died: {} hidden names, {} chunk files",
+            hidden(),
+            chunk_files_everywhere(&c)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// pjdfstest's configuration: of its opt-in features only `posix_fallocate`
 /// (the others are left off), no remounts, and the users and groups its
 /// tests switch to.
