@@ -187,6 +187,7 @@ impl Drop for ForgetMap {
 enum Change {
     Write { offset: u64, end: u64, data: Bytes },
     SetLen { size: u64 },
+    Extend { size: u64 },
 }
 
 /// An open file. A clone is another handle on the same file (same position,
@@ -419,6 +420,14 @@ impl File {
         self.until_committed(&Change::SetLen { size }).await
     }
 
+    /// Grows the file to at least `size` with zeros, never shrinking it:
+    /// meta takes the larger of its size and `size` in the commit itself, so
+    /// a growth another writer made meanwhile is kept (a `set_len` from this
+    /// handle's older view would cut it back). Moves mtime, as a write does.
+    pub async fn extend_to(&mut self, size: u64) -> Result<()> {
+        self.until_committed(&Change::Extend { size }).await
+    }
+
     /// Makes a change, again on fresh versions while its commit is refused
     /// for a lost race.
     async fn until_committed(&mut self, change: &Change) -> Result<()> {
@@ -479,6 +488,8 @@ impl File {
                 }
                 self.commit(written, size, true).await
             }
+            // A commit of no chunk, not a truncation: the size only grows.
+            Change::Extend { size } => self.commit(Vec::new(), *size, false).await,
         }
     }
 

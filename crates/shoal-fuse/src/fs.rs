@@ -173,6 +173,15 @@ fn is_hidden(dir: u64, name: &str) -> bool {
     dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
 }
 
+/// How [`Inner::resize`] changes a file's size.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resize {
+    /// To exactly the size (truncate(2)).
+    Set,
+    /// To at least the size (fallocate(2)'s growth).
+    Grow,
+}
+
 /// The FUSE filesystem (what the kernel's session calls).
 pub struct ShoalFs(pub Arc<Inner>);
 
@@ -454,16 +463,28 @@ impl Inner {
     }
 
     fn truncate(&self, ino: u64, fh: Option<FileHandle>, size: u64) -> Res<()> {
+        self.resize(ino, fh, size, Resize::Set)
+    }
+
+    /// Sets `ino`'s size to `size` ([`Resize::Set`]) or to at least `size`
+    /// ([`Resize::Grow`]), through handle `fh` if it is one of `ino`'s.
+    fn resize(&self, ino: u64, fh: Option<FileHandle>, size: u64, how: Resize) -> Res<()> {
         self.send_inode(ino)?;
         let handle = fh.and_then(|fh| self.handle(fh).ok()).filter(|h| h.ino == ino);
+        let change = async |file: &mut shoal_client::File| match how {
+            Resize::Set => file.set_len(size).await,
+            Resize::Grow => file.extend_to(size).await,
+        };
         match handle {
             Some(h) => self.rt.block_on(async {
                 let mut st = h.state.lock().await;
-                st.buf.truncate(size);
+                if how == Resize::Set {
+                    st.buf.truncate(size);
+                }
                 st.ahead.clear();
                 st.fetching = None;
                 self.bump(ino);
-                let done = tokio::time::timeout(self.opts.data_timeout, st.file.set_len(size)).await;
+                let done = tokio::time::timeout(self.opts.data_timeout, change(&mut st.file)).await;
                 self.bump(ino);
                 match done {
                     Ok(r) => r.map_err(|e| errno(&e)),
@@ -473,7 +494,7 @@ impl Inner {
             None => {
                 let mut file = self.data(self.client.open_inode(ino, &format!("inode {ino}")))?;
                 self.bump(ino);
-                let done = self.data(file.set_len(size));
+                let done = self.data(change(&mut file));
                 self.bump(ino);
                 done
             }
@@ -505,7 +526,9 @@ impl Inner {
             })?;
         }
         match plan.grow_to {
-            Some(len) => self.truncate(ino, Some(fh), len),
+            // Grow only: a writer elsewhere may have made the file longer
+            // since the size the plan read.
+            Some(len) => self.resize(ino, Some(fh), len, Resize::Grow),
             None => Ok(()),
         }
     }

@@ -149,3 +149,30 @@ fn t12_cached_chunk_maps_never_hide_this_clients_writes_nor_a_refusal() {
         assert!(matches!(err, shoal_client::ClientError::Fs(shoal_core::FsError::NotFound { .. })), "{err}");
     });
 }
+
+/// `File::extend_to` (the mount's fallocate growth) only grows: a handle
+/// whose view of the size is old never cuts back what another writer added
+/// since, where `set_len` from that view would.
+#[test]
+fn t13_extend_to_grows_and_never_cuts_a_later_growth() {
+    let c = Cluster::start(Options::default());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = shoal_client::Client::connect(&c.meta_addrs).await.unwrap();
+        let mut stale = client.create("/grown", None).await.unwrap();
+        stale.write_at(0, b"abc").await.unwrap();
+        // Another writer makes the file longer; `stale` still thinks it is 3 bytes.
+        let mut other = client.open("/grown").await.unwrap();
+        other.write_at(3, &[7u8; 997]).await.unwrap();
+        stale.extend_to(500).await.unwrap();
+        let st = client.stat("/grown").await.unwrap();
+        assert_eq!(st.size, 1000, "the later growth is kept");
+        let back = client.open("/grown").await.unwrap().read_at(0, 1000).await.unwrap();
+        assert!(back.starts_with(b"abc") && back[3..].iter().all(|b| *b == 7), "and its bytes");
+        // Past the end it grows, with zeros.
+        stale.extend_to(1500).await.unwrap();
+        assert_eq!(client.stat("/grown").await.unwrap().size, 1500);
+        let tail = client.open("/grown").await.unwrap().read_at(1000, 500).await.unwrap();
+        assert_eq!(tail, vec![0u8; 500]);
+    });
+}
