@@ -76,6 +76,28 @@ pub fn file_attr(stat: &Stat, size: u64) -> FileAttr {
     }
 }
 
+/// Attributes for a `.` or `..` entry of a readdirplus answer, which the
+/// kernel skips (it neither caches nor counts them): a directory, nothing else.
+pub fn dot_attr(ino: u64) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

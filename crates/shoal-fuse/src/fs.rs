@@ -67,8 +67,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use shoal_client::{AttrChange, Client, ClientError, File, Lock, Owner, Special, Stat, TimeSet};
 use shoal_core::path::inode_lock_name;
@@ -137,6 +138,9 @@ struct DirItem {
     ino: u64,
     kind: FileType,
     name: String,
+    /// Meta's attributes of the entry as listed (none for `.` and `..`),
+    /// for readdirplus.
+    stat: Option<shoal_client::Stat>,
 }
 
 /// The mount's state, shared between the kernel's worker threads and the
@@ -861,6 +865,12 @@ impl Filesystem for ShoalFs {
             tracing::warn!(?missing, "mount: the kernel keeps these locks local to this machine");
             let _ = config.add_capabilities(wanted & !missing);
         }
+        // Listings carry attributes when the kernel sees they will be used
+        // (`ls -l`: readdirplus), plain names otherwise (`ls`).
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if let Err(missing) = config.add_capabilities(plus) {
+            tracing::info!(?missing, "mount: listings without attributes (each entry is looked up)");
+        }
         Ok(())
     }
 
@@ -1257,13 +1267,14 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
         let mut items = vec![
-            DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into() },
-            DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into() },
+            DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into(), stat: None },
+            DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into(), stat: None },
         ];
         items.extend(entries.into_iter().filter(|e| !is_hidden(ino.0, &e.name)).map(|e| DirItem {
             ino: e.stat.inode,
             kind: attr::kind(&e.stat),
             name: e.name,
+            stat: Some(e.stat),
         }));
         let mut dirs = fs.dirs.lock().expect("dirs lock");
         if dirs.len() >= OPEN_DIRS_MAX {
@@ -1282,6 +1293,32 @@ impl Filesystem for ShoalFs {
         for (i, item) in items.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
                 break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// readdir with each entry's attributes (as listed at opendir), so
+    /// `ls -l` needs no lookup per entry. Each entry but `.` and `..` counts
+    /// as a lookup in the kernel, so its path is remembered as a lookup's is.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let fs = &self.0;
+        let items = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
+            Some(items) => items.clone(),
+            None => return reply.error(Errno::EBADF),
+        };
+        let dir = or_reply!(reply, fs.path_of(ino.0));
+        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+            let (attr, path) = match &item.stat {
+                Some(stat) => (fs.attr_of(stat), join(&dir, OsStr::new(&item.name)).ok()),
+                // The kernel ignores a dot entry's attributes.
+                None => (attr::dot_attr(item.ino), None),
+            };
+            if reply.add(INodeNo(item.ino), i as u64 + 1, &item.name, &fs.opts.entry_ttl, &attr, Generation(0)) {
+                break;
+            }
+            if let Some(path) = path {
+                fs.remember(item.ino, &path);
             }
         }
         reply.ok();

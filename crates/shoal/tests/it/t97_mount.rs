@@ -856,6 +856,43 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
     assert_eq!(errno_of(std::fs::metadata(m.path("d/g"))), libc::ENOENT);
 }
 
+/// `ls -l` on a mount is one listing: the kernel gets every entry's
+/// attributes with the names (readdirplus), so it asks meta no stat per
+/// entry, and what it shows is meta's.
+#[test]
+fn t97_ls_l_is_one_listing() {
+    let test = "t97_ls_l_is_one_listing";
+    if !can_mount(test) {
+        return;
+    }
+    let c = Cluster::start(Options { http: true, ..Options::default() });
+    let writer = Mount::start(&c, "w", &[]);
+    must_sh(&writer.dir, "mkdir d && for i in $(seq 1 60); do head -c $i /dev/zero > d/f$i; done && chmod 600 d/f7");
+    // A fresh mount: the kernel has no entry of `d`'s yet.
+    let m = Mount::start(&c, "m", &[]);
+    let stats = || -> f64 {
+        c.meta_http
+            .iter()
+            .map(|a| {
+                let (_, _, text) = http_get(a.as_deref().expect("an HTTP port"), "/metrics");
+                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
+            })
+            .sum()
+    };
+    let before = stats();
+    let listed = must_sh(&m.dir, "ls -l d");
+    let asked = stats() - before;
+    let lines: Vec<&str> = listed.lines().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(lines.len(), 60, "{listed}");
+    for i in [1, 7, 60] {
+        let line = lines.iter().find(|l| l.ends_with(&format!(" f{i}"))).unwrap_or_else(|| panic!("f{i}: {listed}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[4], i.to_string(), "f{i}'s size: {line}");
+        assert_eq!(fields[0], if i == 7 { "-rw-------" } else { "-rw-r--r--" }, "f{i}'s mode: {line}");
+    }
+    assert!(asked < 10.0, "ls -l of 60 entries asked meta {asked} stats (one per entry without readdirplus)");
+}
+
 /// A file unlinked while open lives under a hidden name that belongs to the
 /// mount's keeper session: kept while the mount lives (past many session
 /// TTLs), and freed, chunks and all, once the mount is SIGKILLed and meta
