@@ -293,15 +293,11 @@ impl Store {
     pub async fn place(&self, tmp: &str, bucket_dir: &str, path: &str) -> Result<(), ClientError> {
         let result = async {
             for attempt in 1..=PLACE_ATTEMPTS_MAX {
-                // A rename onto a directory would move the file into it: a
-                // key that is a prefix of other keys is refused instead.
-                match self.client.stat(path).await {
-                    Ok(st) if st.is_dir => return Err(FsError::IsADirectory { path: path.to_string() }.into()),
-                    Ok(_) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(e),
-                }
-                match self.client.rename_fenced(tmp, path, None).await {
+                // rename(2)'s rule (exactly that name): a file onto a
+                // directory is refused (`IsADirectory`), in the same Raft
+                // entry, so a key that is a prefix of other keys is refused
+                // and never moved into that directory.
+                match self.client.rename_exact(tmp, path, false).await {
                     // The directories are missing (new, or a delete removed
                     // them as they emptied): make them, and again.
                     Err(e) if is_not_found(&e) && attempt < PLACE_ATTEMPTS_MAX => {
