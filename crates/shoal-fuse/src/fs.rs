@@ -5,7 +5,8 @@
 //! Attributes are read by inode (`stat_inode`), so they never depend on a
 //! path. Meta's namespace changes are by path, so the mount keeps each
 //! inode's last known path (`paths`): filled by lookups, creates and stats
-//! by inode (which answer the inode's current path), rewritten by its own
+//! by inode (which answer the inode's current path), and by readdirplus for
+//! inodes it knows no path of, rewritten by its own
 //! renames, dropped by its own removes and by the kernel's forgets. A path
 //! it does not know is asked of meta by inode.
 //!
@@ -45,8 +46,10 @@
 //! keeper session (a lock session opened at the first, kept alive like the
 //! lock sessions, `--lock-ttl`), and meta removes a session's hidden names
 //! when it ends. So a mount that dies, or that stays cut off from meta past
-//! its session's TTL, leaks nothing: its hidden files are freed when meta
-//! expires the session (and a cut-off mount's handles of them then fail).
+//! its session's TTL, leaves nothing behind once meta expires the session
+//! (and a cut-off mount's handles of them then fail). (A file hidden in the
+//! moment between meta expiring the keeper and the mount noticing is not
+//! covered; nor are hidden names from before rules 6, which have no session.)
 //! Another mount's open handles are not seen: its reads of a file unlinked
 //! here fail.
 //!
@@ -134,6 +137,14 @@ impl Drop for Fetch {
 }
 
 /// One entry of an open directory's listing.
+/// An open directory: its entries as listed at opendir, when, and the
+/// mount's change count just before ([`Inner::changes`]).
+struct Listing {
+    items: Vec<DirItem>,
+    at: std::time::Instant,
+    changes: u64,
+}
+
 struct DirItem {
     ino: u64,
     kind: FileType,
@@ -151,7 +162,10 @@ pub struct Inner {
     opts: MountOptions,
     paths: Mutex<HashMap<u64, String>>,
     files: Mutex<HashMap<u64, Arc<Handle>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Moves before and after every change this mount makes (a mutating
+    /// call, a piece sent): a listing taken at another count may be stale.
+    changes: AtomicU64,
     next_fh: AtomicU64,
     /// Local change epochs of files, striped by inode.
     epochs: [AtomicU64; EPOCH_STRIPES],
@@ -175,6 +189,16 @@ fn hidden_path(session: u64, ino: u64) -> String {
 /// Whether the entry `name` of directory `dir` is a hidden unlinked file.
 fn is_hidden(dir: u64, name: &str) -> bool {
     dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
+}
+
+/// A mutating handler under way: moves the mount's change count when it
+/// ends, as [`Inner::writable`] did when it began.
+struct Changing<'a>(&'a AtomicU64);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// How [`Inner::resize`] changes a file's size.
@@ -217,6 +241,7 @@ impl Inner {
             paths: Mutex::new(HashMap::from([(1, "/".to_string())])),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            changes: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
@@ -267,6 +292,11 @@ impl Inner {
         Ok(id)
     }
 
+    /// Whether no file is hidden by this mount now.
+    pub fn hides_nothing(&self) -> bool {
+        self.unlinked.lock().expect("unlinked lock").is_empty()
+    }
+
     /// Ends the keeper session (at unmount, after the hidden names went):
     /// meta removes any name left, the one a failed remove kept.
     pub async fn close_keeper(&self) {
@@ -311,14 +341,33 @@ impl Inner {
     /// bytes or size, so a fetch that overlapped the change is dropped.
     fn bump(&self, ino: u64) {
         self.epochs[ino as usize % EPOCH_STRIPES].fetch_add(1, Ordering::AcqRel);
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn writable(&self) -> Res<()> {
-        if self.opts.read_only { Err(Errno::EROFS) } else { Ok(()) }
+    /// `EROFS` on a read-only mount; else a guard that moves the change
+    /// count now and again when the calling handler ends (drops it).
+    fn writable(&self) -> Res<Changing<'_>> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        Ok(Changing(&self.changes))
+    }
+
+    /// Remembers `path` for `ino` unless the mount knows one already (a
+    /// listing may be older than a rename this mount made).
+    fn remember_if_unknown(&self, ino: u64, path: &str) {
+        let mut paths = self.paths.lock().expect("paths lock");
+        if !paths.contains_key(&ino) {
+            Self::remember_in(&mut paths, ino, path);
+        }
     }
 
     fn remember(&self, ino: u64, path: &str) {
-        let mut paths = self.paths.lock().expect("paths lock");
+        Self::remember_in(&mut self.paths.lock().expect("paths lock"), ino, path);
+    }
+
+    fn remember_in(paths: &mut HashMap<u64, String>, ino: u64, path: &str) {
         if paths.len() >= PATHS_MAX {
             paths.retain(|i, _| *i == 1);
         }
@@ -865,8 +914,9 @@ impl Filesystem for ShoalFs {
             tracing::warn!(?missing, "mount: the kernel keeps these locks local to this machine");
             let _ = config.add_capabilities(wanted & !missing);
         }
-        // Listings carry attributes when the kernel sees they will be used
-        // (`ls -l`: readdirplus), plain names otherwise (`ls`).
+        // Listings carry attributes (readdirplus) for a directory's first
+        // batch and whenever the kernel sees lookups follow (`ls -l`),
+        // plain names otherwise.
         let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
         if let Err(missing) = config.add_capabilities(plus) {
             tracing::info!(?missing, "mount: listings without attributes (each entry is looked up)");
@@ -969,7 +1019,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyAttr,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         if let Some(size) = size {
             or_reply!(reply, fs.truncate(ino.0, fh, size));
         }
@@ -995,7 +1045,7 @@ impl Filesystem for ShoalFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let stat = or_reply!(reply, fs.ns(fs.client.mkdir_owned(&path, Inner::owner(req, mode, umask))));
@@ -1005,7 +1055,7 @@ impl Filesystem for ShoalFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let stat = or_reply!(reply, fs.stat_path(&path));
@@ -1030,7 +1080,7 @@ impl Filesystem for ShoalFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let stat = or_reply!(reply, fs.stat_path(&path));
@@ -1044,7 +1094,7 @@ impl Filesystem for ShoalFs {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, link_name));
         let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
@@ -1055,7 +1105,7 @@ impl Filesystem for ShoalFs {
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let special = or_reply!(reply, attr::mknod_kind(mode));
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
@@ -1074,7 +1124,7 @@ impl Filesystem for ShoalFs {
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let src = or_reply!(reply, fs.path_of(ino.0));
         let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
         // The mount's memory keeps the name it knew (still a name of the inode).
@@ -1102,7 +1152,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyEmpty,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
@@ -1125,7 +1175,7 @@ impl Filesystem for ShoalFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = &self.0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            or_reply!(reply, fs.writable());
+            let _changing = or_reply!(reply, fs.writable());
         }
         // Close-to-open: the attributes and the chunk map come fresh from meta.
         let file = or_reply!(reply, fs.ns(fs.client.open_inode(ino.0, &format!("inode {}", ino.0))));
@@ -1173,7 +1223,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyWrite,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let h = or_reply!(reply, fs.handle(fh));
         let done: Res<()> = fs.rt.block_on(async {
             let mut st = h.state.lock().await;
@@ -1249,7 +1299,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyEmpty,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         or_reply!(reply, fs.fallocate(ino.0, fh, offset, length, mode));
         reply.ok();
     }
@@ -1265,6 +1315,8 @@ impl Filesystem for ShoalFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = &self.0;
+        let changes = fs.changes.load(Ordering::Acquire);
+        let at = std::time::Instant::now();
         let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
         let mut items = vec![
             DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into(), stat: None },
@@ -1281,7 +1333,7 @@ impl Filesystem for ShoalFs {
             return reply.error(Errno::EMFILE);
         }
         let fh = fs.next_fh.fetch_add(1, Ordering::Relaxed);
-        dirs.insert(fh, Arc::new(items));
+        dirs.insert(fh, Arc::new(Listing { items, at, changes }));
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -1290,7 +1342,7 @@ impl Filesystem for ShoalFs {
             Some(items) => items.clone(),
             None => return reply.error(Errno::EBADF),
         };
-        for (i, item) in items.iter().enumerate().skip(offset as usize) {
+        for (i, item) in items.items.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(item.ino), i as u64 + 1, item.kind, &item.name) {
                 break;
             }
@@ -1298,27 +1350,49 @@ impl Filesystem for ShoalFs {
         reply.ok();
     }
 
-    /// readdir with each entry's attributes (as listed at opendir), so
-    /// `ls -l` needs no lookup per entry. Each entry but `.` and `..` counts
-    /// as a lookup in the kernel, so its path is remembered as a lookup's is.
+    /// readdir with each entry's attributes, so `ls -l` needs no lookup
+    /// per entry. The kernel caches what it is given as if looked up now,
+    /// so the opendir's listing serves only while it is as new as a lookup
+    /// would be: taken within the attribute TTL, with no change made by this
+    /// mount since. Otherwise the directory is listed again, and each
+    /// entry answered as it is now (left out if its name is gone). An
+    /// entry's path is remembered only if the mount knows none for it.
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let fs = &self.0;
-        let items = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
-            Some(items) => items.clone(),
+        let listing = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
+            Some(listing) => listing.clone(),
             None => return reply.error(Errno::EBADF),
         };
-        let dir = or_reply!(reply, fs.path_of(ino.0));
-        for (i, item) in items.iter().enumerate().skip(offset as usize) {
-            let (attr, path) = match &item.stat {
-                Some(stat) => (fs.attr_of(stat), join(&dir, OsStr::new(&item.name)).ok()),
-                // The kernel ignores a dot entry's attributes.
-                None => (attr::dot_attr(item.ino), None),
+        let stale = listing.changes != fs.changes.load(Ordering::Acquire) || listing.at.elapsed() >= fs.opts.attr_ttl;
+        let now: Option<HashMap<String, shoal_client::Stat>> = if stale {
+            let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
+            Some(entries.into_iter().map(|e| (e.name, e.stat)).collect())
+        } else {
+            None
+        };
+        let dir = fs.path_of(ino.0).ok();
+        let ttl = fs.opts.entry_ttl.min(fs.opts.attr_ttl);
+        for (i, item) in listing.items.iter().enumerate().skip(offset as usize) {
+            let stat = match (&item.stat, &now) {
+                (None, _) => None,
+                (Some(stat), None) => Some(stat),
+                (Some(_), Some(now)) => match now.get(&item.name) {
+                    Some(stat) => Some(stat),
+                    None => continue, // Gone since the opendir.
+                },
             };
-            if reply.add(INodeNo(item.ino), i as u64 + 1, &item.name, &fs.opts.entry_ttl, &attr, Generation(0)) {
+            let (entry, attr) = match stat {
+                Some(stat) => (stat.inode, fs.attr_of(stat)),
+                // The kernel ignores a dot entry's attributes.
+                None => (item.ino, attr::dot_attr(item.ino)),
+            };
+            if reply.add(INodeNo(entry), i as u64 + 1, &item.name, &ttl, &attr, Generation(0)) {
                 break;
             }
-            if let Some(path) = path {
-                fs.remember(item.ino, &path);
+            if stat.is_some()
+                && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(&item.name)).ok())
+            {
+                fs.remember_if_unknown(entry, &path);
             }
         }
         reply.ok();
@@ -1352,7 +1426,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyEmpty,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let name = or_reply!(reply, name.to_str().ok_or(Errno::EINVAL));
         if !name.starts_with(XATTR_PREFIX) {
             return reply.error(Errno::ENOTSUP);
@@ -1398,7 +1472,7 @@ impl Filesystem for ShoalFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let name = or_reply!(reply, name.to_str().ok_or(Errno::NO_XATTR));
         if !name.starts_with(XATTR_PREFIX) {
             return reply.error(Errno::NO_XATTR);
@@ -1424,7 +1498,7 @@ impl Filesystem for ShoalFs {
         reply: ReplyCreate,
     ) {
         let fs = &self.0;
-        or_reply!(reply, fs.writable());
+        let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let exclusive = flags & libc::O_EXCL != 0;

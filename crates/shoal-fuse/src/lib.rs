@@ -185,6 +185,10 @@ impl Mounted {
                 let mut unmounter = self.unmounter;
                 let _ = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
                 self.inner.locks.close_all().await;
+                // No handle is served any more: the hidden files go now, not a TTL later.
+                let inner = self.inner.clone();
+                let _ = tokio::task::spawn_blocking(move || inner.drop_all_unlinked()).await;
+                self.inner.close_keeper().await;
                 return match r {
                     Ok(Err(source)) => Err(MountError::Session { path: self.path, source }),
                     _ => Ok(()),
@@ -213,12 +217,18 @@ impl Mounted {
             }
             Err(source) => return Err(MountError::Mount { path: self.path, source }),
         }
-        if tokio::time::timeout(UNMOUNT_WAIT, &mut self.ended).await.is_err() {
+        let ended = tokio::time::timeout(UNMOUNT_WAIT, &mut self.ended).await.is_ok();
+        if !ended {
             tracing::warn!(path = %self.path.display(), "the kernel kept the session after the unmount");
         }
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.drop_all_unlinked()).await;
-        self.inner.close_keeper().await;
+        // Ending the keeper frees every hidden file left; one still open
+        // (the kernel kept the session) is freed when this process exits
+        // and meta expires the keeper.
+        if ended || self.inner.hides_nothing() {
+            self.inner.close_keeper().await;
+        }
         tracing::info!(path = %self.path.display(), "unmounted");
         match failed {
             0 => Ok(()),

@@ -891,6 +891,22 @@ fn t97_ls_l_is_one_listing() {
         assert_eq!(fields[0], if i == 7 { "-rw-------" } else { "-rw-r--r--" }, "f{i}'s mode: {line}");
     }
     assert!(asked < 10.0, "ls -l of 60 entries asked meta {asked} stats (one per entry without readdirplus)");
+
+    // A directory opened before changes this mount makes, read after them:
+    // the kernel is told what is there now, not what the opendir saw (no
+    // size rolled back, no renamed name brought back).
+    let seen = must_sh(
+        &m.dir,
+        "python3 -c 'import os
+fd = os.open(\"d\", os.O_RDONLY | os.O_DIRECTORY)
+with open(\"d/f1\", \"ab\") as f:
+    f.write(b\"x\" * 99)
+os.rename(\"d/f2\", \"d/g2\")
+names = [e.name for e in os.scandir(fd)]
+os.close(fd)
+print(os.stat(\"d/f1\").st_size, os.path.exists(\"d/f2\"), os.path.exists(\"d/g2\"), \"f2\" in names, len(names))'",
+    );
+    assert_eq!(seen, "100 False True False 59\n", "size, f2 and g2 after a listing opened before the changes");
 }
 
 /// A file unlinked while open lives under a hidden name that belongs to the
