@@ -167,6 +167,19 @@ pub fn unlinked_session_prefix(session: u64) -> String {
     format!("{UNLINKED_PREFIX}{session}.")
 }
 
+/// The session and inode of a name of [`unlinked_name`]'s exact form
+/// (decimal numbers, no sign or leading zero), else `None`.
+pub fn parse_unlinked_name(name: &str) -> Option<(u64, u64)> {
+    let (session, inode) = name.strip_prefix(UNLINKED_PREFIX)?.split_once('.')?;
+    let number = |s: &str| -> Option<u64> {
+        if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    Some((number(session)?, number(inode)?))
+}
+
 /// The directory part of inode lock names (no file need exist there).
 pub const INODE_LOCKS_DIR: &str = "/.shoal-inode";
 
@@ -249,6 +262,17 @@ mod tests {
         assert!(!unlinked_name(12, 7).starts_with(&unlinked_session_prefix(1)), "session 1 is not session 12");
         assert!(unlinked_name(3, 9).starts_with(UNLINKED_PREFIX));
         assert!(NormalPath::parse(&format!("/{}", unlinked_name(u64::MAX, u64::MAX))).is_ok());
+        assert_eq!(parse_unlinked_name(&unlinked_name(12, 7)), Some((12, 7)));
+        for not in [
+            ".shoal-unlinked.12",
+            ".shoal-unlinked.12.",
+            ".shoal-unlinked.012.7",
+            ".shoal-unlinked.1.+7",
+            "x.1.2",
+            ".shoal-unlinked.1.2.3",
+        ] {
+            assert_eq!(parse_unlinked_name(not), None, "{not}");
+        }
     }
 
     #[test]

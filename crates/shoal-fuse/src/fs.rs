@@ -297,6 +297,31 @@ impl Inner {
         self.unlinked.lock().expect("unlinked lock").is_empty()
     }
 
+    /// Renames `path`, the last name of inode `ino` (open here), to its
+    /// hidden name under the keeper session; once more under a new keeper
+    /// if meta answers that the keeper's session ended (under rules 6 meta
+    /// refuses a hidden name of an ended session, whose files it freed).
+    fn hide(&self, path: &str, ino: u64) -> Res<String> {
+        for _ in 0..2 {
+            let keeper = self.keeper_id()?;
+            let hidden = hidden_path(keeper, ino);
+            let taken = self.ns(async {
+                match self.client.rename_exact(path, &hidden, true).await {
+                    Err(ClientError::Fs(shoal_core::FsError::SessionExpired { .. })) => Ok(false),
+                    other => other.map(|()| true),
+                }
+            })?;
+            if taken {
+                return Ok(hidden);
+            }
+            let mut slot = self.keeper.lock().expect("keeper lock");
+            if slot.as_ref().is_some_and(|s| s.id() == keeper) {
+                *slot = None; // Dead: the next keeper_id opens another.
+            }
+        }
+        Err(Errno::EIO)
+    }
+
     /// Ends the keeper session (at unmount, after the hidden names went):
     /// meta removes any name left, the one a failed remove kept.
     pub async fn close_keeper(&self) {
@@ -1064,8 +1089,7 @@ impl Filesystem for ShoalFs {
         }
         if stat.nlink <= 1 && stat.special.is_none() && fs.is_open(stat.inode) {
             // The last name of a file open here: hidden until released.
-            let hidden = hidden_path(or_reply!(reply, fs.keeper_id()), stat.inode);
-            or_reply!(reply, fs.ns(fs.client.rename_exact(&path, &hidden, true)));
+            let hidden = or_reply!(reply, fs.hide(&path, stat.inode));
             fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
             fs.renamed(&path, &hidden);
             // A release that came while the rename was under way found

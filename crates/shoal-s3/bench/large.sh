@@ -6,8 +6,8 @@
 # hashes the body in Python first), interleaved ROUNDS times (default 3).
 # Prints one line per measurement: workload and MB/s (10^6 bytes per second).
 # Needs `cargo build --release -p shoal` and curl 7.75 or later. Uses ports
-# 17500-17590, /dev/shm/shoal-s3-large (1 GiB) and a scratch directory
-# (default /tmp/shoal-s3-large), removed first.
+# 17500-17590, /dev/shm/shoal-s3-large (1 GiB, removed at the end) and a
+# scratch directory (default /tmp/shoal-s3-large), removed first.
 set -u
 cd "$(dirname "$0")/../../.."
 B=$(realpath "${SHOAL_BIN:-target/release/shoal}")
@@ -19,8 +19,9 @@ export HOME=$W/home
 [ -s "$SRC" ] || head -c 1073741824 /dev/urandom >"$SRC"
 SHOAL_S3_ACCESS_KEY=AK SHOAL_S3_SECRET_KEY=SK "$B" up --dir "$W/data" --base-port 17500 --s3 127.0.0.1:17590 >"$W/up.log" 2>&1 &
 UP=$!
-trap 'kill $UP 2>/dev/null; wait $UP 2>/dev/null' EXIT
+trap 'kill $UP 2>/dev/null; wait $UP 2>/dev/null; rm -f "$SRC"' EXIT
 for _ in $(seq 1 120); do grep -q "^S3:" "$W/up.log" && break; sleep 1; done
+grep -q "^S3:" "$W/up.log" || { echo "the cluster did not come up:"; cat "$W/up.log"; exit 1; }
 M=127.0.0.1:17500,127.0.0.1:17501,127.0.0.1:17502
 E=http://127.0.0.1:17590
 S3=(--aws-sigv4 aws:amz:us-east-1:s3 --user AK:SK -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -sS --fail)

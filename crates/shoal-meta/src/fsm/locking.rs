@@ -91,8 +91,10 @@ impl FsState {
 
     /// Rules 6: removes the names in `/` that a mount whose keeper session
     /// was `session` kept its open-but-unlinked files under
-    /// ([`shoal_core::path::unlinked_name`]), as a remove of each would.
-    /// A directory by such a name is left alone (the mount hides files only).
+    /// ([`shoal_core::path::unlinked_name`]: `.shoal-unlinked.S.N` naming
+    /// inode N), as a remove of each would. A directory by such a name, or
+    /// one naming another inode, is left alone (the mount hides files only,
+    /// each under its own inode number).
     fn drop_unlinked_of(&mut self, session: u64, now_ms: u64) {
         let prefix = shoal_core::path::unlinked_session_prefix(session);
         let root = &self.inodes[&ROOT_INODE];
@@ -100,6 +102,8 @@ impl FsState {
             .children
             .range(prefix.clone()..)
             .take_while(|(name, _)| name.starts_with(&prefix))
+            // Exactly `.shoal-unlinked.S.N` naming inode N, not a directory.
+            .filter(|(name, id)| shoal_core::path::parse_unlinked_name(name) == Some((session, **id)))
             .filter(|(_, id)| self.inodes.get(id).is_some_and(|i| i.kind != Kind::Dir))
             .map(|(name, id)| (name.clone(), *id))
             .collect();
@@ -292,6 +296,9 @@ mod tests {
         let other = create(&mut st, "/h");
         run(&mut st, NamespaceCmd::Rename { src: p("/h"), dst: hidden(b, other.id), fence: None });
         run(&mut st, NamespaceCmd::Mkdir { path: hidden(a, 999), parents: false });
+        // A file by a's form of name that names another inode.
+        let misnamed = create(&mut st, "/m");
+        run(&mut st, NamespaceCmd::Rename { src: p("/m"), dst: hidden(a, misnamed.id + 1000), fence: None });
 
         // Under rules 5 (an entry proposed before this change) nothing goes.
         let mut old = st.clone();
@@ -306,6 +313,15 @@ mod tests {
         assert_eq!(st.lookup(&p("/g")).unwrap().id, linked.id, "the file stays under its first");
         assert!(st.lookup(&hidden(b, other.id)).is_ok(), "b's is b's");
         assert!(st.lookup(&hidden(a, 999)).is_ok(), "a directory is left alone");
+        assert_eq!(st.lookup(&hidden(a, misnamed.id + 1000)).unwrap().id, misnamed.id, "so is another inode's");
+        // No file can be hidden under the ended session any more.
+        let late = create(&mut st, "/late");
+        let before = st.clone();
+        assert_eq!(
+            run(&mut st, NamespaceCmd::Rename { src: p("/late"), dst: hidden(a, late.id), fence: None }),
+            Response::Err(FsError::SessionExpired { session: a })
+        );
+        assert_eq!(st, before, "a refused rename changes nothing");
         // Ending it again (it is gone) changes nothing.
         let before = st.clone();
         run(&mut st, LockCmd::EndSession { session: a });

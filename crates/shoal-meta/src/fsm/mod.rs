@@ -117,9 +117,10 @@ pub struct Proposal {
     /// - 5: as 4, and a lock named `/.shoal-inode/N` is inode
     ///   N's lock: its tokens fence inode N, whatever path names it
     ///   ([`locking`]).
-    /// - 6 ([`RULES`]): as 5, and the end of session S removes the names
-    ///   `/.shoal-unlinked.S.*` that are not directories (a mount's
-    ///   open-but-unlinked files: [`shoal_core::path::unlinked_name`]).
+    /// - 6 ([`RULES`]): as 5, and the end of session S removes each name
+    ///   `/.shoal-unlinked.S.N` that names inode N, not a directory (a
+    ///   mount's open-but-unlinked files: [`shoal_core::path::unlinked_name`]);
+    ///   a rename onto such a name is refused unless session S is open.
     #[serde(default)]
     pub rules: u16,
 }

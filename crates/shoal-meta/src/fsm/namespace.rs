@@ -764,6 +764,16 @@ impl FsState {
         if exact == Exact::NoReplace && dst != *src && self.lookup(&dst).is_ok() {
             return Err(FsError::AlreadyExists { path: dst.to_string() });
         }
+        // Rules 6: a name in `/` that a session's end removes is taken by a
+        // rename only while that session lives (so a mount never hides a
+        // file under a session meta already ended; see `locking`).
+        if rules >= 6
+            && let [name] = dst.components()
+            && let Some((session, _)) = shoal_core::path::parse_unlinked_name(name)
+            && !self.sessions.contains_key(&session)
+        {
+            return Err(FsError::SessionExpired { session });
+        }
         if let Some(f) = fence {
             // Only a file, onto exactly the locked path, with a token that
             // holds that lock and is no older than a token that already
