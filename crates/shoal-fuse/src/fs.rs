@@ -44,7 +44,7 @@
 //! the hidden name is removed when this mount's last handle of it is
 //! released (or at unmount). Hidden names carry the id of the mount's
 //! keeper session (a lock session opened at the first, kept alive like the
-//! lock sessions, `--lock-ttl`), and meta removes a session's hidden names
+//! lock sessions, with its own TTL, `--unlinked-ttl`), and meta removes a session's hidden names
 //! when it ends. So a mount that dies, or that stays cut off from meta past
 //! its session's TTL, leaves nothing behind once meta expires the session
 //! (and a cut-off mount's handles of them then fail). (A file hidden in the
@@ -286,7 +286,7 @@ impl Inner {
         if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
             return Ok(s.id());
         }
-        let session = self.ns(self.client.open_session(self.opts.lock_ttl))?;
+        let session = self.ns(self.client.open_session(self.opts.unlinked_ttl))?;
         let id = session.id();
         *slot = Some(session);
         Ok(id)

@@ -38,6 +38,11 @@ pub const MOUNT_THREADS: usize = 4;
 /// How long an unmount waits for the kernel to end the session.
 const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
 
+/// The keeper session's TTL unless set: longer than the locks' (data that
+/// running programs still read is not freed by a short silence), short
+/// enough that a dead mount's files do not linger.
+pub const DEFAULT_UNLINKED_TTL: Duration = Duration::from_secs(120);
+
 /// How a mount behaves.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -57,6 +62,9 @@ pub struct MountOptions {
     /// The TTL of the lock sessions of the mount's cluster locks: a mount
     /// silent this long (dead, paused, cut off) loses its locks.
     pub lock_ttl: Duration,
+    /// The TTL of the keeper session, which holds the files unlinked while
+    /// open here: a mount silent this long has them freed.
+    pub unlinked_ttl: Duration,
     /// fcntl(2) (POSIX) locks are cluster locks too, whole-file; else the
     /// kernel keeps them, byte-range and local to this mount. flock(2)
     /// locks are always cluster locks.
@@ -73,6 +81,7 @@ impl Default for MountOptions {
             timeout: shoal_client::client::DEFAULT_TIMEOUT,
             data_timeout: Duration::from_secs(60),
             lock_ttl: shoal_client::lock::DEFAULT_SESSION_TTL,
+            unlinked_ttl: DEFAULT_UNLINKED_TTL,
             cluster_fcntl_locks: false,
         }
     }

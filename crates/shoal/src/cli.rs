@@ -280,12 +280,16 @@ pub struct MountArgs {
     pub entry_ttl_ms: u64,
     /// The TTL of the lock sessions that hold the cluster locks taken
     /// through the mount (flock(2), and fcntl(2) with
-    /// --cluster-fcntl-locks), and of the session that keeps files
-    /// unlinked while open here, 500ms to 10m: a mount that is silent this
-    /// long (dead, paused, cut off) loses its locks to the next waiters, its
-    /// writes under them are refused, and its unlinked open files are freed.
+    /// --cluster-fcntl-locks), 500ms to 10m: a mount that is silent this
+    /// long (dead, paused, cut off) loses its locks to the next waiters, and
+    /// its writes under them are refused.
     #[arg(long, default_value = "10s", value_parser = lock_ttl)]
     pub lock_ttl: Duration,
+    /// How long files unlinked while open here outlive this mount's
+    /// silence, 500ms to 10m: a mount that is dead, paused or cut off this
+    /// long has them freed (their data is gone for its open handles too).
+    #[arg(long, default_value = "2m", value_parser = lock_ttl)]
+    pub unlinked_ttl: Duration,
     /// Make fcntl(2) (POSIX) locks cluster locks too, like flock(2) locks:
     /// they then hold across mounts, but a lock on any byte range locks the
     /// whole file (programs that lock several ranges at once, as SQLite

@@ -20,6 +20,7 @@ pub fn options(args: &MountArgs, timeout: Duration) -> MountOptions {
         entry_ttl: Duration::from_millis(args.entry_ttl_ms),
         timeout,
         lock_ttl: args.lock_ttl,
+        unlinked_ttl: args.unlinked_ttl,
         cluster_fcntl_locks: args.cluster_fcntl_locks,
         ..MountOptions::default()
     }

@@ -920,7 +920,7 @@ fn t97_a_dead_mounts_unlinked_files_are_freed() {
         return;
     }
     let c = Cluster::start(Options::default());
-    let mut m = Mount::start(&c, "m", &["--lock-ttl", "1s"]);
+    let mut m = Mount::start(&c, "m", &["--unlinked-ttl", "1s"]);
     let data = pattern(2_500_000, 13);
     let mut open =
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.path("f")).unwrap();
