@@ -47,9 +47,9 @@
 //! lock sessions, with its own TTL, `--unlinked-ttl`), and meta removes a session's hidden names
 //! when it ends. So a mount that dies, or that stays cut off from meta past
 //! its session's TTL, leaves nothing behind once meta expires the session
-//! (and a cut-off mount's handles of them then fail). (A file hidden in the
-//! moment between meta expiring the keeper and the mount noticing is not
-//! covered; nor are hidden names from before rules 6, which have no session.)
+//! (and a cut-off mount's handles of them then fail). Meta refuses to hide
+//! a file under a session it already ended, and the mount then hides it
+//! under a new keeper. (Hidden names from before rules 6 have no session.)
 //! Another mount's open handles are not seen: its reads of a file unlinked
 //! here fail.
 //!
@@ -136,23 +136,29 @@ impl Drop for Fetch {
     }
 }
 
-/// One entry of an open directory's listing.
-/// An open directory: its entries as listed at opendir, when, and the
-/// mount's change count just before ([`Inner::changes`]).
+/// An open directory: its entries as last listed (at opendir, or again by
+/// readdirplus), when, and the mount's change count just before
+/// ([`Inner::changes`]).
 struct Listing {
     items: Vec<DirItem>,
     at: std::time::Instant,
     changes: u64,
 }
 
+/// One entry of an open directory's listing.
 struct DirItem {
     ino: u64,
     kind: FileType,
     name: String,
-    /// Meta's attributes of the entry as listed (none for `.` and `..`),
-    /// for readdirplus.
+    /// `.` or `..`.
+    dot: bool,
+    /// Meta's attributes of the entry as last listed, for readdirplus;
+    /// none for a dot entry or a name gone since the opendir.
     stat: Option<shoal_client::Stat>,
 }
+
+/// Entries one readdirplus builds at most (more than a batch holds).
+const PLUS_ENTRIES_MAX: usize = 1024;
 
 /// The mount's state, shared between the kernel's worker threads and the
 /// code that unmounts.
@@ -166,6 +172,8 @@ pub struct Inner {
     /// Moves before and after every change this mount makes (a mutating
     /// call, a piece sent): a listing taken at another count may be stale.
     changes: AtomicU64,
+    /// Changes under way ([`Changing`] guards alive).
+    in_flight: AtomicU64,
     next_fh: AtomicU64,
     /// Local change epochs of files, striped by inode.
     epochs: [AtomicU64; EPOCH_STRIPES],
@@ -191,13 +199,15 @@ fn is_hidden(dir: u64, name: &str) -> bool {
     dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
 }
 
-/// A mutating handler under way: moves the mount's change count when it
-/// ends, as [`Inner::writable`] did when it began.
-struct Changing<'a>(&'a AtomicU64);
+/// A change under way (a mutating handler, a piece sent): counted in
+/// [`Inner::in_flight`] while it lives, and it moves the change count when
+/// it ends, as [`Inner::changing`] did when it began.
+struct Changing<'a>(&'a Inner);
 
 impl Drop for Changing<'_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.changes.fetch_add(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -242,6 +252,7 @@ impl Inner {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             changes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
@@ -290,11 +301,6 @@ impl Inner {
         let id = session.id();
         *slot = Some(session);
         Ok(id)
-    }
-
-    /// Whether no file is hidden by this mount now.
-    pub fn hides_nothing(&self) -> bool {
-        self.unlinked.lock().expect("unlinked lock").is_empty()
     }
 
     /// Renames `path`, the last name of inode `ino` (open here), to its
@@ -375,8 +381,46 @@ impl Inner {
         if self.opts.read_only {
             return Err(Errno::EROFS);
         }
+        Ok(self.changing())
+    }
+
+    /// A change begins; it ends when the guard drops.
+    fn changing(&self) -> Changing<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.changes.fetch_add(1, Ordering::AcqRel);
-        Ok(Changing(&self.changes))
+        Changing(self)
+    }
+
+    /// Whether `listing` is as new as a lookup now would be: taken within
+    /// the attribute TTL, with no change by this mount since or under way.
+    fn fresh(&self, listing: &Listing) -> bool {
+        listing.changes == self.changes.load(Ordering::Acquire)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && listing.at.elapsed() < self.opts.attr_ttl
+    }
+
+    /// Lists directory `ino` (open as `fh`) again: `old`'s entries in the
+    /// same order (offsets stay valid), each with its attributes now, and
+    /// none for a name gone; kept as `fh`'s listing.
+    fn relist(&self, ino: u64, fh: u64, old: &Listing) -> Res<Arc<Listing>> {
+        let changes = self.changes.load(Ordering::Acquire);
+        let at = std::time::Instant::now();
+        let mut now: HashMap<String, Stat> =
+            self.ns(self.client.list_inode(ino))?.into_iter().map(|e| (e.name, e.stat)).collect();
+        let items = old
+            .items
+            .iter()
+            .map(|item| {
+                let stat = if item.dot { None } else { now.remove(&item.name) };
+                let (ino, kind) = stat.as_ref().map_or((item.ino, item.kind), |s| (s.inode, attr::kind(s)));
+                DirItem { ino, kind, name: item.name.clone(), dot: item.dot, stat }
+            })
+            .collect();
+        let listing = Arc::new(Listing { items, at, changes });
+        if let Some(slot) = self.dirs.lock().expect("dirs lock").get_mut(&fh) {
+            *slot = listing.clone();
+        }
+        Ok(listing)
     }
 
     /// Remembers `path` for `ino` unless the mount knows one already (a
@@ -482,6 +526,7 @@ impl Inner {
     }
 
     async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
+        let _changing = self.changing();
         let ino = file.cached_stat().inode;
         self.bump(ino);
         let len = bytes.len();
@@ -1343,13 +1388,14 @@ impl Filesystem for ShoalFs {
         let at = std::time::Instant::now();
         let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
         let mut items = vec![
-            DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into(), stat: None },
-            DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into(), stat: None },
+            DirItem { ino: ino.0, kind: FileType::Directory, name: ".".into(), dot: true, stat: None },
+            DirItem { ino: ino.0, kind: FileType::Directory, name: "..".into(), dot: true, stat: None },
         ];
         items.extend(entries.into_iter().filter(|e| !is_hidden(ino.0, &e.name)).map(|e| DirItem {
             ino: e.stat.inode,
             kind: attr::kind(&e.stat),
             name: e.name,
+            dot: false,
             stat: Some(e.stat),
         }));
         let mut dirs = fs.dirs.lock().expect("dirs lock");
@@ -1376,46 +1422,48 @@ impl Filesystem for ShoalFs {
 
     /// readdir with each entry's attributes, so `ls -l` needs no lookup
     /// per entry. The kernel caches what it is given as if looked up now,
-    /// so the opendir's listing serves only while it is as new as a lookup
-    /// would be: taken within the attribute TTL, with no change made by this
-    /// mount since. Otherwise the directory is listed again, and each
-    /// entry answered as it is now (left out if its name is gone). An
-    /// entry's path is remembered only if the mount knows none for it.
+    /// so a listing serves only while it is as new ([`Inner::fresh`]);
+    /// otherwise the directory is listed again (and that listing kept), and
+    /// once more if a change came while the answer was built. A name gone
+    /// since the opendir is left out. An entry's path is remembered only if
+    /// the mount knows none for it.
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let fs = &self.0;
-        let listing = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
+        let mut listing = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
             Some(listing) => listing.clone(),
             None => return reply.error(Errno::EBADF),
         };
-        let stale = listing.changes != fs.changes.load(Ordering::Acquire) || listing.at.elapsed() >= fs.opts.attr_ttl;
-        let now: Option<HashMap<String, shoal_client::Stat>> = if stale {
-            let entries = or_reply!(reply, fs.ns(fs.client.list_inode(ino.0)));
-            Some(entries.into_iter().map(|e| (e.name, e.stat)).collect())
-        } else {
-            None
-        };
-        let dir = fs.path_of(ino.0).ok();
-        let ttl = fs.opts.entry_ttl.min(fs.opts.attr_ttl);
-        for (i, item) in listing.items.iter().enumerate().skip(offset as usize) {
-            let stat = match (&item.stat, &now) {
-                (None, _) => None,
-                (Some(stat), None) => Some(stat),
-                (Some(_), Some(now)) => match now.get(&item.name) {
-                    Some(stat) => Some(stat),
-                    None => continue, // Gone since the opendir.
-                },
-            };
-            let (entry, attr) = match stat {
-                Some(stat) => (stat.inode, fs.attr_of(stat)),
-                // The kernel ignores a dot entry's attributes.
-                None => (item.ino, attr::dot_attr(item.ino)),
-            };
-            if reply.add(INodeNo(entry), i as u64 + 1, &item.name, &ttl, &attr, Generation(0)) {
+        let mut answer = Vec::new();
+        for attempt in 0..3 {
+            if attempt > 0 || !fs.fresh(&listing) {
+                listing = or_reply!(reply, fs.relist(ino.0, fh.0, &listing));
+            }
+            answer = listing
+                .items
+                .iter()
+                .enumerate()
+                .skip(offset as usize)
+                .take(PLUS_ENTRIES_MAX)
+                .filter_map(|(i, item)| match (&item.stat, item.dot) {
+                    // The kernel ignores a dot entry's attributes.
+                    (_, true) => Some((i, item.ino, attr::dot_attr(item.ino), false)),
+                    (Some(stat), false) => Some((i, stat.inode, fs.attr_of(stat), true)),
+                    (None, false) => None, // Gone since the opendir.
+                })
+                .collect();
+            if fs.fresh(&listing) {
                 break;
             }
-            if stat.is_some()
-                && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(&item.name)).ok())
-            {
+        }
+        let dir = fs.path_of(ino.0).ok();
+        // Cached no longer than a lookup made when the listing was.
+        let ttl = fs.opts.entry_ttl.min(fs.opts.attr_ttl).saturating_sub(listing.at.elapsed());
+        for (i, entry, attr, named) in answer {
+            let name = &listing.items[i].name;
+            if reply.add(INodeNo(entry), i as u64 + 1, name, &ttl, &attr, Generation(0)) {
+                break;
+            }
+            if named && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
                 fs.remember_if_unknown(entry, &path);
             }
         }

@@ -232,10 +232,10 @@ impl Mounted {
         }
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.drop_all_unlinked()).await;
-        // Ending the keeper frees every hidden file left; one still open
-        // (the kernel kept the session) is freed when this process exits
-        // and meta expires the keeper.
-        if ended || self.inner.hides_nothing() {
+        // Ending the keeper frees every hidden file left. While the kernel
+        // keeps the session, a file may still be open (or being hidden):
+        // then the keeper expires once this process exits.
+        if ended {
             self.inner.close_keeper().await;
         }
         tracing::info!(path = %self.path.display(), "unmounted");

@@ -878,7 +878,7 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
 #[test]
 fn t97_ls_l_is_one_listing() {
     let test = "t97_ls_l_is_one_listing";
-    if !can_mount(test) {
+    if !can_mount(test) || !have(test, "python3", "apt-get install python3") {
         return;
     }
     let c = Cluster::start(Options { http: true, ..Options::default() });
