@@ -155,7 +155,7 @@ pub const UNLINKED_PREFIX: &str = ".shoal-unlinked.";
 /// The name in `/` that holds inode `inode`, unlinked while open on a mount
 /// whose keeper session is `session`: `.shoal-unlinked.S.N`. Under meta's
 /// rules 6, the end of session S (closed, or expired because its mount
-/// died) removes every name of [`unlinked_session_prefix`]`(S)`, so a dead
+/// died) removes every such name of S that names its inode N, so a dead
 /// mount's open-but-unlinked files are freed.
 pub fn unlinked_name(session: u64, inode: u64) -> String {
     format!("{}{inode}", unlinked_session_prefix(session))
@@ -171,13 +171,16 @@ pub fn unlinked_session_prefix(session: u64) -> String {
 /// (decimal numbers, no sign or leading zero), else `None`.
 pub fn parse_unlinked_name(name: &str) -> Option<(u64, u64)> {
     let (session, inode) = name.strip_prefix(UNLINKED_PREFIX)?.split_once('.')?;
-    let number = |s: &str| -> Option<u64> {
-        if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    };
-    Some((number(session)?, number(inode)?))
+    Some((decimal(session)?, decimal(inode)?))
+}
+
+/// A number written as `format!("{n}")` writes it (digits only, no sign,
+/// no leading zero), else `None`.
+fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// The directory part of inode lock names (no file need exist there).
@@ -194,11 +197,7 @@ pub fn inode_lock_name(inode: u64) -> String {
 /// The inode a lock name of [`inode_lock_name`]'s form names: only that
 /// exact form (decimal, no sign or leading zero, not 0), else `None`.
 pub fn inode_of_lock_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(INODE_LOCKS_DIR)?.strip_prefix('/')?;
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    decimal(name.strip_prefix(INODE_LOCKS_DIR)?.strip_prefix('/')?).filter(|n| *n != 0)
 }
 
 #[cfg(test)]

@@ -194,6 +194,15 @@ fn hidden_path(session: u64, ino: u64) -> String {
     format!("/{}", shoal_core::path::unlinked_name(session, ino))
 }
 
+/// Path `p` after what `from` names moved to `to`: `to` for `from`, the
+/// same below it; `None` when `p` is neither.
+fn moved(p: &str, from: &str, to: &str) -> Option<String> {
+    if p == from {
+        return Some(to.to_string());
+    }
+    p.strip_prefix(from).and_then(|rest| rest.strip_prefix('/')).map(|rest| format!("{to}/{rest}"))
+}
+
 /// Whether the entry `name` of directory `dir` is a hidden unlinked file.
 fn is_hidden(dir: u64, name: &str) -> bool {
     dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
@@ -378,10 +387,13 @@ impl Inner {
     /// `EROFS` on a read-only mount; else a guard that moves the change
     /// count now and again when the calling handler ends (drops it).
     fn writable(&self) -> Res<Changing<'_>> {
-        if self.opts.read_only {
-            return Err(Errno::EROFS);
-        }
+        self.refuse_if_read_only()?;
         Ok(self.changing())
+    }
+
+    /// `EROFS` on a read-only mount.
+    fn refuse_if_read_only(&self) -> Res<()> {
+        if self.opts.read_only { Err(Errno::EROFS) } else { Ok(()) }
     }
 
     /// A change begins; it ends when the guard drops.
@@ -663,13 +675,9 @@ impl Inner {
 
     fn renamed(&self, src: &str, dst: &str) {
         self.forget_path(dst);
-        let prefix = format!("{src}/");
-        let mut paths = self.paths.lock().expect("paths lock");
-        for p in paths.values_mut() {
-            if p == src {
-                *p = dst.to_string();
-            } else if let Some(rest) = p.strip_prefix(&prefix) {
-                *p = format!("{dst}/{rest}");
+        for p in self.paths.lock().expect("paths lock").values_mut() {
+            if let Some(now) = moved(p, src, dst) {
+                *p = now;
             }
         }
     }
@@ -677,17 +685,9 @@ impl Inner {
     /// The mount's memory of paths after `a` and `b` swapped what they name
     /// (neither lies below the other).
     fn exchanged(&self, a: &str, b: &str) {
-        let (a_prefix, b_prefix) = (format!("{a}/"), format!("{b}/"));
-        let mut paths = self.paths.lock().expect("paths lock");
-        for p in paths.values_mut() {
-            if p == a {
-                *p = b.to_string();
-            } else if p == b {
-                *p = a.to_string();
-            } else if let Some(rest) = p.strip_prefix(&a_prefix) {
-                *p = format!("{b}/{rest}");
-            } else if let Some(rest) = p.strip_prefix(&b_prefix) {
-                *p = format!("{a}/{rest}");
+        for p in self.paths.lock().expect("paths lock").values_mut() {
+            if let Some(now) = moved(p, a, b).or_else(|| moved(p, b, a)) {
+                *p = now;
             }
         }
     }
@@ -1244,7 +1244,7 @@ impl Filesystem for ShoalFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = &self.0;
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            let _changing = or_reply!(reply, fs.writable());
+            or_reply!(reply, fs.refuse_if_read_only());
         }
         // Close-to-open: the attributes and the chunk map come fresh from meta.
         let file = or_reply!(reply, fs.ns(fs.client.open_inode(ino.0, &format!("inode {}", ino.0))));

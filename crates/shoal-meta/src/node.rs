@@ -94,6 +94,18 @@ impl Node {
         }
     }
 
+    /// Waits until this node's state holds every change acknowledged before
+    /// (to plan a proposal from it): at once on a leader that has applied
+    /// an entry of its own term, else after a read round. Answers whether a
+    /// round confirmed the state.
+    pub async fn caught_up(&self) -> Result<bool, Status> {
+        if self.caught_up_as_leader() {
+            return Ok(false);
+        }
+        self.linearizable().await?;
+        Ok(true)
+    }
+
     /// Whether this node leads and has applied an entry of its own term, so
     /// its state holds everything committed under earlier leaders.
     pub fn caught_up_as_leader(&self) -> bool {

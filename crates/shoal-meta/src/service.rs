@@ -200,9 +200,7 @@ impl MetaService {
     /// state holds every change acknowledged before (a leader that applied
     /// an entry of its own term, or after a read round).
     async fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Result<Owner, Status> {
-        if !self.node.caught_up_as_leader() {
-            self.node.linearizable().await?;
-        }
+        self.node.caught_up().await?;
         let s = self.node.state.read();
         match path.split_last().and_then(|(parent, _)| s.fs.lookup(&parent).ok()) {
             Some(dir) => Ok(crate::fsm::attrs::owner_under(dir, owner, kind)),
@@ -520,11 +518,7 @@ impl pb::namespace_server::Namespace for MetaService {
         // leader is never "not found" here. A refusal by the plan (no such
         // file, no servers) could still come from a leader deposed without
         // knowing it: it is only given after a round confirmed this state.
-        let mut confirmed = false;
-        if !self.node.caught_up_as_leader() {
-            self.node.linearizable().await?;
-            confirmed = true;
-        }
+        let mut confirmed = self.node.caught_up().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
             let cmd = {

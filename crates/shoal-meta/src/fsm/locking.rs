@@ -83,7 +83,7 @@ impl FsState {
             let granted = self.locks.drop_session(session);
             self.rebind(granted, rules);
             if rules >= 6 {
-                self.drop_unlinked_of(session, now_ms);
+                self.drop_unlinked_of(session, now_ms, rules);
             }
         }
         Ok(Response::Ok)
@@ -95,28 +95,20 @@ impl FsState {
     /// inode N), as a remove of each would. A directory by such a name, or
     /// one naming another inode, is left alone (the mount hides files only,
     /// each under its own inode number).
-    fn drop_unlinked_of(&mut self, session: u64, now_ms: u64) {
+    fn drop_unlinked_of(&mut self, session: u64, now_ms: u64, rules: u16) {
         let prefix = shoal_core::path::unlinked_session_prefix(session);
-        let root = &self.inodes[&ROOT_INODE];
-        let names: Vec<(String, u64)> = root
+        let names: Vec<String> = self.inodes[&ROOT_INODE]
             .children
             .range(prefix.clone()..)
             .take_while(|(name, _)| name.starts_with(&prefix))
             // Exactly `.shoal-unlinked.S.N` naming inode N, not a directory.
             .filter(|(name, id)| shoal_core::path::parse_unlinked_name(name) == Some((session, **id)))
             .filter(|(_, id)| self.inodes.get(id).is_some_and(|i| i.kind != Kind::Dir))
-            .map(|(name, id)| (name.clone(), *id))
+            .map(|(name, _)| name.clone())
             .collect();
-        if names.is_empty() {
-            return;
-        }
-        let root = self.inodes.get_mut(&ROOT_INODE).expect("the root exists");
-        for (name, _) in &names {
-            root.children.remove(name);
-        }
-        root.touch_modified(now_ms);
-        for (_, id) in names {
-            self.drop_name(id, ROOT_INODE, Some(now_ms));
+        for name in names {
+            let removed = self.remove(&NormalPath::root().join(&name), false, now_ms, rules);
+            debug_assert_eq!(removed, Ok(Response::Ok), "a file named in the root is removed");
         }
     }
 

@@ -551,7 +551,7 @@ impl FsState {
     /// Removes one name of `id` held by `dir`: the inode stays while it has
     /// another (its ctime moves, as unlink(2) says), otherwise it goes with
     /// everything below it.
-    pub(super) fn drop_name(&mut self, id: u64, dir: u64, now_ms: Option<u64>) {
+    fn drop_name(&mut self, id: u64, dir: u64, now_ms: Option<u64>) {
         if !self.unname(id, dir) {
             self.drop_tree(id);
         } else if let Some(now_ms) = now_ms {
