@@ -15,7 +15,9 @@
 //! fetched (close-to-open: a file closed on another mount is read whole and
 //! new by a later open here), and without `FOPEN_KEEP_CACHE`, so the kernel
 //! drops what it cached of the file, and its cached attributes are dropped
-//! too (a notification), so a size that grew elsewhere is asked for again.
+//! too (a notification), so a size that grew elsewhere is asked for again;
+//! unless the attributes the kernel was last given surely equal the fresh
+//! ones ([`crate::given`]).
 //! Writes are held per handle
 //! ([`crate::buffer`]) and sent in large pieces; each piece is one client
 //! `write_at`, which returns only once every replica has the bytes durable
@@ -81,6 +83,7 @@ use crate::MountOptions;
 use crate::attr::{self, file_attr};
 use crate::buffer::WriteBuffer;
 use crate::errno::errno;
+use crate::given::Given;
 use crate::locks::{Held, Locks, Step, Want};
 use crate::readahead::ReadAhead;
 
@@ -186,6 +189,9 @@ pub struct Inner {
     keeper: Mutex<Option<shoal_client::Session>>,
     /// flock(2) and fcntl(2) locks: their owners, sessions and grants.
     pub(crate) locks: Locks,
+    /// The attributes the kernel was given, so an open drops the kernel's
+    /// only when meta's differ.
+    given: Mutex<Given>,
 }
 
 /// The hidden name an open file unlinked through a mount whose keeper
@@ -268,6 +274,7 @@ impl Inner {
             unlinked: Mutex::new(HashMap::new()),
             keeper: Mutex::new(None),
             locks,
+            given: Mutex::new(Given::default()),
         }
     }
 
@@ -475,13 +482,46 @@ impl Inner {
             .fold(stat.size, u64::max)
     }
 
+    /// The attributes to give the kernel for `stat`, noted as given: every
+    /// answer with attributes is built here.
     fn attr_of(&self, stat: &Stat) -> fuser::FileAttr {
+        let attr = self.attr_now(stat);
+        self.note_given(&attr);
+        attr
+    }
+
+    /// The kernel's view of `stat` (not noted as given).
+    fn attr_now(&self, stat: &Stat) -> fuser::FileAttr {
         let mut attr = file_attr(stat, self.known_size(stat));
         if self.unlinked.lock().expect("unlinked lock").contains_key(&stat.inode) {
             // Its one name is the hidden one: to the kernel it has none.
             attr.nlink = 0;
         }
         attr
+    }
+
+    fn note_given(&self, attr: &fuser::FileAttr) {
+        let changes = self.changes.load(Ordering::Acquire);
+        self.given.lock().expect("given lock").note(attr, changes);
+    }
+
+    /// Makes the kernel use meta's fresh attributes `fresh` (close-to-open):
+    /// drops what it holds unless that surely equals them. Offset -1 in the
+    /// notification: attributes only.
+    fn drop_attrs_unless_held(&self, fresh: &fuser::FileAttr) {
+        {
+            let mut given = self.given.lock().expect("given lock");
+            let changes = self.changes.load(Ordering::Acquire);
+            if given.holds(fresh, changes, self.in_flight.load(Ordering::Acquire)) {
+                return;
+            }
+            given.forget(fresh.ino.0);
+        }
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(fresh.ino, -1, 0)
+        {
+            tracing::debug!(error = %e, ino = fresh.ino.0, "mount: attribute invalidation refused");
+        }
     }
 
     fn stat_path(&self, path: &str) -> Res<Stat> {
@@ -1061,6 +1101,7 @@ impl Filesystem for ShoalFs {
         if ino.0 != 1 {
             self.0.paths.lock().expect("paths lock").remove(&ino.0);
         }
+        self.0.given.lock().expect("given lock").forget(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1249,14 +1290,10 @@ impl Filesystem for ShoalFs {
         // Close-to-open: the attributes and the chunk map come fresh from meta.
         let file = or_reply!(reply, fs.ns(fs.client.open_inode(ino.0, &format!("inode {}", ino.0))));
         // The kernel may hold attributes from before another mount's write
-        // (a smaller size would cut reads short): drop them, so the next
-        // stat or read past the old end asks again. Pages are dropped anyway
-        // (no FOPEN_KEEP_CACHE). Offset -1: attributes only.
-        if let Some(n) = fs.notifier.get()
-            && let Err(e) = n.inval_inode(ino, -1, 0)
-        {
-            tracing::debug!(error = %e, ino = ino.0, "mount: attribute invalidation refused");
-        }
+        // (a smaller size would cut reads short): they are dropped, unless
+        // they surely equal meta's now, so the next stat or read past the old
+        // end asks again. Pages are dropped anyway (no FOPEN_KEEP_CACHE).
+        fs.drop_attrs_unless_held(&fs.attr_now(file.cached_stat()));
         let fh = or_reply!(reply, fs.new_handle(ino.0, file));
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
@@ -1276,6 +1313,9 @@ impl Filesystem for ShoalFs {
         let h = or_reply!(reply, fs.handle(fh));
         or_reply!(reply, fs.send_inode(ino.0));
         let data = or_reply!(reply, fs.rt.block_on(fs.read_through(&h, offset, size as u64)));
+        if data.len() < size as usize {
+            fs.given.lock().expect("given lock").note_short_read(ino.0, offset + data.len() as u64);
+        }
         reply.data(&data);
     }
 
@@ -1447,7 +1487,7 @@ impl Filesystem for ShoalFs {
                 .filter_map(|(i, item)| match (&item.stat, item.dot) {
                     // The kernel ignores a dot entry's attributes.
                     (_, true) => Some((i, item.ino, attr::dot_attr(item.ino), false)),
-                    (Some(stat), false) => Some((i, stat.inode, fs.attr_of(stat), true)),
+                    (Some(stat), false) => Some((i, stat.inode, fs.attr_now(stat), true)),
                     (None, false) => None, // Gone since the opendir.
                 })
                 .collect();
@@ -1462,6 +1502,10 @@ impl Filesystem for ShoalFs {
             let name = &listing.items[i].name;
             if reply.add(INodeNo(entry), i as u64 + 1, name, &ttl, &attr, Generation(0)) {
                 break;
+            }
+            if named {
+                // Only what the answer holds is given.
+                fs.note_given(&attr);
             }
             if named && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
                 fs.remember_if_unknown(entry, &path);

@@ -22,6 +22,7 @@ pub mod buffer;
 pub mod errno;
 pub mod fallocate;
 pub mod fs;
+pub mod given;
 pub mod locks;
 pub mod readahead;
 

@@ -925,6 +925,67 @@ print(os.stat(\"d/f1\").st_size, os.path.exists(\"d/f2\"), os.path.exists(\"d/g2
     assert_eq!(seen, "100 False True False 59\n", "size, f2 and g2 after a listing opened before the changes");
 }
 
+/// An open fetches meta's attributes (close-to-open) and drops the kernel's
+/// only when they differ from what the kernel was given: reading a file on a
+/// fresh mount asks meta one `Stat` (the lookup), not a second one after the
+/// open. And the kernel never keeps a size another mount changed since,
+/// even one its own short read cut.
+#[test]
+fn t97_an_open_keeps_attributes_the_kernel_holds_only_when_they_are_meta_s() {
+    let test = "t97_an_open_keeps_attributes_the_kernel_holds_only_when_they_are_meta_s";
+    if !can_mount(test) || !have(test, "python3", "apt-get install python3") {
+        return;
+    }
+    let c = Cluster::start(Options { http: true, ..Options::default() });
+    let a = Mount::start(&c, "a", &[]);
+    must_sh(&a.dir, "mkdir d && for i in $(seq 1 20); do head -c $((i * 100)) /dev/zero > d/f$i; done");
+    let stats = || -> f64 {
+        c.meta_http
+            .iter()
+            .map(|h| {
+                let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
+                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
+            })
+            .sum()
+    };
+    let b = Mount::start(&c, "b", &["--attr-ttl-ms", "60000", "--entry-ttl-ms", "60000"]);
+    let before = stats();
+    let sizes = must_sh(&b.dir, "for i in $(seq 1 20); do cat d/f$i | wc -c; done");
+    let asked = stats() - before;
+    let want: String = (1..=20).map(|i| format!("{}\n", i * 100)).collect();
+    assert_eq!(sizes, want, "every file read whole");
+    assert!(asked <= 25.0, "reading 20 files asked meta {asked} stats (two per file when every open drops the kernel's)");
+
+    // On B (attributes kept a minute): a handle opens the file at 100
+    // bytes; A cuts it to 50 and rewrites its start; B reads through the
+    // handle, which finds the new version and its 50 bytes: the read comes
+    // back short, and B's kernel cuts its size to 50. A makes it 100 bytes
+    // again. B's next open must read all 100 (an open that kept the
+    // kernel's attributes here would read 50).
+    let seen = must_sh(
+        &b.dir,
+        &format!(
+            "python3 -c 'import os
+a, b = \"{a}/s\", \"{b}/s\"
+with open(a, \"wb\") as f:
+    f.write(b\"x\" * 100)
+fd1 = os.open(b, os.O_RDONLY)
+os.truncate(a, 50)
+with open(a, \"r+b\") as f:
+    f.write(b\"z\" * 10)
+first = os.pread(fd1, 4096, 0)
+with open(a, \"ab\") as f:
+    f.write(b\"y\" * 50)
+fd2 = os.open(b, os.O_RDONLY)
+second = os.pread(fd2, 4096, 0)
+print(len(first), len(second), second == b\"z\" * 10 + b\"x\" * 40 + b\"y\" * 50)'",
+            a = a.dir.display(),
+            b = b.dir.display()
+        ),
+    );
+    assert_eq!(seen, "50 100 True\n", "on B: read through the older handle; read after a new open");
+}
+
 /// A file unlinked while open lives under a hidden name that belongs to the
 /// mount's keeper session: kept while the mount lives (past many session
 /// TTLs), and freed, chunks and all, once the mount is SIGKILLed and meta
