@@ -482,8 +482,26 @@ impl Client {
 
     /// Removes a file or an empty directory (any directory with `recursive`).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
+        self.remove_only(path, recursive, pb::RemoveOnly::Any).await
+    }
+
+    /// Removes the file (or symbolic link, or special file) at `path`, as
+    /// unlink(2) does: a directory there is refused (`IsADirectory`) and
+    /// kept. Meta checks, so no stat is needed first.
+    pub async fn remove_file(&self, path: &str) -> Result<()> {
+        self.remove_only(path, false, pb::RemoveOnly::NotDirectory).await
+    }
+
+    /// Removes the empty directory at `path`, as rmdir(2) does: anything
+    /// else there is refused (`NotADirectory`) and kept.
+    pub async fn remove_dir(&self, path: &str) -> Result<()> {
+        self.remove_only(path, false, pb::RemoveOnly::Directory).await
+    }
+
+    async fn remove_only(&self, path: &str, recursive: bool, only: pb::RemoveOnly) -> Result<()> {
         let pending = self.inner.requests.begin();
-        let req = pb::RemoveRequest { path: path.to_string(), recursive, request: Some(pending.id) };
+        let req =
+            pb::RemoveRequest { path: path.to_string(), recursive, only: only.into(), request: Some(pending.id) };
         // Whatever the outcome, the files below `path` may be gone.
         let _forget = self.inner.layouts.drop_all_when_done();
         self.ns(|mut c| {

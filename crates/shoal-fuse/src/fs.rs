@@ -1169,6 +1169,13 @@ impl Filesystem for ShoalFs {
         let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
+        if fs.files.lock().expect("files lock").is_empty() {
+            // No file is open here, so none is to be hidden: one call, and
+            // meta refuses a directory.
+            or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
+            fs.forget_path(&path);
+            return reply.ok();
+        }
         let stat = or_reply!(reply, fs.stat_path(&path));
         if stat.is_dir {
             return reply.error(Errno::EISDIR);
@@ -1193,11 +1200,7 @@ impl Filesystem for ShoalFs {
         let _changing = or_reply!(reply, fs.writable());
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
-        let stat = or_reply!(reply, fs.stat_path(&path));
-        if !stat.is_dir {
-            return reply.error(Errno::ENOTDIR);
-        }
-        or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
+        or_reply!(reply, fs.ns(fs.client.remove_dir(&path)));
         fs.forget_path(&path);
         reply.ok();
     }

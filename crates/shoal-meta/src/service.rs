@@ -208,6 +208,25 @@ impl MetaService {
         }
     }
 
+    /// Refuses a remove of `path` when it is not what `only` asks for
+    /// (unlink(2) of a directory, rmdir(2) of a file), checked on the
+    /// leader's state just before the remove is proposed: one round less
+    /// than a stat by the client, and a shorter window for a concurrent
+    /// replace of the name.
+    async fn refuse_unless_kind(&self, path: &NormalPath, only: pb::RemoveOnly) -> Result<(), Status> {
+        if only == pb::RemoveOnly::Any {
+            return Ok(());
+        }
+        self.node.caught_up().await?;
+        let s = self.node.state.read();
+        let is_dir = s.fs.lookup(path).map_err(fs_status)?.kind == Kind::Dir;
+        match (only, is_dir) {
+            (pb::RemoveOnly::NotDirectory, true) => Err(fs_status(FsError::IsADirectory { path: path.to_string() })),
+            (pb::RemoveOnly::Directory, false) => Err(fs_status(FsError::NotADirectory { path: path.to_string() })),
+            _ => Ok(()),
+        }
+    }
+
     /// Like [`Node::write`], with namespace errors turned into statuses.
     pub(crate) async fn write_ok(
         &self,
@@ -416,6 +435,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
+        self.refuse_unless_kind(&path, r.only()).await?;
         self.write_ok(NamespaceCmd::Remove { path, recursive: r.recursive }, request_id(r.request)).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }

@@ -176,3 +176,33 @@ fn t13_extend_to_grows_and_never_cuts_a_later_growth() {
         assert_eq!(tail, vec![0u8; 500]);
     });
 }
+
+/// `remove_file` (unlink(2)) and `remove_dir` (rmdir(2)) are checked by
+/// meta: a directory refused by the one, a file by the other, each with
+/// its error and nothing removed; what each is for goes.
+#[test]
+fn t14_remove_file_and_remove_dir_refuse_the_other_kind() {
+    let c = Cluster::start(Options::default());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        use shoal_client::ClientError;
+        use shoal_core::FsError;
+        let client = shoal_client::Client::connect(&c.meta_addrs).await.unwrap();
+        client.mkdir("/d", false).await.unwrap();
+        client.create("/f", None).await.unwrap().write_at(0, b"kept").await.unwrap();
+        let e = client.remove_file("/d").await.expect_err("unlink of a directory");
+        assert!(matches!(e, ClientError::Fs(FsError::IsADirectory { .. })), "{e:?}");
+        let e = client.remove_dir("/f").await.expect_err("rmdir of a file");
+        assert!(matches!(e, ClientError::Fs(FsError::NotADirectory { .. })), "{e:?}");
+        let e = client.remove_file("/nope").await.expect_err("unlink of nothing");
+        assert!(matches!(e, ClientError::Fs(FsError::NotFound { .. })), "{e:?}");
+        assert!(client.stat("/d").await.unwrap().is_dir, "the directory is kept");
+        assert_eq!(client.open("/f").await.unwrap().read_at(0, 4).await.unwrap(), b"kept", "the file is kept");
+        client.remove_file("/f").await.unwrap();
+        client.remove_dir("/d").await.unwrap();
+        for p in ["/f", "/d"] {
+            let e = client.stat(p).await.expect_err("removed");
+            assert!(matches!(e, ClientError::Fs(FsError::NotFound { .. })), "{p}: {e:?}");
+        }
+    });
+}
