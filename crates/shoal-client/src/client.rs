@@ -500,8 +500,7 @@ impl Client {
 
     async fn remove_only(&self, path: &str, recursive: bool, only: pb::RemoveOnly) -> Result<()> {
         let pending = self.inner.requests.begin();
-        let req =
-            pb::RemoveRequest { path: path.to_string(), recursive, only: only.into(), request: Some(pending.id) };
+        let req = pb::RemoveRequest { path: path.to_string(), recursive, only: only.into(), request: Some(pending.id) };
         // Whatever the outcome, the files below `path` may be gone.
         let _forget = self.inner.layouts.drop_all_when_done();
         self.ns(|mut c| {

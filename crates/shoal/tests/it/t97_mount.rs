@@ -954,7 +954,10 @@ fn t97_an_open_keeps_attributes_the_kernel_holds_only_when_they_are_meta_s() {
     let asked = stats() - before;
     let want: String = (1..=20).map(|i| format!("{}\n", i * 100)).collect();
     assert_eq!(sizes, want, "every file read whole");
-    assert!(asked <= 25.0, "reading 20 files asked meta {asked} stats (two per file when every open drops the kernel's)");
+    assert!(
+        asked <= 25.0,
+        "reading 20 files asked meta {asked} stats (two per file when every open drops the kernel's)"
+    );
 
     // On B (attributes kept a minute): a handle opens the file at 100
     // bytes; A cuts it to 50 and rewrites its start; B reads through the
