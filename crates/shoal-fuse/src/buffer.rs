@@ -3,18 +3,31 @@
 //!
 //! Writes that continue or overlap the range join it (a sequential writer
 //! builds one large piece); a write elsewhere sends the range first. The
-//! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`], when
-//! its oldest byte has waited [`FLUSH_AFTER`] (see [`due`]), and on flush
-//! (close), fsync, release, a read of the file, and a truncate.
+//! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`] (or
+//! [`LARGE_BUFFER_MAX_BYTES`] for a handle that holds one of the mount's
+//! [`LARGE_BUFFERS`]), when its oldest byte has waited [`FLUSH_AFTER`] (see
+//! [`due`]), and on flush (close), fsync, release, a read of the file, and a
+//! truncate.
+//!
+//! Each piece sent costs the replicas' fsyncs and a commit in meta, so a
+//! sequential writer goes faster with larger pieces (measured through the
+//! mount, `fio` 1 GiB in 1 MiB blocks: 105-172 MB/s with 8 MiB pieces,
+//! 192-195 MB/s with 32 MiB). Memory is bounded all the same: a handle
+//! whose range reaches the usual bound takes a large buffer if one is free
+//! (at most [`LARGE_BUFFERS`] per mount), else sends at the usual bound.
 //!
 //! # Invariants
-//! - The range holds at most [`WRITE_BUFFER_MAX_BYTES`] plus one write (a
-//!   write is at most the kernel's `max_write`), and is sent as soon as it
-//!   holds more than the bound.
+//! - The range holds at most its bound plus one write (a write is at most
+//!   the kernel's `max_write`), and is sent as soon as it holds more.
 //! - Later bytes win: a write over held bytes replaces them in place.
 
 /// When a handle sends what it holds (8 MiB: large pieces, bounded memory).
 pub const WRITE_BUFFER_MAX_BYTES: usize = 8 << 20;
+/// When a handle with a large buffer sends what it holds.
+pub const LARGE_BUFFER_MAX_BYTES: usize = 32 << 20;
+/// Handles of one mount that may hold a large buffer at once (so at most
+/// 192 MiB beyond the usual bound per handle).
+pub const LARGE_BUFFERS: usize = 8;
 /// How long written bytes may wait in a handle before the mount sends them
 /// on its own (a writer that never closes still reaches the cluster).
 pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -69,9 +82,15 @@ impl WriteBuffer {
         None
     }
 
-    /// True when the held range should be sent now.
-    pub fn full(&self) -> bool {
-        self.data.len() >= WRITE_BUFFER_MAX_BYTES
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the held range should be sent now: at the usual bound, or
+    /// at the large one when the handle holds a large buffer.
+    pub fn full(&self, large: bool) -> bool {
+        self.data.len() >= if large { LARGE_BUFFER_MAX_BYTES } else { WRITE_BUFFER_MAX_BYTES }
     }
 
     /// Takes the held range, leaving the buffer empty.
@@ -141,8 +160,14 @@ mod tests {
         b.truncate(5);
         assert!(b.is_empty());
         b.push(0, &vec![7u8; WRITE_BUFFER_MAX_BYTES - 1]);
-        assert!(!b.full());
+        assert!(!b.full(false));
         b.push(WRITE_BUFFER_MAX_BYTES as u64 - 1, b"z");
-        assert!(b.full());
+        assert!(b.full(false));
+        assert!(!b.full(true), "a large buffer holds more");
+        b.push(WRITE_BUFFER_MAX_BYTES as u64, &vec![8u8; LARGE_BUFFER_MAX_BYTES - WRITE_BUFFER_MAX_BYTES - 1]);
+        assert!(!b.full(true));
+        b.push(LARGE_BUFFER_MAX_BYTES as u64 - 1, b"z");
+        assert!(b.full(true));
+        assert_eq!(b.len(), LARGE_BUFFER_MAX_BYTES);
     }
 }

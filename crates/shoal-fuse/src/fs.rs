@@ -122,6 +122,9 @@ struct OpenState {
     ahead: ReadAhead,
     /// The read-ahead fetch in flight, if any.
     fetching: Option<Fetch>,
+    /// One of the mount's large write buffers, while this handle's held
+    /// range is past the usual bound ([`crate::buffer::LARGE_BUFFERS`]).
+    large: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A read-ahead fetch running in the background: `len` bytes at `start`,
@@ -192,6 +195,8 @@ pub struct Inner {
     /// The attributes the kernel was given, so an open drops the kernel's
     /// only when meta's differ.
     given: Mutex<Given>,
+    /// Permits for large write buffers ([`crate::buffer::LARGE_BUFFERS`]).
+    large_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The hidden name an open file unlinked through a mount whose keeper
@@ -275,6 +280,7 @@ impl Inner {
             keeper: Mutex::new(None),
             locks,
             given: Mutex::new(Given::default()),
+            large_buffers: Arc::new(tokio::sync::Semaphore::new(crate::buffer::LARGE_BUFFERS)),
         }
     }
 
@@ -547,6 +553,7 @@ impl Inner {
             held_since: None,
             ahead: ReadAhead::default(),
             fetching: None,
+            large: None,
         };
         files.insert(fh, Arc::new(Handle { ino, held_end: AtomicU64::new(0), state: tokio::sync::Mutex::new(state) }));
         Ok(fh)
@@ -568,6 +575,7 @@ impl Inner {
     /// flush or fsync to answer.
     async fn send_piece(&self, h: &Handle, st: &mut OpenState) {
         st.held_since = None;
+        st.large = None;
         if let Some(piece) = st.buf.take() {
             let sent = self.send(&mut st.file, piece).await;
             h.held_end.store(0, Ordering::Release);
@@ -1353,7 +1361,12 @@ impl Filesystem for ShoalFs {
             if let Some(piece) = before {
                 fs.send(&mut st.file, piece).await?;
             }
-            if st.buf.full() {
+            if st.large.is_none() && st.buf.len() >= crate::buffer::WRITE_BUFFER_MAX_BYTES {
+                // A sequential writer: larger pieces if a large buffer is free.
+                st.large = fs.large_buffers.clone().try_acquire_owned().ok();
+            }
+            if st.buf.full(st.large.is_some()) {
+                st.large = None;
                 let piece = st.buf.take().expect("a full buffer holds bytes");
                 st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;
