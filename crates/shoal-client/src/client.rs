@@ -487,13 +487,15 @@ impl Client {
 
     /// Removes the file (or symbolic link, or special file) at `path`, as
     /// unlink(2) does: a directory there is refused (`IsADirectory`) and
-    /// kept. Meta checks, so no stat is needed first.
+    /// kept. Meta checks, so no stat is needed first (a meta of before this
+    /// check ignores it and removes whatever is there).
     pub async fn remove_file(&self, path: &str) -> Result<()> {
         self.remove_only(path, false, pb::RemoveOnly::NotDirectory).await
     }
 
     /// Removes the empty directory at `path`, as rmdir(2) does: anything
-    /// else there is refused (`NotADirectory`) and kept.
+    /// else there is refused (`NotADirectory`) and kept (by a meta that
+    /// knows the check, as for [`Client::remove_file`]).
     pub async fn remove_dir(&self, path: &str) -> Result<()> {
         self.remove_only(path, false, pb::RemoveOnly::Directory).await
     }

@@ -183,6 +183,9 @@ pub struct Inner {
     next_fh: AtomicU64,
     /// Local change epochs of files, striped by inode.
     epochs: [AtomicU64; EPOCH_STRIPES],
+    /// Reads under way, striped by inode as the epochs are (a short one
+    /// cuts the kernel's size: see [`crate::given`]).
+    reading: [AtomicU64; EPOCH_STRIPES],
     /// Tells the kernel to drop what it cached (set once the session exists).
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
     /// Files unlinked while open here: inode to its hidden path.
@@ -231,6 +234,22 @@ impl Drop for Changing<'_> {
     }
 }
 
+/// A read under way, counted in its stripe of [`Inner::reading`] while it lives.
+struct Reading<'a>(&'a AtomicU64);
+
+impl<'a> Reading<'a> {
+    fn new(count: &'a AtomicU64) -> Reading<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Reading(count)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How [`Inner::resize`] changes a file's size.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Resize {
@@ -275,6 +294,7 @@ impl Inner {
             in_flight: AtomicU64::new(0),
             next_fh: AtomicU64::new(1),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+            reading: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
             unlinked: Mutex::new(HashMap::new()),
             keeper: Mutex::new(None),
@@ -506,9 +526,30 @@ impl Inner {
         attr
     }
 
+    /// [`Inner::attr_of`] for an entry given to the kernel (a lookup, a
+    /// create): its lookup count grows too.
+    fn entry_attr_of(&self, stat: &Stat) -> fuser::FileAttr {
+        let attr = self.attr_now(stat);
+        self.note_entry(&attr);
+        attr
+    }
+
     fn note_given(&self, attr: &fuser::FileAttr) {
         let changes = self.changes.load(Ordering::Acquire);
         self.given.lock().expect("given lock").note(attr, changes);
+    }
+
+    fn note_entry(&self, attr: &fuser::FileAttr) {
+        let changes = self.changes.load(Ordering::Acquire);
+        let mut given = self.given.lock().expect("given lock");
+        given.looked_up(attr.ino.0);
+        given.note(attr, changes);
+    }
+
+    /// Whether no change is under way on this mount, and no read of `ino`.
+    fn quiet(&self, ino: u64) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.reading[ino as usize % EPOCH_STRIPES].load(Ordering::Acquire) == 0
     }
 
     /// Makes the kernel use meta's fresh attributes `fresh` (close-to-open):
@@ -518,10 +559,11 @@ impl Inner {
         {
             let mut given = self.given.lock().expect("given lock");
             let changes = self.changes.load(Ordering::Acquire);
-            if given.holds(fresh, changes, self.in_flight.load(Ordering::Acquire)) {
+            let quiet = self.quiet(fresh.ino.0);
+            if given.holds(fresh, changes, quiet) {
                 return;
             }
-            given.forget(fresh.ino.0);
+            given.dropped(fresh.ino.0, quiet);
         }
         if let Some(n) = self.notifier.get()
             && let Err(e) = n.inval_inode(fresh.ino, -1, 0)
@@ -1102,14 +1144,14 @@ impl Filesystem for ShoalFs {
         let dir = or_reply!(reply, fs.path_of(parent.0));
         let path = or_reply!(reply, join(&dir, name));
         let stat = or_reply!(reply, fs.stat_path(&path));
-        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+        reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if ino.0 != 1 {
             self.0.paths.lock().expect("paths lock").remove(&ino.0);
         }
-        self.0.given.lock().expect("given lock").forget(ino.0);
+        self.0.given.lock().expect("given lock").forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1169,7 +1211,7 @@ impl Filesystem for ShoalFs {
         let path = or_reply!(reply, join(&dir, name));
         let stat = or_reply!(reply, fs.ns(fs.client.mkdir_owned(&path, Inner::owner(req, mode, umask))));
         fs.remember(stat.inode, &path);
-        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+        reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1198,7 +1240,7 @@ impl Filesystem for ShoalFs {
             fs.drop_unlinked(stat.inode);
             return reply.ok();
         }
-        or_reply!(reply, fs.ns(fs.client.remove(&path, false)));
+        or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
         fs.forget_path(&path);
         reply.ok();
     }
@@ -1221,7 +1263,7 @@ impl Filesystem for ShoalFs {
         let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
         let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
         fs.remember(stat.inode, &path);
-        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+        reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
@@ -1240,7 +1282,7 @@ impl Filesystem for ShoalFs {
             }
         };
         fs.remember(stat.inode, &path);
-        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+        reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -1250,7 +1292,7 @@ impl Filesystem for ShoalFs {
         let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
         // The mount's memory keeps the name it knew (still a name of the inode).
         let stat = or_reply!(reply, fs.ns(fs.client.link(&src, &dst)));
-        reply.entry(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0));
+        reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -1323,10 +1365,16 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
         or_reply!(reply, fs.send_inode(ino.0));
-        let data = or_reply!(reply, fs.rt.block_on(fs.read_through(&h, offset, size as u64)));
-        if data.len() < size as usize {
-            fs.given.lock().expect("given lock").note_short_read(ino.0, offset + data.len() as u64);
-        }
+        let data = {
+            // Counted until a short read is noted: an open meanwhile drops
+            // the kernel's attributes.
+            let _reading = Reading::new(&fs.reading[ino.0 as usize % EPOCH_STRIPES]);
+            let data = or_reply!(reply, fs.rt.block_on(fs.read_through(&h, offset, size as u64)));
+            if data.len() < size as usize {
+                fs.given.lock().expect("given lock").note_short_read(ino.0, offset + data.len() as u64);
+            }
+            data
+        };
         reply.data(&data);
     }
 
@@ -1521,7 +1569,7 @@ impl Filesystem for ShoalFs {
             }
             if named {
                 // Only what the answer holds is given.
-                fs.note_given(&attr);
+                fs.note_entry(&attr);
             }
             if named && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
                 fs.remember_if_unknown(entry, &path);
@@ -1653,7 +1701,7 @@ impl Filesystem for ShoalFs {
         fs.remember(file.cached_stat().inode, &path);
         let stat = file.cached_stat().clone();
         let fh = or_reply!(reply, fs.new_handle(stat.inode, file));
-        reply.created(&fs.opts.entry_ttl, &fs.attr_of(&stat), Generation(0), FileHandle(fh), FopenFlags::empty());
+        reply.created(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0), FileHandle(fh), FopenFlags::empty());
     }
 }
 

@@ -212,14 +212,18 @@ impl MetaService {
     /// (unlink(2) of a directory, rmdir(2) of a file), checked on the
     /// leader's state just before the remove is proposed: one round less
     /// than a stat by the client, and a shorter window for a concurrent
-    /// replace of the name.
+    /// replace of the name (a rename onto it between this check and the
+    /// commit still goes unseen). A name that is not there is left to the
+    /// remove itself: it answers a retry of a remove already made as the
+    /// first time, where this check would say the name is gone.
     async fn refuse_unless_kind(&self, path: &NormalPath, only: pb::RemoveOnly) -> Result<(), Status> {
         if only == pb::RemoveOnly::Any {
             return Ok(());
         }
         self.node.caught_up().await?;
         let s = self.node.state.read();
-        let is_dir = s.fs.lookup(path).map_err(fs_status)?.kind == Kind::Dir;
+        let Ok(inode) = s.fs.lookup(path) else { return Ok(()) };
+        let is_dir = inode.kind == Kind::Dir;
         match (only, is_dir) {
             (pb::RemoveOnly::NotDirectory, true) => Err(fs_status(FsError::IsADirectory { path: path.to_string() })),
             (pb::RemoveOnly::Directory, false) => Err(fs_status(FsError::NotADirectory { path: path.to_string() })),
