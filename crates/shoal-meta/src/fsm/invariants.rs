@@ -104,6 +104,9 @@ impl FsState {
         if root.kind != Kind::Dir || root.parent != ROOT_INODE {
             return fail("the root must be a directory that is its own parent".into());
         }
+        if let Some((dir, kept, counted)) = self.inodes.miscounted_subdirs().first() {
+            return fail(format!("directory {dir} is kept with {kept} subdirectories, and has {counted}"));
+        }
         // How many directory entries name each inode, per directory.
         let mut entries: BTreeMap<u64, BTreeMap<u64, u32>> = BTreeMap::new();
         for (id, inode) in &self.inodes {

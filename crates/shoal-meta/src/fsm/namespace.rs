@@ -361,14 +361,13 @@ impl FsState {
     }
 
     /// The link count stat reports: a directory's is 2 plus its
-    /// subdirectories (its own "." and each child's ".."; linear in its
-    /// entries), anything else's is its number of names.
+    /// subdirectories (its own "." and each child's "..", counted by the
+    /// inode table), anything else's is its number of names.
     pub fn nlink(&self, inode: &Inode) -> u32 {
         if inode.kind != Kind::Dir {
             return inode.names();
         }
-        let subdirs = inode.children.values().filter(|c| self.inodes.get(c).is_some_and(|c| c.kind == Kind::Dir));
-        2u32.saturating_add(subdirs.count().try_into().unwrap_or(u32::MAX))
+        2u32.saturating_add(self.inodes.subdirs(inode.id))
     }
 
     pub fn inode(&self, id: u64) -> Result<&Inode, FsError> {
@@ -707,7 +706,7 @@ impl FsState {
         if self.unname(id, from) {
             *self.inodes.get_mut(&id).expect("moved inode exists").extra_links.entry(to).or_default() += 1;
         } else {
-            self.inodes.get_mut(&id).expect("moved inode exists").parent = to;
+            self.inodes.set_parent(id, to);
         }
     }
 

@@ -10,62 +10,168 @@
 //! number to inode; a box is encoded as what it holds), so snapshots, their
 //! digests and every record on disk or on the wire are unchanged. The
 //! methods are the map's, with `&Inode` where the map would give the box.
+//!
+//! It also counts each directory's subdirectories (`subdirs`, derived,
+//! never encoded: counted again when a table is decoded), for a directory's
+//! link count, which would otherwise look at every entry of the directory
+//! at every stat of it. A directory has one name, so its subdirectories are
+//! the directories whose `parent` it is: the count moves when the table
+//! gains or loses a directory, or moves one ([`InodeTable::set_parent`], the
+//! one way to change a directory's `parent`; a file's, whose names are not
+//! counted, may change in place). The invariant checks count again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Index;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Inode;
+use super::{Inode, Kind};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct InodeTable(BTreeMap<u64, Box<Inode>>);
+#[derive(Debug, Clone, Default)]
+pub struct InodeTable {
+    map: BTreeMap<u64, Box<Inode>>,
+    /// Directory to how many directories name it their parent (none: 0).
+    subdirs: HashMap<u64, u32>,
+}
+
+impl PartialEq for InodeTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl Eq for InodeTable {}
+
+impl Serialize for InodeTable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for InodeTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_map(BTreeMap::deserialize(d)?))
+    }
+}
+
+/// Whether `inode` counts as a subdirectory of its parent (the root, its
+/// own parent, does not).
+fn is_subdir(inode: &Inode) -> bool {
+    inode.kind == Kind::Dir && inode.parent != inode.id
+}
 
 impl InodeTable {
-    pub fn get(&self, id: &u64) -> Option<&Inode> {
-        self.0.get(id).map(|b| &**b)
+    fn from_map(map: BTreeMap<u64, Box<Inode>>) -> Self {
+        let mut t = InodeTable { map, subdirs: HashMap::new() };
+        let parents: Vec<u64> = t.map.values().filter(|i| is_subdir(i)).map(|i| i.parent).collect();
+        for parent in parents {
+            t.count(parent, 1);
+        }
+        t
     }
 
+    fn count(&mut self, dir: u64, up: i64) {
+        let n = self.subdirs.entry(dir).or_insert(0);
+        *n = (i64::from(*n) + up).clamp(0, i64::from(u32::MAX)) as u32;
+        if *n == 0 {
+            self.subdirs.remove(&dir);
+        }
+    }
+
+    /// The directories whose parent is `dir`.
+    pub fn subdirs(&self, dir: u64) -> u32 {
+        self.subdirs.get(&dir).copied().unwrap_or(0)
+    }
+
+    pub fn get(&self, id: &u64) -> Option<&Inode> {
+        self.map.get(id).map(|b| &**b)
+    }
+
+    /// The inode at `id`, to change in place: anything but its kind and a
+    /// directory's `parent` ([`InodeTable::set_parent`] moves it).
     pub fn get_mut(&mut self, id: &u64) -> Option<&mut Inode> {
-        self.0.get_mut(id).map(|b| &mut **b)
+        self.map.get_mut(id).map(|b| &mut **b)
+    }
+
+    /// Makes `parent` the parent of inode `id` (if it exists).
+    pub fn set_parent(&mut self, id: u64, parent: u64) {
+        let Some(inode) = self.map.get_mut(&id) else { return };
+        let was = is_subdir(inode).then_some(inode.parent);
+        inode.parent = parent;
+        let now = is_subdir(inode).then_some(parent);
+        if let Some(old) = was {
+            self.count(old, -1);
+        }
+        if let Some(new) = now {
+            self.count(new, 1);
+        }
     }
 
     /// Puts `inode` at `id`; returns the inode that was there.
     pub fn insert(&mut self, id: u64, inode: Inode) -> Option<Inode> {
-        self.0.insert(id, Box::new(inode)).map(|b| *b)
+        if is_subdir(&inode) {
+            self.count(inode.parent, 1);
+        }
+        let old = self.map.insert(id, Box::new(inode)).map(|b| *b);
+        if let Some(old) = &old
+            && is_subdir(old)
+        {
+            self.count(old.parent, -1);
+        }
+        old
     }
 
     pub fn remove(&mut self, id: &u64) -> Option<Inode> {
-        self.0.remove(id).map(|b| *b)
+        let old = self.map.remove(id).map(|b| *b);
+        if let Some(old) = &old
+            && is_subdir(old)
+        {
+            self.count(old.parent, -1);
+        }
+        old
+    }
+
+    /// Every directory's subdirectories counted again from the inodes, for
+    /// the invariant checks: (directory, count) where it differs from the
+    /// kept count.
+    pub fn miscounted_subdirs(&self) -> Vec<(u64, u32, u32)> {
+        let again = Self::from_map(self.map.clone());
+        let mut dirs: Vec<u64> = again.subdirs.keys().chain(self.subdirs.keys()).copied().collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        dirs.into_iter()
+            .filter(|d| again.subdirs(*d) != self.subdirs(*d))
+            .map(|d| (d, self.subdirs(d), again.subdirs(d)))
+            .collect()
     }
 
     pub fn contains_key(&self, id: &u64) -> bool {
-        self.0.contains_key(id)
+        self.map.contains_key(id)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.map.is_empty()
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &u64> + ExactSizeIterator + Clone + '_ {
-        self.0.keys()
+        self.map.keys()
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Inode> + ExactSizeIterator + Clone + '_ {
-        self.0.values().map(|b| &**b)
+        self.map.values().map(|b| &**b)
     }
 
+    /// Every inode, to change in place (as [`InodeTable::get_mut`] allows).
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Inode> + ExactSizeIterator + '_ {
-        self.0.values_mut().map(|b| &mut **b)
+        self.map.values_mut().map(|b| &mut **b)
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &Inode)> + ExactSizeIterator + Clone + '_ {
-        self.0.iter().map(|(id, b)| (id, &**b))
+        self.map.iter().map(|(id, b)| (id, &**b))
     }
 }
 
@@ -73,7 +179,7 @@ impl Index<&u64> for InodeTable {
     type Output = Inode;
 
     fn index(&self, id: &u64) -> &Inode {
-        &self.0[id]
+        &self.map[id]
     }
 }
 
@@ -85,13 +191,13 @@ impl<'a> IntoIterator for &'a InodeTable {
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(id, b)| (id, &**b))
+        self.map.iter().map(|(id, b)| (id, &**b))
     }
 }
 
 impl FromIterator<(u64, Inode)> for InodeTable {
     fn from_iter<I: IntoIterator<Item = (u64, Inode)>>(iter: I) -> Self {
-        InodeTable(iter.into_iter().map(|(id, inode)| (id, Box::new(inode))).collect())
+        Self::from_map(iter.into_iter().map(|(id, inode)| (id, Box::new(inode))).collect())
     }
 }
 
@@ -111,6 +217,50 @@ mod tests {
         let back: InodeTable = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, st.inodes);
         assert_eq!(back[&ROOT_INODE].children.len(), 1);
+    }
+
+    /// Directories made, moved between parents, exchanged with files and
+    /// with each other, renamed over an empty one and removed (one with a
+    /// tree below): the kept subdirectory counts match a count from scratch
+    /// after every step, and a decoded table counts them again.
+    #[test]
+    fn subdirectories_are_counted_through_every_change() {
+        use crate::fsm::NamespaceCmd;
+        use crate::fsm::testing::{create, p, run};
+        let mut st = FsState::default();
+        let nlink = |st: &FsState, path: &str| st.nlink(st.lookup(&p(path)).unwrap());
+        let steps: Vec<(&str, crate::fsm::Command)> = vec![
+            ("mkdir -p /a/b/c", NamespaceCmd::Mkdir { path: p("/a/b/c"), parents: true }.into()),
+            ("mkdir /d", NamespaceCmd::Mkdir { path: p("/d"), parents: false }.into()),
+            ("mkdir /d/e", NamespaceCmd::Mkdir { path: p("/d/e"), parents: false }.into()),
+            ("mv /a/b /d/b", NamespaceCmd::RenameExact { src: p("/a/b"), dst: p("/d/b"), no_replace: false }.into()),
+            ("exchange /d/e /f", NamespaceCmd::Exchange { a: p("/d/e"), b: p("/f") }.into()),
+            ("exchange /d/b /a", NamespaceCmd::Exchange { a: p("/d/b"), b: p("/a") }.into()),
+            ("mkdir /g", NamespaceCmd::Mkdir { path: p("/g"), parents: false }.into()),
+            ("mv /f over empty /g", NamespaceCmd::RenameExact { src: p("/f"), dst: p("/g"), no_replace: false }.into()),
+            ("rm -r /a", NamespaceCmd::Remove { path: p("/a"), recursive: true }.into()),
+        ];
+        create(&mut st, "/f");
+        for (what, cmd) in steps {
+            let r = run(&mut st, cmd);
+            assert!(!matches!(r, crate::fsm::Response::Err(_)), "{what}: {r:?}");
+            assert_eq!(st.inodes.miscounted_subdirs(), vec![], "after {what}");
+        }
+        // Now / holds d (with b, an empty directory, and e, a file) and g.
+        let names =
+            |st: &FsState, path: &str| st.lookup(&p(path)).unwrap().children.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&st, "/"), ["d", "g"]);
+        assert_eq!(names(&st, "/d"), ["b", "e"]);
+        assert_eq!((nlink(&st, "/"), nlink(&st, "/d"), nlink(&st, "/d/b"), nlink(&st, "/g")), (4, 3, 2, 2));
+        let bytes = postcard::to_allocvec(&st.inodes).unwrap();
+        let back: InodeTable = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.miscounted_subdirs(), vec![]);
+        assert_eq!((back.subdirs(ROOT_INODE), back.subdirs(st.lookup(&p("/d")).unwrap().id)), (2, 1));
+        // A parent changed in place, past the count, is caught.
+        let mut broken = st.inodes.clone();
+        let g = st.lookup(&p("/g")).unwrap().id;
+        broken.get_mut(&g).unwrap().parent = st.lookup(&p("/d")).unwrap().id;
+        assert_eq!(broken.miscounted_subdirs().len(), 2, "both parents miscounted");
     }
 
     #[test]
