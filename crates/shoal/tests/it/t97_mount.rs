@@ -872,6 +872,17 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
     assert_eq!(errno_of(std::fs::metadata(m.path("d/g"))), libc::ENOENT);
 }
 
+/// The `Stat` calls the meta nodes of `c` (started with HTTP) have answered.
+fn meta_stats(c: &Cluster) -> f64 {
+    c.meta_http
+        .iter()
+        .map(|h| {
+            let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
+            metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
+        })
+        .sum()
+}
+
 /// `ls -l` on a mount is one listing: the kernel gets every entry's
 /// attributes with the names (readdirplus), so it asks meta no stat per
 /// entry, and what it shows is meta's.
@@ -886,15 +897,7 @@ fn t97_ls_l_is_one_listing() {
     must_sh(&writer.dir, "mkdir d && for i in $(seq 1 60); do head -c $i /dev/zero > d/f$i; done && chmod 600 d/f7");
     // A fresh mount: the kernel has no entry of `d`'s yet.
     let m = Mount::start(&c, "m", &[]);
-    let stats = || -> f64 {
-        c.meta_http
-            .iter()
-            .map(|a| {
-                let (_, _, text) = http_get(a.as_deref().expect("an HTTP port"), "/metrics");
-                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
-            })
-            .sum()
-    };
+    let stats = || meta_stats(&c);
     let before = stats();
     let listed = must_sh(&m.dir, "ls -l d");
     let asked = stats() - before;
@@ -939,15 +942,7 @@ fn t97_an_open_keeps_attributes_the_kernel_holds_only_when_they_are_meta_s() {
     let c = Cluster::start(Options { http: true, ..Options::default() });
     let a = Mount::start(&c, "a", &[]);
     must_sh(&a.dir, "mkdir d && for i in $(seq 1 20); do head -c $((i * 100)) /dev/zero > d/f$i; done");
-    let stats = || -> f64 {
-        c.meta_http
-            .iter()
-            .map(|h| {
-                let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
-                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
-            })
-            .sum()
-    };
+    let stats = || meta_stats(&c);
     let b = Mount::start(&c, "b", &["--attr-ttl-ms", "60000", "--entry-ttl-ms", "60000"]);
     let before = stats();
     let sizes = must_sh(&b.dir, "for i in $(seq 1 20); do cat d/f$i | wc -c; done");
