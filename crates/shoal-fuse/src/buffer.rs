@@ -25,8 +25,9 @@
 pub const WRITE_BUFFER_MAX_BYTES: usize = 8 << 20;
 /// When a handle with a large buffer sends what it holds.
 pub const LARGE_BUFFER_MAX_BYTES: usize = 32 << 20;
-/// Handles of one mount that may hold a large buffer at once (so at most
-/// 192 MiB beyond the usual bound per handle).
+/// Handles of one mount that may hold a large buffer at once, from when
+/// their range passes the usual bound until its piece is sent (so large
+/// pieces, held or in flight, take at most 256 MiB per mount).
 pub const LARGE_BUFFERS: usize = 8;
 /// How long written bytes may wait in a handle before the mount sends them
 /// on its own (a writer that never closes still reaches the cluster).

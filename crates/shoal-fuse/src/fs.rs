@@ -617,7 +617,9 @@ impl Inner {
     /// flush or fsync to answer.
     async fn send_piece(&self, h: &Handle, st: &mut OpenState) {
         st.held_since = None;
-        st.large = None;
+        // The large buffer is given back once its piece is sent (so the
+        // memory it bounds includes pieces in flight).
+        let _large = st.large.take();
         if let Some(piece) = st.buf.take() {
             let sent = self.send(&mut st.file, piece).await;
             h.held_end.store(0, Ordering::Release);
@@ -1407,6 +1409,8 @@ impl Filesystem for ShoalFs {
                 st.held_since = Some(std::time::Instant::now());
             }
             if let Some(piece) = before {
+                // Not sequential: no large buffer for the range that starts here.
+                let _large = st.large.take();
                 fs.send(&mut st.file, piece).await?;
             }
             if st.large.is_none() && st.buf.len() >= crate::buffer::WRITE_BUFFER_MAX_BYTES {
@@ -1414,7 +1418,7 @@ impl Filesystem for ShoalFs {
                 st.large = fs.large_buffers.clone().try_acquire_owned().ok();
             }
             if st.buf.full(st.large.is_some()) {
-                st.large = None;
+                let _large = st.large.take();
                 let piece = st.buf.take().expect("a full buffer holds bytes");
                 st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;

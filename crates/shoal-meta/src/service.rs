@@ -213,15 +213,23 @@ impl MetaService {
     /// leader's state just before the remove is proposed: one round less
     /// than a stat by the client, and a shorter window for a concurrent
     /// replace of the name (a rename onto it between this check and the
-    /// commit still goes unseen). A name that is not there is left to the
-    /// remove itself: it answers a retry of a remove already made as the
-    /// first time, where this check would say the name is gone.
-    async fn refuse_unless_kind(&self, path: &NormalPath, only: pb::RemoveOnly) -> Result<(), Status> {
+    /// commit still goes unseen). A retry of a remove already applied
+    /// (`request` answered) is not checked: the remove answers it as the
+    /// first time. Nor is a name not there: the remove refuses it itself.
+    async fn refuse_unless_kind(
+        &self,
+        path: &NormalPath,
+        only: pb::RemoveOnly,
+        request: Option<&RequestId>,
+    ) -> Result<(), Status> {
         if only == pb::RemoveOnly::Any {
             return Ok(());
         }
         self.node.caught_up().await?;
         let s = self.node.state.read();
+        if request.is_some_and(|r| s.fs.answered(r)) {
+            return Ok(());
+        }
         let Ok(inode) = s.fs.lookup(path) else { return Ok(()) };
         let is_dir = inode.kind == Kind::Dir;
         match (only, is_dir) {
@@ -439,8 +447,9 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        self.refuse_unless_kind(&path, r.only()).await?;
-        self.write_ok(NamespaceCmd::Remove { path, recursive: r.recursive }, request_id(r.request)).await?;
+        let request = request_id(r.request);
+        self.refuse_unless_kind(&path, r.only(), request.as_ref()).await?;
+        self.write_ok(NamespaceCmd::Remove { path, recursive: r.recursive }, request).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 

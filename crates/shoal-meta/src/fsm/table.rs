@@ -135,14 +135,15 @@ impl InodeTable {
     /// the invariant checks: (directory, count) where it differs from the
     /// kept count.
     pub fn miscounted_subdirs(&self) -> Vec<(u64, u32, u32)> {
-        let again = Self::from_map(self.map.clone());
-        let mut dirs: Vec<u64> = again.subdirs.keys().chain(self.subdirs.keys()).copied().collect();
+        let mut again: HashMap<u64, u32> = HashMap::new();
+        for inode in self.map.values().filter(|i| is_subdir(i)) {
+            *again.entry(inode.parent).or_insert(0) += 1;
+        }
+        let mut dirs: Vec<u64> = again.keys().chain(self.subdirs.keys()).copied().collect();
         dirs.sort_unstable();
         dirs.dedup();
-        dirs.into_iter()
-            .filter(|d| again.subdirs(*d) != self.subdirs(*d))
-            .map(|d| (d, self.subdirs(d), again.subdirs(d)))
-            .collect()
+        let counted = |d: u64| again.get(&d).copied().unwrap_or(0);
+        dirs.into_iter().filter(|d| counted(*d) != self.subdirs(*d)).map(|d| (d, self.subdirs(d), counted(d))).collect()
     }
 
     pub fn contains_key(&self, id: &u64) -> bool {
