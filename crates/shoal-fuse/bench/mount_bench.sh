@@ -21,19 +21,8 @@ set -u
 cd "$(dirname "$0")/../../.."
 B=$(realpath "${SHOAL_BIN:-target/release/shoal}")
 W=${1:-/tmp/shoal-mount-bench}
-umount -l "$W/mnt" 2>/dev/null
-rm -rf "$W"; mkdir -p "$W/home" "$W/mnt" "$W/local"
-export HOME=$W/home
-"$B" up --dir "$W/data" --base-port 17600 --mount "$W/mnt" >"$W/up.log" 2>&1 &
-UP=$!
-cleanup() {
-  kill "$UP" 2>/dev/null; wait "$UP" 2>/dev/null
-  umount -l "$W/mnt" 2>/dev/null
-  rm -rf "$W/data" "$W/local"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do mountpoint -q "$W/mnt" && break; sleep 1; done
-mountpoint -q "$W/mnt" || { echo "the mount did not come up:"; cat "$W/up.log"; exit 1; }
+. crates/shoal-fuse/bench/up.sh
+up_mounted "$B" "$W" 17600
 M=127.0.0.1:17600,127.0.0.1:17601,127.0.0.1:17602
 
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

@@ -15,19 +15,8 @@ B=$(realpath "${SHOAL_BIN:-target/release/shoal}")
 W=${1:-/tmp/shoal-per-file}
 COUNT=${COUNT:-2000}
 per=$((COUNT / 4))
-umount -l "$W/mnt" 2>/dev/null
-rm -rf "$W"; mkdir -p "$W/home" "$W/mnt"
-export HOME=$W/home
-"$B" up --dir "$W/data" --base-port 17640 --mount "$W/mnt" >"$W/up.log" 2>&1 &
-UP=$!
-cleanup() {
-  kill "$UP" 2>/dev/null; wait "$UP" 2>/dev/null
-  umount -l "$W/mnt" 2>/dev/null
-  rm -rf "$W/data"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do mountpoint -q "$W/mnt" && break; sleep 1; done
-mountpoint -q "$W/mnt" || { echo "the mount did not come up:"; cat "$W/up.log"; exit 1; }
+. crates/shoal-fuse/bench/up.sh
+up_mounted "$B" "$W" 17640
 
 # Calls so far, one "METHOD COUNT" line each, summed over the nodes (meta
 # HTTP ports base+20.., chunk servers' base+30..) and result codes.

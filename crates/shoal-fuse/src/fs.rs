@@ -217,6 +217,11 @@ fn moved(p: &str, from: &str, to: &str) -> Option<String> {
     p.strip_prefix(from).and_then(|rest| rest.strip_prefix('/')).map(|rest| format!("{to}/{rest}"))
 }
 
+/// The stripe of inode `ino` in [`Inner::epochs`] and [`Inner::reading`].
+fn stripe(ino: u64) -> usize {
+    ino as usize % EPOCH_STRIPES
+}
+
 /// Whether the entry `name` of directory `dir` is a hidden unlinked file.
 fn is_hidden(dir: u64, name: &str) -> bool {
     dir == 1 && name.starts_with(shoal_core::path::UNLINKED_PREFIX)
@@ -407,13 +412,13 @@ impl Inner {
 
     /// The local change epoch of inode `ino` now.
     fn epoch(&self, ino: u64) -> u64 {
-        self.epochs[ino as usize % EPOCH_STRIPES].load(Ordering::Acquire)
+        self.epochs[stripe(ino)].load(Ordering::Acquire)
     }
 
     /// Moves the epoch of inode `ino`: before and after each change to its
     /// bytes or size, so a fetch that overlapped the change is dropped.
     fn bump(&self, ino: u64) {
-        self.epochs[ino as usize % EPOCH_STRIPES].fetch_add(1, Ordering::AcqRel);
+        self.epochs[stripe(ino)].fetch_add(1, Ordering::AcqRel);
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -511,9 +516,7 @@ impl Inner {
     /// The attributes to give the kernel for `stat`, noted as given: every
     /// answer with attributes is built here.
     fn attr_of(&self, stat: &Stat) -> fuser::FileAttr {
-        let attr = self.attr_now(stat);
-        self.note_given(&attr);
-        attr
+        self.give(self.attr_now(stat), false)
     }
 
     /// The kernel's view of `stat` (not noted as given).
@@ -529,27 +532,24 @@ impl Inner {
     /// [`Inner::attr_of`] for an entry given to the kernel (a lookup, a
     /// create): its lookup count grows too.
     fn entry_attr_of(&self, stat: &Stat) -> fuser::FileAttr {
-        let attr = self.attr_now(stat);
-        self.note_entry(&attr);
-        attr
+        self.give(self.attr_now(stat), true)
     }
 
-    fn note_given(&self, attr: &fuser::FileAttr) {
-        let changes = self.changes.load(Ordering::Acquire);
-        self.given.lock().expect("given lock").note(attr, changes);
-    }
-
-    fn note_entry(&self, attr: &fuser::FileAttr) {
+    /// Notes `attr` as given to the kernel (as an `entry`: its lookup count
+    /// grows too) and answers it.
+    fn give(&self, attr: fuser::FileAttr, entry: bool) -> fuser::FileAttr {
         let changes = self.changes.load(Ordering::Acquire);
         let mut given = self.given.lock().expect("given lock");
-        given.looked_up(attr.ino.0);
-        given.note(attr, changes);
+        if entry {
+            given.looked_up(attr.ino.0);
+        }
+        given.note(&attr, changes);
+        attr
     }
 
     /// Whether no change is under way on this mount, and no read of `ino`.
     fn quiet(&self, ino: u64) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self.reading[ino as usize % EPOCH_STRIPES].load(Ordering::Acquire) == 0
+        self.in_flight.load(Ordering::Acquire) == 0 && self.reading[stripe(ino)].load(Ordering::Acquire) == 0
     }
 
     /// Makes the kernel use meta's fresh attributes `fresh` (close-to-open):
@@ -1370,7 +1370,7 @@ impl Filesystem for ShoalFs {
         let data = {
             // Counted until a short read is noted: an open meanwhile drops
             // the kernel's attributes.
-            let _reading = Reading::new(&fs.reading[ino.0 as usize % EPOCH_STRIPES]);
+            let _reading = Reading::new(&fs.reading[stripe(ino.0)]);
             let data = or_reply!(reply, fs.rt.block_on(fs.read_through(&h, offset, size as u64)));
             if data.len() < size as usize {
                 fs.given.lock().expect("given lock").note_short_read(ino.0, offset + data.len() as u64);
@@ -1573,10 +1573,10 @@ impl Filesystem for ShoalFs {
             }
             if named {
                 // Only what the answer holds is given.
-                fs.note_entry(&attr);
-            }
-            if named && let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
-                fs.remember_if_unknown(entry, &path);
+                fs.give(attr, true);
+                if let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
+                    fs.remember_if_unknown(entry, &path);
+                }
             }
         }
         reply.ok();

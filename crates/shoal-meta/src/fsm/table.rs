@@ -54,27 +54,43 @@ impl<'de> Deserialize<'de> for InodeTable {
     }
 }
 
-/// Whether `inode` counts as a subdirectory of its parent (the root, its
-/// own parent, does not).
-fn is_subdir(inode: &Inode) -> bool {
-    inode.kind == Kind::Dir && inode.parent != inode.id
+/// The directory that counts `inode` among its subdirectories: its parent,
+/// for a directory other than the root (its own parent); none otherwise.
+fn subdir_of(inode: &Inode) -> Option<u64> {
+    (inode.kind == Kind::Dir && inode.parent != inode.id).then_some(inode.parent)
+}
+
+/// Every directory's subdirectories, counted from the inodes (no entry for
+/// none).
+fn count_subdirs<'a>(inodes: impl Iterator<Item = &'a Inode>) -> HashMap<u64, u32> {
+    let mut counts = HashMap::new();
+    for dir in inodes.filter_map(subdir_of) {
+        *counts.entry(dir).or_insert(0) += 1;
+    }
+    counts
 }
 
 impl InodeTable {
     fn from_map(map: BTreeMap<u64, Box<Inode>>) -> Self {
-        let mut t = InodeTable { map, subdirs: HashMap::new() };
-        let parents: Vec<u64> = t.map.values().filter(|i| is_subdir(i)).map(|i| i.parent).collect();
-        for parent in parents {
-            t.count(parent, 1);
-        }
-        t
+        let subdirs = count_subdirs(map.values().map(|b| &**b));
+        InodeTable { map, subdirs }
     }
 
-    fn count(&mut self, dir: u64, up: i64) {
-        let n = self.subdirs.entry(dir).or_insert(0);
-        *n = (i64::from(*n) + up).clamp(0, i64::from(u32::MAX)) as u32;
-        if *n == 0 {
-            self.subdirs.remove(&dir);
+    /// An inode counted as a subdirectory of `before` is now one of `after`.
+    fn recount(&mut self, before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        if let Some(dir) = before
+            && let Some(n) = self.subdirs.get_mut(&dir)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.subdirs.remove(&dir);
+            }
+        }
+        if let Some(dir) = after {
+            *self.subdirs.entry(dir).or_insert(0) += 1;
         }
     }
 
@@ -96,49 +112,31 @@ impl InodeTable {
     /// Makes `parent` the parent of inode `id` (if it exists).
     pub fn set_parent(&mut self, id: u64, parent: u64) {
         let Some(inode) = self.map.get_mut(&id) else { return };
-        let was = is_subdir(inode).then_some(inode.parent);
+        let before = subdir_of(inode);
         inode.parent = parent;
-        let now = is_subdir(inode).then_some(parent);
-        if let Some(old) = was {
-            self.count(old, -1);
-        }
-        if let Some(new) = now {
-            self.count(new, 1);
-        }
+        let after = subdir_of(inode);
+        self.recount(before, after);
     }
 
     /// Puts `inode` at `id`; returns the inode that was there.
     pub fn insert(&mut self, id: u64, inode: Inode) -> Option<Inode> {
-        if is_subdir(&inode) {
-            self.count(inode.parent, 1);
-        }
+        let after = subdir_of(&inode);
         let old = self.map.insert(id, Box::new(inode)).map(|b| *b);
-        if let Some(old) = &old
-            && is_subdir(old)
-        {
-            self.count(old.parent, -1);
-        }
+        self.recount(old.as_ref().and_then(subdir_of), after);
         old
     }
 
     pub fn remove(&mut self, id: &u64) -> Option<Inode> {
         let old = self.map.remove(id).map(|b| *b);
-        if let Some(old) = &old
-            && is_subdir(old)
-        {
-            self.count(old.parent, -1);
-        }
+        self.recount(old.as_ref().and_then(subdir_of), None);
         old
     }
 
     /// Every directory's subdirectories counted again from the inodes, for
-    /// the invariant checks: (directory, count) where it differs from the
-    /// kept count.
+    /// the invariant checks: (directory, kept count, count now) where the
+    /// two differ.
     pub fn miscounted_subdirs(&self) -> Vec<(u64, u32, u32)> {
-        let mut again: HashMap<u64, u32> = HashMap::new();
-        for inode in self.map.values().filter(|i| is_subdir(i)) {
-            *again.entry(inode.parent).or_insert(0) += 1;
-        }
+        let again = count_subdirs(self.values());
         let mut dirs: Vec<u64> = again.keys().chain(self.subdirs.keys()).copied().collect();
         dirs.sort_unstable();
         dirs.dedup();
