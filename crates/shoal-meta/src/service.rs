@@ -216,6 +216,8 @@ impl MetaService {
     /// commit still goes unseen). A retry of a remove already applied
     /// (`request` answered) is not checked: the remove answers it as the
     /// first time. Nor is a name not there: the remove refuses it itself.
+    /// A refusal is given only from a state a read round confirmed (a leader
+    /// deposed without knowing it may hold an old one), as `prepare_write`'s.
     async fn refuse_unless_kind(
         &self,
         path: &NormalPath,
@@ -225,14 +227,23 @@ impl MetaService {
         if only == pb::RemoveOnly::Any {
             return Ok(());
         }
-        self.node.caught_up().await?;
+        let confirmed = self.node.caught_up().await?;
+        let refusal = self.kind_refusal(path, only, request);
+        if refusal.is_ok() || confirmed {
+            return refusal;
+        }
+        self.node.linearizable().await?;
+        self.kind_refusal(path, only, request)
+    }
+
+    /// [`MetaService::refuse_unless_kind`]'s answer from this node's state now.
+    fn kind_refusal(&self, path: &NormalPath, only: pb::RemoveOnly, request: Option<&RequestId>) -> Result<(), Status> {
         let s = self.node.state.read();
         if request.is_some_and(|r| s.fs.answered(r)) {
             return Ok(());
         }
         let Ok(inode) = s.fs.lookup(path) else { return Ok(()) };
-        let is_dir = inode.kind == Kind::Dir;
-        match (only, is_dir) {
+        match (only, inode.kind == Kind::Dir) {
             (pb::RemoveOnly::NotDirectory, true) => Err(fs_status(FsError::IsADirectory { path: path.to_string() })),
             (pb::RemoveOnly::Directory, false) => Err(fs_status(FsError::NotADirectory { path: path.to_string() })),
             _ => Ok(()),
