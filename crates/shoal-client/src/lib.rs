@@ -31,7 +31,7 @@ pub mod transport;
 pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Special, Stat, TimeSet};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};
-pub use lock::{DEFAULT_SESSION_TTL, Lock, Session};
+pub use lock::{DEFAULT_SESSION_TTL, Lock, RangeLock, Session};
 pub use shoal_proto::meta::{ChunkServer, LockEntry, LockInfo, MetaNode};
 pub use transport::Transport;
 

@@ -45,6 +45,19 @@ impl Lock {
     }
 }
 
+/// A held byte range of a path (a POSIX record lock): bytes
+/// `start..=end`, in its mode. Byte ranges carry no fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeLock {
+    pub path: String,
+    pub shared: bool,
+    pub start: u64,
+    /// Inclusive; `u64::MAX` runs to the end of any file.
+    pub end: u64,
+    /// The request's place in arrival order.
+    pub ticket: u64,
+}
+
 /// An open lock session; dropping it stops the keep-alives (the session
 /// then expires after its TTL), [`Session::close`] ends it at once.
 pub struct Session {
@@ -132,12 +145,26 @@ impl Session {
         wait_ms: u64,
         request: pb::RequestId,
     ) -> Result<pb::AcquireReply> {
+        self.acquire_in(path, shared, None, wait, wait_ms, request).await
+    }
+
+    /// An acquire call, of `path`'s lock or (with `range`) of its bytes.
+    async fn acquire_in(
+        &self,
+        path: &str,
+        shared: bool,
+        range: Option<(u64, u64)>,
+        wait: bool,
+        wait_ms: u64,
+        request: pb::RequestId,
+    ) -> Result<pb::AcquireReply> {
         let req = pb::AcquireRequest {
             session: self.id,
             path: path.to_string(),
             shared,
             wait,
             wait_ms,
+            range: range.map(|(start, end)| pb::ByteRange { start, end }),
             request: Some(request),
         };
         self.client
@@ -217,9 +244,70 @@ impl Session {
         self.release(path).await
     }
 
-    async fn release(&self, path: &str) -> Result<()> {
+    /// Waits (FIFO) for bytes `start..=end` of `path` while `keep_waiting`
+    /// says so (asked between server calls, each a couple of seconds at
+    /// most): what the session held inside the range is replaced by the new
+    /// mode, atomically. `None` once it said stop: the request then left the
+    /// queue. (A grant that raced the stop stays held, until the session
+    /// unlocks those bytes: letting it go could drop locks held before.)
+    pub async fn lock_range_while(
+        &self,
+        path: &str,
+        shared: bool,
+        start: u64,
+        end: u64,
+        mut keep_waiting: impl FnMut() -> bool,
+    ) -> Result<Option<RangeLock>> {
         let pending = self.client.inner.requests.begin();
-        let req = pb::ReleaseRequest { session: self.id, path: path.to_string(), request: Some(pending.id) };
+        loop {
+            let wait_ms = WAIT_PER_CALL.as_millis() as u64;
+            let reply = self.acquire_in(path, shared, Some((start, end)), true, wait_ms, pending.id).await?;
+            if reply.granted {
+                return Ok(Some(RangeLock { path: path.to_string(), shared, start, end, ticket: reply.ticket }));
+            }
+            if !keep_waiting() {
+                self.cancel_range(path, reply.ticket).await.ok();
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Takes bytes `start..=end` of `path` only if that needs no wait
+    /// (`None` otherwise; nothing changed then).
+    pub async fn try_lock_range(&self, path: &str, shared: bool, start: u64, end: u64) -> Result<Option<RangeLock>> {
+        let pending = self.client.inner.requests.begin();
+        match self.acquire_in(path, shared, Some((start, end)), false, 0, pending.id).await {
+            Ok(r) if r.granted => Ok(Some(RangeLock { path: path.to_string(), shared, start, end, ticket: r.ticket })),
+            Ok(_) | Err(ClientError::Fs(FsError::WouldBlock { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Unlocks bytes `start..=end` of the session's byte-range locks on `path`.
+    pub async fn unlock_range(&self, path: &str, start: u64, end: u64) -> Result<()> {
+        self.release_in(path, Some((start, end)), None).await
+    }
+
+    /// Leaves `path`'s byte-range queue: request `ticket`, or with 0 every
+    /// request of this session queued there (what it holds stays).
+    pub async fn cancel_range(&self, path: &str, ticket: u64) -> Result<()> {
+        self.release_in(path, None, Some(ticket)).await
+    }
+
+    async fn release(&self, path: &str) -> Result<()> {
+        self.release_in(path, None, None).await
+    }
+
+    async fn release_in(&self, path: &str, range: Option<(u64, u64)>, cancel: Option<u64>) -> Result<()> {
+        let pending = self.client.inner.requests.begin();
+        let req = pb::ReleaseRequest {
+            session: self.id,
+            path: path.to_string(),
+            range: range.map(|(start, end)| pb::ByteRange { start, end }),
+            ticket: cancel.unwrap_or(0),
+            cancel: cancel.is_some(),
+            request: Some(pending.id),
+        };
         self.client
             .locks(|mut c| {
                 let req = req.clone();

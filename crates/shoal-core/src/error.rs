@@ -64,6 +64,8 @@ pub enum FsError {
     LinkToDirectory { path: String },
     #[error("{path} already has the most names (hard links) an inode may have ({max})")]
     TooManyLinks { path: String, max: u32 },
+    #[error("{path} has the most byte-range locks and queued requests one file may have ({max})")]
+    TooManyLocks { path: String, max: u32 },
 }
 
 impl FsError {

@@ -42,6 +42,7 @@ pub fn fs_errno(e: &FsError) -> Errno {
         FsError::AttributeLimit { .. } => Errno::E2BIG,
         FsError::LinkToDirectory { .. } => Errno::EPERM,
         FsError::TooManyLinks { .. } => Errno::EMLINK,
+        FsError::TooManyLocks { .. } => Errno::ENOLCK,
         FsError::NotEnoughServers { .. } => Errno::ENOSPC,
         FsError::Fenced { .. } => Errno::EACCES,
         FsError::WouldBlock { .. } | FsError::LockTimeout { .. } => Errno::EAGAIN,
@@ -81,6 +82,7 @@ mod tests {
         assert_eq!(fs(FsError::NoReplica { chunk_id: 1 }), libc::EIO);
         assert_eq!(fs(FsError::LinkToDirectory { path: p() }), libc::EPERM);
         assert_eq!(fs(FsError::TooManyLinks { path: p(), max: 1 }), libc::EMLINK);
+        assert_eq!(fs(FsError::TooManyLocks { path: p(), max: 1 }), libc::ENOLCK);
     }
 
     #[test]

@@ -268,6 +268,8 @@ enum Resize {
 pub struct ShoalFs(pub Arc<Inner>);
 
 type Res<T> = Result<T, Errno>;
+/// A conflicting lock getlk answers: its bytes (start, end), type and pid.
+type Conflict = (u64, u64, i32, u32);
 
 fn join(dir: &str, name: &OsStr) -> Res<String> {
     let name = name.to_str().ok_or(Errno::EINVAL)?;
@@ -1014,24 +1016,155 @@ impl Inner {
         }
     }
 
-    /// Drops `owner`'s lock on `ino` and ends its waits for it (a close).
+    /// Drops `owner`'s lock and byte ranges on `ino` and ends its waits for
+    /// them (a close).
     fn drop_locks(&self, owner: u64, ino: u64) {
         let Some(_busy) = self.locks.enter_existing(owner) else { return };
         self.locks.cancel_waits(owner, ino);
-        self.rt.block_on(self.unlock(owner, ino));
+        self.rt.block_on(async {
+            self.unlock(owner, ino).await;
+            if self.locks.take_ranges(owner, ino) {
+                self.unlock_ranges(owner, ino, 0, u64::MAX).await.ok();
+            }
+        });
+    }
+
+    /// Unlocks bytes `start..=end` of `owner`'s byte ranges on `ino`: held
+    /// writes of the file are sent first (under the lock, so the next holder
+    /// of those bytes finds them).
+    async fn unlock_ranges(&self, owner: u64, ino: u64, start: u64, end: u64) -> Res<()> {
+        self.send_inode_async(ino).await;
+        // No session: it holds nothing.
+        let Some(session) = self.locks.current(owner).await else { return Ok(()) };
+        match tokio::time::timeout(self.opts.timeout * 2, session.unlock_range(&inode_lock_name(ino), start, end)).await
+        {
+            Ok(Ok(())) => Ok(()),
+            // Meta took them away already.
+            Ok(Err(e)) if crate::locks::session_expired(&e) => Ok(()),
+            Ok(Err(e)) => Err(errno(&e)),
+            Err(_) => {
+                tracing::warn!(ino, "mount: a byte-range unlock timed out");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// setlk with cluster fcntl locks: sets `owner`'s lock on bytes
+    /// `start..=end` of `ino` to `want` (POSIX: what it held there is
+    /// replaced, atomically); with `sleep`, waits for it in FIFO order.
+    /// Held writes of the file go out before any change, so whoever the
+    /// change lets in finds them.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_range_lock(
+        &self,
+        ino: u64,
+        owner: u64,
+        want: Want,
+        (start, end): (u64, u64),
+        pid: u32,
+        sleep: bool,
+    ) -> Res<()> {
+        if start > end {
+            return Err(Errno::EINVAL);
+        }
+        let _busy = self.locks.enter(owner)?;
+        if want == Want::Unlock {
+            if !self.locks.has_ranges(owner, ino) {
+                return Ok(());
+            }
+            return self.unlock_ranges(owner, ino, start, end).await;
+        }
+        self.send_inode_async(ino).await;
+        let shared = want == Want::Shared;
+        let name = inode_lock_name(ino);
+        let cancel = sleep.then(|| self.locks.start_wait(owner, ino));
+        let end_wait = || {
+            if let Some(flag) = &cancel {
+                self.locks.end_wait(owner, ino, flag);
+            }
+        };
+        let mut dead = None;
+        let (session, got) = loop {
+            let session = match self.locks.session(owner, dead).await {
+                Ok(s) => s,
+                Err(e) => {
+                    end_wait();
+                    return Err(e);
+                }
+            };
+            let got = match &cancel {
+                Some(flag) => {
+                    let keep_waiting =
+                        || !flag.load(std::sync::atomic::Ordering::Acquire) && !crate::locks::process_interrupted(pid);
+                    session.lock_range_while(&name, shared, start, end, keep_waiting).await
+                }
+                None => {
+                    let tried = session.try_lock_range(&name, shared, start, end);
+                    match tokio::time::timeout(self.opts.timeout * 2, tried).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(ino, "mount: a byte-range try-lock timed out");
+                            session.cancel_range(&name, 0).await.ok();
+                            return Err(Errno::EIO);
+                        }
+                    }
+                }
+            };
+            match got {
+                // Meta expired the session (the mount was paused), and its
+                // byte ranges with it: once more with a new one.
+                Err(e) if crate::locks::session_expired(&e) && dead.is_none() => dead = Some(session.id()),
+                got => break (session, got),
+            }
+        };
+        match got {
+            Ok(Some(_)) => {
+                if self.locks.record_range(owner, ino, pid, cancel.as_ref()) {
+                    self.after_grant(ino).await;
+                    return Ok(());
+                }
+                // The owner closed the file while it waited: its locks on
+                // the file go (the close let go of the others already).
+                session.unlock_range(&name, 0, u64::MAX).await.ok();
+                Err(Errno::EINTR)
+            }
+            Ok(None) => {
+                end_wait();
+                Err(if sleep { Errno::EINTR } else { Errno::EAGAIN })
+            }
+            Err(e) => {
+                end_wait();
+                // A request whose answer was lost leaves no place in the queue.
+                if !matches!(
+                    tokio::time::timeout(self.opts.timeout * 2, session.cancel_range(&name, 0)).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::debug!(ino, "mount: a failed byte-range request could not be withdrawn");
+                }
+                Err(errno(&e))
+            }
+        }
     }
 
     /// getlk: a holder of `ino`'s lock, of another owner, whose mode
-    /// conflicts with `want`, as (type, pid); `None` if there is none.
-    fn conflicting_lock(&self, ino: u64, owner: u64, want: Want) -> Res<Option<(i32, u32)>> {
+    /// conflicts with `want` on bytes `start..=end`, as (start, end, type,
+    /// pid); `None` if there is none. With cluster fcntl locks, the byte
+    /// ranges held; else the whole-file lock.
+    fn conflicting_lock(&self, ino: u64, owner: u64, want: Want, range: (u64, u64)) -> Res<Option<Conflict>> {
         let info = self.ns(self.client.lock_info(&inode_lock_name(ino)))?;
         let mine = self.locks.session_id(owner);
-        let want_shared = want == Want::Shared;
-        let holder =
-            info.holders.iter().find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want_shared));
-        Ok(holder.map(|h| {
+        let holder = if self.opts.cluster_fcntl_locks {
+            crate::locks::range_conflict(&info.range_holders, mine, want == Want::Shared, range)
+        } else {
+            let whole = |h: &shoal_proto::meta::LockEntry| (h.clone(), (0, i64::MAX as u64));
+            info.holders
+                .iter()
+                .find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want == Want::Shared))
+                .map(whole)
+        };
+        Ok(holder.map(|(h, (start, end))| {
             let typ = if h.shared { libc::F_RDLCK } else { libc::F_WRLCK };
-            (typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
+            (start, end, typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
         }))
     }
 
@@ -1103,9 +1236,8 @@ impl Filesystem for ShoalFs {
             Some(w @ (Want::Shared | Want::Exclusive)) => w,
             _ => return reply.error(Errno::EINVAL),
         };
-        match or_reply!(reply, fs.conflicting_lock(ino.0, lock_owner.0, want)) {
-            // Whole-file: from 0 to OFFSET_MAX.
-            Some((typ, pid)) => reply.locked(0, i64::MAX as u64, typ, pid),
+        match or_reply!(reply, fs.conflicting_lock(ino.0, lock_owner.0, want, (start, end))) {
+            Some((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
             None => reply.locked(start, end, libc::F_UNLCK, 0),
         }
     }
@@ -1116,8 +1248,8 @@ impl Filesystem for ShoalFs {
         ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
+        start: u64,
+        end: u64,
         typ: i32,
         pid: u32,
         sleep: bool,
@@ -1127,7 +1259,12 @@ impl Filesystem for ShoalFs {
         // Answered from a task: a wait holds no kernel worker thread.
         let fs = self.0.clone();
         self.0.rt.spawn(async move {
-            match fs.set_lock(ino.0, fh.0, lock_owner.0, want, pid, sleep).await {
+            let set = if fs.opts.cluster_fcntl_locks {
+                fs.set_range_lock(ino.0, lock_owner.0, want, (start, end), pid, sleep).await
+            } else {
+                fs.set_lock(ino.0, fh.0, lock_owner.0, want, pid, sleep).await
+            };
+            match set {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }

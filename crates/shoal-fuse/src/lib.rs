@@ -66,9 +66,11 @@ pub struct MountOptions {
     /// The TTL of the keeper session, which holds the files unlinked while
     /// open here: a mount silent this long has them freed.
     pub unlinked_ttl: Duration,
-    /// fcntl(2) (POSIX) locks are cluster locks too, whole-file; else the
-    /// kernel keeps them, byte-range and local to this mount. flock(2)
-    /// locks are always cluster locks.
+    /// fcntl(2) (POSIX) locks are cluster locks too: meta's byte-range
+    /// locks, held across mounts (flock(2) locks then become whole-file
+    /// byte ranges, without fencing: the kernel's requests do not say which
+    /// is which). Else the kernel keeps fcntl locks, byte-range and local to
+    /// this mount, and flock(2) locks are fencing whole-file cluster locks.
     pub cluster_fcntl_locks: bool,
 }
 

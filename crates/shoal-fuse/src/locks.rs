@@ -3,31 +3,43 @@
 //! # Mapping
 //! The mount asks the kernel for flock locks (`FUSE_FLOCK_LOCKS`), and for
 //! fcntl locks (`FUSE_POSIX_LOCKS`) only with
-//! [`crate::MountOptions::cluster_fcntl_locks`]: a whole-file fcntl lock
-//! breaks programs that lock several byte ranges (SQLite), so by default the
-//! kernel keeps fcntl locks, byte-range and local to this mount. Each lock
-//! owner the kernel names (a process's file table for fcntl locks, an open
-//! file description for flock) gets one Shoal lock session, opened at its
-//! first lock and closed once it holds and waits for nothing. A file's lock
-//! is the inode lock `/.shoal-inode/N` ([`shoal_core::path::inode_lock_name`]):
-//! renames do not change it, and its tokens fence inode N. Meta does the
-//! conflict checks and the FIFO order, across owners and across mounts.
+//! [`crate::MountOptions::cluster_fcntl_locks`]; by default the kernel keeps
+//! fcntl locks, byte-range and local to this mount. Each lock owner the
+//! kernel names (a process's file table for fcntl locks, an open file
+//! description for flock) gets one Shoal lock session, opened at its first
+//! lock and closed once it holds and waits for nothing. A file's lock is
+//! named by the inode, `/.shoal-inode/N` ([`shoal_core::path::inode_lock_name`]):
+//! renames do not change it. Meta does the conflict checks and the FIFO
+//! order, across owners and across mounts.
 //!
-//! - A lock on any byte range locks the whole file. `F_RDLCK` is shared,
-//!   `F_WRLCK` exclusive, `F_UNLCK` releases.
-//! - `fuser` does not pass the flag that tells flock from fcntl requests, so
-//!   with both kinds here they share the file's one lock (as on NFS): a
-//!   flock and an fcntl lock of different owners conflict.
-//! - Changing the mode of a held lock is release, then acquire (as flock
-//!   does; for fcntl it is not atomic here).
+//! - **flock** (by default): the whole-file lock of that name, whose tokens
+//!   fence inode N. A lock on any byte range locks the whole file.
+//!   `F_RDLCK` is shared, `F_WRLCK` exclusive, `F_UNLCK` releases. Changing
+//!   the mode of a held lock is release, then acquire (as flock does).
+//! - **fcntl, with cluster fcntl locks**: meta's byte-range locks of that
+//!   name ([`shoal_meta::ranges`]-style POSIX semantics, kept in meta's
+//!   state): the bytes asked for, shared or exclusive; setting a range
+//!   replaces what the owner held inside it, atomically (a conversion never
+//!   passes through "unlocked"); unlocking part of a range splits it. They
+//!   carry no fencing token (disjoint ranges are held at once, and a file's
+//!   fence only grows). `fuser` does not pass the flag that tells flock
+//!   from fcntl requests, so in this mode a flock is a byte-range lock of
+//!   the whole file, owned by its open file description (it conflicts with
+//!   fcntl locks of other owners, as on NFS).
 //! - A non-blocking request answers `EAGAIN` when it would wait. A blocking
 //!   one waits on meta from a task of the runtime (no kernel worker thread
 //!   waits); it ends with `EINTR` when the waiting process has a signal
 //!   pending that interrupts it (read from `/proc/PID/status`, since
 //!   `fuser` answers the kernel's FUSE_INTERRUPT itself), or when the owner
 //!   closes the file; it then leaves the queue.
-//! - `F_GETLK` answers a holder of another owner whose mode conflicts, as a
-//!   whole-file lock (with its pid when it is an owner on this mount, else 0).
+//! - `F_GETLK` answers a holder of another owner whose mode conflicts: its
+//!   bytes (the whole file, for a whole-file lock), its type, and its pid
+//!   when it is an owner on this mount (else 0).
+//! - After a grant, the kernel's cached pages and attributes of the file
+//!   are dropped, so a reader under the lock sees what the last holder wrote
+//!   on any mount (as NFS revalidates at a lock).
+//! - Deadlocks between owners are not detected (no `EDEADLK`): a wait ends
+//!   on a signal or when the owner closes the file.
 //!
 //! # Release
 //! As POSIX says: an owner's fcntl locks on a file go when it closes any
@@ -114,6 +126,22 @@ pub fn conflicts(holder_shared: bool, want_shared: bool) -> bool {
     !(holder_shared && want_shared)
 }
 
+/// The first byte range held by a session other than `mine` that overlaps
+/// `range` (inclusive) and conflicts with a request in mode `want_shared`,
+/// with its bytes (getlk with byte ranges).
+pub fn range_conflict(
+    holders: &[shoal_proto::meta::LockEntry],
+    mine: Option<u64>,
+    want_shared: bool,
+    range: (u64, u64),
+) -> Option<(shoal_proto::meta::LockEntry, (u64, u64))> {
+    holders.iter().find_map(|h| {
+        let r = h.range.as_ref()?;
+        let overlaps = r.start <= range.1 && range.0 <= r.end;
+        (Some(h.session) != mine && overlaps && conflicts(h.shared, want_shared)).then(|| (h.clone(), (r.start, r.end)))
+    })
+}
+
 /// Signals that end a wait unless caught otherwise: the ones whose default
 /// action ends the process (bit `n - 1` for signal `n`).
 const FATAL_BY_DEFAULT: u64 = {
@@ -179,6 +207,10 @@ struct Owner {
     /// The session's id, once open (readable without the async lock).
     session_id: Option<u64>,
     held: HashMap<u64, Held>,
+    /// Inodes it may hold byte ranges of (fcntl locks with
+    /// [`crate::MountOptions::cluster_fcntl_locks`]), with the pid of its
+    /// last request there.
+    ranged: HashMap<u64, u32>,
     /// Cancel flags of the waits under way, by inode.
     waits: HashMap<u64, Vec<Arc<AtomicBool>>>,
     /// Calls of this owner under way.
@@ -236,7 +268,7 @@ impl Locks {
             let mut owners = self.table();
             let Some(o) = owners.get_mut(&owner) else { return };
             o.busy -= 1;
-            if o.busy > 0 || !o.held.is_empty() {
+            if o.busy > 0 || !o.held.is_empty() || !o.ranged.is_empty() {
                 return;
             }
             owners.remove(&owner)
@@ -349,15 +381,43 @@ impl Locks {
         true
     }
 
+    /// Notes that `owner` (`pid`) holds byte ranges of `ino`, unless `cancel`
+    /// was set meanwhile (the owner closed the file): then answers false and
+    /// the caller lets them go.
+    pub fn record_range(&self, owner: u64, ino: u64, pid: u32, cancel: Option<&Arc<AtomicBool>>) -> bool {
+        let mut owners = self.table();
+        let Some(o) = owners.get_mut(&owner) else { return false };
+        if let Some(flag) = cancel {
+            o.forget_wait(ino, flag);
+            if flag.load(Ordering::Acquire) {
+                return false;
+            }
+        }
+        o.ranged.insert(ino, pid);
+        true
+    }
+
+    /// Whether `owner` may hold byte ranges of `ino`.
+    pub fn has_ranges(&self, owner: u64, ino: u64) -> bool {
+        self.table().get(&owner).is_some_and(|o| o.ranged.contains_key(&ino))
+    }
+
+    /// Forgets that `owner` holds byte ranges of `ino`; whether it did.
+    pub fn take_ranges(&self, owner: u64, ino: u64) -> bool {
+        self.table().get_mut(&owner).is_some_and(|o| o.ranged.remove(&ino).is_some())
+    }
+
     /// The session id of `owner`, if it has one open.
     pub fn session_id(&self, owner: u64) -> Option<u64> {
         self.table().get(&owner).and_then(|o| o.session_id)
     }
 
-    /// The pid of the owner on this mount whose session `session` holds `ino`.
+    /// The pid of the owner on this mount whose session `session` holds `ino`
+    /// (or byte ranges of it).
     pub fn pid_of(&self, session: u64, ino: u64) -> Option<u32> {
         let owners = self.table();
-        owners.values().find(|o| o.session_id == Some(session)).and_then(|o| o.held.get(&ino)).map(|h| h.pid)
+        let o = owners.values().find(|o| o.session_id == Some(session))?;
+        o.held.get(&ino).map(|h| h.pid).or_else(|| o.ranged.get(&ino).copied())
     }
 
     /// Ends every session (at unmount): their locks go at once.
@@ -411,6 +471,24 @@ mod tests {
         assert_eq!(Want::of_type(libc::F_WRLCK), Some(Exclusive));
         assert_eq!(Want::of_type(libc::F_UNLCK), Some(Unlock));
         assert_eq!(Want::of_type(7), None);
+    }
+
+    #[test]
+    fn getlk_finds_an_overlapping_conflicting_range_of_another_session() {
+        let held = |session, shared, start, end| shoal_proto::meta::LockEntry {
+            session,
+            shared,
+            range: Some(shoal_proto::meta::ByteRange { start, end }),
+            ..Default::default()
+        };
+        let holders = [held(1, false, 0, 9), held(2, true, 20, 29), held(3, false, 40, u64::MAX)];
+        let found = |mine, shared, range| range_conflict(&holders, mine, shared, range).map(|(h, r)| (h.session, r));
+        assert_eq!(found(None, true, (5, 5)), Some((1, (0, 9))));
+        assert_eq!(found(Some(1), true, (5, 5)), None, "its own range");
+        assert_eq!(found(None, true, (10, 29)), None, "shared with shared");
+        assert_eq!(found(None, false, (10, 29)), Some((2, (20, 29))));
+        assert_eq!(found(None, true, (30, 39)), None, "a gap");
+        assert_eq!(found(None, true, (1000, 1000)), Some((3, (40, u64::MAX))));
     }
 
     #[test]

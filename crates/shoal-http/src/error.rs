@@ -62,7 +62,8 @@ pub fn status_of(e: &ClientError) -> StatusCode {
             | FsError::WouldBlock { .. }
             | FsError::Fenced { .. }
             | FsError::LockTimeout { .. }
-            | FsError::LockUpgrade { .. } => StatusCode::CONFLICT,
+            | FsError::LockUpgrade { .. }
+            | FsError::TooManyLocks { .. } => StatusCode::CONFLICT,
         },
         ClientError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         ClientError::MetaUnreachable { .. }

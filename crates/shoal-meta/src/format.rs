@@ -42,6 +42,12 @@
 //! (renameat2's `RENAME_EXCHANGE`), after every older variant of its enum,
 //! so every older body decodes unchanged.
 //!
+//! Format 6 added byte-range (POSIX record) locks: one field at the end of
+//! the state, `FsState::ranges`, read through [`since_format_6`] (an older
+//! state has none), the commands `LockCmd::AcquireRange`, `ReleaseRange`
+//! and `CancelRange`, the answer `Response::Range` and the error
+//! `FsError::TooManyLocks`, each after every older variant of its enum.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -126,8 +132,24 @@ where
     T::deserialize(d)
 }
 
+/// Deserializes a field that format 6 added (byte-range locks): in a body
+/// of an older format it is not there, so nothing is read and the field is
+/// its default.
+pub fn since_format_6<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if DECODING_FORMAT.with(Cell::get) < FORMAT_RANGES {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
+}
+
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 5;
+pub const FORMAT_CURRENT: u16 = 6;
+/// The format that added byte-range locks to the state.
+pub const FORMAT_RANGES: u16 = 6;
 /// The format that added extended attributes to inodes.
 pub const FORMAT_XATTRS: u16 = 2;
 /// The format that added POSIX attributes to inodes (owner, group, times in
@@ -491,8 +513,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 6, known: 5 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 6 is newer than this build of shoal reads (up to 5); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 7, known: 6 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 7 is newer than this build of shoal reads (up to 6); run a newer shoal");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod metric_names;
 pub mod network;
 pub mod node;
 pub mod plan;
+pub mod ranges;
 pub mod read_rounds;
 pub mod reconcile;
 pub mod registry;

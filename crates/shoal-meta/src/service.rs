@@ -97,6 +97,7 @@ pub fn fs_status(e: FsError) -> Status {
         | FsError::WouldBlock { .. }
         | FsError::LockTimeout { .. }
         | FsError::LockUpgrade { .. } => Code::FailedPrecondition,
+        FsError::TooManyLocks { .. } => Code::ResourceExhausted,
         FsError::Fenced { .. } => Code::PermissionDenied,
     };
     Status::with_details(code, e.to_string(), e.to_bytes().into())

@@ -290,11 +290,14 @@ pub struct MountArgs {
     /// long has them freed (their data is gone for its open handles too).
     #[arg(long, default_value = "2m", value_parser = lock_ttl)]
     pub unlinked_ttl: Duration,
-    /// Make fcntl(2) (POSIX) locks cluster locks too, like flock(2) locks:
-    /// they then hold across mounts, but a lock on any byte range locks the
-    /// whole file (programs that lock several ranges at once, as SQLite
-    /// does, break). Without it the kernel keeps them: byte ranges, local to
-    /// this mount.
+    /// Make fcntl(2) (POSIX) record locks cluster locks too: byte ranges
+    /// held across every mount of the cluster, in FIFO order, so programs
+    /// on several machines that lock one file (SQLite in rollback-journal
+    /// mode) exclude each other. Each lock change is then a round to meta.
+    /// flock(2) locks then become whole-file byte ranges and carry no
+    /// fencing token (the kernel's requests do not say which kind they
+    /// are). Without it the kernel keeps fcntl locks, local to this mount,
+    /// and flock(2) locks are fencing cluster locks.
     #[arg(long)]
     pub cluster_fcntl_locks: bool,
 }

@@ -316,6 +316,13 @@ impl FsState {
         if let Some(t) = self.fence_bindings.keys().find(|t| !tokens.contains(t)) {
             return fail(format!("fence binding of token {t} outlived its grant"));
         }
+        self.ranges.check().map_err(|e| format!("byte-range locks: {e}"))?;
+        for (path, p) in &self.ranges.paths {
+            let sessions = p.holds.iter().map(|h| h.session).chain(p.queue.iter().map(|w| w.session));
+            if let Some(s) = sessions.into_iter().find(|s| !self.sessions.contains_key(s)) {
+                return fail(format!("byte-range lock {path}: session {s} has ended"));
+            }
+        }
         Ok(())
     }
 

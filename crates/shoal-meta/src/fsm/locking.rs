@@ -33,6 +33,7 @@ use shoal_core::{FsError, NormalPath};
 
 use super::{FsState, Kind, ROOT_INODE, Response};
 use crate::locks::{Acquired, Mode};
+use crate::ranges::RangeAcquired;
 
 /// A write's proof of holding a lock: the locked path and the grant's token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,14 @@ pub enum LockCmd {
     Acquire { session: u64, path: NormalPath, mode: Mode, wait: bool },
     /// Gives up a held lock or a place in its queue.
     Release { session: u64, path: NormalPath },
+    /// Format 6: asks for bytes `start..=end` of `path` (a POSIX record
+    /// lock, [`crate::ranges`]); `wait` false is a try-lock.
+    AcquireRange { session: u64, path: NormalPath, mode: Mode, start: u64, end: u64, wait: bool },
+    /// Format 6: unlocks bytes `start..=end` of `path` (queued requests stay).
+    ReleaseRange { session: u64, path: NormalPath, start: u64, end: u64 },
+    /// Format 6: leaves `path`'s range queue: request `ticket`, or with 0
+    /// every request of the session there (holds stay).
+    CancelRange { session: u64, path: NormalPath, ticket: u64 },
 }
 
 impl FsState {
@@ -69,6 +78,32 @@ impl FsState {
             LockCmd::EndSession { session } => self.end_session(*session, now_ms, rules),
             LockCmd::Acquire { session, path, mode, wait } => self.acquire(*session, path, *mode, *wait, rules),
             LockCmd::Release { session, path } => self.release(*session, path, rules),
+            LockCmd::AcquireRange { session, path, mode, start, end, wait } => {
+                self.live_session(*session)?;
+                if start > end {
+                    return Err(FsError::InvalidArgument {
+                        reason: format!("a byte range's start {start} is past its end {end}"),
+                    });
+                }
+                match self.ranges.acquire(&path.to_string(), *session, *mode, *start, *end, *wait) {
+                    RangeAcquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
+                    RangeAcquired::TooMany => Err(FsError::TooManyLocks {
+                        path: path.to_string(),
+                        max: crate::ranges::ENTRIES_PER_PATH_MAX as u32,
+                    }),
+                    a => Ok(Response::Range(a)),
+                }
+            }
+            LockCmd::ReleaseRange { session, path, start, end } => {
+                self.live_session(*session)?;
+                self.ranges.release(&path.to_string(), *session, *start, (*end).max(*start));
+                Ok(Response::Ok)
+            }
+            LockCmd::CancelRange { session, path, ticket } => {
+                self.live_session(*session)?;
+                self.ranges.cancel(&path.to_string(), *session, *ticket);
+                Ok(Response::Ok)
+            }
         }
     }
 
@@ -82,6 +117,7 @@ impl FsState {
         if self.sessions.remove(&session).is_some() {
             let granted = self.locks.drop_session(session);
             self.rebind(granted, rules);
+            self.ranges.drop_session(session);
             if rules >= 6 {
                 self.drop_unlinked_of(session, now_ms, rules);
             }
@@ -470,5 +506,65 @@ mod binding_tests {
             let r = st.apply(&write(f.id));
             assert_eq!(matches!(r, Response::Inode(_)), rules >= 5, "rules {rules}: {r:?}");
         }
+    }
+}
+
+/// Byte-range locks through the state machine: sessions, refusals, and a
+/// session's end.
+#[cfg(test)]
+mod range_tests {
+    use super::super::testing::{p, run};
+    use super::super::{FsState, LockCmd, Response};
+    use crate::locks::Mode;
+    use crate::ranges::RangeAcquired;
+    use shoal_core::FsError;
+
+    fn session(st: &mut FsState) -> u64 {
+        let Response::Session { id } = run(st, LockCmd::OpenSession { ttl_ms: 1000 }) else { panic!() };
+        id
+    }
+
+    fn range(session: u64, mode: Mode, start: u64, end: u64, wait: bool) -> LockCmd {
+        LockCmd::AcquireRange { session, path: p("/.shoal-inode/9"), mode, start, end, wait }
+    }
+
+    #[test]
+    fn ranges_are_refused_clearly_and_go_with_their_session() {
+        let mut st = FsState::default();
+        let (a, b) = (session(&mut st), session(&mut st));
+        assert!(matches!(
+            run(&mut st, range(a, Mode::Exclusive, 0, 9, false)),
+            Response::Range(RangeAcquired::Granted { .. })
+        ));
+        let before = st.clone();
+        assert_eq!(
+            run(&mut st, range(b, Mode::Shared, 9, 20, false)),
+            Response::Err(FsError::WouldBlock { path: "/.shoal-inode/9".into() })
+        );
+        assert!(matches!(
+            run(&mut st, range(b, Mode::Shared, 5, 4, true)),
+            Response::Err(FsError::InvalidArgument { .. })
+        ));
+        assert_eq!(
+            run(&mut st, range(99, Mode::Shared, 0, 0, true)),
+            Response::Err(FsError::SessionExpired { session: 99 })
+        );
+        assert_eq!(st.ranges, before.ranges, "refusals change nothing");
+        let Response::Range(RangeAcquired::Queued(w)) = run(&mut st, range(b, Mode::Shared, 9, 20, true)) else {
+            panic!()
+        };
+        st.check_invariants().unwrap();
+        // The holder's session ends: the waiter holds, and nothing of `a` is left.
+        run(&mut st, LockCmd::EndSession { session: a });
+        assert!(!st.ranges.queued("/.shoal-inode/9", b, w.ticket));
+        let holds = &st.ranges.paths["/.shoal-inode/9"].holds;
+        assert_eq!(holds.iter().map(|h| (h.session, h.start, h.end)).collect::<Vec<_>>(), vec![(b, 9, 20)]);
+        st.check_invariants().unwrap();
+        // Unlocking and cancelling are commands of a live session too.
+        let release = LockCmd::ReleaseRange { session: b, path: p("/.shoal-inode/9"), start: 0, end: u64::MAX };
+        assert_eq!(run(&mut st, release), Response::Ok);
+        assert!(st.ranges.paths.is_empty());
+        let cancel = LockCmd::CancelRange { session: a, path: p("/.shoal-inode/9"), ticket: 0 };
+        assert_eq!(run(&mut st, cancel), Response::Err(FsError::SessionExpired { session: a }));
     }
 }

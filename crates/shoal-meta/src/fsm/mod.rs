@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::FsError;
 
 use crate::locks::{Acquired, LockTable};
+use crate::ranges::{RangeAcquired, RangeTable};
 
 pub mod attrs;
 pub mod batch;
@@ -158,6 +159,8 @@ pub enum Response {
         chunk: ChunkMeta,
         chunk_size: u64,
     },
+    /// Format 6: the answer of a byte-range lock request (granted or queued).
+    Range(RangeAcquired),
 }
 
 /// The answer to a `PrepareWrite`.
@@ -245,6 +248,15 @@ impl Response {
             other => Err(other.mismatch()),
         }
     }
+
+    /// The answer of a byte-range lock request.
+    pub fn into_range(self) -> Result<RangeAcquired, FsError> {
+        match self {
+            Response::Range(a) => Ok(a),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
 }
 
 /// The whole replicated metadata.
@@ -280,6 +292,10 @@ pub struct FsState {
     /// An operator paused re-replication (maintenance).
     #[serde(default)]
     pub repair_paused: bool,
+    /// Byte-range (POSIX record) locks, by path; format 6 added them, so
+    /// an older body has none (`format::since_format_6`).
+    #[serde(default, deserialize_with = "crate::format::since_format_6")]
+    pub ranges: RangeTable,
 }
 
 impl Default for FsState {
@@ -320,6 +336,7 @@ impl Default for FsState {
             fence_bindings: BTreeMap::new(),
             corrupt: BTreeMap::new(),
             repair_paused: false,
+            ranges: RangeTable::default(),
         }
     }
 }

@@ -46,9 +46,15 @@ for line in sys.stdin:
             fcntl.flock(fds[args[0]], MODES[args[1]] | (fcntl.LOCK_NB if args[2:] == ["nb"] else 0))
         elif cmd == "lockf":
             fcntl.lockf(fds[args[0]], MODES[args[1]] | (fcntl.LOCK_NB if args[2:] == ["nb"] else 0))
+        elif cmd == "lockr":
+            # lockr FD MODE START LEN [nb]: a byte range (LEN 0: to the end).
+            nb = fcntl.LOCK_NB if args[4:] == ["nb"] else 0
+            fcntl.lockf(fds[args[0]], MODES[args[1]] | nb, int(args[3]), int(args[2]))
         elif cmd == "getlk":
+            # getlk FD TYPE [START LEN]: the first lock in the way, as "TYPE START LEN".
             typ = fcntl.F_RDLCK if args[1] == "rd" else fcntl.F_WRLCK
-            query = struct.pack("hhqqixxxx", typ, os.SEEK_SET, 10, 5, 0)
+            start, length = (int(args[2]), int(args[3])) if args[2:] else (10, 5)
+            query = struct.pack("hhqqixxxx", typ, os.SEEK_SET, start, length, 0)
             got = struct.unpack("hhqqixxxx", fcntl.fcntl(fds[args[0]], fcntl.F_GETLK, query))
             out = " %s %d %d" % (TYPES[got[0]], got[2], got[3])
         elif cmd == "write":
@@ -321,6 +327,57 @@ fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
     pb.must("lockf x un");
     assert_eq!(pa.answer("a blocking lockf"), "ok");
     assert_eq!(pb.run("getlk x rd"), "ok wr 0 0");
+}
+
+/// fcntl byte ranges with `--cluster-fcntl-locks`: disjoint ranges are held
+/// on two mounts at once, overlapping ones conflict, F_GETLK names the
+/// range in the way, an unlock of part of a range and a conversion of part
+/// of one change only those bytes, a blocked F_SETLKW waits on the server
+/// for exactly the bytes it needs, and a close lets go of every range.
+#[test]
+fn t98_fcntl_byte_ranges_across_mounts() {
+    let test = "t98_fcntl_byte_ranges_across_mounts";
+    let Some((_c, a, b)) = two_mounts(test, &["--cluster-fcntl-locks"], &["--cluster-fcntl-locks"], b"records") else {
+        return;
+    };
+    let mut pa = with_f_open("pa", &a);
+    let mut pb = with_f_open("pb", &b);
+
+    // Phase 1: bytes 0..100 on A and 100..200 on B are held at once.
+    pa.must("lockr x ex 0 100 nb");
+    pb.must("lockr x ex 100 100 nb");
+    assert_eq!(pb.run("lockr x sh 50 100 nb"), EAGAIN, "50..100 are A's");
+    assert_eq!(pa.run("lockr x sh 199 1 nb"), EAGAIN, "199 is B's");
+    assert_eq!(pb.run("getlk x wr 60 10"), "ok wr 0 100", "A's range, as A took it");
+    assert_eq!(pa.run("getlk x rd 150 100"), "ok wr 100 100");
+    assert_eq!(pa.run("getlk x wr 200 0"), "ok un 200 0", "nothing past B's range");
+    pa.must("lockr x sh 300 0 nb");
+    assert_eq!(pb.run("getlk x rd 1000 1"), "ok un 1000 1", "A's read lock to the end shares");
+    assert_eq!(pb.run("getlk x wr 1000 1"), "ok rd 300 0", "... and is in a writer's way");
+
+    // Phase 2: A unlocks 0..50: B takes them; 50..100 stay A's.
+    pa.must("lockr x un 0 50");
+    pb.must("lockr x sh 0 50 nb");
+    assert_eq!(pb.run("lockr x sh 40 20 nb"), EAGAIN, "50..60 still A's, exclusive");
+
+    // Phase 3: A turns 50..100 shared (no moment unlocked): B may share them.
+    pa.must("lockr x sh 50 50");
+    pb.must("lockr x sh 40 20 nb");
+    assert_eq!(pb.run("lockr x ex 40 20 nb"), EAGAIN, "A shares 50..60");
+
+    // Phase 4: B waits for 0..200 exclusive, in A's way at 50..100 only.
+    pb.send("lockr x ex 0 200");
+    still_waiting(&mut pb, "a blocking byte-range lock");
+    pa.must("lockr x un 300 0");
+    still_waiting(&mut pb, "a blocking byte-range lock (after an unlock of other bytes)");
+    pa.must("lockr x un 0 0");
+    assert_eq!(pb.answer("a blocking byte-range lock"), "ok");
+    assert_eq!(pa.run("getlk x rd 0 1"), "ok wr 0 200", "B's pieces merged into one range");
+
+    // Phase 5: a close of any descriptor lets go of every range of B's.
+    pb.must(&format!("open other {}", b.path("f").display()));
+    pb.must("close other");
+    pa.must("lockr x ex 0 0 nb");
 }
 
 #[test]

@@ -1,0 +1,486 @@
+//! Byte-range locks: POSIX record locks (fcntl(2) `F_SETLK`), per path,
+//! with FIFO queues. Plain data and pure functions, held inside the
+//! replicated state machine beside the whole-path [`crate::locks`] table,
+//! which they never conflict with (as on Linux, where flock(2) and fcntl(2)
+//! locks are independent).
+//!
+//! # Rules
+//! - A range is `start..=end` (inclusive, as the kernel passes them; `end`
+//!   `u64::MAX` runs to the end of any file). Each session is one lock
+//!   owner: its own locks never conflict with each other.
+//! - Setting a lock on a range replaces whatever the session held inside it
+//!   (splitting a hold that sticks out on either side), atomically: a
+//!   shared hold turned exclusive, or the reverse, never passes through
+//!   "unlocked". Adjacent or overlapping holds of one session in one mode
+//!   merge. Unlocking a range cuts it out of the session's holds the same way.
+//! - Two ranges of different sessions conflict when they overlap and one of
+//!   them is exclusive.
+//! - **FIFO.** A request is granted at once only if it conflicts with no hold
+//!   of another session and with no earlier queued request of another
+//!   session, except one that waits on this session's own holds (queueing
+//!   behind a request that waits for us would never end; POSIX programs
+//!   convert and extend their locks without expecting that). Otherwise it
+//!   queues (or, for a try-lock, is refused and nothing changes). When holds
+//!   change, queued requests are granted in arrival order by the same test,
+//!   each against the requests still queued before it.
+//! - A session may have several requests queued on one path (threads of one
+//!   process share a lock owner); each has its ticket, and a cancel names it.
+//! - Deadlocks between sessions are not detected (a waiting request ends
+//!   when its client gives up, or its session ends).
+//! - At most [`ENTRIES_PER_PATH_MAX`] holds and queued requests per path: a
+//!   request past that is refused (`ENOLCK`), so no owner can grow a path's
+//!   entry without bound by locking every other byte.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::locks::Mode;
+
+/// Holds and queued requests one path keeps at most.
+pub const ENTRIES_PER_PATH_MAX: usize = 4096;
+
+/// A held byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub session: u64,
+    pub mode: Mode,
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+}
+
+/// A queued request for a byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeWaiter {
+    pub session: u64,
+    pub mode: Mode,
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+    pub ticket: u64,
+}
+
+/// Holds (by session, then start) and queue (arrival order) of one path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRanges {
+    pub holds: Vec<Hold>,
+    pub queue: VecDeque<RangeWaiter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeTable {
+    /// Only paths with holds or queued requests.
+    pub paths: BTreeMap<String, PathRanges>,
+    /// The last ticket handed out.
+    pub last_ticket: u64,
+}
+
+/// What a range request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RangeAcquired {
+    /// Held now; the ticket names the request.
+    Granted {
+        ticket: u64,
+    },
+    Queued(RangeWaiter),
+    /// A try-lock that would have had to wait; nothing changed.
+    WouldBlock,
+    /// The path has [`ENTRIES_PER_PATH_MAX`] entries; nothing changed.
+    TooMany,
+}
+
+/// Whether two inclusive ranges share a byte.
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+fn conflict(a: Mode, b: Mode) -> bool {
+    a == Mode::Exclusive || b == Mode::Exclusive
+}
+
+impl Hold {
+    fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+}
+
+impl RangeWaiter {
+    fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+}
+
+impl PathRanges {
+    /// Whether `session` asking `mode` on `range` must wait: a hold of
+    /// another session conflicts, or one of the first `earlier` queued
+    /// requests, of another session, conflicts and does not itself wait on
+    /// a hold of `session`.
+    fn blocked(&self, session: u64, mode: Mode, range: (u64, u64), earlier: usize) -> bool {
+        let clashes = |s: u64, m: Mode, r: (u64, u64)| s != session && conflict(m, mode) && overlap(r, range);
+        self.holds.iter().any(|h| clashes(h.session, h.mode, h.range()))
+            || self.queue.range(..earlier).any(|w| clashes(w.session, w.mode, w.range()) && !self.waits_on(w, session))
+    }
+
+    /// Whether `w` conflicts with a hold of `session`.
+    fn waits_on(&self, w: &RangeWaiter, session: u64) -> bool {
+        self.holds.iter().any(|h| h.session == session && conflict(h.mode, w.mode) && overlap(h.range(), w.range()))
+    }
+
+    /// Cuts `range` out of `session`'s holds (splitting those that stick out).
+    fn cut(&mut self, session: u64, range: (u64, u64)) {
+        let mut kept = Vec::with_capacity(self.holds.len() + 1);
+        for h in self.holds.drain(..) {
+            if h.session != session || !overlap(h.range(), range) {
+                kept.push(h);
+                continue;
+            }
+            if h.start < range.0 {
+                kept.push(Hold { end: range.0 - 1, ..h });
+            }
+            if h.end > range.1 {
+                kept.push(Hold { start: range.1 + 1, ..h });
+            }
+        }
+        self.holds = kept;
+    }
+
+    /// Makes `session` hold `range` in `mode`, replacing what it held there,
+    /// and merges its touching holds of one mode.
+    fn set(&mut self, session: u64, mode: Mode, range: (u64, u64)) {
+        self.cut(session, range);
+        self.holds.push(Hold { session, mode, start: range.0, end: range.1 });
+        self.holds.sort_by_key(|h| (h.session, h.start));
+        let mut merged: Vec<Hold> = Vec::with_capacity(self.holds.len());
+        for h in self.holds.drain(..) {
+            match merged.last_mut() {
+                Some(last)
+                    if last.session == h.session
+                        && last.mode == h.mode
+                        && (last.end == u64::MAX || h.start <= last.end + 1) =>
+                {
+                    last.end = last.end.max(h.end);
+                }
+                _ => merged.push(h),
+            }
+        }
+        self.holds = merged;
+    }
+
+    /// Grants queued requests in arrival order while any can be granted.
+    /// Returns the grants made (session and ticket).
+    fn promote(&mut self) -> Vec<(u64, u64)> {
+        let mut granted = Vec::new();
+        'scan: loop {
+            for i in 0..self.queue.len() {
+                let w = self.queue[i];
+                if !self.blocked(w.session, w.mode, w.range(), i) {
+                    self.queue.remove(i);
+                    self.set(w.session, w.mode, w.range());
+                    granted.push((w.session, w.ticket));
+                    // Holds changed: look again from the head.
+                    continue 'scan;
+                }
+            }
+            return granted;
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.holds.len() + self.queue.len()
+    }
+}
+
+impl RangeTable {
+    /// Asks for `start..=end` of `path` in `mode` for `session`; `wait`
+    /// false is a try-lock. A request whose `start` is past `end` is the
+    /// caller's to refuse.
+    pub fn acquire(&mut self, path: &str, session: u64, mode: Mode, start: u64, end: u64, wait: bool) -> RangeAcquired {
+        debug_assert!(start <= end, "the caller refuses an empty range");
+        let range = (start, end);
+        let current = self.paths.get(path);
+        let blocked = current.is_some_and(|p| p.blocked(session, mode, range, p.queue.len()));
+        if blocked && !wait {
+            return RangeAcquired::WouldBlock;
+        }
+        // A grant adds at most two pieces (a hold split in three), a queued
+        // request one; near the bound, only what does not grow the entry.
+        if let Some(p) = current.filter(|p| p.entries() + 2 > ENTRIES_PER_PATH_MAX) {
+            let grows = if blocked {
+                true
+            } else {
+                let mut after = p.clone();
+                after.set(session, mode, range);
+                after.entries() > p.entries()
+            };
+            if grows {
+                return RangeAcquired::TooMany;
+            }
+        }
+        self.last_ticket += 1;
+        let ticket = self.last_ticket;
+        let p = self.paths.entry(path.to_string()).or_default();
+        if blocked {
+            let w = RangeWaiter { session, mode, start, end, ticket };
+            p.queue.push_back(w);
+            return RangeAcquired::Queued(w);
+        }
+        p.set(session, mode, range);
+        // A hold turned shared, or a smaller one, may let queued requests in.
+        p.promote();
+        RangeAcquired::Granted { ticket }
+    }
+
+    /// Unlocks `start..=end` of `path` for `session` (its queued requests
+    /// stay). Returns the grants this made (session and ticket).
+    pub fn release(&mut self, path: &str, session: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
+        self.change(path, |p| p.cut(session, (start, end)))
+    }
+
+    /// Takes `session`'s queued request `ticket` (0: every one of its
+    /// requests queued on `path`) out of the queue; holds stay. Returns the
+    /// grants this made.
+    pub fn cancel(&mut self, path: &str, session: u64, ticket: u64) -> Vec<(u64, u64)> {
+        self.change(path, |p| p.queue.retain(|w| w.session != session || (ticket != 0 && w.ticket != ticket)))
+    }
+
+    /// Removes `session` from every path; returns the grants this made (path,
+    /// session and ticket).
+    pub fn drop_session(&mut self, session: u64) -> Vec<(String, u64, u64)> {
+        let paths: Vec<String> = self
+            .paths
+            .iter()
+            .filter(|(_, p)| {
+                p.holds.iter().any(|h| h.session == session) || p.queue.iter().any(|w| w.session == session)
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        let mut granted = Vec::new();
+        for path in paths {
+            let made = self.change(&path, |p| {
+                p.holds.retain(|h| h.session != session);
+                p.queue.retain(|w| w.session != session);
+            });
+            granted.extend(made.into_iter().map(|(s, t)| (path.clone(), s, t)));
+        }
+        granted
+    }
+
+    /// Applies `f` to `path`'s entry, grants what that lets in, and forgets
+    /// the path once idle.
+    fn change(&mut self, path: &str, f: impl FnOnce(&mut PathRanges)) -> Vec<(u64, u64)> {
+        let Some(p) = self.paths.get_mut(path) else { return Vec::new() };
+        f(p);
+        let granted = p.promote();
+        if p.holds.is_empty() && p.queue.is_empty() {
+            self.paths.remove(path);
+        }
+        granted
+    }
+
+    /// Whether `session` still has request `ticket` queued on `path`.
+    pub fn queued(&self, path: &str, session: u64, ticket: u64) -> bool {
+        self.paths.get(path).is_some_and(|p| p.queue.iter().any(|w| w.session == session && w.ticket == ticket))
+    }
+
+    /// Checks the table's invariants; the first one broken, named.
+    pub fn check(&self) -> Result<(), String> {
+        for (path, p) in &self.paths {
+            if p.holds.is_empty() && p.queue.is_empty() {
+                return Err(format!("{path}: an idle path is kept"));
+            }
+            for (i, a) in p.holds.iter().enumerate() {
+                if a.start > a.end {
+                    return Err(format!("{path}: an empty hold {a:?}"));
+                }
+                for b in &p.holds[i + 1..] {
+                    if !overlap(a.range(), b.range()) {
+                        continue;
+                    }
+                    if a.session == b.session {
+                        return Err(format!("{path}: holds of one session overlap: {a:?} {b:?}"));
+                    }
+                    if conflict(a.mode, b.mode) {
+                        return Err(format!("{path}: conflicting holds: {a:?} {b:?}"));
+                    }
+                }
+            }
+            for (i, w) in p.queue.iter().enumerate() {
+                if w.ticket > self.last_ticket || w.start > w.end {
+                    return Err(format!("{path}: a bad queued request {w:?}"));
+                }
+                if !p.blocked(w.session, w.mode, w.range(), i) {
+                    return Err(format!("{path}: {w:?} waits though it could hold"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Mode::{Exclusive as X, Shared as S};
+
+    const MAX: u64 = u64::MAX;
+
+    fn holds(t: &RangeTable, path: &str) -> Vec<(u64, Mode, u64, u64)> {
+        t.paths.get(path).map_or(Vec::new(), |p| p.holds.iter().map(|h| (h.session, h.mode, h.start, h.end)).collect())
+    }
+
+    fn granted(a: RangeAcquired) {
+        assert!(matches!(a, RangeAcquired::Granted { .. }), "expected a grant, got {a:?}");
+    }
+
+    fn queued(a: RangeAcquired) -> RangeWaiter {
+        match a {
+            RangeAcquired::Queued(w) => w,
+            other => panic!("expected a queued request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn disjoint_ranges_are_held_together_and_overlapping_ones_conflict() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, 99, false));
+        granted(t.acquire("/f", 2, X, 100, 199, false));
+        assert_eq!(t.acquire("/f", 3, S, 50, 149, false), RangeAcquired::WouldBlock);
+        granted(t.acquire("/f", 3, S, 200, MAX, false));
+        granted(t.acquire("/f", 4, S, 300, 400, false));
+        assert_eq!(t.acquire("/f", 4, X, 300, 400, false), RangeAcquired::WouldBlock, "shared with session 3");
+        let before = t.clone();
+        assert_eq!(t.acquire("/f", 5, X, 0, 0, false), RangeAcquired::WouldBlock);
+        assert_eq!(t, before, "a refused try-lock changes nothing");
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn setting_and_unlocking_split_and_merge_one_sessions_holds() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, S, 0, 99, false));
+        // Exclusive in the middle: the shared hold is split around it.
+        granted(t.acquire("/f", 1, X, 40, 59, false));
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, 39), (1, X, 40, 59), (1, S, 60, 99)]);
+        // Back to shared: the three pieces merge into one.
+        granted(t.acquire("/f", 1, S, 40, 59, false));
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, 99)]);
+        // Adjacent ranges of one mode merge; to the end of the file too.
+        granted(t.acquire("/f", 1, S, 100, MAX, false));
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, MAX)]);
+        // Unlocking a middle piece leaves both sides.
+        t.release("/f", 1, 10, 19);
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, 9), (1, S, 20, MAX)]);
+        t.release("/f", 1, 0, MAX);
+        assert!(t.paths.is_empty(), "an idle path is forgotten");
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn waiters_are_granted_in_arrival_order_when_the_holder_unlocks() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, 99, true));
+        let w2 = queued(t.acquire("/f", 2, X, 50, 60, true));
+        // A later reader of a range the first waiter wants waits behind it,
+        // though only session 1's hold blocks it by itself ...
+        let w3 = queued(t.acquire("/f", 3, S, 55, 150, true));
+        // ... while one that clashes with no earlier request goes ahead.
+        granted(t.acquire("/f", 4, S, 150, 160, true));
+        t.check().unwrap();
+        // Unlocking a part no waiter needs grants nothing.
+        assert!(t.release("/f", 1, 0, 9).is_empty());
+        assert_eq!(t.release("/f", 1, 0, MAX), vec![(2, w2.ticket)]);
+        assert!(t.queued("/f", 3, w3.ticket), "session 3 waits for session 2");
+        assert_eq!(t.release("/f", 2, 0, MAX), vec![(3, w3.ticket)]);
+        assert_eq!(holds(&t, "/f"), vec![(3, S, 55, 150), (4, S, 150, 160)]);
+        t.check().unwrap();
+    }
+
+    /// A holder that extends or converts its lock does not queue behind a
+    /// request that waits for that very lock (they would wait for each
+    /// other forever).
+    #[test]
+    fn a_holder_is_not_queued_behind_a_request_waiting_on_it() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, 9, true));
+        let w2 = queued(t.acquire("/f", 2, X, 5, 14, true));
+        granted(t.acquire("/f", 1, X, 0, 19, true));
+        granted(t.acquire("/f", 1, S, 0, 19, true));
+        assert!(t.queued("/f", 2, w2.ticket));
+        assert_eq!(t.release("/f", 1, 0, MAX), vec![(2, w2.ticket)]);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_downgrade_lets_readers_in() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, MAX, true));
+        let w2 = queued(t.acquire("/f", 2, S, 0, 9, true));
+        granted(t.acquire("/f", 1, S, 0, MAX, true));
+        assert!(!t.queued("/f", 2, w2.ticket), "granted by the downgrade");
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, MAX), (2, S, 0, 9)]);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_cancel_leaves_the_queue_and_lets_later_requests_in() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, S, 0, 9, true));
+        let w2 = queued(t.acquire("/f", 2, X, 0, 9, true));
+        let w3 = queued(t.acquire("/f", 3, S, 5, 5, true));
+        assert_eq!(t.cancel("/f", 2, 999), vec![], "another ticket: nothing");
+        assert_eq!(t.cancel("/f", 2, w2.ticket), vec![(3, w3.ticket)]);
+        assert_eq!(holds(&t, "/f"), vec![(1, S, 0, 9), (3, S, 5, 5)]);
+        let w4 = queued(t.acquire("/f", 4, X, 0, 0, true));
+        let w4b = queued(t.acquire("/f", 4, X, 9, 9, true));
+        t.cancel("/f", 4, 0);
+        assert!(!t.queued("/f", 4, w4.ticket) && !t.queued("/f", 4, w4b.ticket), "ticket 0: all of them");
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_dropped_session_releases_and_leaves_queues() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/a", 1, X, 0, MAX, true));
+        granted(t.acquire("/b", 2, X, 0, MAX, true));
+        let w1 = queued(t.acquire("/b", 1, S, 0, 0, true));
+        let w2 = queued(t.acquire("/a", 2, S, 7, 8, true));
+        assert_eq!(t.drop_session(1), vec![("/a".to_string(), 2, w2.ticket)]);
+        assert!(!t.queued("/b", 1, w1.ticket));
+        assert_eq!(holds(&t, "/a"), vec![(2, S, 7, 8)]);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_path_keeps_a_bounded_number_of_entries() {
+        let mut t = RangeTable::default();
+        for i in 0..(ENTRIES_PER_PATH_MAX as u64 - 1) {
+            granted(t.acquire("/f", 1, X, 2 * i, 2 * i, false));
+        }
+        let before = t.clone();
+        assert_eq!(t.acquire("/f", 1, X, 1_000_000, 1_000_000, false), RangeAcquired::TooMany);
+        assert_eq!(t, before);
+        assert_eq!(t.acquire("/f", 2, X, 1_000_000, 1_000_000, true), RangeAcquired::TooMany, "nor queued");
+        // What does not grow the entry is still taken: merging what it holds.
+        granted(t.acquire("/f", 1, X, 0, MAX, false));
+        assert_eq!(holds(&t, "/f"), vec![(1, X, 0, MAX)]);
+    }
+
+    #[test]
+    fn the_check_names_a_broken_table() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, 9, true));
+        t.paths.get_mut("/f").unwrap().holds.push(Hold { session: 2, mode: S, start: 9, end: 9 });
+        assert!(t.check().unwrap_err().contains("conflicting holds"));
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, S, 0, 9, true));
+        t.paths.get_mut("/f").unwrap().queue.push_back(RangeWaiter {
+            session: 2,
+            mode: S,
+            start: 0,
+            end: 0,
+            ticket: 1,
+        });
+        assert!(t.check().unwrap_err().contains("could hold"));
+    }
+}
