@@ -29,7 +29,13 @@ pub fn errno(e: &ClientError) -> Errno {
 /// The errno for a namespace error.
 pub fn fs_errno(e: &FsError) -> Errno {
     match e {
-        FsError::NotFound { .. } | FsError::StaleInode { .. } => Errno::ENOENT,
+        FsError::NotFound { .. } => Errno::ENOENT,
+        // An inode the kernel still names (a cached entry, an open file)
+        // that another mount removed: ESTALE makes the kernel walk the path
+        // again with fresh lookups (an open or stat of a name now free, or
+        // now another file's, then works); through a file handle it says
+        // the file is gone, as NFS does.
+        FsError::StaleInode { .. } => Errno::ESTALE,
         FsError::AlreadyExists { .. } => Errno::EEXIST,
         FsError::NotADirectory { .. } => Errno::ENOTDIR,
         FsError::IsADirectory { .. } => Errno::EISDIR,
@@ -66,7 +72,7 @@ mod tests {
     fn namespace_errors_case_by_case() {
         let p = || "/a".to_string();
         assert_eq!(fs(FsError::NotFound { path: p() }), libc::ENOENT);
-        assert_eq!(fs(FsError::StaleInode { inode: 9 }), libc::ENOENT);
+        assert_eq!(fs(FsError::StaleInode { inode: 9 }), libc::ESTALE);
         assert_eq!(fs(FsError::AlreadyExists { path: p() }), libc::EEXIST);
         assert_eq!(fs(FsError::NotADirectory { path: p() }), libc::ENOTDIR);
         assert_eq!(fs(FsError::IsADirectory { path: p() }), libc::EISDIR);

@@ -25,7 +25,7 @@ fn sh(dir: &Path, script: &str) -> Output {
 }
 
 /// Like [`sh`], and panics unless it succeeds; answers its stdout.
-fn must_sh(dir: &Path, script: &str) -> String {
+pub(crate) fn must_sh(dir: &Path, script: &str) -> String {
     let out = sh(dir, script);
     assert!(
         out.status.success(),
@@ -255,7 +255,7 @@ fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
 
 /// Whether `program` runs here; skips `test` with a message (saying how to
 /// install it) if not.
-fn have(test: &str, program: &str, install: &str) -> bool {
+pub(crate) fn have(test: &str, program: &str, install: &str) -> bool {
     let ok = Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
         skipping(test, program, &format!("it is not installed ({install})"));
