@@ -249,7 +249,9 @@ impl Session {
     /// most): what the session held inside the range is replaced by the new
     /// mode, atomically. `None` once it said stop: the request then left the
     /// queue. (A grant that raced the stop stays held, until the session
-    /// unlocks those bytes: letting it go could drop locks held before.)
+    /// unlocks those bytes: letting it go could drop locks held before.) A
+    /// call that fails after the request queued withdraws it (its ticket
+    /// only: other requests of the session stay).
     pub async fn lock_range_while(
         &self,
         path: &str,
@@ -259,9 +261,19 @@ impl Session {
         mut keep_waiting: impl FnMut() -> bool,
     ) -> Result<Option<RangeLock>> {
         let pending = self.client.inner.requests.begin();
+        let mut ticket = None;
         loop {
             let wait_ms = WAIT_PER_CALL.as_millis() as u64;
-            let reply = self.acquire_in(path, shared, Some((start, end)), true, wait_ms, pending.id).await?;
+            let reply = match self.acquire_in(path, shared, Some((start, end)), true, wait_ms, pending.id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(t) = ticket {
+                        self.cancel_range(path, t).await.ok();
+                    }
+                    return Err(e);
+                }
+            };
+            ticket = Some(reply.ticket);
             if reply.granted {
                 return Ok(Some(RangeLock { path: path.to_string(), shared, start, end, ticket: reply.ticket }));
             }

@@ -1025,6 +1025,10 @@ impl Inner {
             self.unlock(owner, ino).await;
             if self.locks.take_ranges(owner, ino) {
                 self.unlock_ranges(owner, ino, 0, u64::MAX).await.ok();
+                // And a request of it whose answer was lost, if still queued.
+                if let Some(session) = self.locks.current(owner).await {
+                    session.cancel_range(&inode_lock_name(ino), 0).await.ok();
+                }
             }
         });
     }
@@ -1054,7 +1058,14 @@ impl Inner {
     /// replaced, atomically); with `sleep`, waits for it in FIFO order.
     /// Held writes of the file go out before any change, so whoever the
     /// change lets in finds them.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// The owner is noted as maybe holding bytes of `ino` before it asks,
+    /// so a request whose answer is lost (applied all the same) is let go
+    /// of at its owner's close. A whole-file request that has to wait, from
+    /// an owner holding bytes of the file, first lets go of them: that is
+    /// how flock converts (which comes here as a whole-file range, the
+    /// kernel's request not saying which kind it is), and two shared holders
+    /// both asking for exclusive then do not wait for each other forever.
     async fn set_range_lock(
         &self,
         ino: u64,
@@ -1077,13 +1088,15 @@ impl Inner {
         self.send_inode_async(ino).await;
         let shared = want == Want::Shared;
         let name = inode_lock_name(ino);
+        let converting = start == 0 && end >= i64::MAX as u64 && sleep && self.locks.has_ranges(owner, ino);
+        if !self.locks.note_ranges(owner, ino, pid) {
+            // Gone at unmount.
+            return Err(Errno::EINTR);
+        }
         let cancel = sleep.then(|| self.locks.start_wait(owner, ino));
-        let end_wait = || {
-            if let Some(flag) = &cancel {
-                self.locks.end_wait(owner, ino, flag);
-            }
-        };
+        let end_wait = || cancel.as_ref().is_some_and(|flag| self.locks.end_wait_cancelled(owner, ino, flag));
         let mut dead = None;
+        let mut try_first = converting;
         let (session, got) = loop {
             let session = match self.locks.session(owner, dead).await {
                 Ok(s) => s,
@@ -1093,18 +1106,19 @@ impl Inner {
                 }
             };
             let got = match &cancel {
-                Some(flag) => {
+                Some(flag) if !try_first => {
                     let keep_waiting =
                         || !flag.load(std::sync::atomic::Ordering::Acquire) && !crate::locks::process_interrupted(pid);
                     session.lock_range_while(&name, shared, start, end, keep_waiting).await
                 }
-                None => {
+                _ => {
+                    // A try-lock never queues: nothing to withdraw if it times out.
                     let tried = session.try_lock_range(&name, shared, start, end);
                     match tokio::time::timeout(self.opts.timeout * 2, tried).await {
                         Ok(r) => r,
                         Err(_) => {
                             tracing::warn!(ino, "mount: a byte-range try-lock timed out");
-                            session.cancel_range(&name, 0).await.ok();
+                            end_wait();
                             return Err(Errno::EIO);
                         }
                     }
@@ -1114,35 +1128,28 @@ impl Inner {
                 // Meta expired the session (the mount was paused), and its
                 // byte ranges with it: once more with a new one.
                 Err(e) if crate::locks::session_expired(&e) && dead.is_none() => dead = Some(session.id()),
+                // A whole-file conversion that would wait: let go, then wait.
+                Ok(None) if try_first => {
+                    try_first = false;
+                    self.unlock_ranges(owner, ino, 0, u64::MAX).await?;
+                }
                 got => break (session, got),
             }
         };
+        let cancelled = end_wait();
         match got {
-            Ok(Some(_)) => {
-                if self.locks.record_range(owner, ino, pid, cancel.as_ref()) {
-                    self.after_grant(ino).await;
-                    return Ok(());
-                }
+            Ok(Some(_)) if cancelled => {
                 // The owner closed the file while it waited: its locks on
                 // the file go (the close let go of the others already).
                 session.unlock_range(&name, 0, u64::MAX).await.ok();
                 Err(Errno::EINTR)
             }
-            Ok(None) => {
-                end_wait();
-                Err(if sleep { Errno::EINTR } else { Errno::EAGAIN })
+            Ok(Some(_)) => {
+                self.after_grant(ino).await;
+                Ok(())
             }
-            Err(e) => {
-                end_wait();
-                // A request whose answer was lost leaves no place in the queue.
-                if !matches!(
-                    tokio::time::timeout(self.opts.timeout * 2, session.cancel_range(&name, 0)).await,
-                    Ok(Ok(()))
-                ) {
-                    tracing::debug!(ino, "mount: a failed byte-range request could not be withdrawn");
-                }
-                Err(errno(&e))
-            }
+            Ok(None) => Err(if sleep { Errno::EINTR } else { Errno::EAGAIN }),
+            Err(e) => Err(errno(&e)),
         }
     }
 
@@ -1162,9 +1169,12 @@ impl Inner {
                 .find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want == Want::Shared))
                 .map(whole)
         };
+        // The kernel takes offsets up to OFFSET_MAX; a range "to the end"
+        // asked for through the client library ends at 2^64-1.
+        let offset = |o: u64| o.min(i64::MAX as u64);
         Ok(holder.map(|(h, (start, end))| {
             let typ = if h.shared { libc::F_RDLCK } else { libc::F_WRLCK };
-            (start, end, typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
+            (offset(start), offset(end), typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
         }))
     }
 

@@ -50,11 +50,19 @@
 //! sessions stop beating and meta expires them, releasing their locks.
 //!
 //! # Fencing
-//! An exclusive grant makes the handle it was asked through carry the
-//! lock's token ([`shoal_client::File::set_fence`]) until the lock is
-//! released: a mount that was paused past its session TTL, whose lock passed
-//! on, has its writes refused by meta and the chunk servers (the flush or
-//! fsync fails with `EACCES`) and changes no byte.
+//! An exclusive whole-file grant (flock, without cluster fcntl locks) makes
+//! the handle it was asked through carry the lock's token
+//! ([`shoal_client::File::set_fence`]) until the lock is released: a mount
+//! that was paused past its session TTL, whose lock passed on, has its
+//! writes refused by meta and the chunk servers (the flush or fsync fails
+//! with `EACCES`) and changes no byte. Byte ranges carry no token, so with
+//! cluster fcntl locks nothing fences a paused mount's writes (flock's
+//! included): its lost ranges are simply gone, and it asks anew.
+//!
+//! # One setting per cluster
+//! Flocks of a mount with cluster fcntl locks are byte ranges; those of a
+//! mount without are whole-file locks, in another table: the two never
+//! conflict. Mounts that share files must use the same setting.
 //!
 //! # State
 //! [`Locks`] keeps, per owner, its session (opened lazily), the locks it
@@ -381,20 +389,21 @@ impl Locks {
         true
     }
 
-    /// Notes that `owner` (`pid`) holds byte ranges of `ino`, unless `cancel`
-    /// was set meanwhile (the owner closed the file): then answers false and
-    /// the caller lets them go.
-    pub fn record_range(&self, owner: u64, ino: u64, pid: u32, cancel: Option<&Arc<AtomicBool>>) -> bool {
+    /// Notes that `owner` (`pid`) may hold byte ranges of `ino` (before it
+    /// asks for some: a request whose answer is lost may hold them all the
+    /// same). False when the owner is gone (every session closed at unmount).
+    pub fn note_ranges(&self, owner: u64, ino: u64, pid: u32) -> bool {
         let mut owners = self.table();
         let Some(o) = owners.get_mut(&owner) else { return false };
-        if let Some(flag) = cancel {
-            o.forget_wait(ino, flag);
-            if flag.load(Ordering::Acquire) {
-                return false;
-            }
-        }
         o.ranged.insert(ino, pid);
         true
+    }
+
+    /// Forgets the cancel flag of a wait that ended; whether it was set
+    /// (the owner closed the file meanwhile).
+    pub fn end_wait_cancelled(&self, owner: u64, ino: u64, flag: &Arc<AtomicBool>) -> bool {
+        self.end_wait(owner, ino, flag);
+        flag.load(Ordering::Acquire)
     }
 
     /// Whether `owner` may hold byte ranges of `ino`.

@@ -82,9 +82,11 @@ impl MetaService {
 }
 
 impl MetaService {
-    /// Waits until `session`'s byte-range request `waiter` is granted (it
-    /// left the queue: only its own client cancels it), the session ends, or
-    /// `until`.
+    /// Waits until `session`'s byte-range request `waiter` is granted, the
+    /// session ends, or `until`. A request that left the queue is granted
+    /// if the session holds its bytes in its mode; else it was withdrawn
+    /// (by its session: a close, another thread's give-up) and the answer
+    /// says so (`NotLocked`).
     async fn wait_for_range(
         &self,
         session: u64,
@@ -100,7 +102,10 @@ impl MetaService {
                     return Err(fs_status(FsError::SessionExpired { session }));
                 }
                 if !s.fs.ranges.queued(path, session, waiter.ticket) {
-                    return Ok(TonicResponse::new(range_reply(true, waiter.mode, waiter.ticket)));
+                    if s.fs.ranges.covers(path, session, waiter.mode, waiter.start, waiter.end) {
+                        return Ok(TonicResponse::new(range_reply(true, waiter.mode, waiter.ticket)));
+                    }
+                    return Err(fs_status(FsError::NotLocked { path: path.to_string() }));
                 }
             }
             tokio::select! {

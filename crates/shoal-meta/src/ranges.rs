@@ -16,20 +16,30 @@
 //! - Two ranges of different sessions conflict when they overlap and one of
 //!   them is exclusive.
 //! - **FIFO.** A request is granted at once only if it conflicts with no hold
-//!   of another session and with no earlier queued request of another
-//!   session, except one that waits on this session's own holds (queueing
-//!   behind a request that waits for us would never end; POSIX programs
-//!   convert and extend their locks without expecting that). Otherwise it
-//!   queues (or, for a try-lock, is refused and nothing changes). When holds
+//!   of another session and, when its session holds nothing on the path,
+//!   with no earlier queued request of another session. Otherwise it queues
+//!   (or, for a try-lock, is refused and nothing changes). When holds
 //!   change, queued requests are granted in arrival order by the same test,
 //!   each against the requests still queued before it.
+//! - **Why a holder skips the queue.** POSIX programs extend and convert
+//!   the locks they hold. Were a holder queued behind earlier requests, one
+//!   of those could wait (directly, or behind others in the queue) for the
+//!   holder's own bytes, and they would wait for each other forever: a
+//!   deadlock POSIX does not have. A session holding nothing on the path is
+//!   waited on by nobody there, so queueing it is always safe. Every wait
+//!   cycle left is one of holds alone, a deadlock of the program's own (as
+//!   on a local file system; it is not detected, see below). The price: a
+//!   session that keeps holding bytes of a file can pass a queued request
+//!   again and again.
 //! - A session may have several requests queued on one path (threads of one
 //!   process share a lock owner); each has its ticket, and a cancel names it.
 //! - Deadlocks between sessions are not detected (a waiting request ends
 //!   when its client gives up, or its session ends).
-//! - At most [`ENTRIES_PER_PATH_MAX`] holds and queued requests per path: a
-//!   request past that is refused (`ENOLCK`), so no owner can grow a path's
-//!   entry without bound by locking every other byte.
+//! - A path's weight, its holds plus twice its queued requests (each may
+//!   split a hold when granted), stays at most [`ENTRIES_PER_PATH_MAX`]: a
+//!   request or an unlock that would grow it past that is refused
+//!   (`ENOLCK`) and changes nothing, so no owner can grow a path's entry
+//!   without bound by locking or unlocking every other byte.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -113,18 +123,13 @@ impl RangeWaiter {
 
 impl PathRanges {
     /// Whether `session` asking `mode` on `range` must wait: a hold of
-    /// another session conflicts, or one of the first `earlier` queued
-    /// requests, of another session, conflicts and does not itself wait on
-    /// a hold of `session`.
+    /// another session conflicts, or, when `session` holds nothing here, one
+    /// of the first `earlier` queued requests, of another session, does.
     fn blocked(&self, session: u64, mode: Mode, range: (u64, u64), earlier: usize) -> bool {
         let clashes = |s: u64, m: Mode, r: (u64, u64)| s != session && conflict(m, mode) && overlap(r, range);
         self.holds.iter().any(|h| clashes(h.session, h.mode, h.range()))
-            || self.queue.range(..earlier).any(|w| clashes(w.session, w.mode, w.range()) && !self.waits_on(w, session))
-    }
-
-    /// Whether `w` conflicts with a hold of `session`.
-    fn waits_on(&self, w: &RangeWaiter, session: u64) -> bool {
-        self.holds.iter().any(|h| h.session == session && conflict(h.mode, w.mode) && overlap(h.range(), w.range()))
+            || (!self.holds.iter().any(|h| h.session == session)
+                && self.queue.range(..earlier).any(|w| clashes(w.session, w.mode, w.range())))
     }
 
     /// Cuts `range` out of `session`'s holds (splitting those that stick out).
@@ -186,8 +191,9 @@ impl PathRanges {
         }
     }
 
-    fn entries(&self) -> usize {
-        self.holds.len() + self.queue.len()
+    /// Holds, and twice the queued requests (each may split a hold when granted).
+    fn weight(&self) -> usize {
+        self.holds.len() + 2 * self.queue.len()
     }
 }
 
@@ -203,15 +209,15 @@ impl RangeTable {
         if blocked && !wait {
             return RangeAcquired::WouldBlock;
         }
-        // A grant adds at most two pieces (a hold split in three), a queued
-        // request one; near the bound, only what does not grow the entry.
-        if let Some(p) = current.filter(|p| p.entries() + 2 > ENTRIES_PER_PATH_MAX) {
+        // A grant adds at most two holds (one split in three), a queued
+        // request weighs two; near the bound, only what does not grow it.
+        if let Some(p) = current.filter(|p| p.weight() + 2 > ENTRIES_PER_PATH_MAX) {
             let grows = if blocked {
                 true
             } else {
                 let mut after = p.clone();
                 after.set(session, mode, range);
-                after.entries() > p.entries()
+                after.weight() > p.weight()
             };
             if grows {
                 return RangeAcquired::TooMany;
@@ -232,9 +238,39 @@ impl RangeTable {
     }
 
     /// Unlocks `start..=end` of `path` for `session` (its queued requests
-    /// stay). Returns the grants this made (session and ticket).
-    pub fn release(&mut self, path: &str, session: u64, start: u64, end: u64) -> Vec<(u64, u64)> {
-        self.change(path, |p| p.cut(session, (start, end)))
+    /// stay). Returns the grants this made (session and ticket), or `None`
+    /// when the unlock would split a hold past the path's bound (nothing
+    /// changed then).
+    pub fn release(&mut self, path: &str, session: u64, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
+        if let Some(p) = self.paths.get(path).filter(|p| p.weight() + 1 > ENTRIES_PER_PATH_MAX) {
+            let mut after = p.clone();
+            after.cut(session, (start, end));
+            if after.weight() > p.weight() {
+                return None;
+            }
+        }
+        Some(self.change(path, |p| p.cut(session, (start, end))))
+    }
+
+    /// Whether `session`'s holds on `path` cover every byte of `start..=end`
+    /// in `mode` (exclusive covers shared).
+    pub fn covers(&self, path: &str, session: u64, mode: Mode, start: u64, end: u64) -> bool {
+        let Some(p) = self.paths.get(path) else { return false };
+        let mut mine: Vec<&Hold> =
+            p.holds.iter().filter(|h| h.session == session && (h.mode == mode || h.mode == Mode::Exclusive)).collect();
+        mine.sort_by_key(|h| h.start);
+        // The first byte not yet covered.
+        let mut next = start;
+        for h in mine {
+            if h.start > next {
+                break;
+            }
+            if h.end >= end {
+                return true;
+            }
+            next = next.max(h.end + 1);
+        }
+        false
     }
 
     /// Takes `session`'s queued request `ticket` (0: every one of its
@@ -288,6 +324,9 @@ impl RangeTable {
         for (path, p) in &self.paths {
             if p.holds.is_empty() && p.queue.is_empty() {
                 return Err(format!("{path}: an idle path is kept"));
+            }
+            if p.weight() > ENTRIES_PER_PATH_MAX {
+                return Err(format!("{path}: weighs {} (holds and twice the queue), past the bound", p.weight()));
             }
             for (i, a) in p.holds.iter().enumerate() {
                 if a.start > a.end {
@@ -369,9 +408,9 @@ mod tests {
         granted(t.acquire("/f", 1, S, 100, MAX, false));
         assert_eq!(holds(&t, "/f"), vec![(1, S, 0, MAX)]);
         // Unlocking a middle piece leaves both sides.
-        t.release("/f", 1, 10, 19);
+        t.release("/f", 1, 10, 19).unwrap();
         assert_eq!(holds(&t, "/f"), vec![(1, S, 0, 9), (1, S, 20, MAX)]);
-        t.release("/f", 1, 0, MAX);
+        t.release("/f", 1, 0, MAX).unwrap();
         assert!(t.paths.is_empty(), "an idle path is forgotten");
         t.check().unwrap();
     }
@@ -388,10 +427,10 @@ mod tests {
         granted(t.acquire("/f", 4, S, 150, 160, true));
         t.check().unwrap();
         // Unlocking a part no waiter needs grants nothing.
-        assert!(t.release("/f", 1, 0, 9).is_empty());
-        assert_eq!(t.release("/f", 1, 0, MAX), vec![(2, w2.ticket)]);
+        assert!(t.release("/f", 1, 0, 9).unwrap().is_empty());
+        assert_eq!(t.release("/f", 1, 0, MAX).unwrap(), vec![(2, w2.ticket)]);
         assert!(t.queued("/f", 3, w3.ticket), "session 3 waits for session 2");
-        assert_eq!(t.release("/f", 2, 0, MAX), vec![(3, w3.ticket)]);
+        assert_eq!(t.release("/f", 2, 0, MAX).unwrap(), vec![(3, w3.ticket)]);
         assert_eq!(holds(&t, "/f"), vec![(3, S, 55, 150), (4, S, 150, 160)]);
         t.check().unwrap();
     }
@@ -407,7 +446,7 @@ mod tests {
         granted(t.acquire("/f", 1, X, 0, 19, true));
         granted(t.acquire("/f", 1, S, 0, 19, true));
         assert!(t.queued("/f", 2, w2.ticket));
-        assert_eq!(t.release("/f", 1, 0, MAX), vec![(2, w2.ticket)]);
+        assert_eq!(t.release("/f", 1, 0, MAX).unwrap(), vec![(2, w2.ticket)]);
         t.check().unwrap();
     }
 
@@ -464,6 +503,48 @@ mod tests {
         // What does not grow the entry is still taken: merging what it holds.
         granted(t.acquire("/f", 1, X, 0, MAX, false));
         assert_eq!(holds(&t, "/f"), vec![(1, X, 0, MAX)]);
+        // An unlock that splits a hold past the bound is refused too.
+        t.release("/f", 1, 0, MAX).unwrap();
+        for i in 0..(ENTRIES_PER_PATH_MAX as u64 - 1) {
+            granted(t.acquire("/f", 1, X, 4 * i, 4 * i + 2, false));
+        }
+        assert!(t.release("/f", 1, 1, 1).is_some(), "up to the bound");
+        let before = t.clone();
+        assert_eq!(t.release("/f", 1, 5, 5), None, "past it");
+        assert_eq!(t, before);
+        assert!(t.release("/f", 1, 0, 6).is_some(), "an unlock that shrinks is taken");
+        t.check().unwrap();
+    }
+
+    /// Review: a holder queued behind a request that waits, through the
+    /// queue, on the holder's own bytes would wait forever.
+    #[test]
+    fn a_holder_is_not_queued_behind_a_chain_that_waits_on_it() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, X, 0, 0, true));
+        let w2 = queued(t.acquire("/f", 2, X, 0, 5, true));
+        // Session 3 holds nothing: it queues behind session 2 (FIFO).
+        let w3 = queued(t.acquire("/f", 3, X, 5, 5, true));
+        // Session 1 holds byte 0, which session 2 (and so 3) waits for.
+        granted(t.acquire("/f", 1, X, 5, 5, true));
+        t.check().unwrap();
+        assert_eq!(t.release("/f", 1, 0, MAX).unwrap(), vec![(2, w2.ticket)]);
+        assert_eq!(t.release("/f", 2, 0, MAX).unwrap(), vec![(3, w3.ticket)]);
+    }
+
+    #[test]
+    fn coverage_is_of_every_byte_in_a_mode_at_least_as_strong() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/f", 1, S, 0, 9, true));
+        granted(t.acquire("/f", 1, X, 10, 19, true));
+        granted(t.acquire("/f", 1, S, 30, MAX, true));
+        assert!(t.covers("/f", 1, S, 0, 19), "exclusive covers shared");
+        assert!(!t.covers("/f", 1, X, 0, 19), "shared does not cover exclusive");
+        assert!(t.covers("/f", 1, X, 12, 15));
+        assert!(!t.covers("/f", 1, S, 15, 35), "a gap at 20..30");
+        assert!(t.covers("/f", 1, S, 40, MAX));
+        assert!(!t.covers("/f", 2, S, 0, 0), "another session's");
+        assert!(!t.covers("/g", 1, S, 0, 0));
     }
 
     #[test]

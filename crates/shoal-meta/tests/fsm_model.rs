@@ -9,7 +9,9 @@
 //! - the namespace, every file size and every inode's extended attributes
 //!   equal the model's (attributes move with a rename, vanish with a remove);
 //! - a namespace command succeeded exactly when the model says it must;
-//! - a retried request id gets its first answer back and changes nothing.
+//! - a retried request id gets its first answer back and changes nothing;
+//! - a granted byte range is held, an unlocked one is not, and an ended
+//!   session holds and waits for nothing.
 //!
 //! `PROPTEST_CASES` sets the number of cases (1,000 by default here).
 
@@ -22,6 +24,13 @@ use shoal_meta::fsm::{
     Response, WriteCmd,
 };
 use shoal_meta::locks::Mode;
+use shoal_meta::ranges::RangeAcquired;
+
+/// A byte range in a small space (so ranges meet), sometimes to the end.
+fn byte_range() -> impl Strategy<Value = (u64, u64)> {
+    (0..12u64, 0..6u64, prop::bool::weighted(0.15))
+        .prop_map(|(start, len, to_end)| (start, if to_end { u64::MAX } else { start + len }))
+}
 
 const CHUNK_SIZE: u64 = 100;
 /// Chunk servers 1..=SERVERS are registered at the start; SERVERS + 1 never is.
@@ -300,6 +309,26 @@ enum Op {
         session: u64,
         path: String,
     },
+    /// Bytes `start..=end` of `path` (end `u64::MAX`: to the end).
+    AcquireRange {
+        session: u64,
+        path: String,
+        exclusive: bool,
+        wait: bool,
+        start: u64,
+        end: u64,
+    },
+    ReleaseRange {
+        session: u64,
+        path: String,
+        start: u64,
+        end: u64,
+    },
+    CancelRange {
+        session: u64,
+        path: String,
+        ticket: u64,
+    },
     Drop {
         file: usize,
         nodes: Vec<u64>,
@@ -361,6 +390,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (1..5u64, path_strategy(), any::<bool>(), any::<bool>())
             .prop_map(|(session, path, exclusive, wait)| Op::Acquire { session, path, exclusive, wait }),
         1 => (1..5u64, path_strategy()).prop_map(|(session, path)| Op::Release { session, path }),
+        3 => (1..5u64, path_strategy(), any::<bool>(), any::<bool>(), byte_range())
+            .prop_map(|(session, path, exclusive, wait, (start, end))| Op::AcquireRange { session, path, exclusive, wait, start, end }),
+        2 => (1..5u64, path_strategy(), byte_range())
+            .prop_map(|(session, path, (start, end))| Op::ReleaseRange { session, path, start, end }),
+        1 => (1..5u64, path_strategy(), 0..20u64)
+            .prop_map(|(session, path, ticket)| Op::CancelRange { session, path, ticket }),
         1 => (0..8usize, prop::collection::vec(server(), 0..3)).prop_map(|(file, nodes)| Op::Drop { file, nodes }),
         1 => (0..8usize, server(), prop::collection::vec(server(), 0..2)).prop_map(|(file, target, drop)| Op::Copy { file, target, drop }),
         1 => (server(), 0..8usize).prop_map(|(node, file)| Op::Corrupt { node, file }),
@@ -500,6 +535,9 @@ impl Harness {
                 assert!(!self.st.locks.paths.values().any(|l| {
                     l.holders.iter().any(|g| g.session == *session) || l.queue.iter().any(|w| w.session == *session)
                 }));
+                assert!(!self.st.ranges.paths.values().any(|p| {
+                    p.holds.iter().any(|h| h.session == *session) || p.queue.iter().any(|w| w.session == *session)
+                }));
             }
             Op::Acquire { session, path, exclusive, wait } => {
                 let mode = if *exclusive { Mode::Exclusive } else { Mode::Shared };
@@ -511,6 +549,43 @@ impl Harness {
             }
             Op::Release { session, path } => {
                 self.apply(LockCmd::Release { session: *session, path: np(path) });
+            }
+            Op::AcquireRange { session, path, exclusive, wait, start, end } => {
+                let mode = if *exclusive { Mode::Exclusive } else { Mode::Shared };
+                let live = self.st.sessions.contains_key(session);
+                let cmd = LockCmd::AcquireRange {
+                    session: *session,
+                    path: np(path),
+                    mode,
+                    start: *start,
+                    end: *end,
+                    wait: *wait,
+                };
+                match self.apply(cmd) {
+                    Response::Range(RangeAcquired::Granted { .. }) => {
+                        assert!(live, "an ended session acquired");
+                        assert!(self.st.ranges.covers(path, *session, mode, *start, *end), "granted bytes are held");
+                    }
+                    Response::Range(RangeAcquired::Queued(w)) => {
+                        assert!(live && *wait, "queued: live {live}, wait {wait}");
+                        assert!(self.st.ranges.queued(path, *session, w.ticket));
+                    }
+                    Response::Err(_) => {}
+                    other => panic!("a byte-range request answered {other:?}"),
+                }
+            }
+            Op::ReleaseRange { session, path, start, end } => {
+                let cmd = LockCmd::ReleaseRange { session: *session, path: np(path), start: *start, end: *end };
+                if self.apply(cmd) == Response::Ok {
+                    let held = self.st.ranges.paths.get(path.as_str()).map_or(Vec::new(), |p| p.holds.clone());
+                    assert!(
+                        !held.iter().any(|h| h.session == *session && h.start <= *end && *start <= h.end),
+                        "unlocked bytes are no longer held"
+                    );
+                }
+            }
+            Op::CancelRange { session, path, ticket } => {
+                self.apply(LockCmd::CancelRange { session: *session, path: np(path), ticket: *ticket });
             }
             Op::Drop { file, nodes } => {
                 if let Some(place) = self.file_place(*file) {

@@ -96,8 +96,18 @@ impl FsState {
             }
             LockCmd::ReleaseRange { session, path, start, end } => {
                 self.live_session(*session)?;
-                self.ranges.release(&path.to_string(), *session, *start, (*end).max(*start));
-                Ok(Response::Ok)
+                if start > end {
+                    return Err(FsError::InvalidArgument {
+                        reason: format!("a byte range's start {start} is past its end {end}"),
+                    });
+                }
+                match self.ranges.release(&path.to_string(), *session, *start, *end) {
+                    Some(_) => Ok(Response::Ok),
+                    None => Err(FsError::TooManyLocks {
+                        path: path.to_string(),
+                        max: crate::ranges::ENTRIES_PER_PATH_MAX as u32,
+                    }),
+                }
             }
             LockCmd::CancelRange { session, path, ticket } => {
                 self.live_session(*session)?;

@@ -1,9 +1,11 @@
-//! t98: flock(2) through `shoal mount`, and fcntl(2) with
+//! t98: flock(2) through `shoal mount`, and fcntl(2) byte ranges with
 //! `--cluster-fcntl-locks`, are the cluster's locks: real programs (python3's
-//! `fcntl` module) on two mounts of one cluster, through the kernel. Conflicts and FIFO hand-over across mounts (two
-//! waiters on different mounts are granted in the order they asked), F_GETLK,
-//! POSIX release on close, a waiter interrupted by a signal, a dead mount's
-//! locks passing on after its session TTL, and fencing: a paused mount whose
+//! `fcntl` module, sqlite3) on two mounts of one cluster, through the kernel.
+//! Conflicts and FIFO hand-over across mounts (two waiters on different
+//! mounts are granted in the order they asked), F_GETLK, byte ranges held,
+//! split and converted, POSIX release on close, a waiter interrupted by a
+//! signal, a dead mount's locks passing on after its session TTL, and
+//! fencing of flock (without `--cluster-fcntl-locks`): a paused mount whose
 //! lock passed on cannot change a byte.
 //!
 //! Each program is a python3 process driven line by line over its stdin
@@ -379,6 +381,24 @@ fn t98_fcntl_byte_ranges_across_mounts() {
     pb.must(&format!("open other {}", b.path("f").display()));
     pb.must("close other");
     pa.must("lockr x ex 0 0 nb");
+    pa.must("lockr x un 0 0");
+
+    // Phase 6: in this mode a flock is a whole-file range of its open file
+    // description; two shared holders that both ask for exclusive do not
+    // wait for each other forever (the first lets go of its shared lock to
+    // wait, as flock converts).
+    pa.must(&format!("open fa {}", a.path("f").display()));
+    pb.must(&format!("open fb {}", b.path("f").display()));
+    pa.must("flock fa sh");
+    pb.must("flock fb sh nb");
+    pa.send("flock fa ex");
+    still_waiting(&mut pa, "a flock conversion");
+    pb.must("flock fb ex");
+    // B's flock (its open file description's) is in the way of B's fcntl
+    // locks (its process's): another owner.
+    assert_eq!(pb.run("getlk x rd 0 1").split(' ').nth(1), Some("wr"));
+    pb.must("flock fb un");
+    assert_eq!(pa.answer("a flock conversion"), "ok");
 }
 
 /// SQLite in rollback-journal mode on two mounts at once, with
