@@ -680,6 +680,32 @@ mod tests {
         assert_eq!(back, new);
     }
 
+    /// A format-5 state (no byte-range locks after `repair_paused`) decodes
+    /// with none, and what follows it lines up.
+    #[test]
+    fn format_5_states_decode_without_byte_ranges() {
+        use crate::fsm::FsState;
+        let mut st = FsState::default();
+        st.last_session = 3;
+        st.repair_paused = true;
+        // An empty byte-range table is two zero bytes (no paths, ticket 0) at
+        // the end of the state; a format-5 body has neither.
+        let mut bytes = encode(RecordKind::Snapshot, &(st.clone(), 77u64)).unwrap();
+        let tail = bytes.len() - 1;
+        assert_eq!(&bytes[tail - 2..], &[0, 0, 77]);
+        bytes.drain(tail - 2..tail);
+        let body_len = (bytes.len() - HEADER_BYTES) as u64;
+        bytes[8..16].copy_from_slice(&body_len.to_le_bytes());
+        let (back, after): (FsState, u64) = decode(RecordKind::Snapshot, &with_format(bytes, 5), no_upgrade).unwrap();
+        assert_eq!(after, 77, "the fields after the state line up");
+        assert_eq!(back, st);
+        // Format 6 keeps them.
+        st.ranges.acquire("/f", 3, crate::locks::Mode::Shared, 1, 2, false);
+        let back: FsState =
+            decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &st).unwrap(), no_upgrade).unwrap();
+        assert_eq!(back.ranges, st.ranges);
+    }
+
     /// A format-0 entry names its command flat; it decodes nested in its domain.
     #[test]
     fn a_legacy_flat_command_decodes_into_its_domain() {
