@@ -258,6 +258,11 @@ pub struct LockReport {
     pub holders: Vec<LockEntryReport>,
     /// In arrival order.
     pub queue: Vec<LockEntryReport>,
+    /// Byte ranges held (POSIX record locks, the mount's cluster fcntl
+    /// locks), by session then first byte.
+    pub ranges_held: Vec<LockEntryReport>,
+    /// Byte-range requests waiting, in arrival order.
+    pub ranges_queued: Vec<LockEntryReport>,
 }
 
 /// One holder or waiter of a lock.
@@ -266,9 +271,14 @@ pub struct LockEntryReport {
     pub session: u64,
     /// `shared` or `exclusive`.
     pub mode: &'static str,
-    /// The fencing token; 0 while queued.
+    /// The fencing token; 0 while queued, and for byte ranges.
     pub token: u64,
     pub ticket: u64,
+    /// A byte range's first and last byte (inclusive; the last is
+    /// 18446744073709551615, or the kernel's 9223372036854775807, when it
+    /// runs to the end of the file); absent for a whole-path lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<[u64; 2]>,
 }
 
 /// The holders and the queue of `path`'s lock.
@@ -294,10 +304,17 @@ fn lock_report(path: String, info: crate::LockInfo) -> LockReport {
                 mode: if e.shared { "shared" } else { "exclusive" },
                 token: e.token,
                 ticket: e.ticket,
+                bytes: e.range.map(|r| [r.start, r.end]),
             })
             .collect()
     };
-    LockReport { path, holders: rows(info.holders), queue: rows(info.queue) }
+    LockReport {
+        path,
+        holders: rows(info.holders),
+        queue: rows(info.queue),
+        ranges_held: rows(info.range_holders),
+        ranges_queued: rows(info.range_queue),
+    }
 }
 
 /// `dir` or `file`.

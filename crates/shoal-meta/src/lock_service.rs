@@ -210,21 +210,7 @@ impl pb::locks_server::Locks for MetaService {
         let path = parse_path(&req.into_inner().path)?.to_string();
         self.node.linearizable().await?;
         let s = self.node.state.read();
-        let mut info = s.fs.locks.paths.get(&path).map(lock_info).unwrap_or_default();
-        if let Some(p) = s.fs.ranges.paths.get(&path) {
-            let range = |start, end| Some(pb::ByteRange { start, end });
-            info.range_holders = p
-                .holds
-                .iter()
-                .map(|h| pb::LockEntry { range: range(h.start, h.end), ..entry(h.session, h.mode, 0, 0) })
-                .collect();
-            info.range_queue = p
-                .queue
-                .iter()
-                .map(|w| pb::LockEntry { range: range(w.start, w.end), ..entry(w.session, w.mode, 0, w.ticket) })
-                .collect();
-        }
-        Ok(TonicResponse::new(info))
+        Ok(TonicResponse::new(path_info(&s.fs, &path)))
     }
 
     async fn list(&self, req: Request<pb::ListLocksRequest>) -> Reply<pb::LockList> {
@@ -232,14 +218,22 @@ impl pb::locks_server::Locks for MetaService {
         let limit = if req.limit == 0 { LIST_LOCKS_MAX } else { (req.limit as usize).min(LIST_LOCKS_MAX) };
         self.node.linearizable().await?;
         let s = self.node.state.read();
-        let matching =
-            s.fs.locks.paths.range(req.prefix.clone()..).take_while(|(path, _)| path.starts_with(&req.prefix));
+        // Paths with a whole-path lock or byte ranges (or both), in order.
+        let prefix = &req.prefix;
+        let starts = |p: &&String| p.starts_with(prefix.as_str());
+        let mut matching: Vec<String> =
+            s.fs.locks.paths.range(prefix.clone()..).map(|(p, _)| p).take_while(starts).cloned().collect();
+        matching.extend(s.fs.ranges.paths.range(prefix.clone()..).map(|(p, _)| p).take_while(starts).cloned());
+        matching.sort();
+        matching.dedup();
         let mut list = pb::LockList::default();
         let mut bytes = 0;
-        for (path, l) in matching {
-            let row = pb::LockedPath { path: path.clone(), info: Some(lock_info(l)) };
+        for path in matching {
+            let info = path_info(&s.fs, &path);
+            let entries = info.holders.len() + info.queue.len() + info.range_holders.len() + info.range_queue.len();
             // About what the row encodes to: the path, and a few varints per entry.
-            bytes += path.len() + 16 + 40 * (l.holders.len() + l.queue.len());
+            bytes += path.len() + 16 + 40 * entries;
+            let row = pb::LockedPath { path, info: Some(info) };
             if list.paths.len() == limit || (bytes > LIST_LOCKS_MAX_BYTES && !list.paths.is_empty()) {
                 list.truncated = true;
                 break;
@@ -255,6 +249,25 @@ const LIST_LOCKS_MAX: usize = 10_000;
 /// About the largest reply of `List` (well under a client's 4 MiB decode
 /// limit): long queues make big rows.
 const LIST_LOCKS_MAX_BYTES: usize = 2 << 20;
+
+/// A path's whole-path lock and byte ranges: holders and queues.
+fn path_info(fs: &crate::fsm::FsState, path: &str) -> pb::LockInfo {
+    let mut info = fs.locks.paths.get(path).map(lock_info).unwrap_or_default();
+    if let Some(p) = fs.ranges.paths.get(path) {
+        let range = |start, end| Some(pb::ByteRange { start, end });
+        info.range_holders = p
+            .holds
+            .iter()
+            .map(|h| pb::LockEntry { range: range(h.start, h.end), ..entry(h.session, h.mode, 0, 0) })
+            .collect();
+        info.range_queue = p
+            .queue
+            .iter()
+            .map(|w| pb::LockEntry { range: range(w.start, w.end), ..entry(w.session, w.mode, 0, w.ticket) })
+            .collect();
+    }
+    info
+}
 
 /// A path's holders (in grant order) and queue (in arrival order).
 fn lock_info(l: &crate::locks::PathLock) -> pb::LockInfo {

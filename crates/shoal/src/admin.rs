@@ -100,11 +100,22 @@ async fn locks(client: &Client, path: &str, as_json: bool) -> anyhow::Result<Exi
         writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "{:<8} {:<8} {:<10} {:>8} {:>8}", "STATE", "SESSION", "MODE", "TICKET", "TOKEN")?;
-    for (state, entries) in [("holds", &info.holders), ("waits", &info.queue)] {
+    writeln!(out, "{:<8} {:<8} {:<10} {:>8} {:>8}  BYTES", "STATE", "SESSION", "MODE", "TICKET", "TOKEN")?;
+    let all = [
+        ("holds", &info.holders),
+        ("waits", &info.queue),
+        ("holds", &info.ranges_held),
+        ("waits", &info.ranges_queued),
+    ];
+    for (state, entries) in all {
         for e in entries.iter() {
             let token = if e.token == 0 { "-".to_string() } else { e.token.to_string() };
-            writeln!(out, "{state:<8} {:<8} {:<10} {:>8} {:>8}", e.session, e.mode, e.ticket, token)?;
+            let bytes = match e.bytes {
+                None => "all (whole-path lock)".to_string(),
+                Some([start, end]) if end >= i64::MAX as u64 => format!("{start}-"),
+                Some([start, end]) => format!("{start}-{end}"),
+            };
+            writeln!(out, "{state:<8} {:<8} {:<10} {:>8} {:>8}  {bytes}", e.session, e.mode, e.ticket, token)?;
         }
     }
     Ok(ExitCode::SUCCESS)

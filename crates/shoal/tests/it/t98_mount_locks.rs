@@ -195,19 +195,25 @@ fn with_f_open(name: &'static str, m: &Mount) -> Prog {
 /// Waits until at least `n` requests queue for the cluster lock of the
 /// file at `path` (a path on a mount), as meta reports it.
 fn queued_at_least(c: &Cluster, path: &std::path::Path, n: usize) {
-    use std::os::unix::fs::MetadataExt;
-    let name = shoal_core::path::inode_lock_name(std::fs::metadata(path).unwrap().ino());
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let out = c.shoal(&["admin", "locks", "--json", &name], None);
-        let v: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        let (v, err) = lock_report(c, path);
         let queued = v.as_ref().and_then(|v| v["queue"].as_array()).map_or(0, |q| q.len());
         if queued >= n {
             return;
         }
-        assert!(Instant::now() < deadline, "{n} waiters never queued for {name}: {}", stderr(&out));
+        assert!(Instant::now() < deadline, "{n} waiters never queued for {}: {err}", path.display());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `shoal admin locks --json` of the file at `path` (a path on a mount):
+/// the report, if it parsed, and the command's stderr.
+fn lock_report(c: &Cluster, path: &std::path::Path) -> (Option<serde_json::Value>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let name = shoal_core::path::inode_lock_name(std::fs::metadata(path).unwrap().ino());
+    let out = c.shoal(&["admin", "locks", "--json", &name], None);
+    (serde_json::from_slice(&out.stdout).ok(), stderr(&out))
 }
 
 /// A blocking request (sent already) is still waiting: no answer for a while.
@@ -340,7 +346,7 @@ fn t98_fcntl_locks_across_mounts_getlk_and_release_on_any_close() {
 #[test]
 fn t98_fcntl_byte_ranges_across_mounts() {
     let test = "t98_fcntl_byte_ranges_across_mounts";
-    let Some((_c, a, b)) = two_mounts(test, &["--cluster-fcntl-locks"], &["--cluster-fcntl-locks"], b"records") else {
+    let Some((c, a, b)) = two_mounts(test, &["--cluster-fcntl-locks"], &["--cluster-fcntl-locks"], b"records") else {
         return;
     };
     let mut pa = with_f_open("pa", &a);
@@ -371,6 +377,20 @@ fn t98_fcntl_byte_ranges_across_mounts() {
     // Phase 4: B waits for 0..200 exclusive, in A's way at 50..100 only.
     pb.send("lockr x ex 0 200");
     still_waiting(&mut pb, "a blocking byte-range lock");
+    // `shoal admin locks` shows the bytes held and waited for.
+    let (report, err) = lock_report(&c, &a.path("f"));
+    let report = report.unwrap_or_else(|| panic!("admin locks: {err}"));
+    let bytes = |rows: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        let row = |r: &serde_json::Value| {
+            let b = &r["bytes"];
+            (r["mode"].as_str().unwrap().to_string(), b[0].as_u64().unwrap(), b[1].as_u64().unwrap())
+        };
+        rows.as_array().unwrap().iter().map(row).collect()
+    };
+    assert_eq!(bytes(&report["ranges_queued"]), vec![("exclusive".to_string(), 0, 199)], "{report}");
+    let held = bytes(&report["ranges_held"]);
+    assert!(held.contains(&("shared".to_string(), 50, 99)), "A's shared bytes: {report}");
+    assert!(held.contains(&("shared".to_string(), 0, 59)), "B's merged shared bytes: {report}");
     pa.must("lockr x un 300 0");
     still_waiting(&mut pb, "a blocking byte-range lock (after an unlock of other bytes)");
     pa.must("lockr x un 0 0");
