@@ -234,6 +234,38 @@ fn t97_two_mounts_close_to_open() {
     assert!(a.path("shared").exists(), "nothing changed");
 }
 
+/// A name another mount removed (or replaced) while this mount's kernel
+/// still holds its entry (TTLs of a minute): the stale inode answers
+/// ESTALE, so the kernel looks the name up again, and open, stat, read and
+/// an O_CREAT open all act on what the name is now. (With ENOENT they
+/// failed: SQLite's journal, created with O_CREAT, could not be opened.)
+#[test]
+fn t97_a_name_another_mount_replaced_is_looked_up_again() {
+    if !can_mount("t97_a_name_another_mount_replaced_is_looked_up_again") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let long = ["--attr-ttl-ms", "60000", "--entry-ttl-ms", "60000"];
+    let a = Mount::start(&c, "a", &long);
+    let b = Mount::start(&c, "b", &[]);
+    std::fs::write(b.path("f"), b"old").unwrap();
+    std::fs::write(b.path("g"), b"gone soon").unwrap();
+    // A's kernel caches both entries.
+    assert_eq!(std::fs::read(a.path("f")).unwrap(), b"old");
+    assert_eq!(std::fs::read(a.path("g")).unwrap(), b"gone soon");
+    // B replaces f by a new file and removes g.
+    std::fs::remove_file(b.path("f")).unwrap();
+    std::fs::write(b.path("f"), b"new!").unwrap();
+    std::fs::remove_file(b.path("g")).unwrap();
+    assert_eq!(std::fs::read(a.path("f")).unwrap(), b"new!", "the open found the new file");
+    assert_eq!(std::fs::metadata(a.path("f")).unwrap().len(), 4);
+    // An O_CREAT open (no O_EXCL) of the removed name creates it anew.
+    let mut g = std::fs::OpenOptions::new().create(true).append(true).open(a.path("g")).unwrap();
+    std::io::Write::write_all(&mut g, b"made on A").unwrap();
+    drop(g);
+    assert_eq!(std::fs::read(b.path("g")).unwrap(), b"made on A");
+}
+
 #[test]
 fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
     if !can_mount("t97_unreachable_cluster_fails_with_eio_then_recovers") {
