@@ -52,20 +52,22 @@ fn queued(w: Waiter) -> pb::AcquireReply {
 }
 
 impl MetaService {
-    /// Waits until `session` holds `path`, the session ends, or `until`.
-    async fn wait_for_grant(
+    /// Waits on the applied state until `answer` gives the reply (it is
+    /// asked at once, then after every apply), or `until`: then the reply is
+    /// `still_queued`. A session that ended answers `SessionExpired`.
+    async fn wait_on_state(
         &self,
         session: u64,
-        path: &str,
-        waiter: Waiter,
         until: Instant,
+        still_queued: pb::AcquireReply,
+        answer: impl Fn(&crate::fsm::FsState) -> Option<Reply<pb::AcquireReply>>,
     ) -> Reply<pb::AcquireReply> {
         let mut changes = self.node.state.subscribe();
         loop {
             {
                 let s = self.node.state.read();
-                if let Some(g) = s.fs.locks.held(path, session) {
-                    return Ok(TonicResponse::new(granted(g)));
+                if let Some(reply) = answer(&s.fs) {
+                    return reply;
                 }
                 if !s.fs.sessions.contains_key(&session) {
                     return Err(fs_status(FsError::SessionExpired { session }));
@@ -75,13 +77,25 @@ impl MetaService {
                 r = changes.changed() => if r.is_err() {
                     return Err(Status::unavailable("meta node is shutting down"));
                 },
-                _ = tokio::time::sleep_until(until.into()) => return Ok(TonicResponse::new(queued(waiter))),
+                _ = tokio::time::sleep_until(until.into()) => return Ok(TonicResponse::new(still_queued)),
             }
         }
     }
-}
 
-impl MetaService {
+    /// Waits until `session` holds `path`, the session ends, or `until`.
+    async fn wait_for_grant(
+        &self,
+        session: u64,
+        path: &str,
+        waiter: Waiter,
+        until: Instant,
+    ) -> Reply<pb::AcquireReply> {
+        self.wait_on_state(session, until, queued(waiter), |fs| {
+            fs.locks.held(path, session).map(|g| Ok(TonicResponse::new(granted(g))))
+        })
+        .await
+    }
+
     /// Waits until `session`'s byte-range request `waiter` is granted, the
     /// session ends, or `until`. A request that left the queue is granted
     /// if the session holds its bytes in its mode; else it was withdrawn
@@ -94,29 +108,18 @@ impl MetaService {
         waiter: RangeWaiter,
         until: Instant,
     ) -> Reply<pb::AcquireReply> {
-        let mut changes = self.node.state.subscribe();
-        loop {
-            {
-                let s = self.node.state.read();
-                if !s.fs.sessions.contains_key(&session) {
-                    return Err(fs_status(FsError::SessionExpired { session }));
-                }
-                if !s.fs.ranges.queued(path, session, waiter.ticket) {
-                    if s.fs.ranges.covers(path, session, waiter.mode, waiter.start, waiter.end) {
-                        return Ok(TonicResponse::new(range_reply(true, waiter.mode, waiter.ticket)));
-                    }
-                    return Err(fs_status(FsError::NotLocked { path: path.to_string() }));
-                }
+        let still_queued = range_reply(false, waiter.mode, waiter.ticket);
+        self.wait_on_state(session, until, still_queued, |fs| {
+            if !fs.sessions.contains_key(&session) || fs.ranges.queued(path, session, waiter.ticket) {
+                return None;
             }
-            tokio::select! {
-                r = changes.changed() => if r.is_err() {
-                    return Err(Status::unavailable("meta node is shutting down"));
-                },
-                _ = tokio::time::sleep_until(until.into()) => {
-                    return Ok(TonicResponse::new(range_reply(false, waiter.mode, waiter.ticket)));
-                }
-            }
-        }
+            Some(if fs.ranges.covers(path, session, waiter.mode, waiter.start, waiter.end) {
+                Ok(TonicResponse::new(range_reply(true, waiter.mode, waiter.ticket)))
+            } else {
+                Err(fs_status(FsError::NotLocked { path: path.to_string() }))
+            })
+        })
+        .await
     }
 }
 
