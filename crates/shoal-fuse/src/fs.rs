@@ -495,11 +495,17 @@ impl Inner {
         paths.insert(ino, path.to_string());
     }
 
+    /// The path of `ino` (a directory a call names a child of, mostly). An
+    /// inode another mount removed is `ENOENT` here, as a lookup in a
+    /// removed directory is on a local file system (`ESTALE` would reach the
+    /// caller: the kernel walks again only from a fresh start, not from a
+    /// working directory).
     fn path_of(&self, ino: u64) -> Res<String> {
         if let Some(p) = self.paths.lock().expect("paths lock").get(&ino) {
             return Ok(p.clone());
         }
-        let (_, path) = self.ns(self.client.stat_inode(ino, false))?;
+        let stale_is_gone = |e| if e == Errno::ESTALE { Errno::ENOENT } else { e };
+        let (_, path) = self.ns(self.client.stat_inode(ino, false)).map_err(stale_is_gone)?;
         self.remember(ino, &path);
         Ok(path)
     }
@@ -1055,7 +1061,7 @@ impl Inner {
 
     /// setlk with cluster fcntl locks: sets `owner`'s lock on bytes
     /// `start..=end` of `ino` to `want` (POSIX: what it held there is
-    /// replaced, atomically); with `sleep`, waits for it in FIFO order.
+    /// replaced, atomically); with `sleep`, waits until no other owner's range is in the way.
     /// Held writes of the file go out before any change, so whoever the
     /// change lets in finds them.
     ///
@@ -1131,20 +1137,31 @@ impl Inner {
                 // A whole-file conversion that would wait: let go, then wait.
                 Ok(None) if try_first => {
                     try_first = false;
-                    self.unlock_ranges(owner, ino, 0, u64::MAX).await?;
+                    if let Err(e) = self.unlock_ranges(owner, ino, 0, u64::MAX).await {
+                        end_wait();
+                        return Err(e);
+                    }
                 }
                 got => break (session, got),
             }
         };
         let cancelled = end_wait();
         match got {
-            Ok(Some(_)) if cancelled => {
-                // The owner closed the file while it waited: its locks on
-                // the file go (the close let go of the others already).
-                session.unlock_range(&name, 0, u64::MAX).await.ok();
+            // The owner closed the file while it waited (the close let go
+            // of its locks on the file): a grant that raced the stop goes
+            // too, these bytes only (another thread may have locked others
+            // since).
+            Ok(_) if cancelled => {
+                session.unlock_range(&name, start, end).await.ok();
                 Err(Errno::EINTR)
             }
-            Ok(Some(_)) => {
+            // Withdrawn by a close (which set the flag too).
+            Err(_) if cancelled => Err(Errno::EINTR),
+            // Granted, then changed by another thread of the owner before
+            // the answer was made: POSIX orders the grant first.
+            Ok(Some(_)) | Err(ClientError::Fs(shoal_core::FsError::NotLocked { .. })) => {
+                // Noted again: a close between the first note and the grant took it.
+                self.locks.note_ranges(owner, ino, pid);
                 self.after_grant(ino).await;
                 Ok(())
             }

@@ -17,10 +17,13 @@
 //!   `F_RDLCK` is shared, `F_WRLCK` exclusive, `F_UNLCK` releases. Changing
 //!   the mode of a held lock is release, then acquire (as flock does).
 //! - **fcntl, with cluster fcntl locks**: meta's byte-range locks of that
-//!   name ([`shoal_meta::ranges`]-style POSIX semantics, kept in meta's
-//!   state): the bytes asked for, shared or exclusive; setting a range
-//!   replaces what the owner held inside it, atomically (a conversion never
-//!   passes through "unlocked"); unlocking part of a range splits it. They
+//!   name (POSIX semantics, kept in meta's state by its `ranges` module):
+//!   the bytes asked for, shared or exclusive; setting a range replaces
+//!   what the owner held inside it, atomically (a conversion never passes
+//!   through "unlocked"); unlocking part of a range splits it. A request
+//!   waits only for the held ranges in its way (waiting requests are
+//!   granted in arrival order as those go, not queued behind each other:
+//!   that would make deadlocks POSIX has not). They
 //!   carry no fencing token (disjoint ranges are held at once, and a file's
 //!   fence only grows). `fuser` does not pass the flag that tells flock
 //!   from fcntl requests, so in this mode a flock is a byte-range lock of

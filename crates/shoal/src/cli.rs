@@ -291,7 +291,7 @@ pub struct MountArgs {
     #[arg(long, default_value = "2m", value_parser = lock_ttl)]
     pub unlinked_ttl: Duration,
     /// Make fcntl(2) (POSIX) record locks cluster locks too: byte ranges
-    /// held across every mount of the cluster, in FIFO order, so programs
+    /// held across every mount of the cluster, so programs
     /// on several machines that lock one file (SQLite in rollback-journal
     /// mode) exclude each other. Each lock change is then a round to meta.
     /// flock(2) locks then become whole-file byte ranges and carry no

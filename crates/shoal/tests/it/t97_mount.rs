@@ -264,6 +264,14 @@ fn t97_a_name_another_mount_replaced_is_looked_up_again() {
     std::io::Write::write_all(&mut g, b"made on A").unwrap();
     drop(g);
     assert_eq!(std::fs::read(b.path("g")).unwrap(), b"made on A");
+    // A name looked up in a directory another mount removed, from a
+    // descriptor of it (as from a working directory): ENOENT, as locally.
+    std::fs::create_dir(b.path("d")).unwrap();
+    let d = std::fs::File::open(a.path("d")).unwrap();
+    std::fs::remove_dir(b.path("d")).unwrap();
+    let fd = unsafe { libc::openat(std::os::fd::AsRawFd::as_raw_fd(&d), c"x".as_ptr(), libc::O_RDONLY) };
+    assert_eq!(fd, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOENT));
 }
 
 #[test]
