@@ -40,7 +40,9 @@
 //! # Unlinked open files
 //! POSIX keeps a file's data while it is open, after its last name is
 //! removed. Meta frees a file with its last name, so an unlink of a file's
-//! last name while this mount has it open renames it instead, to a hidden
+//! last name while this mount has it open (or a rename that replaces it:
+//! then first, so the name is absent for a moment, and put back if the
+//! rename fails) renames it instead, to a hidden
 //! name in the root ([`hidden_path`], unique per mount and inode, left out
 //! of listings), as NFS clients do; `stat` reports it with no links, and
 //! the hidden name is removed when this mount's last handle of it is
@@ -268,6 +270,12 @@ enum Resize {
 pub struct ShoalFs(pub Arc<Inner>);
 
 type Res<T> = Result<T, Errno>;
+/// Whether removing the name `stat` was found under would free the file
+/// (its last name, a regular file): one open here is hidden instead.
+fn hidden_when_gone(stat: &Stat) -> bool {
+    !stat.is_dir && stat.nlink <= 1 && stat.special.is_none()
+}
+
 /// A conflicting lock getlk answers: its bytes (start, end), type and pid.
 type Conflict = (u64, u64, i32, u32);
 
@@ -375,6 +383,15 @@ impl Inner {
             }
         }
         Err(Errno::EIO)
+    }
+
+    /// Hides `path`, the last name of inode `ino` (open here), under its
+    /// hidden name until its last handle here is released.
+    fn hide_open(&self, path: &str, ino: u64) -> Res<String> {
+        let hidden = self.hide(path, ino)?;
+        self.unlinked.lock().expect("unlinked lock").insert(ino, hidden.clone());
+        self.renamed(path, &hidden);
+        Ok(hidden)
     }
 
     /// Ends the keeper session (at unmount, after the hidden names went):
@@ -1396,11 +1413,9 @@ impl Filesystem for ShoalFs {
         if stat.is_dir {
             return reply.error(Errno::EISDIR);
         }
-        if stat.nlink <= 1 && stat.special.is_none() && fs.is_open(stat.inode) {
+        if hidden_when_gone(&stat) && fs.is_open(stat.inode) {
             // The last name of a file open here: hidden until released.
-            let hidden = or_reply!(reply, fs.hide(&path, stat.inode));
-            fs.unlinked.lock().expect("unlinked lock").insert(stat.inode, hidden.clone());
-            fs.renamed(&path, &hidden);
+            or_reply!(reply, fs.hide_open(&path, stat.inode));
             // A release that came while the rename was under way found
             // nothing to remove: look again.
             fs.drop_unlinked(stat.inode);
@@ -1496,7 +1511,28 @@ impl Filesystem for ShoalFs {
             return reply.ok();
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        or_reply!(reply, fs.ns(fs.client.rename_exact(&src, &dst, no_replace)));
+        // The last name of a file open here, about to be replaced: hidden
+        // first, as unlink hides one, so its handles keep its data. Not
+        // atomic for others: the name is absent between the two renames
+        // (NFS clients do the same); a rename that then fails puts it back.
+        let hidden = match !no_replace && src != dst && !fs.files.lock().expect("files lock").is_empty() {
+            true => match fs.stat_path(&dst) {
+                Ok(stat) if hidden_when_gone(&stat) && fs.is_open(stat.inode) => {
+                    Some((stat.inode, or_reply!(reply, fs.hide_open(&dst, stat.inode))))
+                }
+                _ => None,
+            },
+            false => None,
+        };
+        let done = fs.ns(fs.client.rename_exact(&src, &dst, no_replace));
+        if let Some((ino, hidden)) = hidden {
+            if done.is_err() && fs.ns(fs.client.rename_exact(&hidden, &dst, true)).is_ok() {
+                fs.unlinked.lock().expect("unlinked lock").remove(&ino);
+                fs.renamed(&hidden, &dst);
+            }
+            fs.drop_unlinked(ino);
+        }
+        or_reply!(reply, done);
         fs.renamed(&src, &dst);
         reply.ok();
     }

@@ -902,6 +902,28 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // So does a file open here that a rename replaces (how editors and
+    // rsync replace files): the old handle reads the old bytes whole, a new
+    // open the new ones; a rename that fails leaves the open file named.
+    std::fs::write(m.path("conf"), &data[..50_000]).unwrap();
+    let mut old = std::fs::File::open(m.path("conf")).unwrap();
+    std::fs::write(m.path("conf.new"), b"new conf").unwrap();
+    assert_eq!(errno_of(std::fs::rename(m.path("d"), m.path("conf"))), libc::ENOTDIR);
+    assert!(!hidden_left() && std::fs::read(m.path("conf")).unwrap() == data[..50_000], "put back");
+    std::fs::rename(m.path("conf.new"), m.path("conf")).unwrap();
+    assert_eq!(std::fs::read(m.path("conf")).unwrap(), b"new conf");
+    let mut back = Vec::new();
+    old.read_to_end(&mut back).unwrap();
+    assert!(back == data[..50_000], "the replaced file's bytes, read through its old handle");
+    assert!(hidden_left());
+    drop(old);
+    let deadline = Instant::now() + PATIENCE;
+    while hidden_left() {
+        assert!(Instant::now() < deadline, "the replaced file's hidden name outlived its last close");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_file(m.path("conf")).unwrap();
+
     // Removing the last name frees every chunk (nothing else here has data).
     std::fs::remove_file(m.path("d/g")).unwrap();
     let deadline = Instant::now() + PATIENCE;
