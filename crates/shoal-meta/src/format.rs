@@ -45,8 +45,10 @@
 //! Format 6 added byte-range (POSIX record) locks: one field at the end of
 //! the state, `FsState::ranges`, read through [`since_format_6`] (an older
 //! state has none), the commands `LockCmd::AcquireRange`, `ReleaseRange`
-//! and `CancelRange`, the answer `Response::Range` and the error
-//! `FsError::TooManyLocks`, each after every older variant of its enum.
+//! and `CancelRange`, the answer `Response::Range`, the error
+//! `FsError::TooManyLocks` and `NamespaceCmd::RemoveKind` (unlink and
+//! rmdir, the kind checked as the remove applies), each after every older
+//! variant of its enum.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as

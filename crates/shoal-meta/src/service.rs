@@ -209,48 +209,6 @@ impl MetaService {
         }
     }
 
-    /// Refuses a remove of `path` when it is not what `only` asks for
-    /// (unlink(2) of a directory, rmdir(2) of a file), checked on the
-    /// leader's state just before the remove is proposed: one round less
-    /// than a stat by the client, and a shorter window for a concurrent
-    /// replace of the name (a rename onto it between this check and the
-    /// commit still goes unseen). A retry of a remove already applied
-    /// (`request` answered) is not checked: the remove answers it as the
-    /// first time. Nor is a name not there: the remove refuses it itself.
-    /// A refusal is given only from a state a read round confirmed (a leader
-    /// deposed without knowing it may hold an old one), as `prepare_write`'s.
-    async fn refuse_unless_kind(
-        &self,
-        path: &NormalPath,
-        only: pb::RemoveOnly,
-        request: Option<&RequestId>,
-    ) -> Result<(), Status> {
-        if only == pb::RemoveOnly::Any {
-            return Ok(());
-        }
-        let confirmed = self.node.caught_up().await?;
-        let refusal = self.kind_refusal(path, only, request);
-        if refusal.is_ok() || confirmed {
-            return refusal;
-        }
-        self.node.linearizable().await?;
-        self.kind_refusal(path, only, request)
-    }
-
-    /// [`MetaService::refuse_unless_kind`]'s answer from this node's state now.
-    fn kind_refusal(&self, path: &NormalPath, only: pb::RemoveOnly, request: Option<&RequestId>) -> Result<(), Status> {
-        let s = self.node.state.read();
-        if request.is_some_and(|r| s.fs.answered(r)) {
-            return Ok(());
-        }
-        let Ok(inode) = s.fs.lookup(path) else { return Ok(()) };
-        match (only, inode.kind == Kind::Dir) {
-            (pb::RemoveOnly::NotDirectory, true) => Err(fs_status(FsError::IsADirectory { path: path.to_string() })),
-            (pb::RemoveOnly::Directory, false) => Err(fs_status(FsError::NotADirectory { path: path.to_string() })),
-            _ => Ok(()),
-        }
-    }
-
     /// Like [`Node::write`], with namespace errors turned into statuses.
     pub(crate) async fn write_ok(
         &self,
@@ -460,8 +418,13 @@ impl pb::namespace_server::Namespace for MetaService {
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
         let request = request_id(r.request);
-        self.refuse_unless_kind(&path, r.only(), request.as_ref()).await?;
-        self.write_ok(NamespaceCmd::Remove { path, recursive: r.recursive }, request).await?;
+        // unlink(2) and rmdir(2): the kind is checked as the remove applies.
+        let cmd = match r.only() {
+            pb::RemoveOnly::Any => NamespaceCmd::Remove { path, recursive: r.recursive },
+            pb::RemoveOnly::NotDirectory => NamespaceCmd::RemoveKind { path, dir: false },
+            pb::RemoveOnly::Directory => NamespaceCmd::RemoveKind { path, dir: true },
+        };
+        self.write_ok(cmd, request).await?;
         Ok(TonicResponse::new(pb::Empty {}))
     }
 

@@ -286,6 +286,8 @@ enum Op {
     Mkdir(String, bool),
     Create(String, bool),
     Remove(String, bool),
+    /// unlink(2) (false) or rmdir(2) (true).
+    RemoveKind(String, bool),
     Rename(String, String),
     Exchange(String, String),
     /// Write chunk `index` of a file on `replicas`, then commit `size` (or a truncation).
@@ -381,6 +383,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Mkdir(p, b)),
         4 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Create(p, b)),
         2 => (path_strategy(), any::<bool>()).prop_map(|(p, b)| Op::Remove(p, b)),
+        1 => (path_strategy(), any::<bool>()).prop_map(|(p, dir)| Op::RemoveKind(p, dir)),
         2 => (path_strategy(), path_strategy()).prop_map(|(a, b)| Op::Rename(a, b)),
         1 => (path_strategy(), path_strategy()).prop_map(|(a, b)| Op::Exchange(a, b)),
         5 => (path_strategy(), 0..3u64, prop::collection::vec(server(), 0..4), 0..350u64, prop::bool::weighted(0.2), prop::bool::weighted(0.8))
@@ -515,6 +518,11 @@ impl Harness {
             Op::Remove(path, recursive) => {
                 let ok = self.apply(NamespaceCmd::Remove { path: np(path), recursive: *recursive }) == Response::Ok;
                 assert_eq!(ok, self.model.remove(path, *recursive), "remove {path} recursive={recursive}");
+            }
+            Op::RemoveKind(path, dir) => {
+                let kind_ok = path != "/" && self.model.get(path).is_some_and(|e| (*e == Entry::Dir) == *dir);
+                let ok = self.apply(NamespaceCmd::RemoveKind { path: np(path), dir: *dir }) == Response::Ok;
+                assert_eq!(ok, kind_ok && self.model.remove(path, false), "remove {path} dir={dir}");
             }
             Op::Rename(src, dst) => {
                 let ok = self.apply(NamespaceCmd::Rename { src: np(src), dst: np(dst), fence: None }) == Response::Ok;

@@ -48,13 +48,6 @@ pub(super) enum Seen {
 }
 
 impl FsState {
-    /// Whether `req` was applied already and its answer is kept (a retry):
-    /// a check made before proposing it must not refuse it then, since the
-    /// proposal will be answered as the first time.
-    pub fn answered(&self, req: &RequestId) -> bool {
-        self.clients.get(&req.client).is_some_and(|r| r.replies.contains_key(&req.seq))
-    }
-
     /// Records that `req` arrived at leader time `now_ms` and says whether it
     /// must be applied.
     pub(super) fn check_request(&mut self, req: RequestId, now_ms: u64) -> Seen {
@@ -106,11 +99,8 @@ mod tests {
         let mut st = FsState::default();
         let req = |seq, done_below| Some(RequestId { client: 7, seq, done_below });
         let mkdir = |request| Proposal::new(5, request, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
-        assert!(!st.answered(&req(1, 1).unwrap()));
         let first = st.apply(&mkdir(req(1, 1)));
         assert!(matches!(first, Response::Inode(_)));
-        assert!(st.answered(&req(1, 1).unwrap()), "a retry of it is answered");
-        assert!(!st.answered(&req(2, 1).unwrap()), "a later request is not");
         let after_first = st.clone();
         // The same request again (a retry after a lost answer): the first answer, no change.
         assert_eq!(st.apply(&mkdir(req(1, 1))), first);

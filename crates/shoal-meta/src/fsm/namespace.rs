@@ -272,6 +272,14 @@ pub enum NamespaceCmd {
         a: NormalPath,
         b: NormalPath,
     },
+    /// Format 6: unlink(2) (`dir` false: refused with `IsADirectory` for a
+    /// directory) or rmdir(2) (`dir` true: refused with `NotADirectory`
+    /// for anything else, and `NotEmpty` for a directory with entries),
+    /// the kind checked as the remove applies.
+    RemoveKind {
+        path: NormalPath,
+        dir: bool,
+    },
 }
 
 /// How a rename treats the name it goes to.
@@ -316,6 +324,14 @@ impl FsState {
             NamespaceCmd::Mknod { path, kind, owner, rdev } => self.mknod(path, *kind, *owner, *rdev, now_ms),
             NamespaceCmd::Link { src, dst } => self.hard_link(src, dst, now_ms),
             NamespaceCmd::Exchange { a, b } => self.exchange(a, b, now_ms),
+            NamespaceCmd::RemoveKind { path, dir } => {
+                let is_dir = self.lookup(path)?.kind == Kind::Dir;
+                match (dir, is_dir) {
+                    (false, true) => Err(FsError::IsADirectory { path: path.to_string() }),
+                    (true, false) => Err(FsError::NotADirectory { path: path.to_string() }),
+                    _ => self.remove(path, false, now_ms, rules),
+                }
+            }
         }
     }
 
@@ -1209,6 +1225,26 @@ mod tests {
         let exact = NamespaceCmd::RenameExact { src: p("/a/x"), dst: p("/b/x"), no_replace: false };
         assert_eq!(run(&mut st, exact), Response::Ok);
         assert_eq!((nlink(&st, "/a"), nlink(&st, "/b")), (3, 3));
+    }
+
+    #[test]
+    fn unlink_and_rmdir_check_the_kind_as_they_apply() {
+        let mut st = FsState::default();
+        create(&mut st, "/f");
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        create(&mut st, "/d/g");
+        let unlink = |path: &str| NamespaceCmd::RemoveKind { path: p(path), dir: false };
+        let rmdir = |path: &str| NamespaceCmd::RemoveKind { path: p(path), dir: true };
+        let before = st.clone();
+        assert_eq!(run(&mut st, unlink("/d")), Response::Err(FsError::IsADirectory { path: "/d".into() }));
+        assert_eq!(run(&mut st, rmdir("/f")), Response::Err(FsError::NotADirectory { path: "/f".into() }));
+        assert_eq!(run(&mut st, rmdir("/d")), Response::Err(FsError::NotEmpty { path: "/d".into() }));
+        assert_eq!(run(&mut st, unlink("/nope")), Response::Err(FsError::NotFound { path: "/nope".into() }));
+        assert_eq!(st, before, "refusals change nothing");
+        assert_eq!(run(&mut st, unlink("/d/g")), Response::Ok);
+        assert_eq!(run(&mut st, rmdir("/d")), Response::Ok);
+        assert_eq!(run(&mut st, unlink("/f")), Response::Ok);
+        assert!(st.lookup(&p("/f")).is_err() && st.lookup(&p("/d")).is_err());
     }
 
     #[test]
