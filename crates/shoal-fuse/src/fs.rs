@@ -1197,7 +1197,7 @@ impl Inner {
         let holder = if self.opts.cluster_fcntl_locks {
             crate::locks::range_conflict(&info.range_holders, mine, want == Want::Shared, range)
         } else {
-            let whole = |h: &shoal_proto::meta::LockEntry| (h.clone(), (0, i64::MAX as u64));
+            let whole = |h: &shoal_proto::meta::LockEntry| (*h, (0, i64::MAX as u64));
             info.holders
                 .iter()
                 .find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want == Want::Shared))

@@ -149,7 +149,7 @@ pub fn range_conflict(
     holders.iter().find_map(|h| {
         let r = h.range.as_ref()?;
         let overlaps = r.start <= range.1 && range.0 <= r.end;
-        (Some(h.session) != mine && overlaps && conflicts(h.shared, want_shared)).then(|| (h.clone(), (r.start, r.end)))
+        (Some(h.session) != mine && overlaps && conflicts(h.shared, want_shared)).then_some((*h, (r.start, r.end)))
     })
 }
 
