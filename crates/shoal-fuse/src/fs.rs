@@ -192,6 +192,9 @@ pub struct Inner {
     pub(crate) notifier: std::sync::OnceLock<fuser::Notifier>,
     /// Files unlinked while open here: inode to its hidden path.
     unlinked: Mutex<HashMap<u64, String>>,
+    /// Inodes hidden by a rename under way (which may put them back): their
+    /// hidden names stay until it ends, whatever releases come.
+    pinned: Mutex<std::collections::HashSet<u64>>,
     /// The session hidden names belong to (opened at the first): meta
     /// removes them when it ends, so a mount that dies leaks none.
     keeper: Mutex<Option<shoal_client::Session>>,
@@ -312,6 +315,7 @@ impl Inner {
             reading: std::array::from_fn(|_| AtomicU64::new(0)),
             notifier: std::sync::OnceLock::new(),
             unlinked: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(std::collections::HashSet::new()),
             keeper: Mutex::new(None),
             locks,
             given: Mutex::new(Given::default()),
@@ -327,7 +331,7 @@ impl Inner {
     /// Removes the hidden name of `ino`, if it has one and no handle of it
     /// is open here any more.
     fn drop_unlinked(&self, ino: u64) {
-        if self.is_open(ino) {
+        if self.is_open(ino) || self.pinned.lock().expect("pinned lock").contains(&ino) {
             return;
         }
         let Some(hidden) = self.unlinked.lock().expect("unlinked lock").remove(&ino) else { return };
@@ -1518,7 +1522,21 @@ impl Filesystem for ShoalFs {
         let hidden = match !no_replace && src != dst && !fs.files.lock().expect("files lock").is_empty() {
             true => match fs.stat_path(&dst) {
                 Ok(stat) if hidden_when_gone(&stat) && fs.is_open(stat.inode) => {
-                    Some((stat.inode, or_reply!(reply, fs.hide_open(&dst, stat.inode))))
+                    // Pinned: a last close meanwhile must not free it while
+                    // the rename may still put it back.
+                    fs.pinned.lock().expect("pinned lock").insert(stat.inode);
+                    match fs.hide_open(&dst, stat.inode) {
+                        Ok(hidden) => Some((stat.inode, hidden)),
+                        // Gone meanwhile (another mount): nothing to hide.
+                        Err(Errno::ENOENT) => {
+                            fs.pinned.lock().expect("pinned lock").remove(&stat.inode);
+                            None
+                        }
+                        Err(e) => {
+                            fs.pinned.lock().expect("pinned lock").remove(&stat.inode);
+                            return reply.error(e);
+                        }
+                    }
                 }
                 _ => None,
             },
@@ -1530,6 +1548,7 @@ impl Filesystem for ShoalFs {
                 fs.unlinked.lock().expect("unlinked lock").remove(&ino);
                 fs.renamed(&hidden, &dst);
             }
+            fs.pinned.lock().expect("pinned lock").remove(&ino);
             fs.drop_unlinked(ino);
         }
         or_reply!(reply, done);

@@ -419,6 +419,11 @@ impl pb::namespace_server::Namespace for MetaService {
         let path = parse_path(&r.path)?;
         let request = request_id(r.request);
         // unlink(2) and rmdir(2): the kind is checked as the remove applies.
+        if r.recursive && r.only() != pb::RemoveOnly::Any {
+            return Err(fs_status(FsError::InvalidArgument {
+                reason: "a recursive remove removes any kind (no `only`)".to_string(),
+            }));
+        }
         let cmd = match r.only() {
             pb::RemoveOnly::Any => NamespaceCmd::Remove { path, recursive: r.recursive },
             pb::RemoveOnly::NotDirectory => NamespaceCmd::RemoveKind { path, dir: false },

@@ -908,7 +908,12 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
     std::fs::write(m.path("conf"), &data[..50_000]).unwrap();
     let mut old = std::fs::File::open(m.path("conf")).unwrap();
     std::fs::write(m.path("conf.new"), b"new conf").unwrap();
-    assert_eq!(errno_of(std::fs::rename(m.path("d"), m.path("conf"))), libc::ENOTDIR);
+    // A rename meta refuses (its source removed behind the kernel's back,
+    // which still holds the name): the open file is hidden, then put back.
+    std::fs::write(m.path("conf.gone"), b"x").unwrap();
+    assert!(m.path("conf.gone").exists(), "the kernel holds the name");
+    c.must(&["rm", "/conf.gone"], None);
+    assert_eq!(errno_of(std::fs::rename(m.path("conf.gone"), m.path("conf"))), libc::ENOENT);
     assert!(!hidden_left() && std::fs::read(m.path("conf")).unwrap() == data[..50_000], "put back");
     std::fs::rename(m.path("conf.new"), m.path("conf")).unwrap();
     assert_eq!(std::fs::read(m.path("conf")).unwrap(), b"new conf");
