@@ -4,8 +4,9 @@
 # runs fsx 0.3.2 (`cargo install --locked fsx@0.3.2`) with OPS operations
 # (default 100000) at SEED (default: drawn, and printed) on a file in a
 # `shoal up --mount` of a release build (`cargo build --release -p shoal`),
-# with the configuration of t97's FSX_CONFIG (3 MiB file, operations up to
-# 256 KiB, mmap, truncates, fallocate, hole punching, fsyncs, reopens). As
+# with t97's configuration, `fsx.toml` beside this script (3 MiB file,
+# operations up to 256 KiB, mmap, truncates, fallocate, hole punching,
+# fsyncs, reopens). As
 # root. Prints the seed, the seconds it took and fsx's last line ("All
 # operations completed A-OK!"). Uses ports 17800-17832 and
 # /tmp/shoal-fsx-long (removed first).
@@ -17,28 +18,7 @@ SEED=${2:-$(( (RANDOM * 32768 + RANDOM) % 1000000 + 1 ))}
 W=/tmp/shoal-fsx-long
 . crates/shoal-fuse/bench/up.sh
 up_mounted "$B" "$W" 17800
-cat > "$W/fsx.toml" <<'T'
-flen = 3145728
-[opsize]
-max = 262144
-min = 0
-align = 1
-[weights]
-close_open = 2
-read = 10
-write = 10
-mapread = 10
-mapwrite = 10
-invalidate = 1
-truncate = 3
-fsync = 1
-fdatasync = 1
-sendfile = 1
-posix_fadvise = 1
-copy_file_range = 1
-posix_fallocate = 1
-punch_hole = 1
-T
+cp crates/shoal-fuse/bench/fsx.toml "$W/fsx.toml"
 mkdir -p "$W/artifacts"
 echo "fsx -N $OPS -S $SEED"
 t0=$(date +%s)

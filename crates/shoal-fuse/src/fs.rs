@@ -1201,16 +1201,17 @@ impl Inner {
         let holder = if self.opts.cluster_fcntl_locks {
             crate::locks::range_conflict(&info.range_holders, mine, want == Want::Shared, range)
         } else {
-            let whole = |h: &shoal_proto::meta::LockEntry| (*h, (0, i64::MAX as u64));
             info.holders
                 .iter()
+                .copied()
                 .find(|h| Some(h.session) != mine && crate::locks::conflicts(h.shared, want == Want::Shared))
-                .map(whole)
         };
-        // The kernel takes offsets up to OFFSET_MAX; a range "to the end"
-        // asked for through the client library ends at 2^64-1.
+        // A whole-file lock (no range) is 0 to OFFSET_MAX; the kernel takes
+        // offsets up to OFFSET_MAX, and a range "to the end" asked for
+        // through the client library ends at 2^64-1.
         let offset = |o: u64| o.min(i64::MAX as u64);
-        Ok(holder.map(|(h, (start, end))| {
+        Ok(holder.map(|h| {
+            let (start, end) = h.range.map_or((0, u64::MAX), |r| (r.start, r.end));
             let typ = if h.shared { libc::F_RDLCK } else { libc::F_WRLCK };
             (offset(start), offset(end), typ, self.locks.pid_of(h.session, ino).unwrap_or(0))
         }))

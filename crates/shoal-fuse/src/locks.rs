@@ -138,18 +138,17 @@ pub fn conflicts(holder_shared: bool, want_shared: bool) -> bool {
 }
 
 /// The first byte range held by a session other than `mine` that overlaps
-/// `range` (inclusive) and conflicts with a request in mode `want_shared`,
-/// with its bytes (getlk with byte ranges).
+/// `range` (inclusive) and conflicts with a request in mode `want_shared`
+/// (getlk with byte ranges).
 pub fn range_conflict(
     holders: &[shoal_proto::meta::LockEntry],
     mine: Option<u64>,
     want_shared: bool,
     range: (u64, u64),
-) -> Option<(shoal_proto::meta::LockEntry, (u64, u64))> {
-    holders.iter().find_map(|h| {
-        let r = h.range.as_ref()?;
-        let overlaps = r.start <= range.1 && range.0 <= r.end;
-        (Some(h.session) != mine && overlaps && conflicts(h.shared, want_shared)).then_some((*h, (r.start, r.end)))
+) -> Option<shoal_proto::meta::LockEntry> {
+    holders.iter().copied().find(|h| {
+        let overlaps = h.range.is_some_and(|r| r.start <= range.1 && range.0 <= r.end);
+        Some(h.session) != mine && overlaps && conflicts(h.shared, want_shared)
     })
 }
 
@@ -494,7 +493,10 @@ mod tests {
             ..Default::default()
         };
         let holders = [held(1, false, 0, 9), held(2, true, 20, 29), held(3, false, 40, u64::MAX)];
-        let found = |mine, shared, range| range_conflict(&holders, mine, shared, range).map(|(h, r)| (h.session, r));
+        let found = |mine, shared, range| {
+            range_conflict(&holders, mine, shared, range)
+                .map(|h| (h.session, h.range.map(|r| (r.start, r.end)).unwrap()))
+        };
         assert_eq!(found(None, true, (5, 5)), Some((1, (0, 9))));
         assert_eq!(found(Some(1), true, (5, 5)), None, "its own range");
         assert_eq!(found(None, true, (10, 29)), None, "shared with shared");

@@ -177,10 +177,7 @@ impl pb::locks_server::Locks for MetaService {
                 RangeAcquired::Queued(w) => self.wait_for_range(r.session, &path.to_string(), w, until).await,
                 // The state machine answers these with errors; named here for completeness.
                 RangeAcquired::WouldBlock => Err(fs_status(FsError::WouldBlock { path: path.to_string() })),
-                RangeAcquired::TooMany => Err(fs_status(FsError::TooManyLocks {
-                    path: path.to_string(),
-                    max: crate::ranges::ENTRIES_PER_PATH_MAX as u32,
-                })),
+                RangeAcquired::TooMany => Err(fs_status(crate::ranges::too_many(&path))),
             };
         }
         let cmd = LockCmd::Acquire { session: r.session, path: path.clone(), mode, wait: r.wait };

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::locks::Mode;
 
-/// Holds and queued requests one path keeps at most.
+/// The most one path weighs: its holds plus twice its queued requests.
 pub const ENTRIES_PER_PATH_MAX: usize = 4096;
 
 /// A held byte range.
@@ -96,8 +96,13 @@ pub enum RangeAcquired {
     Queued(RangeWaiter),
     /// A try-lock that would have had to wait; nothing changed.
     WouldBlock,
-    /// The path has [`ENTRIES_PER_PATH_MAX`] entries; nothing changed.
+    /// It would take the path past [`ENTRIES_PER_PATH_MAX`]; nothing changed.
     TooMany,
+}
+
+/// The refusal of a request that would take `path` past its bound.
+pub fn too_many(path: &impl std::fmt::Display) -> shoal_core::FsError {
+    shoal_core::FsError::TooManyLocks { path: path.to_string(), max: ENTRIES_PER_PATH_MAX as u32 }
 }
 
 /// Whether two inclusive ranges share a byte.
@@ -197,6 +202,17 @@ impl PathRanges {
     fn weight(&self) -> usize {
         self.holds.len() + 2 * self.queue.len()
     }
+
+    /// Whether `change` would take this path past its bound: only asked
+    /// when it is within `growth` (the most `change` adds) of it.
+    fn would_pass_bound(&self, growth: usize, change: impl FnOnce(&mut PathRanges)) -> bool {
+        if self.weight() + growth <= ENTRIES_PER_PATH_MAX {
+            return false;
+        }
+        let mut after = self.clone();
+        change(&mut after);
+        after.weight() > self.weight()
+    }
 }
 
 impl RangeTable {
@@ -213,17 +229,12 @@ impl RangeTable {
         }
         // A grant adds at most two holds (one split in three), a queued
         // request weighs two; near the bound, only what does not grow it.
-        if let Some(p) = current.filter(|p| p.weight() + 2 > ENTRIES_PER_PATH_MAX) {
-            let grows = if blocked {
-                true
-            } else {
-                let mut after = p.clone();
-                after.set(session, mode, range);
-                after.weight() > p.weight()
-            };
-            if grows {
-                return RangeAcquired::TooMany;
-            }
+        let too_heavy = |p: &PathRanges| match blocked {
+            true => p.weight() + 2 > ENTRIES_PER_PATH_MAX,
+            false => p.would_pass_bound(2, |after| after.set(session, mode, range)),
+        };
+        if current.is_some_and(too_heavy) {
+            return RangeAcquired::TooMany;
         }
         self.last_ticket += 1;
         let ticket = self.last_ticket;
@@ -244,12 +255,9 @@ impl RangeTable {
     /// when the unlock would split a hold past the path's bound (nothing
     /// changed then).
     pub fn release(&mut self, path: &str, session: u64, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
-        if let Some(p) = self.paths.get(path).filter(|p| p.weight() + 1 > ENTRIES_PER_PATH_MAX) {
-            let mut after = p.clone();
-            after.cut(session, (start, end));
-            if after.weight() > p.weight() {
-                return None;
-            }
+        // An unlock splits at most one hold in two.
+        if self.paths.get(path).is_some_and(|p| p.would_pass_bound(1, |after| after.cut(session, (start, end)))) {
+            return None;
         }
         Some(self.change(path, |p| p.cut(session, (start, end))))
     }

@@ -70,6 +70,14 @@ pub enum LockCmd {
     CancelRange { session: u64, path: NormalPath, ticket: u64 },
 }
 
+/// Refuses a byte range whose start is past its end.
+fn byte_range(start: u64, end: u64) -> Result<(), FsError> {
+    if start > end {
+        return Err(FsError::InvalidArgument { reason: format!("a byte range's start {start} is past its end {end}") });
+    }
+    Ok(())
+}
+
 impl FsState {
     /// Applies a lock command.
     pub(super) fn apply_locks(&mut self, cmd: &LockCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
@@ -80,33 +88,19 @@ impl FsState {
             LockCmd::Release { session, path } => self.release(*session, path, rules),
             LockCmd::AcquireRange { session, path, mode, start, end, wait } => {
                 self.live_session(*session)?;
-                if start > end {
-                    return Err(FsError::InvalidArgument {
-                        reason: format!("a byte range's start {start} is past its end {end}"),
-                    });
-                }
+                byte_range(*start, *end)?;
                 match self.ranges.acquire(&path.to_string(), *session, *mode, *start, *end, *wait) {
                     RangeAcquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
-                    RangeAcquired::TooMany => Err(FsError::TooManyLocks {
-                        path: path.to_string(),
-                        max: crate::ranges::ENTRIES_PER_PATH_MAX as u32,
-                    }),
+                    RangeAcquired::TooMany => Err(crate::ranges::too_many(path)),
                     a => Ok(Response::Range(a)),
                 }
             }
             LockCmd::ReleaseRange { session, path, start, end } => {
                 self.live_session(*session)?;
-                if start > end {
-                    return Err(FsError::InvalidArgument {
-                        reason: format!("a byte range's start {start} is past its end {end}"),
-                    });
-                }
+                byte_range(*start, *end)?;
                 match self.ranges.release(&path.to_string(), *session, *start, *end) {
                     Some(_) => Ok(Response::Ok),
-                    None => Err(FsError::TooManyLocks {
-                        path: path.to_string(),
-                        max: crate::ranges::ENTRIES_PER_PATH_MAX as u32,
-                    }),
+                    None => Err(crate::ranges::too_many(path)),
                 }
             }
             LockCmd::CancelRange { session, path, ticket } => {

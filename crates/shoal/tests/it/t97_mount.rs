@@ -372,27 +372,7 @@ const FSX_SEED: u32 = 97;
 /// MS_INVALIDATE), truncates that shrink and grow, close and reopen, fsync,
 /// fdatasync, sendfile, posix_fadvise, copy_file_range, posix_fallocate and
 /// hole punching.
-const FSX_CONFIG: &str = "flen = 3145728
-[opsize]
-max = 262144
-min = 0
-align = 1
-[weights]
-close_open = 2
-read = 10
-write = 10
-mapread = 10
-mapwrite = 10
-invalidate = 1
-truncate = 3
-fsync = 1
-fdatasync = 1
-sendfile = 1
-posix_fadvise = 1
-copy_file_range = 1
-posix_fallocate = 1
-punch_hole = 1
-";
+const FSX_CONFIG: &str = include_str!("../../../shoal-fuse/bench/fsx.toml");
 
 /// Runs `cmd` with its output in `log` and waits for it, at most `limit`
 /// (a hang-catching bound): panics with the log and `m`'s log if it is
