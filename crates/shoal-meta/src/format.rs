@@ -50,6 +50,12 @@
 //! rmdir, the kind checked as the remove applies), each after every older
 //! variant of its enum.
 //!
+//! Format 7 added files written before they are created (one Raft entry per
+//! small file): one field at the end of the state, `FsState::reserved`, read
+//! through [`since_format_7`], the commands `WriteCmd::ReserveChunkIds` and
+//! `WriteCmd::CreateWritten`, and the answer `Response::Reserved`, each after
+//! every older variant of its enum.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -148,8 +154,24 @@ where
     T::deserialize(d)
 }
 
+/// Deserializes a field that format 7 added (reserved chunk ids): in a body
+/// of an older format it is not there, so nothing is read and the field is
+/// its default.
+pub fn since_format_7<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if DECODING_FORMAT.with(Cell::get) < FORMAT_RESERVED {
+        return Ok(T::default());
+    }
+    T::deserialize(d)
+}
+
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 6;
+pub const FORMAT_CURRENT: u16 = 7;
+/// The format that added reserved chunk ids to the state.
+pub const FORMAT_RESERVED: u16 = 7;
 /// The format that added byte-range locks to the state.
 pub const FORMAT_RANGES: u16 = 6;
 /// The format that added extended attributes to inodes.
@@ -515,8 +537,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 7, known: 6 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 7 is newer than this build of shoal reads (up to 6); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 8, known: 7 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 8 is newer than this build of shoal reads (up to 7); run a newer shoal");
     }
 
     #[test]
@@ -682,30 +704,37 @@ mod tests {
         assert_eq!(back, new);
     }
 
-    /// A format-5 state (no byte-range locks after `repair_paused`) decodes
-    /// with none, and what follows it lines up.
+    /// A format-5 state (no byte-range locks after `repair_paused`, no
+    /// reserved chunk ids) and a format-6 one (no reserved ids) decode with
+    /// none, and what follows them lines up.
     #[test]
-    fn format_5_states_decode_without_byte_ranges() {
+    fn format_5_and_6_states_decode_without_byte_ranges_or_reserved_ids() {
         use crate::fsm::FsState;
         let mut st = FsState::default();
         st.last_session = 3;
         st.repair_paused = true;
-        // An empty byte-range table is two zero bytes (no paths, ticket 0) at
-        // the end of the state; a format-5 body has neither.
-        let mut bytes = encode(RecordKind::Snapshot, &(st.clone(), 77u64)).unwrap();
-        let tail = bytes.len() - 1;
-        assert_eq!(&bytes[tail - 2..], &[0, 0, 77]);
-        bytes.drain(tail - 2..tail);
-        let body_len = (bytes.len() - HEADER_BYTES) as u64;
-        bytes[8..16].copy_from_slice(&body_len.to_le_bytes());
-        let (back, after): (FsState, u64) = decode(RecordKind::Snapshot, &with_format(bytes, 5), no_upgrade).unwrap();
-        assert_eq!(after, 77, "the fields after the state line up");
-        assert_eq!(back, st);
-        // Format 6 keeps them.
+        // An empty byte-range table is two zero bytes (no paths, ticket 0)
+        // and no reserved runs one more, at the end of the state; a format-5
+        // body has none of them, a format-6 one lacks the last.
+        for (format, dropped) in [(5u16, 3usize), (6, 1)] {
+            let mut bytes = encode(RecordKind::Snapshot, &(st.clone(), 77u64)).unwrap();
+            let tail = bytes.len() - 1;
+            assert_eq!(&bytes[tail - 3..], &[0, 0, 0, 77]);
+            bytes.drain(tail - dropped..tail);
+            let body_len = (bytes.len() - HEADER_BYTES) as u64;
+            bytes[8..16].copy_from_slice(&body_len.to_le_bytes());
+            let (back, after): (FsState, u64) =
+                decode(RecordKind::Snapshot, &with_format(bytes, format), no_upgrade).unwrap();
+            assert_eq!(after, 77, "format {format}: the fields after the state line up");
+            assert_eq!(back, st);
+        }
+        // Format 7 keeps both.
+        crate::fsm::testing::run(&mut st, crate::fsm::WriteCmd::ReserveChunkIds { count: 70 });
         st.ranges.acquire("/f", 3, crate::locks::Mode::Shared, 1, 2, false);
         let back: FsState =
             decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &st).unwrap(), no_upgrade).unwrap();
         assert_eq!(back.ranges, st.ranges);
+        assert_eq!(back.reserved, st.reserved);
     }
 
     /// A format-0 entry names its command flat; it decodes nested in its domain.

@@ -5,7 +5,10 @@
 //! out. The leader proposes the result as one `Reconcile` command.
 //!
 //! # Rules
-//! - A copy of a chunk no file references is garbage.
+//! - A copy of a chunk no file references is garbage, unless its id is
+//!   reserved and unused (a file written before it is created may be about
+//!   to name it: see `fsm::reserved`) or not allocated yet (this state may
+//!   be behind the entry that reserved it).
 //! - A copy on a server the chunk does not list is garbage, unless a copy of
 //!   it to that server is in flight (re-replication lists it afterwards).
 //! - A listed replica that is missing from the report, or older than the
@@ -94,7 +97,10 @@ pub fn reconcile(
     for (id, version) in report.replicas {
         held.insert(*id);
         let Some(place) = places.get(id).copied() else {
-            out.garbage.push((*id, None));
+            // Once neither holds, no later entry can make a file name it.
+            if *id < fs.next_chunk_id && !fs.reserved_unused(*id) {
+                out.garbage.push((*id, None));
+            }
             continue;
         };
         let c = fs.chunk_at(place).expect("places come from this state");
@@ -181,14 +187,44 @@ mod tests {
 
     #[test]
     fn unreferenced_and_unlisted_copies_are_garbage_unless_being_copied_in() {
-        let (st, place) = state(1, false);
+        let (mut st, place) = state(1, false);
+        // An id allocated once and named by no file: a run pushed out unused.
+        let unnamed = st.next_chunk_id;
+        for _ in 0..3 {
+            run(&mut st, WriteCmd::ReserveChunkIds { count: 1 });
+        }
         let places = st.chunk_places();
-        let report = [(place.chunk, 1), (777, 4)];
+        let report = [(place.chunk, 1), (unnamed, 4)];
         let r = reconcile(&st, &places, Report { node: 3, replicas: &report, token: 0 }, &[], &HashSet::new(), 9);
-        assert_eq!(r.garbage, vec![(place.chunk, Some(place)), (777, None)]);
+        assert_eq!(r.garbage, vec![(place.chunk, Some(place)), (unnamed, None)]);
         let copying = HashSet::from([place.chunk]);
         let r = reconcile(&st, &places, Report { node: 3, replicas: &report, token: 0 }, &[], &copying, 9);
-        assert_eq!(r.garbage, vec![(777, None)]);
+        assert_eq!(r.garbage, vec![(unnamed, None)]);
+    }
+
+    #[test]
+    fn reserved_unused_and_unallocated_ids_are_not_garbage_yet() {
+        let (mut st, _) = state(1, false);
+        let Response::Reserved { start, .. } = run(&mut st, WriteCmd::ReserveChunkIds { count: 4 }) else { panic!() };
+        let future = st.next_chunk_id;
+        let r = check(&st, 3, &[(start, 1), (future, 1)], 0, &[]);
+        assert!(r.garbage.is_empty(), "{r:?}");
+        let create = NamespaceCmd::Create { path: p("/w"), replication: 2, chunk_size: 100, open_existing: false };
+        let Response::Inode(w) =
+            run(&mut st, WriteCmd::CreateWritten { create, chunk: start, replicas: vec![1, 2], size: 3 })
+        else {
+            panic!()
+        };
+        run(&mut st, NamespaceCmd::Remove { path: p("/w"), recursive: false });
+        assert!(st.inodes.get(&w.id).is_none());
+        // Used, then removed: garbage for good.
+        let r = check(&st, 3, &[(start, 1), (start + 1, 1)], 0, &[]);
+        assert_eq!(r.garbage, vec![(start, None)]);
+        // Its run pushed out: garbage too.
+        run(&mut st, WriteCmd::ReserveChunkIds { count: 1 });
+        run(&mut st, WriteCmd::ReserveChunkIds { count: 1 });
+        let r = check(&st, 3, &[(start + 1, 1)], 0, &[]);
+        assert_eq!(r.garbage, vec![(start + 1, None)]);
     }
 
     #[test]

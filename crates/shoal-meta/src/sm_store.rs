@@ -590,13 +590,13 @@ mod tests {
     #[test]
     fn a_newer_snapshot_stops_the_node_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = format::with_format(encoded(&snapshot_at(2)), 7);
+        let bytes = format::with_format(encoded(&snapshot_at(2)), 8);
         std::fs::write(dir.path().join(SNAPSHOT_FILE), bytes).unwrap();
         let err = StateMachineStore::open(dir.path()).err().expect("refused");
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 7 is newer than this build of shoal reads (up to 6); run a newer shoal",
+                "{}: format 8 is newer than this build of shoal reads (up to 7); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

@@ -76,6 +76,18 @@ pub enum WriteCmd {
     /// exclusive MakeNode of a file); anything else is refused. Answers
     /// [`Response::Created`].
     CreatePrepared { create: super::NamespaceCmd, replicas: Vec<u64> },
+    /// Format 7: reserves `count` fresh chunk ids for files written before
+    /// they are created (see [`super::reserved`]). Answers
+    /// [`Response::Reserved`].
+    ReserveChunkIds { count: u64 },
+    /// Format 7: creates a new file whose bytes `[0, size)` were already
+    /// written, as version 1 of reserved chunk `chunk`, on `replicas`: makes
+    /// the file, lists the chunk as its chunk 0 and commits it, in one
+    /// entry. `create` must make a new file, as for `CreatePrepared`; a
+    /// chunk id not reserved, or already used, is refused as
+    /// `ChunkChanged` (the writer writes again under a fresh one). Answers
+    /// [`Response::Inode`].
+    CreateWritten { create: super::NamespaceCmd, chunk: u64, replicas: Vec<u64>, size: u64 },
 }
 
 impl FsState {
@@ -93,6 +105,10 @@ impl FsState {
                 })
             }
             WriteCmd::CreatePrepared { create, replicas } => self.create_prepared(create, replicas, now_ms, rules),
+            WriteCmd::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
+            WriteCmd::CreateWritten { create, chunk, replicas, size } => {
+                self.create_written(create, *chunk, replicas, *size, now_ms, rules)
+            }
         }
     }
 
@@ -128,7 +144,7 @@ impl FsState {
 
     /// Refuses a replica list that is empty, repeats a server, or (rules 1
     /// and later) names one not registered.
-    fn check_replicas(&self, replicas: &[u64], rules: u16) -> Result<(), FsError> {
+    pub(super) fn check_replicas(&self, replicas: &[u64], rules: u16) -> Result<(), FsError> {
         if replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
             return Err(FsError::InvalidArgument {
                 reason: format!("replicas must be distinct and non-empty: {replicas:?}"),

@@ -93,6 +93,7 @@ impl FsState {
         self.check_namespace()?;
         self.check_chunks()?;
         self.check_locks()?;
+        self.check_reserved()?;
         self.check_clients()
     }
 
@@ -322,6 +323,35 @@ impl FsState {
             if let Some(s) = sessions.into_iter().find(|s| !self.sessions.contains_key(s)) {
                 return fail(format!("byte-range lock {path}: session {s} has ended"));
             }
+        }
+        Ok(())
+    }
+
+    /// Reserved runs of chunk ids: few, bounded, disjoint, oldest first,
+    /// all allocated, with a bit per id and none past the run.
+    fn check_reserved(&self) -> Result<(), String> {
+        use super::reserved::{RESERVATIONS_KEPT, RESERVE_IDS_MAX};
+        if self.reserved.len() > RESERVATIONS_KEPT {
+            return fail(format!("{} reserved runs of chunk ids, over {RESERVATIONS_KEPT}", self.reserved.len()));
+        }
+        let mut floor = 1;
+        for r in &self.reserved {
+            let end = r.start.saturating_add(r.count);
+            if r.start < floor || r.count == 0 || r.count > RESERVE_IDS_MAX || end > self.next_chunk_id {
+                return fail(format!("reserved run {}+{} overlaps, is out of order or unallocated", r.start, r.count));
+            }
+            let spare_bits = r.used.len() as u64 * 64 - r.count;
+            if r.used.len() as u64 != r.count.div_ceil(64)
+                || r.used.last().is_some_and(|w| spare_bits > 0 && w >> (64 - spare_bits) != 0)
+            {
+                return fail(format!("reserved run {}+{}: its used bits do not fit it", r.start, r.count));
+            }
+            floor = end;
+        }
+        // A file names a reserved id only once it was created with it.
+        let named = self.inodes.values().flat_map(|i| i.chunks.values()).map(|c| c.id);
+        if let Some(id) = named.into_iter().find(|id| self.reserved_unused(*id)) {
+            return fail(format!("chunk {id} is named by a file but still reserved and unused"));
         }
         Ok(())
     }

@@ -12,7 +12,8 @@
 //! write protocol), [`replicas`] (replica-list changes from healing),
 //! [`nodes`] (chunk servers, garbage, cluster switches), [`locking`] (lock
 //! sessions over [`crate::locks`]), [`xattrs`] (extended attributes),
-//! [`attrs`] (mode, owner and times) and
+//! [`attrs`] (mode, owner and times), [`reserved`] (chunk ids handed out
+//! for files written before they are created) and
 //! [`dedup`] (request ids).
 //! [`invariants`] checks all of them at once; debug builds and tests run it
 //! after every apply while the state is small, and at a pace that keeps its
@@ -37,6 +38,7 @@ pub mod locking;
 pub mod namespace;
 pub mod nodes;
 pub mod replicas;
+pub mod reserved;
 pub mod table;
 pub mod xattrs;
 
@@ -48,6 +50,7 @@ pub use locking::{Fence, LockCmd, SessionRecord};
 pub use namespace::{Inode, Kind, LINKS_MAX, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use replicas::ReplicaCmd;
+pub use reserved::{RESERVATIONS_KEPT, RESERVE_IDS_MAX, Reservation};
 pub use table::InodeTable;
 
 /// The inode number of `/`.
@@ -161,6 +164,12 @@ pub enum Response {
     },
     /// Format 6: the answer of a byte-range lock request (granted or queued).
     Range(RangeAcquired),
+    /// Format 7: the chunk ids a [`WriteCmd::ReserveChunkIds`] reserved,
+    /// `[start, start + count)`.
+    Reserved {
+        start: u64,
+        count: u64,
+    },
 }
 
 /// The answer to a `PrepareWrite`.
@@ -249,6 +258,15 @@ impl Response {
         }
     }
 
+    /// The answer of a chunk-id reservation: its first id and how many.
+    pub fn into_reserved(self) -> Result<(u64, u64), FsError> {
+        match self {
+            Response::Reserved { start, count } => Ok((start, count)),
+            Response::Err(e) => Err(e),
+            other => Err(other.mismatch()),
+        }
+    }
+
     /// The answer of a byte-range lock request.
     pub fn into_range(self) -> Result<RangeAcquired, FsError> {
         match self {
@@ -296,6 +314,10 @@ pub struct FsState {
     /// an older body has none (`format::since_format_6`).
     #[serde(default, deserialize_with = "crate::format::since_format_6")]
     pub ranges: RangeTable,
+    /// Chunk ids reserved for files written before meta lists them
+    /// ([`reserved`]); format 7 added them (`format::since_format_7`).
+    #[serde(default, deserialize_with = "crate::format::since_format_7")]
+    pub reserved: Vec<Reservation>,
 }
 
 impl Default for FsState {
@@ -337,6 +359,7 @@ impl Default for FsState {
             corrupt: BTreeMap::new(),
             repair_paused: false,
             ranges: RangeTable::default(),
+            reserved: Vec::new(),
         }
     }
 }

@@ -1,0 +1,214 @@
+//! Chunk ids reserved for files written before meta lists them: one Raft
+//! entry per small file.
+//!
+//! A leader reserves a run of chunk ids ([`WriteCmd::ReserveChunkIds`]) and
+//! hands them out, one per new file, without a Raft round: the writer
+//! streams the file's bytes to the chain as version 1 of that chunk, and
+//! then one entry ([`WriteCmd::CreateWritten`]) makes the file, lists the
+//! chunk and commits its size together. A writer that dies before that
+//! entry leaves a copy no file names, which chunk reports collect once its
+//! id is no longer reserved and unused.
+//!
+//! # Invariants kept here
+//! - At most [`RESERVATIONS_KEPT`] runs are reserved, each of at most
+//!   [`RESERVE_IDS_MAX`] ids, all below `next_chunk_id`, disjoint, oldest
+//!   first. A new run pushes the oldest out; a run that is gone never comes
+//!   back, and nothing can be created with its ids any more.
+//! - An id is used at most once: [`WriteCmd::CreateWritten`] marks it, and
+//!   refuses one already used or not reserved. So once an id is not
+//!   "reserved and unused", no later entry can make a file name it: a copy
+//!   of it that no file names is garbage for good (see `reconcile`).
+
+use serde::{Deserialize, Serialize};
+use shoal_core::FsError;
+
+use super::{ChunkMeta, FsState, Kind, NamespaceCmd, Response};
+
+/// Runs of reserved ids kept at once: the newest, and the one before it,
+/// whose last ids may still be in flight.
+pub const RESERVATIONS_KEPT: usize = 2;
+/// The most ids one reservation takes.
+pub const RESERVE_IDS_MAX: u64 = 1024;
+
+/// One run of reserved chunk ids, `[start, start + count)`, and which of
+/// them a file was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub start: u64,
+    pub count: u64,
+    /// One bit per id, set once a file was created with it.
+    pub used: Vec<u64>,
+}
+
+impl Reservation {
+    fn slot(&self, id: u64) -> Option<(usize, u64)> {
+        let at = id.checked_sub(self.start).filter(|at| *at < self.count)?;
+        Some(((at / 64) as usize, 1u64 << (at % 64)))
+    }
+
+    fn is_used(&self, id: u64) -> Option<bool> {
+        self.slot(id).map(|(word, bit)| self.used.get(word).is_some_and(|w| w & bit != 0))
+    }
+
+    /// Ids of this run used so far.
+    pub fn used_count(&self) -> u64 {
+        self.used.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+}
+
+impl FsState {
+    /// Reserves `count` fresh chunk ids (1 to [`RESERVE_IDS_MAX`]); the
+    /// oldest run goes when more than [`RESERVATIONS_KEPT`] would be kept.
+    pub(super) fn reserve_chunk_ids(&mut self, count: u64) -> Result<Response, FsError> {
+        if !(1..=RESERVE_IDS_MAX).contains(&count) {
+            return Err(FsError::InvalidArgument {
+                reason: format!("a reservation takes 1 to {RESERVE_IDS_MAX} chunk ids, not {count}"),
+            });
+        }
+        let start = self.next_chunk_id;
+        self.next_chunk_id += count;
+        self.reserved.push(Reservation { start, count, used: vec![0; count.div_ceil(64) as usize] });
+        while self.reserved.len() > RESERVATIONS_KEPT {
+            self.reserved.remove(0);
+        }
+        Ok(Response::Reserved { start, count })
+    }
+
+    /// Whether `id` is reserved and no file was created with it yet: a copy
+    /// of it may belong to a file about to be created.
+    pub fn reserved_unused(&self, id: u64) -> bool {
+        self.reserved.iter().any(|r| r.is_used(id) == Some(false))
+    }
+
+    /// Whether `id` lies in a run reserved now, used or not.
+    pub fn in_reserved_run(&self, id: u64) -> bool {
+        self.reserved.iter().any(|r| r.slot(id).is_some())
+    }
+
+    /// See [`WriteCmd::CreateWritten`](super::WriteCmd::CreateWritten).
+    /// Everything that could refuse is checked before the file is made, so
+    /// a refusal changes nothing.
+    pub(super) fn create_written(
+        &mut self,
+        create: &NamespaceCmd,
+        chunk: u64,
+        replicas: &[u64],
+        size: u64,
+        now_ms: u64,
+        rules: u16,
+    ) -> Result<Response, FsError> {
+        let chunk_size = match create {
+            NamespaceCmd::Create { open_existing: false, chunk_size, .. } => *chunk_size,
+            NamespaceCmd::MakeNode { kind: Kind::File, exclusive: true, chunk_size, .. } => *chunk_size,
+            _ => {
+                return Err(FsError::InvalidArgument {
+                    reason: "a file created with its data must be a new file".into(),
+                });
+            }
+        };
+        if size == 0 || size > chunk_size {
+            return Err(FsError::InvalidArgument {
+                reason: format!("a file created with its data holds 1 to {chunk_size} bytes (one chunk), not {size}"),
+            });
+        }
+        self.check_replicas(replicas, rules)?;
+        if !self.reserved_unused(chunk) {
+            // Used, or its run is gone: the writer takes a fresh id and writes again.
+            return Err(FsError::ChunkChanged { inode: 0, index: 0 });
+        }
+        let inode = self.apply_namespace(create, now_ms, rules)?.into_inode()?;
+        let f = self.file_mut(inode.id)?;
+        f.chunks.insert(
+            0,
+            ChunkMeta { id: chunk, version: 1, committed_version: 1, replicas: replicas.to_vec(), lagging: Vec::new() },
+        );
+        f.size = size;
+        let view = f.clone();
+        let run = self.reserved.iter_mut().find(|r| r.is_used(chunk) == Some(false)).expect("checked above");
+        let (word, bit) = run.slot(chunk).expect("in this run");
+        run.used[word] |= bit;
+        Ok(Response::Inode(view))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::WriteCmd;
+    use crate::fsm::testing::{p, run, with_servers};
+
+    fn new_file(path: &str) -> NamespaceCmd {
+        NamespaceCmd::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false }
+    }
+
+    fn written(path: &str, chunk: u64, size: u64) -> WriteCmd {
+        WriteCmd::CreateWritten { create: new_file(path), chunk, replicas: vec![1, 2], size }
+    }
+
+    fn reserve(st: &mut FsState, count: u64) -> u64 {
+        match run(st, WriteCmd::ReserveChunkIds { count }) {
+            Response::Reserved { start, count: got } if got == count => start,
+            other => panic!("reserve {count}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_is_made_with_its_chunk_committed_in_one_entry() {
+        let mut st = with_servers(&[1, 2, 3]);
+        let start = reserve(&mut st, 10);
+        assert_eq!(st.next_chunk_id, start + 10);
+        let Response::Inode(f) = run(&mut st, written("/f", start + 3, 42)) else { panic!() };
+        assert_eq!(f.size, 42);
+        let c = &st.inodes[&f.id].chunks[&0];
+        assert_eq!((c.id, c.version, c.committed_version, c.replicas.clone()), (start + 3, 1, 1, vec![1, 2]));
+        assert!(!st.reserved_unused(start + 3));
+        assert!(st.reserved_unused(start + 2));
+        assert_eq!(st.reserved[0].used_count(), 1);
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut st = with_servers(&[1, 2, 3]);
+        let start = reserve(&mut st, 4);
+        run(&mut st, written("/taken", start, 1));
+        let before = st.clone();
+        let refused = [
+            written("/g", start, 1),         // id used
+            written("/g", start + 4, 1),     // not reserved
+            written("/g", 0, 1),             // never an id
+            written("/taken", start + 1, 1), // name exists
+            written("/g", start + 1, 0),     // empty
+            written("/g", start + 1, 101),   // past one chunk
+            written("/no/g", start + 1, 1),  // no parent
+            WriteCmd::CreateWritten { create: new_file("/g"), chunk: start + 1, replicas: vec![1, 1], size: 1 },
+            WriteCmd::CreateWritten { create: new_file("/g"), chunk: start + 1, replicas: vec![9], size: 1 },
+            WriteCmd::CreateWritten {
+                create: NamespaceCmd::Create { path: p("/g"), replication: 2, chunk_size: 100, open_existing: true },
+                chunk: start + 1,
+                replicas: vec![1, 2],
+                size: 1,
+            },
+            WriteCmd::ReserveChunkIds { count: 0 },
+            WriteCmd::ReserveChunkIds { count: RESERVE_IDS_MAX + 1 },
+        ];
+        for cmd in refused {
+            assert!(matches!(run(&mut st, cmd.clone()), Response::Err(_)), "{cmd:?}");
+            assert_eq!(st, before, "{cmd:?} changed the state");
+        }
+        assert!(matches!(run(&mut st, written("/g", start, 1)), Response::Err(FsError::ChunkChanged { .. })));
+    }
+
+    #[test]
+    fn an_old_run_is_pushed_out_and_its_ids_refused() {
+        let mut st = with_servers(&[1, 2, 3]);
+        let first = reserve(&mut st, 2);
+        let second = reserve(&mut st, 2);
+        assert!(st.reserved_unused(first) && st.reserved_unused(second));
+        let third = reserve(&mut st, RESERVE_IDS_MAX);
+        assert_eq!(st.reserved.len(), RESERVATIONS_KEPT);
+        assert!(!st.reserved_unused(first) && !st.in_reserved_run(first));
+        assert!(matches!(run(&mut st, written("/f", first, 1)), Response::Err(FsError::ChunkChanged { .. })));
+        assert!(matches!(run(&mut st, written("/f", third + RESERVE_IDS_MAX - 1, 1)), Response::Inode(_)));
+        assert!(st.reserved_unused(second));
+    }
+}
