@@ -93,7 +93,7 @@ impl Client {
         self.create_with(create_request(path, replication, open_existing)).await
     }
 
-    async fn create_with(&self, mut req: pb::CreateRequest) -> Result<File> {
+    pub(crate) async fn create_with(&self, mut req: pb::CreateRequest) -> Result<File> {
         let pending = self.inner.requests.begin();
         req.request = Some(pending.id);
         let path = req.path.clone();

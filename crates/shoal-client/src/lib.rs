@@ -8,7 +8,7 @@
 //! Layers: [`pool`] (gRPC channels) → [`meta`] (leader-following calls to the
 //! meta group, also used by chunk servers) → [`data`] (chunk pipelines and
 //! verified reads) → [`client`] (namespace calls) → [`file`] (files, and
-//! opening them). [`layouts`] caches chunk maps by inode, so reads of an open
+//! opening them) → [`new_file`] (a new small file in one meta entry). [`layouts`] caches chunk maps by inode, so reads of an open
 //! file need no meta round (close-to-open across clients). `request` numbers mutations so meta applies each once
 //! however often it is retried; [`retry`] decides, from plain data, what the
 //! data path does after a replica failed. [`report`] reshapes the cluster's
@@ -22,12 +22,14 @@ pub mod file;
 pub mod layouts;
 pub mod lock;
 pub mod meta;
+pub mod new_file;
 pub mod pool;
 pub mod report;
 mod request;
 pub mod retry;
 pub mod transport;
 
+pub use bytes::Bytes;
 pub use client::{AttrChange, ChunkInfo, Client, DirEntry, Owner, Special, Stat, TimeSet};
 pub use error::ClientError;
 pub use file::{File, SeekFrom};

@@ -12,9 +12,9 @@
 //! names and help of every metric; the values are recorded through the
 //! `metrics` facade where they happen) → [`format`] (the framing of
 //! records on disk) → [`log_store`] and
-//! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`]
-//! and [`sessions`] (leader soft state) → [`node`] (proposing, leadership,
-//! server views) → [`repair`] (the leader's healing task) → [`sampler`]
+//! [`sm_store`] (durability) → [`network`] (Raft over gRPC) → [`registry`],
+//! [`sessions`] and [`new_ids`] (leader soft state) → [`node`] (proposing,
+//! leadership, server views) → [`repair`] (the leader's healing task) → [`sampler`]
 //! (state-derived gauges, sampled every second) → [`service`] and
 //! [`lock_service`] (gRPC handlers) → [`server`] (wiring and startup).
 //! `shoal-meta` knows nothing of chunk contents or of the disks of chunk servers.
@@ -29,6 +29,7 @@ pub mod locks;
 pub mod log_store;
 pub mod metric_names;
 pub mod network;
+pub mod new_ids;
 pub mod node;
 pub mod plan;
 pub mod ranges;

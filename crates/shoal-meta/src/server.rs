@@ -210,6 +210,7 @@ pub async fn start(config: &MetaConfig) -> anyhow::Result<Started> {
     spawn_leadership_watch(raft.clone(), registry.clone(), sessions.clone());
     let service = MetaService {
         capabilities,
+        new_ids: Arc::new(crate::new_ids::IdPool::default()),
         node: Node::new(raft.clone(), state, registry, config.read_lease),
         sessions,
         settings: Arc::new(ServiceSettings {

@@ -69,6 +69,9 @@ pub struct MetaService {
     /// Signs chunk capabilities; None on an `--insecure` node (none are
     /// handed out, and chunk servers check none).
     pub capabilities: Option<CapabilityKey>,
+    /// Reserved chunk ids this leader hands out to files written before
+    /// they are created (`PrepareNew`).
+    pub new_ids: Arc<crate::new_ids::IdPool>,
 }
 
 type Reply<T> = Result<TonicResponse<T>, Status>;
@@ -200,6 +203,59 @@ impl MetaService {
     /// before proposing, like the replication a new file inherits, once the
     /// state holds every change acknowledged before (a leader that applied
     /// an entry of its own term, or after a read round).
+    /// The replication factor a new file at `path` gets when `requested`
+    /// (0: inherit from its directories, else the cluster's).
+    fn replication_for(&self, path: &NormalPath, requested: u32) -> Result<u32, Status> {
+        bounds::check_replication(requested, true).map_err(fs_status)?;
+        Ok(match requested {
+            0 => match self.node.state.read().fs.inherited_replication(path) {
+                0 => self.settings.replication,
+                n => n,
+            },
+            n => n,
+        })
+    }
+
+    /// The state machine's command for a create request, and the new
+    /// file's replication factor.
+    async fn create_cmd(&self, r: &pb::CreateRequest) -> Result<(NamespaceCmd, u32), Status> {
+        let path = parse_path(&r.path)?;
+        let replication = self.replication_for(&path, r.replication)?;
+        let chunk_size = self.settings.chunk_size_bytes;
+        let cmd = match r.owner {
+            Some(o) => NamespaceCmd::MakeNode {
+                owner: self.owner_at(&path, owner(o)?, Kind::File).await?,
+                path,
+                kind: Kind::File,
+                replication,
+                chunk_size,
+                exclusive: !r.open_existing,
+            },
+            None => NamespaceCmd::Create { path, replication, chunk_size, open_existing: r.open_existing },
+        };
+        Ok((cmd, replication))
+    }
+
+    /// A reserved chunk id for a file written before it is created: from
+    /// this leader's run, or from a new run reserved through Raft when that
+    /// one is spent or gone (one caller reserves; the others wait for it).
+    async fn new_chunk_id(&self) -> Result<u64, Status> {
+        let still_reserved = |start| self.node.state.read().fs.in_reserved_run(start);
+        for _ in 0..PREPARE_ATTEMPTS_MAX {
+            if let Some(id) = self.new_ids.take(still_reserved) {
+                return Ok(id);
+            }
+            let _refill = self.new_ids.refill.lock().await;
+            if let Some(id) = self.new_ids.take(still_reserved) {
+                return Ok(id);
+            }
+            let cmd = WriteCmd::ReserveChunkIds { count: crate::fsm::RESERVE_IDS_MAX };
+            let (start, count) = self.node.write(cmd, None).await?.into_reserved().map_err(fs_status)?;
+            self.new_ids.refilled(start, count);
+        }
+        Err(Status::unavailable("reserved chunk ids keep being pushed out (leaders changing?); retry"))
+    }
+
     async fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Result<Owner, Status> {
         self.node.caught_up().await?;
         let s = self.node.state.read();
@@ -315,27 +371,7 @@ impl pb::namespace_server::Namespace for MetaService {
     async fn create(&self, req: Request<pb::CreateRequest>) -> Reply<pb::InodeReply> {
         let caller = caller_uri(&req);
         let r = req.into_inner();
-        let path = parse_path(&r.path)?;
-        bounds::check_replication(r.replication, true).map_err(fs_status)?;
-        let replication = match r.replication {
-            0 => match self.node.state.read().fs.inherited_replication(&path) {
-                0 => self.settings.replication,
-                n => n,
-            },
-            n => n,
-        };
-        let chunk_size = self.settings.chunk_size_bytes;
-        let cmd = match r.owner {
-            Some(o) => NamespaceCmd::MakeNode {
-                owner: self.owner_at(&path, owner(o)?, Kind::File).await?,
-                path,
-                kind: Kind::File,
-                replication,
-                chunk_size,
-                exclusive: !r.open_existing,
-            },
-            None => NamespaceCmd::Create { path, replication, chunk_size, open_existing: r.open_existing },
-        };
+        let (cmd, replication) = self.create_cmd(&r).await?;
         // A new file for a writer: its chunk 0 is prepared in the same entry.
         // Without servers enough to place it, the file is made alone and the
         // write's own prepare says what is missing.
@@ -568,6 +604,70 @@ impl pb::namespace_server::Namespace for MetaService {
         let chunks = r.chunks.iter().map(|c| (c.index, c.id, c.version)).collect();
         let fence = fence(r.fence)?;
         let cmd = WriteCmd::CommitWrite { inode: r.inode, chunks, size: r.size, truncate: r.truncate, fence };
+        self.write_inode(cmd, request_id(r.request)).await
+    }
+
+    async fn prepare_new(&self, req: Request<pb::PrepareNewRequest>) -> Reply<pb::PrepareWriteReply> {
+        let caller = caller_uri(&req);
+        let r = req.into_inner();
+        let path = parse_path(&r.path)?;
+        if path.is_root() {
+            return Err(fs_status(FsError::Root));
+        }
+        bounds::check_failed(&r.failed).map_err(fs_status)?;
+        // Only the leader hands out ids: of its own run.
+        self.node.leader_only()?;
+        let replication = self.replication_for(&path, r.replication)?;
+        let failed: Vec<u64> = {
+            let s = self.node.state.read();
+            s.fs.nodes.values().filter(|n| r.failed.contains(&n.addr)).map(|n| n.id).collect()
+        };
+        let replicas =
+            plan::place_new_chunk(&self.node.server_views(Instant::now()), replication, &failed).map_err(fs_status)?;
+        let id = self.new_chunk_id().await?;
+        let chunk = crate::fsm::ChunkMeta { id, version: 1, committed_version: 0, replicas, lagging: Vec::new() };
+        Ok(TonicResponse::new(self.granted(0, &chunk, self.settings.chunk_size_bytes, caller.as_deref())))
+    }
+
+    async fn create_written(&self, req: Request<pb::CreateWrittenRequest>) -> Reply<pb::InodeReply> {
+        let caller = caller_uri(&req);
+        let r = req.into_inner();
+        let invalid = |reason: &str| fs_status(FsError::InvalidArgument { reason: reason.to_string() });
+        let create = r.create.ok_or_else(|| invalid("CreateWritten names no file to create"))?;
+        if create.open_existing || create.prepare_first_chunk {
+            return Err(invalid("a file created with its data is new: no open_existing, no prepare_first_chunk"));
+        }
+        let loc = r.chunk.ok_or_else(|| invalid("CreateWritten names no chunk"))?;
+        if loc.version != 1 || loc.index != 0 {
+            return Err(invalid("a file created with its data has version 1 of its chunk 0"));
+        }
+        bounds::check_file_size(r.size).map_err(fs_status)?;
+        // The capability PrepareNew granted: this caller was given that chunk
+        // to write. An expired one only means writing again, under a new id.
+        if let (Some(key), Some(identity)) = (&self.capabilities, caller.as_deref()) {
+            let ask = capability::Ask {
+                chunk_id: loc.id,
+                version: 1,
+                identity,
+                mode: Mode::Write,
+                now_ms: capability::now_ms(),
+            };
+            match key.check(capability::decode(&loc.capability).as_ref(), &ask) {
+                Ok(_) => {}
+                Err(e) if e.is_expired() => return Err(fs_status(FsError::ChunkChanged { inode: 0, index: 0 })),
+                Err(e) => return Err(Status::permission_denied(format!("CreateWritten: {e}"))),
+            }
+        }
+        let replicas: Vec<u64> = {
+            let s = self.node.state.read();
+            let id_of = |addr: &String| s.fs.nodes.values().find(|n| &n.addr == addr).map(|n| n.id);
+            loc.replicas
+                .iter()
+                .map(|a| id_of(a).ok_or_else(|| invalid(&format!("{a} is no chunk server"))))
+                .collect::<Result<_, _>>()?
+        };
+        let (create, _) = self.create_cmd(&create).await?;
+        let cmd = WriteCmd::CreateWritten { create, chunk: loc.id, replicas, size: r.size };
         self.write_inode(cmd, request_id(r.request)).await
     }
 

@@ -287,7 +287,7 @@ where
 async fn small(client: &Client, args: &Options, read: bool) -> anyhow::Result<Outcome> {
     let size = args.size.unwrap_or(4096);
     let dir = format!("{}/small", args.dir);
-    let data = Arc::new(pattern(size as usize, 3));
+    let data = shoal_client::Bytes::from(pattern(size as usize, 3));
     let replication = args.replication;
     if read {
         let present = client.list(&dir).await.map(|l| l.len() as u64).unwrap_or(0);
@@ -311,8 +311,7 @@ async fn small(client: &Client, args: &Options, read: bool) -> anyhow::Result<Ou
     spread(client, args, size, move |c, i| {
         let (path, data) = (format!("{dir}/f{i}"), data.clone());
         async move {
-            let mut f = c.create_for_writing(&path, replication).await?;
-            f.write_at(0, &data).await?;
+            c.write_new(&path, data, replication, None).await?;
             Ok(())
         }
     })

@@ -63,6 +63,12 @@ enum Op {
         name: String,
         data: Vec<u8>,
     },
+    /// Create a new small file with its bytes in one meta entry
+    /// (`Client::write_new`): all of it or nothing, never halfway.
+    WriteNew {
+        name: String,
+        data: Vec<u8>,
+    },
     Append {
         name: String,
         data: Vec<u8>,
@@ -87,6 +93,7 @@ impl Op {
         match self {
             Op::Create { name }
             | Op::CreateWrite { name, .. }
+            | Op::WriteNew { name, .. }
             | Op::Append { name, .. }
             | Op::Overwrite { name, .. }
             | Op::Delete { name } => {
@@ -103,7 +110,7 @@ impl Op {
             Op::Create { name } => {
                 f.insert(name.clone(), Vec::new());
             }
-            Op::CreateWrite { name, data } => {
+            Op::CreateWrite { name, data } | Op::WriteNew { name, data } => {
                 f.insert(name.clone(), data.clone());
             }
             Op::Append { name, data } => f.get_mut(name).unwrap().extend_from_slice(data),
@@ -139,6 +146,7 @@ impl Op {
         match self {
             Op::Create { name } => format!("create {name}"),
             Op::CreateWrite { name, data } => format!("create and write {name} +{}", data.len()),
+            Op::WriteNew { name, data } => format!("write new {name} +{}", data.len()),
             Op::Append { name, data } => format!("append {name} +{}", data.len()),
             Op::Overwrite { name, offset, data } => format!("overwrite {name} @{offset} +{}", data.len()),
             Op::Delete { name } => format!("delete {name}"),
@@ -169,9 +177,11 @@ fn choose(rng: &mut StdRng, files: &Files, next: &mut u64, worker: u64) -> Op {
         format!("f{next}")
     };
     if files.len() < 3 || rng.random_bool(0.15) {
-        return match rng.random_bool(0.5) {
-            true => Op::Create { name: fresh() },
-            false => Op::CreateWrite { name: fresh(), data: pattern(rng.random_range(1..=4096), rng.random()) },
+        let data = pattern(rng.random_range(1..=4096), rng.random());
+        return match rng.random_range(0..3) {
+            0 => Op::Create { name: fresh() },
+            1 => Op::CreateWrite { name: fresh(), data },
+            _ => Op::WriteNew { name: fresh(), data },
         };
     }
     let names: Vec<&String> = files.keys().collect();
@@ -207,6 +217,9 @@ async fn execute(client: &Client, dir: &str, op: &Op) -> Result<(), String> {
             Ok(mut f) => f.write_at(0, data).await,
             Err(e) => Err(e),
         },
+        Op::WriteNew { name, data } => {
+            client.write_new(&path(name), shoal_client::Bytes::copy_from_slice(data), None, None).await.map(|_| ())
+        }
         Op::Append { name, data } => match client.open(&path(name)).await {
             Ok(mut f) => f.append(data).await.map(|_| ()),
             Err(e) => Err(e),
