@@ -11,7 +11,10 @@
 //! - a namespace command succeeded exactly when the model says it must;
 //! - a retried request id gets its first answer back and changes nothing;
 //! - a granted byte range is held, an unlocked one is not, and an ended
-//!   session holds and waits for nothing.
+//!   session holds and waits for nothing;
+//! - a file written before it is created is made exactly when its chunk id
+//!   is reserved and unused (and the create itself may be), with that
+//!   chunk committed, and the id is used after.
 //!
 //! `PROPTEST_CASES` sets the number of cases (1,000 by default here).
 
@@ -367,6 +370,16 @@ enum Op {
     },
     /// Repeats the last request id, as a client retrying after a lost answer.
     Retry,
+    /// Reserve chunk ids for files written before they are created.
+    Reserve(u64),
+    /// Create `path` holding `size` bytes already written as a reserved
+    /// chunk (picked by `pick` among the reserved runs, or just past one).
+    WriteNew {
+        path: String,
+        pick: u64,
+        replicas: Vec<u64>,
+        size: u64,
+    },
 }
 
 fn path_strategy() -> impl Strategy<Value = String> {
@@ -413,6 +426,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (path_strategy(), prop::collection::vec(xattr_name(), 0..2), prop::collection::vec((xattr_name(), xattr_value()), 0..3))
             .prop_map(|(path, remove, set)| Op::SetXattrs { path, remove, set }),
         1 => (path_strategy(), xattr_name()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+        1 => prop_oneof![Just(0u64), 1..5u64, Just(1025u64)].prop_map(Op::Reserve),
+        3 => (path_strategy(), any::<u64>(), prop::collection::vec(server(), 0..3), 0..120u64)
+            .prop_map(|(path, pick, replicas, size)| Op::WriteNew { path, pick, replicas, size }),
     ]
 }
 
@@ -665,6 +681,45 @@ impl Harness {
             Op::RemoveXattr { path, name } => {
                 let ok = self.apply(NamespaceCmd::RemoveXattr { path: np(path), name: name.clone() }) == Response::Ok;
                 assert_eq!(ok, self.model.remove_xattr(path, name), "remove xattr {name:?} of {path}");
+            }
+            Op::Reserve(count) => {
+                let next = self.st.next_chunk_id;
+                let r = self.apply(WriteCmd::ReserveChunkIds { count: *count });
+                let ok = (1..=1024).contains(count);
+                assert_eq!(r == (Response::Reserved { start: next, count: *count }), ok, "reserve {count}: {r:?}");
+            }
+            Op::WriteNew { path, pick, replicas, size } => {
+                let runs = &self.st.reserved;
+                let chunk = match runs.len() {
+                    0 => *pick % 4,
+                    n => {
+                        let r = &runs[(*pick % n as u64) as usize];
+                        r.start + (*pick / 2) % (r.count + 1)
+                    }
+                };
+                let mut distinct = replicas.clone();
+                distinct.sort();
+                distinct.dedup();
+                let args_ok = (1..=CHUNK_SIZE).contains(size)
+                    && !replicas.is_empty()
+                    && distinct.len() == replicas.len()
+                    && replicas.iter().all(|r| *r <= SERVERS);
+                let fresh = self.st.reserved_unused(chunk);
+                let create = NamespaceCmd::Create {
+                    path: np(path),
+                    replication: 2,
+                    chunk_size: CHUNK_SIZE,
+                    open_existing: false,
+                };
+                let r = self.apply(WriteCmd::CreateWritten { create, chunk, replicas: replicas.clone(), size: *size });
+                let expect = args_ok && fresh && self.model.create(path, false);
+                assert_eq!(matches!(r, Response::Inode(_)), expect, "write new {path} as chunk {chunk}: {r:?}");
+                if expect {
+                    self.model.entries.insert(path.clone(), Entry::File { size: *size });
+                    assert!(!self.st.reserved_unused(chunk), "a used id stays reserved and unused");
+                    let f = self.st.lookup(&np(path)).expect("made");
+                    assert_eq!((f.size, f.chunks[&0].id, f.chunks[&0].committed_version), (*size, chunk, 1));
+                }
             }
             Op::Retry => {
                 let Some((p, first, state)) = self.last.clone() else { return };

@@ -60,7 +60,7 @@ pub fn access(path: &str) -> Option<Access> {
         (
             NAMESPACE,
             "Mkdir" | "Create" | "Stat" | "List" | "Remove" | "Rename" | "Layout" | "PrepareWrite" | "CommitWrite"
-            | "SetXattrs" | "RemoveXattr" | "SetAttr" | "Symlink" | "Mknod" | "Link",
+            | "PrepareNew" | "CreateWritten" | "SetXattrs" | "RemoveXattr" | "SetAttr" | "Symlink" | "Mknod" | "Link",
         ) => Everyone,
         (LOCKS, "OpenSession" | "KeepAlive" | "CloseSession" | "Acquire" | "Release" | "Inspect") => Everyone,
         (CHUNK, "Write" | "Read") => Everyone,
@@ -206,6 +206,8 @@ mod tests {
             ("/shoal.meta.v1.Namespace/SetReplication", [true, true, false]),
             ("/shoal.meta.v1.Namespace/Create", [true, true, true]),
             ("/shoal.meta.v1.Namespace/PrepareWrite", [true, true, true]),
+            ("/shoal.meta.v1.Namespace/PrepareNew", [true, true, true]),
+            ("/shoal.meta.v1.Namespace/CreateWritten", [true, true, true]),
             ("/shoal.meta.v1.Locks/Acquire", [true, true, true]),
             ("/shoal.chunk.v1.Chunk/Write", [true, true, true]),
             ("/shoal.chunk.v1.Chunk/Read", [true, true, true]),

@@ -6,6 +6,7 @@
 //! chunk capabilities, t37 separate hosts (network namespaces), t40 bad
 //! input, t50 failures,
 //! t55 leader failover (`shoal bench failover`), t56 the bench JSON contract,
+//! t57 new small files in one meta entry,
 //! t60 chaos, t61 membership and snapshots, t70 locks, t80 self-healing, t90
 //! regressions (one test per fixed bug, with its cause), t91 upgrades, t92
 //! metrics (`/metrics` on every node's HTTP port), t93 observability (`admin
@@ -48,6 +49,7 @@ mod t40_bad_input;
 mod t50_failures;
 mod t55_failover;
 mod t56_bench;
+mod t57_small_files;
 mod t60_chaos;
 mod t61_membership;
 mod t70_locks;

@@ -6,7 +6,8 @@
 //! client's own capabilities work, and so do put and cat through the client.
 //! A write capability names one version; one meta signed expires (a short
 //! `--capability-lifetime`, no `--capability-skew`), and a reader holding an
-//! old chunk map asks meta again by itself.
+//! old chunk map asks meta again by itself. A file written before it is
+//! created is created only by its writer, with meta's capability, once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use shoal_client::{Client, Transport};
 use shoal_proto::capability::{self, CapabilityKey, Grant, Mode};
 use shoal_proto::chunk::chunk_client::ChunkClient;
 use shoal_proto::chunk::{Capability, ChunkErrorKind, ReadRequest, WriteHeader, WriteMessage};
-use shoal_proto::meta::PrepareWriteRequest;
 use shoal_proto::meta::namespace_client::NamespaceClient;
+use shoal_proto::meta::{CreateRequest, CreateWrittenRequest, PrepareNewRequest, PrepareWriteRequest, RequestId};
 use shoal_tls::{Identity, IssueRequest, Role};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -302,6 +303,78 @@ fn t36_a_write_capability_belongs_to_one_version_and_a_superseded_writer_is_refu
     assert_eq!(ChunkErrorKind::of(&status), Some(ChunkErrorKind::NewerVersion), "{status:?}");
     // Neither was committed.
     assert_eq!(c.must_cat("/h"), data);
+}
+
+/// A file written before it is created (`PrepareNew`, then
+/// `CreateWritten`) is created only by the caller its chunk was granted to,
+/// with the capability meta signed, once; every refusal makes no file.
+#[test]
+fn t36_a_file_written_before_it_is_created_is_created_only_by_its_writer_and_once() {
+    let c = Cluster::start(Options { meta_nodes: 1, chunk_nodes: 2, replication: 2, ..Default::default() });
+    let rt = runtime();
+    let _entered = rt.enter();
+    let alice = Transport::load(&pki().user()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mallory_dir = other.path().join("mallory");
+    let req = IssueRequest::new(Identity::new("mallory", Role::User).unwrap(), mallory_dir.clone());
+    shoal_tls::issue(&pki().ca(), &req).unwrap();
+    let mallory = Transport::load(&mallory_dir).unwrap();
+    let meta = c.meta_addrs[0].clone();
+    let prep = rt
+        .block_on(
+            NamespaceClient::new(channel(&meta, &alice))
+                .prepare_new(PrepareNewRequest { path: "/n".into(), ..Default::default() }),
+        )
+        .unwrap()
+        .into_inner();
+    let loc = prep.chunk.clone().unwrap();
+    assert_eq!((loc.version, prep.base_version, loc.replicas.len()), (1, 0, 2));
+    let data = pattern(3000, 39);
+    let header = WriteHeader {
+        chunk_id: loc.id,
+        version: 1,
+        base_version: 0,
+        offset: 0,
+        downstream: loc.replicas[1..].to_vec(),
+        truncate_to: None,
+        fence_token: 0,
+        capability: capability::decode(&loc.capability),
+    };
+    rt.block_on(write_direct(&loc.replicas[0], &alice, header, data.clone())).expect("the granted chain write");
+    let create = |who: &Transport, path: &str, loc: shoal_proto::meta::ChunkLocation, size: u64, seq: u64| {
+        let req = CreateWrittenRequest {
+            create: Some(CreateRequest { path: path.into(), ..Default::default() }),
+            chunk: Some(loc),
+            size,
+            request: Some(RequestId { client: 0x5736, seq, done_below: 0 }),
+        };
+        rt.block_on(NamespaceClient::new(channel(&meta, who)).create_written(req)).map(|r| r.into_inner())
+    };
+    let mut forged = loc.clone();
+    forged.capability = capability::encode(&tampered(&capability::decode(&loc.capability).unwrap()));
+    let mut later = loc.clone();
+    later.version = 2;
+    let refusals: Vec<(&str, Result<_, Status>, tonic::Code)> = vec![
+        ("by another user", create(&mallory, "/n", loc.clone(), 3000, 1), tonic::Code::PermissionDenied),
+        ("with a tampered capability", create(&alice, "/n", forged, 3000, 2), tonic::Code::PermissionDenied),
+        ("of another version", create(&alice, "/n", later, 3000, 3), tonic::Code::InvalidArgument),
+        ("of no bytes", create(&alice, "/n", loc.clone(), 0, 4), tonic::Code::InvalidArgument),
+    ];
+    for (what, result, code) in refusals {
+        let status = result.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+    }
+    assert!(c.shoal(&["stat", "/n"], None).status.code() != Some(0), "a refused create made /n");
+    create(&alice, "/n", loc.clone(), 3000, 5).expect("the writer's own create");
+    assert_eq!(c.must_cat("/n"), data);
+    // The chunk is used: another file cannot be made with it (the writer
+    // would write again, under a fresh id).
+    let again = create(&alice, "/n2", loc.clone(), 3000, 6).expect_err("a chunk used twice");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(c.shoal(&["stat", "/n2"], None).status.code() != Some(0), "a second file names the chunk");
+    // A retry of the create that went through gets its first answer.
+    create(&alice, "/n", loc, 3000, 5).expect("a retried create");
+    assert_eq!(c.must_cat("/n"), data);
 }
 
 #[test]
