@@ -87,7 +87,8 @@ fn t57_a_chunk_server_killed_under_new_small_files_is_routed_around() {
     // Meta still counts it alive for a while, and places new chunks on it.
     c.kill_chunk(0);
     for i in 0..30 {
-        let write = client.write_new(&format!("/k/b{i}"), Bytes::from(pattern(5000, 100 + i)), None, None);
+        let name = format!("/k/b{i}");
+        let write = client.write_new(&name, Bytes::from(pattern(5000, 100 + i)), None, None);
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), write).await })
             .expect("write_new hung")
             .unwrap_or_else(|e| panic!("b{i} with a chunk server down: {e}"));
