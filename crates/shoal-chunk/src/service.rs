@@ -8,7 +8,9 @@
 //! 2. For every data message: forward it downstream, then write it locally.
 //! 3. At the end of the stream: close the downstream stream, make the local
 //!    write durable (fsync, checksums, meta), and wait for downstream's ack.
-//!    A stream that breaks off is rolled back locally (see `store`).
+//!    Closing first lets every replica of the chain sync at once. A stream
+//!    that breaks off is rolled back locally (see `store`) before the
+//!    downstream stream is closed.
 //! 4. Ack only if both the local write and everything downstream succeeded.
 //!    On failure, the status names the replica at fault in
 //!    `shoal-failed-replica` so the client can route around it.
@@ -237,15 +239,28 @@ impl ChunkService {
                 }
             }
         }
-        let local = session.finish(header.truncate_to, failure.is_some()).await;
-        let remote = match downstream.take() {
-            Some((_, tx, task)) => {
+        // All the data came: end the downstream stream now, so the next
+        // replica makes the write durable while this one does, not after it.
+        // (A failed write ends it only after its own rollback, as before.)
+        let forwarded = match failure {
+            None => downstream.take().map(|(_, tx, task)| {
                 drop(tx);
-                match task.await {
-                    Ok(r) => r,
-                    Err(e) => Err(Status::internal(format!("forwarding task failed: {e}"))),
-                }
-            }
+                task
+            }),
+            Some(_) => None,
+        };
+        let local = session.finish(header.truncate_to, failure.is_some()).await;
+        let forwarded = forwarded.or_else(|| {
+            downstream.take().map(|(_, tx, task)| {
+                drop(tx);
+                task
+            })
+        });
+        let remote = match forwarded {
+            Some(task) => match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Status::internal(format!("forwarding task failed: {e}"))),
+            },
             None => Ok(()),
         };
         // Report the most specific fault: a downstream replica's own status first.
