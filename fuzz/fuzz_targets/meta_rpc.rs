@@ -65,7 +65,7 @@ use tonic::{Request, Status};
 /// Calls in one input, at most.
 const CALLS_MAX: usize = 16;
 /// Number of handlers the selector byte chooses from.
-const HANDLERS: u8 = 33;
+const HANDLERS: u8 = 35;
 /// Longest any call may take before it counts as hung (generous, for a
 /// loaded CI machine running two targets at once).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -171,6 +171,8 @@ fn call(svc: &MetaService, sel: u8, bytes: &[u8]) -> Option<(String, Call)> {
         30 => call!(svc, bytes, pb::ReleaseRequest, Locks::release),
         31 => call!(svc, bytes, pb::PathRequest, Locks::inspect),
         32 => call!(svc, bytes, pb::ListLocksRequest, Locks::list),
+        33 => call!(svc, bytes, pb::PrepareNewRequest, Namespace::prepare_new),
+        34 => call!(svc, bytes, pb::CreateWrittenRequest, Namespace::create_written),
         _ => unreachable!("the selector is taken modulo HANDLERS"),
     }
 }

@@ -34,7 +34,7 @@ impl Cursor {
 #[derive(Debug, Default)]
 pub struct IdPool {
     cursor: Mutex<Option<Cursor>>,
-    pub refill: tokio::sync::Mutex<()>,
+    pub refill: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl IdPool {

@@ -245,13 +245,21 @@ impl MetaService {
             if let Some(id) = self.new_ids.take(still_reserved) {
                 return Ok(id);
             }
-            let _refill = self.new_ids.refill.lock().await;
+            let refill = self.new_ids.refill.clone().lock_owned().await;
             if let Some(id) = self.new_ids.take(still_reserved) {
                 return Ok(id);
             }
-            let cmd = WriteCmd::ReserveChunkIds { count: crate::fsm::RESERVE_IDS_MAX };
-            let (start, count) = self.node.write(cmd, None).await?.into_reserved().map_err(fs_status)?;
-            self.new_ids.refilled(start, count);
+            // In a task of its own, so a caller that goes away meanwhile
+            // does not leave the run reserved and never handed out.
+            let (node, pool) = (self.node.clone(), self.new_ids.clone());
+            let reserve = tokio::spawn(async move {
+                let _refill = refill;
+                let cmd = WriteCmd::ReserveChunkIds { count: crate::fsm::RESERVE_IDS_MAX };
+                let (start, count) = node.write(cmd, None).await?.into_reserved().map_err(fs_status)?;
+                pool.refilled(start, count);
+                Ok::<(), Status>(())
+            });
+            reserve.await.map_err(|e| Status::internal(format!("reserving chunk ids: {e}")))??;
         }
         Err(Status::unavailable("reserved chunk ids keep being pushed out (leaders changing?); retry"))
     }
@@ -642,29 +650,29 @@ impl pb::namespace_server::Namespace for MetaService {
             return Err(invalid("a file created with its data has version 1 of its chunk 0"));
         }
         bounds::check_file_size(r.size).map_err(fs_status)?;
+        if loc.replicas.is_empty() || loc.replicas.len() > bounds::REPLICATION_MAX as usize {
+            return Err(invalid(&format!(
+                "a chain of 1 to {} servers, not {}",
+                bounds::REPLICATION_MAX,
+                loc.replicas.len()
+            )));
+        }
         // The capability PrepareNew granted: this caller was given that chunk
-        // to write. An expired one only means writing again, under a new id.
+        // to write. Its expiry is not checked: a retry of a create that went
+        // through must reach the request's recorded answer, and whether the
+        // id may still be used is the state machine's to say.
         if let (Some(key), Some(identity)) = (&self.capabilities, caller.as_deref()) {
-            let ask = capability::Ask {
-                chunk_id: loc.id,
-                version: 1,
-                identity,
-                mode: Mode::Write,
-                now_ms: capability::now_ms(),
-            };
-            match key.check(capability::decode(&loc.capability).as_ref(), &ask) {
-                Ok(_) => {}
-                Err(e) if e.is_expired() => return Err(fs_status(FsError::ChunkChanged { inode: 0, index: 0 })),
-                Err(e) => return Err(Status::permission_denied(format!("CreateWritten: {e}"))),
+            let ask = capability::Ask { chunk_id: loc.id, version: 1, identity, mode: Mode::Write, now_ms: 0 };
+            if let Err(e) = key.check(capability::decode(&loc.capability).as_ref(), &ask) {
+                return Err(Status::permission_denied(format!("CreateWritten: {e}")));
             }
         }
+        // A server that moved since (a new address) means a fresh chain.
         let replicas: Vec<u64> = {
             let s = self.node.state.read();
             let id_of = |addr: &String| s.fs.nodes.values().find(|n| &n.addr == addr).map(|n| n.id);
-            loc.replicas
-                .iter()
-                .map(|a| id_of(a).ok_or_else(|| invalid(&format!("{a} is no chunk server"))))
-                .collect::<Result<_, _>>()?
+            let ids: Option<Vec<u64>> = loc.replicas.iter().map(id_of).collect();
+            ids.ok_or_else(|| fs_status(FsError::ChunkChanged { inode: 0, index: 0 }))?
         };
         let (create, _) = self.create_cmd(&create).await?;
         let cmd = WriteCmd::CreateWritten { create, chunk: loc.id, replicas, size: r.size };

@@ -704,7 +704,8 @@ impl Harness {
                     && !replicas.is_empty()
                     && distinct.len() == replicas.len()
                     && replicas.iter().all(|r| *r <= SERVERS);
-                let fresh = self.st.reserved_unused(chunk);
+                let draining = replicas.iter().any(|r| self.st.nodes.get(r).is_some_and(|n| n.draining));
+                let fresh = self.st.reserved_unused(chunk) && !draining && !self.st.garbage.contains_key(&chunk);
                 let create = NamespaceCmd::Create {
                     path: np(path),
                     replication: 2,

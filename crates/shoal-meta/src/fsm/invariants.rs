@@ -340,10 +340,11 @@ impl FsState {
             if r.start < floor || r.count == 0 || r.count > RESERVE_IDS_MAX || end > self.next_chunk_id {
                 return fail(format!("reserved run {}+{} overlaps, is out of order or unallocated", r.start, r.count));
             }
+            if r.used.len() as u64 != r.count.div_ceil(64) {
+                return fail(format!("reserved run {}+{}: {} words of used bits", r.start, r.count, r.used.len()));
+            }
             let spare_bits = r.used.len() as u64 * 64 - r.count;
-            if r.used.len() as u64 != r.count.div_ceil(64)
-                || r.used.last().is_some_and(|w| spare_bits > 0 && w >> (64 - spare_bits) != 0)
-            {
+            if r.used.last().is_some_and(|w| spare_bits > 0 && w >> (64 - spare_bits) != 0) {
                 return fail(format!("reserved run {}+{}: its used bits do not fit it", r.start, r.count));
             }
             floor = end;

@@ -192,8 +192,10 @@ impl FsState {
                     p.chunk == *chunk && self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node))
                 }
                 Some(p) => self.chunk_at(*p).is_none_or(|c| !c.replicas.contains(&node)),
-                // Unreferenced chunks stay unreferenced (ids are never reused).
-                None => true,
+                // Unreferenced chunks stay unreferenced (ids are never
+                // reused), but for reserved ids not used yet: a file may yet
+                // be created with one (`fsm::reserved`).
+                None => !self.reserved_unused(*chunk),
             };
             if unwanted {
                 self.discard_chunk(*chunk, &[node]);

@@ -15,7 +15,8 @@
 //!   first. A new run pushes the oldest out; a run that is gone never comes
 //!   back, and nothing can be created with its ids any more.
 //! - An id is used at most once: [`WriteCmd::CreateWritten`] marks it, and
-//!   refuses one already used or not reserved. So once an id is not
+//!   refuses one already used or not reserved, one pending deletion
+//!   anywhere, and a chain with a draining server. So once an id is not
 //!   "reserved and unused", no later entry can make a file name it: a copy
 //!   of it that no file names is garbage for good (see `reconcile`).
 
@@ -112,8 +113,12 @@ impl FsState {
             });
         }
         self.check_replicas(replicas, rules)?;
-        if !self.reserved_unused(chunk) {
-            // Used, or its run is gone: the writer takes a fresh id and writes again.
+        // Used, or its run is gone; or a server of the chain is draining
+        // (its decommission may end before this lists the chunk there) or
+        // was told to delete a copy of this id: the writer takes a fresh id
+        // and a fresh chain, and writes again.
+        let draining = replicas.iter().any(|r| self.nodes.get(r).is_some_and(|n| n.draining));
+        if !self.reserved_unused(chunk) || draining || self.garbage.contains_key(&chunk) {
             return Err(FsError::ChunkChanged { inode: 0, index: 0 });
         }
         let inode = self.apply_namespace(create, now_ms, rules)?.into_inode()?;
@@ -196,6 +201,25 @@ mod tests {
             assert_eq!(st, before, "{cmd:?} changed the state");
         }
         assert!(matches!(run(&mut st, written("/g", start, 1)), Response::Err(FsError::ChunkChanged { .. })));
+    }
+
+    #[test]
+    fn a_draining_server_or_a_pending_delete_sends_the_writer_to_a_fresh_id() {
+        use crate::fsm::{NodeCmd, ReplicaCmd};
+        let mut st = with_servers(&[1, 2, 3]);
+        let start = reserve(&mut st, 4);
+        run(&mut st, NodeCmd::SetDraining { node: 2, draining: true });
+        // A report of a copy of a reserved, unused id does not make it garbage.
+        run(&mut st, ReplicaCmd::Reconcile { node: 1, garbage: vec![(start + 1, None)], lost: vec![] });
+        assert!(st.garbage.is_empty());
+        st.garbage.entry(start + 1).or_default().insert(3);
+        let before = st.clone();
+        for cmd in [written("/f", start, 1), written("/f", start + 1, 1)] {
+            assert!(matches!(run(&mut st, cmd), Response::Err(FsError::ChunkChanged { .. })));
+            assert_eq!(st, before);
+        }
+        let cmd = WriteCmd::CreateWritten { create: new_file("/f"), chunk: start, replicas: vec![1, 3], size: 1 };
+        assert!(matches!(run(&mut st, cmd), Response::Inode(_)));
     }
 
     #[test]
