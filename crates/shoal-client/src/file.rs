@@ -159,6 +159,26 @@ fn create_request(path: &str, replication: Option<u32>, open_existing: bool) -> 
     }
 }
 
+/// The header of a chain write of what `prep` granted, at `offset`.
+pub(crate) fn granted_header(
+    prep: &pb::PrepareWriteReply,
+    offset: u64,
+    truncate_to: Option<u64>,
+    fence_token: u64,
+) -> WriteHeader {
+    let loc = prep.chunk.as_ref().cloned().unwrap_or_default();
+    WriteHeader {
+        chunk_id: loc.id,
+        version: loc.version,
+        base_version: prep.base_version,
+        offset,
+        downstream: Vec::new(),
+        truncate_to,
+        fence_token,
+        capability: shoal_proto::capability::decode(&loc.capability),
+    }
+}
+
 /// Chunk 0 of a new file as meta prepared it with the create, for this
 /// handle's first write only. A clone of the handle does not get it: two
 /// writers must never write one granted version.
@@ -569,18 +589,10 @@ impl File {
                 Some(g) => g,
                 None => self.prepare(index, &failed, &last, chunk_id).await?,
             };
+            let fence_token = self.fence.as_ref().map_or(0, |f| f.token);
+            let header = granted_header(&prep, offset, truncate_to, fence_token);
             let loc = prep.chunk.unwrap_or_default();
             chunk_id = loc.id;
-            let header = WriteHeader {
-                chunk_id: loc.id,
-                version: loc.version,
-                base_version: prep.base_version,
-                offset,
-                downstream: Vec::new(),
-                truncate_to,
-                fence_token: self.fence.as_ref().map_or(0, |f| f.token),
-                capability: shoal_proto::capability::decode(&loc.capability),
-            };
             let e = match write_chain(&self.client.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok((index, loc.id, loc.version)),
                 Err(e) => e,

@@ -17,11 +17,11 @@
 //! reservation, or its capability expired) is retried under a fresh id.
 
 use bytes::Bytes;
-use shoal_proto::chunk::WriteHeader;
 use shoal_proto::meta as pb;
 
 use crate::client::{Client, Owner, Stat, inode_of};
 use crate::data::write_chain;
+use crate::file::granted_header;
 use crate::retry::{self, Action};
 use crate::{ClientError, Result};
 
@@ -50,12 +50,7 @@ impl Client {
             };
             let pending = self.inner.requests.begin();
             let req = pb::CreateWrittenRequest {
-                create: Some(pb::CreateRequest {
-                    path: path.to_string(),
-                    replication: replication.unwrap_or(0),
-                    owner: owner.map(Into::into),
-                    ..Default::default()
-                }),
+                create: Some(new_file_request(path, replication, owner, false)),
                 chunk: Some(loc),
                 size: data.len() as u64,
                 request: Some(pending.id),
@@ -116,17 +111,8 @@ impl Client {
             if data.len() as u64 > prep.chunk_size {
                 return Ok(None);
             }
+            let header = granted_header(&prep, 0, None, 0);
             let loc = prep.chunk.unwrap_or_default();
-            let header = WriteHeader {
-                chunk_id: loc.id,
-                version: loc.version,
-                base_version: prep.base_version,
-                offset: 0,
-                downstream: Vec::new(),
-                truncate_to: None,
-                fence_token: 0,
-                capability: shoal_proto::capability::decode(&loc.capability),
-            };
             let e = match write_chain(&self.inner.data, &loc.replicas, header, data.clone()).await {
                 Ok(()) => return Ok(Some((loc, prep.chunk_size))),
                 Err(e) => e,
@@ -155,15 +141,25 @@ impl Client {
         replication: Option<u32>,
         owner: Option<Owner>,
     ) -> Result<Stat> {
-        let req = pb::CreateRequest {
-            path: path.to_string(),
-            replication: replication.unwrap_or(0),
-            owner: owner.map(Into::into),
-            prepare_first_chunk: !data.is_empty(),
-            ..Default::default()
-        };
+        let req = new_file_request(path, replication, owner, !data.is_empty());
         let mut f = self.create_with(req).await?;
         f.write_bytes_at(0, data).await?;
         Ok(f.cached_stat().clone())
+    }
+}
+
+/// The create request of a new file at `path`.
+fn new_file_request(
+    path: &str,
+    replication: Option<u32>,
+    owner: Option<Owner>,
+    prepare_first_chunk: bool,
+) -> pb::CreateRequest {
+    pb::CreateRequest {
+        path: path.to_string(),
+        replication: replication.unwrap_or(0),
+        owner: owner.map(Into::into),
+        prepare_first_chunk,
+        ..Default::default()
     }
 }
