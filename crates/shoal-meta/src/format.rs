@@ -52,8 +52,8 @@
 //!
 //! Format 7 added files written before they are created (one Raft entry per
 //! small file): one field at the end of the state, `FsState::reserved`, read
-//! through [`since_format_7`], the commands `WriteCmd::ReserveChunkIds` and
-//! `WriteCmd::CreateWritten`, and the answer `Response::Reserved`, each after
+//! through [`since_format_7`], the commands `WriteCmd::ReserveChunkIds`,
+//! `WriteCmd::CreateWritten` and `WriteCmd::ExpireReservations`, and the answer `Response::Reserved`, each after
 //! every older variant of its enum.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC

@@ -12,6 +12,9 @@
 //! if the chunk did not change meanwhile. Rebalancing moves (planned by
 //! `Rebalance`) use what budget repairs leave, and drop their source.
 //!
+//! Each round also expires runs of reserved chunk ids past their lifetime
+//! (`fsm::reserved`).
+//!
 //! A new leader waits out the registry's grace period before its first round,
 //! so liveness it has not heard yet cannot make it drop or copy replicas.
 //!
@@ -253,6 +256,7 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
             if svc.node.registry.in_grace(now) {
                 continue;
             }
+            expire_reservations(&svc).await;
             let inputs = round_inputs(&svc, now);
             if idle_at.as_ref() == Some(&inputs) {
                 continue;
@@ -261,6 +265,17 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
             idle_at = (!busy).then_some(inputs);
         }
     });
+}
+
+/// Proposes the expiry of reserved chunk-id runs that outlived their
+/// lifetime (see `fsm::reserved`): what writers that died left under their
+/// ids becomes garbage at the servers' next reports.
+async fn expire_reservations(svc: &Heal) {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let Some(before_ms) = svc.node.state.read().fs.reservations_to_expire(now_ms) else { return };
+    if let Err(e) = svc.node.write(crate::fsm::WriteCmd::ExpireReservations { before_ms }, None).await {
+        tracing::warn!("cannot expire reserved chunk ids: {}", e.message());
+    }
 }
 
 /// Everything a round's plan depends on, besides the state's content.

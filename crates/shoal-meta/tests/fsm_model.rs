@@ -372,6 +372,8 @@ enum Op {
     Retry,
     /// Reserve chunk ids for files written before they are created.
     Reserve(u64),
+    /// Expire the runs reserved this many milliseconds (of leader time) ago or earlier.
+    Expire(u64),
     /// Create `path` holding `size` bytes already written as a reserved
     /// chunk (picked by `pick` among the reserved runs, or just past one).
     WriteNew {
@@ -427,6 +429,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(path, remove, set)| Op::SetXattrs { path, remove, set }),
         1 => (path_strategy(), xattr_name()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
         1 => prop_oneof![Just(0u64), 1..5u64, Just(1025u64)].prop_map(Op::Reserve),
+        1 => (0..200u64).prop_map(Op::Expire),
         3 => (path_strategy(), any::<u64>(), prop::collection::vec(server(), 0..3), 0..120u64)
             .prop_map(|(path, pick, replicas, size)| Op::WriteNew { path, pick, replicas, size }),
     ]
@@ -687,6 +690,11 @@ impl Harness {
                 let r = self.apply(WriteCmd::ReserveChunkIds { count: *count });
                 let ok = (1..=1024).contains(count);
                 assert_eq!(r == (Response::Reserved { start: next, count: *count }), ok, "reserve {count}: {r:?}");
+            }
+            Op::Expire(ago) => {
+                let before_ms = self.now_ms.saturating_sub(*ago);
+                assert_eq!(self.apply(WriteCmd::ExpireReservations { before_ms }), Response::Ok);
+                assert!(self.st.reserved.iter().all(|r| r.reserved_ms >= before_ms));
             }
             Op::WriteNew { path, pick, replicas, size } => {
                 let runs = &self.st.reserved;

@@ -88,6 +88,10 @@ pub enum WriteCmd {
     /// `ChunkChanged` (the writer writes again under a fresh one). Answers
     /// [`Response::Inode`].
     CreateWritten { create: super::NamespaceCmd, chunk: u64, replicas: Vec<u64>, size: u64 },
+    /// Format 7: drops the reserved runs of chunk ids reserved before
+    /// leader time `before_ms` (the leader proposes it once a run outlived
+    /// `reserved::RUN_LIFETIME_MS`). Answers [`Response::Ok`].
+    ExpireReservations { before_ms: u64 },
 }
 
 impl FsState {
@@ -105,7 +109,8 @@ impl FsState {
                 })
             }
             WriteCmd::CreatePrepared { create, replicas } => self.create_prepared(create, replicas, now_ms, rules),
-            WriteCmd::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
+            WriteCmd::ReserveChunkIds { count } => self.reserve_chunk_ids(*count, now_ms),
+            WriteCmd::ExpireReservations { before_ms } => Ok(self.expire_reservations(*before_ms)),
             WriteCmd::CreateWritten { create, chunk, replicas, size } => {
                 self.create_written(create, *chunk, replicas, *size, now_ms, rules)
             }

@@ -12,8 +12,9 @@
 //! # Invariants kept here
 //! - At most [`RESERVATIONS_KEPT`] runs are reserved, each of at most
 //!   [`RESERVE_IDS_MAX`] ids, all below `next_chunk_id`, disjoint, oldest
-//!   first. A new run pushes the oldest out; a run that is gone never comes
-//!   back, and nothing can be created with its ids any more.
+//!   first. A new run pushes the oldest out, and the leader expires a run
+//!   after [`RUN_LIFETIME_MS`]; a run that is gone never comes back, and
+//!   nothing can be created with its ids any more.
 //! - An id is used at most once: [`WriteCmd::CreateWritten`] marks it, and
 //!   refuses one already used or not reserved, one pending deletion
 //!   anywhere, and a chain with a draining server. So once an id is not
@@ -30,6 +31,12 @@ use super::{ChunkMeta, FsState, Kind, NamespaceCmd, Response};
 pub const RESERVATIONS_KEPT: usize = 2;
 /// The most ids one reservation takes.
 pub const RESERVE_IDS_MAX: u64 = 1024;
+/// How long a run stays reserved, in leader time: then the leader expires
+/// it ([`WriteCmd::ExpireReservations`]), so what writers that died left on
+/// the servers is collected even on a cluster that makes no new files. Well
+/// past a write capability's life (5 minutes and 1 of skew, by default), so
+/// a writer still at work rarely has to start again.
+pub const RUN_LIFETIME_MS: u64 = 15 * 60 * 1000;
 
 /// One run of reserved chunk ids, `[start, start + count)`, and which of
 /// them a file was created with.
@@ -39,6 +46,8 @@ pub struct Reservation {
     pub count: u64,
     /// One bit per id, set once a file was created with it.
     pub used: Vec<u64>,
+    /// Leader time of the reservation.
+    pub reserved_ms: u64,
 }
 
 impl Reservation {
@@ -60,7 +69,7 @@ impl Reservation {
 impl FsState {
     /// Reserves `count` fresh chunk ids (1 to [`RESERVE_IDS_MAX`]); the
     /// oldest run goes when more than [`RESERVATIONS_KEPT`] would be kept.
-    pub(super) fn reserve_chunk_ids(&mut self, count: u64) -> Result<Response, FsError> {
+    pub(super) fn reserve_chunk_ids(&mut self, count: u64, now_ms: u64) -> Result<Response, FsError> {
         if !(1..=RESERVE_IDS_MAX).contains(&count) {
             return Err(FsError::InvalidArgument {
                 reason: format!("a reservation takes 1 to {RESERVE_IDS_MAX} chunk ids, not {count}"),
@@ -68,11 +77,25 @@ impl FsState {
         }
         let start = self.next_chunk_id;
         self.next_chunk_id += count;
-        self.reserved.push(Reservation { start, count, used: vec![0; count.div_ceil(64) as usize] });
+        let used = vec![0; count.div_ceil(64) as usize];
+        self.reserved.push(Reservation { start, count, used, reserved_ms: now_ms });
         while self.reserved.len() > RESERVATIONS_KEPT {
             self.reserved.remove(0);
         }
         Ok(Response::Reserved { start, count })
+    }
+
+    /// Drops the runs reserved before leader time `before_ms`.
+    pub(super) fn expire_reservations(&mut self, before_ms: u64) -> Response {
+        self.reserved.retain(|r| r.reserved_ms >= before_ms);
+        Response::Ok
+    }
+
+    /// The `before_ms` of an expiry the leader should propose at leader time
+    /// `now_ms`, if a run has outlived [`RUN_LIFETIME_MS`].
+    pub fn reservations_to_expire(&self, now_ms: u64) -> Option<u64> {
+        let before_ms = now_ms.checked_sub(RUN_LIFETIME_MS)?;
+        self.reserved.iter().any(|r| r.reserved_ms < before_ms).then_some(before_ms)
     }
 
     /// Whether `id` is reserved and no file was created with it yet: a copy
@@ -220,6 +243,24 @@ mod tests {
         }
         let cmd = WriteCmd::CreateWritten { create: new_file("/f"), chunk: start, replicas: vec![1, 3], size: 1 };
         assert!(matches!(run(&mut st, cmd), Response::Inode(_)));
+    }
+
+    #[test]
+    fn an_expired_run_is_dropped_and_its_ids_refused() {
+        let mut st = with_servers(&[1, 2, 3]);
+        let old = reserve(&mut st, 2); // at leader time 1
+        assert_eq!(st.reservations_to_expire(RUN_LIFETIME_MS), None, "not yet");
+        let at = RUN_LIFETIME_MS + 2;
+        assert_eq!(st.reservations_to_expire(at), Some(2));
+        let newer = match st.apply(&crate::fsm::Proposal::new(at, None, WriteCmd::ReserveChunkIds { count: 2 })) {
+            Response::Reserved { start, .. } => start,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(run(&mut st, WriteCmd::ExpireReservations { before_ms: 2 }), Response::Ok);
+        assert_eq!(st.reserved.len(), 1);
+        assert!(!st.reserved_unused(old) && st.reserved_unused(newer));
+        assert!(matches!(run(&mut st, written("/f", old, 1)), Response::Err(FsError::ChunkChanged { .. })));
+        assert_eq!(st.reservations_to_expire(at), None);
     }
 
     #[test]
