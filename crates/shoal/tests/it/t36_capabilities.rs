@@ -16,12 +16,11 @@ use std::time::Duration;
 use shoal_client::{Client, Transport};
 use shoal_proto::capability::{self, CapabilityKey, Grant, Mode};
 use shoal_proto::chunk::chunk_client::ChunkClient;
-use shoal_proto::chunk::{Capability, ChunkErrorKind, ReadRequest, WriteHeader, WriteMessage};
+use shoal_proto::chunk::{Capability, ChunkErrorKind, ReadRequest, WriteHeader};
 use shoal_proto::meta::namespace_client::NamespaceClient;
 use shoal_proto::meta::{CreateRequest, CreateWrittenRequest, PrepareNewRequest, PrepareWriteRequest, RequestId};
 use shoal_tls::{Identity, IssueRequest, Role};
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::common::*;
 
@@ -29,21 +28,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn channel(addr: &str, transport: &Transport) -> Channel {
-    shoal_proto::endpoint(addr, Duration::from_secs(2), transport).unwrap().connect_lazy()
-}
-
-/// One direct chain write of `data` as `header` says, through `addr`.
-async fn write_direct(addr: &str, who: &Transport, header: WriteHeader, data: Vec<u8>) -> Result<(), Status> {
-    let message = WriteMessage { header: Some(header), data: data.into() };
-    let mut client = ChunkClient::new(channel(addr, who));
-    let call = client.write(futures::stream::iter(vec![message]));
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(r) => r.map(|_| ()),
-        Err(_) => Err(Status::deadline_exceeded("write")),
-    }
 }
 
 /// One direct read, all of its pieces.

@@ -3,11 +3,17 @@
 //! back whole; one file costs one entry, counted on the meta node's own
 //! metric; an empty file and one bigger than a chunk take the ordinary
 //! path; a name that exists is refused and left as it was; a chunk server
-//! killed under the writers is routed around, and fsck is healthy after.
+//! killed under the writers is routed around, and fsck is healthy after; a
+//! writer that stops after writing its bytes, never creating its file,
+//! leaves no file, and its copies leave the servers' disks once its id is
+//! no longer reserved.
 
 use std::time::Duration;
 
-use shoal_client::{Bytes, Client};
+use shoal_client::{Bytes, Client, Transport};
+use shoal_proto::chunk::WriteHeader;
+use shoal_proto::meta::PrepareNewRequest;
+use shoal_proto::meta::namespace_client::NamespaceClient;
 
 use crate::common::*;
 
@@ -105,4 +111,49 @@ fn t57_a_chunk_server_killed_under_new_small_files_is_routed_around() {
     });
     // Once meta sees it dead, the lost copies are made again.
     wait_until("fsck healthy after the kill", || c.shoal(&["admin", "fsck"], None).status.success());
+}
+
+#[test]
+fn t57_a_writer_that_never_creates_its_file_leaves_nothing_behind() {
+    let c = Cluster::start(Options { meta_nodes: 1, chunk_nodes: 2, replication: 2, ..Default::default() });
+    let rt = runtime();
+    let _entered = rt.enter();
+    let alice = Transport::load(&pki().user()).unwrap();
+    let mut meta = NamespaceClient::new(channel(&c.meta_addrs[0], &alice));
+    let mut prepare_new = |path: &str| {
+        let req = PrepareNewRequest { path: path.into(), ..Default::default() };
+        rt.block_on(meta.prepare_new(req)).unwrap().into_inner()
+    };
+    // Steps 1 and 2 of a small file, and then the writer is gone.
+    let prep = prepare_new("/orphan");
+    let loc = prep.chunk.clone().unwrap();
+    let header = WriteHeader {
+        chunk_id: loc.id,
+        version: 1,
+        base_version: 0,
+        offset: 0,
+        downstream: loc.replicas[1..].to_vec(),
+        truncate_to: None,
+        fence_token: 0,
+        capability: shoal_proto::capability::decode(&loc.capability),
+    };
+    rt.block_on(write_direct(&loc.replicas[0], &alice, header, pattern(5000, 57))).expect("the chain write");
+    let data_file = |n: &Node| n.dir.join("chunks").join(format!("{:016x}.data", loc.id));
+    assert!(c.chunks.iter().all(|n| data_file(n).exists()), "both replicas hold the bytes");
+    // A report while the id is reserved and unused leaves the copies alone:
+    // another writer's file may be about to name such an id. (Reports come
+    // every 30 s; wait for one past the write, and for the heartbeat that
+    // would carry a delete.)
+    std::thread::sleep(Duration::from_secs(35));
+    assert!(c.chunks.iter().all(|n| data_file(n).exists()), "a reserved id's copies were deleted");
+    // Other writers use up the leader's runs: the orphan's run is pushed out.
+    for i in 0..2 * 1024 + 1 {
+        prepare_new(&format!("/other{i}"));
+    }
+    // Now nothing can ever create a file with it: the next reports make it garbage.
+    wait_until_within(Duration::from_secs(120), "the orphan's copies leave both disks", || {
+        c.chunks.iter().all(|n| !data_file(n).exists())
+    });
+    assert!(c.shoal(&["stat", "/orphan"], None).status.code() != Some(0), "a file appeared");
+    assert!(c.shoal(&["admin", "fsck"], None).status.success());
 }

@@ -677,3 +677,27 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A lazily connecting gRPC channel to `addr`, as `transport`'s holder.
+pub fn channel(addr: &str, transport: &shoal_client::Transport) -> tonic::transport::Channel {
+    shoal_proto::endpoint(addr, Duration::from_secs(2), transport).unwrap().connect_lazy()
+}
+
+/// One direct chain write of `data` as `header` says, through the chunk
+/// server at `addr`, as `who` (no client library: what a writer that
+/// stops at any step leaves behind); 10 s at most.
+pub async fn write_direct(
+    addr: &str,
+    who: &shoal_client::Transport,
+    header: shoal_proto::chunk::WriteHeader,
+    data: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    use shoal_proto::chunk::chunk_client::ChunkClient;
+    let message = shoal_proto::chunk::WriteMessage { header: Some(header), data: data.into() };
+    let mut client = ChunkClient::new(channel(addr, who));
+    let call = client.write(futures::stream::iter(vec![message]));
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(tonic::Status::deadline_exceeded("write")),
+    }
+}
