@@ -626,8 +626,22 @@ impl pb::namespace_server::Namespace for MetaService {
         // Only the leader hands out ids: of its own run.
         self.node.leader_only()?;
         let replication = self.replication_for(&path, r.replication)?;
+        // A create that would be refused is refused now, before the writer
+        // sends its bytes (the create itself checks again as it applies).
+        // A leader that has not caught up answers after a read round, so a
+        // name made under the last leader is seen.
+        self.node.caught_up().await?;
         let failed: Vec<u64> = {
             let s = self.node.state.read();
+            let (parent, _) = path.split_last().expect("not the root");
+            match s.fs.lookup(&parent) {
+                Ok(dir) if dir.kind == Kind::Dir => {}
+                Ok(_) => return Err(fs_status(FsError::NotADirectory { path: parent.to_string() })),
+                Err(e) => return Err(fs_status(e)),
+            }
+            if s.fs.lookup(&path).is_ok() {
+                return Err(fs_status(FsError::AlreadyExists { path: path.to_string() }));
+            }
             s.fs.nodes.values().filter(|n| r.failed.contains(&n.addr)).map(|n| n.id).collect()
         };
         let replicas =
