@@ -99,6 +99,8 @@ impl Client {
                 .await
             {
                 Ok(p) => p,
+                // A namespace refusal (the name exists now) says it all.
+                Err(e @ ClientError::Fs(_)) => return Err(e),
                 Err(e) if !failed.is_empty() => {
                     return Err(ClientError::WriteFailed {
                         chunk_id: 0,

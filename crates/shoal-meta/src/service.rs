@@ -28,6 +28,7 @@ use shoal_proto::capability::{self, CapabilityKey, Grant, Mode};
 use shoal_proto::meta as pb;
 use tonic::{Request, Response as TonicResponse, Status};
 
+use crate::fsm::reserved::RUN_LIFETIME_MS;
 use crate::fsm::xattrs;
 use crate::fsm::{
     AttrChange, ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, ReplicaCmd, RequestId,
@@ -240,7 +241,14 @@ impl MetaService {
     /// this leader's run, or from a new run reserved through Raft when that
     /// one is spent or gone (one caller reserves; the others wait for it).
     async fn new_chunk_id(&self) -> Result<u64, Status> {
-        let still_reserved = |start| self.node.state.read().fs.in_reserved_run(start);
+        // A run is handed out only while an id from it has a write
+        // capability's life (and the skew margin) left before the run
+        // expires; past that it counts as spent.
+        let lifetime_ms =
+            self.settings.capability_lifetime.as_millis() as u64 + capability::SKEW_MARGIN_DEFAULT.as_millis() as u64;
+        let window_ms = RUN_LIFETIME_MS.saturating_sub(lifetime_ms).max(RUN_LIFETIME_MS / 2);
+        let now_ms = capability::now_ms();
+        let still_reserved = |start| self.node.state.read().fs.run_handing_out(start, now_ms, window_ms);
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             if let Some(id) = self.new_ids.take(still_reserved) {
                 return Ok(id);
@@ -625,12 +633,12 @@ impl pb::namespace_server::Namespace for MetaService {
         bounds::check_failed(&r.failed).map_err(fs_status)?;
         // Only the leader hands out ids: of its own run.
         self.node.leader_only()?;
-        let replication = self.replication_for(&path, r.replication)?;
         // A create that would be refused is refused now, before the writer
         // sends its bytes (the create itself checks again as it applies).
         // A leader that has not caught up answers after a read round, so a
-        // name made under the last leader is seen.
+        // name (or a directory's replication) set under the last leader is seen.
         self.node.caught_up().await?;
+        let replication = self.replication_for(&path, r.replication)?;
         let failed: Vec<u64> = {
             let s = self.node.state.read();
             let (parent, _) = path.split_last().expect("not the root");

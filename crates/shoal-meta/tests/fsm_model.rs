@@ -693,8 +693,9 @@ impl Harness {
             }
             Op::Expire(ago) => {
                 let before_ms = self.now_ms.saturating_sub(*ago);
+                let kept: Vec<_> = self.st.reserved.iter().filter(|r| r.reserved_ms >= before_ms).cloned().collect();
                 assert_eq!(self.apply(WriteCmd::ExpireReservations { before_ms }), Response::Ok);
-                assert!(self.st.reserved.iter().all(|r| r.reserved_ms >= before_ms));
+                assert_eq!(self.st.reserved, kept, "exactly the runs reserved before {before_ms} go");
             }
             Op::WriteNew { path, pick, replicas, size } => {
                 let runs = &self.st.reserved;

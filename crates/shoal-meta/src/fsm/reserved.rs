@@ -109,6 +109,13 @@ impl FsState {
         self.reserved.iter().any(|r| r.slot(id).is_some())
     }
 
+    /// Whether the run starting at `start` is reserved and was reserved less
+    /// than `window_ms` before leader time `now_ms`: a leader hands out its
+    /// ids only then, so an id handed out is not expired while in use.
+    pub fn run_handing_out(&self, start: u64, now_ms: u64, window_ms: u64) -> bool {
+        self.reserved.iter().any(|r| r.start == start && now_ms < r.reserved_ms.saturating_add(window_ms))
+    }
+
     /// See [`WriteCmd::CreateWritten`](super::WriteCmd::CreateWritten).
     /// Everything that could refuse is checked before the file is made, so
     /// a refusal changes nothing.
@@ -261,6 +268,9 @@ mod tests {
         assert!(!st.reserved_unused(old) && st.reserved_unused(newer));
         assert!(matches!(run(&mut st, written("/f", old, 1)), Response::Err(FsError::ChunkChanged { .. })));
         assert_eq!(st.reservations_to_expire(at), None);
+        // Handed out only within its window.
+        assert!(st.run_handing_out(newer, at + 9, 10) && !st.run_handing_out(newer, at + 10, 10));
+        assert!(!st.run_handing_out(old, at, u64::MAX));
     }
 
     #[test]
