@@ -6,7 +6,8 @@
 //! 1. The bytes go to a fresh file under [`keys::TMP_DIR`], in pieces of a
 //!    few chunks; a writer task writes one piece while the next arrives. Each
 //!    write is replicated and committed before the next starts, and the
-//!    whole body is never in memory.
+//!    whole body is never in memory. A body of known length up to 1 MiB is
+//!    taken whole and written as a new file in one meta entry instead.
 //! 2. The length and the MD5 are checked against what the request declared.
 //! 3. The ETag (with the stamp of the written content) and the metadata are
 //!    set as attributes of the temporary file.
@@ -41,6 +42,9 @@ const WRITE_PIECE_MAX_BYTES: u64 = 128 << 20;
 const WRITE_PIECE_MIN_BYTES: u64 = 1 << 20;
 /// Chunks one piece spans.
 const WRITE_PIECE_CHUNKS: u64 = 2;
+/// A body of known length up to this is taken whole and written as a new
+/// file in one meta entry (`Client::write_new`).
+const WRITE_WHOLE_MAX_BYTES: u64 = 1 << 20;
 /// Attempts at putting a finished object in place while a concurrent delete
 /// removes the (empty) directories it goes into.
 const PLACE_ATTEMPTS_MAX: usize = 4;
@@ -203,6 +207,35 @@ impl Store {
     {
         let tmp = Self::tmp_path();
         let result = async {
+            // A small body of known length: the whole of it, then one
+            // `write_new` (one meta entry instead of a create and a commit).
+            if let Some(declared) = declared_len.filter(|l| (1..=WRITE_WHOLE_MAX_BYTES).contains(l)) {
+                let mut buf = Vec::with_capacity(declared as usize);
+                let mut body = body;
+                while let Some(data) = body.next().await {
+                    let data = data.map_err(|e| PutError::Body(e.to_string()))?;
+                    let got = (buf.len() + data.len()) as u64;
+                    if got > declared {
+                        return Err(PutError::Incomplete { declared, got });
+                    }
+                    buf.extend_from_slice(&data);
+                }
+                if buf.len() as u64 != declared {
+                    return Err(PutError::Incomplete { declared, got: buf.len() as u64 });
+                }
+                let digest: [u8; 16] = Md5::digest(&buf).into();
+                if content_md5.is_some_and(|want| want != digest) {
+                    return Err(PutError::BadDigest);
+                }
+                let st = self.client.write_new(&tmp, buf.into(), None, None).await?;
+                let etag = etag_override.unwrap_or_else(|| rules::hex(&digest));
+                attrs.insert(
+                    ATTR_ETAG.to_string(),
+                    rules::etag_attr(&rules::stamp(st.inode, st.size, st.mtime_ms), &etag),
+                );
+                self.client.set_xattrs(&tmp, &[ATTR_ETAG.to_string()], &attrs).await?;
+                return Ok(Written { etag, size: declared, md5: digest });
+            }
             let mut file = match declared_len {
                 Some(0) => self.client.create(&tmp, None).await?,
                 _ => self.client.create_for_writing(&tmp, None).await?,

@@ -21,6 +21,9 @@ const READ_PIECE_MAX_BYTES: u64 = 8 << 20;
 const PUT_CHUNKS_PER_WRITE: u64 = 2;
 /// Largest piece `put` writes at once.
 const WRITE_PIECE_MAX_BYTES: u64 = 128 << 20;
+/// A local file up to this size is put in one piece, as a new file written
+/// before it is created (`Client::write_new`: one meta entry, not two).
+const PUT_WHOLE_MAX_BYTES: u64 = 1 << 20;
 
 /// Runs a file command; `timeout` also bounds the wait for a lock.
 pub async fn run(client: Client, command: Command, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
@@ -207,6 +210,20 @@ async fn put(
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;
     // the rename that puts it in place is fenced by the target's lock.
+    if let Some(len) = total.filter(|l| (1..=PUT_WHOLE_MAX_BYTES).contains(l)) {
+        let mut data = Vec::with_capacity(len as usize);
+        input.read_to_end(&mut data).await.with_context(|| format!("reading {local}"))?;
+        let result: anyhow::Result<()> = async {
+            client.write_new(&tmp, data.into(), replication, None).await?;
+            client.rename_fenced(&tmp, &target.to_string(), Some(lock)).await?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = client.remove(&tmp, false).await;
+        }
+        return result;
+    }
     // A known empty source makes an empty file: no chunk to prepare.
     let mut file = match total {
         Some(0) => client.create(&tmp, replication).await?,
