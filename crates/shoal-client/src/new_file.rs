@@ -45,7 +45,7 @@ impl Client {
             return self.create_new_then_write(path, data, replication, owner).await;
         }
         for _ in 0..FRESH_ID_ATTEMPTS_MAX {
-            let Some((loc, chunk_size)) = self.written_new(path, &data, replication).await? else {
+            let Some(loc) = self.written_new(path, &data, replication).await? else {
                 return self.create_new_then_write(path, data, replication, owner).await;
             };
             let pending = self.inner.requests.begin();
@@ -55,7 +55,6 @@ impl Client {
                 size: data.len() as u64,
                 request: Some(pending.id),
             };
-            debug_assert!(data.len() as u64 <= chunk_size);
             match self
                 .ns(|mut c| {
                     let req = req.clone();
@@ -75,14 +74,14 @@ impl Client {
         })
     }
 
-    /// Steps 1 and 2: a chunk written with `data` as its version 1, and
-    /// the chunk size; None when `data` does not fit in one chunk.
+    /// Steps 1 and 2: a chunk written with `data` as its version 1; None
+    /// when `data` does not fit in one chunk.
     async fn written_new(
         &self,
         path: &str,
         data: &Bytes,
         replication: Option<u32>,
-    ) -> Result<Option<(pb::ChunkLocation, u64)>> {
+    ) -> Result<Option<pb::ChunkLocation>> {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
         for attempt in 1.. {
@@ -116,7 +115,7 @@ impl Client {
             let header = granted_header(&prep, 0, None, 0);
             let loc = prep.chunk.unwrap_or_default();
             let e = match write_chain(&self.inner.data, &loc.replicas, header, data.clone()).await {
-                Ok(()) => return Ok(Some((loc, prep.chunk_size))),
+                Ok(()) => return Ok(Some(loc)),
                 Err(e) => e,
             };
             last = format!("{}: {}", e.failed_replica, e.status.message());

@@ -627,9 +627,6 @@ impl pb::namespace_server::Namespace for MetaService {
         let caller = caller_uri(&req);
         let r = req.into_inner();
         let path = parse_path(&r.path)?;
-        if path.is_root() {
-            return Err(fs_status(FsError::Root));
-        }
         bounds::check_failed(&r.failed).map_err(fs_status)?;
         // Only the leader hands out ids: of its own run.
         self.node.leader_only()?;
@@ -641,12 +638,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let replication = self.replication_for(&path, r.replication)?;
         let failed: Vec<u64> = {
             let s = self.node.state.read();
-            let (parent, _) = path.split_last().expect("not the root");
-            match s.fs.lookup(&parent) {
-                Ok(dir) if dir.kind == Kind::Dir => {}
-                Ok(_) => return Err(fs_status(FsError::NotADirectory { path: parent.to_string() })),
-                Err(e) => return Err(fs_status(e)),
-            }
+            s.fs.lookup_parent(&path).map_err(fs_status)?;
             if s.fs.lookup(&path).is_ok() {
                 return Err(fs_status(FsError::AlreadyExists { path: path.to_string() }));
             }

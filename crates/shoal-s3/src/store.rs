@@ -198,7 +198,7 @@ impl Store {
         body: S,
         declared_len: Option<u64>,
         content_md5: Option<[u8; 16]>,
-        mut attrs: BTreeMap<String, Vec<u8>>,
+        attrs: BTreeMap<String, Vec<u8>>,
         etag_override: Option<String>,
     ) -> Result<(String, Written), PutError>
     where
@@ -224,17 +224,9 @@ impl Store {
                     return Err(PutError::Incomplete { declared, got: buf.len() as u64 });
                 }
                 let digest: [u8; 16] = Md5::digest(&buf).into();
-                if content_md5.is_some_and(|want| want != digest) {
-                    return Err(PutError::BadDigest);
-                }
+                check_digest(content_md5, digest)?;
                 let st = self.client.write_new(&tmp, buf.into(), None, None).await?;
-                let etag = etag_override.unwrap_or_else(|| rules::hex(&digest));
-                attrs.insert(
-                    ATTR_ETAG.to_string(),
-                    rules::etag_attr(&rules::stamp(st.inode, st.size, st.mtime_ms), &etag),
-                );
-                self.client.set_xattrs(&tmp, &[ATTR_ETAG.to_string()], &attrs).await?;
-                return Ok(Written { etag, size: declared, md5: digest });
+                return self.label(&tmp, &st, digest, etag_override, attrs).await;
             }
             let mut file = match declared_len {
                 Some(0) => self.client.create(&tmp, None).await?,
@@ -293,14 +285,8 @@ impl Store {
                 return Err(PutError::Incomplete { declared, got: total });
             }
             let digest: [u8; 16] = md5.finalize().into();
-            if content_md5.is_some_and(|want| want != digest) {
-                return Err(PutError::BadDigest);
-            }
-            let etag = etag_override.unwrap_or_else(|| rules::hex(&digest));
-            let st = file.cached_stat().clone();
-            attrs.insert(ATTR_ETAG.to_string(), rules::etag_attr(&rules::stamp(st.inode, st.size, st.mtime_ms), &etag));
-            self.client.set_xattrs(&tmp, &[ATTR_ETAG.to_string()], &attrs).await?;
-            Ok(Written { etag, size: total, md5: digest })
+            check_digest(content_md5, digest)?;
+            self.label(&tmp, file.cached_stat(), digest, etag_override, attrs).await
         }
         .await;
         match result {
@@ -310,6 +296,22 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Sets a written temporary file's ETag (stamped with its content as
+    /// `st` shows it) and metadata attributes, and says what was written.
+    async fn label(
+        &self,
+        tmp: &str,
+        st: &Stat,
+        digest: [u8; 16],
+        etag_override: Option<String>,
+        mut attrs: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Written, PutError> {
+        let etag = etag_override.unwrap_or_else(|| rules::hex(&digest));
+        attrs.insert(ATTR_ETAG.to_string(), rules::etag_attr(&rules::stamp(st.inode, st.size, st.mtime_ms), &etag));
+        self.client.set_xattrs(tmp, &[ATTR_ETAG.to_string()], &attrs).await?;
+        Ok(Written { etag, size: st.size, md5: digest })
     }
 
     /// Removes a temporary file, logging (not failing) when it cannot.
@@ -496,5 +498,13 @@ impl Store {
             dir = keys::parent_of(&dir).to_string();
         }
         Ok(())
+    }
+}
+
+/// Refuses a body whose MD5 is not the one the request declared.
+fn check_digest(declared: Option<[u8; 16]>, digest: [u8; 16]) -> Result<(), PutError> {
+    match declared.is_some_and(|want| want != digest) {
+        true => Err(PutError::BadDigest),
+        false => Ok(()),
     }
 }

@@ -210,36 +210,34 @@ async fn put(
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;
     // the rename that puts it in place is fenced by the target's lock.
-    if let Some(len) = total.filter(|l| (1..=PUT_WHOLE_MAX_BYTES).contains(l)) {
-        let mut data = Vec::with_capacity(len as usize);
-        input.read_to_end(&mut data).await.with_context(|| format!("reading {local}"))?;
-        let result: anyhow::Result<()> = async {
-            client.write_new(&tmp, data.into(), replication, None).await?;
-            client.rename_fenced(&tmp, &target.to_string(), Some(lock)).await?;
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            let _ = client.remove(&tmp, false).await;
-        }
-        return result;
-    }
-    // A known empty source makes an empty file: no chunk to prepare.
-    let mut file = match total {
-        Some(0) => client.create(&tmp, replication).await?,
-        _ => client.create_for_writing(&tmp, replication).await?,
-    };
-    let piece = (file.cached_stat().chunk_size * PUT_CHUNKS_PER_WRITE).clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
     let bar = progress(total, "put");
     let result: anyhow::Result<()> = async {
-        let mut buf = vec![0u8; piece];
-        loop {
-            let n = read_full(&mut input, &mut buf).await.with_context(|| format!("reading {local}"))?;
-            if n == 0 {
-                break;
+        match total {
+            // Small: read whole, then a new file in one meta entry.
+            Some(len) if (1..=PUT_WHOLE_MAX_BYTES).contains(&len) => {
+                let mut data = Vec::with_capacity(len as usize);
+                input.read_to_end(&mut data).await.with_context(|| format!("reading {local}"))?;
+                client.write_new(&tmp, data.into(), replication, None).await?;
+                bar.inc(len);
             }
-            file.write(&buf[..n]).await?;
-            bar.inc(n as u64);
+            _ => {
+                // A known empty source makes an empty file: no chunk to prepare.
+                let mut file = match total {
+                    Some(0) => client.create(&tmp, replication).await?,
+                    _ => client.create_for_writing(&tmp, replication).await?,
+                };
+                let chunk_size = file.cached_stat().chunk_size;
+                let piece = (chunk_size * PUT_CHUNKS_PER_WRITE).clamp(1, WRITE_PIECE_MAX_BYTES) as usize;
+                let mut buf = vec![0u8; piece];
+                loop {
+                    let n = read_full(&mut input, &mut buf).await.with_context(|| format!("reading {local}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write(&buf[..n]).await?;
+                    bar.inc(n as u64);
+                }
+            }
         }
         client.rename_fenced(&tmp, &target.to_string(), Some(lock)).await?;
         Ok(())

@@ -350,7 +350,7 @@ impl FsState {
     }
 
     /// Resolves the directory that holds `path`, and the final name.
-    pub(super) fn lookup_parent<'p>(&self, path: &'p NormalPath) -> Result<(u64, &'p str), FsError> {
+    pub(crate) fn lookup_parent<'p>(&self, path: &'p NormalPath) -> Result<(u64, &'p str), FsError> {
         let (parent, name) = path.split_last().ok_or(FsError::Root)?;
         let dir = self.lookup(&parent)?;
         if dir.kind != Kind::Dir {

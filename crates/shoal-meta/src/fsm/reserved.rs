@@ -104,11 +104,6 @@ impl FsState {
         self.reserved.iter().any(|r| r.is_used(id) == Some(false))
     }
 
-    /// Whether `id` lies in a run reserved now, used or not.
-    pub fn in_reserved_run(&self, id: u64) -> bool {
-        self.reserved.iter().any(|r| r.slot(id).is_some())
-    }
-
     /// Whether the run starting at `start` is reserved and was reserved less
     /// than `window_ms` before leader time `now_ms`: a leader hands out its
     /// ids only then, so an id handed out is not expired while in use.
@@ -281,7 +276,7 @@ mod tests {
         assert!(st.reserved_unused(first) && st.reserved_unused(second));
         let third = reserve(&mut st, RESERVE_IDS_MAX);
         assert_eq!(st.reserved.len(), RESERVATIONS_KEPT);
-        assert!(!st.reserved_unused(first) && !st.in_reserved_run(first));
+        assert!(!st.reserved_unused(first) && st.reserved.iter().all(|r| r.slot(first).is_none()));
         assert!(matches!(run(&mut st, written("/f", first, 1)), Response::Err(FsError::ChunkChanged { .. })));
         assert!(matches!(run(&mut st, written("/f", third + RESERVE_IDS_MAX - 1, 1)), Response::Inode(_)));
         assert!(st.reserved_unused(second));

@@ -314,17 +314,7 @@ fn t36_a_file_written_before_it_is_created_is_created_only_by_its_writer_and_onc
     let loc = prep.chunk.clone().unwrap();
     assert_eq!((loc.version, prep.base_version, loc.replicas.len()), (1, 0, 2));
     let data = pattern(3000, 39);
-    let header = WriteHeader {
-        chunk_id: loc.id,
-        version: 1,
-        base_version: 0,
-        offset: 0,
-        downstream: loc.replicas[1..].to_vec(),
-        truncate_to: None,
-        fence_token: 0,
-        capability: capability::decode(&loc.capability),
-    };
-    rt.block_on(write_direct(&loc.replicas[0], &alice, header, data.clone())).expect("the granted chain write");
+    rt.block_on(write_granted(&alice, &loc, data.clone())).expect("the granted chain write");
     let create = |who: &Transport, path: &str, loc: shoal_proto::meta::ChunkLocation, size: u64, seq: u64| {
         let req = CreateWrittenRequest {
             create: Some(CreateRequest { path: path.into(), ..Default::default() }),

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use shoal_client::{Bytes, Client, Transport};
-use shoal_proto::chunk::WriteHeader;
 use shoal_proto::meta::PrepareNewRequest;
 use shoal_proto::meta::namespace_client::NamespaceClient;
 
@@ -127,17 +126,7 @@ fn t57_a_writer_that_never_creates_its_file_leaves_nothing_behind() {
     // Steps 1 and 2 of a small file, and then the writer is gone.
     let prep = prepare_new("/orphan");
     let loc = prep.chunk.clone().unwrap();
-    let header = WriteHeader {
-        chunk_id: loc.id,
-        version: 1,
-        base_version: 0,
-        offset: 0,
-        downstream: loc.replicas[1..].to_vec(),
-        truncate_to: None,
-        fence_token: 0,
-        capability: shoal_proto::capability::decode(&loc.capability),
-    };
-    rt.block_on(write_direct(&loc.replicas[0], &alice, header, pattern(5000, 57))).expect("the chain write");
+    rt.block_on(write_granted(&alice, &loc, pattern(5000, 57))).expect("the chain write");
     let data_file = |n: &Node| n.dir.join("chunks").join(format!("{:016x}.data", loc.id));
     assert!(c.chunks.iter().all(|n| data_file(n).exists()), "both replicas hold the bytes");
     // A report while the id is reserved and unused leaves the copies alone:

@@ -701,3 +701,24 @@ pub async fn write_direct(
         Err(_) => Err(tonic::Status::deadline_exceeded("write")),
     }
 }
+
+/// A chain write of `data` as version 1 of the chunk a `PrepareNew`
+/// answered with (`loc`), as `who`: steps 1 and 2 of a new small file
+/// without the client library.
+pub async fn write_granted(
+    who: &shoal_client::Transport,
+    loc: &shoal_proto::meta::ChunkLocation,
+    data: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let header = shoal_proto::chunk::WriteHeader {
+        chunk_id: loc.id,
+        version: 1,
+        base_version: 0,
+        offset: 0,
+        downstream: loc.replicas[1..].to_vec(),
+        truncate_to: None,
+        fence_token: 0,
+        capability: shoal_proto::capability::decode(&loc.capability),
+    };
+    write_direct(&loc.replicas[0], who, header, data).await
+}
