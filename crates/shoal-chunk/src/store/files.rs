@@ -16,15 +16,27 @@ use super::StoreError;
 use crate::format::{ReplicaMeta, data_path, meta_path, meta_tmp_path};
 use crate::undo;
 
-/// Replaces the replica's `.meta` atomically: temporary file, fsync, rename,
-/// directory fsync.
+/// Replaces the replica's `.meta` atomically: [`stage_meta`], then
+/// [`publish_meta`].
 pub(super) fn write_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
+    stage_meta(dir, id, meta)?;
+    publish_meta(dir, id)
+}
+
+/// Writes `meta` to the replica's temporary `.meta.tmp` and fsyncs it. A
+/// staged meta is nothing yet: the store's open removes one left by a crash.
+pub(super) fn stage_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
     let bytes = meta.encode();
-    let tmp = meta_tmp_path(dir, id);
-    let f = File::create(&tmp)?;
+    let f = File::create(meta_tmp_path(dir, id))?;
     f.write_all_at(&bytes, 0)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, meta_path(dir, id))?;
+    Ok(())
+}
+
+/// Renames the staged meta over the replica's `.meta` and fsyncs the
+/// directory: from then on the replica is at the staged version.
+pub(super) fn publish_meta(dir: &Path, id: u64) -> Result<(), StoreError> {
+    std::fs::rename(meta_tmp_path(dir, id), meta_path(dir, id))?;
     File::open(dir)?.sync_all()?;
     Ok(())
 }

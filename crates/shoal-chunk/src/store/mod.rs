@@ -22,9 +22,11 @@
 //!    session that creates the replica makes no record: it has nothing to
 //!    save, and its rollback is the removal in step 2 or in `files::roll_back`.
 //! 4. On finish: save what a truncation cuts, make the undo record durable,
-//!    cut to `truncate_to` if asked, fsync the data, recompute the checksums
-//!    of every touched block, and replace the meta with version V. Only then
-//!    does the caller ack.
+//!    cut to `truncate_to` if asked, recompute the checksums of every touched
+//!    block, fsync the data while the new meta (version V) is written to
+//!    its temporary file and fsynced beside it, and only once both are
+//!    durable rename it over the old meta (then a directory fsync). Only
+//!    then does the caller ack.
 //! 5. An aborted session is rolled back at once: the replica is exactly as
 //!    before it.
 //!

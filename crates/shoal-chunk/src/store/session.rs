@@ -6,8 +6,8 @@
 //! session are saved in the version's undo record before they are
 //! overwritten (see [`crate::undo`]). A session that creates the replica
 //! (there was no meta before it) makes no record at all: its rollback is
-//! the replica's removal, and its finish costs one fsync of the data, one
-//! of the new meta and one of the directory.
+//! the replica's removal, and its finish costs one fsync of the data and
+//! one of the new meta, made at the same time, then one of the directory.
 //!
 //! # How a session ends
 //! - `finish` makes it durable at its version;
@@ -39,7 +39,7 @@ use bytes::Bytes;
 use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering};
 use tokio::sync::OwnedRwLockWriteGuard;
 
-use super::files::{crcs_from_file, roll_back, write_meta};
+use super::files::{crcs_from_file, publish_meta, roll_back, stage_meta};
 use super::{ChunkStore, StoreError, blocking};
 use crate::format::ReplicaMeta;
 use crate::metric_names;
@@ -254,14 +254,25 @@ impl WriteSession {
                 if len != prev_len {
                     file.set_len(len)?;
                 }
-                timed_sync(&file)?;
+                // The session holds the chunk's write lock, so the bytes read
+                // back here (from the page cache) are those the fsync below
+                // makes durable.
                 crcs.resize(nblocks as usize, 0);
                 if first_dirty < last_dirty {
                     let fresh = crcs_from_file(&file, len, first_dirty..last_dirty)?;
                     crcs[first_dirty as usize..last_dirty as usize].copy_from_slice(&fresh);
                 }
                 let meta = ReplicaMeta { version, len, crcs, undo };
-                write_meta(&dir, id, &meta)?;
+                // The data's fsync and the staged meta's run at once (two
+                // flushes in the time of about one); only the rename, after
+                // both, makes the new meta count.
+                std::thread::scope(|s| {
+                    let staged = s.spawn(|| stage_meta(&dir, id, &meta));
+                    let synced = timed_sync(&file);
+                    let staged = staged.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    synced.map_err(StoreError::from).and(staged)
+                })?;
+                publish_meta(&dir, id)?;
                 Ok(meta)
             })
             .await?;
