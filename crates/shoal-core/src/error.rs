@@ -66,6 +66,11 @@ pub enum FsError {
     TooManyLinks { path: String, max: u32 },
     #[error("{path} has the most byte-range locks and queued requests one file may have ({max})")]
     TooManyLocks { path: String, max: u32 },
+    #[error(
+        "waiting for this lock on {path} would deadlock: a holder in the way waits, directly or through others, for a \
+         lock this owner holds"
+    )]
+    Deadlock { path: String },
 }
 
 impl FsError {

@@ -49,6 +49,7 @@ pub fn fs_errno(e: &FsError) -> Errno {
         FsError::LinkToDirectory { .. } => Errno::EPERM,
         FsError::TooManyLinks { .. } => Errno::EMLINK,
         FsError::TooManyLocks { .. } => Errno::ENOLCK,
+        FsError::Deadlock { .. } => Errno::EDEADLK,
         FsError::NotEnoughServers { .. } => Errno::ENOSPC,
         FsError::Fenced { .. } => Errno::EACCES,
         FsError::WouldBlock { .. } | FsError::LockTimeout { .. } => Errno::EAGAIN,
@@ -89,6 +90,7 @@ mod tests {
         assert_eq!(fs(FsError::LinkToDirectory { path: p() }), libc::EPERM);
         assert_eq!(fs(FsError::TooManyLinks { path: p(), max: 1 }), libc::EMLINK);
         assert_eq!(fs(FsError::TooManyLocks { path: p(), max: 1 }), libc::ENOLCK);
+        assert_eq!(fs(FsError::Deadlock { path: p() }), libc::EDEADLK);
     }
 
     #[test]

@@ -41,8 +41,12 @@
 //! - After a grant, the kernel's cached pages and attributes of the file
 //!   are dropped, so a reader under the lock sees what the last holder wrote
 //!   on any mount (as NFS revalidates at a lock).
-//! - Deadlocks between owners are not detected (no `EDEADLK`): a wait ends
-//!   on a signal or when the owner closes the file.
+//! - A blocking request that would close a cycle of waits between owners
+//!   (each owner is a session, on this mount or another) fails with
+//!   `EDEADLK` and changes nothing: meta checks at the time it would queue
+//!   (meta's `ranges` module). Linux does that for process-owned fcntl
+//!   locks only; the mount cannot tell OFD locks and flocks from those, so
+//!   they are refused too, where Linux would wait forever.
 //!
 //! # Release
 //! As POSIX says: an owner's fcntl locks on a file go when it closes any

@@ -63,7 +63,8 @@ pub fn status_of(e: &ClientError) -> StatusCode {
             | FsError::Fenced { .. }
             | FsError::LockTimeout { .. }
             | FsError::LockUpgrade { .. }
-            | FsError::TooManyLocks { .. } => StatusCode::CONFLICT,
+            | FsError::TooManyLocks { .. }
+            | FsError::Deadlock { .. } => StatusCode::CONFLICT,
         },
         ClientError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         ClientError::MetaUnreachable { .. }

@@ -56,6 +56,10 @@
 //! `WriteCmd::CreateWritten` and `WriteCmd::ExpireReservations`, and the answer `Response::Reserved`, each after
 //! every older variant of its enum.
 //!
+//! Format 8 added one error and no field: `FsError::Deadlock` (a byte-range
+//! wait that would close a cycle, under rules 7), after every older variant
+//! of its enum, so every older body decodes unchanged.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -169,7 +173,7 @@ where
 }
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 7;
+pub const FORMAT_CURRENT: u16 = 8;
 /// The format that added reserved chunk ids to the state.
 pub const FORMAT_RESERVED: u16 = 7;
 /// The format that added byte-range locks to the state.
@@ -537,8 +541,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 8, known: 7 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 8 is newer than this build of shoal reads (up to 7); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 9, known: 8 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 9 is newer than this build of shoal reads (up to 8); run a newer shoal");
     }
 
     #[test]

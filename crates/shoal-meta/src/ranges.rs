@@ -33,8 +33,14 @@
 //!   byte).
 //! - A session may have several requests queued on one path (threads of one
 //!   process share a lock owner); each has its ticket, and a cancel names it.
-//! - Deadlocks between sessions are not detected (a waiting request ends
-//!   when its client gives up, or its session ends).
+//! - **Deadlocks.** A request that would wait, on holds of sessions that
+//!   themselves wait (through any chain of queued requests, on any paths)
+//!   for a hold of its own session, would wait forever: under rules 7 and
+//!   later the state machine refuses it (`EDEADLK`, [`RangeTable::would_deadlock`])
+//!   and changes nothing, as Linux refuses an `F_SETLKW` that would close
+//!   a cycle. Only cycles of sessions are seen, so a session whose threads
+//!   wait on one another's behalf can be refused where no thread alone
+//!   closes a cycle (as on Linux, where the owner is the process).
 //! - A path's weight, its holds plus twice its queued requests (each may
 //!   split a hold when granted), stays at most [`ENTRIES_PER_PATH_MAX`]: a
 //!   request or an unlock that would grow it past that is refused
@@ -130,7 +136,16 @@ impl PathRanges {
     /// Whether `session` asking `mode` on `range` must wait: a hold of
     /// another session is in its way.
     fn blocked(&self, session: u64, mode: Mode, range: (u64, u64)) -> bool {
-        self.holds.iter().any(|h| h.session != session && conflict(h.mode, mode) && overlap(h.range(), range))
+        self.blockers(session, mode, range).next().is_some()
+    }
+
+    /// The sessions whose holds are in the way of `session` asking `mode`
+    /// on `range` (one per hold, so a session may come more than once).
+    fn blockers(&self, session: u64, mode: Mode, range: (u64, u64)) -> impl Iterator<Item = u64> + '_ {
+        self.holds
+            .iter()
+            .filter(move |h| h.session != session && conflict(h.mode, mode) && overlap(h.range(), range))
+            .map(|h| h.session)
     }
 
     /// Cuts `range` out of `session`'s holds (splitting those that stick out).
@@ -248,6 +263,36 @@ impl RangeTable {
         // A hold turned shared, or a smaller one, may let queued requests in.
         p.promote();
         RangeAcquired::Granted { ticket }
+    }
+
+    /// Whether `session`, asking `mode` on `start..=end` of `path` and
+    /// made to wait, would close a cycle of waits: some session whose hold
+    /// is in its way waits, directly or through other waiting sessions, for
+    /// a hold of `session`'s. False when the request would not wait.
+    pub fn would_deadlock(&self, path: &str, session: u64, mode: Mode, start: u64, end: u64) -> bool {
+        let Some(p) = self.paths.get(path) else { return false };
+        let mut todo: Vec<u64> = p.blockers(session, mode, (start, end)).collect();
+        if todo.is_empty() {
+            return false;
+        }
+        // Who waits on whom: a queued request waits on every session whose
+        // hold is in its way.
+        let mut waits_on: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for p in self.paths.values() {
+            for w in &p.queue {
+                waits_on.entry(w.session).or_default().extend(p.blockers(w.session, w.mode, w.range()));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(s) = todo.pop() {
+            if s == session {
+                return true;
+            }
+            if seen.insert(s) {
+                todo.extend(waits_on.get(&s).into_iter().flatten().copied());
+            }
+        }
+        false
     }
 
     /// Unlocks `start..=end` of `path` for `session` (its queued requests
@@ -543,6 +588,38 @@ mod tests {
         assert_eq!(t.release("/p", 3, 0, MAX).unwrap(), vec![(1, w1.ticket)]);
         t.release("/q", 3, 0, MAX).unwrap();
         assert_eq!(t.release("/q", 1, 0, MAX).unwrap(), vec![(2, w2.ticket)]);
+        t.check().unwrap();
+    }
+
+    #[test]
+    fn a_wait_that_closes_a_cycle_is_seen_and_others_are_not() {
+        let mut t = RangeTable::default();
+        granted(t.acquire("/p", 1, X, 0, 0, true));
+        granted(t.acquire("/q", 2, S, 0, 9, true));
+        granted(t.acquire("/r", 3, X, 0, 0, true));
+        // Not waiting at all, or waiting on a session that waits for nobody.
+        assert!(!t.would_deadlock("/p", 2, X, 1, 1));
+        assert!(!t.would_deadlock("/nowhere", 2, X, 0, 0));
+        assert!(!t.would_deadlock("/p", 2, X, 0, 0));
+        // 1 waits for 2 (its shared bytes); 2 asking for 1's byte closes
+        // the cycle 2 -> 1 -> 2.
+        let w1 = queued(t.acquire("/q", 1, X, 5, 5, true));
+        assert!(t.would_deadlock("/p", 2, X, 0, 0));
+        assert!(!t.would_deadlock("/p", 2, S, 1, 9), "bytes nobody else holds");
+        assert!(!t.would_deadlock("/r", 2, X, 0, 0), "3 waits for nobody");
+        // A longer chain, through a third path: 3 waits for 1, and 2 asking
+        // for 3's byte closes 2 -> 3 -> 1 -> 2.
+        queued(t.acquire("/p", 3, S, 0, 0, true));
+        assert!(t.would_deadlock("/r", 2, X, 0, 0));
+        // Another shared holder of 2's bytes is no way back to 2.
+        assert!(!t.would_deadlock("/q", 4, X, 0, 0));
+        let before = t.clone();
+        assert!(t.would_deadlock("/p", 2, X, 0, 0));
+        assert_eq!(t, before, "looking changes nothing");
+        // Once 1 stops waiting, the cycle is gone.
+        t.cancel("/q", 1, w1.ticket);
+        assert!(!t.would_deadlock("/p", 2, X, 0, 0));
+        assert!(!t.would_deadlock("/r", 2, X, 0, 0));
         t.check().unwrap();
     }
 

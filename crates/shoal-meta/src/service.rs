@@ -100,7 +100,8 @@ pub fn fs_status(e: FsError) -> Status {
         | FsError::NotLocked { .. }
         | FsError::WouldBlock { .. }
         | FsError::LockTimeout { .. }
-        | FsError::LockUpgrade { .. } => Code::FailedPrecondition,
+        | FsError::LockUpgrade { .. }
+        | FsError::Deadlock { .. } => Code::FailedPrecondition,
         FsError::TooManyLocks { .. } => Code::ResourceExhausted,
         FsError::Fenced { .. } => Code::PermissionDenied,
     };

@@ -590,13 +590,13 @@ mod tests {
     #[test]
     fn a_newer_snapshot_stops_the_node_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
-        let bytes = format::with_format(encoded(&snapshot_at(2)), 8);
+        let bytes = format::with_format(encoded(&snapshot_at(2)), format::FORMAT_CURRENT + 1);
         std::fs::write(dir.path().join(SNAPSHOT_FILE), bytes).unwrap();
         let err = StateMachineStore::open(dir.path()).err().expect("refused");
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 8 is newer than this build of shoal reads (up to 7); run a newer shoal",
+                "{}: format 9 is newer than this build of shoal reads (up to 8); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

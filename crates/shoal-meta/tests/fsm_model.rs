@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use shoal_core::NormalPath;
+use shoal_core::{FsError, NormalPath};
 use shoal_meta::fsm::{
     ChunkPlace, Command, Fence, FsState, Kind, LockCmd, NamespaceCmd, NodeCmd, Proposal, ReplicaCmd, RequestId,
     Response, WriteCmd,
@@ -588,13 +588,19 @@ impl Harness {
                     end: *end,
                     wait: *wait,
                 };
+                let cycle = *wait && self.st.ranges.would_deadlock(path, *session, mode, *start, *end);
+                let before = self.st.ranges.clone();
                 match self.apply(cmd) {
+                    Response::Err(FsError::Deadlock { .. }) => {
+                        assert!(cycle && live, "refused as a deadlock: cycle {cycle}, live {live}");
+                        assert_eq!(self.st.ranges, before, "a refused wait changes no lock");
+                    }
                     Response::Range(RangeAcquired::Granted { .. }) => {
                         assert!(live, "an ended session acquired");
                         assert!(self.st.ranges.covers(path, *session, mode, *start, *end), "granted bytes are held");
                     }
                     Response::Range(RangeAcquired::Queued(w)) => {
-                        assert!(live && *wait, "queued: live {live}, wait {wait}");
+                        assert!(live && *wait && !cycle, "queued: live {live}, wait {wait}, cycle {cycle}");
                         assert!(self.st.ranges.queued(path, *session, w.ticket));
                     }
                     Response::Err(_) => {}

@@ -89,6 +89,10 @@ impl FsState {
             LockCmd::AcquireRange { session, path, mode, start, end, wait } => {
                 self.live_session(*session)?;
                 byte_range(*start, *end)?;
+                let p = path.to_string();
+                if rules >= 7 && *wait && self.ranges.would_deadlock(&p, *session, *mode, *start, *end) {
+                    return Err(FsError::Deadlock { path: p });
+                }
                 match self.ranges.acquire(&path.to_string(), *session, *mode, *start, *end, *wait) {
                     RangeAcquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
                     RangeAcquired::TooMany => Err(crate::ranges::too_many(path)),

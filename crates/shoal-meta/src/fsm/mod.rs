@@ -89,7 +89,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 6;
+pub const RULES: u16 = 7;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -121,10 +121,13 @@ pub struct Proposal {
     /// - 5: as 4, and a lock named `/.shoal-inode/N` is inode
     ///   N's lock: its tokens fence inode N, whatever path names it
     ///   ([`locking`]).
-    /// - 6 ([`RULES`]): as 5, and the end of session S removes each name
+    /// - 6: as 5, and the end of session S removes each name
     ///   `/.shoal-unlinked.S.N` that names inode N, not a directory (a
     ///   mount's open-but-unlinked files: [`shoal_core::path::unlinked_name`]);
     ///   a rename onto such a name is refused unless session S is open.
+    /// - 7 ([`RULES`]): as 6, and a byte-range request that would wait in a
+    ///   cycle of waits is refused (`FsError::Deadlock`, see
+    ///   [`crate::ranges::RangeTable::would_deadlock`]).
     #[serde(default)]
     pub rules: u16,
 }

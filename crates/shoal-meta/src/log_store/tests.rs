@@ -202,11 +202,12 @@ fn a_newer_entry_stops_the_node_at_open() {
     drop(LogStore::open(dir.path()).unwrap());
     let seg_dir = dir.path().join(LOG_DIR);
     let mut bytes = segment::header(1).to_vec();
-    let newer = format::with_format(format::encode(RecordKind::LogEntry, &entry(1)).unwrap(), 8);
+    let newer =
+        format::with_format(format::encode(RecordKind::LogEntry, &entry(1)).unwrap(), format::FORMAT_CURRENT + 1);
     segment::push_frame(&mut bytes, 1, &newer);
     std::fs::write(seg_dir.join(segment::file_name(1)), bytes).unwrap();
     let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-    assert!(err.contains("log entry 1: format 8 is newer than this build of shoal reads (up to 7)"), "{err}");
+    assert!(err.contains("log entry 1: format 9 is newer than this build of shoal reads (up to 8)"), "{err}");
 }
 
 #[tokio::test]
@@ -246,10 +247,13 @@ fn a_raft_redb_that_cannot_be_read_is_left_as_it_was() {
     assert!(dir.path().join(LEGACY_FILE).exists() && !dir.path().join(LOG_DIR).exists());
     // A newer state value is refused the same way.
     let dir = tempfile::tempdir().unwrap();
-    let vote = format::with_format(format::encode(RecordKind::StateValue, &Vote::new_committed(1, 1)).unwrap(), 8);
+    let vote = format::with_format(
+        format::encode(RecordKind::StateValue, &Vote::new_committed(1, 1)).unwrap(),
+        format::FORMAT_CURRENT + 1,
+    );
     legacy::write_raw(&dir.path().join(LEGACY_FILE), &[], &[(legacy::KEY_VOTE, vote)]);
     let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-    assert!(err.contains("raft.redb, state value `vote`: format 8 is newer"), "{err}");
+    assert!(err.contains("raft.redb, state value `vote`: format 9 is newer"), "{err}");
 }
 
 #[test]

@@ -170,6 +170,7 @@ impl Drop for Prog {
 }
 
 const EAGAIN: &str = "err 11";
+const EDEADLK: &str = "err 35";
 
 /// A cluster, mount `a` (with `a_flags`) and mount `b` (with `b_flags`) of
 /// it, and the file `/f` holding `content`; `None` where mounts cannot be
@@ -419,6 +420,36 @@ fn t98_fcntl_byte_ranges_across_mounts() {
     assert_eq!(pb.run("getlk x rd 0 1").split(' ').nth(1), Some("wr"));
     pb.must("flock fb un");
     assert_eq!(pa.answer("a flock conversion"), "ok");
+    pa.must("flock fa un");
+
+    // Phase 7: deadlocks. A holds byte 0 and waits for byte 1, which B
+    // holds; B asking for byte 0 would wait forever: EDEADLK, and B still
+    // holds byte 1 (nothing changed). A chain through a third owner (C, a
+    // process on mount A) is seen too. A try-lock is never a deadlock.
+    pa.must("lockr x ex 0 1 nb");
+    pb.must("lockr x ex 1 1 nb");
+    pa.send("lockr x ex 1 1");
+    still_waiting(&mut pa, "a wait on B's byte");
+    assert_eq!(pb.run("lockr x ex 0 1 nb"), EAGAIN);
+    assert_eq!(pb.run("lockr x ex 0 1"), EDEADLK, "B waiting on A, which waits on B");
+    assert_eq!(pb.run("lockr x sh 0 2"), EDEADLK, "any bytes of A's");
+    assert_eq!(getlk_by_another(&a, "wr 1 1"), "ok wr 1 1", "B still holds byte 1");
+    let mut pc = with_f_open("pc", &a);
+    pc.must("lockr x ex 2 1 nb");
+    pb.send("lockr x ex 2 1");
+    still_waiting(&mut pb, "B's wait on C's byte");
+    assert_eq!(pc.run("lockr x ex 1 1"), EDEADLK, "C -> B -> C");
+    assert_eq!(pc.run("lockr x ex 0 1"), EDEADLK, "C -> A -> B -> C");
+    pc.must("lockr x un 2 1");
+    assert_eq!(pb.answer("B's wait on C's byte"), "ok");
+    pb.must("lockr x un 1 2");
+    assert_eq!(pa.answer("a wait on B's byte"), "ok");
+}
+
+/// F_GETLK of `range` ("TYPE START LEN") on `/f`, asked by a process of its
+/// own on mount `m` (which holds no lock).
+fn getlk_by_another(m: &Mount, range: &str) -> String {
+    with_f_open("getlk", m).run(&format!("getlk x {range}"))
 }
 
 /// SQLite in rollback-journal mode on two mounts at once, with
