@@ -27,7 +27,7 @@
 //!   requests and of locks held on other files, for the holder's own bytes
 //!   would wait forever, a deadlock POSIX does not have. Every wait is on a
 //!   hold, so every wait cycle is one of holds alone, the program's own (as
-//!   on a local file system; not detected, see below). The price is the
+//!   on a local file system; refused when it closes, see below). The price is the
 //!   one POSIX locks pay everywhere: readers that keep overlapping can keep
 //!   a writer waiting (SQLite guards against that itself, with its PENDING
 //!   byte).
@@ -40,7 +40,10 @@
 //!   and changes nothing, as Linux refuses an `F_SETLKW` that would close
 //!   a cycle. Only cycles of sessions are seen, so a session whose threads
 //!   wait on one another's behalf can be refused where no thread alone
-//!   closes a cycle (as on Linux, where the owner is the process).
+//!   closes a cycle (as on Linux, where the owner is the process). The
+//!   check is made when a request would queue, not again later: a cycle
+//!   that only a later grant closes (possible only when one session has
+//!   several requests queued, from several threads) is not seen.
 //! - A path's weight, its holds plus twice its queued requests (each may
 //!   split a hold when granted), stays at most [`ENTRIES_PER_PATH_MAX`]: a
 //!   request or an unlock that would grow it past that is refused
@@ -275,12 +278,13 @@ impl RangeTable {
         if todo.is_empty() {
             return false;
         }
-        // Who waits on whom: a queued request waits on every session whose
-        // hold is in its way.
-        let mut waits_on: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        // Each session's queued requests, with their paths; a queued request
+        // waits on every session whose hold is in its way (those are looked
+        // up only for the sessions the search reaches).
+        let mut queued: BTreeMap<u64, Vec<(&PathRanges, &RangeWaiter)>> = BTreeMap::new();
         for p in self.paths.values() {
             for w in &p.queue {
-                waits_on.entry(w.session).or_default().extend(p.blockers(w.session, w.mode, w.range()));
+                queued.entry(w.session).or_default().push((p, w));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -289,7 +293,9 @@ impl RangeTable {
                 return true;
             }
             if seen.insert(s) {
-                todo.extend(waits_on.get(&s).into_iter().flatten().copied());
+                for (p, w) in queued.get(&s).into_iter().flatten() {
+                    todo.extend(p.blockers(w.session, w.mode, w.range()));
+                }
             }
         }
         false

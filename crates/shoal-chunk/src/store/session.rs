@@ -264,10 +264,15 @@ impl WriteSession {
                 }
                 let meta = ReplicaMeta { version, len, crcs, undo };
                 // The data's fsync and the staged meta's run at once (two
-                // flushes in the time of about one); only the rename, after
-                // both, makes the new meta count.
+                // flushes in the time of about one; one after the other when
+                // no thread can be had); only the rename, after both, makes
+                // the new meta count.
                 std::thread::scope(|s| {
-                    let staged = s.spawn(|| stage_meta(&dir, id, &meta));
+                    let stage = || stage_meta(&dir, id, &meta);
+                    let Ok(staged) = std::thread::Builder::new().spawn_scoped(s, stage) else {
+                        timed_sync(&file)?;
+                        return stage();
+                    };
                     let synced = timed_sync(&file);
                     let staged = staged.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                     synced.map_err(StoreError::from).and(staged)

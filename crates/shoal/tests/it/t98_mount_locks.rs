@@ -196,10 +196,17 @@ fn with_f_open(name: &'static str, m: &Mount) -> Prog {
 /// Waits until at least `n` requests queue for the cluster lock of the
 /// file at `path` (a path on a mount), as meta reports it.
 fn queued_at_least(c: &Cluster, path: &std::path::Path, n: usize) {
+    queued_in_at_least(c, path, "queue", n);
+}
+
+/// Waits until at least `n` entries are in the report's list `list`
+/// (`queue`: whole-file waiters; `ranges_queued`: byte-range waiters) for
+/// the file at `path`, as meta reports it.
+fn queued_in_at_least(c: &Cluster, path: &std::path::Path, list: &str, n: usize) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let (v, err) = lock_report(c, path);
-        let queued = v.as_ref().and_then(|v| v["queue"].as_array()).map_or(0, |q| q.len());
+        let queued = v.as_ref().and_then(|v| v[list].as_array()).map_or(0, |q| q.len());
         if queued >= n {
             return;
         }
@@ -430,6 +437,8 @@ fn t98_fcntl_byte_ranges_across_mounts() {
     pb.must("lockr x ex 1 1 nb");
     pa.send("lockr x ex 1 1");
     still_waiting(&mut pa, "a wait on B's byte");
+    // Whatever the load: A's wait is in meta's queue before B asks.
+    queued_in_at_least(&c, &a.path("f"), "ranges_queued", 1);
     assert_eq!(pb.run("lockr x ex 0 1 nb"), EAGAIN);
     assert_eq!(pb.run("lockr x ex 0 1"), EDEADLK, "B waiting on A, which waits on B");
     assert_eq!(pb.run("lockr x sh 0 2"), EDEADLK, "any bytes of A's");
@@ -438,6 +447,7 @@ fn t98_fcntl_byte_ranges_across_mounts() {
     pc.must("lockr x ex 2 1 nb");
     pb.send("lockr x ex 2 1");
     still_waiting(&mut pb, "B's wait on C's byte");
+    queued_in_at_least(&c, &a.path("f"), "ranges_queued", 2);
     assert_eq!(pc.run("lockr x ex 1 1"), EDEADLK, "C -> B -> C");
     assert_eq!(pc.run("lockr x ex 0 1"), EDEADLK, "C -> A -> B -> C");
     pc.must("lockr x un 2 1");
