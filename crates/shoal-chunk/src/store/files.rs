@@ -130,6 +130,8 @@ pub(super) fn roll_back(
     undo::restore(&data, u)?;
     if old.is_none() {
         remove_if_present(&data_path(dir, id))?;
+        // A meta staged by a finish that failed half-way (see `stage_meta`).
+        remove_if_present(&meta_tmp_path(dir, id))?;
     }
     remove_if_present(&undo::undo_path(dir, id, u.version))?;
     Ok(old)
