@@ -43,8 +43,10 @@
 //!   on any mount (as NFS revalidates at a lock).
 //! - A blocking request that would close a cycle of waits between owners
 //!   (each owner is a session, on this mount or another) fails with
-//!   `EDEADLK` and changes nothing: meta checks at the time it would queue
-//!   (meta's `ranges` module). Linux does that for process-owned fcntl
+//!   `EDEADLK` and changes nothing (except for a whole-file conversion,
+//!   which let go of the owner's bytes of the file before it asked; see
+//!   `set_range_lock`): meta checks at the time it would queue (meta's
+//!   `ranges` module). Linux does that for process-owned fcntl
 //!   locks only; the mount cannot tell OFD locks and flocks from those, so
 //!   they are refused too, where Linux would wait forever.
 //!

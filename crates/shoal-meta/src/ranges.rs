@@ -42,8 +42,10 @@
 //!   wait on one another's behalf can be refused where no thread alone
 //!   closes a cycle (as on Linux, where the owner is the process). The
 //!   check is made when a request would queue, not again later: a cycle
-//!   that only a later grant closes (possible only when one session has
-//!   several requests queued, from several threads) is not seen.
+//!   that a grant closes is not seen. That takes a session that waits and
+//!   is granted bytes at the same time, through another of its threads (a
+//!   request is granted at once past queued requests, and a queued one is
+//!   granted when holds go).
 //! - A path's weight, its holds plus twice its queued requests (each may
 //!   split a hold when granted), stays at most [`ENTRIES_PER_PATH_MAX`]: a
 //!   request or an unlock that would grow it past that is refused
@@ -626,6 +628,18 @@ mod tests {
         t.cancel("/q", 1, w1.ticket);
         assert!(!t.would_deadlock("/p", 2, X, 0, 0));
         assert!(!t.would_deadlock("/r", 2, X, 0, 0));
+        t.check().unwrap();
+
+        // A session waiting on two paths at once (two threads): a way back
+        // through either of them is a cycle.
+        granted(t.acquire("/a", 10, X, 0, 0, true));
+        granted(t.acquire("/b", 11, X, 0, 0, true));
+        granted(t.acquire("/c", 12, X, 0, 0, true));
+        queued(t.acquire("/b", 10, X, 0, 0, true));
+        queued(t.acquire("/c", 10, X, 0, 0, true));
+        assert!(t.would_deadlock("/a", 11, X, 0, 0));
+        assert!(t.would_deadlock("/a", 12, S, 0, 0));
+        assert!(!t.would_deadlock("/a", 13, X, 0, 0));
         t.check().unwrap();
     }
 

@@ -130,8 +130,12 @@ pub(super) fn roll_back(
     undo::restore(&data, u)?;
     if old.is_none() {
         remove_if_present(&data_path(dir, id))?;
-        // A meta staged by a finish that failed half-way (see `stage_meta`).
-        remove_if_present(&meta_tmp_path(dir, id))?;
+        // A meta staged by a finish that failed half-way (see `stage_meta`):
+        // harmless, and the next open removes it, so a failure here only
+        // warns.
+        if let Err(e) = remove_if_present(&meta_tmp_path(dir, id)) {
+            tracing::warn!(chunk_id = id, error = %e, "could not remove a staged meta; the next open will");
+        }
     }
     remove_if_present(&undo::undo_path(dir, id, u.version))?;
     Ok(old)
