@@ -224,6 +224,12 @@ impl Client {
         })
     }
 
+    /// A new client with connections of its own to the same meta nodes, with
+    /// the same timeout and transport (identity) as this one.
+    pub async fn reconnect(&self) -> Result<Client> {
+        self.with_transport(self.inner.data.transport().clone()).await
+    }
+
     /// A new client for the same meta nodes, with the same timeout, that
     /// speaks `transport` instead (so another identity: the S3 gateway's
     /// keys each reach the cluster as their own).

@@ -88,7 +88,8 @@ pub struct Options {
     pub kills: u32,
     /// failover: where its own cluster keeps data and logs (None: a temporary directory).
     pub data_dir: Option<PathBuf>,
-    /// meta-scale: files in the namespace it builds.
+    /// meta-scale: files in the namespace it builds; failover: files made
+    /// before the first kill (0: none).
     pub files: u64,
     /// meta-scale: also kill a follower meta node and time its restart.
     pub restart: bool,
@@ -429,7 +430,8 @@ where
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
     for _ in 0..clients {
-        let client = Client::connect(client.meta_addrs()).await?;
+        // Its own connections, with the caller's timeout and identity.
+        let client = client.reconnect().await?;
         ready.push((client.clone(), setup(client).await?));
     }
     let start = Instant::now();

@@ -449,9 +449,12 @@ pub struct BenchArgs {
     /// (default: a temporary directory, removed afterwards unless --keep).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// meta-scale: files in the namespace it builds (directories of 1,000).
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub files: u64,
+    /// meta-scale: files in the namespace it builds (directories of 1,000;
+    /// 100,000 by default). failover: files made first, the same way, so
+    /// that the leader changes hands over a namespace of that size (none by
+    /// default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub files: Option<u64>,
     /// meta-scale: also SIGKILL a follower meta node (found on this machine by
     /// its --listen address) and time its restart; it is started again
     /// detached from `shoal up`, and its pid printed.
@@ -479,7 +482,10 @@ impl BenchArgs {
             span_bytes: self.span,
             kills: self.kills,
             data_dir: self.data_dir,
-            files: self.files,
+            files: self.files.unwrap_or(match self.workload {
+                Workload::MetaScale => 100_000,
+                _ => 0,
+            }),
             restart: self.restart,
         }
     }

@@ -10,6 +10,11 @@
 //! the bench records when each one was invoked, when it ended, and whether it
 //! succeeded.
 //!
+//! With `--files N`, N empty files are made first (as `meta-scale` makes
+//! them, by [`BUILD_CLIENTS`] clients), so that the leader changes hands over
+//! a namespace of that size; after the last round the bench checks that
+//! every one of them is still there.
+//!
 //! Each of KILLS rounds:
 //! 1. Find the leader: every meta node, asked directly, names the same one,
 //!    and that node says it leads.
@@ -55,6 +60,9 @@ const REPLICATION: u32 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest unavailability window before the bench gives up on a round.
 const WINDOW_TIMEOUT: Duration = Duration::from_secs(60);
+/// Clients that make the `--files` namespace before the first kill (many, so
+/// that group commit puts many creates in each entry).
+const BUILD_CLIENTS: u32 = 64;
 /// How long the meta nodes may take to agree on a leader.
 const AGREE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one meta node may take to answer a status call.
@@ -184,6 +192,14 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
     let mut cluster = LocalCluster::start_on_free_ports(&mut spec, META_NODES, CHUNK_NODES, READY_TIMEOUT).await?;
     let probe = Client::connect_with(&spec.meta_addrs, call_timeout, cluster.transport.clone()).await?;
     probe.mkdir(&args.dir, true).await?;
+    if args.files > 0 {
+        progress.set_message(format!("making {} files", args.files));
+        let root = format!("{}/scale", args.dir);
+        probe.mkdir(&root, true).await?;
+        let builders = Options { clients: BUILD_CLIENTS, ..args.clone() };
+        let built = super::meta_scale::build(&probe, &builders, &root, args.files).await?;
+        tracing::info!(files = args.files, seconds = built.elapsed.as_secs_f64(), "the namespace is built");
+    }
 
     let calls = Arc::new(CallLog::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,6 +251,17 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
         t.await.context("a workload task panicked")?;
     }
     let elapsed = started.elapsed();
+    if args.files > 0 {
+        // Nothing acknowledged is lost across the kills.
+        let root = format!("{}/scale", args.dir);
+        let mut found = 0;
+        for d in 0..super::meta_scale::dirs_for(args.files) {
+            found += probe.list(&format!("{root}/d{d}")).await?.len() as u64;
+        }
+        if found != args.files {
+            bail!("after the kills {root} holds {found} files, not the {} made before them", args.files);
+        }
+    }
     progress.finish_and_clear();
     cluster.stop();
     let (ok_calls, failed_calls, call_latencies) = calls.summary();
@@ -336,7 +363,8 @@ fn report(args: &Options, mut o: Outcome) -> anyhow::Result<()> {
     let ops_per_sec = o.ok_calls as f64 / secs;
     let call_p = |p| if o.call_latencies.is_empty() { 0.0 } else { ms(nearest_rank(&o.call_latencies, p)) };
     let v = json!({
-        "workload": "failover", "clients": args.clients, "kills": o.windows.len(), "discarded": o.discarded,
+        "workload": "failover", "clients": args.clients, "files": args.files, "kills": o.windows.len(),
+        "discarded": o.discarded,
         "min_ms": ms(o.windows[0]), "median_ms": w(50), "p99_ms": w(99), "max_ms": w(100),
         "windows_ms": windows_ms, "ops": o.ok_calls, "errors": o.failed_calls, "seconds": secs,
         "ops_per_sec": ops_per_sec, "mb_per_sec": 0.0,

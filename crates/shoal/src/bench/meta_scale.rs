@@ -234,8 +234,7 @@ struct Stall {
 
 async fn snapshot_under_load(client: &Client, root: &str) -> anyhow::Result<Stall> {
     let leader = leader_addr(client).await?;
-    let (stat_client, create_client) =
-        (Client::connect(client.meta_addrs()).await?, Client::connect(client.meta_addrs()).await?);
+    let (stat_client, create_client) = (client.reconnect().await?, client.reconnect().await?);
     let stalldir = format!("{root}/stall");
     client.mkdir(&stalldir, true).await?;
     let probe = file_path(root, 0);
@@ -386,16 +385,12 @@ async fn restart_follower(client: &Client, args: &Options, root: &str) -> anyhow
 }
 
 /// Runs the workload and prints its report.
-pub async fn run(client: &Client, args: &Options) -> anyhow::Result<()> {
-    let root = format!("{}/scale", args.dir);
-    let files = args.files;
-    let procs = find_meta_procs(client.meta_addrs());
-    client.remove(&root, true).await.ok();
-    client.mkdir(&root, true).await?;
-    let rss_before = rss_of(&procs);
-    // Phase 1: the directories, then the files.
+/// Makes `files` empty files under `root` (which exists), in directories of
+/// [`FILES_PER_DIR`], over `args.clients` clients, one `Create` each; the
+/// files' rate and latencies.
+pub(super) async fn build(client: &Client, args: &Options, root: &str, files: u64) -> anyhow::Result<super::Outcome> {
     let dir_args = Options { count: dirs_for(files), ..args.clone() };
-    let dir_root = root.clone();
+    let dir_root = root.to_string();
     spread(client, &dir_args, 0, move |c, d| {
         let path = format!("{dir_root}/d{d}");
         async move {
@@ -405,15 +400,26 @@ pub async fn run(client: &Client, args: &Options) -> anyhow::Result<()> {
     })
     .await?;
     let file_args = Options { count: files, ..args.clone() };
-    let file_root = root.clone();
-    let built = spread(client, &file_args, 0, move |c, i| {
+    let file_root = root.to_string();
+    spread(client, &file_args, 0, move |c, i| {
         let path = file_path(&file_root, i);
         async move {
             c.create(&path, None).await?;
             Ok(())
         }
     })
-    .await?;
+    .await
+}
+
+pub async fn run(client: &Client, args: &Options) -> anyhow::Result<()> {
+    let root = format!("{}/scale", args.dir);
+    let files = args.files;
+    let procs = find_meta_procs(client.meta_addrs());
+    client.remove(&root, true).await.ok();
+    client.mkdir(&root, true).await?;
+    let rss_before = rss_of(&procs);
+    // Phase 1: the directories, then the files.
+    let built = build(client, args, &root, files).await?;
     // Phase 2: followers apply what the leader committed within moments.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss_of(&procs);

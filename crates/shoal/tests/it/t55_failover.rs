@@ -1,5 +1,6 @@
 //! t55: failover: `shoal bench failover` kills the meta leader of its own
-//! cluster and reports one unavailability window per kill.
+//! cluster, over a namespace it made first (`--files`), and reports one
+//! unavailability window per kill.
 
 use crate::common::*;
 
@@ -9,7 +10,17 @@ fn t55_bench_failover_measures_a_window_per_leader_kill() {
     let data = tempfile::tempdir().unwrap();
     let out = run_shoal(
         "127.0.0.1:1",
-        &["bench", "failover", "--kills", "3", "--json", "--data-dir", data.path().to_str().unwrap()],
+        &[
+            "bench",
+            "failover",
+            "--kills",
+            "3",
+            "--files",
+            "1500",
+            "--json",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
         None,
     );
     assert!(out.status.success(), "bench failover failed ({:?}):\n{}", out.status, stderr(&out));
@@ -17,6 +28,9 @@ fn t55_bench_failover_measures_a_window_per_leader_kill() {
 
     // Three kills, three windows; the bounds are generous, this is no timing test.
     assert_eq!(v["kills"], 3, "{v}");
+    // The 1,500 files made first (two directories) were all there after the
+    // kills (the bench fails otherwise), and the report says how many.
+    assert_eq!(v["files"], 1500, "{v}");
     let windows: Vec<f64> = v["windows_ms"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
     assert_eq!(windows.len(), 3, "{v}");
     for w in &windows {
