@@ -450,9 +450,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// meta-scale: files in the namespace it builds (directories of 1,000;
-    /// 100,000 by default). failover: files made first, the same way, so
-    /// that the leader changes hands over a namespace of that size (none by
-    /// default).
+    /// 100,000 by default). failover: files made first, the same way but by
+    /// 64 clients, so that the leader changes hands over a namespace of that
+    /// size, and checked after the kills (none by default).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub files: Option<u64>,
     /// meta-scale: also SIGKILL a follower meta node (found on this machine by

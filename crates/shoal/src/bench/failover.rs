@@ -256,7 +256,9 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
         let root = format!("{}/scale", args.dir);
         let mut found = 0;
         for d in 0..super::meta_scale::dirs_for(args.files) {
-            found += probe.list(&format!("{root}/d{d}")).await?.len() as u64;
+            let dir = format!("{root}/d{d}");
+            let listed = probe.list(&dir).await.with_context(|| format!("listing {dir} after the kills"))?;
+            found += listed.len() as u64;
         }
         if found != args.files {
             bail!("after the kills {root} holds {found} files, not the {} made before them", args.files);
@@ -400,6 +402,9 @@ fn report(args: &Options, mut o: Outcome) -> anyhow::Result<()> {
     let each: Vec<String> = windows_ms.iter().map(|w| format!("{w:.0}")).collect();
     writeln!(out, "windows in kill order (ms): {}", each.join(" "))?;
     writeln!(out, "call latency over the whole run: p50 {:.1} ms, p99 {:.1} ms", call_p(50), call_p(99))?;
+    if args.files > 0 {
+        writeln!(out, "namespace: {} files, every one still there after the kills", args.files)?;
+    }
     Ok(())
 }
 

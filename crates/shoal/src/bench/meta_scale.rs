@@ -384,7 +384,6 @@ async fn restart_follower(client: &Client, args: &Options, root: &str) -> anyhow
     }))
 }
 
-/// Runs the workload and prints its report.
 /// Makes `files` empty files under `root` (which exists), in directories of
 /// [`FILES_PER_DIR`], over `args.clients` clients, one `Create` each; the
 /// files' rate and latencies.
@@ -411,6 +410,7 @@ pub(super) async fn build(client: &Client, args: &Options, root: &str, files: u6
     .await
 }
 
+/// Runs the workload and prints its report.
 pub async fn run(client: &Client, args: &Options) -> anyhow::Result<()> {
     let root = format!("{}/scale", args.dir);
     let files = args.files;
