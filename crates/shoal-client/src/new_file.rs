@@ -28,6 +28,10 @@ use crate::{ClientError, Result};
 /// How often a whole `write_new` is redone after meta asked for a fresh id.
 const FRESH_ID_ATTEMPTS_MAX: usize = 8;
 
+/// Callers that have a small body whole (`put`, the S3 gateway's PUT) write
+/// it with [`Client::write_new`] up to this size, and stream larger ones.
+pub const WRITE_NEW_WHOLE_MAX_BYTES: u64 = 1 << 20;
+
 impl Client {
     /// Creates the file `path` holding `data`; fails if the path exists.
     /// Durable on every replica and committed when it returns. A file of

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
+use shoal_client::new_file::WRITE_NEW_WHOLE_MAX_BYTES;
 use shoal_client::{Client, ClientError, Stat};
 use shoal_core::FsError;
 use tokio::sync::mpsc;
@@ -42,9 +43,6 @@ const WRITE_PIECE_MAX_BYTES: u64 = 128 << 20;
 const WRITE_PIECE_MIN_BYTES: u64 = 1 << 20;
 /// Chunks one piece spans.
 const WRITE_PIECE_CHUNKS: u64 = 2;
-/// A body of known length up to this is taken whole and written as a new
-/// file in one meta entry (`Client::write_new`).
-const WRITE_WHOLE_MAX_BYTES: u64 = 1 << 20;
 /// Attempts at putting a finished object in place while a concurrent delete
 /// removes the (empty) directories it goes into.
 const PLACE_ATTEMPTS_MAX: usize = 4;
@@ -209,7 +207,7 @@ impl Store {
         let result = async {
             // A small body of known length: the whole of it, then one
             // `write_new` (one meta entry instead of a create and a commit).
-            if let Some(declared) = declared_len.filter(|l| (1..=WRITE_WHOLE_MAX_BYTES).contains(l)) {
+            if let Some(declared) = declared_len.filter(|l| (1..=WRITE_NEW_WHOLE_MAX_BYTES).contains(l)) {
                 let mut buf = Vec::with_capacity(declared as usize);
                 let mut body = body;
                 while let Some(data) = body.next().await {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_client::new_file::WRITE_NEW_WHOLE_MAX_BYTES;
 use shoal_client::report::{self, EntryReport, join, kind};
 use shoal_client::{Client, DirEntry};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -21,9 +22,6 @@ const READ_PIECE_MAX_BYTES: u64 = 8 << 20;
 const PUT_CHUNKS_PER_WRITE: u64 = 2;
 /// Largest piece `put` writes at once.
 const WRITE_PIECE_MAX_BYTES: u64 = 128 << 20;
-/// A local file up to this size is put in one piece, as a new file written
-/// before it is created (`Client::write_new`: one meta entry, not two).
-const PUT_WHOLE_MAX_BYTES: u64 = 1 << 20;
 
 /// Runs a file command; `timeout` also bounds the wait for a lock.
 pub async fn run(client: Client, command: Command, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
@@ -214,7 +212,7 @@ async fn put(
     let result: anyhow::Result<()> = async {
         match total {
             // Small: read whole, then a new file in one meta entry.
-            Some(len) if (1..=PUT_WHOLE_MAX_BYTES).contains(&len) => {
+            Some(len) if (1..=WRITE_NEW_WHOLE_MAX_BYTES).contains(&len) => {
                 let mut data = Vec::with_capacity(len as usize);
                 input.read_to_end(&mut data).await.with_context(|| format!("reading {local}"))?;
                 client.write_new(&tmp, data.into(), replication, None).await?;

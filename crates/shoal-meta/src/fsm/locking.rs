@@ -93,8 +93,8 @@ impl FsState {
                 if rules >= 7 && *wait && self.ranges.would_deadlock(&p, *session, *mode, *start, *end) {
                     return Err(FsError::Deadlock { path: p });
                 }
-                match self.ranges.acquire(&path.to_string(), *session, *mode, *start, *end, *wait) {
-                    RangeAcquired::WouldBlock => Err(FsError::WouldBlock { path: path.to_string() }),
+                match self.ranges.acquire(&p, *session, *mode, *start, *end, *wait) {
+                    RangeAcquired::WouldBlock => Err(FsError::WouldBlock { path: p }),
                     RangeAcquired::TooMany => Err(crate::ranges::too_many(path)),
                     a => Ok(Response::Range(a)),
                 }

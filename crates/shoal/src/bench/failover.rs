@@ -256,7 +256,7 @@ async fn measure(args: &Options, call_timeout: Duration, dir: PathBuf) -> anyhow
         let root = format!("{}/scale", args.dir);
         let mut found = 0;
         for d in 0..super::meta_scale::dirs_for(args.files) {
-            let dir = format!("{root}/d{d}");
+            let dir = super::meta_scale::dir_path(&root, d);
             let listed = probe.list(&dir).await.with_context(|| format!("listing {dir} after the kills"))?;
             found += listed.len() as u64;
         }

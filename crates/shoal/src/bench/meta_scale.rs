@@ -60,9 +60,14 @@ const RESTART_WAIT_MAX: Duration = Duration::from_secs(600);
 /// The longest a snapshot may take on request.
 const SNAPSHOT_WAIT_MAX: Duration = Duration::from_secs(600);
 
-/// The directory of file `i`, relative to the namespace's root.
+/// The path of file `i` under the namespace's root.
 pub fn file_path(root: &str, i: u64) -> String {
-    format!("{root}/d{}/f{i}", i / FILES_PER_DIR)
+    format!("{}/f{i}", dir_path(root, i / FILES_PER_DIR))
+}
+
+/// The path of directory `d` under the namespace's root.
+pub fn dir_path(root: &str, d: u64) -> String {
+    format!("{root}/d{d}")
 }
 
 /// Directories needed for `files` files.
@@ -391,7 +396,7 @@ pub(super) async fn build(client: &Client, args: &Options, root: &str, files: u6
     let dir_args = Options { count: dirs_for(files), ..args.clone() };
     let dir_root = root.to_string();
     spread(client, &dir_args, 0, move |c, d| {
-        let path = format!("{dir_root}/d{d}");
+        let path = dir_path(&dir_root, d);
         async move {
             c.mkdir(&path, false).await?;
             Ok(())
