@@ -108,13 +108,17 @@ impl FsState {
         if let Some((dir, kept, counted)) = self.inodes.miscounted_subdirs().first() {
             return fail(format!("directory {dir} is kept with {kept} subdirectories, and has {counted}"));
         }
+        let (pages, length) = self.inodes.miscounted_pages();
+        if !pages.is_empty() || length {
+            return fail(format!("the inode table miscounts pages {pages:?} (its length too: {length})"));
+        }
         // How many directory entries name each inode, per directory.
         let mut entries: BTreeMap<u64, BTreeMap<u64, u32>> = BTreeMap::new();
-        for (id, inode) in &self.inodes {
-            if inode.id != *id {
+        for (id, inode) in self.inodes.iter() {
+            if inode.id != id {
                 return fail(format!("inode {id} is stored with id {}", inode.id));
             }
-            if *id >= self.next_inode {
+            if id >= self.next_inode {
                 return fail(format!("inode {id} is not below next_inode {}", self.next_inode));
             }
             if let Err(e) = super::xattrs::check_all(&inode.xattrs) {
@@ -173,13 +177,13 @@ impl FsState {
                 if !self.inodes.contains_key(child) {
                     return fail(format!("entry {name:?} of directory {id} names missing inode {child}"));
                 }
-                *entries.entry(*child).or_default().entry(*id).or_default() += 1;
+                *entries.entry(*child).or_default().entry(id).or_default() += 1;
             }
         }
-        for (id, inode) in self.inodes.iter().filter(|(id, _)| **id != ROOT_INODE) {
+        for (id, inode) in self.inodes.iter().filter(|(id, _)| *id != ROOT_INODE) {
             let mut expected = inode.extra_links.clone();
             *expected.entry(inode.parent).or_default() += 1;
-            let found = entries.remove(id).unwrap_or_default();
+            let found = entries.remove(&id).unwrap_or_default();
             if found != expected {
                 return fail(format!(
                     "inode {id} has directory entries {found:?} (directory: count), but its parent {} and \
@@ -193,7 +197,7 @@ impl FsState {
         }
         // Every inode reaches the root going up, so no directory contains itself.
         for id in self.inodes.keys() {
-            let mut cur = *id;
+            let mut cur = id;
             let mut steps = 0usize;
             while cur != ROOT_INODE {
                 cur = self.inodes[&cur].parent;
