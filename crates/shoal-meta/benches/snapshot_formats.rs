@@ -37,7 +37,7 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         mtime_ms: 1_780_000_000_000 + id,
         replication: 2,
         chunk_size: 64 << 20,
-        chunks: BTreeMap::new(),
+        chunks: Default::default(),
         children: BTreeMap::new(),
         fence: 0,
         xattrs: BTreeMap::new(),

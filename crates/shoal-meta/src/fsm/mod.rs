@@ -31,6 +31,7 @@ use crate::ranges::{RangeAcquired, RangeTable};
 
 pub mod attrs;
 pub mod batch;
+pub mod chunk_map;
 pub mod chunks;
 pub mod dedup;
 pub mod invariants;
@@ -44,6 +45,7 @@ pub mod xattrs;
 
 pub use attrs::{AttrChange, TimeSet};
 pub use batch::Batched;
+pub use chunk_map::ChunkMap;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
@@ -334,7 +336,7 @@ impl Default for FsState {
             mtime_ms: 0,
             replication: 0,
             chunk_size: 0,
-            chunks: BTreeMap::new(),
+            chunks: ChunkMap::default(),
             children: BTreeMap::new(),
             fence: 0,
             xattrs: BTreeMap::new(),

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
-use super::{ChunkMeta, Fence, FsState, ROOT_INODE, Response};
+use super::{ChunkMap, Fence, FsState, ROOT_INODE, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -85,7 +85,7 @@ pub struct Inode {
     /// Fixed when the file is created.
     pub chunk_size: u64,
     /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
-    pub chunks: BTreeMap<u64, ChunkMeta>,
+    pub chunks: ChunkMap,
     /// Directories only: name to inode.
     pub children: BTreeMap<String, u64>,
     /// The newest fencing token a write to this file carried.
@@ -433,7 +433,7 @@ impl FsState {
                 mtime_ms,
                 replication,
                 chunk_size,
-                chunks: BTreeMap::new(),
+                chunks: ChunkMap::default(),
                 children: BTreeMap::new(),
                 fence: 0,
                 xattrs: BTreeMap::new(),
