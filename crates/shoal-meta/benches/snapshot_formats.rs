@@ -9,7 +9,6 @@
 //! takes seconds. Run with
 //! `cargo bench -p shoal-meta --bench snapshot_formats` (release mode).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use openraft::storage::SnapshotMeta;
@@ -38,16 +37,16 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         replication: 2,
         chunk_size: 64 << 20,
         chunks: Default::default(),
-        children: BTreeMap::new(),
+        children: Default::default(),
         fence: 0,
-        xattrs: BTreeMap::new(),
+        xattrs: Default::default(),
         uid: 0,
         gid: 0,
         atime_ns: 0,
         mtime_ns: 0,
         ctime_ns: 0,
-        target: String::new(),
-        extra_links: BTreeMap::new(),
+        target: Default::default(),
+        extra_links: Default::default(),
         rdev: 0,
     }
 }

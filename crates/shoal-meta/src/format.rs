@@ -638,7 +638,7 @@ mod tests {
                 replication: 2,
                 chunk_size: 100,
                 chunks: Default::default(),
-                children: BTreeMap::new(),
+                children: Default::default(),
                 fence: 4,
             },
             xattrs: BTreeMap::from([("user.a".to_string(), b"1".to_vec())]),
@@ -683,16 +683,16 @@ mod tests {
                 replication: 2,
                 chunk_size: 100,
                 chunks: Default::default(),
-                children: BTreeMap::new(),
+                children: Default::default(),
                 fence: 4,
             },
-            xattrs: BTreeMap::new(),
+            xattrs: Default::default(),
             uid: 1000,
             gid: 100,
             atime_ns: 1,
             mtime_ns: 2,
             ctime_ns: 3,
-            target: String::new(),
+            target: Default::default(),
         };
         let bytes = with_format(encode(RecordKind::Snapshot, &(old, 77u64)).unwrap(), 3);
         let (i, tail): (Inode, u64) = decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();

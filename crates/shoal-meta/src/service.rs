@@ -150,7 +150,7 @@ pub fn inode_pb(i: &Inode, nlink: u32) -> pb::Inode {
         mtime_ns,
         ctime_ns,
         is_symlink: i.kind == Kind::Symlink,
-        target: i.target.clone(),
+        target: (*i.target).clone(),
         id: i.id,
         is_dir: i.kind == Kind::Dir,
         size: i.size,

@@ -834,7 +834,7 @@ impl Harness {
         while let Some((path, id)) = todo.pop() {
             let inode = &self.st.inodes[&id];
             if !inode.xattrs.is_empty() {
-                out.insert(path.clone(), inode.xattrs.clone());
+                out.insert(path.clone(), (*inode.xattrs).clone());
             }
             for (name, child) in &inode.children {
                 let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };

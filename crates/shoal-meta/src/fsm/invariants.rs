@@ -184,7 +184,7 @@ impl FsState {
             let mut expected = inode.extra_links.clone();
             *expected.entry(inode.parent).or_default() += 1;
             let found = entries.remove(&id).unwrap_or_default();
-            if found != expected {
+            if found != *expected {
                 return fail(format!(
                     "inode {id} has directory entries {found:?} (directory: count), but its parent {} and \
                      hard links {:?} say {expected:?}",

@@ -38,6 +38,7 @@ pub mod invariants;
 pub mod locking;
 pub mod namespace;
 pub mod nodes;
+pub mod rare;
 pub mod replicas;
 pub mod reserved;
 pub mod table;
@@ -51,6 +52,7 @@ pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
 pub use namespace::{Inode, Kind, LINKS_MAX, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
+pub use rare::Rare;
 pub use replicas::ReplicaCmd;
 pub use reserved::{RESERVATIONS_KEPT, RESERVE_IDS_MAX, Reservation};
 pub use table::InodeTable;
@@ -337,16 +339,16 @@ impl Default for FsState {
             replication: 0,
             chunk_size: 0,
             chunks: ChunkMap::default(),
-            children: BTreeMap::new(),
+            children: Default::default(),
             fence: 0,
-            xattrs: BTreeMap::new(),
+            xattrs: Default::default(),
             uid: 0,
             gid: 0,
             atime_ns: 0,
             mtime_ns: 0,
             ctime_ns: 0,
-            target: String::new(),
-            extra_links: BTreeMap::new(),
+            target: Default::default(),
+            extra_links: Default::default(),
             rdev: 0,
         };
         FsState {

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
-use super::{ChunkMap, Fence, FsState, ROOT_INODE, Response};
+use super::{ChunkMap, Fence, FsState, ROOT_INODE, Rare, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
@@ -87,7 +87,7 @@ pub struct Inode {
     /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
     pub chunks: ChunkMap,
     /// Directories only: name to inode.
-    pub children: BTreeMap<String, u64>,
+    pub children: Rare<BTreeMap<String, u64>>,
     /// The newest fencing token a write to this file carried.
     #[serde(default)]
     pub fence: u64,
@@ -95,7 +95,7 @@ pub struct Inode {
     /// of format 1 and older have no such field: it decodes as empty there
     /// (`format::since_format_2`).
     #[serde(default, deserialize_with = "crate::format::since_format_2")]
-    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub xattrs: Rare<BTreeMap<String, Vec<u8>>>,
     /// Owner and group. Records of format 2 and older have no such fields
     /// (`format::since_format_3`): they decode as root's (0).
     #[serde(default, deserialize_with = "crate::format::since_format_3")]
@@ -114,14 +114,14 @@ pub struct Inode {
     /// Symbolic links only: the target, as given (1 to
     /// [`SYMLINK_TARGET_MAX_BYTES`], no NUL); empty for everything else.
     #[serde(default, deserialize_with = "crate::format::since_format_3")]
-    pub target: String,
+    pub target: Rare<String>,
     /// Hard links: the directories holding this inode's names other than
     /// its first one (in `parent`), each with how many it holds (never 0).
     /// Empty for an inode with one name, and always for a directory. Records
     /// of format 3 and older have no such field (`format::since_format_4`):
     /// every inode there has one name.
     #[serde(default, deserialize_with = "crate::format::since_format_4")]
-    pub extra_links: BTreeMap<u64, u32>,
+    pub extra_links: Rare<BTreeMap<u64, u32>>,
     /// Device files only: the device number (rdev); 0 for everything else.
     #[serde(default, deserialize_with = "crate::format::since_format_4")]
     pub rdev: u64,
@@ -434,16 +434,16 @@ impl FsState {
                 replication,
                 chunk_size,
                 chunks: ChunkMap::default(),
-                children: BTreeMap::new(),
+                children: Default::default(),
                 fence: 0,
-                xattrs: BTreeMap::new(),
+                xattrs: Default::default(),
                 uid,
                 gid,
                 atime_ns: now_ns,
                 mtime_ns: now_ns,
                 ctime_ns: now_ns,
-                target: String::new(),
-                extra_links: BTreeMap::new(),
+                target: Default::default(),
+                extra_links: Default::default(),
                 rdev: 0,
             },
         );
@@ -614,7 +614,7 @@ impl FsState {
         let owner = Owner { mode: 0o777, uid, gid };
         let id = self.new_inode(dir, Kind::Symlink, 0, 0, now_ms, Some(owner));
         let link = self.inodes.get_mut(&id).expect("just made");
-        link.target = target.to_string();
+        link.target.set(target.to_string());
         link.size = target.len() as u64;
         self.link(dir, name, id, now_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
