@@ -299,8 +299,8 @@ fn round_inputs(svc: &Heal, now: Instant) -> RoundInputs {
 /// (false: the same inputs would plan nothing again).
 async fn round(svc: &Heal, now: Instant, epoch: Instant) -> bool {
     let (chunks, paused) = {
-        let s = svc.node.state.read();
-        (health::chunk_views(&s.fs), s.fs.repair_paused)
+        let s = svc.node.state.fs_copy();
+        (health::chunk_views(&s), s.repair_paused)
     };
     if paused {
         return false;

@@ -10,10 +10,12 @@
 //! On a node that does not lead, the leader-only gauges read 0 (see
 //! [`crate::metric_names`]).
 //!
-//! The two whole-state passes hold the state's read lock, which applies
-//! wait for, for a time that grows with the namespace. A [`Pacer`] keeps
-//! each to at most 1/[`PASS_SHARE_INVERSE`] of the time: a pass that took
-//! 20 ms waits a second, one that took 200 ms (millions of files) waits 10 s.
+//! The two whole-state passes work on a copy of the state
+//! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies never wait
+//! for them; but they take a time that grows with the namespace, so a
+//! [`Pacer`] keeps each to at most 1/[`PASS_SHARE_INVERSE`] of the time, for
+//! the CPU: a pass that took 20 ms waits a second, one that took 200 ms
+//! (millions of files) waits 10 s.
 //! The fsck pass is not paced when a chunk server's liveness changed, since
 //! that is what an operator watches for. Samples run on a blocking thread,
 //! never on a runtime worker.
@@ -176,7 +178,7 @@ impl Sampler {
         let applied = node.state.read().last_applied.map_or(0, |l| l.index);
         if self.counted_at != Some(applied) && self.count_pacer.due(Instant::now()) {
             let started = Instant::now();
-            let c = count_state(&node.state.read().fs);
+            let c = count_state(&node.state.fs_copy());
             self.count_pacer.ran(started, Instant::now());
             set(m::FILES, c.files);
             set(m::DIRECTORIES, c.directories);
@@ -224,7 +226,7 @@ impl Sampler {
         let liveness_changed = self.checked_at.as_ref().is_none_or(|(_, seen)| *seen != inputs.1);
         if self.checked_at.as_ref() != Some(&inputs) && (liveness_changed || self.fsck_pacer.due(Instant::now())) {
             let started = Instant::now();
-            let chunks = health::chunk_views(&node.state.read().fs);
+            let chunks = health::chunk_views(&node.state.fs_copy());
             let f = health::fsck(&chunks, &servers, 0);
             self.fsck_pacer.ran(started, Instant::now());
             set(m::CHUNKS_UNDER_REPLICATED, f.under_replicated);

@@ -775,13 +775,13 @@ impl pb::cluster_server::Cluster for MetaService {
         // Liveness is only known to the leader.
         self.node.leader_only()?;
         let servers = self.node.server_views(Instant::now());
-        let s = self.node.state.read();
-        let report = health::fsck(&health::chunk_views(&s.fs), &servers, FSCK_PROBLEMS_MAX);
+        let s = self.node.state.fs_copy();
+        let report = health::fsck(&health::chunk_views(&s), &servers, FSCK_PROBLEMS_MAX);
         let problems = report
             .problems
             .iter()
             .map(|p| pb::FsckProblem {
-                path: s.fs.path_of(p.place.inode),
+                path: s.path_of(p.place.inode),
                 chunk_index: p.place.index,
                 chunk_id: p.place.chunk,
                 state: p.standing.as_str().into(),
@@ -790,14 +790,14 @@ impl pb::cluster_server::Cluster for MetaService {
             })
             .collect();
         Ok(TonicResponse::new(pb::FsckReply {
-            files: s.fs.inodes.values().filter(|i| i.kind == Kind::File).count() as u64,
+            files: s.inodes.values().filter(|i| i.kind == Kind::File).count() as u64,
             chunks: report.chunks,
             under_replicated: report.under_replicated,
             missing: report.missing,
             corrupt: report.corrupt,
             over_replicated: report.over_replicated,
             repairs_in_flight: self.healer.copies_in_flight() as u64,
-            repair_paused: s.fs.repair_paused,
+            repair_paused: s.repair_paused,
             problems,
             problems_left_out: report.problems_left_out,
             dead_servers: servers.iter().filter(|v| !v.alive).count() as u64,
@@ -836,7 +836,7 @@ impl pb::cluster_server::Cluster for MetaService {
     async fn rebalance(&self, _req: Request<pb::Empty>) -> Reply<pb::RebalanceReply> {
         self.node.leader_only()?;
         let servers = self.node.server_views(Instant::now());
-        let chunks = health::chunk_views(&self.node.state.read().fs);
+        let chunks = health::chunk_views(&self.node.state.fs_copy());
         let moves = health::plan_rebalance(&chunks, &servers, repair::MOVES_MAX);
         let reply = pb::RebalanceReply { moves: moves.len() as u64, bytes: moves.iter().map(|m| m.len_bytes).sum() };
         tracing::info!(moves = reply.moves, bytes = reply.bytes, "rebalance planned");
@@ -955,14 +955,14 @@ fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Sta
 impl MetaService {
     /// Every registered chunk server as operators see it.
     fn server_rows(&self, now: Instant) -> Vec<pb::ChunkServer> {
-        let s = self.node.state.read();
+        let s = self.node.state.fs_copy();
         let mut listed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-        for f in s.fs.inodes.values() {
+        for f in s.inodes.values() {
             for r in f.chunks.values().flat_map(|c| &c.replicas) {
                 *listed.entry(*r).or_default() += 1;
             }
         }
-        s.fs.nodes
+        s.nodes
             .values()
             .map(|n| {
                 let beat = self.node.registry.last_beat(n.id);

@@ -94,6 +94,13 @@ impl SharedState {
         self.0.read().expect("state lock poisoned")
     }
 
+    /// A copy of the file-system state, for a pass over all of it without
+    /// the lock that applies wait for. Cheap: the inode table is shared page
+    /// by page with the live one (`fsm::table`); the rest is small.
+    pub fn fs_copy(&self) -> FsState {
+        self.read().fs.clone()
+    }
+
     /// The last applied index and a CRC32C of the whole file-system state at
     /// it. Two nodes at the same index must give the same digest.
     pub fn digest(&self) -> (u64, u32) {
