@@ -71,10 +71,10 @@ fn state() -> SmBody {
             let meta = ChunkMeta { id: chunk, version: 2, committed_version: 2, replicas, lagging: Vec::new() };
             file.chunks.insert(0, meta);
             chunk += 1;
-            dir.children.insert(format!("file-{f:06}.dat"), id);
+            dir.children.insert(format!("file-{f:06}.dat").into(), id);
             fs.inodes.insert(id, file);
         }
-        fs.inodes.get_mut(&ROOT_INODE).unwrap().children.insert(format!("dir-{d:05}"), dir_id);
+        fs.inodes.get_mut(&ROOT_INODE).unwrap().children.insert(format!("dir-{d:05}").into(), dir_id);
         fs.inodes.insert(dir_id, dir);
     }
     fs.next_inode = next;

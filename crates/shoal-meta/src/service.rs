@@ -455,7 +455,7 @@ impl pb::namespace_server::Namespace for MetaService {
                 .children
                 .iter()
                 .map(|(name, id)| pb::DirEntry {
-                    name: name.clone(),
+                    name: name.to_string(),
                     inode: Some(inode_pb_with(&s.fs, &s.fs.inodes[id], with)),
                 })
                 .collect(),

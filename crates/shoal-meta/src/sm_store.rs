@@ -23,7 +23,9 @@
 //! `apply` and `install_snapshot` take the write lock, and both then announce
 //! the new applied index, so a request can wait for a change (a lock grant)
 //! without polling. A snapshot build holds the read lock only while it clones
-//! the state; it encodes and writes the clone without any lock.
+//! the state, which copies the inode table's page index and not the inodes
+//! ([`crate::fsm::table`]: about 0.5 ms at 200,000 files, where a full copy
+//! took 97 ms); it encodes and writes the clone without any lock.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};

@@ -171,7 +171,7 @@ impl FsState {
                 if name.is_empty() || name.len() > NAME_MAX_BYTES || name.contains('/') || name.contains('\0') {
                     return fail(format!("directory {id} has an invalid entry name {name:?}"));
                 }
-                if name == "." || name == ".." {
+                if &**name == "." || &**name == ".." {
                     return fail(format!("directory {id} has an entry named {name:?}"));
                 }
                 if !self.inodes.contains_key(child) {

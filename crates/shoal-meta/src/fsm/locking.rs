@@ -143,12 +143,12 @@ impl FsState {
         let prefix = shoal_core::path::unlinked_session_prefix(session);
         let names: Vec<String> = self.inodes[&ROOT_INODE]
             .children
-            .range(prefix.clone()..)
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
             .take_while(|(name, _)| name.starts_with(&prefix))
             // Exactly `.shoal-unlinked.S.N` naming inode N, not a directory.
             .filter(|(name, id)| shoal_core::path::parse_unlinked_name(name) == Some((session, **id)))
             .filter(|(_, id)| self.inodes.get(id).is_some_and(|i| i.kind != Kind::Dir))
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.to_string())
             .collect();
         for name in names {
             let removed = self.remove(&NormalPath::root().join(&name), false, now_ms, rules);

@@ -87,7 +87,7 @@ pub struct Inode {
     /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
     pub chunks: ChunkMap,
     /// Directories only: name to inode.
-    pub children: Rare<BTreeMap<String, u64>>,
+    pub children: Rare<BTreeMap<Box<str>, u64>>,
     /// The newest fencing token a write to this file carried.
     #[serde(default)]
     pub fence: u64,
@@ -343,7 +343,7 @@ impl FsState {
                 let prefix: Vec<&str> = path.components()[..depth].iter().map(|s| s.as_str()).collect();
                 return Err(FsError::NotADirectory { path: format!("/{}", prefix.join("/")) });
             }
-            let id = cur.children.get(name).ok_or_else(|| not_found(path))?;
+            let id = cur.children.get(name.as_str()).ok_or_else(|| not_found(path))?;
             cur = &self.inodes[id];
         }
         Ok(cur)
@@ -368,7 +368,7 @@ impl FsState {
         while cur != ROOT_INODE {
             let Some(inode) = self.inodes.get(&cur) else { break };
             let parent = &self.inodes[&inode.parent];
-            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n.as_str());
+            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| &**n);
             names.push(name);
             cur = inode.parent;
         }
@@ -395,7 +395,7 @@ impl FsState {
         let mut cur = &self.inodes[&ROOT_INODE];
         let mut rep = cur.replication;
         for name in path.components() {
-            match cur.children.get(name).map(|id| &self.inodes[id]) {
+            match cur.children.get(name.as_str()).map(|id| &self.inodes[id]) {
                 Some(next) if next.kind == Kind::Dir => {
                     cur = next;
                     if cur.replication != 0 {
@@ -452,7 +452,7 @@ impl FsState {
 
     pub(super) fn link(&mut self, dir: u64, name: &str, child: u64, mtime_ms: u64) {
         let d = self.inodes.get_mut(&dir).expect("parent exists");
-        d.children.insert(name.to_string(), child);
+        d.children.insert(name.into(), child);
         d.touch_modified(mtime_ms);
     }
 
@@ -1168,7 +1168,7 @@ mod tests {
         // At the bound, one more name is refused.
         let f = st.lookup(&p("/f")).unwrap().id;
         let root = st.inodes.get_mut(&ROOT_INODE).unwrap();
-        root.children.extend((1..LINKS_MAX).map(|n| (format!("n{n}"), f)));
+        root.children.extend((1..LINKS_MAX).map(|n| (format!("n{n}").into(), f)));
         st.inodes.get_mut(&f).unwrap().extra_links.insert(ROOT_INODE, LINKS_MAX - 1);
         assert_eq!(st.check_invariants(), Ok(()));
         refused(&mut st, link("/f", "/e"), FsError::TooManyLinks { path: "/f".into(), max: LINKS_MAX });

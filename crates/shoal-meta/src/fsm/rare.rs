@@ -49,7 +49,7 @@ macro_rules! emptiable_map {
 }
 
 emptiable_map!(String, Vec<u8>);
-emptiable_map!(String, u64);
+emptiable_map!(Box<str>, u64);
 emptiable_map!(u64, u32);
 
 /// A value of `T` that costs one pointer while it is empty.

@@ -344,8 +344,9 @@ mod tests {
             assert_eq!(st.inodes.miscounted_subdirs(), vec![], "after {what}");
         }
         // Now / holds d (with b, an empty directory, and e, a file) and g.
-        let names =
-            |st: &FsState, path: &str| st.lookup(&p(path)).unwrap().children.keys().cloned().collect::<Vec<_>>();
+        let names = |st: &FsState, path: &str| {
+            st.lookup(&p(path)).unwrap().children.keys().map(|k| k.to_string()).collect::<Vec<_>>()
+        };
         assert_eq!(names(&st, "/"), ["d", "g"]);
         assert_eq!(names(&st, "/d"), ["b", "e"]);
         assert_eq!((nlink(&st, "/"), nlink(&st, "/d"), nlink(&st, "/d/b"), nlink(&st, "/g")), (4, 3, 2, 2));
