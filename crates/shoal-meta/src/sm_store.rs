@@ -222,10 +222,7 @@ impl SnapshotFiles {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{SNAPSHOT_FILE}.{n}.tmp"));
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        for (n, piece) in bytes.chunks(WRITEBACK_PIECE_BYTES).enumerate() {
-            f.write_all(piece)?;
-            write_back(&f, n * WRITEBACK_PIECE_BYTES, piece.len())?;
-        }
+        f.write_all(bytes)?;
         f.sync_all()?;
         Ok(TempSnapshot { path, meta })
     }
@@ -300,39 +297,6 @@ pub fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
             format::decode(RecordKind::Snapshot, bytes, format::upgrade_legacy_snapshot_body_json)
         }
     }
-}
-
-/// How much of a snapshot file is written before its writeback is started.
-pub const WRITEBACK_PIECE_BYTES: usize = 4 << 20;
-
-/// Starts writing `len` bytes at `offset` of `f` to disk, and waits until the
-/// piece before it is written. A snapshot of a million files is about 70 MiB:
-/// left dirty until one fsync at the end, it reaches the disk in one burst,
-/// and the Raft log's own fsyncs, which every write waits for, queue behind
-/// it. Written back a piece at a time, at most two pieces are in flight.
-/// Durability still comes from the fsync at the end; elsewhere than Linux
-/// this does nothing.
-fn write_back(f: &std::fs::File, offset: usize, len: usize) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = f.as_raw_fd();
-        let call = |offset: usize, len: usize, flags| {
-            // SAFETY: sync_file_range only reads the descriptor and range.
-            let r = unsafe { libc::sync_file_range(fd, offset as i64, len as i64, flags) };
-            if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-        };
-        call(offset, len, libc::SYNC_FILE_RANGE_WRITE)?;
-        if offset > 0 {
-            let previous = offset - WRITEBACK_PIECE_BYTES;
-            let wait =
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-            call(previous, WRITEBACK_PIECE_BYTES, wait)?;
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (f, offset, len);
-    Ok(())
 }
 
 /// Hands the heap's free pages back to the system. A snapshot build makes a
@@ -580,19 +544,6 @@ mod tests {
             assert_eq!(second == Published::Replaced, !newer_first);
             let on_disk = reopen(dir.path()).unwrap();
             assert_eq!(on_disk.body.fs.next_inode, 1008);
-        }
-    }
-
-    /// A file of several writeback pieces, the last one partial, is written
-    /// whole.
-    #[test]
-    fn a_snapshot_is_written_whole_piece_by_piece() {
-        let dir = tempfile::tempdir().unwrap();
-        let (files, _) = SnapshotFiles::open(dir.path()).unwrap();
-        for len in [0, 1, WRITEBACK_PIECE_BYTES, 2 * WRITEBACK_PIECE_BYTES + WRITEBACK_PIECE_BYTES / 2] {
-            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let tmp = files.write_temporary(&bytes, snapshot_at(1).meta).unwrap();
-            assert_eq!(std::fs::read(&tmp.path).unwrap(), bytes, "{len} bytes");
         }
     }
 
