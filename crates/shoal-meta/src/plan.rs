@@ -86,8 +86,8 @@ pub fn heartbeat_deletes(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max
     let mut delete: Vec<u64> = fs
         .garbage
         .iter()
-        .filter(|(c, holders)| holders.contains(&node) && !copying_in.contains(c))
-        .map(|(c, _)| *c)
+        .filter(|(c, holders)| holders.contains(&node) && !copying_in.contains(&c))
+        .map(|(c, _)| c)
         .take(max)
         .collect();
     let listed = fs.chunks_listed_on(node, &delete);
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(chunk.replicas, vec![1, 2]);
         // Replica 2 failed a write that never committed: it is replaced, but
         // not by server 3, which is deleting an old copy of the chunk.
-        st.garbage.entry(chunk.id).or_default().insert(3);
+        st.garbage.get_or_insert_default(chunk.id).insert(3);
         let cmd = plan_prepare(&st, &all, inode, 0, &["h:2".into()], None).unwrap();
         assert_eq!(
             cmd,
@@ -212,10 +212,10 @@ mod tests {
         let Response::Chunk { chunk, .. } = run(&mut st, prep) else { panic!() };
         let place = ChunkPlace { inode, index: 0, chunk: chunk.id };
         for gone in [70, 71, 72] {
-            st.garbage.entry(gone).or_default().insert(3);
+            st.garbage.get_or_insert_default(gone).insert(3);
         }
         // Made up: garbage on a server that lists the chunk (the state machine never does this).
-        st.garbage.entry(place.chunk).or_default().insert(1);
+        st.garbage.get_or_insert_default(place.chunk).insert(1);
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 10), vec![70, 71, 72]);
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([71]), 10), vec![70, 72]);
         assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 2), vec![70, 71]);

@@ -11,8 +11,8 @@
 //! [`crate::metric_names`]).
 //!
 //! The two whole-state passes work on a copy of the state
-//! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies never wait
-//! for them; but they take a time that grows with the namespace, so a
+//! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies do not
+//! wait for them (but for copying what they change while a copy lives); but they take a time that grows with the namespace, so a
 //! [`Pacer`] keeps each to at most 1/[`PASS_SHARE_INVERSE`] of the time, for
 //! the CPU: a pass that took 20 ms waits a second, one that took 200 ms
 //! (millions of files) waits 10 s.

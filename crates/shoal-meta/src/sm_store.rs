@@ -97,8 +97,13 @@ impl SharedState {
     }
 
     /// A copy of the file-system state, for a pass over all of it without
-    /// the lock that applies wait for. Cheap: the inode table is shared page
-    /// by page with the live one (`fsm::table`); the rest is small.
+    /// the lock that applies wait for. Cheap: the inodes and the garbage
+    /// records are shared page by page with the live state
+    /// (`fsm::cow_map`); the rest (servers, sessions, locks, request
+    /// answers, corrupt records) is copied, and is small. Applies still pay
+    /// later, once per page and inode they change while the copy lives: a
+    /// directory of a million entries is copied whole by the first change
+    /// to it.
     pub fn fs_copy(&self) -> FsState {
         self.read().fs.clone()
     }
@@ -299,11 +304,11 @@ pub fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
     }
 }
 
-/// Hands the heap's free pages back to the system. A snapshot build makes a
-/// copy of the whole state and its encoding, and an install drops a whole
-/// state; glibc's malloc keeps what they freed in its arenas (one per
-/// thread that allocated), so without this a node's resident memory stays
-/// at about twice its state after the first build
+/// Hands the heap's free pages back to the system. A snapshot build makes
+/// an encoding of the whole state (and applies meanwhile copy the pages they
+/// change), and an install drops a whole state; glibc's malloc keeps what
+/// they freed in its arenas (one per thread that allocated), so without
+/// this a node's resident memory stays well above its state after a build
 /// (`benches/state_memory.rs` measures both).
 fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

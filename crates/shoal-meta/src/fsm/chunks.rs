@@ -202,7 +202,7 @@ impl FsState {
             return;
         }
         if !holders.is_empty() {
-            self.garbage.entry(chunk_id).or_default().extend(holders.iter().copied());
+            self.garbage.get_or_insert_default(chunk_id).extend(holders.iter().copied());
         }
     }
 
@@ -347,7 +347,7 @@ impl FsState {
 
     /// Garbage chunks that server `node` should delete, at most `max`.
     pub fn garbage_for(&self, node: u64, max: usize) -> Vec<u64> {
-        self.garbage.iter().filter(|(_, holders)| holders.contains(&node)).map(|(c, _)| *c).take(max).collect()
+        self.garbage.iter().filter(|(_, holders)| holders.contains(&node)).map(|(c, _)| c).take(max).collect()
     }
 }
 

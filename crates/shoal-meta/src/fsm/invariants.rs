@@ -255,11 +255,15 @@ impl FsState {
                 }
             }
         }
-        for (chunk, holders) in &self.garbage {
+        let (pages, length) = self.garbage.miscounted_pages();
+        if !pages.is_empty() || length {
+            return fail(format!("the garbage map miscounts pages {pages:?} (its length too: {length})"));
+        }
+        for (chunk, holders) in self.garbage.iter() {
             if holders.is_empty() {
                 return fail(format!("garbage chunk {chunk} has no holder left"));
             }
-            if *chunk >= self.next_chunk_id {
+            if chunk >= self.next_chunk_id {
                 return fail(format!("garbage chunk {chunk} was never allocated"));
             }
         }

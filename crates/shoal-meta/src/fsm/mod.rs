@@ -33,6 +33,7 @@ pub mod attrs;
 pub mod batch;
 pub mod chunk_map;
 pub mod chunks;
+pub mod cow_map;
 pub mod dedup;
 pub mod invariants;
 pub mod locking;
@@ -287,13 +288,16 @@ impl Response {
 /// The whole replicated metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsState {
-    /// Every inode by number, each boxed ([`table`]: half the memory of a plain map).
+    /// Every inode by number, copy-on-write ([`table`]).
     pub inodes: InodeTable,
     pub next_inode: u64,
     pub next_chunk_id: u64,
     pub nodes: BTreeMap<u64, NodeRecord>,
-    /// Chunk id to the servers that still hold an unwanted copy.
-    pub garbage: BTreeMap<u64, BTreeSet<u64>>,
+    /// Chunk id to the servers that still hold an unwanted copy. A
+    /// [`cow_map::CowMap`], like the inodes: after a large delete it holds
+    /// an entry per chunk until the servers confirm, and the state's copies
+    /// must stay cheap meanwhile.
+    pub garbage: cow_map::CowMap<BTreeSet<u64>>,
     /// Request answers per client id, for deduplication.
     #[serde(default)]
     pub clients: BTreeMap<u64, ClientRecord>,
@@ -356,7 +360,7 @@ impl Default for FsState {
             next_inode: ROOT_INODE + 1,
             next_chunk_id: 1,
             nodes: BTreeMap::new(),
-            garbage: BTreeMap::new(),
+            garbage: Default::default(),
             clients: BTreeMap::new(),
             next_client_sweep_ms: 0,
             sessions: BTreeMap::new(),

@@ -237,7 +237,7 @@ mod tests {
         // A report of a copy of a reserved, unused id does not make it garbage.
         run(&mut st, ReplicaCmd::Reconcile { node: 1, garbage: vec![(start + 1, None)], lost: vec![] });
         assert!(st.garbage.is_empty());
-        st.garbage.entry(start + 1).or_default().insert(3);
+        st.garbage.get_or_insert_default(start + 1).insert(3);
         let before = st.clone();
         for cmd in [written("/f", start, 1), written("/f", start + 1, 1)] {
             assert!(matches!(run(&mut st, cmd), Response::Err(FsError::ChunkChanged { .. })));

@@ -1,0 +1,309 @@
+//! A map from `u64` to values that shares its values with its copies, so
+//! that a copy costs almost nothing.
+//!
+//! A snapshot build and the whole-state passes (metrics, fsck, repair
+//! rounds) copy the state under its lock, and applies wait for that lock.
+//! The big maps of the state are keyed by numbers handed out by a counter
+//! (inodes, chunks), so they are kept here in pages of [`PAGE`] consecutive
+//! keys: a B-tree of page number to an `Arc` of slots, each slot an `Arc` of
+//! a value. A copy clones the page index (an `Arc` count per page); a change
+//! copies its page's slots (not the values in them) and its value, and only
+//! while a copy still shares them (`Arc::make_mut`). So the first change to
+//! a page after a copy was taken pays for that page once, and the copy
+//! stays as it was.
+//!
+//! Keys from a counter fill pages; a key left alone in its page (the others
+//! removed) costs a page of its own, about 150 bytes. The index is a
+//! B-tree, so sparse keys (or a hostile snapshot) never make a huge array.
+//! An empty page is dropped.
+//!
+//! It encodes exactly as a `BTreeMap<u64, V>` (a map, in key order), and a
+//! decoded map that repeats a key keeps the last value, as the B-tree did.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Consecutive keys per page.
+pub const PAGE: u64 = 16;
+
+/// The values of keys `PAGE * n` to `PAGE * n + PAGE - 1`, for a page `n`.
+#[derive(Clone)]
+struct Page<V> {
+    slots: [Option<Arc<V>>; PAGE as usize],
+    /// Slots in use (never 0 in a map: an empty page is dropped).
+    used: u8,
+}
+
+impl<V> Page<V> {
+    fn empty() -> Self {
+        Page { slots: std::array::from_fn(|_| None), used: 0 }
+    }
+}
+
+/// Page number and slot of `key`.
+fn place(key: u64) -> (u64, usize) {
+    (key / PAGE, (key % PAGE) as usize)
+}
+
+pub struct CowMap<V> {
+    pages: BTreeMap<u64, Arc<Page<V>>>,
+    len: usize,
+}
+
+impl<V> Default for CowMap<V> {
+    fn default() -> Self {
+        CowMap { pages: BTreeMap::new(), len: 0 }
+    }
+}
+
+/// A copy: the page index only; pages and values are shared.
+impl<V> Clone for CowMap<V> {
+    fn clone(&self) -> Self {
+        CowMap { pages: self.pages.clone(), len: self.len }
+    }
+}
+
+impl<V: Clone> CowMap<V> {
+    pub fn get(&self, key: &u64) -> Option<&V> {
+        let (page, slot) = place(*key);
+        self.pages.get(&page)?.slots[slot].as_deref()
+    }
+
+    pub fn contains_key(&self, key: &u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The value at `key`, to change in place. Copies its page's slots and
+    /// the value first if a copy of the map still shares them.
+    pub fn get_mut(&mut self, key: &u64) -> Option<&mut V> {
+        if !self.contains_key(key) {
+            return None;
+        }
+        let (page, slot) = place(*key);
+        let page = Arc::make_mut(self.pages.get_mut(&page)?);
+        page.slots[slot].as_mut().map(Arc::make_mut)
+    }
+
+    /// The value at `key`, made the default first if there is none (as
+    /// `entry(key).or_default()`).
+    pub fn get_or_insert_default(&mut self, key: u64) -> &mut V
+    where
+        V: Default,
+    {
+        if !self.contains_key(&key) {
+            self.insert(key, V::default());
+        }
+        self.get_mut(&key).expect("just inserted")
+    }
+
+    /// Puts `value` at `key`; returns the value that was there.
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
+        let (page, slot) = place(key);
+        let page = Arc::make_mut(self.pages.entry(page).or_insert_with(|| Arc::new(Page::empty())));
+        let old = page.slots[slot].replace(Arc::new(value)).map(Arc::unwrap_or_clone);
+        if old.is_none() {
+            page.used += 1;
+            self.len += 1;
+        }
+        old
+    }
+
+    pub fn remove(&mut self, key: &u64) -> Option<V> {
+        if !self.contains_key(key) {
+            return None;
+        }
+        let (number, slot) = place(*key);
+        let page = Arc::make_mut(self.pages.get_mut(&number)?);
+        let old = page.slots[slot].take().map(Arc::unwrap_or_clone);
+        page.used -= 1;
+        if page.used == 0 {
+            self.pages.remove(&number);
+        }
+        self.len -= 1;
+        old
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every value with its key, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + Clone + '_ {
+        self.pages.iter().flat_map(|(number, page)| {
+            page.slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(slot, value)| value.as_deref().map(|value| (number * PAGE + slot as u64, value)))
+        })
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = u64> + Clone + '_ {
+        self.iter().map(|(key, _)| key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> + Clone + '_ {
+        self.iter().map(|(_, value)| value)
+    }
+
+    /// Pages whose slot counts disagree with their slots, and whether the
+    /// map's length disagrees with its pages, for the invariant checks.
+    pub fn miscounted_pages(&self) -> (Vec<u64>, bool) {
+        let wrong = self
+            .pages
+            .iter()
+            .filter(|(_, p)| p.used == 0 || p.slots.iter().flatten().count() != p.used as usize)
+            .map(|(n, _)| *n)
+            .collect();
+        (wrong, self.iter().count() != self.len)
+    }
+
+    /// Whether the value at `key` is the very one `other` holds there (shared,
+    /// not copied).
+    #[cfg(test)]
+    pub fn shares(&self, other: &Self, key: u64) -> bool {
+        matches!((self.get(&key), other.get(&key)), (Some(a), Some(b)) if std::ptr::eq(a, b))
+    }
+
+    #[cfg(test)]
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+}
+
+impl<V: Clone + PartialEq> PartialEq for CowMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl<V: Clone + Eq> Eq for CowMap<V> {}
+
+impl<V: Clone + fmt::Debug> fmt::Debug for CowMap<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<V: Clone> FromIterator<(u64, V)> for CowMap<V> {
+    fn from_iter<I: IntoIterator<Item = (u64, V)>>(iter: I) -> Self {
+        let mut map = CowMap::default();
+        for (key, value) in iter {
+            map.insert(key, value);
+        }
+        map
+    }
+}
+
+impl<V: Clone + Serialize> Serialize for CowMap<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.len))?;
+        for (key, value) in self.iter() {
+            map.serialize_entry(&key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, V: Clone + Deserialize<'de>> Deserialize<'de> for CowMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Clone + Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = CowMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of numbers to values")
+            }
+
+            /// Each value goes to its page as it is read (a repeated key
+            /// keeps the last, as a map would).
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<CowMap<V>, A::Error> {
+                let mut map = CowMap::default();
+                while let Some((key, value)) = entries.next_entry::<u64, V>()? {
+                    map.insert(key, value);
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+impl<V: Clone> std::ops::Index<u64> for CowMap<V> {
+    type Output = V;
+
+    fn index(&self, key: u64) -> &V {
+        self.get(&key).unwrap_or_else(|| panic!("no entry {key} in the map"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A copy shares every value until one side changes it; then each side
+    /// sees only its own changes, and what neither changed stays shared.
+    /// Both encode as the B-tree they replace.
+    #[test]
+    fn a_copy_shares_values_until_either_side_changes_them() {
+        let keys: Vec<u64> = (0..2 * PAGE).chain([u64::MAX - 1]).collect();
+        let mut a: CowMap<BTreeSet<u64>> = keys.iter().map(|k| (*k, BTreeSet::from([*k]))).collect();
+        let b = a.clone();
+        assert!(keys.iter().all(|k| a.shares(&b, *k)), "a copy shares every value");
+        a.get_mut(&3).unwrap().insert(30);
+        a.insert(PAGE + 1, BTreeSet::from([65]));
+        a.remove(&(u64::MAX - 1));
+        a.get_or_insert_default(5 * PAGE).insert(320);
+        a.get_or_insert_default(4).insert(40);
+        assert_eq!((a[3].len(), b[3].len()), (2, 1));
+        assert_eq!(
+            (a.get(&(PAGE + 1)), b.get(&(PAGE + 1))),
+            (Some(&BTreeSet::from([65])), Some(&BTreeSet::from([PAGE + 1])))
+        );
+        assert!(!a.contains_key(&(u64::MAX - 1)) && b.contains_key(&(u64::MAX - 1)));
+        assert!(a.contains_key(&(5 * PAGE)) && !b.contains_key(&(5 * PAGE)));
+        assert!(a.shares(&b, 2) && a.shares(&b, PAGE + 2), "unchanged values stay shared, even on copied pages");
+        assert!(!a.shares(&b, 3) && !a.shares(&b, 4));
+        assert_eq!((a.len(), b.len()), (keys.len(), keys.len()));
+        for m in [&a, &b] {
+            assert_eq!(m.miscounted_pages(), (vec![], false));
+            let plain: BTreeMap<u64, BTreeSet<u64>> = m.iter().map(|(k, v)| (k, v.clone())).collect();
+            assert!(m.keys().eq(plain.keys().copied()));
+            assert_eq!(postcard::to_allocvec(m).unwrap(), postcard::to_allocvec(&plain).unwrap());
+            assert_eq!(serde_json::to_string(m).unwrap(), serde_json::to_string(&plain).unwrap());
+            let back: CowMap<BTreeSet<u64>> = postcard::from_bytes(&postcard::to_allocvec(m).unwrap()).unwrap();
+            assert_eq!(&back, m);
+            let back: CowMap<BTreeSet<u64>> = serde_json::from_str(&serde_json::to_string(m).unwrap()).unwrap();
+            assert_eq!(&back, m);
+        }
+        // A page emptied is dropped; the other side keeps its own.
+        for k in 0..PAGE {
+            a.remove(&k);
+        }
+        assert!(a.get(&0).is_none() && b.get(&0).is_some());
+        assert_eq!(a.page_count(), 2, "pages 1 and 5 are left");
+        assert_eq!(a.miscounted_pages(), (vec![], false));
+        assert_eq!(a.remove(&0), None);
+        assert_eq!(a.len(), keys.len() - PAGE as usize);
+    }
+
+    #[test]
+    fn a_repeated_key_decodes_as_the_map_did() {
+        let json = r#"{"7":[1],"3":[2],"7":[3]}"#;
+        let ours: CowMap<BTreeSet<u64>> = serde_json::from_str(json).unwrap();
+        let plain: BTreeMap<u64, BTreeSet<u64>> = serde_json::from_str(json).unwrap();
+        assert!(ours.iter().map(|(k, v)| (k, v.clone())).eq(plain));
+        assert_eq!(ours.len(), 2);
+    }
+}
