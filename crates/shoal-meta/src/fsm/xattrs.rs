@@ -75,7 +75,7 @@ impl FsState {
         }
         let id = self.lookup(path)?.id;
         // Build the result aside and check it whole, so a refusal changes nothing.
-        let mut next = self.inodes[&id].xattrs.clone();
+        let mut next = (*self.inodes[&id].xattrs).clone();
         for name in remove {
             next.remove(name);
         }
@@ -84,13 +84,19 @@ impl FsState {
         }
         check_all(&next).map_err(limit)?;
         let inode = self.inodes.get_mut(&id).expect("looked up");
-        inode.xattrs = next;
+        inode.xattrs.set(next);
         inode.touch_changed(now_ms);
         Ok(Response::Ok)
     }
 
     pub(super) fn remove_xattr(&mut self, path: &NormalPath, name: &str, now_ms: u64) -> Result<Response, FsError> {
-        let id = self.lookup(path)?.id;
+        let found = self.lookup(path)?;
+        let id = found.id;
+        if !found.xattrs.contains_key(name) {
+            // Before any `get_mut`, which would copy a shared inode (or give
+            // an empty `Rare` a box) for a change that does not happen.
+            return Err(FsError::NoAttribute { path: path.to_string(), name: name.to_string() });
+        }
         let inode = self.inodes.get_mut(&id).expect("looked up");
         match inode.xattrs.remove(name) {
             Some(_) => {
