@@ -10,7 +10,10 @@
 //! inode table (as a plain `BTreeMap<u64, Inode>` for comparison, and as
 //! the state's copy-on-write `InodeTable`) and a directory's entries
 //! (`BTreeMap<Box<str>, u64>`). It also times the clone a snapshot build
-//! takes under the state's lock, and what one chunk per file adds. Run with
+//! takes under the state's lock, alone and with a garbage record per file
+//! (as after a large delete; the records name chunk ids past
+//! `next_chunk_id`, which only the invariant checks would mind), and
+//! measures what one chunk per file adds. Run with
 //! `cargo bench -p shoal-meta --bench state_memory` (release mode); the
 //! figures are what `shoal bench meta-scale` measures from outside.
 

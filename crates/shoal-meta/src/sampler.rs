@@ -12,10 +12,11 @@
 //!
 //! The two whole-state passes work on a copy of the state
 //! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies do not
-//! wait for them (but for copying what they change while a copy lives); but they take a time that grows with the namespace, so a
-//! [`Pacer`] keeps each to at most 1/[`PASS_SHARE_INVERSE`] of the time, for
-//! the CPU: a pass that took 20 ms waits a second, one that took 200 ms
-//! (millions of files) waits 10 s.
+//! wait for them, except to copy what they change while a copy lives.
+//! Their time still grows with the namespace, so a [`Pacer`] keeps each to
+//! at most 1/[`PASS_SHARE_INVERSE`] of the time, for the CPU: a pass that
+//! took 20 ms waits a second, one that took 200 ms (millions of files)
+//! waits 10 s.
 //! The fsck pass is not paced when a chunk server's liveness changed, since
 //! that is what an operator watches for. Samples run on a blocking thread,
 //! never on a runtime worker.

@@ -13,7 +13,10 @@
 //! stays as it was.
 //!
 //! Keys from a counter fill pages; a key left alone in its page (the others
-//! removed) costs a page of its own, about 150 bytes. The index is a
+//! removed) costs a page of its own, about 150 bytes. Pages are that small
+//! (16 keys, not 64) because garbage records are sparse, and inode numbers
+//! become so as files come and go; the price is a page index four times as
+//! long to copy (1.4 ms instead of 0.5 ms at 200,000 inodes). The index is a
 //! B-tree, so sparse keys (or a hostile snapshot) never make a huge array.
 //! An empty page is dropped.
 //!

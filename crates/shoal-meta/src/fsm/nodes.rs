@@ -69,6 +69,11 @@ impl FsState {
 
     pub(super) fn forget_garbage(&mut self, node: u64, chunks: &[u64]) -> Result<Response, FsError> {
         for c in chunks {
+            // Only a record that names the node changes (a retry finds none,
+            // and `get_mut` would copy a shared page for nothing).
+            if !self.garbage.get(c).is_some_and(|holders| holders.contains(&node)) {
+                continue;
+            }
             if let Some(holders) = self.garbage.get_mut(c) {
                 holders.remove(&node);
                 if holders.is_empty() {

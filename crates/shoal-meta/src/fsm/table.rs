@@ -29,7 +29,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::cow_map::CowMap;
 use super::{Inode, Kind};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct InodeTable {
     map: CowMap<Inode>,
     /// Directory to how many directories name it their parent (none: 0).
@@ -43,6 +43,13 @@ impl PartialEq for InodeTable {
 }
 
 impl Eq for InodeTable {}
+
+/// As the map of inodes (the subdirectory counts are derived).
+impl std::fmt::Debug for InodeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.map.fmt(f)
+    }
+}
 
 impl Serialize for InodeTable {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
