@@ -25,7 +25,8 @@
 //! without polling. A snapshot build holds the read lock only while it clones
 //! the state, which copies the inode table's page index and not the inodes
 //! ([`crate::fsm::table`]: about 0.5 ms at 200,000 files, where a full copy
-//! took 97 ms); it encodes and writes the clone without any lock.
+//! took 97 ms); it encodes and writes the clone without any lock, on a
+//! thread of its own at the lowest CPU priority.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
