@@ -39,15 +39,12 @@ fn inode(id: u64, parent: u64, kind: Kind) -> Inode {
         chunks: Default::default(),
         children: Default::default(),
         fence: 0,
-        xattrs: Default::default(),
         uid: 0,
         gid: 0,
         atime_ns: 0,
         mtime_ns: 0,
         ctime_ns: 0,
-        target: Default::default(),
-        extra_links: Default::default(),
-        rdev: 0,
+        extra: Default::default(),
     }
 }
 

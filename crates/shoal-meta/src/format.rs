@@ -603,12 +603,12 @@ mod tests {
             decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
         assert_eq!(tail, 77, "the fields after the inodes line up");
         assert_eq!(inodes.len(), 2);
-        assert!(inodes.iter().all(|i| i.xattrs.is_empty() && i.fence == 4 && i.children.len() == 1));
+        assert!(inodes.iter().all(|i| i.extra.xattrs.is_empty() && i.fence == 4 && i.children.len() == 1));
         let Response::Inode(i) = resp else { panic!("{resp:?}") };
         assert_eq!(i.id, 4);
         // Format 2 carries them.
         let mut new = inodes[0].clone();
-        new.xattrs.insert("user.a".into(), b"1".to_vec());
+        new.extra.xattrs.insert("user.a".into(), b"1".to_vec());
         let back: Inode =
             decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
         assert_eq!(back, new);
@@ -646,7 +646,7 @@ mod tests {
         let bytes = with_format(encode(RecordKind::Snapshot, &(old, 77u64)).unwrap(), 2);
         let (i, tail): (Inode, u64) = decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
         assert_eq!(tail, 77, "the fields after the inode line up");
-        assert_eq!((i.uid, i.gid, i.mode, i.xattrs.len()), (0, 0, 0o640, 1));
+        assert_eq!((i.uid, i.gid, i.mode, i.extra.xattrs.len()), (0, 0, 0o640, 1));
         assert_eq!(i.times_ns(), (9_000_000, 9_000_000, 9_000_000));
         let mut new = i.clone();
         (new.uid, new.gid, new.atime_ns, new.mtime_ns, new.ctime_ns) = (1000, 100, 1, 2, 3);
@@ -697,14 +697,14 @@ mod tests {
         let bytes = with_format(encode(RecordKind::Snapshot, &(old, 77u64)).unwrap(), 3);
         let (i, tail): (Inode, u64) = decode(RecordKind::Snapshot, &bytes, no_upgrade).unwrap();
         assert_eq!(tail, 77, "the fields after the inode line up");
-        assert_eq!((i.uid, i.times_ns(), i.names(), i.rdev), (1000, (1, 2, 3), 1, 0));
+        assert_eq!((i.uid, i.times_ns(), i.names(), i.extra.rdev), (1000, (1, 2, 3), 1, 0));
         let mut new = i.clone();
-        new.extra_links.insert(7, 2);
+        new.extra.extra_links.insert(7, 2);
         new.kind = Kind::CharDevice;
-        new.rdev = 0x0501;
+        new.extra.rdev = 0x0501;
         let back: Inode =
             decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &new).unwrap(), no_upgrade).unwrap();
-        assert_eq!((back.names(), back.rdev, back.kind), (3, 0x0501, Kind::CharDevice));
+        assert_eq!((back.names(), back.extra.rdev, back.kind), (3, 0x0501, Kind::CharDevice));
         assert_eq!(back, new);
     }
 

@@ -143,14 +143,14 @@ pub fn inode_pb(i: &Inode, nlink: u32) -> pb::Inode {
     pb::Inode {
         nlink,
         special: special_pb(i.kind).into(),
-        rdev: i.rdev,
+        rdev: i.extra.rdev,
         uid: i.uid,
         gid: i.gid,
         atime_ns,
         mtime_ns,
         ctime_ns,
         is_symlink: i.kind == Kind::Symlink,
-        target: (*i.target).clone(),
+        target: i.extra.target.clone(),
         id: i.id,
         is_dir: i.kind == Kind::Dir,
         size: i.size,
@@ -167,7 +167,7 @@ pub fn inode_pb(i: &Inode, nlink: u32) -> pb::Inode {
 fn inode_pb_with(fs: &crate::fsm::FsState, i: &Inode, with_xattrs: bool) -> pb::Inode {
     let mut out = inode_pb(i, fs.nlink(i));
     if with_xattrs {
-        out.xattrs = i.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        out.xattrs = i.extra.xattrs.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     }
     out
 }

@@ -833,8 +833,8 @@ impl Harness {
         let mut todo = vec![("/".to_string(), shoal_meta::fsm::ROOT_INODE)];
         while let Some((path, id)) = todo.pop() {
             let inode = &self.st.inodes[&id];
-            if !inode.xattrs.is_empty() {
-                out.insert(path.clone(), (*inode.xattrs).clone());
+            if !inode.extra.xattrs.is_empty() {
+                out.insert(path.clone(), inode.extra.xattrs.clone());
             }
             for (name, child) in &inode.children {
                 let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };

@@ -121,7 +121,7 @@ impl FsState {
             if id >= self.next_inode {
                 return fail(format!("inode {id} is not below next_inode {}", self.next_inode));
             }
-            if let Err(e) = super::xattrs::check_all(&inode.xattrs) {
+            if let Err(e) = super::xattrs::check_all(&inode.extra.xattrs) {
                 return fail(format!("inode {id}: {e}"));
             }
             match inode.kind {
@@ -142,7 +142,7 @@ impl FsState {
                     if !inode.children.is_empty() || !inode.chunks.is_empty() {
                         return fail(format!("symbolic link {id} has children or chunks"));
                     }
-                    if let Err(e) = super::namespace::check_symlink_target(&inode.target) {
+                    if let Err(e) = super::namespace::check_symlink_target(&inode.extra.target) {
                         return fail(format!("symbolic link {id}: {e}"));
                     }
                 }
@@ -152,16 +152,16 @@ impl FsState {
                     }
                 }
             }
-            if inode.kind != Kind::Symlink && !inode.target.is_empty() {
+            if inode.kind != Kind::Symlink && !inode.extra.target.is_empty() {
                 return fail(format!("inode {id} is no symbolic link but has a target"));
             }
-            if !inode.kind.is_device() && inode.rdev != 0 {
+            if !inode.kind.is_device() && inode.extra.rdev != 0 {
                 return fail(format!("inode {id} is no device but has a device number"));
             }
-            if inode.kind == Kind::Dir && !inode.extra_links.is_empty() {
+            if inode.kind == Kind::Dir && !inode.extra.extra_links.is_empty() {
                 return fail(format!("directory {id} has hard links"));
             }
-            if inode.extra_links.values().any(|n| *n == 0) {
+            if inode.extra.extra_links.values().any(|n| *n == 0) {
                 return fail(format!("inode {id} counts 0 names in a directory"));
             }
             if inode.names() > super::LINKS_MAX {
@@ -181,14 +181,14 @@ impl FsState {
             }
         }
         for (id, inode) in self.inodes.iter().filter(|(id, _)| *id != ROOT_INODE) {
-            let mut expected = inode.extra_links.clone();
+            let mut expected = inode.extra.extra_links.clone();
             *expected.entry(inode.parent).or_default() += 1;
             let found = entries.remove(&id).unwrap_or_default();
-            if found != *expected {
+            if found != expected {
                 return fail(format!(
                     "inode {id} has directory entries {found:?} (directory: count), but its parent {} and \
                      hard links {:?} say {expected:?}",
-                    inode.parent, inode.extra_links
+                    inode.parent, inode.extra.extra_links
                 ));
             }
         }

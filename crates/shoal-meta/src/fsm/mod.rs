@@ -35,6 +35,7 @@ pub mod chunk_map;
 pub mod chunks;
 pub mod cow_map;
 pub mod dedup;
+pub mod inode_wire;
 pub mod invariants;
 pub mod locking;
 pub mod namespace;
@@ -51,7 +52,7 @@ pub use chunk_map::ChunkMap;
 pub use chunks::{ChunkMeta, ChunkPlace, WriteCmd};
 pub use dedup::{CLIENT_IDLE_EXPIRY_MS, ClientRecord, RequestId};
 pub use locking::{Fence, LockCmd, SessionRecord};
-pub use namespace::{Inode, Kind, LINKS_MAX, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
+pub use namespace::{Extra, Inode, Kind, LINKS_MAX, MODE_BITS_MAX, NamespaceCmd, Owner, SYMLINK_TARGET_MAX_BYTES};
 pub use nodes::{NodeCmd, NodeRecord};
 pub use rare::Rare;
 pub use replicas::ReplicaCmd;
@@ -345,15 +346,12 @@ impl Default for FsState {
             chunks: ChunkMap::default(),
             children: Default::default(),
             fence: 0,
-            xattrs: Default::default(),
             uid: 0,
             gid: 0,
             atime_ns: 0,
             mtime_ns: 0,
             ctime_ns: 0,
-            target: Default::default(),
-            extra_links: Default::default(),
-            rdev: 0,
+            extra: Default::default(),
         };
         FsState {
             inodes: InodeTable::from_iter([(ROOT_INODE, root)]),

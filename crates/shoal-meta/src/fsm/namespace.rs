@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
+use super::rare::Emptiable;
 use super::{ChunkMap, Fence, FsState, ROOT_INODE, Rare, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +73,10 @@ impl Kind {
 /// The most names (hard links) one inode may have, as ext4 allows.
 pub const LINKS_MAX: u32 = 65_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A file, directory, symbolic link or special file. It encodes as the
+/// record of format 7 and before ([`super::inode_wire`]): the fields in
+/// [`Extra`] take their places among the others there.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
     pub id: u64,
     pub parent: u64,
@@ -89,42 +93,50 @@ pub struct Inode {
     /// Directories only: name to inode.
     pub children: Rare<BTreeMap<Box<str>, u64>>,
     /// The newest fencing token a write to this file carried.
-    #[serde(default)]
     pub fence: u64,
-    /// Extended attributes, name to value (see [`super::xattrs`]). Records
-    /// of format 1 and older have no such field: it decodes as empty there
-    /// (`format::since_format_2`).
-    #[serde(default, deserialize_with = "crate::format::since_format_2")]
-    pub xattrs: Rare<BTreeMap<String, Vec<u8>>>,
-    /// Owner and group. Records of format 2 and older have no such fields
-    /// (`format::since_format_3`): they decode as root's (0).
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
+    /// Owner and group (root's, 0, in records of format 2 and older).
     pub uid: u32,
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub gid: u32,
     /// Access, modification and change times in nanoseconds since the epoch.
     /// 0 (records of format 2 and older) reads as `mtime_ms`: see
     /// [`Inode::times_ns`]. `mtime_ms` is kept equal to `mtime_ns` in ms.
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub atime_ns: u64,
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub mtime_ns: u64,
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
     pub ctime_ns: u64,
+    /// Extended attributes, a symbolic link's target, hard links and a
+    /// device number: what most inodes leave empty, behind one pointer.
+    pub extra: Rare<Extra>,
+}
+
+/// The fields of an [`Inode`] that most inodes leave empty. Together they
+/// cost an inode one pointer until one of them is set (see [`Rare`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Extended attributes, name to value (see [`super::xattrs`]); format 2
+    /// added them.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Symbolic links only: the target, as given (1 to
     /// [`SYMLINK_TARGET_MAX_BYTES`], no NUL); empty for everything else.
-    #[serde(default, deserialize_with = "crate::format::since_format_3")]
-    pub target: Rare<String>,
+    pub target: String,
     /// Hard links: the directories holding this inode's names other than
     /// its first one (in `parent`), each with how many it holds (never 0).
-    /// Empty for an inode with one name, and always for a directory. Records
-    /// of format 3 and older have no such field (`format::since_format_4`):
-    /// every inode there has one name.
-    #[serde(default, deserialize_with = "crate::format::since_format_4")]
-    pub extra_links: Rare<BTreeMap<u64, u32>>,
+    /// Empty for an inode with one name, and always for a directory.
+    /// Format 4 added them: every inode of an older record has one name.
+    pub extra_links: BTreeMap<u64, u32>,
     /// Device files only: the device number (rdev); 0 for everything else.
-    #[serde(default, deserialize_with = "crate::format::since_format_4")]
     pub rdev: u64,
+}
+
+impl Emptiable for Extra {
+    fn empty() -> &'static Self {
+        static EMPTY: Extra =
+            Extra { xattrs: BTreeMap::new(), target: String::new(), extra_links: BTreeMap::new(), rdev: 0 };
+        &EMPTY
+    }
+
+    fn is_empty_value(&self) -> bool {
+        self.xattrs.is_empty() && self.target.is_empty() && self.extra_links.is_empty() && self.rdev == 0
+    }
 }
 
 /// The longest symbolic link target, in bytes (Linux's PATH_MAX).
@@ -170,7 +182,7 @@ impl Inode {
 
     /// How many names this inode has (not for directories: see [`FsState::nlink`]).
     pub fn names(&self) -> u32 {
-        self.extra_links.values().fold(1u32, |n, c| n.saturating_add(*c))
+        self.extra.extra_links.values().fold(1u32, |n, c| n.saturating_add(*c))
     }
 
     /// The attributes changed at `now_ms`: ctime moves.
@@ -436,15 +448,12 @@ impl FsState {
                 chunks: ChunkMap::default(),
                 children: Default::default(),
                 fence: 0,
-                xattrs: Default::default(),
                 uid,
                 gid,
                 atime_ns: now_ns,
                 mtime_ns: now_ns,
                 ctime_ns: now_ns,
-                target: Default::default(),
-                extra_links: Default::default(),
-                rdev: 0,
+                extra: Default::default(),
             },
         );
         id
@@ -548,17 +557,18 @@ impl FsState {
     /// moves to the lowest directory holding another.
     fn unname(&mut self, id: u64, dir: u64) -> bool {
         let inode = self.inodes.get_mut(&id).expect("a named inode exists");
-        let Some((&lowest, _)) = inode.extra_links.iter().next() else { return false };
-        let from = if inode.parent == dir && !inode.extra_links.contains_key(&dir) {
+        let Some((&lowest, _)) = inode.extra.extra_links.iter().next() else { return false };
+        let from = if inode.parent == dir && !inode.extra.extra_links.contains_key(&dir) {
             inode.parent = lowest;
             lowest
         } else {
             dir
         };
-        let count = inode.extra_links.get_mut(&from).expect("every other name is counted");
+        let count = inode.extra.extra_links.get_mut(&from).expect("every other name is counted");
         *count -= 1;
         if *count == 0 {
-            inode.extra_links.remove(&from);
+            inode.extra.extra_links.remove(&from);
+            inode.extra.drop_if_empty();
         }
         true
     }
@@ -614,7 +624,7 @@ impl FsState {
         let owner = Owner { mode: 0o777, uid, gid };
         let id = self.new_inode(dir, Kind::Symlink, 0, 0, now_ms, Some(owner));
         let link = self.inodes.get_mut(&id).expect("just made");
-        link.target.set(target.to_string());
+        link.extra.target = target.to_string();
         link.size = target.len() as u64;
         self.link(dir, name, id, now_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
@@ -687,7 +697,9 @@ impl FsState {
             return Err(FsError::AlreadyExists { path: path.to_string() });
         }
         let id = self.new_inode(dir, kind, 0, 0, now_ms, Some(owner));
-        self.inodes.get_mut(&id).expect("just made").rdev = rdev;
+        if rdev != 0 {
+            self.inodes.get_mut(&id).expect("just made").extra.rdev = rdev;
+        }
         self.link(dir, name, id, now_ms);
         Ok(Response::Inode(self.inodes[&id].clone()))
     }
@@ -710,7 +722,7 @@ impl FsState {
         }
         self.link(dir, name, id, now_ms);
         let inode = self.inodes.get_mut(&id).expect("linked inode exists");
-        *inode.extra_links.entry(dir).or_default() += 1;
+        *inode.extra.extra_links.entry(dir).or_default() += 1;
         inode.touch_changed(now_ms);
         Ok(Response::Inode(inode.clone()))
     }
@@ -720,7 +732,7 @@ impl FsState {
     /// its count along in `extra_links`.
     fn move_name(&mut self, id: u64, from: u64, to: u64) {
         if self.unname(id, from) {
-            *self.inodes.get_mut(&id).expect("moved inode exists").extra_links.entry(to).or_default() += 1;
+            *self.inodes.get_mut(&id).expect("moved inode exists").extra.extra_links.entry(to).or_default() += 1;
         } else {
             self.inodes.set_parent(id, to);
         }
@@ -994,7 +1006,10 @@ mod tests {
         let mk =
             |path: &str, target: &str| NamespaceCmd::Symlink { path: p(path), target: target.into(), uid: 5, gid: 6 };
         let Response::Inode(l) = run(&mut st, mk("/l", "../some/where")) else { panic!() };
-        assert_eq!((l.kind, l.target.as_str(), l.size, l.mode, l.uid), (Kind::Symlink, "../some/where", 13, 0o777, 5));
+        assert_eq!(
+            (l.kind, l.extra.target.as_str(), l.size, l.mode, l.uid),
+            (Kind::Symlink, "../some/where", 13, 0o777, 5)
+        );
         assert_eq!(run(&mut st, mk("/l", "x")), Response::Err(FsError::AlreadyExists { path: "/l".into() }));
         for bad in ["", "a\0b", &"x".repeat(SYMLINK_TARGET_MAX_BYTES + 1)] {
             assert!(matches!(run(&mut st, mk("/m", bad)), Response::Err(FsError::InvalidArgument { .. })));
@@ -1069,7 +1084,7 @@ mod tests {
         .map(|(path, kind, rdev)| run(&mut st, mknod(path, kind, rdev)).into_inode().unwrap())
         .collect();
         let kinds: Vec<(Kind, u64, u32, u32, u64)> =
-            made.iter().map(|i| (i.kind, i.rdev, i.mode, i.uid, i.size)).collect();
+            made.iter().map(|i| (i.kind, i.extra.rdev, i.mode, i.uid, i.size)).collect();
         assert_eq!(
             kinds,
             vec![
@@ -1169,7 +1184,7 @@ mod tests {
         let f = st.lookup(&p("/f")).unwrap().id;
         let root = st.inodes.get_mut(&ROOT_INODE).unwrap();
         root.children.extend((1..LINKS_MAX).map(|n| (format!("n{n}").into(), f)));
-        st.inodes.get_mut(&f).unwrap().extra_links.insert(ROOT_INODE, LINKS_MAX - 1);
+        st.inodes.get_mut(&f).unwrap().extra.extra_links.insert(ROOT_INODE, LINKS_MAX - 1);
         assert_eq!(st.check_invariants(), Ok(()));
         refused(&mut st, link("/f", "/e"), FsError::TooManyLinks { path: "/f".into(), max: LINKS_MAX });
     }
@@ -1301,14 +1316,14 @@ mod tests {
         run(&mut st, link("/f", "/d/g"));
         assert_eq!(st.check_invariants(), Ok(()));
         let mut uncounted = st.clone();
-        uncounted.inodes.get_mut(&f).unwrap().extra_links.clear();
+        uncounted.inodes.get_mut(&f).unwrap().extra.extra_links.clear();
         assert!(uncounted.check_invariants().unwrap_err().contains(&format!("inode {f} has directory entries")));
         let mut linked_dir = st.clone();
         let d = st.lookup(&p("/d")).unwrap().id;
-        linked_dir.inodes.get_mut(&d).unwrap().extra_links.insert(ROOT_INODE, 1);
+        linked_dir.inodes.get_mut(&d).unwrap().extra.extra_links.insert(ROOT_INODE, 1);
         assert!(linked_dir.check_invariants().is_err());
         let mut device = st.clone();
-        device.inodes.get_mut(&f).unwrap().rdev = 3;
+        device.inodes.get_mut(&f).unwrap().extra.rdev = 3;
         assert!(device.check_invariants().unwrap_err().contains("device number"));
     }
 }

@@ -1,9 +1,11 @@
 //! Fields most inodes leave empty, kept behind one pointer.
 //!
-//! Extended attributes, a symbolic link's target, hard links and a
-//! directory's entries are empty on most inodes (a file has no entries, and
-//! few have links or attributes), yet each took 24 bytes in every inode. A
-//! [`Rare`] field takes 8: none while empty, a box once written. It reads
+//! A directory's entries, and the inode fields gathered in
+//! [`super::Extra`] (extended attributes, a symbolic link's target, hard
+//! links, a device number), are empty on most inodes (a file has no
+//! entries, and few have links or attributes), yet each took 24 bytes in
+//! every inode. A [`Rare`] field takes 8: none while empty, a box once
+//! written. It reads
 //! as the value (an empty one when there is none) and is changed in place
 //! through `DerefMut`, which makes the box on first write. It encodes and
 //! compares as the value itself, so no record on disk or on the wire
@@ -19,17 +21,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub trait Emptiable: Default + 'static {
     fn empty() -> &'static Self;
     fn is_empty_value(&self) -> bool;
-}
-
-impl Emptiable for String {
-    fn empty() -> &'static Self {
-        static EMPTY: String = String::new();
-        &EMPTY
-    }
-
-    fn is_empty_value(&self) -> bool {
-        self.is_empty()
-    }
 }
 
 /// Implements [`Emptiable`] for a `BTreeMap` type.
@@ -48,9 +39,7 @@ macro_rules! emptiable_map {
     };
 }
 
-emptiable_map!(String, Vec<u8>);
 emptiable_map!(Box<str>, u64);
-emptiable_map!(u64, u32);
 
 /// A value of `T` that costs one pointer while it is empty.
 #[derive(Clone, Default)]
@@ -60,6 +49,18 @@ impl<T: Emptiable> Rare<T> {
     /// Makes `value` the field's, as an assignment would.
     pub fn set(&mut self, value: T) {
         self.0 = (!value.is_empty_value()).then(|| Box::new(value));
+    }
+
+    /// Drops the box if its value is empty (after a change that emptied it).
+    pub fn drop_if_empty(&mut self) {
+        if self.0.as_deref().is_some_and(T::is_empty_value) {
+            self.0 = None;
+        }
+    }
+
+    /// Whether a box is held (a value once written, even if emptied since).
+    pub fn is_allocated(&self) -> bool {
+        self.0.is_some()
     }
 
     /// The value, taken out; the field is left empty.
@@ -134,32 +135,30 @@ mod tests {
 
     #[test]
     fn a_rare_field_reads_writes_encodes_and_compares_as_its_value() {
-        let mut r: Rare<BTreeMap<String, Vec<u8>>> = Rare::default();
-        assert!(r.is_empty() && r.0.is_none());
-        assert_eq!(size_of::<Rare<BTreeMap<String, Vec<u8>>>>(), 8);
-        let plain: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        type Entries = BTreeMap<Box<str>, u64>;
+        let mut r: Rare<Entries> = Rare::default();
+        assert!(r.is_empty() && !r.is_allocated());
+        assert_eq!(size_of::<Rare<Entries>>(), 8);
+        let plain: Entries = BTreeMap::new();
         assert_eq!(postcard::to_allocvec(&r).unwrap(), postcard::to_allocvec(&plain).unwrap());
-        r.insert("user.a".into(), vec![1]);
-        assert_eq!(r.get("user.a"), Some(&vec![1]));
-        let full = BTreeMap::from([("user.a".to_string(), vec![1u8])]);
+        r.insert("a".into(), 1);
+        assert_eq!(r.get("a"), Some(&1));
+        let full: Entries = BTreeMap::from([("a".into(), 1)]);
         assert_eq!(postcard::to_allocvec(&r).unwrap(), postcard::to_allocvec(&full).unwrap());
         assert_eq!(serde_json::to_string(&r).unwrap(), serde_json::to_string(&full).unwrap());
-        let back: Rare<BTreeMap<String, Vec<u8>>> =
-            postcard::from_bytes(&postcard::to_allocvec(&full).unwrap()).unwrap();
+        let back: Rare<Entries> = postcard::from_bytes(&postcard::to_allocvec(&full).unwrap()).unwrap();
         assert_eq!(back, r);
         // Emptied in place, it equals none and encodes as empty.
-        r.remove("user.a");
-        assert!(r.0.is_some());
+        r.remove("a");
+        assert!(r.is_allocated());
         assert_eq!(r, Rare::default());
         assert_eq!(postcard::to_allocvec(&r).unwrap(), postcard::to_allocvec(&plain).unwrap());
-        let decoded: Rare<BTreeMap<String, Vec<u8>>> =
-            postcard::from_bytes(&postcard::to_allocvec(&r).unwrap()).unwrap();
-        assert!(decoded.0.is_none(), "an empty value decodes to none");
-        let mut t: Rare<String> = "x".to_string().into();
-        assert_eq!(t.as_str(), "x");
-        assert_eq!(t.take(), "x");
-        assert_eq!(t.as_str(), "");
-        t.set(String::new());
-        assert!(t.0.is_none());
+        let decoded: Rare<Entries> = postcard::from_bytes(&postcard::to_allocvec(&r).unwrap()).unwrap();
+        assert!(!decoded.is_allocated(), "an empty value decodes to none");
+        let mut t: Rare<Entries> = full.clone().into();
+        assert_eq!(t.take(), full);
+        assert!(t.is_empty());
+        t.set(BTreeMap::new());
+        assert!(!t.is_allocated());
     }
 }

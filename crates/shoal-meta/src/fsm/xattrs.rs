@@ -75,7 +75,7 @@ impl FsState {
         }
         let id = self.lookup(path)?.id;
         // Build the result aside and check it whole, so a refusal changes nothing.
-        let mut next = (*self.inodes[&id].xattrs).clone();
+        let mut next = self.inodes[&id].extra.xattrs.clone();
         for name in remove {
             next.remove(name);
         }
@@ -84,7 +84,8 @@ impl FsState {
         }
         check_all(&next).map_err(limit)?;
         let inode = self.inodes.get_mut(&id).expect("looked up");
-        inode.xattrs.set(next);
+        inode.extra.xattrs = next;
+        inode.extra.drop_if_empty();
         inode.touch_changed(now_ms);
         Ok(Response::Ok)
     }
@@ -92,14 +93,15 @@ impl FsState {
     pub(super) fn remove_xattr(&mut self, path: &NormalPath, name: &str, now_ms: u64) -> Result<Response, FsError> {
         let found = self.lookup(path)?;
         let id = found.id;
-        if !found.xattrs.contains_key(name) {
+        if !found.extra.xattrs.contains_key(name) {
             // Before any `get_mut`, which would copy a shared inode (or give
             // an empty `Rare` a box) for a change that does not happen.
             return Err(FsError::NoAttribute { path: path.to_string(), name: name.to_string() });
         }
         let inode = self.inodes.get_mut(&id).expect("looked up");
-        match inode.xattrs.remove(name) {
+        match inode.extra.xattrs.remove(name) {
             Some(_) => {
+                inode.extra.drop_if_empty();
                 inode.touch_changed(now_ms);
                 Ok(Response::Ok)
             }
@@ -129,7 +131,7 @@ mod tests {
         assert_eq!(run(&mut st, set("/f", &[("user.a", b"1"), ("user.b", b"2")])), Response::Ok);
         assert_eq!(run(&mut st, NamespaceCmd::Rename { src: p("/f"), dst: p("/g"), fence: None }), Response::Ok);
         let g = st.lookup(&p("/g")).unwrap();
-        assert_eq!(g.xattrs.get("user.a").map(Vec::as_slice), Some(&b"1"[..]));
+        assert_eq!(g.extra.xattrs.get("user.a").map(Vec::as_slice), Some(&b"1"[..]));
         // Remove-then-set in one command.
         let cmd = NamespaceCmd::SetXattrs {
             path: p("/g"),
@@ -137,7 +139,7 @@ mod tests {
             set: vec![("user.c".into(), b"3".to_vec())],
         };
         assert_eq!(run(&mut st, cmd), Response::Ok);
-        let names: Vec<_> = st.lookup(&p("/g")).unwrap().xattrs.keys().cloned().collect();
+        let names: Vec<_> = st.lookup(&p("/g")).unwrap().extra.xattrs.keys().cloned().collect();
         assert_eq!(names, ["user.b", "user.c"]);
         assert_eq!(
             run(&mut st, NamespaceCmd::RemoveXattr { path: p("/g"), name: "user.a".into() }),
@@ -147,11 +149,11 @@ mod tests {
         create(&mut st, "/h");
         run(&mut st, set("/h", &[("user.h", b"h")]));
         run(&mut st, NamespaceCmd::Rename { src: p("/h"), dst: p("/g"), fence: None });
-        let names: Vec<_> = st.lookup(&p("/g")).unwrap().xattrs.keys().cloned().collect();
+        let names: Vec<_> = st.lookup(&p("/g")).unwrap().extra.xattrs.keys().cloned().collect();
         assert_eq!(names, ["user.h"]);
         run(&mut st, NamespaceCmd::Remove { path: p("/g"), recursive: false });
         create(&mut st, "/g");
-        assert!(st.lookup(&p("/g")).unwrap().xattrs.is_empty(), "a new file starts bare");
+        assert!(st.lookup(&p("/g")).unwrap().extra.xattrs.is_empty(), "a new file starts bare");
     }
 
     #[test]
