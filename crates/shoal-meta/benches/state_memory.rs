@@ -13,7 +13,8 @@
 //! takes under the state's lock, alone and with a garbage record per file
 //! (as after a large delete; the records name chunk ids past
 //! `next_chunk_id`, which only the invariant checks would mind), and
-//! measures what one chunk per file adds. Run with
+//! measures what one chunk per file adds, and what the first change to a
+//! directory of a million names costs after a copy. Run with
 //! `cargo bench -p shoal-meta --bench state_memory` (release mode); the
 //! figures are what `shoal bench meta-scale` measures from outside.
 
@@ -24,13 +25,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use shoal_core::NormalPath;
 use shoal_meta::format::{self, RecordKind};
 use shoal_meta::fsm::table::InodeTable;
-use shoal_meta::fsm::{ChunkMeta, FsState, Inode, Kind, NamespaceCmd, Proposal, RequestId};
+use shoal_meta::fsm::{ChunkMeta, Entries, FsState, Inode, Kind, NamespaceCmd, Proposal, RequestId};
 use shoal_meta::sm_store::{PersistedSnapshot, SmBody};
 
 /// Files in the namespace.
 const FILES: u64 = 200_000;
 /// Files per directory.
 const PER_DIR: u64 = 1000;
+/// Names in the one big directory measured on its own.
+const BIG_DIR: u64 = 1_000_000;
 /// Clients the creates come from, one request in flight each.
 const CLIENTS: u64 = 16;
 
@@ -106,6 +109,38 @@ fn build() -> FsState {
     st
 }
 
+/// A directory of [`BIG_DIR`] names: the first change to it after a copy
+/// of the state copies its inode, so what copying its entries costs is how
+/// long that change makes applies wait; as a `BTreeMap` (every name) and as
+/// `Entries` (the page index, then the one page changed).
+fn big_directory() {
+    let names = || (0..BIG_DIR).map(|i| (Box::<str>::from(format!("f{i}")), i));
+    let (b, _) = live();
+    let map: BTreeMap<Box<str>, u64> = names().collect();
+    let map_bytes = live().0 - b;
+    let started = std::time::Instant::now();
+    let copy = map.clone();
+    let map_ms = started.elapsed().as_secs_f64() * 1e3;
+    drop((copy, map));
+    let (b, _) = live();
+    let mut entries = Entries::default();
+    for (name, id) in names() {
+        entries.insert(name, id);
+    }
+    let entries_bytes = live().0 - b;
+    let started = std::time::Instant::now();
+    let mut copy = entries.clone();
+    copy.insert("g".into(), 0);
+    let entries_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!((copy.len(), entries.len()), (BIG_DIR as usize + 1, BIG_DIR as usize));
+    println!(
+        "a directory of {BIG_DIR} names, its first change after a copy: BTreeMap {map_ms:.1} ms ({:.0} bytes/name), \
+         Entries {entries_ms:.2} ms ({:.0} bytes/name)",
+        map_bytes as f64 / BIG_DIR as f64,
+        entries_bytes as f64 / BIG_DIR as f64
+    );
+}
+
 fn main() {
     println!("sizes: Inode {} bytes, (u64, Inode) {} bytes", size_of::<Inode>(), size_of::<(u64, Inode)>());
     let (b0, a0) = live();
@@ -149,6 +184,17 @@ fn main() {
         dir.push(entries);
     }
     println!("  directory entries BTreeMap<Box<str>, u64>: {:.0} bytes/file", per_file(live().0 - b));
+    drop(dir);
+    let (b, _) = live();
+    let mut dir = Vec::new();
+    for d in 0..FILES / PER_DIR {
+        let mut entries = Entries::default();
+        for f in 0..PER_DIR {
+            entries.insert(Box::<str>::from(format!("f{}", d * PER_DIR + f)), f);
+        }
+        dir.push(entries);
+    }
+    println!("  (as the state keeps them, Entries: {:.0} bytes/file)", per_file(live().0 - b));
     drop(dir);
     let dedup: usize = st.clients.values().map(|c| c.replies.len()).sum();
     println!("  request answers kept: {dedup} (for {} clients)", st.clients.len());
@@ -209,4 +255,5 @@ fn main() {
     println!("  one chunk (2 replicas) in each file: {:.0} more heap bytes/file", per_file(live().0 - b));
     drop(fs);
     println!("state dropped: heap {} bytes live, RSS {:.1} MiB", live().0, rss_bytes() as f64 / (1 << 20) as f64);
+    big_directory();
 }

@@ -14,13 +14,13 @@
 //!     20     -  body: the value in postcard (formats 1 and 2)
 //! ```
 //!
-//! Format 2 added one field, `Inode::xattrs`, at the end of the inode. A
-//! format-1 body has no bytes for it, and postcard cannot tell (it is not
-//! self-describing), so [`decode`] records the format of the body it decodes
-//! and [`since_format_2`] reads that field as empty in an older body. Log
-//! entries hold no inode (new commands were added at the end of their enum,
-//! which keeps every older entry's variant numbers), so their bodies are the
-//! same in both formats.
+//! Format 2 added one field, `xattrs`, at the end of an inode's record
+//! (`fsm::inode_wire`). A format-1 body has no bytes for it, and postcard
+//! cannot tell (it is not self-describing), so [`decode`] records the
+//! format of the body it decodes and [`since_format_2`] reads that field as
+//! empty in an older body. Log entries hold no inode (new commands were
+//! added at the end of their enum, which keeps every older entry's variant
+//! numbers), so their bodies are the same in both formats.
 //!
 //! Format 3 added the POSIX attributes at the end of the inode (`uid`, `gid`,
 //! `atime_ns`, `mtime_ns`, `ctime_ns`, a symbolic link's `target`), read the same way through

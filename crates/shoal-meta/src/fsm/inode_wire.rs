@@ -16,9 +16,10 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::namespace::{Extra, Inode, Kind};
-use super::{ChunkMap, Rare};
+use super::{ChunkMap, Entries, Rare};
 
-/// An inode as it is encoded (the struct `Inode` was up to format 7).
+/// An inode as it is encoded, in every format: the struct `Inode` as it
+/// was before its rare fields moved into [`Extra`].
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "Inode")]
 struct Record {
@@ -31,7 +32,7 @@ struct Record {
     replication: u32,
     chunk_size: u64,
     chunks: ChunkMap,
-    children: Rare<BTreeMap<Box<str>, u64>>,
+    children: Rare<Entries>,
     #[serde(default)]
     fence: u64,
     #[serde(default, deserialize_with = "crate::format::since_format_2")]
@@ -154,7 +155,7 @@ mod tests {
             replication: 3,
             chunk_size: 1 << 20,
             chunks,
-            children: BTreeMap::from([("a".into(), 18)]).into(),
+            children: Entries::from(BTreeMap::from([("a".into(), 18)])).into(),
             fence: 41,
             uid: 1000,
             gid: 100,

@@ -167,11 +167,14 @@ impl FsState {
             if inode.names() > super::LINKS_MAX {
                 return fail(format!("inode {id} has more than {} names", super::LINKS_MAX));
             }
+            if let Err(e) = inode.children.check() {
+                return fail(format!("the entries of directory {id}: {e}"));
+            }
             for (name, child) in &inode.children {
                 if name.is_empty() || name.len() > NAME_MAX_BYTES || name.contains('/') || name.contains('\0') {
                     return fail(format!("directory {id} has an invalid entry name {name:?}"));
                 }
-                if &**name == "." || &**name == ".." {
+                if name == "." || name == ".." {
                     return fail(format!("directory {id} has an entry named {name:?}"));
                 }
                 if !self.inodes.contains_key(child) {

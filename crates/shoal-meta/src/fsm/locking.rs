@@ -143,7 +143,7 @@ impl FsState {
         let prefix = shoal_core::path::unlinked_session_prefix(session);
         let names: Vec<String> = self.inodes[&ROOT_INODE]
             .children
-            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .iter_from(&prefix)
             .take_while(|(name, _)| name.starts_with(&prefix))
             // Exactly `.shoal-unlinked.S.N` naming inode N, not a directory.
             .filter(|(name, id)| shoal_core::path::parse_unlinked_name(name) == Some((session, **id)))

@@ -9,7 +9,7 @@
 //! # Names and hard links
 //! A directory has exactly one name. Anything else may have several (hard
 //! links, `Link`): one entry in its `parent` (its **first name**), and the
-//! others counted per directory in [`Inode::extra_links`]. Removing or
+//! others counted per directory in [`Extra::extra_links`]. Removing or
 //! renaming away one name keeps the inode while another remains; when the
 //! first name goes, `parent` moves to a directory in `extra_links` (the
 //! lowest inode number), so `parent` always holds a name. Only the last name's
@@ -39,22 +39,22 @@ use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
 
 use super::rare::Emptiable;
-use super::{ChunkMap, Fence, FsState, ROOT_INODE, Rare, Response};
+use super::{ChunkMap, Entries, Fence, FsState, ROOT_INODE, Rare, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Dir,
     File,
-    /// A symbolic link: its target is in [`Inode::target`] (format 3).
+    /// A symbolic link: its target is in [`Extra::target`] (format 3).
     Symlink,
     /// A named pipe (format 4). Meta keeps only its name and attributes;
     /// the kernel of whoever opens it makes the pipe.
     Fifo,
     /// A Unix domain socket's name (format 4); no data, like a FIFO.
     Socket,
-    /// A character device (format 4): its number in [`Inode::rdev`].
+    /// A character device (format 4): its number in [`Extra::rdev`].
     CharDevice,
-    /// A block device (format 4): its number in [`Inode::rdev`].
+    /// A block device (format 4): its number in [`Extra::rdev`].
     BlockDevice,
 }
 
@@ -74,7 +74,7 @@ impl Kind {
 pub const LINKS_MAX: u32 = 65_000;
 
 /// A file, directory, symbolic link or special file. It encodes as the
-/// record of format 7 and before ([`super::inode_wire`]): the fields in
+/// same record in every format ([`super::inode_wire`]): the fields in
 /// [`Extra`] take their places among the others there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
@@ -91,7 +91,7 @@ pub struct Inode {
     /// Files only: chunk index to chunk. Missing indices are holes that read as zeros.
     pub chunks: ChunkMap,
     /// Directories only: name to inode.
-    pub children: Rare<BTreeMap<Box<str>, u64>>,
+    pub children: Rare<Entries>,
     /// The newest fencing token a write to this file carried.
     pub fence: u64,
     /// Owner and group (root's, 0, in records of format 2 and older).
@@ -380,7 +380,7 @@ impl FsState {
         while cur != ROOT_INODE {
             let Some(inode) = self.inodes.get(&cur) else { break };
             let parent = &self.inodes[&inode.parent];
-            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| &**n);
+            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n);
             names.push(name);
             cur = inode.parent;
         }

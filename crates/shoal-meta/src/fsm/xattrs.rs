@@ -1,6 +1,6 @@
 //! Extended attributes: small named values on an inode (file or directory).
 //!
-//! They live in [`super::Inode::xattrs`], so they follow their inode through
+//! They live in [`super::Extra::xattrs`], so they follow their inode through
 //! a rename and vanish with it when it is removed or replaced. The S3 gateway
 //! keeps an object's ETag, content type and user metadata in them
 //! (`user.s3.*`); the mount will show the `user.*` ones.
@@ -84,8 +84,10 @@ impl FsState {
         }
         check_all(&next).map_err(limit)?;
         let inode = self.inodes.get_mut(&id).expect("looked up");
-        inode.extra.xattrs = next;
-        inode.extra.drop_if_empty();
+        if !next.is_empty() || inode.extra.is_allocated() {
+            inode.extra.xattrs = next;
+            inode.extra.drop_if_empty();
+        }
         inode.touch_changed(now_ms);
         Ok(Response::Ok)
     }
