@@ -83,17 +83,20 @@ impl Entries {
                 return None;
             }
         };
-        let (key, mut page) = self.pages.remove_entry(&*key).expect("the page is indexed");
-        let edit = Arc::make_mut(&mut page);
+        // In place while the page keeps its first name and has room.
+        let edit = Arc::make_mut(self.pages.get_mut(&*key).expect("the page is indexed"));
         let at = match find(edit, &name) {
-            Ok(at) => {
-                let old = std::mem::replace(&mut edit[at].1, id);
-                self.pages.insert(key, page);
-                return Some(old);
-            }
+            Ok(at) => return Some(std::mem::replace(&mut edit[at].1, id)),
             Err(at) => at,
         };
         self.len += 1;
+        if at > 0 && edit.len() < PAGE_MAX {
+            grow(edit);
+            edit.insert(at, (name, id));
+            return None;
+        }
+        let (key, mut page) = self.pages.remove_entry(&*key).expect("the page is indexed");
+        let edit = Arc::make_mut(&mut page);
         if edit.len() < PAGE_MAX {
             grow(edit);
             edit.insert(at, (name, id));
@@ -129,7 +132,11 @@ impl Entries {
         let at = find(page, name).ok()?;
         let key = key.clone();
         let (key, mut page) = self.pages.remove_entry(&*key).expect("the page is indexed");
-        let (_, id) = Arc::make_mut(&mut page).remove(at);
+        let edit = Arc::make_mut(&mut page);
+        let (_, id) = edit.remove(at);
+        if edit.len() <= edit.capacity() / 4 {
+            edit.shrink_to_fit();
+        }
         self.len -= 1;
         self.index(key, page);
         Some(id)
@@ -334,6 +341,55 @@ mod tests {
         }
         assert!(e.is_empty() && e.pages.is_empty());
         e.check().unwrap();
+    }
+
+    #[test]
+    fn random_changes_keep_the_pages_sound_and_agree_with_a_btree() {
+        let mut e = Entries::default();
+        let mut model: BTreeMap<Box<str>, u64> = BTreeMap::new();
+        let mut copies = Vec::new();
+        // A fixed-seed xorshift: names from a small space, so inserts
+        // replace, removes hit, and pages split and empty.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let name = format!("n{}", x % 500);
+            if x.is_multiple_of(3) {
+                assert_eq!(e.remove(&name), model.remove(name.as_str()), "step {step}");
+            } else {
+                assert_eq!(e.insert(name.as_str().into(), step), model.insert(name.into(), step), "step {step}");
+            }
+            if step.is_multiple_of(1000) {
+                copies.push((e.clone(), model.clone()));
+            }
+            e.check().unwrap();
+            assert_eq!(e.len(), model.len());
+        }
+        assert!(e.iter().eq(model.iter().map(|(n, i)| (&**n, i))));
+        // Every copy is as it was when taken.
+        for (copy, then) in copies {
+            copy.check().unwrap();
+            assert!(copy.iter().eq(then.iter().map(|(n, i)| (&**n, i))));
+        }
+    }
+
+    #[test]
+    fn a_full_page_splits_with_the_name_in_its_half() {
+        // Pages of exactly PAGE_MAX names, then a name at each edge.
+        let names: Vec<String> = (0..PAGE_MAX).map(|i| format!("m{i:03}")).collect();
+        for (new, at) in [("a", 0), ("m031x", PAGE_MAX / 2), ("z", PAGE_MAX), ("m000x", 1)] {
+            let mut e = Entries::default();
+            for (i, n) in names.iter().enumerate() {
+                e.insert(n.as_str().into(), i as u64);
+            }
+            assert_eq!(e.pages.len(), 1, "one full page");
+            assert_eq!(e.pages.values().next().unwrap().len(), PAGE_MAX);
+            assert_eq!(e.insert(new.into(), 999), None);
+            e.check().unwrap();
+            assert_eq!((e.pages.len(), e.get(new), e.len()), (2, Some(&999), PAGE_MAX + 1), "{new} at {at}");
+        }
     }
 
     #[test]
