@@ -109,6 +109,18 @@ fn build() -> FsState {
     st
 }
 
+/// The entries of `FILES` files in directories of `PER_DIR`, each name
+/// inserted on its own, in the order creates make them.
+fn directories<M: Default + Extend<(Box<str>, u64)>>() -> Vec<M> {
+    (0..FILES / PER_DIR)
+        .map(|d| {
+            let mut entries = M::default();
+            entries.extend((0..PER_DIR).map(|f| (Box::<str>::from(format!("f{}", d * PER_DIR + f)), f)));
+            entries
+        })
+        .collect()
+}
+
 /// A directory of [`BIG_DIR`] names: the first change to it after a copy
 /// of the state copies its inode, so what copying its entries costs is how
 /// long that change makes applies wait; as a `BTreeMap` (every name) and as
@@ -175,27 +187,13 @@ fn main() {
     println!("  (as the state keeps it, InodeTable: {:.0} bytes/file)", per_file(live().0 - b));
     drop(table);
     let (b, _) = live();
-    let mut dir = Vec::new();
-    for d in 0..FILES / PER_DIR {
-        let mut entries = BTreeMap::new();
-        for f in 0..PER_DIR {
-            entries.insert(Box::<str>::from(format!("f{}", d * PER_DIR + f)), f);
-        }
-        dir.push(entries);
-    }
+    let dirs: Vec<BTreeMap<Box<str>, u64>> = directories();
     println!("  directory entries BTreeMap<Box<str>, u64>: {:.0} bytes/file", per_file(live().0 - b));
-    drop(dir);
+    drop(dirs);
     let (b, _) = live();
-    let mut dir = Vec::new();
-    for d in 0..FILES / PER_DIR {
-        let mut entries = Entries::default();
-        for f in 0..PER_DIR {
-            entries.insert(Box::<str>::from(format!("f{}", d * PER_DIR + f)), f);
-        }
-        dir.push(entries);
-    }
+    let dirs: Vec<Entries> = directories();
     println!("  (as the state keeps them, Entries: {:.0} bytes/file)", per_file(live().0 - b));
-    drop(dir);
+    drop(dirs);
     let dedup: usize = st.clients.values().map(|c| c.replies.len()).sum();
     println!("  request answers kept: {dedup} (for {} clients)", st.clients.len());
 

@@ -836,7 +836,7 @@ impl Harness {
             if !inode.extra.xattrs.is_empty() {
                 out.insert(path.clone(), inode.extra.xattrs.clone());
             }
-            for (name, child) in &inode.children {
+            for (name, child) in inode.children.iter() {
                 let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
                 todo.push((p, *child));
             }
@@ -850,7 +850,7 @@ impl Harness {
         let mut todo = vec![("/".to_string(), shoal_meta::fsm::ROOT_INODE)];
         while let Some((path, id)) = todo.pop() {
             let inode = &self.st.inodes[&id];
-            for (name, child) in &inode.children {
+            for (name, child) in inode.children.iter() {
                 let p = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
                 let c = &self.st.inodes[child];
                 out.insert(p.clone(), if c.kind == Kind::Dir { Entry::Dir } else { Entry::File { size: c.size } });

@@ -234,15 +234,6 @@ impl fmt::Debug for Entries {
     }
 }
 
-impl<'a> IntoIterator for &'a Entries {
-    type Item = (&'a str, &'a u64);
-    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a u64)> + 'a>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
-    }
-}
-
 /// From entries in name order (as a `BTreeMap` gives them), in pages
 /// [`PAGE_FILLED`] full.
 impl From<BTreeMap<Box<str>, u64>> for Entries {

@@ -170,7 +170,7 @@ impl FsState {
             if let Err(e) = inode.children.check() {
                 return fail(format!("the entries of directory {id}: {e}"));
             }
-            for (name, child) in &inode.children {
+            for (name, child) in inode.children.iter() {
                 if name.is_empty() || name.len() > NAME_MAX_BYTES || name.contains('/') || name.contains('\0') {
                     return fail(format!("directory {id} has an invalid entry name {name:?}"));
                 }

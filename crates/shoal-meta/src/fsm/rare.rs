@@ -42,11 +42,6 @@ impl<T: Emptiable> Rare<T> {
     pub fn is_allocated(&self) -> bool {
         self.0.is_some()
     }
-
-    /// The value, taken out; the field is left empty.
-    pub fn take(&mut self) -> T {
-        self.0.take().map(|b| *b).unwrap_or_default()
-    }
 }
 
 impl<T: Emptiable> From<T> for Rare<T> {
@@ -68,18 +63,6 @@ impl<T: Emptiable> Deref for Rare<T> {
 impl<T: Emptiable> DerefMut for Rare<T> {
     fn deref_mut(&mut self) -> &mut T {
         self.0.get_or_insert_with(Default::default)
-    }
-}
-
-impl<'a, T: Emptiable> IntoIterator for &'a Rare<T>
-where
-    &'a T: IntoIterator,
-{
-    type Item = <&'a T as IntoIterator>::Item;
-    type IntoIter = <&'a T as IntoIterator>::IntoIter;
-
-    fn into_iter(self) -> Self::IntoIter {
-        (**self).into_iter()
     }
 }
 
@@ -138,8 +121,7 @@ mod tests {
         let decoded: Rare<Entries> = postcard::from_bytes(&postcard::to_allocvec(&r).unwrap()).unwrap();
         assert!(!decoded.is_allocated(), "an empty value decodes to none");
         let mut t: Rare<Entries> = full.clone().into();
-        assert_eq!(t.take(), full);
-        assert!(t.is_empty());
+        assert_eq!(*t, full);
         t.set(Entries::default());
         assert!(!t.is_allocated());
     }
