@@ -17,6 +17,14 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc_fast::crc32_iscsi(data)
 }
 
+/// CRC32C of `a` followed by `b`, from `crc32c(a)`, `crc32c(b)` and the
+/// length of `b`: for bytes checksummed piece by piece as they are written.
+/// Never inlined, like [`crc32c`].
+#[inline(never)]
+pub fn crc32c_combine(a: u32, b: u32, b_len: u64) -> u32 {
+    crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc32Iscsi, a as u64, b as u64, b_len) as u32
+}
+
 /// CRC32C of the concatenation of `parts`, without copying them together.
 /// Never inlined, like [`crc32c`].
 #[inline(never)]
@@ -44,6 +52,15 @@ pub fn blocks_covering(offset: u64, len: u64) -> std::ops::Range<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_pieces_are_the_whole() {
+        let whole = b"123456789";
+        for cut in 0..=whole.len() {
+            let (a, b) = whole.split_at(cut);
+            assert_eq!(crc32c_combine(crc32c(a), crc32c(b), b.len() as u64), crc32c(whole), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn known_vector() {

@@ -283,15 +283,126 @@ pub fn encode<T: Serialize>(kind: RecordKind, value: &T) -> Result<Vec<u8>, Form
     let mut out = vec![0u8; HEADER_BYTES];
     let mut out = postcard::to_extend(value, std::mem::take(&mut out))
         .map_err(|source| FormatError::Encode { kind: kind.name(), source })?;
-    let body_len = (out.len() - HEADER_BYTES) as u64;
-    out[0..4].copy_from_slice(&kind.magic());
-    out[4..6].copy_from_slice(&FORMAT_CURRENT.to_le_bytes());
-    out[6..8].copy_from_slice(&0u16.to_le_bytes());
-    out[8..16].copy_from_slice(&body_len.to_le_bytes());
-    let crc = record_crc(&out[..16], &out[HEADER_BYTES..]);
-    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    let body = &out[HEADER_BYTES..];
+    let head = header(kind, body.len() as u64, shoal_core::checksum::crc32c(body));
+    out[..HEADER_BYTES].copy_from_slice(&head);
     debug_assert!(check(kind, &out).is_ok(), "a fresh record must check");
     Ok(out)
+}
+
+/// Bytes of a record [`encode_to_file`] hands the disk at a time.
+const WRITEBACK_PIECE: u64 = 8 << 20;
+
+/// The header of a record of `kind` in the current format whose body is
+/// `body_len` bytes with the CRC32C `body_crc`.
+fn header(kind: RecordKind, body_len: u64, body_crc: u32) -> [u8; HEADER_BYTES] {
+    use shoal_core::checksum::{crc32c, crc32c_combine};
+    let mut head = [0u8; HEADER_BYTES];
+    head[0..4].copy_from_slice(&kind.magic());
+    head[4..6].copy_from_slice(&FORMAT_CURRENT.to_le_bytes());
+    head[8..16].copy_from_slice(&body_len.to_le_bytes());
+    let crc = crc32c_combine(crc32c(&head[..16]), body_crc, body_len);
+    head[16..20].copy_from_slice(&crc.to_le_bytes());
+    head
+}
+
+/// Writes `value` as a headed record of the current format to the start of
+/// `file` (an empty file, opened for writing), without holding the encoding
+/// in memory: the body goes out through a buffer as it is encoded, its CRC
+/// and length counted on the way, and is handed to the disk a piece at a
+/// time; the header is written last, at offset 0. The bytes are exactly
+/// [`encode`]'s. Returns how many were written. A failed write (a full
+/// disk) is its own error, not an encoding one; the file is then not a
+/// record (its header is zeros), and the caller removes it.
+pub fn encode_to_file<T: Serialize>(kind: RecordKind, value: &T, file: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Seek as _, Write as _};
+    use std::os::unix::fs::FileExt as _;
+
+    use shoal_core::checksum::{crc32c, crc32c_combine};
+
+    /// The body on its way to the file, behind a buffer (so it sees large
+    /// pieces): counted, checksummed, and the first write error kept
+    /// (postcard reports any as a full buffer).
+    struct Body<'a> {
+        file: &'a std::fs::File,
+        crc: u32,
+        len: u64,
+        failed: Option<std::io::Error>,
+        /// The file's bytes below this were handed to the disk...
+        started: u64,
+        /// ...and below this are on it.
+        done: u64,
+    }
+    impl Body<'_> {
+        /// Hands the disk what was written since the last piece once there
+        /// are [`WRITEBACK_PIECE`] bytes of it, after waiting for the piece
+        /// before. So a big record leaves at most two pieces for the disk
+        /// at once, instead of hundreds of MiB that other files' fsyncs (the
+        /// Raft log's) would queue behind. Only a pace: the caller's fsync
+        /// is what makes the file durable, and reports errors.
+        fn pace(&mut self) {
+            let end = HEADER_BYTES as u64 + self.len;
+            if end - self.started < WRITEBACK_PIECE {
+                return;
+            }
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd as _;
+                let fd = self.file.as_raw_fd();
+                // SAFETY: sync_file_range only starts or waits for the
+                // writeback of this open file's pages.
+                unsafe {
+                    if self.done < self.started {
+                        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                        libc::sync_file_range(fd, self.done as i64, (self.started - self.done) as i64, flags);
+                    }
+                    libc::sync_file_range(
+                        fd,
+                        self.started as i64,
+                        (end - self.started) as i64,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.done = self.started;
+            self.started = end;
+        }
+    }
+    impl std::io::Write for Body<'_> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = self.file.write(bytes).inspect_err(|e| {
+                let kept = e
+                    .raw_os_error()
+                    .map_or_else(|| std::io::Error::new(e.kind(), e.to_string()), std::io::Error::from_raw_os_error);
+                self.failed.get_or_insert(kept);
+            })?;
+            self.crc = crc32c_combine(self.crc, crc32c(&bytes[..n]), n as u64);
+            self.len += n as u64;
+            self.pace();
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    // The header's room is left as a hole, filled last.
+    (&*file).seek(std::io::SeekFrom::Start(HEADER_BYTES as u64))?;
+    let body = Body { file, crc: crc32c(&[]), len: 0, failed: None, started: 0, done: 0 };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, body);
+    let encoded = postcard::to_io(value, &mut out).map(drop);
+    let flushed = out.flush();
+    let (body, _unwritten) = out.into_parts();
+    if let Some(e) = body.failed {
+        return Err(e);
+    }
+    encoded.map_err(|source| std::io::Error::other(FormatError::Encode { kind: kind.name(), source }))?;
+    flushed?;
+    file.write_all_at(&header(kind, body.len, body.crc), 0)?;
+    Ok(HEADER_BYTES as u64 + body.len)
 }
 
 fn record_crc(header: &[u8], body: &[u8]) -> u32 {
@@ -490,6 +601,32 @@ mod tests {
         let back: StoredMembership<u64, BasicNode> =
             decode(RecordKind::Snapshot, &encode(RecordKind::Snapshot, &stored).unwrap(), no_upgrade).unwrap();
         assert_eq!(back, stored);
+    }
+
+    /// A record written piece by piece to a file is byte for byte the one
+    /// `encode` makes, for a value larger than the write buffer (so its CRC
+    /// is combined from pieces) and for small ones; a full disk is reported
+    /// as such, not as an encoding error.
+    #[test]
+    fn a_record_streamed_to_a_file_is_the_encoded_one() {
+        let big: BTreeMap<u64, String> =
+            (0..40_000u64).map(|i| (i, format!("value {i} {}", "x".repeat(i as usize % 50)))).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let check_same = |value: &dyn Fn(&std::fs::File) -> std::io::Result<u64>, expected: Vec<u8>| {
+            let f = std::fs::File::create(&path).unwrap();
+            assert_eq!(value(&f).unwrap(), expected.len() as u64);
+            assert_eq!(std::fs::read(&path).unwrap(), expected);
+        };
+        assert!(encode(RecordKind::Snapshot, &big).unwrap().len() > 1 << 20, "crosses the buffer");
+        check_same(&|f| encode_to_file(RecordKind::Snapshot, &big, f), encode(RecordKind::Snapshot, &big).unwrap());
+        for e in entries() {
+            check_same(&|f| encode_to_file(RecordKind::LogEntry, &e, f), encode(RecordKind::LogEntry, &e).unwrap());
+        }
+        check_same(&|f| encode_to_file(RecordKind::StateValue, &(), f), encode(RecordKind::StateValue, &()).unwrap());
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let err = encode_to_file(RecordKind::Snapshot, &big, &full).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     }
 
     #[test]

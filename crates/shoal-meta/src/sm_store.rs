@@ -227,11 +227,33 @@ impl SnapshotFiles {
     /// Writes `bytes` (an encoded [`PersistedSnapshot`] with `meta`) to a new
     /// temporary file and fsyncs it.
     pub fn write_temporary(&self, bytes: &[u8], meta: SnapshotMeta<u64, BasicNode>) -> std::io::Result<TempSnapshot> {
+        self.fill_temporary(meta, |mut f| f.write_all(bytes))
+    }
+
+    /// Encodes `snapshot` straight into a new temporary file, never whole in
+    /// memory (at ten million files the encoding is about 700 MiB), and
+    /// fsyncs it.
+    pub fn write_temporary_encoded(&self, snapshot: &PersistedSnapshot) -> std::io::Result<TempSnapshot> {
+        self.fill_temporary(snapshot.meta.clone(), |f| {
+            format::encode_to_file(RecordKind::Snapshot, snapshot, f).map(drop)
+        })
+    }
+
+    /// A new temporary file, filled by `fill` and fsynced; removed again if
+    /// either fails (a full disk gets its room back).
+    fn fill_temporary(
+        &self,
+        meta: SnapshotMeta<u64, BasicNode>,
+        fill: impl FnOnce(&std::fs::File) -> std::io::Result<()>,
+    ) -> std::io::Result<TempSnapshot> {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{SNAPSHOT_FILE}.{n}.tmp"));
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        if let Err(e) = fill(&f).and_then(|()| f.sync_all()) {
+            drop(f);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(TempSnapshot { path, meta })
     }
 
@@ -327,7 +349,10 @@ fn return_free_memory() {
 /// a small machine at normal priority that takes a core from Raft's own
 /// work (appends, replication, applies) and shows as a stall of writes.
 /// Niced, it runs on what they leave. The thread ends with the build, so
-/// its priority never passes to other work.
+/// its priority never passes to other work. What runs here should take no
+/// lock that other threads take, the allocator's included: a niced thread
+/// preempted while holding one keeps them waiting until it runs again,
+/// which on a busy machine can be a second.
 fn in_the_background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<T> {
@@ -368,23 +393,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             SnapshotMeta { last_log_id: body.last_applied, last_membership: body.last_membership.clone(), snapshot_id };
         let files = self.files.clone();
         let persisted = PersistedSnapshot { meta: meta.clone(), body };
-        let data = in_the_background(move || -> std::io::Result<Vec<u8>> {
-            let bytes = format::encode(RecordKind::Snapshot, &persisted).map_err(std::io::Error::other)?;
-            let built = persisted.meta.last_log_id;
-            let tmp = files.write_temporary(&bytes, persisted.meta)?;
-            if let Published::Superseded { on_disk } = files.publish(tmp)? {
-                tracing::info!(?built, ?on_disk, "a newer snapshot was installed meanwhile; keeping it");
-            }
-            drop(persisted.body);
-            return_free_memory();
-            Ok(bytes)
+        let (written, persisted) = in_the_background(move || {
+            let written = files.write_temporary_encoded(&persisted).and_then(|tmp| files.publish(tmp));
+            (written, persisted)
         })
         .await
-        .map_err(|_| snap_err(std::io::Error::other("the snapshot build thread did not start or panicked")))?
-        .map_err(snap_err)?;
+        .map_err(|_| snap_err(std::io::Error::other("the snapshot build thread did not start or panicked")))?;
+        // The copy is freed at normal priority: freeing takes the allocator's
+        // locks, which applies take too, and a niced thread preempted while
+        // holding one would make them wait until it ran again.
+        tokio::task::spawn_blocking(move || {
+            drop(persisted);
+            return_free_memory();
+        });
+        if let Published::Superseded { on_disk } = written.map_err(snap_err)? {
+            tracing::info!(built = ?meta.last_log_id, ?on_disk, "a newer snapshot was installed meanwhile; keeping it");
+        }
         metrics::counter!(metric_names::SNAPSHOTS_BUILT_TOTAL).increment(1);
         metrics::histogram!(metric_names::SNAPSHOT_BUILD_SECONDS).record(started.elapsed().as_secs_f64());
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        // openraft 0.9 keeps only the meta of a snapshot it had built; a
+        // follower is sent the file (`get_current_snapshot`). So the data
+        // is left empty rather than read back: at ten million files it is
+        // 700 MiB.
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
     }
 }
 
@@ -590,8 +621,10 @@ mod tests {
             s.last_applied = Some(log_id(3));
             s.fs.next_inode = 77;
         }
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-        assert_eq!(snap.meta.last_log_id, Some(log_id(3)));
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id, Some(log_id(3)));
+        let snap = sm.get_current_snapshot().await.unwrap().expect("the built snapshot is current");
+        assert_eq!(snap.meta, built.meta);
         // What a follower receives installs there.
         let other = tempfile::tempdir().unwrap();
         let mut follower = StateMachineStore::open(other.path()).unwrap();
