@@ -220,8 +220,8 @@ fn main() {
     let dedup: usize = st.clients.values().map(|c| c.replies.len()).sum();
     println!("  request answers kept: {dedup} (for {} clients)", st.clients.len());
 
-    // What a snapshot build does to the heap: a clone, its encoding, both
-    // dropped. The clone is taken under the state's lock, so its time is
+    // What a snapshot build does to the heap: a clone, encoded into a file,
+    // then dropped. The clone is taken under the state's lock, so its time is
     // how long applies wait.
     let body = SmBody { fs: st, ..Default::default() };
     let r2 = rss_bytes();

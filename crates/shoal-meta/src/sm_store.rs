@@ -23,10 +23,11 @@
 //! `apply` and `install_snapshot` take the write lock, and both then announce
 //! the new applied index, so a request can wait for a change (a lock grant)
 //! without polling. A snapshot build holds the read lock only while it clones
-//! the state, which copies the inode table's page index and not the inodes
-//! ([`crate::fsm::table`]: about 0.5 ms at 200,000 files, where a full copy
-//! took 97 ms); it encodes and writes the clone without any lock, on a
-//! thread of its own at the lowest CPU priority.
+//! the state, which copies the inode table's group index and not the inodes
+//! ([`crate::fsm::cow_map`]: 0.3 to 2.4 ms at ten million files, where a
+//! full copy took 97 ms at 200,000); it encodes the clone straight into
+//! the file without any lock, on a thread of its own at the lowest CPU
+//! priority.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -100,7 +101,7 @@ impl SharedState {
     /// A copy of the file-system state, for a pass over all of it without
     /// the lock that applies wait for. The inodes and the garbage records
     /// are shared page by page with the live state (`fsm::cow_map`: the
-    /// page index is copied, about 7 ms at a million files); the rest
+    /// group index is copied, at most a few ms at ten million files); the rest
     /// (servers, sessions, locks, request answers, corrupt records, the
     /// subdirectory counts) is copied, and is usually small. Not always: a
     /// request answer kept for a retry can hold a whole inode, a directory's
@@ -267,8 +268,10 @@ impl SnapshotFiles {
             return Ok(Published::Superseded { on_disk });
         }
         std::fs::rename(&tmp.path, self.path())?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        // The file is the new one from here on, even if the directory's
+        // fsync fails: its reader must pair it with its own meta.
         *published = Some(tmp.meta);
+        std::fs::File::open(&self.dir)?.sync_all()?;
         // The legacy file is only read when there is no current one; once the
         // current one is durable, it is just clutter.
         match std::fs::remove_file(self.dir.join(LEGACY_SNAPSHOT_FILE)) {
@@ -329,9 +332,9 @@ pub fn decode_received(bytes: &[u8]) -> Result<SmBody, FormatError> {
     }
 }
 
-/// Hands the heap's free pages back to the system. A snapshot build makes
-/// an encoding of the whole state (and applies meanwhile copy the pages they
-/// change), and an install drops a whole state; glibc's malloc keeps what
+/// Hands the heap's free pages back to the system. A snapshot build drops
+/// its copy of the state (and applies meanwhile copied the pages they
+/// changed), and an install drops a whole state; glibc's malloc keeps what
 /// they freed in its arenas (one per thread that allocated), so without
 /// this a node's resident memory stays well above its state after a build
 /// (`benches/state_memory.rs` measures both).
@@ -350,9 +353,10 @@ fn return_free_memory() {
 /// work (appends, replication, applies) and shows as a stall of writes.
 /// Niced, it runs on what they leave. The thread ends with the build, so
 /// its priority never passes to other work. What runs here should take no
-/// lock that other threads take, the allocator's included: a niced thread
-/// preempted while holding one keeps them waiting until it runs again,
-/// which on a busy machine can be a second.
+/// lock that applies or requests take, the allocator's included: a niced
+/// thread preempted while holding one keeps them waiting until it runs
+/// again, which on a busy machine can be a second. (Publishing takes the
+/// snapshot file's own lock, which only snapshot reads and installs share.)
 fn in_the_background<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<T> {
