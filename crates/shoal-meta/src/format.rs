@@ -408,7 +408,8 @@ pub fn encode_to_file<T: Serialize>(kind: RecordKind, value: &T, file: &std::fs:
     // The header's room is left as a hole, filled last.
     (&*file).seek(std::io::SeekFrom::Start(HEADER_BYTES as u64))?;
     let body = Body { file, crc: crc32c(&[]), len: 0, failed: None, started: 0, done: 0 };
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, body);
+    // One piece per buffer: each full buffer written is one piece paced.
+    let mut out = std::io::BufWriter::with_capacity(WRITEBACK_PIECE as usize, body);
     let encoded = postcard::to_io(value, &mut out).map(drop);
     let flushed = out.flush();
     let (body, _unwritten) = out.into_parts();

@@ -346,6 +346,15 @@ fn return_free_memory() {
     }
 }
 
+/// Drops `value` (a whole state, or a copy of one) on a blocking thread of
+/// normal priority, then hands the freed memory back to the system.
+fn free_in_background<T: Send + 'static>(value: T) {
+    tokio::task::spawn_blocking(move || {
+        drop(value);
+        return_free_memory();
+    });
+}
+
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19),
 /// and answers with its result (an error if it panicked). A snapshot build
 /// encodes the whole state, about 0.6 s of one core at a million files; on
@@ -406,10 +415,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // The copy is freed at normal priority: freeing takes the allocator's
         // locks, which applies take too, and a niced thread preempted while
         // holding one would make them wait until it ran again.
-        tokio::task::spawn_blocking(move || {
-            drop(persisted);
-            return_free_memory();
-        });
+        free_in_background(persisted);
         if let Published::Superseded { on_disk } = written.map_err(snap_err)? {
             tracing::info!(built = ?meta.last_log_id, ?on_disk, "a newer snapshot was installed meanwhile; keeping it");
         }
@@ -497,10 +503,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.state.announce(applied);
         // Freeing a large state takes a while: not under the lock, and not
         // on this task's thread.
-        tokio::task::spawn_blocking(move || {
-            drop(old);
-            return_free_memory();
-        });
+        free_in_background(old);
         metrics::counter!(metric_names::SNAPSHOTS_INSTALLED_TOTAL).increment(1);
         Ok(())
     }
