@@ -31,6 +31,7 @@ pub mod metric_names;
 pub mod network;
 pub mod new_ids;
 pub mod node;
+pub mod pacer;
 pub mod plan;
 pub mod ranges;
 pub mod read_rounds;

@@ -82,17 +82,23 @@ pub fn place_new_chunk(servers: &[ServerView], replication: u32, exclude: &[u64]
 /// (defence in depth: the state machine never marks those), nor one a copy
 /// in flight to it is writing (`copying_in`: that copy's listing decides).
 pub fn heartbeat_deletes(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
+    let mut delete = delete_candidates(fs, node, copying_in, max);
+    let listed = fs.chunks_listed_on(node, &delete);
+    delete.retain(|c| !listed.contains(c));
+    delete
+}
+
+/// The garbage records [`heartbeat_deletes`] starts from, at most `max`:
+/// cheap, while the check against the files that follows is a pass over
+/// the whole namespace, needed only when there are any.
+pub fn delete_candidates(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
     // Skip copies in flight before taking `max`, so they never use up the budget.
-    let mut delete: Vec<u64> = fs
-        .garbage
+    fs.garbage
         .iter()
         .filter(|(c, holders)| holders.contains(&node) && !copying_in.contains(&c))
         .map(|(c, _)| c)
         .take(max)
-        .collect();
-    let listed = fs.chunks_listed_on(node, &delete);
-    delete.retain(|c| !listed.contains(c));
-    delete
+        .collect()
 }
 
 #[cfg(test)]

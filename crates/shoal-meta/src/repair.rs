@@ -18,9 +18,14 @@
 //! A new leader waits out the registry's grace period before its first round,
 //! so liveness it has not heard yet cannot make it drop or copy replicas.
 //!
-//! A round costs a pass over every chunk, so a round that found nothing to do
-//! is not repeated until something it depends on changes: the applied state,
-//! which servers are alive or draining, or the healer's own work.
+//! A round costs a pass over every chunk, which runs on a copy of the state
+//! and a blocking thread (`SharedState::pass`). A round that found nothing
+//! to do is not repeated until something it depends on changes: the applied
+//! state, which servers are alive or draining, or the healer's own work. And
+//! a [`crate::pacer::Pacer`] keeps the passes to 1/[`ROUND_SHARE_INVERSE`] of
+//! the time, except right after a server's liveness changed: at ten million
+//! files, where a pass takes hundreds of ms, a round every [`ROUND_EVERY`]
+//! while files are created would take a core.
 //!
 //! Soft state, lost with leadership on purpose: copies in flight, moves still
 //! to do, open suspicions from chunk reports, report tokens. A copy the old
@@ -40,10 +45,14 @@ use crate::fsm::{Applied, ChunkPlace, ReplicaCmd};
 use crate::health::{self, Busy, ChunkView, Copy, Limits, Move, MoveStep, RateBudget, ServerView, Task};
 use crate::metric_names;
 use crate::node::Node;
+use crate::pacer::Pacer;
 use crate::reconcile::Suspect;
 
 /// Period of planning rounds (a finished copy also starts one).
 pub const ROUND_EVERY: Duration = Duration::from_millis(500);
+/// A round's pass over every chunk may take at most this share (1/N) of
+/// the time, unless a server's liveness changed (see [`crate::pacer`]).
+pub const ROUND_SHARE_INVERSE: u32 = 10;
 /// Copies in flight to one server, at most.
 pub const PER_TARGET_MAX: usize = 4;
 /// How long a chunk whose copy failed waits before it is tried again.
@@ -238,6 +247,9 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
         let mut leading = false;
         // What the last round that found nothing to do saw.
         let mut idle_at: Option<RoundInputs> = None;
+        // The servers' liveness the last round saw.
+        let mut servers_at: Option<Vec<(u64, bool, bool)>> = None;
+        let mut pacer = Pacer::with_share_inverse(ROUND_SHARE_INVERSE);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(ROUND_EVERY) => {}
@@ -248,6 +260,7 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
                 svc.healer.reset();
                 leading = now_leading;
                 idle_at = None;
+                servers_at = None;
             }
             if !leading {
                 continue;
@@ -261,7 +274,14 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
             if idle_at.as_ref() == Some(&inputs) {
                 continue;
             }
-            let busy = round(&svc, now, epoch).await;
+            // A server that died or came back is planned for at once; the
+            // rest (new entries, copies that ended) waits for the pacer.
+            let liveness_changed = servers_at.as_ref() != Some(&inputs.servers);
+            if !liveness_changed && !pacer.due(now) {
+                continue;
+            }
+            servers_at = Some(inputs.servers.clone());
+            let busy = round(&svc, now, epoch, &mut pacer).await;
             idle_at = (!busy).then_some(inputs);
         }
     });
@@ -297,22 +317,38 @@ fn round_inputs(svc: &Heal, now: Instant) -> RoundInputs {
 
 /// One planning round. Returns whether anything is under way or left to do
 /// (false: the same inputs would plan nothing again).
-async fn round(svc: &Heal, now: Instant, epoch: Instant) -> bool {
-    let (chunks, paused) = {
-        let s = svc.node.state.fs_copy();
-        (health::chunk_views(&s), s.repair_paused)
-    };
-    if paused {
-        return false;
-    }
+async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> bool {
     let servers = svc.node.server_views(now);
     let busy = svc.healer.busy(now);
     let limits = Limits {
         copies_free: svc.healer.settings.copies_max.saturating_sub(busy.chunks.len()),
         per_target_max: PER_TARGET_MAX,
     };
+    // The pass over every chunk: off the runtime and the state's lock.
+    let started = Instant::now();
+    let (servers_c, busy_c) = (servers.clone(), busy.clone());
+    let pass = svc
+        .node
+        .state
+        .pass(move |s| {
+            if s.repair_paused {
+                return None;
+            }
+            let chunks = health::chunk_views(s);
+            let tasks = health::plan_repairs(&chunks, &servers_c, &busy_c, limits);
+            Some((chunks, tasks))
+        })
+        .await;
+    pacer.ran(started, Instant::now());
+    let (chunks, tasks) = match pass {
+        Ok(Some(planned)) => planned,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::error!("the repair round's pass failed: {e}");
+            return true;
+        }
+    };
     let mut budget_left = true;
-    let tasks = health::plan_repairs(&chunks, &servers, &busy, limits);
     let planned = !tasks.is_empty();
     for task in tasks {
         match task {
@@ -341,12 +377,13 @@ fn drop_command(place: ChunkPlace, nodes: Vec<u64>, planned_version: u64) -> Rep
 }
 
 /// Starts moves from the rebalance queue while the budget allows.
+/// `chunks` is in chunk-id order, as [`health::chunk_views`] gives it.
 fn launch_moves(svc: &Heal, chunks: &[ChunkView], servers: &[ServerView], now: Instant, epoch: Instant) {
-    let by_id: HashMap<u64, &ChunkView> = chunks.iter().map(|c| (c.place.chunk, c)).collect();
+    let by_id = |id: u64| chunks.binary_search_by_key(&id, |c| c.place.chunk).ok().map(|i| &chunks[i]);
     let mut busy = svc.healer.busy(now);
     loop {
         let Some(m) = svc.healer.lock().moves.pop_front() else { return };
-        let copy = match health::check_move(&m, by_id.get(&m.place.chunk).copied(), servers, &busy, PER_TARGET_MAX) {
+        let copy = match health::check_move(&m, by_id(m.place.chunk), servers, &busy, PER_TARGET_MAX) {
             MoveStep::Start(copy) => copy,
             MoveStep::Skip => continue,
             MoveStep::Wait => {

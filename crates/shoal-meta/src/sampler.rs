@@ -14,7 +14,7 @@
 //! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies do not
 //! wait for them, except to copy what they change while a copy lives.
 //! Their time still grows with the namespace, so a [`Pacer`] keeps each to
-//! at most 1/[`PASS_SHARE_INVERSE`] of the time, for the CPU: a pass that
+//! at most 1/[`crate::pacer::PASS_SHARE_INVERSE`] of the time, for the CPU: a pass that
 //! took 20 ms waits a second, one that took 200 ms (millions of files)
 //! waits 10 s.
 //! The fsck pass is not paced when a chunk server's liveness changed, since
@@ -32,6 +32,7 @@ use crate::fsm::{FsState, Kind};
 use crate::health;
 use crate::metric_names as m;
 use crate::node::Node;
+use crate::pacer::Pacer;
 use crate::repair::Healer;
 
 /// Period of the samples (a scrape every 15 s sees values at most this old).
@@ -79,29 +80,6 @@ pub fn count_state(fs: &FsState) -> StateCounts {
         c.lock_waiters += lock.queue.len() as u64;
     }
     c
-}
-
-/// A pass over the whole state runs at most this fraction (1/N) of the time.
-pub const PASS_SHARE_INVERSE: u32 = 50;
-
-/// When the next whole-state pass may run, from how long the last one took
-/// (pure but for the clock it is given).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Pacer {
-    next: Option<Instant>,
-}
-
-impl Pacer {
-    /// Whether a pass may run at `now`.
-    pub fn due(&self, now: Instant) -> bool {
-        self.next.is_none_or(|next| now >= next)
-    }
-
-    /// Records a pass that ran from `started` to `ended`.
-    pub fn ran(&mut self, started: Instant, ended: Instant) {
-        let cost = ended.saturating_duration_since(started);
-        self.next = Some(ended + cost * PASS_SHARE_INVERSE);
-    }
 }
 
 /// What an fsck depends on besides the state's content: the applied index
@@ -244,20 +222,6 @@ mod tests {
     use super::*;
     use crate::fsm::testing::{first_prepare, p, run, with_servers};
     use crate::fsm::{NamespaceCmd, Response, WriteCmd};
-
-    #[test]
-    fn a_pass_waits_fifty_times_its_cost() {
-        let mut pacer = Pacer::default();
-        let t0 = Instant::now();
-        assert!(pacer.due(t0));
-        pacer.ran(t0, t0 + Duration::from_millis(200));
-        let end = t0 + Duration::from_millis(200);
-        assert!(!pacer.due(end + Duration::from_secs(9)));
-        assert!(pacer.due(end + Duration::from_secs(10)));
-        // A cheap pass may run again at the next sample.
-        pacer.ran(end, end + Duration::from_micros(100));
-        assert!(pacer.due(end + Duration::from_millis(6)));
-    }
 
     #[test]
     fn counts_follow_the_namespace() {

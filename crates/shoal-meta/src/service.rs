@@ -18,6 +18,7 @@
 //! leader's address under [`shoal_proto::LEADER_KEY`]; a namespace error answers
 //! its own code with the typed [`FsError`] as JSON in the status details.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,8 +32,8 @@ use tonic::{Request, Response as TonicResponse, Status};
 use crate::fsm::reserved::RUN_LIFETIME_MS;
 use crate::fsm::xattrs;
 use crate::fsm::{
-    AttrChange, ChunkPlace, Command, Fence, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, ReplicaCmd, RequestId,
-    Response, TimeSet, WriteCmd,
+    AttrChange, ChunkPlace, Command, Fence, FsState, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, ReplicaCmd,
+    RequestId, Response, TimeSet, WriteCmd,
 };
 use crate::node::{Node, not_leader};
 use crate::reconcile::{self, Report};
@@ -767,7 +768,7 @@ impl pb::cluster_server::Cluster for MetaService {
             None => 0,
         };
         let copying_in = self.healer.copying_in(r.node_id);
-        let delete = plan::heartbeat_deletes(&self.node.state.read().fs, r.node_id, &copying_in, GARBAGE_PER_BEAT_MAX);
+        let delete = self.heartbeat_deletes(r.node_id, copying_in).await?;
         Ok(TonicResponse::new(pb::HeartbeatReply { delete, report_token }))
     }
 
@@ -775,35 +776,41 @@ impl pb::cluster_server::Cluster for MetaService {
         // Liveness is only known to the leader.
         self.node.leader_only()?;
         let servers = self.node.server_views(Instant::now());
-        let s = self.node.state.fs_copy();
-        let report = health::fsck(&health::chunk_views(&s), &servers, FSCK_PROBLEMS_MAX);
-        let problems = report
-            .problems
-            .iter()
-            .map(|p| pb::FsckProblem {
-                path: s.path_of(p.place.inode),
-                chunk_index: p.place.index,
-                chunk_id: p.place.chunk,
-                state: p.standing.as_str().into(),
-                good_replicas: p.good,
-                replication: p.replication,
+        let mut reply = self
+            .pass(move |s| {
+                let report = health::fsck(&health::chunk_views(s), &servers, FSCK_PROBLEMS_MAX);
+                let problems = report
+                    .problems
+                    .iter()
+                    .map(|p| pb::FsckProblem {
+                        path: s.path_of(p.place.inode),
+                        chunk_index: p.place.index,
+                        chunk_id: p.place.chunk,
+                        state: p.standing.as_str().into(),
+                        good_replicas: p.good,
+                        replication: p.replication,
+                    })
+                    .collect();
+                pb::FsckReply {
+                    files: s.inodes.values().filter(|i| i.kind == Kind::File).count() as u64,
+                    chunks: report.chunks,
+                    under_replicated: report.under_replicated,
+                    missing: report.missing,
+                    corrupt: report.corrupt,
+                    over_replicated: report.over_replicated,
+                    repairs_in_flight: 0,
+                    repair_paused: s.repair_paused,
+                    problems,
+                    problems_left_out: report.problems_left_out,
+                    dead_servers: servers.iter().filter(|v| !v.alive).count() as u64,
+                    draining_servers: servers.iter().filter(|v| v.draining).count() as u64,
+                    moves_pending: 0,
+                }
             })
-            .collect();
-        Ok(TonicResponse::new(pb::FsckReply {
-            files: s.inodes.values().filter(|i| i.kind == Kind::File).count() as u64,
-            chunks: report.chunks,
-            under_replicated: report.under_replicated,
-            missing: report.missing,
-            corrupt: report.corrupt,
-            over_replicated: report.over_replicated,
-            repairs_in_flight: self.healer.copies_in_flight() as u64,
-            repair_paused: s.repair_paused,
-            problems,
-            problems_left_out: report.problems_left_out,
-            dead_servers: servers.iter().filter(|v| !v.alive).count() as u64,
-            draining_servers: servers.iter().filter(|v| v.draining).count() as u64,
-            moves_pending: self.healer.moves_pending() as u64,
-        }))
+            .await?;
+        reply.repairs_in_flight = self.healer.copies_in_flight() as u64;
+        reply.moves_pending = self.healer.moves_pending() as u64;
+        Ok(TonicResponse::new(reply))
     }
 
     async fn report_corrupt(&self, req: Request<pb::ReportCorruptRequest>) -> Reply<pb::Empty> {
@@ -829,15 +836,15 @@ impl pb::cluster_server::Cluster for MetaService {
         self.write_ok(NodeCmd::SetDraining { node, draining: !r.cancel }, None).await?;
         tracing::info!(node, addr = %r.addr, draining = !r.cancel, "decommission");
         self.healer_wake();
-        let row = self.server_rows(Instant::now()).into_iter().find(|s| s.id == node);
+        let row = self.server_rows(Instant::now()).await?.into_iter().find(|s| s.id == node);
         row.map(TonicResponse::new).ok_or_else(|| Status::internal("the server vanished"))
     }
 
     async fn rebalance(&self, _req: Request<pb::Empty>) -> Reply<pb::RebalanceReply> {
         self.node.leader_only()?;
         let servers = self.node.server_views(Instant::now());
-        let chunks = health::chunk_views(&self.node.state.fs_copy());
-        let moves = health::plan_rebalance(&chunks, &servers, repair::MOVES_MAX);
+        let moves =
+            self.pass(move |s| health::plan_rebalance(&health::chunk_views(s), &servers, repair::MOVES_MAX)).await?;
         let reply = pb::RebalanceReply { moves: moves.len() as u64, bytes: moves.iter().map(|m| m.len_bytes).sum() };
         tracing::info!(moves = reply.moves, bytes = reply.bytes, "rebalance planned");
         self.healer.set_moves(moves);
@@ -864,13 +871,20 @@ impl pb::cluster_server::Cluster for MetaService {
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusReply> {
-        Ok(TonicResponse::new(self.status_reply(req.into_inner().digest)))
+        let mut reply = self.status_reply();
+        if req.into_inner().digest {
+            let state = self.node.state.clone();
+            let digest = tokio::task::spawn_blocking(move || state.digest());
+            (reply.applied_index, reply.state_digest) =
+                digest.await.map_err(|e| Status::internal(format!("digesting the state: {e}")))?;
+        }
+        Ok(TonicResponse::new(reply))
     }
 
     async fn nodes(&self, _req: Request<pb::Empty>) -> Reply<pb::NodesReply> {
         // Liveness is only known to the leader.
         self.node.leader_only()?;
-        Ok(TonicResponse::new(pb::NodesReply { servers: self.server_rows(Instant::now()) }))
+        Ok(TonicResponse::new(pb::NodesReply { servers: self.server_rows(Instant::now()).await? }))
     }
 
     async fn add_meta(&self, req: Request<pb::AddMetaRequest>) -> Reply<pb::StatusReply> {
@@ -918,7 +932,7 @@ impl pb::cluster_server::Cluster for MetaService {
         let change = openraft::ChangeMembers::AddVoterIds(std::collections::BTreeSet::from([r.id]));
         self.node.raft.change_membership(change, false).await.map_err(membership_status)?;
         tracing::info!(id = r.id, addr = %r.addr, "meta node added");
-        Ok(TonicResponse::new(self.status_reply(false)))
+        Ok(TonicResponse::new(self.status_reply()))
     }
 
     async fn remove_meta(&self, req: Request<pb::RemoveMetaRequest>) -> Reply<pb::StatusReply> {
@@ -939,7 +953,7 @@ impl pb::cluster_server::Cluster for MetaService {
         };
         self.node.raft.change_membership(change, false).await.map_err(membership_status)?;
         tracing::info!(id, "meta node removed");
-        Ok(TonicResponse::new(self.status_reply(false)))
+        Ok(TonicResponse::new(self.status_reply()))
     }
 }
 
@@ -954,15 +968,19 @@ fn membership_status(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Sta
 
 impl MetaService {
     /// Every registered chunk server as operators see it.
-    fn server_rows(&self, now: Instant) -> Vec<pb::ChunkServer> {
-        let s = self.node.state.fs_copy();
-        let mut listed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-        for f in s.inodes.values() {
-            for r in f.chunks.values().flat_map(|c| &c.replicas) {
-                *listed.entry(*r).or_default() += 1;
-            }
-        }
-        s.nodes
+    async fn server_rows(&self, now: Instant) -> Result<Vec<pb::ChunkServer>, Status> {
+        let (nodes, listed) = self
+            .pass(|s| {
+                let mut listed: HashMap<u64, u64> = HashMap::new();
+                for f in s.inodes.values() {
+                    for r in f.chunks.values().flat_map(|c| &c.replicas) {
+                        *listed.entry(*r).or_default() += 1;
+                    }
+                }
+                (s.nodes.clone(), listed)
+            })
+            .await?;
+        let rows = nodes
             .values()
             .map(|n| {
                 let beat = self.node.registry.last_beat(n.id);
@@ -986,7 +1004,24 @@ impl MetaService {
                     written_bytes_total: beat.map_or(0, |b| b.written_bytes_total),
                 }
             })
-            .collect()
+            .collect();
+        Ok(rows)
+    }
+
+    /// The garbage `node` should delete now ([`plan::heartbeat_deletes`]).
+    /// Most beats have none to check, found under the lock; the check of
+    /// those there are is a pass.
+    async fn heartbeat_deletes(&self, node: u64, copying_in: HashSet<u64>) -> Result<Vec<u64>, Status> {
+        let candidates = plan::delete_candidates(&self.node.state.read().fs, node, &copying_in, GARBAGE_PER_BEAT_MAX);
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        self.pass(move |s| plan::heartbeat_deletes(s, node, &copying_in, GARBAGE_PER_BEAT_MAX)).await
+    }
+
+    /// [`crate::sm_store::SharedState::pass`] for a handler.
+    async fn pass<T: Send + 'static>(&self, f: impl FnOnce(&FsState) -> T + Send + 'static) -> Result<T, Status> {
+        self.node.state.pass(f).await.map_err(|e| Status::internal(format!("a pass over the namespace failed: {e}")))
     }
 
     /// Starts a repair round now rather than at the next tick.
@@ -997,16 +1032,16 @@ impl MetaService {
     /// Records that `node`'s replicas of `chunks` failed their checksums
     /// (only those it is listed for and not already known).
     async fn note_corrupt(&self, node: u64, chunks: &[u64]) -> Result<(), Status> {
-        let places: Vec<ChunkPlace> = {
-            let s = self.node.state.read();
-            let all = s.fs.chunk_places();
-            chunks
-                .iter()
-                .filter_map(|id| all.get(id).copied())
-                .filter(|p| s.fs.chunk_at(*p).is_some_and(|c| c.replicas.contains(&node)))
-                .filter(|p| !s.fs.corrupt.get(&p.chunk).is_some_and(|bad| bad.contains(&node)))
-                .collect()
-        };
+        let wanted: HashSet<u64> = chunks.iter().copied().collect();
+        let places: Vec<ChunkPlace> = self
+            .pass(move |s| {
+                let newly_bad = |c: &u64| !s.corrupt.get(c).is_some_and(|bad| bad.contains(&node));
+                s.chunk_places_of(&wanted)
+                    .into_iter()
+                    .filter(|p| s.chunk_at(*p).is_some_and(|c| c.replicas.contains(&node)) && newly_bad(&p.chunk))
+                    .collect()
+            })
+            .await?;
         if places.is_empty() {
             return Ok(());
         }
@@ -1023,12 +1058,14 @@ impl MetaService {
         let pending = self.healer.take_suspects(node);
         let copying_in = self.healer.copying_in(node);
         let fresh = self.healer.fresh_token();
-        let result = {
-            let s = self.node.state.read();
-            let places = s.fs.chunk_places();
-            let report = Report { node, replicas: &replicas, token: report.token };
-            reconcile::reconcile(&s.fs, &places, report, &pending, &copying_in, fresh)
-        };
+        let token = report.token;
+        let result = self
+            .pass(move |s| {
+                let places = s.chunk_places();
+                let report = Report { node, replicas: &replicas, token };
+                reconcile::reconcile(s, &places, report, &pending, &copying_in, fresh)
+            })
+            .await?;
         if !result.lost.is_empty() {
             let lost: Vec<u64> = result.lost.iter().map(|p| p.chunk).collect();
             tracing::warn!(node, ?lost, "replicas missing or stale on their server; dropping them");
@@ -1045,7 +1082,8 @@ impl MetaService {
     }
 
     /// This node's view of the meta group.
-    fn status_reply(&self, with_digest: bool) -> pb::StatusReply {
+    /// This node's view of the meta group; no digest (`state_digest` 0).
+    fn status_reply(&self) -> pb::StatusReply {
         let m = self.node.raft.metrics().borrow().clone();
         let leader = m.current_leader.unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -1076,8 +1114,7 @@ impl MetaService {
                 pb::MetaNode { id: *id, addr: node.addr.clone(), role: role.into(), term: m.current_term, last_applied }
             })
             .collect();
-        let (applied_index, state_digest) = if with_digest { self.node.state.digest() } else { (0, 0) };
-        let applied_index = if with_digest { applied_index } else { m.last_applied.map_or(0, |l| l.index) };
-        pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id, applied_index, state_digest }
+        let applied_index = m.last_applied.map_or(0, |l| l.index);
+        pb::StatusReply { nodes, leader_id: leader, self_id: self.settings.node_id, applied_index, state_digest: 0 }
     }
 }

@@ -112,12 +112,34 @@ impl SharedState {
         self.read().fs.clone()
     }
 
+    /// Runs `f` over a copy of the file-system state ([`Self::fs_copy`]) on
+    /// a blocking thread. Every pass over the whole namespace that a handler
+    /// or a background task makes goes through here. At millions of files
+    /// such a pass takes hundreds of milliseconds, and it may hold neither
+    /// of two things that long:
+    /// - the state's lock: applies wait for it, and every reader then waits
+    ///   behind the waiting apply;
+    /// - a runtime worker: the Raft core runs on the same two, and a leader
+    ///   whose core stalls past the election timeout is deposed.
+    pub async fn pass<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FsState) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state.fs_copy())).await
+    }
+
     /// The last applied index and a CRC32C of the whole file-system state at
-    /// it. Two nodes at the same index must give the same digest.
+    /// it. Two nodes at the same index must give the same digest. Linear in
+    /// the state, on a copy (the lock is held only to take it): call it off
+    /// the runtime.
     pub fn digest(&self) -> (u64, u32) {
-        let s = self.read();
-        let bytes = serde_json::to_vec(&s.fs).expect("the state always serializes");
-        (s.last_applied.map_or(0, |l| l.index), shoal_core::checksum::crc32c(&bytes))
+        let (applied, fs) = {
+            let s = self.read();
+            (s.last_applied.map_or(0, |l| l.index), s.fs.clone())
+        };
+        let bytes = serde_json::to_vec(&fs).expect("the state always serializes");
+        (applied, shoal_core::checksum::crc32c(&bytes))
     }
 }
 

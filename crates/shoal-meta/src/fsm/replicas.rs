@@ -116,6 +116,23 @@ impl FsState {
         out
     }
 
+    /// Where each chunk of `wanted` is in the namespace (those that are in
+    /// it), in one pass and without a map of every chunk.
+    pub fn chunk_places_of(&self, wanted: &std::collections::HashSet<u64>) -> Vec<ChunkPlace> {
+        let mut out = Vec::new();
+        if wanted.is_empty() {
+            return out;
+        }
+        for f in self.inodes.values().filter(|i| i.kind == Kind::File) {
+            for (index, c) in &f.chunks {
+                if wanted.contains(&c.id) {
+                    out.push(ChunkPlace { inode: f.id, index: *index, chunk: c.id });
+                }
+            }
+        }
+        out
+    }
+
     fn delete_pending(&self, chunk: u64, node: u64) -> bool {
         self.garbage.get(&chunk).is_some_and(|h| h.contains(&node))
     }
@@ -313,6 +330,16 @@ mod tests {
 
     fn add(place: ChunkPlace, copied: u64, version: u64, target: u64, expect: &[u64], drop: &[u64]) -> ReplicaCmd {
         ReplicaCmd::AddReplica { place, copied, version, target, expect: expect.to_vec(), drop: drop.to_vec() }
+    }
+
+    #[test]
+    fn the_places_of_some_chunks_agree_with_the_map_of_all() {
+        let (st, place) = state(&[1, 2], false);
+        let all = st.chunk_places();
+        assert_eq!(all.get(&place.chunk), Some(&place));
+        let wanted: std::collections::HashSet<u64> = [place.chunk, place.chunk + 1000].into();
+        assert_eq!(st.chunk_places_of(&wanted), vec![place], "an unknown id has no place");
+        assert!(st.chunk_places_of(&Default::default()).is_empty());
     }
 
     #[test]
