@@ -44,6 +44,7 @@ pub mod service;
 pub mod sessions;
 pub mod sm_store;
 pub mod snapshot_now;
+pub mod stall_watch;
 
 pub use server::{MetaConfig, run};
 

@@ -29,6 +29,7 @@ pub const LINEARIZABLE_READS_TOTAL: &str = "shoal_meta_linearizable_reads_total"
 pub const SNAPSHOTS_BUILT_TOTAL: &str = "shoal_meta_snapshots_built_total";
 pub const SNAPSHOT_BUILD_SECONDS: &str = "shoal_meta_snapshot_build_seconds";
 pub const SNAPSHOTS_INSTALLED_TOTAL: &str = "shoal_meta_snapshots_installed_total";
+pub const STALLS_TOTAL: &str = "shoal_meta_stalls_total";
 pub const FILES: &str = "shoal_meta_files";
 pub const DIRECTORIES: &str = "shoal_meta_directories";
 pub const CHUNKS: &str = "shoal_meta_chunks";
@@ -60,6 +61,10 @@ pub fn describe() {
     gauge!(
         RAFT_REPLICATION_LAG,
         "Entries a follower's log is behind the leader's, by follower id (on the leader; 0 elsewhere)."
+    );
+    counter!(
+        STALLS_TOTAL,
+        "Ticks of the stall watch that came 100 ms or more late, on=\"runtime\" (the async runtime) or \"thread\" (the whole process)."
     );
     counter!(RAFT_LOG_FSYNCS_TOTAL, "fsync rounds of the Raft log: each covers every append waiting.");
     counter!(RAFT_LOG_ENTRIES_TOTAL, "Raft log entries made durable (entries over fsyncs: entries per fsync).");

@@ -39,6 +39,11 @@ impl Pacer {
         self.next.is_none_or(|next| now >= next)
     }
 
+    /// When the next pass may run (None: now).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.next
+    }
+
     /// Records a pass that ran from `started` to `ended`.
     pub fn ran(&mut self, started: Instant, ended: Instant) {
         let cost = ended.saturating_duration_since(started);
@@ -61,6 +66,7 @@ mod tests {
         let end = t0 + Duration::from_millis(200);
         assert!(!pacer.due(end + Duration::from_secs(9)));
         assert!(pacer.due(end + Duration::from_secs(10)));
+        assert_eq!(pacer.next_due(), Some(end + Duration::from_secs(10)));
         // A cheap pass may run again at the next sample.
         pacer.ran(end, end + Duration::from_micros(100));
         assert!(pacer.due(end + Duration::from_millis(6)));

@@ -74,8 +74,9 @@ pub struct Reconciled {
     pub suspects: Vec<Suspect>,
 }
 
-/// Reconciles `report` with the state. `places` maps every chunk in the
-/// namespace to its place, `pending` holds the suspicions open for this
+/// Reconciles `report` with the state. `places` maps each reported chunk
+/// that is in the namespace to its place (a map of every chunk will do),
+/// `pending` holds the suspicions open for this
 /// server, `copying_in` the chunks being copied to it, and `fresh_token`
 /// tags the new suspicions.
 pub fn reconcile(

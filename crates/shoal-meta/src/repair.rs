@@ -2,7 +2,7 @@
 //! rebalancing moves, and the soft state that chunk reports need.
 //!
 //! Runs on every meta node and acts only while the node leads. Every
-//! [`ROUND_EVERY`] (and whenever a copy ends) it builds the views, asks
+//! [`ROUND_EVERY`] (and whenever a copy ends, pacing allowing) it builds the views, asks
 //! [`crate::health`] for a plan and carries it out: drops are proposed at
 //! once; copies start within the budget (at most `copies_max` in flight
 //! cluster-wide, [`PER_TARGET_MAX`] per target, `rate_bytes_per_s` on average)
@@ -48,7 +48,7 @@ use crate::node::Node;
 use crate::pacer::Pacer;
 use crate::reconcile::Suspect;
 
-/// Period of planning rounds (a finished copy also starts one).
+/// Period of planning rounds (a finished copy also starts one, pacing allowing).
 pub const ROUND_EVERY: Duration = Duration::from_millis(500);
 /// A round's pass over every chunk may take at most this share (1/N) of
 /// the time, unless a server's liveness changed (see [`crate::pacer`]).
@@ -250,9 +250,17 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
         // The servers' liveness the last round saw.
         let mut servers_at: Option<Vec<(u64, bool, bool)>> = None;
         let mut pacer = Pacer::with_share_inverse(ROUND_SHARE_INVERSE);
+        // Whether the last turn skipped a round for the pacer: this one waits
+        // only until the pacer allows it.
+        let mut paced = false;
         loop {
+            let wait = match pacer.next_due() {
+                Some(due) if paced => due.saturating_duration_since(Instant::now()).min(ROUND_EVERY),
+                _ => ROUND_EVERY,
+            };
+            paced = false;
             tokio::select! {
-                _ = tokio::time::sleep(ROUND_EVERY) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = svc.healer.wake.notified() => {}
             }
             let now_leading = svc.node.leader_only().is_ok();
@@ -278,6 +286,7 @@ pub fn spawn(node: Node, healer: Arc<Healer>) {
             // rest (new entries, copies that ended) waits for the pacer.
             let liveness_changed = servers_at.as_ref() != Some(&inputs.servers);
             if !liveness_changed && !pacer.due(now) {
+                paced = true;
                 continue;
             }
             servers_at = Some(inputs.servers.clone());
@@ -324,9 +333,13 @@ async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> b
         copies_free: svc.healer.settings.copies_max.saturating_sub(busy.chunks.len()),
         per_target_max: PER_TARGET_MAX,
     };
-    // The pass over every chunk: off the runtime and the state's lock.
+    // The pass over every chunk: off the runtime and the state's lock. It
+    // keeps only the views queued moves need: freeing one view per chunk
+    // (millions) on a runtime worker would stall it.
     let started = Instant::now();
     let (servers_c, busy_c) = (servers.clone(), busy.clone());
+    let moving: HashSet<u64> = svc.healer.lock().moves.iter().map(|m| m.place.chunk).collect();
+    let moving_c = moving.clone();
     let pass = svc
         .node
         .state
@@ -334,8 +347,10 @@ async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> b
             if s.repair_paused {
                 return None;
             }
-            let chunks = health::chunk_views(s);
+            let mut chunks = health::chunk_views(s);
             let tasks = health::plan_repairs(&chunks, &servers_c, &busy_c, limits);
+            chunks.retain(|c| moving_c.contains(&c.place.chunk));
+            chunks.shrink_to_fit();
             Some((chunks, tasks))
         })
         .await;
@@ -364,7 +379,7 @@ async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> b
         }
     }
     if budget_left {
-        launch_moves(svc, &chunks, &servers, now, epoch);
+        launch_moves(svc, &chunks, &moving, &servers, now, epoch);
     }
     planned || !busy.chunks.is_empty() || svc.healer.copies_in_flight() > 0 || svc.healer.moves_pending() > 0
 }
@@ -377,12 +392,25 @@ fn drop_command(place: ChunkPlace, nodes: Vec<u64>, planned_version: u64) -> Rep
 }
 
 /// Starts moves from the rebalance queue while the budget allows.
-/// `chunks` is in chunk-id order, as [`health::chunk_views`] gives it.
-fn launch_moves(svc: &Heal, chunks: &[ChunkView], servers: &[ServerView], now: Instant, epoch: Instant) {
+/// `chunks` holds the views of the chunks of `moving`, the moves queued
+/// when the pass ran, in chunk-id order (as [`health::chunk_views`] gives
+/// them). A move queued since waits for the next round.
+fn launch_moves(
+    svc: &Heal,
+    chunks: &[ChunkView],
+    moving: &HashSet<u64>,
+    servers: &[ServerView],
+    now: Instant,
+    epoch: Instant,
+) {
     let by_id = |id: u64| chunks.binary_search_by_key(&id, |c| c.place.chunk).ok().map(|i| &chunks[i]);
     let mut busy = svc.healer.busy(now);
     loop {
         let Some(m) = svc.healer.lock().moves.pop_front() else { return };
+        if !moving.contains(&m.place.chunk) {
+            svc.healer.lock().moves.push_front(m);
+            return;
+        }
         let copy = match health::check_move(&m, by_id(m.place.chunk), servers, &busy, PER_TARGET_MAX) {
             MoveStep::Start(copy) => copy,
             MoveStep::Skip => continue,

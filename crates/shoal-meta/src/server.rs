@@ -238,6 +238,7 @@ pub async fn run(
     crate::lock_service::spawn_session_expiry(service.clone(), sessions);
     crate::repair::spawn(service.node.clone(), service.healer.clone());
     crate::sampler::spawn(service.node.clone(), service.healer.clone());
+    crate::stall_watch::spawn();
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     // Our own listener (bound before serving), behind the connection gate:

@@ -1032,7 +1032,15 @@ impl MetaService {
     /// Records that `node`'s replicas of `chunks` failed their checksums
     /// (only those it is listed for and not already known).
     async fn note_corrupt(&self, node: u64, chunks: &[u64]) -> Result<(), Status> {
-        let wanted: HashSet<u64> = chunks.iter().copied().collect();
+        // A server lists every corrupt replica it still holds on every beat:
+        // only those not yet recorded need the pass that finds them.
+        let wanted: HashSet<u64> = {
+            let s = self.node.state.read();
+            chunks.iter().copied().filter(|c| !s.fs.corrupt.get(c).is_some_and(|bad| bad.contains(&node))).collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let places: Vec<ChunkPlace> = self
             .pass(move |s| {
                 let newly_bad = |c: &u64| !s.corrupt.get(c).is_some_and(|bad| bad.contains(&node));
@@ -1061,7 +1069,9 @@ impl MetaService {
         let token = report.token;
         let result = self
             .pass(move |s| {
-                let places = s.chunk_places();
+                // The places of the chunks reported, not a map of every chunk.
+                let ids = replicas.iter().map(|(id, _)| *id).collect();
+                let places = s.chunk_places_of(&ids).into_iter().map(|p| (p.chunk, p)).collect();
                 let report = Report { node, replicas: &replicas, token };
                 reconcile::reconcile(s, &places, report, &pending, &copying_in, fresh)
             })
@@ -1081,7 +1091,6 @@ impl MetaService {
         Ok(ask)
     }
 
-    /// This node's view of the meta group.
     /// This node's view of the meta group; no digest (`state_digest` 0).
     fn status_reply(&self) -> pb::StatusReply {
         let m = self.node.raft.metrics().borrow().clone();

@@ -113,20 +113,32 @@ impl SharedState {
     }
 
     /// Runs `f` over a copy of the file-system state ([`Self::fs_copy`]) on
-    /// a blocking thread. Every pass over the whole namespace that a handler
-    /// or a background task makes goes through here. At millions of files
-    /// such a pass takes hundreds of milliseconds, and it may hold neither
-    /// of two things that long:
+    /// a blocking thread, one such pass at a time in the process. The
+    /// handlers' and the healer's passes over the whole namespace go through
+    /// here (the metrics sampler runs on a blocking thread of its own). At
+    /// millions of files such a pass takes hundreds of milliseconds, and it
+    /// may hold none of these that long:
     /// - the state's lock: applies wait for it, and every reader then waits
     ///   behind the waiting apply;
     /// - a runtime worker: the Raft core runs on the same two, and a leader
-    ///   whose core stalls past the election timeout is deposed.
+    ///   whose core stalls past the election timeout is deposed;
+    /// - more than one core: passes started together (every chunk server
+    ///   reports to a new leader) would otherwise each take one, and the
+    ///   memory their results need.
+    ///
+    /// What `f` returns is dropped on the caller's thread: keep it small.
     pub async fn pass<T: Send + 'static>(
         &self,
         f: impl FnOnce(&FsState) -> T + Send + 'static,
     ) -> Result<T, tokio::task::JoinError> {
+        static PASSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let permit = PASSES.acquire().await.expect("the semaphore is never closed");
         let state = self.clone();
-        tokio::task::spawn_blocking(move || f(&state.fs_copy())).await
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = permit;
+            f(&state.fs_copy())
+        })
+        .await
     }
 
     /// The last applied index and a CRC32C of the whole file-system state at

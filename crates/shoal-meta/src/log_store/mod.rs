@@ -40,6 +40,7 @@ use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use anyhow::Context;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -429,10 +430,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
         let store = self.clone();
         let vote = *vote;
-        tokio::task::spawn_blocking(move || store.update_hard(|h| h.vote = Some(vote)))
-            .await
-            .map_err(write_err)?
-            .map_err(|e| StorageIOError::write_vote(AnyError::error(e.to_string())).into())
+        let started = Instant::now();
+        let saved = tokio::task::spawn_blocking(move || store.update_hard(|h| h.vote = Some(vote))).await;
+        warn_if_slow("saving the vote", started);
+        saved.map_err(write_err)?.map_err(|e| StorageIOError::write_vote(AnyError::error(e.to_string())).into())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
@@ -462,15 +463,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || truncate_from(&store, log_id.index))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)
+        let started = Instant::now();
+        let truncated = tokio::task::spawn_blocking(move || truncate_from(&store, log_id.index)).await;
+        warn_if_slow("truncating the log", started);
+        truncated.map_err(write_err)?.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || purge_to(&store, log_id)).await.map_err(write_err)?.map_err(write_err)
+        let started = Instant::now();
+        let purged = tokio::task::spawn_blocking(move || purge_to(&store, log_id)).await;
+        warn_if_slow("purging the log", started);
+        purged.map_err(write_err)?.map_err(write_err)
+    }
+}
+
+/// openraft's core waits for a vote to be saved, and for a truncation or a
+/// purge, and sends no heartbeat meanwhile: one that takes longer than
+/// [`crate::stall_watch::REPORT_LATE`] is logged, since a follower may stand
+/// for election when it lasts past the election timeout.
+fn warn_if_slow(what: &str, started: Instant) {
+    let took = started.elapsed();
+    if took >= crate::stall_watch::REPORT_LATE {
+        tracing::warn!(took_ms = took.as_millis() as u64, "{what} kept the Raft core waiting");
     }
 }
 
