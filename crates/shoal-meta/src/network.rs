@@ -134,7 +134,19 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
         self.call(RpcKind::Vote, &rpc, &option).await
     }
+
+    /// How long replication to a peer pauses after it was unreachable.
+    /// openraft's default is 500 ms, longer than the election timeout: one
+    /// broken connection to a live follower (a reset, a GOAWAY) would make
+    /// it stand for election.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
 }
+
+/// The pause after an unreachable peer: under the shortest election timeout
+/// (150 ms by default), and still few connection attempts to a dead node.
+pub const UNREACHABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Receives Raft calls from peers.
 pub struct RaftService {

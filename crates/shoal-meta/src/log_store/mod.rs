@@ -458,7 +458,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        self.append_then(entries, Box::new(move |result| callback.log_io_completed(result)))
+        let started = Instant::now();
+        let appended = self.append_then(entries, Box::new(move |result| callback.log_io_completed(result)));
+        warn_if_slow("writing entries to the log", started);
+        appended
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
@@ -478,8 +481,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// openraft's core waits for a vote to be saved, and for a truncation or a
-/// purge, and sends no heartbeat meanwhile: one that takes longer than
+/// openraft's core waits for a vote to be saved, for entries to be written
+/// (not synced: the flusher does that), and for a truncation or a purge,
+/// and sends no heartbeat meanwhile: one that takes longer than
 /// [`crate::stall_watch::REPORT_LATE`] is logged, since a follower may stand
 /// for election when it lasts past the election timeout.
 fn warn_if_slow(what: &str, started: Instant) {
