@@ -135,18 +135,23 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.call(RpcKind::Vote, &rpc, &option).await
     }
 
-    /// How long replication to a peer pauses after it was unreachable.
-    /// openraft's default is 500 ms, longer than the election timeout: one
-    /// broken connection to a live follower (a reset, a GOAWAY) would make
-    /// it stand for election.
+    /// How long replication to a peer pauses after it was unreachable:
+    /// [`unreachable_backoff`].
     fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+        openraft::network::Backoff::new(unreachable_backoff())
     }
 }
 
-/// The pause after an unreachable peer: under the shortest election timeout
-/// (150 ms by default), and still few connection attempts to a dead node.
-pub const UNREACHABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// The pauses of replication to a peer that stays unreachable: 100 ms, then
+/// doubling up to 1 s. openraft's default is 500 ms every time: a follower
+/// cut off by one broken connection (a reset, a GOAWAY) then heard nothing
+/// for half a second, about what a follower waits before it stands (its
+/// election timeout after the leader's lease). A dead peer still sees one
+/// connection attempt a second, not ten.
+pub fn unreachable_backoff() -> impl Iterator<Item = std::time::Duration> + Send + 'static {
+    let first = std::time::Duration::from_millis(100);
+    (0u32..).map(move |i| (first * 2u32.pow(i.min(4))).min(std::time::Duration::from_secs(1)))
+}
 
 /// Receives Raft calls from peers.
 pub struct RaftService {
@@ -183,5 +188,18 @@ impl shoal_proto::raft::raft_server::Raft for RaftService {
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<tonic::Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_pause_after_an_unreachable_peer_doubles_to_a_second() {
+        let ms: Vec<u128> = unreachable_backoff().take(7).map(|d: Duration| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000, 1000]);
     }
 }

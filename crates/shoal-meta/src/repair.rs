@@ -336,7 +336,6 @@ async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> b
     // The pass over every chunk: off the runtime and the state's lock. It
     // keeps only the views queued moves need: freeing one view per chunk
     // (millions) on a runtime worker would stall it.
-    let started = Instant::now();
     let (servers_c, busy_c) = (servers.clone(), busy.clone());
     let moving: HashSet<u64> = svc.healer.lock().moves.iter().map(|m| m.place.chunk).collect();
     let moving_c = moving.clone();
@@ -344,20 +343,27 @@ async fn round(svc: &Heal, now: Instant, epoch: Instant, pacer: &mut Pacer) -> b
         .node
         .state
         .pass(move |s| {
+            // Timed here, not around the call: waiting for another pass
+            // to end is not this round's cost.
+            let started = Instant::now();
             if s.repair_paused {
-                return None;
+                return (started, None);
             }
             let mut chunks = health::chunk_views(s);
             let tasks = health::plan_repairs(&chunks, &servers_c, &busy_c, limits);
             chunks.retain(|c| moving_c.contains(&c.place.chunk));
             chunks.shrink_to_fit();
-            Some((chunks, tasks))
+            (started, Some((chunks, tasks)))
         })
         .await;
-    pacer.ran(started, Instant::now());
     let (chunks, tasks) = match pass {
-        Ok(Some(planned)) => planned,
-        Ok(None) => return false,
+        Ok((started, planned)) => {
+            pacer.ran(started, Instant::now());
+            match planned {
+                Some(planned) => planned,
+                None => return false,
+            }
+        }
         Err(e) => {
             tracing::error!("the repair round's pass failed: {e}");
             return true;

@@ -2,8 +2,10 @@
 //! says whether it had stopped.
 //!
 //! A leader keeps its followers only while its Raft core sends them
-//! heartbeats every 50 ms; a core that does not run for an election
-//! timeout (150–300 ms) is deposed. Two ticks, every [`TICK`], find out
+//! heartbeats every 50 ms; a follower that hears nothing for about half a
+//! second (in openraft 0.9, the leader's lease, which is the longest
+//! election timeout, plus an election timeout of 150–300 ms) stands for
+//! election. Two ticks, every [`TICK`], find out
 //! which of two things stopped when a tick comes [`REPORT_LATE`] late:
 //! - one on the async runtime, where the Raft core runs: late when both
 //!   workers are busy or blocked (a long pass, a lock held too long);
@@ -35,8 +37,14 @@ fn report(on: &'static str, late: Duration) {
     metrics::counter!(metric_names::STALLS_TOTAL, "on" => on).increment(1);
 }
 
-/// Starts both watches, for the life of the process.
+/// Starts both watches, for the life of the process (once, however often
+/// it is called).
 pub fn spawn() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(start);
+}
+
+fn start() {
     tokio::spawn(async {
         let mut last = Instant::now();
         loop {
