@@ -76,9 +76,8 @@ pub struct Reconciled {
 
 /// Reconciles `report` with the state. `places` maps each reported chunk
 /// that is in the namespace to its place (a map of every chunk will do),
-/// `pending` holds the suspicions open for this
-/// server, `copying_in` the chunks being copied to it, and `fresh_token`
-/// tags the new suspicions.
+/// `pending` holds the suspicions open for this server, `copying_in` the
+/// chunks being copied to it, and `fresh_token` tags the new suspicions.
 pub fn reconcile(
     fs: &FsState,
     places: &HashMap<u64, ChunkPlace>,

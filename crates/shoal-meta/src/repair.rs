@@ -2,8 +2,8 @@
 //! rebalancing moves, and the soft state that chunk reports need.
 //!
 //! Runs on every meta node and acts only while the node leads. Every
-//! [`ROUND_EVERY`] (and whenever a copy ends, pacing allowing) it builds the views, asks
-//! [`crate::health`] for a plan and carries it out: drops are proposed at
+//! [`ROUND_EVERY`] (and whenever a copy ends, pacing allowing) it builds the
+//! views, asks [`crate::health`] for a plan and carries it out: drops are proposed at
 //! once; copies start within the budget (at most `copies_max` in flight
 //! cluster-wide, [`PER_TARGET_MAX`] per target, `rate_bytes_per_s` on average)
 //! as a `Replicate` call to the target, which pulls the bytes from a source

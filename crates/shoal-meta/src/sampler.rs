@@ -14,9 +14,9 @@
 //! ([`crate::sm_store::SharedState::fs_copy`], cheap), so applies do not
 //! wait for them, except to copy what they change while a copy lives.
 //! Their time still grows with the namespace, so a [`Pacer`] keeps each to
-//! at most 1/[`crate::pacer::PASS_SHARE_INVERSE`] of the time, for the CPU: a pass that
-//! took 20 ms waits a second, one that took 200 ms (millions of files)
-//! waits 10 s.
+//! at most 1/[`crate::pacer::PASS_SHARE_INVERSE`] of the time, for the CPU:
+//! a pass that took 20 ms waits a second, one that took 200 ms (millions of
+//! files) waits 10 s.
 //! The fsck pass is not paced when a chunk server's liveness changed, since
 //! that is what an operator watches for. Samples run on a blocking thread,
 //! never on a runtime worker.

@@ -24,8 +24,8 @@
 //! the new applied index, so a request can wait for a change (a lock grant)
 //! without polling. `apply` holds it at most [`APPLY_SLICE`] at a time and
 //! yields its runtime worker between slices: openraft hands it every entry
-//! committed since the last call, thousands after a restart or a stall. A snapshot build holds the read lock only while it clones
-//! the state, which copies the inode table's group index and not the inodes
+//! committed since the last call, thousands after a restart or a stall. A
+//! snapshot build holds the read lock only while it clones the state, which copies the inode table's group index and not the inodes
 //! ([`crate::fsm::cow_map`]: 0.3 to 2.4 ms at ten million files, where a
 //! full copy took 97 ms at 200,000); it encodes the clone straight into
 //! the file without any lock, on a thread of its own at the lowest CPU

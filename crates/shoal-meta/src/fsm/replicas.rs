@@ -107,30 +107,24 @@ impl FsState {
 
     /// Every chunk in the namespace, by id.
     pub fn chunk_places(&self) -> HashMap<u64, ChunkPlace> {
-        let mut out = HashMap::new();
-        for f in self.inodes.values().filter(|i| i.kind == Kind::File) {
-            for (index, c) in &f.chunks {
-                out.insert(c.id, ChunkPlace { inode: f.id, index: *index, chunk: c.id });
-            }
-        }
-        out
+        self.every_chunk_place().map(|p| (p.chunk, p)).collect()
     }
 
     /// Where each chunk of `wanted` is in the namespace (those that are in
     /// it), in one pass and without a map of every chunk.
     pub fn chunk_places_of(&self, wanted: &std::collections::HashSet<u64>) -> Vec<ChunkPlace> {
-        let mut out = Vec::new();
         if wanted.is_empty() {
-            return out;
+            return Vec::new();
         }
-        for f in self.inodes.values().filter(|i| i.kind == Kind::File) {
-            for (index, c) in &f.chunks {
-                if wanted.contains(&c.id) {
-                    out.push(ChunkPlace { inode: f.id, index: *index, chunk: c.id });
-                }
-            }
-        }
-        out
+        self.every_chunk_place().filter(|p| wanted.contains(&p.chunk)).collect()
+    }
+
+    /// The place of every chunk in the namespace, file by file.
+    fn every_chunk_place(&self) -> impl Iterator<Item = ChunkPlace> + '_ {
+        self.inodes
+            .values()
+            .filter(|i| i.kind == Kind::File)
+            .flat_map(|f| f.chunks.iter().map(move |(index, c)| ChunkPlace { inode: f.id, index: *index, chunk: c.id }))
     }
 
     fn delete_pending(&self, chunk: u64, node: u64) -> bool {

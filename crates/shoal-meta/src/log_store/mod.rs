@@ -430,9 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
         let store = self.clone();
         let vote = *vote;
-        let started = Instant::now();
-        let saved = tokio::task::spawn_blocking(move || store.update_hard(|h| h.vote = Some(vote))).await;
-        warn_if_slow("saving the vote", started);
+        let saved = while_the_core_waits("saving the vote", move || store.update_hard(|h| h.vote = Some(vote))).await;
         saved.map_err(write_err)?.map_err(|e| StorageIOError::write_vote(AnyError::error(e.to_string())).into())
     }
 
@@ -466,17 +464,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let store = self.clone();
-        let started = Instant::now();
-        let truncated = tokio::task::spawn_blocking(move || truncate_from(&store, log_id.index)).await;
-        warn_if_slow("truncating the log", started);
+        let truncated = while_the_core_waits("truncating the log", move || truncate_from(&store, log_id.index)).await;
         truncated.map_err(write_err)?.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let store = self.clone();
-        let started = Instant::now();
-        let purged = tokio::task::spawn_blocking(move || purge_to(&store, log_id)).await;
-        warn_if_slow("purging the log", started);
+        let purged = while_the_core_waits("purging the log", move || purge_to(&store, log_id)).await;
         purged.map_err(write_err)?.map_err(write_err)
     }
 }
@@ -486,6 +480,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// and sends no heartbeat meanwhile: one that takes longer than
 /// [`crate::stall_watch::REPORT_LATE`] is logged, since a follower may stand
 /// for election when it lasts past the election timeout.
+/// Runs `work` on a blocking thread, [`warn_if_slow`] about `what`.
+async fn while_the_core_waits<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let started = Instant::now();
+    let done = tokio::task::spawn_blocking(work).await;
+    warn_if_slow(what, started);
+    done
+}
+
 fn warn_if_slow(what: &str, started: Instant) {
     let took = started.elapsed();
     if took >= crate::stall_watch::REPORT_LATE {
