@@ -20,6 +20,7 @@ pub const DISK_USED_BYTES: &str = "shoal_chunk_disk_used_bytes";
 pub const DISK_FREE_BYTES: &str = "shoal_chunk_disk_free_bytes";
 pub const DISK_CAPACITY_BYTES: &str = "shoal_chunk_disk_capacity_bytes";
 pub const REPLICAS: &str = "shoal_chunk_replicas";
+pub const SPARE_FILES: &str = "shoal_chunk_spare_files";
 pub const SCRUB_VERIFIED_BYTES_TOTAL: &str = "shoal_chunk_scrub_verified_bytes_total";
 pub const SCRUB_PASSES_TOTAL: &str = "shoal_chunk_scrub_passes_total";
 pub const SCRUB_PASS_PROGRESS_RATIO: &str = "shoal_chunk_scrub_pass_progress_ratio";
@@ -44,6 +45,10 @@ pub fn describe() {
     gauge!(DISK_FREE_BYTES, Unit::Bytes, "Bytes free on the file system holding the replicas.");
     gauge!(DISK_CAPACITY_BYTES, Unit::Bytes, "Bytes this server may hold (--capacity, or used plus free).");
     gauge!(REPLICAS, "Replicas held here.");
+    gauge!(
+        SPARE_FILES,
+        "Emptied files kept under DIR/spare for the next replica files, so making one allocates no inode."
+    );
     counter!(SCRUB_VERIFIED_BYTES_TOTAL, Unit::Bytes, "Bytes the scrubber re-verified.");
     counter!(SCRUB_PASSES_TOTAL, "Scrub passes finished.");
     gauge!(SCRUB_PASS_PROGRESS_RATIO, "Share of the replicas the current scrub pass has visited (1 between passes).");

@@ -250,6 +250,7 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
         metrics::gauge!(metric_names::DISK_FREE_BYTES).set(free as f64);
         metrics::gauge!(metric_names::DISK_CAPACITY_BYTES).set(capacity as f64);
         metrics::gauge!(metric_names::REPLICAS).set(replicas as f64);
+        metrics::gauge!(metric_names::SPARE_FILES).set(store.spare_files() as f64);
         metrics::gauge!(metric_names::CORRUPT_REPLICAS).set(corrupt.len() as f64);
         let report = (report_due || last_report.elapsed() >= config.report_interval).then(|| ChunkReport {
             replicas: store.list().into_iter().map(|(id, version)| ReplicaVersion { id, version }).collect(),

@@ -67,9 +67,10 @@ pub struct UndoWriter {
 }
 
 impl UndoWriter {
-    /// Creates the record for `version` with the replica's meta before the
-    /// write, durable (file and directory) on return.
-    pub fn create(dir: &Path, id: u64, version: u64, old: Option<&ReplicaMeta>) -> io::Result<UndoWriter> {
+    /// Makes `file` (empty, at [`undo_path`] in `dir`, made by the caller)
+    /// the record for `version` with the replica's meta before the write,
+    /// durable (file and directory) on return.
+    pub fn create(file: File, dir: &Path, version: u64, old: Option<&ReplicaMeta>) -> io::Result<UndoWriter> {
         let mut head = Vec::new();
         head.extend_from_slice(UNDO_MAGIC);
         head.extend_from_slice(&UNDO_FORMAT.to_le_bytes());
@@ -79,7 +80,6 @@ impl UndoWriter {
         head.extend_from_slice(&meta);
         let crc = crc32c(&head);
         head.extend_from_slice(&crc.to_le_bytes());
-        let file = File::create(undo_path(dir, id, version))?;
         file.write_all_at(&head, 0)?;
         file.sync_all()?;
         File::open(dir)?.sync_all()?;
@@ -178,7 +178,8 @@ mod tests {
     fn round_trip_and_torn_tail() {
         let d = tempfile::tempdir().unwrap();
         let old = ReplicaMeta { version: 3, len: 10, crcs: vec![9], undo: Vec::new() };
-        let mut w = UndoWriter::create(d.path(), 1, 4, Some(&old)).unwrap();
+        let file = File::create(undo_path(d.path(), 1, 4)).unwrap();
+        let mut w = UndoWriter::create(file, d.path(), 4, Some(&old)).unwrap();
         w.append(2, b"abc").unwrap();
         w.append(0, b"xy").unwrap();
         let u = load(d.path(), 1, 4).unwrap().unwrap();

@@ -13,31 +13,33 @@ use std::path::Path;
 use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering, crc32c};
 
 use super::StoreError;
+use super::spare::Disk;
 use crate::format::{ReplicaMeta, data_path, meta_path, meta_tmp_path};
 use crate::undo;
 
 /// Replaces the replica's `.meta` atomically: [`stage_meta`], then
 /// [`publish_meta`].
-pub(super) fn write_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
+pub(super) fn write_meta(dir: &Disk, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
     stage_meta(dir, id, meta)?;
     publish_meta(dir, id)
 }
 
 /// Writes `meta` to the replica's temporary `.meta.tmp` and fsyncs it. A
 /// staged meta is nothing yet: the store's open removes one left by a crash.
-pub(super) fn stage_meta(dir: &Path, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
+pub(super) fn stage_meta(dir: &Disk, id: u64, meta: &ReplicaMeta) -> Result<(), StoreError> {
     let bytes = meta.encode();
-    let f = File::create(meta_tmp_path(dir, id))?;
+    let f = dir.create(&meta_tmp_path(dir, id))?;
     f.write_all_at(&bytes, 0)?;
     f.sync_all()?;
     Ok(())
 }
 
 /// Renames the staged meta over the replica's `.meta` and fsyncs the
-/// directory: from then on the replica is at the staged version.
-pub(super) fn publish_meta(dir: &Path, id: u64) -> Result<(), StoreError> {
-    std::fs::rename(meta_tmp_path(dir, id), meta_path(dir, id))?;
-    File::open(dir)?.sync_all()?;
+/// directory: from then on the replica is at the staged version. The old
+/// `.meta`'s inode is kept as a spare (see [`Disk::rename_over`]).
+pub(super) fn publish_meta(dir: &Disk, id: u64) -> Result<(), StoreError> {
+    dir.rename_over(&meta_tmp_path(dir, id), &meta_path(dir, id))?;
+    File::open(&**dir)?.sync_all()?;
     Ok(())
 }
 
@@ -55,7 +57,8 @@ pub(super) fn crcs_from_file(f: &File, len: u64, blocks: std::ops::Range<u64>) -
     Ok(out)
 }
 
-/// Removes a file, ignoring that it is already gone.
+/// Removes a file, ignoring that it is already gone (an unlink: see
+/// [`Disk::remove`] for the removal that keeps the inode).
 pub(super) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
@@ -107,7 +110,7 @@ pub(super) fn read_verified(
 /// belong to neither version. `undo_left` lists the replica's records; the
 /// result keeps those the old version still has.
 pub(super) fn roll_back(
-    dir: &Path,
+    dir: &Disk,
     id: u64,
     undo_left: &[u64],
     u: &undo::Undo,
@@ -124,19 +127,19 @@ pub(super) fn roll_back(
         .map(|m| ReplicaMeta { undo: undo_left.iter().copied().filter(|v| *v <= m.version).collect(), ..m.clone() });
     match &old {
         Some(m) => write_meta(dir, id, m)?,
-        None => remove_if_present(&meta_path(dir, id))?,
+        None => dir.remove(&meta_path(dir, id))?,
     }
     let data = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(data_path(dir, id))?;
     undo::restore(&data, u)?;
     if old.is_none() {
-        remove_if_present(&data_path(dir, id))?;
+        dir.remove(&data_path(dir, id))?;
         // A meta staged by a finish that failed half-way (see `stage_meta`):
         // harmless, and the next open removes it, so a failure here only
         // warns.
-        if let Err(e) = remove_if_present(&meta_tmp_path(dir, id)) {
+        if let Err(e) = dir.remove(&meta_tmp_path(dir, id)) {
             tracing::warn!(chunk_id = id, error = %e, "could not remove a staged meta; the next open will");
         }
     }
-    remove_if_present(&undo::undo_path(dir, id, u.version))?;
+    dir.remove(&undo::undo_path(dir, id, u.version))?;
     Ok(old)
 }

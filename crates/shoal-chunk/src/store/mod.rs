@@ -79,10 +79,11 @@ mod files;
 mod recovery;
 mod session;
 mod space;
+mod spare;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -93,9 +94,10 @@ pub use crate::format::ReplicaMeta;
 use crate::format::{data_path, meta_path};
 use crate::metric_names;
 use crate::undo;
-use files::{read_verified, remove_if_present, roll_back};
+use files::{read_verified, roll_back};
 pub use session::WriteSession;
 use space::Space;
+use spare::Disk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,7 +152,7 @@ struct Replica {
 
 /// The chunk replicas of one server.
 pub struct ChunkStore {
-    dir: PathBuf,
+    dir: Arc<Disk>,
     chunk_size_max_bytes: u64,
     space: Space,
     replicas: Mutex<HashMap<u64, Replica>>,
@@ -192,8 +194,7 @@ impl ChunkStore {
     /// undoing writes that a crash interrupted (see [`recovery`]). A replica
     /// whose meta is unreadable is set aside as `*.bad`.
     pub fn open(dir: &Path, capacity_bytes: u64, chunk_size_max_bytes: u64) -> Result<ChunkStore, StoreError> {
-        let dir = dir.join("chunks");
-        std::fs::create_dir_all(&dir)?;
+        let dir = Arc::new(Disk::open(dir)?);
         let recovered = recovery::recover_dir(&dir)?;
         let used = recovered.values().map(|m| m.len).sum();
         let replicas = recovered
@@ -321,7 +322,7 @@ impl ChunkStore {
                 && let Some(m) = meta.take()
             {
                 remove_replica_files(&dir, id, &m.undo)?;
-                std::fs::File::open(&dir)?.sync_all()?;
+                std::fs::File::open(&**dir)?.sync_all()?;
             }
             // Roll back what was never committed, newest first.
             while let Some(m) = meta.as_ref().filter(|m| m.version > base) {
@@ -334,7 +335,7 @@ impl ChunkStore {
             // Records of committed versions are no longer needed.
             if let Some(m) = meta.as_mut() {
                 for v in m.undo.iter().filter(|v| **v <= base) {
-                    remove_if_present(&undo::undo_path(&dir, id, *v))?;
+                    dir.remove(&undo::undo_path(&dir, id, *v))?;
                 }
                 m.undo.retain(|v| *v > base);
                 // Every record left is of a version past the base, and none is
@@ -348,12 +349,17 @@ impl ChunkStore {
             if meta.as_ref().map_or(0, |m| m.version) != base {
                 return Ok((meta, None));
             }
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(data_path(&dir, id))?;
+            // A new replica's data file may be a spare inode (see `spare`);
+            // the bytes of an existing one are kept.
+            let file = match meta {
+                None => dir.create(&data_path(&dir, id))?,
+                Some(_) => std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(data_path(&dir, id))?,
+            };
             Ok((meta, Some(file)))
         })
         .await?;
@@ -482,15 +488,7 @@ impl ChunkStore {
         }
         self.remove_replica(id, &mut guard).await?;
         let dir = self.dir.clone();
-        let file = blocking(move || {
-            Ok(std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(data_path(&dir, id))?)
-        })
-        .await?;
+        let file = blocking(move || Ok(dir.create(&data_path(&dir, id))?)).await?;
         Ok(WriteSession::new(self.clone(), id, version, guard, file, 0))
     }
 
@@ -534,6 +532,11 @@ impl ChunkStore {
         assert_eq!(self.space.used(), sum, "used bytes against the sum of replica lengths");
     }
 
+    /// Spare inodes ready for the next files made (see [`spare`]).
+    pub fn spare_files(&self) -> usize {
+        self.dir.spares()
+    }
+
     /// The directory holding the replica files.
     pub fn chunk_dir(&self) -> &Path {
         &self.dir
@@ -542,11 +545,11 @@ impl ChunkStore {
 
 /// Removes a replica's files: meta first, so a crash part-way leaves a
 /// data file or records without a meta, which the next open removes.
-fn remove_replica_files(dir: &Path, id: u64, undo: &[u64]) -> Result<(), StoreError> {
-    remove_if_present(&meta_path(dir, id))?;
-    remove_if_present(&data_path(dir, id))?;
+fn remove_replica_files(dir: &Disk, id: u64, undo: &[u64]) -> Result<(), StoreError> {
+    dir.remove(&meta_path(dir, id))?;
+    dir.remove(&data_path(dir, id))?;
     for v in undo {
-        remove_if_present(&undo::undo_path(dir, id, *v))?;
+        dir.remove(&undo::undo_path(dir, id, *v))?;
     }
     Ok(())
 }
@@ -673,6 +676,48 @@ mod tests {
         s.delete(3).await.unwrap();
         assert_eq!(s.used_bytes(), 0);
         assert!(matches!(s.read(3, 0, 1, 0).await, Err(StoreError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn removed_replica_files_are_reused_for_new_ones_and_read_back_right() {
+        use std::os::unix::fs::MetadataExt;
+        let (d, s) = store(u64::MAX).await;
+        let ino = |name: &str| std::fs::metadata(d.path().join("chunks").join(name)).unwrap().ino();
+        let mut w = s.begin_write(3, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![7u8; 200_000])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        let (data3, meta3) = (ino("0000000000000003.data"), ino("0000000000000003.meta"));
+        // An overwrite replaces the meta by a rename: the inode it frees is kept.
+        let mut w = s.begin_write(3, 2, 1).await.unwrap();
+        w.write_at(0, Bytes::from(vec![8u8; 10])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.spare_files(), 1, "the old meta");
+        s.delete(3).await.unwrap();
+        // Data, meta and the overwrite's undo record (version 2 is not known committed).
+        assert_eq!(s.spare_files(), 4);
+        let spare: Vec<u64> = std::fs::read_dir(d.path().join("spare"))
+            .unwrap()
+            .map(|e| {
+                let m = e.unwrap().metadata().unwrap();
+                assert_eq!(m.len(), 0, "a spare holds nothing");
+                m.ino()
+            })
+            .collect();
+        assert!(spare.contains(&data3) && spare.contains(&meta3), "{spare:?}");
+        assert_eq!(s.used_bytes(), 0);
+        // A new replica is made of spares, and holds exactly what was written.
+        let mut w = s.begin_write(4, 1, 0).await.unwrap();
+        w.write_at(0, Bytes::from(vec![9u8; 5])).await.unwrap();
+        w.finish(None, false).await.unwrap();
+        assert_eq!(s.spare_files(), 2, "its data file and its staged meta");
+        assert_eq!(s.read(4, 0, u64::MAX, 1).await.unwrap(), vec![9u8; 5]);
+        assert_eq!(std::fs::metadata(d.path().join("chunks/0000000000000004.data")).unwrap().len(), 5);
+        s.assert_accounting();
+        // And a reopened store sees the same replica and the same spares.
+        drop(s);
+        let s = ChunkStore::open(d.path(), u64::MAX, 4 << 20).unwrap();
+        assert_eq!(s.list(), vec![(4, 1)]);
+        assert_eq!(s.spare_files(), 2);
     }
 
     fn original() -> Vec<u8> {

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::StoreError;
-use super::files::{remove_if_present, roll_back};
+use super::files::roll_back;
+use super::spare::Disk;
 use crate::format::{self, ReplicaMeta, data_path, meta_bad_path, meta_path};
 use crate::undo;
 
@@ -27,9 +28,9 @@ struct Found {
 }
 
 /// Scans `dir` and recovers every replica in it; returns those that remain.
-pub(super) fn recover_dir(dir: &Path) -> Result<HashMap<u64, ReplicaMeta>, StoreError> {
+pub(super) fn recover_dir(dir: &Disk) -> Result<HashMap<u64, ReplicaMeta>, StoreError> {
     let mut found: HashMap<u64, Found> = HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in std::fs::read_dir(&**dir)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if let Some((id, version)) = undo::parse_undo_name(&name) {
             refuse_newer(&undo::undo_path(dir, id, version), undo::newer_format, undo::UNDO_FORMAT)?;
@@ -39,7 +40,7 @@ pub(super) fn recover_dir(dir: &Path) -> Result<HashMap<u64, ReplicaMeta>, Store
         } else if name.ends_with(".meta.tmp") {
             // A meta write that died before its rename: the old meta (or
             // none) still stands.
-            remove_if_present(&dir.join(&name))?;
+            dir.remove(&dir.join(&name))?;
         } else if let Some(id) = format::parse_meta_name(&name) {
             refuse_newer(&meta_path(dir, id), ReplicaMeta::newer_format, format::META_FORMAT)?;
             match std::fs::read(meta_path(dir, id)).ok().and_then(|b| ReplicaMeta::decode(&b)) {
@@ -81,7 +82,7 @@ fn refuse_newer(path: &Path, newer: fn(&[u8]) -> Option<u32>, known: u32) -> Res
 /// crashed before its finish and cuts bytes past the meta's length. `undo`
 /// lists the versions with a record on disk.
 fn recover(
-    dir: &Path,
+    dir: &Disk,
     id: u64,
     meta: Option<ReplicaMeta>,
     mut undo: Vec<u64>,
@@ -93,9 +94,9 @@ fn recover(
         // aside as unreadable. Nothing of the replica is trusted; rolling a
         // record back would bring it back at an older version.
         for v in &undo {
-            remove_if_present(&undo::undo_path(dir, id, *v))?;
+            dir.remove(&undo::undo_path(dir, id, *v))?;
         }
-        remove_if_present(&data_path(dir, id))?;
+        dir.remove(&data_path(dir, id))?;
         return Ok(None);
     };
     let current = meta.version;
@@ -112,7 +113,7 @@ fn recover(
                         // the replica; meta copies the chunk back.
                         tracing::error!(chunk_id = id, version = v, current, "first-write undo record beside a meta");
                         for v in undo.iter().filter(|w| **w < *v) {
-                            remove_if_present(&undo::undo_path(dir, id, *v))?;
+                            dir.remove(&undo::undo_path(dir, id, *v))?;
                         }
                         return Ok(None);
                     }
@@ -120,7 +121,7 @@ fn recover(
             }
             None => {
                 tracing::warn!(chunk_id = id, version = v, "dropping a torn undo record");
-                remove_if_present(&undo::undo_path(dir, id, *v))?;
+                dir.remove(&undo::undo_path(dir, id, *v))?;
             }
         }
     }

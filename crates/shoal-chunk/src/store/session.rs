@@ -31,7 +31,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -40,6 +39,7 @@ use shoal_core::checksum::{BLOCK_SIZE_BYTES, blocks_covering};
 use tokio::sync::OwnedRwLockWriteGuard;
 
 use super::files::{crcs_from_file, publish_meta, roll_back, stage_meta};
+use super::spare::Disk;
 use super::{ChunkStore, StoreError, blocking};
 use crate::format::ReplicaMeta;
 use crate::metric_names;
@@ -129,7 +129,12 @@ impl WriteSession {
             return Ok(u.clone());
         }
         let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.old().clone());
-        let w = self.io(move || Ok(UndoWriter::create(&dir, id, version, old.as_ref())?)).await?;
+        let w = self
+            .io(move || {
+                let file = dir.create(&undo::undo_path(&dir, id, version))?;
+                Ok(UndoWriter::create(file, &dir, version, old.as_ref())?)
+            })
+            .await?;
         let w = Arc::new(Mutex::new(w));
         self.undo = Some(w.clone());
         Ok(w)
@@ -414,7 +419,7 @@ fn close(gate: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
 
 /// Undoes a session's version on disk; returns the replica as restored.
 fn undo_on_disk(
-    dir: &Path,
+    dir: &Disk,
     id: u64,
     version: u64,
     had_record: bool,

@@ -151,6 +151,7 @@ const CHUNK: &[(&str, SampleType)] = &[
     ("shoal_chunk_disk_free_bytes", Gauge),
     ("shoal_chunk_disk_capacity_bytes", Gauge),
     ("shoal_chunk_replicas", Gauge),
+    ("shoal_chunk_spare_files", Gauge),
     ("shoal_chunk_scrub_verified_bytes_total", Counter),
     ("shoal_chunk_scrub_passes_total", Counter),
     ("shoal_chunk_scrub_pass_progress_ratio", Gauge),
