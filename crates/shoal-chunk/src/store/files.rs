@@ -39,7 +39,6 @@ pub(super) fn stage_meta(dir: &Disk, id: u64, meta: &ReplicaMeta) -> Result<(), 
 /// `.meta`'s inode is kept as a spare (see [`Disk::rename_over`]).
 pub(super) fn publish_meta(dir: &Disk, id: u64) -> Result<(), StoreError> {
     dir.rename_over(&meta_tmp_path(dir, id), &meta_path(dir, id))?;
-    File::open(&**dir)?.sync_all()?;
     Ok(())
 }
 

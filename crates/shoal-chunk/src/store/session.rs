@@ -131,7 +131,8 @@ impl WriteSession {
         let (dir, id, version, old) = (self.store.dir.clone(), self.id, self.version, self.old().clone());
         let w = self
             .io(move || {
-                let file = dir.create(&undo::undo_path(&dir, id, version))?;
+                // A new inode, never a spare: recovery reads undo records.
+                let file = std::fs::File::create(undo::undo_path(&dir, id, version))?;
                 Ok(UndoWriter::create(file, &dir, version, old.as_ref())?)
             })
             .await?;

@@ -1,34 +1,45 @@
 //! The store's directory, with spare inodes: files the store removes are
-//! emptied and kept under `DIR/spare/`, and the next file it makes is one
-//! of them renamed into place.
+//! emptied and kept under `DIR/spare/`, and the next data file or staged
+//! `.meta` it makes is one of them renamed into place.
 //!
 //! Why: every new replica makes two files (its data and its `.meta`), and a
 //! busy server removes as many. On ext4 without a journal (this project's
 //! machines), making an inode skips, one by one, every inode of its block
-//! group freed in the last half minute (the kernel's `recently_deleted`),
+//! group freed in the last tens of seconds (the kernel's `recently_deleted`),
 //! so with files coming and going each new file costs time in proportion to
 //! the files just removed. A profile of `small-write` on a cluster still
 //! deleting the previous run's files had a fifth of all CPU there. A
 //! renamed spare allocates no inode and frees none.
 //!
-//! Rules:
-//! - A spare is empty (its blocks go back to the file system when it is
-//!   retired) and named by a number in `spare/`. Nothing in `spare/` is a
-//!   replica: recovery never looks there.
-//! - A file made from a spare is opened with `O_TRUNC` at once, so it is as
-//!   empty as a new one; a crash between the rename and the open leaves a
-//!   file that recovery treats as any other leftover (a data file without a
-//!   `.meta`, a `.meta.tmp`) and removes.
-//! - At most [`SPARES_MAX`] are kept; past that a removal is an unlink.
+//! The kernel holds freed inodes back for a reason: without a journal, a
+//! crash can bring back a directory entry whose removal was not yet on
+//! disk, and it must not then name an inode that holds another file's
+//! bytes. So a spare follows the same rule, by its own means:
+//! - A removed file is renamed into `spare/` and emptied, but becomes ready
+//!   for reuse only after the next fsync of `chunks/` ([`Disk::sync`]) that
+//!   began after the rename: until then it is *pending*. The fsync that
+//!   makes each new `.meta` durable is that sync, so a busy server promotes
+//!   its pending spares on every write.
 //! - A file replaced by a rename ([`Disk::rename_over`]) is kept by a second
-//!   name made before the rename, and becomes a spare only after it.
-//! - When the store opens, a spare with another name (a crash between that
-//!   link and the rename) loses its spare name, and a spare that is not
-//!   empty is emptied.
+//!   name made before the rename, and is emptied and made ready only after
+//!   the rename and the fsync of `chunks/` that makes it durable: before
+//!   that, a crash could bring back the old name.
+//! - A file made from a spare is opened with `O_TRUNC` at once, so it is as
+//!   empty as a new one. Only data files and staged metas are made from
+//!   spares, and a crash before they count leaves what recovery removes
+//!   anyway (a data file without a `.meta`, a `.meta.tmp`), whatever bytes
+//!   it holds. Undo records, which recovery reads, are always new inodes.
+//! - Nothing in `spare/` is a replica: recovery never looks there. At most
+//!   [`SPARES_MAX`] are kept; past that a removal is an unlink.
+//! - When the store opens, a spare whose inode a file in `chunks/` also
+//!   names (a crash undid a rename out of `spare/` only in part) is left
+//!   alone and not used, or, if its link count shows both names, loses its
+//!   spare name; any other spare is emptied and ready.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +56,8 @@ pub(super) struct Disk {
     spare_dir: PathBuf,
     /// Names (numbers) of the spares ready in `spare_dir`.
     free: Mutex<Vec<u64>>,
+    /// Spares whose removal from `chunks/` may not be on disk yet.
+    pending: Mutex<Vec<u64>>,
     /// The next number to name a spare by.
     next: AtomicU64,
 }
@@ -72,39 +85,60 @@ impl Disk {
         std::fs::create_dir_all(&spare_dir)?;
         let mut free = Vec::new();
         let mut next = 0;
+        let mut live: Option<HashSet<u64>> = None;
         for entry in std::fs::read_dir(&spare_dir)? {
             let entry = entry?;
             let path = entry.path();
-            let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
-                // Not ours (or a number too large): a spare is never anything else.
+            // Only names this store gives: canonical decimal numbers.
+            let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok().filter(|n| n.to_string() == s))
+            else {
                 continue;
             };
+            next = next.max(n.saturating_add(1));
             let meta = std::fs::symlink_metadata(&path)?;
-            if !meta.is_file() || meta.nlink() > 1 || free.len() >= SPARES_MAX {
+            if !meta.is_file() {
+                continue;
+            }
+            // The inodes `chunks/` names, read once (the entries carry them).
+            let live = match &mut live {
+                Some(l) => l,
+                None => live.insert(
+                    std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.ino())).collect::<io::Result<HashSet<u64>>>()?,
+                ),
+            };
+            if live.contains(&meta.ino()) {
+                if meta.nlink() > 1 {
+                    super::files::remove_if_present(&path).map_err(into_io)?;
+                } else {
+                    tracing::warn!(spare = %path.display(), "a spare is also named in chunks/ with one link; leaving it (fsck the file system)");
+                }
+                continue;
+            }
+            if free.len() >= SPARES_MAX || n == u64::MAX {
                 super::files::remove_if_present(&path).map_err(into_io)?;
                 continue;
             }
             if meta.len() > 0 {
                 OpenOptions::new().write(true).open(&path)?.set_len(0)?;
             }
-            next = next.max(n + 1);
             free.push(n);
         }
-        Ok(Disk { dir, spare_dir, free: Mutex::new(free), next: AtomicU64::new(next) })
+        Ok(Disk { dir, spare_dir, free: Mutex::new(free), pending: Mutex::default(), next: AtomicU64::new(next) })
     }
 
-    /// Spares ready now.
+    /// Spares kept now, ready or pending.
     pub(super) fn spares(&self) -> usize {
-        self.free.lock().expect("spare lock").len()
+        self.free.lock().expect("spare lock").len() + self.pending.lock().expect("spare lock").len()
     }
 
     /// Makes an empty file at `path` (replacing any file there), for reading
-    /// and writing: a spare renamed into place when there is one, else a new
-    /// file.
+    /// and writing: a ready spare renamed into place when there is one, else
+    /// a new file. Only for files recovery removes if a crash finds them
+    /// before they count (see the module's rules).
     pub(super) fn create(&self, path: &Path) -> io::Result<File> {
         loop {
             let Some(n) = self.free.lock().expect("spare lock").pop() else { break };
-            match std::fs::rename(self.spare_dir.join(n.to_string()), path) {
+            match std::fs::rename(self.spare_path(n), path) {
                 Ok(()) => break,
                 // Gone behind our back: try the next one.
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -118,29 +152,40 @@ impl Disk {
     }
 
     /// Removes the file at `path`, ignoring that it is already gone: keeps
-    /// its inode, emptied, as a spare while there is room.
+    /// its inode, emptied, as a pending spare while there is room.
     pub(super) fn remove(&self, path: &Path) -> Result<(), StoreError> {
         let Some(n) = self.reserve_name() else {
             return super::files::remove_if_present(path);
         };
-        let spare = self.spare_dir.join(n.to_string());
-        match std::fs::rename(path, &spare) {
+        match std::fs::rename(path, self.spare_path(n)) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             // A file the store can't move (another file system, a
             // directory in the way): remove it as before.
             Err(_) => return super::files::remove_if_present(path),
         }
-        self.settle(n, &spare);
+        if self.empty(n) {
+            self.pending.lock().expect("spare lock").push(n);
+        }
         Ok(())
     }
 
-    /// Renames `from` over `to`, keeping the inode this frees (if there was
-    /// a file at `to`) as a spare: a second name for it is made first, and
-    /// it becomes a spare (emptied) only once the rename has left that name
-    /// its only one, so nothing ever empties or reuses the live file.
+    /// Fsyncs `chunks/`; the spares pending when it began are then ready.
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let removed = std::mem::take(&mut *self.pending.lock().expect("spare lock"));
+        let synced = File::open(&self.dir).and_then(|d| d.sync_all());
+        let into = if synced.is_ok() { &self.free } else { &self.pending };
+        into.lock().expect("spare lock").extend(removed);
+        synced
+    }
+
+    /// Renames `from` over `to` and makes that durable ([`Disk::sync`]),
+    /// keeping the inode this frees (if there was a file at `to`) as a spare:
+    /// a second name for it is made first, and it is emptied and made ready
+    /// only once the synced rename has left that name its only one, so
+    /// nothing ever empties or reuses a file a crash could bring back.
     pub(super) fn rename_over(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let kept = self.reserve_name().filter(|n| match std::fs::hard_link(to, self.spare_dir.join(n.to_string())) {
+        let kept = self.reserve_name().filter(|n| match std::fs::hard_link(to, self.spare_path(*n)) {
             Ok(()) => true,
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => {
@@ -148,18 +193,26 @@ impl Disk {
                 false
             }
         });
-        let renamed = std::fs::rename(from, to);
+        let done = std::fs::rename(from, to).and_then(|()| self.sync());
         if let Some(n) = kept {
-            let spare = self.spare_dir.join(n.to_string());
-            match renamed {
-                Ok(()) => self.settle(n, &spare),
-                // `to` still names the inode: drop only the second name.
+            match done {
+                Ok(()) => {
+                    if self.empty(n) {
+                        self.free.lock().expect("spare lock").push(n);
+                    }
+                }
+                // Not known durable: drop the second name (the inode stays
+                // `to`'s, or goes if the rename is done).
                 Err(_) => {
-                    let _ = std::fs::remove_file(&spare);
+                    let _ = std::fs::remove_file(self.spare_path(n));
                 }
             }
         }
-        renamed
+        done
+    }
+
+    fn spare_path(&self, n: u64) -> PathBuf {
+        self.spare_dir.join(n.to_string())
     }
 
     /// A number for a new spare, or None when the store keeps enough.
@@ -167,15 +220,17 @@ impl Disk {
         (self.spares() < SPARES_MAX).then(|| self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Empties the spare just named `n` and makes it ready; one that can't
-    /// be emptied is removed.
-    fn settle(&self, n: u64, spare: &Path) {
-        if let Err(e) = OpenOptions::new().write(true).open(spare).and_then(|f| f.set_len(0)) {
-            tracing::warn!(spare = n, error = %e, "could not empty a spare inode; removing it");
-            let _ = std::fs::remove_file(spare);
-            return;
+    /// Empties spare `n`; one that can't be emptied is removed (false).
+    fn empty(&self, n: u64) -> bool {
+        let spare = self.spare_path(n);
+        match OpenOptions::new().write(true).open(&spare).and_then(|f| f.set_len(0)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(spare = n, error = %e, "could not empty a spare inode; removing it");
+                let _ = std::fs::remove_file(&spare);
+                false
+            }
         }
-        self.free.lock().expect("spare lock").push(n);
     }
 }
 
@@ -199,13 +254,17 @@ mod tests {
         v
     }
 
+    fn ino(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().ino()
+    }
+
     #[test]
-    fn a_removed_file_comes_back_empty_as_the_next_file_made() {
+    fn a_removed_file_is_reused_empty_only_after_a_sync_of_its_directory() {
         let d = tempfile::tempdir().unwrap();
         let disk = Disk::open(d.path()).unwrap();
         let a = disk.join("a");
         std::fs::write(&a, b"some bytes").unwrap();
-        let ino = std::fs::metadata(&a).unwrap().ino();
+        let a_ino = ino(&a);
         disk.remove(&a).unwrap();
         assert!(!a.exists());
         assert_eq!(disk.spares(), 1);
@@ -213,51 +272,59 @@ mod tests {
         // Removing what is not there is fine, and changes nothing.
         disk.remove(&a).unwrap();
         assert_eq!(disk.spares(), 1);
-
+        // Pending: a crash could still bring `a` back, so it is not reused yet.
         let b = disk.join("b");
-        let mut f = disk.create(&b).unwrap();
-        assert_eq!(std::fs::metadata(&b).unwrap().ino(), ino, "the spare's inode is reused");
+        disk.create(&b).unwrap();
+        assert_ne!(ino(&b), a_ino, "a pending spare is not reused");
+        assert_eq!(disk.spares(), 1);
+
+        disk.sync().unwrap();
+        // Even a spare that somehow holds bytes comes back empty.
+        std::fs::write(d.path().join("spare/0"), b"stray bytes").unwrap();
+        let c = disk.join("c");
+        let mut f = disk.create(&c).unwrap();
+        assert_eq!(ino(&c), a_ino, "a ready spare is reused");
         assert_eq!(f.metadata().unwrap().len(), 0);
         f.write_all(b"new").unwrap();
-        assert_eq!(std::fs::read(&b).unwrap(), b"new");
+        assert_eq!(std::fs::read(&c).unwrap(), b"new");
         assert_eq!(disk.spares(), 0);
         assert!(names(&d.path().join("spare")).is_empty());
-        // With no spare left, a new file is made.
-        let c = disk.join("c");
-        disk.create(&c).unwrap();
-        assert_ne!(std::fs::metadata(&c).unwrap().ino(), ino);
     }
 
     #[test]
-    fn a_file_made_over_another_replaces_it_and_a_replaced_inode_is_kept() {
+    fn a_rename_over_a_file_keeps_its_inode_once_the_rename_is_synced() {
         let d = tempfile::tempdir().unwrap();
         let disk = Disk::open(d.path()).unwrap();
         let (old, tmp) = (disk.join("x.meta"), disk.join("x.meta.tmp"));
         std::fs::write(&old, b"old meta").unwrap();
-        let old_ino = std::fs::metadata(&old).unwrap().ino();
+        let old_ino = ino(&old);
         std::fs::write(&tmp, b"stale").unwrap();
         let mut f = disk.create(&tmp).unwrap();
         f.write_all(b"new meta").unwrap();
         disk.rename_over(&tmp, &old).unwrap();
         assert_eq!(std::fs::read(&old).unwrap(), b"new meta");
-        assert_eq!(disk.spares(), 1);
         let spare = d.path().join("spare/0");
-        assert_eq!(std::fs::metadata(&spare).unwrap().ino(), old_ino, "the replaced inode became the spare");
+        assert_eq!(ino(&spare), old_ino, "the replaced inode became the spare");
         assert_eq!(std::fs::metadata(&spare).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(&spare).unwrap().nlink(), 1);
+        // Synced by the rename itself: ready at once.
+        let y = disk.join("y.data");
+        disk.create(&y).unwrap();
+        assert_eq!(ino(&y), old_ino);
         // A rename that fails keeps the file it would have replaced whole,
         // and makes no spare of it.
         assert!(disk.rename_over(&disk.join("absent.tmp"), &old).is_err());
         assert_eq!(std::fs::read(&old).unwrap(), b"new meta");
-        assert_eq!(disk.spares(), 1);
-        assert_eq!(names(&d.path().join("spare")), ["0"]);
+        assert_eq!(disk.spares(), 0);
+        assert!(names(&d.path().join("spare")).is_empty());
         // Nothing at the target: nothing kept.
         std::fs::write(&tmp, b"x").unwrap();
         disk.rename_over(&tmp, &disk.join("fresh.meta")).unwrap();
-        assert_eq!(disk.spares(), 1);
+        assert_eq!(disk.spares(), 0);
     }
 
     #[test]
-    fn open_mends_spares_a_crash_left_and_keeps_the_rest() {
+    fn open_mends_spares_a_crash_left_and_touches_nothing_else() {
         let d = tempfile::tempdir().unwrap();
         let spare = d.path().join("spare");
         std::fs::create_dir_all(&spare).unwrap();
@@ -269,14 +336,18 @@ mod tests {
         let meta = d.path().join("chunks/0000000000000001.meta");
         std::fs::write(&meta, b"a live meta").unwrap();
         std::fs::hard_link(&meta, spare.join("9")).unwrap();
+        // Not ours: left alone, never used.
         std::fs::write(spare.join("not-a-spare"), b"x").unwrap();
+        std::fs::write(spare.join("+5"), b"x").unwrap();
+        std::fs::create_dir(spare.join("11")).unwrap();
         let disk = Disk::open(d.path()).unwrap();
         assert_eq!(disk.spares(), 2);
         assert_eq!(std::fs::read(&meta).unwrap(), b"a live meta");
         assert_eq!(std::fs::metadata(spare.join("3")).unwrap().len(), 0);
-        assert_eq!(names(&spare), ["3", "7", "not-a-spare"]);
+        assert_eq!(names(&spare), ["+5", "11", "3", "7", "not-a-spare"]);
         // New names never collide with those found.
         disk.remove(&meta).unwrap();
-        assert_eq!(names(&spare), ["3", "7", "8", "not-a-spare"]);
+        assert!(spare.join("12").exists());
+        assert_eq!(std::fs::read(d.path().join("spare/+5")).unwrap(), b"x");
     }
 }
