@@ -489,7 +489,13 @@ impl ChunkStore {
         }
         self.remove_replica(id, &mut guard).await?;
         let dir = self.dir.clone();
-        let file = blocking(move || Ok(dir.create(&data_path(&dir, id))?)).await?;
+        // The old copy's removal is made durable first: a crash must not
+        // bring back its `.meta` beside a data file made from a spare.
+        let file = blocking(move || {
+            dir.sync()?;
+            Ok(dir.create(&data_path(&dir, id))?)
+        })
+        .await?;
         Ok(WriteSession::new(self.clone(), id, version, guard, file, 0))
     }
 
@@ -533,7 +539,8 @@ impl ChunkStore {
         assert_eq!(self.space.used(), sum, "used bytes against the sum of replica lengths");
     }
 
-    /// Spare inodes ready for the next files made (see [`spare`]).
+    /// Spare inodes kept for the next files made, ready or pending (see
+    /// [`spare`]).
     pub fn spare_files(&self) -> usize {
         self.dir.spares()
     }

@@ -28,15 +28,21 @@
 //!   empty as a new one. Only data files and staged metas are made from
 //!   spares, and a crash before they count leaves what recovery removes
 //!   anyway (a data file without a `.meta`, a `.meta.tmp`), whatever bytes
-//!   it holds. Undo records, which recovery reads, are always new inodes.
+//!   it holds; an install first makes its removal of the old copy durable,
+//!   so no old `.meta` can come back beside the new data file. Undo records,
+//!   which recovery reads, are always new inodes.
 //! - Nothing in `spare/` is a replica: recovery never looks there. At most
 //!   [`SPARES_MAX`] are kept; past that a removal is an unlink.
-//! - When the store opens, a spare whose inode a file in `chunks/` also
-//!   names (a crash undid a rename out of `spare/` only in part) is left
-//!   alone and not used, or, if its link count shows both names, loses its
-//!   spare name; any other spare is emptied and ready.
+//! - When the store opens, it first fsyncs `chunks/`, so whatever the last
+//!   run removed or renamed over there is durable. A spare is then used only
+//!   if its inode has no other name in `chunks/` or `spare/` and a link
+//!   count of 1 (`spare/` is never fsynced, so after a crash an inode may
+//!   keep a stale spare name beside its newer one); it is emptied and ready.
+//!   A spare name whose inode has other names, all of them counted by its
+//!   links, is removed; one whose names and links disagree is left alone,
+//!   unused.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
@@ -83,45 +89,61 @@ impl Disk {
         let spare_dir = root.join("spare");
         std::fs::create_dir_all(&dir)?;
         std::fs::create_dir_all(&spare_dir)?;
-        let mut free = Vec::new();
+        // What the last run removed from `chunks/` or renamed over there may
+        // still be only in the page cache: make it durable before any of
+        // those inodes is emptied or reused.
+        File::open(&dir)?.sync_all()?;
         let mut next = 0;
-        let mut live: Option<HashSet<u64>> = None;
+        let mut found = Vec::new();
         for entry in std::fs::read_dir(&spare_dir)? {
             let entry = entry?;
-            let path = entry.path();
             // Only names this store gives: canonical decimal numbers.
             let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok().filter(|n| n.to_string() == s))
             else {
                 continue;
             };
             next = next.max(n.saturating_add(1));
-            let meta = std::fs::symlink_metadata(&path)?;
-            if !meta.is_file() {
-                continue;
+            let meta = std::fs::symlink_metadata(entry.path())?;
+            if meta.is_file() && n < u64::MAX {
+                found.push((n, meta));
             }
-            // The inodes `chunks/` names, read once (the entries carry them).
-            let live = match &mut live {
-                Some(l) => l,
-                None => live.insert(
-                    std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.ino())).collect::<io::Result<HashSet<u64>>>()?,
-                ),
-            };
-            if live.contains(&meta.ino()) {
-                if meta.nlink() > 1 {
-                    super::files::remove_if_present(&path).map_err(into_io)?;
+        }
+        let mut free = Vec::new();
+        if !found.is_empty() {
+            // Names per inode, in `chunks/` and `spare/` (directory entries
+            // carry the inode number). `spare/` is never fsynced, so after a
+            // crash an inode may have a spare name beside its newer one.
+            let mut names: HashMap<u64, u64> = HashMap::new();
+            for e in std::fs::read_dir(&dir)? {
+                *names.entry(e?.ino()).or_default() += 1;
+            }
+            for (_, meta) in &found {
+                *names.entry(meta.ino()).or_default() += 1;
+            }
+            for (n, meta) in found {
+                let path = spare_dir.join(n.to_string());
+                let count = names.get_mut(&meta.ino()).expect("counted above");
+                if *count == 1 && meta.nlink() == 1 && free.len() < SPARES_MAX {
+                    if meta.len() > 0 {
+                        OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+                    }
+                    free.push(n);
+                } else if *count == 1 && meta.nlink() == 1 {
+                    std::fs::remove_file(&path)?;
+                } else if *count == meta.nlink() {
+                    // Every name is known, so dropping this one frees nothing
+                    // another name holds.
+                    std::fs::remove_file(&path)?;
+                    *count -= 1;
                 } else {
-                    tracing::warn!(spare = %path.display(), "a spare is also named in chunks/ with one link; leaving it (fsck the file system)");
+                    tracing::warn!(
+                        spare = %path.display(),
+                        names = *count,
+                        links = meta.nlink(),
+                        "a spare's inode has other names than its link count says; leaving it unused (fsck the file system)"
+                    );
                 }
-                continue;
             }
-            if free.len() >= SPARES_MAX || n == u64::MAX {
-                super::files::remove_if_present(&path).map_err(into_io)?;
-                continue;
-            }
-            if meta.len() > 0 {
-                OpenOptions::new().write(true).open(&path)?.set_len(0)?;
-            }
-            free.push(n);
         }
         Ok(Disk { dir, spare_dir, free: Mutex::new(free), pending: Mutex::default(), next: AtomicU64::new(next) })
     }
@@ -174,8 +196,16 @@ impl Disk {
     pub(super) fn sync(&self) -> io::Result<()> {
         let removed = std::mem::take(&mut *self.pending.lock().expect("spare lock"));
         let synced = File::open(&self.dir).and_then(|d| d.sync_all());
-        let into = if synced.is_ok() { &self.free } else { &self.pending };
-        into.lock().expect("spare lock").extend(removed);
+        match &synced {
+            Ok(()) => self.free.lock().expect("spare lock").extend(removed),
+            // After a failed fsync a later one may succeed without writing
+            // what this one lost: never reuse these.
+            Err(_) => {
+                for n in removed {
+                    let _ = std::fs::remove_file(self.spare_path(n));
+                }
+            }
+        }
         synced
     }
 
@@ -231,13 +261,6 @@ impl Disk {
                 false
             }
         }
-    }
-}
-
-fn into_io(e: StoreError) -> io::Error {
-    match e {
-        StoreError::Io(e) | StoreError::DiskFull(e) => e,
-        other => io::Error::other(other.to_string()),
     }
 }
 
@@ -340,14 +363,31 @@ mod tests {
         std::fs::write(spare.join("not-a-spare"), b"x").unwrap();
         std::fs::write(spare.join("+5"), b"x").unwrap();
         std::fs::create_dir(spare.join("11")).unwrap();
+        // One inode under two spare names (spare/ is never fsynced, so a
+        // crash can leave an old name beside a newer one): never handed out
+        // twice; here neither is used, and one name goes.
+        std::fs::write(spare.join("14"), b"").unwrap();
+        std::fs::hard_link(spare.join("14"), spare.join("15")).unwrap();
         let disk = Disk::open(d.path()).unwrap();
         assert_eq!(disk.spares(), 2);
         assert_eq!(std::fs::read(&meta).unwrap(), b"a live meta");
         assert_eq!(std::fs::metadata(spare.join("3")).unwrap().len(), 0);
-        assert_eq!(names(&spare), ["+5", "11", "3", "7", "not-a-spare"]);
+        let left = names(&spare);
+        assert_eq!(left.iter().filter(|n| *n == "14" || *n == "15").count(), 1, "{left:?}");
+        assert!(!left.contains(&"9".to_string()), "{left:?}");
+        for kept in ["+5", "11", "3", "7", "not-a-spare"] {
+            assert!(left.contains(&kept.to_string()), "{left:?}");
+        }
+        let mut made = Vec::new();
+        for i in 0..3 {
+            let p = disk.join(format!("new{i}"));
+            disk.create(&p).unwrap();
+            made.push(ino(&p));
+        }
+        assert!(made[0] != made[1] && made[1] != made[2] && made[0] != made[2], "no inode handed out twice");
         // New names never collide with those found.
         disk.remove(&meta).unwrap();
-        assert!(spare.join("12").exists());
+        assert!(spare.join("16").exists());
         assert_eq!(std::fs::read(d.path().join("spare/+5")).unwrap(), b"x");
     }
 }
