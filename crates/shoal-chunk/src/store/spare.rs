@@ -164,8 +164,10 @@ impl Disk {
                 Ok(()) => break,
                 // Gone behind our back: try the next one.
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                // Kept for later (a full disk, say); this file is made new.
                 Err(e) => {
                     tracing::warn!(spare = n, error = %e, "could not use a spare inode; making a new file");
+                    self.free.lock().expect("spare lock").push(n);
                     break;
                 }
             }
