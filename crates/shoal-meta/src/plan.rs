@@ -77,28 +77,52 @@ pub fn place_new_chunk(servers: &[ServerView], replication: u32, exclude: &[u64]
         .map_err(|e| FsError::NotEnoughServers { needed: e.needed, alive: e.alive })
 }
 
-/// The garbage chunks a heartbeat reply tells server `node` to delete: at
-/// most `max` of those pending on it, never one the chunk map lists there
-/// (defence in depth: the state machine never marks those), nor one a copy
-/// in flight to it is writing (`copying_in`: that copy's listing decides).
-pub fn heartbeat_deletes(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
-    let mut delete = delete_candidates(fs, node, copying_in, max);
+/// The garbage chunks a heartbeat reply tells server `node` to delete, of
+/// the `candidates` [`delete_candidates`] found: those still pending on it,
+/// never one the chunk map lists there (defence in depth: the state machine
+/// never marks those). Runs in a pass (it looks at every file).
+pub fn heartbeat_deletes(fs: &FsState, node: u64, candidates: &[u64]) -> Vec<u64> {
+    let mut delete: Vec<u64> =
+        candidates.iter().copied().filter(|c| fs.garbage.get(c).is_some_and(|h| h.contains(&node))).collect();
     let listed = fs.chunks_listed_on(node, &delete);
     delete.retain(|c| !listed.contains(c));
     delete
 }
 
-/// The garbage records [`heartbeat_deletes`] starts from, at most `max`:
-/// cheap, while the check against the files that follows is a pass over
-/// the whole namespace, needed only when there are any.
-pub fn delete_candidates(fs: &FsState, node: u64, copying_in: &HashSet<u64>, max: usize) -> Vec<u64> {
-    // Skip copies in flight before taking `max`, so they never use up the budget.
-    fs.garbage
-        .iter()
-        .filter(|(c, holders)| holders.contains(&node) && !copying_in.contains(&c))
-        .map(|(c, _)| c)
-        .take(max)
-        .collect()
+/// Garbage records [`delete_candidates`] looks at in one call, at most: it
+/// runs under the state's lock on every beat of every server, and garbage
+/// can be millions of records (a big delete, a dead server's share).
+pub const GARBAGE_SCAN_MAX: usize = 65_536;
+
+/// Up to `max` garbage records pending on `node`, none of them one a copy in
+/// flight to it is writing (`copying_in`: that copy's listing decides).
+/// Looks at no more than `scan` records: from key `*cursor` on, then from
+/// the first key (once round), and leaves `*cursor` after the last one it
+/// looked at. So a server with few records among many pending on others
+/// finds them over a few beats, each cheap, rather than in a pass over all
+/// of them under the lock on every beat.
+pub fn delete_candidates(
+    fs: &FsState,
+    node: u64,
+    copying_in: &HashSet<u64>,
+    max: usize,
+    cursor: &mut u64,
+    scan: usize,
+) -> Vec<u64> {
+    let from = *cursor;
+    let records = fs.garbage.iter_from(from).chain(fs.garbage.iter().take_while(move |(c, _)| *c < from));
+    let mut found = Vec::new();
+    for (c, holders) in records.take(scan) {
+        *cursor = c.saturating_add(1);
+        // Copies in flight are skipped before they count, so they never use up `max`.
+        if holders.contains(&node) && !copying_in.contains(&c) {
+            found.push(c);
+            if found.len() >= max {
+                break;
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -222,11 +246,47 @@ mod tests {
         }
         // Made up: garbage on a server that lists the chunk (the state machine never does this).
         st.garbage.get_or_insert_default(place.chunk).insert(1);
-        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 10), vec![70, 71, 72]);
-        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([71]), 10), vec![70, 72]);
-        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::new(), 2), vec![70, 71]);
+        let deletes = |node, copying: HashSet<u64>, max| {
+            let candidates = delete_candidates(&st, node, &copying, max, &mut 0, GARBAGE_SCAN_MAX);
+            heartbeat_deletes(&st, node, &candidates)
+        };
+        assert_eq!(deletes(3, HashSet::new(), 10), vec![70, 71, 72]);
+        assert_eq!(deletes(3, HashSet::from([71]), 10), vec![70, 72]);
+        assert_eq!(deletes(3, HashSet::new(), 2), vec![70, 71]);
         // A copy in flight does not use up the budget.
-        assert_eq!(heartbeat_deletes(&st, 3, &HashSet::from([70]), 2), vec![71, 72]);
-        assert!(heartbeat_deletes(&st, 1, &HashSet::new(), 10).is_empty());
+        assert_eq!(deletes(3, HashSet::from([70]), 2), vec![71, 72]);
+        assert!(deletes(1, HashSet::new(), 10).is_empty());
+        // A candidate no longer pending on the server (confirmed meanwhile) is not sent.
+        assert_eq!(heartbeat_deletes(&st, 3, &[70, 99]), vec![70]);
+    }
+
+    #[test]
+    fn each_beat_looks_at_a_bounded_run_of_garbage_and_the_next_goes_on_from_there() {
+        let mut st = FsState::default();
+        // 1,000 records pending on server 2, and three on server 3 among them.
+        for c in 0..1000 {
+            st.garbage.get_or_insert_default(c).insert(2);
+        }
+        for c in [100, 500, 900] {
+            st.garbage.get_or_insert_default(c).insert(3);
+        }
+        let none = HashSet::new();
+        let mut cursor = 0;
+        let mut beats = Vec::new();
+        for _ in 0..4 {
+            beats.push(delete_candidates(&st, 3, &none, 10, &mut cursor, 300));
+        }
+        // Records 0-299, 300-599, 600-899, then 900-999 and round to 0-199.
+        assert_eq!(beats, [vec![100], vec![500], vec![], vec![900, 100]], "300 records a beat, going round");
+        assert_eq!(cursor, 200, "after 0..1000 the scan went round to the start");
+        // Found enough: the cursor stops just after the last one taken.
+        let mut cursor = 950;
+        assert_eq!(delete_candidates(&st, 3, &none, 1, &mut cursor, 300), vec![100]);
+        assert_eq!(cursor, 101);
+        // With a scan as large as the garbage, one beat sees everything, whatever the start.
+        let mut cursor = 600;
+        assert_eq!(delete_candidates(&st, 3, &none, 10, &mut cursor, 2000), vec![900, 100, 500]);
+        let mut cursor = u64::MAX;
+        assert_eq!(delete_candidates(&st, 2, &none, 3, &mut cursor, 2000), vec![0, 1, 2]);
     }
 }

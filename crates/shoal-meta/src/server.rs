@@ -211,6 +211,7 @@ pub async fn start(config: &MetaConfig) -> anyhow::Result<Started> {
     let service = MetaService {
         capabilities,
         new_ids: Arc::new(crate::new_ids::IdPool::default()),
+        garbage_cursors: Default::default(),
         node: Node::new(raft.clone(), state, registry, config.read_lease),
         sessions,
         settings: Arc::new(ServiceSettings {

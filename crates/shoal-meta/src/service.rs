@@ -74,6 +74,10 @@ pub struct MetaService {
     /// Reserved chunk ids this leader hands out to files written before
     /// they are created (`PrepareNew`).
     pub new_ids: Arc<crate::new_ids::IdPool>,
+    /// Per chunk server, where the next beat's look through the garbage
+    /// records goes on from ([`plan::delete_candidates`]); this node's own,
+    /// not replicated (a new leader starts from the first record).
+    pub garbage_cursors: Arc<std::sync::Mutex<HashMap<u64, u64>>>,
 }
 
 type Reply<T> = Result<TonicResponse<T>, Status>;
@@ -1012,11 +1016,16 @@ impl MetaService {
     /// Most beats have none to check, found under the lock; the check of
     /// those there are is a pass.
     async fn heartbeat_deletes(&self, node: u64, copying_in: HashSet<u64>) -> Result<Vec<u64>, Status> {
-        let candidates = plan::delete_candidates(&self.node.state.read().fs, node, &copying_in, GARBAGE_PER_BEAT_MAX);
+        let candidates = {
+            let mut cursors = self.garbage_cursors.lock().expect("garbage cursor lock");
+            let cursor = cursors.entry(node).or_default();
+            let state = self.node.state.read();
+            plan::delete_candidates(&state.fs, node, &copying_in, GARBAGE_PER_BEAT_MAX, cursor, plan::GARBAGE_SCAN_MAX)
+        };
         if candidates.is_empty() {
             return Ok(candidates);
         }
-        self.pass(move |s| plan::heartbeat_deletes(s, node, &copying_in, GARBAGE_PER_BEAT_MAX)).await
+        self.pass(move |s| plan::heartbeat_deletes(s, node, &candidates)).await
     }
 
     /// [`crate::sm_store::SharedState::pass`] for a handler.

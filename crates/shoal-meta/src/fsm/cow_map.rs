@@ -189,19 +189,27 @@ impl<V: Clone> CowMap<V> {
         self.len == 0
     }
 
-    /// Every page with its number, in order.
-    fn pages(&self) -> impl Iterator<Item = (u64, &Page<V>)> + Clone + '_ {
-        self.groups.values().flat_map(|group| group.pages.iter().map(|(number, page)| (*number, &**page)))
+    /// Every page with its number, in order, from group `first` on.
+    fn pages_from(&self, first: u64) -> impl Iterator<Item = (u64, &Page<V>)> + Clone + '_ {
+        self.groups.range(first..).flat_map(|(_, group)| group.pages.iter().map(|(number, page)| (*number, &**page)))
     }
 
     /// Every value with its key, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + Clone + '_ {
-        self.pages().flat_map(|(number, page)| {
-            page.slots
-                .iter()
-                .enumerate()
-                .filter_map(move |(slot, value)| value.as_deref().map(|value| (number * PAGE + slot as u64, value)))
-        })
+        self.iter_from(0)
+    }
+
+    /// Every value with a key of `from` or more, with its key, in key order
+    /// (starting at `from`'s group: no walk over the keys before it).
+    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &V)> + Clone + '_ {
+        self.pages_from(from / PAGE / GROUP)
+            .flat_map(|(number, page)| {
+                page.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(slot, value)| value.as_deref().map(|value| (number * PAGE + slot as u64, value)))
+            })
+            .skip_while(move |(key, _)| *key < from)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = u64> + Clone + '_ {
@@ -243,7 +251,7 @@ impl<V: Clone> CowMap<V> {
 
     #[cfg(test)]
     pub fn page_count(&self) -> usize {
-        self.pages().count()
+        self.pages_from(0).count()
     }
 
     #[cfg(test)]
@@ -374,6 +382,23 @@ mod tests {
         assert_eq!(a.miscounted_pages(), (vec![], false));
         assert_eq!(a.remove(&0), None);
         assert_eq!(a.len(), keys.len() - PAGE as usize);
+    }
+
+    /// `iter_from` is `iter` without the keys before its start, wherever
+    /// that start falls: in a key, a gap, a page, a group, or past the end.
+    #[test]
+    fn iter_from_starts_at_the_first_key_not_before_it() {
+        let keys: Vec<u64> =
+            [0, 3, PAGE, PAGE + 5, GROUP * PAGE - 1, GROUP * PAGE, 3 * GROUP * PAGE + 2, u64::MAX - 1, u64::MAX].into();
+        let m: CowMap<u64> = keys.iter().map(|k| (*k, !*k)).collect();
+        let starts =
+            keys.iter().flat_map(|k| [k.saturating_sub(1), *k, k.saturating_add(1)]).chain([7, 2 * GROUP * PAGE]);
+        for from in starts {
+            let want: Vec<(u64, u64)> = m.iter().filter(|(k, _)| *k >= from).map(|(k, v)| (k, *v)).collect();
+            let got: Vec<(u64, u64)> = m.iter_from(from).map(|(k, v)| (k, *v)).collect();
+            assert_eq!(got, want, "from {from}");
+        }
+        assert_eq!(m.iter_from(0).count(), keys.len());
     }
 
     /// Random inserts, changes and removes over keys spanning a few groups
