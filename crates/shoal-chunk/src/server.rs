@@ -291,6 +291,9 @@ async fn heartbeat_loop(meta: Arc<MetaConn>, store: Arc<ChunkStore>, node_id: u6
             Err(e) => {
                 metrics::counter!(metric_names::HEARTBEATS_TOTAL, "result" => "failed").increment(1);
                 tracing::warn!("heartbeat failed: {e}");
+                // Confirm them on the next beat (meta ignores a confirmation
+                // it already has), rather than wait for meta to ask again.
+                deletes.done.lock().expect("deletes lock").extend(req.deleted);
             }
         }
     }

@@ -256,8 +256,10 @@ mod tests {
         // A copy in flight does not use up the budget.
         assert_eq!(deletes(3, HashSet::from([70]), 2), vec![71, 72]);
         assert!(deletes(1, HashSet::new(), 10).is_empty());
-        // A candidate no longer pending on the server (confirmed meanwhile) is not sent.
-        assert_eq!(heartbeat_deletes(&st, 3, &[70, 99]), vec![70]);
+        // A candidate no longer pending on the server (confirmed meanwhile,
+        // or pending only on another) is not sent.
+        st.garbage.get_or_insert_default(80).insert(2);
+        assert_eq!(heartbeat_deletes(&st, 3, &[70, 80, 99]), vec![70]);
     }
 
     #[test]

@@ -75,8 +75,9 @@ pub struct MetaService {
     /// they are created (`PrepareNew`).
     pub new_ids: Arc<crate::new_ids::IdPool>,
     /// Per chunk server, where the next beat's look through the garbage
-    /// records goes on from ([`plan::delete_candidates`]); this node's own,
-    /// not replicated (a new leader starts from the first record).
+    /// records goes on from ([`plan::delete_candidates`]); this process's
+    /// own, not replicated (a node leading for the first time starts from
+    /// the first record; one leading again goes on from where it was).
     pub garbage_cursors: Arc<std::sync::Mutex<HashMap<u64, u64>>>,
 }
 
@@ -1016,12 +1017,19 @@ impl MetaService {
     /// Most beats have none to check, found under the lock; the check of
     /// those there are is a pass.
     async fn heartbeat_deletes(&self, node: u64, copying_in: HashSet<u64>) -> Result<Vec<u64>, Status> {
-        let candidates = {
-            let mut cursors = self.garbage_cursors.lock().expect("garbage cursor lock");
-            let cursor = cursors.entry(node).or_default();
-            let state = self.node.state.read();
-            plan::delete_candidates(&state.fs, node, &copying_in, GARBAGE_PER_BEAT_MAX, cursor, plan::GARBAGE_SCAN_MAX)
-        };
+        // The cursor's lock is not held across the scan: beats of other
+        // servers must not queue behind it.
+        let mut cursor =
+            self.garbage_cursors.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied().unwrap_or(0);
+        let candidates = plan::delete_candidates(
+            &self.node.state.read().fs,
+            node,
+            &copying_in,
+            GARBAGE_PER_BEAT_MAX,
+            &mut cursor,
+            plan::GARBAGE_SCAN_MAX,
+        );
+        self.garbage_cursors.lock().unwrap_or_else(|e| e.into_inner()).insert(node, cursor);
         if candidates.is_empty() {
             return Ok(candidates);
         }
