@@ -30,7 +30,7 @@ struct Found {
 /// Scans `dir` and recovers every replica in it; returns those that remain.
 pub(super) fn recover_dir(dir: &Disk) -> Result<HashMap<u64, ReplicaMeta>, StoreError> {
     let mut found: HashMap<u64, Found> = HashMap::new();
-    for entry in std::fs::read_dir(&**dir)? {
+    for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if let Some((id, version)) = undo::parse_undo_name(&name) {
             refuse_newer(&undo::undo_path(dir, id, version), undo::newer_format, undo::UNDO_FORMAT)?;

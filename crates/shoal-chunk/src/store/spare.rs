@@ -123,13 +123,15 @@ impl Disk {
             for (n, meta) in found {
                 let path = spare_dir.join(n.to_string());
                 let count = names.get_mut(&meta.ino()).expect("counted above");
-                if *count == 1 && meta.nlink() == 1 && free.len() < SPARES_MAX {
-                    if meta.len() > 0 {
-                        OpenOptions::new().write(true).open(&path)?.set_len(0)?;
+                if *count == 1 && meta.nlink() == 1 {
+                    if free.len() >= SPARES_MAX {
+                        std::fs::remove_file(&path)?;
+                    } else {
+                        if meta.len() > 0 {
+                            truncate(&path)?;
+                        }
+                        free.push(n);
                     }
-                    free.push(n);
-                } else if *count == 1 && meta.nlink() == 1 {
-                    std::fs::remove_file(&path)?;
                 } else if *count == meta.nlink() {
                     // Every name is known, so dropping this one frees nothing
                     // another name holds.
@@ -255,7 +257,7 @@ impl Disk {
     /// Empties spare `n`; one that can't be emptied is removed (false).
     fn empty(&self, n: u64) -> bool {
         let spare = self.spare_path(n);
-        match OpenOptions::new().write(true).open(&spare).and_then(|f| f.set_len(0)) {
+        match truncate(&spare) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(spare = n, error = %e, "could not empty a spare inode; removing it");
@@ -264,6 +266,11 @@ impl Disk {
             }
         }
     }
+}
+
+/// Cuts the file at `path` to nothing.
+fn truncate(path: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.set_len(0)
 }
 
 #[cfg(test)]
