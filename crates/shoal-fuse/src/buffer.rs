@@ -6,8 +6,10 @@
 //! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`] (or
 //! [`LARGE_BUFFER_MAX_BYTES`] for a handle that holds one of the mount's
 //! [`LARGE_BUFFERS`]), when its oldest byte has waited [`FLUSH_AFTER`] (see
-//! [`due`]), and on flush (close), fsync, release, a read of the file, and a
-//! truncate.
+//! [`due`]), on flush (close), fsync, release and a truncate, and when
+//! another handle of the file writes or reads. A read through the handle
+//! itself sends nothing: it answers the held bytes laid over the cluster's
+//! ([`WriteBuffer::overlay`]).
 //!
 //! Each piece sent costs the replicas' fsyncs and a commit in meta, so a
 //! sequential writer goes faster with larger pieces (measured through the
@@ -102,6 +104,27 @@ impl WriteBuffer {
         Some((self.start, std::mem::take(&mut self.data)))
     }
 
+    /// The answer to a read of `len` bytes at `offset`, given `stored`, what
+    /// the cluster answered for it (short only at the file's end there): the
+    /// held bytes replace the stored ones they cover, and where the held
+    /// range ends past the stored end, the file is that long (a gap before
+    /// the held bytes reads as zeros, as a hole does).
+    pub fn overlay(&self, offset: u64, len: u64, mut stored: Vec<u8>) -> Vec<u8> {
+        if self.data.is_empty() {
+            return stored;
+        }
+        let wanted_end = offset.saturating_add(len);
+        let stored_end = offset + stored.len() as u64;
+        let end = if self.end() > stored_end { wanted_end.min(self.end()) } else { stored_end };
+        stored.resize((end - offset) as usize, 0);
+        let (from, to) = (self.start.max(offset), self.end().min(end));
+        if from < to {
+            stored[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&self.data[(from - self.start) as usize..(to - self.start) as usize]);
+        }
+        stored
+    }
+
     /// Forgets held bytes at or past `size` (a truncate).
     pub fn truncate(&mut self, size: u64) {
         if self.data.is_empty() {
@@ -141,6 +164,31 @@ mod tests {
         assert_eq!(b.take(), Some((5, b"c".to_vec())));
         assert_eq!(b.push(0, b""), None, "an empty write holds nothing");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_read_answers_held_bytes_over_the_stored_ones() {
+        let empty = WriteBuffer::default();
+        assert_eq!(empty.overlay(3, 10, b"stored".to_vec()), b"stored", "nothing held: the stored bytes");
+        let mut b = WriteBuffer::default();
+        b.push(4, b"HELD");
+        // Inside a stored range: replaced where covered.
+        assert_eq!(b.overlay(2, 8, b"abcdefgh".to_vec()), b"abHELDgh");
+        // Overlapping either edge of the read.
+        assert_eq!(b.overlay(6, 4, b"wxyz".to_vec()), b"LDyz");
+        assert_eq!(b.overlay(0, 6, b"012345".to_vec()), b"0123HE");
+        // Held past the stored end: the file is longer, and ends where the
+        // held bytes do, or where the read does.
+        assert_eq!(b.overlay(0, 100, b"01".to_vec()), b"01\0\0HELD");
+        assert_eq!(b.overlay(0, 5, b"01".to_vec()), b"01\0\0H");
+        // A read wholly in the gap before the held bytes, past the stored end: zeros.
+        assert_eq!(b.overlay(2, 2, Vec::new()), b"\0\0");
+        // A read past the held end, where the stored file ends: nothing.
+        assert_eq!(b.overlay(8, 4, Vec::new()), b"");
+        // A read before the held bytes within the stored file: unchanged.
+        assert_eq!(b.overlay(0, 3, b"xyz".to_vec()), b"xyz");
+        // A stored file longer than the held end: the stored length stands.
+        assert_eq!(b.overlay(6, 6, b"uvwxyz".to_vec()), b"LDwxyz");
     }
 
     #[test]

@@ -25,8 +25,12 @@
 //! when everything written through the handle is acknowledged. A piece that
 //! fails is reported by the next write, flush or fsync on the handle, as
 //! `EIO` (or `ENOSPC`). A range held for [`crate::buffer::FLUSH_AFTER`] is
-//! sent by a background task. Reads first send what any handle of the file holds,
-//! so a process reads its own writes.
+//! sent by a background task. A write or a read through one handle first
+//! sends what the file's other handles hold, so at most one handle of a
+//! file holds bytes, and later bytes win whatever order handles close in.
+//! A read answers its own handle's held bytes laid over the cluster's,
+//! without sending them (a process reads its own writes, and a
+//! read-modify-write loop such as a database's costs no commit per read).
 //!
 //! # Read-ahead
 //! A handle read sequentially fetches the next piece in the background
@@ -839,13 +843,14 @@ impl Inner {
                 st.ahead.add_piece(f.start, bytes, f.len);
             }
         }
-        let data = match st.ahead.take(offset, len) {
+        let stored = match st.ahead.take(offset, len) {
             Some(data) => data,
             None => match tokio::time::timeout(self.opts.data_timeout, st.file.read_at(offset, len)).await {
                 Ok(r) => r.map_err(|e| errno(&e))?,
                 Err(_) => return Err(Errno::EIO),
             },
         };
+        let data = st.buf.overlay(offset, len, stored);
         if !st.ahead.note_read(offset, data.len() as u64) {
             st.fetching = None;
         }
@@ -870,9 +875,24 @@ impl Inner {
     /// Sends what every handle of inode `ino` holds, from the runtime (a
     /// failure stays with its handle, for its next flush or fsync).
     async fn send_inode_async(&self, ino: u64) {
+        self.send_others(ino, None).await;
+    }
+
+    /// Sends what the handles of inode `ino` other than `except` hold (a
+    /// failure stays with its handle). Called before a handle writes or
+    /// reads, without that handle's lock (two handles that did this under
+    /// their own locks could wait for each other): so at most one handle of
+    /// a file holds bytes, its bytes are the newest, and what handles send
+    /// lands in the order it was written.
+    async fn send_others(&self, ino: u64, except: Option<&Handle>) {
         let handles: Vec<Arc<Handle>> = {
             let files = self.files.lock().expect("files lock");
-            files.values().filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
+            files
+                .values()
+                .filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0)
+                .filter(|h| !except.is_some_and(|e| std::ptr::eq(h.as_ref(), e)))
+                .cloned()
+                .collect()
         };
         for h in handles {
             let mut st = h.state.lock().await;
@@ -1586,7 +1606,9 @@ impl Filesystem for ShoalFs {
     ) {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
-        or_reply!(reply, fs.send_inode(ino.0));
+        // Bytes other handles hold go first; this handle's own are laid
+        // over what the cluster answers, unsent.
+        fs.rt.block_on(fs.send_others(ino.0, Some(&*h)));
         let data = {
             // Counted until a short read is noted: an open meanwhile drops
             // the kernel's attributes.
@@ -1616,6 +1638,8 @@ impl Filesystem for ShoalFs {
         let _changing = or_reply!(reply, fs.writable());
         let h = or_reply!(reply, fs.handle(fh));
         let done: Res<()> = fs.rt.block_on(async {
+            // Older bytes of other handles land first, so later bytes win.
+            fs.send_others(h.ino, Some(&*h)).await;
             let mut st = h.state.lock().await;
             if let Some(e) = st.failed.take() {
                 return Err(e);
