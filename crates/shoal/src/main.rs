@@ -58,6 +58,9 @@ fn main() -> ExitCode {
     // SAFETY: no other thread exists yet (the runtime is built below), so
     // nothing can read the environment while it changes.
     unsafe { std::env::set_var("SHOAL_LOG_FORMAT", format_name) };
+    if !matches!(cli.command, Command::Meta(_)) {
+        keep_freed_memory();
+    }
     init_logging(if server { "info" } else { "error" }, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -67,6 +70,26 @@ fn main() -> ExitCode {
             eprintln!("shoal: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Makes the C allocator keep memory it frees for reuse, in the processes
+/// that move file bytes (clients, chunk servers, the gateways and the
+/// mount). By default glibc hands a buffer of more than 128 KiB back to the
+/// kernel when it is freed, and every new one is faulted in again, a zeroed
+/// page at a time: a `shoal bench seq-read --size 1GiB` client took 557,000
+/// page faults and 3.1 s of CPU, and 7,700 faults and 1.9 s with buffers
+/// below 32 MiB kept in the heap and up to 64 MiB free at its top. The
+/// resident memory stays the same (the buffers are reused, not added to).
+/// Meta nodes keep the defaults: they move no file bytes, and their
+/// resident memory per file is a measured target.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's tunables; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
