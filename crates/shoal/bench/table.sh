@@ -14,7 +14,7 @@
 #   shoal bench meta-read --clients 4 --count 20000
 #   shoal bench seq-write --size 1GiB
 #   shoal bench seq-read --size 1GiB
-# Lines "BIN ROUND WORKLOAD OPS_PER_SEC MB_PER_SEC" go to OUT/results (a
+# ONLY=REGEX runs only the workloads it matches. Lines "BIN ROUND WORKLOAD OPS_PER_SEC MB_PER_SEC" go to OUT/results (a
 # workload a build does not have is left out), and a table of the medians,
 # one column per build, is printed at the end. Release builds (`cargo build
 # --release -p shoal`); run nothing else meanwhile, since the machine's two
@@ -50,6 +50,7 @@ for round in $(seq 1 "$ROUNDS"); do
       sleep 1
     done
     for w in "${workloads[@]}"; do
+      [[ $w =~ ${ONLY:-.} ]] || continue
       # shellcheck disable=SC2086
       json=$(HOME=$OUT/home timeout 600 "$B" --meta $M bench $w --json 2>>"$OUT/bench.log") || continue
       python3 -c '
