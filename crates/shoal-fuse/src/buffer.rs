@@ -6,9 +6,11 @@
 //! mount sends the range when it reaches [`WRITE_BUFFER_MAX_BYTES`] (or
 //! [`LARGE_BUFFER_MAX_BYTES`] for a handle that holds one of the mount's
 //! [`LARGE_BUFFERS`]), when its oldest byte has waited [`FLUSH_AFTER`] (see
-//! [`due`]), on flush (close), fsync, release and a truncate, and when
-//! another handle of the file writes or reads. A read through the handle
-//! itself sends nothing: it answers the held bytes laid over the cluster's
+//! [`due`]), on flush (close), fsync (of any handle of the file), release,
+//! a truncate, fallocate or setattr of the file, a lock grant or release
+//! on it, and when another handle of the file writes over the held bytes
+//! or reads from before their end. A read through the handle itself sends
+//! nothing: it answers the held bytes laid over the cluster's
 //! ([`WriteBuffer::overlay`]).
 //!
 //! Each piece sent costs the replicas' fsyncs and a commit in meta, so a
@@ -54,6 +56,11 @@ pub type Piece = (u64, Vec<u8>);
 impl WriteBuffer {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+
+    /// The start of the held range (0 when empty).
+    pub fn start(&self) -> u64 {
+        if self.data.is_empty() { 0 } else { self.start }
     }
 
     /// The end of the held range (0 when empty).

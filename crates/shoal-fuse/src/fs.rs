@@ -25,12 +25,14 @@
 //! when everything written through the handle is acknowledged. A piece that
 //! fails is reported by the next write, flush or fsync on the handle, as
 //! `EIO` (or `ENOSPC`). A range held for [`crate::buffer::FLUSH_AFTER`] is
-//! sent by a background task. A write or a read through one handle first
-//! sends what the file's other handles hold, so at most one handle of a
-//! file holds bytes, and later bytes win whatever order handles close in.
-//! A read answers its own handle's held bytes laid over the cluster's,
-//! without sending them (a process reads its own writes, and a
-//! read-modify-write loop such as a database's costs no commit per read).
+//! sent by a background task. A write through one handle first sends what
+//! the file's other handles hold of the same bytes, and a read what they
+//! hold from where it reads on, so no two handles hold the same bytes and
+//! later bytes win whatever order handles close in; an fsync sends what
+//! every handle of the file holds. A read answers its own handle's held
+//! bytes laid over the cluster's, without sending them (a process reads
+//! its own writes, and a read-modify-write loop such as a database's costs
+//! no commit per read).
 //!
 //! # Read-ahead
 //! A handle read sequentially fetches the next piece in the background
@@ -112,6 +114,9 @@ const ZERO_PIECE_BYTES: u64 = 4 << 20;
 /// One open file: its client handle and the bytes written and not sent yet.
 struct Handle {
     ino: u64,
+    /// The start of the held range (meaningful while `held_end` is not 0),
+    /// readable without the lock.
+    held_start: AtomicU64,
     /// The end of the held range (0: nothing held), readable without the lock.
     held_end: AtomicU64,
     state: tokio::sync::Mutex<OpenState>,
@@ -630,7 +635,15 @@ impl Inner {
             fetching: None,
             large: None,
         };
-        files.insert(fh, Arc::new(Handle { ino, held_end: AtomicU64::new(0), state: tokio::sync::Mutex::new(state) }));
+        files.insert(
+            fh,
+            Arc::new(Handle {
+                ino,
+                held_start: AtomicU64::new(0),
+                held_end: AtomicU64::new(0),
+                state: tokio::sync::Mutex::new(state),
+            }),
+        );
         Ok(fh)
     }
 
@@ -680,19 +693,14 @@ impl Inner {
         }
     }
 
-    /// Sends what every handle of inode `ino` holds.
+    /// Sends what every handle of inode `ino` holds; answers the first
+    /// failure of those sends (which stays with its handle too, for its
+    /// next flush or fsync).
     fn send_inode(&self, ino: u64) -> Res<()> {
-        let handles: Vec<Arc<Handle>> = {
-            let files = self.files.lock().expect("files lock");
-            files.values().filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0).cloned().collect()
-        };
-        let mut result = Ok(());
-        for h in handles {
-            if let Err(e) = self.send_held(&h) {
-                result = Err(e);
-            }
+        match self.rt.block_on(self.send_others(ino, None, None)) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        result
     }
 
     /// Sends what each handle has held for [`crate::buffer::FLUSH_AFTER`] or
@@ -875,29 +883,46 @@ impl Inner {
     /// Sends what every handle of inode `ino` holds, from the runtime (a
     /// failure stays with its handle, for its next flush or fsync).
     async fn send_inode_async(&self, ino: u64) {
-        self.send_others(ino, None).await;
+        self.send_others(ino, None, None).await;
     }
 
-    /// Sends what the handles of inode `ino` other than `except` hold (a
-    /// failure stays with its handle). Called before a handle writes or
-    /// reads, without that handle's lock (two handles that did this under
-    /// their own locks could wait for each other): so at most one handle of
-    /// a file holds bytes, its bytes are the newest, and what handles send
-    /// lands in the order it was written.
-    async fn send_others(&self, ino: u64, except: Option<&Handle>) {
+    /// Sends what the handles of inode `ino` other than `except` hold, of
+    /// those whose held range meets `within` (a range of the file; None:
+    /// all). Answers the first failure of these sends, which also stays
+    /// with its handle, for that handle's next flush or fsync.
+    ///
+    /// A handle calls this before it writes (`within`: the bytes it
+    /// writes) or reads (from where it reads on, since held bytes past the
+    /// read may make the file longer than it), without its own lock (two
+    /// handles that did this under their own locks could wait for each
+    /// other). So no two handles hold the same bytes, later bytes land
+    /// last, and a read answers its own handle's held bytes over the
+    /// cluster's. (Two calls on different handles at the same moment may
+    /// both pass this before either holds its bytes: their order is then
+    /// the one they are sent in, as for any two writes at once.)
+    async fn send_others(&self, ino: u64, except: Option<&Handle>, within: Option<(u64, u64)>) -> Option<Errno> {
         let handles: Vec<Arc<Handle>> = {
             let files = self.files.lock().expect("files lock");
             files
                 .values()
-                .filter(|h| h.ino == ino && h.held_end.load(Ordering::Acquire) != 0)
-                .filter(|h| !except.is_some_and(|e| std::ptr::eq(h.as_ref(), e)))
+                .filter(|h| h.ino == ino && !except.is_some_and(|e| std::ptr::eq(h.as_ref(), e)))
+                .filter(|h| {
+                    let end = h.held_end.load(Ordering::Acquire);
+                    end != 0 && within.is_none_or(|(from, to)| end > from && h.held_start.load(Ordering::Acquire) < to)
+                })
                 .cloned()
                 .collect()
         };
+        let mut failed = None;
         for h in handles {
             let mut st = h.state.lock().await;
+            let had = st.failed.is_some();
             self.send_piece(&h, &mut st).await;
+            if !had && failed.is_none() {
+                failed = st.failed;
+            }
         }
+        failed
     }
 
     /// Makes handle `fh` (if it is still open on `ino`) carry `lock`'s token.
@@ -1606,9 +1631,9 @@ impl Filesystem for ShoalFs {
     ) {
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
-        // Bytes other handles hold go first; this handle's own are laid
-        // over what the cluster answers, unsent.
-        fs.rt.block_on(fs.send_others(ino.0, Some(&*h)));
+        // Bytes other handles hold here or past here go first; this
+        // handle's own are laid over what the cluster answers, unsent.
+        fs.rt.block_on(fs.send_others(ino.0, Some(&*h), Some((offset, u64::MAX))));
         let data = {
             // Counted until a short read is noted: an open meanwhile drops
             // the kernel's attributes.
@@ -1638,8 +1663,9 @@ impl Filesystem for ShoalFs {
         let _changing = or_reply!(reply, fs.writable());
         let h = or_reply!(reply, fs.handle(fh));
         let done: Res<()> = fs.rt.block_on(async {
-            // Older bytes of other handles land first, so later bytes win.
-            fs.send_others(h.ino, Some(&*h)).await;
+            // Older bytes of other handles under these land first, so
+            // later bytes win.
+            fs.send_others(h.ino, Some(&*h), Some((offset, offset.saturating_add(data.len() as u64)))).await;
             let mut st = h.state.lock().await;
             if let Some(e) = st.failed.take() {
                 return Err(e);
@@ -1648,6 +1674,7 @@ impl Filesystem for ShoalFs {
             st.ahead.clear();
             st.fetching = None;
             let before = st.buf.push(offset, data);
+            h.held_start.store(st.buf.start(), Ordering::Release);
             h.held_end.store(st.buf.end(), Ordering::Release);
             if before.is_some() || st.held_since.is_none() {
                 st.held_since = Some(std::time::Instant::now());
@@ -1725,12 +1752,17 @@ impl Filesystem for ShoalFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         // Every piece sent is durable on every replica and committed in meta
-        // when `write_at` returns, so sending is all fsync needs.
+        // when `write_at` returns, so sending is all fsync needs: the
+        // file's, whichever handle holds its bytes.
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
+        let others = fs.rt.block_on(fs.send_others(ino.0, Some(&*h), None));
         or_reply!(reply, fs.send_held(&h));
+        if let Some(e) = others {
+            return reply.error(e);
+        }
         reply.ok();
     }
 

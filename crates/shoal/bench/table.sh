@@ -20,9 +20,11 @@
 # --release -p shoal`); run nothing else meanwhile, since the machine's two
 # cores are the bottleneck.
 set -u
-cd "$(dirname "$0")/../../.."
-OUT=$1
+OUT=$(realpath -m "$1")
 shift
+bins=()
+for bin in "$@"; do bins+=("$(realpath "$bin")"); done
+set -- "${bins[@]}"
 ROUNDS=${ROUNDS:-2}
 mkdir -p "$OUT"
 : >"$OUT/results"
@@ -39,16 +41,22 @@ workloads=(
 )
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    B=$(realpath "$bin")
+    B=$bin
     rm -rf "$OUT/data" "$OUT/home"
     mkdir -p "$OUT/home"
     HOME=$OUT/home "$B" up --dir "$OUT/data" --base-port 17900 >"$OUT/up.log" 2>&1 &
     up=$!
     # Ready once a file can be written (meta has a leader and enough chunk servers).
+    ready=
     for _ in $(seq 1 120); do
-      echo ready | HOME=$OUT/home "$B" --meta $M put - /.ready >/dev/null 2>&1 && break
+      echo ready | HOME=$OUT/home "$B" --meta $M put - /.ready >/dev/null 2>&1 && ready=1 && break
       sleep 1
     done
+    if [ -z "$ready" ]; then
+      echo "the cluster of $B never took a write; its log: $OUT/up.log" >&2
+      kill "$up"
+      exit 1
+    fi
     for w in "${workloads[@]}"; do
       [[ $w =~ ${ONLY:-.} ]] || continue
       # shellcheck disable=SC2086

@@ -58,10 +58,10 @@ fn main() -> ExitCode {
     // SAFETY: no other thread exists yet (the runtime is built below), so
     // nothing can read the environment while it changes.
     unsafe { std::env::set_var("SHOAL_LOG_FORMAT", format_name) };
+    init_logging(if server { "info" } else { "error" }, cli.log_format);
     if !matches!(cli.command, Command::Meta(_)) {
         keep_freed_memory();
     }
-    init_logging(if server { "info" } else { "error" }, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -85,11 +85,15 @@ fn main() -> ExitCode {
 /// resident memory per file is a measured target.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets the allocator's tunables; it is called
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    {
+        // SAFETY: mallopt only sets the allocator's tunables; it is called
+        // before any other thread exists (logging starts none).
+        let set = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20) == 1
+        };
+        if !set {
+            tracing::warn!("the allocator refused its settings: large buffers are faulted in afresh");
+        }
     }
 }
 

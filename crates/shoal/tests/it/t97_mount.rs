@@ -538,9 +538,14 @@ fn t97_later_writes_win_across_descriptors() {
     // descriptor's bytes), and the later writer closes first.
     first.write_all_at(b"EEE", 0).unwrap();
     second.write_all_at(b"F", 1).unwrap();
+    // An fsync through one descriptor sends the file's bytes, whichever
+    // descriptor holds them.
+    first.write_all_at(b"G", 14).unwrap();
+    second.sync_all().unwrap();
+    let want = b"EFEABBAA89\0\0CDG";
+    assert_eq!(c.must_cat("/f"), want, "synced through the other descriptor");
     drop(second);
     drop(first);
-    let want = b"EFEABBAA89\0\0CD";
     assert_eq!(std::fs::read(m.path("f")).unwrap(), want);
     assert_eq!(c.must_cat("/f"), want, "the cluster holds the later bytes");
 }
