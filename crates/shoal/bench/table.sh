@@ -40,8 +40,7 @@ workloads=(
   "seq-read --size 1GiB"
 )
 for round in $(seq 1 "$ROUNDS"); do
-  for bin in "$@"; do
-    B=$bin
+  for B in "$@"; do
     rm -rf "$OUT/data" "$OUT/home"
     mkdir -p "$OUT/home"
     HOME=$OUT/home "$B" up --dir "$OUT/data" --base-port 17900 >"$OUT/up.log" 2>&1 &
@@ -65,7 +64,7 @@ for round in $(seq 1 "$ROUNDS"); do
 import json, sys
 d = json.loads(sys.argv[4])
 print(sys.argv[1], sys.argv[2], sys.argv[3].replace(" ", ""), round(d["ops_per_sec"], 1), round(d.get("mb_per_sec") or 0, 1))
-' "$bin" "$round" "$w" "$json" | tee -a "$OUT/results"
+' "$B" "$round" "$w" "$json" | tee -a "$OUT/results"
     done
     kill "$up" 2>/dev/null
     wait "$up" 2>/dev/null
