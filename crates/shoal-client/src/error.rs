@@ -19,8 +19,11 @@ pub enum ClientError {
     #[error("chunk {chunk_id} changed while it was being read")]
     LayoutChanged { chunk_id: u64 },
     /// A chunk write could not complete on any chain of replicas.
+    /// `no_space`: it ran out of chains because replicas had no room for it
+    /// (a replica refused it for space, and then meta had no other server
+    /// to offer, or the last refusal was for space): the cluster is full.
     #[error("write to chunk {chunk_id} failed after {attempts} attempts: {last}")]
-    WriteFailed { chunk_id: u64, attempts: usize, last: String },
+    WriteFailed { chunk_id: u64, attempts: usize, last: String, no_space: bool },
     /// An address that is not HOST:PORT.
     #[error("bad server address {addr:?}: expected HOST:PORT")]
     BadAddress { addr: String },

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
 use shoal_core::layout::{Span, spans};
-use shoal_proto::chunk::WriteHeader;
+use shoal_proto::chunk::{ChunkErrorKind, WriteHeader};
 use shoal_proto::meta as pb;
 
 use crate::client::{ChunkInfo, Client, Stat, inode_of};
@@ -559,8 +559,14 @@ impl File {
     }
 
     /// Asks meta to prepare chunk `index` for a write, avoiding the replicas
-    /// in `failed`; `last` and `chunk_id` describe the failure before, if any.
-    async fn prepare(&self, index: u64, failed: &[String], last: &str, chunk_id: u64) -> Result<pb::PrepareWriteReply> {
+    /// in `failed`; `last` and `chunk_id` describe the failure before, if
+    /// any, and `full` whether a replica refused it for space.
+    async fn prepare(
+        &self,
+        index: u64,
+        failed: &[String],
+        (last, chunk_id, full): (&str, u64, bool),
+    ) -> Result<pb::PrepareWriteReply> {
         let pending = self.client.inner.requests.begin();
         let req = pb::PrepareWriteRequest {
             inode: self.stat.inode,
@@ -579,9 +585,12 @@ impl File {
         {
             Ok(p) => Ok(p),
             // Running out of servers after failures: say what failed first.
-            Err(e) if !failed.is_empty() => {
-                Err(ClientError::WriteFailed { chunk_id, attempts: failed.len(), last: format!("{last}; then {e}") })
-            }
+            Err(e) if !failed.is_empty() => Err(ClientError::WriteFailed {
+                chunk_id,
+                attempts: failed.len(),
+                last: format!("{last}; then {e}"),
+                no_space: full && matches!(e, ClientError::Fs(shoal_core::FsError::NotEnoughServers { .. })),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -600,10 +609,11 @@ impl File {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
         let mut chunk_id = 0;
+        let mut full = false;
         for attempt in 1.. {
             let prep = match grant.take() {
                 Some(g) => g,
-                None => self.prepare(index, &failed, &last, chunk_id).await?,
+                None => self.prepare(index, &failed, (&last, chunk_id, full)).await?,
             };
             let fence_token = self.fence.as_ref().map_or(0, |f| f.token);
             let header = granted_header(&prep, offset, truncate_to, fence_token);
@@ -614,6 +624,7 @@ impl File {
                 Err(e) => e,
             };
             last = format!("{}: {}", e.failed_replica, e.status.message());
+            full |= e.kind == ChunkErrorKind::NoSpace;
             match retry::on_write_error(e.kind, attempt) {
                 // A replica that already holds a newer version is healthy: another
                 // writer got there first. Prepare again for a newer version.
@@ -629,7 +640,10 @@ impl File {
                     let f = self.fence.clone().unwrap_or_default();
                     return Err(shoal_core::FsError::Fenced { path: f.path, token: f.token }.into());
                 }
-                _ => return Err(ClientError::WriteFailed { chunk_id, attempts: attempt, last }),
+                _ => {
+                    let no_space = e.kind == ChunkErrorKind::NoSpace;
+                    return Err(ClientError::WriteFailed { chunk_id, attempts: attempt, last, no_space });
+                }
             }
         }
         unreachable!("the retry policy gives up within its bound")

@@ -17,6 +17,7 @@
 //! reservation, or its capability expired) is retried under a fresh id.
 
 use bytes::Bytes;
+use shoal_proto::chunk::ChunkErrorKind;
 use shoal_proto::meta as pb;
 
 use crate::client::{Client, Owner, Stat, inode_of};
@@ -75,6 +76,7 @@ impl Client {
             chunk_id: 0,
             attempts: FRESH_ID_ATTEMPTS_MAX,
             last: "meta kept asking for a fresh chunk id (leaders changing?)".into(),
+            no_space: false,
         })
     }
 
@@ -88,6 +90,7 @@ impl Client {
     ) -> Result<Option<pb::ChunkLocation>> {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
+        let mut full = false;
         for attempt in 1.. {
             let req = pb::PrepareNewRequest {
                 path: path.to_string(),
@@ -109,6 +112,7 @@ impl Client {
                         chunk_id: 0,
                         attempts: failed.len(),
                         last: format!("{last}; then {e}"),
+                        no_space: full && matches!(e, ClientError::Fs(shoal_core::FsError::NotEnoughServers { .. })),
                     });
                 }
                 Err(e) => return Err(e),
@@ -123,6 +127,7 @@ impl Client {
                 Err(e) => e,
             };
             last = format!("{}: {}", e.failed_replica, e.status.message());
+            full |= e.kind == ChunkErrorKind::NoSpace;
             match retry::on_write_error(e.kind, attempt) {
                 Action::Reprepare { route_around: false } => {}
                 Action::Reprepare { route_around: true } => {
@@ -131,7 +136,10 @@ impl Client {
                         failed.push(e.failed_replica);
                     }
                 }
-                _ => return Err(ClientError::WriteFailed { chunk_id: loc.id, attempts: attempt, last }),
+                _ => {
+                    let no_space = e.kind == ChunkErrorKind::NoSpace;
+                    return Err(ClientError::WriteFailed { chunk_id: loc.id, attempts: attempt, last, no_space });
+                }
             }
         }
         unreachable!("the retry policy gives up within its bound")

@@ -15,6 +15,7 @@ pub fn errno(e: &ClientError) -> Errno {
         ClientError::Fs(fs) => fs_errno(fs),
         ClientError::InvalidArgument(_) => Errno::EINVAL,
         ClientError::Replica { kind: ChunkErrorKind::NoSpace, .. } => Errno::ENOSPC,
+        ClientError::WriteFailed { no_space: true, .. } => Errno::ENOSPC,
         ClientError::Rpc { code: tonic::Code::ResourceExhausted, .. } => Errno::ENOSPC,
         ClientError::MetaUnreachable { .. }
         | ClientError::ChunkUnavailable { .. }
@@ -102,6 +103,9 @@ mod tests {
         let corrupt = ClientError::Replica { replica: "r".into(), kind: ChunkErrorKind::Corrupt, message: "m".into() };
         assert_eq!(errno(&corrupt).code(), libc::EIO);
         assert_eq!(errno(&ClientError::ChunkUnavailable { chunk_id: 1, details: "d".into() }).code(), libc::EIO);
+        let failed = |no_space| ClientError::WriteFailed { chunk_id: 1, attempts: 2, last: "l".into(), no_space };
+        assert_eq!(errno(&failed(true)).code(), libc::ENOSPC, "out of chains for lack of room");
+        assert_eq!(errno(&failed(false)).code(), libc::EIO, "out of chains for other reasons");
         assert_eq!(errno(&ClientError::InvalidArgument("x".into())).code(), libc::EINVAL);
     }
 }

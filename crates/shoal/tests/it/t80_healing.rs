@@ -62,23 +62,6 @@ fn chunks(c: &Cluster, path: &str) -> Vec<(u64, Vec<String>)> {
         .collect()
 }
 
-/// The name of a chunk's data file on a chunk server's disk.
-fn data_file(chunk_id: u64) -> String {
-    format!("{chunk_id:016x}.data")
-}
-
-/// Flips one byte of chunk server `j`'s copy of `chunk_id`.
-fn flip_byte(c: &Cluster, j: usize, chunk_id: u64, at: usize) {
-    let path = c.chunks[j].dir.join("chunks").join(data_file(chunk_id));
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[at] ^= 0x5a;
-    std::fs::write(&path, bytes).unwrap();
-}
-
-fn server_index(c: &Cluster, addr: &str) -> usize {
-    c.chunks.iter().position(|n| n.addr == addr).unwrap()
-}
-
 /// Asserts that every chunk of every file has exactly `factor` distinct
 /// replicas, none on `not_on`, and that every file reads back byte for byte.
 fn must_be_intact(c: &Cluster, files: &[(String, Vec<u8>)], factor: usize, not_on: Option<&str>) {
@@ -140,8 +123,8 @@ fn t81_a_read_that_hits_a_corrupt_replica_is_served_elsewhere_and_the_replica_re
     put_all(&c, &files);
     let (id, replicas) = chunks(&c, "/f0").remove(0);
     let (bad, good) = (replicas[0].clone(), replicas[1].clone());
-    let j = server_index(&c, &bad);
-    flip_byte(&c, j, id, 1000);
+    let j = c.server_index(&bad);
+    c.flip_byte(j, id, 1000);
 
     // The first replica fails its checksum; the read is served by the second.
     assert!(c.must_cat("/f0") == files[0].1, "the read returned the right bytes");
@@ -170,7 +153,7 @@ fn t82_the_scrubber_finds_a_flipped_byte_nobody_reads() {
     let files = make_files("", 1, |_| 2_500_000);
     put_all(&c, &files);
     let (id, replicas) = chunks(&c, "/f0").remove(1);
-    flip_byte(&c, server_index(&c, &replicas[1]), id, 70_000);
+    c.flip_byte(c.server_index(&replicas[1]), id, 70_000);
 
     wait_until("fsck reports the corrupt chunk", || fsck(&c).1["corrupt"] == 1);
     let (healthy, report) = fsck(&c);

@@ -293,6 +293,56 @@ fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
     assert_eq!(std::fs::read(m.path("f")).unwrap(), b"data", "the same mount works again");
 }
 
+/// The errno of issue 11 at the cluster's edges, through the kernel: a write
+/// the cluster has no room for fails with `ENOSPC` (at the `fsync` that
+/// sends it; reported once, as Linux reports a failed writeback), leaves the files that were there as
+/// they were and the failed file no larger than what the mount shows, and
+/// writes work again once room is made; a chunk that no replica can serve
+/// intact reads as `EIO`, and the mount goes on answering.
+#[test]
+fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
+    if !can_mount("t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio") {
+        return;
+    }
+    // Two servers, replication 2, and one of them can hold only 1 MiB.
+    let c = Cluster::start(Options { chunk_nodes: 2, capacities: vec![Some("1MiB"), None], ..Options::default() });
+    let m = Mount::start(&c, "mnt", &["--attr-ttl-ms", "0", "--entry-ttl-ms", "0"]);
+    std::fs::write(m.path("before"), b"kept").unwrap();
+
+    let big = pattern(3_000_000, 97);
+    let mut f = std::fs::File::create(m.path("big")).unwrap();
+    let sent = f.write_all(&big).and_then(|()| f.sync_all());
+    assert_eq!(errno_of(sent), libc::ENOSPC, "the fsync that sends what the cluster has no room for");
+    drop(f);
+
+    assert_eq!(std::fs::read(m.path("before")).unwrap(), b"kept");
+    assert_eq!(c.must_cat("/before"), b"kept");
+    let shown = std::fs::metadata(m.path("big")).unwrap().len();
+    assert_eq!(shown, c.must_stat_json("/big")["size"].as_u64().unwrap(), "the mount shows meta's size");
+    let got = std::fs::read(m.path("big")).unwrap();
+    assert!(
+        got.len() as u64 == shown && big.starts_with(&got),
+        "a failed write leaves at most a prefix: {shown} bytes"
+    );
+
+    std::fs::remove_file(m.path("big")).unwrap();
+    std::fs::write(m.path("after"), b"room again").unwrap();
+    assert_eq!(c.must_cat("/after"), b"room again");
+
+    // Every replica of a file's chunk corrupt: its reads fail with EIO.
+    std::fs::write(m.path("bad"), pattern(100_000, 98)).unwrap();
+    let st = c.must_stat_json("/bad");
+    let chunk = &st["chunks"][0];
+    let id = chunk["id"].as_u64().unwrap();
+    let replicas = chunk["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{st}");
+    for r in replicas {
+        c.flip_byte(c.server_index(r.as_str().unwrap()), id, 1000);
+    }
+    assert_eq!(errno_of(std::fs::read(m.path("bad"))), libc::EIO);
+    assert_eq!(std::fs::read(m.path("after")).unwrap(), b"room again", "the mount goes on answering");
+}
+
 /// Whether `program` runs here; skips `test` with a message (saying how to
 /// install it) if not.
 pub(crate) fn have(test: &str, program: &str, install: &str) -> bool {

@@ -576,6 +576,19 @@ impl Cluster {
         serde_json::from_slice(&self.must(&["stat", "--json", remote], None).stdout).unwrap()
     }
 
+    /// Flips one byte, at offset `at`, of chunk server `j`'s copy of `chunk_id`.
+    pub fn flip_byte(&self, j: usize, chunk_id: u64, at: usize) {
+        let path = self.chunks[j].dir.join("chunks").join(data_file(chunk_id));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] ^= 0x5a;
+        std::fs::write(&path, bytes).unwrap();
+    }
+
+    /// The index in `chunks` of the chunk server at `addr`.
+    pub fn server_index(&self, addr: &str) -> usize {
+        self.chunks.iter().position(|n| n.addr == addr).unwrap()
+    }
+
     /// Files of chunk replicas held by chunk server `j`.
     pub fn chunk_files(&self, j: usize) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.chunks[j].dir.join("chunks"))
@@ -721,4 +734,9 @@ pub async fn write_granted(
         capability: shoal_proto::capability::decode(&loc.capability),
     };
     write_direct(&loc.replicas[0], who, header, data).await
+}
+
+/// The name of a chunk's data file on a chunk server's disk.
+pub fn data_file(chunk_id: u64) -> String {
+    format!("{chunk_id:016x}.data")
 }
