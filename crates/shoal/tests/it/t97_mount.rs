@@ -325,7 +325,14 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
         "a failed write leaves at most a prefix: {shown} bytes"
     );
 
+    // A program that only writes and closes hears it at its close.
+    let src = c.tmp.path().join("big-src");
+    std::fs::write(&src, &big).unwrap();
+    let out = sh(&m.dir, &format!("cp {} copied", src.display()));
+    assert!(!out.status.success() && stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+
     std::fs::remove_file(m.path("big")).unwrap();
+    std::fs::remove_file(m.path("copied")).unwrap();
     std::fs::write(m.path("after"), b"room again").unwrap();
     assert_eq!(c.must_cat("/after"), b"room again");
 
