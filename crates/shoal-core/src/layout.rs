@@ -35,6 +35,18 @@ pub fn spans(offset: u64, len: u64, chunk_size_bytes: u64) -> Vec<Span> {
     out
 }
 
+/// The largest file size in bytes: what a signed 64-bit offset (`off_t`)
+/// reaches.
+pub const FILE_SIZE_MAX_BYTES: u64 = i64::MAX as u64;
+
+/// Where data may end at most in a file of `chunk_size_bytes` chunks: data
+/// lives in whole chunks, and the last one must end within
+/// [`FILE_SIZE_MAX_BYTES`]. (A size set past it reads as zeros there.)
+pub fn data_end_max(chunk_size_bytes: u64) -> u64 {
+    let chunk = chunk_size_bytes.max(1);
+    FILE_SIZE_MAX_BYTES / chunk * chunk
+}
+
 /// Number of chunks a file of `size` bytes spans.
 pub fn chunk_count(size: u64, chunk_size_bytes: u64) -> u64 {
     size.div_ceil(chunk_size_bytes)
@@ -43,6 +55,14 @@ pub fn chunk_count(size: u64, chunk_size_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_ends_with_the_last_whole_chunk() {
+        assert_eq!(data_end_max(1), FILE_SIZE_MAX_BYTES);
+        assert_eq!(data_end_max(64 << 20), (1 << 63) - (64 << 20));
+        assert_eq!(data_end_max(100) % 100, 0);
+        assert!(FILE_SIZE_MAX_BYTES - data_end_max(100) < 100);
+    }
 
     #[test]
     fn spans_cross_boundaries() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# fsx at issue 11's length, by hand (CI runs 1,000 operations in t97: this
-# many take over an hour in its debug build): `fsx_long.sh [OPS [SEED]]`
+# fsx at issue 11's length, by hand (CI runs 10,000 operations in t97: this
+# many take about 27 minutes in its debug build): `fsx_long.sh [OPS [SEED]]`
 # runs fsx 0.3.2 (`cargo install --locked fsx@0.3.2`) with OPS operations
 # (default 100000) at SEED (default: drawn, and printed) on a file in a
 # `shoal up --mount` of a release build (`cargo build --release -p shoal`),

@@ -23,8 +23,15 @@
 //! `write_at`, which returns only once every replica has the bytes durable
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
-//! fails is reported by the next write, flush or fsync on the handle, as
-//! `EIO` (or `ENOSPC`). A range held for [`crate::buffer::FLUSH_AFTER`] is
+//! fails (`EIO`, or `ENOSPC` when the cluster has no room) stays with its
+//! handle: every later write through it fails, an fsync through any handle
+//! of the file reports it, and the handle's next flush or fsync reports it
+//! and clears it. A write that must first send the range held before (it
+//! does not continue it) publishes both ranges as held until that send
+//! ends, so other handles' writes and reads over either wait for it; if
+//! the send fails, the write fails and its own bytes are dropped. Data
+//! ends within the last whole chunk before 2^63 - 1: a write past it is
+//! `EFBIG` at once. A range held for [`crate::buffer::FLUSH_AFTER`] is
 //! sent by a background task. A write through one handle first sends what
 //! the file's other handles hold of the same bytes, and a read what they
 //! hold from where it reads on, so no two handles hold the same bytes and
@@ -925,6 +932,23 @@ impl Inner {
         failed
     }
 
+    /// A failure that another handle of `ino` than `h` keeps for its next
+    /// flush or fsync (it keeps it: an fsync through any descriptor of a
+    /// file reports that its bytes were lost, and so does the close of the
+    /// descriptor they were written through).
+    async fn failed_elsewhere(&self, ino: u64, h: &Handle) -> Option<Errno> {
+        let handles: Vec<Arc<Handle>> = {
+            let files = self.files.lock().expect("files lock");
+            files.values().filter(|o| o.ino == ino && !std::ptr::eq(o.as_ref(), h)).cloned().collect()
+        };
+        for o in handles {
+            if let Some(e) = o.state.lock().await.failed {
+                return Some(e);
+            }
+        }
+        None
+    }
+
     /// Makes handle `fh` (if it is still open on `ino`) carry `lock`'s token.
     async fn fence_handle(&self, fh: u64, ino: u64, lock: &Lock) {
         let Ok(h) = self.handle(FileHandle(fh)) else { return };
@@ -1389,9 +1413,22 @@ impl Filesystem for ShoalFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = &self.0;
-        let (stat, path) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+        // A piece of held bytes committed between meta's answer and the
+        // look at what handles hold would be in neither (a size too
+        // small): the epoch moves before a sent piece leaves its handle,
+        // so the answer is taken again then (a few times at most).
+        let mut tries = 0;
+        let (attr, path) = loop {
+            tries += 1;
+            let before = fs.epoch(ino.0);
+            let (stat, path) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+            let attr = fs.attr_now(&stat);
+            if fs.epoch(ino.0) == before || tries == 3 {
+                break (attr, path);
+            }
+        };
         fs.remember(ino.0, &path);
-        reply.attr(&fs.opts.attr_ttl, &fs.attr_of(&stat));
+        reply.attr(&fs.opts.attr_ttl, &fs.give(attr, false));
     }
 
     fn setattr(
@@ -1665,25 +1702,46 @@ impl Filesystem for ShoalFs {
         let done: Res<()> = fs.rt.block_on(async {
             // Older bytes of other handles under these land first, so
             // later bytes win.
-            fs.send_others(h.ino, Some(&*h), Some((offset, offset.saturating_add(data.len() as u64)))).await;
+            let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+            fs.send_others(h.ino, Some(&*h), Some((offset, end))).await;
             let mut st = h.state.lock().await;
-            if let Some(e) = st.failed.take() {
+            // Meta takes data only in chunks that end within the largest
+            // file: refused here, not at a later send.
+            if end > shoal_core::layout::data_end_max(st.file.cached_stat().chunk_size) {
+                return Err(Errno::EFBIG);
+            }
+            // A piece that failed fails every write until a flush or an
+            // fsync reports it (and keeps it for them).
+            if let Some(e) = st.failed {
                 return Err(e);
             }
             // Read-ahead of this handle is older than this write.
             st.ahead.clear();
             st.fetching = None;
             let before = st.buf.push(offset, data);
-            h.held_start.store(st.buf.start(), Ordering::Release);
-            h.held_end.store(st.buf.end(), Ordering::Release);
             if before.is_some() || st.held_since.is_none() {
                 st.held_since = Some(std::time::Instant::now());
             }
             if let Some(piece) = before {
-                // Not sequential: no large buffer for the range that starts here.
+                // Not sequential: no large buffer for the range that starts
+                // here. While the range held before is sent, both ranges
+                // count as held (other handles' writes and reads over
+                // either wait for this lock, and the size includes both).
                 let _large = st.large.take();
-                fs.send(&mut st.file, piece).await?;
+                let old_end = piece.0 + piece.1.len() as u64;
+                h.held_start.store(piece.0.min(st.buf.start()), Ordering::Release);
+                h.held_end.store(old_end.max(st.buf.end()), Ordering::Release);
+                if let Err(e) = fs.send(&mut st.file, piece).await {
+                    // This write fails too, and its bytes are not sent.
+                    st.buf.take();
+                    st.held_since = None;
+                    h.held_end.store(0, Ordering::Release);
+                    st.failed = Some(e);
+                    return Err(e);
+                }
             }
+            h.held_start.store(st.buf.start(), Ordering::Release);
+            h.held_end.store(st.buf.end(), Ordering::Release);
             if st.large.is_none() && st.buf.len() >= crate::buffer::WRITE_BUFFER_MAX_BYTES {
                 // A sequential writer: larger pieces if a large buffer is free.
                 st.large = fs.large_buffers.clone().try_acquire_owned().ok();
@@ -1694,7 +1752,12 @@ impl Filesystem for ShoalFs {
                 st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;
                 h.held_end.store(0, Ordering::Release);
-                sent?;
+                if let Err(e) = sent {
+                    // Earlier writes' bytes were in the piece: the next flush
+                    // or fsync says so too.
+                    st.failed = Some(e);
+                    return Err(e);
+                }
             }
             Ok(())
         });
@@ -1758,7 +1821,10 @@ impl Filesystem for ShoalFs {
         // file's, whichever handle holds its bytes.
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
-        let others = fs.rt.block_on(fs.send_others(ino.0, Some(&*h), None));
+        let others = fs.rt.block_on(async {
+            let sent = fs.send_others(ino.0, Some(&*h), None).await;
+            sent.or(fs.failed_elsewhere(ino.0, &h).await)
+        });
         or_reply!(reply, fs.send_held(&h));
         if let Some(e) = others {
             return reply.error(e);

@@ -22,9 +22,7 @@
 
 use shoal_core::FsError;
 
-/// Largest file: 2^63 - 1 bytes.
-pub const FILE_SIZE_MAX_BYTES: u64 = i64::MAX as u64;
-pub use shoal_core::layout::{CHUNK_SIZE_MAX_BYTES, SERVER_BYTES_MAX};
+pub use shoal_core::layout::{CHUNK_SIZE_MAX_BYTES, FILE_SIZE_MAX_BYTES, SERVER_BYTES_MAX};
 /// Highest replication factor a file may ask for.
 pub const REPLICATION_MAX: u32 = 16;
 /// Failed replicas one PrepareWrite may name (a chain is at most
@@ -127,6 +125,8 @@ mod tests {
         assert!(check_chunk_index(0, size).is_ok());
         assert!(check_chunk_index(last, size).is_ok());
         assert!(check_chunk_index(last + 1, size).is_err());
+        // Clients refuse data past the end of that last chunk themselves.
+        assert_eq!((last + 1) * size, shoal_core::layout::data_end_max(size));
         assert!(check_chunk_index(u64::MAX / size, size).is_err(), "index * size fits u64, the end does not");
         assert!(check_chunk_index(u64::MAX, 1).is_err());
         assert!(check_chunk_index(u64::MAX, size).is_err());

@@ -325,14 +325,28 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
         "a failed write leaves at most a prefix: {shown} bytes"
     );
 
+    // Bytes held, then lost when the mount sent them on its own (after a
+    // second): every later write fails, and so does an fsync through any
+    // descriptor of the file, and the writer's own.
+    let mut f = std::fs::File::create(m.path("late")).unwrap();
+    let other = std::fs::OpenOptions::new().write(true).open(m.path("late")).unwrap();
+    f.write_all(&big).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(errno_of(other.sync_all()), libc::ENOSPC, "an fsync through another descriptor");
+    assert_eq!(errno_of(f.write_all(b"more")), libc::ENOSPC, "a later write");
+    assert_eq!(errno_of(f.sync_all()), libc::ENOSPC, "the writer's fsync");
+    drop((f, other));
+    assert_eq!(std::fs::metadata(m.path("late")).unwrap().len(), 0, "nothing of it landed");
+
     // A program that only writes and closes hears it at its close.
     let src = c.tmp.path().join("big-src");
     std::fs::write(&src, &big).unwrap();
     let out = sh(&m.dir, &format!("cp {} copied", src.display()));
     assert!(!out.status.success() && stderr(&out).contains("No space left on device"), "{}", stderr(&out));
 
-    std::fs::remove_file(m.path("big")).unwrap();
-    std::fs::remove_file(m.path("copied")).unwrap();
+    for name in ["big", "late", "copied"] {
+        std::fs::remove_file(m.path(name)).unwrap();
+    }
     std::fs::write(m.path("after"), b"room again").unwrap();
     assert_eq!(c.must_cat("/after"), b"room again");
 
@@ -348,6 +362,33 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
     }
     assert_eq!(errno_of(std::fs::read(m.path("bad"))), libc::EIO);
     assert_eq!(std::fs::read(m.path("after")).unwrap(), b"room again", "the mount goes on answering");
+}
+
+/// Data goes only in chunks that end within the largest file (2^63 - 1
+/// bytes): a write past the last of them fails with `EFBIG` at once (as a
+/// write past a local file system's largest file does), rather
+/// than being held and lost at the close; a size set past it is fine.
+#[test]
+fn t97_a_write_past_the_last_chunk_is_efbig() {
+    use std::os::unix::fs::FileExt;
+    if !can_mount("t97_a_write_past_the_last_chunk_is_efbig") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let m = Mount::start(&c, "mnt", &[]);
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).open(m.path("far")).unwrap();
+    let last_end = i64::MAX as u64 / (1 << 20) * (1 << 20); // the test cluster's chunks are 1 MiB
+    // The kernel sends the bytes of each page apart: a short write, up to the end.
+    assert_eq!(f.write_at(b"zy", last_end - 1).unwrap(), 1);
+    assert_eq!(errno_of(f.write_at(b"w", last_end)), libc::EFBIG);
+    f.sync_all().unwrap();
+    assert_eq!(c.must_stat_json("/far")["size"].as_u64(), Some(last_end));
+    let mut got = [0u8; 2];
+    assert_eq!(f.read_at(&mut got, last_end - 2).unwrap(), 2);
+    assert_eq!(&got, b"\0z");
+    f.set_len(i64::MAX as u64).unwrap();
+    drop(f);
+    assert_eq!(std::fs::metadata(m.path("far")).unwrap().len(), i64::MAX as u64);
 }
 
 /// Whether `program` runs here; skips `test` with a message (saying how to
@@ -416,10 +457,13 @@ fn t97_git_sqlite_and_rsync_on_the_mount() {
     must_sh(&m.dir, &format!("rsync -a synced/ {back}/ && diff -r --no-dereference {src} {back}"));
 }
 
-/// The operations fsx makes in [`t97_fsx_on_the_mount`]: well under a
-/// minute in a debug build on 2 cores (400 took 10 s; fsx waits on the
-/// mount, whose every read first commits the writes held before it).
-const FSX_OPS: u32 = 1000;
+/// The operations fsx makes in [`t97_fsx_on_the_mount`]: about 16 ms each
+/// in a debug build on 2 cores (most wait for a durable write and a Raft
+/// commit: an msync, a truncate, an fsync, a close, a write that does not
+/// continue the bytes held), so under 3 minutes. Issue 11's 100,000 take
+/// about 27 minutes in this build (9 in a release build), too long for CI:
+/// `crates/shoal-fuse/bench/fsx_long.sh` runs them by hand.
+const FSX_OPS: u32 = 10_000;
 /// The seed of fsx's sequence of operations: the same run every time (a
 /// failure is reproduced by running fsx with it again).
 const FSX_SEED: u32 = 97;
@@ -486,7 +530,7 @@ fn fsx_on_a_mount(test: &str, seed: u32) {
     let mut cmd = Command::new("fsx");
     cmd.arg("-f").arg(&config).args(["-N", &FSX_OPS.to_string(), "-S", &seed.to_string()]);
     cmd.arg("-P").arg(&artifacts).arg(m.path("fsx-file"));
-    let status = run_logged(cmd, &log, Duration::from_secs(300), &m);
+    let status = run_logged(cmd, &log, Duration::from_secs(1200), &m);
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         status.success() && out.contains("All operations completed A-OK"),
