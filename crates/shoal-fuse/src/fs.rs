@@ -23,15 +23,15 @@
 //! `write_at`, which returns only once every replica has the bytes durable
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
-//! fails (`EIO`, or `ENOSPC` when the cluster has no room) stays with its
-//! handle: every later write through it fails, an fsync through any handle
-//! of the file reports it, and the handle's next flush or fsync reports it
-//! and clears it. A write that must first send the range held before (it
-//! does not continue it) publishes both ranges as held until that send
-//! ends, so other handles' writes and reads over either wait for it; if
-//! the send fails, the write fails and its own bytes are dropped. Data
-//! ends within the last whole chunk before 2^63 - 1: a write past it is
-//! `EFBIG` at once. A range held for [`crate::buffer::FLUSH_AFTER`] is
+//! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported as
+//! Linux reports a lost writeback: by the holding handle's next flush or
+//! fsync (which clears it), and once by the next fsync through each other
+//! handle of the file open then; later writes go on. A write that must
+//! first send the range held before (it does not continue it) publishes
+//! both ranges as held until that send ends, so other handles' writes and
+//! reads over either wait for it; if the send fails, the write fails and
+//! its own bytes are dropped. Data ends within the last whole chunk before
+//! 2^63 - 1: a write across it is short, one from past it `EFBIG`. A range held for [`crate::buffer::FLUSH_AFTER`] is
 //! sent by a background task. A write through one handle first sends what
 //! the file's other handles hold of the same bytes, and a read what they
 //! hold from where it reads on, so no two handles hold the same bytes and
@@ -81,7 +81,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,6 +126,9 @@ struct Handle {
     held_start: AtomicU64,
     /// The end of the held range (0: nothing held), readable without the lock.
     held_end: AtomicU64,
+    /// The errno of a piece of this file that another handle lost since
+    /// this handle's last fsync (0: none): its next fsync reports it, once.
+    lost_elsewhere: AtomicI32,
     state: tokio::sync::Mutex<OpenState>,
 }
 
@@ -648,6 +651,7 @@ impl Inner {
                 ino,
                 held_start: AtomicU64::new(0),
                 held_end: AtomicU64::new(0),
+                lost_elsewhere: AtomicI32::new(0),
                 state: tokio::sync::Mutex::new(state),
             }),
         );
@@ -677,7 +681,7 @@ impl Inner {
             let sent = self.send(&mut st.file, piece).await;
             h.held_end.store(0, Ordering::Release);
             if let Err(e) = sent {
-                st.failed = Some(e);
+                self.lost(h, st, e);
             }
         }
     }
@@ -932,21 +936,16 @@ impl Inner {
         failed
     }
 
-    /// A failure that another handle of `ino` than `h` keeps for its next
-    /// flush or fsync (it keeps it: an fsync through any descriptor of a
-    /// file reports that its bytes were lost, and so does the close of the
-    /// descriptor they were written through).
-    async fn failed_elsewhere(&self, ino: u64, h: &Handle) -> Option<Errno> {
-        let handles: Vec<Arc<Handle>> = {
-            let files = self.files.lock().expect("files lock");
-            files.values().filter(|o| o.ino == ino && !std::ptr::eq(o.as_ref(), h)).cloned().collect()
-        };
-        for o in handles {
-            if let Some(e) = o.state.lock().await.failed {
-                return Some(e);
-            }
+    /// Notes that a piece `h` held was lost with `e`: `h`'s next flush or
+    /// fsync reports it (and clears it), and so does the next fsync through
+    /// each other handle of the file open now (once each, as Linux reports
+    /// a lost writeback to each open file).
+    fn lost(&self, h: &Handle, st: &mut OpenState, e: Errno) {
+        st.failed = Some(e);
+        let files = self.files.lock().expect("files lock");
+        for o in files.values().filter(|o| o.ino == h.ino && !std::ptr::eq(o.as_ref(), h)) {
+            o.lost_elsewhere.store(e.code(), Ordering::Release);
         }
-        None
     }
 
     /// Makes handle `fh` (if it is still open on `ino`) carry `lock`'s token.
@@ -1699,22 +1698,20 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
         let h = or_reply!(reply, fs.handle(fh));
-        let done: Res<()> = fs.rt.block_on(async {
+        let done: Res<usize> = fs.rt.block_on(async {
             // Older bytes of other handles under these land first, so
             // later bytes win.
-            let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+            let end = offset.saturating_add(data.len() as u64);
             fs.send_others(h.ino, Some(&*h), Some((offset, end))).await;
             let mut st = h.state.lock().await;
             // Meta takes data only in chunks that end within the largest
-            // file: refused here, not at a later send.
-            if end > shoal_core::layout::data_end_max(st.file.cached_stat().chunk_size) {
+            // file: what lies past that is refused here (a short write, or
+            // EFBIG from its first byte on), not lost at a later send.
+            let limit = shoal_core::layout::data_end_max(st.file.cached_stat().chunk_size);
+            if offset >= limit {
                 return Err(Errno::EFBIG);
             }
-            // A piece that failed fails every write until a flush or an
-            // fsync reports it (and keeps it for them).
-            if let Some(e) = st.failed {
-                return Err(e);
-            }
+            let data = &data[..(limit - offset).min(data.len() as u64) as usize];
             // Read-ahead of this handle is older than this write.
             st.ahead.clear();
             st.fetching = None;
@@ -1736,7 +1733,7 @@ impl Filesystem for ShoalFs {
                     st.buf.take();
                     st.held_since = None;
                     h.held_end.store(0, Ordering::Release);
-                    st.failed = Some(e);
+                    fs.lost(&h, &mut st, e);
                     return Err(e);
                 }
             }
@@ -1755,14 +1752,14 @@ impl Filesystem for ShoalFs {
                 if let Err(e) = sent {
                     // Earlier writes' bytes were in the piece: the next flush
                     // or fsync says so too.
-                    st.failed = Some(e);
+                    fs.lost(&h, &mut st, e);
                     return Err(e);
                 }
             }
-            Ok(())
+            Ok(data.len())
         });
-        or_reply!(reply, done);
-        reply.written(data.len() as u32);
+        let written = or_reply!(reply, done);
+        reply.written(written as u32);
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
@@ -1821,12 +1818,11 @@ impl Filesystem for ShoalFs {
         // file's, whichever handle holds its bytes.
         let fs = &self.0;
         let h = or_reply!(reply, fs.handle(fh));
-        let others = fs.rt.block_on(async {
-            let sent = fs.send_others(ino.0, Some(&*h), None).await;
-            sent.or(fs.failed_elsewhere(ino.0, &h).await)
-        });
+        let others = fs.rt.block_on(fs.send_others(ino.0, Some(&*h), None));
+        // The send above noted its failures on this handle too.
+        let lost = h.lost_elsewhere.swap(0, Ordering::AcqRel);
         or_reply!(reply, fs.send_held(&h));
-        if let Some(e) = others {
+        if let Some(e) = others.or((lost != 0).then(|| Errno::from_i32(lost))) {
             return reply.error(e);
         }
         reply.ok();
