@@ -24,16 +24,20 @@
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
 //! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported as
-//! Linux reports a lost writeback: by the holding handle's next flush or
-//! fsync (which clears it), and once by the next fsync through each other
-//! handle of the file open then; later writes go on. A write that must
+//! Linux reports a lost writeback: by every flush (close) of the holding
+//! handle until its next fsync, which clears it, and once by the next
+//! fsync through each other handle of the file open then; later writes go
+//! on. (A flush does not clear it: a close of a copy of the descriptor,
+//! such as a child of a multithreaded program closes at `exec`, must not
+//! hide it from the writer's fsync.) A write that must
 //! first send the range held before (it does not continue it) publishes
 //! both ranges as held until that send ends, so other handles' writes and
 //! reads over either wait for it; if the send fails, the write fails and
 //! its own bytes are dropped. Data ends within the last whole chunk before
-//! 2^63 - 1: a write across it is short, one from past it `EFBIG`. A range held for [`crate::buffer::FLUSH_AFTER`] is
-//! sent by a background task. A write through one handle first sends what
-//! the file's other handles hold of the same bytes, and a read what they
+//! 2^63 - 1: a write across it is short, one from past it `EFBIG`. A range
+//! held for [`crate::buffer::FLUSH_AFTER`] is sent by a background task. A
+//! write through one handle first sends what the file's other handles hold
+//! of the same bytes, and a read what they
 //! hold from where it reads on, so no two handles hold the same bytes and
 //! later bytes win whatever order handles close in; an fsync sends what
 //! every handle of the file holds. A read answers its own handle's held
@@ -135,7 +139,8 @@ struct Handle {
 struct OpenState {
     file: File,
     buf: WriteBuffer,
-    /// A held piece that could not be sent, reported by the next call.
+    /// A held piece that could not be sent: reported by each flush, and by
+    /// the next fsync, which clears it.
     failed: Option<Errno>,
     /// When the held range's oldest byte was written (None: nothing held).
     held_since: Option<std::time::Instant>,
@@ -286,6 +291,15 @@ enum Resize {
     Set,
     /// To at least the size (fallocate(2)'s growth).
     Grow,
+}
+
+/// What [`Inner::send_held_then`] does with the failure it answers.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Keeps it, for the next flush or fsync (a flush).
+    Keep,
+    /// Clears it, so it is reported once (an fsync).
+    Clear,
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -658,15 +672,26 @@ impl Inner {
         Ok(fh)
     }
 
-    /// Sends what `h` holds; answers a failure of this or an earlier piece.
+    /// Sends what `h` holds; answers a failure of this or an earlier piece,
+    /// which stays for the next call to report too.
     fn send_held(&self, h: &Handle) -> Res<()> {
+        self.send_held_then(h, Failure::Keep)
+    }
+
+    /// Like [`Inner::send_held`], and clears the failure it answers (fsync).
+    fn sync_held(&self, h: &Handle) -> Res<()> {
+        self.send_held_then(h, Failure::Clear)
+    }
+
+    fn send_held_then(&self, h: &Handle, then: Failure) -> Res<()> {
         self.rt.block_on(async {
             let mut st = h.state.lock().await;
             self.send_piece(h, &mut st).await;
-            match st.failed.take() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            let failed = match then {
+                Failure::Keep => st.failed,
+                Failure::Clear => st.failed.take(),
+            };
+            failed.map_or(Ok(()), Err)
         })
     }
 
@@ -785,8 +810,8 @@ impl Inner {
     /// the new length.
     fn fallocate(&self, ino: u64, fh: FileHandle, offset: u64, length: u64, mode: i32) -> Res<()> {
         let h = self.handle(fh)?;
-        // This handle's own held bytes, and a failure it kept for its next flush.
-        self.send_held(&h)?;
+        // Held bytes of every handle, this one's too, go first (a piece lost
+        // earlier is for flush and fsync to report, as for writes).
         self.send_inode(ino)?;
         let (stat, _) = self.ns(self.client.stat_inode(ino, false))?;
         let plan = crate::fallocate::plan(mode, offset, length, stat.size)?;
@@ -899,8 +924,8 @@ impl Inner {
 
     /// Sends what the handles of inode `ino` other than `except` hold, of
     /// those whose held range meets `within` (a range of the file; None:
-    /// all). Answers the first failure of these sends, which also stays
-    /// with its handle, for that handle's next flush or fsync.
+    /// all). Answers the first failure of these sends, which is also
+    /// reported as [`Inner::lost`] says.
     ///
     /// A handle calls this before it writes (`within`: the bytes it
     /// writes) or reads (from where it reads on, since held bytes past the
@@ -1821,7 +1846,7 @@ impl Filesystem for ShoalFs {
         let others = fs.rt.block_on(fs.send_others(ino.0, Some(&*h), None));
         // The send above noted its failures on this handle too.
         let lost = h.lost_elsewhere.swap(0, Ordering::AcqRel);
-        or_reply!(reply, fs.send_held(&h));
+        or_reply!(reply, fs.sync_held(&h));
         if let Some(e) = others.or((lost != 0).then(|| Errno::from_i32(lost))) {
             return reply.error(e);
         }
