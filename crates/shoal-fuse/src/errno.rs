@@ -51,7 +51,10 @@ pub fn fs_errno(e: &FsError) -> Errno {
         FsError::TooManyLinks { .. } => Errno::EMLINK,
         FsError::TooManyLocks { .. } => Errno::ENOLCK,
         FsError::Deadlock { .. } => Errno::EDEADLK,
-        FsError::NotEnoughServers { .. } => Errno::ENOSPC,
+        // Too few live servers for a new chunk's replicas (running out of
+        // room shows as `WriteFailed { no_space }` instead): the cluster
+        // cannot take the write now, as when it cannot be reached.
+        FsError::NotEnoughServers { .. } => Errno::EIO,
         FsError::Fenced { .. } => Errno::EACCES,
         FsError::WouldBlock { .. } | FsError::LockTimeout { .. } => Errno::EAGAIN,
         FsError::NoReplica { .. }
@@ -85,7 +88,7 @@ mod tests {
         assert_eq!(fs(FsError::InvalidPath(PathError::Nul { path: p() })), libc::EINVAL);
         assert_eq!(fs(FsError::NoAttribute { path: p(), name: "user.x".into() }), libc::ENODATA);
         assert_eq!(fs(FsError::AttributeLimit { path: p(), limit: "big".into() }), libc::E2BIG);
-        assert_eq!(fs(FsError::NotEnoughServers { needed: 2, alive: 1 }), libc::ENOSPC);
+        assert_eq!(fs(FsError::NotEnoughServers { needed: 2, alive: 1 }), libc::EIO);
         assert_eq!(fs(FsError::Fenced { path: p(), token: 1 }), libc::EACCES);
         assert_eq!(fs(FsError::NoReplica { chunk_id: 1 }), libc::EIO);
         assert_eq!(fs(FsError::LinkToDirectory { path: p() }), libc::EPERM);

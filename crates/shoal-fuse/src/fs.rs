@@ -695,9 +695,9 @@ impl Inner {
         })
     }
 
-    /// Sends the piece `h` holds, if any, and keeps a failure for the next
-    /// flush or fsync to answer.
-    async fn send_piece(&self, h: &Handle, st: &mut OpenState) {
+    /// Sends the piece `h` holds, if any; a failure is kept as
+    /// [`Inner::lost`] says, and answered.
+    async fn send_piece(&self, h: &Handle, st: &mut OpenState) -> Option<Errno> {
         st.held_since = None;
         // The large buffer is given back once its piece is sent (so the
         // memory it bounds includes pieces in flight).
@@ -707,8 +707,10 @@ impl Inner {
             h.held_end.store(0, Ordering::Release);
             if let Err(e) = sent {
                 self.lost(h, st, e);
+                return Some(e);
             }
         }
+        None
     }
 
     async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
@@ -783,7 +785,13 @@ impl Inner {
             Some(h) => self.rt.block_on(async {
                 let mut st = h.state.lock().await;
                 if how == Resize::Set {
+                    // Bytes a write made since the send above: cut, and
+                    // published as cut (the size shown counts held bytes).
                     st.buf.truncate(size);
+                    h.held_end.store(st.buf.end(), Ordering::Release);
+                    if st.buf.is_empty() {
+                        st.held_since = None;
+                    }
                 }
                 st.ahead.clear();
                 st.fetching = None;
@@ -952,11 +960,8 @@ impl Inner {
         let mut failed = None;
         for h in handles {
             let mut st = h.state.lock().await;
-            let had = st.failed.is_some();
-            self.send_piece(&h, &mut st).await;
-            if !had && failed.is_none() {
-                failed = st.failed;
-            }
+            let sent = self.send_piece(&h, &mut st).await;
+            failed = failed.or(sent);
         }
         failed
     }

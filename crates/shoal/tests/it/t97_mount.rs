@@ -305,7 +305,12 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
         return;
     }
     // Two servers, replication 2, and one of them can hold only 1 MiB.
-    let c = Cluster::start(Options { chunk_nodes: 2, capacities: vec![Some("1MiB"), None], ..Options::default() });
+    let mut c = Cluster::start(Options {
+        chunk_nodes: 2,
+        capacities: vec![Some("1MiB"), None],
+        meta_args: vec!["--dead-after", "2s"],
+        ..Options::default()
+    });
     let m = Mount::start(&c, "mnt", &["--attr-ttl-ms", "0", "--entry-ttl-ms", "0"]);
     std::fs::write(m.path("before"), b"kept").unwrap();
 
@@ -378,6 +383,24 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
     }
     assert_eq!(errno_of(std::fs::read(m.path("bad"))), libc::EIO);
     assert_eq!(std::fs::read(m.path("after")).unwrap(), b"room again", "the mount goes on answering");
+
+    // Too few live servers for a new chunk's two replicas: EIO (the
+    // cluster cannot take it now), not ENOSPC; and writes work again once
+    // the server is back.
+    c.kill_chunk(1);
+    wait_until("meta hears one server", || {
+        let out = c.must(&["admin", "nodes", "--json"], None);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all.as_array().unwrap().iter().filter(|n| n["state"] == "alive").count() == 1
+    });
+    let mut f = std::fs::File::create(m.path("alone")).unwrap();
+    f.write_all(b"two replicas wanted").unwrap();
+    assert_eq!(errno_of(f.sync_all()), libc::EIO, "one live server of two");
+    drop(f);
+    c.start_chunk(1);
+    c.must_be_ready(2);
+    std::fs::write(m.path("alone"), b"both back").unwrap();
+    assert_eq!(c.must_cat("/alone"), b"both back");
 }
 
 /// Data goes only in chunks that end within the largest file (2^63 - 1
