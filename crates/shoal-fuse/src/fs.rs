@@ -24,12 +24,12 @@
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
 //! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported as
-//! Linux reports a lost writeback: by every flush (close) of the holding
-//! handle until its next fsync, which clears it, and once by the next
-//! fsync through each other handle of the file open then; later writes go
-//! on. (A flush does not clear it: a close of a copy of the descriptor,
-//! such as a child of a multithreaded program closes at `exec`, must not
-//! hide it from the writer's fsync.) A write that must
+//! Linux reports a lost writeback: once by the next flush (close) of the
+//! holding handle and, apart from that, once by its next fsync (which
+//! says it even after a close of a copy of the descriptor, such as a
+//! child of a multithreaded program makes at `exec`, has heard it), and
+//! once by the next fsync through each other handle of the file open
+//! then; later writes go on. A write that must
 //! first send the range held before (it does not continue it) publishes
 //! both ranges as held until that send ends, so other handles' writes and
 //! reads over either wait for it; if the send fails, the write fails and
@@ -139,9 +139,10 @@ struct Handle {
 struct OpenState {
     file: File,
     buf: WriteBuffer,
-    /// A held piece that could not be sent: reported by each flush, and by
-    /// the next fsync, which clears it.
+    /// A held piece that could not be sent, for the next flush to report.
     failed: Option<Errno>,
+    /// The same, for the next fsync to report (which clears both).
+    failed_for_sync: Option<Errno>,
     /// When the held range's oldest byte was written (None: nothing held).
     held_since: Option<std::time::Instant>,
     /// Bytes fetched ahead of a sequential reader.
@@ -293,13 +294,12 @@ enum Resize {
     Grow,
 }
 
-/// What [`Inner::send_held_then`] does with the failure it answers.
+/// Who asks [`Inner::send_held_for`]: each hears a lost piece once, and an
+/// fsync's answer also stands for the next flush's.
 #[derive(Clone, Copy)]
-enum Failure {
-    /// Keeps it, for the next flush or fsync (a flush).
-    Keep,
-    /// Clears it, so it is reported once (an fsync).
-    Clear,
+enum Caller {
+    Flush,
+    Fsync,
 }
 
 /// The FUSE filesystem (what the kernel's session calls).
@@ -654,6 +654,7 @@ impl Inner {
             file,
             buf: WriteBuffer::default(),
             failed: None,
+            failed_for_sync: None,
             held_since: None,
             ahead: ReadAhead::default(),
             fetching: None,
@@ -672,24 +673,28 @@ impl Inner {
         Ok(fh)
     }
 
-    /// Sends what `h` holds; answers a failure of this or an earlier piece,
-    /// which stays for the next call to report too.
+    /// Sends what `h` holds (a flush); answers a failure of this or an
+    /// earlier piece that no flush has answered yet.
     fn send_held(&self, h: &Handle) -> Res<()> {
-        self.send_held_then(h, Failure::Keep)
+        self.send_held_for(h, Caller::Flush)
     }
 
-    /// Like [`Inner::send_held`], and clears the failure it answers (fsync).
+    /// Sends what `h` holds (an fsync); answers a failure of this or an
+    /// earlier piece that no fsync has answered yet.
     fn sync_held(&self, h: &Handle) -> Res<()> {
-        self.send_held_then(h, Failure::Clear)
+        self.send_held_for(h, Caller::Fsync)
     }
 
-    fn send_held_then(&self, h: &Handle, then: Failure) -> Res<()> {
+    fn send_held_for(&self, h: &Handle, caller: Caller) -> Res<()> {
         self.rt.block_on(async {
             let mut st = h.state.lock().await;
             self.send_piece(h, &mut st).await;
-            let failed = match then {
-                Failure::Keep => st.failed,
-                Failure::Clear => st.failed.take(),
+            let failed = match caller {
+                Caller::Flush => st.failed.take(),
+                Caller::Fsync => {
+                    st.failed = None;
+                    st.failed_for_sync.take()
+                }
             };
             failed.map_or(Ok(()), Err)
         })
@@ -704,11 +709,11 @@ impl Inner {
         let _large = st.large.take();
         if let Some(piece) = st.buf.take() {
             let sent = self.send(&mut st.file, piece).await;
-            h.held_end.store(0, Ordering::Release);
             if let Err(e) = sent {
                 self.lost(h, st, e);
-                return Some(e);
             }
+            h.held_end.store(0, Ordering::Release);
+            return sent.err();
         }
         None
     }
@@ -758,10 +763,18 @@ impl Inner {
         }
     }
 
-    /// Sends what every handle holds (before an unmount); answers how many failed.
+    /// Sends what every handle holds (before an unmount); answers how many
+    /// of these sends failed.
     pub fn send_all(&self) -> usize {
         let handles: Vec<Arc<Handle>> = self.files.lock().expect("files lock").values().cloned().collect();
-        handles.iter().filter(|h| self.send_held(h).is_err()).count()
+        self.rt.block_on(async {
+            let mut failed = 0;
+            for h in handles {
+                let mut st = h.state.lock().await;
+                failed += usize::from(self.send_piece(&h, &mut st).await.is_some());
+            }
+            failed
+        })
     }
 
     fn owner(req: &Request, mode: u32, umask: u32) -> Owner {
@@ -791,6 +804,7 @@ impl Inner {
                     h.held_end.store(st.buf.end(), Ordering::Release);
                     if st.buf.is_empty() {
                         st.held_since = None;
+                        st.large = None;
                     }
                 }
                 st.ahead.clear();
@@ -966,12 +980,15 @@ impl Inner {
         failed
     }
 
-    /// Notes that a piece `h` held was lost with `e`: `h`'s next flush or
-    /// fsync reports it (and clears it), and so does the next fsync through
-    /// each other handle of the file open now (once each, as Linux reports
-    /// a lost writeback to each open file).
+    /// Notes that a piece `h` held was lost with `e`: `h`'s next flush and
+    /// its next fsync report it (an fsync first: then the flush does not),
+    /// and so does the next fsync through each other handle of the file
+    /// open now (once each, as Linux reports a lost writeback to each open
+    /// file). Called before `h` says it holds nothing, so a call that sees
+    /// that finds the failure noted.
     fn lost(&self, h: &Handle, st: &mut OpenState, e: Errno) {
         st.failed = Some(e);
+        st.failed_for_sync = Some(e);
         let files = self.files.lock().expect("files lock");
         for o in files.values().filter(|o| o.ino == h.ino && !std::ptr::eq(o.as_ref(), h)) {
             o.lost_elsewhere.store(e.code(), Ordering::Release);
@@ -1762,8 +1779,8 @@ impl Filesystem for ShoalFs {
                     // This write fails too, and its bytes are not sent.
                     st.buf.take();
                     st.held_since = None;
-                    h.held_end.store(0, Ordering::Release);
                     fs.lost(&h, &mut st, e);
+                    h.held_end.store(0, Ordering::Release);
                     return Err(e);
                 }
             }
@@ -1778,13 +1795,13 @@ impl Filesystem for ShoalFs {
                 let piece = st.buf.take().expect("a full buffer holds bytes");
                 st.held_since = None;
                 let sent = fs.send(&mut st.file, piece).await;
-                h.held_end.store(0, Ordering::Release);
                 if let Err(e) = sent {
                     // Earlier writes' bytes were in the piece: the next flush
-                    // or fsync says so too.
+                    // and fsync say so too.
                     fs.lost(&h, &mut st, e);
-                    return Err(e);
                 }
+                h.held_end.store(0, Ordering::Release);
+                sent?;
             }
             Ok(data.len())
         });
