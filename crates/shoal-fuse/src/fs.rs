@@ -23,13 +23,14 @@
 //! `write_at`, which returns only once every replica has the bytes durable
 //! and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
-//! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported as
-//! Linux reports a lost writeback: once by the next flush (close) of the
-//! holding handle and, apart from that, once by its next fsync (which
-//! says it even after a close of a copy of the descriptor, such as a
-//! child of a multithreaded program makes at `exec`, has heard it), and
-//! once by the next fsync through each other handle of the file open
-//! then; later writes go on. A write that must
+//! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported
+//! much as Linux reports a lost writeback, but per open file rather than
+//! per inode: once by the next flush (close) of the holding handle unless
+//! its fsync said it first, and once by its next fsync (which says it
+//! even after a close of a copy of the descriptor, such as a child of a
+//! multithreaded program makes at `exec`, has heard it); and once by the
+//! next fsync through each other handle of the file open then (not one
+//! opened later). Later writes go on. A write that must
 //! first send the range held before (it does not continue it) publishes
 //! both ranges as held until that send ends, so other handles' writes and
 //! reads over either wait for it; if the send fails, the write fails and
@@ -674,7 +675,7 @@ impl Inner {
     }
 
     /// Sends what `h` holds (a flush); answers a failure of this or an
-    /// earlier piece that no flush has answered yet.
+    /// earlier piece that no flush or fsync has answered yet.
     fn send_held(&self, h: &Handle) -> Res<()> {
         self.send_held_for(h, Caller::Flush)
     }
@@ -737,8 +738,8 @@ impl Inner {
     }
 
     /// Sends what every handle of inode `ino` holds; answers the first
-    /// failure of those sends (which stays with its handle too, for its
-    /// next flush or fsync).
+    /// failure of those sends (which is also reported as [`Inner::lost`]
+    /// says).
     fn send_inode(&self, ino: u64) -> Res<()> {
         match self.rt.block_on(self.send_others(ino, None, None)) {
             Some(e) => Err(e),
@@ -939,7 +940,7 @@ impl Inner {
     }
 
     /// Sends what every handle of inode `ino` holds, from the runtime (a
-    /// failure stays with its handle, for its next flush or fsync).
+    /// failure is reported as [`Inner::lost`] says).
     async fn send_inode_async(&self, ino: u64) {
         self.send_others(ino, None, None).await;
     }
