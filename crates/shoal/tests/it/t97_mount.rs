@@ -353,7 +353,11 @@ fn t97_a_full_cluster_is_enospc_and_data_no_replica_serves_is_eio() {
             _ => Err(std::io::Error::last_os_error()),
         }
     };
-    assert_eq!(errno_of(close_a_copy()), libc::ENOSPC, "a close of a copy");
+    // Which close hears it is not known here: another test's thread may
+    // fork while f is open, and its child's exec closes a copy of f too.
+    // (cp, below, hears it at its own close.) None of them hides it from
+    // the writer's fsync.
+    let _ = close_a_copy();
     close_a_copy().expect("said once to closes");
     assert_eq!(errno_of(f.sync_all()), libc::ENOSPC, "the writer's fsync");
     f.sync_all().expect("said once");
