@@ -12,7 +12,9 @@
 //! The pauses are short (at most [`BACKOFF_MAX`]) so that a client resumes
 //! within a few hundred milliseconds of a new leader being elected, and one
 //! attempt may take at most [`ATTEMPT_TIMEOUT_MAX`], so that a stalled (not
-//! dead) leader costs a bounded wait before the others are tried.
+//! dead) leader costs a bounded wait before the others are tried. An
+//! attempt without an answer in time renews the channel to that node, so a
+//! stalled connection to a node that is well is not tried again.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -140,6 +142,9 @@ impl MetaConn {
                         last = format!("{addr}: no answer in time");
                     }
                     *self.leader.lock().expect("leader lock") = None;
+                    // The connection may be what stalls, not the node: the
+                    // next call to it dials again.
+                    self.pool.renew(&addr);
                     true
                 }
             };
