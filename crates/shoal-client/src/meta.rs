@@ -3,7 +3,8 @@
 //! The caller gives every meta address. A call goes to the last known leader
 //! (at first, the first address); an `UNAVAILABLE` answer carrying a leader
 //! hint moves it there at once, any other unavailability moves to the next
-//! address after a short, doubling backoff. The whole call gives up after the
+//! address after a short, doubling backoff (and the next call, while no
+//! leader is known, starts there too). The whole call gives up after the
 //! configured timeout with an error naming every address tried.
 //!
 //! Retrying is safe for mutations too: each carries a request id (see
@@ -12,9 +13,7 @@
 //! The pauses are short (at most [`BACKOFF_MAX`]) so that a client resumes
 //! within a few hundred milliseconds of a new leader being elected, and one
 //! attempt may take at most [`ATTEMPT_TIMEOUT_MAX`], so that a stalled (not
-//! dead) leader costs a bounded wait before the others are tried. An
-//! attempt without an answer in time renews the channel to that node, so a
-//! stalled connection to a node that is well is not tried again.
+//! dead) leader costs a bounded wait before the others are tried.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -36,6 +35,10 @@ pub struct MetaConn {
     addrs: Vec<String>,
     pool: ChannelPool,
     leader: Mutex<Option<String>>,
+    /// Where a call starts when no leader is known: the address after the
+    /// last one that failed, so calls do not all begin at a node that does
+    /// not answer (a short timeout would spend itself there each time).
+    next: std::sync::atomic::AtomicUsize,
     timeout: Duration,
 }
 
@@ -88,7 +91,7 @@ impl MetaConn {
         for a in &addrs {
             pool.get(a)?;
         }
-        Ok(MetaConn { addrs, pool, leader: Mutex::new(None), timeout })
+        Ok(MetaConn { addrs, pool, leader: Mutex::new(None), next: Default::default(), timeout })
     }
 
     /// The channel pool, for calls that must reach one particular node.
@@ -100,6 +103,15 @@ impl MetaConn {
         &self.addrs
     }
 
+    /// Forgets the leader after `addr` failed, and starts the next attempt
+    /// (of this call or the next) at the address after it.
+    fn failed(&self, addr: &str) {
+        *self.leader.lock().expect("leader lock") = None;
+        if let Some(i) = self.addrs.iter().position(|a| a == addr) {
+            self.next.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Runs `f` against the leader, following hints and retrying until the timeout.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
@@ -108,12 +120,10 @@ impl MetaConn {
     {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = BACKOFF_MIN;
-        let mut next_index = 0usize;
         let mut last = String::new();
         loop {
             let addr = self.leader.lock().expect("leader lock").clone().unwrap_or_else(|| {
-                next_index += 1;
-                self.addrs[(next_index - 1) % self.addrs.len()].clone()
+                self.addrs[self.next.load(std::sync::atomic::Ordering::Relaxed) % self.addrs.len()].clone()
             });
             let remaining = deadline.saturating_duration_since(Instant::now());
             let channel = self.pool.get(&addr)?;
@@ -131,7 +141,7 @@ impl MetaConn {
                     }
                     Some(Next::Leader(_)) | Some(Next::Another) => {
                         last = format!("{addr}: {}", describe(&status));
-                        *self.leader.lock().expect("leader lock") = None;
+                        self.failed(&addr);
                         true
                     }
                     None => return Err(ClientError::from_status(&status)),
@@ -141,10 +151,7 @@ impl MetaConn {
                     if !last.starts_with(&format!("{addr}: ")) {
                         last = format!("{addr}: no answer in time");
                     }
-                    *self.leader.lock().expect("leader lock") = None;
-                    // The connection may be what stalls, not the node: the
-                    // next call to it dials again.
-                    self.pool.renew(&addr);
+                    self.failed(&addr);
                     true
                 }
             };

@@ -6,12 +6,8 @@
 //! one: clients and chunk servers (for meta and for chunk servers), meta
 //! nodes (for Raft peers and for the chunk servers that copy replicas).
 //!
-//! The pool holds one channel per address it was asked for: the addresses
-//! are the cluster's own servers, a bounded set. A caller whose call through
-//! a channel got no answer in time may have it replaced ([`ChannelPool::renew`]):
-//! a connection can stall while its peer answers new ones (a TCP connection
-//! backing off after a partition healed, an HTTP/2 connection out of
-//! streams), and keep-alive pings find only a dead peer, after half a minute.
+//! The pool holds one channel per address it was asked for and never forgets
+//! one: the addresses are the cluster's own servers, a bounded set.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -73,13 +69,6 @@ impl ChannelPool {
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
-
-    /// Makes the next [`ChannelPool::get`] of `addr` answer a new channel,
-    /// on a new connection. Calls in flight on the old one go on; it closes
-    /// once they are done with it.
-    pub fn renew(&self, addr: &str) {
-        self.channels.lock().expect("channel pool lock").remove(addr);
-    }
 }
 
 #[cfg(test)]
@@ -95,9 +84,5 @@ mod tests {
         let e = pool.get("not an address").unwrap_err();
         assert_eq!(e, BadAddress { addr: "not an address".into() });
         assert!(pool.channels.lock().unwrap().len() == 1, "a bad address is not kept");
-        pool.renew("127.0.0.1:1");
-        assert!(pool.channels.lock().unwrap().is_empty(), "renewed: made again on the next get");
-        pool.get("127.0.0.1:1").expect("made again");
-        assert_eq!(pool.channels.lock().unwrap().len(), 1);
     }
 }
