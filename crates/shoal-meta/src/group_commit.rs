@@ -15,6 +15,16 @@
 //! Each request still gets its own answer, its own deduplication and its own
 //! refusal (see [`crate::fsm::batch`]). A Raft error (not the leader, no
 //! quorum) answers every request of the batch with that error.
+//!
+//! A batch still unanswered [`ANSWER_GRACE`] after this node's term moved
+//! past the one it was proposed in is answered "outcome unknown" (callers
+//! retry under the same request id, which the state machine applies at most
+//! once). openraft 0.9 can leave such a write unanswered for good: a former
+//! leader that catches up by installing a snapshot purges its unapplied
+//! entries without answering their writers. Before this, the batch then kept
+//! its in-flight slot for the life of the process, and with both slots gone
+//! a re-elected leader would serve no write at all (the likely cause of
+//! t60's rare stalls after a SIGSTOPped leader was elected again).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,6 +46,10 @@ pub const BATCH_REQUESTS_MAX: usize = 128;
 pub const BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Log entries proposed and not yet applied, at most.
 pub const IN_FLIGHT_MAX: usize = 2;
+/// How long a batch proposed in an earlier term may still wait for Raft's
+/// own answer (applied, or refused when the log is cut back) once this
+/// node's term has moved on.
+pub const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a request was not served: a batch not applied (nothing of it was), or
 /// a read whose round failed ([`crate::read_rounds`]).
@@ -120,7 +134,23 @@ async fn submit(raft: &Raft<TypeConfig>, batch: Vec<Waiting>) {
         Ok([one]) => Proposal::new(now_ms(), one.request, one.cmd),
         Err(items) => Proposal::new(now_ms(), None, Command::Batch(items)),
     };
-    match raft.client_write(proposal).await {
+    let term = raft.metrics().borrow().current_term;
+    let written = tokio::select! {
+        written = raft.client_write(proposal) => written,
+        () = async {
+            term_passed(raft, term).await;
+            tokio::time::sleep(ANSWER_GRACE).await;
+        } => {
+            tracing::warn!(term, "a batch proposed in an earlier term got no answer: answered as unknown");
+            for reply in replies {
+                let _ = reply.send(Err(Unapplied::Failed(
+                    "the leader's term ended while this was proposed: its outcome is unknown".into(),
+                )));
+            }
+            return;
+        }
+    };
+    match written {
         Ok(r) => {
             let answers = if n == 1 { vec![r.data] } else { batch::split(r.data, n) };
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -135,6 +165,19 @@ async fn submit(raft: &Raft<TypeConfig>, batch: Vec<Waiting>) {
             for reply in replies {
                 let _ = reply.send(Err(why.clone()));
             }
+        }
+    }
+}
+
+/// Resolves once `raft`'s term is past `term` (or Raft has shut down).
+async fn term_passed(raft: &Raft<TypeConfig>, term: u64) {
+    let mut metrics = raft.metrics();
+    loop {
+        if metrics.borrow_and_update().current_term > term {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
