@@ -17,11 +17,13 @@
 //! quorum) answers every request of the batch with that error.
 //!
 //! A batch still unanswered [`ANSWER_GRACE`] after this node's term moved
-//! past the one it was proposed in is answered "outcome unknown" (callers
-//! retry under the same request id, which the state machine applies at most
-//! once). openraft 0.9 can leave such a write unanswered for good: a former
-//! leader that catches up by installing a snapshot purges its unapplied
-//! entries without answering their writers. Before this, the batch then kept
+//! past the one it was proposed in is answered "outcome unknown" (it may
+//! have been applied: clients retry under the same request id, which the
+//! state machine applies at most once; the node's own proposals, which carry
+//! none, are idempotent or take it as failed). openraft 0.9 can leave such a
+//! write unanswered for good: a former leader that catches up by installing
+//! a snapshot purges the entries it had not applied (the snapshot may hold
+//! them) without answering their writers. Before this, the batch then kept
 //! its in-flight slot for the life of the process, and with both slots gone
 //! a re-elected leader would serve no write at all (the likely cause of
 //! t60's rare stalls after a SIGSTOPped leader was elected again).
@@ -44,20 +46,23 @@ pub const BATCH_REQUESTS_MAX: usize = 128;
 /// Small, because AppendEntries carries up to `RAFT_PAYLOAD_ENTRIES_MAX`
 /// entries (`crate::server`) as JSON, which can be 4 times the bytes.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024;
-/// Log entries proposed and not yet applied, at most.
+/// Log entries proposed and not yet answered, at most (an entry answered
+/// "outcome unknown" may still be in Raft).
 pub const IN_FLIGHT_MAX: usize = 2;
 /// How long a batch proposed in an earlier term may still wait for Raft's
 /// own answer (applied, or refused when the log is cut back) once this
 /// node's term has moved on.
 pub const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Why a request was not served: a batch not applied (nothing of it was), or
-/// a read whose round failed ([`crate::read_rounds`]).
+/// Why a request was not served: a batch not applied (nothing of it was,
+/// except after [`Unapplied::Failed`] for an unknown outcome), or a read
+/// whose round failed ([`crate::read_rounds`]).
 #[derive(Debug, Clone)]
 pub enum Unapplied {
     /// This node does not lead; the leader, if known.
     NotLeader(Option<BasicNode>),
-    /// Raft could not commit it (shutting down, storage failed).
+    /// Raft could not commit it (shutting down, storage failed), or its
+    /// outcome is unknown (see the module doc).
     Failed(String),
 }
 
