@@ -137,17 +137,23 @@ fn t52_a_meta_node_whose_disk_fills_stops_cleanly_and_resumes_once_freed() {
     c.must(&["put", "-", "/after"], Some(b"after the space came back"));
     let leader = c.wait_leader();
     let other = (0..3).find(|&i| i != victim && i != leader).unwrap();
+    // Each node's last applied entry; empty when `admin status` fails (a
+    // node still starting may not answer yet: the wait below asks again).
     let applied = |c: &Cluster| -> Vec<(String, u64)> {
-        let out = c.must(&["admin", "status", "--json"], None);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["nodes"]
-            .as_array()
-            .unwrap()
+        let out = c.shoal(&["admin", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        nodes
             .iter()
             .map(|n| (n["addr"].as_str().unwrap_or("").to_string(), n["last_applied"].as_u64().unwrap_or(0)))
             .collect()
     };
-    let target = applied(&c).iter().map(|(_, a)| *a).max().unwrap();
+    let mut target = None;
+    wait_until("admin status answers", || {
+        target = applied(&c).iter().map(|(_, a)| *a).max();
+        target.is_some()
+    });
+    let target = target.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !applied(&c).iter().any(|(addr, a)| *addr == c.metas[victim].addr && *a >= target) {
         assert!(Instant::now() < deadline, "meta-3 did not catch up to entry {target}: {:?}", applied(&c));
