@@ -1792,17 +1792,11 @@ impl Filesystem for ShoalFs {
                 st.large = fs.large_buffers.clone().try_acquire_owned().ok();
             }
             if st.buf.full(st.large.is_some()) {
-                let _large = st.large.take();
-                let piece = st.buf.take().expect("a full buffer holds bytes");
-                st.held_since = None;
-                let sent = fs.send(&mut st.file, piece).await;
-                if let Err(e) = sent {
-                    // Earlier writes' bytes were in the piece: the next flush
-                    // and fsync say so too.
-                    fs.lost(&h, &mut st, e);
+                // Earlier writes' bytes are in the piece: if it is lost,
+                // the next flush and fsync say so too.
+                if let Some(e) = fs.send_piece(&h, &mut st).await {
+                    return Err(e);
                 }
-                h.held_end.store(0, Ordering::Release);
-                sent?;
             }
             Ok(data.len())
         });
