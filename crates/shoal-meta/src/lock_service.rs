@@ -151,8 +151,9 @@ impl pb::locks_server::Locks for MetaService {
 
     async fn close_session(&self, req: Request<pb::SessionRequest>) -> Reply<pb::Empty> {
         let r = req.into_inner();
+        // The expiry scan forgets its clock entry (a keep-alive racing with
+        // this end could make it again).
         self.write_ok(LockCmd::EndSession { session: r.session }, request_id(r.request)).await?;
-        self.sessions.forget(r.session);
         Ok(TonicResponse::new(pb::Empty {}))
     }
 
@@ -287,6 +288,7 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             let now = Instant::now();
             let silent: Vec<u64> = {
                 let s = service.node.state.read();
+                clock.retain(|session| s.fs.sessions.contains_key(&session));
                 s.fs.sessions
                     .iter()
                     .filter(|(id, rec)| clock.expired(**id, Duration::from_millis(rec.ttl_ms), now))
@@ -295,9 +297,8 @@ pub fn spawn_session_expiry(service: MetaService, clock: std::sync::Arc<SessionC
             };
             for session in silent {
                 tracing::info!(session, "lock session expired; releasing its locks");
-                if service.write_ok(LockCmd::EndSession { session }, None).await.is_ok() {
-                    clock.forget(session);
-                }
+                // Its clock entry goes at the next scan that finds it ended.
+                let _ = service.write_ok(LockCmd::EndSession { session }, None).await;
             }
         }
     });

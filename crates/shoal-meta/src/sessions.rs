@@ -47,9 +47,13 @@ impl SessionClock {
         now.saturating_duration_since(heard.max(since)) > ttl
     }
 
-    /// Forgets a session that has ended.
-    pub fn forget(&self, session: u64) {
-        self.inner.lock().expect("session clock").heard.remove(&session);
+    /// Forgets every session that `live` says has ended. The expiry scan
+    /// calls it with the state machine's sessions, rather than forgetting a
+    /// session when its own end is answered: an end can be applied without
+    /// its proposer hearing so (an "outcome unknown" answer), a session
+    /// can be ended by its owner, and a keep-alive can come after the end.
+    pub fn retain(&self, live: impl Fn(u64) -> bool) {
+        self.inner.lock().expect("session clock").heard.retain(|session, _| live(*session));
     }
 }
 
@@ -69,6 +73,18 @@ mod tests {
         assert!(c.expired(1, ttl, t0 + Duration::from_secs(16)));
         c.set_leader_since(Some(t0 + Duration::from_secs(20)));
         assert!(!c.expired(1, ttl, t0 + Duration::from_secs(29)));
+    }
+
+    #[test]
+    fn ended_sessions_are_forgotten_and_live_ones_kept() {
+        let c = SessionClock::default();
+        let t0 = Instant::now();
+        for session in 1..=3 {
+            c.touch(session, t0);
+        }
+        c.retain(|session| session == 2);
+        let heard = c.inner.lock().unwrap().heard.clone();
+        assert_eq!(heard.into_keys().collect::<Vec<_>>(), vec![2]);
     }
 
     /// Regression: a session opened more than a TTL after the takeover used to
