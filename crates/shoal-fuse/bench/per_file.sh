@@ -35,11 +35,12 @@ for m in re.finditer(r"^shoal_rpc_duration_seconds_sum\{method=\"([^\"]+)\"[^}]*
     s[m.group(1)] += float(m.group(2))
 for k, v in sorted(n.items()):
     print(k, v, s[k])'
-  # CPU seconds each process has used so far: "cpu:NAME 0 SECONDS" (the
-  # mount runs in `shoal up`'s own process).
-  local tick pid name
+  # CPU seconds each process of this cluster has used so far: "cpu:NAME 0
+  # SECONDS" (the mount runs in `shoal up`'s own process, UP; the nodes are
+  # its children).
+  local tick pid name st
   tick=$(getconf CLK_TCK)
-  for pid in $(pgrep -f "^$B (up|meta|chunk) "); do
+  for pid in "$UP" $(pgrep -P "$UP"); do
     read -r -a st < "/proc/$pid/stat" || continue
     name=$(tr '\0' ' ' < "/proc/$pid/cmdline" | awk '{ print ($2 == "up" ? "mount" : $2 == "meta" ? "meta-" $4 : "chunk@" $4) }')
     awk -v name="$name" -v ticks="$(( st[13] + st[14] ))" -v tick="$tick" 'BEGIN { printf "cpu:%s 0 %.3f\n", name, ticks / tick }'
