@@ -274,6 +274,70 @@ fn t97_a_name_another_mount_replaced_is_looked_up_again() {
     assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOENT));
 }
 
+/// The content of `name` in the directory `dir` is open as, or its errno.
+fn read_in(dir: &std::fs::File, name: &str) -> Result<Vec<u8>, i32> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = std::ffi::CString::new(name).unwrap();
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    let mut bytes = Vec::new();
+    unsafe { std::fs::File::from_raw_fd(fd) }.read_to_end(&mut bytes).map_err(|e| e.raw_os_error().unwrap())?;
+    Ok(bytes)
+}
+
+/// The window README.md describes for the paths the mount resolves names
+/// through: a process on mount A works in a directory (here through a
+/// descriptor of it, as from a working directory) that mount B renames,
+/// and B makes a new directory under the old name. A may for a while
+/// resolve names in the renamed directory through its old path, so in the
+/// new directory; once the attribute TTL (1 s here) has passed, the
+/// kernel asks for the directory's attributes, which carry its path now,
+/// and names through the descriptor are its own directory's again, as is a
+/// listing. The bound here only catches a window that never closes.
+#[test]
+fn t97_names_in_a_directory_another_mount_renamed_are_its_own_again_after_the_ttl() {
+    if !can_mount("t97_names_in_a_directory_another_mount_renamed_are_its_own_again_after_the_ttl") {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let a = Mount::start(&c, "a", &[]);
+    let b = Mount::start(&c, "b", &[]);
+    std::fs::create_dir(b.path("d")).unwrap();
+    std::fs::write(b.path("d/old"), b"in the first d").unwrap();
+    let d = std::fs::File::open(a.path("d")).unwrap();
+    assert_eq!(read_in(&d, "old"), Ok(b"in the first d".to_vec()));
+    std::fs::rename(b.path("d"), b.path("d2")).unwrap();
+    std::fs::create_dir(b.path("d")).unwrap();
+    std::fs::write(b.path("d/new"), b"in the second d").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let settled = |what: &str, ok: &dyn Fn() -> Result<(), String>| loop {
+        match ok() {
+            Ok(()) => return,
+            Err(seen) => assert!(Instant::now() < deadline, "{what} within 30 s: {seen}\nmount log:\n{}", a.log_text()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    settled("names through the descriptor are the renamed directory's", &|| {
+        let text = |r: Result<Vec<u8>, i32>| r.map(|b| String::from_utf8_lossy(&b).into_owned());
+        match (text(read_in(&d, "old")), text(read_in(&d, "new"))) {
+            (Ok(old), Err(libc::ENOENT)) if old == "in the first d" => Ok(()),
+            seen => Err(format!("old, new: {seen:?}")),
+        }
+    });
+    let listed = std::fs::read_dir(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&d)))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(listed, ["old"], "a listing through the descriptor is the renamed directory's");
+    settled("the old name on A is the new directory", &|| match std::fs::read(a.path("d/new")) {
+        Ok(new) if new == b"in the second d" => Ok(()),
+        seen => Err(format!("{seen:?}")),
+    });
+    assert_eq!(std::fs::read(a.path("d2/old")).unwrap(), b"in the first d");
+}
+
 #[test]
 fn t97_unreachable_cluster_fails_with_eio_then_recovers() {
     if !can_mount("t97_unreachable_cluster_fails_with_eio_then_recovers") {
