@@ -52,6 +52,8 @@ impl SessionClock {
     /// session when its own end is answered: an end can be applied without
     /// its proposer hearing so (an "outcome unknown" answer), a session
     /// can be ended by its owner, and a keep-alive can come after the end.
+    /// `live` runs under the clock's lock: it must take no lock itself (the
+    /// scan passes a lookup in the state it already holds).
     pub fn retain(&self, live: impl Fn(u64) -> bool) {
         self.inner.lock().expect("session clock").heard.retain(|session, _| live(*session));
     }
