@@ -29,10 +29,15 @@ calls() {
 import re, sys, collections
 text = sys.stdin.read()
 n, s = collections.Counter(), collections.Counter()
-for m in re.finditer(r"^shoal_rpc_requests_total\{method=\"([^\"]+)\",[^}]*\} (\d+)", text, re.M):
-    n[m.group(1)] += int(m.group(2))
-for m in re.finditer(r"^shoal_rpc_duration_seconds_sum\{method=\"([^\"]+)\"[^}]*\} (\S+)", text, re.M):
-    s[m.group(1)] += float(m.group(2))
+def method(labels):
+    m = re.search(r"(?:^|,)method=\"([^\"]+)\"", labels)
+    return m.group(1) if m else None
+for m in re.finditer(r"^shoal_rpc_requests_total\{([^}]*)\} (\d+)", text, re.M):
+    if method(m.group(1)):
+        n[method(m.group(1))] += int(m.group(2))
+for m in re.finditer(r"^shoal_rpc_duration_seconds_sum\{([^}]*)\} (\S+)", text, re.M):
+    if method(m.group(1)):
+        s[method(m.group(1))] += float(m.group(2))
 for k, v in sorted(n.items()):
     print(k, v, s[k])'
   # CPU seconds each process of this cluster has used so far: "cpu:NAME 0
