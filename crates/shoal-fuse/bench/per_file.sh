@@ -32,12 +32,10 @@ n, s = collections.Counter(), collections.Counter()
 def method(labels):
     m = re.search(r"(?:^|,)method=\"([^\"]+)\"", labels)
     return m.group(1) if m else None
-for m in re.finditer(r"^shoal_rpc_requests_total\{([^}]*)\} (\d+)", text, re.M):
-    if method(m.group(1)):
-        n[method(m.group(1))] += int(m.group(2))
-for m in re.finditer(r"^shoal_rpc_duration_seconds_sum\{([^}]*)\} (\S+)", text, re.M):
-    if method(m.group(1)):
-        s[method(m.group(1))] += float(m.group(2))
+for name, into, value in (("shoal_rpc_requests_total", n, int), ("shoal_rpc_duration_seconds_sum", s, float)):
+    for m in re.finditer(r"^" + name + r"\{([^}]*)\} (\S+)", text, re.M):
+        if method(m.group(1)):
+            into[method(m.group(1))] += value(m.group(2))
 for k, v in sorted(n.items()):
     print(k, v, s[k])'
   # CPU seconds each process of this cluster has used so far: "cpu:NAME 0

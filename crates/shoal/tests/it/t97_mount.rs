@@ -311,29 +311,17 @@ fn t97_names_in_a_directory_another_mount_renamed_are_its_own_again_after_the_tt
     std::fs::rename(b.path("d"), b.path("d2")).unwrap();
     std::fs::create_dir(b.path("d")).unwrap();
     std::fs::write(b.path("d/new"), b"in the second d").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let settled = |what: &str, ok: &dyn Fn() -> Result<(), String>| loop {
-        match ok() {
-            Ok(()) => return,
-            Err(seen) => assert!(Instant::now() < deadline, "{what} within 30 s: {seen}\nmount log:\n{}", a.log_text()),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    settled("names through the descriptor are the renamed directory's", &|| {
-        let text = |r: Result<Vec<u8>, i32>| r.map(|b| String::from_utf8_lossy(&b).into_owned());
-        match (text(read_in(&d, "old")), text(read_in(&d, "new"))) {
-            (Ok(old), Err(libc::ENOENT)) if old == "in the first d" => Ok(()),
-            seen => Err(format!("old, new: {seen:?}")),
-        }
+    let patience = Duration::from_secs(30);
+    wait_until_within(patience, "names through the descriptor are the renamed directory's", || {
+        read_in(&d, "old") == Ok(b"in the first d".to_vec()) && read_in(&d, "new") == Err(libc::ENOENT)
     });
     let listed = std::fs::read_dir(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&d)))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect::<Vec<_>>();
     assert_eq!(listed, ["old"], "a listing through the descriptor is the renamed directory's");
-    settled("the old name on A is the new directory", &|| match std::fs::read(a.path("d/new")) {
-        Ok(new) if new == b"in the second d" => Ok(()),
-        seen => Err(format!("{seen:?}")),
+    wait_until_within(patience, "the old name on A is the new directory", || {
+        std::fs::read(a.path("d/new")).is_ok_and(|new| new == b"in the second d")
     });
     assert_eq!(std::fs::read(a.path("d2/old")).unwrap(), b"in the first d");
 }
