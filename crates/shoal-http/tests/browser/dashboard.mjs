@@ -5,7 +5,7 @@
 //
 //   node dashboard.mjs PLAN.json
 //
-// PLAN: { url, chromium, metas: [{addr, pid}], chunks: [{addr, pid}],
+// PLAN: { url, chromium, metas: [{addr, pid, url}], chunks: [{addr, pid}],
 //         file: {path, dir, local, size, replication, chunks: [{index, replicas}]},
 //         dead_after_ms, patience_ms, screenshot,
 //         commands: {pause_repair: [argv], resume_repair: [argv]} }
@@ -165,9 +165,24 @@ async function main() {
   log(`ok: healthy again after re-replication (${ms} ms)`);
 
   // Case 4: the meta leader dies; the page goes on and shows the new one.
-  const leaderAddr = await page.$eval('#meta-table tbody tr[data-role="leader"]', (r) => r.dataset.addr);
-  const leader = plan.metas.find((m) => m.addr === leaderAddr);
+  let leaderAddr = await page.$eval('#meta-table tbody tr[data-role="leader"]', (r) => r.dataset.addr);
+  let leader = plan.metas.find((m) => m.addr === leaderAddr);
   if (!leader) throw new Failure(`the page's leader ${leaderAddr} is none of ${JSON.stringify(plan.metas)}`);
+  const servesPage = (m) => new URL(m.url).origin === new URL(page.url()).origin;
+  if (servesPage(leader)) {
+    // The node serving the page was a follower when the page was opened and
+    // leads now (an election under load): killing it would kill the page's
+    // own server. The page is opened once more, from another node.
+    const other = plan.metas.find((m) => !servesPage(m));
+    log(`the page's own node ${leaderAddr} leads now: the page is opened from ${other.url} instead`);
+    await page.goto(other.url);
+    await page.evaluate(() => { window.__shoalMarker = 'opened once'; });
+    await until('3 meta nodes with exactly one leader, on the page opened again',
+      () => [...document.querySelectorAll('#meta-table tbody tr')].filter((r) => r.dataset.role === 'leader').length === 1);
+    leaderAddr = await page.$eval('#meta-table tbody tr[data-role="leader"]', (r) => r.dataset.addr);
+    leader = plan.metas.find((m) => m.addr === leaderAddr);
+    if (!leader || servesPage(leader)) throw new Failure(`no leader to kill but the page's own node: ${leaderAddr}`);
+  }
   const before = Number(await page.evaluate(() => document.body.dataset.refreshes));
   process.kill(leader.pid, 'SIGKILL');
   const leaderKilled = Date.now();

@@ -310,7 +310,12 @@ fn t95_dashboard_in_headless_chromium() {
         "url": format!("http://{page}/"),
         "user_data_dir": user_data_dir,
         "chromium": chromium,
-        "metas": pids(&c.metas),
+        // Each meta node with the dashboard URL it serves: the driver opens
+        // the page from another node when the page's own became leader.
+        "metas": pids(&c.metas).into_iter().zip(&c.meta_http).map(|(mut m, http)| {
+            m["url"] = json!(format!("http://{}/", http.as_deref().expect("meta nodes have HTTP ports")));
+            m
+        }).collect::<Vec<_>>(),
         "chunks": pids(&c.chunks),
         "file": {
             "path": "/docs/report.bin", "dir": "/docs", "local": local, "size": stat["size"],
