@@ -200,6 +200,28 @@ pub fn inode_of_lock_name(name: &str) -> Option<u64> {
     decimal(name.strip_prefix(INODE_LOCKS_DIR)?.strip_prefix('/')?).filter(|n| *n != 0)
 }
 
+/// The path of inode `inode` wherever it is now: `/.shoal-inode/N`, the
+/// same string as its lock name. Under meta's rules 8 a path of a
+/// namespace request that starts so (`/.shoal-inode/N/rest`) names `rest`
+/// under inode N as the request applies, so a mount can name an entry by
+/// its directory's inode and never by a path another mount's rename may
+/// have changed since (see [`anchor_of`]).
+pub fn inode_path(inode: u64) -> String {
+    inode_lock_name(inode)
+}
+
+/// The inode a path of [`inode_path`]'s form starts at, and the components
+/// below it: `/.shoal-inode/N/rest` gives `(N, rest)` (N of the exact
+/// decimal form, not 0). Any other path gives `None`.
+pub fn anchor_of(path: &NormalPath) -> Option<(u64, &[String])> {
+    match path.components() {
+        [dir, n, rest @ ..] if INODE_LOCKS_DIR.strip_prefix('/') == Some(dir.as_str()) => {
+            decimal(n).filter(|n| *n != 0).map(|n| (n, rest))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +314,22 @@ mod tests {
             "/f",
         ] {
             assert_eq!(inode_of_lock_name(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn anchored_paths_name_what_lies_under_an_inode() {
+        let anchored = |p: &str| {
+            let p = NormalPath::parse(p).unwrap();
+            anchor_of(&p).map(|(n, rest)| (n, rest.join("/")))
+        };
+        assert_eq!(anchored(&inode_path(42)), Some((42, String::new())));
+        assert_eq!(anchored("/.shoal-inode/42/a/b"), Some((42, "a/b".to_string())));
+        assert_eq!(anchored("/.shoal-inode/1/x"), Some((1, "x".to_string())));
+        for not in
+            ["/", "/.shoal-inode", "/.shoal-inode/0/x", "/.shoal-inode/07/x", "/.shoal-inode/x/7", "/a/.shoal-inode/7"]
+        {
+            assert_eq!(anchored(not), None, "{not}");
         }
     }
 }

@@ -3,12 +3,13 @@
 //! # Inodes and paths
 //! Meta's inode numbers are the FUSE inode numbers (the root is 1 in both).
 //! Attributes are read by inode (`stat_inode`), so they never depend on a
-//! path. Meta's namespace changes are by path, so the mount keeps each
-//! inode's last known path (`paths`): filled by lookups, creates and stats
-//! by inode (which answer the inode's current path), and by readdirplus for
-//! inodes it knows no path of, rewritten by its own
-//! renames, dropped by its own removes and by the kernel's forgets. A path
-//! it does not know is asked of meta by inode.
+//! path. Meta's namespace calls take paths, and the kernel names an entry
+//! by its directory's inode and its name, so the mount sends the path
+//! anchored at that inode, `/.shoal-inode/D/name` ([`inode_path`]; the root
+//! is plain `/`). Meta resolves the anchor as the call applies (rules 8),
+//! so a call always reaches the directory the kernel meant, even one
+//! another mount renamed a moment before, and never the directory that
+//! took its old name. The mount keeps no paths of its own.
 //!
 //! # Open files and the write buffer
 //! An open is answered after meta's current attributes and chunk map are
@@ -111,8 +112,6 @@ use crate::readahead::ReadAhead;
 pub const OPEN_FILES_MAX: usize = 1 << 16;
 /// Open directories one mount keeps at once; more fail with `EMFILE`.
 pub const OPEN_DIRS_MAX: usize = 1 << 14;
-/// Inode paths remembered; past it the memory is cleared (and refilled from meta).
-pub const PATHS_MAX: usize = 1 << 20;
 /// The extended attributes the mount shows and sets: `user.*` only.
 const XATTR_PREFIX: &str = "user.";
 /// How often the mount looks for held writes that are due ([`Inner::send_due`]).
@@ -200,7 +199,6 @@ pub struct Inner {
     client: Client,
     rt: tokio::runtime::Handle,
     opts: MountOptions,
-    paths: Mutex<HashMap<u64, String>>,
     files: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     /// Moves before and after every change this mount makes (a mutating
@@ -237,15 +235,6 @@ pub struct Inner {
 /// session is `session` takes (sessions are unique, so names are per mount).
 fn hidden_path(session: u64, ino: u64) -> String {
     format!("/{}", shoal_core::path::unlinked_name(session, ino))
-}
-
-/// Path `p` after what `from` names moved to `to`: `to` for `from`, the
-/// same below it; `None` when `p` is neither.
-fn moved(p: &str, from: &str, to: &str) -> Option<String> {
-    if p == from {
-        return Some(to.to_string());
-    }
-    p.strip_prefix(from).and_then(|rest| rest.strip_prefix('/')).map(|rest| format!("{to}/{rest}"))
 }
 
 /// The stripe of inode `ino` in [`Inner::epochs`] and [`Inner::reading`].
@@ -316,6 +305,20 @@ fn hidden_when_gone(stat: &Stat) -> bool {
 /// A conflicting lock getlk answers: its bytes (start, end), type and pid.
 type Conflict = (u64, u64, i32, u32);
 
+/// The path meta takes for inode `ino`: `/` for the root, else the path
+/// anchored at the inode (see the module doc), which names it wherever it is.
+fn inode_path(ino: u64) -> String {
+    match ino {
+        1 => "/".to_string(),
+        _ => shoal_core::path::inode_path(ino),
+    }
+}
+
+/// The path of the entry `name` of directory `dir`, wherever `dir` is.
+fn entry_path(dir: u64, name: &OsStr) -> Res<String> {
+    join(&inode_path(dir), name)
+}
+
 fn join(dir: &str, name: &OsStr) -> Res<String> {
     let name = name.to_str().ok_or(Errno::EINVAL)?;
     Ok(if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") })
@@ -339,7 +342,6 @@ impl Inner {
             client,
             rt,
             opts,
-            paths: Mutex::new(HashMap::from([(1, "/".to_string())])),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             changes: AtomicU64::new(0),
@@ -369,7 +371,6 @@ impl Inner {
             return;
         }
         let Some(hidden) = self.unlinked.lock().expect("unlinked lock").remove(&ino) else { return };
-        self.forget_path(&hidden);
         if let Err(e) = self.ns(self.client.remove(&hidden, false)) {
             tracing::warn!(path = hidden, errno = e.code(), "mount: an unlinked file's hidden name stays");
         }
@@ -428,7 +429,6 @@ impl Inner {
     fn hide_open(&self, path: &str, ino: u64) -> Res<String> {
         let hidden = self.hide(path, ino)?;
         self.unlinked.lock().expect("unlinked lock").insert(ino, hidden.clone());
-        self.renamed(path, &hidden);
         Ok(hidden)
     }
 
@@ -530,41 +530,6 @@ impl Inner {
         Ok(listing)
     }
 
-    /// Remembers `path` for `ino` unless the mount knows one already (a
-    /// listing may be older than a rename this mount made).
-    fn remember_if_unknown(&self, ino: u64, path: &str) {
-        let mut paths = self.paths.lock().expect("paths lock");
-        if !paths.contains_key(&ino) {
-            Self::remember_in(&mut paths, ino, path);
-        }
-    }
-
-    fn remember(&self, ino: u64, path: &str) {
-        Self::remember_in(&mut self.paths.lock().expect("paths lock"), ino, path);
-    }
-
-    fn remember_in(paths: &mut HashMap<u64, String>, ino: u64, path: &str) {
-        if paths.len() >= PATHS_MAX {
-            paths.retain(|i, _| *i == 1);
-        }
-        paths.insert(ino, path.to_string());
-    }
-
-    /// The path of `ino` (a directory a call names a child of, mostly). An
-    /// inode another mount removed is `ENOENT` here, as a lookup in a
-    /// removed directory is on a local file system (`ESTALE` would reach the
-    /// caller: the kernel walks again only from a fresh start, not from a
-    /// working directory).
-    fn path_of(&self, ino: u64) -> Res<String> {
-        if let Some(p) = self.paths.lock().expect("paths lock").get(&ino) {
-            return Ok(p.clone());
-        }
-        let stale_is_gone = |e| if e == Errno::ESTALE { Errno::ENOENT } else { e };
-        let (_, path) = self.ns(self.client.stat_inode(ino, false)).map_err(stale_is_gone)?;
-        self.remember(ino, &path);
-        Ok(path)
-    }
-
     /// The kernel's view of a file's size: meta's, or past it where a handle
     /// holds bytes not sent yet.
     fn known_size(&self, stat: &Stat) -> u64 {
@@ -636,9 +601,7 @@ impl Inner {
     }
 
     fn stat_path(&self, path: &str) -> Res<Stat> {
-        let stat = self.ns(self.client.stat(path))?;
-        self.remember(stat.inode, path);
-        Ok(stat)
+        self.ns(self.client.stat(path))
     }
 
     fn handle(&self, fh: FileHandle) -> Res<Arc<Handle>> {
@@ -857,30 +820,6 @@ impl Inner {
             // since the size the plan read.
             Some(len) => self.resize(ino, Some(fh), len, Resize::Grow),
             None => Ok(()),
-        }
-    }
-
-    fn forget_path(&self, path: &str) {
-        let prefix = format!("{path}/");
-        self.paths.lock().expect("paths lock").retain(|i, p| *i == 1 || (p != path && !p.starts_with(&prefix)));
-    }
-
-    fn renamed(&self, src: &str, dst: &str) {
-        self.forget_path(dst);
-        for p in self.paths.lock().expect("paths lock").values_mut() {
-            if let Some(now) = moved(p, src, dst) {
-                *p = now;
-            }
-        }
-    }
-
-    /// The mount's memory of paths after `a` and `b` swapped what they name
-    /// (neither lies below the other).
-    fn exchanged(&self, a: &str, b: &str) {
-        for p in self.paths.lock().expect("paths lock").values_mut() {
-            if let Some(now) = moved(p, a, b).or_else(|| moved(p, b, a)) {
-                *p = now;
-            }
         }
     }
 
@@ -1334,8 +1273,7 @@ impl Inner {
     }
 
     fn user_xattrs(&self, ino: u64) -> Res<BTreeMap<String, Vec<u8>>> {
-        let (stat, path) = self.ns(self.client.stat_inode(ino, true))?;
-        self.remember(ino, &path);
+        let (stat, _) = self.ns(self.client.stat_inode(ino, true))?;
         Ok(stat.xattrs.into_iter().filter(|(n, _)| n.starts_with(XATTR_PREFIX)).collect())
     }
 }
@@ -1445,16 +1383,12 @@ impl Filesystem for ShoalFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let fs = &self.0;
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         let stat = or_reply!(reply, fs.stat_path(&path));
         reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if ino.0 != 1 {
-            self.0.paths.lock().expect("paths lock").remove(&ino.0);
-        }
         self.0.given.lock().expect("given lock").forget(ino.0, nlookup);
     }
 
@@ -1465,16 +1399,15 @@ impl Filesystem for ShoalFs {
         // small): the epoch moves before a sent piece leaves its handle,
         // so the answer is taken again then (a few times at most).
         let mut tries = 0;
-        let (attr, path) = loop {
+        let attr = loop {
             tries += 1;
             let before = fs.epoch(ino.0);
-            let (stat, path) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
+            let (stat, _) = or_reply!(reply, fs.ns(fs.client.stat_inode(ino.0, false)));
             let attr = fs.attr_now(&stat);
             if fs.epoch(ino.0) == before || tries == 3 {
-                break (attr, path);
+                break attr;
             }
         };
-        fs.remember(ino.0, &path);
         reply.attr(&fs.opts.attr_ttl, &fs.give(attr, false));
     }
 
@@ -1524,23 +1457,19 @@ impl Filesystem for ShoalFs {
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         let stat = or_reply!(reply, fs.ns(fs.client.mkdir_owned(&path, Inner::owner(req, mode, umask))));
-        fs.remember(stat.inode, &path);
         reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         if fs.files.lock().expect("files lock").is_empty() {
             // No file is open here, so none is to be hidden: one call, and
             // meta refuses a directory.
             or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
-            fs.forget_path(&path);
             return reply.ok();
         }
         let stat = or_reply!(reply, fs.stat_path(&path));
@@ -1556,28 +1485,23 @@ impl Filesystem for ShoalFs {
             return reply.ok();
         }
         or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
-        fs.forget_path(&path);
         reply.ok();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         or_reply!(reply, fs.ns(fs.client.remove_dir(&path)));
-        fs.forget_path(&path);
         reply.ok();
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, link_name));
+        let path = or_reply!(reply, entry_path(parent.0, link_name));
         let target = or_reply!(reply, target.to_str().ok_or(Errno::EINVAL));
         let stat = or_reply!(reply, fs.ns(fs.client.symlink(&path, target, req.uid(), req.gid())));
-        fs.remember(stat.inode, &path);
         reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
@@ -1585,8 +1509,7 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
         let special = or_reply!(reply, attr::mknod_kind(mode));
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         let owner = Inner::owner(req, mode, umask);
         let stat = match special {
             // A regular file through mknod: made like create's, left closed.
@@ -1596,16 +1519,14 @@ impl Filesystem for ShoalFs {
                 or_reply!(reply, fs.ns(fs.client.mknod(&path, kind, owner, rdev)))
             }
         };
-        fs.remember(stat.inode, &path);
         reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let src = or_reply!(reply, fs.path_of(ino.0));
-        let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
-        // The mount's memory keeps the name it knew (still a name of the inode).
+        let src = inode_path(ino.0);
+        let dst = or_reply!(reply, entry_path(newparent.0, newname));
         let stat = or_reply!(reply, fs.ns(fs.client.link(&src, &dst)));
         reply.entry(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0));
     }
@@ -1634,14 +1555,13 @@ impl Filesystem for ShoalFs {
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
-        let src = or_reply!(reply, fs.path_of(parent.0).and_then(|d| join(&d, name)));
-        let dst = or_reply!(reply, fs.path_of(newparent.0).and_then(|d| join(&d, newname)));
+        let src = or_reply!(reply, entry_path(parent.0, name));
+        let dst = or_reply!(reply, entry_path(newparent.0, newname));
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                 return reply.error(Errno::EINVAL);
             }
             or_reply!(reply, fs.ns(fs.client.exchange(&src, &dst)));
-            fs.exchanged(&src, &dst);
             return reply.ok();
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
@@ -1676,13 +1596,11 @@ impl Filesystem for ShoalFs {
         if let Some((ino, hidden)) = hidden {
             if done.is_err() && fs.ns(fs.client.rename_exact(&hidden, &dst, true)).is_ok() {
                 fs.unlinked.lock().expect("unlinked lock").remove(&ino);
-                fs.renamed(&hidden, &dst);
             }
             fs.pinned.lock().expect("pinned lock").remove(&ino);
             fs.drop_unlinked(ino);
         }
         or_reply!(reply, done);
-        fs.renamed(&src, &dst);
         reply.ok();
     }
 
@@ -1913,8 +1831,7 @@ impl Filesystem for ShoalFs {
     /// so a listing serves only while it is as new ([`Inner::fresh`]);
     /// otherwise the directory is listed again (and that listing kept), and
     /// once more if a change came while the answer was built. A name gone
-    /// since the opendir is left out. An entry's path is remembered only if
-    /// the mount knows none for it.
+    /// since the opendir is left out.
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let fs = &self.0;
         let mut listing = match fs.dirs.lock().expect("dirs lock").get(&fh.0) {
@@ -1943,7 +1860,6 @@ impl Filesystem for ShoalFs {
                 break;
             }
         }
-        let dir = fs.path_of(ino.0).ok();
         // Cached no longer than a lookup made when the listing was.
         let ttl = fs.opts.entry_ttl.min(fs.opts.attr_ttl).saturating_sub(listing.at.elapsed());
         for (i, entry, attr, named) in answer {
@@ -1954,9 +1870,6 @@ impl Filesystem for ShoalFs {
             if named {
                 // Only what the answer holds is given.
                 fs.give(attr, true);
-                if let Some(path) = dir.as_deref().and_then(|d| join(d, OsStr::new(name)).ok()) {
-                    fs.remember_if_unknown(entry, &path);
-                }
             }
         }
         reply.ok();
@@ -2004,7 +1917,7 @@ impl Filesystem for ShoalFs {
                 return reply.error(Errno::NO_XATTR);
             }
         }
-        let path = or_reply!(reply, fs.path_of(ino.0));
+        let path = inode_path(ino.0);
         let set = BTreeMap::from([(name.to_string(), value.to_vec())]);
         or_reply!(reply, fs.ns(fs.client.set_xattrs(&path, &[], &set)));
         reply.ok();
@@ -2041,7 +1954,7 @@ impl Filesystem for ShoalFs {
         if !name.starts_with(XATTR_PREFIX) {
             return reply.error(Errno::NO_XATTR);
         }
-        let path = or_reply!(reply, fs.path_of(ino.0));
+        let path = inode_path(ino.0);
         or_reply!(reply, fs.ns(fs.client.remove_xattr(&path, name)));
         reply.ok();
     }
@@ -2063,8 +1976,7 @@ impl Filesystem for ShoalFs {
     ) {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
-        let dir = or_reply!(reply, fs.path_of(parent.0));
-        let path = or_reply!(reply, join(&dir, name));
+        let path = or_reply!(reply, entry_path(parent.0, name));
         let exclusive = flags & libc::O_EXCL != 0;
         let owner = Inner::owner(req, mode, umask);
         // The kernel asks to create a name it found missing, so try a new
@@ -2082,7 +1994,6 @@ impl Filesystem for ShoalFs {
                 or_reply!(reply, fs.ns(fs.client.open_inode(stat.inode, &path)))
             }
         };
-        fs.remember(file.cached_stat().inode, &path);
         let stat = file.cached_stat().clone();
         let fh = or_reply!(reply, fs.new_handle(stat.inode, file));
         reply.created(&fs.opts.entry_ttl, &fs.entry_attr_of(&stat), Generation(0), FileHandle(fh), FopenFlags::empty());

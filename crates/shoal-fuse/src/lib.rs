@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL, SessionUnmounter};
 use shoal_client::Client;
+use shoal_core::FsError;
 
 /// The kernel's worker threads for one mount: calls that wait on the
 /// cluster do not hold up the others.
@@ -126,14 +127,19 @@ pub async fn mount(client: Client, mountpoint: &Path, opts: MountOptions) -> Res
         Ok(_) => return Err(MountError::MountPoint { path, reason: "not a directory".into() }),
         Err(e) => return Err(MountError::MountPoint { path, reason: e.to_string() }),
     }
-    // A meta node older than this mount answers a stat by inode as a bad
-    // path: refuse to mount rather than fail every call. An unreachable
-    // cluster is no reason not to mount (calls fail with EIO until it is back).
-    match tokio::time::timeout(opts.timeout * 2, client.stat_inode(1, false)).await {
-        Ok(Err(e @ shoal_client::ClientError::Fs(shoal_core::FsError::InvalidPath(_)))) => {
-            return Err(MountError::Cluster {
-                reason: format!("its meta nodes do not know stat by inode ({e}); upgrade them"),
-            });
+    // The mount names entries by paths anchored at their directory's inode
+    // (`fs`), which a meta node older than this mount takes literally (every
+    // call below the root would be ENOENT): refuse to mount rather than fail
+    // every call. An unreachable cluster is no reason not to mount (calls
+    // fail with EIO until it is back).
+    let root = shoal_core::path::inode_path(1);
+    let too_old = |why: String| MountError::Cluster {
+        reason: format!("its meta nodes do not resolve paths anchored at an inode ({why}); upgrade them first"),
+    };
+    match tokio::time::timeout(opts.timeout * 2, client.stat(&root)).await {
+        Ok(Ok(stat)) if stat.inode != 1 => return Err(too_old(format!("{root} is inode {}", stat.inode))),
+        Ok(Err(e @ shoal_client::ClientError::Fs(FsError::NotFound { .. } | FsError::InvalidPath(_)))) => {
+            return Err(too_old(e.to_string()));
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "the cluster does not answer yet; mounting anyway"),
         Err(_) => tracing::warn!("the cluster does not answer yet; mounting anyway"),

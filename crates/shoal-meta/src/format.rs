@@ -60,6 +60,12 @@
 //! wait that would close a cycle, under rules 7), after every older variant
 //! of its enum, so every older body decodes unchanged.
 //!
+//! Format 9 added no field and no variant: its log entries may carry rules
+//! 8 (`fsm::Proposal::rules`), under which a namespace command's path
+//! `/.shoal-inode/N/rest` names `rest` under inode N (`/.shoal-inode/N`,
+//! inode N itself). An older build would apply such an entry to
+//! the path literally, so it must refuse the record, and does: it is newer.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -173,7 +179,7 @@ where
 }
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 8;
+pub const FORMAT_CURRENT: u16 = 9;
 /// The format that added reserved chunk ids to the state.
 pub const FORMAT_RESERVED: u16 = 7;
 /// The format that added byte-range locks to the state.
@@ -695,8 +701,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 9, known: 8 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 9 is newer than this build of shoal reads (up to 8); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 10, known: 9 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 10 is newer than this build of shoal reads (up to 9); run a newer shoal");
     }
 
     #[test]

@@ -32,8 +32,8 @@ use tonic::{Request, Response as TonicResponse, Status};
 use crate::fsm::reserved::RUN_LIFETIME_MS;
 use crate::fsm::xattrs;
 use crate::fsm::{
-    AttrChange, ChunkPlace, Command, Fence, FsState, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, ReplicaCmd,
-    RequestId, Response, TimeSet, WriteCmd,
+    AttrChange, ChunkPlace, Command, Fence, FsState, Inode, Kind, NamespaceCmd, NodeCmd, Owner, Prepared, RULES,
+    ReplicaCmd, RequestId, Response, TimeSet, WriteCmd,
 };
 use crate::node::{Node, not_leader};
 use crate::reconcile::{self, Report};
@@ -215,11 +215,15 @@ impl MetaService {
     /// (0: inherit from its directories, else the cluster's).
     fn replication_for(&self, path: &NormalPath, requested: u32) -> Result<u32, Status> {
         bounds::check_replication(requested, true).map_err(fs_status)?;
-        Ok(match requested {
-            0 => match self.node.state.read().fs.inherited_replication(path) {
-                0 => self.settings.replication,
-                n => n,
-            },
+        if requested != 0 {
+            return Ok(requested);
+        }
+        let inherited = {
+            let s = self.node.state.read();
+            s.fs.inherited_replication(&*s.fs.absolute(path, RULES).map_err(fs_status)?)
+        };
+        Ok(match inherited {
+            0 => self.settings.replication,
             n => n,
         })
     }
@@ -282,7 +286,7 @@ impl MetaService {
     async fn owner_at(&self, path: &NormalPath, owner: Owner, kind: Kind) -> Result<Owner, Status> {
         self.node.caught_up().await?;
         let s = self.node.state.read();
-        match path.split_last().and_then(|(parent, _)| s.fs.lookup(&parent).ok()) {
+        match path.split_last().and_then(|(parent, _)| s.fs.resolve(&parent).ok()) {
             Some(dir) => Ok(crate::fsm::attrs::owner_under(dir, owner, kind)),
             None => Ok(owner),
         }
@@ -435,7 +439,7 @@ impl pb::namespace_server::Namespace for MetaService {
                 first_chunk: None,
             }));
         }
-        let inode = s.fs.lookup(&path).map_err(fs_status)?;
+        let inode = s.fs.resolve(&path).map_err(fs_status)?;
         Ok(TonicResponse::new(pb::InodeReply {
             inode: Some(inode_pb_with(&s.fs, inode, r.xattrs)),
             ..Default::default()
@@ -454,6 +458,7 @@ impl pb::namespace_server::Namespace for MetaService {
             path = parse_path(&s.fs.path_of(inode.id))?;
             inode
         } else {
+            path = s.fs.absolute(&path, RULES).map_err(fs_status)?.into_owned();
             s.fs.lookup(&path).map_err(fs_status)?
         };
         let entries = match inode.kind {
@@ -562,7 +567,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let (inode, chunks) = {
             let s = self.node.state.read();
             let f = match &path {
-                Some(p) => s.fs.lookup(p),
+                Some(p) => s.fs.resolve(p),
                 None => s.fs.inode(r.inode),
             }
             .map_err(fs_status)?;
@@ -645,6 +650,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let replication = self.replication_for(&path, r.replication)?;
         let failed: Vec<u64> = {
             let s = self.node.state.read();
+            let path = s.fs.absolute(&path, RULES).map_err(fs_status)?;
             s.fs.lookup_parent(&path).map_err(fs_status)?;
             if s.fs.lookup(&path).is_ok() {
                 return Err(fs_status(FsError::AlreadyExists { path: path.to_string() }));

@@ -789,7 +789,7 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 9 is newer than this build of shoal reads (up to 8); run a newer shoal",
+                "{}: format 10 is newer than this build of shoal reads (up to 9); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

@@ -97,7 +97,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 7;
+pub const RULES: u16 = 8;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -133,9 +133,17 @@ pub struct Proposal {
     ///   `/.shoal-unlinked.S.N` that names inode N, not a directory (a
     ///   mount's open-but-unlinked files: [`shoal_core::path::unlinked_name`]);
     ///   a rename onto such a name is refused unless session S is open.
-    /// - 7 ([`RULES`]): as 6, and a byte-range request that would wait in a
+    /// - 7: as 6, and a byte-range request that would wait in a
     ///   cycle of waits is refused (`FsError::Deadlock`, see
     ///   [`crate::ranges::RangeTable::would_deadlock`]).
+    /// - 8 ([`RULES`]; format 9): as 7, and a namespace command's path
+    ///   `/.shoal-inode/N/rest` names `rest` under inode N wherever N is as
+    ///   the command applies, and `/.shoal-inode/N` inode N itself
+    ///   ([`FsState::absolute`]; locks and fences still take their paths
+    ///   literally, and so does `ReplicaCmd::SetReplication`): a mount names entries
+    ///   by their directory's inode, so another mount's rename of that
+    ///   directory, even one applied just before, never sends the change
+    ///   to the directory that took its old name.
     #[serde(default)]
     pub rules: u16,
 }

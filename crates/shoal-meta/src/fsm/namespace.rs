@@ -15,8 +15,8 @@
 //! lowest inode number), so `parent` always holds a name. Only the last name's
 //! removal drops the inode and makes its chunks garbage.
 //!
-//! Where an inode must become one path (a stat by inode, the mount asking
-//! for a path it forgot), [`FsState::path_of`] takes its first name: the
+//! Where an inode must become one path (a stat by inode, a path anchored
+//! at an inode: [`FsState::absolute`]), [`FsState::path_of`] takes its first name: the
 //! alphabetically first entry naming it in `parent`, and so on up. Locks
 //! and fences are by path and by inode as before: a lock is on the path it
 //! names (so two names of one file are two locks), a fence binding on the
@@ -33,6 +33,7 @@
 //! - Removing or replacing the last name of a file makes its chunks garbage
 //!   on every holder.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -294,6 +295,40 @@ pub enum NamespaceCmd {
     },
 }
 
+/// The paths a [`NamespaceCmd`] names a file or directory by, as
+/// references of the command's own kind (a fence's path is a lock's name,
+/// not one of them).
+macro_rules! paths_of {
+    ($cmd:expr) => {
+        match $cmd {
+            NamespaceCmd::Mkdir { path, .. }
+            | NamespaceCmd::Create { path, .. }
+            | NamespaceCmd::Remove { path, .. }
+            | NamespaceCmd::SetXattrs { path, .. }
+            | NamespaceCmd::RemoveXattr { path, .. }
+            | NamespaceCmd::MakeNode { path, .. }
+            | NamespaceCmd::Symlink { path, .. }
+            | NamespaceCmd::Mknod { path, .. }
+            | NamespaceCmd::RemoveKind { path, .. } => vec![path],
+            NamespaceCmd::Rename { src, dst, .. }
+            | NamespaceCmd::RenameExact { src, dst, .. }
+            | NamespaceCmd::Link { src, dst } => vec![src, dst],
+            NamespaceCmd::Exchange { a, b } => vec![a, b],
+            NamespaceCmd::SetAttr { .. } => Vec::new(),
+        }
+    };
+}
+
+impl NamespaceCmd {
+    fn paths(&self) -> Vec<&NormalPath> {
+        paths_of!(self)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut NormalPath> {
+        paths_of!(self)
+    }
+}
+
 /// How a rename treats the name it goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Exact {
@@ -310,8 +345,11 @@ fn not_found(path: &NormalPath) -> FsError {
 }
 
 impl FsState {
-    /// Applies a namespace command at leader time `now_ms`.
+    /// Applies a namespace command at leader time `now_ms`. Under rules 8
+    /// its anchored paths are first made the paths they name now
+    /// ([`FsState::absolute`]), so every check below sees root-based paths.
     pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
+        let cmd = &*self.absolute_cmd(cmd, rules)?;
         match cmd {
             NamespaceCmd::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
             NamespaceCmd::Create { path, replication, chunk_size, open_existing } => {
@@ -345,6 +383,53 @@ impl FsState {
                 }
             }
         }
+    }
+
+    /// `path` as the root-based path it names now. Under rules 8 a path
+    /// anchored at an inode (`/.shoal-inode/N/rest`, or `/.shoal-inode/N`
+    /// for the inode itself; see [`shoal_core::path::anchor_of`]) is inode
+    /// N's path (through its first name) followed by `rest`: inode N gone
+    /// is `NotFound` (a name under a removed directory), N not a directory
+    /// while `rest` goes on is `NotADirectory`, and a result longer than
+    /// [`shoal_core::path::PATH_MAX_BYTES`] is `PathTooLong`. Any other path, and every path under older rules
+    /// (which knew no anchors), is itself.
+    pub fn absolute<'p>(&self, path: &'p NormalPath, rules: u16) -> Result<Cow<'p, NormalPath>, FsError> {
+        let Some((id, rest)) = shoal_core::path::anchor_of(path).filter(|_| rules >= 8) else {
+            return Ok(Cow::Borrowed(path));
+        };
+        let inode = self.inodes.get(&id).ok_or_else(|| not_found(path))?;
+        if inode.kind != Kind::Dir && !rest.is_empty() {
+            return Err(FsError::NotADirectory { path: self.path_of(id) });
+        }
+        // Parsed, so a path longer than a path may be is refused here
+        // (`PathTooLong`) as a root-based one would be (renames of
+        // directories above can make an inode's path that long).
+        let dir = self.path_of(id);
+        let at = match rest {
+            [] => dir,
+            _ => format!("{}/{}", dir.trim_end_matches('/'), rest.join("/")),
+        };
+        Ok(Cow::Owned(NormalPath::parse(&at)?))
+    }
+
+    /// `cmd` with each of its paths made root-based ([`FsState::absolute`]).
+    fn absolute_cmd<'c>(&self, cmd: &'c NamespaceCmd, rules: u16) -> Result<Cow<'c, NamespaceCmd>, FsError> {
+        if rules < 8 || cmd.paths().into_iter().all(|p| shoal_core::path::anchor_of(p).is_none()) {
+            return Ok(Cow::Borrowed(cmd));
+        }
+        let mut owned = cmd.clone();
+        for path in owned.paths_mut() {
+            if let Cow::Owned(at) = self.absolute(path, rules)? {
+                *path = at;
+            }
+        }
+        Ok(Cow::Owned(owned))
+    }
+
+    /// What `path`, anchored or not, names now: a read under this build's
+    /// rules ([`FsState::absolute`], then [`FsState::lookup`]).
+    pub fn resolve(&self, path: &NormalPath) -> Result<&Inode, FsError> {
+        self.lookup(&*self.absolute(path, super::RULES)?)
     }
 
     /// Resolves a path to its inode.
@@ -1325,5 +1410,103 @@ mod tests {
         let mut device = st.clone();
         device.inodes.get_mut(&f).unwrap().extra.rdev = 3;
         assert!(device.check_invariants().unwrap_err().contains("device number"));
+    }
+
+    /// Rules 8: a path anchored at a directory's inode names what lies
+    /// under that directory wherever it is when the command applies; under
+    /// older rules the same path is taken literally.
+    #[test]
+    fn anchored_paths_follow_their_directory() {
+        use shoal_core::path::inode_path;
+        let at = |dir: u64, rest: &str| p(&format!("{}/{rest}", inode_path(dir)));
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/sub"), parents: true });
+        let d = st.lookup(&p("/d")).unwrap().id;
+        let sub = st.lookup(&p("/d/sub")).unwrap().id;
+        // Another client moves d and puts a new directory at its old name.
+        run(&mut st, NamespaceCmd::Rename { src: p("/d"), dst: p("/d2"), fence: None });
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let made = create(&mut st, &at(d, "f").to_string());
+        assert_eq!(st.lookup(&p("/d2/f")).unwrap().id, made.id, "made in d's own directory");
+        assert!(st.lookup(&p("/d/f")).is_err(), "not in the one that took its old name");
+        assert_eq!(st.resolve(&at(d, "f")).unwrap().id, made.id);
+        assert_eq!(st.resolve(&p(&inode_path(d))).unwrap().id, d);
+        run(&mut st, NamespaceCmd::Mkdir { path: at(d, "e"), parents: false });
+        assert!(st.lookup(&p("/d2/e")).is_ok());
+        run(&mut st, NamespaceCmd::RenameExact { src: at(d, "f"), dst: at(sub, "g"), no_replace: true });
+        assert_eq!(st.lookup(&p("/d2/sub/g")).unwrap().id, made.id);
+        assert_eq!(run(&mut st, NamespaceCmd::RemoveKind { path: at(sub, "g"), dir: false }), Response::Ok);
+        assert!(st.lookup(&p("/d2/sub/g")).is_err());
+        // The checks see the paths the anchors name: a directory into itself.
+        refused(
+            &mut st,
+            NamespaceCmd::RenameExact { src: p(&inode_path(d)), dst: at(sub, "x"), no_replace: false },
+            FsError::RenameIntoSelf { src: "/d2".into(), dst: "/d2/sub/x".into() },
+        );
+        // An anchor that is gone, or a file with names below it, refuses.
+        let f = create(&mut st, "/file").id;
+        refused(
+            &mut st,
+            NamespaceCmd::Mkdir { path: at(f, "x"), parents: false },
+            FsError::NotADirectory { path: "/file".into() },
+        );
+        run(&mut st, NamespaceCmd::Remove { path: p("/d2"), recursive: true });
+        let gone = at(sub, "x");
+        refused(
+            &mut st,
+            NamespaceCmd::Mkdir { path: gone.clone(), parents: true },
+            FsError::NotFound { path: gone.to_string() },
+        );
+        // The other commands that name paths, and the checks of `/`'s names.
+        let mut st = super::super::testing::with_servers(&[1, 2]);
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let d = st.lookup(&p("/d")).unwrap().id;
+        let new_file = |path| NamespaceCmd::Create { path, replication: 2, chunk_size: 100, open_existing: false };
+        let prepared = super::super::WriteCmd::CreatePrepared { create: new_file(at(d, "f")), replicas: vec![1, 2] };
+        assert!(matches!(run(&mut st, prepared), Response::Created { .. }));
+        let f = st.lookup(&p("/d/f")).unwrap().id;
+        assert!(matches!(run(&mut st, link(&inode_path(f), &at(d, "g").to_string())), Response::Inode(_)));
+        assert_eq!(st.lookup(&p("/d/g")).unwrap().id, f);
+        let set = vec![("user.k".to_string(), b"v".to_vec())];
+        run(&mut st, NamespaceCmd::SetXattrs { path: p(&inode_path(f)), remove: vec![], set });
+        assert_eq!(st.inodes[&f].extra.xattrs.get("user.k").map(|v| &v[..]), Some(&b"v"[..]));
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/e"), parents: false });
+        let e = st.lookup(&p("/e")).unwrap().id;
+        run(&mut st, NamespaceCmd::Exchange { a: p(&inode_path(d)), b: p(&inode_path(e)) });
+        assert_eq!(st.lookup(&p("/e/f")).unwrap().id, f, "d and e swapped names");
+        let hidden = format!("{}/{}", inode_path(ROOT_INODE), shoal_core::path::unlinked_name(99, f));
+        refused(
+            &mut st,
+            NamespaceCmd::RenameExact { src: at(d, "g"), dst: p(&hidden), no_replace: true },
+            FsError::SessionExpired { session: 99 },
+        );
+        // A path longer than a path may be, once anchored, is refused.
+        let mut deep = String::new();
+        for c in b'a'..b'q' {
+            deep.push('/');
+            deep.push_str(&(c as char).to_string().repeat(250));
+        }
+        run(&mut st, NamespaceCmd::Mkdir { path: p(&deep), parents: true });
+        let bottom = st.lookup(&p(&deep)).unwrap().id;
+        let long = at(bottom, &"z".repeat(250));
+        let too_long = run(&mut st, NamespaceCmd::Mkdir { path: long.clone(), parents: false });
+        assert!(
+            matches!(too_long, Response::Err(FsError::InvalidPath(shoal_core::path::PathError::PathTooLong { .. }))),
+            "{too_long:?}"
+        );
+        assert!(matches!(st.resolve(&long), Err(FsError::InvalidPath(_))));
+        // Rules 7 knew no anchors: the same path is a literal one.
+        let mut old = FsState::default();
+        run(&mut old, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
+        let d = old.lookup(&p("/d")).unwrap().id;
+        let literal = super::super::Proposal {
+            now_ms: 1,
+            request: None,
+            cmd: NamespaceCmd::Mkdir { path: at(d, "x"), parents: true }.into(),
+            rules: 7,
+        };
+        assert!(matches!(old.apply(&literal), Response::Inode(_)));
+        assert!(old.lookup(&at(d, "x")).is_ok(), "made under a real /.shoal-inode");
+        assert!(old.lookup(&p("/d/x")).is_err());
     }
 }

@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn newer_formats_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = segment(dir.path(), 1, &[(1, format::with_format(record(1), 9))]);
+        let path = segment(dir.path(), 1, &[(1, format::with_format(record(1), format::FORMAT_CURRENT + 1))]);
         assert!(matches!(scan(&path, 1), Err(ScanError::Newer { index: 1, .. })));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[4] = 2;
