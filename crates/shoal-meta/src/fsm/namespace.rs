@@ -427,15 +427,30 @@ impl FsState {
     }
 
     /// What `path`, anchored or not, names now: a read under this build's
-    /// rules ([`FsState::absolute`], then [`FsState::lookup`]).
+    /// rules. An anchored path is walked down from its inode, without
+    /// building the inode's path ([`FsState::absolute`] does that, scanning
+    /// each directory above for the name that leads down), so a lookup
+    /// costs no more under a large directory.
     pub fn resolve(&self, path: &NormalPath) -> Result<&Inode, FsError> {
-        self.lookup(&*self.absolute(path, super::RULES)?)
+        match shoal_core::path::anchor_of(path) {
+            Some((id, rest)) => {
+                let start = self.inodes.get(&id).ok_or_else(|| not_found(path))?;
+                self.walk(start, path, path.components().len() - rest.len())
+            }
+            None => self.lookup(path),
+        }
     }
 
     /// Resolves a path to its inode.
     pub fn lookup(&self, path: &NormalPath) -> Result<&Inode, FsError> {
-        let mut cur = &self.inodes[&ROOT_INODE];
-        for (depth, name) in path.components().iter().enumerate() {
+        self.walk(&self.inodes[&ROOT_INODE], path, 0)
+    }
+
+    /// The inode reached from `start` through the components of `path` from
+    /// the `from`-th on.
+    fn walk<'a>(&'a self, start: &'a Inode, path: &NormalPath, from: usize) -> Result<&'a Inode, FsError> {
+        let mut cur = start;
+        for (depth, name) in path.components().iter().enumerate().skip(from) {
             if cur.kind != Kind::Dir {
                 let prefix: Vec<&str> = path.components()[..depth].iter().map(|s| s.as_str()).collect();
                 return Err(FsError::NotADirectory { path: format!("/{}", prefix.join("/")) });
@@ -1494,7 +1509,16 @@ mod tests {
             matches!(too_long, Response::Err(FsError::InvalidPath(shoal_core::path::PathError::PathTooLong { .. }))),
             "{too_long:?}"
         );
-        assert!(matches!(st.resolve(&long), Err(FsError::InvalidPath(_))));
+        assert!(matches!(st.resolve(&long), Err(FsError::NotFound { .. })), "a read walks down, whatever the length");
+        assert_eq!(st.resolve(&p(&inode_path(bottom))).map(|i| i.id), Ok(bottom));
+        // A read walks from the anchor to where the command's path leads.
+        for path in [p(&inode_path(f)), at(e, "f"), at(ROOT_INODE, "e"), p(&inode_path(e)), at(e, "nothing")] {
+            let walked = st.resolve(&path).map(|i| i.id);
+            let built = st.absolute(&path, super::super::RULES).and_then(|a| st.lookup(&a).map(|i| i.id));
+            assert_eq!(walked.is_ok(), built.is_ok(), "{path}");
+            assert_eq!(walked.ok(), built.ok(), "{path}");
+        }
+        assert!(matches!(st.resolve(&at(f, "x")), Err(FsError::NotADirectory { .. })));
         // Rules 7 knew no anchors: the same path is a literal one.
         let mut old = FsState::default();
         run(&mut old, NamespaceCmd::Mkdir { path: p("/d"), parents: false });
