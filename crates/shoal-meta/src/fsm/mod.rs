@@ -340,6 +340,10 @@ pub struct FsState {
     /// ([`reserved`]); format 7 added them (`format::since_format_7`).
     #[serde(default, deserialize_with = "crate::format::since_format_7")]
     pub reserved: Vec<Reservation>,
+    /// Not state: names [`FsState::path_of`] found, so it need not scan a
+    /// large directory for them again (never encoded; see [`namespace::DirNames`]).
+    #[serde(skip)]
+    pub dir_names: namespace::DirNames,
 }
 
 impl Default for FsState {
@@ -379,6 +383,7 @@ impl Default for FsState {
             repair_paused: false,
             ranges: RangeTable::default(),
             reserved: Vec::new(),
+            dir_names: Default::default(),
         }
     }
 }

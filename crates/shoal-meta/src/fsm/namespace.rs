@@ -34,7 +34,8 @@
 //!   on every holder.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use shoal_core::{FsError, NormalPath};
@@ -68,6 +69,53 @@ impl Kind {
     /// Character and block devices: the kinds with a device number.
     pub fn is_device(self) -> bool {
         matches!(self, Kind::CharDevice | Kind::BlockDevice)
+    }
+}
+
+/// The names of directories in their parents that [`FsState::path_of`]
+/// found, kept so that it need not scan a large parent again for the same
+/// one. Only hints: each is checked against the parent's entries before it
+/// is used (a directory has exactly one name, so a name that still leads
+/// to it is its name), so `path_of` answers the same with or without them,
+/// and nothing need forget them on a rename or remove. They are no part of
+/// the state: not encoded, equal in every state, and a copy starts empty.
+#[derive(Default)]
+pub struct DirNames(Mutex<HashMap<u64, Box<str>>>);
+
+/// The most names [`DirNames`] keeps; past it they are all forgotten.
+const DIR_NAMES_MAX: usize = 1 << 16;
+
+impl DirNames {
+    fn get(&self, dir: u64) -> Option<Box<str>> {
+        self.0.lock().expect("dir names lock").get(&dir).cloned()
+    }
+
+    fn put(&self, dir: u64, name: &str) {
+        let mut names = self.0.lock().expect("dir names lock");
+        if names.len() >= DIR_NAMES_MAX {
+            names.clear();
+        }
+        names.insert(dir, name.into());
+    }
+}
+
+impl Clone for DirNames {
+    fn clone(&self) -> Self {
+        DirNames::default()
+    }
+}
+
+impl PartialEq for DirNames {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DirNames {}
+
+impl std::fmt::Debug for DirNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirNames")
     }
 }
 
@@ -475,12 +523,24 @@ impl FsState {
     /// first entry naming it in its `parent`, and so on up (see the module
     /// doc; an inode with hard links has other paths too).
     pub fn path_of(&self, id: u64) -> String {
-        let mut names = Vec::new();
+        let mut names: Vec<Cow<'_, str>> = Vec::new();
         let mut cur = id;
         while cur != ROOT_INODE {
             let Some(inode) = self.inodes.get(&cur) else { break };
             let parent = &self.inodes[&inode.parent];
-            let name = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n);
+            // A directory's one name, if the hint still leads to it; else
+            // the scan (a directory's found name is kept as the next hint).
+            let hinted = (inode.kind == Kind::Dir).then(|| self.dir_names.get(cur)).flatten();
+            let name = match hinted.filter(|n| parent.children.get(n) == Some(&cur)) {
+                Some(n) => Cow::Owned(n.into_string()),
+                None => {
+                    let found = parent.children.iter().find(|(_, c)| **c == cur).map_or("?", |(n, _)| n);
+                    if inode.kind == Kind::Dir && found != "?" {
+                        self.dir_names.put(cur, found);
+                    }
+                    Cow::Borrowed(found)
+                }
+            };
             names.push(name);
             cur = inode.parent;
         }
@@ -1532,5 +1592,28 @@ mod tests {
         assert!(matches!(old.apply(&literal), Response::Inode(_)));
         assert!(old.lookup(&at(d, "x")).is_ok(), "made under a real /.shoal-inode");
         assert!(old.lookup(&p("/d/x")).is_err());
+    }
+
+    /// The names `path_of` keeps are hints it checks: after renames and
+    /// swaps it answers what a scan answers, and they are not state.
+    #[test]
+    fn remembered_directory_names_never_outlive_a_rename() {
+        let mut st = FsState::default();
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/a/b/c"), parents: true });
+        let c = st.lookup(&p("/a/b/c")).unwrap().id;
+        let b = st.lookup(&p("/a/b")).unwrap().id;
+        assert_eq!(st.path_of(c), "/a/b/c");
+        let before = st.clone();
+        run(&mut st, NamespaceCmd::Rename { src: p("/a/b"), dst: p("/a/x"), fence: None });
+        assert_eq!(st.path_of(c), "/a/x/c");
+        run(&mut st, NamespaceCmd::Rename { src: p("/a"), dst: p("/z"), fence: None });
+        assert_eq!(st.path_of(c), "/z/x/c");
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/b"), parents: false });
+        run(&mut st, NamespaceCmd::Exchange { a: p("/z/x"), b: p("/b") });
+        assert_eq!(st.path_of(c), "/b/c");
+        assert_eq!(st.path_of(b), "/b");
+        assert_eq!(st.clone().path_of(c), "/b/c", "a copy, with no names kept, answers the same");
+        assert_eq!(before.path_of(c), "/a/b/c", "a copy taken earlier answers its own state");
+        assert!(before != st && before.clone() == before, "the names kept play no part in equality");
     }
 }
