@@ -87,11 +87,11 @@ const DIR_NAMES_MAX: usize = 1 << 16;
 
 impl DirNames {
     fn get(&self, dir: u64) -> Option<Box<str>> {
-        self.0.lock().expect("dir names lock").get(&dir).cloned()
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&dir).cloned()
     }
 
     fn put(&self, dir: u64, name: &str) {
-        let mut names = self.0.lock().expect("dir names lock");
+        let mut names = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if names.len() >= DIR_NAMES_MAX {
             names.clear();
         }
@@ -1612,7 +1612,14 @@ mod tests {
         run(&mut st, NamespaceCmd::Exchange { a: p("/z/x"), b: p("/b") });
         assert_eq!(st.path_of(c), "/b/c");
         assert_eq!(st.path_of(b), "/b");
-        assert_eq!(st.clone().path_of(c), "/b/c", "a copy, with no names kept, answers the same");
+        // Two directories whose names are both kept swap them: each kept
+        // name still leads to a directory, but not to its own.
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/q/r"), parents: true });
+        let (q, r) = (st.lookup(&p("/q")).unwrap().id, st.lookup(&p("/q/r")).unwrap().id);
+        assert_eq!((st.path_of(r), st.path_of(c)), ("/q/r".to_string(), "/b/c".to_string()));
+        run(&mut st, NamespaceCmd::Exchange { a: p("/q"), b: p("/b") });
+        assert_eq!((st.path_of(r), st.path_of(c), st.path_of(q)), ("/b/r".into(), "/q/c".into(), "/b".into()));
+        assert_eq!(st.clone().path_of(c), "/q/c", "a copy, with no names kept, answers the same");
         assert_eq!(before.path_of(c), "/a/b/c", "a copy taken earlier answers its own state");
         assert!(before != st && before.clone() == before, "the names kept play no part in equality");
     }
