@@ -210,6 +210,14 @@ pub fn inode_path(inode: u64) -> String {
     inode_lock_name(inode)
 }
 
+/// True when `path` is `/.shoal-inode` itself, the root's name that every
+/// [`inode_path`] starts with. Under meta's rules 9 nothing new is made
+/// there, so that `/.shoal-inode/N` never names a user's file instead of
+/// inode N (a name made before rules 9 stays, and stays usable).
+pub fn is_inode_dir(path: &NormalPath) -> bool {
+    matches!(path.components(), [only] if INODE_LOCKS_DIR.strip_prefix('/') == Some(only.as_str()))
+}
+
 /// The inode a path of [`inode_path`]'s form starts at, and the components
 /// below it: `/.shoal-inode/N/rest` gives `(N, rest)` (N of the exact
 /// decimal form, not 0). Any other path gives `None`.
@@ -325,6 +333,11 @@ mod tests {
         };
         assert_eq!(anchored(&inode_path(42)), Some((42, String::new())));
         assert_eq!(anchored("/.shoal-inode/42/a/b"), Some((42, "a/b".to_string())));
+        let inode_dir = |path: &str| is_inode_dir(&NormalPath::parse(path).unwrap());
+        assert!(inode_dir("/.shoal-inode") && inode_dir("/.shoal-inode/"));
+        for other in ["/", "/.shoal-inode/1", "/d/.shoal-inode", "/.shoal-inodes", "/shoal-inode"] {
+            assert!(!inode_dir(other), "{other}");
+        }
         assert_eq!(anchored("/.shoal-inode/1/x"), Some((1, "x".to_string())));
         for not in
             ["/", "/.shoal-inode", "/.shoal-inode/0/x", "/.shoal-inode/07/x", "/.shoal-inode/x/7", "/a/.shoal-inode/7"]

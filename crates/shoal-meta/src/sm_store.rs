@@ -789,7 +789,7 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 10 is newer than this build of shoal reads (up to 9); run a newer shoal",
+                "{}: format 11 is newer than this build of shoal reads (up to 10); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

@@ -97,7 +97,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 8;
+pub const RULES: u16 = 9;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -136,7 +136,7 @@ pub struct Proposal {
     /// - 7: as 6, and a byte-range request that would wait in a
     ///   cycle of waits is refused (`FsError::Deadlock`, see
     ///   [`crate::ranges::RangeTable::would_deadlock`]).
-    /// - 8 ([`RULES`]; format 9): as 7, and a namespace command's path
+    /// - 8 (format 9): as 7, and a namespace command's path
     ///   `/.shoal-inode/N/rest` names `rest` under inode N wherever N is as
     ///   the command applies, and `/.shoal-inode/N` inode N itself
     ///   ([`FsState::absolute`]; locks and fences still take their paths
@@ -144,6 +144,10 @@ pub struct Proposal {
     ///   by their directory's inode, so another mount's rename of that
     ///   directory, even one applied just before, never sends the change
     ///   to the directory that took its old name.
+    /// - 9 ([`RULES`]; format 10): as 8, and a command that would make the
+    ///   root's name `.shoal-inode` is refused (`InvalidArgument`), so
+    ///   `/.shoal-inode/N` names inode N for every client, the CLI's and the
+    ///   S3 gateway's included ([`FsState::refuse_inode_dir`]).
     #[serde(default)]
     pub rules: u16,
 }

@@ -398,6 +398,9 @@ impl FsState {
     /// ([`FsState::absolute`]), so every check below sees root-based paths.
     pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         let cmd = &*self.absolute_cmd(cmd, rules)?;
+        if rules >= 9 {
+            self.refuse_making_inode_dir(cmd)?;
+        }
         match cmd {
             NamespaceCmd::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
             NamespaceCmd::Create { path, replication, chunk_size, open_existing } => {
@@ -458,6 +461,39 @@ impl FsState {
             _ => format!("{}/{}", dir.trim_end_matches('/'), rest.join("/")),
         };
         Ok(Cow::Owned(NormalPath::parse(&at)?))
+    }
+
+    /// Rules 9: refuses (`InvalidArgument`) a command, its paths made
+    /// root-based, that would make the root's name `.shoal-inode`
+    /// ([`FsState::refuse_inode_dir`]). A rename checks the name it ends at
+    /// in [`FsState::rename`]; an exchange makes no name.
+    fn refuse_making_inode_dir(&self, cmd: &NamespaceCmd) -> Result<(), FsError> {
+        match cmd {
+            NamespaceCmd::Mkdir { path, parents: true } => match path.components().first() {
+                Some(first) if path.components().len() > 1 => self.refuse_inode_dir(&NormalPath::root().join(first)),
+                _ => self.refuse_inode_dir(path),
+            },
+            NamespaceCmd::Mkdir { path, .. }
+            | NamespaceCmd::Create { path, .. }
+            | NamespaceCmd::MakeNode { path, .. }
+            | NamespaceCmd::Symlink { path, .. }
+            | NamespaceCmd::Mknod { path, .. } => self.refuse_inode_dir(path),
+            NamespaceCmd::Link { dst, .. } => self.refuse_inode_dir(dst),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses `path` when it is `/.shoal-inode` ([`shoal_core::path::is_inode_dir`])
+    /// and nothing is there yet: under rules 9 that name is reserved, so
+    /// `/.shoal-inode/N` names inode N for every client. A name made before
+    /// rules 9 is left as it is, and usable.
+    pub fn refuse_inode_dir(&self, path: &NormalPath) -> Result<(), FsError> {
+        if shoal_core::path::is_inode_dir(path) && self.lookup(path).is_err() {
+            return Err(FsError::InvalidArgument {
+                reason: format!("{path} is a reserved name: {path}/N names inode N"),
+            });
+        }
+        Ok(())
     }
 
     /// `cmd` with each of its paths made root-based ([`FsState::absolute`]).
@@ -948,6 +984,9 @@ impl FsState {
             Ok(d) if exact == Exact::No && fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
             _ => dst.clone(),
         };
+        if rules >= 9 {
+            self.refuse_inode_dir(&dst)?;
+        }
         if exact == Exact::NoReplace && dst != *src && self.lookup(&dst).is_ok() {
             return Err(FsError::AlreadyExists { path: dst.to_string() });
         }
@@ -1592,6 +1631,71 @@ mod tests {
         assert!(matches!(old.apply(&literal), Response::Inode(_)));
         assert!(old.lookup(&at(d, "x")).is_ok(), "made under a real /.shoal-inode");
         assert!(old.lookup(&p("/d/x")).is_err());
+    }
+
+    /// Rules 9: nothing makes the root's name `.shoal-inode`, by any
+    /// command or path, and a refusal changes nothing; the name elsewhere,
+    /// and one made under older rules, are as any other.
+    #[test]
+    fn the_root_name_of_anchors_is_reserved() {
+        use shoal_core::path::inode_path;
+        let mut st = super::super::testing::with_servers(&[1, 2]);
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/d/.shoal-inode"), parents: true });
+        let d = st.lookup(&p("/d")).unwrap().id;
+        let f = create(&mut st, "/d/f").id;
+        let reserved = |path: &str| FsError::InvalidArgument {
+            reason: format!("{path} is a reserved name: {path}/N names inode N"),
+        };
+        let new_file =
+            |path: &str| NamespaceCmd::Create { path: p(path), replication: 2, chunk_size: 100, open_existing: false };
+        let root_anchored = format!("{}/.shoal-inode", inode_path(ROOT_INODE));
+        for cmd in [
+            NamespaceCmd::Mkdir { path: p("/.shoal-inode"), parents: false },
+            NamespaceCmd::Mkdir { path: p("/.shoal-inode"), parents: true },
+            NamespaceCmd::Mkdir { path: p("/.shoal-inode/x/y"), parents: true },
+            NamespaceCmd::Mkdir { path: p(&root_anchored), parents: false },
+            new_file("/.shoal-inode"),
+            NamespaceCmd::Create { path: p("/.shoal-inode"), replication: 2, chunk_size: 100, open_existing: true },
+            NamespaceCmd::MakeNode {
+                path: p("/.shoal-inode"),
+                kind: Kind::File,
+                owner: owner(),
+                replication: 2,
+                chunk_size: 100,
+                exclusive: false,
+            },
+            NamespaceCmd::Symlink { path: p("/.shoal-inode"), target: "x".into(), uid: 0, gid: 0 },
+            mknod("/.shoal-inode", Kind::Fifo, 0),
+            link("/d/f", "/.shoal-inode"),
+            NamespaceCmd::RenameExact { src: p("/d/f"), dst: p("/.shoal-inode"), no_replace: false },
+            NamespaceCmd::Rename { src: p("/d/f"), dst: p("/.shoal-inode"), fence: None },
+            // A move into `/` of a directory of that name ends at it.
+            NamespaceCmd::Rename { src: p("/d/.shoal-inode"), dst: p("/"), fence: None },
+        ] {
+            refused(&mut st, cmd, reserved("/.shoal-inode"));
+        }
+        let prepared =
+            super::super::WriteCmd::CreatePrepared { create: new_file(&root_anchored), replicas: vec![1, 2] };
+        refused(&mut st, prepared, reserved("/.shoal-inode"));
+        // Elsewhere it is a name like any other; an anchor still names its inode.
+        run(&mut st, NamespaceCmd::Rename { src: p("/d/f"), dst: p("/d/.shoal-inode/f"), fence: None });
+        assert_eq!(st.resolve(&p(&format!("{}/.shoal-inode/f", inode_path(d)))).unwrap().id, f);
+        // Made under rules 8, the name stays usable.
+        let older = super::super::Proposal {
+            now_ms: 1,
+            request: None,
+            cmd: NamespaceCmd::Mkdir { path: p("/.shoal-inode"), parents: false }.into(),
+            rules: 8,
+        };
+        assert!(matches!(st.apply(&older), Response::Inode(_)));
+        run(&mut st, NamespaceCmd::Mkdir { path: p("/.shoal-inode/x/y"), parents: true });
+        assert!(st.lookup(&p("/.shoal-inode/x/y")).is_ok());
+        assert_eq!(
+            run(&mut st, NamespaceCmd::Remove { path: p("/.shoal-inode"), recursive: true }),
+            Response::Ok,
+            "and removable"
+        );
+        refused(&mut st, NamespaceCmd::Mkdir { path: p("/.shoal-inode"), parents: false }, reserved("/.shoal-inode"));
     }
 
     /// The names `path_of` keeps are hints it checks: after renames and

@@ -122,6 +122,17 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(errno_of(std::fs::rename(m.path("dir"), m.path("f"))), libc::ENOTDIR);
     assert_eq!(errno_of(std::fs::rename(m.path("dir"), m.path("dir/x/y"))), libc::ENOTDIR);
     assert_eq!(errno_of(std::fs::write(m.path(&"n".repeat(256)), b"")), libc::ENAMETOOLONG);
+    // `.shoal-inode` in the root is reserved (the mount's anchored paths
+    // start so), through the mount and the CLI alike; elsewhere it is a name.
+    assert_eq!(errno_of(std::fs::create_dir(m.path(".shoal-inode"))), libc::EINVAL);
+    assert_eq!(errno_of(std::fs::write(m.path(".shoal-inode"), b"")), libc::EINVAL);
+    assert_eq!(errno_of(std::fs::rename(m.path("dir/x"), m.path(".shoal-inode"))), libc::EINVAL);
+    assert_eq!(errno_of(std::fs::metadata(m.path(".shoal-inode"))), libc::ENOENT);
+    let cli = c.shoal(&["mkdir", "-p", "/.shoal-inode/x"], None);
+    let said = String::from_utf8_lossy(&cli.stderr);
+    assert!(cli.status.code() == Some(1) && said.contains("is a reserved name"), "{cli:?}");
+    std::fs::create_dir(m.path("dir/.shoal-inode")).unwrap();
+    std::fs::remove_dir(m.path("dir/.shoal-inode")).unwrap();
     // rename(2): a file replaces a file; a directory an empty directory.
     std::fs::create_dir(m.path("empty")).unwrap();
     std::fs::rename(m.path("dir"), m.path("empty")).unwrap();
