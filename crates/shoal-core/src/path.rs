@@ -210,12 +210,27 @@ pub fn inode_path(inode: u64) -> String {
     inode_lock_name(inode)
 }
 
-/// True when `path` is `/.shoal-inode` itself, the root's name that every
-/// [`inode_path`] starts with. Under meta's rules 9 nothing new is made
-/// there, so that `/.shoal-inode/N` never names a user's file instead of
-/// inode N (a name made before rules 9 stays, and stays usable).
-pub fn is_inode_dir(path: &NormalPath) -> bool {
-    matches!(path.components(), [only] if INODE_LOCKS_DIR.strip_prefix('/') == Some(only.as_str()))
+/// Why nothing new may be made at `path`, a root-based path, under meta's
+/// rules 9, or `None`. Two kinds of names in `/` are Shoal's own:
+/// - `.shoal-inode`, which every [`inode_path`] starts with, so that
+///   `/.shoal-inode/N` never names a user's file instead of inode N;
+/// - names that start with [`UNLINKED_PREFIX`], which hold mounts' open
+///   files whose last name was removed (and which the mount leaves out of
+///   listings). Only a rename (`renaming`) may take one, and only of
+///   [`unlinked_name`]'s exact form: that is how a mount hides such a file.
+///
+/// A name made before rules 9 stays, and stays usable.
+pub fn reserved(path: &NormalPath, renaming: bool) -> Option<&'static str> {
+    let [name] = path.components() else {
+        return None;
+    };
+    if INODE_LOCKS_DIR.strip_prefix('/') == Some(name.as_str()) {
+        Some("/.shoal-inode/N names inode N")
+    } else if name.starts_with(UNLINKED_PREFIX) && !(renaming && parse_unlinked_name(name).is_some()) {
+        Some("names in / that start with .shoal-unlinked. hold mounts' open files whose last name was removed")
+    } else {
+        None
+    }
 }
 
 /// The inode a path of [`inode_path`]'s form starts at, and the components
@@ -333,11 +348,18 @@ mod tests {
         };
         assert_eq!(anchored(&inode_path(42)), Some((42, String::new())));
         assert_eq!(anchored("/.shoal-inode/42/a/b"), Some((42, "a/b".to_string())));
-        let inode_dir = |path: &str| is_inode_dir(&NormalPath::parse(path).unwrap());
-        assert!(inode_dir("/.shoal-inode") && inode_dir("/.shoal-inode/"));
-        for other in ["/", "/.shoal-inode/1", "/d/.shoal-inode", "/.shoal-inodes", "/shoal-inode"] {
-            assert!(!inode_dir(other), "{other}");
+        let reserved = |path: &str, renaming| reserved(&NormalPath::parse(path).unwrap(), renaming).is_some();
+        let hidden = format!("/{}", unlinked_name(12, 7));
+        for (path, renaming) in
+            [("/.shoal-inode", false), ("/.shoal-inode/", true), (&hidden, false), ("/.shoal-unlinked.x", true)]
+        {
+            assert!(reserved(path, renaming), "{path} {renaming}");
         }
+        let under_d = format!("/d{hidden}");
+        for path in ["/", "/.shoal-inode/1", "/d/.shoal-inode", "/.shoal-inodes", "/shoal-inode", &under_d] {
+            assert!(!reserved(path, false), "{path}");
+        }
+        assert!(!reserved(&hidden, true), "a mount hides an open file by a rename");
         assert_eq!(anchored("/.shoal-inode/1/x"), Some((1, "x".to_string())));
         for not in
             ["/", "/.shoal-inode", "/.shoal-inode/0/x", "/.shoal-inode/07/x", "/.shoal-inode/x/7", "/a/.shoal-inode/7"]

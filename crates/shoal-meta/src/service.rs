@@ -651,7 +651,7 @@ impl pb::namespace_server::Namespace for MetaService {
         let failed: Vec<u64> = {
             let s = self.node.state.read();
             let path = s.fs.absolute(&path, RULES).map_err(fs_status)?;
-            s.fs.refuse_inode_dir(&path).map_err(fs_status)?;
+            s.fs.refuse_reserved(&path, false).map_err(fs_status)?;
             s.fs.lookup_parent(&path).map_err(fs_status)?;
             if s.fs.lookup(&path).is_ok() {
                 return Err(fs_status(FsError::AlreadyExists { path: path.to_string() }));

@@ -326,12 +326,15 @@ mod tests {
         assert!(matches!(run(&mut st, commit), Response::Inode(_)));
         let hidden = |session, inode| p(&format!("/{}", unlinked_name(session, inode)));
         run(&mut st, NamespaceCmd::Rename { src: p("/f"), dst: hidden(a, kept.id), fence: None });
-        // One with a second name; one of session b; a directory by a's prefix.
+        // One with a second name; one of session b; a directory by a's
+        // prefix (names that rules 9 no longer make but older rules did).
         let linked = create(&mut st, "/g");
-        run(&mut st, NamespaceCmd::Link { src: p("/g"), dst: hidden(a, linked.id) });
+        let rules_8 = |cmd: NamespaceCmd| Proposal { rules: 8, ..Proposal::new(5, None, cmd) };
+        st.apply(&rules_8(NamespaceCmd::Link { src: p("/g"), dst: hidden(a, linked.id) }));
         let other = create(&mut st, "/h");
         run(&mut st, NamespaceCmd::Rename { src: p("/h"), dst: hidden(b, other.id), fence: None });
-        run(&mut st, NamespaceCmd::Mkdir { path: hidden(a, 999), parents: false });
+        st.apply(&rules_8(NamespaceCmd::Mkdir { path: hidden(a, 999), parents: false }));
+        assert!(st.lookup(&hidden(a, linked.id)).is_ok() && st.lookup(&hidden(a, 999)).is_ok());
         // A file by a's form of name that names another inode.
         let misnamed = create(&mut st, "/m");
         run(&mut st, NamespaceCmd::Rename { src: p("/m"), dst: hidden(a, misnamed.id + 1000), fence: None });

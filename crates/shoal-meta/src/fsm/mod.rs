@@ -144,10 +144,12 @@ pub struct Proposal {
     ///   by their directory's inode, so another mount's rename of that
     ///   directory, even one applied just before, never sends the change
     ///   to the directory that took its old name.
-    /// - 9 ([`RULES`]; format 10): as 8, and a command that would make the
-    ///   root's name `.shoal-inode` is refused (`InvalidArgument`), so
-    ///   `/.shoal-inode/N` names inode N for every client, the CLI's and the
-    ///   S3 gateway's included ([`FsState::refuse_inode_dir`]).
+    /// - 9 ([`RULES`]; format 10): as 8, and a command that would make one
+    ///   of the root's reserved names is refused (`InvalidArgument`):
+    ///   `.shoal-inode`, so `/.shoal-inode/N` names inode N for every
+    ///   client, the CLI's and the S3 gateway's included; and a name that
+    ///   starts with `.shoal-unlinked.`, except by a rename to a name of a
+    ///   mount's hidden open file ([`FsState::refuse_reserved`]).
     #[serde(default)]
     pub rules: u16,
 }

@@ -399,7 +399,7 @@ impl FsState {
     pub(super) fn apply_namespace(&mut self, cmd: &NamespaceCmd, now_ms: u64, rules: u16) -> Result<Response, FsError> {
         let cmd = &*self.absolute_cmd(cmd, rules)?;
         if rules >= 9 {
-            self.refuse_making_inode_dir(cmd)?;
+            self.refuse_making_reserved(cmd)?;
         }
         match cmd {
             NamespaceCmd::Mkdir { path, parents } => self.mkdir(path, *parents, now_ms),
@@ -464,36 +464,40 @@ impl FsState {
     }
 
     /// Rules 9: refuses (`InvalidArgument`) a command, its paths made
-    /// root-based, that would make the root's name `.shoal-inode`
-    /// ([`FsState::refuse_inode_dir`]). A rename checks the name it ends at
+    /// root-based, that would make one of the root's reserved names
+    /// ([`FsState::refuse_reserved`]). A rename checks the name it ends at
     /// in [`FsState::rename`]; an exchange makes no name.
-    fn refuse_making_inode_dir(&self, cmd: &NamespaceCmd) -> Result<(), FsError> {
+    fn refuse_making_reserved(&self, cmd: &NamespaceCmd) -> Result<(), FsError> {
         match cmd {
             NamespaceCmd::Mkdir { path, parents: true } => match path.components().first() {
-                Some(first) if path.components().len() > 1 => self.refuse_inode_dir(&NormalPath::root().join(first)),
-                _ => self.refuse_inode_dir(path),
+                Some(first) if path.components().len() > 1 => {
+                    self.refuse_reserved(&NormalPath::root().join(first), false)
+                }
+                _ => self.refuse_reserved(path, false),
             },
             NamespaceCmd::Mkdir { path, .. }
             | NamespaceCmd::Create { path, .. }
             | NamespaceCmd::MakeNode { path, .. }
             | NamespaceCmd::Symlink { path, .. }
-            | NamespaceCmd::Mknod { path, .. } => self.refuse_inode_dir(path),
-            NamespaceCmd::Link { dst, .. } => self.refuse_inode_dir(dst),
+            | NamespaceCmd::Mknod { path, .. } => self.refuse_reserved(path, false),
+            NamespaceCmd::Link { dst, .. } => self.refuse_reserved(dst, false),
             _ => Ok(()),
         }
     }
 
-    /// Refuses `path` when it is `/.shoal-inode` ([`shoal_core::path::is_inode_dir`])
-    /// and nothing is there yet: under rules 9 that name is reserved, so
-    /// `/.shoal-inode/N` names inode N for every client. A name made before
-    /// rules 9 is left as it is, and usable.
-    pub fn refuse_inode_dir(&self, path: &NormalPath) -> Result<(), FsError> {
-        if shoal_core::path::is_inode_dir(path) && self.lookup(path).is_err() {
-            return Err(FsError::InvalidArgument {
-                reason: format!("{path} is a reserved name: {path}/N names inode N"),
-            });
+    /// Refuses making `path` (`renaming`: by a rename) when it is one of
+    /// the root's reserved names ([`shoal_core::path::reserved`]) and
+    /// nothing is there yet: under rules 9, `/.shoal-inode/N` names inode N
+    /// for every client, and only a mount's hiding rename takes a name of
+    /// its open-but-unlinked files. A name made before rules 9 is left as
+    /// it is, and usable.
+    pub fn refuse_reserved(&self, path: &NormalPath, renaming: bool) -> Result<(), FsError> {
+        match shoal_core::path::reserved(path, renaming) {
+            Some(why) if self.lookup(path).is_err() => {
+                Err(FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// `cmd` with each of its paths made root-based ([`FsState::absolute`]).
@@ -985,7 +989,7 @@ impl FsState {
             _ => dst.clone(),
         };
         if rules >= 9 {
-            self.refuse_inode_dir(&dst)?;
+            self.refuse_reserved(&dst, true)?;
         }
         if exact == Exact::NoReplace && dst != *src && self.lookup(&dst).is_ok() {
             return Err(FsError::AlreadyExists { path: dst.to_string() });
@@ -1677,6 +1681,35 @@ mod tests {
         let prepared =
             super::super::WriteCmd::CreatePrepared { create: new_file(&root_anchored), replicas: vec![1, 2] };
         refused(&mut st, prepared, reserved("/.shoal-inode"));
+        // Names of mounts' hidden open files: only a mount's rename takes one.
+        let hidden = format!("/{}", shoal_core::path::unlinked_name(5, f));
+        let why = "names in / that start with .shoal-unlinked. hold mounts' open files whose last name was removed";
+        let refusal = |path: &str| FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") };
+        refused(&mut st, new_file(&hidden), refusal(&hidden));
+        refused(
+            &mut st,
+            NamespaceCmd::Mkdir { path: p("/.shoal-unlinked.x/y"), parents: true },
+            refusal("/.shoal-unlinked.x"),
+        );
+        refused(&mut st, link("/d/f", &hidden), refusal(&hidden));
+        refused(
+            &mut st,
+            NamespaceCmd::RenameExact { src: p("/d/f"), dst: p("/.shoal-unlinked.x"), no_replace: false },
+            refusal("/.shoal-unlinked.x"),
+        );
+        refused(
+            &mut st,
+            NamespaceCmd::RenameExact { src: p("/d/f"), dst: p(&hidden), no_replace: true },
+            FsError::SessionExpired { session: 5 },
+        );
+        let Response::Session { id: session } = run(&mut st, super::super::LockCmd::OpenSession { ttl_ms: 1000 })
+        else {
+            panic!()
+        };
+        let hidden = format!("/{}", shoal_core::path::unlinked_name(session, f));
+        run(&mut st, NamespaceCmd::RenameExact { src: p("/d/f"), dst: p(&hidden), no_replace: true });
+        assert_eq!(st.lookup(&p(&hidden)).unwrap().id, f, "a mount hides an open file");
+        run(&mut st, NamespaceCmd::RenameExact { src: p(&hidden), dst: p("/d/f"), no_replace: true });
         // Elsewhere it is a name like any other; an anchor still names its inode.
         run(&mut st, NamespaceCmd::Rename { src: p("/d/f"), dst: p("/d/.shoal-inode/f"), fence: None });
         assert_eq!(st.resolve(&p(&format!("{}/.shoal-inode/f", inode_path(d)))).unwrap().id, f);
