@@ -147,9 +147,11 @@ pub struct Proposal {
     /// - 9 ([`RULES`]; format 10): as 8, and a command that would make one
     ///   of the root's reserved names is refused (`InvalidArgument`):
     ///   `.shoal-inode`, so `/.shoal-inode/N` names inode N for every
-    ///   client, the CLI's and the S3 gateway's included; and a name that
+    ///   client, the CLI's included; and a name that
     ///   starts with `.shoal-unlinked.`, except by a rename to a name of a
-    ///   mount's hidden open file ([`FsState::refuse_reserved`]).
+    ///   mount's hidden open file ([`FsState::refuse_reserved`]); a rename
+    ///   from such a hidden name (a mount putting back a file it hid) may
+    ///   take either.
     #[serde(default)]
     pub rules: u16,
 }

@@ -988,7 +988,11 @@ impl FsState {
             Ok(d) if exact == Exact::No && fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
             _ => dst.clone(),
         };
-        if rules >= 9 {
+        // Rules 9: a reserved name is taken only by a mount putting back
+        // one it hid (a name made under older rules, open there) when the
+        // rename that was to replace it failed.
+        let putting_back = matches!(src.components(), [name] if shoal_core::path::parse_unlinked_name(name).is_some());
+        if rules >= 9 && !putting_back {
             self.refuse_reserved(&dst, true)?;
         }
         if exact == Exact::NoReplace && dst != *src && self.lookup(&dst).is_ok() {
@@ -1729,6 +1733,17 @@ mod tests {
             "and removable"
         );
         refused(&mut st, NamespaceCmd::Mkdir { path: p("/.shoal-inode"), parents: false }, reserved("/.shoal-inode"));
+        // A mount that hid such a name's open file to replace it, and whose
+        // replacing rename was then refused, puts the file back.
+        let older =
+            super::super::Proposal { now_ms: 1, request: None, cmd: new_file("/.shoal-inode").into(), rules: 8 };
+        let Response::Inode(legacy) = st.apply(&older) else { panic!("made under rules 8") };
+        let hidden = format!("/{}", shoal_core::path::unlinked_name(session, legacy.id));
+        let rename = |src: &str, dst: &str| NamespaceCmd::RenameExact { src: p(src), dst: p(dst), no_replace: false };
+        assert_eq!(run(&mut st, rename("/.shoal-inode", &hidden)), Response::Ok);
+        refused(&mut st, rename("/d/.shoal-inode/f", "/.shoal-inode"), reserved("/.shoal-inode"));
+        assert_eq!(run(&mut st, rename(&hidden, "/.shoal-inode")), Response::Ok);
+        assert_eq!(st.lookup(&p("/.shoal-inode")).unwrap().id, legacy.id);
     }
 
     /// The names `path_of` keeps are hints it checks: after renames and
