@@ -210,8 +210,8 @@ pub fn inode_path(inode: u64) -> String {
     inode_lock_name(inode)
 }
 
-/// Why nothing new may be made at `path`, a root-based path, under meta's
-/// rules 9, or `None`. Two kinds of names in `/` are Shoal's own:
+/// The refusal (`InvalidArgument`, saying why) of making `path`, a
+/// root-based path, under meta's rules 9, or `None`. Two kinds of names in `/` are Shoal's own:
 /// - `.shoal-inode`, which every [`inode_path`] starts with, so that
 ///   `/.shoal-inode/N` never names a user's file instead of inode N;
 /// - names that start with [`UNLINKED_PREFIX`], which hold mounts' open
@@ -220,17 +220,18 @@ pub fn inode_path(inode: u64) -> String {
 ///   [`unlinked_name`]'s exact form: that is how a mount hides such a file.
 ///
 /// A name made before rules 9 stays, and stays usable.
-pub fn reserved(path: &NormalPath, renaming: bool) -> Option<&'static str> {
+pub fn reserved(path: &NormalPath, renaming: bool) -> Option<crate::FsError> {
     let [name] = path.components() else {
         return None;
     };
-    if INODE_LOCKS_DIR.strip_prefix('/') == Some(name.as_str()) {
-        Some("/.shoal-inode/N names inode N")
+    let why = if INODE_LOCKS_DIR.strip_prefix('/') == Some(name.as_str()) {
+        "/.shoal-inode/N names inode N"
     } else if name.starts_with(UNLINKED_PREFIX) && !(renaming && parse_unlinked_name(name).is_some()) {
-        Some("names in / that start with .shoal-unlinked. hold mounts' open files whose last name was removed")
+        "names in / that start with .shoal-unlinked. hold mounts' open files whose last name was removed"
     } else {
-        None
-    }
+        return None;
+    };
+    Some(crate::FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") })
 }
 
 /// The inode a path of [`inode_path`]'s form starts at, and the components

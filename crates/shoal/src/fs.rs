@@ -200,10 +200,12 @@ async fn put(
     };
     let target = shoal_core::NormalPath::parse(remote).map_err(shoal_core::FsError::from)?;
     let Some((parent, name)) = target.split_last() else { bail!("cannot put onto the root directory") };
-    if let Ok(s) = client.stat(remote).await
-        && s.is_dir
-    {
-        bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() });
+    match client.stat(remote).await {
+        Ok(s) if s.is_dir => bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() }),
+        // A reserved name is refused before any byte is sent (meta would
+        // refuse the rename that ends the put).
+        Err(_) if let Some(refusal) = shoal_core::path::reserved(&target, true) => bail!(refusal),
+        _ => {}
     }
     let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;

@@ -493,9 +493,7 @@ impl FsState {
     /// it is, and usable.
     pub fn refuse_reserved(&self, path: &NormalPath, renaming: bool) -> Result<(), FsError> {
         match shoal_core::path::reserved(path, renaming) {
-            Some(why) if self.lookup(path).is_err() => {
-                Err(FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") })
-            }
+            Some(refusal) if self.lookup(path).is_err() => Err(refusal),
             _ => Ok(()),
         }
     }

@@ -132,6 +132,10 @@ fn t97_mount_runs_shell_programs() {
     let cli = c.shoal(&["mkdir", "-p", "/.shoal-inode/x"], None);
     let said = String::from_utf8_lossy(&cli.stderr);
     assert!(cli.status.code() == Some(1) && said.contains("is a reserved name"), "{cli:?}");
+    let put = c.shoal(&["put", "-", "/.shoal-inode"], Some(b"bytes"));
+    assert!(put.status.code() == Some(1) && String::from_utf8_lossy(&put.stderr).contains("is a reserved name"));
+    let root = String::from_utf8_lossy(&c.must(&["ls", "/"], None).stdout).to_string();
+    assert!(!root.contains("shoal-put") && !root.contains(".shoal-inode"), "a refused put leaves nothing: {root}");
     std::fs::create_dir(m.path("dir/.shoal-inode")).unwrap();
     std::fs::remove_dir(m.path("dir/.shoal-inode")).unwrap();
     // rename(2): a file replaces a file; a directory an empty directory.
