@@ -67,9 +67,10 @@
 //! the path literally, so it must refuse the record, and does: it is newer.
 //!
 //! Format 10 added no field and no variant either: its log entries may
-//! carry rules 9, under which a command that would make the root's name
-//! `.shoal-inode` is refused. An older build would make it, so it refuses
-//! the record as newer.
+//! carry rules 9, under which a command that would make one of the root's
+//! reserved names (`.shoal-inode`, and names that start with
+//! `.shoal-unlinked.` unless a mount hides a file so) is refused. An older
+//! build would make it, so it refuses the record as newer.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as

@@ -202,12 +202,18 @@ async fn put(
     let Some((parent, name)) = target.split_last() else { bail!("cannot put onto the root directory") };
     match client.stat(remote).await {
         Ok(s) if s.is_dir => bail!(shoal_core::FsError::IsADirectory { path: remote.to_string() }),
-        // A reserved name is refused before any byte is sent (meta would
-        // refuse the rename that ends the put).
-        Err(_) if let Some(refusal) = shoal_core::path::reserved(&target, true) => bail!(refusal),
-        _ => {}
+        Ok(_) => {}
+        // A new reserved name is refused before any byte is sent (meta
+        // would refuse the rename that ends the put; a put never means to
+        // hide a file as a mount does).
+        Err(_) => {
+            if let Some(refusal) = shoal_core::path::reserved(&target, false) {
+                bail!(refusal);
+            }
+        }
     }
-    let tmp = parent.join(&format!(".{name}.shoal-put-{:08x}", rand::random::<u32>())).to_string();
+    // Named so that it is never a reserved name itself.
+    let tmp = parent.join(&format!(".shoal-put-{:08x}.{name}", rand::random::<u32>())).to_string();
     // The temporary file is this put's alone, so its writes need no fence;
     // the rename that puts it in place is fenced by the target's lock.
     let bar = progress(total, "put");

@@ -149,9 +149,9 @@ pub struct Proposal {
     ///   `.shoal-inode`, so `/.shoal-inode/N` names inode N for every
     ///   client, the CLI's included; and a name that
     ///   starts with `.shoal-unlinked.`, except by a rename to a name of a
-    ///   mount's hidden open file ([`FsState::refuse_reserved`]); a rename
-    ///   from such a hidden name (a mount putting back a file it hid) may
-    ///   take either.
+    ///   mount's hidden open file ([`FsState::refuse_reserved`]); a
+    ///   no-replace rename of a file from its own hidden name under a live
+    ///   session (a mount putting back a file it hid) may take either.
     #[serde(default)]
     pub rules: u16,
 }

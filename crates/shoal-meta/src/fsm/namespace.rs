@@ -986,10 +986,14 @@ impl FsState {
             Ok(d) if exact == Exact::No && fence.is_none() && d.kind == Kind::Dir && d.id != id => dst.join(src_name),
             _ => dst.clone(),
         };
-        // Rules 9: a reserved name is taken only by a mount putting back
-        // one it hid (a name made under older rules, open there) when the
-        // rename that was to replace it failed.
-        let putting_back = matches!(src.components(), [name] if shoal_core::path::parse_unlinked_name(name).is_some());
+        // Rules 9: a reserved name is taken only by a mount putting back a
+        // file it hid (one named so under older rules, open there) when the
+        // rename that was to replace it failed: a no-replace rename of a
+        // file from its hidden name under a live session.
+        let putting_back = exact == Exact::NoReplace
+            && self.inodes[&id].kind != Kind::Dir
+            && matches!(src.components(), [name] if shoal_core::path::parse_unlinked_name(name)
+                .is_some_and(|(session, inode)| inode == id && self.sessions.contains_key(&session)));
         if rules >= 9 && !putting_back {
             self.refuse_reserved(&dst, true)?;
         }
@@ -1639,9 +1643,10 @@ mod tests {
         assert!(old.lookup(&p("/d/x")).is_err());
     }
 
-    /// Rules 9: nothing makes the root's name `.shoal-inode`, by any
-    /// command or path, and a refusal changes nothing; the name elsewhere,
-    /// and one made under older rules, are as any other.
+    /// Rules 9: no command makes the root's reserved names, whatever path
+    /// it names them by (only a mount's put-back of a file it hid takes
+    /// one), and a refusal changes nothing; the names elsewhere, and ones
+    /// made under older rules, are as any other.
     #[test]
     fn the_root_name_of_anchors_is_reserved() {
         use shoal_core::path::inode_path;
@@ -1737,10 +1742,17 @@ mod tests {
             super::super::Proposal { now_ms: 1, request: None, cmd: new_file("/.shoal-inode").into(), rules: 8 };
         let Response::Inode(legacy) = st.apply(&older) else { panic!("made under rules 8") };
         let hidden = format!("/{}", shoal_core::path::unlinked_name(session, legacy.id));
-        let rename = |src: &str, dst: &str| NamespaceCmd::RenameExact { src: p(src), dst: p(dst), no_replace: false };
-        assert_eq!(run(&mut st, rename("/.shoal-inode", &hidden)), Response::Ok);
-        refused(&mut st, rename("/d/.shoal-inode/f", "/.shoal-inode"), reserved("/.shoal-inode"));
-        assert_eq!(run(&mut st, rename(&hidden, "/.shoal-inode")), Response::Ok);
+        let rename =
+            |src: &str, dst: &str, no_replace| NamespaceCmd::RenameExact { src: p(src), dst: p(dst), no_replace };
+        assert_eq!(run(&mut st, rename("/.shoal-inode", &hidden, false)), Response::Ok);
+        refused(&mut st, rename("/d/.shoal-inode/f", "/.shoal-inode", false), reserved("/.shoal-inode"));
+        // Only the put-back: no-replace, of the file the hidden name names.
+        refused(&mut st, rename(&hidden, "/.shoal-inode", false), reserved("/.shoal-inode"));
+        let misnamed = format!("/{}", shoal_core::path::unlinked_name(session, f + 1000));
+        assert_eq!(run(&mut st, rename("/d/.shoal-inode/f", &misnamed, true)), Response::Ok);
+        refused(&mut st, rename(&misnamed, "/.shoal-inode", true), reserved("/.shoal-inode"));
+        assert_eq!(run(&mut st, rename(&misnamed, "/d/.shoal-inode/f", true)), Response::Ok);
+        assert_eq!(run(&mut st, rename(&hidden, "/.shoal-inode", true)), Response::Ok);
         assert_eq!(st.lookup(&p("/.shoal-inode")).unwrap().id, legacy.id);
     }
 

@@ -133,7 +133,14 @@ fn t97_mount_runs_shell_programs() {
     let said = String::from_utf8_lossy(&cli.stderr);
     assert!(cli.status.code() == Some(1) && said.contains("is a reserved name"), "{cli:?}");
     let put = c.shoal(&["put", "-", "/.shoal-inode"], Some(b"bytes"));
-    assert!(put.status.code() == Some(1) && String::from_utf8_lossy(&put.stderr).contains("is a reserved name"));
+    assert!(
+        put.status.code() == Some(1) && String::from_utf8_lossy(&put.stderr).contains("is a reserved name"),
+        "{put:?}"
+    );
+    // A put's temporary name is never a reserved one, whatever the target's.
+    c.must(&["put", "-", "/shoal-unlinked.x"], Some(b"kept"));
+    assert_eq!(std::fs::read(m.path("shoal-unlinked.x")).unwrap(), b"kept");
+    std::fs::remove_file(m.path("shoal-unlinked.x")).unwrap();
     let root = String::from_utf8_lossy(&c.must(&["ls", "/"], None).stdout).to_string();
     assert!(!root.contains("shoal-put") && !root.contains(".shoal-inode"), "a refused put leaves nothing: {root}");
     std::fs::create_dir(m.path("dir/.shoal-inode")).unwrap();
