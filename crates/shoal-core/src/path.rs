@@ -226,12 +226,22 @@ pub fn reserved(path: &NormalPath, renaming: bool) -> Option<crate::FsError> {
     };
     let why = if INODE_LOCKS_DIR.strip_prefix('/') == Some(name.as_str()) {
         "/.shoal-inode/N names inode N"
-    } else if name.starts_with(UNLINKED_PREFIX) && !(renaming && parse_unlinked_name(name).is_some()) {
+    } else if is_unlinked_path(path) && !(renaming && parse_unlinked_name(name).is_some()) {
         "names in / that start with .shoal-unlinked. hold mounts' open files whose last name was removed"
     } else {
         return None;
     };
-    Some(crate::FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") })
+    Some(reserved_refusal(path, why))
+}
+
+/// Whether `path` is a name in `/` that starts with [`UNLINKED_PREFIX`].
+pub fn is_unlinked_path(path: &NormalPath) -> bool {
+    matches!(path.components(), [name] if name.starts_with(UNLINKED_PREFIX))
+}
+
+/// The refusal (`InvalidArgument`) of a change to the reserved name `path`, saying `why`.
+pub fn reserved_refusal(path: &NormalPath, why: &str) -> crate::FsError {
+    crate::FsError::InvalidArgument { reason: format!("{path} is a reserved name: {why}") }
 }
 
 /// The inode a path of [`inode_path`]'s form starts at, and the components

@@ -337,7 +337,7 @@ mod tests {
         assert!(st.lookup(&hidden(a, linked.id)).is_ok() && st.lookup(&hidden(a, 999)).is_ok());
         // A file by a's form of name that names another inode.
         let misnamed = create(&mut st, "/m");
-        run(&mut st, NamespaceCmd::Rename { src: p("/m"), dst: hidden(a, misnamed.id + 1000), fence: None });
+        st.apply(&rules_8(NamespaceCmd::Rename { src: p("/m"), dst: hidden(a, misnamed.id + 1000), fence: None }));
 
         // Under rules 5 (an entry proposed before this change) nothing goes.
         let mut old = st.clone();

@@ -148,8 +148,9 @@ pub struct Proposal {
     ///   of the root's reserved names is refused (`InvalidArgument`):
     ///   `.shoal-inode`, so `/.shoal-inode/N` names inode N for every
     ///   client, the CLI's included; and a name that
-    ///   starts with `.shoal-unlinked.`, except by a rename to a name of a
-    ///   mount's hidden open file ([`FsState::refuse_reserved`]); a
+    ///   starts with `.shoal-unlinked.`, except by a rename of inode N to
+    ///   `.shoal-unlinked.S.N`, a mount hiding an open file
+    ///   ([`FsState::refuse_reserved`]); such a name is not exchanged; a
     ///   no-replace rename of a file from its own hidden name under a live
     ///   session (a mount putting back a file it hid) may take either.
     #[serde(default)]

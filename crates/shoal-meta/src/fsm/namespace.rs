@@ -465,8 +465,8 @@ impl FsState {
 
     /// Rules 9: refuses (`InvalidArgument`) a command, its paths made
     /// root-based, that would make one of the root's reserved names
-    /// ([`FsState::refuse_reserved`]). A rename checks the name it ends at
-    /// in [`FsState::rename`]; an exchange makes no name.
+    /// ([`FsState::refuse_reserved`]), or exchange a mount's hidden name. A
+    /// rename checks the name it ends at in [`FsState::rename`].
     fn refuse_making_reserved(&self, cmd: &NamespaceCmd) -> Result<(), FsError> {
         match cmd {
             NamespaceCmd::Mkdir { path, parents: true } => match path.components().first() {
@@ -481,6 +481,14 @@ impl FsState {
             | NamespaceCmd::Symlink { path, .. }
             | NamespaceCmd::Mknod { path, .. } => self.refuse_reserved(path, false),
             NamespaceCmd::Link { dst, .. } => self.refuse_reserved(dst, false),
+            // A mount's hidden name keeps naming the file it hid.
+            NamespaceCmd::Exchange { a, b } => match [a, b].into_iter().find(|p| shoal_core::path::is_unlinked_path(p))
+            {
+                Some(hidden) => {
+                    Err(shoal_core::path::reserved_refusal(hidden, "a mount's hidden file is not exchanged"))
+                }
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -1009,6 +1017,15 @@ impl FsState {
             && !self.sessions.contains_key(&session)
         {
             return Err(FsError::SessionExpired { session });
+        }
+        // Rules 9: `.shoal-unlinked.S.N` is taken only by inode N, so the
+        // name a mount removes at its last close never names another file.
+        if rules >= 9
+            && let [name] = dst.components()
+            && let Some((_, inode)) = shoal_core::path::parse_unlinked_name(name)
+            && inode != id
+        {
+            return Err(shoal_core::path::reserved_refusal(&dst, &format!("only inode {inode} may take it")));
         }
         if let Some(f) = fence {
             // Only a file, onto exactly the locked path, with a token that
@@ -1748,10 +1765,26 @@ mod tests {
         refused(&mut st, rename("/d/.shoal-inode/f", "/.shoal-inode", false), reserved("/.shoal-inode"));
         // Only the put-back: no-replace, of the file the hidden name names.
         refused(&mut st, rename(&hidden, "/.shoal-inode", false), reserved("/.shoal-inode"));
+        // A hidden name that names another inode: rules 9 makes none.
         let misnamed = format!("/{}", shoal_core::path::unlinked_name(session, f + 1000));
-        assert_eq!(run(&mut st, rename("/d/.shoal-inode/f", &misnamed, true)), Response::Ok);
+        let only = shoal_core::path::reserved_refusal(&p(&misnamed), &format!("only inode {} may take it", f + 1000));
+        refused(&mut st, rename("/d/.shoal-inode/f", &misnamed, true), only);
+        let older = super::super::Proposal {
+            now_ms: 1,
+            request: None,
+            cmd: rename("/d/.shoal-inode/f", &misnamed, true).into(),
+            rules: 8,
+        };
+        assert_eq!(st.apply(&older), Response::Ok);
         refused(&mut st, rename(&misnamed, "/.shoal-inode", true), reserved("/.shoal-inode"));
         assert_eq!(run(&mut st, rename(&misnamed, "/d/.shoal-inode/f", true)), Response::Ok);
+        // A mount's hidden name is not exchanged.
+        let own = format!("/{}", shoal_core::path::unlinked_name(session, f));
+        assert_eq!(run(&mut st, rename("/d/.shoal-inode/f", &own, true)), Response::Ok);
+        let no_exchange = shoal_core::path::reserved_refusal(&p(&own), "a mount's hidden file is not exchanged");
+        refused(&mut st, NamespaceCmd::Exchange { a: p(&own), b: p(&hidden) }, no_exchange.clone());
+        refused(&mut st, NamespaceCmd::Exchange { a: p("/d"), b: p(&own) }, no_exchange);
+        assert_eq!(run(&mut st, rename(&own, "/d/.shoal-inode/f", true)), Response::Ok);
         assert_eq!(run(&mut st, rename(&hidden, "/.shoal-inode", true)), Response::Ok);
         assert_eq!(st.lookup(&p("/.shoal-inode")).unwrap().id, legacy.id);
     }
