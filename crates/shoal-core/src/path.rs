@@ -217,7 +217,8 @@ pub fn inode_path(inode: u64) -> String {
 /// - names that start with [`UNLINKED_PREFIX`], which hold mounts' open
 ///   files whose last name was removed (and which the mount leaves out of
 ///   listings). Only a rename (`renaming`) may take one, and only of
-///   [`unlinked_name`]'s exact form: that is how a mount hides such a file.
+///   [`unlinked_name`]'s exact form: that is how a mount hides such a file
+///   (meta also checks that the file is the inode the name says).
 ///
 /// A name made before rules 9 stays, and stays usable.
 pub fn reserved(path: &NormalPath, renaming: bool) -> Option<crate::FsError> {

@@ -74,7 +74,10 @@
 //! a file under a session it already ended, and the mount then hides it
 //! under a new keeper. (Hidden names from before rules 6 have no session.)
 //! Another mount's open handles are not seen: its reads of a file unlinked
-//! here fail.
+//! here fail. A hidden name is never a user's target (a rename onto one is
+//! `EINVAL`), and a hide that meta refuses because another client replaced
+//! the name since it was looked up counts as the name being gone: an
+//! unlink then looks at the name anew.
 //!
 //! # Locks
 //! flock(2) (and, if asked for, fcntl(2)) locks are Shoal's cluster locks, one per inode, one
@@ -403,18 +406,29 @@ impl Inner {
     /// hidden name under the keeper session; once more under a new keeper
     /// if meta answers that the keeper's session ended (under rules 6 meta
     /// refuses a hidden name of an ended session, whose files it freed).
+    /// `ENOENT` when `path` no longer names `ino` (another client removed
+    /// or replaced it since it was looked up: under rules 9 meta refuses
+    /// to hide another inode under `ino`'s hidden name).
     fn hide(&self, path: &str, ino: u64) -> Res<String> {
         for _ in 0..2 {
             let keeper = self.keeper_id()?;
             let hidden = hidden_path(keeper, ino);
             let taken = self.ns(async {
                 match self.client.rename_exact(path, &hidden, true).await {
-                    Err(ClientError::Fs(shoal_core::FsError::SessionExpired { .. })) => Ok(false),
-                    other => other.map(|()| true),
+                    Err(ClientError::Fs(shoal_core::FsError::SessionExpired { .. })) => Ok(Some(false)),
+                    Err(refused @ ClientError::Fs(shoal_core::FsError::InvalidArgument { .. })) => {
+                        match self.client.stat(path).await {
+                            Ok(now) if now.inode != ino => Ok(None),
+                            _ => Err(refused),
+                        }
+                    }
+                    other => other.map(|()| Some(true)),
                 }
             })?;
-            if taken {
-                return Ok(hidden);
+            match taken {
+                None => return Err(Errno::ENOENT),
+                Some(true) => return Ok(hidden),
+                Some(false) => {}
             }
             let mut slot = self.keeper.lock().expect("keeper lock");
             if slot.as_ref().is_some_and(|s| s.id() == keeper) {
@@ -1472,17 +1486,25 @@ impl Filesystem for ShoalFs {
             or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
             return reply.ok();
         }
-        let stat = or_reply!(reply, fs.stat_path(&path));
-        if stat.is_dir {
-            return reply.error(Errno::EISDIR);
-        }
-        if hidden_when_gone(&stat) && fs.is_open(stat.inode) {
-            // The last name of a file open here: hidden until released.
-            or_reply!(reply, fs.hide_open(&path, stat.inode));
-            // A release that came while the rename was under way found
-            // nothing to remove: look again.
-            fs.drop_unlinked(stat.inode);
-            return reply.ok();
+        // Twice at most: the name may name another file by the time it is
+        // hidden (another client replaced it), and that one is looked at anew.
+        for _ in 0..2 {
+            let stat = or_reply!(reply, fs.stat_path(&path));
+            if stat.is_dir {
+                return reply.error(Errno::EISDIR);
+            }
+            if hidden_when_gone(&stat) && fs.is_open(stat.inode) {
+                // The last name of a file open here: hidden until released.
+                match fs.hide_open(&path, stat.inode) {
+                    Err(Errno::ENOENT) => continue,
+                    hid => or_reply!(reply, hid),
+                };
+                // A release that came while the rename was under way found
+                // nothing to remove: look again.
+                fs.drop_unlinked(stat.inode);
+                return reply.ok();
+            }
+            break;
         }
         or_reply!(reply, fs.ns(fs.client.remove_file(&path)));
         reply.ok();
@@ -1553,6 +1575,12 @@ impl Filesystem for ShoalFs {
         let fs = &self.0;
         let _changing = or_reply!(reply, fs.writable());
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        // A hidden name is this mount's own, never a target (meta, under
+        // rules 9, refuses to put another file there; and hiding a file
+        // open here onto it would only rename that name onto itself).
+        if newname.to_str().is_some_and(|n| is_hidden(newparent.0, n)) {
             return reply.error(Errno::EINVAL);
         }
         let src = or_reply!(reply, entry_path(parent.0, name));

@@ -69,8 +69,9 @@
 //! Format 10 added no field and no variant either: its log entries may
 //! carry rules 9, under which a command that would make one of the root's
 //! reserved names (`.shoal-inode`, and names that start with
-//! `.shoal-unlinked.` unless a mount hides a file so) is refused. An older
-//! build would make it, so it refuses the record as newer.
+//! `.shoal-unlinked.` unless a mount hides a file so), or put another
+//! inode under a mount's hidden name, or exchange one, is refused. An
+//! older build would apply it, so it refuses the record as newer.
 //!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as

@@ -150,7 +150,8 @@ pub struct Proposal {
     ///   client, the CLI's included; and a name that
     ///   starts with `.shoal-unlinked.`, except by a rename of inode N to
     ///   `.shoal-unlinked.S.N`, a mount hiding an open file
-    ///   ([`FsState::refuse_reserved`]); such a name is not exchanged; a
+    ///   ([`FsState::refuse_reserved`]; the inode is checked in
+    ///   [`FsState::rename`]); such a name is not exchanged; a
     ///   no-replace rename of a file from its own hidden name under a live
     ///   session (a mount putting back a file it hid) may take either.
     #[serde(default)]

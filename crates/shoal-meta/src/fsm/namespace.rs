@@ -1021,6 +1021,7 @@ impl FsState {
         // Rules 9: `.shoal-unlinked.S.N` is taken only by inode N, so the
         // name a mount removes at its last close never names another file.
         if rules >= 9
+            && !putting_back
             && let [name] = dst.components()
             && let Some((_, inode)) = shoal_core::path::parse_unlinked_name(name)
             && inode != id
@@ -1661,9 +1662,10 @@ mod tests {
     }
 
     /// Rules 9: no command makes the root's reserved names, whatever path
-    /// it names them by (only a mount's put-back of a file it hid takes
-    /// one), and a refusal changes nothing; the names elsewhere, and ones
-    /// made under older rules, are as any other.
+    /// it names them by (a mount's hiding and put-back aside), nor puts
+    /// another inode under a mount's hidden name, nor exchanges one; a
+    /// refusal changes nothing; the names elsewhere, and ones made under
+    /// older rules, are as any other.
     #[test]
     fn the_root_name_of_anchors_is_reserved() {
         use shoal_core::path::inode_path;
@@ -1784,6 +1786,10 @@ mod tests {
         let no_exchange = shoal_core::path::reserved_refusal(&p(&own), "a mount's hidden file is not exchanged");
         refused(&mut st, NamespaceCmd::Exchange { a: p(&own), b: p(&hidden) }, no_exchange.clone());
         refused(&mut st, NamespaceCmd::Exchange { a: p("/d"), b: p(&own) }, no_exchange);
+        // Nor does another file replace it.
+        create(&mut st, "/g2");
+        let only_f = shoal_core::path::reserved_refusal(&p(&own), &format!("only inode {f} may take it"));
+        refused(&mut st, rename("/g2", &own, false), only_f);
         assert_eq!(run(&mut st, rename(&own, "/d/.shoal-inode/f", true)), Response::Ok);
         assert_eq!(run(&mut st, rename(&hidden, "/.shoal-inode", true)), Response::Ok);
         assert_eq!(st.lookup(&p("/.shoal-inode")).unwrap().id, legacy.id);

@@ -129,6 +129,7 @@ fn t97_mount_runs_shell_programs() {
     assert_eq!(errno_of(std::fs::rename(m.path("dir/x"), m.path(".shoal-inode"))), libc::EINVAL);
     assert_eq!(errno_of(std::fs::metadata(m.path(".shoal-inode"))), libc::ENOENT);
     assert_eq!(errno_of(std::fs::write(m.path(".shoal-unlinked.1.2"), b"")), libc::EINVAL, "a mount's hidden name");
+    assert_eq!(errno_of(std::fs::rename(m.path("dir/x"), m.path(".shoal-unlinked.1.2"))), libc::EINVAL);
     let cli = c.shoal(&["mkdir", "-p", "/.shoal-inode/x"], None);
     let said = String::from_utf8_lossy(&cli.stderr);
     assert!(cli.status.code() == Some(1) && said.contains("is a reserved name"), "{cli:?}");
