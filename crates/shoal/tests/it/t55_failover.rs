@@ -7,10 +7,15 @@ use crate::common::*;
 #[test]
 fn t55_bench_failover_measures_a_window_per_leader_kill() {
     // The bench starts (and kills) a cluster of its own; --meta is not used.
+    // Its calls may wait 60 s, not the harness's 20: on two cores beside
+    // the rest of the suite, a debug build's nodes have been seen to answer
+    // nothing for 20 s while the bench built its files, before any kill.
     let data = tempfile::tempdir().unwrap();
     let out = run_shoal(
         "127.0.0.1:1",
         &[
+            "--timeout",
+            "60s",
             "bench",
             "failover",
             "--kills",
