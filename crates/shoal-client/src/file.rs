@@ -31,6 +31,7 @@
 //! too, so this module depends on `client` and never the reverse.
 
 use std::io::SeekFrom as StdSeekFrom;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -41,6 +42,7 @@ use shoal_proto::meta as pb;
 
 use crate::client::{ChunkInfo, Client, Stat, inode_of};
 use crate::data::{read_replica, write_chain};
+use crate::layouts::Layout;
 use crate::retry::{self, Action, GiveUp};
 use crate::{ClientError, Result};
 
@@ -205,9 +207,25 @@ impl Drop for ForgetMap {
 
 /// A change to a file's bytes or size.
 enum Change {
-    Write { offset: u64, end: u64, data: Bytes },
-    SetLen { size: u64 },
-    Extend { size: u64 },
+    Write {
+        offset: u64,
+        end: u64,
+        data: Bytes,
+    },
+    /// Ranges of chunk `index` (sorted, apart, at least two) from `lo` to
+    /// `hi`, written as one new version of it.
+    Ranges {
+        index: u64,
+        lo: u64,
+        hi: u64,
+        ranges: Vec<(u64, Bytes)>,
+    },
+    SetLen {
+        size: u64,
+    },
+    Extend {
+        size: u64,
+    },
 }
 
 /// An open file. A clone is another handle on the same file (same position,
@@ -298,6 +316,11 @@ impl File {
     /// (see [`crate::layouts`]); a read that fails with it, or that a replica
     /// refuses because the map is out of date, fetches the map again.
     pub async fn read_at(&mut self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.read_at_by_map(offset, len).await.map(|(_, bytes)| bytes)
+    }
+
+    /// As [`File::read_at`], with the chunk map the bytes were read by.
+    async fn read_at_by_map(&mut self, offset: u64, len: u64) -> Result<(Arc<Layout>, Vec<u8>)> {
         let mut cached = self.client.inner.layouts.get(self.stat.inode);
         let mut attempt = 1;
         loop {
@@ -310,7 +333,7 @@ impl File {
             let moved = match &result {
                 Err(ClientError::LayoutChanged { .. }) => true,
                 Err(ClientError::ChunkUnavailable { .. }) => false,
-                _ => return result,
+                _ => return result.map(|bytes| (layout, bytes)),
             };
             match retry::after_read_failed(from_cache, moved, attempt) {
                 Action::RefreshMap => {
@@ -319,7 +342,7 @@ impl File {
                         attempt += 1;
                     }
                 }
-                _ => return result,
+                _ => return result.map(|bytes| (layout, bytes)),
             }
         }
     }
@@ -451,6 +474,50 @@ impl File {
         self.until_committed(&Change::Write { offset, end, data }).await
     }
 
+    /// Writes `ranges` (offset, bytes), sorted and apart. Ranges that lie
+    /// in one chunk are written as one new version of it, with one commit:
+    /// the bytes between them are read from the version the write builds
+    /// on and written back as they were. A writer that changes the chunk
+    /// meanwhile makes this commit lose its race, and it is made again,
+    /// from a new read. Ranges over several chunks are written one after
+    /// another. Durable on return.
+    pub async fn write_ranges(&mut self, ranges: Vec<(u64, Bytes)>) -> Result<()> {
+        let ranges: Vec<(u64, Bytes)> = ranges.into_iter().filter(|(_, bytes)| !bytes.is_empty()).collect();
+        let mut hi = 0;
+        for (i, (at, bytes)) in ranges.iter().enumerate() {
+            if i > 0 && *at < hi {
+                return Err(ClientError::InvalidArgument("ranges to write overlap or are out of order".into()));
+            }
+            hi = at
+                .checked_add(bytes.len() as u64)
+                .ok_or_else(|| ClientError::InvalidArgument("offset + length overflows".into()))?;
+        }
+        let Some(&(lo, _)) = ranges.first() else { return Ok(()) };
+        let cs = self.stat.chunk_size.max(1);
+        if ranges.len() == 1 || lo / cs != (hi - 1) / cs {
+            for (at, bytes) in ranges {
+                self.write_bytes_at(at, bytes).await?;
+            }
+            return Ok(());
+        }
+        self.until_committed(&Change::Ranges { index: lo / cs, lo, hi, ranges }).await
+    }
+
+    /// The bytes `[lo, hi)` of chunk `index` with `ranges` laid over them,
+    /// and the chunk's id and committed version they were read at (version
+    /// 0: a hole).
+    async fn filled(&mut self, index: u64, lo: u64, hi: u64, ranges: &[(u64, Bytes)]) -> Result<((u64, u64), Bytes)> {
+        let (map, mut bytes) = self.read_at_by_map(lo, hi - lo).await?;
+        let base = map.chunks.iter().find(|c| c.index == index).map_or((0, 0), |c| (c.id, c.version));
+        // Past the file's end, the chunk reads as zeros.
+        bytes.resize((hi - lo) as usize, 0);
+        for (at, data) in ranges {
+            let from = (at - lo) as usize;
+            bytes[from..from + data.len()].copy_from_slice(data);
+        }
+        Ok((base, bytes.into()))
+    }
+
     /// Sets the size: shrinking drops the bytes past it, growing adds zeros.
     pub async fn set_len(&mut self, size: u64) -> Result<()> {
         self.until_committed(&Change::SetLen { size }).await
@@ -502,7 +569,7 @@ impl File {
                 let writes = spans(*offset, data.len() as u64, self.stat.chunk_size).into_iter().map(|span| {
                     let piece = data.slice(span.offset_in_range as usize..(span.offset_in_range + span.len) as usize);
                     let grant = grant.clone().filter(|_| span.index == 0);
-                    this.write_chunk(span.index, span.offset_in_chunk, piece, None, grant)
+                    this.write_chunk(span.index, span.offset_in_chunk, piece, None, grant, None)
                 });
                 let written = futures::stream::iter(writes)
                     .buffered(CHUNK_WRITES_IN_FLIGHT_MAX)
@@ -512,6 +579,21 @@ impl File {
                     .collect::<Result<Vec<_>>>()?;
                 self.commit(written, *end, false).await
             }
+            Change::Ranges { index, lo, hi, ranges } => {
+                let (base, bytes) = self.filled(*index, *lo, *hi, ranges).await?;
+                let offset = lo % self.stat.chunk_size;
+                let grant = grant.filter(|_| *index == 0);
+                let written = self.write_chunk(*index, offset, bytes, None, grant, Some(base)).await;
+                let done = match written {
+                    Ok(w) => self.commit(vec![w], *hi, false).await,
+                    Err(e) => Err(e),
+                };
+                if matches!(done, Err(ClientError::Fs(shoal_core::FsError::ChunkChanged { .. }))) {
+                    // The next try reads the bytes between the ranges again, by a fresh map.
+                    self.client.inner.layouts.drop_inode(self.stat.inode);
+                }
+                done
+            }
             Change::SetLen { size } => {
                 let size = *size;
                 let (stat, chunks) = self.client.layout(self.stat.inode).await?;
@@ -520,7 +602,7 @@ impl File {
                 let mut written = Vec::new();
                 // Cut the chunk the new end falls in, so a later growth reads zeros there.
                 if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
-                    written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs), None).await?);
+                    written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs), None, None).await?);
                 }
                 self.commit(written, size, true).await
             }
@@ -597,7 +679,10 @@ impl File {
 
     /// Writes one span into chunk `index`, re-planning around failed replicas.
     /// The first attempt uses `grant` (a version meta already prepared) when
-    /// given. Returns (index, chunk id, version written).
+    /// given. With `base` (chunk id, version), the write must build on that
+    /// committed version of that chunk, or on none when the version is 0
+    /// (its bytes were read from it), else it fails as `ChunkChanged`.
+    /// Returns (index, chunk id, version written).
     async fn write_chunk(
         &self,
         index: u64,
@@ -605,6 +690,7 @@ impl File {
         data: Bytes,
         truncate_to: Option<u64>,
         mut grant: Option<pb::PrepareWriteReply>,
+        base: Option<(u64, u64)>,
     ) -> Result<(u64, u64, u64)> {
         let mut failed: Vec<String> = Vec::new();
         let mut last = String::new();
@@ -615,6 +701,12 @@ impl File {
                 Some(g) => g,
                 None => self.prepare(index, &failed, (&last, chunk_id, full)).await?,
             };
+            let prepared_id = prep.chunk.as_ref().map_or(0, |c| c.id);
+            if let Some((id, version)) = base
+                && (version != prep.base_version || (version != 0 && id != prepared_id))
+            {
+                return Err(shoal_core::FsError::ChunkChanged { inode: self.stat.inode, index }.into());
+            }
             let fence_token = self.fence.as_ref().map_or(0, |f| f.token);
             let header = granted_header(&prep, offset, truncate_to, fence_token);
             let loc = prep.chunk.unwrap_or_default();

@@ -105,7 +105,7 @@ use shoal_core::path::inode_lock_name;
 
 use crate::MountOptions;
 use crate::attr::{self, file_attr};
-use crate::buffer::WriteBuffer;
+use crate::buffer::{Piece, WriteBuffer};
 use crate::errno::errno;
 use crate::given::Given;
 use crate::locks::{Held, Locks, Step, Want};
@@ -128,10 +128,10 @@ const ZERO_PIECE_BYTES: u64 = 4 << 20;
 /// One open file: its client handle and the bytes written and not sent yet.
 struct Handle {
     ino: u64,
-    /// The start of the held range (meaningful while `held_end` is not 0),
+    /// Where the held ranges start (meaningful while `held_end` is not 0),
     /// readable without the lock.
     held_start: AtomicU64,
-    /// The end of the held range (0: nothing held), readable without the lock.
+    /// Where the held ranges end (0: nothing held), readable without the lock.
     held_end: AtomicU64,
     /// The errno of a piece of this file that another handle lost since
     /// this handle's last fsync (0: none): its next fsync reports it, once.
@@ -146,7 +146,7 @@ struct OpenState {
     failed: Option<Errno>,
     /// The same, for the next fsync to report (which clears both).
     failed_for_sync: Option<Errno>,
-    /// When the held range's oldest byte was written (None: nothing held).
+    /// When the held ranges' oldest byte was written (None: nothing held).
     held_since: Option<std::time::Instant>,
     /// Bytes fetched ahead of a sequential reader.
     ahead: ReadAhead,
@@ -696,18 +696,19 @@ impl Inner {
         None
     }
 
-    async fn send(&self, file: &mut File, (offset, bytes): (u64, Vec<u8>)) -> Res<()> {
+    async fn send(&self, file: &mut File, piece: Piece) -> Res<()> {
         let _changing = self.changing();
         let ino = file.cached_stat().inode;
         self.bump(ino);
-        let len = bytes.len();
-        // The piece moves into the write as it is, without a copy.
-        let sent = tokio::time::timeout(self.opts.data_timeout, file.write_bytes_at(offset, bytes.into())).await;
+        let (offset, end, ranges) = (piece.start(), piece.end(), piece.ranges.len());
+        // The ranges move into the write as they are, without a copy.
+        let bytes = piece.ranges.into_iter().map(|(at, bytes)| (at, bytes.into())).collect();
+        let sent = tokio::time::timeout(self.opts.data_timeout, file.write_ranges(bytes)).await;
         self.bump(ino);
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, offset, len, "mount: a write failed");
+                tracing::warn!(error = %e, offset, end, ranges, "mount: a write failed");
                 Err(errno(&e))
             }
             Err(_) => Err(Errno::EIO),
@@ -823,7 +824,7 @@ impl Inner {
                 let mut at = range.start;
                 while at < range.end {
                     let n = (range.end - at).min(ZERO_PIECE_BYTES);
-                    self.send(&mut st.file, (at, vec![0; n as usize])).await?;
+                    self.send(&mut st.file, Piece::one(at, vec![0; n as usize])).await?;
                     at += n;
                 }
                 Ok::<(), Errno>(())
@@ -899,7 +900,7 @@ impl Inner {
     }
 
     /// Sends what the handles of inode `ino` other than `except` hold, of
-    /// those whose held range meets `within` (a range of the file; None:
+    /// those whose held span meets `within` (a range of the file; None:
     /// all). Answers the first failure of these sends, which is also
     /// reported as [`Inner::lost`] says.
     ///
@@ -1709,19 +1710,19 @@ impl Filesystem for ShoalFs {
             // Read-ahead of this handle is older than this write.
             st.ahead.clear();
             st.fetching = None;
-            let before = st.buf.push(offset, data);
+            let chunk_size = st.file.cached_stat().chunk_size;
+            let before = st.buf.push(offset, data, chunk_size);
             if before.is_some() || st.held_since.is_none() {
                 st.held_since = Some(std::time::Instant::now());
             }
             if let Some(piece) = before {
-                // Not sequential: no large buffer for the range that starts
-                // here. While the range held before is sent, both ranges
-                // count as held (other handles' writes and reads over
-                // either wait for this lock, and the size includes both).
+                // It could not join: no large buffer for what starts here.
+                // While the ranges held before are sent, both count as held
+                // (other handles' writes and reads over either wait for
+                // this lock, and the size includes both).
                 let _large = st.large.take();
-                let old_end = piece.0 + piece.1.len() as u64;
-                h.held_start.store(piece.0.min(st.buf.start()), Ordering::Release);
-                h.held_end.store(old_end.max(st.buf.end()), Ordering::Release);
+                h.held_start.store(piece.start().min(st.buf.start()), Ordering::Release);
+                h.held_end.store(piece.end().max(st.buf.end()), Ordering::Release);
                 if let Err(e) = fs.send(&mut st.file, piece).await {
                     // This write fails too, and its bytes are not sent.
                     st.buf.take();

@@ -206,3 +206,80 @@ fn t14_remove_file_and_remove_dir_refuse_the_other_kind() {
         }
     });
 }
+
+/// `File::write_ranges` (the mount's random writes) writes the ranges of
+/// one chunk as one new version, filling the bytes between them from the
+/// version it builds on: never from an older one. A writer that changes
+/// those bytes meanwhile wins; the filling write is made again.
+#[test]
+fn t15_ranges_in_one_chunk_keep_the_bytes_between_them() {
+    use shoal_client::Bytes;
+    let c = Cluster::start(Options::default());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (a, b) = (
+            shoal_client::Client::connect(&c.meta_addrs).await.unwrap(),
+            shoal_client::Client::connect(&c.meta_addrs).await.unwrap(),
+        );
+        let mut wa = a.create("/ranges", None).await.unwrap();
+        wa.write_at(0, &[b'.'; 1000]).await.unwrap();
+        // a's map of the file is cached, then b changes a byte between the ranges.
+        assert_eq!(wa.read_at(0, 4).await.unwrap(), b"....");
+        b.open("/ranges").await.unwrap().write_at(500, b"BBBB").await.unwrap();
+        let ranges =
+            vec![(0, Bytes::from_static(b"AA")), (900, Bytes::from_static(b"ZZ")), (1100, Bytes::from_static(b"E"))];
+        wa.write_ranges(ranges).await.unwrap();
+        let mut want = vec![b'.'; 1000];
+        want[..2].copy_from_slice(b"AA");
+        want[500..504].copy_from_slice(b"BBBB");
+        want[900..902].copy_from_slice(b"ZZ");
+        want.resize(1101, 0);
+        want[1100] = b'E';
+        let back = b.open("/ranges").await.unwrap().read_at(0, 2000).await.unwrap();
+        assert_eq!(back, want, "b's bytes kept, zeros past the old end, the file as long as the last range");
+
+        // Ranges out of order or overlapping are refused, and change nothing.
+        for bad in [vec![(10, "xx"), (5, "yy")], vec![(10, "xx"), (11, "yy")]] {
+            let bad = bad.into_iter().map(|(at, s)| (at, Bytes::from_static(s.as_bytes()))).collect();
+            let e = wa.write_ranges(bad).await.expect_err("refused");
+            assert!(matches!(e, shoal_client::ClientError::InvalidArgument(_)), "{e:?}");
+        }
+        // Ranges in two chunks (1 MiB here) are written one after another.
+        let far = vec![(1, Bytes::from_static(b"1")), ((1 << 20) + 1, Bytes::from_static(b"2"))];
+        wa.write_ranges(far).await.unwrap();
+        want[1] = b'1';
+        want.resize((1 << 20) + 2, 0);
+        want[(1 << 20) + 1] = b'2';
+        let back = b.open("/ranges").await.unwrap().read_at(0, 2 << 20).await.unwrap();
+        assert!(back == want, "ranges over two chunks");
+
+        // Racing: a fills around byte 500 again and again while b writes
+        // it; b's last acknowledged byte is there at the end.
+        let mut wb = b.open("/ranges").await.unwrap();
+        let filler = tokio::spawn(async move {
+            for i in 0..40u8 {
+                let ranges = vec![(0, Bytes::from(vec![i])), (999, Bytes::from(vec![i]))];
+                // A race lost too often is refused: then nothing was written.
+                if let Err(e) = wa.write_ranges(ranges).await {
+                    assert!(
+                        matches!(e, shoal_client::ClientError::Fs(shoal_core::FsError::ChunkChanged { .. })),
+                        "{e}"
+                    );
+                }
+            }
+        });
+        let mut last = None;
+        for i in 0..40u8 {
+            match wb.write_at(500, &[i]).await {
+                Ok(()) => last = Some(i),
+                Err(e) => {
+                    assert!(matches!(e, shoal_client::ClientError::Fs(shoal_core::FsError::ChunkChanged { .. })), "{e}")
+                }
+            }
+        }
+        filler.await.unwrap();
+        let last = last.expect("b wrote at least once");
+        let back = b.open("/ranges").await.unwrap().read_at(500, 1).await.unwrap();
+        assert_eq!(back, [last], "a's filling never put back an older byte 500");
+    });
+}
