@@ -479,8 +479,10 @@ impl File {
     /// the bytes between them are read from the version the write builds
     /// on and written back as they were. A writer that changes the chunk
     /// meanwhile makes this commit lose its race, and it is made again,
-    /// from a new read. Ranges over several chunks are written one after
-    /// another. Durable on return.
+    /// from a new read, as a write is; if it keeps losing, or the bytes
+    /// between cannot be read, nothing of it was committed, and the ranges
+    /// are written one after another instead, as are ranges over several
+    /// chunks. Durable on return.
     pub async fn write_ranges(&mut self, ranges: Vec<(u64, Bytes)>) -> Result<()> {
         let ranges: Vec<(u64, Bytes)> = ranges.into_iter().filter(|(_, bytes)| !bytes.is_empty()).collect();
         let mut hi = 0;
@@ -500,17 +502,34 @@ impl File {
             }
             return Ok(());
         }
-        self.until_committed(&Change::Ranges { index: lo / cs, lo, hi, ranges }).await
+        match self.until_committed(&Change::Ranges { index: lo / cs, lo, hi, ranges: ranges.clone() }).await {
+            Err(
+                ClientError::Fs(shoal_core::FsError::ChunkChanged { .. })
+                | ClientError::LayoutChanged { .. }
+                | ClientError::ChunkUnavailable { .. },
+            ) => {
+                for (at, bytes) in ranges {
+                    self.write_bytes_at(at, bytes).await?;
+                }
+                Ok(())
+            }
+            done => done,
+        }
     }
 
     /// The bytes `[lo, hi)` of chunk `index` with `ranges` laid over them,
     /// and the chunk's id and committed version they were read at (version
-    /// 0: a hole).
+    /// 0: a hole). Only the bytes from the first range's end to the last
+    /// one's start are read.
     async fn filled(&mut self, index: u64, lo: u64, hi: u64, ranges: &[(u64, Bytes)]) -> Result<((u64, u64), Bytes)> {
-        let (map, mut bytes) = self.read_at_by_map(lo, hi - lo).await?;
+        let from = ranges.first().map_or(lo, |(at, data)| at + data.len() as u64);
+        let to = ranges.last().map_or(hi, |(at, _)| *at).max(from);
+        let (map, stored) = self.read_at_by_map(from, to - from).await?;
         let base = map.chunks.iter().find(|c| c.index == index).map_or((0, 0), |c| (c.id, c.version));
         // Past the file's end, the chunk reads as zeros.
-        bytes.resize((hi - lo) as usize, 0);
+        let mut bytes = vec![0u8; (hi - lo) as usize];
+        let at = (from - lo) as usize;
+        bytes[at..at + stored.len()].copy_from_slice(&stored);
         for (at, data) in ranges {
             let from = (at - lo) as usize;
             bytes[from..from + data.len()].copy_from_slice(data);

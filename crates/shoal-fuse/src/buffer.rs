@@ -1,14 +1,16 @@
 //! The write buffer of one open file: the bytes written through the handle
 //! and not sent yet, as ranges of the file.
 //!
-//! Writes that continue or overlap a lone range join it (a sequential
-//! writer builds one large piece, across chunks). Writes elsewhere join
-//! too while every held range lies in one chunk and the bytes between them
-//! (the filler) stay within [`FILL_MAX_BYTES`]: a random writer such as a
-//! database or fsx then sends several writes as one piece, which the
-//! client writes as one new version of the chunk, the filler read from
-//! that chunk's version the write builds on (`File::write_ranges`). A
-//! write that cannot join sends what is held first.
+//! While the held bytes are one run without gaps, a write that touches or
+//! overlaps the run joins it, across chunks (a sequential writer builds
+//! one large piece). Writes elsewhere join too while every held range lies
+//! in one chunk and the bytes between them (the filler) stay within
+//! [`FILL_MAX_BYTES`]: a random writer such as a database or fsx then
+//! sends several writes as one piece, which the client writes as one new
+//! version of the chunk, the filler read from that chunk's version the
+//! write builds on (`File::write_ranges`). A write that cannot join sends
+//! what is held first. Ranges that touch are joined into one as they are
+//! taken ([`WriteBuffer::take`]).
 //!
 //! The mount sends the held ranges when they reach
 //! [`WRITE_BUFFER_MAX_BYTES`] (or [`LARGE_BUFFER_MAX_BYTES`] for a handle
@@ -28,10 +30,10 @@
 //! (at most [`LARGE_BUFFERS`] per mount), else sends at the usual bound.
 //!
 //! # Invariants
-//! - The ranges are sorted, never overlap, and none is empty.
-//! - Two or more ranges lie in one chunk, with at most [`FILL_MAX_BYTES`]
-//!   of filler between the first start and the last end, and there are at
+//! - The ranges are sorted, never overlap, and none is empty; there are at
 //!   most [`RANGES_MAX`] of them.
+//! - Ranges with gaps between them lie in one chunk, with at most
+//!   [`FILL_MAX_BYTES`] of filler between the first start and the last end.
 //! - What is held is at most its bound plus one write (a write is at most
 //!   the kernel's `max_write`), and is sent as soon as it is more.
 //! - Later bytes win: a write over held bytes replaces them in place.
@@ -124,19 +126,30 @@ impl WriteBuffer {
 
     /// True when bytes at `[offset, end)` may join the held ranges.
     fn joins(&self, offset: u64, end: u64, chunk_size: u64) -> bool {
+        if self.ranges.is_empty() {
+            return true;
+        }
         let (start, held_end) = (self.start(), self.end());
-        if self.ranges.len() <= 1 && (self.ranges.is_empty() || (offset >= start && offset <= held_end)) {
+        let parts = self.uncovered(offset, end);
+        // Each part adds a range at most.
+        if self.ranges.len() + parts.len() > RANGES_MAX {
+            return false;
+        }
+        if self.contiguous() && offset <= held_end && end >= start {
             return true;
         }
         let (lo, hi) = (start.min(offset), held_end.max(end));
         let cs = chunk_size.max(1);
-        let parts = self.uncovered(offset, end);
-        // Each part adds a range at most.
-        if lo / cs != (hi - 1) / cs || self.ranges.len() + parts.len() > RANGES_MAX {
+        if lo / cs != (hi - 1) / cs {
             return false;
         }
         let held_after = self.held as u64 + parts.iter().map(|(a, b)| b - a).sum::<u64>();
         hi - lo - held_after <= FILL_MAX_BYTES
+    }
+
+    /// True when the held bytes are one run without gaps.
+    fn contiguous(&self) -> bool {
+        self.held as u64 == self.end() - self.start()
     }
 
     /// The parts of `[offset, end)` that no held range covers, in order.
@@ -197,9 +210,8 @@ impl WriteBuffer {
         let held = spans.iter().map(|(a, b)| b - a).sum::<u64>() == self.held as u64;
         let (lo, hi) = (self.start(), self.end());
         let cs = chunk_size.max(1);
-        let grouped = spans.len() <= 1
-            || (lo / cs == (hi - 1) / cs && hi - lo - self.held as u64 <= FILL_MAX_BYTES && spans.len() <= RANGES_MAX);
-        apart && held && grouped
+        let grouped = self.contiguous() || (lo / cs == (hi - 1) / cs && hi - lo - self.held as u64 <= FILL_MAX_BYTES);
+        apart && held && grouped && spans.len() <= RANGES_MAX
     }
 
     /// Bytes held.
@@ -213,13 +225,21 @@ impl WriteBuffer {
         self.held >= if large { LARGE_BUFFER_MAX_BYTES } else { WRITE_BUFFER_MAX_BYTES }
     }
 
-    /// Takes the held ranges, leaving the buffer empty.
+    /// Takes the held ranges, those that touch joined into one, leaving
+    /// the buffer empty.
     pub fn take(&mut self) -> Option<Piece> {
         if self.ranges.is_empty() {
             return None;
         }
         self.held = 0;
-        Some(Piece { ranges: std::mem::take(&mut self.ranges) })
+        let mut ranges: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (s, d) in std::mem::take(&mut self.ranges) {
+            match ranges.last_mut() {
+                Some((last, bytes)) if *last + bytes.len() as u64 == s => bytes.extend_from_slice(&d),
+                _ => ranges.push((s, d)),
+            }
+        }
+        Some(Piece { ranges })
     }
 
     /// The answer to a read of `len` bytes at `offset`, given `stored`, what
@@ -288,6 +308,12 @@ mod tests {
             assert_eq!(b.push(i * 3, b"abc", 4), None);
         }
         assert_eq!(b.take(), one(0, &b"abc".repeat(10)));
+        // Backwards too: each write ends where the run starts.
+        for i in (0..10u64).rev() {
+            assert_eq!(b.push(i * 3, b"xyz", 4), None);
+        }
+        assert_eq!(b.len(), 30);
+        assert_eq!(b.take(), one(0, &b"xyz".repeat(10)), "touching ranges are taken as one");
     }
 
     #[test]

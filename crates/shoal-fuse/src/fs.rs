@@ -21,8 +21,8 @@
 //! ones ([`crate::given`]).
 //! Writes are held per handle
 //! ([`crate::buffer`]) and sent in large pieces; each piece is one client
-//! `write_at`, which returns only once every replica has the bytes durable
-//! and meta has committed them. So `fsync` and `close` (flush) return only
+//! `write_ranges`, which returns only once every replica has the bytes
+//! durable and meta has committed them. So `fsync` and `close` (flush) return only
 //! when everything written through the handle is acknowledged. A piece that
 //! fails (`EIO`, or `ENOSPC` when the cluster has no room) is reported
 //! much as Linux reports a lost writeback, but per open file rather than
@@ -32,14 +32,14 @@
 //! multithreaded program makes at `exec`, has heard it); and once by the
 //! next fsync through each other handle of the file open then (not one
 //! opened later). Later writes go on. A write that must
-//! first send the range held before (it does not continue it) publishes
-//! both ranges as held until that send ends, so other handles' writes and
+//! first send the ranges held before (it cannot join them) publishes
+//! both spans as held until that send ends, so other handles' writes and
 //! reads over either wait for it; if the send fails, the write fails and
 //! its own bytes are dropped. Data ends within the last whole chunk before
-//! 2^63 - 1: a write across it is short, one from past it `EFBIG`. A range
+//! 2^63 - 1: a write across it is short, one from past it `EFBIG`. What is
 //! held for [`crate::buffer::FLUSH_AFTER`] is sent by a background task. A
 //! write through one handle first sends what the file's other handles hold
-//! of the same bytes, and a read what they
+//! in a span (first held byte to last) it meets, and a read what they
 //! hold from where it reads on, so no two handles hold the same bytes and
 //! later bytes win whatever order handles close in; an fsync sends what
 //! every handle of the file holds. A read answers its own handle's held
@@ -701,7 +701,8 @@ impl Inner {
         let ino = file.cached_stat().inode;
         self.bump(ino);
         let (offset, end, ranges) = (piece.start(), piece.end(), piece.ranges.len());
-        // The ranges move into the write as they are, without a copy.
+        // The ranges move into the write as they are, without a copy (a
+        // piece of several is copied once more, into the span it fills).
         let bytes = piece.ranges.into_iter().map(|(at, bytes)| (at, bytes.into())).collect();
         let sent = tokio::time::timeout(self.opts.data_timeout, file.write_ranges(bytes)).await;
         self.bump(ino);
