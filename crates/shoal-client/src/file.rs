@@ -619,7 +619,10 @@ impl File {
                 self.stat = stat;
                 let cs = self.stat.chunk_size;
                 let mut written = Vec::new();
-                // Cut the chunk the new end falls in, so a later growth reads zeros there.
+                // Cut the chunk the new end falls in, so a later growth reads
+                // zeros there. Meta refuses a shrink that leaves a written
+                // chunk uncut (rules 10: a writer filled it since this map),
+                // and this is made again, by a fresh map.
                 if size < self.stat.size && !size.is_multiple_of(cs) && chunks.iter().any(|c| c.index == size / cs) {
                     written.push(self.write_chunk(size / cs, 0, Bytes::new(), Some(size % cs), None, None).await?);
                 }

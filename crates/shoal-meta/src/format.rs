@@ -73,6 +73,12 @@
 //! inode under a mount's hidden name, or exchange one, is refused. An
 //! older build would apply it, so it refuses the record as newer.
 //!
+//! Format 11 added no field and no variant either: its log entries may
+//! carry rules 10, under which a truncating commit that shrinks a file to
+//! within a chunk holding committed bytes, without listing that chunk, is
+//! refused. An older build would apply it, so it refuses the record as
+//! newer.
+//!
 //! The header's layout is fixed for every format, so a reader checks the CRC
 //! before it looks at the format number: a flipped bit anywhere is reported as
 //! corruption, never as a format it does not know, and never decoded. Only a
@@ -186,7 +192,7 @@ where
 }
 
 /// The format this build writes, and the newest it reads.
-pub const FORMAT_CURRENT: u16 = 10;
+pub const FORMAT_CURRENT: u16 = 11;
 /// The format that added reserved chunk ids to the state.
 pub const FORMAT_RESERVED: u16 = 7;
 /// The format that added byte-range locks to the state.
@@ -708,8 +714,8 @@ mod tests {
     fn a_newer_format_is_refused_with_both_versions() {
         let bytes = with_format(encode(RecordKind::Snapshot, &entries()[0]).unwrap(), FORMAT_CURRENT + 1);
         let err = decode::<Entry<TypeConfig>>(RecordKind::Snapshot, &bytes, no_upgrade).unwrap_err();
-        assert!(matches!(err, FormatError::Newer { found: 11, known: 10 }), "{err:?}");
-        assert_eq!(err.to_string(), "format 11 is newer than this build of shoal reads (up to 10); run a newer shoal");
+        assert!(matches!(err, FormatError::Newer { found: 12, known: 11 }), "{err:?}");
+        assert_eq!(err.to_string(), "format 12 is newer than this build of shoal reads (up to 11); run a newer shoal");
     }
 
     #[test]

@@ -789,7 +789,7 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             format!(
-                "{}: format 11 is newer than this build of shoal reads (up to 10); run a newer shoal",
+                "{}: format 12 is newer than this build of shoal reads (up to 11); run a newer shoal",
                 dir.path().join(SNAPSHOT_FILE).display()
             )
         );

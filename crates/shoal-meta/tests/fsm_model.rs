@@ -14,7 +14,9 @@
 //!   session holds and waits for nothing;
 //! - a file written before it is created is made exactly when its chunk id
 //!   is reserved and unused (and the create itself may be), with that
-//!   chunk committed, and the id is used after.
+//!   chunk committed, and the id is used after;
+//! - a truncation that shrinks a file to within a chunk with committed
+//!   bytes is refused unless it lists that chunk's cut (rules 10).
 //!
 //! `PROPTEST_CASES` sets the number of cases (1,000 by default here).
 
@@ -812,13 +814,28 @@ impl Harness {
         if !commit {
             return;
         }
-        // A truncation commits no chunk; a write commits the one it prepared.
+        // A truncation commits the chunk it prepared when the new end falls
+        // in it (a cut), else none; a write commits the one it prepared.
         let (chunks, size) = if truncate {
-            (vec![], size)
+            let cut = index == size / CHUNK_SIZE && size % CHUNK_SIZE != 0;
+            (if cut { vec![(index, chunk.id, chunk.version)] } else { vec![] }, size)
         } else {
             (vec![(index, chunk.id, chunk.version)], size.max(index * CHUNK_SIZE + 1))
         };
+        // Rules 10: a shrink to within a chunk with committed bytes, not
+        // cut, lost a race with a writer there.
+        let file = &self.st.inodes[&inode];
+        let end = size / CHUNK_SIZE;
+        let uncut = truncate
+            && size < file.size
+            && size % CHUNK_SIZE != 0
+            && !chunks.iter().any(|(i, _, _)| *i == end)
+            && file.chunks.get(&end).is_some_and(|c| c.committed_version > 0);
         let r = self.apply(WriteCmd::CommitWrite { inode, chunks, size, truncate, fence: None });
+        if uncut {
+            assert_eq!(r, Response::Err(FsError::ChunkChanged { inode, index: end }));
+            return;
+        }
         let Response::Inode(after) = r else { panic!("commit of a fresh prepare refused: {r:?}") };
         let Some(Entry::File { size: model_size }) = self.model.entries.get_mut(path) else {
             panic!("model lost {path}")

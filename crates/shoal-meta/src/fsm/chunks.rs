@@ -283,6 +283,22 @@ impl FsState {
         rules: u16,
     ) -> Result<Response, FsError> {
         let f = self.file_mut(inode)?;
+        // Rules 10: a shrink to within a chunk that holds committed bytes
+        // must cut that chunk: list a version of it (only `File::set_len`
+        // truncates, and it lists only the version that cut). A writer may
+        // have committed bytes there past the new end since the truncating
+        // client fetched its map: kept, they would come back at a later
+        // growth. Refused as a lost race, the client looks again and cuts.
+        let cut = size / f.chunk_size.max(1);
+        if rules >= 10
+            && truncate
+            && size < f.size
+            && !size.is_multiple_of(f.chunk_size.max(1))
+            && f.chunks.get(&cut).is_some_and(|c| c.committed_version > 0)
+            && !chunks.iter().any(|(index, _, _)| *index == cut)
+        {
+            return Err(FsError::ChunkChanged { inode, index: cut });
+        }
         let new_size = if truncate { size } else { f.size.max(size) };
         let end_chunk = shoal_core::layout::chunk_count(new_size, f.chunk_size);
         if let Some((index, _, _)) = chunks.iter().find(|(index, _, _)| rules >= 1 && *index >= end_chunk) {
@@ -399,10 +415,55 @@ mod tests {
         // Truncate drops whole chunks past the end; remove drops the rest.
         prepare(&mut st, f.id, 1, &[10, 11]);
         let c1 = st.inodes[&f.id].chunks[&1].id;
-        run(&mut st, WriteCmd::CommitWrite { inode: f.id, chunks: vec![], size: 50, truncate: true, fence: None });
+        let cut = WriteCmd::CommitWrite { inode: f.id, chunks: vec![], size: 100, truncate: true, fence: None };
+        assert!(matches!(run(&mut st, cut), Response::Inode(_)));
         assert_eq!(st.garbage_for(11, 10), vec![c1]);
         run(&mut st, NamespaceCmd::Remove { path: p("/f"), recursive: false });
         assert_eq!(st.garbage_for(10, 10), vec![chunk.id, c1]);
+    }
+
+    /// Rules 10: a truncating commit that shrinks a file to within a chunk
+    /// with committed bytes, without the cut of that chunk, lost a race
+    /// with a writer there and is refused (changing nothing); entries of
+    /// older rules apply as they did.
+    #[test]
+    fn a_shrink_within_a_written_chunk_must_cut_it() {
+        use super::super::Proposal;
+        let mut st = with_servers(&[10, 11, 12]);
+        let f = create(&mut st, "/f"); // 100-byte chunks
+        let commit = |chunks: Vec<(u64, u64, u64)>, size: u64, truncate: bool| WriteCmd::CommitWrite {
+            inode: f.id,
+            chunks,
+            size,
+            truncate,
+            fence: None,
+        };
+        let Response::Chunk { chunk, .. } = prepare(&mut st, f.id, 1, &[10, 11]) else { panic!() };
+        assert!(matches!(run(&mut st, commit(vec![(1, chunk.id, 1)], 180, false)), Response::Inode(_)));
+        // A writer's view from before chunk 1 held bytes: no cut listed.
+        let before = st.clone();
+        let refused = run(&mut st, commit(vec![], 150, true));
+        assert_eq!(refused, Response::Err(FsError::ChunkChanged { inode: f.id, index: 1 }));
+        assert!(st == before, "a refusal changes nothing");
+        let older = Proposal { rules: 9, ..Proposal::new(1, None, commit(vec![], 150, true)) };
+        assert!(matches!(before.clone().apply(&older), Response::Inode(_)), "rules 9 took it");
+        // Not a shrink, a shrink to a chunk's start, or into a hole: no cut needed.
+        for (size, truncate) in [(180, true), (190, true), (100, true), (50, true)] {
+            let mut st = before.clone();
+            assert!(matches!(run(&mut st, commit(vec![], size, truncate)), Response::Inode(_)), "{size}");
+        }
+        // A chunk only prepared holds no committed bytes: no cut needed.
+        let mut only_prepared = with_servers(&[10, 11, 12]);
+        let g = create(&mut only_prepared, "/g");
+        prepare(&mut only_prepared, g.id, 0, &[10, 11]);
+        let grow = WriteCmd::CommitWrite { inode: g.id, chunks: vec![], size: 90, truncate: false, fence: None };
+        assert!(matches!(run(&mut only_prepared, grow), Response::Inode(_)));
+        let shrink = WriteCmd::CommitWrite { inode: g.id, chunks: vec![], size: 40, truncate: true, fence: None };
+        assert!(matches!(run(&mut only_prepared, shrink), Response::Inode(_)));
+        // With the cut listed, it applies.
+        let Response::Chunk { chunk: cut, .. } = prepare(&mut st, f.id, 1, &[10, 11]) else { panic!() };
+        let Response::Inode(after) = run(&mut st, commit(vec![(1, cut.id, cut.version)], 150, true)) else { panic!() };
+        assert_eq!((after.size, after.chunks[&1].committed_version), (150, cut.version));
     }
 
     fn new_file(path: &str) -> NamespaceCmd {

@@ -97,7 +97,7 @@ domain_into_command!(
 );
 
 /// The rules this build proposes under; see [`Proposal::rules`].
-pub const RULES: u16 = 9;
+pub const RULES: u16 = 10;
 
 /// One Raft log entry: a command, the leader's clock when it proposed it, the
 /// client request it serves, if any, and the rules it is applied under.
@@ -144,7 +144,7 @@ pub struct Proposal {
     ///   by their directory's inode, so another mount's rename of that
     ///   directory, even one applied just before, never sends the change
     ///   to the directory that took its old name.
-    /// - 9 ([`RULES`]; format 10): as 8, and a command that would make one
+    /// - 9 (format 10): as 8, and a command that would make one
     ///   of the root's reserved names is refused (`InvalidArgument`):
     ///   `.shoal-inode`, so `/.shoal-inode/N` names inode N for every
     ///   client, the CLI's included; and a name that
@@ -154,6 +154,12 @@ pub struct Proposal {
     ///   [`FsState::rename`]); such a name is not exchanged; a
     ///   no-replace rename of a file from its own hidden name under a live
     ///   session (a mount putting back a file it hid) may take either.
+    /// - 10 ([`RULES`]; format 11): as 9, and a truncating commit that
+    ///   shrinks a file to within a chunk holding committed bytes must
+    ///   list that chunk (the cut the writer made), else it is refused as
+    ///   `ChunkChanged`: bytes committed there past the new end, since the
+    ///   truncating writer looked, would come back at a later growth
+    ///   ([`FsState::commit_write`]).
     #[serde(default)]
     pub rules: u16,
 }

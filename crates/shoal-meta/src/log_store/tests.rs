@@ -207,7 +207,7 @@ fn a_newer_entry_stops_the_node_at_open() {
     segment::push_frame(&mut bytes, 1, &newer);
     std::fs::write(seg_dir.join(segment::file_name(1)), bytes).unwrap();
     let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-    assert!(err.contains("log entry 1: format 11 is newer than this build of shoal reads (up to 10)"), "{err}");
+    assert!(err.contains("log entry 1: format 12 is newer than this build of shoal reads (up to 11)"), "{err}");
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ fn a_raft_redb_that_cannot_be_read_is_left_as_it_was() {
     );
     legacy::write_raw(&dir.path().join(LEGACY_FILE), &[], &[(legacy::KEY_VOTE, vote)]);
     let err = format!("{:#}", LogStore::open(dir.path()).err().expect("refused"));
-    assert!(err.contains("raft.redb, state value `vote`: format 11 is newer"), "{err}");
+    assert!(err.contains("raft.redb, state value `vote`: format 12 is newer"), "{err}");
 }
 
 #[test]

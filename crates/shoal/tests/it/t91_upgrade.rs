@@ -180,7 +180,7 @@ fn format_0_directories_open_with_every_file_and_byte() {
     assert!(!up.meta_dir().join("snapshot.json").exists());
     let snap = std::fs::read(up.meta_dir().join("snapshot.bin")).unwrap();
     assert_eq!(snap[0..4], [0xC5, b'S', b'N', b'P'], "snapshot.bin is headed");
-    assert_eq!(u16::from_le_bytes([snap[4], snap[5]]), 10, "snapshot.bin is format 10 (the current one)");
+    assert_eq!(u16::from_le_bytes([snap[4], snap[5]]), 11, "snapshot.bin is format 11 (the current one)");
 
     // Phase 2: new writes go into the same log, after the legacy entries.
     let extra = pattern(70_000, 91);
