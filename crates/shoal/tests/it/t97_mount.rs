@@ -1207,13 +1207,69 @@ sys.exit(0 if r == 0 else os.strerror(ctypes.get_errno()))'"
 
 /// The `Stat` calls the meta nodes of `c` (started with HTTP) have answered.
 fn meta_stats(c: &Cluster) -> f64 {
+    meta_calls(c, "Stat")
+}
+
+/// The `Namespace/METHOD` calls the meta nodes have answered so far.
+fn meta_calls(c: &Cluster, method: &str) -> f64 {
+    let label = format!("method=\"shoal.meta.v1.Namespace/{method}\"");
     c.meta_http
         .iter()
         .map(|h| {
             let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
-            metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.meta.v1.Namespace/Stat\""])
+            metric_sum(&text, "shoal_rpc_requests_total", &[&label])
         })
         .sum()
+}
+
+/// Writes scattered over one chunk between two fsyncs are one piece: the
+/// fsync sends them with one commit in meta (60 without held ranges), and
+/// the file reads back, on another mount, as the same writes made to a
+/// local file.
+#[test]
+fn t97_scattered_writes_in_one_chunk_are_one_commit() {
+    let test = "t97_scattered_writes_in_one_chunk_are_one_commit";
+    if !can_mount(test) || !have(test, "python3", "apt-get install python3") {
+        return;
+    }
+    let c = Cluster::start(Options { http: true, ..Options::default() });
+    let m = Mount::start(&c, "m", &[]);
+    let local = c.tmp.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    // Phase 0 makes a file of 200 KiB; phase 1 makes 60 writes of 100 bytes
+    // at scattered offsets below 600 KiB (some past the end, some over
+    // each other), then one fsync.
+    let writes = |dir: &Path, phase: u32| {
+        must_sh(
+            dir,
+            &format!(
+                "python3 -c 'import os
+fd = os.open(\"f\", os.O_RDWR | os.O_CREAT, 0o644)
+if {phase} == 0:
+    os.write(fd, bytes(i % 251 for i in range(200 * 1024)))
+else:
+    x = 7
+    for i in range(60):
+        x = (x * 1103515245 + 12345) % 2**31
+        os.pwrite(fd, bytes([65 + i % 26]) * 100, x % (600 * 1024))
+os.fsync(fd)
+os.close(fd)'"
+            ),
+        )
+    };
+    writes(&m.dir, 0);
+    writes(&local, 0);
+    let before = meta_calls(&c, "CommitWrite");
+    writes(&m.dir, 1);
+    let commits = meta_calls(&c, "CommitWrite") - before;
+    writes(&local, 1);
+    // One, or a few where the mount sent held bytes on its own after a
+    // second (a slow machine); never one per write.
+    assert!((1.0..10.0).contains(&commits), "60 scattered writes and an fsync took {commits} commits");
+    let other = Mount::start(&c, "other", &[]);
+    let want = std::fs::read(local.join("f")).unwrap();
+    assert!(want.len() > 200 * 1024, "some writes went past the end");
+    assert!(std::fs::read(other.dir.join("f")).unwrap() == want, "the file differs from the local one");
 }
 
 /// `ls -l` on a mount is one listing: the kernel gets every entry's
