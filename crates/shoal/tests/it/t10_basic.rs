@@ -283,3 +283,37 @@ fn t15_ranges_in_one_chunk_keep_the_bytes_between_them() {
         assert_eq!(back, [last], "a's filling never put back an older byte 500");
     });
 }
+
+/// A small file written whole (`write_new`, as `put` and the S3 gateway
+/// write one) at a reserved name of the root is refused by the leader's
+/// `PrepareNew`, before a byte goes to a chunk server, and makes nothing.
+#[test]
+fn t16_a_new_file_at_a_reserved_name_is_refused_before_its_bytes_are_sent() {
+    use shoal_client::{Bytes, ClientError};
+    use shoal_core::FsError;
+    let c = Cluster::start(Options { http: true, ..Options::default() });
+    let chunk_writes = || -> f64 {
+        c.chunk_http
+            .iter()
+            .map(|h| {
+                let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
+                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.chunk.v1.Chunk/Write\""])
+            })
+            .sum()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = rt.block_on(shoal_client::Client::connect(&c.meta_addrs)).unwrap();
+    let before = chunk_writes();
+    rt.block_on(async {
+        for name in ["/.shoal-inode", "/.shoal-unlinked.1.2"] {
+            let e = client.write_new(name, Bytes::from_static(b"bytes"), None, None).await.expect_err(name);
+            assert!(matches!(e, ClientError::Fs(FsError::InvalidArgument { .. })), "{name}: {e:?}");
+        }
+        assert!(client.list("/").await.unwrap().is_empty(), "nothing was made");
+    });
+    assert_eq!(chunk_writes(), before, "no bytes went to a chunk server");
+    // The same call at an ordinary name writes its bytes.
+    let made = rt.block_on(client.write_new("/shoal-inode", Bytes::from_static(b"bytes"), None, None)).unwrap();
+    assert_eq!(made.size, 5);
+    assert!(chunk_writes() > before, "its bytes went to the chunk servers");
+}
