@@ -817,7 +817,7 @@ impl Harness {
         // A truncation commits the chunk it prepared when the new end falls
         // in it (a cut), else none; a write commits the one it prepared.
         let (chunks, size) = if truncate {
-            let cut = index == size / CHUNK_SIZE && size % CHUNK_SIZE != 0;
+            let cut = index == size / CHUNK_SIZE && !size.is_multiple_of(CHUNK_SIZE);
             (if cut { vec![(index, chunk.id, chunk.version)] } else { vec![] }, size)
         } else {
             (vec![(index, chunk.id, chunk.version)], size.max(index * CHUNK_SIZE + 1))
@@ -828,7 +828,7 @@ impl Harness {
         let end = size / CHUNK_SIZE;
         let uncut = truncate
             && size < file.size
-            && size % CHUNK_SIZE != 0
+            && !size.is_multiple_of(CHUNK_SIZE)
             && !chunks.iter().any(|(i, _, _)| *i == end)
             && file.chunks.get(&end).is_some_and(|c| c.committed_version > 0);
         let r = self.apply(WriteCmd::CommitWrite { inode, chunks, size, truncate, fence: None });
