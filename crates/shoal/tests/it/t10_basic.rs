@@ -292,15 +292,7 @@ fn t16_a_new_file_at_a_reserved_name_is_refused_before_its_bytes_are_sent() {
     use shoal_client::{Bytes, ClientError};
     use shoal_core::FsError;
     let c = Cluster::start(Options { http: true, ..Options::default() });
-    let chunk_writes = || -> f64 {
-        c.chunk_http
-            .iter()
-            .map(|h| {
-                let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
-                metric_sum(&text, "shoal_rpc_requests_total", &["method=\"shoal.chunk.v1.Chunk/Write\""])
-            })
-            .sum()
-    };
+    let chunk_writes = || rpc_calls(&c.chunk_http, "shoal.chunk.v1.Chunk/Write");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let client = rt.block_on(shoal_client::Client::connect(&c.meta_addrs)).unwrap();
     let before = chunk_writes();

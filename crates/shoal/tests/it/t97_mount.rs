@@ -1212,14 +1212,7 @@ fn meta_stats(c: &Cluster) -> f64 {
 
 /// The `Namespace/METHOD` calls the meta nodes have answered so far.
 fn meta_calls(c: &Cluster, method: &str) -> f64 {
-    let label = format!("method=\"shoal.meta.v1.Namespace/{method}\"");
-    c.meta_http
-        .iter()
-        .map(|h| {
-            let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
-            metric_sum(&text, "shoal_rpc_requests_total", &[&label])
-        })
-        .sum()
+    rpc_calls(&c.meta_http, &format!("shoal.meta.v1.Namespace/{method}"))
 }
 
 /// Writes scattered over one chunk between two fsyncs are one piece: the

@@ -691,6 +691,19 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// The calls of gRPC method `method` (`package.Service/Method`) that the
+/// nodes serving metrics at `http` (a cluster's `meta_http` or
+/// `chunk_http`) have answered so far, summed over nodes and result codes.
+pub fn rpc_calls(http: &[Option<String>], method: &str) -> f64 {
+    let label = format!("method=\"{method}\"");
+    http.iter()
+        .map(|h| {
+            let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
+            metric_sum(&text, "shoal_rpc_requests_total", &[&label])
+        })
+        .sum()
+}
+
 /// A lazily connecting gRPC channel to `addr`, as `transport`'s holder.
 pub fn channel(addr: &str, transport: &shoal_client::Transport) -> tonic::transport::Channel {
     shoal_proto::endpoint(addr, Duration::from_secs(2), transport).unwrap().connect_lazy()
