@@ -663,12 +663,15 @@ impl File {
     }
 
     /// Asks meta to prepare chunk `index` for a write, avoiding the replicas
-    /// in `failed`; `last` and `chunk_id` describe the failure before, if
-    /// any, and `full` whether a replica refused it for space.
+    /// in `failed`, and (with `base`) refused as `ChunkChanged` unless the
+    /// chunk is still at that committed version; `last` and `chunk_id`
+    /// describe the failure before, if any, and `full` whether a replica
+    /// refused it for space.
     async fn prepare(
         &self,
         index: u64,
         failed: &[String],
+        base: Option<(u64, u64)>,
         (last, chunk_id, full): (&str, u64, bool),
     ) -> Result<pb::PrepareWriteReply> {
         let pending = self.client.inner.requests.begin();
@@ -677,6 +680,7 @@ impl File {
             chunk_index: index,
             failed: failed.to_vec(),
             fence: self.fence.clone(),
+            base: base.map(|(id, version)| pb::ChunkBase { id, version }),
             request: Some(pending.id),
         };
         match self
@@ -721,7 +725,7 @@ impl File {
         for attempt in 1.. {
             let prep = match grant.take() {
                 Some(g) => g,
-                None => self.prepare(index, &failed, (&last, chunk_id, full)).await?,
+                None => self.prepare(index, &failed, base, (&last, chunk_id, full)).await?,
             };
             let prepared_id = prep.chunk.as_ref().map_or(0, |c| c.id);
             if let Some((id, version)) = base

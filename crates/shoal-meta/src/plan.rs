@@ -16,6 +16,22 @@ use crate::bounds;
 use crate::fsm::{Fence, FsState, Kind, WriteCmd};
 use crate::health::ServerView;
 
+/// Whether chunk `index` of file `inode` is still at `base`, the (chunk id,
+/// committed version) a writer read bytes of to fill between its ranges
+/// (version 0: no committed bytes, whatever the id). Else `ChunkChanged`,
+/// before anything is prepared: a writer with a stale map then bumps no
+/// version, which would abort another writer's write in flight. The state
+/// may move on before the prepare applies, so the writer checks the base
+/// the prepare answers as well.
+pub fn check_base(fs: &FsState, inode: u64, index: u64, base: (u64, u64)) -> Result<(), FsError> {
+    let f = fs.inode(inode)?;
+    let now = f.chunks.get(&index).map_or((0, 0), |c| (c.id, c.committed_version));
+    if base.1 != now.1 || (base.1 != 0 && base.0 != now.0) {
+        return Err(FsError::ChunkChanged { inode, index });
+    }
+    Ok(())
+}
+
 /// Plans the `PrepareWrite` of chunk `index` of file `inode`.
 ///
 /// The chunk must end within the largest file ([`bounds::check_chunk_index`]).
@@ -181,6 +197,28 @@ mod tests {
         assert!(matches!(e, Err(FsError::NotEnoughServers { .. })), "{e:?}");
         assert!(matches!(plan_prepare(&st, &servers, 1, 0, &[], None), Err(FsError::IsADirectory { .. })));
         assert!(matches!(plan_prepare(&st, &servers, 99, 0, &[], None), Err(FsError::StaleInode { .. })));
+    }
+
+    #[test]
+    fn a_prepare_on_a_base_that_moved_is_refused_before_it_bumps_anything() {
+        let (mut st, inode) = state();
+        let all = [1, 2, 3].map(|id| server(id, true, false, 0));
+        // No chunk yet: only version 0 (no committed bytes) holds.
+        assert_eq!(check_base(&st, inode, 0, (0, 0)), Ok(()));
+        assert_eq!(check_base(&st, inode, 0, (7, 0)), Ok(()), "no committed bytes: the id is not compared");
+        assert_eq!(check_base(&st, inode, 0, (7, 1)), Err(FsError::ChunkChanged { inode, index: 0 }));
+        let first = plan_prepare(&st, &all, inode, 0, &[], None).unwrap();
+        let Response::Chunk { chunk, .. } = run(&mut st, first) else { panic!() };
+        // Prepared, not committed: still no committed bytes.
+        assert_eq!(check_base(&st, inode, 0, (0, 0)), Ok(()));
+        let commit =
+            WriteCmd::CommitWrite { inode, chunks: vec![(0, chunk.id, 1)], size: 10, truncate: false, fence: None };
+        run(&mut st, commit);
+        assert_eq!(check_base(&st, inode, 0, (chunk.id, 1)), Ok(()));
+        for stale in [(0, 0), (chunk.id, 0), (chunk.id + 1, 1), (chunk.id, 2)] {
+            assert_eq!(check_base(&st, inode, 0, stale), Err(FsError::ChunkChanged { inode, index: 0 }), "{stale:?}");
+        }
+        assert!(matches!(check_base(&st, 99, 0, (0, 0)), Err(FsError::StaleInode { .. })));
     }
 
     /// Regression (review): the chunk index was not bounded, so a request

@@ -595,12 +595,18 @@ impl pb::namespace_server::Namespace for MetaService {
         // leader is never "not found" here. A refusal by the plan (no such
         // file, no servers) could still come from a leader deposed without
         // knowing it: it is only given after a round confirmed this state.
+        // So is a refusal of the writer's base (`plan::check_base`).
         let mut confirmed = self.node.caught_up().await?;
         for _ in 0..PREPARE_ATTEMPTS_MAX {
             let servers = self.node.server_views(Instant::now());
             let cmd = {
                 let s = self.node.state.read();
-                plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone())
+                r.base
+                    .as_ref()
+                    .map_or(Ok(()), |b| plan::check_base(&s.fs, r.inode, r.chunk_index, (b.id, b.version)))
+                    .and_then(|()| {
+                        plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone())
+                    })
             };
             let cmd = match cmd {
                 Ok(cmd) => cmd,

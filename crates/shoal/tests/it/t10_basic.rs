@@ -228,7 +228,14 @@ fn t15_ranges_in_one_chunk_keep_the_bytes_between_them() {
         b.open("/ranges").await.unwrap().write_at(500, b"BBBB").await.unwrap();
         let ranges =
             vec![(0, Bytes::from_static(b"AA")), (900, Bytes::from_static(b"ZZ")), (1100, Bytes::from_static(b"E"))];
+        let committed =
+            || async { b.chunks("/ranges").await.unwrap().1.iter().find(|c| c.index == 0).unwrap().version };
+        let before = committed().await;
         wa.write_ranges(ranges).await.unwrap();
+        // The fill from a's stale map was refused by the leader before it
+        // prepared a version (which would abort a write in flight), then made
+        // again from a fresh read: one version more, not two.
+        assert_eq!(committed().await, before + 1, "the refused fill prepared no version");
         let mut want = vec![b'.'; 1000];
         want[..2].copy_from_slice(b"AA");
         want[500..504].copy_from_slice(b"BBBB");
