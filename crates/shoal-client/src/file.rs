@@ -692,6 +692,9 @@ impl File {
             .await
         {
             Ok(p) => Ok(p),
+            // A base that moved is a lost race, retried by the caller
+            // (`until_committed`), whatever failed before it.
+            Err(e @ ClientError::Fs(shoal_core::FsError::ChunkChanged { .. })) => Err(e),
             // Running out of servers after failures: say what failed first.
             Err(e) if !failed.is_empty() => Err(ClientError::WriteFailed {
                 chunk_id,

@@ -601,12 +601,13 @@ impl pb::namespace_server::Namespace for MetaService {
             let servers = self.node.server_views(Instant::now());
             let cmd = {
                 let s = self.node.state.read();
-                r.base
-                    .as_ref()
-                    .map_or(Ok(()), |b| plan::check_base(&s.fs, r.inode, r.chunk_index, (b.id, b.version)))
-                    .and_then(|()| {
-                        plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone())
-                    })
+                plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone()).and_then(|cmd| {
+                    let base = r
+                        .base
+                        .as_ref()
+                        .map_or(Ok(()), |b| plan::check_base(&s.fs, r.inode, r.chunk_index, (b.id, b.version)));
+                    base.map(|()| cmd)
+                })
             };
             let cmd = match cmd {
                 Ok(cmd) => cmd,
