@@ -10,6 +10,12 @@
 //!   versions, equal the model's;
 //! - `check_invariants` holds.
 //!
+//! A prepare may carry a base, as a filling writer's does: the chunk id and
+//! committed version it read. `plan::check_base`, which the leader runs
+//! before it proposes, must refuse it with `ChunkChanged` exactly when the
+//! model's chunk has another committed version (or, past version 0,
+//! another id); a refused prepare is not proposed, so it bumps nothing.
+//!
 //! This is what a writer that fills the bytes between its ranges
 //! (`File::write_ranges`) relies on: a version prepared on a base it read
 //! commits only if nobody else prepared the chunk since.
@@ -26,16 +32,26 @@ const CHUNK_SIZE: u64 = 100;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Writer `w` prepares chunk `index`.
-    Prepare { w: usize, index: u64 },
+    /// Writer `w` prepares chunk `index`, with no base, with the base it
+    /// reads now (always current), or with the base it read at its last
+    /// prepare of the chunk (perhaps stale).
+    Prepare { w: usize, index: u64, base: Base },
     /// Writer `w` commits: its grant for chunk `index` if it holds one and
     /// `list` says so, with `size` (a write's end, or a truncation's size).
     Commit { w: usize, index: u64, list: bool, size: u64, truncate: bool },
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Base {
+    None,
+    Fresh,
+    Remembered,
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
+    let base = prop_oneof![Just(Base::None), Just(Base::Fresh), Just(Base::Remembered)];
     prop_oneof![
-        3 => (0..2usize, 0..4u64).prop_map(|(w, index)| Op::Prepare { w, index }),
+        3 => (0..2usize, 0..4u64, base).prop_map(|(w, index, base)| Op::Prepare { w, index, base }),
         4 => (0..2usize, 0..4u64, prop::bool::weighted(0.8), 0..420u64, prop::bool::weighted(0.3))
             .prop_map(|(w, index, list, size, truncate)| Op::Commit { w, index, list, size, truncate }),
     ]
@@ -58,6 +74,9 @@ struct Harness {
     chunks: BTreeMap<u64, Chunk>,
     /// Each writer's grants: chunk index → (id, version).
     grants: [BTreeMap<u64, (u64, u64)>; 2],
+    /// The base each writer read at its last prepare of a chunk: chunk
+    /// index → (id, committed version), (0, 0) for a chunk not there.
+    read: [BTreeMap<u64, (u64, u64)>; 2],
 }
 
 impl Harness {
@@ -69,6 +88,7 @@ impl Harness {
             size: 0,
             chunks: BTreeMap::new(),
             grants: [BTreeMap::new(), BTreeMap::new()],
+            read: [BTreeMap::new(), BTreeMap::new()],
         };
         for id in 1..=3 {
             h.apply(NodeCmd::RegisterNode { id, addr: format!("127.0.0.1:{}", 7000 + id) });
@@ -94,8 +114,25 @@ impl Harness {
 
     fn step(&mut self, op: &Op) {
         match *op {
-            Op::Prepare { w, index } => {
+            Op::Prepare { w, index, base } => {
                 let current = self.chunks.get(&index).copied();
+                let now = current.map_or((0, 0), |c| (c.id, c.committed));
+                let base = match base {
+                    Base::None => None,
+                    Base::Fresh => Some(now),
+                    Base::Remembered => Some(self.read[w].get(&index).copied().unwrap_or((0, 0))),
+                };
+                if let Some(base) = base {
+                    let moved = base.1 != now.1 || (base.1 != 0 && base.0 != now.0);
+                    let checked = shoal_meta::plan::check_base(&self.st, self.inode, index, base);
+                    if moved {
+                        assert_eq!(checked, Err(FsError::ChunkChanged { inode: self.inode, index }), "{op:?}");
+                        self.finish(op);
+                        return;
+                    }
+                    assert_eq!(checked, Ok(()), "{op:?}: base {base:?}, chunk {now:?}");
+                }
+                self.read[w].insert(index, now);
                 let r = self.apply(WriteCmd::PrepareWrite {
                     inode: self.inode,
                     index,
@@ -171,6 +208,11 @@ impl Harness {
                 }
             }
         }
+        self.finish(op);
+    }
+
+    /// The state equals the model after `op`, and its invariants hold.
+    fn finish(&self, op: &Op) {
         let f = &self.st.inodes[&self.inode];
         assert_eq!(f.size, self.size, "size after {op:?}");
         let chunks: BTreeMap<u64, Chunk> = f
