@@ -5,13 +5,15 @@
 #   pwrite+fsync      1,000 bytes at a scattered offset, then fsync;
 #   pwrite+fdatasync  the same with fdatasync;
 #   mmap write+msync  1,000 bytes through a shared mapping, then msync;
-#   ftruncate         a shrink by a little more than a page;
+#   ftruncate         a shrink by a little more than a page (4,113 bytes);
 #   fsync             with nothing held (what an idle fsync costs);
 # and prints the mean time of each, with the calls it made per change and
 # the mean time the serving node took to answer each call (the nodes'
 # `shoal_rpc_requests_total` and `shoal_rpc_duration_seconds`: a chunk
 # write counts on the primary, whose time includes the replica's, and on
-# the replica). As root. Uses ports 17900-17932 and a scratch directory
+# the replica; Raft's idle heartbeats, about 40 AppendEntries a second, are
+# counted too, so that row is a little high). N at most 700. As root.
+# Uses ports 17900-17932 and a scratch directory
 # (default /tmp/shoal-sync-latency; removed first).
 #
 #   bash crates/shoal-fuse/bench/sync_latency.sh [DIR]   (N=50 by default)
@@ -37,6 +39,7 @@ def calls():
 
 n = int(os.environ["N"])
 size = 3 << 20
+assert 0 < n <= 700, "N: 1 to 700 (the shrinks must fit in the 3 MiB file)"
 fd = os.open(os.path.join(sys.argv[1], "f"), os.O_RDWR | os.O_CREAT)
 os.ftruncate(fd, size)
 os.fsync(fd)
@@ -64,7 +67,7 @@ def mapped(i):
     m.flush()
 measure("mmap write+msync", mapped)
 m.close()
-measure("ftruncate", lambda i: os.ftruncate(fd, size - 4096 * (i + 1) - 17))
+measure("ftruncate", lambda i: os.ftruncate(fd, size - 4113 * (i + 1)))
 measure("fsync", lambda i: os.fsync(fd))
 os.close(fd)
 PY

@@ -1,11 +1,15 @@
 //! What the leader decides for client and chunk-server requests before it
 //! proposes anything, as pure functions over plain data: where a write's
-//! chunk goes (`PrepareWrite`) and which garbage a heartbeat reply names.
+//! chunk goes (`PrepareWrite`), whether a filling write's base is still the
+//! chunk's committed one (`check_base`), and which garbage a heartbeat reply
+//! names.
 //!
 //! The caller (`service`) reads the applied state and builds the server views
 //! (liveness and usage are the leader's soft state); nothing here does IO,
 //! reads a clock or keeps state between calls. The state machine re-checks
-//! every plan when it applies it (the state may have moved on in between).
+//! every plan when it applies it (the state may have moved on in between);
+//! the base is not in the command, so its re-check is the writer's, against
+//! the base version the prepare answers.
 
 use std::collections::HashSet;
 
