@@ -214,7 +214,10 @@ fn t14_remove_file_and_remove_dir_refuse_the_other_kind() {
 #[test]
 fn t15_ranges_in_one_chunk_keep_the_bytes_between_them() {
     use shoal_client::Bytes;
-    let c = Cluster::start(Options::default());
+    let c = Cluster::start(Options { http: true, ..Options::default() });
+    // Prepares the leader refused (a base that moved: nothing else refuses
+    // one in this test).
+    let refused = || rpc_answers(&c.meta_http, "shoal.meta.v1.Namespace/PrepareWrite", Some("FAILED_PRECONDITION"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (a, b) = (
@@ -230,12 +233,15 @@ fn t15_ranges_in_one_chunk_keep_the_bytes_between_them() {
             vec![(0, Bytes::from_static(b"AA")), (900, Bytes::from_static(b"ZZ")), (1100, Bytes::from_static(b"E"))];
         let committed =
             || async { b.chunks("/ranges").await.unwrap().1.iter().find(|c| c.index == 0).unwrap().version };
-        let before = committed().await;
+        let (before, refused_before) = (committed().await, refused());
         wa.write_ranges(ranges).await.unwrap();
         // The fill from a's stale map was refused by the leader before it
         // prepared a version (which would abort a write in flight), then made
-        // again from a fresh read: one version more, not two.
-        assert_eq!(committed().await, before + 1, "the refused fill prepared no version");
+        // again from a fresh read. (Its committed version rises by one, not
+        // two; a re-prepare after a slow chain could add one, so that is not
+        // what is asserted.)
+        assert!(refused() > refused_before, "the leader refused the stale fill's prepare");
+        assert!(committed().await > before, "the fill was committed");
         let mut want = vec![b'.'; 1000];
         want[..2].copy_from_slice(b"AA");
         want[500..504].copy_from_slice(b"BBBB");

@@ -695,11 +695,19 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 /// nodes serving metrics at `http` (a cluster's `meta_http` or
 /// `chunk_http`) have answered so far, summed over nodes and result codes.
 pub fn rpc_calls(http: &[Option<String>], method: &str) -> f64 {
+    rpc_answers(http, method, None)
+}
+
+/// The same, only the calls answered with gRPC status `code` (as the
+/// metric names it: `"OK"`, `"FAILED_PRECONDITION"`, ...) when one is given.
+pub fn rpc_answers(http: &[Option<String>], method: &str, code: Option<&str>) -> f64 {
     let label = format!("method=\"{method}\"");
+    let code = code.map(|c| format!("code=\"{c}\""));
+    let labels: Vec<&str> = std::iter::once(label.as_str()).chain(code.as_deref()).collect();
     http.iter()
         .map(|h| {
             let (_, _, text) = http_get(h.as_deref().expect("an HTTP port"), "/metrics");
-            metric_sum(&text, "shoal_rpc_requests_total", &[&label])
+            metric_sum(&text, "shoal_rpc_requests_total", &labels)
         })
         .sum()
 }
