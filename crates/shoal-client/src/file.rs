@@ -731,8 +731,8 @@ impl File {
                 None => self.prepare(index, &failed, base, (&last, chunk_id, full)).await?,
             };
             let prepared_id = prep.chunk.as_ref().map_or(0, |c| c.id);
-            if let Some((id, version)) = base
-                && (version != prep.base_version || (version != 0 && id != prepared_id))
+            if let Some(base) = base
+                && !shoal_core::layout::same_base(base, (prepared_id, prep.base_version))
             {
                 return Err(shoal_core::FsError::ChunkChanged { inode: self.stat.inode, index }.into());
             }

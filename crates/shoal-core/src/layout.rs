@@ -1,4 +1,5 @@
-//! Chunk arithmetic: how a byte range of a file maps onto fixed-size chunks.
+//! Chunk arithmetic: how a byte range of a file maps onto fixed-size chunks,
+//! and whether a chunk is still the base a writer read ([`same_base`]).
 
 /// One piece of a file range that falls inside a single chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +53,26 @@ pub fn chunk_count(size: u64, chunk_size_bytes: u64) -> u64 {
     size.div_ceil(chunk_size_bytes)
 }
 
+/// Whether a chunk now at `now` (chunk id, committed version) is still
+/// `base`, the one a writer read bytes of: the same committed version and,
+/// past version 0 (no committed bytes, whatever the id), the same id. Meta's
+/// leader checks it before a prepare, and the writer again on the answer.
+pub fn same_base(base: (u64, u64), now: (u64, u64)) -> bool {
+    base.1 == now.1 && (base.1 == 0 || base.0 == now.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_is_the_committed_version_and_past_zero_the_id() {
+        assert!(same_base((0, 0), (7, 0)), "no committed bytes: any id");
+        assert!(same_base((7, 3), (7, 3)));
+        assert!(!same_base((7, 3), (8, 3)), "another chunk at the same version");
+        assert!(!same_base((7, 3), (7, 4)));
+        assert!(!same_base((7, 0), (7, 1)));
+    }
 
     #[test]
     fn data_ends_with_the_last_whole_chunk() {

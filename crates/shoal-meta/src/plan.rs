@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 
 use shoal_core::FsError;
+use shoal_core::layout;
 use shoal_core::placement::{self, Candidate};
 
 use crate::bounds;
@@ -30,7 +31,7 @@ use crate::health::ServerView;
 pub fn check_base(fs: &FsState, inode: u64, index: u64, base: (u64, u64)) -> Result<(), FsError> {
     let f = fs.inode(inode)?;
     let now = f.chunks.get(&index).map_or((0, 0), |c| (c.id, c.committed_version));
-    if base.1 != now.1 || (base.1 != 0 && base.0 != now.0) {
+    if !layout::same_base(base, now) {
         return Err(FsError::ChunkChanged { inode, index });
     }
     Ok(())

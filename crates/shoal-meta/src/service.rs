@@ -602,11 +602,10 @@ impl pb::namespace_server::Namespace for MetaService {
             let cmd = {
                 let s = self.node.state.read();
                 plan::plan_prepare(&s.fs, &servers, r.inode, r.chunk_index, &r.failed, fence.clone()).and_then(|cmd| {
-                    let base = r
-                        .base
-                        .as_ref()
-                        .map_or(Ok(()), |b| plan::check_base(&s.fs, r.inode, r.chunk_index, (b.id, b.version)));
-                    base.map(|()| cmd)
+                    match &r.base {
+                        Some(b) => plan::check_base(&s.fs, r.inode, r.chunk_index, (b.id, b.version)).map(|()| cmd),
+                        None => Ok(cmd),
+                    }
                 })
             };
             let cmd = match cmd {
